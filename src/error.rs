@@ -1,0 +1,94 @@
+//! Owns the core crate's `Error` enum: etcd's message texts where etcd has one.
+
+/// Errors of the watchkv core. Messages are etcd's (`mvcc: ...`, `etcdserver: ...`) so that a
+/// transport can hand them to clients unchanged; the gRPC layer adds `etcdserver: ` in front of
+/// `mvcc:` texts exactly as etcd's `rpctypes` does.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The requested revision is below the compact revision (spec §1.4, §5).
+    #[error("mvcc: required revision has been compacted")]
+    Compacted {
+        /// The revision that was asked for.
+        requested: i64,
+        /// The store's compact revision at the time.
+        compact_rev: i64,
+    },
+    /// The requested revision is above the current revision (spec §1.4, §5).
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev {
+        /// The revision that was asked for.
+        requested: i64,
+        /// The store's current revision at the time.
+        current_rev: i64,
+    },
+    /// A txn has more than `max_txn_ops` operations in one list (spec §1.3).
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A txn branch writes one key twice, or puts a key it also deletes (spec §1.3).
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// A request names the empty key.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// A request op with no operation set, or `ignore_value`/`ignore_lease` on a missing key.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A put names a lease that does not exist, or a lease call names an unknown lease.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A lease grant names an id that is already in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A lease grant asks for more than the maximum TTL.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A request is larger than `max_request_bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// A watch on an empty range (`key >= range_end`), spec §6.2.
+    #[error("mvcc: watcher range is empty")]
+    EmptyWatcherRange,
+    /// An explicit watch id that the stream already uses.
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateWatchId,
+    /// A cancel of a watch id the stream does not have.
+    #[error("mvcc: watcher does not exist")]
+    WatcherNotExist,
+    /// A record on disk does not decode; names the row so an operator can find it.
+    #[error("mvcc: corrupt record at revision {revision}: {reason}")]
+    Corrupt {
+        /// The revision (or other row name) of the damaged record.
+        revision: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// An earlier write failed to persist; the store refuses writes rather than carry on with
+    /// in-memory state that may not be on disk (as fjall poisons itself).
+    #[error("mvcc: store is poisoned by an earlier storage failure; reopen it")]
+    Poisoned,
+    /// The storage engine failed.
+    #[error("mvcc: storage: {0}")]
+    Storage(#[from] fjall::Error),
+    /// A file-system operation failed.
+    #[error("mvcc: io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Returns whether the error is the client's doing (bad input, a compacted or future
+    /// revision, an unknown lease) rather than a failure of the server or its disk.
+    #[must_use]
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Self::Corrupt { .. } | Self::Poisoned | Self::Storage(_) | Self::Io(_))
+    }
+}
+
+/// Result with the core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! Owns the synchronous watch machinery: watcher values, groups and event batches. No threads
+//! and no actors here: the runtime crate moves these values between its actors.
+//!
+//! A watcher's life (etcd `watchable_store.go`, spec §6):
+//!
+//! ```text
+//!   create ──start 0 or future──► synced ◄────────── promoted at a revision boundary ──┐
+//!     │                             │  notify: mailbox full                              │
+//!     │ start <= current_rev        ▼                                                    │
+//!     └──────────────────────► unsynced ──catch-up batch, mailbox full──► victim ────────┘
+//!                                   ▲                                      │ retried every
+//!                                   └──── delivered, but writes missed ────┘ victim_retry_period
+//! ```
+
+pub mod watcher;

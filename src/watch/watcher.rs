@@ -1,0 +1,61 @@
+//! Owns `Watcher`: one watch's identity, range, revisions and options (etcd `watcher` in
+//! `watchable_store.go`). A watcher is a plain value: whichever group holds it owns it.
+
+use crate::kv::{Event, EventKind};
+use crate::key_range::KeyRange;
+
+/// Identifies a client stream; unique for the life of the process.
+pub type StreamId = u64;
+
+/// A watch id, unique within its stream (etcd `WatchID`). `-1` is reserved for stream-wide
+/// progress responses and failed creates.
+pub type WatchId = i64;
+
+/// The process-wide identity of a watcher: its stream and its id on that stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatcherKey {
+    /// The stream that created the watcher.
+    pub stream: StreamId,
+    /// The watcher's id on that stream.
+    pub id: WatchId,
+}
+
+/// Event filters a watcher asked for (etcd `WatchCreateRequest.filters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Filters {
+    /// Drop PUT events (etcd `NOPUT` = 0).
+    pub no_put: bool,
+    /// Drop DELETE events (etcd `NODELETE` = 1).
+    pub no_delete: bool,
+}
+
+impl Filters {
+    /// Returns whether `event` passes the filters (spec §6.3).
+    #[must_use]
+    pub fn accepts(&self, event: &Event) -> bool {
+        match event.kind {
+            EventKind::Put => !self.no_put,
+            EventKind::Delete => !self.no_delete,
+        }
+    }
+}
+
+/// One watch: what it watches and how far it has been served.
+///
+/// Invariant: every matching event with revision `< min_rev` has been queued to the stream
+/// exactly once, in order; `min_rev` only grows (spec §9 (c)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watcher {
+    /// Stream and id.
+    pub key: WatcherKey,
+    /// The keys watched. Never empty (creation rejects `key >= range_end`).
+    pub range: KeyRange,
+    /// The revision the client asked to start from (0 = "from now").
+    pub start_rev: i64,
+    /// The lowest revision the watcher still needs.
+    pub min_rev: i64,
+    /// Event filters.
+    pub filters: Filters,
+    /// Whether events carry `prev_kv` for this watcher.
+    pub prev_kv: bool,
+}
