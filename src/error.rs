@@ -73,6 +73,17 @@ pub enum Error {
     /// in-memory state that may not be on disk (as fjall poisons itself).
     #[error("mvcc: store is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
+    /// The store was closed before the operation could finish.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A physical compaction failed; it is retried when the store is reopened.
+    #[error("mvcc: compaction at revision {rev} failed: {reason}")]
+    CompactionFailed {
+        /// The compaction revision.
+        rev: i64,
+        /// What failed.
+        reason: String,
+    },
     /// The storage engine failed.
     #[error("mvcc: storage: {0}")]
     Storage(#[from] fjall::Error),
@@ -86,7 +97,15 @@ impl Error {
     /// revision, an unknown lease) rather than a failure of the server or its disk.
     #[must_use]
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Self::Corrupt { .. } | Self::Poisoned | Self::Storage(_) | Self::Io(_))
+        !matches!(
+            self,
+            Self::Corrupt { .. }
+                | Self::Poisoned
+                | Self::Stopped
+                | Self::CompactionFailed { .. }
+                | Self::Storage(_)
+                | Self::Io(_)
+        )
     }
 }
 

@@ -8,15 +8,28 @@
 //! - [`codec`]: the only module that names bincode.
 //! - [`config`]: every tunable with its etcd default.
 //! - [`error`]: `Error` with etcd's texts.
+//! - [`key_index`], [`index`]: per-key generations and the in-memory key index.
+//! - [`backend`]: the only module that names fjall.
+//! - [`kv_store`]: `KvStore`, the MVCC store (writes, reads, compaction, leases, restore).
+//! - [`request`]: request/response values and txn validation.
+//! - [`lease`]: the in-memory lease table.
+//! - [`compaction`]: the physical compaction worker.
 //! - [`watch`]: watcher groups and event batches.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod backend;
 pub mod codec;
+pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod index;
+pub mod key_index;
 pub mod key_range;
 pub mod kv;
+pub mod kv_store;
+pub mod lease;
+pub mod request;
 pub mod revision;
 pub mod watch;
 
@@ -24,4 +37,9 @@ pub use config::{Durability, StoreConfig, WatchConfig};
 pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId};
+pub use kv_store::{Committed, KvStore, LeaseStatus, StoreStats, WriteRequest, WriteResponse};
+pub use request::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
 pub use revision::Revision;

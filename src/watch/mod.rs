@@ -12,4 +12,6 @@
 //!                                   └──── delivered, but writes missed ────┘ victim_retry_period
 //! ```
 
+pub mod range_index;
 pub mod watcher;
+pub mod watcher_group;

@@ -1,0 +1,317 @@
+//! Owns the storage engine: the only module that names fjall. Three keyspaces: `kv` (one row
+//! per change, keyed by revision), `meta` (compaction markers) and `lease` (granted leases).
+//!
+//! Writes go through [`Batch`]; a batch commits atomically. Reads of the `kv` keyspace from
+//! another thread go through [`RevisionReader`], whose snapshots never block the writer.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+
+use crate::codec::{self, LeaseRecord, Row, RowHeader};
+use crate::config::{Durability, StoreConfig};
+use crate::error::{Error, Result};
+use crate::revision::{main_rev_start, BackendKey, Revision};
+
+/// Meta key of the last compaction that was scheduled (etcd `scheduledCompactRev`).
+pub const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+/// Meta key of the last compaction that finished (etcd `finishedCompactRev`).
+pub const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+
+/// Handles to the database and its keyspaces. Cloning is shallow.
+#[derive(Clone)]
+pub struct Backend {
+    db: Database,
+    kv: Keyspace,
+    meta: Keyspace,
+    lease: Keyspace,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display, reason: impl Into<String>) -> Error {
+    Error::Corrupt { revision: what.to_string(), reason: reason.into() }
+}
+
+/// Decodes a row key and value read from the `kv` keyspace.
+fn decode_kv_row(key: &[u8], value: &[u8]) -> Result<(BackendKey, Row)> {
+    let bkey = BackendKey::decode(key).ok_or_else(|| corrupt(format!("{key:?}"), "malformed revision key"))?;
+    let row = codec::decode_row(value).map_err(|e| corrupt(bkey.rev, e))?;
+    Ok((bkey, row))
+}
+
+impl Backend {
+    /// Opens (or creates) the database in `config.path`.
+    ///
+    /// # Errors
+    /// Fails if the directory cannot be created or the database cannot be recovered.
+    pub fn open(config: &StoreConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.path)?;
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_size)
+            // We decide when the journal is synced: after each group of writes.
+            .manual_journal_persist(true)
+            .open()?;
+        let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let lease = db.keyspace("lease", KeyspaceCreateOptions::default)?;
+        Ok(Self { db, kv, meta, lease, durability: config.durability })
+    }
+
+    /// Returns the directory the database lives in.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.kv.path()
+    }
+
+    /// Starts a write batch.
+    #[must_use]
+    pub fn batch(&self) -> Batch {
+        Batch { inner: self.db.batch().durability(None), backend: self.clone() }
+    }
+
+    /// Makes every committed batch durable according to the configured durability: `fsync`
+    /// syncs the journal, `buffered` hands it to the OS.
+    ///
+    /// # Errors
+    /// Fails if the disk refuses; the database is then poisoned.
+    pub fn persist(&self) -> Result<()> {
+        let mode = match self.durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        self.db.persist(mode)?;
+        Ok(())
+    }
+
+    /// Syncs every committed batch to disk whatever the durability mode (used on shutdown and
+    /// for compaction markers).
+    ///
+    /// # Errors
+    /// Fails if the disk refuses.
+    pub fn sync(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Reads the row stored under `key`.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or if the row does not decode.
+    pub fn get_row(&self, key: BackendKey) -> Result<Option<Row>> {
+        match self.kv.get(key.encode())? {
+            Some(bytes) => codec::decode_row(&bytes).map(Some).map_err(|e| corrupt(key.rev, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Returns the row key with the highest revision, if any.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or a malformed key.
+    pub fn last_row_key(&self) -> Result<Option<BackendKey>> {
+        match self.kv.last_key_value() {
+            Some(guard) => {
+                let key = guard.key()?;
+                BackendKey::decode(&key).map(Some).ok_or_else(|| corrupt(format!("{key:?}"), "malformed revision key"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Visits the header (row without value) of every row with revision `>= from`, in revision
+    /// order, until `visit` returns `false`. Used to rebuild the index on open.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or the first row that does not decode (naming its revision).
+    pub fn scan_headers(&self, from: Revision, mut visit: impl FnMut(BackendKey, RowHeader) -> Result<bool>) -> Result<()> {
+        for guard in self.kv.range(from.to_bytes().to_vec()..) {
+            let (key, value) = guard.into_inner()?;
+            let bkey = BackendKey::decode(&key).ok_or_else(|| corrupt(format!("{key:?}"), "malformed revision key"))?;
+            let header = codec::decode_row_header(&value).map_err(|e| corrupt(bkey.rev, e))?;
+            if !visit(bkey, header)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the row keys with `main <= max_main` starting at `from`, at most `limit` of them
+    /// (for batched physical compaction).
+    ///
+    /// # Errors
+    /// Fails on I/O errors or a malformed key.
+    pub fn row_keys_up_to(&self, from: Revision, max_main: i64, limit: usize) -> Result<Vec<BackendKey>> {
+        let lo = from.to_bytes().to_vec();
+        let hi = main_rev_start(max_main.saturating_add(1)).to_vec();
+        let mut out = Vec::new();
+        for guard in self.kv.range(lo..hi).take(limit) {
+            let key = guard.key()?;
+            out.push(BackendKey::decode(&key).ok_or_else(|| corrupt(format!("{key:?}"), "malformed revision key"))?);
+        }
+        Ok(out)
+    }
+
+    /// Reads a meta marker.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or if the value does not decode.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<i64>> {
+        match self.meta.get(key)? {
+            Some(bytes) => codec::decode_i64(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(String::from_utf8_lossy(key), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads every persisted lease.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or a record that does not decode.
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>> {
+        let mut out = Vec::new();
+        for guard in self.lease.iter() {
+            let (key, value) = guard.into_inner()?;
+            out.push(codec::decode_lease(&value).map_err(|e| corrupt(format!("lease {key:?}"), e))?);
+        }
+        Ok(out)
+    }
+
+    /// Returns a reader of the `kv` keyspace that other threads can use.
+    #[must_use]
+    pub fn reader(&self) -> RevisionReader {
+        RevisionReader { db: self.db.clone(), kv: self.kv.clone() }
+    }
+
+    /// Returns the bytes the database occupies on disk.
+    ///
+    /// # Errors
+    /// Fails if the directory cannot be read.
+    pub fn disk_space(&self) -> Result<u64> {
+        Ok(self.db.disk_space()?)
+    }
+}
+
+/// An atomic group of changes to the backend's keyspaces.
+pub struct Batch {
+    inner: fjall::OwnedWriteBatch,
+    backend: Backend,
+}
+
+impl Batch {
+    /// Writes a revision row.
+    pub fn put_row(&mut self, key: BackendKey, row_value: Vec<u8>) {
+        self.inner.insert(&self.backend.kv, key.encode(), row_value);
+    }
+
+    /// Deletes a revision row.
+    pub fn delete_row(&mut self, key: BackendKey) {
+        self.inner.remove(&self.backend.kv, key.encode());
+    }
+
+    /// Writes a meta marker.
+    pub fn put_meta(&mut self, key: &[u8], value: i64) {
+        self.inner.insert(&self.backend.meta, key.to_vec(), codec::encode_i64(value));
+    }
+
+    /// Writes a lease.
+    pub fn put_lease(&mut self, lease: &LeaseRecord) {
+        self.inner.insert(&self.backend.lease, lease.id.to_be_bytes().to_vec(), codec::encode_lease(lease));
+    }
+
+    /// Deletes a lease.
+    pub fn delete_lease(&mut self, id: i64) {
+        self.inner.remove(&self.backend.lease, id.to_be_bytes().to_vec());
+    }
+
+    /// Returns whether the batch holds no change.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Applies the batch atomically. It is visible to readers at once and durable after the
+    /// next [`Backend::persist`].
+    ///
+    /// # Errors
+    /// Fails on I/O errors; the database is then poisoned.
+    pub fn commit(self) -> Result<()> {
+        self.inner.commit()?;
+        Ok(())
+    }
+}
+
+/// Reads history rows, from any thread, without blocking the writer.
+#[derive(Clone)]
+pub struct RevisionReader {
+    db: Database,
+    kv: Keyspace,
+}
+
+impl std::fmt::Debug for RevisionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionReader").finish_non_exhaustive()
+    }
+}
+
+/// A consistent point-in-time view of the history rows.
+#[derive(Clone)]
+pub struct RevisionSnapshot {
+    snapshot: fjall::Snapshot,
+    kv: Keyspace,
+}
+
+impl std::fmt::Debug for RevisionSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl RevisionReader {
+    /// Opens a snapshot of the rows as they are now.
+    #[must_use]
+    pub fn snapshot(&self) -> RevisionSnapshot {
+        RevisionSnapshot { snapshot: self.db.snapshot(), kv: self.kv.clone() }
+    }
+}
+
+impl RevisionSnapshot {
+    /// Visits every row with `min_rev <= main < max_rev` in revision order until `visit` returns
+    /// `false`. `min_rev` below 0 counts as 0.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or the first row that does not decode (naming its revision).
+    pub fn scan(&self, min_rev: i64, max_rev: i64, mut visit: impl FnMut(BackendKey, Row) -> Result<bool>) -> Result<()> {
+        if max_rev <= min_rev.max(0) {
+            return Ok(());
+        }
+        let lo = main_rev_start(min_rev).to_vec();
+        let hi = main_rev_start(max_rev).to_vec();
+        for guard in self.snapshot.range(&self.kv, (Bound::Included(lo), Bound::Excluded(hi))) {
+            let (key, value) = guard.into_inner()?;
+            let (bkey, row) = decode_kv_row(&key, &value)?;
+            if !visit(bkey, row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one row.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or if the row does not decode.
+    pub fn get_row(&self, key: BackendKey) -> Result<Option<Row>> {
+        match self.snapshot.get(&self.kv, key.encode())? {
+            Some(bytes) => codec::decode_row(&bytes).map(Some).map_err(|e| corrupt(key.rev, e)),
+            None => Ok(None),
+        }
+    }
+}

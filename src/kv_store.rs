@@ -1,0 +1,912 @@
+//! Owns `KvStore`: the MVCC store (etcd `kvstore.go`, `kvstore_txn.go`, `txn.go`). It holds the
+//! key index, the lease table, the current and compact revisions, and writes through the
+//! backend. Every committed write hands back the events it produced, so the watch layer never
+//! reads storage on the live path.
+//!
+//! Revision rules (spec §1.2–§1.3): a fresh store is at revision 1; a write transaction that
+//! changes anything takes exactly one new revision however many changes it makes; one that
+//! changes nothing keeps the revision, writes nothing and produces no event.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::backend::{Backend, RevisionReader, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
+use crate::codec::{self, LeaseRecord};
+use crate::compaction::{CompactionTicket, Compactor, CompactorSettings};
+use crate::config::{StoreConfig, MAX_LEASE_TTL};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::key_index::KeyVersion;
+use crate::key_range::KeyRange;
+use crate::kv::{Event, EventKind, KeyValue, LeaseId};
+use crate::lease::{deadline_after, Lessor};
+use crate::request::{
+    check_put, check_range, check_txn, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
+    TxnResponse,
+};
+use crate::revision::Revision;
+
+/// A committed write: the response, and the events it produced in `(revision, sub)` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<T> {
+    /// What the client is told.
+    pub response: T,
+    /// The changes, with `prev_kv` filled where the key existed before.
+    pub events: Vec<Event>,
+}
+
+/// One write for [`KvStore::write_group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRequest {
+    /// A put.
+    Put(PutRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A transaction.
+    Txn(TxnRequest),
+    /// A lease revoke (deletes its keys).
+    LeaseRevoke(LeaseId),
+}
+
+/// The response to one [`WriteRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResponse {
+    /// To a put.
+    Put(PutResponse),
+    /// To a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// To a transaction.
+    Txn(TxnResponse),
+    /// To a lease revoke: the revision after it.
+    LeaseRevoke {
+        /// The store revision after the revoke.
+        revision: i64,
+    },
+}
+
+/// A lease as `time_to_live` reports it (etcd `LeaseTimeToLiveResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The lease id.
+    pub id: LeaseId,
+    /// Remaining seconds, rounded up.
+    pub ttl: i64,
+    /// The TTL it was granted with.
+    pub granted_ttl: i64,
+    /// Attached keys in key order, if asked for.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Counters describing the store, for stats and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The current revision.
+    pub current_rev: i64,
+    /// The compact revision (-1 = never compacted).
+    pub compact_rev: i64,
+    /// Keys in the index (live or with uncompacted history).
+    pub indexed_keys: usize,
+    /// Granted leases.
+    pub leases: usize,
+}
+
+/// The watchable MVCC key-value store, synchronous: whoever owns it serialises access.
+pub struct KvStore {
+    config: StoreConfig,
+    backend: Backend,
+    index: Index,
+    lessor: Lessor,
+    current_rev: i64,
+    compact_rev: i64,
+    /// Batches committed to the backend but not yet persisted.
+    unpersisted: bool,
+    poisoned: bool,
+    compactor: Compactor,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("current_rev", &self.current_rev)
+            .field("compact_rev", &self.compact_rev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvStore {
+    /// Opens the store in `config.path`, creating it if needed, and rebuilds the index from
+    /// disk (etcd `restore`). Restored leases expire `ttl` seconds after now.
+    ///
+    /// # Errors
+    /// Fails on I/O errors and on any record that does not decode (naming its revision).
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        Self::open_at(config, Instant::now())
+    }
+
+    /// Like [`Self::open`], with restored lease deadlines counted from `now`.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_at(config: StoreConfig, now: Instant) -> Result<Self> {
+        let backend = Backend::open(&config)?;
+        let compactor = Compactor::start(
+            backend.clone(),
+            CompactorSettings {
+                batch_limit: config.compaction_batch_limit,
+                sleep_interval: config.compaction_sleep_interval,
+            },
+        )?;
+        let finished = backend.get_meta(META_FINISHED_COMPACT)?;
+        let scheduled = backend.get_meta(META_SCHEDULED_COMPACT)?;
+        let mut store = Self {
+            index: Index::new(),
+            lessor: Lessor::default(),
+            current_rev: 1,
+            compact_rev: finished.unwrap_or(-1),
+            unpersisted: false,
+            poisoned: false,
+            compactor,
+            backend,
+            config,
+        };
+        let key_leases = store.restore_index()?;
+        // etcd #17780: compaction may have removed the newest rows, so the markers bound the
+        // revision from below too; it never goes backwards across a restart.
+        store.current_rev = store.current_rev.max(finished.unwrap_or(1)).max(scheduled.unwrap_or(1));
+        for rec in store.backend.leases()? {
+            store.lessor.insert(rec.id, rec.ttl, deadline_after(now, rec.ttl));
+        }
+        for (key, lease) in key_leases {
+            store.lessor.attach(&key, lease);
+        }
+        if let Some(scheduled) = scheduled.filter(|s| finished.is_none_or(|f| *s > f)) {
+            // etcd: an unfinished compaction resumes on open (case D7).
+            tracing::info!(rev = scheduled, "resuming unfinished compaction");
+            store.compact_unchecked(scheduled)?;
+        }
+        Ok(store)
+    }
+
+    /// Rebuilds the index from every row, chunk by chunk; returns the lease of each live key.
+    fn restore_index(&mut self) -> Result<HashMap<Vec<u8>, LeaseId>> {
+        let mut key_leases: HashMap<Vec<u8>, LeaseId> = HashMap::new();
+        let mut from = Revision::new(0, 0);
+        let chunk = self.config.restore_chunk_keys;
+        loop {
+            let mut rows = Vec::with_capacity(chunk.min(100_000));
+            self.backend.scan_headers(from, |key, header| {
+                rows.push((key, header));
+                Ok(rows.len() < chunk)
+            })?;
+            for (key, header) in &rows {
+                if key.tombstone {
+                    self.index.restore_tombstone(&header.key, key.rev);
+                    key_leases.remove(&header.key);
+                } else {
+                    self.index.restore_put(&header.key, key.rev, header.create_revision, header.version);
+                    if header.lease == 0 {
+                        key_leases.remove(&header.key);
+                    } else {
+                        key_leases.insert(header.key.clone(), header.lease);
+                    }
+                }
+                self.current_rev = self.current_rev.max(key.rev.main);
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == chunk => {
+                    from = Revision::new(last.rev.main, last.rev.sub.saturating_add(1));
+                }
+                _ => break,
+            }
+        }
+        Ok(key_leases)
+    }
+
+    /// Returns the current revision.
+    #[must_use]
+    pub fn current_rev(&self) -> i64 {
+        self.current_rev
+    }
+
+    /// Returns the compact revision (-1 if never compacted).
+    #[must_use]
+    pub fn compact_rev(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// Returns the configuration.
+    #[must_use]
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Returns a reader of history rows for other threads (the watch catch-up path).
+    #[must_use]
+    pub fn reader(&self) -> RevisionReader {
+        self.backend.reader()
+    }
+
+    /// Returns counters describing the store.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            current_rev: self.current_rev,
+            compact_rev: self.compact_rev,
+            indexed_keys: self.index.len(),
+            leases: self.lessor.len(),
+        }
+    }
+
+    /// Returns the bytes the store occupies on disk.
+    ///
+    /// # Errors
+    /// Fails if the directory cannot be read.
+    pub fn disk_space(&self) -> Result<u64> {
+        self.backend.disk_space()
+    }
+
+    /// Returns the key index (read-only), for tests and measurements.
+    #[must_use]
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    // ----- reads -----
+
+    /// Reads a key range (etcd `Range`, spec §1.4).
+    ///
+    /// # Errors
+    /// `EmptyKey`, `FutureRev`, `Compacted`, or a storage error.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        check_range(req)?;
+        self.range_view(req, self.current_rev, &HashMap::new())
+    }
+
+    /// Reads `req` as of a store at `view_rev` whose uncommitted rows are `pending`.
+    fn range_view(&self, req: &RangeRequest, view_rev: i64, pending: &HashMap<Revision, KeyValue>) -> Result<RangeResponse> {
+        let rev = self.check_read_rev(req.revision, view_rev)?;
+        let limit = if req.needs_all() || req.limit <= 0 { usize::MAX } else { usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1) };
+        let mut found: Vec<(&[u8], KeyVersion)> = Vec::new();
+        let count = if req.count_only {
+            self.index.range_at(&req.range, rev, |_| true)
+        } else {
+            let mut count = 0;
+            self.index.range_at(&req.range, rev, |entry| {
+                count += 1;
+                if found.len() < limit {
+                    found.push(entry);
+                }
+                true
+            });
+            count
+        };
+        let mut kvs = Vec::with_capacity(found.len());
+        for (_, v) in found {
+            kvs.push(self.read_kv(v.modified, pending)?);
+        }
+        kvs.retain(|kv| {
+            (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+                && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        });
+        sort_kvs(&mut kvs, req.sort_order, req.sort_target);
+        let mut more = false;
+        if let Ok(limit) = usize::try_from(req.limit) {
+            if limit > 0 && kvs.len() > limit {
+                kvs.truncate(limit);
+                more = true;
+            }
+        }
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value = Vec::new();
+            }
+        }
+        Ok(RangeResponse { revision: view_rev, kvs, more, count: i64::try_from(count).unwrap_or(i64::MAX) })
+    }
+
+    /// Applies spec §1.4 steps 1–3: the revision actually read for a requested `rev`.
+    fn check_read_rev(&self, rev: i64, view_rev: i64) -> Result<i64> {
+        if rev > view_rev {
+            return Err(Error::FutureRev { requested: rev, current_rev: view_rev });
+        }
+        let rev = if rev <= 0 { view_rev } else { rev };
+        if rev < self.compact_rev {
+            return Err(Error::Compacted { requested: rev, compact_rev: self.compact_rev });
+        }
+        Ok(rev)
+    }
+
+    /// Reads the key-value stored in the put row at `rev`.
+    fn read_kv(&self, rev: Revision, pending: &HashMap<Revision, KeyValue>) -> Result<KeyValue> {
+        if let Some(kv) = pending.get(&rev) {
+            return Ok(kv.clone());
+        }
+        match self.backend.get_row(rev.to_key(false))? {
+            Some(row) => Ok(row.kv),
+            None => Err(Error::Corrupt { revision: rev.to_string(), reason: "row named by the index is missing".into() }),
+        }
+    }
+
+    // ----- writes -----
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes `value` under `key` (etcd `Put`).
+    ///
+    /// # Errors
+    /// `EmptyKey`, `LeaseNotFound`, `KeyNotFound` (ignore_value/ignore_lease on a missing key),
+    /// or a storage error.
+    pub fn put(&mut self, req: PutRequest) -> Result<Committed<PutResponse>> {
+        let c = self.write(WriteRequest::Put(req))?;
+        match c.response {
+            WriteResponse::Put(response) => Ok(Committed { response, events: c.events }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes every live key of a range (etcd `DeleteRange`).
+    ///
+    /// # Errors
+    /// `EmptyKey` or a storage error.
+    pub fn delete_range(&mut self, req: DeleteRangeRequest) -> Result<Committed<DeleteRangeResponse>> {
+        let c = self.write(WriteRequest::DeleteRange(req))?;
+        match c.response {
+            WriteResponse::DeleteRange(response) => Ok(Committed { response, events: c.events }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a transaction (etcd `Txn`).
+    ///
+    /// # Errors
+    /// The validation errors of [`check_txn`], `LeaseNotFound`, `KeyNotFound`, `FutureRev` /
+    /// `Compacted` for a read inside it, or a storage error. A txn that fails changes nothing.
+    pub fn txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
+        let c = self.write(WriteRequest::Txn(req))?;
+        match c.response {
+            WriteResponse::Txn(response) => Ok(Committed { response, events: c.events }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies one write and makes it durable before returning.
+    ///
+    /// # Errors
+    /// As the write's own method, or a storage error.
+    pub fn write(&mut self, req: WriteRequest) -> Result<Committed<WriteResponse>> {
+        let result = self.apply(req);
+        self.persist()?;
+        result
+    }
+
+    /// Applies several writes, each with its own revision, and makes them durable with a single
+    /// persist (group commit). Results come back in order; a failed write does not affect the
+    /// others. If the persist fails, every write fails and the store is poisoned.
+    pub fn write_group(&mut self, reqs: Vec<WriteRequest>) -> Vec<Result<Committed<WriteResponse>>> {
+        let mut results: Vec<Result<Committed<WriteResponse>>> = reqs.into_iter().map(|r| self.apply(r)).collect();
+        if let Err(e) = self.persist() {
+            tracing::error!(error = %e, "persist failed; the store is poisoned");
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::Poisoned);
+                }
+            }
+        }
+        results
+    }
+
+    /// Persists every committed batch, per the durability mode.
+    fn persist(&mut self) -> Result<()> {
+        if !self.unpersisted {
+            return Ok(());
+        }
+        if let Err(e) = self.backend.persist() {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.unpersisted = false;
+        Ok(())
+    }
+
+    /// Applies one write and commits its batch without persisting it.
+    fn apply(&mut self, req: WriteRequest) -> Result<Committed<WriteResponse>> {
+        self.check_writable()?;
+        // Validate before anything changes, so that a client error leaves no trace.
+        match &req {
+            WriteRequest::Put(p) => {
+                check_put(p)?;
+                self.check_put_refs(p)?;
+            }
+            WriteRequest::DeleteRange(d) => check_range(&RangeRequest::new(d.range.clone()))?,
+            WriteRequest::Txn(t) => check_txn(t, self.config.max_txn_ops)?,
+            WriteRequest::LeaseRevoke(id) => {
+                if !self.lessor.contains(*id) {
+                    return Err(Error::LeaseNotFound);
+                }
+            }
+        }
+        let path = match &req {
+            WriteRequest::Txn(t) => {
+                let path = self.compare_path(t)?;
+                self.check_txn_refs(t, &path, &mut 0)?;
+                path
+            }
+            _ => Vec::new(),
+        };
+        let mut w = WriteTxn::new(self.current_rev);
+        let response = match self.execute(&mut w, req, &path) {
+            Ok(r) => r,
+            Err(e) => {
+                // Validation passed, so this is a storage failure with the index half-updated.
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
+        self.commit(w, response)
+    }
+
+    fn execute(&mut self, w: &mut WriteTxn, req: WriteRequest, path: &[bool]) -> Result<WriteResponse> {
+        Ok(match req {
+            WriteRequest::Put(p) => WriteResponse::Put(self.exec_put(w, &p)?),
+            WriteRequest::DeleteRange(d) => WriteResponse::DeleteRange(self.exec_delete(w, &d)?),
+            WriteRequest::Txn(t) => {
+                let (resp, _) = self.exec_txn(w, &t, path)?;
+                WriteResponse::Txn(TxnResponse { revision: 0, ..resp })
+            }
+            WriteRequest::LeaseRevoke(id) => {
+                let keys: Vec<Vec<u8>> = self.lessor.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
+                for key in keys {
+                    self.exec_delete(w, &DeleteRangeRequest::new(KeyRange::Single(key)))?;
+                }
+                self.lessor.remove(id);
+                w.lease_deletes.push(id);
+                WriteResponse::LeaseRevoke { revision: 0 }
+            }
+        })
+    }
+
+    /// Commits a write txn's batch and moves the revision if it changed anything.
+    fn commit(&mut self, w: WriteTxn, mut response: WriteResponse) -> Result<Committed<WriteResponse>> {
+        let mut batch = self.backend.batch();
+        for (key, value) in w.rows {
+            batch.put_row(key, value);
+        }
+        for id in &w.lease_deletes {
+            batch.delete_lease(*id);
+        }
+        if !batch.is_empty() {
+            if let Err(e) = batch.commit() {
+                self.poisoned = true;
+                return Err(e);
+            }
+            self.unpersisted = true;
+        }
+        if !w.events.is_empty() {
+            self.current_rev += 1;
+        }
+        let rev = self.current_rev;
+        match &mut response {
+            WriteResponse::Put(r) => r.revision = rev,
+            WriteResponse::DeleteRange(r) => r.revision = rev,
+            WriteResponse::Txn(r) => r.revision = rev,
+            WriteResponse::LeaseRevoke { revision } => *revision = rev,
+        }
+        Ok(Committed { response, events: w.events })
+    }
+
+    /// Checks the references of a put against the state before the write: the lease exists,
+    /// and an `ignore_*` put names an existing key (etcd `checkRequestPut`).
+    fn check_put_refs(&self, p: &PutRequest) -> Result<()> {
+        if (p.ignore_value || p.ignore_lease) && self.index.latest(&p.key).is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        if p.lease != 0 && !self.lessor.contains(p.lease) {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    /// Checks the ops of the branches `path` selects, before any of them runs (etcd
+    /// `checkRequests` with `checkRequestPut` and `checkRequestRange`).
+    fn check_txn_refs(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
+        let succeeded = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
+        for op in if succeeded { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Put(p) => self.check_put_refs(p)?,
+                RequestOp::Range(r) if r.revision != 0 => {
+                    if r.revision > self.current_rev {
+                        return Err(Error::FutureRev { requested: r.revision, current_rev: self.current_rev });
+                    }
+                    if r.revision < self.compact_rev {
+                        return Err(Error::Compacted { requested: r.revision, compact_rev: self.compact_rev });
+                    }
+                }
+                RequestOp::Txn(nested) => self.check_txn_refs(nested, path, at)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates every compare of a txn and of the nested txns it will run, against the state
+    /// before the txn, in execution order (etcd `compareToPath`).
+    fn compare_path(&self, t: &TxnRequest) -> Result<Vec<bool>> {
+        let mut path = Vec::new();
+        self.compare_path_into(t, &mut path)?;
+        Ok(path)
+    }
+
+    fn compare_path_into(&self, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare_holds(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(nested) = op {
+                self.compare_path_into(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd `applyCompare`: every key of the range must satisfy the compare; a missing key
+    /// compares as a zero key-value, except that a value compare on no key always fails.
+    fn compare_holds(&self, c: &Compare) -> Result<bool> {
+        let mut found = Vec::new();
+        self.index.range_at(&c.range, self.current_rev, |(_, v)| {
+            found.push(v);
+            true
+        });
+        if found.is_empty() {
+            return Ok(!matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default()));
+        }
+        for v in found {
+            let kv = if matches!(c.target, CompareTarget::Value(_) | CompareTarget::Lease(_)) {
+                self.read_kv(v.modified, &HashMap::new())?
+            } else {
+                KeyValue {
+                    create_revision: v.created.main,
+                    mod_revision: v.modified.main,
+                    version: v.version,
+                    ..KeyValue::default()
+                }
+            };
+            if !compare_kv(c, &kv) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs the branch of `t` that `path` selected; returns its response and how many path
+    /// entries it used (etcd `executeTxn`).
+    fn exec_txn(&mut self, w: &mut WriteTxn, t: &TxnRequest, path: &[bool]) -> Result<(TxnResponse, usize)> {
+        let succeeded = path.first().copied().unwrap_or(false);
+        let mut used = 1;
+        let mut responses = Vec::new();
+        for op in if succeeded { &t.success } else { &t.failure } {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range_view(r, w.read_rev(), &w.pending)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.exec_put(w, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(w, d)?),
+                RequestOp::Txn(nested) => {
+                    let (resp, n) = self.exec_txn(w, nested, path.get(used..).unwrap_or(&[]))?;
+                    used += n;
+                    ResponseOp::Txn(resp)
+                }
+                RequestOp::Empty => return Err(Error::KeyNotFound),
+            });
+        }
+        // etcd fills only the top-level header; nested txn responses carry revision 0.
+        Ok((TxnResponse { revision: 0, succeeded, responses }, used))
+    }
+
+    /// etcd `storeTxnWrite.put`.
+    fn exec_put(&mut self, w: &mut WriteTxn, p: &PutRequest) -> Result<PutResponse> {
+        let rev = w.next_revision();
+        let prev_version = self.index.latest(&p.key);
+        let prev_kv = match prev_version {
+            Some(v) => Some(self.read_kv(v.modified, &w.pending)?),
+            None => None,
+        };
+        let value = match (&prev_kv, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => p.value.clone(),
+        };
+        let lease = match (&prev_kv, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: prev_version.map_or(rev.main, |v| v.created.main),
+            mod_revision: rev.main,
+            version: prev_version.map_or(1, |v| v.version + 1),
+            value,
+            lease,
+        };
+        w.rows.push((rev.to_key(false), codec::encode_row(&kv, prev_version.map(|v| v.modified))));
+        self.index.put(&p.key, rev);
+        self.lessor.attach(&p.key, lease);
+        w.pending.insert(rev, kv.clone());
+        let response = PutResponse { revision: rev.main, prev_kv: if p.prev_kv { prev_kv.clone() } else { None } };
+        w.events.push(Event { kind: EventKind::Put, kv, prev_kv });
+        Ok(response)
+    }
+
+    /// etcd `storeTxnWrite.deleteRange`: deletes live keys in key order, one sub revision each.
+    fn exec_delete(&mut self, w: &mut WriteTxn, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let live = self.index.live_keys(&d.range);
+        let mut prev_kvs = Vec::new();
+        let deleted = live.len();
+        for (key, v) in live {
+            let rev = w.next_revision();
+            let prev = self.read_kv(v.modified, &w.pending)?;
+            let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..KeyValue::default() };
+            let stored = KeyValue { key: key.clone(), ..KeyValue::default() };
+            w.rows.push((rev.to_key(true), codec::encode_row(&stored, Some(v.modified))));
+            self.index.tombstone(&key, rev);
+            self.lessor.attach(&key, 0);
+            if d.prev_kv {
+                prev_kvs.push(prev.clone());
+            }
+            w.events.push(Event { kind: EventKind::Delete, kv: tomb, prev_kv: Some(prev) });
+        }
+        let revision = if w.events.is_empty() { w.begin_rev } else { w.begin_rev + 1 };
+        Ok(DeleteRangeResponse { revision, deleted: i64::try_from(deleted).unwrap_or(i64::MAX), prev_kvs })
+    }
+
+    // ----- compaction -----
+
+    /// Compacts history at `rev` (etcd `Compact`, spec §5): reads below `rev` fail from now
+    /// on; the rows no longer needed are deleted in the background. Wait on the returned ticket
+    /// for the physical part (`physical = true`).
+    ///
+    /// # Errors
+    /// `Compacted` if `rev <= compact_rev`, `FutureRev` if `rev > current_rev`, or a storage
+    /// error.
+    pub fn compact(&mut self, rev: i64) -> Result<CompactionTicket> {
+        self.check_writable()?;
+        if rev <= self.compact_rev {
+            return Err(Error::Compacted { requested: rev, compact_rev: self.compact_rev });
+        }
+        if rev > self.current_rev {
+            return Err(Error::FutureRev { requested: rev, current_rev: self.current_rev });
+        }
+        let mut batch = self.backend.batch();
+        batch.put_meta(META_SCHEDULED_COMPACT, rev);
+        let persisted = batch.commit().and_then(|()| self.backend.sync());
+        if let Err(e) = persisted {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.unpersisted = false;
+        self.compact_unchecked(rev)
+    }
+
+    fn compact_unchecked(&mut self, rev: i64) -> Result<CompactionTicket> {
+        self.compact_rev = rev;
+        let keep = self.index.compact(rev);
+        Ok(self.compactor.schedule(rev, keep))
+    }
+
+    // ----- leases -----
+
+    /// Grants a lease (etcd `LeaseGrant`). `id` 0 asks the store to pick one; a TTL below
+    /// `min_lease_ttl` is raised to it. Returns the id and the granted TTL.
+    ///
+    /// # Errors
+    /// `LeaseExists`, `LeaseTtlTooLarge`, or a storage error.
+    pub fn lease_grant(&mut self, id: LeaseId, ttl: i64, now: Instant) -> Result<(LeaseId, i64)> {
+        self.check_writable()?;
+        if ttl > MAX_LEASE_TTL {
+            return Err(Error::LeaseTtlTooLarge);
+        }
+        let ttl = ttl.max(self.config.min_lease_ttl);
+        let id = if id == 0 { self.fresh_lease_id() } else { id };
+        if self.lessor.contains(id) {
+            return Err(Error::LeaseExists);
+        }
+        let mut batch = self.backend.batch();
+        batch.put_lease(&LeaseRecord { id, ttl });
+        if let Err(e) = batch.commit() {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.unpersisted = true;
+        self.persist()?;
+        self.lessor.insert(id, ttl, deadline_after(now, ttl));
+        Ok((id, ttl))
+    }
+
+    fn fresh_lease_id(&self) -> LeaseId {
+        loop {
+            // Positive, non-zero, unused: etcd's server-chosen ids are random too.
+            let id = rand::random::<i64>() & i64::MAX;
+            if id != 0 && !self.lessor.contains(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Revokes a lease: deletes its keys in one revision (DELETE events in key order) and the
+    /// lease itself (etcd `LeaseRevoke`). Returns the revision after it.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or a storage error.
+    pub fn lease_revoke(&mut self, id: LeaseId) -> Result<Committed<i64>> {
+        let c = self.write(WriteRequest::LeaseRevoke(id))?;
+        match c.response {
+            WriteResponse::LeaseRevoke { revision } => Ok(Committed { response: revision, events: c.events }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Renews a lease: its deadline becomes `now + ttl`. Returns the TTL.
+    ///
+    /// # Errors
+    /// `LeaseNotFound` (also for a lease that expired but was not yet revoked).
+    pub fn lease_keep_alive(&mut self, id: LeaseId, now: Instant) -> Result<i64> {
+        let ttl = match self.lessor.get(id) {
+            Some(l) if l.deadline > now => l.ttl,
+            _ => return Err(Error::LeaseNotFound),
+        };
+        self.lessor.set_deadline(id, deadline_after(now, ttl));
+        Ok(ttl)
+    }
+
+    /// Reports a lease's remaining and granted TTL, and its keys if `with_keys`.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`.
+    pub fn lease_time_to_live(&self, id: LeaseId, now: Instant, with_keys: bool) -> Result<LeaseStatus> {
+        let lease = self.lessor.get(id).ok_or(Error::LeaseNotFound)?;
+        Ok(LeaseStatus {
+            id,
+            ttl: lease.remaining_secs(now),
+            granted_ttl: lease.ttl,
+            keys: if with_keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+        })
+    }
+
+    /// Returns every lease id, ascending.
+    #[must_use]
+    pub fn leases(&self) -> Vec<LeaseId> {
+        self.lessor.ids()
+    }
+
+    /// Returns when the next lease expires, so a runtime knows when to call
+    /// [`Self::expire_leases`].
+    #[must_use]
+    pub fn next_lease_deadline(&self) -> Option<Instant> {
+        self.lessor.next_deadline()
+    }
+
+    /// Revokes every lease whose deadline is at or before `now`, each in its own write (as
+    /// etcd's lessor does), with one persist for all. Returns what each revoke produced.
+    pub fn expire_leases(&mut self, now: Instant) -> Vec<(LeaseId, Result<Committed<i64>>)> {
+        let expired = self.lessor.expired(now);
+        let reqs = expired.iter().map(|id| WriteRequest::LeaseRevoke(*id)).collect();
+        let results = self.write_group(reqs);
+        expired
+            .into_iter()
+            .zip(results)
+            .map(|(id, r)| {
+                let r = r.and_then(|c| match c.response {
+                    WriteResponse::LeaseRevoke { revision } => Ok(Committed { response: revision, events: c.events }),
+                    other => Err(unexpected(&other)),
+                });
+                (id, r)
+            })
+            .collect()
+    }
+
+    /// Syncs everything to disk (used on shutdown).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn sync(&mut self) -> Result<()> {
+        self.backend.sync()?;
+        self.unpersisted = false;
+        Ok(())
+    }
+}
+
+impl Drop for KvStore {
+    fn drop(&mut self) {
+        if self.unpersisted {
+            if let Err(e) = self.backend.sync() {
+                tracing::error!(error = %e, "final sync failed");
+            }
+        }
+    }
+}
+
+fn unexpected(resp: &WriteResponse) -> Error {
+    Error::Corrupt { revision: "-".into(), reason: format!("unexpected write response {resp:?}") }
+}
+
+/// The changes one write transaction has made so far.
+#[derive(Debug)]
+struct WriteTxn {
+    begin_rev: i64,
+    events: Vec<Event>,
+    rows: Vec<(crate::revision::BackendKey, Vec<u8>)>,
+    /// Rows written by this txn, readable before the batch commits (read-your-writes).
+    pending: HashMap<Revision, KeyValue>,
+    lease_deletes: Vec<LeaseId>,
+}
+
+impl WriteTxn {
+    fn new(begin_rev: i64) -> Self {
+        Self { begin_rev, events: Vec::new(), rows: Vec::new(), pending: HashMap::new(), lease_deletes: Vec::new() }
+    }
+
+    /// The revision of the next change: `begin_rev + 1`, sub = changes so far.
+    fn next_revision(&self) -> Revision {
+        Revision::new(self.begin_rev + 1, i64::try_from(self.events.len()).unwrap_or(i64::MAX))
+    }
+
+    /// Reads inside a write txn see its own writes (spec §1.2).
+    fn read_rev(&self) -> i64 {
+        if self.events.is_empty() {
+            self.begin_rev
+        } else {
+            self.begin_rev + 1
+        }
+    }
+}
+
+/// etcd `compareKV`.
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Create(r) => kv.create_revision.cmp(r),
+        CompareTarget::Mod(r) => kv.mod_revision.cmp(r),
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Lease(l) => kv.lease.cmp(l),
+    };
+    match c.result {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
+
+/// etcd `txn.go executeRange` sorting: a non-key target without an order sorts ascending; key
+/// order ascending is already how the index returns keys.
+fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    let key = |kv: &KeyValue, other: &KeyValue| match target {
+        SortTarget::Key => kv.key.cmp(&other.key),
+        SortTarget::Version => kv.version.cmp(&other.version),
+        SortTarget::Create => kv.create_revision.cmp(&other.create_revision),
+        SortTarget::Mod => kv.mod_revision.cmp(&other.mod_revision),
+        SortTarget::Value => kv.value.cmp(&other.value),
+    };
+    // Stable, so ties keep key order.
+    if order == SortOrder::Descend {
+        kvs.sort_by(|a, b| key(b, a));
+    } else {
+        kvs.sort_by(|a, b| key(a, b));
+    }
+}

@@ -1,0 +1,449 @@
+//! Owns the request and response values of the KV API (etcd `rpc.proto` without the transport
+//! header) and their validation (etcd `v3rpc/key.go`: `checkTxnRequest`, `checkIntervals`).
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::key_range::KeyRange;
+use crate::kv::{KeyValue, LeaseId};
+
+/// Sort direction of a range (etcd `RangeRequest.SortOrder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// Key order (no sort requested).
+    #[default]
+    None,
+    /// Ascending by the sort target.
+    Ascend,
+    /// Descending by the sort target.
+    Descend,
+}
+
+/// What a range is sorted by (etcd `RangeRequest.SortTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
+/// A read of a key range (etcd `RangeRequest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRequest {
+    /// The keys to read.
+    pub range: KeyRange,
+    /// Most keys to return; `<= 0` is unlimited.
+    pub limit: i64,
+    /// Revision to read at; `<= 0` is the current revision.
+    pub revision: i64,
+    /// Sort direction.
+    pub sort_order: SortOrder,
+    /// Sort target.
+    pub sort_target: SortTarget,
+    /// Return keys without values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    /// Keep only keys with `mod_revision >=` this (0 = no filter).
+    pub min_mod_revision: i64,
+    /// Keep only keys with `mod_revision <=` this (0 = no filter).
+    pub max_mod_revision: i64,
+    /// Keep only keys with `create_revision >=` this (0 = no filter).
+    pub min_create_revision: i64,
+    /// Keep only keys with `create_revision <=` this (0 = no filter).
+    pub max_create_revision: i64,
+}
+
+impl RangeRequest {
+    /// Returns a plain read of `range` at the current revision.
+    #[must_use]
+    pub fn new(range: KeyRange) -> Self {
+        Self {
+            range,
+            limit: 0,
+            revision: 0,
+            sort_order: SortOrder::None,
+            sort_target: SortTarget::Key,
+            keys_only: false,
+            count_only: false,
+            min_mod_revision: 0,
+            max_mod_revision: 0,
+            min_create_revision: 0,
+            max_create_revision: 0,
+        }
+    }
+
+    /// Sets the revision to read at.
+    #[must_use]
+    pub fn at(mut self, revision: i64) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Sets the limit.
+    #[must_use]
+    pub fn limit(mut self, limit: i64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn has_filters(&self) -> bool {
+        self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+            || self.min_create_revision != 0
+            || self.max_create_revision != 0
+    }
+
+    /// Returns whether the MVCC read must return every match (sorting or filtering happen
+    /// after it), so that the limit cannot be pushed down (etcd `txn.go executeRange`).
+    pub(crate) fn needs_all(&self) -> bool {
+        self.sort_order != SortOrder::None || self.sort_target != SortTarget::Key || self.has_filters()
+    }
+}
+
+/// The result of a range (etcd `RangeResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    /// The store's current revision when the read ran (not the revision read at).
+    pub revision: i64,
+    /// The keys found, in the requested order.
+    pub kvs: Vec<KeyValue>,
+    /// Whether `limit` cut the result.
+    pub more: bool,
+    /// Number of keys in the range at the read revision, before limit and filters.
+    pub count: i64,
+}
+
+/// A write of one key (etcd `PutRequest`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutRequest {
+    /// The key (must not be empty).
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Lease to attach; 0 = none.
+    pub lease: LeaseId,
+    /// Return the previous key-value.
+    pub prev_kv: bool,
+    /// Keep the current value (the key must exist).
+    pub ignore_value: bool,
+    /// Keep the current lease (the key must exist).
+    pub ignore_lease: bool,
+}
+
+impl PutRequest {
+    /// Returns a put of `value` under `key`.
+    #[must_use]
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self { key: key.into(), value: value.into(), ..Self::default() }
+    }
+
+    /// Sets the lease.
+    #[must_use]
+    pub fn lease(mut self, lease: LeaseId) -> Self {
+        self.lease = lease;
+        self
+    }
+}
+
+/// The result of a put (etcd `PutResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutResponse {
+    /// The revision the put committed at (inside a txn: the txn's revision).
+    pub revision: i64,
+    /// The key's previous state, if asked for and the key existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// A delete of a key range (etcd `DeleteRangeRequest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRangeRequest {
+    /// The keys to delete.
+    pub range: KeyRange,
+    /// Return the deleted key-values.
+    pub prev_kv: bool,
+}
+
+impl DeleteRangeRequest {
+    /// Returns a delete of `range`.
+    #[must_use]
+    pub fn new(range: KeyRange) -> Self {
+        Self { range, prev_kv: false }
+    }
+}
+
+/// The result of a delete (etcd `DeleteRangeResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteRangeResponse {
+    /// The new revision if something was deleted, else the current one.
+    pub revision: i64,
+    /// Number of keys deleted.
+    pub deleted: i64,
+    /// The deleted key-values, if asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// How a compare relates the key's field to the given value (etcd `Compare.CompareResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareResult {
+    /// `=`
+    Equal,
+    /// `>`
+    Greater,
+    /// `<`
+    Less,
+    /// `!=`
+    NotEqual,
+}
+
+/// Which field a compare reads, with the value it is compared to (etcd `Compare.target_union`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The key's version.
+    Version(i64),
+    /// The key's create revision.
+    Create(i64),
+    /// The key's mod revision.
+    Mod(i64),
+    /// The key's value.
+    Value(Vec<u8>),
+    /// The key's lease.
+    Lease(i64),
+}
+
+/// One condition of a txn (etcd `Compare`). With a range, every key in it must satisfy it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The key or keys compared (`range_end` since etcd 3.3).
+    pub range: KeyRange,
+    /// The relation.
+    pub result: CompareResult,
+    /// The field and value.
+    pub target: CompareTarget,
+}
+
+/// One operation of a txn branch (etcd `RequestOp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOp {
+    /// A read.
+    Range(RangeRequest),
+    /// A put.
+    Put(PutRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A nested txn.
+    Txn(TxnRequest),
+    /// An op with nothing set (etcd answers `etcdserver: key not found`).
+    Empty,
+}
+
+/// The result of one txn operation (etcd `ResponseOp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOp {
+    /// From a read.
+    Range(RangeResponse),
+    /// From a put.
+    Put(PutResponse),
+    /// From a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// From a nested txn.
+    Txn(TxnResponse),
+}
+
+/// A transaction (etcd `TxnRequest`): if every compare holds, run `success`, else `failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnRequest {
+    /// Conditions.
+    pub compare: Vec<Compare>,
+    /// Ops run when every compare holds.
+    pub success: Vec<RequestOp>,
+    /// Ops run otherwise.
+    pub failure: Vec<RequestOp>,
+}
+
+/// The result of a txn (etcd `TxnResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnResponse {
+    /// The txn's revision if the executed branch changed anything, else the current one.
+    pub revision: i64,
+    /// Whether the compares held.
+    pub succeeded: bool,
+    /// One response per op of the executed branch.
+    pub responses: Vec<ResponseOp>,
+}
+
+/// Checks a txn's shape before anything runs (etcd `checkTxnRequest` + `checkIntervals`).
+///
+/// # Errors
+/// `TooManyOps`, `EmptyKey`, `KeyNotFound` (empty op), `ValueProvided`, `LeaseProvided`,
+/// `DuplicateKey`.
+pub fn check_txn(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+    check_txn_ops(txn, max_txn_ops)?;
+    check_intervals(&txn.success)?;
+    check_intervals(&txn.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+    let opc = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
+    if opc > max_txn_ops {
+        return Err(Error::TooManyOps);
+    }
+    if txn.compare.iter().any(|c| c.range.start().is_empty()) {
+        return Err(Error::EmptyKey);
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            RequestOp::Range(r) => check_range(r)?,
+            RequestOp::Put(p) => check_put(p)?,
+            RequestOp::DeleteRange(d) => check_key(d.range.start())?,
+            // etcd: nested txns get the budget left after this level's ops.
+            RequestOp::Txn(t) => check_txn_ops(t, max_txn_ops - opc)?,
+            RequestOp::Empty => return Err(Error::KeyNotFound),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a range request (etcd `checkRangeRequest`).
+///
+/// # Errors
+/// `EmptyKey`.
+pub fn check_range(r: &RangeRequest) -> Result<()> {
+    check_key(r.range.start())
+}
+
+/// Checks a put request (etcd `checkPutRequest`).
+///
+/// # Errors
+/// `EmptyKey`, `ValueProvided`, `LeaseProvided`.
+pub fn check_put(p: &PutRequest) -> Result<()> {
+    check_key(&p.key)?;
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(Error::ValueProvided);
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(Error::LeaseProvided);
+    }
+    Ok(())
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        Err(Error::EmptyKey)
+    } else {
+        Ok(())
+    }
+}
+
+/// The keys a branch puts and the ranges it deletes, for the duplicate-key rule.
+#[derive(Default)]
+struct Writes {
+    puts: HashSet<Vec<u8>>,
+    dels: Vec<KeyRange>,
+}
+
+impl Writes {
+    fn deletes(&self, key: &[u8]) -> bool {
+        self.dels.iter().any(|d| d.contains(key))
+    }
+}
+
+/// etcd `checkIntervals`: within one branch no key may be put twice, and no put may fall in a
+/// range the same branch deletes; a nested txn's then/else may overlap each other (only one
+/// runs) but not the enclosing branch.
+///
+/// Deliberate difference: etcd turns a from-key delete (`range_end = "\0"`) into an interval
+/// that intersects nothing, so `put k` next to `delete [a, +inf)` slips through; we treat it as
+/// the overlap it is.
+fn check_intervals(ops: &[RequestOp]) -> Result<Writes> {
+    let mut w = Writes::default();
+    for op in ops {
+        if let RequestOp::DeleteRange(d) = op {
+            w.dels.push(d.range.clone());
+        }
+    }
+    for op in ops {
+        let RequestOp::Txn(t) = op else { continue };
+        let then = check_intervals(&t.success)?;
+        let other = check_intervals(&t.failure)?;
+        for k in &then.puts {
+            if w.puts.contains(k) || w.deletes(k) {
+                return Err(Error::DuplicateKey);
+            }
+            w.puts.insert(k.clone());
+        }
+        for k in &other.puts {
+            if (w.puts.contains(k) && !then.puts.contains(k)) || w.deletes(k) {
+                return Err(Error::DuplicateKey);
+            }
+            w.puts.insert(k.clone());
+        }
+        w.dels.extend(then.dels);
+        w.dels.extend(other.dels);
+    }
+    for op in ops {
+        let RequestOp::Put(p) = op else { continue };
+        if w.puts.contains(&p.key) || w.deletes(&p.key) {
+            return Err(Error::DuplicateKey);
+        }
+        w.puts.insert(p.key.clone());
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str) -> RequestOp {
+        RequestOp::Put(PutRequest::new(k, "v"))
+    }
+    fn del(r: KeyRange) -> RequestOp {
+        RequestOp::DeleteRange(DeleteRangeRequest::new(r))
+    }
+    fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest { compare: vec![], success, failure }
+    }
+
+    #[test]
+    fn duplicate_key_rules() {
+        let ok = |t: TxnRequest| check_txn(&t, 128).is_ok();
+        assert!(ok(txn(vec![put("a"), put("b")], vec![put("a")])));
+        assert!(!ok(txn(vec![put("a"), put("a")], vec![])));
+        assert!(!ok(txn(vec![put("b"), del(KeyRange::interval("a", "c"))], vec![])));
+        assert!(ok(txn(vec![put("c"), del(KeyRange::interval("a", "c"))], vec![])));
+        // nested then/else may overlap each other, not the parent
+        assert!(ok(txn(vec![RequestOp::Txn(txn(vec![put("a")], vec![put("a")]))], vec![])));
+        assert!(!ok(txn(vec![put("a"), RequestOp::Txn(txn(vec![put("a")], vec![]))], vec![])));
+        assert!(!ok(txn(vec![del(KeyRange::single("a")), RequestOp::Txn(txn(vec![], vec![put("a")]))], vec![])));
+        // deliberate difference from etcd: a from-key delete overlaps
+        assert!(!ok(txn(vec![put("z"), del(KeyRange::FromKey(b"a".to_vec()))], vec![])));
+    }
+
+    #[test]
+    fn shape_errors() {
+        let many = txn((0..129).map(|i| put(&format!("k{i}"))).collect(), vec![]);
+        assert!(matches!(check_txn(&many, 128), Err(Error::TooManyOps)));
+        assert!(matches!(check_txn(&txn(vec![RequestOp::Empty], vec![]), 128), Err(Error::KeyNotFound)));
+        assert!(matches!(check_txn(&txn(vec![put("")], vec![]), 128), Err(Error::EmptyKey)));
+        let mut p = PutRequest::new("k", "v");
+        p.ignore_value = true;
+        assert!(matches!(check_put(&p), Err(Error::ValueProvided)));
+        let mut p = PutRequest::new("k", "").lease(5);
+        p.ignore_lease = true;
+        assert!(matches!(check_put(&p), Err(Error::LeaseProvided)));
+        // nested txns share the op budget
+        let inner = txn((0..100).map(|i| put(&format!("n{i}"))).collect(), vec![]);
+        let outer = txn((0..50).map(|i| put(&format!("o{i}"))).chain([RequestOp::Txn(inner)]).collect(), vec![]);
+        assert!(matches!(check_txn(&outer, 128), Err(Error::TooManyOps)));
+    }
+}

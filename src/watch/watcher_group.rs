@@ -1,0 +1,474 @@
+//! Owns `WatcherGroup`: a set of watchers indexed by what they watch (etcd `watcherGroup` in
+//! `watcher_group.go`, spec §4 and §6.1). Single-key watchers sit in a hash map keyed by their
+//! key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key are the map
+//! hit plus every stabbed interval.
+
+use std::collections::HashMap;
+
+use slab::Slab;
+use smallvec::SmallVec;
+
+use super::range_index::RangeIndex;
+use super::watcher::{Watcher, WatcherKey};
+use crate::key_range::KeyRange;
+
+/// Where a watcher sits in its [`WatcherGroup`]: cheaper than a [`WatcherKey`] lookup.
+///
+/// A slot names its watcher only while that watcher stays in the group: once it is removed, the
+/// slot may be reused by a later insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatcherSlot(u32);
+
+/// A set of watchers, owned by value and indexed by key range (etcd `watcherGroup`).
+///
+/// A watcher's `range` is indexed when it is inserted and must not change while it is in the
+/// group: through [`get_mut`](Self::get_mut) and [`slot_mut`](Self::slot_mut) only `min_rev` and
+/// the other non-range fields may be changed. A watcher on an empty range (`start >= end`) may be
+/// inserted but matches no key.
+#[derive(Debug, Default)]
+pub struct WatcherGroup {
+    /// The watchers, by slot.
+    watchers: Slab<Watcher>,
+    /// Slot of every watcher, by key.
+    by_key: HashMap<WatcherKey, u32>,
+    /// Slots of the `KeyRange::Single` watchers, by watched key.
+    singles: HashMap<Vec<u8>, SmallVec<[u32; 2]>>,
+    /// Slots of the `Interval` and `FromKey` watchers.
+    ranges: RangeIndex,
+    /// Every occupied slot, densely, so that `take` and `iter` never walk vacant slots.
+    live: Vec<u32>,
+    /// For each occupied slot, its position in `live`.
+    live_pos: Vec<u32>,
+}
+
+impl WatcherGroup {
+    /// Returns an empty group.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the number of watchers in the group.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.watchers.len()
+    }
+
+    /// Returns whether the group holds no watcher.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.watchers.is_empty()
+    }
+
+    /// Adds `w` and returns its slot.
+    ///
+    /// # Errors
+    ///
+    /// Gives `w` back unchanged when a watcher with the same key is already in the group (or,
+    /// theoretically, when the group already holds `u32::MAX - 1` watchers or intervals).
+    pub fn insert(&mut self, w: Watcher) -> Result<WatcherSlot, Watcher> {
+        if self.by_key.contains_key(&w.key) {
+            return Err(w);
+        }
+        let entry = self.watchers.vacant_entry();
+        let Ok(slot) = u32::try_from(entry.key()) else {
+            return Err(w);
+        };
+        let Ok(pos) = u32::try_from(self.live.len()) else {
+            return Err(w);
+        };
+        match &w.range {
+            KeyRange::Single(k) => self.singles.entry(k.clone()).or_default().push(slot),
+            KeyRange::Interval { start, end } => {
+                if !self.ranges.insert(start, Some(end), slot) {
+                    return Err(w);
+                }
+            }
+            KeyRange::FromKey(k) => {
+                if !self.ranges.insert(k, None, slot) {
+                    return Err(w);
+                }
+            }
+        }
+        self.by_key.insert(w.key, slot);
+        entry.insert(w);
+        let idx = slot as usize;
+        if self.live_pos.len() <= idx {
+            self.live_pos.resize(idx + 1, 0);
+        }
+        self.live_pos[idx] = pos;
+        self.live.push(slot);
+        Ok(WatcherSlot(slot))
+    }
+
+    /// Removes and returns the watcher with key `key`.
+    pub fn remove(&mut self, key: &WatcherKey) -> Option<Watcher> {
+        let slot = *self.by_key.get(key)?;
+        self.remove_slot(WatcherSlot(slot))
+    }
+
+    /// Removes and returns the watcher in `slot`.
+    pub fn remove_slot(&mut self, slot: WatcherSlot) -> Option<Watcher> {
+        let s = slot.0;
+        let w = self.watchers.try_remove(s as usize)?;
+        self.by_key.remove(&w.key);
+        let unindexed = match &w.range {
+            KeyRange::Single(k) => match self.singles.get_mut(k.as_slice()) {
+                Some(slots) => {
+                    let found = slots
+                        .iter()
+                        .position(|&x| x == s)
+                        .map(|p| slots.swap_remove(p));
+                    if slots.is_empty() {
+                        self.singles.remove(k.as_slice());
+                    }
+                    found.is_some()
+                }
+                None => false,
+            },
+            KeyRange::Interval { start, end } => self.ranges.remove(start, Some(end), s),
+            KeyRange::FromKey(k) => self.ranges.remove(k, None, s),
+        };
+        debug_assert!(
+            unindexed,
+            "watcher {:?} had its range changed inside a group",
+            w.key
+        );
+        if let Some(&pos) = self.live_pos.get(s as usize) {
+            let pos = pos as usize;
+            if pos < self.live.len() {
+                self.live.swap_remove(pos);
+                if let Some(&moved) = self.live.get(pos) {
+                    if let Some(p) = self.live_pos.get_mut(moved as usize) {
+                        *p = pos as u32;
+                    }
+                }
+            }
+        }
+        Some(w)
+    }
+
+    /// Returns the slot of the watcher with key `key`.
+    #[must_use]
+    pub fn slot_of(&self, key: &WatcherKey) -> Option<WatcherSlot> {
+        self.by_key.get(key).map(|&s| WatcherSlot(s))
+    }
+
+    /// Returns the watcher with key `key`.
+    #[must_use]
+    pub fn get(&self, key: &WatcherKey) -> Option<&Watcher> {
+        self.slot(self.slot_of(key)?)
+    }
+
+    /// Returns the watcher with key `key` for update. Its `range` (and `key`) must not be
+    /// changed: the group indexes them. `min_rev` and the other fields may be.
+    pub fn get_mut(&mut self, key: &WatcherKey) -> Option<&mut Watcher> {
+        let slot = self.slot_of(key)?;
+        self.slot_mut(slot)
+    }
+
+    /// Returns the watcher in `slot`.
+    #[must_use]
+    pub fn slot(&self, slot: WatcherSlot) -> Option<&Watcher> {
+        self.watchers.get(slot.0 as usize)
+    }
+
+    /// Returns the watcher in `slot` for update. Its `range` (and `key`) must not be changed:
+    /// the group indexes them. `min_rev` and the other fields may be.
+    pub fn slot_mut(&mut self, slot: WatcherSlot) -> Option<&mut Watcher> {
+        self.watchers.get_mut(slot.0 as usize)
+    }
+
+    /// Returns whether a watcher with key `key` is in the group.
+    #[must_use]
+    pub fn contains(&self, key: &WatcherKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// Returns every watcher, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Watcher> + '_ {
+        self.live
+            .iter()
+            .filter_map(|&s| self.watchers.get(s as usize))
+    }
+
+    /// Returns the slot of every watcher, in no particular order.
+    #[must_use]
+    pub fn slots(&self) -> Vec<WatcherSlot> {
+        self.live.iter().map(|&s| WatcherSlot(s)).collect()
+    }
+
+    /// Appends to `out` the slot of every watcher whose range contains `key`, each once, in no
+    /// particular order. `out` is not cleared first.
+    pub fn matching(&self, key: &[u8], out: &mut Vec<WatcherSlot>) {
+        if let Some(slots) = self.singles.get(key) {
+            out.extend(slots.iter().map(|&s| WatcherSlot(s)));
+        }
+        self.ranges.stab(key, |s| out.push(WatcherSlot(s)));
+    }
+
+    /// Returns whether any watcher's range contains `key` (a cheap filter for catch-up scans).
+    #[must_use]
+    pub fn any_matches(&self, key: &[u8]) -> bool {
+        self.singles.contains_key(key) || self.ranges.stabs_any(key)
+    }
+
+    /// Removes and returns up to `max` watchers (all of them when there are fewer), which ones
+    /// being unspecified. Costs `O(max)`.
+    pub fn take(&mut self, max: usize) -> Vec<Watcher> {
+        let n = max.min(self.live.len());
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(&s) = self.live.last() else { break };
+            match self.remove_slot(WatcherSlot(s)) {
+                Some(w) => out.push(w),
+                // Unreachable while `live` is consistent; never loop on it.
+                None => {
+                    self.live.pop();
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes and returns every watcher.
+    pub fn drain(&mut self) -> Vec<Watcher> {
+        let out = self.watchers.drain().collect();
+        self.by_key.clear();
+        self.singles.clear();
+        self.ranges.clear();
+        self.live.clear();
+        self.live_pos.clear();
+        out
+    }
+
+    /// Returns the smallest `min_rev` over the group's watchers, or `None` when it is empty.
+    #[must_use]
+    pub fn min_rev(&self) -> Option<i64> {
+        self.iter().map(|w| w.min_rev).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Event, EventKind, KeyValue};
+    use crate::watch::watcher::Filters;
+    use std::collections::BTreeMap;
+
+    fn watcher(stream: u64, id: i64, range: KeyRange) -> Watcher {
+        Watcher {
+            key: WatcherKey { stream, id },
+            range,
+            start_rev: 0,
+            min_rev: 0,
+            filters: Filters::default(),
+            prev_kv: false,
+        }
+    }
+
+    fn matched_keys(g: &WatcherGroup, key: &[u8]) -> Vec<WatcherKey> {
+        let mut out = Vec::new();
+        g.matching(key, &mut out);
+        let mut keys: Vec<WatcherKey> = out
+            .iter()
+            .filter_map(|&s| g.slot(s))
+            .map(|w| w.key)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    // A14: etcd TestNewMapwatcherToEventMap (watcher_group_test.go / watchable_store_test.go).
+    #[test]
+    fn a14_new_map_watcher_to_event_map() {
+        let keys: [&[u8]; 3] = [b"foo0", b"foo1", b"foo2"];
+        let ws: Vec<Watcher> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| watcher(1, i as i64, KeyRange::single(*k)))
+            .collect();
+        let evs: Vec<Event> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: k.to_vec(),
+                    value: format!("bar{i}").into_bytes(),
+                    ..KeyValue::default()
+                },
+                prev_kv: None,
+            })
+            .collect();
+        // (watchers in sync, events, expected watcher -> events)
+        type Case = (Vec<usize>, std::ops::Range<usize>, Vec<(usize, Vec<usize>)>);
+        let cases: Vec<Case> = vec![
+            // No watcher in sync: nothing.
+            (vec![], 0..3, vec![]),
+            // One watcher, one event on another key: nothing.
+            (vec![2], 0..1, vec![]),
+            // One watcher, one event on its key.
+            (vec![1], 1..2, vec![(1, vec![1])]),
+            // Two watchers on different keys, one event matching only one of them.
+            (vec![0, 2], 2..3, vec![(2, vec![2])]),
+            // Two watchers, two events, each matching one watcher.
+            (vec![0, 1], 0..2, vec![(0, vec![0]), (1, vec![1])]),
+        ];
+        for (i, (sync, ev_range, want)) in cases.into_iter().enumerate() {
+            let mut g = WatcherGroup::new();
+            for &w in &sync {
+                assert!(g.insert(ws[w].clone()).is_ok());
+            }
+            let mut got: BTreeMap<WatcherKey, Vec<&Event>> = BTreeMap::new();
+            let mut out = Vec::new();
+            for ev in &evs[ev_range] {
+                out.clear();
+                g.matching(&ev.kv.key, &mut out);
+                for &s in &out {
+                    if let Some(w) = g.slot(s) {
+                        got.entry(w.key).or_default().push(ev);
+                    }
+                }
+            }
+            let want: BTreeMap<WatcherKey, Vec<&Event>> = want
+                .into_iter()
+                .map(|(w, es)| (ws[w].key, es.iter().map(|&e| &evs[e]).collect()))
+                .collect();
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn insert_remove_lookup() {
+        let mut g = WatcherGroup::new();
+        let a = watcher(1, 0, KeyRange::single("a"));
+        let b = watcher(1, 1, KeyRange::interval("a", "c"));
+        let c = watcher(2, 0, KeyRange::FromKey(b"b".to_vec()));
+        let e = watcher(2, 1, KeyRange::interval("c", "a"));
+        let sa = g.insert(a.clone()).ok();
+        assert!(sa.is_some());
+        assert!(g.insert(b.clone()).is_ok());
+        assert!(g.insert(c.clone()).is_ok());
+        assert!(g.insert(e.clone()).is_ok());
+        assert_eq!(g.insert(a.clone()), Err(a.clone()), "duplicate key");
+        assert_eq!(g.len(), 4);
+        assert_eq!(matched_keys(&g, b"a"), vec![a.key, b.key]);
+        assert_eq!(matched_keys(&g, b"b"), vec![b.key, c.key]);
+        assert_eq!(matched_keys(&g, b"c"), vec![c.key]);
+        assert_eq!(matched_keys(&g, b"0"), vec![]);
+        assert!(g.any_matches(b"a") && g.any_matches(b"zz") && !g.any_matches(b"0"));
+        assert_eq!(g.get(&b.key), Some(&b));
+        assert_eq!(sa.and_then(|s| g.slot(s)), Some(&a));
+        if let Some(w) = g.get_mut(&c.key) {
+            w.min_rev = 7;
+        }
+        assert_eq!(g.min_rev(), Some(0));
+        assert_eq!(g.remove(&a.key), Some(a.clone()));
+        assert_eq!(g.remove(&a.key), None);
+        assert!(sa.and_then(|s| g.remove_slot(s)).is_none());
+        assert!(!g.contains(&a.key));
+        assert_eq!(matched_keys(&g, b"a"), vec![b.key]);
+        assert_eq!(g.iter().count(), 3);
+        assert_eq!(g.slots().len(), 3);
+        let taken = g.take(2);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(g.len(), 1);
+        let rest = g.drain();
+        assert_eq!(rest.len(), 1);
+        assert!(g.is_empty());
+        assert_eq!(g.min_rev(), None);
+        assert!(!g.any_matches(b"b"));
+        // Usable again after a drain.
+        assert!(g.insert(a.clone()).is_ok());
+        assert_eq!(matched_keys(&g, b"a"), vec![a.key]);
+        assert_eq!(g.take(10), vec![a]);
+    }
+
+    struct Xorshift(u64);
+    impl Xorshift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn key(&mut self) -> Vec<u8> {
+            let len = 1 + self.below(3) as usize;
+            (0..len).map(|_| b'a' + self.below(4) as u8).collect()
+        }
+        fn range(&mut self) -> KeyRange {
+            match self.below(4) {
+                0 | 1 => KeyRange::Single(self.key()),
+                2 => KeyRange::Interval {
+                    start: self.key(),
+                    end: self.key(),
+                },
+                _ => KeyRange::FromKey(self.key()),
+            }
+        }
+    }
+
+    #[test]
+    fn randomized_against_brute_force() {
+        let mut rng = Xorshift(0xdead_beef_cafe_f00d);
+        let mut g = WatcherGroup::new();
+        let mut model: Vec<Watcher> = Vec::new();
+        for step in 0..4000 {
+            match rng.below(10) {
+                0..=5 => {
+                    let w = watcher(rng.below(4), rng.below(30) as i64, rng.range());
+                    let dup = model.iter().any(|m| m.key == w.key);
+                    assert_eq!(g.insert(w.clone()).is_err(), dup);
+                    if !dup {
+                        model.push(w);
+                    }
+                }
+                6..=8 if !model.is_empty() => {
+                    let i = rng.below(model.len() as u64) as usize;
+                    let w = model.swap_remove(i);
+                    if rng.below(2) == 0 {
+                        assert_eq!(g.remove(&w.key), Some(w));
+                    } else {
+                        let slot = g.slot_of(&w.key);
+                        assert_eq!(slot.and_then(|s| g.remove_slot(s)), Some(w));
+                    }
+                }
+                _ => {
+                    let taken = g.take(rng.below(3) as usize);
+                    for t in taken {
+                        let p = model.iter().position(|m| m.key == t.key);
+                        assert_eq!(p.map(|p| model.swap_remove(p)), Some(t));
+                    }
+                }
+            }
+            assert_eq!(g.len(), model.len());
+            for _ in 0..6 {
+                let key = rng.key();
+                let mut want: Vec<WatcherKey> = model
+                    .iter()
+                    .filter(|w| w.range.contains(&key))
+                    .map(|w| w.key)
+                    .collect();
+                want.sort_unstable();
+                let mut out = Vec::new();
+                g.matching(&key, &mut out);
+                let mut slots = out.clone();
+                slots.sort_unstable_by_key(|s| s.0);
+                slots.dedup();
+                assert_eq!(slots.len(), out.len(), "slot reported twice at step {step}");
+                assert_eq!(matched_keys(&g, &key), want, "key {key:?} at step {step}");
+                assert_eq!(g.any_matches(&key), !want.is_empty());
+            }
+        }
+        let mut all: Vec<WatcherKey> = g.iter().map(|w| w.key).collect();
+        all.sort_unstable();
+        let mut want: Vec<WatcherKey> = model.iter().map(|w| w.key).collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+        assert_eq!(g.min_rev(), model.iter().map(|w| w.min_rev).min());
+    }
+}
