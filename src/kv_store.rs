@@ -21,7 +21,7 @@ use crate::key_range::KeyRange;
 use crate::kv::{Event, EventKind, KeyValue, LeaseId};
 use crate::lease::{deadline_after, Lessor};
 use crate::request::{
-    check_put, check_range, check_txn, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
+    check_put, check_range, check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
     TxnResponse,
 };
@@ -378,12 +378,28 @@ impl KvStore {
         }
     }
 
+    /// Runs a transaction with only the MVCC layer's rules: the API-level duplicate-key rule is
+    /// skipped, so one txn may put the same key several times (each change gets the next `sub`
+    /// and version, etcd case A13). Transports use [`Self::txn`].
+    ///
+    /// # Errors
+    /// As [`Self::txn`], except `DuplicateKey`.
+    pub fn mvcc_txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
+        let result = self.apply(WriteRequest::Txn(req), false);
+        self.persist()?;
+        let c = result?;
+        match c.response {
+            WriteResponse::Txn(response) => Ok(Committed { response, events: c.events }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Applies one write and makes it durable before returning.
     ///
     /// # Errors
     /// As the write's own method, or a storage error.
     pub fn write(&mut self, req: WriteRequest) -> Result<Committed<WriteResponse>> {
-        let result = self.apply(req);
+        let result = self.apply(req, true);
         self.persist()?;
         result
     }
@@ -392,7 +408,7 @@ impl KvStore {
     /// persist (group commit). Results come back in order; a failed write does not affect the
     /// others. If the persist fails, every write fails and the store is poisoned.
     pub fn write_group(&mut self, reqs: Vec<WriteRequest>) -> Vec<Result<Committed<WriteResponse>>> {
-        let mut results: Vec<Result<Committed<WriteResponse>>> = reqs.into_iter().map(|r| self.apply(r)).collect();
+        let mut results: Vec<Result<Committed<WriteResponse>>> = reqs.into_iter().map(|r| self.apply(r, true)).collect();
         if let Err(e) = self.persist() {
             tracing::error!(error = %e, "persist failed; the store is poisoned");
             for r in &mut results {
@@ -417,8 +433,9 @@ impl KvStore {
         Ok(())
     }
 
-    /// Applies one write and commits its batch without persisting it.
-    fn apply(&mut self, req: WriteRequest) -> Result<Committed<WriteResponse>> {
+    /// Applies one write and commits its batch without persisting it. `api_checks` applies the
+    /// API layer's duplicate-key rule to txns.
+    fn apply(&mut self, req: WriteRequest, api_checks: bool) -> Result<Committed<WriteResponse>> {
         self.check_writable()?;
         // Validate before anything changes, so that a client error leaves no trace.
         match &req {
@@ -427,7 +444,8 @@ impl KvStore {
                 self.check_put_refs(p)?;
             }
             WriteRequest::DeleteRange(d) => check_range(&RangeRequest::new(d.range.clone()))?,
-            WriteRequest::Txn(t) => check_txn(t, self.config.max_txn_ops)?,
+            WriteRequest::Txn(t) if api_checks => check_txn(t, self.config.max_txn_ops)?,
+            WriteRequest::Txn(t) => check_txn_shape(t, self.config.max_txn_ops)?,
             WriteRequest::LeaseRevoke(id) => {
                 if !self.lessor.contains(*id) {
                     return Err(Error::LeaseNotFound);
@@ -437,7 +455,7 @@ impl KvStore {
         let path = match &req {
             WriteRequest::Txn(t) => {
                 let path = self.compare_path(t)?;
-                self.check_txn_refs(t, &path, &mut 0)?;
+                self.check_txn_refs(t, &path, &mut 0, api_checks)?;
                 path
             }
             _ => Vec::new(),
@@ -516,14 +534,18 @@ impl KvStore {
     }
 
     /// Checks the ops of the branches `path` selects, before any of them runs (etcd
-    /// `checkRequests` with `checkRequestPut` and `checkRequestRange`).
-    fn check_txn_refs(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
+    /// `checkRequests` with `checkRequestPut` and, at the API level, `checkRequestRange`).
+    ///
+    /// Deliberate difference: etcd's `checkRequestRange` compares a negative read revision with
+    /// the compact revision (so `revision: -1` in a txn fails after any compaction) although a
+    /// plain range treats every `revision <= 0` as "current"; we treat it as current in both.
+    fn check_txn_refs(&self, t: &TxnRequest, path: &[bool], at: &mut usize, api_checks: bool) -> Result<()> {
         let succeeded = path.get(*at).copied().unwrap_or(false);
         *at += 1;
         for op in if succeeded { &t.success } else { &t.failure } {
             match op {
                 RequestOp::Put(p) => self.check_put_refs(p)?,
-                RequestOp::Range(r) if r.revision != 0 => {
+                RequestOp::Range(r) if api_checks && r.revision > 0 => {
                     if r.revision > self.current_rev {
                         return Err(Error::FutureRev { requested: r.revision, current_rev: self.current_rev });
                     }
@@ -531,7 +553,7 @@ impl KvStore {
                         return Err(Error::Compacted { requested: r.revision, compact_rev: self.compact_rev });
                     }
                 }
-                RequestOp::Txn(nested) => self.check_txn_refs(nested, path, at)?,
+                RequestOp::Txn(nested) => self.check_txn_refs(nested, path, at, api_checks)?,
                 _ => {}
             }
         }

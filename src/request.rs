@@ -286,13 +286,18 @@ pub struct TxnResponse {
 /// `TooManyOps`, `EmptyKey`, `KeyNotFound` (empty op), `ValueProvided`, `LeaseProvided`,
 /// `DuplicateKey`.
 pub fn check_txn(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
-    check_txn_ops(txn, max_txn_ops)?;
+    check_txn_shape(txn, max_txn_ops)?;
     check_intervals(&txn.success)?;
     check_intervals(&txn.failure)?;
     Ok(())
 }
 
-fn check_txn_ops(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+/// Checks a txn's op counts, keys and ops without the duplicate-key rule (the part of
+/// [`check_txn`] that etcd's MVCC layer relies on too).
+///
+/// # Errors
+/// `TooManyOps`, `EmptyKey`, `KeyNotFound` (empty op), `ValueProvided`, `LeaseProvided`.
+pub fn check_txn_shape(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
     let opc = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
     if opc > max_txn_ops {
         return Err(Error::TooManyOps);
@@ -306,7 +311,7 @@ fn check_txn_ops(txn: &TxnRequest, max_txn_ops: usize) -> Result<()> {
             RequestOp::Put(p) => check_put(p)?,
             RequestOp::DeleteRange(d) => check_key(d.range.start())?,
             // etcd: nested txns get the budget left after this level's ops.
-            RequestOp::Txn(t) => check_txn_ops(t, max_txn_ops - opc)?,
+            RequestOp::Txn(t) => check_txn_shape(t, max_txn_ops - opc)?,
             RequestOp::Empty => return Err(Error::KeyNotFound),
         }
     }

@@ -12,6 +12,8 @@
 //!                                   └──── delivered, but writes missed ────┘ victim_retry_period
 //! ```
 
+pub mod event_batch;
+pub mod history;
 pub mod range_index;
 pub mod watcher;
 pub mod watcher_group;
