@@ -17,12 +17,14 @@ fn watcher(i: usize, range: KeyRange) -> Watcher {
         key: WatcherKey {
             stream: (i / 100) as u64,
             id: (i % 100) as i64,
+            seq: i as u64,
         },
         range,
         start_rev: 0,
         min_rev: 1,
         filters: Filters::default(),
         prev_kv: false,
+        cancel: watchkv::watch::watcher::CancelFlag::new(),
     }
 }
 

@@ -58,6 +58,15 @@ pub enum Error {
     /// An explicit watch id that the stream already uses.
     #[error("mvcc: duplicate watch ID provided on the WatchStream")]
     DuplicateWatchId,
+    /// An explicit negative watch id (etcd accepts them; -1 would collide with progress).
+    #[error("mvcc: watch ID must not be negative")]
+    NegativeWatchId,
+    /// A create with a negative start revision (etcd answers with the compacted text).
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    NegativeStartRevision,
+    /// A stream already has as many watchers as it may.
+    #[error("etcdserver: too many watchers on this stream")]
+    TooManyWatchers,
     /// A cancel of a watch id the stream does not have.
     #[error("mvcc: watcher does not exist")]
     WatcherNotExist,

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use crate::backend::RevisionSnapshot;
+use crate::codec::Row;
+use crate::revision::BackendKey;
 use crate::error::Result;
 use crate::kv::{Event, EventKind, KeyValue};
 
@@ -38,24 +40,33 @@ pub fn range_events(
     let mut events = Vec::new();
     snapshot.scan(min_rev, max_rev, |key, row| {
         let want = wanted(&row.kv.key);
-        if want == Wanted::No {
-            return Ok(true);
+        if want != Wanted::No {
+            events.push(Arc::new(row_event(snapshot, key, row, want == Wanted::EventWithPrevKv, compact_rev)?));
         }
-        let (kind, kv) = if key.tombstone {
-            let kv = KeyValue { key: row.kv.key, mod_revision: key.rev.main, ..KeyValue::default() };
-            (EventKind::Delete, kv)
-        } else {
-            (EventKind::Put, row.kv)
-        };
-        let is_create = kind == EventKind::Put && kv.create_revision == kv.mod_revision;
-        let prev_kv = match row.prev {
-            Some(prev) if want == Wanted::EventWithPrevKv && !is_create && key.rev.main > compact_rev => {
-                snapshot.get_row(prev.to_key(false))?.map(|r| r.kv)
-            }
-            _ => None,
-        };
-        events.push(Arc::new(Event { kind, kv, prev_kv }));
         Ok(true)
     })?;
     Ok(events)
+}
+
+/// Turns one history row into its event (etcd `kvsToEvents`): a tombstone row becomes a DELETE
+/// whose kv has only the key and the deletion revision. With `with_prev_kv`, `prev_kv` is read
+/// from the row the key's previous state lives in, unless the event creates the key or its
+/// revision is at or below `compact_rev` (the state before it may be gone).
+///
+/// # Errors
+/// Fails on storage errors or a previous row that does not decode.
+pub fn row_event(snapshot: &RevisionSnapshot, key: BackendKey, row: Row, with_prev_kv: bool, compact_rev: i64) -> Result<Event> {
+    let (kind, kv) = if key.tombstone {
+        (EventKind::Delete, KeyValue { key: row.kv.key, mod_revision: key.rev.main, ..KeyValue::default() })
+    } else {
+        (EventKind::Put, row.kv)
+    };
+    let is_create = kind == EventKind::Put && kv.create_revision == kv.mod_revision;
+    let prev_kv = match row.prev {
+        Some(prev) if with_prev_kv && !is_create && key.rev.main > compact_rev => {
+            snapshot.get_row(prev.to_key(false))?.map(|r| r.kv)
+        }
+        _ => None,
+    };
+    Ok(Event { kind, kv, prev_kv })
 }

@@ -12,8 +12,11 @@
 //!                                   └──── delivered, but writes missed ────┘ victim_retry_period
 //! ```
 
+pub mod catch_up;
 pub mod event_batch;
 pub mod history;
+pub mod ids;
 pub mod range_index;
+pub mod response;
 pub mod watcher;
 pub mod watcher_group;

@@ -1,6 +1,9 @@
 //! Owns `Watcher`: one watch's identity, range, revisions and options (etcd `watcher` in
 //! `watchable_store.go`). A watcher is a plain value: whichever group holds it owns it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::kv::{Event, EventKind};
 use crate::key_range::KeyRange;
 
@@ -11,14 +14,51 @@ pub type StreamId = u64;
 /// progress responses and failed creates.
 pub type WatchId = i64;
 
-/// The process-wide identity of a watcher: its stream and its id on that stream.
+/// The process-wide identity of a watcher: its stream, its id on that stream, and a sequence
+/// number unique for the life of the process, so that a watcher whose id a client reuses after
+/// a cancel is never mistaken for its predecessor (spec §10 quirk 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatcherKey {
     /// The stream that created the watcher.
     pub stream: StreamId,
     /// The watcher's id on that stream.
     pub id: WatchId,
+    /// Unique per watcher in the process.
+    pub seq: u64,
 }
+
+/// A flag the client's stream raises when it cancels a watcher. Every owner checks it when a
+/// watcher reaches it by message, so a cancel wins even over a watcher in transit between
+/// groups (DESIGN invariant 6). An atomic flag, not a lock.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Returns a flag that is not raised.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the flag.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Returns whether the flag is raised.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelFlag {}
 
 /// Event filters a watcher asked for (etcd `WatchCreateRequest.filters`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,4 +98,20 @@ pub struct Watcher {
     pub filters: Filters,
     /// Whether events carry `prev_kv` for this watcher.
     pub prev_kv: bool,
+    /// Raised by the stream when the client cancels.
+    pub cancel: CancelFlag,
+}
+
+impl Watcher {
+    /// Returns whether the client has cancelled the watcher.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Returns whether the watcher has `event`'s key in range and has not seen its revision.
+    #[must_use]
+    pub fn wants(&self, event: &Event) -> bool {
+        self.min_rev <= event.revision() && self.range.contains(&event.kv.key)
+    }
 }

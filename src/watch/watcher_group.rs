@@ -258,12 +258,13 @@ mod tests {
 
     fn watcher(stream: u64, id: i64, range: KeyRange) -> Watcher {
         Watcher {
-            key: WatcherKey { stream, id },
+            key: WatcherKey { stream, id, seq: stream * 1_000_000 + id as u64 },
             range,
             start_rev: 0,
             min_rev: 0,
             filters: Filters::default(),
             prev_kv: false,
+            cancel: crate::watch::watcher::CancelFlag::new(),
         }
     }
 

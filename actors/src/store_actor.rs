@@ -1,0 +1,706 @@
+//! Owns the `KvStore`, the synced watcher group and the recent-revision ring: every write, every
+//! read, compaction and leases go through `StoreActor`, and it notifies synced watchers when a
+//! write commits (etcd `watchable_store.go notify`, spec §6.4). It is the only place that moves
+//! the current revision and the only one that adds to `synced`, so the hand-off from catch-up to
+//! live delivery happens at a revision boundary with no event able to fall between.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
+use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
+use watchkv::{Error, Event, KvStore, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, WriteRequest, WriteResponse};
+
+use crate::stream_actor::{Deliver, Delivery};
+use crate::syncer_actor::{AddUnsynced, SyncerActor};
+use crate::victim_actor::{ParkVictims, Victim, VictimActor};
+use crate::{filtered_events, ActorsConfig};
+
+/// The revisions other actors may read without asking: published by the `StoreActor` after
+/// each durable commit. Atomics, not a lock: readers only ever need a recent value.
+#[derive(Debug)]
+pub struct RevisionClock {
+    current: AtomicI64,
+    compact: AtomicI64,
+}
+
+impl RevisionClock {
+    /// Returns a clock at the given revisions.
+    #[must_use]
+    pub fn new(current: i64, compact: i64) -> Self {
+        Self { current: AtomicI64::new(current), compact: AtomicI64::new(compact) }
+    }
+
+    /// Returns the last durable revision.
+    #[must_use]
+    pub fn current(&self) -> i64 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Returns the compact revision.
+    #[must_use]
+    pub fn compact(&self) -> i64 {
+        self.compact.load(Ordering::Acquire)
+    }
+}
+
+/// Counters shared with the other actors and the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events delivered to stream mailboxes (counted per watcher).
+    pub events_sent: AtomicU64,
+    /// Responses delivered to stream mailboxes.
+    pub responses_sent: AtomicU64,
+    /// Watchers cancelled by the slow-consumer policy.
+    pub slow_cancels: AtomicU64,
+    /// Write batches committed.
+    pub write_batches: AtomicU64,
+    /// Sum of write batch latencies in microseconds (for a mean).
+    pub write_micros: AtomicU64,
+}
+
+/// A write; answered after it is durable.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WriteResponse>")]
+pub struct Write(pub WriteRequest);
+
+/// A read at a revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RangeResponse>")]
+pub struct Range(pub RangeRequest);
+
+/// Compacts at `revision`; with `physical`, answers once the rows are gone.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<i64>")]
+pub struct Compact {
+    /// The compaction revision.
+    pub revision: i64,
+    /// Wait for the physical compaction.
+    pub physical: bool,
+}
+
+/// Lease calls.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<LeaseReply>")]
+pub enum LeaseOp {
+    /// Grant (`id` 0: the store picks).
+    Grant {
+        /// Requested id.
+        id: LeaseId,
+        /// TTL in seconds.
+        ttl: i64,
+    },
+    /// Revoke (deletes its keys).
+    Revoke(LeaseId),
+    /// Keep alive once.
+    KeepAlive(LeaseId),
+    /// Remaining TTL.
+    TimeToLive {
+        /// The lease.
+        id: LeaseId,
+        /// Include attached keys.
+        keys: bool,
+    },
+    /// All lease ids.
+    List,
+}
+
+/// Answers to [`LeaseOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseReply {
+    /// Granted: id and TTL; plus the revision.
+    Granted {
+        /// The lease id.
+        id: LeaseId,
+        /// The granted TTL.
+        ttl: i64,
+        /// The current revision.
+        revision: i64,
+    },
+    /// Revoked; the revision after it.
+    Revoked {
+        /// The revision after the revoke.
+        revision: i64,
+    },
+    /// Kept alive: the TTL.
+    KeptAlive {
+        /// The lease id.
+        id: LeaseId,
+        /// The TTL.
+        ttl: i64,
+        /// The current revision.
+        revision: i64,
+    },
+    /// Time to live.
+    Status {
+        /// The lease's status.
+        status: LeaseStatus,
+        /// The current revision.
+        revision: i64,
+    },
+    /// Lease ids.
+    List {
+        /// The ids.
+        ids: Vec<LeaseId>,
+        /// The current revision.
+        revision: i64,
+    },
+}
+
+/// Expires due leases now, or at the given instant (tests drive time by hand).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeaseTick(pub Option<Instant>);
+
+/// Registers a stream's delivery address (forwarded to the syncer and the victim actor).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct RegisterStream {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its mailbox.
+    pub deliver: Recipient<Deliver>,
+}
+
+/// Forgets a closed stream and all its watchers (forwarded like [`RegisterStream`]).
+#[derive(Debug, Message, Clone)]
+#[rtype(result = "()")]
+pub struct UnregisterStream {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its watchers at close.
+    pub watchers: Vec<WatcherKey>,
+}
+
+/// Registers a new watcher; answers with the revision for its `created` response.
+#[derive(Debug, Message)]
+#[rtype(result = "i64")]
+pub struct Watch(pub Watcher);
+
+/// Removes cancelled watchers wherever they are (the syncer and victim actor get a copy).
+#[derive(Debug, Message, Clone)]
+#[rtype(result = "()")]
+pub struct CancelWatchers(pub Vec<WatcherKey>);
+
+/// Hands caught-up or delivered watchers back: each is synced if it has seen everything, else
+/// replayed from the ring, else returned to the syncer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Promote(pub Vec<Watcher>);
+
+/// Asks for a progress notification (etcd `progressIfSync`, spec §6.9): sent through the
+/// stream's mailbox only if every listed watcher is synced and past its start revision.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RequestProgress {
+    /// The stream.
+    pub stream: StreamId,
+    /// The watchers the answer covers.
+    pub watchers: Vec<WatcherKey>,
+    /// The id to answer with: -1 for a client request, the watcher's for periodic ones.
+    pub watch_id: i64,
+}
+
+/// Flushes pending writes as one group commit (sent to self).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+/// Syncs and stops accepting writes (shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Shutdown;
+
+/// Observable state of the store actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Watchers in the synced group.
+    pub synced: usize,
+    /// Streams registered.
+    pub streams: usize,
+    /// Current revision.
+    pub current_rev: i64,
+    /// Compact revision.
+    pub compact_rev: i64,
+    /// Revisions held in the recent-revision ring.
+    pub ring_revisions: usize,
+    /// Keys in the index.
+    pub indexed_keys: usize,
+    /// Leases.
+    pub leases: usize,
+}
+
+/// Returns [`StoreStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "StoreStats")]
+pub struct GetStoreStats;
+
+type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse>>);
+
+/// The store actor. Runs on its own arbiter: writes block it on disk, nothing else waits.
+pub struct StoreActor {
+    store: Option<KvStore>,
+    config: Arc<ActorsConfig>,
+    synced: WatcherGroup,
+    streams: HashMap<StreamId, Recipient<Deliver>>,
+    /// The last revisions' events, oldest first, for replaying to promoted watchers.
+    ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
+    pending: Vec<Pending>,
+    flush_scheduled: bool,
+    clock: Arc<RevisionClock>,
+    counters: Arc<Counters>,
+    syncer: Addr<SyncerActor>,
+    victims: Addr<VictimActor>,
+    /// Reused buffer for matching.
+    matched: Vec<WatcherSlot>,
+}
+
+impl StoreActor {
+    /// Wraps an open store.
+    pub fn new(
+        store: KvStore,
+        config: Arc<ActorsConfig>,
+        clock: Arc<RevisionClock>,
+        counters: Arc<Counters>,
+        syncer: Addr<SyncerActor>,
+        victims: Addr<VictimActor>,
+    ) -> Self {
+        Self {
+            store: Some(store),
+            config,
+            synced: WatcherGroup::new(),
+            streams: HashMap::new(),
+            ring: VecDeque::new(),
+            pending: Vec::new(),
+            flush_scheduled: false,
+            clock,
+            counters,
+            syncer,
+            victims,
+            matched: Vec::new(),
+        }
+    }
+
+    fn store(&mut self) -> Result<&mut KvStore> {
+        self.store.as_mut().ok_or(Error::Stopped)
+    }
+
+    fn publish(&self) {
+        if let Some(store) = &self.store {
+            self.clock.current.store(store.current_rev(), Ordering::Release);
+            self.clock.compact.store(store.compact_rev(), Ordering::Release);
+        }
+    }
+
+    /// Records a committed revision's events and delivers them to synced watchers.
+    fn committed(&mut self, events: Vec<Event>, out: &mut HashMap<StreamId, Vec<Delivery>>) {
+        let Some(rev) = events.first().map(Event::revision) else { return };
+        let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
+        self.match_synced(rev, &events, out);
+        self.ring.push_back((rev, events));
+        while self.ring.len() > self.config.ring_revisions {
+            self.ring.pop_front();
+        }
+    }
+
+    /// etcd `notify`: groups one revision's events per matching synced watcher.
+    fn match_synced(&mut self, rev: i64, events: &[Arc<Event>], out: &mut HashMap<StreamId, Vec<Delivery>>) {
+        if self.synced.is_empty() {
+            return;
+        }
+        // (slot, events) in first-match order; one revision, so usually tiny.
+        let mut per_watcher: Vec<(WatcherSlot, Vec<Arc<Event>>)> = Vec::new();
+        for event in events {
+            self.matched.clear();
+            self.synced.matching(&event.kv.key, &mut self.matched);
+            for &slot in &self.matched {
+                match per_watcher.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, evs)) => evs.push(Arc::clone(event)),
+                    None => per_watcher.push((slot, vec![Arc::clone(event)])),
+                }
+            }
+        }
+        for (slot, evs) in per_watcher {
+            let Some(w) = self.synced.slot_mut(slot) else { continue };
+            if w.min_rev > rev {
+                continue;
+            }
+            w.min_rev = rev + 1;
+            if w.is_cancelled() {
+                self.synced.remove_slot(slot);
+                continue;
+            }
+            if let Some(evs) = filtered_events(w, evs) {
+                out.entry(w.key.stream).or_default().push(Delivery {
+                    key: w.key,
+                    response: WatchResponse::events(w.key.id, rev, evs, w.prev_kv),
+                });
+            }
+        }
+    }
+
+    /// Sends each stream its deliveries in one mailbox message; a full mailbox turns those
+    /// watchers into victims (etcd `notify` on a failed `send`), never a wait.
+    fn deliver(&mut self, out: HashMap<StreamId, Vec<Delivery>>) {
+        let mut parked = Vec::new();
+        for (stream, entries) in out {
+            let Some(recipient) = self.streams.get(&stream) else {
+                // The stream is gone: its watchers go with it.
+                for e in entries {
+                    self.synced.remove(&e.key);
+                }
+                continue;
+            };
+            let sent_events: usize = entries.iter().map(|e| e.response.events.len()).sum();
+            let responses = entries.len();
+            match recipient.try_send(Deliver { entries }) {
+                Ok(()) => {
+                    self.counters.events_sent.fetch_add(sent_events as u64, Ordering::Relaxed);
+                    self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
+                }
+                Err(SendError::Full(msg)) => {
+                    for e in msg.entries {
+                        if let Some(watcher) = self.synced.remove(&e.key) {
+                            parked.push(Victim::new(watcher, e.response));
+                        }
+                    }
+                }
+                Err(SendError::Closed(msg)) => {
+                    self.streams.remove(&stream);
+                    for e in msg.entries {
+                        self.synced.remove(&e.key);
+                    }
+                }
+            }
+        }
+        if !parked.is_empty() {
+            // Bounded: one parked entry per watcher, and a victim is in no group.
+            self.victims.do_send(ParkVictims(merge_victims(parked)));
+        }
+    }
+
+    /// Puts a watcher where it belongs at the current revision (spec §6.2 and DESIGN "Promote").
+    fn place(&mut self, mut w: Watcher, out: &mut HashMap<StreamId, Vec<Delivery>>) {
+        if w.is_cancelled() || !self.streams.contains_key(&w.key.stream) {
+            return;
+        }
+        let current = self.clock.current();
+        if w.min_rev > current {
+            let _ = self.synced.insert(w);
+            return;
+        }
+        // Replay [min_rev, current] from the ring if it still holds all of it.
+        let covered = self.ring.front().is_some_and(|(oldest, _)| *oldest <= w.min_rev);
+        if !covered {
+            self.syncer.do_send(AddUnsynced(vec![w]));
+            return;
+        }
+        for (rev, events) in self.ring.iter().filter(|(rev, _)| *rev >= w.min_rev) {
+            let evs: Vec<Arc<Event>> = events.iter().filter(|e| w.range.contains(&e.kv.key)).cloned().collect();
+            if let Some(evs) = filtered_events(&w, evs) {
+                out.entry(w.key.stream).or_default().push(Delivery {
+                    key: w.key,
+                    response: WatchResponse::events(w.key.id, *rev, evs, w.prev_kv),
+                });
+            }
+        }
+        w.min_rev = current + 1;
+        let _ = self.synced.insert(w);
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let (reqs, replies): (Vec<WriteRequest>, Vec<_>) = pending.into_iter().unzip();
+        let results = match self.store() {
+            Ok(store) => store.write_group(reqs),
+            Err(_) => (0..replies.len()).map(|_| Err(Error::Stopped)).collect(),
+        };
+        self.publish();
+        self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // Notify before answering: once a writer learns its revision, every synced watcher of
+        // that revision already has its events queued (spec §9 (a)).
+        let mut out = HashMap::new();
+        let mut answers = Vec::with_capacity(replies.len());
+        for (result, reply) in results.into_iter().zip(replies) {
+            match result {
+                Ok(committed) => {
+                    self.committed(committed.events, &mut out);
+                    answers.push((reply, Ok(committed.response)));
+                }
+                Err(e) => answers.push((reply, Err(e))),
+            }
+        }
+        self.deliver(out);
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+        let _ = ctx;
+    }
+}
+
+/// Merges victims of one watcher (several deliveries) into one parked entry each.
+fn merge_victims(victims: Vec<Victim>) -> Vec<Victim> {
+    let mut out: Vec<Victim> = Vec::with_capacity(victims.len());
+    for v in victims {
+        match out.iter_mut().find(|o| o.watcher.key == v.watcher.key) {
+            Some(o) => o.responses.extend(v.responses),
+            None => out.push(v),
+        }
+    }
+    out
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.store_mailbox);
+        self.publish();
+        if let Some(period) = self.config.lease_tick {
+            ctx.run_interval(period, |_, ctx| ctx.notify(LeaseTick(None)));
+        }
+    }
+}
+
+impl Handler<Write> for StoreActor {
+    type Result = ResponseFuture<Result<WriteResponse>>;
+
+    fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if self.store.is_none() {
+            let _ = tx.send(Err(Error::Stopped));
+        } else {
+            self.pending.push((msg.0, tx));
+            if !self.flush_scheduled {
+                // Runs after every message already in the mailbox: writes queued together are
+                // applied in one batch with one persist (group commit).
+                self.flush_scheduled = true;
+                ctx.notify(Flush);
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
+    }
+}
+
+impl Handler<Flush> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Range> for StoreActor {
+    type Result = Result<RangeResponse>;
+
+    fn handle(&mut self, msg: Range, _: &mut Self::Context) -> Self::Result {
+        self.store()?.range(&msg.0)
+    }
+}
+
+impl Handler<Compact> for StoreActor {
+    type Result = ResponseFuture<Result<i64>>;
+
+    fn handle(&mut self, msg: Compact, _: &mut Self::Context) -> Self::Result {
+        let result = self.store().and_then(|s| s.compact(msg.revision).map(|t| (t, s.current_rev())));
+        self.publish();
+        // Watchers behind the new compact revision get their notice on the next pass.
+        self.syncer.do_send(AddUnsynced(Vec::new()));
+        Box::pin(async move {
+            let (ticket, rev) = result?;
+            if msg.physical {
+                actix_rt::task::spawn_blocking(move || ticket.wait()).await.map_err(|_| Error::Stopped)??;
+            }
+            Ok(rev)
+        })
+    }
+}
+
+impl Handler<LeaseOp> for StoreActor {
+    type Result = ResponseFuture<Result<LeaseReply>>;
+
+    fn handle(&mut self, msg: LeaseOp, ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let reply = match msg {
+            LeaseOp::Revoke(id) => {
+                // A revoke is a write: it joins the group commit like any other.
+                let fut = self.handle(Write(WriteRequest::LeaseRevoke(id)), ctx);
+                return Box::pin(async move {
+                    match fut.await? {
+                        WriteResponse::LeaseRevoke { revision } => Ok(LeaseReply::Revoked { revision }),
+                        other => Err(Error::Corrupt { revision: "-".into(), reason: format!("unexpected {other:?}") }),
+                    }
+                });
+            }
+            LeaseOp::Grant { id, ttl } => self.store().and_then(|s| {
+                let (id, ttl) = s.lease_grant(id, ttl, now)?;
+                Ok(LeaseReply::Granted { id, ttl, revision: s.current_rev() })
+            }),
+            LeaseOp::KeepAlive(id) => self.store().and_then(|s| {
+                let ttl = s.lease_keep_alive(id, now)?;
+                Ok(LeaseReply::KeptAlive { id, ttl, revision: s.current_rev() })
+            }),
+            LeaseOp::TimeToLive { id, keys } => self.store().and_then(|s| {
+                Ok(LeaseReply::Status { status: s.lease_time_to_live(id, now, keys)?, revision: s.current_rev() })
+            }),
+            LeaseOp::List => self.store().map(|s| LeaseReply::List { ids: s.leases(), revision: s.current_rev() }),
+        };
+        Box::pin(async move { reply })
+    }
+}
+
+impl Handler<LeaseTick> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseTick, _: &mut Self::Context) {
+        let now = msg.0.unwrap_or_else(Instant::now);
+        let Some(store) = self.store.as_mut() else { return };
+        if store.next_lease_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let results = store.expire_leases(now);
+        self.publish();
+        let mut out = HashMap::new();
+        for (id, result) in results {
+            match result {
+                Ok(c) => self.committed(c.events, &mut out),
+                Err(e) => tracing::error!(lease = id, error = %e, "lease expiry failed"),
+            }
+        }
+        self.deliver(out);
+    }
+}
+
+impl Handler<RegisterStream> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
+        self.syncer.do_send(msg.clone());
+        self.victims.do_send(msg.clone());
+        self.streams.insert(msg.stream, msg.deliver);
+    }
+}
+
+impl Handler<UnregisterStream> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterStream, _: &mut Self::Context) {
+        for key in &msg.watchers {
+            self.synced.remove(key);
+        }
+        self.streams.remove(&msg.stream);
+        self.syncer.do_send(msg.clone());
+        self.victims.do_send(msg);
+    }
+}
+
+impl Handler<Watch> for StoreActor {
+    type Result = MessageResult<Watch>;
+
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
+        let mut w = msg.0;
+        let current = self.clock.current();
+        // etcd watchStream.Watch (spec §6.2 step 4): start 0 or in the future is synced, from
+        // history (including start == current) unsynced.
+        if w.start_rev == 0 || w.start_rev > current {
+            w.min_rev = (current + 1).max(w.start_rev);
+            if !w.is_cancelled() {
+                let _ = self.synced.insert(w);
+            }
+        } else {
+            w.min_rev = w.start_rev;
+            self.syncer.do_send(AddUnsynced(vec![w]));
+        }
+        // Spec §10.1, the better behaviour: exactly `min_rev - 1` for start 0.
+        MessageResult(current)
+    }
+}
+
+impl Handler<CancelWatchers> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
+        for key in &msg.0 {
+            self.synced.remove(key);
+        }
+        self.syncer.do_send(msg.clone());
+        self.victims.do_send(msg);
+    }
+}
+
+impl Handler<Promote> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Promote, _: &mut Self::Context) {
+        let mut out = HashMap::new();
+        for w in msg.0 {
+            self.place(w, &mut out);
+        }
+        self.deliver(out);
+    }
+}
+
+impl Handler<RequestProgress> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestProgress, _: &mut Self::Context) {
+        let current = self.clock.current();
+        let all_synced = !msg.watchers.is_empty()
+            && msg.watchers.iter().all(|k| self.synced.get(k).is_some_and(|w| current >= w.start_rev));
+        if !all_synced {
+            // etcd: nothing is sent and nothing is remembered; the client asks again (F18).
+            return;
+        }
+        if let Some(recipient) = self.streams.get(&msg.stream) {
+            let delivery = Delivery { key: msg.watchers[0], response: WatchResponse::progress(msg.watch_id, current) };
+            // A full mailbox drops the notification, as etcd does (spec §10 quirk 5).
+            let _ = recipient.try_send(Deliver { entries: vec![delivery] });
+        }
+    }
+}
+
+impl Handler<Shutdown> for StoreActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        self.flush(ctx);
+        let result = match self.store.as_mut() {
+            Some(store) => store.sync(),
+            None => Ok(()),
+        };
+        // Dropping the store stops the compactor between batches and closes the database.
+        self.store = None;
+        result
+    }
+}
+
+impl Handler<GetStoreStats> for StoreActor {
+    type Result = MessageResult<GetStoreStats>;
+
+    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
+        let (indexed_keys, leases) = self.store.as_ref().map_or((0, 0), |s| {
+            let st = s.stats();
+            (st.indexed_keys, st.leases)
+        });
+        MessageResult(StoreStats {
+            synced: self.synced.len(),
+            streams: self.streams.len(),
+            current_rev: self.clock.current(),
+            compact_rev: self.clock.compact(),
+            ring_revisions: self.ring.len(),
+            indexed_keys,
+            leases,
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! Owns one client stream (etcd `watchStream` + the gRPC send loop, spec §6.1, §7.1–§7.4): its
+//! watch ids, its bounded mailbox of `chan_buf_len` slots, and delivery to the client through a
+//! [`WatchSink`]. Deliveries arrive by `try_send`; while the client is slow this actor waits on
+//! the sink, its mailbox fills, and further deliveries make victims instead of waiting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use watchkv::watch::ids::WatchIds;
+use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
+use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, WatcherKey};
+use watchkv::{Error, KeyRange};
+
+use crate::sink::WatchSink;
+use crate::store_actor::{CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch};
+use crate::ActorsConfig;
+
+/// Bytes a transport adds as the response header, counted when deciding to fragment.
+const HEADER_ESTIMATE: usize = 32;
+
+/// One response for one watcher of this stream.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The watcher it is for.
+    pub key: WatcherKey,
+    /// The response.
+    pub response: WatchResponse,
+}
+
+/// Responses for watchers of this stream, from the store, the syncer or the victim actor; one
+/// mailbox slot however many watchers and revisions it carries.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// In the order they must reach the client.
+    pub entries: Vec<Delivery>,
+}
+
+/// A watch create request, as etcd's `WatchCreateRequest` carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchCreate {
+    /// The key, or the start of the range; empty means `"\0"`.
+    pub key: Vec<u8>,
+    /// Wire `range_end`: empty = single key, `"\0"` = from key.
+    pub range_end: Vec<u8>,
+    /// 0 = from now; otherwise the first revision wanted.
+    pub start_revision: i64,
+    /// Periodic progress notifications.
+    pub progress_notify: bool,
+    /// Event filters.
+    pub filters: Filters,
+    /// Include `prev_kv` in events.
+    pub prev_kv: bool,
+    /// 0 = let the server choose.
+    pub watch_id: WatchId,
+    /// Split large responses.
+    pub fragment: bool,
+}
+
+impl WatchCreate {
+    /// Returns a create request for `range` from `start_revision`.
+    #[must_use]
+    pub fn new(range: &KeyRange, start_revision: i64) -> Self {
+        let (key, range_end) = range.to_wire();
+        Self { key, range_end, start_revision, ..Self::default() }
+    }
+}
+
+/// Creates a watcher; its `created` response (or the failure) goes out through the sink.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CreateWatch(pub WatchCreate);
+
+/// Cancels a watcher; answered with `canceled` through the sink, or not at all for an unknown id.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelWatch(pub WatchId);
+
+/// A client's progress request for the whole stream (answered with watch id -1).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RequestStreamProgress;
+
+/// Sends the periodic progress requests now (tests drive it by hand).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProgressTick;
+
+/// Closes the stream, cancelling all its watchers.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseStream;
+
+/// Observable state of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamStats {
+    /// Active watchers.
+    pub watchers: usize,
+    /// Responses handed to the sink.
+    pub responses: u64,
+}
+
+/// Returns [`StreamStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "StreamStats")]
+pub struct GetStreamStats;
+
+/// What the stream remembers of each of its watchers.
+#[derive(Debug)]
+struct StreamWatch {
+    key: WatcherKey,
+    cancel: CancelFlag,
+    progress_notify: bool,
+    fragment: bool,
+    /// An event response went out since the last progress tick.
+    skip_progress: bool,
+}
+
+/// One client stream.
+pub struct StreamActor {
+    id: StreamId,
+    store: Addr<StoreActor>,
+    sink: Arc<dyn WatchSink>,
+    ids: WatchIds,
+    watches: HashMap<WatchId, StreamWatch>,
+    config: Arc<ActorsConfig>,
+    clock: Arc<RevisionClock>,
+    seq: Arc<AtomicU64>,
+    responses: u64,
+}
+
+impl StreamActor {
+    /// Returns a stream actor delivering to `sink`.
+    pub fn new(
+        id: StreamId,
+        store: Addr<StoreActor>,
+        sink: Arc<dyn WatchSink>,
+        config: Arc<ActorsConfig>,
+        clock: Arc<RevisionClock>,
+        seq: Arc<AtomicU64>,
+    ) -> Self {
+        Self { id, store, sink, ids: WatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
+    }
+
+    /// Sends responses to the client in order, holding back every other message meanwhile.
+    fn emit(&mut self, ctx: &mut Context<Self>, responses: Vec<WatchResponse>) {
+        if responses.is_empty() {
+            return;
+        }
+        self.responses += responses.len() as u64;
+        let sink = Arc::clone(&self.sink);
+        let fut = async move {
+            for r in responses {
+                sink.send(r).await?;
+            }
+            Ok::<(), crate::sink::SinkClosed>(())
+        };
+        ctx.wait(fut.into_actor(self).map(|result, _, ctx| {
+            if result.is_err() {
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Forgets a watcher the server ended (compaction, slow consumer).
+    fn forget(&mut self, id: WatchId) {
+        if let Some(w) = self.watches.remove(&id) {
+            w.cancel.cancel();
+            self.ids.release(id);
+        }
+    }
+
+    fn validate(&self, req: &WatchCreate) -> Result<KeyRange, Error> {
+        if req.start_revision < 0 {
+            return Err(Error::NegativeStartRevision);
+        }
+        // etcd: an empty key watches "\0", the smallest key.
+        let key: &[u8] = if req.key.is_empty() { &[0] } else { &req.key };
+        let range = KeyRange::from_wire(key, &req.range_end);
+        if range.is_empty() {
+            return Err(Error::EmptyWatcherRange);
+        }
+        if self.watches.len() >= self.config.max_watchers_per_stream {
+            return Err(Error::TooManyWatchers);
+        }
+        Ok(range)
+    }
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
+        self.store.do_send(RegisterStream { stream: self.id, deliver: ctx.address().recipient() });
+        if !self.config.manual_ticks {
+            // etcd: one interval per stream with jitter in [0, interval/10).
+            let base = self.config.watch.progress_notify_interval;
+            let jitter = base.mul_f64(rand::random::<f64>() / 10.0);
+            ctx.run_interval(base + jitter, |_, ctx| ctx.notify(ProgressTick));
+        }
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        let watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        for w in self.watches.values() {
+            w.cancel.cancel();
+        }
+        self.watches.clear();
+        self.store.do_send(UnregisterStream { stream: self.id, watchers });
+        Running::Stop
+    }
+}
+
+impl Handler<CreateWatch> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CreateWatch, ctx: &mut Self::Context) {
+        let req = msg.0;
+        let range = match self.validate(&req) {
+            Ok(r) => r,
+            Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
+        };
+        let id = match self.ids.allocate(req.watch_id) {
+            Ok(id) => id,
+            Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
+        };
+        let key = WatcherKey { stream: self.id, id, seq: self.seq.fetch_add(1, Ordering::Relaxed) };
+        let cancel = CancelFlag::new();
+        self.watches.insert(
+            id,
+            StreamWatch {
+                key,
+                cancel: cancel.clone(),
+                progress_notify: req.progress_notify,
+                fragment: req.fragment,
+                skip_progress: false,
+            },
+        );
+        let watcher = Watcher {
+            key,
+            range,
+            start_rev: req.start_revision,
+            min_rev: 0,
+            filters: req.filters,
+            prev_kv: req.prev_kv,
+            cancel,
+        };
+        let registered = self.store.send(Watch(watcher));
+        let sink = Arc::clone(&self.sink);
+        self.responses += 1;
+        // Wait for the store before anything else: the created response must precede every
+        // event of this watcher, and events already queued wait behind it (case X18).
+        ctx.wait(
+            async move {
+                let response = match registered.await {
+                    Ok(revision) => WatchResponse::created(id, revision),
+                    Err(_) => WatchResponse::create_failed(Error::Stopped.to_string(), 0),
+                };
+                sink.send(response).await
+            }
+            .into_actor(self)
+            .map(|result, _, ctx| {
+                if result.is_err() {
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<CancelWatch> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelWatch, ctx: &mut Self::Context) {
+        // etcd: an unknown or already cancelled id gets no response at all (case X6).
+        let Some(w) = self.watches.remove(&msg.0) else { return };
+        w.cancel.cancel();
+        self.ids.release(msg.0);
+        self.store.do_send(CancelWatchers(vec![w.key]));
+        self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
+    }
+}
+
+impl Handler<RequestStreamProgress> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RequestStreamProgress, _: &mut Self::Context) {
+        // etcd: a stream with no watchers gets no answer (case X7).
+        if self.watches.is_empty() {
+            return;
+        }
+        let watchers = self.watches.values().map(|w| w.key).collect();
+        self.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
+    }
+}
+
+impl Handler<ProgressTick> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ProgressTick, _: &mut Self::Context) {
+        for w in self.watches.values_mut().filter(|w| w.progress_notify) {
+            // etcd: a tick right after an event response is skipped (case X17).
+            if std::mem::take(&mut w.skip_progress) {
+                continue;
+            }
+            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![w.key], watch_id: w.key.id });
+        }
+    }
+}
+
+impl Handler<Deliver> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let mut out = Vec::with_capacity(msg.entries.len());
+        for Delivery { key, response } in msg.entries {
+            if response.watch_id == INVALID_WATCH_ID {
+                if !self.watches.is_empty() {
+                    out.push(response);
+                }
+                continue;
+            }
+            // Cancel wins: nothing for a cancelled (or reused) id reaches the client.
+            let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.key == key) else { continue };
+            if response.canceled {
+                // A compaction notice or a server-side cancel ends the watcher here too, so
+                // progress requests on this stream keep working (spec §10 quirk 4).
+                self.forget(key.id);
+                out.push(response);
+            } else if response.events.is_empty() {
+                out.push(response);
+            } else {
+                w.skip_progress = true;
+                if w.fragment {
+                    out.extend(response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE));
+                } else {
+                    out.push(response);
+                }
+            }
+        }
+        self.emit(ctx, out);
+    }
+}
+
+impl Handler<CloseStream> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStream, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<GetStreamStats> for StreamActor {
+    type Result = MessageResult<GetStreamStats>;
+
+    fn handle(&mut self, _: GetStreamStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(StreamStats { watchers: self.watches.len(), responses: self.responses })
+    }
+}

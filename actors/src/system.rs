@@ -1,0 +1,407 @@
+//! Owns start-up and shutdown order, and `Handle`: the embedder's typed async API over the
+//! actors. Every transport (the HTTP gateway, later gRPC) is built on this same API.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use actix::prelude::*;
+use futures::Stream;
+use tokio::sync::mpsc;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::WatchId;
+use watchkv::{
+    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseStatus, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Result, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
+};
+
+use crate::sink::WatchSink;
+use crate::store_actor::{
+    Compact, Counters, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor, StoreStats, Write,
+};
+use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
+use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
+use crate::victim_actor::{self, GetVictimStats, VictimActor, VictimStats};
+use crate::ActorsConfig;
+
+/// Responses buffered between a [`WatchStream`]'s actor and its reader.
+const WATCH_STREAM_BUFFER: usize = 16;
+
+/// State of every actor at one moment (each answered in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SystemStats {
+    /// The store actor.
+    pub store: StoreStats,
+    /// The syncer.
+    pub syncer: SyncerStats,
+    /// The victim actor.
+    pub victims: VictimStats,
+    /// Events delivered to stream mailboxes.
+    pub events_sent: u64,
+    /// Responses delivered to stream mailboxes.
+    pub responses_sent: u64,
+    /// Watchers cancelled by the slow-consumer policy.
+    pub slow_cancels: u64,
+    /// Write batches committed.
+    pub write_batches: u64,
+    /// Total time spent committing write batches, in microseconds.
+    pub write_micros: u64,
+}
+
+struct Inner {
+    store: Addr<StoreActor>,
+    syncer: Addr<SyncerActor>,
+    victims: Addr<VictimActor>,
+    config: Arc<ActorsConfig>,
+    clock: Arc<RevisionClock>,
+    counters: Arc<Counters>,
+    next_stream: AtomicU64,
+    seq: Arc<AtomicU64>,
+    /// The store's and the syncer's threads, stopped on shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
+}
+
+/// The running store. Cloning is shallow.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("current_revision", &self.current_revision()).finish_non_exhaustive()
+    }
+}
+
+fn stopped<E>(_: E) -> Error {
+    Error::Stopped
+}
+
+/// Opens the store and starts the actors: the victim actor and the syncer on one arbiter, the
+/// store on its own (it blocks on disk), in that order so that each knows its peers. Must run
+/// inside an actix system.
+///
+/// # Errors
+/// Fails if the store cannot be opened.
+pub async fn start(config: ActorsConfig) -> Result<Handle> {
+    let config = Arc::new(config);
+    let store_config = config.store.clone();
+    let store = actix_rt::task::spawn_blocking(move || KvStore::open(store_config)).await.map_err(stopped)??;
+    let clock = Arc::new(RevisionClock::new(store.current_rev(), store.compact_rev()));
+    let counters = Arc::new(Counters::default());
+    let reader = store.reader();
+
+    let watch_arbiter = Arbiter::new();
+    let store_arbiter = Arbiter::new();
+    let victims = {
+        let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
+        VictimActor::start_in_arbiter(&watch_arbiter.handle(), move |_| VictimActor::new(config, clock, counters))
+    };
+    let syncer = {
+        let (config, clock, counters, victims) =
+            (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), victims.clone());
+        SyncerActor::start_in_arbiter(&watch_arbiter.handle(), move |_| {
+            SyncerActor::new(reader, victims, config, clock, counters)
+        })
+    };
+    let store = {
+        let (config, clock, counters, syncer, victims) =
+            (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), syncer.clone(), victims.clone());
+        StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| {
+            StoreActor::new(store, config, clock, counters, syncer, victims)
+        })
+    };
+    syncer.send(syncer_actor::SetStore(store.clone())).await.map_err(stopped)?;
+    victims.send(victim_actor::SetStore(store.clone())).await.map_err(stopped)?;
+    Ok(Handle {
+        inner: Arc::new(Inner {
+            store,
+            syncer,
+            victims,
+            config,
+            clock,
+            counters,
+            next_stream: AtomicU64::new(1),
+            seq: Arc::new(AtomicU64::new(1)),
+            arbiters: Mutex::new(vec![watch_arbiter, store_arbiter]),
+        }),
+    })
+}
+
+impl Handle {
+    /// Returns the configuration.
+    #[must_use]
+    pub fn config(&self) -> &ActorsConfig {
+        &self.inner.config
+    }
+
+    /// Returns the last durable revision.
+    #[must_use]
+    pub fn current_revision(&self) -> i64 {
+        self.inner.clock.current()
+    }
+
+    /// Returns the compact revision.
+    #[must_use]
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.clock.compact()
+    }
+
+    /// Returns the store actor's address (for tests that send ticks by hand).
+    #[must_use]
+    pub fn store_addr(&self) -> &Addr<StoreActor> {
+        &self.inner.store
+    }
+
+    /// Returns the syncer's address.
+    #[must_use]
+    pub fn syncer_addr(&self) -> &Addr<SyncerActor> {
+        &self.inner.syncer
+    }
+
+    /// Returns the victim actor's address.
+    #[must_use]
+    pub fn victim_addr(&self) -> &Addr<VictimActor> {
+        &self.inner.victims
+    }
+
+    async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
+        self.inner.store.send(Write(req)).await.map_err(stopped)?
+    }
+
+    /// Writes a key (etcd `Put`).
+    ///
+    /// # Errors
+    /// As [`KvStore::put`], or `Stopped`.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        match self.write(WriteRequest::Put(req)).await? {
+            WriteResponse::Put(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a range (etcd `DeleteRange`).
+    ///
+    /// # Errors
+    /// As [`KvStore::delete_range`], or `Stopped`.
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        match self.write(WriteRequest::DeleteRange(req)).await? {
+            WriteResponse::DeleteRange(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a transaction (etcd `Txn`).
+    ///
+    /// # Errors
+    /// As [`KvStore::txn`], or `Stopped`.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        match self.write(WriteRequest::Txn(req)).await? {
+            WriteResponse::Txn(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads a range (etcd `Range`).
+    ///
+    /// # Errors
+    /// As [`KvStore::range`], or `Stopped`.
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.inner.store.send(Range(req)).await.map_err(stopped)?
+    }
+
+    /// Compacts at `revision`; with `physical`, returns once the rows are gone. Returns the
+    /// current revision.
+    ///
+    /// # Errors
+    /// As [`KvStore::compact`], or `Stopped`.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<i64> {
+        self.inner.store.send(Compact { revision, physical }).await.map_err(stopped)?
+    }
+
+    async fn lease(&self, op: LeaseOp) -> Result<LeaseReply> {
+        self.inner.store.send(op).await.map_err(stopped)?
+    }
+
+    /// Grants a lease (`id` 0: the store picks). Returns id, TTL and the current revision.
+    ///
+    /// # Errors
+    /// As [`KvStore::lease_grant`], or `Stopped`.
+    pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, i64)> {
+        match self.lease(LeaseOp::Grant { id, ttl }).await? {
+            LeaseReply::Granted { id, ttl, revision } => Ok((id, ttl, revision)),
+            other => Err(unexpected_lease(&other)),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys; returns the revision after it.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
+        match self.lease(LeaseOp::Revoke(id)).await? {
+            LeaseReply::Revoked { revision } => Ok(revision),
+            other => Err(unexpected_lease(&other)),
+        }
+    }
+
+    /// Renews a lease once; returns its TTL and the current revision.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<(i64, i64)> {
+        match self.lease(LeaseOp::KeepAlive(id)).await? {
+            LeaseReply::KeptAlive { ttl, revision, .. } => Ok((ttl, revision)),
+            other => Err(unexpected_lease(&other)),
+        }
+    }
+
+    /// Returns a lease's remaining TTL (and keys) and the current revision.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
+        match self.lease(LeaseOp::TimeToLive { id, keys }).await? {
+            LeaseReply::Status { status, revision } => Ok((status, revision)),
+            other => Err(unexpected_lease(&other)),
+        }
+    }
+
+    /// Returns every lease id and the current revision.
+    ///
+    /// # Errors
+    /// `Stopped`.
+    pub async fn leases(&self) -> Result<(Vec<LeaseId>, i64)> {
+        match self.lease(LeaseOp::List).await? {
+            LeaseReply::List { ids, revision } => Ok((ids, revision)),
+            other => Err(unexpected_lease(&other)),
+        }
+    }
+
+    /// Opens a watch stream whose responses go to `sink`; the transport sends it
+    /// [`CreateWatch`], [`CancelWatch`], [`RequestStreamProgress`] and finally [`CloseStream`].
+    /// The actor lives on the caller's arbiter.
+    #[must_use]
+    pub fn open_stream(&self, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        StreamActor::new(
+            id,
+            self.inner.store.clone(),
+            sink,
+            Arc::clone(&self.inner.config),
+            Arc::clone(&self.inner.clock),
+            Arc::clone(&self.inner.seq),
+        )
+        .start()
+    }
+
+    /// Opens a watch stream read as a [`futures::Stream`] of responses. Dropping it closes the
+    /// stream and cancels its watchers.
+    #[must_use]
+    pub fn watch_stream(&self) -> WatchStream {
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let stream = self.open_stream(Arc::new(tx));
+        WatchStream { rx, stream }
+    }
+
+    /// Opens a stream with one watcher: the first item is its `created` response.
+    #[must_use]
+    pub fn watch(&self, create: WatchCreate) -> WatchStream {
+        let stream = self.watch_stream();
+        stream.create(create);
+        stream
+    }
+
+    /// Returns every actor's state.
+    ///
+    /// # Errors
+    /// `Stopped`.
+    pub async fn stats(&self) -> Result<SystemStats> {
+        let store = self.inner.store.send(GetStoreStats).await.map_err(stopped)?;
+        let syncer = self.inner.syncer.send(GetSyncerStats).await.map_err(stopped)?;
+        let victims = self.inner.victims.send(GetVictimStats).await.map_err(stopped)?;
+        let c = &self.inner.counters;
+        Ok(SystemStats {
+            store,
+            syncer,
+            victims,
+            events_sent: c.events_sent.load(Ordering::Relaxed),
+            responses_sent: c.responses_sent.load(Ordering::Relaxed),
+            slow_cancels: c.slow_cancels.load(Ordering::Relaxed),
+            write_batches: c.write_batches.load(Ordering::Relaxed),
+            write_micros: c.write_micros.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Finishes in-flight writes, syncs the store to disk, closes it and stops the actors'
+    /// threads. Calls after it fail with `Stopped`.
+    ///
+    /// # Errors
+    /// A storage error from the final sync.
+    pub async fn shutdown(&self) -> Result<()> {
+        let result = match self.inner.store.send(Shutdown).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        };
+        let arbiters = match self.inner.arbiters.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(_) => Vec::new(),
+        };
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        result
+    }
+}
+
+fn unexpected(resp: &WriteResponse) -> Error {
+    Error::Corrupt { revision: "-".into(), reason: format!("unexpected write response {resp:?}") }
+}
+
+fn unexpected_lease(resp: &LeaseReply) -> Error {
+    Error::Corrupt { revision: "-".into(), reason: format!("unexpected lease reply {resp:?}") }
+}
+
+/// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.
+pub struct WatchStream {
+    rx: mpsc::Receiver<WatchResponse>,
+    stream: Addr<StreamActor>,
+}
+
+impl WatchStream {
+    /// Creates another watcher on this stream.
+    pub fn create(&self, create: WatchCreate) {
+        self.stream.do_send(CreateWatch(create));
+    }
+
+    /// Cancels a watcher of this stream.
+    pub fn cancel(&self, id: WatchId) {
+        self.stream.do_send(CancelWatch(id));
+    }
+
+    /// Asks for a stream-wide progress notification.
+    pub fn request_progress(&self) {
+        self.stream.do_send(RequestStreamProgress);
+    }
+
+    /// Returns the stream actor's address.
+    #[must_use]
+    pub fn addr(&self) -> &Addr<StreamActor> {
+        &self.stream
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = WatchResponse;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.stream.do_send(CloseStream);
+    }
+}

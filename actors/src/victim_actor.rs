@@ -1,0 +1,268 @@
+//! Owns the victims: watchers whose stream mailbox was full, each with the responses it could
+//! not deliver, parked verbatim. `VictimActor` retries them every `victim_retry_period` (etcd
+//! `syncVictimsLoop` / `moveVictims`, spec §6.6) and hands delivered ones back to the
+//! `StoreActor`, which syncs them or sends them to catch up on what they missed. Beyond etcd,
+//! an optional slow-consumer policy cancels a victim that stays stuck (etcd #16839).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::{StreamId, Watcher};
+
+use crate::store_actor::{CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream};
+use crate::stream_actor::{Deliver, Delivery};
+use crate::{ActorsConfig, SlowConsumerPolicy};
+
+/// A watcher that missed a delivery, with what it is owed.
+#[derive(Debug)]
+pub struct Victim {
+    /// The watcher; its `min_rev` is past the parked responses.
+    pub watcher: Watcher,
+    /// The responses to resend, in order.
+    pub responses: Vec<WatchResponse>,
+    /// When it was first parked.
+    pub parked_at: Instant,
+}
+
+impl Victim {
+    /// Parks `watcher` with one undelivered response.
+    #[must_use]
+    pub fn new(watcher: Watcher, response: WatchResponse) -> Self {
+        Self { watcher, responses: vec![response], parked_at: Instant::now() }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        self.responses.iter().flat_map(|r| r.events.iter()).map(|e| e.approx_size()).sum()
+    }
+}
+
+/// Parks victims.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ParkVictims(pub Vec<Victim>);
+
+/// Retries every parked batch now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RetryTick;
+
+/// Tells the victim actor where the store is.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStore(pub Addr<StoreActor>);
+
+/// Observable state of the victim actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VictimStats {
+    /// Watchers parked.
+    pub victims: usize,
+    /// Bytes of events they hold (approximate).
+    pub parked_bytes: usize,
+    /// Retries that delivered.
+    pub delivered: u64,
+}
+
+/// Returns [`VictimStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "VictimStats")]
+pub struct GetVictimStats;
+
+/// The victim actor.
+pub struct VictimActor {
+    victims: HashMap<StreamId, Vec<Victim>>,
+    streams: HashMap<StreamId, Recipient<Deliver>>,
+    store: Option<Addr<StoreActor>>,
+    config: Arc<ActorsConfig>,
+    clock: Arc<RevisionClock>,
+    counters: Arc<Counters>,
+    retry_scheduled: bool,
+    delivered: u64,
+}
+
+impl VictimActor {
+    /// Returns an idle victim actor.
+    #[must_use]
+    pub fn new(config: Arc<ActorsConfig>, clock: Arc<RevisionClock>, counters: Arc<Counters>) -> Self {
+        Self {
+            victims: HashMap::new(),
+            streams: HashMap::new(),
+            store: None,
+            config,
+            clock,
+            counters,
+            retry_scheduled: false,
+            delivered: 0,
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        if self.retry_scheduled || self.victims.is_empty() || self.config.manual_ticks {
+            return;
+        }
+        self.retry_scheduled = true;
+        ctx.run_later(self.config.watch.victim_retry_period, |act, ctx| {
+            act.retry_scheduled = false;
+            act.retry();
+            act.schedule_retry(ctx);
+        });
+    }
+
+    /// etcd `moveVictims`: resend each stream's parked responses in one message.
+    fn retry(&mut self) {
+        let mut promoted = Vec::new();
+        for (stream, victims) in std::mem::take(&mut self.victims) {
+            let victims: Vec<Victim> = victims.into_iter().filter(|v| !v.watcher.is_cancelled()).collect();
+            if victims.is_empty() {
+                continue;
+            }
+            let Some(recipient) = self.streams.get(&stream) else { continue };
+            let entries: Vec<Delivery> = victims
+                .iter()
+                .flat_map(|v| v.responses.iter().map(|r| Delivery { key: v.watcher.key, response: r.clone() }))
+                .collect();
+            let events: usize = entries.iter().map(|e| e.response.events.len()).sum();
+            let responses = entries.len();
+            match recipient.try_send(Deliver { entries }) {
+                Ok(()) => {
+                    self.counters.events_sent.fetch_add(events as u64, Ordering::Relaxed);
+                    self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
+                    self.delivered += victims.len() as u64;
+                    promoted.extend(victims.into_iter().map(|v| v.watcher));
+                }
+                Err(SendError::Full(_)) => {
+                    let kept = self.apply_policy(recipient.clone(), victims);
+                    if !kept.is_empty() {
+                        self.victims.insert(stream, kept);
+                    }
+                }
+                Err(SendError::Closed(_)) => {
+                    self.streams.remove(&stream);
+                }
+            }
+        }
+        if let (Some(store), false) = (&self.store, promoted.is_empty()) {
+            store.do_send(Promote(promoted));
+        }
+    }
+
+    /// Cancels the victims the slow-consumer policy gives up on; returns the rest.
+    fn apply_policy(&mut self, recipient: Recipient<Deliver>, victims: Vec<Victim>) -> Vec<Victim> {
+        let SlowConsumerPolicy::CancelAfter { lag_revisions, parked_for } = self.config.slow_consumer else {
+            return victims;
+        };
+        let current = self.clock.current();
+        let now = Instant::now();
+        let (cancel, keep): (Vec<Victim>, Vec<Victim>) = victims.into_iter().partition(|v| {
+            let lag = current - (v.watcher.min_rev - 1);
+            lag > lag_revisions || now.duration_since(v.parked_at) > parked_for
+        });
+        for v in cancel {
+            let lag = current - (v.watcher.min_rev - 1);
+            let reason = format!(
+                "watchkv: slow consumer: watcher was {lag} revisions behind and undeliverable for {} ms",
+                now.duration_since(v.parked_at).as_millis()
+            );
+            tracing::warn!(stream = v.watcher.key.stream, watch_id = v.watcher.key.id, lag, "cancelling slow watcher");
+            v.watcher.cancel.cancel();
+            self.counters.slow_cancels.fetch_add(1, Ordering::Relaxed);
+            // The mailbox is full, so this one message goes past its capacity: it is bounded by
+            // one per watcher, and it is what frees the parked memory.
+            recipient.do_send(Deliver {
+                entries: vec![Delivery { key: v.watcher.key, response: WatchResponse::canceled(v.watcher.key.id, current, reason) }],
+            });
+        }
+        keep
+    }
+}
+
+impl Actor for VictimActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SetStore> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetStore, _: &mut Self::Context) {
+        self.store = Some(msg.0);
+    }
+}
+
+impl Handler<ParkVictims> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ParkVictims, ctx: &mut Self::Context) {
+        for v in msg.0 {
+            if v.watcher.is_cancelled() {
+                continue;
+            }
+            let list = self.victims.entry(v.watcher.key.stream).or_default();
+            match list.iter_mut().find(|o| o.watcher.key == v.watcher.key) {
+                // Already parked (a later delivery failed too): keep the order, newest state.
+                Some(o) => {
+                    o.responses.extend(v.responses);
+                    o.watcher = v.watcher;
+                }
+                None => list.push(v),
+            }
+        }
+        self.schedule_retry(ctx);
+    }
+}
+
+impl Handler<RetryTick> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RetryTick, ctx: &mut Self::Context) {
+        self.retry();
+        self.schedule_retry(ctx);
+    }
+}
+
+impl Handler<RegisterStream> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
+        self.streams.insert(msg.stream, msg.deliver);
+    }
+}
+
+impl Handler<UnregisterStream> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterStream, _: &mut Self::Context) {
+        self.streams.remove(&msg.stream);
+        self.victims.remove(&msg.stream);
+    }
+}
+
+impl Handler<CancelWatchers> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
+        for key in msg.0 {
+            if let Some(list) = self.victims.get_mut(&key.stream) {
+                list.retain(|v| v.watcher.key != key);
+                if list.is_empty() {
+                    self.victims.remove(&key.stream);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<GetVictimStats> for VictimActor {
+    type Result = MessageResult<GetVictimStats>;
+
+    fn handle(&mut self, _: GetVictimStats, _: &mut Self::Context) -> Self::Result {
+        let all = self.victims.values().flatten();
+        MessageResult(VictimStats {
+            victims: self.victims.values().map(Vec::len).sum(),
+            parked_bytes: all.map(Victim::approx_bytes).sum(),
+            delivered: self.delivered,
+        })
+    }
+}

@@ -1,0 +1,361 @@
+//! Store benchmarks: durable writes, group commit, ranges, open/restore of a large store, and
+//! the key index's memory per live key.
+//!
+//! - `index/get_1m`: a lookup in an `Index` of 1M live keys. Its setup measures, with the
+//!   counting allocator below, the bytes the index allocates per live key beyond the key bytes
+//!   themselves, and prints them to stderr.
+//! - `store/put_fsync`: one put, `Durability::Fsync`.
+//! - `store/put_batch_1000`: 1000 puts in one `write_group` (one fsync), `Durability::Fsync`.
+//! - `store/range_10k`: a range over the 10k keys of a prefix (10k more keys outside it).
+//! - `store/open_1m`: `KvStore::open` of a store holding 1M keys (one row each).
+//!
+//! Keys look like `key/00000042` (12 bytes); values are 100 bytes of pseudo-random text (so that
+//! fjall's block compression does not shrink them to nothing). Every store lives in a tempdir.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use watchkv::index::Index;
+use watchkv::{
+    Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig, WriteRequest,
+};
+
+// ----- counting allocator -----
+
+/// `System`, counting live bytes (allocated minus freed, as requested by the callers: malloc's
+/// own per-chunk overhead is not included) and the number of allocation calls.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+fn isize_of(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(isize_of(layout.size()), Ordering::Relaxed);
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(isize_of(layout.size()), Ordering::Relaxed);
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(isize_of(layout.size()), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(
+                isize_of(new_size) - isize_of(layout.size()),
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Resident set size from `/proc/self/statm` (includes malloc overhead), if available.
+fn rss_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+// ----- data -----
+
+const VALUE_LEN: usize = 100;
+
+fn key(i: u64) -> String {
+    format!("key/{i:08}")
+}
+
+/// Hands out 100-byte values cut from a pool of pseudo-random printable bytes.
+struct Values {
+    pool: Vec<u8>,
+    next: usize,
+}
+
+impl Values {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(7);
+        let pool = (0..1 << 20)
+            .map(|_| rng.random_range(b'!'..=b'~'))
+            .collect();
+        Self { pool, next: 0 }
+    }
+
+    fn next(&mut self) -> Vec<u8> {
+        self.next = (self.next + 7919) % (self.pool.len() - VALUE_LEN);
+        self.pool[self.next..self.next + VALUE_LEN].to_vec()
+    }
+}
+
+fn open(dir: &Path, durability: Durability) -> KvStore {
+    KvStore::open(StoreConfig::new(dir).durability(durability)).expect("open store")
+}
+
+/// Writes `keys` (one put each) in `write_group` batches of `batch` puts.
+fn fill(
+    store: &mut KvStore,
+    keys: impl Iterator<Item = String>,
+    batch: usize,
+    values: &mut Values,
+) {
+    let mut reqs = Vec::with_capacity(batch);
+    let flush = |store: &mut KvStore, reqs: &mut Vec<WriteRequest>| {
+        for r in store.write_group(std::mem::take(reqs)) {
+            r.expect("fill write");
+        }
+    };
+    for k in keys {
+        reqs.push(WriteRequest::Put(PutRequest::new(k, values.next())));
+        if reqs.len() == batch {
+            flush(store, &mut reqs);
+        }
+    }
+    if !reqs.is_empty() {
+        flush(store, &mut reqs);
+    }
+}
+
+// ----- benches -----
+
+/// Builds an index of `keys` (one put each, in the given order) and returns it with the bytes
+/// and allocations it took.
+fn build_index(keys: &[String]) -> (Index, isize, usize, Option<i64>) {
+    let rss0 = rss_bytes();
+    let bytes0 = LIVE_BYTES.load(Ordering::SeqCst);
+    let allocs0 = ALLOCS.load(Ordering::SeqCst);
+    let mut index = Index::new();
+    for (rev, k) in (2i64..).zip(keys) {
+        index.put(k.as_bytes(), Revision::new(rev, 0));
+    }
+    let bytes = LIVE_BYTES.load(Ordering::SeqCst) - bytes0;
+    let allocs = ALLOCS.load(Ordering::SeqCst) - allocs0;
+    let rss = rss0.zip(rss_bytes()).map(|(a, b)| b - a);
+    (index, bytes, allocs, rss)
+}
+
+/// Builds the 1M-key index and prints its memory figures (run once, lazily: only when the
+/// bench is selected).
+fn measured_index() -> (Index, Vec<String>) {
+    const N: usize = 1_000_000;
+    let keys: Vec<String> = (0..N as u64).map(key).collect();
+    let key_bytes: usize = keys.iter().map(String::len).sum();
+    let per_key = |bytes: isize| (bytes - isize_of(key_bytes)) as f64 / N as f64;
+
+    // Ascending order first, in a fresh heap region, so the RSS growth means something.
+    let (index, bytes, allocs, rss) = build_index(&keys);
+    assert_eq!(index.len(), N);
+    eprintln!(
+        "index: {N} live keys, {key_bytes} key bytes, {bytes} bytes allocated ({:.2} allocations per key){}",
+        allocs as f64 / N as f64,
+        rss.map(|r| format!(", RSS grew by {r} bytes ({:.1} per key, malloc overhead included)", r as f64 / N as f64))
+            .unwrap_or_default(),
+    );
+    eprintln!(
+        "index bytes per live key beyond key bytes: {:.0}",
+        per_key(bytes)
+    );
+
+    // For comparison: the same keys inserted in random order (B-tree nodes fill differently).
+    let mut shuffled = keys.clone();
+    shuffled.shuffle(&mut StdRng::seed_from_u64(1));
+    let (other, bytes, _, _) = build_index(&shuffled);
+    assert_eq!(other.len(), N);
+    eprintln!(
+        "index bytes per live key beyond key bytes (keys inserted in random order): {:.0}",
+        per_key(bytes)
+    );
+    drop(other);
+    (index, shuffled)
+}
+
+fn index_memory(c: &mut Criterion) {
+    let mut g = c.benchmark_group("index");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut state = None;
+    let mut i = 0;
+    g.bench_function("get_1m", |b| {
+        let (index, probes) = state.get_or_insert_with(measured_index);
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            black_box(index.get(probes[i].as_bytes(), i64::MAX))
+        });
+    });
+    g.finish();
+}
+
+/// A store in a tempdir (the directory lives as long as the store).
+struct TempStore {
+    store: KvStore,
+    _dir: tempfile::TempDir,
+}
+
+fn temp_store(durability: Durability) -> TempStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    TempStore {
+        store: open(dir.path(), durability),
+        _dir: dir,
+    }
+}
+
+fn store_benches(c: &mut Criterion) {
+    let mut values = Values::new();
+    let mut g = c.benchmark_group("store");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+
+    // Each bench builds its store on first use, so that a filter skips the setup too.
+
+    // ----- put_fsync -----
+    let mut state: Option<TempStore> = None;
+    let mut n = 0u64;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("put_fsync", |b| {
+        let store = &mut state
+            .get_or_insert_with(|| temp_store(Durability::Fsync))
+            .store;
+        b.iter_batched(
+            || {
+                n += 1;
+                PutRequest::new(key(n % 100_000), values.next())
+            },
+            |req| store.put(req).expect("put"),
+            BatchSize::SmallInput,
+        );
+    });
+    drop(state);
+
+    // ----- put_batch_1000 -----
+    let mut state: Option<TempStore> = None;
+    let mut n = 0u64;
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("put_batch_1000", |b| {
+        let store = &mut state
+            .get_or_insert_with(|| temp_store(Durability::Fsync))
+            .store;
+        b.iter_batched(
+            || {
+                (0..1000)
+                    .map(|_| {
+                        n += 1;
+                        WriteRequest::Put(PutRequest::new(key(n), values.next()))
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |reqs| {
+                let results = store.write_group(reqs);
+                assert!(results.iter().all(Result::is_ok), "write_group failed");
+                results
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    if let Some(s) = state.take() {
+        eprintln!(
+            "put_batch_1000: store ended at revision {}",
+            s.store.current_rev()
+        );
+    }
+
+    // ----- range_10k -----
+    let mut state: Option<TempStore> = None;
+    let req = RangeRequest::new(KeyRange::prefix("range/"));
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("range_10k", |b| {
+        let store = &state
+            .get_or_insert_with(|| {
+                let mut s = temp_store(Durability::Buffered);
+                let keys =
+                    (0..10_000u64).flat_map(|i| [format!("range/{i:08}"), format!("other/{i:08}")]);
+                fill(&mut s.store, keys, 1000, &mut values);
+                assert_eq!(s.store.range(&req).expect("range").kvs.len(), 10_000);
+                s
+            })
+            .store;
+        b.iter(|| store.range(&req).expect("range"));
+    });
+    drop(state);
+
+    // ----- open_1m -----
+    const N: u64 = 1_000_000;
+    let mut state: Option<(tempfile::TempDir, StoreConfig)> = None;
+    let open_checked = |config: &StoreConfig| {
+        let t = Instant::now();
+        let store = KvStore::open(config.clone()).expect("open 1m");
+        let took = t.elapsed();
+        assert_eq!(store.stats().indexed_keys, N as usize);
+        (store, took)
+    };
+    g.throughput(Throughput::Elements(N));
+    g.sampling_mode(SamplingMode::Flat);
+    g.bench_function("open_1m", |b| {
+        let (_, config) = state.get_or_insert_with(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let t = Instant::now();
+            let mut store = open(dir.path(), Durability::Buffered);
+            fill(&mut store, (0..N).map(key), 10_000, &mut values);
+            store.sync().expect("sync");
+            eprintln!(
+                "open_1m: built {N} keys in {:?}, {} MiB on disk",
+                t.elapsed(),
+                store.disk_space().expect("disk space") >> 20
+            );
+            drop(store);
+            let config = StoreConfig::new(dir.path()).durability(Durability::Buffered);
+            let (store, first) = open_checked(&config);
+            eprintln!("open_1m: first open after the build took {first:?}");
+            drop(store);
+            (dir, config)
+        });
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (store, took) = open_checked(config);
+                total += took;
+                drop(store); // closing is not part of the measurement
+            }
+            total
+        });
+    });
+    drop(state);
+    g.finish();
+}
+
+criterion_group!(benches, index_memory, store_benches);
+criterion_main!(benches);

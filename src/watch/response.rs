@@ -1,0 +1,226 @@
+//! Owns `WatchResponse`, the transport-neutral response a stream sends (etcd
+//! `etcdserverpb.WatchResponse`, spec §7.3), its protobuf size, and fragment splitting
+//! (etcd `v3rpc/watch.go sendFragments`, spec §7.4).
+
+use std::sync::Arc;
+
+use super::watcher::WatchId;
+use crate::kv::{Event, EventKind, KeyValue};
+
+/// The watch id of stream-wide progress responses and of failed creates (etcd
+/// `InvalidWatchID`).
+pub const INVALID_WATCH_ID: WatchId = -1;
+
+/// One response on a watch stream. Events are shared; `prev_kv` says whether the events'
+/// `prev_kv` belongs in this response (the watcher asked for it), so encoders leave it out
+/// otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchResponse {
+    /// The watcher the response is for; -1 for stream-wide progress and failed creates.
+    pub watch_id: WatchId,
+    /// `header.revision`; 0 (unset) on a compaction notice.
+    pub revision: i64,
+    /// Answers a create.
+    pub created: bool,
+    /// The watcher is gone (cancel, failed create, compaction).
+    pub canceled: bool,
+    /// Set when the watcher's start is below the compact revision.
+    pub compact_revision: i64,
+    /// Why the watcher was cancelled, when there is something to say.
+    pub cancel_reason: String,
+    /// More pieces of this response follow (only for watchers created with `fragment`).
+    pub fragment: bool,
+    /// The events, in revision order.
+    pub events: Vec<Arc<Event>>,
+    /// Whether to include the events' `prev_kv`.
+    pub prev_kv: bool,
+}
+
+impl WatchResponse {
+    /// A successful create.
+    #[must_use]
+    pub fn created(watch_id: WatchId, revision: i64) -> Self {
+        Self { watch_id, revision, created: true, ..Self::default() }
+    }
+
+    /// A failed create: `created` and `canceled`, id -1, with the reason.
+    #[must_use]
+    pub fn create_failed(reason: impl Into<String>, revision: i64) -> Self {
+        Self {
+            watch_id: INVALID_WATCH_ID,
+            revision,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A cancel acknowledgement, or a server-side cancel with a reason.
+    #[must_use]
+    pub fn canceled(watch_id: WatchId, revision: i64, reason: impl Into<String>) -> Self {
+        Self { watch_id, revision, canceled: true, cancel_reason: reason.into(), ..Self::default() }
+    }
+
+    /// A compaction notice: canceled, `compact_revision` set, header revision unset.
+    #[must_use]
+    pub fn compacted(watch_id: WatchId, compact_revision: i64) -> Self {
+        Self { watch_id, canceled: true, compact_revision, ..Self::default() }
+    }
+
+    /// A progress notification.
+    #[must_use]
+    pub fn progress(watch_id: WatchId, revision: i64) -> Self {
+        Self { watch_id, revision, ..Self::default() }
+    }
+
+    /// Events for a watcher.
+    #[must_use]
+    pub fn events(watch_id: WatchId, revision: i64, events: Vec<Arc<Event>>, prev_kv: bool) -> Self {
+        Self { watch_id, revision, events, prev_kv, ..Self::default() }
+    }
+
+    /// Returns whether a client would classify this as a progress notification
+    /// (`client/v3/watch.go IsProgressNotify`).
+    #[must_use]
+    pub fn is_progress_notify(&self) -> bool {
+        self.events.is_empty() && !self.created && !self.canceled && self.compact_revision == 0 && self.revision != 0
+    }
+
+    /// Returns the protobuf-encoded size of the response, counting a header of `header_len`
+    /// bytes (0 = no header), as etcd's `WatchResponse.Size()` does.
+    #[must_use]
+    pub fn encoded_len(&self, header_len: usize) -> usize {
+        let mut n = 0;
+        if header_len > 0 {
+            n += field(header_len);
+        }
+        n += int_field(self.watch_id);
+        n += if self.created { 2 } else { 0 };
+        n += if self.canceled { 2 } else { 0 };
+        n += int_field(self.compact_revision);
+        if !self.cancel_reason.is_empty() {
+            n += field(self.cancel_reason.len());
+        }
+        n += if self.fragment { 2 } else { 0 };
+        n += self.events.iter().map(|e| field(event_len(e, self.prev_kv))).sum::<usize>();
+        n
+    }
+
+    /// Splits the response into pieces for a `fragment` watcher (etcd `sendFragments`): a
+    /// response below `max_bytes` or with fewer than 2 events is sent whole; otherwise each
+    /// piece takes events while it stays below `max_bytes` (always at least one, so an event is
+    /// never split), and every piece but the last has `fragment = true`.
+    #[must_use]
+    pub fn into_fragments(self, max_bytes: usize, header_len: usize) -> Vec<Self> {
+        if self.events.len() < 2 || self.encoded_len(header_len) < max_bytes {
+            return vec![self];
+        }
+        let mut template = self.clone();
+        template.events = Vec::new();
+        template.fragment = true;
+        let base = template.encoded_len(header_len);
+        let mut pieces = Vec::new();
+        let mut cur = template.clone();
+        let mut size = base;
+        for event in self.events {
+            let len = field(event_len(&event, self.prev_kv));
+            if !cur.events.is_empty() && size + len >= max_bytes {
+                pieces.push(std::mem::replace(&mut cur, template.clone()));
+                size = base;
+            }
+            size += len;
+            cur.events.push(event);
+        }
+        cur.fragment = false;
+        pieces.push(cur);
+        pieces
+    }
+}
+
+/// Bytes of a varint.
+fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// A length-delimited field with a one-byte tag.
+fn field(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// An int64 field with a one-byte tag; absent when 0.
+fn int_field(v: i64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        1 + varint_len(v as u64)
+    }
+}
+
+fn kv_len(kv: &KeyValue) -> usize {
+    let bytes = |b: &[u8]| if b.is_empty() { 0 } else { field(b.len()) };
+    bytes(&kv.key)
+        + int_field(kv.create_revision)
+        + int_field(kv.mod_revision)
+        + int_field(kv.version)
+        + bytes(&kv.value)
+        + int_field(kv.lease)
+}
+
+fn event_len(e: &Event, with_prev: bool) -> usize {
+    let kind = if e.kind == EventKind::Delete { 2 } else { 0 };
+    let prev = match (&e.prev_kv, with_prev) {
+        (Some(p), true) => field(kv_len(p)),
+        _ => 0,
+    };
+    kind + field(kv_len(&e.kv)) + prev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(key_len: usize, n: usize) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|_| {
+                Arc::new(Event {
+                    kind: EventKind::Put,
+                    kv: KeyValue { key: vec![b'a'; key_len], ..KeyValue::default() },
+                    prev_kv: None,
+                })
+            })
+            .collect()
+    }
+
+    // E1 TestSendFragment (sizes are protobuf sizes; header nil).
+    #[test]
+    fn e1_send_fragment() {
+        let cases = [
+            (100, 1, i32::MAX as usize, 1),
+            (10, 2, 50, 1),
+            (1024, 1, 1, 1),
+            (11, 5, 20, 5),
+            (15, 5, 10, 5),
+            (10, 4, 35, 2),
+        ];
+        for (s, n, limit, want) in cases {
+            let resp = WatchResponse::events(1, 0, events(s, n), false);
+            let pieces = resp.into_fragments(limit, 0);
+            assert_eq!(pieces.len(), want, "S={s} N={n} L={limit}");
+            let total: usize = pieces.iter().map(|p| p.events.len()).sum();
+            assert_eq!(total, n);
+            for (i, p) in pieces.iter().enumerate() {
+                assert_eq!(p.fragment, i + 1 < pieces.len(), "fragment flag of piece {i}");
+            }
+        }
+        assert_eq!(WatchResponse::events(0, 0, events(10, 2), false).encoded_len(0), 32);
+    }
+
+    #[test]
+    fn progress_classification() {
+        assert!(WatchResponse::progress(-1, 5).is_progress_notify());
+        assert!(!WatchResponse::created(0, 5).is_progress_notify());
+        assert!(!WatchResponse::compacted(0, 5).is_progress_notify());
+        assert!(!WatchResponse::progress(3, 0).is_progress_notify());
+    }
+}

@@ -1,0 +1,1108 @@
+//! Model-based property test of `KvStore` against a tiny in-memory reference model of etcd's
+//! MVCC rules (spec §1–§5: revisions, key generations, event contents, key ranges, compaction)
+//! plus leases and restart.
+//!
+//! Every generated case opens a store in a fresh directory and runs a sequence of operations on
+//! both the store and the model. After each operation it checks the current and compact
+//! revisions, the exact events produced, the exact responses (or error kind and fields), range
+//! reads at several revisions, the key-index size and the lease table. After every restart, every
+//! waited compaction and at the end of the case it reads the whole key space at every readable
+//! revision.
+//!
+//! The model is deliberately naive: per key the full list of `(revision, Option<KeyValue>)`
+//! changes (never compacted: reads below the compact revision must fail anyway), the current
+//! and compact revisions, and the leases with their TTL and deadline in seconds on a fake clock.
+//! A lease's keys are not stored: they are the live keys whose latest `lease` names it.
+//!
+//! Time is a fake clock: `base + now` seconds with `base` taken once per case, so nothing
+//! depends on how long the test takes. The proptest seed is fixed unless `PROPTEST_RNG_SEED` is
+//! set (then that seed is used), and `PROPTEST_CASES` overrides the number of cases.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
+use watchkv::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Durability, Error, Event,
+    EventKind, KeyRange, KeyValue, KvStore, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseOp, StoreConfig, TxnRequest, TxnResponse,
+};
+
+// ----- alphabet and store constants -----
+
+/// Keys written and read: collisions are frequent, `ab` is a prefix child of `a`, `b\xff` tests
+/// prefix ends with 0xff.
+const KEYS: &[&[u8]] = &[b"a", b"ab", b"b", b"b\xff", b"c"];
+/// Bounds of intervals and from-key ranges (`\0` as a from-key start is "all keys").
+const BOUNDS: &[&[u8]] = &[b"\0", b"a", b"aa", b"ab", b"b", b"b\xff", b"c", b"d"];
+/// Values written and compared.
+const VALUES: &[&[u8]] = &[b"", b"x", b"y", b"z"];
+/// `StoreConfig::max_txn_ops` used by every case: small, so that nested budgets run out.
+const MAX_TXN_OPS: usize = 6;
+/// `StoreConfig::min_lease_ttl` (the default).
+const MIN_TTL: i64 = 2;
+/// A lease id that is never granted.
+const UNKNOWN_LEASE: LeaseId = 4242;
+
+// ----- generated operations -----
+
+#[derive(Debug, Clone)]
+enum RangeSpec {
+    Single(usize),
+    Interval(usize, usize),
+    Prefix(usize),
+    FromKey(usize),
+    All,
+}
+
+impl RangeSpec {
+    fn build(&self) -> KeyRange {
+        match self {
+            Self::Single(k) => KeyRange::single(KEYS[*k]),
+            Self::Interval(a, b) => KeyRange::interval(BOUNDS[*a], BOUNDS[*b]),
+            Self::Prefix(k) => KeyRange::prefix(KEYS[*k]),
+            Self::FromKey(k) => KeyRange::FromKey(BOUNDS[*k].to_vec()),
+            Self::All => KeyRange::all(),
+        }
+    }
+}
+
+/// A revision chosen relative to the model's state when the op runs.
+#[derive(Debug, Clone, Copy)]
+enum RevSel {
+    Zero,
+    Current,
+    Prev,
+    Compact,
+    BelowCompact,
+    Future,
+    /// Uniform in `[compact - 1, current + 1]`.
+    Pick(u16),
+}
+
+impl RevSel {
+    fn resolve(self, m: &Model) -> i64 {
+        match self {
+            Self::Zero => 0,
+            Self::Current => m.current,
+            Self::Prev => m.current - 1,
+            Self::Compact => m.compact,
+            Self::BelowCompact => m.compact - 1,
+            Self::Future => m.current + 1,
+            Self::Pick(x) => pick(m.compact - 1, m.current + 1, x),
+        }
+    }
+}
+
+fn pick(lo: i64, hi: i64, x: u16) -> i64 {
+    lo + i64::from(x) % (hi - lo + 1)
+}
+
+/// The revision of a `Compact` op.
+#[derive(Debug, Clone, Copy)]
+enum CompactSel {
+    /// Uniform in `0..=current + 1`.
+    Pick(u16),
+    Current,
+    Future,
+    AtCompact,
+    /// `compact + 1 + k`, at most `current`.
+    Above(u8),
+}
+
+impl CompactSel {
+    fn resolve(self, m: &Model) -> i64 {
+        match self {
+            Self::Pick(x) => pick(0, m.current + 1, x),
+            Self::Current => m.current,
+            Self::Future => m.current + 1,
+            Self::AtCompact => m.compact,
+            Self::Above(k) => (m.compact.max(0) + 1 + i64::from(k)).min(m.current),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PutSpec {
+    key: usize,
+    value: usize,
+    /// Index into the leases granted so far (mod their number), if any.
+    lease: Option<usize>,
+    prev_kv: bool,
+    ignore_value: bool,
+    ignore_lease: bool,
+}
+
+#[derive(Debug, Clone)]
+enum TargetSpec {
+    Value(usize),
+    Version(i64),
+    /// `current + d` (at least 0), or 0 for `None`.
+    Create(Option<i8>),
+    Mod(Option<i8>),
+    /// A granted lease, or 0 for `None`.
+    Lease(Option<usize>),
+}
+
+#[derive(Debug, Clone)]
+struct CompareSpec {
+    range: RangeSpec,
+    result: u8,
+    target: TargetSpec,
+}
+
+#[derive(Debug, Clone)]
+enum TxnOpSpec {
+    Put(PutSpec),
+    Delete { range: RangeSpec, prev_kv: bool },
+    Range { range: RangeSpec, rev: RevSel, limit: i64 },
+    Txn(Box<TxnSpec>),
+}
+
+#[derive(Debug, Clone)]
+struct TxnSpec {
+    compare: Vec<CompareSpec>,
+    success: Vec<TxnOpSpec>,
+    failure: Vec<TxnOpSpec>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(PutSpec),
+    DeleteRange { range: RangeSpec, prev_kv: bool },
+    /// `strict`: the builder drops what would break the duplicate-key rule and fixes invalid
+    /// shapes, so that most txns run; `mvcc`: run through `KvStore::mvcc_txn` (no duplicate-key
+    /// rule).
+    Txn { spec: TxnSpec, strict: bool, mvcc: bool },
+    Compact { sel: CompactSel, wait: bool },
+    LeaseGrant { id: Option<i64>, ttl: i64 },
+    LeaseRevoke { which: usize },
+    KeepAlive { which: usize },
+    ExpireLeases { secs: u64 },
+    Restart,
+    Range { range: RangeSpec, rev: RevSel, limit: i64 },
+}
+
+/// An extra read made after each op.
+#[derive(Debug, Clone)]
+struct Probe {
+    range: RangeSpec,
+    rev: u16,
+    limit: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    batch_limit: usize,
+    restore_chunk: usize,
+    ops: Vec<(Op, Probe)>,
+}
+
+// ----- strategies -----
+
+fn range_spec() -> impl Strategy<Value = RangeSpec> {
+    prop_oneof![
+        4 => (0..KEYS.len()).prop_map(RangeSpec::Single),
+        3 => (0..BOUNDS.len(), 0..BOUNDS.len()).prop_map(|(a, b)| RangeSpec::Interval(a, b)),
+        1 => (0..KEYS.len()).prop_map(RangeSpec::Prefix),
+        1 => (0..BOUNDS.len()).prop_map(RangeSpec::FromKey),
+        1 => Just(RangeSpec::All),
+    ]
+}
+
+fn compare_range_spec() -> impl Strategy<Value = RangeSpec> {
+    prop_oneof![
+        6 => (0..KEYS.len()).prop_map(RangeSpec::Single),
+        1 => (0..BOUNDS.len(), 0..BOUNDS.len()).prop_map(|(a, b)| RangeSpec::Interval(a, b)),
+        1 => (0..KEYS.len()).prop_map(RangeSpec::Prefix),
+    ]
+}
+
+fn rev_sel() -> impl Strategy<Value = RevSel> {
+    prop_oneof![
+        3 => Just(RevSel::Zero),
+        1 => Just(RevSel::Current),
+        1 => Just(RevSel::Prev),
+        1 => Just(RevSel::Compact),
+        1 => Just(RevSel::BelowCompact),
+        1 => Just(RevSel::Future),
+        4 => any::<u16>().prop_map(RevSel::Pick),
+    ]
+}
+
+fn txn_rev_sel() -> impl Strategy<Value = RevSel> {
+    prop_oneof![8 => Just(RevSel::Zero), 3 => rev_sel()]
+}
+
+fn compact_sel() -> impl Strategy<Value = CompactSel> {
+    prop_oneof![
+        3 => any::<u16>().prop_map(CompactSel::Pick),
+        2 => Just(CompactSel::Current),
+        1 => Just(CompactSel::Future),
+        1 => Just(CompactSel::AtCompact),
+        3 => (0u8..4).prop_map(CompactSel::Above),
+    ]
+}
+
+fn put_spec() -> impl Strategy<Value = PutSpec> {
+    (
+        0..KEYS.len(),
+        0..VALUES.len(),
+        prop::option::weighted(0.35, any::<u8>().prop_map(usize::from)),
+        any::<bool>(),
+        prop::bool::weighted(0.04),
+        prop::bool::weighted(0.04),
+    )
+        .prop_map(|(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutSpec {
+            key,
+            value,
+            lease,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+        })
+}
+
+fn compare_spec() -> impl Strategy<Value = CompareSpec> {
+    let target = prop_oneof![
+        3 => (0..VALUES.len()).prop_map(TargetSpec::Value),
+        2 => (0i64..4).prop_map(TargetSpec::Version),
+        1 => prop::option::weighted(0.8, -4i8..=1).prop_map(TargetSpec::Create),
+        2 => prop::option::weighted(0.8, -4i8..=1).prop_map(TargetSpec::Mod),
+        1 => prop::option::weighted(0.7, any::<u8>().prop_map(usize::from)).prop_map(TargetSpec::Lease),
+    ];
+    (compare_range_spec(), 0u8..4, target).prop_map(|(range, result, target)| CompareSpec { range, result, target })
+}
+
+fn leaf_op() -> impl Strategy<Value = TxnOpSpec> {
+    prop_oneof![
+        4 => put_spec().prop_map(TxnOpSpec::Put),
+        2 => (range_spec(), any::<bool>()).prop_map(|(range, prev_kv)| TxnOpSpec::Delete { range, prev_kv }),
+        2 => (range_spec(), txn_rev_sel(), 0i64..3)
+            .prop_map(|(range, rev, limit)| TxnOpSpec::Range { range, rev, limit }),
+    ]
+}
+
+fn nested_txn() -> impl Strategy<Value = TxnSpec> {
+    (
+        prop::collection::vec(compare_spec(), 0..=2),
+        prop::collection::vec(leaf_op(), 0..=3),
+        prop::collection::vec(leaf_op(), 0..=2),
+    )
+        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
+}
+
+fn txn_spec() -> impl Strategy<Value = TxnSpec> {
+    let op = prop_oneof![7 => leaf_op(), 1 => nested_txn().prop_map(|t| TxnOpSpec::Txn(Box::new(t)))];
+    let success = prop_oneof![
+        30 => prop::collection::vec(op.clone(), 0..=4),
+        1 => prop::collection::vec(op.clone(), MAX_TXN_OPS + 1..=MAX_TXN_OPS + 1),
+    ];
+    (prop::collection::vec(compare_spec(), 0..=2), success, prop::collection::vec(op, 0..=3))
+        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        25 => put_spec().prop_map(Op::Put),
+        8 => (range_spec(), any::<bool>()).prop_map(|(range, prev_kv)| Op::DeleteRange { range, prev_kv }),
+        20 => (txn_spec(), prop::bool::weighted(0.8), prop::bool::weighted(0.25))
+            .prop_map(|(spec, strict, mvcc)| Op::Txn { spec, strict, mvcc }),
+        6 => (compact_sel(), any::<bool>()).prop_map(|(sel, wait)| Op::Compact { sel, wait }),
+        6 => (prop::option::weighted(0.7, 1i64..=6), 0i64..=8).prop_map(|(id, ttl)| Op::LeaseGrant { id, ttl }),
+        3 => any::<u8>().prop_map(|w| Op::LeaseRevoke { which: usize::from(w) }),
+        2 => any::<u8>().prop_map(|w| Op::KeepAlive { which: usize::from(w) }),
+        4 => (1u64..=6).prop_map(|secs| Op::ExpireLeases { secs }),
+        3 => Just(Op::Restart),
+        8 => (range_spec(), rev_sel(), 0i64..=3).prop_map(|(range, rev, limit)| Op::Range { range, rev, limit }),
+    ]
+}
+
+fn probe() -> impl Strategy<Value = Probe> {
+    (range_spec(), any::<u16>(), 0i64..=2).prop_map(|(range, rev, limit)| Probe { range, rev, limit })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..=3, prop::sample::select(vec![1usize, 2, 3, 10_000]), prop::collection::vec((op(), probe()), 1..=60))
+        .prop_map(|(batch_limit, restore_chunk, ops)| Case { batch_limit, restore_chunk, ops })
+}
+
+// ----- the model -----
+
+/// An error kind with the fields the model can predict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MErr {
+    Compacted { requested: i64, compact_rev: i64 },
+    FutureRev { requested: i64, current_rev: i64 },
+    TooManyOps,
+    DuplicateKey,
+    KeyNotFound,
+    ValueProvided,
+    LeaseProvided,
+    LeaseNotFound,
+    LeaseExists,
+    /// Anything the model never predicts.
+    Unexpected(String),
+}
+
+fn merr(e: &Error) -> MErr {
+    match e {
+        Error::Compacted { requested, compact_rev } => {
+            MErr::Compacted { requested: *requested, compact_rev: *compact_rev }
+        }
+        Error::FutureRev { requested, current_rev } => {
+            MErr::FutureRev { requested: *requested, current_rev: *current_rev }
+        }
+        Error::TooManyOps => MErr::TooManyOps,
+        Error::DuplicateKey => MErr::DuplicateKey,
+        Error::KeyNotFound => MErr::KeyNotFound,
+        Error::ValueProvided => MErr::ValueProvided,
+        Error::LeaseProvided => MErr::LeaseProvided,
+        Error::LeaseNotFound => MErr::LeaseNotFound,
+        Error::LeaseExists => MErr::LeaseExists,
+        other => MErr::Unexpected(format!("{other:?}")),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MLease {
+    ttl: i64,
+    /// Seconds on the fake clock.
+    deadline: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    /// Per key, every change in revision order: the new state, `None` for a delete.
+    hist: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
+    current: i64,
+    compact: i64,
+    leases: BTreeMap<LeaseId, MLease>,
+    /// Every id granted so far, in grant order (ops pick leases by index into this).
+    granted: Vec<LeaseId>,
+    /// Fake clock, seconds after `base`.
+    now: i64,
+}
+
+/// Plain byte-wise range membership (spec §4), written independently of `KeyRange::contains`.
+fn in_range(range: &KeyRange, key: &[u8]) -> bool {
+    match range {
+        KeyRange::Single(k) => k.as_slice() == key,
+        KeyRange::Interval { start, end } => start.as_slice() <= key && key < end.as_slice(),
+        KeyRange::FromKey(k) => k.as_slice() <= key,
+    }
+}
+
+/// Reads `range` out of a key → state map (spec §1.4 step 4, with limit and count).
+fn read(state: &BTreeMap<Vec<u8>, KeyValue>, range: &KeyRange, limit: i64, header: i64) -> RangeResponse {
+    let mut kvs: Vec<KeyValue> = state.iter().filter(|(k, _)| in_range(range, k)).map(|(_, v)| v.clone()).collect();
+    let count = kvs.len() as i64;
+    let more = limit > 0 && count > limit;
+    if more {
+        kvs.truncate(limit as usize);
+    }
+    RangeResponse { revision: header, kvs, more, count }
+}
+
+/// etcd `compareKV`.
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Value(v) => kv.value.cmp(v),
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(v) => kv.create_revision.cmp(v),
+        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
+    };
+    match c.result {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
+
+/// etcd `applyCompare`: every key in the range must satisfy it; no key compares as the zero
+/// key-value, except that a value compare on no key fails.
+fn compare_holds(state: &BTreeMap<Vec<u8>, KeyValue>, c: &Compare) -> bool {
+    let kvs: Vec<&KeyValue> = state.iter().filter(|(k, _)| in_range(&c.range, k)).map(|(_, v)| v).collect();
+    if kvs.is_empty() {
+        return !matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default());
+    }
+    kvs.into_iter().all(|kv| compare_kv(c, kv))
+}
+
+/// etcd `checkTxnRequest` (only the errors the generator can provoke).
+fn shape_error(t: &TxnRequest, max_ops: usize) -> Option<MErr> {
+    let opc = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if opc > max_ops {
+        return Some(MErr::TooManyOps);
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Put(p) if p.ignore_value && !p.value.is_empty() => return Some(MErr::ValueProvided),
+            RequestOp::Put(p) if p.ignore_lease && p.lease != 0 => return Some(MErr::LeaseProvided),
+            RequestOp::Txn(n) => {
+                if let Some(e) = shape_error(n, max_ops - opc) {
+                    return Some(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// etcd `checkIntervals`, with the store's documented deliberate difference: a from-key
+/// delete overlaps the puts it contains.
+fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange>), MErr> {
+    let mut dels: Vec<KeyRange> = ops
+        .iter()
+        .filter_map(|op| match op {
+            RequestOp::DeleteRange(d) => Some(d.range.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut puts = BTreeSet::new();
+    let deleted = |dels: &[KeyRange], k: &[u8]| dels.iter().any(|d| in_range(d, k));
+    for op in ops {
+        let RequestOp::Txn(t) = op else { continue };
+        let (then_puts, then_dels) = check_intervals(&t.success)?;
+        let (else_puts, else_dels) = check_intervals(&t.failure)?;
+        for k in &then_puts {
+            if puts.contains(k) || deleted(&dels, k) {
+                return Err(MErr::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        for k in &else_puts {
+            if (puts.contains(k) && !then_puts.contains(k)) || deleted(&dels, k) {
+                return Err(MErr::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        dels.extend(then_dels);
+        dels.extend(else_dels);
+    }
+    for op in ops {
+        let RequestOp::Put(p) = op else { continue };
+        if puts.contains(&p.key) || deleted(&dels, &p.key) {
+            return Err(MErr::DuplicateKey);
+        }
+        puts.insert(p.key.clone());
+    }
+    Ok((puts, dels))
+}
+
+impl Model {
+    fn new() -> Self {
+        Self { hist: BTreeMap::new(), current: 1, compact: -1, leases: BTreeMap::new(), granted: Vec::new(), now: 0 }
+    }
+
+    /// The live keys at `rev` (no compaction check).
+    fn state_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
+        let mut out = BTreeMap::new();
+        for (k, h) in &self.hist {
+            if let Some((_, Some(kv))) = h.iter().rev().find(|(r, _)| *r <= rev) {
+                out.insert(k.clone(), kv.clone());
+            }
+        }
+        out
+    }
+
+    fn live(&self) -> BTreeMap<Vec<u8>, KeyValue> {
+        self.state_at(self.current)
+    }
+
+    /// Spec §1.4 steps 1–3, then the read.
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MErr> {
+        if req.revision > self.current {
+            return Err(MErr::FutureRev { requested: req.revision, current_rev: self.current });
+        }
+        let rev = if req.revision <= 0 { self.current } else { req.revision };
+        if rev < self.compact {
+            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
+        }
+        Ok(read(&self.state_at(rev), &req.range, req.limit, self.current))
+    }
+
+    /// Keys in the key index: live now, or changed at or after the compact revision (a key
+    /// whose last change is a tombstone below it has left the index, §2.1).
+    fn indexed_keys(&self) -> usize {
+        self.hist
+            .values()
+            .filter(|h| {
+                let (rev, state) = h.last().expect("history is never empty");
+                state.is_some() || *rev >= self.compact
+            })
+            .count()
+    }
+
+    fn lease_keys(&self, id: LeaseId) -> Vec<Vec<u8>> {
+        self.live().into_iter().filter(|(_, kv)| kv.lease == id).map(|(k, _)| k).collect()
+    }
+
+    /// Resolves a lease selector: mostly a live lease, else any lease granted so far (possibly
+    /// revoked since), else an id never granted.
+    fn lease_sel(&self, which: usize) -> LeaseId {
+        let live: Vec<LeaseId> = self.leases.keys().copied().collect();
+        if which % 4 != 0 && !live.is_empty() {
+            live[(which / 4) % live.len()]
+        } else if self.granted.is_empty() {
+            UNKNOWN_LEASE
+        } else {
+            self.granted[which % self.granted.len()]
+        }
+    }
+
+    /// Applies the events of one write: one new revision if there is any (spec §1.2).
+    fn commit(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        self.current += 1;
+        for e in events {
+            let state = match e.kind {
+                EventKind::Put => Some(e.kv.clone()),
+                EventKind::Delete => None,
+            };
+            self.hist.entry(e.kv.key.clone()).or_default().push((self.current, state));
+        }
+    }
+
+    fn put_refs(&self, p: &PutRequest, pre: &BTreeMap<Vec<u8>, KeyValue>) -> Result<(), MErr> {
+        if (p.ignore_value || p.ignore_lease) && !pre.contains_key(&p.key) {
+            return Err(MErr::KeyNotFound);
+        }
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(MErr::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    /// etcd `checkRequests` along the executed path: compares are all evaluated against the
+    /// state before the txn. Read revisions are checked only when positive (the store's
+    /// documented deliberate difference: a txn read at a negative revision reads the current
+    /// one, as a plain range does, where etcd answers `ErrCompacted` after any compaction).
+    /// With `mvcc`, a read may name `current + 1` (the txn's own revision); whether it may is
+    /// known only when it runs (see `Work::range`).
+    fn txn_refs(&self, t: &TxnRequest, pre: &BTreeMap<Vec<u8>, KeyValue>, mvcc: bool) -> Result<(), MErr> {
+        let ok = t.compare.iter().all(|c| compare_holds(pre, c));
+        let newest = self.current + i64::from(mvcc);
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Put(p) => self.put_refs(p, pre)?,
+                RequestOp::Range(r) if r.revision > 0 => {
+                    if r.revision > newest {
+                        return Err(MErr::FutureRev { requested: r.revision, current_rev: self.current });
+                    }
+                    if r.revision < self.compact {
+                        return Err(MErr::Compacted { requested: r.revision, compact_rev: self.compact });
+                    }
+                }
+                RequestOp::Txn(n) => self.txn_refs(n, pre, mvcc)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<(PutResponse, Vec<Event>), MErr> {
+        if p.ignore_value && !p.value.is_empty() {
+            return Err(MErr::ValueProvided);
+        }
+        if p.ignore_lease && p.lease != 0 {
+            return Err(MErr::LeaseProvided);
+        }
+        let pre = self.live();
+        self.put_refs(p, &pre)?;
+        let mut w = Work::new(self, pre);
+        let mut resp = w.put(p);
+        let events = w.events;
+        self.commit(&events);
+        resp.revision = self.current;
+        Ok((resp, events))
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> (DeleteRangeResponse, Vec<Event>) {
+        let mut w = Work::new(self, self.live());
+        let mut resp = w.delete(d);
+        let events = w.events;
+        self.commit(&events);
+        resp.revision = self.current;
+        (resp, events)
+    }
+
+    /// A txn through `KvStore::txn`, or `KvStore::mvcc_txn` if `mvcc` (etcd's MVCC layer: no
+    /// duplicate-key rule, so one txn may change a key several times; a read may name the
+    /// txn's own revision once it has changed something). A txn that fails changes nothing.
+    fn txn(&mut self, t: &TxnRequest, mvcc: bool) -> Result<(TxnResponse, Vec<Event>), MErr> {
+        if let Some(e) = shape_error(t, MAX_TXN_OPS) {
+            return Err(e);
+        }
+        if !mvcc {
+            check_intervals(&t.success)?;
+            check_intervals(&t.failure)?;
+        }
+        let pre = self.live();
+        self.txn_refs(t, &pre, mvcc)?;
+        let mut w = Work::new(self, pre);
+        let mut resp = w.txn(t)?;
+        let events = w.events;
+        self.commit(&events);
+        resp.revision = self.current;
+        Ok((resp, events))
+    }
+
+    /// Revokes a lease: its live keys are deleted in key order in one revision (§3).
+    fn revoke(&mut self, id: LeaseId) -> Result<(i64, Vec<Event>), MErr> {
+        if !self.leases.contains_key(&id) {
+            return Err(MErr::LeaseNotFound);
+        }
+        let keys = self.lease_keys(id);
+        let mut w = Work::new(self, self.live());
+        for k in keys {
+            w.delete(&DeleteRangeRequest::new(KeyRange::Single(k)));
+        }
+        let events = w.events;
+        self.commit(&events);
+        self.leases.remove(&id);
+        Ok((self.current, events))
+    }
+
+    /// Spec §5 steps 1–3 (the logical part).
+    fn compact(&mut self, rev: i64) -> Result<(), MErr> {
+        if rev <= self.compact {
+            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
+        }
+        if rev > self.current {
+            return Err(MErr::FutureRev { requested: rev, current_rev: self.current });
+        }
+        self.compact = rev;
+        Ok(())
+    }
+}
+
+/// One write transaction in progress on the model.
+struct Work<'m> {
+    m: &'m Model,
+    /// The state before the write (what compares see).
+    pre: BTreeMap<Vec<u8>, KeyValue>,
+    /// The state with this write's changes so far.
+    live: BTreeMap<Vec<u8>, KeyValue>,
+    events: Vec<Event>,
+}
+
+impl<'m> Work<'m> {
+    fn new(m: &'m Model, pre: BTreeMap<Vec<u8>, KeyValue>) -> Self {
+        Self { m, live: pre.clone(), pre, events: Vec::new() }
+    }
+
+    fn rev(&self) -> i64 {
+        self.m.current + 1
+    }
+
+    /// Reads inside a write see its own writes (§1.2).
+    fn read_rev(&self) -> i64 {
+        self.m.current + i64::from(!self.events.is_empty())
+    }
+
+    fn put(&mut self, p: &PutRequest) -> PutResponse {
+        let rev = self.rev();
+        let prev = self.live.get(&p.key).cloned();
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |v| v.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |v| v.version + 1),
+            value: match (&prev, p.ignore_value) {
+                (Some(v), true) => v.value.clone(),
+                _ => p.value.clone(),
+            },
+            lease: match (&prev, p.ignore_lease) {
+                (Some(v), true) => v.lease,
+                _ => p.lease,
+            },
+        };
+        self.live.insert(p.key.clone(), kv.clone());
+        self.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone() });
+        PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let rev = self.rev();
+        let keys: Vec<Vec<u8>> = self.live.keys().filter(|k| in_range(&d.range, k)).cloned().collect();
+        let mut prev_kvs = Vec::new();
+        for k in &keys {
+            let prev = self.live.remove(k).expect("live key");
+            let kv = KeyValue { key: k.clone(), mod_revision: rev, ..KeyValue::default() };
+            if d.prev_kv {
+                prev_kvs.push(prev.clone());
+            }
+            self.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev) });
+        }
+        DeleteRangeResponse { revision: self.read_rev(), deleted: keys.len() as i64, prev_kvs }
+    }
+
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse, MErr> {
+        // Explicit revisions were checked against the compact revision before the txn ran, and
+        // are at most `current + 1`; `current + 1` is readable once the txn has changed
+        // something (only `mvcc_txn` lets it through).
+        let view = self.read_rev();
+        if r.revision > view {
+            return Err(MErr::FutureRev { requested: r.revision, current_rev: view });
+        }
+        Ok(if r.revision <= 0 || r.revision > self.m.current {
+            read(&self.live, &r.range, r.limit, view)
+        } else {
+            read(&self.m.state_at(r.revision), &r.range, r.limit, view)
+        })
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MErr> {
+        let succeeded = t.compare.iter().all(|c| compare_holds(&self.pre, c));
+        let mut responses = Vec::new();
+        for op in if succeeded { &t.success } else { &t.failure } {
+            responses.push(match op {
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete(d)),
+                RequestOp::Range(r) => ResponseOp::Range(self.range(r)?),
+                RequestOp::Txn(n) => ResponseOp::Txn(self.txn(n)?),
+                RequestOp::Empty => unreachable!("never generated"),
+            });
+        }
+        // Nested txn responses carry revision 0; the caller fills the top-level one.
+        Ok(TxnResponse { revision: 0, succeeded, responses })
+    }
+}
+
+// ----- building requests from specs -----
+
+/// How a txn is built and run.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Drop ops that break the duplicate-key rule, cut lists to the op budget, clear a value or
+    /// lease that an `ignore_*` flag forbids.
+    strict: bool,
+    /// Run through `KvStore::mvcc_txn`: no duplicate-key rule.
+    mvcc: bool,
+}
+
+fn build_put(p: &PutSpec, m: &Model, strict: bool) -> PutRequest {
+    let mut req = PutRequest {
+        key: KEYS[p.key].to_vec(),
+        value: VALUES[p.value].to_vec(),
+        lease: p.lease.map_or(0, |w| m.lease_sel(w)),
+        prev_kv: p.prev_kv,
+        ignore_value: p.ignore_value,
+        ignore_lease: p.ignore_lease,
+    };
+    if strict && req.ignore_value {
+        req.value.clear();
+    }
+    if strict && req.ignore_lease {
+        req.lease = 0;
+    }
+    req
+}
+
+fn rel_rev(d: Option<i8>, m: &Model) -> i64 {
+    d.map_or(0, |d| (m.current + i64::from(d)).max(0))
+}
+
+fn build_compare(c: &CompareSpec, m: &Model) -> Compare {
+    let result = [CompareResult::Equal, CompareResult::NotEqual, CompareResult::Less, CompareResult::Greater]
+        [usize::from(c.result) % 4];
+    let target = match &c.target {
+        TargetSpec::Value(v) => CompareTarget::Value(VALUES[*v].to_vec()),
+        TargetSpec::Version(v) => CompareTarget::Version(*v),
+        TargetSpec::Create(d) => CompareTarget::Create(rel_rev(*d, m)),
+        TargetSpec::Mod(d) => CompareTarget::Mod(rel_rev(*d, m)),
+        TargetSpec::Lease(w) => CompareTarget::Lease(w.map_or(0, |w| m.lease_sel(w))),
+    };
+    Compare { range: c.range.build(), result, target }
+}
+
+fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
+    let cut = |n: usize| if mode.strict { n.min(budget) } else { n };
+    let compare: Vec<Compare> = t.compare[..cut(t.compare.len())].iter().map(|c| build_compare(c, m)).collect();
+    let (success, failure) = (&t.success[..cut(t.success.len())], &t.failure[..cut(t.failure.len())]);
+    let nested_budget = budget.saturating_sub(compare.len().max(success.len()).max(failure.len()));
+    let branch = |specs: &[TxnOpSpec]| {
+        let mut ops: Vec<RequestOp> = Vec::new();
+        for spec in specs {
+            let op = match spec {
+                TxnOpSpec::Put(p) => RequestOp::Put(build_put(p, m, mode.strict)),
+                TxnOpSpec::Delete { range, prev_kv } => {
+                    RequestOp::DeleteRange(DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv })
+                }
+                TxnOpSpec::Range { range, rev, limit } => {
+                    RequestOp::Range(RangeRequest::new(range.build()).at(rev.resolve(m)).limit(*limit))
+                }
+                TxnOpSpec::Txn(n) => RequestOp::Txn(build_txn(n, m, mode, nested_budget)),
+            };
+            if mode.strict && !mode.mvcc {
+                let mut trial = ops.clone();
+                trial.push(op.clone());
+                if check_intervals(&trial).is_err() {
+                    continue;
+                }
+            }
+            ops.push(op);
+        }
+        ops
+    };
+    TxnRequest { compare, success: branch(success), failure: branch(failure) }
+}
+
+// ----- the runner -----
+
+fn fail(msg: String) -> TestCaseError {
+    TestCaseError::fail(msg)
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    config: StoreConfig,
+    base: Instant,
+    store: Option<KvStore>,
+    m: Model,
+}
+
+impl Harness {
+    fn new(case: &Case) -> Result<Self, TestCaseError> {
+        let dir = tempfile::tempdir().map_err(|e| fail(format!("tempdir: {e}")))?;
+        let config = StoreConfig::new(dir.path())
+            .durability(Durability::Buffered)
+            .compaction_sleep_interval(Duration::ZERO)
+            .compaction_batch_limit(case.batch_limit)
+            .restore_chunk_keys(case.restore_chunk)
+            .max_txn_ops(MAX_TXN_OPS)
+            .min_lease_ttl(MIN_TTL)
+            .cache_size(1 << 20);
+        let base = Instant::now();
+        let store = KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
+        Ok(Self { _dir: dir, config, base, store: Some(store), m: Model::new() })
+    }
+
+    fn now(&self) -> Instant {
+        self.base + Duration::from_secs(u64::try_from(self.m.now).expect("clock is non-negative"))
+    }
+
+    fn store(&mut self) -> &mut KvStore {
+        self.store.as_mut().expect("store is open")
+    }
+
+    fn restart(&mut self) -> Result<(), TestCaseError> {
+        drop(self.store.take());
+        let now = self.now();
+        let store = KvStore::open_at(self.config.clone(), now).map_err(|e| fail(format!("reopen: {e:?}")))?;
+        self.store = Some(store);
+        // Restored leases expire `ttl` seconds after the reopen.
+        let t = self.m.now;
+        for l in self.m.leases.values_mut() {
+            l.deadline = t + l.ttl;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op, ctx: &str) -> Result<(), TestCaseError> {
+        match op {
+            Op::Put(p) => {
+                let req = build_put(p, &self.m, false);
+                let got = self.store().put(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let want = self.m.put(&req);
+                prop_assert_eq!(got, want, "{}: put {:?}: response/events differ (left: store, right: model)", ctx, req);
+            }
+            Op::DeleteRange { range, prev_kv } => {
+                let req = DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv };
+                let got =
+                    self.store().delete_range(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let want = Ok(self.m.delete(&req));
+                prop_assert_eq!(got, want, "{}: delete {:?}: response/events differ (left: store, right: model)", ctx, req);
+            }
+            Op::Txn { spec, strict, mvcc } => {
+                let mode = Mode { strict: *strict, mvcc: *mvcc };
+                let req = build_txn(spec, &self.m, mode, MAX_TXN_OPS);
+                let got = if *mvcc { self.store().mvcc_txn(req.clone()) } else { self.store().txn(req.clone()) };
+                let got = got.map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let want = self.m.txn(&req, *mvcc);
+                prop_assert_eq!(got, want, "{}: txn {:#?}: response/events differ (left: store, right: model)", ctx, req);
+            }
+            Op::Compact { sel, wait } => {
+                let rev = sel.resolve(&self.m);
+                let got = self.store().compact(rev);
+                let want = self.m.compact(rev);
+                match got {
+                    Ok(ticket) => {
+                        prop_assert_eq!(Ok(()), want, "{}: compact({}) succeeded, model expected an error", ctx, rev);
+                        prop_assert_eq!(ticket.revision(), rev, "{}: ticket revision", ctx);
+                        if *wait {
+                            ticket.wait().map_err(|e| fail(format!("{ctx}: physical compaction at {rev}: {e:?}")))?;
+                            self.check_history(&format!("{ctx}: after physical compaction at {rev}"))?;
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(Err(merr(&e)), want, "{}: compact({}) error", ctx, rev),
+                }
+            }
+            Op::LeaseGrant { id, ttl } => {
+                let now = self.now();
+                let got = self.store().lease_grant(id.unwrap_or(0), *ttl, now).map_err(|e| merr(&e));
+                let granted_ttl = (*ttl).max(MIN_TTL);
+                match id {
+                    Some(id) if self.m.leases.contains_key(id) => {
+                        prop_assert_eq!(got, Err(MErr::LeaseExists), "{}: grant of live lease {}", ctx, id);
+                    }
+                    _ => {
+                        let (got_id, got_ttl) =
+                            got.map_err(|e| fail(format!("{ctx}: lease grant failed unexpectedly: {e:?}")))?;
+                        prop_assert_eq!(got_ttl, granted_ttl, "{}: granted ttl", ctx);
+                        match id {
+                            Some(id) => prop_assert_eq!(got_id, *id, "{}: granted id", ctx),
+                            None => prop_assert!(
+                                got_id > 0 && !self.m.leases.contains_key(&got_id),
+                                "{}: server-chosen lease id {} is not fresh",
+                                ctx,
+                                got_id
+                            ),
+                        }
+                        self.m.leases.insert(got_id, MLease { ttl: granted_ttl, deadline: self.m.now + granted_ttl });
+                        self.m.granted.push(got_id);
+                    }
+                }
+            }
+            Op::LeaseRevoke { which } => {
+                let id = self.m.lease_sel(*which);
+                let got = self.store().lease_revoke(id).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let want = self.m.revoke(id);
+                prop_assert_eq!(got, want, "{}: revoke lease {}: response/events differ (left: store, right: model)", ctx, id);
+            }
+            Op::KeepAlive { which } => {
+                let id = self.m.lease_sel(*which);
+                let now = self.now();
+                let got = self.store().lease_keep_alive(id, now).map_err(|e| merr(&e));
+                let t = self.m.now;
+                let want = match self.m.leases.get_mut(&id) {
+                    Some(l) if l.deadline > t => {
+                        l.deadline = t + l.ttl;
+                        Ok(l.ttl)
+                    }
+                    _ => Err(MErr::LeaseNotFound),
+                };
+                prop_assert_eq!(got, want, "{}: keep-alive of lease {}", ctx, id);
+            }
+            Op::ExpireLeases { secs } => {
+                self.m.now += i64::try_from(*secs).expect("small");
+                let now = self.now();
+                let got: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> = self
+                    .store()
+                    .expire_leases(now)
+                    .into_iter()
+                    .map(|(id, r)| (id, r.map(|c| (c.response, c.events)).map_err(|e| merr(&e))))
+                    .collect();
+                let t = self.m.now;
+                let mut expired: Vec<(i64, LeaseId)> =
+                    self.m.leases.iter().filter(|(_, l)| l.deadline <= t).map(|(id, l)| (l.deadline, *id)).collect();
+                expired.sort_unstable();
+                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> =
+                    expired.into_iter().map(|(_, id)| (id, self.m.revoke(id))).collect();
+                prop_assert_eq!(got, want, "{}: expired leases at t={}s (left: store, right: model)", ctx, t);
+            }
+            Op::Restart => {
+                self.restart()?;
+                self.check_history(&format!("{ctx}: after restart"))?;
+            }
+            Op::Range { range, rev, limit } => {
+                let req = RangeRequest::new(range.build()).at(rev.resolve(&self.m)).limit(*limit);
+                self.check_range(&req, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_range(&mut self, req: &RangeRequest, ctx: &str) -> Result<(), TestCaseError> {
+        let got = self.store().range(req).map_err(|e| merr(&e));
+        let want = self.m.range(req);
+        prop_assert_eq!(got, want, "{}: range {:?} (left: store, right: model)", ctx, req);
+        Ok(())
+    }
+
+    /// The checks made after every op.
+    fn check_state(&mut self, probe: &Probe, ctx: &str) -> Result<(), TestCaseError> {
+        let (cur, compact) = (self.m.current, self.m.compact);
+        prop_assert_eq!(self.store().current_rev(), cur, "{}: current revision", ctx);
+        prop_assert_eq!(self.store().compact_rev(), compact, "{}: compact revision", ctx);
+        let probe_rev = pick(compact - 1, cur + 1, probe.rev);
+        for rev in [0, cur - 1, compact, probe_rev] {
+            self.check_range(&RangeRequest::new(KeyRange::all()).at(rev), ctx)?;
+        }
+        self.check_range(&RangeRequest::new(probe.range.build()).at(probe_rev).limit(probe.limit), ctx)?;
+        let stats = self.store().stats();
+        prop_assert_eq!(stats.indexed_keys, self.m.indexed_keys(), "{}: keys in the index", ctx);
+        let ids: Vec<LeaseId> = self.m.leases.keys().copied().collect();
+        prop_assert_eq!(self.store().leases(), ids.clone(), "{}: lease ids", ctx);
+        let now = self.now();
+        for id in ids {
+            let l = self.m.leases[&id].clone();
+            let keys = self.m.lease_keys(id);
+            let st = self
+                .store()
+                .lease_time_to_live(id, now, true)
+                .map_err(|e| fail(format!("{ctx}: time_to_live({id}): {e:?}")))?;
+            prop_assert_eq!(
+                (st.id, st.ttl, st.granted_ttl, st.keys),
+                (id, (l.deadline - self.m.now).max(0), l.ttl, keys),
+                "{}: lease {} (id, remaining ttl, granted ttl, keys)",
+                ctx,
+                id
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads all keys at every readable revision.
+    fn check_history(&mut self, ctx: &str) -> Result<(), TestCaseError> {
+        for rev in self.m.compact.max(1)..=self.m.current {
+            self.check_range(&RangeRequest::new(KeyRange::all()).at(rev), ctx)?;
+        }
+        Ok(())
+    }
+}
+
+fn run_case(case: &Case) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(case)?;
+    for (i, (op, probe)) in case.ops.iter().enumerate() {
+        let ctx = format!("op #{i} {op:?} (rev {} compact {} t={}s)", h.m.current, h.m.compact, h.m.now);
+        h.apply(op, &ctx)?;
+        h.check_state(probe, &ctx)?;
+    }
+    h.check_history("end of case")?;
+    h.restart()?;
+    h.check_state(&Probe { range: RangeSpec::All, rev: 0, limit: 0 }, "final restart")?;
+    h.check_history("after final restart")
+}
+
+fn config() -> ProptestConfig {
+    let default = ProptestConfig::default();
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    ProptestConfig {
+        cases,
+        rng_seed: match default.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x5eed_cafe_f00d),
+            fixed => fixed,
+        },
+        // Shrunk failures go to tests/regression.rs by hand.
+        failure_persistence: None,
+        max_shrink_iters: 4096,
+        ..default
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn store_matches_model(case in case()) {
+        run_case(&case)?;
+    }
+}
