@@ -463,6 +463,9 @@ impl KvStore {
         let mut w = WriteTxn::new(self.current_rev);
         let response = match self.execute(&mut w, req, &path) {
             Ok(r) => r,
+            // A read of an `mvcc_txn` naming the txn's own revision before the txn has changed
+            // anything fails here on the client's account; nothing has changed yet.
+            Err(e) if w.events.is_empty() && e.is_client_error() => return Err(e),
             Err(e) => {
                 // Validation passed, so this is a storage failure with the index half-updated.
                 self.poisoned = true;
@@ -545,8 +548,11 @@ impl KvStore {
         for op in if succeeded { &t.success } else { &t.failure } {
             match op {
                 RequestOp::Put(p) => self.check_put_refs(p)?,
-                RequestOp::Range(r) if api_checks && r.revision > 0 => {
-                    if r.revision > self.current_rev {
+                RequestOp::Range(r) if r.revision > 0 => {
+                    // The MVCC layer lets a read name the txn's own revision, readable once the
+                    // txn has changed something (known only when it runs, see `apply`).
+                    let newest = if api_checks { self.current_rev } else { self.current_rev + 1 };
+                    if r.revision > newest {
                         return Err(Error::FutureRev { requested: r.revision, current_rev: self.current_rev });
                     }
                     if r.revision < self.compact_rev {

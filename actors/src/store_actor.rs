@@ -364,11 +364,17 @@ impl StoreActor {
                     self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
                 }
                 Err(SendError::Full(msg)) => {
+                    // One message may carry several revisions for one watcher (group commit,
+                    // ring replay): all of them go with it, in order.
+                    let mut victims: Vec<Victim> = Vec::new();
                     for e in msg.entries {
-                        if let Some(watcher) = self.synced.remove(&e.key) {
-                            parked.push(Victim::new(watcher, e.response));
+                        if let Some(v) = victims.iter_mut().find(|v| v.watcher.key == e.key) {
+                            v.responses.push(e.response);
+                        } else if let Some(watcher) = self.synced.remove(&e.key) {
+                            victims.push(Victim::new(watcher, e.response));
                         }
                     }
+                    parked.extend(victims);
                 }
                 Err(SendError::Closed(msg)) => {
                     self.streams.remove(&stream);
@@ -380,7 +386,7 @@ impl StoreActor {
         }
         if !parked.is_empty() {
             // Bounded: one parked entry per watcher, and a victim is in no group.
-            self.victims.do_send(ParkVictims(merge_victims(parked)));
+            self.victims.do_send(ParkVictims(parked));
         }
     }
 
@@ -447,18 +453,6 @@ impl StoreActor {
         }
         let _ = ctx;
     }
-}
-
-/// Merges victims of one watcher (several deliveries) into one parked entry each.
-fn merge_victims(victims: Vec<Victim>) -> Vec<Victim> {
-    let mut out: Vec<Victim> = Vec::with_capacity(victims.len());
-    for v in victims {
-        match out.iter_mut().find(|o| o.watcher.key == v.watcher.key) {
-            Some(o) => o.responses.extend(v.responses),
-            None => out.push(v),
-        }
-    }
-    out
 }
 
 impl Actor for StoreActor {

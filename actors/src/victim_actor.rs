@@ -35,6 +35,16 @@ impl Victim {
         Self { watcher, responses: vec![response], parked_at: Instant::now() }
     }
 
+    /// Revisions between the first one the client has not received and `current`.
+    fn lag(&self, current: i64) -> i64 {
+        let first_undelivered = self
+            .responses
+            .iter()
+            .find_map(|r| r.events.first().map(|e| e.revision()))
+            .unwrap_or(self.watcher.min_rev);
+        current - first_undelivered + 1
+    }
+
     fn approx_bytes(&self) -> usize {
         self.responses.iter().flat_map(|r| r.events.iter()).map(|e| e.approx_size()).sum()
     }
@@ -156,12 +166,11 @@ impl VictimActor {
         };
         let current = self.clock.current();
         let now = Instant::now();
-        let (cancel, keep): (Vec<Victim>, Vec<Victim>) = victims.into_iter().partition(|v| {
-            let lag = current - (v.watcher.min_rev - 1);
-            lag > lag_revisions || now.duration_since(v.parked_at) > parked_for
-        });
+        let (cancel, keep): (Vec<Victim>, Vec<Victim>) = victims
+            .into_iter()
+            .partition(|v| v.lag(current) > lag_revisions || now.duration_since(v.parked_at) > parked_for);
         for v in cancel {
-            let lag = current - (v.watcher.min_rev - 1);
+            let lag = v.lag(current);
             let reason = format!(
                 "watchkv: slow consumer: watcher was {lag} revisions behind and undeliverable for {} ms",
                 now.duration_since(v.parked_at).as_millis()

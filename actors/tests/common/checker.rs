@@ -1,0 +1,601 @@
+//! Watch-guarantee checker: etcd's `tests/robustness/validate/watch.go` guarantees (spec §7.5)
+//! checked over one recorded stream against the store's full history.
+//!
+//! - [`History`]: every committed revision with its events, in commit order, and the state of
+//!   each key after each revision (replayed from the events). Build it from the events a
+//!   never-slow "history" watcher on all keys received ([`History::from_responses`]) or from a
+//!   hand-made list ([`History::from_events`]). It must start at the store's creation: the state
+//!   before its first event is "no keys".
+//! - [`check_stream`]: walks one stream's responses with the create requests sent on it (in the
+//!   order they were sent: the n-th `created` response answers the n-th create) and checks, per
+//!   watcher: Ordered, Unique, Atomic (fragment pieces excepted), Bookmarkable, Reliable,
+//!   Resumable, filters, IsCreate, PrevKV, range, header revision, and that nothing arrives for
+//!   an id that is not live (cancel wins). A watcher ended by a compaction notice or a cancel
+//!   (client or server) is checked up to that point; a compaction notice must be deserved.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
+use watchkv::{Event, EventKind, KeyRange, KeyValue};
+use watchkv_actors::stream_actor::WatchCreate;
+
+/// The store's history: committed revisions with their events, and each key's states.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Every event, in commit order.
+    events: Vec<Arc<Event>>,
+    /// Revision -> `events[start..end]`.
+    revisions: BTreeMap<i64, (usize, usize)>,
+    /// Key -> (revision, state after it), ascending; `None` = deleted.
+    versions: HashMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
+}
+
+impl History {
+    /// Builds a history from events in commit order, starting at the store's creation.
+    ///
+    /// # Errors
+    /// The events are not a possible history: a revision goes backwards, a revision's events
+    /// are not adjacent, a (revision, key) repeats, a PUT's create revision or version does not
+    /// follow from the key's previous state, a DELETE removes an absent key or carries fields.
+    pub fn from_events<E: Into<Arc<Event>>>(events: impl IntoIterator<Item = E>) -> Result<Self, String> {
+        let mut h = Self::default();
+        let mut seen: HashSet<(i64, Vec<u8>)> = HashSet::new();
+        for (i, e) in events.into_iter().map(Into::into).enumerate() {
+            let rev = e.kv.mod_revision;
+            let last = h.events.last().map_or(0, |l| l.kv.mod_revision);
+            if rev <= 0 {
+                return Err(format!("history: event {i} has revision {rev}"));
+            }
+            if rev < last {
+                return Err(format!("history: event {i} at revision {rev} follows revision {last}"));
+            }
+            if !seen.insert((rev, e.kv.key.clone())) {
+                return Err(format!("history: key {} twice at revision {rev}", show(&e.kv.key)));
+            }
+            let prev = h.state_before(&e.kv.key, rev).cloned();
+            check_transition(&e, prev.as_ref()).map_err(|m| format!("history: event {i}: {m}"))?;
+            let state = match e.kind {
+                EventKind::Put => Some(e.kv.clone()),
+                EventKind::Delete => None,
+            };
+            h.versions.entry(e.kv.key.clone()).or_default().push((rev, state));
+            let n = h.events.len();
+            h.revisions.entry(rev).and_modify(|r| r.1 = n + 1).or_insert((n, n + 1));
+            h.events.push(e);
+        }
+        Ok(h)
+    }
+
+    /// Builds a history from the responses of one watcher on all keys that started at the
+    /// store's creation (every event of every response, in order).
+    ///
+    /// # Errors
+    /// As [`Self::from_events`].
+    pub fn from_responses(responses: &[WatchResponse]) -> Result<Self, String> {
+        Self::from_events(responses.iter().flat_map(|r| r.events.iter().cloned()))
+    }
+
+    /// Returns the last revision with events (0 if none).
+    #[must_use]
+    pub fn last_revision(&self) -> i64 {
+        self.revisions.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Returns the first revision with events (0 if none).
+    #[must_use]
+    pub fn first_revision(&self) -> i64 {
+        self.revisions.keys().next().copied().unwrap_or(0)
+    }
+
+    /// Returns every event, in commit order.
+    #[must_use]
+    pub fn events(&self) -> &[Arc<Event>] {
+        &self.events
+    }
+
+    /// Returns the events of one revision (empty if it has none).
+    #[must_use]
+    pub fn events_at(&self, rev: i64) -> &[Arc<Event>] {
+        self.revisions.get(&rev).map_or(&[], |&(s, e)| &self.events[s..e])
+    }
+
+    /// Returns the revisions that have events, ascending.
+    pub fn revisions(&self) -> impl Iterator<Item = i64> + '_ {
+        self.revisions.keys().copied()
+    }
+
+    /// Returns the key's state after revision `rev` (`None`: absent).
+    #[must_use]
+    pub fn state_at(&self, key: &[u8], rev: i64) -> Option<&KeyValue> {
+        let versions = self.versions.get(key)?;
+        let i = versions.partition_point(|(r, _)| *r <= rev);
+        i.checked_sub(1).and_then(|i| versions[i].1.as_ref())
+    }
+
+    /// Returns the key's state just before revision `rev`.
+    #[must_use]
+    pub fn state_before(&self, key: &[u8], rev: i64) -> Option<&KeyValue> {
+        self.state_at(key, rev - 1)
+    }
+
+    /// Returns every live key's state after revision `rev`.
+    #[must_use]
+    pub fn snapshot_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
+        self.versions
+            .iter()
+            .filter_map(|(k, _)| self.state_at(k, rev).map(|kv| (k.clone(), kv.clone())))
+            .collect()
+    }
+
+    /// Checks that every revision in `[from, to]` has events (a complete history has no holes:
+    /// every committed revision changes at least one key).
+    ///
+    /// # Errors
+    /// Names the first revision without events.
+    pub fn check_contiguous(&self, from: i64, to: i64) -> Result<(), String> {
+        let mut want = from;
+        for rev in self.revisions.range(from..=to).map(|(r, _)| *r) {
+            if rev != want {
+                return Err(format!("history: no events at revision {want} (next is {rev})"));
+            }
+            want = rev + 1;
+        }
+        if want <= to {
+            return Err(format!("history: no events from revision {want} to {to}"));
+        }
+        Ok(())
+    }
+
+    /// Returns the history's event at (revision, key).
+    fn find(&self, rev: i64, key: &[u8]) -> Option<&Arc<Event>> {
+        self.events_at(rev).iter().find(|e| e.kv.key == key)
+    }
+}
+
+/// Checks one event against the key's previous state (IsCreate, version, DELETE shape).
+fn check_transition(e: &Event, prev: Option<&KeyValue>) -> Result<(), String> {
+    let rev = e.kv.mod_revision;
+    let key = show(&e.kv.key);
+    match (e.kind, prev) {
+        (EventKind::Put, None) => {
+            if e.kv.create_revision != rev || e.kv.version != 1 {
+                return Err(format!(
+                    "PUT {key}@{rev} of an absent key is not a create (create_revision {}, version {})",
+                    e.kv.create_revision, e.kv.version
+                ));
+            }
+        }
+        (EventKind::Put, Some(p)) => {
+            if e.kv.create_revision == rev {
+                return Err(format!("PUT {key}@{rev} claims to create a key that exists since {}", p.create_revision));
+            }
+            if e.kv.create_revision != p.create_revision || e.kv.version != p.version + 1 {
+                return Err(format!(
+                    "PUT {key}@{rev}: create_revision {} version {} do not follow the previous state \
+                     (create_revision {} version {})",
+                    e.kv.create_revision, e.kv.version, p.create_revision, p.version
+                ));
+            }
+        }
+        (EventKind::Delete, None) => return Err(format!("DELETE {key}@{rev} of an absent key")),
+        (EventKind::Delete, Some(_)) => {
+            let kv = &e.kv;
+            if kv.create_revision != 0 || kv.version != 0 || !kv.value.is_empty() || kv.lease != 0 {
+                return Err(format!("DELETE {key}@{rev} carries more than key and mod_revision: {kv:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a watcher's life on the stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Still live when the recording ends.
+    Active,
+    /// The create failed (`created` + `canceled`, id -1); the reason.
+    CreateFailed(String),
+    /// A cancel acknowledgement without a reason (the client cancelled).
+    Canceled,
+    /// A compaction notice at this compact revision.
+    Compacted(i64),
+    /// A server-side cancel with this reason (slow consumer).
+    ServerCanceled(String),
+}
+
+/// What the checker saw of one watcher.
+#[derive(Debug, Clone)]
+pub struct WatcherReport {
+    /// Its id (-1 for a failed create).
+    pub id: i64,
+    /// Its create request.
+    pub create: WatchCreate,
+    /// The `created` response's header revision.
+    pub created_revision: i64,
+    /// The first revision it is owed: `start_revision`, or created revision + 1 for start 0.
+    pub first_expected: i64,
+    /// Events received.
+    pub events: usize,
+    /// Revision of the last event received (0: none).
+    pub last_event: i64,
+    /// Revision of the last progress notification that applied to it (0: none).
+    pub last_progress: i64,
+    /// How it ended.
+    pub end: End,
+}
+
+impl WatcherReport {
+    /// Returns the last revision the watcher is known to be complete up to.
+    #[must_use]
+    pub fn last_observed(&self) -> i64 {
+        self.last_event.max(self.last_progress)
+    }
+}
+
+/// A live watcher during the walk.
+struct Live {
+    report: WatcherReport,
+    range: KeyRange,
+    /// Matching history events from `first_expected` on (range and filters applied).
+    expected: Vec<Arc<Event>>,
+    /// Next index into `expected`.
+    cursor: usize,
+    /// (revision, key) received.
+    seen: HashSet<(i64, Vec<u8>)>,
+    /// Last event revision of the previous whole (reassembled) response; 0 = none yet.
+    prev_response_last: i64,
+    /// The previous piece had `fragment = true`: this response continues it.
+    in_fragment: bool,
+}
+
+impl Live {
+    fn new(history: &History, id: i64, create: WatchCreate, created_revision: i64) -> Self {
+        let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
+        let range = KeyRange::from_wire(key, &create.range_end);
+        let first_expected = if create.start_revision == 0 { created_revision + 1 } else { create.start_revision };
+        let expected = history
+            .events
+            .iter()
+            .filter(|e| e.kv.mod_revision >= first_expected && range.contains(&e.kv.key) && create.filters.accepts(e))
+            .cloned()
+            .collect();
+        Self {
+            report: WatcherReport {
+                id,
+                create,
+                created_revision,
+                first_expected,
+                events: 0,
+                last_event: 0,
+                last_progress: 0,
+                end: End::Active,
+            },
+            range,
+            expected,
+            cursor: 0,
+            seen: HashSet::new(),
+            prev_response_last: 0,
+            in_fragment: false,
+        }
+    }
+
+    /// Reliable (+ Bookmarkable): every expected event up to `rev` has been received.
+    fn complete_up_to(&self, rev: i64, why: &str) -> Result<(), String> {
+        match self.expected.get(self.cursor) {
+            Some(missing) if missing.kv.mod_revision <= rev => Err(format!(
+                "Reliable: {why} {rev}, but the event {} was never delivered (received {} events, last at {})",
+                show_event(missing),
+                self.report.events,
+                self.report.last_event
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn progress(&mut self, rev: i64) -> Result<(), String> {
+        if self.in_fragment {
+            return Err(format!("Atomic: progress {rev} in the middle of a fragmented response"));
+        }
+        if rev < self.report.last_progress {
+            return Err(format!("Bookmarkable: progress revision went back from {} to {rev}", self.report.last_progress));
+        }
+        if rev < self.report.last_event {
+            return Err(format!("Bookmarkable: progress {rev} is below the last event revision {}", self.report.last_event));
+        }
+        self.complete_up_to(rev, "Bookmarkable: progress notification at")?;
+        self.report.last_progress = rev;
+        Ok(())
+    }
+
+    fn events(&mut self, history: &History, r: &WatchResponse) -> Result<(), String> {
+        let create = &self.report.create;
+        if r.prev_kv != create.prev_kv {
+            return Err(format!("PrevKV: response prev_kv flag is {} but the watcher asked {}", r.prev_kv, create.prev_kv));
+        }
+        if r.fragment && !create.fragment {
+            return Err("fragment piece for a watcher that did not ask for fragments".into());
+        }
+        let first = r.events[0].kv.mod_revision;
+        let last = r.events.iter().map(|e| e.kv.mod_revision).max().unwrap_or(first);
+        if r.revision < last {
+            return Err(format!("header revision {} is below the response's last event revision {last}", r.revision));
+        }
+        if !self.in_fragment && self.prev_response_last != 0 && first == self.prev_response_last {
+            return Err(format!(
+                "Atomic: revision {first} split across responses (previous response ended at it, this one starts at it)"
+            ));
+        }
+        for e in &r.events {
+            self.event(history, e)?;
+        }
+        self.in_fragment = r.fragment;
+        self.prev_response_last = last;
+        Ok(())
+    }
+
+    fn event(&mut self, history: &History, e: &Arc<Event>) -> Result<(), String> {
+        let rev = e.kv.mod_revision;
+        let what = show_event(e);
+        if !self.range.contains(&e.kv.key) {
+            return Err(format!("event {what} is outside the watched range {:?}", self.range));
+        }
+        let filters = self.report.create.filters;
+        if filters.no_put && e.kind == EventKind::Put {
+            return Err(format!("Filter: PUT event {what} for a NOPUT watcher"));
+        }
+        if filters.no_delete && e.kind == EventKind::Delete {
+            return Err(format!("Filter: DELETE event {what} for a NODELETE watcher"));
+        }
+        if rev < self.report.last_event {
+            return Err(format!("Ordered: event {what} after an event at revision {}", self.report.last_event));
+        }
+        if !self.seen.insert((rev, e.kv.key.clone())) {
+            return Err(format!("Unique: event {what} delivered twice"));
+        }
+        if self.report.last_progress != 0 && rev <= self.report.last_progress {
+            return Err(format!("Bookmarkable: event {what} after a progress notification at {}", self.report.last_progress));
+        }
+        if rev < self.report.first_expected {
+            return Err(format!(
+                "event {what} is before the watcher's first revision {} (start_revision {})",
+                self.report.first_expected, self.report.create.start_revision
+            ));
+        }
+        // Content: the event is the history's event at (rev, key).
+        let Some(h) = history.find(rev, &e.kv.key) else {
+            return Err(format!("event {what} is not in the history (history ends at {})", history.last_revision()));
+        };
+        if h.kind != e.kind || h.kv != e.kv {
+            return Err(format!("event {what} differs from the history: got {:?}, history has {:?}", e.kv, h.kv));
+        }
+        // IsCreate: a PUT is a create iff the key was absent at rev - 1.
+        let before = history.state_before(&e.kv.key, rev);
+        check_transition(e, before).map_err(|m| format!("IsCreate: {m}"))?;
+        // PrevKV: when present, the key's state at rev - 1; creates never carry one.
+        if self.report.create.prev_kv {
+            if let Some(p) = &e.prev_kv {
+                if e.is_create() {
+                    return Err(format!("PrevKV: create event {what} carries prev_kv {p:?}"));
+                }
+                if before != Some(p) {
+                    return Err(format!("PrevKV: event {what} has prev_kv {p:?}, the state at {} was {before:?}", rev - 1));
+                }
+            }
+        }
+        // Resumable + Reliable: it is exactly the next expected event.
+        match self.expected.get(self.cursor) {
+            Some(next) if Arc::ptr_eq(next, h) => {}
+            Some(next) if self.cursor == 0 && self.report.create.start_revision != 0 => {
+                return Err(format!(
+                    "Resumable: watch from {} delivered {what} first, but the first matching event is {}",
+                    self.report.create.start_revision,
+                    show_event(next)
+                ));
+            }
+            Some(next) => {
+                return Err(format!(
+                    "Reliable: event {what} delivered while {} is missing (received {} events before it)",
+                    show_event(next),
+                    self.report.events
+                ));
+            }
+            None => return Err(format!("event {what} is not owed to this watcher")),
+        }
+        self.cursor += 1;
+        self.report.events += 1;
+        self.report.last_event = rev;
+        Ok(())
+    }
+
+    /// Ends the watcher with `end`; checks it got everything up to what it observed.
+    fn finish(mut self, end: End) -> Result<WatcherReport, String> {
+        self.complete_up_to(self.report.last_observed(), "the watcher observed revision")?;
+        self.report.end = end;
+        Ok(self.report)
+    }
+}
+
+/// Checks one stream's `responses` against `history`. `creates` are the create requests sent
+/// on the stream, in order; the n-th `created` response (successful or failed) answers the n-th.
+/// Returns a report per create, in order.
+///
+/// # Errors
+/// The first broken guarantee, naming the watcher, the response index and the guarantee.
+pub fn check_stream(history: &History, creates: &[WatchCreate], responses: &[WatchResponse]) -> Result<Vec<WatcherReport>, String> {
+    let mut creates = creates.iter().cloned().enumerate();
+    let mut reports: Vec<(usize, WatcherReport)> = Vec::new();
+    // id -> (create index, watcher)
+    let mut live: BTreeMap<i64, (usize, Live)> = BTreeMap::new();
+    let at = |i: usize, id: i64, m: String| format!("response {i} (watch id {id}): {m}\n{}", context(responses, i, id));
+
+    for (i, r) in responses.iter().enumerate() {
+        if r.created {
+            let Some((n, create)) = creates.next() else {
+                return Err(at(i, r.watch_id, "a created response without a create request".into()));
+            };
+            if r.canceled {
+                if r.watch_id != INVALID_WATCH_ID {
+                    return Err(at(i, r.watch_id, "a failed create must carry watch id -1".into()));
+                }
+                let end = End::CreateFailed(r.cancel_reason.clone());
+                let report = WatcherReport {
+                    id: INVALID_WATCH_ID,
+                    create,
+                    created_revision: r.revision,
+                    first_expected: 0,
+                    events: 0,
+                    last_event: 0,
+                    last_progress: 0,
+                    end,
+                };
+                reports.push((n, report));
+                continue;
+            }
+            if !r.events.is_empty() || r.watch_id < 0 {
+                return Err(at(i, r.watch_id, "a created response with events or a negative id".into()));
+            }
+            if live.contains_key(&r.watch_id) {
+                return Err(at(i, r.watch_id, "created for an id that is still live".into()));
+            }
+            if create.watch_id != 0 && create.watch_id != r.watch_id {
+                return Err(at(i, r.watch_id, format!("created answers a create that asked for id {}", create.watch_id)));
+            }
+            live.insert(r.watch_id, (n, Live::new(history, r.watch_id, create, r.revision)));
+            continue;
+        }
+        if r.watch_id == INVALID_WATCH_ID {
+            if !r.is_progress_notify() {
+                return Err(at(i, r.watch_id, format!("a response with id -1 that is not a progress notification: {r:?}")));
+            }
+            if r.revision > history.last_revision() {
+                return Err(at(i, r.watch_id, format!("progress {} is past the history's end {}", r.revision, history.last_revision())));
+            }
+            if live.is_empty() {
+                return Err(at(i, r.watch_id, "a stream-wide progress notification on a stream with no watchers".into()));
+            }
+            for (id, (_, w)) in &mut live {
+                w.progress(r.revision).map_err(|m| at(i, *id, format!("stream-wide progress: {m}")))?;
+            }
+            continue;
+        }
+        let Some((_, w)) = live.get_mut(&r.watch_id) else {
+            return Err(at(i, r.watch_id, "a response for an id that is not live (never created, cancelled or ended)".into()));
+        };
+        if r.canceled {
+            if !r.events.is_empty() {
+                return Err(at(i, r.watch_id, "a cancel with events".into()));
+            }
+            if w.in_fragment {
+                return Err(at(i, r.watch_id, "Atomic: cancel in the middle of a fragmented response".into()));
+            }
+            let end = if r.compact_revision != 0 {
+                // Deserved only if the watcher still needed a revision below the compact
+                // revision: it needs at least max(first expected, last observed + 1).
+                let needs = w.report.first_expected.max(w.report.last_observed() + 1);
+                if needs >= r.compact_revision {
+                    return Err(at(
+                        i,
+                        r.watch_id,
+                        format!("compaction notice at {} but the watcher only needed revisions from {needs}", r.compact_revision),
+                    ));
+                }
+                End::Compacted(r.compact_revision)
+            } else if r.cancel_reason.is_empty() {
+                End::Canceled
+            } else {
+                End::ServerCanceled(r.cancel_reason.clone())
+            };
+            let (n, w) = live.remove(&r.watch_id).expect("live");
+            reports.push((n, w.finish(end).map_err(|m| at(i, r.watch_id, m))?));
+            continue;
+        }
+        if r.compact_revision != 0 {
+            return Err(at(i, r.watch_id, "compact_revision set on a response that is not a cancel".into()));
+        }
+        if r.events.is_empty() {
+            if !r.is_progress_notify() {
+                return Err(at(i, r.watch_id, format!("an empty response that is not a progress notification: {r:?}")));
+            }
+            if r.revision > history.last_revision() {
+                return Err(at(i, r.watch_id, format!("progress {} is past the history's end {}", r.revision, history.last_revision())));
+            }
+            if !w.report.create.progress_notify {
+                return Err(at(i, r.watch_id, "a periodic progress notification for a watcher without progress_notify".into()));
+            }
+            w.progress(r.revision).map_err(|m| at(i, r.watch_id, m))?;
+            continue;
+        }
+        w.events(history, r).map_err(|m| at(i, r.watch_id, m))?;
+    }
+    for (id, (n, w)) in live {
+        let report = w.finish(End::Active).map_err(|m| format!("watch id {id} at the end of the stream: {m}"))?;
+        reports.push((n, report));
+    }
+    // Creates not answered yet (still in flight when the recording was taken) have no report.
+    reports.sort_by_key(|(n, _)| *n);
+    Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// [`check_stream`], panicking with the broken guarantee.
+#[track_caller]
+pub fn assert_stream_ok(history: &History, creates: &[WatchCreate], responses: &[WatchResponse]) -> Vec<WatcherReport> {
+    match check_stream(history, creates, responses) {
+        Ok(reports) => reports,
+        Err(e) => panic!("watch guarantee broken: {e}"),
+    }
+}
+
+/// A few responses of `id` around index `i`, one line each, for failure messages.
+fn context(responses: &[WatchResponse], i: usize, id: i64) -> String {
+    let mut out = String::new();
+    let mine: Vec<usize> =
+        (0..responses.len()).filter(|&j| responses[j].watch_id == id || responses[j].watch_id == INVALID_WATCH_ID).collect();
+    let pos = mine.partition_point(|&j| j < i);
+    for &j in &mine[pos.saturating_sub(8)..(pos + 3).min(mine.len())] {
+        let _ = writeln!(out, "  {}{j}: {}", if j == i { "> " } else { "  " }, show_response(&responses[j]));
+    }
+    out
+}
+
+/// One response on one line.
+#[must_use]
+pub fn show_response(r: &WatchResponse) -> String {
+    let mut s = format!("id {} rev {}", r.watch_id, r.revision);
+    if r.created {
+        s.push_str(" created");
+    }
+    if r.canceled {
+        s.push_str(" canceled");
+    }
+    if r.compact_revision != 0 {
+        let _ = write!(s, " compact_revision {}", r.compact_revision);
+    }
+    if !r.cancel_reason.is_empty() {
+        let _ = write!(s, " reason {:?}", r.cancel_reason);
+    }
+    if r.fragment {
+        s.push_str(" fragment");
+    }
+    if r.is_progress_notify() {
+        s.push_str(" progress");
+    }
+    if !r.events.is_empty() {
+        let evs: Vec<String> = r.events.iter().map(|e| show_event(e)).collect();
+        let _ = write!(s, " [{}]", evs.join(", "));
+    }
+    s
+}
+
+fn show_event(e: &Event) -> String {
+    let kind = match e.kind {
+        EventKind::Put => "PUT",
+        EventKind::Delete => "DEL",
+    };
+    format!("{kind} {}@{}", show(&e.kv.key), e.kv.mod_revision)
+}
+
+fn show(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
