@@ -323,7 +323,9 @@ fn store_benches(c: &mut Criterion) {
         (store, took)
     };
     g.throughput(Throughput::Elements(N));
-    g.sampling_mode(SamplingMode::Flat);
+    // One open per sample (~10 opens): flat sampling, and a target time that fits them.
+    g.sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(30));
     g.bench_function("open_1m", |b| {
         let (_, config) = state.get_or_insert_with(|| {
             let dir = tempfile::tempdir().expect("tempdir");

@@ -185,6 +185,7 @@ impl KeyIndex {
     /// revision whose row must survive (etcd `keyIndex.compact`, spec §2.1).
     pub fn compact(&mut self, at_rev: i64, keep: &mut impl Extend<Revision>) {
         let (gen_idx, rev_idx) = self.compaction_point(at_rev);
+        keep.extend(self.reborn_at(gen_idx, at_rev));
         if let Some(rev_idx) = rev_idx {
             let g = &mut self.generations[gen_idx];
             keep.extend(std::iter::once(g.revs[rev_idx]));
@@ -197,9 +198,20 @@ impl KeyIndex {
     /// `keyIndex.keep`).
     pub fn keep(&self, at_rev: i64, keep: &mut impl Extend<Revision>) {
         let (gen_idx, rev_idx) = self.compaction_point(at_rev);
+        keep.extend(self.reborn_at(gen_idx, at_rev));
         if let Some(rev_idx) = rev_idx {
             keep.extend(std::iter::once(self.generations[gen_idx].revs[rev_idx]));
         }
+    }
+
+    /// Returns the revisions `<= at_rev` of the generations after `gen_idx`. There are some only
+    /// when a txn of the MVCC layer ([`crate::KvStore::mvcc_txn`]) deleted and re-created the
+    /// key within revision `at_rev`: the generation closed by that tombstone is the compaction
+    /// point, but the later one holds the key's state at `at_rev`, and the index keeps pointing
+    /// at those rows, so they must survive.
+    fn reborn_at(&self, gen_idx: usize, at_rev: i64) -> impl Iterator<Item = Revision> + '_ {
+        let later = self.generations.get(gen_idx + 1..).unwrap_or(&[]);
+        later.iter().flat_map(|g| g.revs.iter().copied()).filter(move |r| r.main <= at_rev)
     }
 
     /// Finds the first generation whose tombstone is `>= at_rev` (or the last one), and in it the

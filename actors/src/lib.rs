@@ -16,8 +16,10 @@
 //! - [`victim_actor`]: victims and their retry loop.
 //! - [`stream_actor`]: one per client stream: ids, mailbox, delivery through a [`sink::WatchSink`].
 //! - [`system`]: `start(config) -> Handle`, the embedder's typed async API; start and shutdown order.
+//! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
 #![deny(missing_docs)]
 
+pub mod gateway;
 pub mod sink;
 pub mod store_actor;
 pub mod stream_actor;

@@ -16,7 +16,7 @@ use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::{Error, Event, KvStore, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, WriteRequest, WriteResponse};
 
-use crate::stream_actor::{Deliver, Delivery};
+use crate::stream_actor::{CloseStream, Deliver, Delivery};
 use crate::syncer_actor::{AddUnsynced, SyncerActor};
 use crate::victim_actor::{ParkVictims, Victim, VictimActor};
 use crate::{filtered_events, ActorsConfig};
@@ -165,7 +165,14 @@ pub struct RegisterStream {
     pub stream: StreamId,
     /// Its mailbox.
     pub deliver: Recipient<Deliver>,
+    /// Where to tell it to close on shutdown.
+    pub close: Recipient<CloseStream>,
 }
+
+/// Returns the bytes the store occupies on disk.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64>")]
+pub struct DbSize;
 
 /// Forgets a closed stream and all its watchers (forwarded like [`RegisterStream`]).
 #[derive(Debug, Message, Clone)]
@@ -248,6 +255,8 @@ pub struct StoreActor {
     config: Arc<ActorsConfig>,
     synced: WatcherGroup,
     streams: HashMap<StreamId, Recipient<Deliver>>,
+    /// How to close each stream on shutdown.
+    closers: HashMap<StreamId, Recipient<CloseStream>>,
     /// The last revisions' events, oldest first, for replaying to promoted watchers.
     ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
     pending: Vec<Pending>,
@@ -275,6 +284,7 @@ impl StoreActor {
             config,
             synced: WatcherGroup::new(),
             streams: HashMap::new(),
+            closers: HashMap::new(),
             ring: VecDeque::new(),
             pending: Vec::new(),
             flush_scheduled: false,
@@ -582,6 +592,12 @@ impl Handler<RegisterStream> for StoreActor {
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
         self.syncer.do_send(msg.clone());
         self.victims.do_send(msg.clone());
+        if self.store.is_none() {
+            // Shut down: the stream ends at once.
+            msg.close.do_send(CloseStream);
+            return;
+        }
+        self.closers.insert(msg.stream, msg.close);
         self.streams.insert(msg.stream, msg.deliver);
     }
 }
@@ -594,6 +610,7 @@ impl Handler<UnregisterStream> for StoreActor {
             self.synced.remove(key);
         }
         self.streams.remove(&msg.stream);
+        self.closers.remove(&msg.stream);
         self.syncer.do_send(msg.clone());
         self.victims.do_send(msg);
     }
@@ -675,7 +692,19 @@ impl Handler<Shutdown> for StoreActor {
         };
         // Dropping the store stops the compactor between batches and closes the database.
         self.store = None;
+        // Every stream ends cleanly: its client sees the end of the response.
+        for (_, close) in self.closers.drain() {
+            close.do_send(CloseStream);
+        }
         result
+    }
+}
+
+impl Handler<DbSize> for StoreActor {
+    type Result = Result<u64>;
+
+    fn handle(&mut self, _: DbSize, _: &mut Self::Context) -> Self::Result {
+        self.store()?.disk_space()
     }
 }
 

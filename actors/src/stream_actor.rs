@@ -194,7 +194,8 @@ impl Actor for StreamActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
-        self.store.do_send(RegisterStream { stream: self.id, deliver: ctx.address().recipient() });
+        let addr = ctx.address();
+        self.store.do_send(RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() });
         if !self.config.manual_ticks {
             // etcd: one interval per stream with jitter in [0, interval/10).
             let base = self.config.watch.progress_notify_interval;

@@ -18,7 +18,7 @@ use watchkv::{
 
 use crate::sink::WatchSink;
 use crate::store_actor::{
-    Compact, Counters, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor, StoreStats, Write,
+    Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor, StoreStats, Write,
 };
 use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
 use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
@@ -311,6 +311,14 @@ impl Handle {
         let stream = self.watch_stream();
         stream.create(create);
         stream
+    }
+
+    /// Returns the bytes the store occupies on disk.
+    ///
+    /// # Errors
+    /// `Stopped`, or an I/O error.
+    pub async fn db_size(&self) -> Result<u64> {
+        self.inner.store.send(DbSize).await.map_err(stopped)?
     }
 
     /// Returns every actor's state.

@@ -285,7 +285,7 @@ impl Live {
     fn complete_up_to(&self, rev: i64, why: &str) -> Result<(), String> {
         match self.expected.get(self.cursor) {
             Some(missing) if missing.kv.mod_revision <= rev => Err(format!(
-                "Reliable: {why} {rev}, but the event {} was never delivered (received {} events, last at {})",
+                "{why} {rev}, but the event {} was never delivered (received {} events, last at {})",
                 show_event(missing),
                 self.report.events,
                 self.report.last_event
@@ -411,7 +411,7 @@ impl Live {
 
     /// Ends the watcher with `end`; checks it got everything up to what it observed.
     fn finish(mut self, end: End) -> Result<WatcherReport, String> {
-        self.complete_up_to(self.report.last_observed(), "the watcher observed revision")?;
+        self.complete_up_to(self.report.last_observed(), "Reliable: the watcher observed revision")?;
         self.report.end = end;
         Ok(self.report)
     }

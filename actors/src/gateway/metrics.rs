@@ -1,0 +1,55 @@
+//! Owns `GET /metrics`: the runtime's stats in Prometheus text format, read from every actor at
+//! scrape time (watchers per group, victims, events sent, slow-watcher cancels, write latency).
+
+use actix_web::{web, HttpResponse};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Gateway;
+
+/// Renders the metrics.
+pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
+    let stats = match gw.handle.stats().await {
+        Ok(s) => s,
+        Err(e) => return HttpResponse::ServiceUnavailable().body(e.to_string()),
+    };
+    let mut registry = Registry::with_prefix("watchkv");
+    let watchers = Family::<Vec<(String, String)>, Gauge>::default();
+    for (group, n) in [("synced", stats.store.synced), ("unsynced", stats.syncer.unsynced), ("victim", stats.victims.victims)] {
+        watchers.get_or_create(&vec![("group".to_string(), group.to_string())]).set(n as i64);
+    }
+    registry.register("watchers", "Watchers per group", watchers);
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    registry.register("streams", "Open watch streams", gauge(stats.store.streams as i64));
+    registry.register("victim_parked_bytes", "Bytes of events parked for victims", gauge(stats.victims.parked_bytes as i64));
+    registry.register("current_revision", "Current store revision", gauge(stats.store.current_rev));
+    registry.register("compact_revision", "Compact revision", gauge(stats.store.compact_rev));
+    registry.register("keys", "Keys in the index", gauge(stats.store.indexed_keys as i64));
+    registry.register("leases", "Granted leases", gauge(stats.store.leases as i64));
+    registry.register("events_sent", "Events delivered to stream mailboxes", counter(stats.events_sent));
+    registry.register("responses_sent", "Responses delivered to stream mailboxes", counter(stats.responses_sent));
+    registry.register("slow_watcher_cancels", "Watchers cancelled by the slow-consumer policy", counter(stats.slow_cancels));
+    registry.register("write_batches", "Write batches committed (group commits)", counter(stats.write_batches));
+    registry.register(
+        "write_batch_microseconds",
+        "Time spent committing write batches, in microseconds (divide by write_batches for the mean)",
+        counter(stats.write_micros),
+    );
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &registry) {
+        return HttpResponse::InternalServerError().body(e.to_string());
+    }
+    HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(out)
+}

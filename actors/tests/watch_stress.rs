@@ -1,0 +1,858 @@
+//! Randomized stress of the watch runtime, checked with the watch-guarantee checker
+//! (`common::checker`, etcd's `tests/robustness/validate/watch.go`).
+//!
+//! A system with tiny stream mailboxes and short periods; many streams with several watchers
+//! each (single keys, prefixes, from-key, start revisions 0 / historical / compacted / future,
+//! prev_kv, filters, fragments, periodic progress); readers that stop reading at random;
+//! concurrent writers (puts, deletes, txns) on a small key set; compactions; leases attached
+//! and expired; cancels, re-used ids, progress requests and stream closes. The run is bounded
+//! by operation counts, not wall time. At the end every reader resumes, everything drains, each
+//! live stream is fenced with a stream-wide progress at the final revision, and the checker runs
+//! on every stream (closed ones too) against the history a never-slow watcher on all keys
+//! recorded. That history is itself checked against what the writers were told and against a
+//! final read.
+//!
+//! The seed is printed; rerun one with `WATCH_STRESS_SEED=<seed>`.
+
+mod common;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::checker::{self, End, History};
+use common::{wait_stats, Recorded, TestSystem, DEADLINE};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
+use watchkv::watch::watcher::Filters;
+use watchkv::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp, ResponseOp,
+    TxnRequest,
+};
+use watchkv_actors::store_actor::LeaseTick;
+use watchkv_actors::stream_actor::{CancelWatch, CloseStream, CreateWatch, GetStreamStats, RequestStreamProgress, WatchCreate};
+use watchkv_actors::{Handle, SlowConsumerPolicy};
+
+/// Keys the writers touch.
+const KEYS: &[&str] = &["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "c", "d/0", "d/1"];
+/// Keys the lease task attaches to leases (besides some of `KEYS`).
+const LEASE_KEYS: &[&str] = &["l/0", "l/1", "l/2"];
+/// Streams kept open (closed ones are replaced).
+const STREAMS: usize = 20;
+/// Concurrent writer tasks and the writes each makes.
+const WRITERS: usize = 4;
+const WRITES_PER_WRITER: u64 = 150;
+/// Watch operations (create, cancel, progress, pause, resume, close).
+const DRIVER_OPS: u64 = 400;
+/// Compactions and lease operations.
+const MAINT_OPS: u64 = 40;
+/// Most streams closed (and replaced) during a run.
+const MAX_CLOSES: usize = 6;
+
+// ------------------------------------------------------------------------------------------
+// The checker rejects broken streams and accepts a good one.
+// ------------------------------------------------------------------------------------------
+
+mod checker_self_test {
+    use std::sync::Arc;
+
+    use super::checker::{check_stream, End, History};
+    use watchkv::watch::response::WatchResponse;
+    use watchkv::watch::watcher::Filters;
+    use watchkv::{Event, EventKind, KeyRange, KeyValue};
+    use watchkv_actors::stream_actor::WatchCreate;
+
+    /// Builds a consistent history: each inner slice is one revision (from 2) of
+    /// (key, Some(value)) puts and (key, None) deletes.
+    fn history(revs: &[&[(&str, Option<&str>)]]) -> Vec<Arc<Event>> {
+        let mut state: std::collections::HashMap<String, KeyValue> = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (i, changes) in revs.iter().enumerate() {
+            let rev = i as i64 + 2;
+            for (key, value) in changes.iter() {
+                let prev = state.get(*key).cloned();
+                let event = match value {
+                    Some(v) => {
+                        let kv = KeyValue {
+                            key: key.as_bytes().to_vec(),
+                            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                            mod_revision: rev,
+                            version: prev.as_ref().map_or(1, |p| p.version + 1),
+                            value: v.as_bytes().to_vec(),
+                            lease: 0,
+                        };
+                        state.insert(key.to_string(), kv.clone());
+                        Event { kind: EventKind::Put, kv, prev_kv: prev }
+                    }
+                    None => {
+                        state.remove(*key);
+                        let kv = KeyValue { key: key.as_bytes().to_vec(), mod_revision: rev, ..KeyValue::default() };
+                        Event { kind: EventKind::Delete, kv, prev_kv: prev }
+                    }
+                };
+                out.push(Arc::new(event));
+            }
+        }
+        out
+    }
+
+    /// rev 2: a=1 b=1 | 3: a=2 | 4: c=1 | 5: del a, b=2 | 6: a=3
+    fn sample() -> (Vec<Arc<Event>>, History) {
+        let evs = history(&[
+            &[("a", Some("1")), ("b", Some("1"))],
+            &[("a", Some("2"))],
+            &[("c", Some("1"))],
+            &[("a", None), ("b", Some("2"))],
+            &[("a", Some("3"))],
+        ]);
+        let h = History::from_events(evs.clone()).expect("valid history");
+        (evs, h)
+    }
+
+    fn at(evs: &[Arc<Event>], rev: i64, key: &str) -> Arc<Event> {
+        evs.iter().find(|e| e.kv.mod_revision == rev && e.kv.key == key.as_bytes()).cloned().expect("event")
+    }
+
+    fn events(id: i64, header: i64, evs: Vec<Arc<Event>>) -> WatchResponse {
+        WatchResponse::events(id, header, evs, false)
+    }
+
+    /// A watcher on [a, c) from revision 2.
+    fn ab_from_2() -> WatchCreate {
+        WatchCreate::new(&KeyRange::interval("a", "c"), 2)
+    }
+
+    fn good_stream(evs: &[Arc<Event>]) -> Vec<WatchResponse> {
+        vec![
+            WatchResponse::created(0, 6),
+            events(0, 6, vec![at(evs, 2, "a"), at(evs, 2, "b"), at(evs, 3, "a")]),
+            events(0, 6, vec![at(evs, 5, "a"), at(evs, 5, "b")]),
+            WatchResponse::progress(-1, 5),
+            events(0, 6, vec![at(evs, 6, "a")]),
+            WatchResponse::progress(-1, 6),
+        ]
+    }
+
+    fn rejects(why: &str, creates: &[WatchCreate], stream: &[WatchResponse], want: &str) {
+        let (_, h) = sample();
+        match check_stream(&h, creates, stream) {
+            Ok(r) => panic!("{why}: accepted ({r:?})"),
+            Err(e) => assert!(e.contains(want), "{why}: rejected for the wrong reason: {e}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_stream() {
+        let (evs, h) = sample();
+        let reports = check_stream(&h, &[ab_from_2()], &good_stream(&evs)).expect("good stream");
+        assert_eq!(reports.len(), 1);
+        assert_eq!((reports[0].events, reports[0].last_observed(), reports[0].end.clone()), (6, 6, End::Active));
+
+        // Filters, prev_kv, fragments, a compaction notice and a cancel are fine too.
+        let mut noput = WatchCreate::new(&KeyRange::single("a"), 3);
+        noput.filters = Filters { no_put: true, no_delete: false };
+        noput.prev_kv = true;
+        let mut frag = WatchCreate::new(&KeyRange::all(), 0);
+        frag.fragment = true;
+        let mut piece = events(2, 2, vec![at(&evs, 2, "a")]);
+        piece.fragment = true;
+        let stream = vec![
+            WatchResponse::created(0, 6),
+            WatchResponse::created(1, 6),
+            WatchResponse::created(2, 1),
+            piece,
+            events(2, 2, vec![at(&evs, 2, "b")]),
+            WatchResponse::events(0, 6, vec![at(&evs, 5, "a")], true),
+            WatchResponse::compacted(1, 4),
+            WatchResponse::canceled(2, 6, ""),
+            WatchResponse::canceled(0, 6, ""),
+        ];
+        let creates = [noput, WatchCreate::new(&KeyRange::single("c"), 2), frag];
+        let reports = check_stream(&h, &creates, &stream).expect("good stream");
+        let ends: Vec<End> = reports.iter().map(|r| r.end.clone()).collect();
+        assert_eq!(ends, vec![End::Canceled, End::Compacted(4), End::Canceled]);
+    }
+
+    #[test]
+    fn rejects_a_gap() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s[1] = events(0, 6, vec![at(&evs, 2, "a"), at(&evs, 2, "b")]); // 3/a missing
+        rejects("gap", &[ab_from_2()], &s, "Reliable");
+    }
+
+    #[test]
+    fn rejects_a_gap_at_the_end_seen_through_progress() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s.remove(4); // 6/a never arrives, then progress 6
+        rejects("gap before progress", &[ab_from_2()], &s, "Reliable");
+    }
+
+    #[test]
+    fn rejects_a_duplicate() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s[2] = events(0, 6, vec![at(&evs, 5, "a"), at(&evs, 5, "b"), at(&evs, 5, "b")]);
+        rejects("duplicate", &[ab_from_2()], &s, "Unique");
+    }
+
+    #[test]
+    fn rejects_out_of_order() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s.insert(3, events(0, 6, vec![at(&evs, 3, "a")]));
+        rejects("out of order", &[ab_from_2()], &s, "Ordered");
+    }
+
+    #[test]
+    fn rejects_a_split_revision() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s[2] = events(0, 5, vec![at(&evs, 5, "a")]);
+        s.insert(3, events(0, 5, vec![at(&evs, 5, "b")]));
+        rejects("split", &[ab_from_2()], &s, "Atomic");
+    }
+
+    #[test]
+    fn rejects_progress_overtaking_events() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        // Progress 6 arrives before the event of 6.
+        s.swap(4, 5);
+        rejects("progress first", &[ab_from_2()], &s, "Bookmarkable");
+        // A progress that goes back.
+        let mut s = good_stream(&evs);
+        s.push(WatchResponse::progress(-1, 5));
+        rejects("progress back", &[ab_from_2()], &s, "Bookmarkable");
+    }
+
+    #[test]
+    fn rejects_a_wrong_first_event() {
+        let (evs, _) = sample();
+        let mut s = good_stream(&evs);
+        s[1] = events(0, 6, vec![at(&evs, 3, "a")]); // resumed at 3, not 2
+        rejects("resume", &[ab_from_2()], &s, "Resumable");
+    }
+
+    #[test]
+    fn rejects_filter_prev_kv_and_create_violations() {
+        let (evs, _) = sample();
+        let mut noput = WatchCreate::new(&KeyRange::single("a"), 2);
+        noput.filters = Filters { no_put: true, no_delete: false };
+        let s = vec![WatchResponse::created(0, 6), events(0, 6, vec![at(&evs, 2, "a")])];
+        rejects("noput", &[noput], &s, "Filter");
+
+        // prev_kv flag without asking.
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::events(0, 6, vec![at(&evs, 3, "a")], true)];
+        rejects("prev_kv flag", &[WatchCreate::new(&KeyRange::single("a"), 3)], &s, "PrevKV");
+
+        // A wrong prev_kv.
+        let mut wrong = (*at(&evs, 3, "a")).clone();
+        wrong.prev_kv.as_mut().expect("prev").value = b"zzz".to_vec();
+        let mut with_prev = WatchCreate::new(&KeyRange::single("a"), 3);
+        with_prev.prev_kv = true;
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::events(0, 6, vec![Arc::new(wrong)], true)];
+        rejects("prev_kv value", &[with_prev], &s, "PrevKV");
+
+        // A PUT of an existing key dressed as a create.
+        let mut fake = (*at(&evs, 3, "a")).clone();
+        fake.kv.create_revision = 3;
+        fake.kv.version = 1;
+        let s = vec![WatchResponse::created(0, 6), events(0, 6, vec![Arc::new(fake)])];
+        rejects("is create", &[WatchCreate::new(&KeyRange::single("a"), 3)], &s, "differs from the history");
+        let bad = History::from_events(history(&[&[("a", Some("1"))], &[("a", None)], &[("a", None)]]));
+        assert!(bad.is_err_and(|e| e.contains("absent")), "a history deleting an absent key");
+    }
+
+    #[test]
+    fn rejects_events_after_cancel_and_undeserved_compaction() {
+        let (evs, _) = sample();
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::canceled(0, 6, ""), events(0, 6, vec![at(&evs, 6, "a")])];
+        rejects("after cancel", &[WatchCreate::new(&KeyRange::single("a"), 0)], &s, "not live");
+        // Start 5 and compact revision 5: the watcher needed nothing below it.
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::compacted(0, 5)];
+        rejects("undeserved compaction", &[WatchCreate::new(&KeyRange::single("a"), 5)], &s, "compaction notice");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The stress run.
+// ------------------------------------------------------------------------------------------
+
+/// What a writer was told: revision `rev` put these (key, value) pairs and deleted `deletes`
+/// keys.
+#[derive(Debug, Clone)]
+struct WriteRecord {
+    rev: i64,
+    puts: BTreeSet<(Vec<u8>, Vec<u8>)>,
+    deletes: usize,
+    what: String,
+}
+
+/// One client stream and what was asked on it.
+struct Slot {
+    rec: Recorded,
+    creates: Vec<WatchCreate>,
+    closed: bool,
+    /// Ids a cancel was sent for.
+    cancel_sent: HashSet<i64>,
+}
+
+impl Slot {
+    fn create(&mut self, req: WatchCreate) {
+        self.creates.push(req.clone());
+        self.rec.addr.do_send(CreateWatch(req));
+    }
+
+    /// Ids whose `created` arrived and that have not ended or been cancelled by us.
+    fn live_ids(&self) -> Vec<i64> {
+        let log = self.rec.log.lock().expect("log");
+        let mut live = BTreeSet::new();
+        for r in log.iter() {
+            if r.created && !r.canceled {
+                live.insert(r.watch_id);
+            } else if r.canceled {
+                live.remove(&r.watch_id);
+            }
+        }
+        live.into_iter().filter(|id| !self.cancel_sent.contains(id)).collect()
+    }
+
+    /// Ids that were live once and are not now (candidates for explicit re-use).
+    fn ended_ids(&self) -> Vec<i64> {
+        let log = self.rec.log.lock().expect("log");
+        let mut ended = BTreeSet::new();
+        for r in log.iter() {
+            if r.created && !r.canceled {
+                ended.remove(&r.watch_id);
+            } else if r.canceled && r.watch_id != INVALID_WATCH_ID {
+                ended.insert(r.watch_id);
+            }
+        }
+        ended.into_iter().collect()
+    }
+}
+
+/// Shared counters of the run (single-threaded: the test's arbiter runs every task).
+#[derive(Default)]
+struct Progress {
+    writes: Cell<u64>,
+    max_future_start: Cell<i64>,
+}
+
+/// Waits until `writes` reached `target` (the tasks are paced by the writers' progress, so
+/// the run is bounded by operation counts, not by time).
+async fn wait_writes(p: &Progress, target: u64, writers_done: &Cell<bool>) {
+    let start = Instant::now();
+    while p.writes.get() < target && !writers_done.get() {
+        assert!(start.elapsed() < DEADLINE, "writers stalled at {} writes", p.writes.get());
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn random_range(rng: &mut StdRng) -> KeyRange {
+    match rng.random_range(0..10) {
+        0..=3 => {
+            let keys: Vec<&str> = KEYS.iter().chain(LEASE_KEYS).copied().collect();
+            KeyRange::single(*keys.choose(rng).expect("keys"))
+        }
+        4 => KeyRange::prefix("a/"),
+        5 => KeyRange::prefix(*["b/", "d/", "l/"].choose(rng).expect("prefixes")),
+        6 => KeyRange::FromKey(b"b/1".to_vec()),
+        7 => KeyRange::FromKey(b"c".to_vec()),
+        8 => KeyRange::interval("a/2", "b/1"),
+        _ => KeyRange::all(),
+    }
+}
+
+fn random_create(rng: &mut StdRng, current: i64, compact: i64, p: &Progress) -> WatchCreate {
+    let start = match rng.random_range(0..100) {
+        0..=34 => 0,
+        35..=59 => rng.random_range(1..=current.max(1)),
+        60..=74 => (current - rng.random_range(0..5)).max(1),
+        75..=84 => (compact + rng.random_range(-1..=1)).max(1),
+        _ => {
+            let s = current + rng.random_range(1..=15);
+            p.max_future_start.set(p.max_future_start.get().max(s));
+            s
+        }
+    };
+    let mut c = WatchCreate::new(&random_range(rng), start);
+    c.prev_kv = rng.random_bool(0.5);
+    c.filters = Filters { no_put: rng.random_bool(0.15), no_delete: rng.random_bool(0.15) };
+    c.progress_notify = rng.random_bool(0.3);
+    c.fragment = rng.random_bool(0.3);
+    c
+}
+
+fn open_slot(sys: &TestSystem) -> Slot {
+    Slot { rec: sys.stream(), creates: Vec::new(), closed: false, cancel_sent: HashSet::new() }
+}
+
+/// One writer: puts, deletes and txns on `KEYS`.
+async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<WriteRecord> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for i in 0..WRITES_PER_WRITER {
+        let value = |k: &str| format!("w{n}.{i}.{k}").into_bytes();
+        let op = rng.random_range(0..100);
+        if op < 45 {
+            let key = *KEYS.choose(&mut rng).expect("keys");
+            let resp = handle.put(PutRequest::new(key, value(key))).await.expect("put");
+            out.push(WriteRecord {
+                rev: resp.revision,
+                puts: [(key.as_bytes().to_vec(), value(key))].into(),
+                deletes: 0,
+                what: format!("put {key}"),
+            });
+        } else if op < 60 {
+            let key = *KEYS.choose(&mut rng).expect("keys");
+            let resp = handle.delete_range(DeleteRangeRequest::new(KeyRange::single(key))).await.expect("delete");
+            if resp.deleted > 0 {
+                out.push(WriteRecord { rev: resp.revision, puts: BTreeSet::new(), deletes: 1, what: format!("delete {key}") });
+            }
+        } else if op < 65 {
+            let prefix = *["a/", "b/", "d/"].choose(&mut rng).expect("prefixes");
+            let resp = handle.delete_range(DeleteRangeRequest::new(KeyRange::prefix(prefix))).await.expect("delete");
+            if resp.deleted > 0 {
+                out.push(WriteRecord {
+                    rev: resp.revision,
+                    puts: BTreeSet::new(),
+                    deletes: resp.deleted as usize,
+                    what: format!("delete prefix {prefix}"),
+                });
+            }
+        } else if op < 90 {
+            // Several puts (and maybe a delete of another key) in one revision.
+            let mut keys: Vec<&str> = KEYS.to_vec();
+            keys.shuffle(&mut rng);
+            let n_keys = rng.random_range(2..=4);
+            let delete_one = rng.random_bool(0.4);
+            let mut ops = Vec::new();
+            let mut puts = BTreeSet::new();
+            for (j, key) in keys[..n_keys].iter().enumerate() {
+                if delete_one && j == n_keys - 1 {
+                    ops.push(RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single(*key))));
+                } else {
+                    ops.push(RequestOp::Put(PutRequest::new(*key, value(key))));
+                    puts.insert((key.as_bytes().to_vec(), value(key)));
+                }
+            }
+            let resp = handle.txn(TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() }).await.expect("txn");
+            let deletes = deleted(&resp.responses);
+            out.push(WriteRecord { rev: resp.revision, puts, deletes, what: format!("txn {:?}", &keys[..n_keys]) });
+        } else {
+            // Create the key if absent, else delete it.
+            let key = *KEYS.choose(&mut rng).expect("keys");
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::single(key),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Version(0),
+                }],
+                success: vec![RequestOp::Put(PutRequest::new(key, value(key)))],
+                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single(key)))],
+            };
+            let resp = handle.txn(txn).await.expect("txn");
+            if resp.succeeded {
+                out.push(WriteRecord {
+                    rev: resp.revision,
+                    puts: [(key.as_bytes().to_vec(), value(key))].into(),
+                    deletes: 0,
+                    what: format!("create-or-delete {key}: created"),
+                });
+            } else {
+                out.push(WriteRecord {
+                    rev: resp.revision,
+                    puts: BTreeSet::new(),
+                    deletes: deleted(&resp.responses),
+                    what: format!("create-or-delete {key}: deleted"),
+                });
+            }
+        }
+        p.writes.set(p.writes.get() + 1);
+    }
+    out
+}
+
+fn deleted(responses: &[ResponseOp]) -> usize {
+    responses
+        .iter()
+        .map(|r| match r {
+            ResponseOp::DeleteRange(d) => d.deleted as usize,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Compactions of old revisions (never past what the history watcher has received) and leases
+/// granted, attached and expired or revoked.
+async fn maintenance(
+    handle: Handle,
+    seed: u64,
+    history_log: std::sync::Arc<std::sync::Mutex<Vec<WatchResponse>>>,
+    p: Rc<Progress>,
+    writers_done: Rc<Cell<bool>>,
+) -> (Vec<WriteRecord>, u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total = WRITERS as u64 * WRITES_PER_WRITER;
+    let mut out = Vec::new();
+    let mut leases = Vec::new();
+    let mut compactions = 0;
+    for i in 0..MAINT_OPS {
+        wait_writes(&p, total * i / MAINT_OPS, &writers_done).await;
+        match rng.random_range(0..10) {
+            0..=3 => {
+                // Never compact past what the history watcher already has: it must not be
+                // compacted itself.
+                let seen = history_log.lock().expect("log").iter().flat_map(|r| r.events.iter()).map(|e| e.kv.mod_revision).max();
+                let target = seen.unwrap_or(0).min(handle.current_revision()) - rng.random_range(0..20);
+                if target >= 2 && target > handle.compact_revision() {
+                    if handle.compact(target, rng.random_bool(0.3)).await.is_ok() {
+                        compactions += 1;
+                    }
+                }
+            }
+            4..=6 => {
+                let (id, _, _) = handle.lease_grant(0, 5).await.expect("lease grant");
+                let mut keys: Vec<&str> = LEASE_KEYS.to_vec();
+                keys.shuffle(&mut rng);
+                keys.truncate(rng.random_range(1..=3));
+                if rng.random_bool(0.3) {
+                    keys.push(*KEYS.choose(&mut rng).expect("keys"));
+                }
+                for key in &keys {
+                    let value = format!("lease{id}.{i}").into_bytes();
+                    let resp = handle.put(PutRequest::new(*key, value.clone()).lease(id)).await.expect("put with lease");
+                    out.push(WriteRecord {
+                        rev: resp.revision,
+                        puts: [(key.as_bytes().to_vec(), value)].into(),
+                        deletes: 0,
+                        what: format!("put {key} with lease {id}"),
+                    });
+                }
+                leases.push(id);
+            }
+            7..=8 => {
+                // Expire every lease granted so far, as if their TTL had passed.
+                handle.store_addr().send(LeaseTick(Some(Instant::now() + Duration::from_secs(60)))).await.expect("lease tick");
+                leases.clear();
+            }
+            _ => {
+                if let Some(id) = leases.pop() {
+                    let _ = handle.lease_revoke(id).await;
+                }
+            }
+        }
+    }
+    (out, compactions)
+}
+
+/// The watch side: creates, cancels, progress requests, pauses and closes, paced over the
+/// writes. Returns every stream ever opened.
+async fn driver(sys: Rc<TestSystem>, mut slots: Vec<Slot>, seed: u64, p: Rc<Progress>, writers_done: Rc<Cell<bool>>) -> Vec<Slot> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total = WRITERS as u64 * WRITES_PER_WRITER;
+    let mut closes = 0;
+    for i in 0..DRIVER_OPS {
+        wait_writes(&p, total * i / DRIVER_OPS, &writers_done).await;
+        let current = sys.handle.current_revision();
+        let compact = sys.handle.compact_revision();
+        let open: Vec<usize> = (0..slots.len()).filter(|&j| !slots[j].closed).collect();
+        let j = *open.choose(&mut rng).expect("open streams");
+        let paused = open.iter().filter(|&&k| slots[k].rec.paused.load(Ordering::Relaxed)).count();
+        match rng.random_range(0..100) {
+            0..=27 => {
+                let mut req = random_create(&mut rng, current, compact, &p);
+                if rng.random_bool(0.1) {
+                    if let Some(id) = slots[j].ended_ids().choose(&mut rng) {
+                        req.watch_id = *id;
+                    }
+                }
+                slots[j].create(req);
+            }
+            28..=37 => {
+                if let Some(&id) = slots[j].live_ids().choose(&mut rng) {
+                    slots[j].cancel_sent.insert(id);
+                    slots[j].rec.addr.do_send(CancelWatch(id));
+                }
+            }
+            38..=52 => slots[j].rec.addr.do_send(RequestStreamProgress),
+            53..=64 => {
+                if paused < STREAMS / 2 {
+                    slots[j].rec.paused.store(true, Ordering::Release);
+                }
+            }
+            65..=79 => {
+                let paused: Vec<usize> = open.iter().copied().filter(|&k| slots[k].rec.paused.load(Ordering::Relaxed)).collect();
+                if let Some(&k) = paused.choose(&mut rng) {
+                    slots[k].rec.paused.store(false, Ordering::Release);
+                }
+            }
+            80..=82 => {
+                if closes < MAX_CLOSES {
+                    closes += 1;
+                    slots[j].closed = true;
+                    slots[j].rec.addr.do_send(CloseStream);
+                    let mut slot = open_slot(&sys);
+                    for _ in 0..rng.random_range(1..=3) {
+                        let req = random_create(&mut rng, current, compact, &p);
+                        slot.create(req);
+                    }
+                    slots.push(slot);
+                }
+            }
+            _ => {}
+        }
+        if i % 4 == 0 {
+            actix_rt::task::yield_now().await;
+        }
+    }
+    slots
+}
+
+/// Requests stream-wide progress until one at `rev` arrives (a progress can be dropped when
+/// the mailbox is full or a watcher is still being promoted; the client asks again).
+async fn fence_at(slot: &Slot, rev: i64) {
+    let start = Instant::now();
+    loop {
+        let before = slot.rec.len();
+        slot.rec.addr.do_send(RequestStreamProgress);
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_millis(200) {
+            let got = slot.rec.log.lock().expect("log")[before..]
+                .iter()
+                .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev);
+            if got {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(start.elapsed() < DEADLINE, "no stream-wide progress at {rev}; stream log tail: {:#?}", {
+            let log = slot.rec.responses();
+            log[log.len().saturating_sub(10)..].iter().map(checker::show_response).collect::<Vec<_>>()
+        });
+    }
+}
+
+async fn stress(policy: SlowConsumerPolicy, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let chan_buf_len = rng.random_range(1..=4);
+    let resync_ms = rng.random_range(5..=20);
+    let batch_revs = rng.random_range(1..=8);
+    let per_sync = rng.random_range(2..=16);
+    let ring = rng.random_range(2..=64);
+    let progress_ms = rng.random_range(20..=60);
+    let max_bytes = rng.random_range(60..=300);
+    let compaction_batch = rng.random_range(2..=20);
+    eprintln!(
+        "watch_stress seed={seed} policy={policy:?} chan_buf_len={chan_buf_len} resync={resync_ms}ms batch_revs={batch_revs} \
+         per_sync={per_sync} ring={ring} progress={progress_ms}ms max_response_bytes={max_bytes} compaction_batch={compaction_batch}"
+    );
+    let sys = Rc::new(
+        TestSystem::with(false, |c| {
+            c.watch.chan_buf_len = chan_buf_len;
+            c.watch.watch_resync_period = Duration::from_millis(resync_ms);
+            c.watch.victim_retry_period = Duration::from_millis(2);
+            c.watch.watch_batch_max_revs = batch_revs;
+            c.watch.max_watchers_per_sync = per_sync;
+            c.watch.progress_notify_interval = Duration::from_millis(progress_ms);
+            c.watch.max_response_bytes = max_bytes;
+            c.ring_revisions = ring;
+            c.slow_consumer = policy;
+            c.store = c.store.clone().compaction_batch_limit(compaction_batch);
+        })
+        .await,
+    );
+    let handle = sys.handle.clone();
+    let started = Instant::now();
+
+    // The history: one watcher on all keys from the first revision, never paused.
+    let history_slot = {
+        let mut slot = open_slot(&sys);
+        let mut req = WatchCreate::new(&KeyRange::all(), 1);
+        req.prev_kv = true;
+        let created = slot.rec.create(req.clone()).await;
+        assert!(!created.canceled, "history watcher: {created:?}");
+        slot.creates.push(req);
+        slot
+    };
+
+    // Streams with a few watchers each.
+    let p = Rc::new(Progress::default());
+    let mut slots = Vec::new();
+    for _ in 0..STREAMS {
+        let mut slot = open_slot(&sys);
+        for _ in 0..rng.random_range(2..=4) {
+            let req = random_create(&mut rng, handle.current_revision(), handle.compact_revision(), &p);
+            slot.create(req);
+        }
+        slots.push(slot);
+    }
+
+    // Run writers, the watch driver and maintenance concurrently.
+    let writers_done = Rc::new(Cell::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| actix_rt::spawn(writer(handle.clone(), n, rng.random(), Rc::clone(&p))))
+        .collect();
+    let driver =
+        actix_rt::spawn(driver(Rc::clone(&sys), slots, rng.random(), Rc::clone(&p), Rc::clone(&writers_done)));
+    let maint = actix_rt::spawn(maintenance(
+        handle.clone(),
+        rng.random(),
+        std::sync::Arc::clone(&history_slot.rec.log),
+        Rc::clone(&p),
+        Rc::clone(&writers_done),
+    ));
+    let mut records = Vec::new();
+    for w in writers {
+        records.extend(w.await.expect("writer"));
+    }
+    writers_done.set(true);
+    let mut slots = driver.await.expect("driver");
+    let (lease_records, compactions) = maint.await.expect("maintenance");
+    records.extend(lease_records);
+
+    // Reach every future start revision, so every watcher can be fenced.
+    while handle.current_revision() < p.max_future_start.get() {
+        let resp = handle.put(PutRequest::new("c", "filler")).await.expect("put");
+        records.push(WriteRecord {
+            rev: resp.revision,
+            puts: [(b"c".to_vec(), b"filler".to_vec())].into(),
+            deletes: 0,
+            what: "filler".into(),
+        });
+    }
+
+    // Everyone reads again; everything drains.
+    for s in &slots {
+        s.rec.paused.store(false, Ordering::Release);
+    }
+    let final_rev = handle.current_revision();
+    wait_stats(&handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0).await;
+    fence_at(&history_slot, final_rev).await;
+    for s in slots.iter().filter(|s| !s.closed) {
+        let watchers = s.rec.addr.send(GetStreamStats).await.expect("stream alive").watchers;
+        if watchers > 0 {
+            fence_at(s, final_rev).await;
+        }
+    }
+    assert_eq!(handle.current_revision(), final_rev, "nothing writes after the run");
+
+    // The history: complete, what the writers were told, and what a read returns.
+    let history_log = history_slot.rec.responses();
+    let history = History::from_responses(&history_log).unwrap_or_else(|e| panic!("history stream: {e}"));
+    let reports = checker::assert_stream_ok(&history, &history_slot.creates, &history_log);
+    let first = reports[0].created_revision + 1;
+    history.check_contiguous(first, final_rev).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(history.last_revision(), final_rev);
+    check_records(&history, &records);
+    let read = handle.range(RangeRequest::new(KeyRange::all())).await.expect("range");
+    let state: BTreeMap<Vec<u8>, watchkv::KeyValue> = read.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    assert_eq!(state, history.snapshot_at(final_rev), "final read differs from the replayed history");
+
+    // Every stream against the history.
+    let mut ends: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let (mut events, mut progress, mut fragments) = (0, 0, 0);
+    for (n, s) in slots.iter().enumerate() {
+        let log = s.rec.responses();
+        let reports = match checker::check_stream(&history, &s.creates, &log) {
+            Ok(r) => r,
+            Err(e) => panic!("stream {n} (closed: {}): watch guarantee broken: {e}", s.closed),
+        };
+        assert!(s.closed || reports.len() == s.creates.len(), "stream {n}: every create answered");
+        for r in &reports {
+            let kind = match &r.end {
+                End::Active => "active",
+                End::CreateFailed(_) => "create failed",
+                End::Canceled => "canceled",
+                End::Compacted(_) => "compacted",
+                End::ServerCanceled(_) => "server canceled",
+            };
+            *ends.entry(kind).or_default() += 1;
+            events += r.events;
+            if !s.closed && r.end == End::Active {
+                assert_eq!(r.last_observed(), final_rev, "stream {n} watch {} did not catch up: {r:?}", r.id);
+            }
+        }
+        progress += log.iter().filter(|r| r.is_progress_notify()).count();
+        fragments += log.iter().filter(|r| r.fragment).count();
+    }
+    let stats = handle.stats().await.expect("stats");
+    eprintln!(
+        "watch_stress: final revision {final_rev}, compact {}, {compactions} compactions, {} streams, watchers {ends:?}, \
+         {events} events checked, {progress} progress notifications, {fragments} fragment pieces, \
+         {} victim deliveries, {} syncer passes, {} slow cancels, {:?} so far",
+        handle.compact_revision(),
+        slots.len(),
+        stats.victims.delivered,
+        stats.syncer.passes,
+        stats.slow_cancels,
+        started.elapsed()
+    );
+    assert!(stats.victims.delivered > 0, "the run never parked a victim: not a stress");
+    assert!(events > 0);
+
+    // Close everything (the history stream too); nothing may stay behind.
+    slots.push(history_slot);
+    for s in &mut slots {
+        s.rec.addr.do_send(CloseStream);
+        s.closed = true;
+    }
+    wait_stats(&handle, "every stream and watcher gone", |s| {
+        s.store.synced == 0 && s.syncer.unsynced == 0 && s.victims.victims == 0 && s.store.streams == 0
+    })
+    .await;
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// Every write a client was told about is in the history at its revision, each revision once;
+/// revisions no client wrote are lease expiries or revokes (deletes only).
+fn check_records(history: &History, records: &[WriteRecord]) {
+    let mut claimed = BTreeMap::new();
+    for r in records {
+        if let Some(other) = claimed.insert(r.rev, r) {
+            panic!("revision {} was reported to two writes: {other:?} and {r:?}", r.rev);
+        }
+        let events = history.events_at(r.rev);
+        let puts: BTreeSet<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .filter(|e| e.kind == watchkv::EventKind::Put)
+            .map(|e| (e.kv.key.clone(), e.kv.value.clone()))
+            .collect();
+        let deletes = events.iter().filter(|e| e.kind == watchkv::EventKind::Delete).count();
+        assert_eq!((&puts, deletes), (&r.puts, r.deletes), "history at revision {} differs from {r:?}", r.rev);
+    }
+    for rev in history.revisions().filter(|rev| !claimed.contains_key(rev)) {
+        assert!(
+            history.events_at(rev).iter().all(|e| e.kind == watchkv::EventKind::Delete),
+            "revision {rev} was written by no client and is not a lease expiry: {:?}",
+            history.events_at(rev)
+        );
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("WATCH_STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random)
+}
+
+#[actix_rt::test]
+async fn stress_keep_slow_consumers() {
+    stress(SlowConsumerPolicy::Keep, seed()).await;
+}
+
+#[actix_rt::test]
+async fn stress_cancel_slow_consumers() {
+    let seed = seed().wrapping_add(1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let policy = SlowConsumerPolicy::CancelAfter {
+        lag_revisions: rng.random_range(20..=80),
+        parked_for: Duration::from_millis(rng.random_range(100..=400)),
+    };
+    stress(policy, seed).await;
+}
