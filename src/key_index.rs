@@ -184,12 +184,12 @@ impl KeyIndex {
     /// Drops history that no read at a revision `>= at_rev` needs, and reports in `keep` the
     /// revision whose row must survive (etcd `keyIndex.compact`, spec §2.1).
     pub fn compact(&mut self, at_rev: i64, keep: &mut impl Extend<Revision>) {
-        let (gen_idx, rev_idx) = self.compaction_point(at_rev);
+        let (gen_idx, kept) = self.compaction_point(at_rev);
         keep.extend(self.reborn_at(gen_idx, at_rev));
-        if let Some(rev_idx) = rev_idx {
+        if let Some(kept) = kept {
             let g = &mut self.generations[gen_idx];
-            keep.extend(std::iter::once(g.revs[rev_idx]));
-            g.revs.drain(..rev_idx);
+            keep.extend(g.revs[kept.clone()].iter().copied());
+            g.revs.drain(..kept.start);
         }
         self.generations.drain(..gen_idx);
     }
@@ -197,10 +197,10 @@ impl KeyIndex {
     /// Reports in `keep` what [`Self::compact`] would keep, without changing anything (etcd
     /// `keyIndex.keep`).
     pub fn keep(&self, at_rev: i64, keep: &mut impl Extend<Revision>) {
-        let (gen_idx, rev_idx) = self.compaction_point(at_rev);
+        let (gen_idx, kept) = self.compaction_point(at_rev);
         keep.extend(self.reborn_at(gen_idx, at_rev));
-        if let Some(rev_idx) = rev_idx {
-            keep.extend(std::iter::once(self.generations[gen_idx].revs[rev_idx]));
+        if let Some(kept) = kept {
+            keep.extend(self.generations[gen_idx].revs[kept].iter().copied());
         }
     }
 
@@ -215,8 +215,11 @@ impl KeyIndex {
     }
 
     /// Finds the first generation whose tombstone is `>= at_rev` (or the last one), and in it the
-    /// newest revision `<= at_rev` (etcd `doCompact`).
-    fn compaction_point(&self, at_rev: i64) -> (usize, Option<usize>) {
+    /// newest revision `<= at_rev` (etcd `doCompact`); returns the generation and the positions
+    /// of its revisions to keep: that newest one, preceded by the other revisions of `at_rev`
+    /// when an `mvcc_txn` changed the key several times within `at_rev` (spec §5: every row
+    /// of the compaction revision is kept, so that a watch from it gets the whole revision).
+    fn compaction_point(&self, at_rev: i64) -> (usize, Option<std::ops::Range<usize>>) {
         let last = self.generations.len().saturating_sub(1);
         let gen_idx = self
             .generations
@@ -224,8 +227,12 @@ impl KeyIndex {
             .position(|g| g.revs.last().is_some_and(|tomb| tomb.main >= at_rev))
             .unwrap_or(last)
             .min(last);
-        let rev_idx = self.generations.get(gen_idx).and_then(|g| g.newest_where(|r| r.main <= at_rev));
-        (gen_idx, rev_idx)
+        let kept = self.generations.get(gen_idx).and_then(|g| {
+            let newest = g.newest_where(|r| r.main <= at_rev)?;
+            let first = g.revs[..newest].iter().position(|r| r.main == at_rev).unwrap_or(newest);
+            Some(first..newest + 1)
+        });
+        (gen_idx, kept)
     }
 
     /// Returns whether nothing is left (only an empty current generation): the key can leave

@@ -2,31 +2,42 @@
 //! MVCC rules (spec §1–§5: revisions, key generations, event contents, key ranges, compaction)
 //! plus leases and restart.
 //!
-//! Every generated case opens a store in a fresh directory and runs a sequence of operations on
-//! both the store and the model. After each operation it checks the current and compact
-//! revisions, the exact events produced, the exact responses (or error kind and fields), range
-//! reads at several revisions, the key-index size and the lease table. After every restart, every
-//! waited compaction and at the end of the case it reads the whole key space at every readable
-//! revision.
+//! Every generated case opens a store in a fresh directory and runs up to 60 operations on both
+//! the store and the model: puts (with leases, `prev_kv`, `ignore_value`/`ignore_lease`),
+//! deletes, txns (compares on value/version/create/mod/lease, nested txns, reads inside, the
+//! duplicate-key rule, `KvStore::mvcc_txn` without it), compactions (half of them waited for),
+//! lease grant/revoke/keep-alive/expiry on a fake clock, restarts, and reads with limits, sort
+//! orders, filters, `keys_only`, `count_only`. After each operation it checks the current and
+//! compact revisions, the exact events produced, the exact responses (or error kind and
+//! fields), reads at several revisions, the key-index size and the lease table (ids, remaining
+//! and granted TTL, keys). After every restart, every waited compaction and at the end of the
+//! case it reads the whole key space at every readable revision and compares the history rows
+//! on disk (spec §1.1, §5) with the model's.
 //!
-//! The model is deliberately naive: per key the full list of `(revision, Option<KeyValue>)`
-//! changes (never compacted: reads below the compact revision must fail anyway), the current
-//! and compact revisions, and the leases with their TTL and deadline in seconds on a fake clock.
-//! A lease's keys are not stored: they are the live keys whose latest `lease` names it.
+//! The model is deliberately naive: per key the full list of changes (never compacted: reads
+//! below the compact revision must fail anyway), the current and compact revisions, and the
+//! leases with their TTL and deadline in seconds. A lease's keys are not stored: they are the
+//! live keys whose latest `lease` names it. An event's `prev_kv` is the key's state before the
+//! change; when an `mvcc_txn` changes a key twice, that is the earlier change of the same
+//! revision (what the store and its history rows give; etcd's gRPC layer would read the key at
+//! `mod_revision - 1` instead).
 //!
 //! Time is a fake clock: `base + now` seconds with `base` taken once per case, so nothing
 //! depends on how long the test takes. The proptest seed is fixed unless `PROPTEST_RNG_SEED` is
-//! set (then that seed is used), and `PROPTEST_CASES` overrides the number of cases.
+//! set (then that seed is used), and `PROPTEST_CASES` overrides the number of cases (64).
+//! Failures are not persisted: shrunk ones are kept by hand in `tests/regression.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
+use watchkv::Revision;
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Durability, Error, Event,
-    EventKind, KeyRange, KeyValue, KvStore, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, StoreConfig, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Durability,
+    Error, Event, EventKind, KeyRange, KeyValue, KvStore, LeaseId, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, StoreConfig,
+    TxnRequest, TxnResponse,
 };
 
 // ----- alphabet and store constants -----
@@ -65,6 +76,54 @@ impl RangeSpec {
             Self::FromKey(k) => KeyRange::FromKey(BOUNDS[*k].to_vec()),
             Self::All => KeyRange::all(),
         }
+    }
+}
+
+/// Options of a read besides its range, revision and limit.
+#[derive(Debug, Clone)]
+struct ReadOpts {
+    order: u8,
+    target: u8,
+    keys_only: bool,
+    count_only: bool,
+    /// Filters relative to the current revision (`None` = 0 = no filter).
+    min_mod: Option<i8>,
+    max_mod: Option<i8>,
+    min_create: Option<i8>,
+    max_create: Option<i8>,
+}
+
+/// A read: range, limit and (sometimes) the other options.
+#[derive(Debug, Clone)]
+struct ReadSpec {
+    range: RangeSpec,
+    limit: i64,
+    opts: Option<ReadOpts>,
+}
+
+impl ReadSpec {
+    fn build(&self, rev: i64, m: &Model) -> RangeRequest {
+        let mut req = RangeRequest::new(self.range.build())
+            .at(rev)
+            .limit(self.limit);
+        if let Some(o) = &self.opts {
+            req.sort_order =
+                [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][usize::from(o.order) % 3];
+            req.sort_target = [
+                SortTarget::Key,
+                SortTarget::Version,
+                SortTarget::Create,
+                SortTarget::Mod,
+                SortTarget::Value,
+            ][usize::from(o.target) % 5];
+            req.keys_only = o.keys_only;
+            req.count_only = o.count_only;
+            req.min_mod_revision = rel_rev(o.min_mod, m);
+            req.max_mod_revision = rel_rev(o.max_mod, m);
+            req.min_create_revision = rel_rev(o.min_create, m);
+            req.max_create_revision = rel_rev(o.max_create, m);
+        }
+        req
     }
 }
 
@@ -156,7 +215,7 @@ struct CompareSpec {
 enum TxnOpSpec {
     Put(PutSpec),
     Delete { range: RangeSpec, prev_kv: bool },
-    Range { range: RangeSpec, rev: RevSel, limit: i64 },
+    Range { read: ReadSpec, rev: RevSel },
     Txn(Box<TxnSpec>),
 }
 
@@ -170,26 +229,47 @@ struct TxnSpec {
 #[derive(Debug, Clone)]
 enum Op {
     Put(PutSpec),
-    DeleteRange { range: RangeSpec, prev_kv: bool },
+    DeleteRange {
+        range: RangeSpec,
+        prev_kv: bool,
+    },
     /// `strict`: the builder drops what would break the duplicate-key rule and fixes invalid
     /// shapes, so that most txns run; `mvcc`: run through `KvStore::mvcc_txn` (no duplicate-key
     /// rule).
-    Txn { spec: TxnSpec, strict: bool, mvcc: bool },
-    Compact { sel: CompactSel, wait: bool },
-    LeaseGrant { id: Option<i64>, ttl: i64 },
-    LeaseRevoke { which: usize },
-    KeepAlive { which: usize },
-    ExpireLeases { secs: u64 },
+    Txn {
+        spec: TxnSpec,
+        strict: bool,
+        mvcc: bool,
+    },
+    Compact {
+        sel: CompactSel,
+        wait: bool,
+    },
+    LeaseGrant {
+        id: Option<i64>,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        which: usize,
+    },
+    KeepAlive {
+        which: usize,
+    },
+    ExpireLeases {
+        secs: u64,
+    },
     Restart,
-    Range { range: RangeSpec, rev: RevSel, limit: i64 },
+    Range {
+        read: ReadSpec,
+        rev: RevSel,
+    },
 }
 
 /// An extra read made after each op.
 #[derive(Debug, Clone)]
 struct Probe {
-    range: RangeSpec,
+    read: ReadSpec,
     rev: u16,
-    limit: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +297,43 @@ fn compare_range_spec() -> impl Strategy<Value = RangeSpec> {
         1 => (0..BOUNDS.len(), 0..BOUNDS.len()).prop_map(|(a, b)| RangeSpec::Interval(a, b)),
         1 => (0..KEYS.len()).prop_map(RangeSpec::Prefix),
     ]
+}
+
+fn read_opts() -> impl Strategy<Value = ReadOpts> {
+    let filter = || prop::option::weighted(0.2, -4i8..=0);
+    (
+        0u8..3,
+        0u8..5,
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.1),
+        filter(),
+        filter(),
+        filter(),
+        filter(),
+    )
+        .prop_map(
+            |(order, target, keys_only, count_only, min_mod, max_mod, min_create, max_create)| {
+                ReadOpts {
+                    order,
+                    target,
+                    keys_only,
+                    count_only,
+                    min_mod,
+                    max_mod,
+                    min_create,
+                    max_create,
+                }
+            },
+        )
+}
+
+fn read_spec() -> impl Strategy<Value = ReadSpec> {
+    (
+        range_spec(),
+        0i64..=3,
+        prop::option::weighted(0.3, read_opts()),
+    )
+        .prop_map(|(range, limit, opts)| ReadSpec { range, limit, opts })
 }
 
 fn rev_sel() -> impl Strategy<Value = RevSel> {
@@ -254,14 +371,16 @@ fn put_spec() -> impl Strategy<Value = PutSpec> {
         prop::bool::weighted(0.04),
         prop::bool::weighted(0.04),
     )
-        .prop_map(|(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutSpec {
-            key,
-            value,
-            lease,
-            prev_kv,
-            ignore_value,
-            ignore_lease,
-        })
+        .prop_map(
+            |(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutSpec {
+                key,
+                value,
+                lease,
+                prev_kv,
+                ignore_value,
+                ignore_lease,
+            },
+        )
 }
 
 fn compare_spec() -> impl Strategy<Value = CompareSpec> {
@@ -272,15 +391,18 @@ fn compare_spec() -> impl Strategy<Value = CompareSpec> {
         2 => prop::option::weighted(0.8, -4i8..=1).prop_map(TargetSpec::Mod),
         1 => prop::option::weighted(0.7, any::<u8>().prop_map(usize::from)).prop_map(TargetSpec::Lease),
     ];
-    (compare_range_spec(), 0u8..4, target).prop_map(|(range, result, target)| CompareSpec { range, result, target })
+    (compare_range_spec(), 0u8..4, target).prop_map(|(range, result, target)| CompareSpec {
+        range,
+        result,
+        target,
+    })
 }
 
 fn leaf_op() -> impl Strategy<Value = TxnOpSpec> {
     prop_oneof![
         4 => put_spec().prop_map(TxnOpSpec::Put),
         2 => (range_spec(), any::<bool>()).prop_map(|(range, prev_kv)| TxnOpSpec::Delete { range, prev_kv }),
-        2 => (range_spec(), txn_rev_sel(), 0i64..3)
-            .prop_map(|(range, rev, limit)| TxnOpSpec::Range { range, rev, limit }),
+        2 => (read_spec(), txn_rev_sel()).prop_map(|(read, rev)| TxnOpSpec::Range { read, rev }),
     ]
 }
 
@@ -290,17 +412,30 @@ fn nested_txn() -> impl Strategy<Value = TxnSpec> {
         prop::collection::vec(leaf_op(), 0..=3),
         prop::collection::vec(leaf_op(), 0..=2),
     )
-        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
+        .prop_map(|(compare, success, failure)| TxnSpec {
+            compare,
+            success,
+            failure,
+        })
 }
 
 fn txn_spec() -> impl Strategy<Value = TxnSpec> {
-    let op = prop_oneof![7 => leaf_op(), 1 => nested_txn().prop_map(|t| TxnOpSpec::Txn(Box::new(t)))];
+    let op =
+        prop_oneof![7 => leaf_op(), 1 => nested_txn().prop_map(|t| TxnOpSpec::Txn(Box::new(t)))];
     let success = prop_oneof![
         30 => prop::collection::vec(op.clone(), 0..=4),
         1 => prop::collection::vec(op.clone(), MAX_TXN_OPS + 1..=MAX_TXN_OPS + 1),
     ];
-    (prop::collection::vec(compare_spec(), 0..=2), success, prop::collection::vec(op, 0..=3))
-        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
+    (
+        prop::collection::vec(compare_spec(), 0..=2),
+        success,
+        prop::collection::vec(op, 0..=3),
+    )
+        .prop_map(|(compare, success, failure)| TxnSpec {
+            compare,
+            success,
+            failure,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -315,17 +450,25 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(|w| Op::KeepAlive { which: usize::from(w) }),
         4 => (1u64..=6).prop_map(|secs| Op::ExpireLeases { secs }),
         3 => Just(Op::Restart),
-        8 => (range_spec(), rev_sel(), 0i64..=3).prop_map(|(range, rev, limit)| Op::Range { range, rev, limit }),
+        8 => (read_spec(), rev_sel()).prop_map(|(read, rev)| Op::Range { read, rev }),
     ]
 }
 
 fn probe() -> impl Strategy<Value = Probe> {
-    (range_spec(), any::<u16>(), 0i64..=2).prop_map(|(range, rev, limit)| Probe { range, rev, limit })
+    (read_spec(), any::<u16>()).prop_map(|(read, rev)| Probe { read, rev })
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1usize..=3, prop::sample::select(vec![1usize, 2, 3, 10_000]), prop::collection::vec((op(), probe()), 1..=60))
-        .prop_map(|(batch_limit, restore_chunk, ops)| Case { batch_limit, restore_chunk, ops })
+    (
+        1usize..=3,
+        prop::sample::select(vec![1usize, 2, 3, 10_000]),
+        prop::collection::vec((op(), probe()), 1..=60),
+    )
+        .prop_map(|(batch_limit, restore_chunk, ops)| Case {
+            batch_limit,
+            restore_chunk,
+            ops,
+        })
 }
 
 // ----- the model -----
@@ -333,8 +476,14 @@ fn case() -> impl Strategy<Value = Case> {
 /// An error kind with the fields the model can predict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum MErr {
-    Compacted { requested: i64, compact_rev: i64 },
-    FutureRev { requested: i64, current_rev: i64 },
+    Compacted {
+        requested: i64,
+        compact_rev: i64,
+    },
+    FutureRev {
+        requested: i64,
+        current_rev: i64,
+    },
     TooManyOps,
     DuplicateKey,
     KeyNotFound,
@@ -348,12 +497,20 @@ enum MErr {
 
 fn merr(e: &Error) -> MErr {
     match e {
-        Error::Compacted { requested, compact_rev } => {
-            MErr::Compacted { requested: *requested, compact_rev: *compact_rev }
-        }
-        Error::FutureRev { requested, current_rev } => {
-            MErr::FutureRev { requested: *requested, current_rev: *current_rev }
-        }
+        Error::Compacted {
+            requested,
+            compact_rev,
+        } => MErr::Compacted {
+            requested: *requested,
+            compact_rev: *compact_rev,
+        },
+        Error::FutureRev {
+            requested,
+            current_rev,
+        } => MErr::FutureRev {
+            requested: *requested,
+            current_rev: *current_rev,
+        },
         Error::TooManyOps => MErr::TooManyOps,
         Error::DuplicateKey => MErr::DuplicateKey,
         Error::KeyNotFound => MErr::KeyNotFound,
@@ -372,10 +529,22 @@ struct MLease {
     deadline: i64,
 }
 
+/// One change of a key, as the model recorded it.
+#[derive(Debug, Clone)]
+struct Change {
+    rev: i64,
+    /// Index of the change in its write (etcd's sub revision).
+    sub: i64,
+    /// The new state, `None` for a delete.
+    state: Option<KeyValue>,
+    /// `(rev, sub)` of the key's previous change if the key was live before this one.
+    prev: Option<(i64, i64)>,
+}
+
 #[derive(Debug, Clone)]
 struct Model {
-    /// Per key, every change in revision order: the new state, `None` for a delete.
-    hist: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
+    /// Per key, every change in revision order.
+    hist: BTreeMap<Vec<u8>, Vec<Change>>,
     current: i64,
     compact: i64,
     leases: BTreeMap<LeaseId, MLease>,
@@ -394,15 +563,66 @@ fn in_range(range: &KeyRange, key: &[u8]) -> bool {
     }
 }
 
-/// Reads `range` out of a key → state map (spec §1.4 step 4, with limit and count).
-fn read(state: &BTreeMap<Vec<u8>, KeyValue>, range: &KeyRange, limit: i64, header: i64) -> RangeResponse {
-    let mut kvs: Vec<KeyValue> = state.iter().filter(|(k, _)| in_range(range, k)).map(|(_, v)| v.clone()).collect();
+/// Reads `req` (all but its revision) out of a key → state map (spec §1.4 step 4, etcd
+/// `executeRange`): `count` is every key of the range, before filters and limit; `count_only`
+/// returns no key-values; filters, then sorting (a non-key target without an order sorts
+/// ascending; ties keep key order, the store's documented choice where etcd's sort is not
+/// stable), then the limit; `keys_only` blanks values.
+fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) -> RangeResponse {
+    let mut kvs: Vec<KeyValue> = state
+        .iter()
+        .filter(|(k, _)| in_range(&req.range, k))
+        .map(|(_, v)| v.clone())
+        .collect();
     let count = kvs.len() as i64;
-    let more = limit > 0 && count > limit;
-    if more {
-        kvs.truncate(limit as usize);
+    if req.count_only {
+        kvs.clear();
     }
-    RangeResponse { revision: header, kvs, more, count }
+    let bound = |v: i64, lo: i64, hi: i64| (lo == 0 || v >= lo) && (hi == 0 || v <= hi);
+    kvs.retain(|kv| {
+        bound(kv.mod_revision, req.min_mod_revision, req.max_mod_revision)
+            && bound(
+                kv.create_revision,
+                req.min_create_revision,
+                req.max_create_revision,
+            )
+    });
+    let order = match (req.sort_order, req.sort_target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    if order != SortOrder::None {
+        let by = |kv: &KeyValue| match req.sort_target {
+            SortTarget::Key => (kv.key.clone(), 0),
+            SortTarget::Version => (Vec::new(), kv.version),
+            SortTarget::Create => (Vec::new(), kv.create_revision),
+            SortTarget::Mod => (Vec::new(), kv.mod_revision),
+            SortTarget::Value => (kv.value.clone(), 0),
+        };
+        kvs.sort_by(|a, b| {
+            if order == SortOrder::Descend {
+                by(b).cmp(&by(a))
+            } else {
+                by(a).cmp(&by(b))
+            }
+        });
+    }
+    let more = req.limit > 0 && kvs.len() as i64 > req.limit;
+    if more {
+        kvs.truncate(req.limit as usize);
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    RangeResponse {
+        revision: header,
+        kvs,
+        more,
+        count,
+    }
 }
 
 /// etcd `compareKV`.
@@ -425,7 +645,11 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 /// etcd `applyCompare`: every key in the range must satisfy it; no key compares as the zero
 /// key-value, except that a value compare on no key fails.
 fn compare_holds(state: &BTreeMap<Vec<u8>, KeyValue>, c: &Compare) -> bool {
-    let kvs: Vec<&KeyValue> = state.iter().filter(|(k, _)| in_range(&c.range, k)).map(|(_, v)| v).collect();
+    let kvs: Vec<&KeyValue> = state
+        .iter()
+        .filter(|(k, _)| in_range(&c.range, k))
+        .map(|(_, v)| v)
+        .collect();
     if kvs.is_empty() {
         return !matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default());
     }
@@ -440,8 +664,12 @@ fn shape_error(t: &TxnRequest, max_ops: usize) -> Option<MErr> {
     }
     for op in t.success.iter().chain(&t.failure) {
         match op {
-            RequestOp::Put(p) if p.ignore_value && !p.value.is_empty() => return Some(MErr::ValueProvided),
-            RequestOp::Put(p) if p.ignore_lease && p.lease != 0 => return Some(MErr::LeaseProvided),
+            RequestOp::Put(p) if p.ignore_value && !p.value.is_empty() => {
+                return Some(MErr::ValueProvided)
+            }
+            RequestOp::Put(p) if p.ignore_lease && p.lease != 0 => {
+                return Some(MErr::LeaseProvided)
+            }
             RequestOp::Txn(n) => {
                 if let Some(e) = shape_error(n, max_ops - opc) {
                     return Some(e);
@@ -496,14 +724,25 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange
 
 impl Model {
     fn new() -> Self {
-        Self { hist: BTreeMap::new(), current: 1, compact: -1, leases: BTreeMap::new(), granted: Vec::new(), now: 0 }
+        Self {
+            hist: BTreeMap::new(),
+            current: 1,
+            compact: -1,
+            leases: BTreeMap::new(),
+            granted: Vec::new(),
+            now: 0,
+        }
     }
 
     /// The live keys at `rev` (no compaction check).
     fn state_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
         let mut out = BTreeMap::new();
         for (k, h) in &self.hist {
-            if let Some((_, Some(kv))) = h.iter().rev().find(|(r, _)| *r <= rev) {
+            let last = h.iter().rev().find(|c| c.rev <= rev);
+            if let Some(Change {
+                state: Some(kv), ..
+            }) = last
+            {
                 out.insert(k.clone(), kv.clone());
             }
         }
@@ -517,13 +756,23 @@ impl Model {
     /// Spec §1.4 steps 1–3, then the read.
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MErr> {
         if req.revision > self.current {
-            return Err(MErr::FutureRev { requested: req.revision, current_rev: self.current });
+            return Err(MErr::FutureRev {
+                requested: req.revision,
+                current_rev: self.current,
+            });
         }
-        let rev = if req.revision <= 0 { self.current } else { req.revision };
+        let rev = if req.revision <= 0 {
+            self.current
+        } else {
+            req.revision
+        };
         if rev < self.compact {
-            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
+            return Err(MErr::Compacted {
+                requested: rev,
+                compact_rev: self.compact,
+            });
         }
-        Ok(read(&self.state_at(rev), &req.range, req.limit, self.current))
+        Ok(read(&self.state_at(rev), req, self.current))
     }
 
     /// Keys in the key index: live now, or changed at or after the compact revision (a key
@@ -532,20 +781,58 @@ impl Model {
         self.hist
             .values()
             .filter(|h| {
-                let (rev, state) = h.last().expect("history is never empty");
-                state.is_some() || *rev >= self.compact
+                let last = h.last().expect("history is never empty");
+                last.state.is_some() || last.rev >= self.compact
             })
             .count()
     }
 
+    /// The history rows the backend must hold with `main >= from` (spec §1.1: one row per
+    /// change keyed by `(main, sub)`, a tombstone's value holds only the key; §5: compaction at
+    /// `r` keeps every row at `main >= r`), plus, if `below` (a physical compaction has
+    /// finished), the rows below the compact revision that compaction keeps: each key's newest
+    /// change `<= r` if the key is live at `r`. In revision order.
+    fn rows(&self, from: i64, below: bool) -> Vec<(Revision, bool, KeyValue, Option<Revision>)> {
+        let mut out = Vec::new();
+        for (key, h) in &self.hist {
+            let row = |c: &Change| {
+                let kv = c.state.clone().unwrap_or_else(|| KeyValue {
+                    key: key.clone(),
+                    ..KeyValue::default()
+                });
+                let prev = c.prev.map(|(m, s)| Revision::new(m, s));
+                (Revision::new(c.rev, c.sub), c.state.is_none(), kv, prev)
+            };
+            out.extend(h.iter().filter(|c| c.rev >= from).map(row));
+            if below {
+                let kept = h.iter().rev().find(|c| c.rev <= self.compact);
+                if let Some(c) = kept.filter(|c| c.state.is_some() && c.rev < from) {
+                    out.push(row(c));
+                }
+            }
+        }
+        out.sort_by_key(|r| r.0);
+        out
+    }
+
     fn lease_keys(&self, id: LeaseId) -> Vec<Vec<u8>> {
-        self.live().into_iter().filter(|(_, kv)| kv.lease == id).map(|(k, _)| k).collect()
+        self.live()
+            .into_iter()
+            .filter(|(_, kv)| kv.lease == id)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Resolves a lease selector: mostly a live lease, else any lease granted so far (possibly
-    /// revoked since), else an id never granted.
+    /// revoked since), else an id never granted. Leases are picked in grant order, so that the
+    /// choice does not depend on the random ids the store picks for `lease_grant(0, ..)`.
     fn lease_sel(&self, which: usize) -> LeaseId {
-        let live: Vec<LeaseId> = self.leases.keys().copied().collect();
+        let mut live: Vec<LeaseId> = Vec::new();
+        for id in &self.granted {
+            if self.leases.contains_key(id) && !live.contains(id) {
+                live.push(*id);
+            }
+        }
         if which % 4 != 0 && !live.is_empty() {
             live[(which / 4) % live.len()]
         } else if self.granted.is_empty() {
@@ -561,12 +848,22 @@ impl Model {
             return;
         }
         self.current += 1;
-        for e in events {
+        for (sub, e) in events.iter().enumerate() {
             let state = match e.kind {
                 EventKind::Put => Some(e.kv.clone()),
                 EventKind::Delete => None,
             };
-            self.hist.entry(e.kv.key.clone()).or_default().push((self.current, state));
+            let h = self.hist.entry(e.kv.key.clone()).or_default();
+            let prev = h
+                .last()
+                .filter(|c| c.state.is_some())
+                .map(|c| (c.rev, c.sub));
+            h.push(Change {
+                rev: self.current,
+                sub: sub as i64,
+                state,
+                prev,
+            });
         }
     }
 
@@ -586,7 +883,12 @@ impl Model {
     /// one, as a plain range does, where etcd answers `ErrCompacted` after any compaction).
     /// With `mvcc`, a read may name `current + 1` (the txn's own revision); whether it may is
     /// known only when it runs (see `Work::range`).
-    fn txn_refs(&self, t: &TxnRequest, pre: &BTreeMap<Vec<u8>, KeyValue>, mvcc: bool) -> Result<(), MErr> {
+    fn txn_refs(
+        &self,
+        t: &TxnRequest,
+        pre: &BTreeMap<Vec<u8>, KeyValue>,
+        mvcc: bool,
+    ) -> Result<(), MErr> {
         let ok = t.compare.iter().all(|c| compare_holds(pre, c));
         let newest = self.current + i64::from(mvcc);
         for op in if ok { &t.success } else { &t.failure } {
@@ -594,10 +896,16 @@ impl Model {
                 RequestOp::Put(p) => self.put_refs(p, pre)?,
                 RequestOp::Range(r) if r.revision > 0 => {
                     if r.revision > newest {
-                        return Err(MErr::FutureRev { requested: r.revision, current_rev: self.current });
+                        return Err(MErr::FutureRev {
+                            requested: r.revision,
+                            current_rev: self.current,
+                        });
                     }
                     if r.revision < self.compact {
-                        return Err(MErr::Compacted { requested: r.revision, compact_rev: self.compact });
+                        return Err(MErr::Compacted {
+                            requested: r.revision,
+                            compact_rev: self.compact,
+                        });
                     }
                 }
                 RequestOp::Txn(n) => self.txn_refs(n, pre, mvcc)?,
@@ -673,10 +981,16 @@ impl Model {
     /// Spec §5 steps 1–3 (the logical part).
     fn compact(&mut self, rev: i64) -> Result<(), MErr> {
         if rev <= self.compact {
-            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
+            return Err(MErr::Compacted {
+                requested: rev,
+                compact_rev: self.compact,
+            });
         }
         if rev > self.current {
-            return Err(MErr::FutureRev { requested: rev, current_rev: self.current });
+            return Err(MErr::FutureRev {
+                requested: rev,
+                current_rev: self.current,
+            });
         }
         self.compact = rev;
         Ok(())
@@ -695,7 +1009,12 @@ struct Work<'m> {
 
 impl<'m> Work<'m> {
     fn new(m: &'m Model, pre: BTreeMap<Vec<u8>, KeyValue>) -> Self {
-        Self { m, live: pre.clone(), pre, events: Vec::new() }
+        Self {
+            m,
+            live: pre.clone(),
+            pre,
+            events: Vec::new(),
+        }
     }
 
     fn rev(&self) -> i64 {
@@ -725,23 +1044,47 @@ impl<'m> Work<'m> {
             },
         };
         self.live.insert(p.key.clone(), kv.clone());
-        self.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone() });
-        PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev.clone(),
+        });
+        PutResponse {
+            revision: rev,
+            prev_kv: if p.prev_kv { prev } else { None },
+        }
     }
 
     fn delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
         let rev = self.rev();
-        let keys: Vec<Vec<u8>> = self.live.keys().filter(|k| in_range(&d.range, k)).cloned().collect();
+        let keys: Vec<Vec<u8>> = self
+            .live
+            .keys()
+            .filter(|k| in_range(&d.range, k))
+            .cloned()
+            .collect();
         let mut prev_kvs = Vec::new();
         for k in &keys {
             let prev = self.live.remove(k).expect("live key");
-            let kv = KeyValue { key: k.clone(), mod_revision: rev, ..KeyValue::default() };
+            let kv = KeyValue {
+                key: k.clone(),
+                mod_revision: rev,
+                ..KeyValue::default()
+            };
             if d.prev_kv {
                 prev_kvs.push(prev.clone());
             }
-            self.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev) });
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv,
+                prev_kv: Some(prev),
+            });
         }
-        DeleteRangeResponse { revision: self.read_rev(), deleted: keys.len() as i64, prev_kvs }
+        DeleteRangeResponse {
+            revision: self.read_rev(),
+            deleted: keys.len() as i64,
+            prev_kvs,
+        }
     }
 
     fn range(&self, r: &RangeRequest) -> Result<RangeResponse, MErr> {
@@ -750,12 +1093,15 @@ impl<'m> Work<'m> {
         // something (only `mvcc_txn` lets it through).
         let view = self.read_rev();
         if r.revision > view {
-            return Err(MErr::FutureRev { requested: r.revision, current_rev: view });
+            return Err(MErr::FutureRev {
+                requested: r.revision,
+                current_rev: view,
+            });
         }
         Ok(if r.revision <= 0 || r.revision > self.m.current {
-            read(&self.live, &r.range, r.limit, view)
+            read(&self.live, r, view)
         } else {
-            read(&self.m.state_at(r.revision), &r.range, r.limit, view)
+            read(&self.m.state_at(r.revision), r, view)
         })
     }
 
@@ -772,7 +1118,11 @@ impl<'m> Work<'m> {
             });
         }
         // Nested txn responses carry revision 0; the caller fills the top-level one.
-        Ok(TxnResponse { revision: 0, succeeded, responses })
+        Ok(TxnResponse {
+            revision: 0,
+            succeeded,
+            responses,
+        })
     }
 }
 
@@ -811,8 +1161,12 @@ fn rel_rev(d: Option<i8>, m: &Model) -> i64 {
 }
 
 fn build_compare(c: &CompareSpec, m: &Model) -> Compare {
-    let result = [CompareResult::Equal, CompareResult::NotEqual, CompareResult::Less, CompareResult::Greater]
-        [usize::from(c.result) % 4];
+    let result = [
+        CompareResult::Equal,
+        CompareResult::NotEqual,
+        CompareResult::Less,
+        CompareResult::Greater,
+    ][usize::from(c.result) % 4];
     let target = match &c.target {
         TargetSpec::Value(v) => CompareTarget::Value(VALUES[*v].to_vec()),
         TargetSpec::Version(v) => CompareTarget::Version(*v),
@@ -820,13 +1174,23 @@ fn build_compare(c: &CompareSpec, m: &Model) -> Compare {
         TargetSpec::Mod(d) => CompareTarget::Mod(rel_rev(*d, m)),
         TargetSpec::Lease(w) => CompareTarget::Lease(w.map_or(0, |w| m.lease_sel(w))),
     };
-    Compare { range: c.range.build(), result, target }
+    Compare {
+        range: c.range.build(),
+        result,
+        target,
+    }
 }
 
 fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
     let cut = |n: usize| if mode.strict { n.min(budget) } else { n };
-    let compare: Vec<Compare> = t.compare[..cut(t.compare.len())].iter().map(|c| build_compare(c, m)).collect();
-    let (success, failure) = (&t.success[..cut(t.success.len())], &t.failure[..cut(t.failure.len())]);
+    let compare: Vec<Compare> = t.compare[..cut(t.compare.len())]
+        .iter()
+        .map(|c| build_compare(c, m))
+        .collect();
+    let (success, failure) = (
+        &t.success[..cut(t.success.len())],
+        &t.failure[..cut(t.failure.len())],
+    );
     let nested_budget = budget.saturating_sub(compare.len().max(success.len()).max(failure.len()));
     let branch = |specs: &[TxnOpSpec]| {
         let mut ops: Vec<RequestOp> = Vec::new();
@@ -834,11 +1198,12 @@ fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
             let op = match spec {
                 TxnOpSpec::Put(p) => RequestOp::Put(build_put(p, m, mode.strict)),
                 TxnOpSpec::Delete { range, prev_kv } => {
-                    RequestOp::DeleteRange(DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv })
+                    RequestOp::DeleteRange(DeleteRangeRequest {
+                        range: range.build(),
+                        prev_kv: *prev_kv,
+                    })
                 }
-                TxnOpSpec::Range { range, rev, limit } => {
-                    RequestOp::Range(RangeRequest::new(range.build()).at(rev.resolve(m)).limit(*limit))
-                }
+                TxnOpSpec::Range { read, rev } => RequestOp::Range(read.build(rev.resolve(m), m)),
                 TxnOpSpec::Txn(n) => RequestOp::Txn(build_txn(n, m, mode, nested_budget)),
             };
             if mode.strict && !mode.mvcc {
@@ -852,7 +1217,11 @@ fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
         }
         ops
     };
-    TxnRequest { compare, success: branch(success), failure: branch(failure) }
+    TxnRequest {
+        compare,
+        success: branch(success),
+        failure: branch(failure),
+    }
 }
 
 // ----- the runner -----
@@ -881,8 +1250,15 @@ impl Harness {
             .min_lease_ttl(MIN_TTL)
             .cache_size(1 << 20);
         let base = Instant::now();
-        let store = KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
-        Ok(Self { _dir: dir, config, base, store: Some(store), m: Model::new() })
+        let store =
+            KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
+        Ok(Self {
+            _dir: dir,
+            config,
+            base,
+            store: Some(store),
+            m: Model::new(),
+        })
     }
 
     fn now(&self) -> Instant {
@@ -896,7 +1272,8 @@ impl Harness {
     fn restart(&mut self) -> Result<(), TestCaseError> {
         drop(self.store.take());
         let now = self.now();
-        let store = KvStore::open_at(self.config.clone(), now).map_err(|e| fail(format!("reopen: {e:?}")))?;
+        let store = KvStore::open_at(self.config.clone(), now)
+            .map_err(|e| fail(format!("reopen: {e:?}")))?;
         self.store = Some(store);
         // Restored leases expire `ttl` seconds after the reopen.
         let t = self.m.now;
@@ -910,24 +1287,59 @@ impl Harness {
         match op {
             Op::Put(p) => {
                 let req = build_put(p, &self.m, false);
-                let got = self.store().put(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let got = self
+                    .store()
+                    .put(req.clone())
+                    .map(|c| (c.response, c.events))
+                    .map_err(|e| merr(&e));
                 let want = self.m.put(&req);
-                prop_assert_eq!(got, want, "{}: put {:?}: response/events differ (left: store, right: model)", ctx, req);
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{}: put {:?}: response/events differ (left: store, right: model)",
+                    ctx,
+                    req
+                );
             }
             Op::DeleteRange { range, prev_kv } => {
-                let req = DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv };
-                let got =
-                    self.store().delete_range(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let req = DeleteRangeRequest {
+                    range: range.build(),
+                    prev_kv: *prev_kv,
+                };
+                let got = self
+                    .store()
+                    .delete_range(req.clone())
+                    .map(|c| (c.response, c.events))
+                    .map_err(|e| merr(&e));
                 let want = Ok(self.m.delete(&req));
-                prop_assert_eq!(got, want, "{}: delete {:?}: response/events differ (left: store, right: model)", ctx, req);
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{}: delete {:?}: response/events differ (left: store, right: model)",
+                    ctx,
+                    req
+                );
             }
             Op::Txn { spec, strict, mvcc } => {
-                let mode = Mode { strict: *strict, mvcc: *mvcc };
+                let mode = Mode {
+                    strict: *strict,
+                    mvcc: *mvcc,
+                };
                 let req = build_txn(spec, &self.m, mode, MAX_TXN_OPS);
-                let got = if *mvcc { self.store().mvcc_txn(req.clone()) } else { self.store().txn(req.clone()) };
+                let got = if *mvcc {
+                    self.store().mvcc_txn(req.clone())
+                } else {
+                    self.store().txn(req.clone())
+                };
                 let got = got.map(|c| (c.response, c.events)).map_err(|e| merr(&e));
                 let want = self.m.txn(&req, *mvcc);
-                prop_assert_eq!(got, want, "{}: txn {:#?}: response/events differ (left: store, right: model)", ctx, req);
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{}: txn {:#?}: response/events differ (left: store, right: model)",
+                    ctx,
+                    req
+                );
             }
             Op::Compact { sel, wait } => {
                 let rev = sel.resolve(&self.m);
@@ -935,27 +1347,49 @@ impl Harness {
                 let want = self.m.compact(rev);
                 match got {
                     Ok(ticket) => {
-                        prop_assert_eq!(Ok(()), want, "{}: compact({}) succeeded, model expected an error", ctx, rev);
+                        prop_assert_eq!(
+                            Ok(()),
+                            want,
+                            "{}: compact({}) succeeded, model expected an error",
+                            ctx,
+                            rev
+                        );
                         prop_assert_eq!(ticket.revision(), rev, "{}: ticket revision", ctx);
                         if *wait {
-                            ticket.wait().map_err(|e| fail(format!("{ctx}: physical compaction at {rev}: {e:?}")))?;
-                            self.check_history(&format!("{ctx}: after physical compaction at {rev}"))?;
+                            ticket.wait().map_err(|e| {
+                                fail(format!("{ctx}: physical compaction at {rev}: {e:?}"))
+                            })?;
+                            let ctx = format!("{ctx}: after physical compaction at {rev}");
+                            self.check_history(&ctx)?;
+                            self.check_rows(true, &ctx)?;
                         }
                     }
-                    Err(e) => prop_assert_eq!(Err(merr(&e)), want, "{}: compact({}) error", ctx, rev),
+                    Err(e) => {
+                        prop_assert_eq!(Err(merr(&e)), want, "{}: compact({}) error", ctx, rev)
+                    }
                 }
             }
             Op::LeaseGrant { id, ttl } => {
                 let now = self.now();
-                let got = self.store().lease_grant(id.unwrap_or(0), *ttl, now).map_err(|e| merr(&e));
+                let got = self
+                    .store()
+                    .lease_grant(id.unwrap_or(0), *ttl, now)
+                    .map_err(|e| merr(&e));
                 let granted_ttl = (*ttl).max(MIN_TTL);
                 match id {
                     Some(id) if self.m.leases.contains_key(id) => {
-                        prop_assert_eq!(got, Err(MErr::LeaseExists), "{}: grant of live lease {}", ctx, id);
+                        prop_assert_eq!(
+                            got,
+                            Err(MErr::LeaseExists),
+                            "{}: grant of live lease {}",
+                            ctx,
+                            id
+                        );
                     }
                     _ => {
-                        let (got_id, got_ttl) =
-                            got.map_err(|e| fail(format!("{ctx}: lease grant failed unexpectedly: {e:?}")))?;
+                        let (got_id, got_ttl) = got.map_err(|e| {
+                            fail(format!("{ctx}: lease grant failed unexpectedly: {e:?}"))
+                        })?;
                         prop_assert_eq!(got_ttl, granted_ttl, "{}: granted ttl", ctx);
                         match id {
                             Some(id) => prop_assert_eq!(got_id, *id, "{}: granted id", ctx),
@@ -966,16 +1400,32 @@ impl Harness {
                                 got_id
                             ),
                         }
-                        self.m.leases.insert(got_id, MLease { ttl: granted_ttl, deadline: self.m.now + granted_ttl });
+                        self.m.leases.insert(
+                            got_id,
+                            MLease {
+                                ttl: granted_ttl,
+                                deadline: self.m.now + granted_ttl,
+                            },
+                        );
                         self.m.granted.push(got_id);
                     }
                 }
             }
             Op::LeaseRevoke { which } => {
                 let id = self.m.lease_sel(*which);
-                let got = self.store().lease_revoke(id).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
+                let got = self
+                    .store()
+                    .lease_revoke(id)
+                    .map(|c| (c.response, c.events))
+                    .map_err(|e| merr(&e));
                 let want = self.m.revoke(id);
-                prop_assert_eq!(got, want, "{}: revoke lease {}: response/events differ (left: store, right: model)", ctx, id);
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{}: revoke lease {}: response/events differ (left: store, right: model)",
+                    ctx,
+                    id
+                );
             }
             Op::KeepAlive { which } => {
                 let id = self.m.lease_sel(*which);
@@ -1001,19 +1451,34 @@ impl Harness {
                     .map(|(id, r)| (id, r.map(|c| (c.response, c.events)).map_err(|e| merr(&e))))
                     .collect();
                 let t = self.m.now;
-                let mut expired: Vec<(i64, LeaseId)> =
-                    self.m.leases.iter().filter(|(_, l)| l.deadline <= t).map(|(id, l)| (l.deadline, *id)).collect();
+                let mut expired: Vec<(i64, LeaseId)> = self
+                    .m
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.deadline <= t)
+                    .map(|(id, l)| (l.deadline, *id))
+                    .collect();
                 expired.sort_unstable();
-                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> =
-                    expired.into_iter().map(|(_, id)| (id, self.m.revoke(id))).collect();
-                prop_assert_eq!(got, want, "{}: expired leases at t={}s (left: store, right: model)", ctx, t);
+                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> = expired
+                    .into_iter()
+                    .map(|(_, id)| (id, self.m.revoke(id)))
+                    .collect();
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{}: expired leases at t={}s (left: store, right: model)",
+                    ctx,
+                    t
+                );
             }
             Op::Restart => {
                 self.restart()?;
-                self.check_history(&format!("{ctx}: after restart"))?;
+                let ctx = format!("{ctx}: after restart");
+                self.check_history(&ctx)?;
+                self.check_rows(false, &ctx)?;
             }
-            Op::Range { range, rev, limit } => {
-                let req = RangeRequest::new(range.build()).at(rev.resolve(&self.m)).limit(*limit);
+            Op::Range { read, rev } => {
+                let req = read.build(rev.resolve(&self.m), &self.m);
                 self.check_range(&req, ctx)?;
             }
         }
@@ -1023,7 +1488,13 @@ impl Harness {
     fn check_range(&mut self, req: &RangeRequest, ctx: &str) -> Result<(), TestCaseError> {
         let got = self.store().range(req).map_err(|e| merr(&e));
         let want = self.m.range(req);
-        prop_assert_eq!(got, want, "{}: range {:?} (left: store, right: model)", ctx, req);
+        prop_assert_eq!(
+            got,
+            want,
+            "{}: range {:?} (left: store, right: model)",
+            ctx,
+            req
+        );
         Ok(())
     }
 
@@ -1031,14 +1502,24 @@ impl Harness {
     fn check_state(&mut self, probe: &Probe, ctx: &str) -> Result<(), TestCaseError> {
         let (cur, compact) = (self.m.current, self.m.compact);
         prop_assert_eq!(self.store().current_rev(), cur, "{}: current revision", ctx);
-        prop_assert_eq!(self.store().compact_rev(), compact, "{}: compact revision", ctx);
+        prop_assert_eq!(
+            self.store().compact_rev(),
+            compact,
+            "{}: compact revision",
+            ctx
+        );
         let probe_rev = pick(compact - 1, cur + 1, probe.rev);
         for rev in [0, cur - 1, compact, probe_rev] {
             self.check_range(&RangeRequest::new(KeyRange::all()).at(rev), ctx)?;
         }
-        self.check_range(&RangeRequest::new(probe.range.build()).at(probe_rev).limit(probe.limit), ctx)?;
+        self.check_range(&probe.read.build(probe_rev, &self.m), ctx)?;
         let stats = self.store().stats();
-        prop_assert_eq!(stats.indexed_keys, self.m.indexed_keys(), "{}: keys in the index", ctx);
+        prop_assert_eq!(
+            stats.indexed_keys,
+            self.m.indexed_keys(),
+            "{}: keys in the index",
+            ctx
+        );
         let ids: Vec<LeaseId> = self.m.leases.keys().copied().collect();
         prop_assert_eq!(self.store().leases(), ids.clone(), "{}: lease ids", ctx);
         let now = self.now();
@@ -1067,24 +1548,61 @@ impl Harness {
         }
         Ok(())
     }
+
+    /// Compares the history rows on disk with the model's (see `Model::rows`): every row from
+    /// the compact revision on, and with `below` (no physical compaction running) the rows
+    /// compaction kept below it.
+    fn check_rows(&mut self, below: bool, ctx: &str) -> Result<(), TestCaseError> {
+        let from = if below { 0 } else { self.m.compact.max(0) };
+        let snapshot = self.store().reader().snapshot();
+        let mut got = Vec::new();
+        snapshot
+            .scan(from, self.m.current + 1, |key, row| {
+                got.push((key.rev, key.tombstone, row.kv, row.prev));
+                Ok(true)
+            })
+            .map_err(|e| fail(format!("{ctx}: scan of history rows: {e:?}")))?;
+        let want = self.m.rows(self.m.compact.max(0), below);
+        prop_assert_eq!(
+            got,
+            want,
+            "{}: history rows from revision {} (left: store, right: model)",
+            ctx,
+            from
+        );
+        Ok(())
+    }
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut h = Harness::new(case)?;
     for (i, (op, probe)) in case.ops.iter().enumerate() {
-        let ctx = format!("op #{i} {op:?} (rev {} compact {} t={}s)", h.m.current, h.m.compact, h.m.now);
+        let ctx = format!(
+            "op #{i} {op:?} (rev {} compact {} t={}s)",
+            h.m.current, h.m.compact, h.m.now
+        );
         h.apply(op, &ctx)?;
         h.check_state(probe, &ctx)?;
     }
     h.check_history("end of case")?;
+    h.check_rows(false, "end of case")?;
     h.restart()?;
-    h.check_state(&Probe { range: RangeSpec::All, rev: 0, limit: 0 }, "final restart")?;
-    h.check_history("after final restart")
+    let all = ReadSpec {
+        range: RangeSpec::All,
+        limit: 0,
+        opts: None,
+    };
+    h.check_state(&Probe { read: all, rev: 0 }, "final restart")?;
+    h.check_history("after final restart")?;
+    h.check_rows(false, "after final restart")
 }
 
 fn config() -> ProptestConfig {
     let default = ProptestConfig::default();
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     ProptestConfig {
         cases,
         rng_seed: match default.rng_seed {

@@ -132,10 +132,10 @@ const FULL: Scale = Scale {
     latency_puts: 2000,
     b2b_puts: 500,
     mp_streams: 100,
-    mp_seq_puts: 5000,
+    mp_seq_puts: 3000,
     mp_tasks: 8,
-    mp_task_puts: 1000,
-    mp_rounds: 3,
+    mp_task_puts: 500,
+    mp_rounds: 5,
     cu_revs: 100_000,
     cu_keys: 10_000,
     cu_streams: 1000,
@@ -775,12 +775,15 @@ fn fanout(c: &mut Criterion) {
 struct Phase {
     seq: f64,
     pipelined: f64,
+    /// Mean store commit time per write batch over the phase.
+    commit: String,
 }
 
 /// Runs one phase of puts from `writer`: sequential, then pipelined; waits until every reading
 /// stream has counted its events.
 fn mailbox_phase(b: &Bench, writer: &ArbiterHandle, fast: &Progress, readers: u64, puts: &mut u64) -> Phase {
     let s = scale();
+    let st0 = b.block_on(b.handle.stats()).expect("stats");
     let lat = b
         .block_on(spawn_probe(
             &b.handle,
@@ -794,7 +797,8 @@ fn mailbox_phase(b: &Bench, writer: &ArbiterHandle, fast: &Progress, readers: u6
     let pipelined = (s.mp_tasks * s.mp_task_puts) as f64 / d.as_secs_f64();
     *puts += (s.mp_tasks * s.mp_task_puts) as u64;
     b.block_on(fast.wait_events(readers * *puts));
-    Phase { seq, pipelined }
+    let st1 = b.block_on(b.handle.stats()).expect("stats");
+    Phase { seq, pipelined, commit: commit_time(&st0, &st1) }
 }
 
 fn mailbox(_: &mut Criterion) {
@@ -852,7 +856,7 @@ fn mailbox(_: &mut Criterion) {
     let list = |v: &[f64]| v.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", ");
     for (label, phases) in [("no slow stream", &normal), ("1 stalled stream", &stalled_phases)] {
         note(format!(
-            "[mailbox] {label} ({} streams on one prefix): {} sequential puts: {} (median {}); {}x{} pipelined puts: {} (median {})",
+            "[mailbox] {label} ({} streams on one prefix): {} sequential puts: {} (median {}); {}x{} pipelined puts: {} (median {}); store commit time per batch: {}",
             s.mp_streams,
             s.mp_seq_puts,
             list(&seq(phases)),
@@ -860,7 +864,8 @@ fn mailbox(_: &mut Criterion) {
             s.mp_tasks,
             s.mp_task_puts,
             list(&pip(phases)),
-            fmt_rate(median(&pip(phases)))
+            fmt_rate(median(&pip(phases))),
+            phases.iter().map(|p| p.commit.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     for (i, (st, batches)) in parked.iter().enumerate() {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole watchkv test suite on a fresh machine, installing what the tests need first:
+# real etcd 3.4 (Debian etcd-server/etcd-client) as the differential oracle, and the Python
+# etcd3gw client. Safe to run again: installed pieces are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! python3 -c 'import etcd3gw' >/dev/null 2>&1; then
+  echo "installing the etcd3gw Python client"
+  python3 -m pip install --quiet etcd3gw || python3 -m pip install --quiet --break-system-packages etcd3gw
+fi
+
+# Benches must keep compiling even though CI does not run them.
+cargo check --workspace --benches --quiet
+cargo test --workspace --no-fail-fast "$@"
