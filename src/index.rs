@@ -84,12 +84,17 @@ impl Index {
             .collect()
     }
 
-    /// Records a put of `key` at `rev`.
-    pub fn put(&mut self, key: &[u8], rev: Revision) {
+    /// Records a put of `key` at `rev`; returns the key's state before it, if it was live.
+    pub fn put(&mut self, key: &[u8], rev: Revision) -> Option<KeyVersion> {
         match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
+            Some(ki) => {
+                let prev = ki.latest();
+                ki.put(rev);
+                prev
+            }
             None => {
                 self.keys.insert(key.into(), KeyIndex::new_put(rev));
+                None
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::request::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
     TxnResponse,
 };
-use crate::revision::Revision;
+use crate::revision::{BackendKey, Revision};
 
 /// A committed write: the response, and the events it produced in `(revision, sub)` order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,9 @@ pub struct KvStore {
     lessor: Lessor,
     current_rev: i64,
     compact_rev: i64,
+    /// Rows (and lease deletions) of the current write group, committed to the backend as one
+    /// batch by `persist`.
+    group: GroupBatch,
     /// Batches committed to the backend but not yet persisted.
     unpersisted: bool,
     poisoned: bool,
@@ -144,6 +147,7 @@ impl KvStore {
             lessor: Lessor::default(),
             current_rev: 1,
             compact_rev: finished.unwrap_or(-1),
+            group: GroupBatch::default(),
             unpersisted: false,
             poisoned: false,
             compactor,
@@ -260,11 +264,12 @@ impl KvStore {
     /// `EmptyKey`, `FutureRev`, `Compacted`, or a storage error.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         check_range(req)?;
-        self.range_view(req, self.current_rev, &HashMap::new())
+        self.range_view(req, self.current_rev)
     }
 
-    /// Reads `req` as of a store at `view_rev` whose uncommitted rows are `pending`.
-    fn range_view(&self, req: &RangeRequest, view_rev: i64, pending: &HashMap<Revision, KeyValue>) -> Result<RangeResponse> {
+    /// Reads `req` as of a store at `view_rev` (inside a write, the rows of the current group
+    /// are read back from the group).
+    fn range_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangeResponse> {
         let rev = self.check_read_rev(req.revision, view_rev)?;
         let limit = if req.needs_all() || req.limit <= 0 { usize::MAX } else { usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1) };
         let mut found: Vec<(&[u8], KeyVersion)> = Vec::new();
@@ -283,7 +288,7 @@ impl KvStore {
         };
         let mut kvs = Vec::with_capacity(found.len());
         for (_, v) in found {
-            kvs.push(self.read_kv(v.modified, pending)?);
+            kvs.push(self.read_kv(v.modified)?);
         }
         kvs.retain(|kv| {
             (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
@@ -320,9 +325,11 @@ impl KvStore {
     }
 
     /// Reads the key-value stored in the put row at `rev`.
-    fn read_kv(&self, rev: Revision, pending: &HashMap<Revision, KeyValue>) -> Result<KeyValue> {
-        if let Some(kv) = pending.get(&rev) {
-            return Ok(kv.clone());
+    fn read_kv(&self, rev: Revision) -> Result<KeyValue> {
+        if let Some(bytes) = self.group.row(rev) {
+            return codec::decode_row(bytes)
+                .map(|row| row.kv)
+                .map_err(|reason| Error::Corrupt { revision: rev.to_string(), reason });
         }
         match self.backend.get_row(rev.to_key(false))? {
             Some(row) => Ok(row.kv),
@@ -422,6 +429,21 @@ impl KvStore {
 
     /// Persists every committed batch, per the durability mode.
     fn persist(&mut self) -> Result<()> {
+        if !self.group.is_empty() {
+            let mut batch = self.backend.batch();
+            for (key, value) in self.group.rows.drain(..) {
+                batch.put_row(key, value);
+            }
+            for id in self.group.lease_deletes.drain(..) {
+                batch.delete_lease(id);
+            }
+            self.group.positions.clear();
+            if let Err(e) = batch.commit() {
+                self.poisoned = true;
+                return Err(e);
+            }
+            self.unpersisted = true;
+        }
         if !self.unpersisted {
             return Ok(());
         }
@@ -489,28 +511,15 @@ impl KvStore {
                     self.exec_delete(w, &DeleteRangeRequest::new(KeyRange::Single(key)))?;
                 }
                 self.lessor.remove(id);
-                w.lease_deletes.push(id);
+                self.group.lease_deletes.push(id);
                 WriteResponse::LeaseRevoke { revision: 0 }
             }
         })
     }
 
-    /// Commits a write txn's batch and moves the revision if it changed anything.
+    /// Ends a write txn: moves the revision if it changed anything. Its rows wait in the group
+    /// batch for `persist`.
     fn commit(&mut self, w: WriteTxn, mut response: WriteResponse) -> Result<Committed<WriteResponse>> {
-        let mut batch = self.backend.batch();
-        for (key, value) in w.rows {
-            batch.put_row(key, value);
-        }
-        for id in &w.lease_deletes {
-            batch.delete_lease(*id);
-        }
-        if !batch.is_empty() {
-            if let Err(e) = batch.commit() {
-                self.poisoned = true;
-                return Err(e);
-            }
-            self.unpersisted = true;
-        }
         if !w.events.is_empty() {
             self.current_rev += 1;
         }
@@ -604,7 +613,7 @@ impl KvStore {
         }
         for v in found {
             let kv = if matches!(c.target, CompareTarget::Value(_) | CompareTarget::Lease(_)) {
-                self.read_kv(v.modified, &HashMap::new())?
+                self.read_kv(v.modified)?
             } else {
                 KeyValue {
                     create_revision: v.created.main,
@@ -628,7 +637,7 @@ impl KvStore {
         let mut responses = Vec::new();
         for op in if succeeded { &t.success } else { &t.failure } {
             responses.push(match op {
-                RequestOp::Range(r) => ResponseOp::Range(self.range_view(r, w.read_rev(), &w.pending)?),
+                RequestOp::Range(r) => ResponseOp::Range(self.range_view(r, w.read_rev())?),
                 RequestOp::Put(p) => ResponseOp::Put(self.exec_put(w, p)?),
                 RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(w, d)?),
                 RequestOp::Txn(nested) => {
@@ -646,18 +655,17 @@ impl KvStore {
     /// etcd `storeTxnWrite.put`.
     fn exec_put(&mut self, w: &mut WriteTxn, p: &PutRequest) -> Result<PutResponse> {
         let rev = w.next_revision();
-        let prev_version = self.index.latest(&p.key);
+        let prev_version = self.index.put(&p.key, rev);
         let prev_kv = match prev_version {
-            Some(v) => Some(self.read_kv(v.modified, &w.pending)?),
+            Some(v) => Some(self.read_kv(v.modified)?),
             None => None,
         };
-        let value = match (&prev_kv, p.ignore_value) {
-            (Some(prev), true) => prev.value.clone(),
-            _ => p.value.clone(),
-        };
-        let lease = match (&prev_kv, p.ignore_lease) {
-            (Some(prev), true) => prev.lease,
-            _ => p.lease,
+        let (value, lease) = match &prev_kv {
+            Some(prev) => (
+                if p.ignore_value { prev.value.clone() } else { p.value.clone() },
+                if p.ignore_lease { prev.lease } else { p.lease },
+            ),
+            None => (p.value.clone(), p.lease),
         };
         let kv = KeyValue {
             key: p.key.clone(),
@@ -667,10 +675,8 @@ impl KvStore {
             value,
             lease,
         };
-        w.rows.push((rev.to_key(false), codec::encode_row(&kv, prev_version.map(|v| v.modified))));
-        self.index.put(&p.key, rev);
+        self.group.push(rev.to_key(false), codec::encode_row(&kv, prev_version.map(|v| v.modified)));
         self.lessor.attach(&p.key, lease);
-        w.pending.insert(rev, kv.clone());
         let response = PutResponse { revision: rev.main, prev_kv: if p.prev_kv { prev_kv.clone() } else { None } };
         w.events.push(Event { kind: EventKind::Put, kv, prev_kv });
         Ok(response)
@@ -683,10 +689,10 @@ impl KvStore {
         let deleted = live.len();
         for (key, v) in live {
             let rev = w.next_revision();
-            let prev = self.read_kv(v.modified, &w.pending)?;
+            let prev = self.read_kv(v.modified)?;
             let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..KeyValue::default() };
             let stored = KeyValue { key: key.clone(), ..KeyValue::default() };
-            w.rows.push((rev.to_key(true), codec::encode_row(&stored, Some(v.modified))));
+            self.group.push(rev.to_key(true), codec::encode_row(&stored, Some(v.modified)));
             self.index.tombstone(&key, rev);
             self.lessor.attach(&key, 0);
             if d.prev_kv {
@@ -709,6 +715,8 @@ impl KvStore {
     /// error.
     pub fn compact(&mut self, rev: i64) -> Result<CompactionTicket> {
         self.check_writable()?;
+        // Every row at or below `rev` must be in the backend before the compactor scans it.
+        self.persist()?;
         if rev <= self.compact_rev {
             return Err(Error::Compacted { requested: rev, compact_rev: self.compact_rev });
         }
@@ -873,15 +881,11 @@ fn unexpected(resp: &WriteResponse) -> Error {
 struct WriteTxn {
     begin_rev: i64,
     events: Vec<Event>,
-    rows: Vec<(crate::revision::BackendKey, Vec<u8>)>,
-    /// Rows written by this txn, readable before the batch commits (read-your-writes).
-    pending: HashMap<Revision, KeyValue>,
-    lease_deletes: Vec<LeaseId>,
 }
 
 impl WriteTxn {
     fn new(begin_rev: i64) -> Self {
-        Self { begin_rev, events: Vec::new(), rows: Vec::new(), pending: HashMap::new(), lease_deletes: Vec::new() }
+        Self { begin_rev, events: Vec::new() }
     }
 
     /// The revision of the next change: `begin_rev + 1`, sub = changes so far.
@@ -896,6 +900,31 @@ impl WriteTxn {
         } else {
             self.begin_rev + 1
         }
+    }
+}
+
+/// The rows a write group has produced, waiting to be committed as one backend batch. Later
+/// writes of the same group read earlier rows back from here (read-your-writes).
+#[derive(Debug, Default)]
+struct GroupBatch {
+    rows: Vec<(BackendKey, Vec<u8>)>,
+    /// Position in `rows` of each row, by revision.
+    positions: HashMap<Revision, usize>,
+    lease_deletes: Vec<LeaseId>,
+}
+
+impl GroupBatch {
+    fn push(&mut self, key: BackendKey, value: Vec<u8>) {
+        self.positions.insert(key.rev, self.rows.len());
+        self.rows.push((key, value));
+    }
+
+    fn row(&self, rev: Revision) -> Option<&[u8]> {
+        self.positions.get(&rev).and_then(|&i| self.rows.get(i)).map(|(_, v)| v.as_slice())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.lease_deletes.is_empty()
     }
 }
 

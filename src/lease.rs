@@ -87,6 +87,9 @@ impl Lessor {
 
     /// Attaches `key` to lease `id` (0 = detach), leaving any previous lease.
     pub fn attach(&mut self, key: &[u8], id: LeaseId) {
+        if id == 0 && self.key_lease.is_empty() {
+            return;
+        }
         let old = self.lease_of(key);
         if old == id {
             return;

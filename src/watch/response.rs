@@ -204,7 +204,7 @@ mod tests {
             (10, 4, 35, 2),
         ];
         for (s, n, limit, want) in cases {
-            let resp = WatchResponse::events(1, 0, events(s, n), false);
+            let resp = WatchResponse::events(0, 0, events(s, n), false);
             let pieces = resp.into_fragments(limit, 0);
             assert_eq!(pieces.len(), want, "S={s} N={n} L={limit}");
             let total: usize = pieces.iter().map(|p| p.events.len()).sum();
