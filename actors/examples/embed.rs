@@ -36,6 +36,9 @@ async fn main() -> std::io::Result<()> {
             .service(web::scope("/kv").configure(gateway::configure(store.clone())))
     })
     .workers(2)
+    // A client that closes its socket after its watch request must free its watchers: treat the
+    // socket's EOF as the end of the request, as Go's server (and so etcd) does.
+    .h1_allow_half_closed(false)
     .bind(&addr)?;
     println!("listening on {addr}");
     server.run().await?;

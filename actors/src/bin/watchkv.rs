@@ -116,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let gw = Arc::new(gw);
     let mut server = HttpServer::new(move || App::new().configure(|cfg| gateway::configure_with(cfg, Arc::clone(&gw))))
         .disable_signals()
+        // A client that closes its socket after a watch request must free its watchers: the
+        // socket's EOF ends the request, as in Go's server (and so etcd).
+        .h1_allow_half_closed(false)
         .shutdown_timeout(5);
     if let Some(workers) = args.workers {
         server = server.workers(workers.max(1));

@@ -49,6 +49,10 @@ impl Gateway {
 }
 
 /// Returns a function for `App::configure` / `Scope::configure` that mounts every route.
+///
+/// Serve it with `HttpServer::h1_allow_half_closed(false)`: a watch client that ends its
+/// request body and then goes away is otherwise never noticed while nothing is written to it,
+/// and its stream and watchers live on (etcd's Go server cancels the request on the EOF).
 pub fn configure(handle: Handle) -> impl Fn(&mut web::ServiceConfig) + Clone {
     let gateway = Arc::new(Gateway::new(handle));
     move |cfg: &mut web::ServiceConfig| configure_with(cfg, Arc::clone(&gateway))

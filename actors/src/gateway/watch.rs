@@ -46,7 +46,7 @@ async fn read_requests(mut payload: web::Payload, stream: Addr<StreamActor>, err
             None => break,
         };
         buf.extend_from_slice(&chunk);
-        match drain_requests(&mut buf, &stream).await {
+        match drain_requests(&mut buf, &stream, limit).await {
             Ok(()) => {}
             Err(e) => {
                 let _ = errors.send(e).await;
@@ -65,8 +65,9 @@ async fn read_requests(mut payload: web::Payload, stream: Addr<StreamActor>, err
     }
 }
 
-/// Handles every complete request object at the front of `buf` and removes it.
-async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>) -> Result<(), String> {
+/// Handles every complete request object at the front of `buf` and removes it. One request
+/// larger than `limit` is refused even when it arrived whole (etcd's per-message limit).
+async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>, limit: usize) -> Result<(), String> {
     let mut consumed = 0;
     let mut requests = Vec::new();
     {
@@ -74,6 +75,9 @@ async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>) -> Result
         loop {
             match iter.next() {
                 Some(Ok(value)) => {
+                    if iter.byte_offset() - consumed > limit {
+                        return Err(watchkv::Error::RequestTooLarge.to_string());
+                    }
                     consumed = iter.byte_offset();
                     let req: WatchRequestJson = serde_json::from_value(value).map_err(|e| format!("invalid watch request: {e}"))?;
                     requests.push(req);
