@@ -4,6 +4,7 @@
 //! the current revision and the only one that adds to `synced`, so the hand-off from catch-up to
 //! live delivery happens at a revision boundary with no event able to fall between.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -323,15 +324,26 @@ impl StoreActor {
         if self.synced.is_empty() {
             return;
         }
-        // (slot, events) in first-match order; one revision, so usually tiny.
+        // (slot, events) in first-match order.
         let mut per_watcher: Vec<(WatcherSlot, Vec<Arc<Event>>)> = Vec::new();
-        for event in events {
+        if let [event] = events {
+            // One event: `matching` yields each slot once, so there is nothing to merge.
             self.matched.clear();
             self.synced.matching(&event.kv.key, &mut self.matched);
-            for &slot in &self.matched {
-                match per_watcher.iter_mut().find(|(s, _)| *s == slot) {
-                    Some((_, evs)) => evs.push(Arc::clone(event)),
-                    None => per_watcher.push((slot, vec![Arc::clone(event)])),
+            per_watcher.extend(self.matched.iter().map(|&slot| (slot, vec![Arc::clone(event)])));
+        } else {
+            let mut position: HashMap<WatcherSlot, usize> = HashMap::new();
+            for event in events {
+                self.matched.clear();
+                self.synced.matching(&event.kv.key, &mut self.matched);
+                for &slot in &self.matched {
+                    match position.entry(slot) {
+                        Entry::Occupied(e) => per_watcher[*e.get()].1.push(Arc::clone(event)),
+                        Entry::Vacant(e) => {
+                            e.insert(per_watcher.len());
+                            per_watcher.push((slot, vec![Arc::clone(event)]));
+                        }
+                    }
                 }
             }
         }
@@ -410,9 +422,12 @@ impl StoreActor {
             let _ = self.synced.insert(w);
             return;
         }
-        // Replay [min_rev, current] from the ring if it still holds all of it.
+        // Replay [min_rev, current] from the ring if it still holds all of it and the gap fits
+        // in one catch-up batch; a longer gap goes through the syncer, so what a victim can
+        // hold stays bounded by `watch_batch_max_revs` (DESIGN invariant 5).
         let covered = self.ring.front().is_some_and(|(oldest, _)| *oldest <= w.min_rev);
-        if !covered {
+        let gap = usize::try_from(current - w.min_rev + 1).unwrap_or(usize::MAX);
+        if !covered || gap > self.config.watch.watch_batch_max_revs {
             self.syncer.do_send(AddUnsynced(vec![w]));
             return;
         }
