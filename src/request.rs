@@ -104,6 +104,10 @@ impl RangeRequest {
 
     /// Returns whether the MVCC read must return every match (sorting or filtering happen
     /// after it), so that the limit cannot be pushed down (etcd `txn.go executeRange`).
+    ///
+    /// Deliberate difference: etcd pushes the limit down when a sort target is given without a
+    /// sort order, then sorts only the first `limit` keys (in key order); we sort every match
+    /// first, so the answer is the real top `limit` by that target.
     pub(crate) fn needs_all(&self) -> bool {
         self.sort_order != SortOrder::None || self.sort_target != SortTarget::Key || self.has_filters()
     }

@@ -567,7 +567,9 @@ fn in_range(range: &KeyRange, key: &[u8]) -> bool {
 /// `executeRange`): `count` is every key of the range, before filters and limit; `count_only`
 /// returns no key-values; filters, then sorting (a non-key target without an order sorts
 /// ascending; ties keep key order, the store's documented choice where etcd's sort is not
-/// stable), then the limit; `keys_only` blanks values.
+/// stable), then the limit; `keys_only` blanks values. Like the store, the limit applies after
+/// sorting by a non-key target even without a sort order; etcd (`rangeLimit`) pushes the limit
+/// down in that case and sorts only the first `limit + 1` keys in key order.
 fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) -> RangeResponse {
     let mut kvs: Vec<KeyValue> = state
         .iter()
@@ -1611,7 +1613,9 @@ fn config() -> ProptestConfig {
         },
         // Shrunk failures go to tests/regression.rs by hand.
         failure_persistence: None,
+        // Bound the shrinking of a failure (each step replays a whole case on a fresh store).
         max_shrink_iters: 4096,
+        max_shrink_time: 180_000,
         ..default
     }
 }
