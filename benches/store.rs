@@ -312,6 +312,39 @@ fn store_benches(c: &mut Criterion) {
     });
     drop(state);
 
+    // ----- range_events_100k: the catch-up read (spec §6.5 step 3) -----
+    let mut state: Option<TempStore> = None;
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("range_events_100k", |b| {
+        let store = &state
+            .get_or_insert_with(|| {
+                let mut s = temp_store(Durability::Buffered);
+                // 100k revisions over 1000 keys, one put per revision.
+                let reqs = (0..100_000u64).map(|i| format!("ev/{:04}", i % 1000));
+                let mut batch = Vec::with_capacity(1000);
+                for k in reqs {
+                    batch.push(WriteRequest::Put(PutRequest::new(k, values.next())));
+                    if batch.len() == 1000 {
+                        for r in s.store.write_group(std::mem::take(&mut batch)) {
+                            r.expect("fill write");
+                        }
+                    }
+                }
+                s
+            })
+            .store;
+        let reader = store.reader();
+        let cur = store.current_rev();
+        b.iter(|| {
+            let snap = reader.snapshot();
+            let events = watchkv::watch::history::range_events(&snap, 1, cur + 1, -1, |_| watchkv::watch::history::Wanted::Event)
+                .expect("range_events");
+            assert_eq!(events.len(), 100_000);
+            events
+        });
+    });
+    drop(state);
+
     // ----- open_1m -----
     const N: u64 = 1_000_000;
     let mut state: Option<(tempfile::TempDir, StoreConfig)> = None;
