@@ -22,11 +22,11 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Returns the remaining TTL in whole seconds, rounded up as etcd does (0 once expired).
+    /// Returns the remaining TTL in whole seconds, truncated as etcd's `LeaseTimeToLive` does
+    /// (`int64(Remaining().Seconds())`): 59 right after a 60 s grant; 0 once expired.
     #[must_use]
     pub fn remaining_secs(&self, now: Instant) -> i64 {
-        let left = self.deadline.saturating_duration_since(now);
-        i64::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(i64::MAX)
+        i64::try_from(self.deadline.saturating_duration_since(now).as_secs()).unwrap_or(i64::MAX)
     }
 }
 
@@ -170,12 +170,12 @@ mod tests {
     }
 
     #[test]
-    fn remaining_ttl_rounds_up_and_expiry_is_ordered() {
+    fn remaining_ttl_truncates_and_expiry_is_ordered() {
         let now = Instant::now();
         let mut l = Lessor::default();
         l.insert(7, 5, now + Duration::from_millis(4500));
         l.insert(8, 1, now + Duration::from_secs(1));
-        assert_eq!(l.get(7).map(|x| x.remaining_secs(now)), Some(5));
+        assert_eq!(l.get(7).map(|x| x.remaining_secs(now)), Some(4));
         assert_eq!(l.expired(now), Vec::<LeaseId>::new());
         assert_eq!(l.expired(now + Duration::from_secs(10)), vec![8, 7]);
         assert_eq!(l.next_deadline(), Some(now + Duration::from_secs(1)));

@@ -293,7 +293,10 @@ impl Handler<RequestStreamProgress> for StreamActor {
         if self.watches.is_empty() {
             return;
         }
-        let watchers = self.watches.values().map(|w| w.key).collect();
+        // The answer comes back keyed by the first watcher: make it the newest, so that `Deliver`
+        // can tell whether a watcher was created after this request.
+        let mut watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
         self.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
     }
 }
@@ -319,7 +322,12 @@ impl Handler<Deliver> for StreamActor {
         let mut out = Vec::with_capacity(msg.entries.len());
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
-                if !self.watches.is_empty() {
+                // A stream-wide progress speaks for the watchers of its request only, and `key`
+                // is the newest of them. A watcher created since may still be catching up from
+                // an older revision: clients apply a -1 progress to every watcher of the stream
+                // (etcd's Go client broadcasts it and resumes from it), so it would break
+                // Bookmarkable for that one. Drop it; the client asks again.
+                if !self.watches.is_empty() && self.watches.values().all(|w| w.key.seq <= key.seq) {
                     out.push(response);
                 }
                 continue;

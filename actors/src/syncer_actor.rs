@@ -114,9 +114,13 @@ impl SyncerActor {
         let chosen: Vec<Watcher> =
             self.unsynced.take(self.config.watch.max_watchers_per_sync).into_iter().filter(|w| !w.is_cancelled()).collect();
         let chosen_count = chosen.len();
+        // Current before the snapshot (it holds every revision up to it), compact after it: the
+        // store publishes a compaction before its rows can start disappearing, so a snapshot
+        // missing rows below a compact revision is always read with that revision or a newer
+        // one, and watchers that needed those rows get a compaction notice, not a gap.
         let current = self.clock.current();
-        let compact = self.clock.compact();
         let snapshot = self.reader.snapshot();
+        let compact = self.clock.compact();
         let result = match catch_up(chosen, &snapshot, current, compact, self.config.watch.watch_batch_max_revs) {
             Ok(r) => r,
             Err(e) => {

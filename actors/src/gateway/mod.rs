@@ -77,6 +77,7 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/maintenance/status", web::post().to(status))
         .route("/v3/watch", web::post().to(watch::watch))
         .route("/health", web::get().to(health))
+        .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics::metrics));
 }
 
@@ -339,6 +340,13 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
         Ok(out)
     }
     .await)
+}
+
+/// etcd's `GET /version`: clients (Python etcd3gw by default) pick the gateway prefix from it.
+async fn version() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(format!("{{\"etcdserver\":\"{REPORTED_ETCD_VERSION}\",\"etcdcluster\":\"{REPORTED_ETCD_VERSION}\"}}"))
 }
 
 async fn health(gw: web::Data<Gateway>) -> HttpResponse {

@@ -135,19 +135,14 @@ impl Stream for ResponseLines {
             return Poll::Ready(Some(Ok(Bytes::from(line))));
         }
         match self.responses.poll_recv(cx) {
-            Poll::Ready(Some(first)) => {
-                // Write every response already waiting into one chunk.
+            Poll::Ready(Some(r)) => {
+                // Exactly one response per HTTP chunk, as grpc-gateway writes them: clients such
+                // as Python etcd3gw parse each chunk as one JSON message (`iter_content(None)`),
+                // and several lines in one chunk made them drop the rest of the stream.
                 let mut out = String::with_capacity(256);
-                let header = self.header;
-                let mut push = |r: &WatchResponse| {
-                    out.push_str("{\"result\":");
-                    json::write_watch_response(&mut out, header, r);
-                    out.push_str("}\n");
-                };
-                push(&first);
-                while let Ok(r) = self.responses.try_recv() {
-                    push(&r);
-                }
+                out.push_str("{\"result\":");
+                json::write_watch_response(&mut out, self.header, &r);
+                out.push_str("}\n");
                 Poll::Ready(Some(Ok(Bytes::from(out))))
             }
             Poll::Ready(None) => {
