@@ -437,7 +437,6 @@ impl KvStore {
             for id in self.group.lease_deletes.drain(..) {
                 batch.delete_lease(id);
             }
-            self.group.positions.clear();
             if let Err(e) = batch.commit() {
                 self.poisoned = true;
                 return Err(e);
@@ -499,10 +498,10 @@ impl KvStore {
 
     fn execute(&mut self, w: &mut WriteTxn, req: WriteRequest, path: &[bool]) -> Result<WriteResponse> {
         Ok(match req {
-            WriteRequest::Put(p) => WriteResponse::Put(self.exec_put(w, &p)?),
+            WriteRequest::Put(p) => WriteResponse::Put(self.exec_put(w, p)?),
             WriteRequest::DeleteRange(d) => WriteResponse::DeleteRange(self.exec_delete(w, &d)?),
             WriteRequest::Txn(t) => {
-                let (resp, _) = self.exec_txn(w, &t, path)?;
+                let (resp, _) = self.exec_txn(w, t, path)?;
                 WriteResponse::Txn(TxnResponse { revision: 0, ..resp })
             }
             WriteRequest::LeaseRevoke(id) => {
@@ -631,15 +630,15 @@ impl KvStore {
 
     /// Runs the branch of `t` that `path` selected; returns its response and how many path
     /// entries it used (etcd `executeTxn`).
-    fn exec_txn(&mut self, w: &mut WriteTxn, t: &TxnRequest, path: &[bool]) -> Result<(TxnResponse, usize)> {
+    fn exec_txn(&mut self, w: &mut WriteTxn, t: TxnRequest, path: &[bool]) -> Result<(TxnResponse, usize)> {
         let succeeded = path.first().copied().unwrap_or(false);
         let mut used = 1;
         let mut responses = Vec::new();
-        for op in if succeeded { &t.success } else { &t.failure } {
+        for op in if succeeded { t.success } else { t.failure } {
             responses.push(match op {
-                RequestOp::Range(r) => ResponseOp::Range(self.range_view(r, w.read_rev())?),
+                RequestOp::Range(r) => ResponseOp::Range(self.range_view(&r, w.read_rev())?),
                 RequestOp::Put(p) => ResponseOp::Put(self.exec_put(w, p)?),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(w, d)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(w, &d)?),
                 RequestOp::Txn(nested) => {
                     let (resp, n) = self.exec_txn(w, nested, path.get(used..).unwrap_or(&[]))?;
                     used += n;
@@ -652,8 +651,9 @@ impl KvStore {
         Ok((TxnResponse { revision: 0, succeeded, responses }, used))
     }
 
-    /// etcd `storeTxnWrite.put`.
-    fn exec_put(&mut self, w: &mut WriteTxn, p: &PutRequest) -> Result<PutResponse> {
+    /// etcd `storeTxnWrite.put`. Takes the request by value: its key and value move into the
+    /// new key-value instead of being copied.
+    fn exec_put(&mut self, w: &mut WriteTxn, p: PutRequest) -> Result<PutResponse> {
         let rev = w.next_revision();
         let prev_version = self.index.put(&p.key, rev);
         let prev_kv = match prev_version {
@@ -662,13 +662,13 @@ impl KvStore {
         };
         let (value, lease) = match &prev_kv {
             Some(prev) => (
-                if p.ignore_value { prev.value.clone() } else { p.value.clone() },
+                if p.ignore_value { prev.value.clone() } else { p.value },
                 if p.ignore_lease { prev.lease } else { p.lease },
             ),
-            None => (p.value.clone(), p.lease),
+            None => (p.value, p.lease),
         };
         let kv = KeyValue {
-            key: p.key.clone(),
+            key: p.key,
             create_revision: prev_version.map_or(rev.main, |v| v.created.main),
             mod_revision: rev.main,
             version: prev_version.map_or(1, |v| v.version + 1),
@@ -676,7 +676,7 @@ impl KvStore {
             lease,
         };
         self.group.push(rev.to_key(false), codec::encode_row(&kv, prev_version.map(|v| v.modified)));
-        self.lessor.attach(&p.key, lease);
+        self.lessor.attach(&kv.key, lease);
         let response = PutResponse { revision: rev.main, prev_kv: if p.prev_kv { prev_kv.clone() } else { None } };
         w.events.push(Event { kind: EventKind::Put, kv, prev_kv });
         Ok(response)
@@ -904,23 +904,23 @@ impl WriteTxn {
 }
 
 /// The rows a write group has produced, waiting to be committed as one backend batch. Later
-/// writes of the same group read earlier rows back from here (read-your-writes).
+/// writes of the same group read earlier rows back from here (read-your-writes). Rows arrive in
+/// revision order, so a row is found by binary search.
 #[derive(Debug, Default)]
 struct GroupBatch {
     rows: Vec<(BackendKey, Vec<u8>)>,
-    /// Position in `rows` of each row, by revision.
-    positions: HashMap<Revision, usize>,
     lease_deletes: Vec<LeaseId>,
 }
 
 impl GroupBatch {
     fn push(&mut self, key: BackendKey, value: Vec<u8>) {
-        self.positions.insert(key.rev, self.rows.len());
+        debug_assert!(self.rows.last().is_none_or(|(last, _)| last.rev < key.rev));
         self.rows.push((key, value));
     }
 
     fn row(&self, rev: Revision) -> Option<&[u8]> {
-        self.positions.get(&rev).and_then(|&i| self.rows.get(i)).map(|(_, v)| v.as_slice())
+        let i = self.rows.binary_search_by(|(k, _)| k.rev.cmp(&rev)).ok()?;
+        self.rows.get(i).map(|(_, v)| v.as_slice())
     }
 
     fn is_empty(&self) -> bool {
