@@ -655,10 +655,11 @@ async fn maintenance(
                     .max();
                 let target =
                     seen.unwrap_or(0).min(handle.current_revision()) - rng.random_range(0..20);
-                if target >= 2 && target > handle.compact_revision() {
-                    if handle.compact(target, rng.random_bool(0.3)).await.is_ok() {
-                        compactions += 1;
-                    }
+                if target >= 2
+                    && target > handle.compact_revision()
+                    && handle.compact(target, rng.random_bool(0.3)).await.is_ok()
+                {
+                    compactions += 1;
                 }
             }
             4..=6 => {
@@ -748,10 +749,8 @@ async fn driver(
                 }
             }
             38..=52 => slots[j].rec.addr.do_send(RequestStreamProgress),
-            53..=64 => {
-                if paused < STREAMS / 2 {
-                    slots[j].rec.paused.store(true, Ordering::Release);
-                }
+            53..=64 if paused < STREAMS / 2 => {
+                slots[j].rec.paused.store(true, Ordering::Release);
             }
             65..=79 => {
                 let paused: Vec<usize> = open
@@ -763,18 +762,16 @@ async fn driver(
                     slots[k].rec.paused.store(false, Ordering::Release);
                 }
             }
-            80..=82 => {
-                if closes < MAX_CLOSES {
-                    closes += 1;
-                    slots[j].closed = true;
-                    slots[j].rec.addr.do_send(CloseStream);
-                    let mut slot = open_slot(&sys);
-                    for _ in 0..rng.random_range(1..=3) {
-                        let req = random_create(&mut rng, current, compact, &p);
-                        slot.create(req);
-                    }
-                    slots.push(slot);
+            80..=82 if closes < MAX_CLOSES => {
+                closes += 1;
+                slots[j].closed = true;
+                slots[j].rec.addr.do_send(CloseStream);
+                let mut slot = open_slot(&sys);
+                for _ in 0..rng.random_range(1..=3) {
+                    let req = random_create(&mut rng, current, compact, &p);
+                    slot.create(req);
                 }
+                slots.push(slot);
             }
             _ => {}
         }
@@ -785,7 +782,7 @@ async fn driver(
     slots
 }
 
-/// [`wait_stats`] with a longer deadline, for draining after the run: watchers that stopped
+/// `common::wait_stats` with a longer deadline, for draining after the run: watchers that stopped
 /// reading for a long time catch up `watch_batch_max_revs` revisions per pass, and each pass
 /// scans from the lowest chosen watcher, which is slow in a debug build on a busy machine.
 async fn drain(handle: &Handle, what: &str, cond: impl Fn(&watchkv_actors::SystemStats) -> bool) {

@@ -139,8 +139,8 @@ impl History {
     #[must_use]
     pub fn snapshot_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
         self.versions
-            .iter()
-            .filter_map(|(k, _)| self.state_at(k, rev).map(|kv| (k.clone(), kv.clone())))
+            .keys()
+            .filter_map(|k| self.state_at(k, rev).map(|kv| (k.clone(), kv.clone())))
             .collect()
     }
 

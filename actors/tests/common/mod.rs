@@ -61,8 +61,8 @@ impl TestSystem {
     }
 }
 
-/// Stands for a client: records every response; while `paused`, takes a response only every
-/// 50 ms, like a client that stopped reading.
+/// Stands for a client: records every response; while `paused`, takes nothing more (it checks
+/// again every 50 ms), like a client that stopped reading.
 pub struct Recorder {
     log: Arc<Mutex<Vec<WatchResponse>>>,
     paused: Arc<AtomicBool>,
