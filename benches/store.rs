@@ -23,9 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use watchkv::index::Index;
-use watchkv::{
-    Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig, WriteRequest,
-};
+use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig, WriteRequest};
 
 // ----- counting allocator -----
 
@@ -72,10 +70,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(
-                isize_of(new_size) - isize_of(layout.size()),
-                Ordering::Relaxed,
-            );
+            LIVE_BYTES.fetch_add(isize_of(new_size) - isize_of(layout.size()), Ordering::Relaxed);
         }
         p
     }
@@ -108,9 +103,7 @@ struct Values {
 impl Values {
     fn new() -> Self {
         let mut rng = StdRng::seed_from_u64(7);
-        let pool = (0..1 << 20)
-            .map(|_| rng.random_range(b'!'..=b'~'))
-            .collect();
+        let pool = (0..1 << 20).map(|_| rng.random_range(b'!'..=b'~')).collect();
         Self { pool, next: 0 }
     }
 
@@ -125,12 +118,7 @@ fn open(dir: &Path, durability: Durability) -> KvStore {
 }
 
 /// Writes `keys` (one put each) in `write_group` batches of `batch` puts.
-fn fill(
-    store: &mut KvStore,
-    keys: impl Iterator<Item = String>,
-    batch: usize,
-    values: &mut Values,
-) {
+fn fill(store: &mut KvStore, keys: impl Iterator<Item = String>, batch: usize, values: &mut Values) {
     let mut reqs = Vec::with_capacity(batch);
     let flush = |store: &mut KvStore, reqs: &mut Vec<WriteRequest>| {
         for r in store.write_group(std::mem::take(reqs)) {
@@ -183,20 +171,14 @@ fn measured_index() -> (Index, Vec<String>) {
         rss.map(|r| format!(", RSS grew by {r} bytes ({:.1} per key, malloc overhead included)", r as f64 / N as f64))
             .unwrap_or_default(),
     );
-    eprintln!(
-        "index bytes per live key beyond key bytes: {:.0}",
-        per_key(bytes)
-    );
+    eprintln!("index bytes per live key beyond key bytes: {:.0}", per_key(bytes));
 
     // For comparison: the same keys inserted in random order (B-tree nodes fill differently).
     let mut shuffled = keys.clone();
     shuffled.shuffle(&mut StdRng::seed_from_u64(1));
     let (other, bytes, _, _) = build_index(&shuffled);
     assert_eq!(other.len(), N);
-    eprintln!(
-        "index bytes per live key beyond key bytes (keys inserted in random order): {:.0}",
-        per_key(bytes)
-    );
+    eprintln!("index bytes per live key beyond key bytes (keys inserted in random order): {:.0}", per_key(bytes));
     drop(other);
     (index, shuffled)
 }
@@ -204,9 +186,7 @@ fn measured_index() -> (Index, Vec<String>) {
 fn index_memory(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     g.throughput(Throughput::Elements(1));
-    g.sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    g.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     let mut state = None;
     let mut i = 0;
     g.bench_function("get_1m", |b| {
@@ -227,18 +207,13 @@ struct TempStore {
 
 fn temp_store(durability: Durability) -> TempStore {
     let dir = tempfile::tempdir().expect("tempdir");
-    TempStore {
-        store: open(dir.path(), durability),
-        _dir: dir,
-    }
+    TempStore { store: open(dir.path(), durability), _dir: dir }
 }
 
 fn store_benches(c: &mut Criterion) {
     let mut values = Values::new();
     let mut g = c.benchmark_group("store");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
 
     // Each bench builds its store on first use, so that a filter skips the setup too.
 
@@ -247,9 +222,7 @@ fn store_benches(c: &mut Criterion) {
     let mut n = 0u64;
     g.throughput(Throughput::Elements(1));
     g.bench_function("put_fsync", |b| {
-        let store = &mut state
-            .get_or_insert_with(|| temp_store(Durability::Fsync))
-            .store;
+        let store = &mut state.get_or_insert_with(|| temp_store(Durability::Fsync)).store;
         b.iter_batched(
             || {
                 n += 1;
@@ -266,9 +239,7 @@ fn store_benches(c: &mut Criterion) {
     let mut n = 0u64;
     g.throughput(Throughput::Elements(1000));
     g.bench_function("put_batch_1000", |b| {
-        let store = &mut state
-            .get_or_insert_with(|| temp_store(Durability::Fsync))
-            .store;
+        let store = &mut state.get_or_insert_with(|| temp_store(Durability::Fsync)).store;
         b.iter_batched(
             || {
                 (0..1000)
@@ -287,10 +258,7 @@ fn store_benches(c: &mut Criterion) {
         );
     });
     if let Some(s) = state.take() {
-        eprintln!(
-            "put_batch_1000: store ended at revision {}",
-            s.store.current_rev()
-        );
+        eprintln!("put_batch_1000: store ended at revision {}", s.store.current_rev());
     }
 
     // ----- range_10k -----
@@ -301,8 +269,7 @@ fn store_benches(c: &mut Criterion) {
         let store = &state
             .get_or_insert_with(|| {
                 let mut s = temp_store(Durability::Buffered);
-                let keys =
-                    (0..10_000u64).flat_map(|i| [format!("range/{i:08}"), format!("other/{i:08}")]);
+                let keys = (0..10_000u64).flat_map(|i| [format!("range/{i:08}"), format!("other/{i:08}")]);
                 fill(&mut s.store, keys, 1000, &mut values);
                 assert_eq!(s.store.range(&req).expect("range").kvs.len(), 10_000);
                 s
@@ -337,8 +304,10 @@ fn store_benches(c: &mut Criterion) {
         let cur = store.current_rev();
         b.iter(|| {
             let snap = reader.snapshot();
-            let events = watchkv::watch::history::range_events(&snap, 1, cur + 1, -1, |_| watchkv::watch::history::Wanted::Event)
-                .expect("range_events");
+            let events = watchkv::watch::history::range_events(&snap, 1, cur + 1, -1, |_| {
+                watchkv::watch::history::Wanted::Event
+            })
+            .expect("range_events");
             assert_eq!(events.len(), 100_000);
             events
         });
@@ -357,8 +326,7 @@ fn store_benches(c: &mut Criterion) {
     };
     g.throughput(Throughput::Elements(N));
     // One open per sample (~10 opens): flat sampling, and a target time that fits them.
-    g.sampling_mode(SamplingMode::Flat)
-        .measurement_time(Duration::from_secs(30));
+    g.sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(30));
     g.bench_function("open_1m", |b| {
         let (_, config) = state.get_or_insert_with(|| {
             let dir = tempfile::tempdir().expect("tempdir");

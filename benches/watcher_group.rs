@@ -14,11 +14,7 @@ const N: usize = 100_000;
 
 fn watcher(i: usize, range: KeyRange) -> Watcher {
     Watcher {
-        key: WatcherKey {
-            stream: (i / 100) as u64,
-            id: (i % 100) as i64,
-            seq: i as u64,
-        },
+        key: WatcherKey { stream: (i / 100) as u64, id: (i % 100) as i64, seq: i as u64 },
         range,
         start_rev: 0,
         min_rev: 1,
@@ -51,14 +47,9 @@ fn range_group(rng: &mut StdRng) -> (WatcherGroup, Vec<u8>) {
     let keys = sorted_keys(rng, 2 * (N - HITS));
     let j = keys.len() / 4;
     let probe = keys[2 * j + 1].clone();
-    let mut ranges: Vec<KeyRange> = keys
-        .chunks_exact(2)
-        .map(|p| KeyRange::interval(p[0].clone(), p[1].clone()))
-        .collect();
-    ranges.extend(
-        (0..HITS)
-            .map(|m| KeyRange::interval(keys[2 * j + 1 - m].clone(), keys[2 * j + 2 + m].clone())),
-    );
+    let mut ranges: Vec<KeyRange> =
+        keys.chunks_exact(2).map(|p| KeyRange::interval(p[0].clone(), p[1].clone())).collect();
+    ranges.extend((0..HITS).map(|m| KeyRange::interval(keys[2 * j + 1 - m].clone(), keys[2 * j + 2 + m].clone())));
     // Fisher-Yates, so the tree sees no particular order.
     for i in (1..ranges.len()).rev() {
         ranges.swap(i, rng.random_range(0..=i));
@@ -89,9 +80,7 @@ fn bench(c: &mut Criterion) {
     let keys = sorted_keys(&mut rng, N);
     let mut singles = WatcherGroup::new();
     for (i, k) in keys.iter().enumerate() {
-        assert!(singles
-            .insert(watcher(i, KeyRange::Single(k.clone())))
-            .is_ok());
+        assert!(singles.insert(watcher(i, KeyRange::Single(k.clone()))).is_ok());
     }
     let probe = keys[N / 3].clone();
     out.clear();
@@ -107,10 +96,7 @@ fn bench(c: &mut Criterion) {
 
     // One range watcher in and out of the 100k-range group.
     let mut ranges = ranges;
-    let mut w = Some(watcher(
-        N + 1,
-        KeyRange::interval(probe.clone(), [probe.as_slice(), b"\xff"].concat()),
-    ));
+    let mut w = Some(watcher(N + 1, KeyRange::interval(probe.clone(), [probe.as_slice(), b"\xff"].concat())));
     group.bench_function("insert_remove/100k", |b| {
         b.iter(|| {
             if let Some(x) = w.take() {

@@ -130,7 +130,11 @@ impl Backend {
     ///
     /// # Errors
     /// Fails on I/O errors or the first row that does not decode (naming its revision).
-    pub fn scan_headers(&self, from: Revision, mut visit: impl FnMut(BackendKey, RowHeader) -> Result<bool>) -> Result<()> {
+    pub fn scan_headers(
+        &self,
+        from: Revision,
+        mut visit: impl FnMut(BackendKey, RowHeader) -> Result<bool>,
+    ) -> Result<()> {
         for guard in self.kv.range(from.to_bytes().to_vec()..) {
             let (key, value) = guard.into_inner()?;
             let bkey = BackendKey::decode(&key).ok_or_else(|| corrupt(format!("{key:?}"), "malformed revision key"))?;
@@ -164,9 +168,7 @@ impl Backend {
     /// Fails on I/O errors or if the value does not decode.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<i64>> {
         match self.meta.get(key)? {
-            Some(bytes) => codec::decode_i64(&bytes)
-                .map(Some)
-                .map_err(|e| corrupt(String::from_utf8_lossy(key), e)),
+            Some(bytes) => codec::decode_i64(&bytes).map(Some).map_err(|e| corrupt(String::from_utf8_lossy(key), e)),
             None => Ok(None),
         }
     }
@@ -288,7 +290,12 @@ impl RevisionSnapshot {
     ///
     /// # Errors
     /// Fails on I/O errors or the first row that does not decode (naming its revision).
-    pub fn scan(&self, min_rev: i64, max_rev: i64, mut visit: impl FnMut(BackendKey, Row) -> Result<bool>) -> Result<()> {
+    pub fn scan(
+        &self,
+        min_rev: i64,
+        max_rev: i64,
+        mut visit: impl FnMut(BackendKey, Row) -> Result<bool>,
+    ) -> Result<()> {
         if max_rev <= min_rev.max(0) {
             return Ok(());
         }

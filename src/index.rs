@@ -56,7 +56,12 @@ impl Index {
 
     /// Visits, in key order, every key of `range` that exists at `at_rev`, until `visit`
     /// returns `false`. Returns how many were visited.
-    pub fn range_at<'a>(&'a self, range: &KeyRange, at_rev: i64, mut visit: impl FnMut(IndexEntry<'a>) -> bool) -> usize {
+    pub fn range_at<'a>(
+        &'a self,
+        range: &KeyRange,
+        at_rev: i64,
+        mut visit: impl FnMut(IndexEntry<'a>) -> bool,
+    ) -> usize {
         if range.is_empty() {
             return 0;
         }
@@ -78,10 +83,7 @@ impl Index {
         if range.is_empty() {
             return Vec::new();
         }
-        self.keys
-            .range::<[u8], _>(range.bounds())
-            .filter_map(|(k, ki)| ki.latest().map(|v| (k.to_vec(), v)))
-            .collect()
+        self.keys.range::<[u8], _>(range.bounds()).filter_map(|(k, ki)| ki.latest().map(|v| (k.to_vec(), v))).collect()
     }
 
     /// Records a put of `key` at `rev`; returns the key's state before it, if it was live.

@@ -21,9 +21,9 @@ use crate::key_range::KeyRange;
 use crate::kv::{Event, EventKind, KeyValue, LeaseId};
 use crate::lease::{deadline_after, Lessor};
 use crate::request::{
-    check_put, check_range, check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
-    TxnResponse,
+    check_put, check_range, check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder,
+    SortTarget, TxnRequest, TxnResponse,
 };
 use crate::revision::{BackendKey, Revision};
 
@@ -271,7 +271,11 @@ impl KvStore {
     /// are read back from the group).
     fn range_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangeResponse> {
         let rev = self.check_read_rev(req.revision, view_rev)?;
-        let limit = if req.needs_all() || req.limit <= 0 { usize::MAX } else { usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1) };
+        let limit = if req.needs_all() || req.limit <= 0 {
+            usize::MAX
+        } else {
+            usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1)
+        };
         let mut found: Vec<(&[u8], KeyVersion)> = Vec::new();
         let count = if req.count_only {
             self.index.range_at(&req.range, rev, |_| true)
@@ -333,7 +337,9 @@ impl KvStore {
         }
         match self.backend.get_row(rev.to_key(false))? {
             Some(row) => Ok(row.kv),
-            None => Err(Error::Corrupt { revision: rev.to_string(), reason: "row named by the index is missing".into() }),
+            None => {
+                Err(Error::Corrupt { revision: rev.to_string(), reason: "row named by the index is missing".into() })
+            }
         }
     }
 
@@ -415,7 +421,8 @@ impl KvStore {
     /// persist (group commit). Results come back in order; a failed write does not affect the
     /// others. If the persist fails, every write fails and the store is poisoned.
     pub fn write_group(&mut self, reqs: Vec<WriteRequest>) -> Vec<Result<Committed<WriteResponse>>> {
-        let mut results: Vec<Result<Committed<WriteResponse>>> = reqs.into_iter().map(|r| self.apply(r, true)).collect();
+        let mut results: Vec<Result<Committed<WriteResponse>>> =
+            reqs.into_iter().map(|r| self.apply(r, true)).collect();
         if let Err(e) = self.persist() {
             tracing::error!(error = %e, "persist failed; the store is poisoned");
             for r in &mut results {
@@ -505,7 +512,8 @@ impl KvStore {
                 WriteResponse::Txn(TxnResponse { revision: 0, ..resp })
             }
             WriteRequest::LeaseRevoke(id) => {
-                let keys: Vec<Vec<u8>> = self.lessor.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
+                let keys: Vec<Vec<u8>> =
+                    self.lessor.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
                 for key in keys {
                     self.exec_delete(w, &DeleteRangeRequest::new(KeyRange::Single(key)))?;
                 }

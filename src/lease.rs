@@ -41,8 +41,7 @@ pub struct Lessor {
 #[must_use]
 pub fn deadline_after(now: Instant, ttl: i64) -> Instant {
     let secs = u64::try_from(ttl.max(0)).unwrap_or(0);
-    now.checked_add(Duration::from_secs(secs))
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    now.checked_add(Duration::from_secs(secs)).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 impl Lessor {

@@ -50,8 +50,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use watchkv::{
-    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest,
-    StoreConfig, WriteRequest, WriteResponse,
+    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig, WriteRequest,
+    WriteResponse,
 };
 
 const DIR_ENV: &str = "WATCHKV_CRASH_DIR";
@@ -92,14 +92,8 @@ fn crash_child_writer() {
     let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else {
         return;
     };
-    let run: u64 = std::env::var(RUN_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("WATCHKV_CRASH_RUN");
-    let seed: u64 = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("WATCHKV_CRASH_SEED");
+    let run: u64 = std::env::var(RUN_ENV).ok().and_then(|s| s.parse().ok()).expect("WATCHKV_CRASH_RUN");
+    let seed: u64 = std::env::var(SEED_ENV).ok().and_then(|s| s.parse().ok()).expect("WATCHKV_CRASH_SEED");
     let mut rng = StdRng::seed_from_u64(seed ^ run.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -108,15 +102,7 @@ fn crash_child_writer() {
     emit(&mut out, format_args!("start"));
     let t0 = Instant::now();
     let mut store = KvStore::open(config(&dir)).expect("child: open");
-    emit(
-        &mut out,
-        format_args!(
-            "opened {} {} {}",
-            store.current_rev(),
-            store.compact_rev(),
-            t0.elapsed().as_micros()
-        ),
-    );
+    emit(&mut out, format_args!("opened {} {} {}", store.current_rev(), store.compact_rev(), t0.elapsed().as_micros()));
 
     // The key space grows run after run, so the store (and its restore) grows too.
     let key_space = (400 * (run + 1)).min(10_000);
@@ -155,9 +141,7 @@ fn crash_child_writer() {
                 }
                 if rng.random_bool(0.2) && store.index().latest(k.as_bytes()).is_some() {
                     emit(&mut out, format_args!("trydel {k}"));
-                    reqs.push(WriteRequest::DeleteRange(DeleteRangeRequest::new(
-                        KeyRange::single(k.clone()),
-                    )));
+                    reqs.push(WriteRequest::DeleteRange(DeleteRangeRequest::new(KeyRange::single(k.clone()))));
                     what.push((k, None));
                 } else {
                     let v = value(&mut rng);
@@ -169,9 +153,7 @@ fn crash_child_writer() {
             let results = store.write_group(reqs);
             for ((k, v), r) in what.into_iter().zip(results) {
                 match (r.expect("child: write_group").response, v) {
-                    (WriteResponse::Put(p), Some(v)) => {
-                        emit(&mut out, format_args!("ack {} {k} {v}", p.revision))
-                    }
+                    (WriteResponse::Put(p), Some(v)) => emit(&mut out, format_args!("ack {} {k} {v}", p.revision)),
                     (WriteResponse::DeleteRange(d), None) => {
                         assert_eq!(d.deleted, 1, "child: group delete of live key {k}");
                         emit(&mut out, format_args!("del {} {k}", d.revision));
@@ -183,21 +165,15 @@ fn crash_child_writer() {
             let k = key(rng.random_range(0..key_space));
             if roll < 35 && store.index().latest(k.as_bytes()).is_some() {
                 emit(&mut out, format_args!("trydel {k}"));
-                let d = store
-                    .delete_range(DeleteRangeRequest::new(KeyRange::single(k.clone())))
-                    .expect("child: delete");
+                let d =
+                    store.delete_range(DeleteRangeRequest::new(KeyRange::single(k.clone()))).expect("child: delete");
                 assert_eq!(d.response.deleted, 1, "child: delete of live key {k}");
                 emit(&mut out, format_args!("del {} {k}", d.response.revision));
             } else {
                 let v = value(&mut rng);
                 emit(&mut out, format_args!("try {k} {v}"));
-                let p = store
-                    .put(PutRequest::new(k.clone(), v.clone()))
-                    .expect("child: put");
-                emit(
-                    &mut out,
-                    format_args!("ack {} {k} {v}", p.response.revision),
-                );
+                let p = store.put(PutRequest::new(k.clone(), v.clone())).expect("child: put");
+                emit(&mut out, format_args!("ack {} {k} {v}", p.response.revision));
             }
         }
     }
@@ -243,10 +219,7 @@ impl Model {
     }
 
     fn live_keys(&self) -> usize {
-        self.latest
-            .values()
-            .filter(|k| k.write.value.is_some())
-            .count()
+        self.latest.values().filter(|k| k.write.value.is_some()).count()
     }
 }
 
@@ -289,8 +262,7 @@ struct Stats {
 fn process_line(line: &str, run: &mut Run, model: &mut Model, ctx: &str) {
     let mut it = line.split(' ');
     let parse_i64 = |s: Option<&str>| -> i64 {
-        s.and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{ctx}: malformed child line {line:?}"))
+        s.and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{ctx}: malformed child line {line:?}"))
     };
     match it.next().unwrap_or("") {
         "start" => run.started = true,
@@ -299,10 +271,7 @@ fn process_line(line: &str, run: &mut Run, model: &mut Model, ctx: &str) {
             let compact = parse_i64(it.next());
             let micros = parse_i64(it.next());
             run.opened = Some(Duration::from_micros(u64::try_from(micros).unwrap_or(0)));
-            assert_eq!(
-                cur, model.last_rev,
-                "{ctx}: child opened at a revision other than the one last verified"
-            );
+            assert_eq!(cur, model.last_rev, "{ctx}: child opened at a revision other than the one last verified");
             assert!(
                 compact >= model.acked_compact,
                 "{ctx}: child opened with compact_rev {compact} < acked {}",
@@ -312,10 +281,7 @@ fn process_line(line: &str, run: &mut Run, model: &mut Model, ctx: &str) {
         "try" => {
             let key = it.next().expect("try key").to_owned();
             let value = it.next().expect("try value").to_owned();
-            run.pending.push_back(Op {
-                key,
-                value: Some(value),
-            });
+            run.pending.push_back(Op { key, value: Some(value) });
         }
         "trydel" => {
             let key = it.next().expect("trydel key").to_owned();
@@ -324,34 +290,18 @@ fn process_line(line: &str, run: &mut Run, model: &mut Model, ctx: &str) {
         tag @ ("ack" | "del") => {
             let rev = parse_i64(it.next());
             let key = it.next().expect("ack key").to_owned();
-            let value = if tag == "ack" {
-                Some(it.next().expect("ack value").to_owned())
-            } else {
-                None
-            };
+            let value = if tag == "ack" { Some(it.next().expect("ack value").to_owned()) } else { None };
             let write = Op { key, value };
             let announced = run.pending.pop_front();
-            assert_eq!(
-                announced.as_ref(),
-                Some(&write),
-                "{ctx}: ack {rev} does not match the announced write"
-            );
-            assert_eq!(
-                rev,
-                model.last_rev + 1,
-                "{ctx}: acknowledged revisions must be consecutive ({write:?})"
-            );
+            assert_eq!(announced.as_ref(), Some(&write), "{ctx}: ack {rev} does not match the announced write");
+            assert_eq!(rev, model.last_rev + 1, "{ctx}: acknowledged revisions must be consecutive ({write:?})");
             model.record(rev, write);
             run.acks += 1;
         }
         "trycompact" => run.pending_compact = Some(parse_i64(it.next())),
         "compact" => {
             let rev = parse_i64(it.next());
-            assert_eq!(
-                run.pending_compact.take(),
-                Some(rev),
-                "{ctx}: unannounced compaction"
-            );
+            assert_eq!(run.pending_compact.take(), Some(rev), "{ctx}: unannounced compaction");
             model.acked_compact = rev;
             run.running_compact = Some(rev);
             run.compactions += 1;
@@ -378,13 +328,7 @@ struct Spawned {
 fn spawn_child(dir: &Path, run: usize, seed: u64) -> Spawned {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "crash_child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "crash_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
         .env(DIR_ENV, dir)
         .env(RUN_ENV, run.to_string())
         .env(SEED_ENV, seed.to_string())
@@ -418,21 +362,12 @@ fn spawn_child(dir: &Path, run: usize, seed: u64) -> Spawned {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    Spawned {
-        child,
-        lines,
-        stdout_reader,
-        stderr_reader,
-    }
+    Spawned { child, lines, stdout_reader, stderr_reader }
 }
 
 /// Fails with the child's exit status and stderr.
 fn child_died(mut spawned: Spawned, ctx: &str, what: &str) -> ! {
-    let status = spawned
-        .child
-        .wait()
-        .map(|s| format!("{s:?}"))
-        .unwrap_or_else(|e| e.to_string());
+    let status = spawned.child.wait().map(|s| format!("{s:?}")).unwrap_or_else(|e| e.to_string());
     let stderr = spawned.stderr_reader.join().unwrap_or_default();
     panic!("{ctx}: {what}; child status {status}; child stderr:\n{stderr}");
 }
@@ -468,35 +403,15 @@ fn range_at(store: &KvStore, key: &str, rev: i64) -> watchkv::Result<watchkv::Ra
 
 /// Checks that `write` reads back at `rev`.
 fn check_at(store: &KvStore, rev: i64, write: &Op, ctx: &str) {
-    let resp = range_at(store, &write.key, rev)
-        .unwrap_or_else(|e| panic!("{ctx}: range {} at {rev}: {e}", write.key));
+    let resp = range_at(store, &write.key, rev).unwrap_or_else(|e| panic!("{ctx}: range {} at {rev}: {e}", write.key));
     match &write.value {
         Some(v) => {
-            assert_eq!(
-                resp.kvs.len(),
-                1,
-                "{ctx}: acknowledged put of {} at {rev} is missing",
-                write.key
-            );
+            assert_eq!(resp.kvs.len(), 1, "{ctx}: acknowledged put of {} at {rev} is missing", write.key);
             let kv = &resp.kvs[0];
-            assert_eq!(
-                kv.value,
-                v.as_bytes(),
-                "{ctx}: wrong value of {} at {rev}",
-                write.key
-            );
-            assert_eq!(
-                kv.mod_revision, rev,
-                "{ctx}: wrong mod_revision of {} at {rev}",
-                write.key
-            );
+            assert_eq!(kv.value, v.as_bytes(), "{ctx}: wrong value of {} at {rev}", write.key);
+            assert_eq!(kv.mod_revision, rev, "{ctx}: wrong mod_revision of {} at {rev}", write.key);
         }
-        None => assert!(
-            resp.kvs.is_empty(),
-            "{ctx}: deleted key {} is present at {rev}: {:?}",
-            write.key,
-            resp.kvs
-        ),
+        None => assert!(resp.kvs.is_empty(), "{ctx}: deleted key {} is present at {rev}: {:?}", write.key, resp.kvs),
     }
 }
 
@@ -507,11 +422,7 @@ fn verify(dir: &Path, model: &mut Model, pending: &[Op], ctx: &str) -> usize {
     let store = KvStore::open(config(dir)).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     let cur = store.current_rev();
     let compact = store.compact_rev();
-    assert!(
-        cur >= model.last_rev,
-        "{ctx}: current_rev {cur} < last acknowledged revision {}",
-        model.last_rev
-    );
+    assert!(cur >= model.last_rev, "{ctx}: current_rev {cur} < last acknowledged revision {}", model.last_rev);
     assert!(
         compact >= model.acked_compact,
         "{ctx}: compact_rev {compact} < acknowledged compaction {}",
@@ -527,12 +438,7 @@ fn verify(dir: &Path, model: &mut Model, pending: &[Op], ctx: &str) -> usize {
     for write in &pending[..survived] {
         let rev = model.last_rev + 1;
         if rev >= compact {
-            check_at(
-                &store,
-                rev,
-                write,
-                &format!("{ctx} (in-flight write that survived)"),
-            );
+            check_at(&store, rev, write, &format!("{ctx} (in-flight write that survived)"));
         }
         model.record(rev, write.clone());
     }
@@ -543,77 +449,40 @@ fn verify(dir: &Path, model: &mut Model, pending: &[Op], ctx: &str) -> usize {
         } else {
             match range_at(&store, &k.write.key, k.rev) {
                 Err(Error::Compacted { .. }) => {}
-                other => panic!(
-                    "{ctx}: read of {} at {} below compact_rev {compact}: {other:?}",
-                    k.write.key, k.rev
-                ),
+                other => panic!("{ctx}: read of {} at {} below compact_rev {compact}: {other:?}", k.write.key, k.rev),
             }
         }
     }
     model.history.retain(|k| k.rev >= compact);
     // Every key at the current revision.
     for k in model.latest.values() {
-        let resp = range_at(&store, &k.write.key, 0)
-            .unwrap_or_else(|e| panic!("{ctx}: range {}: {e}", k.write.key));
+        let resp = range_at(&store, &k.write.key, 0).unwrap_or_else(|e| panic!("{ctx}: range {}: {e}", k.write.key));
         match &k.write.value {
             Some(v) => {
-                assert_eq!(
-                    resp.kvs.len(),
-                    1,
-                    "{ctx}: key {} (last written at {}) is missing now",
-                    k.write.key,
-                    k.rev
-                );
-                assert_eq!(
-                    resp.kvs[0].value,
-                    v.as_bytes(),
-                    "{ctx}: key {} has a value nobody wrote last",
-                    k.write.key
-                );
-                assert_eq!(
-                    resp.kvs[0].mod_revision, k.rev,
-                    "{ctx}: key {} has the wrong mod_revision",
-                    k.write.key
-                );
+                assert_eq!(resp.kvs.len(), 1, "{ctx}: key {} (last written at {}) is missing now", k.write.key, k.rev);
+                assert_eq!(resp.kvs[0].value, v.as_bytes(), "{ctx}: key {} has a value nobody wrote last", k.write.key);
+                assert_eq!(resp.kvs[0].mod_revision, k.rev, "{ctx}: key {} has the wrong mod_revision", k.write.key);
             }
-            None => assert!(
-                resp.kvs.is_empty(),
-                "{ctx}: key {} deleted at {} is back: {:?}",
-                k.write.key,
-                k.rev,
-                resp.kvs
-            ),
+            None => {
+                assert!(resp.kvs.is_empty(), "{ctx}: key {} deleted at {} is back: {:?}", k.write.key, k.rev, resp.kvs)
+            }
         }
     }
     let mut all = RangeRequest::new(KeyRange::prefix(KEY_PREFIX));
     all.count_only = true;
-    let count = store
-        .range(&all)
-        .unwrap_or_else(|e| panic!("{ctx}: count: {e}"))
-        .count;
-    assert_eq!(
-        count,
-        i64::try_from(model.live_keys()).expect("count"),
-        "{ctx}: live key count differs from the model"
-    );
+    let count = store.range(&all).unwrap_or_else(|e| panic!("{ctx}: count: {e}")).count;
+    assert_eq!(count, i64::try_from(model.live_keys()).expect("count"), "{ctx}: live key count differs from the model");
     survived
 }
 
 #[test]
 fn crash_recovery_across_sigkill() {
     let started = Instant::now();
-    let seed: u64 = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var(SEED_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash test seed {seed} (set {SEED_ENV}={seed} to replay the operation mix)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut model = Model {
-        last_rev: 1,
-        acked_compact: -1,
-        ..Model::default()
-    };
+    let mut model = Model { last_rev: 1, acked_compact: -1, ..Model::default() };
     let mut stats = Stats::default();
     let mut last_open = Duration::from_millis(5);
 
@@ -625,18 +494,14 @@ fn crash_recovery_across_sigkill() {
         let first_deadline = Instant::now() + FIRST_LINE_DEADLINE;
         let delay = if during_open {
             // Count from the child's "start" line, just before `KvStore::open`.
-            match pump(&spawned, first_deadline, &mut run, &mut model, &ctx, |r| {
-                r.started
-            }) {
+            match pump(&spawned, first_deadline, &mut run, &mut model, &ctx, |r| r.started) {
                 Ok(true) => {}
                 Ok(false) => child_died(spawned, &ctx, "no `start` line within 30 s"),
                 Err(()) => child_died(spawned, &ctx, "child exited before printing `start`"),
             }
             last_open.mul_f64(rng.random_range(0.0..1.2))
         } else {
-            match pump(&spawned, first_deadline, &mut run, &mut model, &ctx, |r| {
-                r.acks > 0
-            }) {
+            match pump(&spawned, first_deadline, &mut run, &mut model, &ctx, |r| r.acks > 0) {
                 Ok(true) => {}
                 Ok(false) => child_died(spawned, &ctx, "no acknowledged write within 30 s"),
                 Err(()) => child_died(spawned, &ctx, "child exited before its first ack"),
@@ -644,16 +509,7 @@ fn crash_recovery_across_sigkill() {
             Duration::from_millis(rng.random_range(20..=300))
         };
         // Keep consuming reports while the delay runs out, then kill.
-        if pump(
-            &spawned,
-            Instant::now() + delay,
-            &mut run,
-            &mut model,
-            &ctx,
-            |_| false,
-        )
-        .is_err()
-        {
+        if pump(&spawned, Instant::now() + delay, &mut run, &mut model, &ctx, |_| false).is_err() {
             child_died(spawned, &ctx, "child exited before it was killed");
         }
         let mut spawned = spawned;
@@ -665,11 +521,7 @@ fn crash_recovery_across_sigkill() {
         }
         spawned.stdout_reader.join().expect("stdout reader");
         let stderr = spawned.stderr_reader.join().unwrap_or_default();
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "{ctx}: child was not killed by SIGKILL: {status:?}; stderr:\n{stderr}"
-        );
+        assert_eq!(status.signal(), Some(9), "{ctx}: child was not killed by SIGKILL: {status:?}; stderr:\n{stderr}");
 
         stats.kills += 1;
         stats.acks += run.acks;
@@ -706,33 +558,16 @@ fn crash_recovery_across_sigkill() {
     // still take writes at the next revision.
     for attempt in 1..=2 {
         let ctx = format!("seed {seed}, final reopen {attempt}");
-        assert_eq!(
-            verify(dir.path(), &mut model, &[], &ctx),
-            0,
-            "{ctx}: revision moved without a write"
-        );
+        assert_eq!(verify(dir.path(), &mut model, &[], &ctx), 0, "{ctx}: revision moved without a write");
     }
     {
         let mut store = KvStore::open(config(dir.path())).expect("final open");
         assert_eq!(store.current_rev(), model.last_rev);
-        let p = store
-            .put(PutRequest::new(format!("{KEY_PREFIX}final"), "done"))
-            .expect("final put");
+        let p = store.put(PutRequest::new(format!("{KEY_PREFIX}final"), "done")).expect("final put");
         assert_eq!(p.response.revision, model.last_rev + 1);
-        model.record(
-            p.response.revision,
-            Op {
-                key: format!("{KEY_PREFIX}final"),
-                value: Some("done".into()),
-            },
-        );
+        model.record(p.response.revision, Op { key: format!("{KEY_PREFIX}final"), value: Some("done".into()) });
     }
-    verify(
-        dir.path(),
-        &mut model,
-        &[],
-        &format!("seed {seed}, after final put"),
-    );
+    verify(dir.path(), &mut model, &[], &format!("seed {seed}, after final put"));
 
     eprintln!(
         "crash test: {} kills ({} during open; {} with writes in flight, {} of them in a write_group: \

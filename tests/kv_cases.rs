@@ -10,8 +10,8 @@ use watchkv::backend::{Backend, META_SCHEDULED_COMPACT};
 use watchkv::watch::event_batch::EventBatch;
 use watchkv::watch::history::{range_events, Wanted};
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, PutRequest, RangeRequest,
-    RequestOp, ResponseOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, PutRequest,
+    RangeRequest, RequestOp, ResponseOp, TxnRequest,
 };
 
 fn r(start: &str, end: &str) -> KeyRange {
@@ -80,7 +80,13 @@ fn c1_kv_range() {
 #[test]
 fn c2_kv_range_rev() {
     let mut s = put3();
-    for (rev, want) in [(-1, vec![k0(), k1(), k2()]), (0, vec![k0(), k1(), k2()]), (2, vec![k0()]), (3, vec![k0(), k1()]), (4, vec![k0(), k1(), k2()])] {
+    for (rev, want) in [
+        (-1, vec![k0(), k1(), k2()]),
+        (0, vec![k0(), k1(), k2()]),
+        (2, vec![k0()]),
+        (3, vec![k0(), k1()]),
+        (4, vec![k0(), k1(), k2()]),
+    ] {
         let resp = range_both(&mut s, RangeRequest::new(r("foo", "foo3")).at(rev)).expect("range");
         assert_eq!((resp.kvs, resp.revision), (want, 4), "rev {rev}");
     }
@@ -90,7 +96,9 @@ fn c2_kv_range_rev() {
 fn c3_kv_range_bad_rev() {
     let mut s = put3();
     s.store.compact(4).expect("compact").wait().expect("physical");
-    for (rev, want) in [(-1, "ok"), (0, "ok"), (1, "compacted"), (2, "compacted"), (4, "ok"), (5, "future"), (100, "future")] {
+    for (rev, want) in
+        [(-1, "ok"), (0, "ok"), (1, "compacted"), (2, "compacted"), (4, "ok"), (5, "future"), (100, "future")]
+    {
         let got = match range_both(&mut s, RangeRequest::new(r("foo", "foo3")).at(rev)) {
             Ok(_) => "ok",
             Err(Error::Compacted { .. }) => "compacted",
@@ -217,7 +225,10 @@ fn c10_kv_txn_operation_in_sequence() {
         assert_eq!((d.deleted, d.revision), (1, base + 1));
         assert_eq!((r2.kvs.len(), r2.revision), (0, base + 1));
         assert_eq!(c.response.revision, base + 1, "one revision per txn");
-        assert_eq!(without_prev(c.events.iter().map(|e| Arc::new(e.clone()))), vec![put_ev("foo", "bar", base + 1, base + 1, 1), del_ev("foo", base + 1)]);
+        assert_eq!(
+            without_prev(c.events.iter().map(|e| Arc::new(e.clone()))),
+            vec![put_ev("foo", "bar", base + 1, base + 1, 1), del_ev("foo", base + 1)]
+        );
     }
 }
 
@@ -351,7 +362,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut i = 0;
     while i < out.len() {
         if out[i].is_dir() {
-            let entries: Vec<_> = std::fs::read_dir(&out[i]).expect("read dir").map(|e| e.expect("entry").path()).collect();
+            let entries: Vec<_> =
+                std::fs::read_dir(&out[i]).expect("read dir").map(|e| e.expect("entry").path()).collect();
             out.extend(entries);
         }
         i += 1;
@@ -374,8 +386,14 @@ fn c17_watchable_kv_watch() {
     // Stream 2, [foo1, foo2) from 3: history via the catch-up read.
     let range = r("foo1", "foo2");
     let snap = s.store.reader().snapshot();
-    let events = range_events(&snap, 3, s.store.current_rev() + 1, -1, |k| if range.contains(k) { Wanted::Event } else { Wanted::No })
-        .expect("events");
+    let events = range_events(&snap, 3, s.store.current_rev() + 1, -1, |k| {
+        if range.contains(k) {
+            Wanted::Event
+        } else {
+            Wanted::No
+        }
+    })
+    .expect("events");
     assert_eq!(events.iter().map(|e| e.kv.clone()).collect::<Vec<_>>(), vec![kv("foo1", "bar1", 3, 3, 1, 2)]);
     let c = s.store.put(PutRequest::new("foo1", "bar11").lease(3)).expect("put");
     assert_eq!(c.events.iter().map(|e| e.kv.clone()).collect::<Vec<_>>(), vec![kv("foo1", "bar11", 3, 4, 2, 3)]);
@@ -563,7 +581,11 @@ fn d10_txn_put() {
         let key = format!("{i:030}");
         let c = s
             .store
-            .txn(TxnRequest { compare: vec![], success: vec![RequestOp::Put(PutRequest::new(key, "v"))], failure: vec![] })
+            .txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest::new(key, "v"))],
+                failure: vec![],
+            })
             .expect("txn");
         assert_eq!(c.response.revision, i + 2);
     }
@@ -572,7 +594,8 @@ fn d10_txn_put() {
 #[test]
 fn d14_revision_rules_around_compaction() {
     let mut s = TestStore::new();
-    let reqs: Vec<_> = (2..=10_000).map(|i| watchkv::WriteRequest::Put(PutRequest::new(format!("k{}", i % 97), "v"))).collect();
+    let reqs: Vec<_> =
+        (2..=10_000).map(|i| watchkv::WriteRequest::Put(PutRequest::new(format!("k{}", i % 97), "v"))).collect();
     for chunk in reqs.chunks(1000) {
         for r in s.store.write_group(chunk.to_vec()) {
             r.expect("put");
@@ -592,7 +615,13 @@ fn a8_store() -> (TestStore, Vec<Event>) {
     s.put("foo2", "bar");
     s.put("foo3", "bar");
     assert_eq!(s.del(r("foo1", "foo3")), (2, 5));
-    let evs = vec![put_ev("foo1", "bar", 2, 2, 1), put_ev("foo2", "bar", 3, 3, 1), put_ev("foo3", "bar", 4, 4, 1), del_ev("foo1", 5), del_ev("foo2", 5)];
+    let evs = vec![
+        put_ev("foo1", "bar", 2, 2, 1),
+        put_ev("foo2", "bar", 3, 3, 1),
+        put_ev("foo3", "bar", 4, 4, 1),
+        del_ev("foo1", 5),
+        del_ev("foo2", 5),
+    ];
     (s, evs)
 }
 
@@ -642,7 +671,8 @@ fn batches(s: &TestStore, min: i64, max_revs: usize) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
     let mut from = min;
     loop {
-        let events = range_events(&snap, from, s.store.current_rev() + 1, s.store.compact_rev(), |_| Wanted::Event).expect("events");
+        let events = range_events(&snap, from, s.store.current_rev() + 1, s.store.compact_rev(), |_| Wanted::Event)
+            .expect("events");
         if events.is_empty() {
             return out;
         }
@@ -665,7 +695,11 @@ fn a13_watch_batch_unsynced() {
     let mut s = TestStore::new();
     for _ in 0..12 {
         s.store
-            .txn(TxnRequest { compare: vec![], success: vec![RequestOp::Put(PutRequest::new("foo", "foo"))], failure: vec![] })
+            .txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest::new("foo", "foo"))],
+                failure: vec![],
+            })
             .expect("txn");
     }
     assert_eq!(batches(&s, 1, 4), vec![vec![2, 3, 4, 5], vec![6, 7, 8, 9], vec![10, 11, 12, 13]]);
@@ -673,11 +707,14 @@ fn a13_watch_batch_unsynced() {
     let mut s = TestStore::new();
     for _ in 0..12 {
         let put = || RequestOp::Put(PutRequest::new("foo", "foo"));
-        s.store.mvcc_txn(TxnRequest { compare: vec![], success: vec![put(), put(), put()], failure: vec![] }).expect("txn");
+        s.store
+            .mvcc_txn(TxnRequest { compare: vec![], success: vec![put(), put(), put()], failure: vec![] })
+            .expect("txn");
     }
     let triple = |revs: std::ops::RangeInclusive<i64>| revs.flat_map(|r| [r, r, r]).collect::<Vec<_>>();
     assert_eq!(batches(&s, 1, 4), vec![triple(2..=5), triple(6..=9), triple(10..=13)]);
-    let versions: Vec<i64> = s.store.put(PutRequest::new("foo", "x")).expect("put").events.iter().map(|e| e.kv.version).collect();
+    let versions: Vec<i64> =
+        s.store.put(PutRequest::new("foo", "x")).expect("put").events.iter().map(|e| e.kv.version).collect();
     assert_eq!(versions, vec![37], "three puts per txn count three versions each");
 }
 
@@ -716,11 +753,16 @@ fn h2_start_watcher_from_compacted_revision() {
                 // revision (a DELETE in the tombstone variant) must come first again.
                 let rev = s.store.current_rev();
                 let snap = s.store.reader().snapshot();
-                let got = range_events(&snap, watch_from, rev + 1, s.store.compact_rev(), |_| Wanted::Event).expect("events");
+                let got =
+                    range_events(&snap, watch_from, rev + 1, s.store.compact_rev(), |_| Wanted::Event).expect("events");
                 drop(snap);
                 let got = without_prev(got);
                 if watch_from > 1 {
-                    assert_eq!(got.first(), received.last(), "re-watch at {watch_from} re-delivers that revision first");
+                    assert_eq!(
+                        got.first(),
+                        received.last(),
+                        "re-watch at {watch_from} re-delivers that revision first"
+                    );
                     received.extend(got.into_iter().skip(1));
                 } else {
                     received.extend(got);
@@ -730,7 +772,10 @@ fn h2_start_watcher_from_compacted_revision() {
             }
         }
         let snap = s.store.reader().snapshot();
-        let tail = without_prev(range_events(&snap, watch_from, s.store.current_rev() + 1, s.store.compact_rev(), |_| Wanted::Event).expect("events"));
+        let tail = without_prev(
+            range_events(&snap, watch_from, s.store.current_rev() + 1, s.store.compact_rev(), |_| Wanted::Event)
+                .expect("events"),
+        );
         received.extend(tail.into_iter().skip(1));
         assert_eq!(received, ops, "tombstone variant: {tombstone_variant}");
     }
@@ -744,7 +789,11 @@ fn txn_compares_on_every_target() {
     s.put("a", "2"); // 3
     let cmp = |target, result| Compare { range: one("a"), result, target };
     let run = |s: &mut TestStore, compare: Compare| {
-        s.store.txn(TxnRequest { compare: vec![compare], success: vec![], failure: vec![] }).expect("txn").response.succeeded
+        s.store
+            .txn(TxnRequest { compare: vec![compare], success: vec![], failure: vec![] })
+            .expect("txn")
+            .response
+            .succeeded
     };
     assert!(run(&mut s, cmp(CompareTarget::Value(b"2".to_vec()), CompareResult::Equal)));
     assert!(run(&mut s, cmp(CompareTarget::Value(b"1".to_vec()), CompareResult::Greater)));
@@ -772,12 +821,20 @@ fn txn_failed_branch_and_nested_txn() {
     let mut s = TestStore::new();
     s.put("k", "v"); // 2
     let txn = TxnRequest {
-        compare: vec![Compare { range: one("k"), result: CompareResult::Equal, target: CompareTarget::Value(b"nope".to_vec()) }],
+        compare: vec![Compare {
+            range: one("k"),
+            result: CompareResult::Equal,
+            target: CompareTarget::Value(b"nope".to_vec()),
+        }],
         success: vec![RequestOp::Put(PutRequest::new("never", "x"))],
         failure: vec![
             RequestOp::Put(PutRequest::new("f", "1")),
             RequestOp::Txn(TxnRequest {
-                compare: vec![Compare { range: one("f"), result: CompareResult::Equal, target: CompareTarget::Version(0) }],
+                compare: vec![Compare {
+                    range: one("f"),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Version(0),
+                }],
                 success: vec![RequestOp::Put(PutRequest::new("nested-then", "x"))],
                 failure: vec![RequestOp::Put(PutRequest::new("nested-else", "x"))],
             }),
@@ -804,7 +861,11 @@ fn x12_empty_and_no_op_writes_keep_the_revision() {
     let c = s
         .store
         .txn(TxnRequest {
-            compare: vec![Compare { range: one("a"), result: CompareResult::Equal, target: CompareTarget::Version(99) }],
+            compare: vec![Compare {
+                range: one("a"),
+                result: CompareResult::Equal,
+                target: CompareTarget::Version(99),
+            }],
             success: vec![RequestOp::Put(PutRequest::new("a", "2"))],
             failure: vec![],
         })
@@ -817,7 +878,10 @@ fn x12_empty_and_no_op_writes_keep_the_revision() {
 fn put_errors_leave_no_trace() {
     let mut s = TestStore::new();
     s.put("a", "1");
-    assert_eq!(s.store.put(PutRequest::new("b", "x").lease(42)).unwrap_err().to_string(), "etcdserver: requested lease not found");
+    assert_eq!(
+        s.store.put(PutRequest::new("b", "x").lease(42)).unwrap_err().to_string(),
+        "etcdserver: requested lease not found"
+    );
     assert_eq!(s.store.put(PutRequest::new("", "x")).unwrap_err().to_string(), "etcdserver: key is not provided");
     let mut p = PutRequest::new("missing", "");
     p.ignore_value = true;

@@ -34,10 +34,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
 use watchkv::Revision;
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Durability,
-    Error, Event, EventKind, KeyRange, KeyValue, KvStore, LeaseId, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, StoreConfig,
-    TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Durability, Error, Event,
+    EventKind, KeyRange, KeyValue, KvStore, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseOp, SortOrder, SortTarget, StoreConfig, TxnRequest, TxnResponse,
 };
 
 // ----- alphabet and store constants -----
@@ -103,19 +102,12 @@ struct ReadSpec {
 
 impl ReadSpec {
     fn build(&self, rev: i64, m: &Model) -> RangeRequest {
-        let mut req = RangeRequest::new(self.range.build())
-            .at(rev)
-            .limit(self.limit);
+        let mut req = RangeRequest::new(self.range.build()).at(rev).limit(self.limit);
         if let Some(o) = &self.opts {
-            req.sort_order =
-                [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][usize::from(o.order) % 3];
-            req.sort_target = [
-                SortTarget::Key,
-                SortTarget::Version,
-                SortTarget::Create,
-                SortTarget::Mod,
-                SortTarget::Value,
-            ][usize::from(o.target) % 5];
+            req.sort_order = [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][usize::from(o.order) % 3];
+            req.sort_target =
+                [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value]
+                    [usize::from(o.target) % 5];
             req.keys_only = o.keys_only;
             req.count_only = o.count_only;
             req.min_mod_revision = rel_rev(o.min_mod, m);
@@ -301,39 +293,25 @@ fn compare_range_spec() -> impl Strategy<Value = RangeSpec> {
 
 fn read_opts() -> impl Strategy<Value = ReadOpts> {
     let filter = || prop::option::weighted(0.2, -4i8..=0);
-    (
-        0u8..3,
-        0u8..5,
-        prop::bool::weighted(0.2),
-        prop::bool::weighted(0.1),
-        filter(),
-        filter(),
-        filter(),
-        filter(),
-    )
-        .prop_map(
-            |(order, target, keys_only, count_only, min_mod, max_mod, min_create, max_create)| {
-                ReadOpts {
-                    order,
-                    target,
-                    keys_only,
-                    count_only,
-                    min_mod,
-                    max_mod,
-                    min_create,
-                    max_create,
-                }
-            },
-        )
+    (0u8..3, 0u8..5, prop::bool::weighted(0.2), prop::bool::weighted(0.1), filter(), filter(), filter(), filter())
+        .prop_map(|(order, target, keys_only, count_only, min_mod, max_mod, min_create, max_create)| ReadOpts {
+            order,
+            target,
+            keys_only,
+            count_only,
+            min_mod,
+            max_mod,
+            min_create,
+            max_create,
+        })
 }
 
 fn read_spec() -> impl Strategy<Value = ReadSpec> {
-    (
-        range_spec(),
-        0i64..=3,
-        prop::option::weighted(0.3, read_opts()),
-    )
-        .prop_map(|(range, limit, opts)| ReadSpec { range, limit, opts })
+    (range_spec(), 0i64..=3, prop::option::weighted(0.3, read_opts())).prop_map(|(range, limit, opts)| ReadSpec {
+        range,
+        limit,
+        opts,
+    })
 }
 
 fn rev_sel() -> impl Strategy<Value = RevSel> {
@@ -371,16 +349,14 @@ fn put_spec() -> impl Strategy<Value = PutSpec> {
         prop::bool::weighted(0.04),
         prop::bool::weighted(0.04),
     )
-        .prop_map(
-            |(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutSpec {
-                key,
-                value,
-                lease,
-                prev_kv,
-                ignore_value,
-                ignore_lease,
-            },
-        )
+        .prop_map(|(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutSpec {
+            key,
+            value,
+            lease,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+        })
 }
 
 fn compare_spec() -> impl Strategy<Value = CompareSpec> {
@@ -391,11 +367,7 @@ fn compare_spec() -> impl Strategy<Value = CompareSpec> {
         2 => prop::option::weighted(0.8, -4i8..=1).prop_map(TargetSpec::Mod),
         1 => prop::option::weighted(0.7, any::<u8>().prop_map(usize::from)).prop_map(TargetSpec::Lease),
     ];
-    (compare_range_spec(), 0u8..4, target).prop_map(|(range, result, target)| CompareSpec {
-        range,
-        result,
-        target,
-    })
+    (compare_range_spec(), 0u8..4, target).prop_map(|(range, result, target)| CompareSpec { range, result, target })
 }
 
 fn leaf_op() -> impl Strategy<Value = TxnOpSpec> {
@@ -412,30 +384,17 @@ fn nested_txn() -> impl Strategy<Value = TxnSpec> {
         prop::collection::vec(leaf_op(), 0..=3),
         prop::collection::vec(leaf_op(), 0..=2),
     )
-        .prop_map(|(compare, success, failure)| TxnSpec {
-            compare,
-            success,
-            failure,
-        })
+        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
 }
 
 fn txn_spec() -> impl Strategy<Value = TxnSpec> {
-    let op =
-        prop_oneof![7 => leaf_op(), 1 => nested_txn().prop_map(|t| TxnOpSpec::Txn(Box::new(t)))];
+    let op = prop_oneof![7 => leaf_op(), 1 => nested_txn().prop_map(|t| TxnOpSpec::Txn(Box::new(t)))];
     let success = prop_oneof![
         30 => prop::collection::vec(op.clone(), 0..=4),
         1 => prop::collection::vec(op.clone(), MAX_TXN_OPS + 1..=MAX_TXN_OPS + 1),
     ];
-    (
-        prop::collection::vec(compare_spec(), 0..=2),
-        success,
-        prop::collection::vec(op, 0..=3),
-    )
-        .prop_map(|(compare, success, failure)| TxnSpec {
-            compare,
-            success,
-            failure,
-        })
+    (prop::collection::vec(compare_spec(), 0..=2), success, prop::collection::vec(op, 0..=3))
+        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -459,16 +418,8 @@ fn probe() -> impl Strategy<Value = Probe> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (
-        1usize..=3,
-        prop::sample::select(vec![1usize, 2, 3, 10_000]),
-        prop::collection::vec((op(), probe()), 1..=60),
-    )
-        .prop_map(|(batch_limit, restore_chunk, ops)| Case {
-            batch_limit,
-            restore_chunk,
-            ops,
-        })
+    (1usize..=3, prop::sample::select(vec![1usize, 2, 3, 10_000]), prop::collection::vec((op(), probe()), 1..=60))
+        .prop_map(|(batch_limit, restore_chunk, ops)| Case { batch_limit, restore_chunk, ops })
 }
 
 // ----- the model -----
@@ -497,20 +448,12 @@ enum MErr {
 
 fn merr(e: &Error) -> MErr {
     match e {
-        Error::Compacted {
-            requested,
-            compact_rev,
-        } => MErr::Compacted {
-            requested: *requested,
-            compact_rev: *compact_rev,
-        },
-        Error::FutureRev {
-            requested,
-            current_rev,
-        } => MErr::FutureRev {
-            requested: *requested,
-            current_rev: *current_rev,
-        },
+        Error::Compacted { requested, compact_rev } => {
+            MErr::Compacted { requested: *requested, compact_rev: *compact_rev }
+        }
+        Error::FutureRev { requested, current_rev } => {
+            MErr::FutureRev { requested: *requested, current_rev: *current_rev }
+        }
         Error::TooManyOps => MErr::TooManyOps,
         Error::DuplicateKey => MErr::DuplicateKey,
         Error::KeyNotFound => MErr::KeyNotFound,
@@ -571,11 +514,8 @@ fn in_range(range: &KeyRange, key: &[u8]) -> bool {
 /// sorting by a non-key target even without a sort order; etcd (`rangeLimit`) pushes the limit
 /// down in that case and sorts only the first `limit + 1` keys in key order.
 fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) -> RangeResponse {
-    let mut kvs: Vec<KeyValue> = state
-        .iter()
-        .filter(|(k, _)| in_range(&req.range, k))
-        .map(|(_, v)| v.clone())
-        .collect();
+    let mut kvs: Vec<KeyValue> =
+        state.iter().filter(|(k, _)| in_range(&req.range, k)).map(|(_, v)| v.clone()).collect();
     let count = kvs.len() as i64;
     if req.count_only {
         kvs.clear();
@@ -583,11 +523,7 @@ fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) ->
     let bound = |v: i64, lo: i64, hi: i64| (lo == 0 || v >= lo) && (hi == 0 || v <= hi);
     kvs.retain(|kv| {
         bound(kv.mod_revision, req.min_mod_revision, req.max_mod_revision)
-            && bound(
-                kv.create_revision,
-                req.min_create_revision,
-                req.max_create_revision,
-            )
+            && bound(kv.create_revision, req.min_create_revision, req.max_create_revision)
     });
     let order = match (req.sort_order, req.sort_target) {
         (SortOrder::None, SortTarget::Key) => SortOrder::None,
@@ -602,13 +538,7 @@ fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) ->
             SortTarget::Mod => (Vec::new(), kv.mod_revision),
             SortTarget::Value => (kv.value.clone(), 0),
         };
-        kvs.sort_by(|a, b| {
-            if order == SortOrder::Descend {
-                by(b).cmp(&by(a))
-            } else {
-                by(a).cmp(&by(b))
-            }
-        });
+        kvs.sort_by(|a, b| if order == SortOrder::Descend { by(b).cmp(&by(a)) } else { by(a).cmp(&by(b)) });
     }
     let more = req.limit > 0 && kvs.len() as i64 > req.limit;
     if more {
@@ -619,12 +549,7 @@ fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) ->
             kv.value.clear();
         }
     }
-    RangeResponse {
-        revision: header,
-        kvs,
-        more,
-        count,
-    }
+    RangeResponse { revision: header, kvs, more, count }
 }
 
 /// etcd `compareKV`.
@@ -647,11 +572,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 /// etcd `applyCompare`: every key in the range must satisfy it; no key compares as the zero
 /// key-value, except that a value compare on no key fails.
 fn compare_holds(state: &BTreeMap<Vec<u8>, KeyValue>, c: &Compare) -> bool {
-    let kvs: Vec<&KeyValue> = state
-        .iter()
-        .filter(|(k, _)| in_range(&c.range, k))
-        .map(|(_, v)| v)
-        .collect();
+    let kvs: Vec<&KeyValue> = state.iter().filter(|(k, _)| in_range(&c.range, k)).map(|(_, v)| v).collect();
     if kvs.is_empty() {
         return !matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default());
     }
@@ -666,12 +587,8 @@ fn shape_error(t: &TxnRequest, max_ops: usize) -> Option<MErr> {
     }
     for op in t.success.iter().chain(&t.failure) {
         match op {
-            RequestOp::Put(p) if p.ignore_value && !p.value.is_empty() => {
-                return Some(MErr::ValueProvided)
-            }
-            RequestOp::Put(p) if p.ignore_lease && p.lease != 0 => {
-                return Some(MErr::LeaseProvided)
-            }
+            RequestOp::Put(p) if p.ignore_value && !p.value.is_empty() => return Some(MErr::ValueProvided),
+            RequestOp::Put(p) if p.ignore_lease && p.lease != 0 => return Some(MErr::LeaseProvided),
             RequestOp::Txn(n) => {
                 if let Some(e) = shape_error(n, max_ops - opc) {
                     return Some(e);
@@ -726,14 +643,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange
 
 impl Model {
     fn new() -> Self {
-        Self {
-            hist: BTreeMap::new(),
-            current: 1,
-            compact: -1,
-            leases: BTreeMap::new(),
-            granted: Vec::new(),
-            now: 0,
-        }
+        Self { hist: BTreeMap::new(), current: 1, compact: -1, leases: BTreeMap::new(), granted: Vec::new(), now: 0 }
     }
 
     /// The live keys at `rev` (no compaction check).
@@ -741,10 +651,7 @@ impl Model {
         let mut out = BTreeMap::new();
         for (k, h) in &self.hist {
             let last = h.iter().rev().find(|c| c.rev <= rev);
-            if let Some(Change {
-                state: Some(kv), ..
-            }) = last
-            {
+            if let Some(Change { state: Some(kv), .. }) = last {
                 out.insert(k.clone(), kv.clone());
             }
         }
@@ -758,21 +665,11 @@ impl Model {
     /// Spec §1.4 steps 1–3, then the read.
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MErr> {
         if req.revision > self.current {
-            return Err(MErr::FutureRev {
-                requested: req.revision,
-                current_rev: self.current,
-            });
+            return Err(MErr::FutureRev { requested: req.revision, current_rev: self.current });
         }
-        let rev = if req.revision <= 0 {
-            self.current
-        } else {
-            req.revision
-        };
+        let rev = if req.revision <= 0 { self.current } else { req.revision };
         if rev < self.compact {
-            return Err(MErr::Compacted {
-                requested: rev,
-                compact_rev: self.compact,
-            });
+            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
         }
         Ok(read(&self.state_at(rev), req, self.current))
     }
@@ -798,10 +695,7 @@ impl Model {
         let mut out = Vec::new();
         for (key, h) in &self.hist {
             let row = |c: &Change| {
-                let kv = c.state.clone().unwrap_or_else(|| KeyValue {
-                    key: key.clone(),
-                    ..KeyValue::default()
-                });
+                let kv = c.state.clone().unwrap_or_else(|| KeyValue { key: key.clone(), ..KeyValue::default() });
                 let prev = c.prev.map(|(m, s)| Revision::new(m, s));
                 (Revision::new(c.rev, c.sub), c.state.is_none(), kv, prev)
             };
@@ -818,11 +712,7 @@ impl Model {
     }
 
     fn lease_keys(&self, id: LeaseId) -> Vec<Vec<u8>> {
-        self.live()
-            .into_iter()
-            .filter(|(_, kv)| kv.lease == id)
-            .map(|(k, _)| k)
-            .collect()
+        self.live().into_iter().filter(|(_, kv)| kv.lease == id).map(|(k, _)| k).collect()
     }
 
     /// Resolves a lease selector: mostly a live lease, else any lease granted so far (possibly
@@ -856,16 +746,8 @@ impl Model {
                 EventKind::Delete => None,
             };
             let h = self.hist.entry(e.kv.key.clone()).or_default();
-            let prev = h
-                .last()
-                .filter(|c| c.state.is_some())
-                .map(|c| (c.rev, c.sub));
-            h.push(Change {
-                rev: self.current,
-                sub: sub as i64,
-                state,
-                prev,
-            });
+            let prev = h.last().filter(|c| c.state.is_some()).map(|c| (c.rev, c.sub));
+            h.push(Change { rev: self.current, sub: sub as i64, state, prev });
         }
     }
 
@@ -885,12 +767,7 @@ impl Model {
     /// one, as a plain range does, where etcd answers `ErrCompacted` after any compaction).
     /// With `mvcc`, a read may name `current + 1` (the txn's own revision); whether it may is
     /// known only when it runs (see `Work::range`).
-    fn txn_refs(
-        &self,
-        t: &TxnRequest,
-        pre: &BTreeMap<Vec<u8>, KeyValue>,
-        mvcc: bool,
-    ) -> Result<(), MErr> {
+    fn txn_refs(&self, t: &TxnRequest, pre: &BTreeMap<Vec<u8>, KeyValue>, mvcc: bool) -> Result<(), MErr> {
         let ok = t.compare.iter().all(|c| compare_holds(pre, c));
         let newest = self.current + i64::from(mvcc);
         for op in if ok { &t.success } else { &t.failure } {
@@ -898,16 +775,10 @@ impl Model {
                 RequestOp::Put(p) => self.put_refs(p, pre)?,
                 RequestOp::Range(r) if r.revision > 0 => {
                     if r.revision > newest {
-                        return Err(MErr::FutureRev {
-                            requested: r.revision,
-                            current_rev: self.current,
-                        });
+                        return Err(MErr::FutureRev { requested: r.revision, current_rev: self.current });
                     }
                     if r.revision < self.compact {
-                        return Err(MErr::Compacted {
-                            requested: r.revision,
-                            compact_rev: self.compact,
-                        });
+                        return Err(MErr::Compacted { requested: r.revision, compact_rev: self.compact });
                     }
                 }
                 RequestOp::Txn(n) => self.txn_refs(n, pre, mvcc)?,
@@ -983,16 +854,10 @@ impl Model {
     /// Spec §5 steps 1–3 (the logical part).
     fn compact(&mut self, rev: i64) -> Result<(), MErr> {
         if rev <= self.compact {
-            return Err(MErr::Compacted {
-                requested: rev,
-                compact_rev: self.compact,
-            });
+            return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
         }
         if rev > self.current {
-            return Err(MErr::FutureRev {
-                requested: rev,
-                current_rev: self.current,
-            });
+            return Err(MErr::FutureRev { requested: rev, current_rev: self.current });
         }
         self.compact = rev;
         Ok(())
@@ -1011,12 +876,7 @@ struct Work<'m> {
 
 impl<'m> Work<'m> {
     fn new(m: &'m Model, pre: BTreeMap<Vec<u8>, KeyValue>) -> Self {
-        Self {
-            m,
-            live: pre.clone(),
-            pre,
-            events: Vec::new(),
-        }
+        Self { m, live: pre.clone(), pre, events: Vec::new() }
     }
 
     fn rev(&self) -> i64 {
@@ -1046,47 +906,23 @@ impl<'m> Work<'m> {
             },
         };
         self.live.insert(p.key.clone(), kv.clone());
-        self.events.push(Event {
-            kind: EventKind::Put,
-            kv,
-            prev_kv: prev.clone(),
-        });
-        PutResponse {
-            revision: rev,
-            prev_kv: if p.prev_kv { prev } else { None },
-        }
+        self.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone() });
+        PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
     }
 
     fn delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
         let rev = self.rev();
-        let keys: Vec<Vec<u8>> = self
-            .live
-            .keys()
-            .filter(|k| in_range(&d.range, k))
-            .cloned()
-            .collect();
+        let keys: Vec<Vec<u8>> = self.live.keys().filter(|k| in_range(&d.range, k)).cloned().collect();
         let mut prev_kvs = Vec::new();
         for k in &keys {
             let prev = self.live.remove(k).expect("live key");
-            let kv = KeyValue {
-                key: k.clone(),
-                mod_revision: rev,
-                ..KeyValue::default()
-            };
+            let kv = KeyValue { key: k.clone(), mod_revision: rev, ..KeyValue::default() };
             if d.prev_kv {
                 prev_kvs.push(prev.clone());
             }
-            self.events.push(Event {
-                kind: EventKind::Delete,
-                kv,
-                prev_kv: Some(prev),
-            });
+            self.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev) });
         }
-        DeleteRangeResponse {
-            revision: self.read_rev(),
-            deleted: keys.len() as i64,
-            prev_kvs,
-        }
+        DeleteRangeResponse { revision: self.read_rev(), deleted: keys.len() as i64, prev_kvs }
     }
 
     fn range(&self, r: &RangeRequest) -> Result<RangeResponse, MErr> {
@@ -1095,10 +931,7 @@ impl<'m> Work<'m> {
         // something (only `mvcc_txn` lets it through).
         let view = self.read_rev();
         if r.revision > view {
-            return Err(MErr::FutureRev {
-                requested: r.revision,
-                current_rev: view,
-            });
+            return Err(MErr::FutureRev { requested: r.revision, current_rev: view });
         }
         Ok(if r.revision <= 0 || r.revision > self.m.current {
             read(&self.live, r, view)
@@ -1120,11 +953,7 @@ impl<'m> Work<'m> {
             });
         }
         // Nested txn responses carry revision 0; the caller fills the top-level one.
-        Ok(TxnResponse {
-            revision: 0,
-            succeeded,
-            responses,
-        })
+        Ok(TxnResponse { revision: 0, succeeded, responses })
     }
 }
 
@@ -1163,12 +992,8 @@ fn rel_rev(d: Option<i8>, m: &Model) -> i64 {
 }
 
 fn build_compare(c: &CompareSpec, m: &Model) -> Compare {
-    let result = [
-        CompareResult::Equal,
-        CompareResult::NotEqual,
-        CompareResult::Less,
-        CompareResult::Greater,
-    ][usize::from(c.result) % 4];
+    let result = [CompareResult::Equal, CompareResult::NotEqual, CompareResult::Less, CompareResult::Greater]
+        [usize::from(c.result) % 4];
     let target = match &c.target {
         TargetSpec::Value(v) => CompareTarget::Value(VALUES[*v].to_vec()),
         TargetSpec::Version(v) => CompareTarget::Version(*v),
@@ -1176,23 +1001,13 @@ fn build_compare(c: &CompareSpec, m: &Model) -> Compare {
         TargetSpec::Mod(d) => CompareTarget::Mod(rel_rev(*d, m)),
         TargetSpec::Lease(w) => CompareTarget::Lease(w.map_or(0, |w| m.lease_sel(w))),
     };
-    Compare {
-        range: c.range.build(),
-        result,
-        target,
-    }
+    Compare { range: c.range.build(), result, target }
 }
 
 fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
     let cut = |n: usize| if mode.strict { n.min(budget) } else { n };
-    let compare: Vec<Compare> = t.compare[..cut(t.compare.len())]
-        .iter()
-        .map(|c| build_compare(c, m))
-        .collect();
-    let (success, failure) = (
-        &t.success[..cut(t.success.len())],
-        &t.failure[..cut(t.failure.len())],
-    );
+    let compare: Vec<Compare> = t.compare[..cut(t.compare.len())].iter().map(|c| build_compare(c, m)).collect();
+    let (success, failure) = (&t.success[..cut(t.success.len())], &t.failure[..cut(t.failure.len())]);
     let nested_budget = budget.saturating_sub(compare.len().max(success.len()).max(failure.len()));
     let branch = |specs: &[TxnOpSpec]| {
         let mut ops: Vec<RequestOp> = Vec::new();
@@ -1200,10 +1015,7 @@ fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
             let op = match spec {
                 TxnOpSpec::Put(p) => RequestOp::Put(build_put(p, m, mode.strict)),
                 TxnOpSpec::Delete { range, prev_kv } => {
-                    RequestOp::DeleteRange(DeleteRangeRequest {
-                        range: range.build(),
-                        prev_kv: *prev_kv,
-                    })
+                    RequestOp::DeleteRange(DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv })
                 }
                 TxnOpSpec::Range { read, rev } => RequestOp::Range(read.build(rev.resolve(m), m)),
                 TxnOpSpec::Txn(n) => RequestOp::Txn(build_txn(n, m, mode, nested_budget)),
@@ -1219,11 +1031,7 @@ fn build_txn(t: &TxnSpec, m: &Model, mode: Mode, budget: usize) -> TxnRequest {
         }
         ops
     };
-    TxnRequest {
-        compare,
-        success: branch(success),
-        failure: branch(failure),
-    }
+    TxnRequest { compare, success: branch(success), failure: branch(failure) }
 }
 
 // ----- the runner -----
@@ -1252,15 +1060,8 @@ impl Harness {
             .min_lease_ttl(MIN_TTL)
             .cache_size(1 << 20);
         let base = Instant::now();
-        let store =
-            KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
-        Ok(Self {
-            _dir: dir,
-            config,
-            base,
-            store: Some(store),
-            m: Model::new(),
-        })
+        let store = KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
+        Ok(Self { _dir: dir, config, base, store: Some(store), m: Model::new() })
     }
 
     fn now(&self) -> Instant {
@@ -1274,8 +1075,7 @@ impl Harness {
     fn restart(&mut self) -> Result<(), TestCaseError> {
         drop(self.store.take());
         let now = self.now();
-        let store = KvStore::open_at(self.config.clone(), now)
-            .map_err(|e| fail(format!("reopen: {e:?}")))?;
+        let store = KvStore::open_at(self.config.clone(), now).map_err(|e| fail(format!("reopen: {e:?}")))?;
         self.store = Some(store);
         // Restored leases expire `ttl` seconds after the reopen.
         let t = self.m.now;
@@ -1289,11 +1089,7 @@ impl Harness {
         match op {
             Op::Put(p) => {
                 let req = build_put(p, &self.m, false);
-                let got = self
-                    .store()
-                    .put(req.clone())
-                    .map(|c| (c.response, c.events))
-                    .map_err(|e| merr(&e));
+                let got = self.store().put(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
                 let want = self.m.put(&req);
                 prop_assert_eq!(
                     got,
@@ -1304,15 +1100,8 @@ impl Harness {
                 );
             }
             Op::DeleteRange { range, prev_kv } => {
-                let req = DeleteRangeRequest {
-                    range: range.build(),
-                    prev_kv: *prev_kv,
-                };
-                let got = self
-                    .store()
-                    .delete_range(req.clone())
-                    .map(|c| (c.response, c.events))
-                    .map_err(|e| merr(&e));
+                let req = DeleteRangeRequest { range: range.build(), prev_kv: *prev_kv };
+                let got = self.store().delete_range(req.clone()).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
                 let want = Ok(self.m.delete(&req));
                 prop_assert_eq!(
                     got,
@@ -1323,16 +1112,9 @@ impl Harness {
                 );
             }
             Op::Txn { spec, strict, mvcc } => {
-                let mode = Mode {
-                    strict: *strict,
-                    mvcc: *mvcc,
-                };
+                let mode = Mode { strict: *strict, mvcc: *mvcc };
                 let req = build_txn(spec, &self.m, mode, MAX_TXN_OPS);
-                let got = if *mvcc {
-                    self.store().mvcc_txn(req.clone())
-                } else {
-                    self.store().txn(req.clone())
-                };
+                let got = if *mvcc { self.store().mvcc_txn(req.clone()) } else { self.store().txn(req.clone()) };
                 let got = got.map(|c| (c.response, c.events)).map_err(|e| merr(&e));
                 let want = self.m.txn(&req, *mvcc);
                 prop_assert_eq!(
@@ -1349,18 +1131,10 @@ impl Harness {
                 let want = self.m.compact(rev);
                 match got {
                     Ok(ticket) => {
-                        prop_assert_eq!(
-                            Ok(()),
-                            want,
-                            "{}: compact({}) succeeded, model expected an error",
-                            ctx,
-                            rev
-                        );
+                        prop_assert_eq!(Ok(()), want, "{}: compact({}) succeeded, model expected an error", ctx, rev);
                         prop_assert_eq!(ticket.revision(), rev, "{}: ticket revision", ctx);
                         if *wait {
-                            ticket.wait().map_err(|e| {
-                                fail(format!("{ctx}: physical compaction at {rev}: {e:?}"))
-                            })?;
+                            ticket.wait().map_err(|e| fail(format!("{ctx}: physical compaction at {rev}: {e:?}")))?;
                             let ctx = format!("{ctx}: after physical compaction at {rev}");
                             self.check_history(&ctx)?;
                             self.check_rows(true, &ctx)?;
@@ -1373,25 +1147,15 @@ impl Harness {
             }
             Op::LeaseGrant { id, ttl } => {
                 let now = self.now();
-                let got = self
-                    .store()
-                    .lease_grant(id.unwrap_or(0), *ttl, now)
-                    .map_err(|e| merr(&e));
+                let got = self.store().lease_grant(id.unwrap_or(0), *ttl, now).map_err(|e| merr(&e));
                 let granted_ttl = (*ttl).max(MIN_TTL);
                 match id {
                     Some(id) if self.m.leases.contains_key(id) => {
-                        prop_assert_eq!(
-                            got,
-                            Err(MErr::LeaseExists),
-                            "{}: grant of live lease {}",
-                            ctx,
-                            id
-                        );
+                        prop_assert_eq!(got, Err(MErr::LeaseExists), "{}: grant of live lease {}", ctx, id);
                     }
                     _ => {
-                        let (got_id, got_ttl) = got.map_err(|e| {
-                            fail(format!("{ctx}: lease grant failed unexpectedly: {e:?}"))
-                        })?;
+                        let (got_id, got_ttl) =
+                            got.map_err(|e| fail(format!("{ctx}: lease grant failed unexpectedly: {e:?}")))?;
                         prop_assert_eq!(got_ttl, granted_ttl, "{}: granted ttl", ctx);
                         match id {
                             Some(id) => prop_assert_eq!(got_id, *id, "{}: granted id", ctx),
@@ -1402,24 +1166,14 @@ impl Harness {
                                 got_id
                             ),
                         }
-                        self.m.leases.insert(
-                            got_id,
-                            MLease {
-                                ttl: granted_ttl,
-                                deadline: self.m.now + granted_ttl,
-                            },
-                        );
+                        self.m.leases.insert(got_id, MLease { ttl: granted_ttl, deadline: self.m.now + granted_ttl });
                         self.m.granted.push(got_id);
                     }
                 }
             }
             Op::LeaseRevoke { which } => {
                 let id = self.m.lease_sel(*which);
-                let got = self
-                    .store()
-                    .lease_revoke(id)
-                    .map(|c| (c.response, c.events))
-                    .map_err(|e| merr(&e));
+                let got = self.store().lease_revoke(id).map(|c| (c.response, c.events)).map_err(|e| merr(&e));
                 let want = self.m.revoke(id);
                 prop_assert_eq!(
                     got,
@@ -1453,25 +1207,12 @@ impl Harness {
                     .map(|(id, r)| (id, r.map(|c| (c.response, c.events)).map_err(|e| merr(&e))))
                     .collect();
                 let t = self.m.now;
-                let mut expired: Vec<(i64, LeaseId)> = self
-                    .m
-                    .leases
-                    .iter()
-                    .filter(|(_, l)| l.deadline <= t)
-                    .map(|(id, l)| (l.deadline, *id))
-                    .collect();
+                let mut expired: Vec<(i64, LeaseId)> =
+                    self.m.leases.iter().filter(|(_, l)| l.deadline <= t).map(|(id, l)| (l.deadline, *id)).collect();
                 expired.sort_unstable();
-                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> = expired
-                    .into_iter()
-                    .map(|(_, id)| (id, self.m.revoke(id)))
-                    .collect();
-                prop_assert_eq!(
-                    got,
-                    want,
-                    "{}: expired leases at t={}s (left: store, right: model)",
-                    ctx,
-                    t
-                );
+                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> =
+                    expired.into_iter().map(|(_, id)| (id, self.m.revoke(id))).collect();
+                prop_assert_eq!(got, want, "{}: expired leases at t={}s (left: store, right: model)", ctx, t);
             }
             Op::Restart => {
                 self.restart()?;
@@ -1490,13 +1231,7 @@ impl Harness {
     fn check_range(&mut self, req: &RangeRequest, ctx: &str) -> Result<(), TestCaseError> {
         let got = self.store().range(req).map_err(|e| merr(&e));
         let want = self.m.range(req);
-        prop_assert_eq!(
-            got,
-            want,
-            "{}: range {:?} (left: store, right: model)",
-            ctx,
-            req
-        );
+        prop_assert_eq!(got, want, "{}: range {:?} (left: store, right: model)", ctx, req);
         Ok(())
     }
 
@@ -1504,24 +1239,14 @@ impl Harness {
     fn check_state(&mut self, probe: &Probe, ctx: &str) -> Result<(), TestCaseError> {
         let (cur, compact) = (self.m.current, self.m.compact);
         prop_assert_eq!(self.store().current_rev(), cur, "{}: current revision", ctx);
-        prop_assert_eq!(
-            self.store().compact_rev(),
-            compact,
-            "{}: compact revision",
-            ctx
-        );
+        prop_assert_eq!(self.store().compact_rev(), compact, "{}: compact revision", ctx);
         let probe_rev = pick(compact - 1, cur + 1, probe.rev);
         for rev in [0, cur - 1, compact, probe_rev] {
             self.check_range(&RangeRequest::new(KeyRange::all()).at(rev), ctx)?;
         }
         self.check_range(&probe.read.build(probe_rev, &self.m), ctx)?;
         let stats = self.store().stats();
-        prop_assert_eq!(
-            stats.indexed_keys,
-            self.m.indexed_keys(),
-            "{}: keys in the index",
-            ctx
-        );
+        prop_assert_eq!(stats.indexed_keys, self.m.indexed_keys(), "{}: keys in the index", ctx);
         let ids: Vec<LeaseId> = self.m.leases.keys().copied().collect();
         prop_assert_eq!(self.store().leases(), ids.clone(), "{}: lease ids", ctx);
         let now = self.now();
@@ -1565,13 +1290,7 @@ impl Harness {
             })
             .map_err(|e| fail(format!("{ctx}: scan of history rows: {e:?}")))?;
         let want = self.m.rows(self.m.compact.max(0), below);
-        prop_assert_eq!(
-            got,
-            want,
-            "{}: history rows from revision {} (left: store, right: model)",
-            ctx,
-            from
-        );
+        prop_assert_eq!(got, want, "{}: history rows from revision {} (left: store, right: model)", ctx, from);
         Ok(())
     }
 }
@@ -1579,21 +1298,14 @@ impl Harness {
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut h = Harness::new(case)?;
     for (i, (op, probe)) in case.ops.iter().enumerate() {
-        let ctx = format!(
-            "op #{i} {op:?} (rev {} compact {} t={}s)",
-            h.m.current, h.m.compact, h.m.now
-        );
+        let ctx = format!("op #{i} {op:?} (rev {} compact {} t={}s)", h.m.current, h.m.compact, h.m.now);
         h.apply(op, &ctx)?;
         h.check_state(probe, &ctx)?;
     }
     h.check_history("end of case")?;
     h.check_rows(false, "end of case")?;
     h.restart()?;
-    let all = ReadSpec {
-        range: RangeSpec::All,
-        limit: 0,
-        opts: None,
-    };
+    let all = ReadSpec { range: RangeSpec::All, limit: 0, opts: None };
     h.check_state(&Probe { read: all, rev: 0 }, "final restart")?;
     h.check_history("after final restart")?;
     h.check_rows(false, "after final restart")
@@ -1601,10 +1313,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 
 fn config() -> ProptestConfig {
     let default = ProptestConfig::default();
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
     ProptestConfig {
         cases,
         rng_seed: match default.rng_seed {

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use watchkv::{
-    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, RequestOp,
-    StoreConfig, TxnRequest,
+    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, RequestOp, StoreConfig,
+    TxnRequest,
 };
 
 struct Fixture {
@@ -23,54 +23,29 @@ impl Fixture {
             .compaction_batch_limit(1)
             .restore_chunk_keys(1);
         let store = KvStore::open_at(config.clone(), Instant::now()).expect("open");
-        Self {
-            store,
-            config,
-            _dir: dir,
-        }
+        Self { store, config, _dir: dir }
     }
 
     /// Closes the store (stopping its compactor) and opens it again on the same directory.
     fn reopen(self) -> Self {
-        let Self {
-            store,
-            config,
-            _dir,
-        } = self;
+        let Self { store, config, _dir } = self;
         drop(store);
         let store = KvStore::open_at(config.clone(), Instant::now()).expect("reopen");
-        Self {
-            store,
-            config,
-            _dir,
-        }
+        Self { store, config, _dir }
     }
 
     fn put(&mut self, key: &str, value: &str) -> i64 {
-        self.store
-            .put(PutRequest::new(key, value))
-            .expect("put")
-            .response
-            .revision
+        self.store.put(PutRequest::new(key, value)).expect("put").response.revision
     }
 
     /// `(key, value, create, mod, version)` of every live key at `rev`.
     fn read(&self, rev: i64) -> Vec<(String, String, i64, i64, i64)> {
-        let resp = self
-            .store
-            .range(&RangeRequest::new(KeyRange::all()).at(rev))
-            .expect("range");
+        let resp = self.store.range(&RangeRequest::new(KeyRange::all()).at(rev)).expect("range");
         resp.kvs
             .into_iter()
             .map(|kv| {
                 let s = |b: Vec<u8>| String::from_utf8(b).expect("utf8");
-                (
-                    s(kv.key),
-                    s(kv.value),
-                    kv.create_revision,
-                    kv.mod_revision,
-                    kv.version,
-                )
+                (s(kv.key), s(kv.value), kv.create_revision, kv.mod_revision, kv.version)
             })
             .collect()
     }
@@ -85,11 +60,7 @@ fn read_at(key: &str, rev: i64) -> RequestOp {
 }
 
 fn txn(success: Vec<RequestOp>) -> TxnRequest {
-    TxnRequest {
-        compare: vec![],
-        success,
-        failure: vec![],
-    }
+    TxnRequest { compare: vec![], success, failure: vec![] }
 }
 
 // postmortem: `mvcc_txn` skipped the up-front check of read revisions (it must let a read name
@@ -103,25 +74,9 @@ fn txn(success: Vec<RequestOp>) -> TxnRequest {
 fn regression_01_mvcc_txn_read_below_compaction_poisons_store() {
     let mut f = Fixture::new();
     assert_eq!(f.put("a", ""), 2);
-    f.store
-        .compact(2)
-        .expect("compact")
-        .wait()
-        .expect("physical");
-    let err = f
-        .store
-        .mvcc_txn(txn(vec![read_at("a", 1)]))
-        .expect_err("read below the compact revision");
-    assert!(
-        matches!(
-            err,
-            Error::Compacted {
-                requested: 1,
-                compact_rev: 2
-            }
-        ),
-        "{err:?}"
-    );
+    f.store.compact(2).expect("compact").wait().expect("physical");
+    let err = f.store.mvcc_txn(txn(vec![read_at("a", 1)])).expect_err("read below the compact revision");
+    assert!(matches!(err, Error::Compacted { requested: 1, compact_rev: 2 }), "{err:?}");
     assert_eq!(f.put("a", ""), 3, "a failed read must not poison the store");
 }
 
@@ -137,27 +92,12 @@ fn regression_02_mvcc_txn_failed_read_leaves_half_applied_put() {
     f.put("a", "");
     f.store.compact(3).expect("compact");
     let before = f.store.stats();
-    let err = f
-        .store
-        .mvcc_txn(txn(vec![put("ab", ""), read_at("a", 2)]))
-        .expect_err("compacted read");
-    assert!(
-        matches!(
-            err,
-            Error::Compacted {
-                requested: 2,
-                compact_rev: 3
-            }
-        ),
-        "{err:?}"
-    );
+    let err = f.store.mvcc_txn(txn(vec![put("ab", ""), read_at("a", 2)])).expect_err("compacted read");
+    assert!(matches!(err, Error::Compacted { requested: 2, compact_rev: 3 }), "{err:?}");
     assert_eq!(f.store.stats(), before, "a failed txn changes nothing");
     assert_eq!(f.put("ab", "x"), 5);
     assert_eq!(
-        f.read(0)
-            .iter()
-            .find(|kv| kv.0 == "ab")
-            .map(|kv| (kv.2, kv.4)),
+        f.read(0).iter().find(|kv| kv.0 == "ab").map(|kv| (kv.2, kv.4)),
         Some((5, 1)),
         "ab is created by the put"
     );
@@ -171,38 +111,11 @@ fn regression_02_mvcc_txn_failed_read_leaves_half_applied_put() {
 fn regression_03_mvcc_txn_reads_of_future_revisions() {
     let mut f = Fixture::new();
     assert_eq!(f.put("a", "1"), 2);
-    let err = f
-        .store
-        .mvcc_txn(txn(vec![read_at("a", 3), put("a", "2")]))
-        .expect_err("own revision before a change");
-    assert!(
-        matches!(
-            err,
-            Error::FutureRev {
-                requested: 3,
-                current_rev: 2
-            }
-        ),
-        "{err:?}"
-    );
-    let err = f
-        .store
-        .mvcc_txn(txn(vec![put("a", "2"), read_at("a", 4)]))
-        .expect_err("beyond the txn's revision");
-    assert!(
-        matches!(
-            err,
-            Error::FutureRev {
-                requested: 4,
-                current_rev: 2
-            }
-        ),
-        "{err:?}"
-    );
-    let c = f
-        .store
-        .mvcc_txn(txn(vec![put("a", "2"), read_at("a", 3)]))
-        .expect("own revision after a change");
+    let err = f.store.mvcc_txn(txn(vec![read_at("a", 3), put("a", "2")])).expect_err("own revision before a change");
+    assert!(matches!(err, Error::FutureRev { requested: 3, current_rev: 2 }), "{err:?}");
+    let err = f.store.mvcc_txn(txn(vec![put("a", "2"), read_at("a", 4)])).expect_err("beyond the txn's revision");
+    assert!(matches!(err, Error::FutureRev { requested: 4, current_rev: 2 }), "{err:?}");
+    let c = f.store.mvcc_txn(txn(vec![put("a", "2"), read_at("a", 3)])).expect("own revision after a change");
     assert_eq!(c.response.revision, 3);
     assert_eq!(f.put("a", "3"), 4, "not poisoned");
     assert_eq!(f.read(3), vec![("a".into(), "2".into(), 2, 3, 2)]);
@@ -220,30 +133,16 @@ fn regression_04_compaction_at_revision_that_recreated_a_key_loses_it() {
     let mut f = Fixture::new();
     assert_eq!(f.put("b", "old"), 2);
     let del = RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single("b")));
-    let c = f
-        .store
-        .mvcc_txn(txn(vec![del, put("b", "new")]))
-        .expect("delete and re-create in one txn");
+    let c = f.store.mvcc_txn(txn(vec![del, put("b", "new")])).expect("delete and re-create in one txn");
     assert_eq!(c.response.revision, 3);
     let want = vec![("b".to_string(), "new".to_string(), 3, 3, 1)];
     assert_eq!(f.read(3), want);
-    f.store
-        .compact(3)
-        .expect("compact")
-        .wait()
-        .expect("physical");
-    assert_eq!(
-        f.read(3),
-        want,
-        "read at the compact revision after physical compaction"
-    );
+    f.store.compact(3).expect("compact").wait().expect("physical");
+    assert_eq!(f.read(3), want, "read at the compact revision after physical compaction");
     let mut f = f.reopen();
     assert_eq!(f.read(3), want, "after a restart");
     assert_eq!(f.put("b", "newer"), 4);
-    assert_eq!(
-        f.read(4),
-        vec![("b".to_string(), "newer".to_string(), 3, 4, 2)]
-    );
+    assert_eq!(f.read(4), vec![("b".to_string(), "newer".to_string(), 3, 4, 2)]);
 }
 
 // postmortem: found once the model also compared the history rows on disk. An `mvcc_txn` that
@@ -256,16 +155,9 @@ fn regression_04_compaction_at_revision_that_recreated_a_key_loses_it() {
 #[test]
 fn regression_05_compaction_keeps_every_change_of_its_revision() {
     let mut f = Fixture::new();
-    let c = f
-        .store
-        .mvcc_txn(txn(vec![put("a", "1"), put("a", "2")]))
-        .expect("two puts of one key");
+    let c = f.store.mvcc_txn(txn(vec![put("a", "1"), put("a", "2")])).expect("two puts of one key");
     assert_eq!(c.response.revision, 2);
-    f.store
-        .compact(2)
-        .expect("compact")
-        .wait()
-        .expect("physical");
+    f.store.compact(2).expect("compact").wait().expect("physical");
     let mut rows = Vec::new();
     f.store
         .reader()
@@ -275,11 +167,7 @@ fn regression_05_compaction_keeps_every_change_of_its_revision() {
             Ok(true)
         })
         .expect("scan");
-    assert_eq!(
-        rows,
-        vec![(2, 0, 1), (2, 1, 2)],
-        "both changes of revision 2 survive"
-    );
+    assert_eq!(rows, vec![(2, 0, 1), (2, 1, 2)], "both changes of revision 2 survive");
     let f = f.reopen();
     assert_eq!(f.read(2), vec![("a".into(), "2".into(), 2, 2, 2)]);
 }

@@ -89,10 +89,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(
-                isize_of(new_size) - isize_of(layout.size()),
-                Ordering::Relaxed,
-            );
+            LIVE_BYTES.fetch_add(isize_of(new_size) - isize_of(layout.size()), Ordering::Relaxed);
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         p
@@ -234,9 +231,7 @@ fn scale() -> &'static Scale {
 /// Whether a section runs: no filter, or a filter naming it (or one of its criterion benches).
 fn selected(section: &str) -> bool {
     let f = &args().filters;
-    f.is_empty()
-        || f.iter()
-            .any(|f| section.contains(f.as_str()) || f.starts_with(section))
+    f.is_empty() || f.iter().any(|f| section.contains(f.as_str()) || f.starts_with(section))
 }
 
 static SUMMARY: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -356,18 +351,11 @@ impl Progress {
     }
 
     async fn wait_events(&self, target: u64) {
-        self.wait("events", &self.events, &self.events_target, target)
-            .await;
+        self.wait("events", &self.events, &self.events_target, target).await;
     }
 
     async fn wait_created(&self, target: u64) {
-        self.wait(
-            "created responses",
-            &self.created,
-            &self.created_target,
-            target,
-        )
-        .await;
+        self.wait("created responses", &self.created, &self.created_target, target).await;
     }
 
     async fn wait(&self, what: &str, counter: &AtomicU64, target_slot: &AtomicU64, target: u64) {
@@ -437,10 +425,7 @@ const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef012345678
 
 fn config(dir: &Path) -> ActorsConfig {
     let mut c = ActorsConfig::new(dir);
-    c.store = c
-        .store
-        .durability(Durability::Buffered)
-        .compaction_sleep_interval(Duration::ZERO);
+    c.store = c.store.durability(Durability::Buffered).compaction_sleep_interval(Duration::ZERO);
     c.lease_tick = None;
     c
 }
@@ -460,14 +445,8 @@ impl Bench {
 
     fn start_in(dir: tempfile::TempDir) -> Self {
         let rt = actix_rt::System::new();
-        let handle = rt
-            .block_on(watchkv_actors::start(config(dir.path())))
-            .expect("start");
-        Self {
-            rt,
-            handle,
-            _dir: dir,
-        }
+        let handle = rt.block_on(watchkv_actors::start(config(dir.path()))).expect("start");
+        Self { rt, handle, _dir: dir }
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -481,30 +460,21 @@ impl Bench {
     }
 }
 
-async fn wait_stats(
-    handle: &Handle,
-    what: &str,
-    cond: impl Fn(&SystemStats) -> bool,
-) -> SystemStats {
+async fn wait_stats(handle: &Handle, what: &str, cond: impl Fn(&SystemStats) -> bool) -> SystemStats {
     let start = Instant::now();
     loop {
         let stats = handle.stats().await.expect("stats");
         if cond(&stats) {
             return stats;
         }
-        assert!(
-            start.elapsed() < WAIT_LIMIT,
-            "timed out waiting for {what}; stats {stats:#?}"
-        );
+        assert!(start.elapsed() < WAIT_LIMIT, "timed out waiting for {what}; stats {stats:#?}");
         actix_rt::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
 /// Opens `n` streams with counting sinks (must run inside the system).
 fn counting_streams(handle: &Handle, progress: &Arc<Progress>, n: usize) -> Vec<Addr<StreamActor>> {
-    (0..n)
-        .map(|_| handle.open_stream(Arc::new(CountingSink(Arc::clone(progress)))))
-        .collect()
+    (0..n).map(|_| handle.open_stream(Arc::new(CountingSink(Arc::clone(progress))))).collect()
 }
 
 fn create(stream: &Addr<StreamActor>, range: &KeyRange, start: i64) {
@@ -517,10 +487,8 @@ async fn close_all(handle: &Handle, streams: Vec<Addr<StreamActor>>) {
         s.do_send(CloseStream);
     }
     drop(streams);
-    wait_stats(handle, "streams closed", |s| {
-        s.store.streams == 0 && s.store.synced == 0 && s.syncer.unsynced == 0
-    })
-    .await;
+    wait_stats(handle, "streams closed", |s| s.store.streams == 0 && s.store.synced == 0 && s.syncer.unsynced == 0)
+        .await;
 }
 
 /// What a probe writer does.
@@ -541,11 +509,7 @@ struct Probe {
 
 /// Runs a sequential writer on `arbiter` (its own thread, standing for an HTTP worker) and
 /// returns the latency of each put.
-fn spawn_probe(
-    handle: &Handle,
-    arbiter: &ArbiterHandle,
-    p: Probe,
-) -> oneshot::Receiver<Vec<Duration>> {
+fn spawn_probe(handle: &Handle, arbiter: &ArbiterHandle, p: Probe) -> oneshot::Receiver<Vec<Duration>> {
     let (tx, rx) = oneshot::channel();
     let handle = handle.clone();
     arbiter.spawn(async move {
@@ -561,17 +525,10 @@ fn spawn_probe(
             if p.budget.is_some_and(|b| i >= 20 && started.elapsed() > b) {
                 break;
             }
-            let key = if p.one_key {
-                p.prefix.clone()
-            } else {
-                format!("{}/{:02}", p.prefix, i % 100)
-            };
+            let key = if p.one_key { p.prefix.clone() } else { format!("{}/{:02}", p.prefix, i % 100) };
             let target = p.fanout.as_ref().map(|(progress, k)| progress.events() + k);
             let t = Instant::now();
-            handle
-                .put(PutRequest::new(key, VALUE))
-                .await
-                .expect("probe put");
+            handle.put(PutRequest::new(key, VALUE)).await.expect("probe put");
             lat.push(t.elapsed());
             if let (Some((progress, _)), Some(target)) = (&p.fanout, target) {
                 progress.wait_events(target).await;
@@ -604,10 +561,7 @@ fn spawn_pipelined(
             async move {
                 for i in 0..per_task {
                     let key = format!("{prefix}/{:02}", (k * per_task + i) % 100);
-                    handle
-                        .put(PutRequest::new(key, VALUE))
-                        .await
-                        .expect("pipelined put");
+                    handle.put(PutRequest::new(key, VALUE)).await.expect("pipelined put");
                 }
             }
         });
@@ -619,12 +573,7 @@ fn spawn_pipelined(
 
 /// One put on the system's thread; returns (put latency, time until the sinks counted `expect`
 /// more events).
-async fn fan_once(
-    handle: &Handle,
-    progress: &Progress,
-    key: &[u8],
-    expect: u64,
-) -> (Duration, Duration) {
+async fn fan_once(handle: &Handle, progress: &Progress, key: &[u8], expect: u64) -> (Duration, Duration) {
     let target = progress.events() + expect;
     progress.events_target.store(target, Ordering::Release);
     let t = Instant::now();
@@ -676,10 +625,7 @@ fn fanout(c: &mut Criterion) {
                 b.block_on(async {
                     let t = Instant::now();
                     for _ in 0..iters {
-                        b.handle
-                            .put(PutRequest::new(FAN_KEY, VALUE))
-                            .await
-                            .expect("put");
+                        b.handle.put(PutRequest::new(FAN_KEY, VALUE)).await.expect("put");
                     }
                     t.elapsed()
                 })
@@ -687,17 +633,11 @@ fn fanout(c: &mut Criterion) {
         });
         g.finish();
     }
-    note(format!(
-        "[fanout] put latency, no watchers, sequential puts from another thread: {}",
-        lat(&idle)
-    ));
+    note(format!("[fanout] put latency, no watchers, sequential puts from another thread: {}", lat(&idle)));
 
     for prefix in [false, true] {
-        let (label, range) = if prefix {
-            ("prefix", KeyRange::prefix("fan/"))
-        } else {
-            ("same key", KeyRange::single(FAN_KEY))
-        };
+        let (label, range) =
+            if prefix { ("prefix", KeyRange::prefix("fan/")) } else { ("same key", KeyRange::single(FAN_KEY)) };
         let streams = b.block_on(async {
             let t = Instant::now();
             let before = progress.created();
@@ -708,10 +648,7 @@ fn fanout(c: &mut Criterion) {
                 }
             }
             progress.wait_created(before + total as u64).await;
-            wait_stats(&b.handle, "all watchers synced", |st| {
-                st.store.synced == total
-            })
-            .await;
+            wait_stats(&b.handle, "all watchers synced", |st| st.store.synced == total).await;
             note(format!(
                 "[fanout] {label}: created {total} synced watchers on {} streams in {}",
                 s.fan_streams,
@@ -720,11 +657,7 @@ fn fanout(c: &mut Criterion) {
             streams
         });
 
-        let name = if prefix {
-            "prefix_10k_watchers_1k_streams"
-        } else {
-            "same_key_10k_watchers_1k_streams"
-        };
+        let name = if prefix { "prefix_10k_watchers_1k_streams" } else { "same_key_10k_watchers_1k_streams" };
         let mut g = c.benchmark_group("fanout");
         g.sampling_mode(SamplingMode::Flat);
         g.throughput(Throughput::Elements(total as u64));
@@ -733,9 +666,7 @@ fn fanout(c: &mut Criterion) {
                 b.block_on(async {
                     let mut sum = Duration::ZERO;
                     for _ in 0..iters {
-                        sum += fan_once(&b.handle, &progress, FAN_KEY, total as u64)
-                            .await
-                            .1;
+                        sum += fan_once(&b.handle, &progress, FAN_KEY, total as u64).await.1;
                     }
                     sum
                 })
@@ -762,10 +693,7 @@ fn fanout(c: &mut Criterion) {
             fmt_rate(total as f64 / mean.as_secs_f64()),
             verdict(rate >= 2e6)
         ));
-        note(format!(
-            "[fanout] {label}: latency of those puts (issued on the streams' thread): {}",
-            lat(&puts)
-        ));
+        note(format!("[fanout] {label}: latency of those puts (issued on the streams' thread): {}", lat(&puts)));
 
         // Put latency from another thread, each put waiting for its fan-out to finish.
         let isolated = b
@@ -834,12 +762,9 @@ fn fanout(c: &mut Criterion) {
             )
             .await
             .expect("probe");
-            progress
-                .wait_events(start_events + (b2b.len() * total) as u64)
-                .await;
+            progress.wait_events(start_events + (b2b.len() * total) as u64).await;
             let all = t.elapsed();
-            let stats =
-                wait_stats(&b.handle, "all synced again", |st| st.store.synced == total).await;
+            let stats = wait_stats(&b.handle, "all synced again", |st| st.store.synced == total).await;
             (b2b, all, stats)
         });
         note(format!(
@@ -870,13 +795,7 @@ struct Phase {
 
 /// Runs one phase of puts from `writer`: sequential, then pipelined; waits until every reading
 /// stream has counted its events.
-fn mailbox_phase(
-    b: &Bench,
-    writer: &ArbiterHandle,
-    fast: &Progress,
-    readers: u64,
-    puts: &mut u64,
-) -> Phase {
+fn mailbox_phase(b: &Bench, writer: &ArbiterHandle, fast: &Progress, readers: u64, puts: &mut u64) -> Phase {
     let s = scale();
     let st0 = b.block_on(b.handle.stats()).expect("stats");
     let lat = b
@@ -896,24 +815,12 @@ fn mailbox_phase(
         .expect("writer");
     let seq = lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64();
     *puts += lat.len() as u64;
-    let d = b
-        .block_on(spawn_pipelined(
-            &b.handle,
-            writer,
-            "mp",
-            s.mp_tasks,
-            s.mp_task_puts,
-        ))
-        .expect("writer");
+    let d = b.block_on(spawn_pipelined(&b.handle, writer, "mp", s.mp_tasks, s.mp_task_puts)).expect("writer");
     let pipelined = (s.mp_tasks * s.mp_task_puts) as f64 / d.as_secs_f64();
     *puts += (s.mp_tasks * s.mp_task_puts) as u64;
     b.block_on(fast.wait_events(readers * *puts));
     let st1 = b.block_on(b.handle.stats()).expect("stats");
-    Phase {
-        seq,
-        pipelined,
-        commit: commit_time(&st0, &st1),
-    }
+    Phase { seq, pipelined, commit: commit_time(&st0, &st1) }
 }
 
 fn mailbox(_: &mut Criterion) {
@@ -931,10 +838,7 @@ fn mailbox(_: &mut Criterion) {
     let range = KeyRange::prefix("mp/");
     let _streams: Vec<Addr<StreamActor>> = b.block_on(async {
         let mut streams = counting_streams(&b.handle, &fast, s.mp_streams - 1);
-        streams.push(b.handle.open_stream(Arc::new(StallingSink {
-            progress: Arc::clone(&slow),
-            stalled,
-        })));
+        streams.push(b.handle.open_stream(Arc::new(StallingSink { progress: Arc::clone(&slow), stalled })));
         for st in &streams {
             create(st, &range, 0);
         }
@@ -950,24 +854,12 @@ fn mailbox(_: &mut Criterion) {
     // Alternate the two configurations in one system so that drift (store growth, other load on
     // the machine) hits both alike.
     for _ in 0..s.mp_rounds {
-        normal.push(mailbox_phase(
-            &b,
-            &writer.handle(),
-            &fast,
-            readers,
-            &mut puts,
-        ));
+        normal.push(mailbox_phase(&b, &writer.handle(), &fast, readers, &mut puts));
         b.block_on(slow.wait_events(puts));
 
         stall.send_replace(true);
         let before = b.block_on(b.handle.stats()).expect("stats");
-        stalled_phases.push(mailbox_phase(
-            &b,
-            &writer.handle(),
-            &fast,
-            readers,
-            &mut puts,
-        ));
+        stalled_phases.push(mailbox_phase(&b, &writer.handle(), &fast, readers, &mut puts));
         let st = b.block_on(async {
             // Let the victim actor retry a few times.
             actix_rt::time::sleep(Duration::from_millis(50)).await;
@@ -983,16 +875,8 @@ fn mailbox(_: &mut Criterion) {
     }
     let seq = |v: &[Phase]| v.iter().map(|p| p.seq).collect::<Vec<_>>();
     let pip = |v: &[Phase]| v.iter().map(|p| p.pipelined).collect::<Vec<_>>();
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|r| fmt_rate(*r))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    for (label, phases) in [
-        ("no slow stream", &normal),
-        ("1 stalled stream", &stalled_phases),
-    ] {
+    let list = |v: &[f64]| v.iter().map(|r| fmt_rate(*r)).collect::<Vec<_>>().join(", ");
+    for (label, phases) in [("no slow stream", &normal), ("1 stalled stream", &stalled_phases)] {
         note(format!(
             "[mailbox] {label} ({} streams on one prefix): {} sequential puts: {} (median {}); {}x{} pipelined puts: {} (median {}); store commit time per batch: {}",
             s.mp_streams,
@@ -1036,14 +920,11 @@ fn cu_key(i: usize) -> String {
 
 /// Writes `revs` puts over `keys` keys straight into a store in `dir`, 1000 per write group.
 fn prefill(dir: &Path, revs: usize, keys: usize) {
-    let mut store =
-        KvStore::open(StoreConfig::new(dir).durability(Durability::Buffered)).expect("open");
+    let mut store = KvStore::open(StoreConfig::new(dir).durability(Durability::Buffered)).expect("open");
     let mut i = 0;
     while i < revs {
         let n = (revs - i).min(1000);
-        let reqs = (i..i + n)
-            .map(|j| WriteRequest::Put(PutRequest::new(cu_key(j % keys), VALUE)))
-            .collect();
+        let reqs = (i..i + n).map(|j| WriteRequest::Put(PutRequest::new(cu_key(j % keys), VALUE))).collect();
         for r in store.write_group(reqs) {
             r.expect("prefill put");
         }
@@ -1059,10 +940,7 @@ fn commit_time(a: &SystemStats, b: &SystemStats) -> String {
     if batches == 0 {
         return "- (no batch)".into();
     }
-    format!(
-        "{:.0} µs (mean of {batches})",
-        micros as f64 / batches as f64
-    )
+    format!("{:.0} µs (mean of {batches})", micros as f64 / batches as f64)
 }
 
 fn catchup(_: &mut Criterion) {
@@ -1081,10 +959,7 @@ fn catchup(_: &mut Criterion) {
     ));
     let t = Instant::now();
     let b = Bench::start_in(dir);
-    note(format!(
-        "[catchup] system start (index restore) in {}",
-        fmt_d(t.elapsed())
-    ));
+    note(format!("[catchup] system start (index restore) in {}", fmt_d(t.elapsed())));
     let probe = Arbiter::new();
     let progress = Progress::new();
     let pace = Some(Duration::from_millis(1));
@@ -1313,10 +1188,7 @@ fn summary(_: &mut Criterion) {
     if lines.is_empty() {
         return;
     }
-    eprintln!(
-        "\n===== watch bench summary ({} mode) =====",
-        if args().bench { "bench" } else { "smoke" }
-    );
+    eprintln!("\n===== watch bench summary ({} mode) =====", if args().bench { "bench" } else { "smoke" });
     for l in lines.iter() {
         eprintln!("{l}");
     }

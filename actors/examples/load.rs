@@ -130,10 +130,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -144,12 +141,7 @@ fn cmdline_of(cmd: &Command) -> String {
     let mut s = String::new();
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
-            let _ = write!(
-                s,
-                "{}={} ",
-                k.to_string_lossy(),
-                shell_quote(&v.to_string_lossy())
-            );
+            let _ = write!(s, "{}={} ", k.to_string_lossy(), shell_quote(&v.to_string_lossy()));
         }
     }
     s.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
@@ -162,12 +154,8 @@ fn cmdline_of(cmd: &Command) -> String {
 
 fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
     let dir = match &args.data_root {
-        Some(root) => tempfile::Builder::new()
-            .prefix(&format!("load-{}-", kind.name()))
-            .tempdir_in(root)?,
-        None => tempfile::Builder::new()
-            .prefix(&format!("load-{}-", kind.name()))
-            .tempdir()?,
+        Some(root) => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir_in(root)?,
+        None => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir()?,
     };
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
@@ -194,9 +182,7 @@ fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
                 .arg(format!("--listen-client-urls={base}"))
                 .arg(format!("--advertise-client-urls={base}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-                ))
+                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
                 .arg(format!("--initial-cluster=load=http://127.0.0.1:{peer}"))
                 .arg("--logger=zap")
                 .arg("--log-level=warn");
@@ -205,21 +191,11 @@ fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
     };
     let log = dir.path().join("server.log");
     let out = File::create(&log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     let cmdline = cmdline_of(&cmd);
     let child = cmd.spawn().with_context(|| format!("starting {cmdline}"))?;
     let pid = child.id();
-    Ok(Server {
-        kind,
-        child,
-        pid,
-        base,
-        log,
-        cmdline,
-        _dir: dir,
-    })
+    Ok(Server { kind, child, pid, base, log, cmdline, _dir: dir })
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -237,25 +213,14 @@ async fn wait_ready(server: &mut Server, client: &awc::Client) -> anyhow::Result
     let url = format!("{}/v3/kv/range", server.base);
     while start.elapsed() < Duration::from_secs(30) {
         if let Some(status) = server.child.try_wait()? {
-            bail!(
-                "{} exited during startup ({status}); log:\n{}",
-                server.kind.name(),
-                log_tail(&server.log, 20)
-            );
+            bail!("{} exited during startup ({status}); log:\n{}", server.kind.name(), log_tail(&server.log, 20));
         }
-        if post(client, &url, r#"{"key":"AA=="}"#.to_string())
-            .await
-            .is_ok()
-        {
+        if post(client, &url, r#"{"key":"AA=="}"#.to_string()).await.is_ok() {
             return Ok(start.elapsed());
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!(
-        "{} not ready after 30 s; log:\n{}",
-        server.kind.name(),
-        log_tail(&server.log, 20)
-    )
+    bail!("{} not ready after 30 s; log:\n{}", server.kind.name(), log_tail(&server.log, 20))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,12 +232,7 @@ fn clk_tck() -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
         .unwrap_or(100.0)
 }
 
@@ -287,14 +247,7 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 /// A `kB` line of `/proc/<pid>/status` (`VmHWM`, `VmRSS`) or `Threads`.
 fn status_field(pid: &str, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
 }
 
 fn loadavg() -> String {
@@ -321,20 +274,12 @@ struct Cpu {
 impl CpuSpan {
     fn start(pid: u32) -> Self {
         let pid = pid.to_string();
-        Self {
-            server0: cpu_ticks(&pid).unwrap_or(0),
-            self0: cpu_ticks("self").unwrap_or(0),
-            pid,
-            t0: Instant::now(),
-        }
+        Self { server0: cpu_ticks(&pid).unwrap_or(0), self0: cpu_ticks("self").unwrap_or(0), pid, t0: Instant::now() }
     }
 
     fn end(&self, tck: f64) -> Cpu {
         Cpu {
-            server_s: cpu_ticks(&self.pid)
-                .unwrap_or(0)
-                .saturating_sub(self.server0) as f64
-                / tck,
+            server_s: cpu_ticks(&self.pid).unwrap_or(0).saturating_sub(self.server0) as f64 / tck,
             self_s: cpu_ticks("self").unwrap_or(0).saturating_sub(self.self0) as f64 / tck,
             wall_s: self.t0.elapsed().as_secs_f64(),
         }
@@ -352,15 +297,7 @@ impl Perf {
         let _ = std::fs::create_dir_all(dir);
         let out = dir.join(format!("{}-{scenario}.perf.data", server.kind.name()));
         let child = Command::new("perf")
-            .args([
-                "record",
-                "-F",
-                "499",
-                "-g",
-                "-p",
-                &server.pid.to_string(),
-                "-o",
-            ])
+            .args(["record", "-F", "499", "-g", "-p", &server.pid.to_string(), "-o"])
             .arg(&out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -375,9 +312,7 @@ impl Perf {
 impl Drop for Perf {
     fn drop(&mut self) {
         if let Some(mut child) = self.0.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -421,26 +356,15 @@ async fn post(client: &awc::Client, url: &str, body: String) -> Result<(), Strin
         .await
         .map_err(|e| format!("send: {e}"))?;
     let status = resp.status();
-    let bytes = resp
-        .body()
-        .limit(1 << 20)
-        .await
-        .map_err(|e| format!("body: {e}"))?;
+    let bytes = resp.body().limit(1 << 20).await.map_err(|e| format!("body: {e}"))?;
     if !status.is_success() {
-        return Err(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
     }
     Ok(())
 }
 
 fn put_body(key: &[u8], value: &[u8]) -> String {
-    format!(
-        r#"{{"key":"{}","value":"{}"}}"#,
-        B64.encode(key),
-        B64.encode(value)
-    )
+    format!(r#"{{"key":"{}","value":"{}"}}"#, B64.encode(key), B64.encode(value))
 }
 
 /// Nearest-rank percentile of a sorted slice.
@@ -476,14 +400,7 @@ async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
     let warm: Vec<_> = (0..args.clients)
         .map(|i| {
             let (client, url, value) = (client.clone(), url.clone(), value.clone());
-            actix_rt::spawn(async move {
-                post(
-                    &client,
-                    &url,
-                    put_body(format!("/warm/{i}").as_bytes(), &value),
-                )
-                .await
-            })
+            actix_rt::spawn(async move { post(&client, &url, put_body(format!("/warm/{i}").as_bytes(), &value)).await })
         })
         .collect();
     let _ = futures::future::join_all(warm).await;
@@ -606,9 +523,7 @@ impl HttpDecoder {
                     for l in lines {
                         if let Some((k, v)) = l.split_once(':') {
                             let k = k.trim().to_ascii_lowercase();
-                            if k == "transfer-encoding"
-                                && v.to_ascii_lowercase().contains("chunked")
-                            {
+                            if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
                                 chunked = true;
                             } else if k == "content-length" {
                                 len = v.trim().parse::<usize>().ok();
@@ -630,13 +545,8 @@ impl HttpDecoder {
                     let line = self.raw.split_to(end + 2);
                     let hex = String::from_utf8_lossy(&line[..end]);
                     let hex = hex.split(';').next().unwrap_or("").trim();
-                    let n = usize::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad chunk size {hex:?}"))?;
-                    self.state = if n == 0 {
-                        DecState::Done
-                    } else {
-                        DecState::ChunkData(n)
-                    };
+                    let n = usize::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size {hex:?}"))?;
+                    self.state = if n == 0 { DecState::Done } else { DecState::ChunkData(n) };
                 }
                 DecState::ChunkData(n) => {
                     if self.raw.is_empty() {
@@ -645,11 +555,7 @@ impl HttpDecoder {
                     let k = n.min(self.raw.len());
                     self.body.extend_from_slice(&self.raw[..k]);
                     self.raw.advance(k);
-                    self.state = if k == n {
-                        DecState::ChunkCrlf
-                    } else {
-                        DecState::ChunkData(n - k)
-                    };
+                    self.state = if k == n { DecState::ChunkCrlf } else { DecState::ChunkData(n - k) };
                 }
                 DecState::ChunkCrlf => {
                     if self.raw.len() < 2 {
@@ -665,11 +571,7 @@ impl HttpDecoder {
                     let k = n.min(self.raw.len());
                     self.body.extend_from_slice(&self.raw[..k]);
                     self.raw.advance(k);
-                    self.state = if k == n {
-                        DecState::Done
-                    } else {
-                        DecState::Sized(n - k)
-                    };
+                    self.state = if k == n { DecState::Done } else { DecState::Sized(n - k) };
                 }
                 DecState::UntilClose => {
                     self.body.extend_from_slice(&self.raw);
@@ -782,10 +684,7 @@ fn decode_payload(b64: &str) -> Option<(usize, u64)> {
 /// for anything it does not fully understand (an error line, a canceled watcher, a non-PUT
 /// event, escapes, a kv without a revision): serde decides those.
 fn scan_line(line: &str, out: &mut LineInfo) -> bool {
-    *out = LineInfo {
-        events: std::mem::take(&mut out.events),
-        ..LineInfo::default()
-    };
+    *out = LineInfo { events: std::mem::take(&mut out.events), ..LineInfo::default() };
     out.events.clear();
     if line.contains('\\') {
         return false;
@@ -803,11 +702,7 @@ fn scan_line(line: &str, out: &mut LineInfo) -> bool {
         match cur.take() {
             None => true,
             Some((Some(mod_rev), value)) => {
-                events.push(EvInfo {
-                    put: true,
-                    mod_rev,
-                    payload: value.and_then(decode_payload),
-                });
+                events.push(EvInfo { put: true, mod_rev, payload: value.and_then(decode_payload) });
                 true
             }
             Some((None, _)) => false,
@@ -835,9 +730,7 @@ fn scan_line(line: &str, out: &mut LineInfo) -> bool {
             }
             Some(b'{' | b'[') => ("", j + 1),
             Some(_) => {
-                let end = line[j..]
-                    .find([',', '}', ']', ' ', '\n', '\r'])
-                    .map_or(line.len(), |e| j + e);
+                let end = line[j..].find([',', '}', ']', ' ', '\n', '\r']).map_or(line.len(), |e| j + e);
                 (&line[j..end], end)
             }
             None => return false,
@@ -875,12 +768,9 @@ fn scan_line(line: &str, out: &mut LineInfo) -> bool {
 }
 
 fn serde_line(line: &[u8], out: &mut LineInfo) -> Result<(), String> {
-    let parsed: Line = serde_json::from_slice(line)
-        .map_err(|e| format!("bad line ({e}): {}", String::from_utf8_lossy(line)))?;
-    *out = LineInfo {
-        error: parsed.error.map(|e| e.to_string()),
-        ..LineInfo::default()
-    };
+    let parsed: Line =
+        serde_json::from_slice(line).map_err(|e| format!("bad line ({e}): {}", String::from_utf8_lossy(line)))?;
+    *out = LineInfo { error: parsed.error.map(|e| e.to_string()), ..LineInfo::default() };
     let Some(r) = parsed.result else {
         return Ok(());
     };
@@ -961,9 +851,7 @@ async fn watch_stream_inner(
         "POST /v3/watch HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
         cfg.host
     );
-    sock.write_all(head.as_bytes())
-        .await
-        .map_err(|e| format!("write head: {e}"))?;
+    sock.write_all(head.as_bytes()).await.map_err(|e| format!("write head: {e}"))?;
     let mut dec = HttpDecoder::default();
     // Wait (at most 2 s, as curl does 1 s) for `100 Continue` before sending the body.
     let wait_until = Instant::now() + Duration::from_secs(2);
@@ -989,9 +877,7 @@ async fn watch_stream_inner(
     for _ in 0..cfg.watchers {
         let _ = write!(body, "{:x}\r\n{create}\r\n", create.len());
     }
-    sock.write_all(body.as_bytes())
-        .await
-        .map_err(|e| format!("write body: {e}"))?;
+    sock.write_all(body.as_bytes()).await.map_err(|e| format!("write body: {e}"))?;
 
     let mut ids: HashMap<i64, usize> = HashMap::new();
     let mut last_rev: Vec<i64> = Vec::new();
@@ -1028,9 +914,7 @@ async fn watch_stream_inner(
             if !fast || checked < 20 {
                 serde_line(line.as_bytes(), &mut check)?;
                 if fast && check != info {
-                    return Err(format!(
-                        "scanner and serde disagree on {line}: {info:?} vs {check:?}"
-                    ));
+                    return Err(format!("scanner and serde disagree on {line}: {info:?} vs {check:?}"));
                 }
                 if !fast {
                     std::mem::swap(&mut info, &mut check);
@@ -1052,10 +936,7 @@ async fn watch_stream_inner(
             if info.canceled {
                 res.canceled += 1;
                 if res.error.is_none() {
-                    res.error = Some(format!(
-                        "watch {} canceled: {:?}",
-                        info.watch_id, info.cancel_reason
-                    ));
+                    res.error = Some(format!("watch {} canceled: {:?}", info.watch_id, info.cancel_reason));
                 }
             }
             if info.events.is_empty() {
@@ -1121,15 +1002,8 @@ struct S2 {
 }
 
 async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
-    let mut out = S2 {
-        watchers_wanted: (args.streams * args.watchers_per_stream) as u64,
-        ..S2::default()
-    };
-    let addr: SocketAddr = server
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("loopback address");
+    let mut out = S2 { watchers_wanted: (args.streams * args.watchers_per_stream) as u64, ..S2::default() };
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().expect("loopback address");
     let total_puts = (args.rate * args.duration_secs) as usize;
     let epoch = Instant::now();
     let cfg = Rc::new(StreamCfg {
@@ -1170,8 +1044,7 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
         let url: Rc<str> = format!("{}/v3/kv/put", server.base).into();
         // Warm the put connections (not measured; the key is outside the watched prefix).
         let _ = post(&client, &url, put_body(b"/warm/fan", b"x")).await;
-        let mut tick =
-            actix_rt::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
+        let mut tick = actix_rt::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         put_start = Instant::now();
         let end_by = put_start + Duration::from_secs(args.duration_secs + 5);
@@ -1183,10 +1056,7 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
             let (client, url) = (client.clone(), url.clone());
             let sent_us = epoch.elapsed().as_micros() as u64;
             last_send = Instant::now();
-            let body = put_body(
-                format!("/fan/{seq:08}").as_bytes(),
-                format!("{seq}:{sent_us}").as_bytes(),
-            );
+            let body = put_body(format!("/fan/{seq:08}").as_bytes(), format!("{seq}:{sent_us}").as_bytes());
             put_handles.push(actix_rt::spawn(async move {
                 let t = Instant::now();
                 let r = post(&client, &url, body).await;
@@ -1220,10 +1090,7 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
     };
 
     if server.kind == Kind::Watchkv {
-        println!(
-            "[watchkv] metrics after the last put was answered: {}",
-            watchkv_metrics(server).await
-        );
+        println!("[watchkv] metrics after the last put was answered: {}", watchkv_metrics(server).await);
     }
 
     // Drain: until every watcher has an event for every put sent, or for every acknowledged put
@@ -1236,10 +1103,7 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
     if out.puts_sent > 0 {
         loop {
             let got = shared.events.get();
-            let idle = shared
-                .last_event
-                .get()
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+            let idle = shared.last_event.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1));
             if got >= most
                 || (got >= out.events_expected && idle)
                 || Instant::now() >= drain_deadline
@@ -1259,10 +1123,7 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
     }
     drop(perf);
     if server.kind == Kind::Watchkv {
-        println!(
-            "[watchkv] metrics after the drain: {}",
-            watchkv_metrics(server).await
-        );
+        println!("[watchkv] metrics after the drain: {}", watchkv_metrics(server).await);
     }
     let last_event = shared.last_event.get();
     let _ = stop_tx.send(true);
@@ -1307,11 +1168,8 @@ async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
     out.ev_lat_us.sort_unstable();
     out.put_lat_us.sort_unstable();
     if let Some(last) = last_event {
-        out.events_per_s = out.events_received as f64
-            / last
-                .saturating_duration_since(put_start)
-                .as_secs_f64()
-                .max(1e-9);
+        out.events_per_s =
+            out.events_received as f64 / last.saturating_duration_since(put_start).as_secs_f64().max(1e-9);
     }
     out
 }
@@ -1330,15 +1188,7 @@ async fn watchkv_metrics(server: &Server) -> String {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
-            [
-                "watchers",
-                "victim",
-                "write_batch",
-                "events_sent",
-                "responses_sent",
-            ]
-            .iter()
-            .any(|k| l.contains(k))
+            ["watchers", "victim", "write_batch", "events_sent", "responses_sent"].iter().any(|k| l.contains(k))
         })
         .map(|l| l.trim_start_matches("watchkv_").to_string())
         .collect::<Vec<_>>()
@@ -1372,12 +1222,7 @@ async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
         }
     };
     rep.cmdline = server.cmdline.clone();
-    println!(
-        "[{}] started pid {}: {}",
-        kind.name(),
-        server.pid,
-        server.cmdline
-    );
+    println!("[{}] started pid {}: {}", kind.name(), server.pid, server.cmdline);
     let probe = http_client(4);
     match wait_ready(&mut server, &probe).await {
         Ok(d) => rep.startup_secs = d.as_secs_f64(),
@@ -1387,12 +1232,7 @@ async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
         }
     }
     let pid = server.pid.to_string();
-    println!(
-        "[{}] ready in {:.2} s; scenario 1 (puts), load avg {}",
-        kind.name(),
-        rep.startup_secs,
-        loadavg()
-    );
+    println!("[{}] ready in {:.2} s; scenario 1 (puts), load avg {}", kind.name(), rep.startup_secs, loadavg());
     let s1 = scenario_puts(args, &server, tck).await;
     rep.hwm_after_s1_kb = status_field(&pid, "VmHWM");
     println!(
@@ -1418,10 +1258,7 @@ async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
     );
     rep.s2 = Some(s2);
     if let Ok(Some(status)) = server.child.try_wait() {
-        rep.error = Some(format!(
-            "server exited during the run ({status}); log:\n{}",
-            log_tail(&server.log, 20)
-        ));
+        rep.error = Some(format!("server exited during the run ({status}); log:\n{}", log_tail(&server.log, 20)));
     } else {
         let tail = log_tail(&server.log, 5);
         if !tail.trim().is_empty() {
@@ -1443,57 +1280,25 @@ fn mb(kb: Option<u64>) -> String {
 fn print_table(args: &Args, reports: &[(Kind, Report)]) {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&Report) -> String| {
-        rows.push((
-            name.to_string(),
-            reports.iter().map(|(_, r)| f(r)).collect(),
-        ));
+        rows.push((name.to_string(), reports.iter().map(|(_, r)| f(r)).collect()));
     };
     row("server startup (s)", &|r| format!("{:.2}", r.startup_secs));
-    let s1_title = format!(
-        "S1: {} puts, {} clients, {} B values",
-        args.puts, args.clients, args.value_size
-    );
+    let s1_title = format!("S1: {} puts, {} clients, {} B values", args.puts, args.clients, args.value_size);
     row(&s1_title, &|_| String::new());
-    row("  puts ok / errors", &|r| {
-        r.s1.as_ref()
-            .map_or("-".into(), |s| format!("{} / {}", s.done, s.errors))
-    });
-    row("  wall time (s)", &|r| {
-        r.s1.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.secs))
-    });
-    row("  puts/s", &|r| {
-        r.s1.as_ref().map_or("-".into(), |s| {
-            format!("{:.0}", s.done as f64 / s.secs.max(1e-9))
-        })
-    });
-    row("  latency p50 (ms)", &|r| {
-        ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 50.0)))
-    });
-    row("  latency p99 (ms)", &|r| {
-        ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 99.0)))
-    });
-    row("  latency max (ms)", &|r| {
-        ms(r.s1.as_ref().and_then(|s| s.lat_us.last().copied()))
-    });
-    row("  server CPU (s)", &|r| {
-        r.s1.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s))
-    });
+    row("  puts ok / errors", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{} / {}", s.done, s.errors)));
+    row("  wall time (s)", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{:.2}", s.secs)));
+    row("  puts/s", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{:.0}", s.done as f64 / s.secs.max(1e-9))));
+    row("  latency p50 (ms)", &|r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 50.0))));
+    row("  latency p99 (ms)", &|r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 99.0))));
+    row("  latency max (ms)", &|r| ms(r.s1.as_ref().and_then(|s| s.lat_us.last().copied())));
+    row("  server CPU (s)", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s)));
     row("  server CPU (cores avg)", &|r| {
-        r.s1.as_ref().map_or("-".into(), |s| {
-            format!("{:.2}", s.cpu.server_s / s.cpu.wall_s.max(1e-9))
-        })
+        r.s1.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s / s.cpu.wall_s.max(1e-9)))
     });
     row("  server CPU per 1k puts (ms)", &|r| {
-        r.s1.as_ref().map_or("-".into(), |s| {
-            format!("{:.1}", s.cpu.server_s * 1e6 / (s.done.max(1) as f64))
-        })
+        r.s1.as_ref().map_or("-".into(), |s| format!("{:.1}", s.cpu.server_s * 1e6 / (s.done.max(1) as f64)))
     });
-    row("  load tool CPU (s)", &|r| {
-        r.s1.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.cpu.self_s))
-    });
+    row("  load tool CPU (s)", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.self_s)));
     row("  peak RSS after S1 (MiB)", &|r| mb(r.hwm_after_s1_kb));
     let s2_title = format!(
         "S2: {}x{} watchers, {} puts/s for {} s",
@@ -1501,125 +1306,57 @@ fn print_table(args: &Args, reports: &[(Kind, Report)]) {
     );
     row(&s2_title, &|_| String::new());
     row("  watchers created", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {}", s.watchers_created, s.watchers_wanted)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.watchers_created, s.watchers_wanted))
     });
-    row("  watcher setup (s)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.setup_secs))
-    });
+    row("  watcher setup (s)", &|r| r.s2.as_ref().map_or("-".into(), |s| format!("{:.2}", s.setup_secs)));
     row("  puts sent / acked / errors", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors))
     });
-    row("  achieved put rate (/s)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.1}", s.put_rate))
-    });
-    row("  put latency p50 (ms)", &|r| {
-        ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0)))
-    });
-    row("  put latency p99 (ms)", &|r| {
-        ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0)))
-    });
+    row("  achieved put rate (/s)", &|r| r.s2.as_ref().map_or("-".into(), |s| format!("{:.1}", s.put_rate)));
+    row("  put latency p50 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
+    row("  put latency p99 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
     row("  events received / expected", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {}", s.events_received, s.events_expected)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.events_received, s.events_expected))
     });
-    row("  events/s (all watchers)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.0}", s.events_per_s))
-    });
-    row("  put->event p50 (ms)", &|r| {
-        ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 50.0)))
-    });
-    row("  put->event p99 (ms)", &|r| {
-        ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 99.0)))
-    });
-    row("  put->event max (ms)", &|r| {
-        ms(r.s2.as_ref().and_then(|s| s.ev_lat_us.last().copied()))
-    });
+    row("  events/s (all watchers)", &|r| r.s2.as_ref().map_or("-".into(), |s| format!("{:.0}", s.events_per_s)));
+    row("  put->event p50 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 50.0))));
+    row("  put->event p99 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 99.0))));
+    row("  put->event max (ms)", &|r| ms(r.s2.as_ref().and_then(|s| s.ev_lat_us.last().copied())));
     row("  drain after last put (s)", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!(
-                "{:.2}{}",
-                s.drain_secs,
-                if s.drain_timed_out { " TIMEOUT" } else { "" }
-            )
-        })
+        r.s2.as_ref()
+            .map_or("-".into(), |s| format!("{:.2}{}", s.drain_secs, if s.drain_timed_out { " TIMEOUT" } else { "" }))
     });
     row("  watchers exactly-once", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {}", s.watchers_exact, s.watchers_created)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.watchers_exact, s.watchers_created))
     });
     row("  missing / duplicate", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{} / {}", s.missing, s.duplicates))
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.missing, s.duplicates))
     });
     row("  out-of-order / unexpected", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {}", s.out_of_order, s.unexpected)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.out_of_order, s.unexpected))
     });
     row("  canceled / failed streams", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{} / {}", s.canceled, s.failed_streams)
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{} / {}", s.canceled, s.failed_streams))
     });
-    row("  server CPU (s, puts+drain)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s))
-    });
+    row("  server CPU (s, puts+drain)", &|r| r.s2.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s)));
     row("  server CPU (cores avg)", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!("{:.2}", s.cpu.server_s / s.cpu.wall_s.max(1e-9))
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s / s.cpu.wall_s.max(1e-9)))
     });
     row("  server CPU per 1M events (s)", &|r| {
-        r.s2.as_ref().map_or("-".into(), |s| {
-            format!(
-                "{:.2}",
-                s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)
-            )
-        })
+        r.s2.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)))
     });
-    row("  load tool CPU (s)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}", s.cpu.self_s))
-    });
+    row("  load tool CPU (s)", &|r| r.s2.as_ref().map_or("-".into(), |s| format!("{:.2}", s.cpu.self_s)));
     row("  peak RSS after S2 (MiB)", &|r| mb(r.hwm_after_s2_kb));
     row("RSS at end (MiB)", &|r| mb(r.rss_end_kb));
-    row("threads at end", &|r| {
-        r.threads.map_or("-".into(), |t| t.to_string())
-    });
+    row("threads at end", &|r| r.threads.map_or("-".into(), |t| t.to_string()));
 
-    let w0 = rows
-        .iter()
-        .map(|(n, _)| n.len())
-        .max()
-        .unwrap_or(10)
-        .max(10);
+    let w0 = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(10).max(10);
     let widths: Vec<usize> = (0..reports.len())
-        .map(|i| {
-            rows.iter()
-                .map(|(_, v)| v[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(reports[i].0.name().len())
-                .max(14)
-        })
+        .map(|i| rows.iter().map(|(_, v)| v[i].len()).max().unwrap_or(0).max(reports[i].0.name().len()).max(14))
         .collect();
     let mut header = format!("{:<w0$}", "");
     for (i, (kind, _)) in reports.iter().enumerate() {
-        let name = if *kind == Kind::Etcd {
-            "etcd 3.4"
-        } else {
-            kind.name()
-        };
+        let name = if *kind == Kind::Etcd { "etcd 3.4" } else { kind.name() };
         let _ = write!(header, " | {:>w$}", name, w = widths[i]);
     }
     println!("{header}");
@@ -1644,11 +1381,7 @@ fn print_table(args: &Args, reports: &[(Kind, Report)]) {
                 println!("{} S1 first put error: {e}", kind.name());
             }
             if s.timed_out {
-                println!(
-                    "{} S1 stopped at its {} s time limit",
-                    kind.name(),
-                    args.s1_timeout_secs
-                );
+                println!("{} S1 stopped at its {} s time limit", kind.name(), args.s1_timeout_secs);
             }
         }
         if let Some(s) = &r.s2 {
@@ -1679,13 +1412,7 @@ fn main() -> anyhow::Result<()> {
         Command::new(prog)
             .arg(arg)
             .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
             .unwrap_or_else(|e| format!("({e})"))
     };
     let modified = std::fs::metadata(&args.watchkv_bin)
@@ -1704,11 +1431,7 @@ fn main() -> anyhow::Result<()> {
         "both" => vec![Kind::Watchkv, Kind::Etcd],
         "watchkv" => vec![Kind::Watchkv],
         "etcd" => vec![Kind::Etcd],
-        other => {
-            return Err(anyhow!(
-                "--only must be both, watchkv or etcd, not {other:?}"
-            ))
-        }
+        other => return Err(anyhow!("--only must be both, watchkv or etcd, not {other:?}")),
     };
     if kinds.contains(&Kind::Watchkv) && !args.watchkv_bin.exists() {
         bail!(
@@ -1729,11 +1452,7 @@ fn main() -> anyhow::Result<()> {
         }
         reports
     });
-    println!(
-        "load avg {} at end; total {:.1} s",
-        loadavg(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("load avg {} at end; total {:.1} s", loadavg(), started.elapsed().as_secs_f64());
     println!();
     print_table(&args, &reports);
     Ok(())

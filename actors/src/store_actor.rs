@@ -15,7 +15,9 @@ use futures::channel::oneshot;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
-use watchkv::{Error, Event, KvStore, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, WriteRequest, WriteResponse};
+use watchkv::{
+    Error, Event, KvStore, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, WriteRequest, WriteResponse,
+};
 
 use crate::stream_actor::{CloseStream, Deliver, Delivery};
 use crate::syncer_actor::{AddUnsynced, SyncerActor};
@@ -358,10 +360,9 @@ impl StoreActor {
                 continue;
             }
             if let Some(evs) = filtered_events(w, evs) {
-                out.entry(w.key.stream).or_default().push(Delivery {
-                    key: w.key,
-                    response: WatchResponse::events(w.key.id, rev, evs, w.prev_kv),
-                });
+                out.entry(w.key.stream)
+                    .or_default()
+                    .push(Delivery { key: w.key, response: WatchResponse::events(w.key.id, rev, evs, w.prev_kv) });
             }
         }
     }
@@ -434,10 +435,9 @@ impl StoreActor {
         for (rev, events) in self.ring.iter().filter(|(rev, _)| *rev >= w.min_rev) {
             let evs: Vec<Arc<Event>> = events.iter().filter(|e| w.range.contains(&e.kv.key)).cloned().collect();
             if let Some(evs) = filtered_events(&w, evs) {
-                out.entry(w.key.stream).or_default().push(Delivery {
-                    key: w.key,
-                    response: WatchResponse::events(w.key.id, *rev, evs, w.prev_kv),
-                });
+                out.entry(w.key.stream)
+                    .or_default()
+                    .push(Delivery { key: w.key, response: WatchResponse::events(w.key.id, *rev, evs, w.prev_kv) });
             }
         }
         w.min_rev = current + 1;

@@ -14,7 +14,9 @@ use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, W
 use watchkv::{Error, KeyRange};
 
 use crate::sink::WatchSink;
-use crate::store_actor::{CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch};
+use crate::store_actor::{
+    CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
+};
 use crate::ActorsConfig;
 
 /// Bytes a transport adds as the response header, counted when deciding to fragment.
@@ -195,7 +197,11 @@ impl Actor for StreamActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
         let addr = ctx.address();
-        self.store.do_send(RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() });
+        self.store.do_send(RegisterStream {
+            stream: self.id,
+            deliver: addr.clone().recipient(),
+            close: addr.recipient(),
+        });
         if !self.config.manual_ticks {
             // etcd: one interval per stream with jitter in [0, interval/10).
             let base = self.config.watch.progress_notify_interval;

@@ -15,7 +15,9 @@ use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher};
 use watchkv::watch::watcher_group::WatcherGroup;
 
-use crate::store_actor::{CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream};
+use crate::store_actor::{
+    CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream,
+};
 use crate::stream_actor::{Deliver, Delivery};
 use crate::victim_actor::{ParkVictims, Victim, VictimActor};
 use crate::{filtered_events, ActorsConfig};
@@ -111,8 +113,12 @@ impl SyncerActor {
         }
         self.passes += 1;
         let started = Instant::now();
-        let chosen: Vec<Watcher> =
-            self.unsynced.take(self.config.watch.max_watchers_per_sync).into_iter().filter(|w| !w.is_cancelled()).collect();
+        let chosen: Vec<Watcher> = self
+            .unsynced
+            .take(self.config.watch.max_watchers_per_sync)
+            .into_iter()
+            .filter(|w| !w.is_cancelled())
+            .collect();
         let chosen_count = chosen.len();
         // Current before the snapshot (it holds every revision up to it), compact after it: the
         // store publishes a compaction before its rows can start disappearing, so a snapshot
@@ -145,8 +151,8 @@ impl SyncerActor {
         let mut by_stream: HashMap<StreamId, Vec<(Watcher, Option<WatchResponse>, bool)>> = HashMap::new();
         for (w, batch) in result.batches {
             let truncated = batch.is_truncated();
-            let response = filtered_events(&w, batch.events)
-                .map(|evs| WatchResponse::events(w.key.id, current, evs, w.prev_kv));
+            let response =
+                filtered_events(&w, batch.events).map(|evs| WatchResponse::events(w.key.id, current, evs, w.prev_kv));
             if response.is_none() && !truncated {
                 // Nothing to send: synced without a response (spec §6.5 step 5).
                 promote.push(w);
@@ -158,8 +164,10 @@ impl SyncerActor {
         let mut sent_any = false;
         for (stream, items) in by_stream {
             let Some(recipient) = self.streams.get(&stream) else { continue };
-            let entries: Vec<Delivery> =
-                items.iter().filter_map(|(w, r, _)| r.clone().map(|response| Delivery { key: w.key, response })).collect();
+            let entries: Vec<Delivery> = items
+                .iter()
+                .filter_map(|(w, r, _)| r.clone().map(|response| Delivery { key: w.key, response }))
+                .collect();
             let events: usize = entries.iter().map(|e| e.response.events.len()).sum();
             let responses = entries.len();
             let sent = if entries.is_empty() { Ok(()) } else { recipient.try_send(Deliver { entries }) };

@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
-    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseStatus, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, Result, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseStatus, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
 };
 
 use crate::sink::WatchSink;
 use crate::store_actor::{
-    Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor, StoreStats, Write,
+    Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
+    StoreStats, Write,
 };
 use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
 use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};

@@ -13,7 +13,9 @@ use actix::prelude::*;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher};
 
-use crate::store_actor::{CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream};
+use crate::store_actor::{
+    CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream,
+};
 use crate::stream_actor::{Deliver, Delivery};
 use crate::{ActorsConfig, SlowConsumerPolicy};
 
@@ -37,11 +39,8 @@ impl Victim {
 
     /// Revisions between the first one the client has not received and `current`.
     fn lag(&self, current: i64) -> i64 {
-        let first_undelivered = self
-            .responses
-            .iter()
-            .find_map(|r| r.events.first().map(|e| e.revision()))
-            .unwrap_or(self.watcher.min_rev);
+        let first_undelivered =
+            self.responses.iter().find_map(|r| r.events.first().map(|e| e.revision())).unwrap_or(self.watcher.min_rev);
         current - first_undelivered + 1
     }
 
@@ -181,7 +180,10 @@ impl VictimActor {
             // The mailbox is full, so this one message goes past its capacity: it is bounded by
             // one per watcher, and it is what frees the parked memory.
             recipient.do_send(Deliver {
-                entries: vec![Delivery { key: v.watcher.key, response: WatchResponse::canceled(v.watcher.key.id, current, reason) }],
+                entries: vec![Delivery {
+                    key: v.watcher.key,
+                    response: WatchResponse::canceled(v.watcher.key.id, current, reason),
+                }],
             });
         }
         keep

@@ -156,18 +156,12 @@ const DIFFERENCES: &[Difference] = &[
 ];
 
 fn difference(id: &str) -> &'static Difference {
-    DIFFERENCES
-        .iter()
-        .find(|d| d.id == id)
-        .unwrap_or_else(|| panic!("step names unknown difference {id:?}"))
+    DIFFERENCES.iter().find(|d| d.id == id).unwrap_or_else(|| panic!("step names unknown difference {id:?}"))
 }
 
 /// `{"status":N,"body":{...}}` with a non-200 status.
 fn error_body(v: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
-    if v.get("status")
-        .and_then(Value::as_u64)
-        .is_some_and(|s| s != 200)
-    {
+    if v.get("status").and_then(Value::as_u64).is_some_and(|s| s != 200) {
         v.get_mut("body").and_then(Value::as_object_mut)
     } else {
         None
@@ -182,15 +176,11 @@ fn norm_error_body(e: &mut Value, w: &mut Value) -> Result<bool, String> {
         return Ok(false);
     };
     if Some(&err) != eb.get("message") {
-        return Err(format!(
-            "etcd error body's `error` differs from its `message`: {eb:?}"
-        ));
+        return Err(format!("etcd error body's `error` differs from its `message`: {eb:?}"));
     }
     if let Some(wb) = error_body(w) {
         if wb.contains_key("error") {
-            return Err(format!(
-                "watchkv error body has the old `error` field: {wb:?}"
-            ));
+            return Err(format!("watchkv error body has the old `error` field: {wb:?}"));
         }
     }
     eb.remove("error");
@@ -203,9 +193,7 @@ fn norm_failed_precondition(e: &mut Value, w: &mut Value) -> Result<bool, String
         || e["body"]["code"] != json!(9)
         || w["body"]["code"] != json!(9)
     {
-        return Err(format!(
-            "expected code 9 as HTTP 412 (etcd) and 400 (watchkv): etcd {e}, watchkv {w}"
-        ));
+        return Err(format!("expected code 9 as HTTP 412 (etcd) and 400 (watchkv): etcd {e}, watchkv {w}"));
     }
     e["status"] = json!(400);
     Ok(true)
@@ -227,8 +215,7 @@ fn norm_lease_keys(e: &mut Value, w: &mut Value) -> Result<bool, String> {
 fn norm_parser_message(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     for (side, v) in [("etcd", &mut *e), ("watchkv", &mut *w)] {
         let text = v.to_string();
-        let b =
-            error_body(v).ok_or_else(|| format!("{side}: expected an error reply, got {text}"))?;
+        let b = error_body(v).ok_or_else(|| format!("{side}: expected an error reply, got {text}"))?;
         if b.get("code") != Some(&json!(3)) {
             return Err(format!("{side}: a malformed body must be code 3: {b:?}"));
         }
@@ -238,28 +225,14 @@ fn norm_parser_message(e: &mut Value, w: &mut Value) -> Result<bool, String> {
 }
 
 fn norm_status(e: &mut Value, w: &mut Value) -> Result<bool, String> {
-    const SERVER_FIELDS: [&str; 7] = [
-        "version",
-        "dbSize",
-        "dbSizeInUse",
-        "leader",
-        "raftIndex",
-        "raftTerm",
-        "raftAppliedIndex",
-    ];
+    const SERVER_FIELDS: [&str; 7] =
+        ["version", "dbSize", "dbSizeInUse", "leader", "raftIndex", "raftTerm", "raftAppliedIndex"];
     let (eb, wb) = (&e["body"], &w["body"]);
-    if eb["version"] != json!("3.4.23")
-        || wb["version"] != json!(watchkv_actors::gateway::REPORTED_ETCD_VERSION)
-    {
-        return Err(format!(
-            "status versions: etcd {} watchkv {}",
-            eb["version"], wb["version"]
-        ));
+    if eb["version"] != json!("3.4.23") || wb["version"] != json!(watchkv_actors::gateway::REPORTED_ETCD_VERSION) {
+        return Err(format!("status versions: etcd {} watchkv {}", eb["version"], wb["version"]));
     }
     for v in [&mut *e, &mut *w] {
-        let b = v["body"]
-            .as_object_mut()
-            .ok_or("status body is not an object")?;
+        let b = v["body"].as_object_mut().ok_or("status body is not an object")?;
         for f in SERVER_FIELDS {
             if b.contains_key(f) {
                 b.insert(f.into(), json!("<server-specific>"));
@@ -276,44 +249,27 @@ fn result(line: &Value) -> &Value {
 
 fn is_requested_progress(line: &Value) -> bool {
     let r = result(line);
-    int(r, "watch_id") == -1
-        && r.get("events").is_none()
-        && r.get("created").is_none()
-        && r.get("canceled").is_none()
+    int(r, "watch_id") == -1 && r.get("events").is_none() && r.get("created").is_none() && r.get("canceled").is_none()
 }
 
 fn norm_progress_during_catch_up(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
     // etcd 3.4: exactly one progress response, anywhere, at the current revision.
-    let ep: Vec<usize> = (0..el.len())
-        .filter(|&i| is_requested_progress(&el[i]))
-        .collect();
+    let ep: Vec<usize> = (0..el.len()).filter(|&i| is_requested_progress(&el[i])).collect();
     if ep.len() != 1 {
-        return Err(format!(
-            "etcd 3.4 should answer the progress request once: {el:?}"
-        ));
+        return Err(format!("etcd 3.4 should answer the progress request once: {el:?}"));
     }
     let progress_rev = line_rev(&el[ep[0]]);
     let max_event_rev = el.iter().map(line_rev).max().unwrap_or(0);
     if progress_rev != max_event_rev {
-        return Err(format!(
-            "etcd's progress revision {progress_rev} is not the current revision {max_event_rev}"
-        ));
+        return Err(format!("etcd's progress revision {progress_rev} is not the current revision {max_event_rev}"));
     }
     el.remove(ep[0]);
     // watchkv: no progress response, or one after every event line.
     let last_event = wl.iter().rposition(|l| result(l).get("events").is_some());
-    let wp: Vec<usize> = (0..wl.len())
-        .filter(|&i| is_requested_progress(&wl[i]))
-        .collect();
-    if wp.len() > 1
-        || wp
-            .first()
-            .is_some_and(|&p| last_event.is_some_and(|le| p < le))
-    {
-        return Err(format!(
-            "watchkv answered a progress request before catch-up events: {wl:?}"
-        ));
+    let wp: Vec<usize> = (0..wl.len()).filter(|&i| is_requested_progress(&wl[i])).collect();
+    if wp.len() > 1 || wp.first().is_some_and(|&p| last_event.is_some_and(|le| p < le)) {
+        return Err(format!("watchkv answered a progress request before catch-up events: {wl:?}"));
     }
     if let Some(&p) = wp.first() {
         wl.remove(p);
@@ -324,14 +280,10 @@ fn norm_progress_during_catch_up(e: &mut Value, w: &mut Value) -> Result<bool, S
 fn norm_progress_without_watchers(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
     if el.len() != 1 || !is_requested_progress(&el[0]) {
-        return Err(format!(
-            "etcd 3.4 should answer a progress request on an empty stream: {el:?}"
-        ));
+        return Err(format!("etcd 3.4 should answer a progress request on an empty stream: {el:?}"));
     }
     if !wl.is_empty() {
-        return Err(format!(
-            "watchkv should not answer a progress request on an empty stream: {wl:?}"
-        ));
+        return Err(format!("watchkv should not answer a progress request on an empty stream: {wl:?}"));
     }
     el.clear();
     Ok(true)
@@ -341,19 +293,13 @@ fn norm_compacted_cancel(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
     let ok = el.len() == 1 && {
         let r = result(&el[0]);
-        r.get("canceled") == Some(&json!(true))
-            && r.get("created").is_none()
-            && r.get("compact_revision").is_none()
+        r.get("canceled") == Some(&json!(true)) && r.get("created").is_none() && r.get("compact_revision").is_none()
     };
     if !ok {
-        return Err(format!(
-            "etcd 3.4 should answer the cancel of a compacted watcher with `canceled`: {el:?}"
-        ));
+        return Err(format!("etcd 3.4 should answer the cancel of a compacted watcher with `canceled`: {el:?}"));
     }
     if !wl.is_empty() {
-        return Err(format!(
-            "watchkv should have forgotten the compacted watcher: {wl:?}"
-        ));
+        return Err(format!("watchkv should have forgotten the compacted watcher: {wl:?}"));
     }
     el.clear();
     Ok(true)
@@ -363,15 +309,15 @@ fn norm_negative_start(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
     let first = el.first().map(result).ok_or("etcd sent nothing")?;
     if first.get("created") != Some(&json!(true)) || first.get("canceled").is_some() {
-        return Err(format!(
-            "etcd 3.4 should accept start_revision -1 as a normal watch: {el:?}"
-        ));
+        return Err(format!("etcd 3.4 should accept start_revision -1 as a normal watch: {el:?}"));
     }
     let rev = int(&first["header"], "revision");
     let expected = json!({"result": {"header": {"revision": rev.to_string()}, "watch_id": "-1", "created": true, "canceled": true,
         "cancel_reason": "etcdserver: mvcc: required revision has been compacted"}});
     if wl.len() != 1 || wl[0] != expected {
-        return Err(format!("watchkv should reject start_revision -1 as current etcd does: {wl:?}, expected [{expected}]"));
+        return Err(format!(
+            "watchkv should reject start_revision -1 as current etcd does: {wl:?}, expected [{expected}]"
+        ));
     }
     *el = vec![json!("start_revision -1 (see the differences table)")];
     *wl = el.clone();
@@ -382,19 +328,11 @@ fn norm_delete_at_compact(e: &mut Value, w: &mut Value) -> Result<bool, String> 
     let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
     // Both: a created line first; watchkv then one line with exactly the DELETE, etcd nothing.
     if el.len() != 1 || wl.len() != 2 {
-        return Err(format!(
-            "expected etcd [created] and watchkv [created, DELETE]: etcd {el:?} watchkv {wl:?}"
-        ));
+        return Err(format!("expected etcd [created] and watchkv [created, DELETE]: etcd {el:?} watchkv {wl:?}"));
     }
-    let evs = result(&wl[1])["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let evs = result(&wl[1])["events"].as_array().cloned().unwrap_or_default();
     if evs.len() != 1 || evs[0]["type"] != json!("DELETE") {
-        return Err(format!(
-            "watchkv should deliver the DELETE at the compact revision: {:?}",
-            wl[1]
-        ));
+        return Err(format!("watchkv should deliver the DELETE at the compact revision: {:?}", wl[1]));
     }
     wl.truncate(1);
     Ok(true)
@@ -402,9 +340,7 @@ fn norm_delete_at_compact(e: &mut Value, w: &mut Value) -> Result<bool, String> 
 
 fn lines_mut(v: &mut Value) -> Result<&mut Vec<Value>, String> {
     let text = v.to_string();
-    v.get_mut("lines")
-        .and_then(Value::as_array_mut)
-        .ok_or(format!("not a watch output: {text}"))
+    v.get_mut("lines").and_then(Value::as_array_mut).ok_or(format!("not a watch output: {text}"))
 }
 
 /// Drops the identity fields a comparison never looks at: `cluster_id`, `member_id`,
@@ -454,10 +390,7 @@ impl Diff {
         }
         drop_identity(&mut e);
         drop_identity(&mut w);
-        for d in DIFFERENCES
-            .iter()
-            .filter(|d| d.global || tags.contains(&d.id))
-        {
+        for d in DIFFERENCES.iter().filter(|d| d.global || tags.contains(&d.id)) {
             match (d.normalise)(&mut e, &mut w) {
                 Ok(changed) => {
                     if changed || !d.global {
@@ -465,10 +398,7 @@ impl Diff {
                     }
                 }
                 Err(msg) => {
-                    self.failures.push(format!(
-                        "step `{step}`: difference `{}` not as documented: {msg}",
-                        d.id
-                    ));
+                    self.failures.push(format!("step `{step}`: difference `{}` not as documented: {msg}", d.id));
                     return;
                 }
             }
@@ -521,11 +451,7 @@ impl Diff {
     }
 
     fn put(&mut self, k: &str, v: &str) -> i64 {
-        let body = self.unary(
-            &format!("put {k}={v}"),
-            "/v3/kv/put",
-            json!({"key": b64(k), "value": b64(v)}),
-        );
+        let body = self.unary(&format!("put {k}={v}"), "/v3/kv/put", json!({"key": b64(k), "value": b64(v)}));
         int(&body["header"], "revision")
     }
 
@@ -543,22 +469,11 @@ impl Diff {
     }
 
     /// Takes `n` lines from each side (each within the deadline) and compares them.
-    fn expect_tagged(
-        &mut self,
-        s: &mut Streams,
-        step: &str,
-        n: usize,
-        tags: &[&str],
-    ) -> Vec<Value> {
+    fn expect_tagged(&mut self, s: &mut Streams, step: &str, n: usize, tags: &[&str]) -> Vec<Value> {
         let e = s.etcd.take(n);
         let w = s.watchkv.take(n);
         let out = e.clone();
-        self.compare(
-            &format!("{}: {step}", s.name),
-            tags,
-            json!({"lines": e}),
-            json!({"lines": w}),
-        );
+        self.compare(&format!("{}: {step}", s.name), tags, json!({"lines": e}), json!({"lines": w}));
         out
     }
 
@@ -570,12 +485,7 @@ impl Diff {
     fn quiet(&mut self, s: &mut Streams, step: &str) {
         let e = s.etcd.drain_for(QUIET);
         let w = s.watchkv.drain_for(QUIET);
-        self.compare(
-            &format!("{}: {step} (nothing more)", s.name),
-            &[],
-            json!({"lines": e}),
-            json!({"lines": w}),
-        );
+        self.compare(&format!("{}: {step} (nothing more)", s.name), &[], json!({"lines": e}), json!({"lines": w}));
     }
 
     fn close(s: Streams) {
@@ -602,35 +512,16 @@ fn line_rev(line: &Value) -> i64 {
 // ------------------------------------------------------------------------------------------
 
 fn kv(d: &mut Diff) {
-    d.unary(
-        "range on the empty store",
-        "/v3/kv/range",
-        json!({"key": b64("foo")}),
-    );
-    d.unary(
-        "put foo=bar",
-        "/v3/kv/put",
-        json!({"key": b64("foo"), "value": b64("bar")}),
-    );
-    d.unary(
-        "put foo=baz with prev_kv",
-        "/v3/kv/put",
-        json!({"key": b64("foo"), "value": b64("baz"), "prev_kv": true}),
-    );
+    d.unary("range on the empty store", "/v3/kv/range", json!({"key": b64("foo")}));
+    d.unary("put foo=bar", "/v3/kv/put", json!({"key": b64("foo"), "value": b64("bar")}));
+    d.unary("put foo=baz with prev_kv", "/v3/kv/put", json!({"key": b64("foo"), "value": b64("baz"), "prev_kv": true}));
     d.unary(
         "put new key with prev_kv (none)",
         "/v3/kv/put",
         json!({"key": b64("foo/a"), "value": b64("3"), "prev_kv": true}),
     );
-    for (k, v) in [
-        ("foo/b", "1"),
-        ("foo/c", "2"),
-        ("foo/b", "4"),
-        ("fo", "5"),
-        ("fop", "0"),
-        ("zed", "9"),
-        ("a", "7"),
-    ] {
+    for (k, v) in [("foo/b", "1"), ("foo/c", "2"), ("foo/b", "4"), ("fo", "5"), ("fop", "0"), ("zed", "9"), ("a", "7")]
+    {
         d.put(k, v);
     }
     d.unary(
@@ -638,71 +529,27 @@ fn kv(d: &mut Diff) {
         "/v3/kv/put",
         json!({"key": b64("num"), "value": b64("n"), "lease": 0}),
     );
-    d.unary(
-        "put an empty value",
-        "/v3/kv/put",
-        json!({"key": b64("empty")}),
-    );
-    d.unary(
-        "range single key",
-        "/v3/kv/range",
-        json!({"key": b64("foo")}),
-    );
-    d.unary(
-        "range missing key",
-        "/v3/kv/range",
-        json!({"key": b64("nope")}),
-    );
-    d.unary(
-        "range empty value",
-        "/v3/kv/range",
-        json!({"key": b64("empty")}),
-    );
-    d.unary(
-        "range prefix foo/",
-        "/v3/kv/range",
-        json!({"key": b64("foo/"), "range_end": b64("foo0")}),
-    );
-    d.unary(
-        "range from-key fop",
-        "/v3/kv/range",
-        json!({"key": b64("fop"), "range_end": b64("\0")}),
-    );
-    d.unary(
-        "range all keys",
-        "/v3/kv/range",
-        json!({"key": b64("\0"), "range_end": b64("\0")}),
-    );
-    d.unary(
-        "range interval [fo, foo/b)",
-        "/v3/kv/range",
-        json!({"key": b64("fo"), "range_end": b64("foo/b")}),
-    );
-    d.unary(
-        "range limit 2",
-        "/v3/kv/range",
-        json!({"key": b64("foo/"), "range_end": b64("foo0"), "limit": "2"}),
-    );
+    d.unary("put an empty value", "/v3/kv/put", json!({"key": b64("empty")}));
+    d.unary("range single key", "/v3/kv/range", json!({"key": b64("foo")}));
+    d.unary("range missing key", "/v3/kv/range", json!({"key": b64("nope")}));
+    d.unary("range empty value", "/v3/kv/range", json!({"key": b64("empty")}));
+    d.unary("range prefix foo/", "/v3/kv/range", json!({"key": b64("foo/"), "range_end": b64("foo0")}));
+    d.unary("range from-key fop", "/v3/kv/range", json!({"key": b64("fop"), "range_end": b64("\0")}));
+    d.unary("range all keys", "/v3/kv/range", json!({"key": b64("\0"), "range_end": b64("\0")}));
+    d.unary("range interval [fo, foo/b)", "/v3/kv/range", json!({"key": b64("fo"), "range_end": b64("foo/b")}));
+    d.unary("range limit 2", "/v3/kv/range", json!({"key": b64("foo/"), "range_end": b64("foo0"), "limit": "2"}));
     d.unary(
         "range limit larger than the range",
         "/v3/kv/range",
         json!({"key": b64("foo/"), "range_end": b64("foo0"), "limit": 10}),
     );
-    d.unary(
-        "range at revision 2",
-        "/v3/kv/range",
-        json!({"key": b64("foo"), "revision": "2"}),
-    );
+    d.unary("range at revision 2", "/v3/kv/range", json!({"key": b64("foo"), "revision": "2"}));
     d.unary(
         "range prefix at revision 5",
         "/v3/kv/range",
         json!({"key": b64("foo/"), "range_end": b64("foo0"), "revision": 5}),
     );
-    d.unary(
-        "range at a future revision",
-        "/v3/kv/range",
-        json!({"key": b64("foo"), "revision": "1000"}),
-    );
+    d.unary("range at a future revision", "/v3/kv/range", json!({"key": b64("foo"), "revision": "1000"}));
     for target in ["KEY", "VERSION", "CREATE", "MOD", "VALUE"] {
         for order in ["NONE", "ASCEND", "DESCEND"] {
             d.unary(
@@ -763,16 +610,8 @@ fn kv(d: &mut Diff) {
         json!({"key": b64("foo/"), "rangeEnd": b64("foo0"), "keysOnly": true}),
     );
     d.unary("range without a key", "/v3/kv/range", json!({}));
-    d.unary(
-        "put without a key",
-        "/v3/kv/put",
-        json!({"value": b64("x")}),
-    );
-    d.unary(
-        "put ignore_value on a missing key",
-        "/v3/kv/put",
-        json!({"key": b64("ghost"), "ignore_value": true}),
-    );
+    d.unary("put without a key", "/v3/kv/put", json!({"value": b64("x")}));
+    d.unary("put ignore_value on a missing key", "/v3/kv/put", json!({"key": b64("ghost"), "ignore_value": true}));
     d.unary(
         "put ignore_value with a value",
         "/v3/kv/put",
@@ -793,22 +632,9 @@ fn kv(d: &mut Diff) {
         "/v3/kv/put",
         json!({"key": b64("ghost"), "value": b64("v"), "lease": "12345"}),
     );
-    d.raw(
-        "put with a truncated JSON body",
-        "/v3/kv/put",
-        br#"{"key":"Zm9v","#,
-        &["json-syntax-error-text"],
-    );
-    d.unary(
-        "deleterange a missing key",
-        "/v3/kv/deleterange",
-        json!({"key": b64("nope")}),
-    );
-    d.unary(
-        "deleterange single with prev_kv",
-        "/v3/kv/deleterange",
-        json!({"key": b64("fo"), "prev_kv": true}),
-    );
+    d.raw("put with a truncated JSON body", "/v3/kv/put", br#"{"key":"Zm9v","#, &["json-syntax-error-text"]);
+    d.unary("deleterange a missing key", "/v3/kv/deleterange", json!({"key": b64("nope")}));
+    d.unary("deleterange single with prev_kv", "/v3/kv/deleterange", json!({"key": b64("fo"), "prev_kv": true}));
     d.unary(
         "deleterange prefix with prev_kv",
         "/v3/kv/deleterange",
@@ -820,22 +646,10 @@ fn kv(d: &mut Diff) {
         json!({"key": b64("zed"), "range_end": b64("\0")}),
     );
     d.unary("deleterange without a key", "/v3/kv/deleterange", json!({}));
-    d.unary(
-        "range all after deletes",
-        "/v3/kv/range",
-        json!({"key": b64("\0"), "range_end": b64("\0")}),
-    );
-    d.unary(
-        "range a deleted key at an old revision",
-        "/v3/kv/range",
-        json!({"key": b64("foo/b"), "revision": 7}),
-    );
+    d.unary("range all after deletes", "/v3/kv/range", json!({"key": b64("\0"), "range_end": b64("\0")}));
+    d.unary("range a deleted key at an old revision", "/v3/kv/range", json!({"key": b64("foo/b"), "revision": 7}));
     d.put("foo/a", "reborn");
-    d.unary(
-        "a re-created key restarts its version",
-        "/v3/kv/range",
-        json!({"key": b64("foo/a")}),
-    );
+    d.unary("a re-created key restarts its version", "/v3/kv/range", json!({"key": b64("foo/a")}));
 }
 
 fn cmp(target: &str, result: &str, key: &str, field: &str, value: Value) -> Value {
@@ -849,100 +663,28 @@ fn txn(d: &mut Diff) {
     d.put("t1", "v2");
     let get_t1 = json!({"request_range": {"key": b64("t1")}});
     let compares: Vec<(&str, Value)> = vec![
-        (
-            "VERSION EQUAL 2",
-            cmp("VERSION", "EQUAL", "t1", "version", json!("2")),
-        ),
-        (
-            "VERSION GREATER 1",
-            cmp("VERSION", "GREATER", "t1", "version", json!("1")),
-        ),
-        (
-            "VERSION LESS 2",
-            cmp("VERSION", "LESS", "t1", "version", json!("2")),
-        ),
-        (
-            "VERSION NOT_EQUAL 2",
-            cmp("VERSION", "NOT_EQUAL", "t1", "version", json!("2")),
-        ),
-        (
-            "CREATE EQUAL r1",
-            cmp(
-                "CREATE",
-                "EQUAL",
-                "t1",
-                "create_revision",
-                json!(r1.to_string()),
-            ),
-        ),
-        (
-            "CREATE LESS r1",
-            cmp(
-                "CREATE",
-                "LESS",
-                "t1",
-                "create_revision",
-                json!(r1.to_string()),
-            ),
-        ),
-        (
-            "MOD GREATER r1",
-            cmp(
-                "MOD",
-                "GREATER",
-                "t1",
-                "mod_revision",
-                json!(r1.to_string()),
-            ),
-        ),
-        (
-            "MOD EQUAL r1",
-            cmp("MOD", "EQUAL", "t1", "mod_revision", json!(r1)),
-        ),
-        (
-            "VALUE EQUAL v2",
-            cmp("VALUE", "EQUAL", "t1", "value", json!(b64("v2"))),
-        ),
-        (
-            "VALUE LESS v3",
-            cmp("VALUE", "LESS", "t1", "value", json!(b64("v3"))),
-        ),
-        (
-            "VALUE GREATER v3",
-            cmp("VALUE", "GREATER", "t1", "value", json!(b64("v3"))),
-        ),
-        (
-            "VALUE NOT_EQUAL v1",
-            cmp("VALUE", "NOT_EQUAL", "t1", "value", json!(b64("v1"))),
-        ),
-        (
-            "LEASE EQUAL 0",
-            cmp("LEASE", "EQUAL", "t1", "lease", json!("0")),
-        ),
-        (
-            "LEASE GREATER 0",
-            cmp("LEASE", "GREATER", "t1", "lease", json!("0")),
-        ),
+        ("VERSION EQUAL 2", cmp("VERSION", "EQUAL", "t1", "version", json!("2"))),
+        ("VERSION GREATER 1", cmp("VERSION", "GREATER", "t1", "version", json!("1"))),
+        ("VERSION LESS 2", cmp("VERSION", "LESS", "t1", "version", json!("2"))),
+        ("VERSION NOT_EQUAL 2", cmp("VERSION", "NOT_EQUAL", "t1", "version", json!("2"))),
+        ("CREATE EQUAL r1", cmp("CREATE", "EQUAL", "t1", "create_revision", json!(r1.to_string()))),
+        ("CREATE LESS r1", cmp("CREATE", "LESS", "t1", "create_revision", json!(r1.to_string()))),
+        ("MOD GREATER r1", cmp("MOD", "GREATER", "t1", "mod_revision", json!(r1.to_string()))),
+        ("MOD EQUAL r1", cmp("MOD", "EQUAL", "t1", "mod_revision", json!(r1))),
+        ("VALUE EQUAL v2", cmp("VALUE", "EQUAL", "t1", "value", json!(b64("v2")))),
+        ("VALUE LESS v3", cmp("VALUE", "LESS", "t1", "value", json!(b64("v3")))),
+        ("VALUE GREATER v3", cmp("VALUE", "GREATER", "t1", "value", json!(b64("v3")))),
+        ("VALUE NOT_EQUAL v1", cmp("VALUE", "NOT_EQUAL", "t1", "value", json!(b64("v1")))),
+        ("LEASE EQUAL 0", cmp("LEASE", "EQUAL", "t1", "lease", json!("0"))),
+        ("LEASE GREATER 0", cmp("LEASE", "GREATER", "t1", "lease", json!("0"))),
         (
             "enums as numbers: MOD(2) LESS(2) 1000",
             json!({"target": 2, "result": 2, "key": b64("t1"), "mod_revision": 1000}),
         ),
-        (
-            "missing key: CREATE EQUAL 0",
-            cmp("CREATE", "EQUAL", "nokey", "create_revision", json!("0")),
-        ),
-        (
-            "missing key: VERSION EQUAL 0",
-            cmp("VERSION", "EQUAL", "nokey", "version", json!("0")),
-        ),
-        (
-            "missing key: VALUE EQUAL empty",
-            cmp("VALUE", "EQUAL", "nokey", "value", json!("")),
-        ),
-        (
-            "missing key: MOD GREATER 0",
-            cmp("MOD", "GREATER", "nokey", "mod_revision", json!("0")),
-        ),
+        ("missing key: CREATE EQUAL 0", cmp("CREATE", "EQUAL", "nokey", "create_revision", json!("0"))),
+        ("missing key: VERSION EQUAL 0", cmp("VERSION", "EQUAL", "nokey", "version", json!("0"))),
+        ("missing key: VALUE EQUAL empty", cmp("VALUE", "EQUAL", "nokey", "value", json!(""))),
+        ("missing key: MOD GREATER 0", cmp("MOD", "GREATER", "nokey", "mod_revision", json!("0"))),
         ("range compare: every key in [t, u) VERSION GREATER 0", {
             let mut c = cmp("VERSION", "GREATER", "t", "version", json!("0"));
             c["range_end"] = json!(b64("u"));
@@ -1023,9 +765,7 @@ fn txn(d: &mut Diff) {
         "/v3/kv/txn",
         json!({"success": [{"request_put": {"key": b64("t6"), "value": b64("1")}}, {"request_delete_range": {"key": b64("t"), "range_end": b64("u")}}]}),
     );
-    let many: Vec<Value> = (0..129)
-        .map(|i| json!({"request_range": {"key": b64(format!("k{i}"))}}))
-        .collect();
+    let many: Vec<Value> = (0..129).map(|i| json!({"request_range": {"key": b64(format!("k{i}"))}})).collect();
     d.unary("txn with 129 ops", "/v3/kv/txn", json!({"success": many}));
     d.unary(
         "txn range with a future revision",
@@ -1037,62 +777,30 @@ fn txn(d: &mut Diff) {
         "/v3/kv/txn",
         json!({"success": [{"request_put": {"key": b64("t7"), "value": b64("x"), "lease": 777}}]}),
     );
-    d.unary(
-        "range after txns",
-        "/v3/kv/range",
-        json!({"key": b64("t"), "range_end": b64("u")}),
-    );
+    d.unary("range after txns", "/v3/kv/range", json!({"key": b64("t"), "range_end": b64("u")}));
 }
 
 fn leases(d: &mut Diff) {
     const L1: i64 = 0x1000;
     const L2: i64 = 0x2000;
-    d.unary(
-        "lease grant explicit ID",
-        "/v3/lease/grant",
-        json!({"ID": L1.to_string(), "TTL": "60"}),
-    );
+    d.unary("lease grant explicit ID", "/v3/lease/grant", json!({"ID": L1.to_string(), "TTL": "60"}));
     d.unary_tagged(
         "lease grant duplicate ID",
         "/v3/lease/grant",
         json!({"ID": L1, "TTL": 60}),
         &["failed-precondition-http-status"],
     );
-    d.unary(
-        "lease grant second lease",
-        "/v3/lease/grant",
-        json!({"ID": L2, "TTL": 120}),
-    );
-    d.unary(
-        "lease grant too large TTL",
-        "/v3/lease/grant",
-        json!({"ID": 0x3000, "TTL": "9000000001"}),
-    );
-    d.unary(
-        "put l1 with lease",
-        "/v3/kv/put",
-        json!({"key": b64("l1"), "value": b64("a"), "lease": L1.to_string()}),
-    );
-    d.unary(
-        "put l2 with lease",
-        "/v3/kv/put",
-        json!({"key": b64("l2"), "value": b64("b"), "lease": L1}),
-    );
-    d.unary(
-        "put l3 with the other lease",
-        "/v3/kv/put",
-        json!({"key": b64("l3"), "value": b64("c"), "lease": L2}),
-    );
+    d.unary("lease grant second lease", "/v3/lease/grant", json!({"ID": L2, "TTL": 120}));
+    d.unary("lease grant too large TTL", "/v3/lease/grant", json!({"ID": 0x3000, "TTL": "9000000001"}));
+    d.unary("put l1 with lease", "/v3/kv/put", json!({"key": b64("l1"), "value": b64("a"), "lease": L1.to_string()}));
+    d.unary("put l2 with lease", "/v3/kv/put", json!({"key": b64("l2"), "value": b64("b"), "lease": L1}));
+    d.unary("put l3 with the other lease", "/v3/kv/put", json!({"key": b64("l3"), "value": b64("c"), "lease": L2}));
     d.unary(
         "put ignore_lease keeps the lease",
         "/v3/kv/put",
         json!({"key": b64("l3"), "value": b64("c2"), "ignore_lease": true, "prev_kv": true}),
     );
-    d.unary(
-        "range shows leases",
-        "/v3/kv/range",
-        json!({"key": b64("l"), "range_end": b64("m")}),
-    );
+    d.unary("range shows leases", "/v3/kv/range", json!({"key": b64("l"), "range_end": b64("m")}));
     d.unary(
         "txn compare LEASE EQUAL",
         "/v3/kv/txn",
@@ -1106,57 +814,17 @@ fn leases(d: &mut Diff) {
         json!({"ID": L1, "keys": true}),
         &["lease-keys-order"],
     );
-    d.unary(
-        "lease timetolive without keys (kv path)",
-        "/v3/kv/lease/timetolive",
-        json!({"ID": L2}),
-    );
-    d.unary(
-        "lease timetolive unknown",
-        "/v3/lease/timetolive",
-        json!({"ID": 0x4000, "keys": true}),
-    );
-    d.unary_lines(
-        "lease keepalive",
-        "/v3/lease/keepalive",
-        &json!({"ID": L1}).to_string(),
-    );
-    d.unary_lines(
-        "lease keepalive unknown",
-        "/v3/lease/keepalive",
-        &json!({"ID": 0x4000}).to_string(),
-    );
+    d.unary("lease timetolive without keys (kv path)", "/v3/kv/lease/timetolive", json!({"ID": L2}));
+    d.unary("lease timetolive unknown", "/v3/lease/timetolive", json!({"ID": 0x4000, "keys": true}));
+    d.unary_lines("lease keepalive", "/v3/lease/keepalive", &json!({"ID": L1}).to_string());
+    d.unary_lines("lease keepalive unknown", "/v3/lease/keepalive", &json!({"ID": 0x4000}).to_string());
     d.unary("lease leases", "/v3/lease/leases", json!({}));
-    d.unary(
-        "lease revoke deletes attached keys",
-        "/v3/lease/revoke",
-        json!({"ID": L1.to_string()}),
-    );
-    d.unary(
-        "range after revoke",
-        "/v3/kv/range",
-        json!({"key": b64("l"), "range_end": b64("m")}),
-    );
-    d.unary(
-        "lease revoke unknown",
-        "/v3/lease/revoke",
-        json!({"ID": L1}),
-    );
-    d.unary(
-        "lease revoke on the kv path",
-        "/v3/kv/lease/revoke",
-        json!({"ID": L2}),
-    );
-    d.unary(
-        "lease timetolive after revoke",
-        "/v3/kv/lease/timetolive",
-        json!({"ID": L2, "keys": true}),
-    );
-    d.unary(
-        "lease leases after revoke",
-        "/v3/kv/lease/leases",
-        json!({}),
-    );
+    d.unary("lease revoke deletes attached keys", "/v3/lease/revoke", json!({"ID": L1.to_string()}));
+    d.unary("range after revoke", "/v3/kv/range", json!({"key": b64("l"), "range_end": b64("m")}));
+    d.unary("lease revoke unknown", "/v3/lease/revoke", json!({"ID": L1}));
+    d.unary("lease revoke on the kv path", "/v3/kv/lease/revoke", json!({"ID": L2}));
+    d.unary("lease timetolive after revoke", "/v3/kv/lease/timetolive", json!({"ID": L2, "keys": true}));
+    d.unary("lease leases after revoke", "/v3/kv/lease/leases", json!({}));
 }
 
 fn watches(d: &mut Diff) {
@@ -1202,22 +870,13 @@ fn watches(d: &mut Diff) {
     // Prefix, prev_kv and filters, one watcher per stream (etcd orders responses of different
     // watchers for one revision by map iteration).
     let mut all = d.open("prefix prev_kv");
-    d.send(
-        &mut all,
-        create("p/", json!({"range_end": b64("p0"), "prev_kv": true})),
-    );
+    d.send(&mut all, create("p/", json!({"range_end": b64("p0"), "prev_kv": true})));
     d.expect(&mut all, "created", 1);
     let mut noput = d.open("NOPUT");
-    d.send(
-        &mut noput,
-        create("p/", json!({"range_end": b64("p0"), "filters": ["NOPUT"]})),
-    );
+    d.send(&mut noput, create("p/", json!({"range_end": b64("p0"), "filters": ["NOPUT"]})));
     d.expect(&mut noput, "created", 1);
     let mut nodel = d.open("NODELETE");
-    d.send(
-        &mut nodel,
-        create("p/", json!({"range_end": b64("p0"), "filters": [1]})),
-    );
+    d.send(&mut nodel, create("p/", json!({"range_end": b64("p0"), "filters": [1]})));
     d.expect(&mut nodel, "created", 1);
     let mut fromkey = d.open("from-key");
     d.send(&mut fromkey, create("p/b", json!({"range_end": b64("\0")})));
@@ -1230,11 +889,7 @@ fn watches(d: &mut Diff) {
     d.expect(&mut all, "PUT p/b and PUT p/a with prev_kv", 2);
     d.expect(&mut nodel, "two PUTs", 2);
     d.expect(&mut fromkey, "PUT p/b only", 1);
-    d.unary(
-        "delete prefix p/",
-        "/v3/kv/deleterange",
-        json!({"key": b64("p/"), "range_end": b64("p0")}),
-    );
+    d.unary("delete prefix p/", "/v3/kv/deleterange", json!({"key": b64("p/"), "range_end": b64("p0")}));
     d.expect(&mut all, "two DELETEs in one response with prev_kv", 1);
     d.expect(&mut noput, "two DELETEs", 1);
     d.expect(&mut fromkey, "DELETE p/b", 1);
@@ -1250,19 +905,9 @@ fn watches(d: &mut Diff) {
     let base = d.put("c/1", "a");
     d.put("c/2", "b");
     d.put("c/1", "c");
-    d.unary(
-        "delete c/2",
-        "/v3/kv/deleterange",
-        json!({"key": b64("c/2")}),
-    );
+    d.unary("delete c/2", "/v3/kv/deleterange", json!({"key": b64("c/2")}));
     let mut s = d.open("catch-up");
-    d.send(
-        &mut s,
-        create(
-            "c/",
-            json!({"range_end": b64("c0"), "start_revision": base.to_string(), "prev_kv": true}),
-        ),
-    );
+    d.send(&mut s, create("c/", json!({"range_end": b64("c0"), "start_revision": base.to_string(), "prev_kv": true})));
     d.expect(&mut s, "created and one catch-up batch", 2);
     d.put("c/3", "live");
     d.expect(&mut s, "then live", 1);
@@ -1271,26 +916,14 @@ fn watches(d: &mut Diff) {
 
     // Catch-up with a filter and from the middle of the history.
     let mut s = d.open("catch-up NOPUT");
-    d.send(
-        &mut s,
-        create(
-            "c/",
-            json!({"range_end": b64("c0"), "start_revision": base + 1, "filters": ["NOPUT"]}),
-        ),
-    );
+    d.send(&mut s, create("c/", json!({"range_end": b64("c0"), "start_revision": base + 1, "filters": ["NOPUT"]})));
     d.expect(&mut s, "created and the DELETE only", 2);
     d.quiet(&mut s, "end");
     Diff::close(s);
 
     // Progress request while a watcher is still catching up; asked again once it has caught up.
     let mut s = d.open("progress during catch-up");
-    d.send(
-        &mut s,
-        create(
-            "c/",
-            json!({"range_end": b64("c0"), "start_revision": base}),
-        ),
-    );
+    d.send(&mut s, create("c/", json!({"range_end": b64("c0"), "start_revision": base})));
     d.expect(&mut s, "created", 1);
     d.send(&mut s, json!({"progress_request": {}}));
     let has_events = |l: &[Value]| l.iter().any(|x| result(x).get("events").is_some());
@@ -1343,12 +976,7 @@ fn watches(d: &mut Diff) {
     e.extend(s.etcd.drain_for(QUIET));
     let mut w = s.watchkv.take(1);
     w.extend(s.watchkv.drain_for(QUIET));
-    d.compare(
-        "negative start: created",
-        &["negative-start-revision"],
-        json!({"lines": e}),
-        json!({"lines": w}),
-    );
+    d.compare("negative start: created", &["negative-start-revision"], json!({"lines": e}), json!({"lines": w}));
     Diff::close(s);
 
     // Half-closing the request body does not end the response stream (spec §7.1).
@@ -1366,41 +994,13 @@ fn compaction(d: &mut Diff) {
     let r1 = d.put("k/1", "a");
     let r2 = d.put("k/1", "b");
     let r3 = d.put("k/1", "c");
-    d.unary(
-        "compact in the future",
-        "/v3/kv/compaction",
-        json!({"revision": (r3 + 100).to_string()}),
-    );
-    d.unary(
-        "compact at r2",
-        "/v3/kv/compaction",
-        json!({"revision": r2.to_string()}),
-    );
-    d.unary(
-        "compact at r2 again",
-        "/v3/kv/compaction",
-        json!({"revision": r2}),
-    );
-    d.unary(
-        "compact below r2",
-        "/v3/kv/compaction",
-        json!({"revision": r1}),
-    );
-    d.unary(
-        "range below the compaction",
-        "/v3/kv/range",
-        json!({"key": b64("k/1"), "revision": r1}),
-    );
-    d.unary(
-        "range at the compaction",
-        "/v3/kv/range",
-        json!({"key": b64("k/1"), "revision": r2}),
-    );
-    d.unary(
-        "range after the compaction",
-        "/v3/kv/range",
-        json!({"key": b64("k/1"), "revision": r3}),
-    );
+    d.unary("compact in the future", "/v3/kv/compaction", json!({"revision": (r3 + 100).to_string()}));
+    d.unary("compact at r2", "/v3/kv/compaction", json!({"revision": r2.to_string()}));
+    d.unary("compact at r2 again", "/v3/kv/compaction", json!({"revision": r2}));
+    d.unary("compact below r2", "/v3/kv/compaction", json!({"revision": r1}));
+    d.unary("range below the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r1}));
+    d.unary("range at the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r2}));
+    d.unary("range after the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r3}));
     d.unary(
         "txn range below the compaction",
         "/v3/kv/txn",
@@ -1411,10 +1011,7 @@ fn compaction(d: &mut Diff) {
     let mut s = d.open("compacted");
     d.send(&mut s, create("k/1", json!({"start_revision": r1})));
     let got = d.expect(&mut s, "created and the compacted notice", 2);
-    assert!(
-        got.len() == 2 && line_rev(&got[1]) == 0,
-        "compacted notice has no header revision: {got:?}"
-    );
+    assert!(got.len() == 2 && line_rev(&got[1]) == 0, "compacted notice has no header revision: {got:?}");
     d.quiet(&mut s, "nothing after the notice");
     d.put("k/1", "d");
     d.quiet(&mut s, "a compacted watcher gets no events");
@@ -1460,12 +1057,7 @@ fn compaction(d: &mut Diff) {
 }
 
 fn status(d: &mut Diff) {
-    d.unary_tagged(
-        "maintenance status",
-        "/v3/maintenance/status",
-        json!({}),
-        &["status-server-fields"],
-    );
+    d.unary_tagged("maintenance status", "/v3/maintenance/status", json!({}), &["status-server-fields"]);
 }
 
 #[test]
@@ -1474,19 +1066,9 @@ fn differential_against_etcd_3_4() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = start_etcd(&dir.path().join("etcd"));
     let wk_port = wire::free_port();
-    let watchkv = start_watchkv(
-        &dir.path().join("watchkv"),
-        wk_port,
-        &["--durability", "buffered"],
-    );
-    let mut d = Diff {
-        etcd,
-        watchkv,
-        failures: Vec::new(),
-        used: BTreeSet::new(),
-        steps: 0,
-        last_step: Instant::now(),
-    };
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), wk_port, &["--durability", "buffered"]);
+    let mut d =
+        Diff { etcd, watchkv, failures: Vec::new(), used: BTreeSet::new(), steps: 0, last_step: Instant::now() };
 
     kv(&mut d);
     txn(&mut d);
@@ -1495,15 +1077,10 @@ fn differential_against_etcd_3_4() {
     compaction(&mut d);
     status(&mut d);
 
-    let unused: Vec<&str> = DIFFERENCES
-        .iter()
-        .map(|x| x.id)
-        .filter(|id| !d.used.contains(id))
-        .collect();
+    let unused: Vec<&str> = DIFFERENCES.iter().map(|x| x.id).filter(|id| !d.used.contains(id)).collect();
     if !unused.is_empty() {
-        d.failures.push(format!(
-            "differences table entries no step exercised (remove them or add the step): {unused:?}"
-        ));
+        d.failures
+            .push(format!("differences table entries no step exercised (remove them or add the step): {unused:?}"));
     }
     eprintln!(
         "differential: {} steps compared in {:.1?}; deliberate differences exercised:",
@@ -1511,10 +1088,7 @@ fn differential_against_etcd_3_4() {
         started.elapsed()
     );
     for x in DIFFERENCES {
-        eprintln!(
-            "  - {} ({}): etcd 3.4.23: {}; watchkv: {}; why: {}",
-            x.id, x.spec, x.etcd, x.watchkv, x.why
-        );
+        eprintln!("  - {} ({}): etcd 3.4.23: {}; watchkv: {}; why: {}", x.id, x.spec, x.etcd, x.watchkv, x.why);
     }
     assert!(
         d.failures.is_empty(),

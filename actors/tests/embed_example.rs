@@ -20,13 +20,8 @@ use serde_json::{json, Value};
 /// `<target>/debug/examples/embed`, next to this test's `<target>/debug/deps/…`.
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    profile_dir
-        .join("examples")
-        .join(format!("embed{}", std::env::consts::EXE_SUFFIX))
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    profile_dir.join("examples").join(format!("embed{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Builds the example with the cargo that built this test (a no-op when it is fresh): a run
@@ -35,14 +30,7 @@ fn ensure_built(bin: &Path) {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "watchkv-actors",
-                "--example",
-                "embed",
-            ])
+            .args(["build", "--quiet", "-p", "watchkv-actors", "--example", "embed"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --example embed");
@@ -102,63 +90,36 @@ impl Example {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "the example did not answer:\n{}",
-                self.output()
-            );
+            assert!(Instant::now() < deadline, "the example did not answer:\n{}", self.output());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     async fn get(&self, client: &awc::Client, path: &str) -> (u16, String) {
-        let mut resp = client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let mut resp = client.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let body = resp.body().await.expect("body");
-        (
-            resp.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        (resp.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn post(&self, client: &awc::Client, path: &str, body: &Value) -> (u16, Value) {
-        let mut resp = client
-            .post(self.url(path))
-            .send_json(body)
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let mut resp = client.post(self.url(path)).send_json(body).await.unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let body = resp.body().await.expect("body");
-        let json = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+        let json = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
         (resp.status().as_u16(), json)
     }
 
     /// SIGTERM, then waits for a clean exit.
     async fn terminate(mut self) {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(sent.success(), "kill -TERM {pid}");
         let deadline = Instant::now() + Duration::from_secs(45);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(
-                    status.success(),
-                    "the example exited with {status}:\n{}",
-                    self.output()
-                );
+                assert!(status.success(), "the example exited with {status}:\n{}", self.output());
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the example did not stop on SIGTERM:\n{}",
-                self.output()
-            );
+            assert!(Instant::now() < deadline, "the example did not stop on SIGTERM:\n{}", self.output());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -174,9 +135,7 @@ impl Drop for Example {
 }
 
 fn visitor_line(n: u64) -> impl Fn(&str) -> bool {
-    move |body: &str| {
-        body.starts_with(&format!("hello, visitor {n} (revision ")) && body.ends_with(")\n")
-    }
+    move |body: &str| body.starts_with(&format!("hello, visitor {n} (revision ")) && body.ends_with(")\n")
 }
 
 #[actix_rt::test]
@@ -195,31 +154,21 @@ async fn embed_example_serves_its_routes_and_the_mounted_gateway() {
     assert!(visitor_line(2)(&second), "{second:?}");
 
     // The gateway under /kv reads what the host route wrote.
-    let (status, range) = ex
-        .post(&client, "/kv/v3/kv/range", &json!({"key": b64("visits")}))
-        .await;
+    let (status, range) = ex.post(&client, "/kv/v3/kv/range", &json!({"key": b64("visits")})).await;
     assert_eq!(status, 200, "{range}");
     let kv = &range["kvs"][0];
     assert_eq!(
-        (
-            unb64(kv["key"].as_str().unwrap_or("")),
-            unb64(kv["value"].as_str().unwrap_or(""))
-        ),
+        (unb64(kv["key"].as_str().unwrap_or("")), unb64(kv["value"].as_str().unwrap_or(""))),
         ("visits".into(), "2".into())
     );
     assert_eq!(int(&kv["version"]), 2);
     // Nothing of the gateway is at the root.
-    let resp = client
-        .post(ex.url("/v3/kv/range"))
-        .send_json(&json!({"key": b64("visits")}))
-        .await
-        .expect("send");
+    let resp = client.post(ex.url("/v3/kv/range")).send_json(&json!({"key": b64("visits")})).await.expect("send");
     assert_eq!(resp.status().as_u16(), 404);
 
     // A watch through the mounted gateway sees the host's next write.
     let mut w = RawStream::open_chunked(ex.addr, "/kv/v3/watch", false).await;
-    w.send_json(&json!({"create_request": {"key": b64("visits")}}))
-        .await;
+    w.send_json(&json!({"create_request": {"key": b64("visits")}})).await;
     assert_eq!(w.next_result().await["created"], true);
     let (_, third) = ex.get(&client, "/hello").await;
     assert!(visitor_line(3)(&third), "{third:?}");
@@ -246,8 +195,7 @@ async fn embed_example_frees_the_watchers_of_gone_clients() {
     let mut ex = Example::spawn(&dir.path().join("data"), dir.path(), 1);
     ex.wait_ready(&client).await;
     let mut w = RawStream::open_chunked(ex.addr, "/kv/v3/watch", false).await;
-    w.send_json(&json!({"create_request": {"key": b64("idle")}}))
-        .await;
+    w.send_json(&json!({"create_request": {"key": b64("idle")}})).await;
     w.end_body().await.expect("end body");
     assert_eq!(w.next_result().await["created"], true);
     let (_, metrics) = ex.get(&client, "/kv/metrics").await;
@@ -256,15 +204,10 @@ async fn embed_example_frees_the_watchers_of_gone_clients() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let (_, metrics) = ex.get(&client, "/kv/metrics").await;
-        if metrics.contains("watchkv_streams 0")
-            && metrics.contains(r#"watchkv_watchers{group="synced"} 0"#)
-        {
+        if metrics.contains("watchkv_streams 0") && metrics.contains(r#"watchkv_watchers{group="synced"} 0"#) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the gone client's stream and watcher are still there:\n{metrics}"
-        );
+        assert!(Instant::now() < deadline, "the gone client's stream and watcher are still there:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ex.terminate().await;

@@ -10,13 +10,9 @@ use std::time::Instant;
 
 #[test]
 fn etcd3gw_python_client_works_against_watchkv() {
-    let probe = Command::new("python3")
-        .args(["-c", "import etcd3gw"])
-        .output();
+    let probe = Command::new("python3").args(["-c", "import etcd3gw"]).output();
     match probe {
-        Err(e) => panic!(
-            "python3 is needed to run the etcd3gw client test ({e}); then `pip install etcd3gw`"
-        ),
+        Err(e) => panic!("python3 is needed to run the etcd3gw client test ({e}); then `pip install etcd3gw`"),
         Ok(out) if !out.status.success() => panic!(
             "the etcd3gw Python client is not installed: install it with `pip install etcd3gw` \
              (scripts/test.sh does this before running the tests)\n{}",
@@ -26,11 +22,7 @@ fn etcd3gw_python_client_works_against_watchkv() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let port = wire::free_port();
-    let server = wire::start_watchkv(
-        &dir.path().join("data"),
-        port,
-        &["--durability", "buffered"],
-    );
+    let server = wire::start_watchkv(&dir.path().join("data"), port, &["--durability", "buffered"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/etcd3gw_client.py");
     let started = Instant::now();
     let out = Command::new("python3")
@@ -48,8 +40,5 @@ fn etcd3gw_python_client_works_against_watchkv() {
         started.elapsed(),
         server.log_tail(3000)
     );
-    assert!(
-        stdout.contains("checks passed"),
-        "the script did not report its checks:\n{stdout}"
-    );
+    assert!(stdout.contains("checks passed"), "the script did not report its checks:\n{stdout}");
 }

@@ -124,10 +124,7 @@ fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
         prop::collection::vec(
-            prop_oneof![
-                any::<u8>(),
-                prop::sample::select(b"{}[]\":, \n0123456789-.eE\\tfalsenul".to_vec())
-            ],
+            prop_oneof![any::<u8>(), prop::sample::select(b"{}[]\":, \n0123456789-.eE\\tfalsenul".to_vec())],
             0..200
         ),
     ]
@@ -159,8 +156,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((arb_field(), inner), 0..5)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec((arb_field(), inner), 0..5).prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -228,10 +224,7 @@ fn override_fields(body: &str, overrides: &[(usize, String, Value)]) -> Vec<u8> 
         if pointers.is_empty() {
             break;
         }
-        if let Some(obj) = v
-            .pointer_mut(&pointers[i % pointers.len()])
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(obj) = v.pointer_mut(&pointers[i % pointers.len()]).and_then(Value::as_object_mut) {
             obj.insert(field.clone(), value.clone());
         }
     }
@@ -256,11 +249,7 @@ fn start() -> Fuzz {
         .name("actix-fuzz-server".into())
         .spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let served = serve(&Opts {
-                    max_request_bytes: Some(64 * 1024),
-                    ..Opts::default()
-                })
-                .await;
+                let served = serve(&Opts { max_request_bytes: Some(64 * 1024), ..Opts::default() }).await;
                 tx.send(served.addr).expect("hand over the address");
                 let _keep = served;
                 std::future::pending::<()>().await;
@@ -283,19 +272,12 @@ impl Fuzz {
             .block_on(post_raw(&self.client, &url, body.into()))
             .map_err(|e| TestCaseError::fail(format!("{route} {shown:?}: {e}")))?;
         let text = String::from_utf8_lossy(&resp).into_owned();
-        prop_assert!(
-            status == 200 || (400..500).contains(&status),
-            "{} {:?} -> {} {}",
-            route,
-            shown,
-            status,
-            text
-        );
+        prop_assert!(status == 200 || (400..500).contains(&status), "{} {:?} -> {} {}", route, shown, status, text);
         if status == 200 {
             // keepalive answers lines; everything else one object.
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line)
-                    .map_err(|e| TestCaseError::fail(format!("{route}: {e}: {text}")))?;
+                let v: Value =
+                    serde_json::from_str(line).map_err(|e| TestCaseError::fail(format!("{route}: {e}: {text}")))?;
                 prop_assert!(v.is_object(), "{} -> {}", route, text);
             }
         } else {
@@ -325,16 +307,14 @@ impl Fuzz {
                     break;
                 }
             }
-            let sentinel =
-                json!({"create_request": {"key": b64("sentinel"), "watch_id": "999999"}});
+            let sentinel = json!({"create_request": {"key": b64("sentinel"), "watch_id": "999999"}});
             let _ = w.send(sentinel.to_string().as_bytes()).await;
             let _ = w.end_body().await;
             loop {
                 let Some(line) = w.next_line().await else {
                     return Err("the stream ended without an error line".to_string());
                 };
-                let v: Value =
-                    serde_json::from_str(&line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+                let v: Value = serde_json::from_str(&line).map_err(|e| format!("not JSON ({e}): {line}"))?;
                 if let Some(err) = v.get("error") {
                     if err["code"] != 3 || !err["message"].is_string() {
                         return Err(format!("bad error line {line}"));
@@ -344,9 +324,7 @@ impl Fuzz {
                         Some(more) => Err(format!("a line after the error line: {more}")),
                     };
                 }
-                let r = v
-                    .get("result")
-                    .ok_or_else(|| format!("neither result nor error: {line}"))?;
+                let r = v.get("result").ok_or_else(|| format!("neither result nor error: {line}"))?;
                 if r["watch_id"] == "999999" && r["created"] == true {
                     return Ok(());
                 }
@@ -365,29 +343,15 @@ impl Fuzz {
             resp.status().as_u16()
         });
         assert_eq!(status, 200);
-        assert!(
-            server_panics().is_empty(),
-            "server panicked: {:?}",
-            server_panics()
-        );
+        assert!(server_panics().is_empty(), "server panicked: {:?}", server_panics());
     }
 }
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 256,
-        ..Config::default()
-    })
+    TestRunner::new(Config { cases, failure_persistence: None, max_shrink_iters: 256, ..Config::default() })
 }
 
-fn run<S: Strategy>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
+fn run<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
     if let Err(e) = runner(cases).run(&strategy, test) {
         panic!("{name}: {e}");
     }
@@ -398,34 +362,20 @@ fn unary_routes_answer_200_or_4xx_to_anything() {
     let f = start();
     let templates = templates();
     run("random bytes on every route", 48, arb_bytes(), |body| {
-        UNARY
-            .iter()
-            .try_for_each(|route| f.check_unary(route, body.clone()))
+        UNARY.iter().try_for_each(|route| f.check_unary(route, body.clone()))
     });
     run("random JSON on every route", 64, arb_json(), |v| {
         let body = v.to_string().into_bytes();
-        UNARY
-            .iter()
-            .try_for_each(|route| f.check_unary(route, body.clone()))
+        UNARY.iter().try_for_each(|route| f.check_unary(route, body.clone()))
     });
-    run(
-        "mutated valid requests",
-        160,
-        (0..templates.len(), arb_mutations()),
-        |(i, (m, t))| {
-            let (route, body) = &templates[i];
-            f.check_unary(route, mutate(body, &m, t))
-        },
-    );
-    run(
-        "valid requests with random fields",
-        160,
-        (0..templates.len(), arb_overrides()),
-        |(i, o)| {
-            let (route, body) = &templates[i];
-            f.check_unary(route, override_fields(body, &o))
-        },
-    );
+    run("mutated valid requests", 160, (0..templates.len(), arb_mutations()), |(i, (m, t))| {
+        let (route, body) = &templates[i];
+        f.check_unary(route, mutate(body, &m, t))
+    });
+    run("valid requests with random fields", 160, (0..templates.len(), arb_overrides()), |(i, o)| {
+        let (route, body) = &templates[i];
+        f.check_unary(route, override_fields(body, &o))
+    });
     f.healthy();
 }
 
@@ -434,37 +384,17 @@ fn watch_stream_ends_cleanly_or_stays_usable() {
     let f = start();
     let watch = watch_templates();
     let cuts = (any::<usize>(), any::<usize>());
-    run(
-        "random bytes on /v3/watch",
-        48,
-        (arb_bytes(), cuts),
-        |(body, c)| f.check_watch(body, c),
-    );
-    run(
-        "random JSON values on /v3/watch",
-        32,
-        (prop::collection::vec(arb_json(), 1..4), cuts),
-        |(vs, c)| {
-            let body: String = vs
-                .iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n");
-            f.check_watch(body.into_bytes(), c)
-        },
-    );
-    run(
-        "mutated watch requests",
-        48,
-        (0..watch.len(), arb_mutations(), cuts),
-        |(i, (m, t), c)| f.check_watch(mutate(&watch[i], &m, t), c),
-    );
-    run(
-        "watch requests with random fields",
-        48,
-        (0..watch.len(), arb_overrides(), cuts),
-        |(i, o, c)| f.check_watch(override_fields(&watch[i], &o), c),
-    );
+    run("random bytes on /v3/watch", 48, (arb_bytes(), cuts), |(body, c)| f.check_watch(body, c));
+    run("random JSON values on /v3/watch", 32, (prop::collection::vec(arb_json(), 1..4), cuts), |(vs, c)| {
+        let body: String = vs.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+        f.check_watch(body.into_bytes(), c)
+    });
+    run("mutated watch requests", 48, (0..watch.len(), arb_mutations(), cuts), |(i, (m, t), c)| {
+        f.check_watch(mutate(&watch[i], &m, t), c)
+    });
+    run("watch requests with random fields", 48, (0..watch.len(), arb_overrides(), cuts), |(i, o, c)| {
+        f.check_watch(override_fields(&watch[i], &o), c)
+    });
     f.healthy();
     // Every stream is gone, and so are its watchers.
     let url = format!("http://{}/metrics", f.addr);
@@ -475,14 +405,9 @@ fn watch_stream_ends_cleanly_or_stays_usable() {
             String::from_utf8_lossy(&resp.body().await.expect("body")).into_owned()
         },
         |text: &String| {
-            [
-                "watchkv_streams 0",
-                r#"group="synced"} 0"#,
-                r#"group="unsynced"} 0"#,
-                r#"group="victim"} 0"#,
-            ]
-            .iter()
-            .all(|needle| text.contains(needle))
+            ["watchkv_streams 0", r#"group="synced"} 0"#, r#"group="unsynced"} 0"#, r#"group="victim"} 0"#]
+                .iter()
+                .all(|needle| text.contains(needle))
         },
     ));
 }

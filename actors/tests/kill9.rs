@@ -53,11 +53,7 @@ fn events_of(line: &Value) -> Result<(i64, Vec<Ev>), String> {
         evs.iter()
             .map(|e| {
                 let kv = &e["kv"];
-                let value = if e["type"] == json!("DELETE") {
-                    None
-                } else {
-                    Some(bytes_field(kv, "value"))
-                };
+                let value = if e["type"] == json!("DELETE") { None } else { Some(bytes_field(kv, "value")) };
                 (int(kv, "mod_revision"), bytes_field(kv, "key"), value)
             })
             .collect()
@@ -70,11 +66,7 @@ fn watch_all(port: u16, start: i64) -> WatchStream {
     let mut s = WatchStream::open(port, false).expect("open watch stream");
     s.send(&json!({"create_request": {"key": b64("\0"), "range_end": b64("\0"), "start_revision": start.to_string()}}));
     let created = s.recv(DEADLINE).expect("created response");
-    assert_eq!(
-        created["result"]["created"],
-        json!(true),
-        "watch from {start} not created: {created}"
-    );
+    assert_eq!(created["result"]["created"], json!(true), "watch from {start} not created: {created}");
     s
 }
 
@@ -84,10 +76,7 @@ fn read_until(s: &mut WatchStream, until: i64, out: &mut Vec<Ev>) {
     while out.last().map_or(0, |e| e.0) < until {
         let left = (DEADLINE * 2).saturating_sub(start.elapsed());
         let line = s.recv(left).unwrap_or_else(|| {
-            panic!(
-                "watch stalled: last event {:?}, waiting for revision {until}",
-                out.last().map(|e| e.0)
-            )
+            panic!("watch stalled: last event {:?}, waiting for revision {until}", out.last().map(|e| e.0))
         });
         let (_, evs) = events_of(&line).unwrap_or_else(|e| panic!("{e}"));
         out.extend(evs);
@@ -104,22 +93,14 @@ fn writer(port: u16, id: usize, cycle: usize, stop: Arc<AtomicBool>, acks: mpsc:
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         // Mostly unique keys; every fourth put overwrites a hot key shared by all writers.
-        let (key, unique) = if i % 4 == 3 {
-            (format!("hot/{}", i % 5), false)
-        } else {
-            (format!("load/{cycle}/{id}/{i}"), true)
-        };
+        let (key, unique) =
+            if i % 4 == 3 { (format!("hot/{}", i % 5), false) } else { (format!("load/{cycle}/{id}/{i}"), true) };
         let value = format!("c{cycle}-w{id}-{i}");
         let body = json!({"key": b64(&key), "value": b64(&value)}).to_string();
         match try_post(port, "/v3/kv/put", body.as_bytes()) {
             Ok(r) if r.status == 200 => {
                 let revision = int(&r.json()["header"], "revision");
-                let ack = Ack {
-                    key: key.into_bytes(),
-                    value: value.into_bytes(),
-                    revision,
-                    unique,
-                };
+                let ack = Ack { key: key.into_bytes(), value: value.into_bytes(), revision, unique };
                 if acks.send(ack).is_err() {
                     return;
                 }
@@ -151,9 +132,7 @@ fn check_acks(port: u16, acks: &[Ack]) {
             String::from_utf8_lossy(&r.body)
         );
         let v = r.json();
-        let kv = v["kvs"]
-            .get(0)
-            .unwrap_or_else(|| panic!("acknowledged put lost: {a:?}; range answered {v}"));
+        let kv = v["kvs"].get(0).unwrap_or_else(|| panic!("acknowledged put lost: {a:?}; range answered {v}"));
         assert_eq!(
             (bytes_field(kv, "value"), int(kv, "mod_revision")),
             (a.value.clone(), a.revision),
@@ -161,35 +140,18 @@ fn check_acks(port: u16, acks: &[Ack]) {
         );
     }
     // Latest values of keys written once, in one range per cycle prefix.
-    let r = try_post(
-        port,
-        "/v3/kv/range",
-        json!({"key": b64("load/"), "range_end": b64("load0")})
-            .to_string()
-            .as_bytes(),
-    )
-    .expect("range");
+    let r =
+        try_post(port, "/v3/kv/range", json!({"key": b64("load/"), "range_end": b64("load0")}).to_string().as_bytes())
+            .expect("range");
     let v = r.json();
     let now: HashMap<Vec<u8>, (Vec<u8>, i64)> = v["kvs"]
         .as_array()
         .map(|kvs| {
-            kvs.iter()
-                .map(|kv| {
-                    (
-                        bytes_field(kv, "key"),
-                        (bytes_field(kv, "value"), int(kv, "mod_revision")),
-                    )
-                })
-                .collect()
+            kvs.iter().map(|kv| (bytes_field(kv, "key"), (bytes_field(kv, "value"), int(kv, "mod_revision")))).collect()
         })
         .unwrap_or_default();
     for (k, a) in latest {
-        assert_eq!(
-            now.get(k),
-            Some(&(a.value.clone(), a.revision)),
-            "latest value of {}",
-            String::from_utf8_lossy(k)
-        );
+        assert_eq!(now.get(k), Some(&(a.value.clone(), a.revision)), "latest value of {}", String::from_utf8_lossy(k));
     }
 }
 
@@ -264,16 +226,9 @@ fn kill9_under_write_load_loses_no_acknowledged_write_and_no_watch_event() {
         let wanted = ACKS_PER_WRITER_BEFORE_KILL * (cycle + 1);
         while per_writer.len() < WRITERS || per_writer.values().any(|&n| n < wanted) {
             let a = rx.recv_timeout(DEADLINE * 2).unwrap_or_else(|_| {
-                panic!(
-                    "cycle {cycle}: writers stalled at {per_writer:?}; log:\n{}",
-                    server.log_tail(3000)
-                )
+                panic!("cycle {cycle}: writers stalled at {per_writer:?}; log:\n{}", server.log_tail(3000))
             });
-            let w = String::from_utf8_lossy(&a.value)
-                .split('-')
-                .nth(1)
-                .unwrap_or("")
-                .to_string();
+            let w = String::from_utf8_lossy(&a.value).split('-').nth(1).unwrap_or("").to_string();
             if a.unique {
                 *per_writer.entry(w).or_default() += 1;
             }
@@ -304,16 +259,16 @@ fn kill9_under_write_load_loses_no_acknowledged_write_and_no_watch_event() {
         let restart_took = restart.elapsed();
         let cur = current_revision(server.port);
         let max_ack = acked.iter().map(|a| a.revision).max().unwrap_or(0);
-        assert!(
-            cur >= max_ack,
-            "cycle {cycle}: restarted at revision {cur} below an acknowledged revision {max_ack}"
-        );
+        assert!(cur >= max_ack, "cycle {cycle}: restarted at revision {cur} below an acknowledged revision {max_ack}");
 
         check_acks(server.port, &acked);
 
         // Resume the watcher from its last seen revision + 1 and catch up to now.
         let last_seen = seen.last().map_or(0, |e| e.0);
-        assert!(last_seen <= cur, "cycle {cycle}: the watcher saw revision {last_seen}, beyond the restarted store's {cur}");
+        assert!(
+            last_seen <= cur,
+            "cycle {cycle}: the watcher saw revision {last_seen}, beyond the restarted store's {cur}"
+        );
         watch = watch_all(server.port, last_seen + 1);
         read_until(&mut watch, cur, &mut seen);
         let hist = history(server.port);
@@ -341,10 +296,7 @@ fn kill9_under_write_load_loses_no_acknowledged_write_and_no_watch_event() {
     let r = try_post(port, "/v3/kv/put", body.as_bytes()).expect("final put");
     let rev = int(&r.json()["header"], "revision");
     read_until(&mut watch, rev, &mut seen);
-    assert_eq!(
-        seen.last(),
-        Some(&(rev, b"final".to_vec(), Some(b"x".to_vec())))
-    );
+    assert_eq!(seen.last(), Some(&(rev, b"final".to_vec(), Some(b"x".to_vec()))));
     check_watch(&seen, &history(port));
     watch.close();
     eprintln!(

@@ -52,7 +52,14 @@ async fn a4_a9_x10_compacted_watch_gets_notice_and_is_gone() {
     let log = s.wait_for("compaction notice", |r| r.iter().any(|x| x.compact_revision != 0)).await;
     let notice = log.iter().find(|x| x.compact_revision != 0).expect("notice");
     assert_eq!(
-        (notice.watch_id, notice.canceled, notice.compact_revision, notice.revision, notice.events.len(), notice.cancel_reason.as_str()),
+        (
+            notice.watch_id,
+            notice.canceled,
+            notice.compact_revision,
+            notice.revision,
+            notice.events.len(),
+            notice.cancel_reason.as_str()
+        ),
         (id, true, 4, 0, 0, ""),
         "X10 shape: canceled, compact_revision, no header revision, no reason"
     );
@@ -136,7 +143,10 @@ async fn a7_sync_watchers() {
     for r in events {
         assert_eq!(r.events.len(), 1);
         let kv = &r.events[0].kv;
-        assert_eq!((kv.key.as_slice(), kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"foo"[..], &b"bar"[..], 2, 2, 1));
+        assert_eq!(
+            (kv.key.as_slice(), kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version),
+            (&b"foo"[..], &b"bar"[..], 2, 2, 1)
+        );
     }
 }
 
@@ -201,8 +211,11 @@ async fn a13_watch_batch_unsynced_through_the_runtime() {
         sys.handle.syncer_addr().send(SyncTick).await.expect("tick");
     }
     let log = s.wait_for("12 events", |r| r.iter().map(|x| x.events.len()).sum::<usize>() == 12).await;
-    let batches: Vec<Vec<i64>> =
-        log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).map(|r| r.events.iter().map(|e| e.kv.mod_revision).collect()).collect();
+    let batches: Vec<Vec<i64>> = log
+        .iter()
+        .filter(|r| r.watch_id == id && !r.events.is_empty())
+        .map(|r| r.events.iter().map(|e| e.kv.mod_revision).collect())
+        .collect();
     assert_eq!(batches, vec![vec![2, 3, 4, 5], vec![6, 7, 8, 9], vec![10, 11, 12, 13]]);
     let st = wait_stats(&sys.handle, "synced", |s| s.store.synced == 1).await;
     assert_eq!(st.syncer.unsynced, 0);
@@ -319,10 +332,16 @@ async fn b5_f3_watch_wrong_range() {
     let sys = TestSystem::start(false).await;
     let s = sys.stream();
     for (k, e) in [("foa", "foa"), ("fob", "foa")] {
-        let c = s.create(WatchCreate { key: k.into(), range_end: e.into(), start_revision: 1, ..Default::default() }).await;
-        assert_eq!((c.watch_id, c.created, c.canceled, c.cancel_reason.as_str()), (-1, true, true, "mvcc: watcher range is empty"));
+        let c =
+            s.create(WatchCreate { key: k.into(), range_end: e.into(), start_revision: 1, ..Default::default() }).await;
+        assert_eq!(
+            (c.watch_id, c.created, c.canceled, c.cancel_reason.as_str()),
+            (-1, true, true, "mvcc: watcher range is empty")
+        );
     }
-    let c = s.create(WatchCreate { key: b"foo".to_vec(), range_end: vec![0], start_revision: 1, ..Default::default() }).await;
+    let c = s
+        .create(WatchCreate { key: b"foo".to_vec(), range_end: vec![0], start_revision: 1, ..Default::default() })
+        .await;
     assert_eq!((c.watch_id, c.canceled), (0, false), "failed creates consume no id");
 }
 
@@ -338,8 +357,15 @@ async fn b6_watch_delete_range() {
     let log = s.wait_for("deletes", |r| r.iter().any(|x| !x.events.is_empty())).await;
     let r = log.iter().find(|x| !x.events.is_empty()).expect("resp");
     assert_eq!(r.watch_id, id);
-    let got: Vec<_> = r.events.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision, e.kv.version, e.kv.create_revision)).collect();
-    let want: Vec<_> = ["foo_0", "foo_1", "foo_2"].iter().map(|k| (watchkv::EventKind::Delete, k.as_bytes().to_vec(), 5, 0, 0)).collect();
+    let got: Vec<_> = r
+        .events
+        .iter()
+        .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision, e.kv.version, e.kv.create_revision))
+        .collect();
+    let want: Vec<_> = ["foo_0", "foo_1", "foo_2"]
+        .iter()
+        .map(|k| (watchkv::EventKind::Delete, k.as_bytes().to_vec(), 5, 0, 0))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -355,13 +381,16 @@ async fn b8_x7_progress_on_a_stream_without_watchers_gets_nothing() {
 
 #[actix_rt::test]
 async fn b9_watcher_request_progress() {
-    for (start, before, after) in [(0, true, true), (1, false, true), (2, false, true), (3, false, false), (4, false, false)] {
+    for (start, before, after) in
+        [(0, true, true), (1, false, true), (2, false, true), (3, false, false), (4, false, false)]
+    {
         let sys = TestSystem::start(true).await;
         sys.put("foo", "bar").await;
         let s = sys.stream();
         let c = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("bad"), start) }).await;
         let id = c.watch_id;
-        let progress = |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
+        let progress =
+            |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
         s.addr.send(ProgressTick).await.expect("tick");
         let got_before = {
             // The store answers in order with everything else: a stats round trip after the
@@ -404,7 +433,8 @@ async fn b10_f18_progress_all_waits_for_sync() {
 #[actix_rt::test]
 async fn f18_progress_never_precedes_catch_up_events() {
     let sys = TestSystem::start(false).await;
-    let reqs: Vec<_> = (0..1001).map(|i| watchkv::WriteRequest::Put(PutRequest::new("foo", format!("bar{i}")))).collect();
+    let reqs: Vec<_> =
+        (0..1001).map(|i| watchkv::WriteRequest::Put(PutRequest::new("foo", format!("bar{i}")))).collect();
     for chunk in reqs.chunks(100) {
         for r in chunk {
             if let watchkv::WriteRequest::Put(p) = r {
@@ -450,22 +480,35 @@ async fn f19_progress_after_sync_without_events() {
 async fn b11_f14_g7_x16_filters() {
     let sys = TestSystem::start(false).await;
     let s = sys.stream();
-    let no_put = s.create(WatchCreate { filters: Filters { no_put: true, no_delete: false }, ..WatchCreate::new(&one("foo"), 0) }).await.watch_id;
-    let no_del = s.create(WatchCreate { filters: Filters { no_put: false, no_delete: true }, ..WatchCreate::new(&one("foo"), 0) }).await.watch_id;
+    let no_put = s
+        .create(WatchCreate { filters: Filters { no_put: true, no_delete: false }, ..WatchCreate::new(&one("foo"), 0) })
+        .await
+        .watch_id;
+    let no_del = s
+        .create(WatchCreate { filters: Filters { no_put: false, no_delete: true }, ..WatchCreate::new(&one("foo"), 0) })
+        .await
+        .watch_id;
     let none = s
-        .create(WatchCreate { filters: Filters { no_put: true, no_delete: true }, progress_notify: true, ..WatchCreate::new(&one("foo"), 0) })
+        .create(WatchCreate {
+            filters: Filters { no_put: true, no_delete: true },
+            progress_notify: true,
+            ..WatchCreate::new(&one("foo"), 0)
+        })
         .await
         .watch_id;
     sys.put("foo", "").await;
     sys.handle.delete_range(DeleteRangeRequest::new(one("foo"))).await.expect("delete");
     let log = s.fence(&sys).await;
-    let kinds = |id| -> Vec<watchkv::EventKind> { log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(|e| e.kind)).collect() };
+    let kinds = |id| -> Vec<watchkv::EventKind> {
+        log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(|e| e.kind)).collect()
+    };
     assert_eq!(kinds(no_put), vec![watchkv::EventKind::Delete]);
     assert_eq!(kinds(no_del), vec![watchkv::EventKind::Put]);
     assert!(log.iter().all(|r| r.watch_id != none || r.created), "a fully filtered watcher sends nothing");
     // X16: but still gets progress.
     s.addr.send(ProgressTick).await.expect("tick");
-    s.wait_for("progress for the filtered watcher", |r| r.iter().any(|x| x.watch_id == none && x.is_progress_notify())).await;
+    s.wait_for("progress for the filtered watcher", |r| r.iter().any(|x| x.watch_id == none && x.is_progress_notify()))
+        .await;
 }
 
 #[actix_rt::test]
@@ -489,7 +532,11 @@ async fn f1_watch_from_current_revision() {
         let got: Vec<_> = log
             .iter()
             .filter(|r| r.watch_id == c.watch_id && !r.events.is_empty())
-            .flat_map(|r| r.events.iter().map(move |e| (r.revision, String::from_utf8_lossy(&e.kv.key).to_string(), e.kv.mod_revision)))
+            .flat_map(|r| {
+                r.events
+                    .iter()
+                    .map(move |e| (r.revision, String::from_utf8_lossy(&e.kv.key).to_string(), e.kv.mod_revision))
+            })
             .filter(|(_, k, _)| !k.starts_with('\u{1}'))
             .collect();
         assert_eq!(got, want.map(|k| vec![(2, k.to_string(), 2)]).unwrap_or_default(), "{req:?}");
@@ -506,7 +553,15 @@ async fn f1_watch_from_current_revision() {
         let got: Vec<_> = log
             .iter()
             .filter(|r| r.watch_id == id && !r.events.is_empty())
-            .map(|r| (r.revision, r.events.len(), r.events[0].kv.create_revision, r.events[0].kv.mod_revision, r.events[0].kv.version))
+            .map(|r| {
+                (
+                    r.revision,
+                    r.events.len(),
+                    r.events[0].kv.create_revision,
+                    r.events[0].kv.mod_revision,
+                    r.events[0].kv.version,
+                )
+            })
             .collect();
         assert_eq!(got, vec![(2, 1, 2, 2, 1), (3, 1, 2, 3, 2), (4, 1, 2, 4, 3)]);
     }
@@ -552,7 +607,8 @@ async fn f5_x18_created_header_then_gapless_events_under_concurrent_puts() {
         // created precedes every event of its watcher
         let pos_created = log.iter().position(|r| r.watch_id == id && r.created).expect("created");
         assert!(log.iter().position(|r| r.watch_id == id && !r.events.is_empty()).is_none_or(|p| p > pos_created));
-        let revs: Vec<i64> = log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(|e| e.kv.mod_revision)).collect();
+        let revs: Vec<i64> =
+            log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(|e| e.kv.mod_revision)).collect();
         let want: Vec<i64> = (header + 1..=32).collect();
         assert_eq!(revs, want, "watcher {id} created at {header}");
         assert!(log.iter().filter(|r| r.watch_id == id).all(|r| r.created || !r.events.is_empty() || r.canceled));
@@ -564,12 +620,17 @@ async fn f6_f15_x15_empty_value_and_prev_kv() {
     let sys = TestSystem::start(false).await;
     let s = sys.stream();
     let plain = s.watch(one("foo"), 0).await;
-    let with_prev = s.create(WatchCreate { prev_kv: true, ..WatchCreate::new(&KeyRange::interval("foo", "fop"), 0) }).await.watch_id;
+    let with_prev = s
+        .create(WatchCreate { prev_kv: true, ..WatchCreate::new(&KeyRange::interval("foo", "fop"), 0) })
+        .await
+        .watch_id;
     sys.put("foo", "").await; // 2
     sys.put("foo", "b").await; // 3
     sys.handle.delete_range(DeleteRangeRequest::new(one("foo"))).await.expect("delete"); // 4
     let log = s.fence(&sys).await;
-    let of = |id| -> Vec<&watchkv::watch::response::WatchResponse> { log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).collect() };
+    let of = |id| -> Vec<&watchkv::watch::response::WatchResponse> {
+        log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).collect()
+    };
     let p = of(plain);
     assert_eq!(p.len(), 3);
     assert!(p.iter().all(|r| !r.prev_kv), "prev_kv is not sent to watchers that did not ask");
@@ -577,8 +638,14 @@ async fn f6_f15_x15_empty_value_and_prev_kv() {
     let w = of(with_prev);
     assert!(w.iter().all(|r| r.prev_kv));
     assert_eq!(w[0].events[0].prev_kv, None, "create events carry no prev_kv");
-    assert_eq!(w[1].events[0].prev_kv.as_ref().map(|kv| (kv.value.clone(), kv.mod_revision, kv.version)), Some((b"".to_vec(), 2, 1)));
-    assert_eq!(w[2].events[0].prev_kv.as_ref().map(|kv| (kv.value.clone(), kv.mod_revision, kv.version)), Some((b"b".to_vec(), 3, 2)));
+    assert_eq!(
+        w[1].events[0].prev_kv.as_ref().map(|kv| (kv.value.clone(), kv.mod_revision, kv.version)),
+        Some((b"".to_vec(), 2, 1))
+    );
+    assert_eq!(
+        w[2].events[0].prev_kv.as_ref().map(|kv| (kv.value.clone(), kv.mod_revision, kv.version)),
+        Some((b"b".to_vec(), 3, 2))
+    );
     // With history compacted at 3, a catch-up from 3 has no prev_kv for revision 3.
     sys.put("foo", "c").await; // 6 (the fence took 5)
     sys.handle.compact(3, true).await.expect("compact");
@@ -610,7 +677,12 @@ async fn f7_f11_multiple_watchers_and_streams() {
         sys.put("fo", "bar").await;
         let log = s.fence(&sys).await;
         for id in ids.iter().chain([&range_id]) {
-            let foo: Vec<_> = log.iter().filter(|r| r.watch_id == *id).flat_map(|r| r.events.iter()).filter(|e| e.kv.key == b"foo").collect();
+            let foo: Vec<_> = log
+                .iter()
+                .filter(|r| r.watch_id == *id)
+                .flat_map(|r| r.events.iter())
+                .filter(|e| e.kv.key == b"foo")
+                .collect();
             assert_eq!(foo.len(), 1, "watcher {id}");
         }
         let fo: Vec<_> = log.iter().filter(|r| r.events.iter().any(|e| e.kv.key == b"fo")).collect();
@@ -630,7 +702,10 @@ async fn f8_x13_one_txn_one_response() {
         let range_id = s.watch(KeyRange::interval("foo", "fop"), start).await;
         let txn = TxnRequest {
             compare: vec![],
-            success: ["foo0", "foo1", "foo2", "zzz"].iter().map(|k| RequestOp::Put(PutRequest::new(*k, "bar"))).collect(),
+            success: ["foo0", "foo1", "foo2", "zzz"]
+                .iter()
+                .map(|k| RequestOp::Put(PutRequest::new(*k, "bar")))
+                .collect(),
             failure: vec![],
         };
         assert_eq!(sys.handle.txn(txn).await.expect("txn").revision, 2);
@@ -657,7 +732,9 @@ async fn f9_multiple_events_put_unsynced() {
         .iter()
         .filter(|r| r.watch_id == id)
         .flat_map(|r| r.events.iter())
-        .map(|e| (String::from_utf8_lossy(&e.kv.key).to_string(), e.kv.create_revision, e.kv.mod_revision, e.kv.version))
+        .map(|e| {
+            (String::from_utf8_lossy(&e.kv.key).to_string(), e.kv.create_revision, e.kv.mod_revision, e.kv.version)
+        })
         .collect();
     assert_eq!(
         got,
@@ -687,7 +764,8 @@ async fn x17_periodic_progress_is_elided_after_an_event() {
     let id = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("foo"), 0) }).await.watch_id;
     let rev = sys.put("foo", "bar").await;
     s.wait_for("event", |r| r.iter().any(|x| x.revision == rev && !x.events.is_empty())).await;
-    let count = |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
+    let count =
+        |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
     s.addr.send(ProgressTick).await.expect("tick"); // skipped: an event went out since the last tick
     sys.handle.stats().await.expect("stats");
     s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
@@ -730,12 +808,23 @@ async fn g6_x14_event_types_and_lease_expiry() {
     let (lease, _, _) = sys.handle.lease_grant(0, 1).await.expect("grant");
     sys.handle.put(PutRequest::new("/toExpire", "foo").lease(lease)).await.expect("put");
     sys.handle.put(PutRequest::new("/toExpire2", "foo").lease(lease)).await.expect("put");
-    sys.handle.store_addr().send(LeaseTick(Some(std::time::Instant::now() + Duration::from_secs(60)))).await.expect("tick");
+    sys.handle
+        .store_addr()
+        .send(LeaseTick(Some(std::time::Instant::now() + Duration::from_secs(60))))
+        .await
+        .expect("tick");
     let log = s.wait_for("7 events", |r| r.iter().map(|x| x.events.len()).sum::<usize>() >= 7).await;
-    let evs: Vec<_> = log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(move |e| (r.revision, e.clone()))).collect();
+    let evs: Vec<_> = log
+        .iter()
+        .filter(|r| r.watch_id == id)
+        .flat_map(|r| r.events.iter().map(move |e| (r.revision, e.clone())))
+        .collect();
     use watchkv::EventKind::{Delete, Put};
     let kinds: Vec<_> = evs.iter().map(|(_, e)| (e.kind, e.is_create())).collect();
-    assert_eq!(kinds, vec![(Put, true), (Put, false), (Delete, false), (Put, true), (Put, true), (Delete, false), (Delete, false)]);
+    assert_eq!(
+        kinds,
+        vec![(Put, true), (Put, false), (Delete, false), (Put, true), (Put, true), (Delete, false), (Delete, false)]
+    );
     let expiry: Vec<_> = evs.iter().filter(|(r, _)| *r == 7).map(|(_, e)| e.kv.key.clone()).collect();
     assert_eq!(expiry, vec![b"/toExpire".to_vec(), b"/toExpire2".to_vec()], "X14: one revision, key order");
 }
@@ -802,7 +891,10 @@ async fn h5_watch_from_revisions() {
         sys.put(k, v).await;
     }
     s.wait_for("2 events", |r| r.iter().filter(|x| x.watch_id == d).map(|x| x.events.len()).sum::<usize>() == 2).await;
-    assert_eq!(s.events_of(d).into_iter().map(|e| (e.1, e.2)).collect::<Vec<_>>(), vec![("key1".into(), "val1".into()), ("key2".into(), "val2".into())]);
+    assert_eq!(
+        s.events_of(d).into_iter().map(|e| (e.1, e.2)).collect::<Vec<_>>(),
+        vec![("key1".into(), "val1".into()), ("key2".into(), "val2".into())]
+    );
 }
 
 #[actix_rt::test]
@@ -891,7 +983,8 @@ async fn slow_consumer_policy_cancels_a_stuck_watcher_with_a_reason() {
     let sys = TestSystem::with(false, |c| {
         c.watch.chan_buf_len = 1;
         c.watch.victim_retry_period = Duration::from_millis(2);
-        c.slow_consumer = watchkv_actors::SlowConsumerPolicy::CancelAfter { lag_revisions: 5, parked_for: Duration::from_secs(3600) };
+        c.slow_consumer =
+            watchkv_actors::SlowConsumerPolicy::CancelAfter { lag_revisions: 5, parked_for: Duration::from_secs(3600) };
     })
     .await;
     let s = sys.stream();
@@ -907,7 +1000,10 @@ async fn slow_consumer_policy_cancels_a_stuck_watcher_with_a_reason() {
     assert!(c.cancel_reason.contains("slow consumer"), "{c:?}");
     let revs: Vec<i64> = s.events_of(id).into_iter().map(|e| e.0).collect();
     assert!(revs.windows(2).all(|w| w[1] == w[0] + 1), "what was delivered has no gap: {revs:?}");
-    wait_stats(&sys.handle, "nothing left", |st| st.store.synced == 0 && st.syncer.unsynced == 0 && st.victims.victims == 0).await;
+    wait_stats(&sys.handle, "nothing left", |st| {
+        st.store.synced == 0 && st.syncer.unsynced == 0 && st.victims.victims == 0
+    })
+    .await;
 }
 
 #[actix_rt::test]

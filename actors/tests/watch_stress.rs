@@ -30,8 +30,8 @@ use rand::{Rng, SeedableRng};
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::Filters;
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest,
-    RequestOp, ResponseOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp,
+    ResponseOp, TxnRequest,
 };
 use watchkv_actors::store_actor::LeaseTick;
 use watchkv_actors::stream_actor::{
@@ -40,9 +40,7 @@ use watchkv_actors::stream_actor::{
 use watchkv_actors::{Handle, SlowConsumerPolicy};
 
 /// Keys the writers touch.
-const KEYS: &[&str] = &[
-    "a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "c", "d/0", "d/1",
-];
+const KEYS: &[&str] = &["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "c", "d/0", "d/1"];
 /// Keys the lease task attaches to leases (besides some of `KEYS`).
 const LEASE_KEYS: &[&str] = &["l/0", "l/1", "l/2"];
 /// Streams kept open (closed ones are replaced).
@@ -75,8 +73,7 @@ mod checker_self_test {
     /// Builds a consistent history: each inner slice is one revision (from 2) of
     /// (key, Some(value)) puts and (key, None) deletes.
     fn history(revs: &[&[(&str, Option<&str>)]]) -> Vec<Arc<Event>> {
-        let mut state: std::collections::HashMap<String, KeyValue> =
-            std::collections::HashMap::new();
+        let mut state: std::collections::HashMap<String, KeyValue> = std::collections::HashMap::new();
         let mut out = Vec::new();
         for (i, changes) in revs.iter().enumerate() {
             let rev = i as i64 + 2;
@@ -93,24 +90,12 @@ mod checker_self_test {
                             lease: 0,
                         };
                         state.insert(key.to_string(), kv.clone());
-                        Event {
-                            kind: EventKind::Put,
-                            kv,
-                            prev_kv: prev,
-                        }
+                        Event { kind: EventKind::Put, kv, prev_kv: prev }
                     }
                     None => {
                         state.remove(*key);
-                        let kv = KeyValue {
-                            key: key.as_bytes().to_vec(),
-                            mod_revision: rev,
-                            ..KeyValue::default()
-                        };
-                        Event {
-                            kind: EventKind::Delete,
-                            kv,
-                            prev_kv: prev,
-                        }
+                        let kv = KeyValue { key: key.as_bytes().to_vec(), mod_revision: rev, ..KeyValue::default() };
+                        Event { kind: EventKind::Delete, kv, prev_kv: prev }
                     }
                 };
                 out.push(Arc::new(event));
@@ -133,10 +118,7 @@ mod checker_self_test {
     }
 
     fn at(evs: &[Arc<Event>], rev: i64, key: &str) -> Arc<Event> {
-        evs.iter()
-            .find(|e| e.kv.mod_revision == rev && e.kv.key == key.as_bytes())
-            .cloned()
-            .expect("event")
+        evs.iter().find(|e| e.kv.mod_revision == rev && e.kv.key == key.as_bytes()).cloned().expect("event")
     }
 
     fn events(id: i64, header: i64, evs: Vec<Arc<Event>>) -> WatchResponse {
@@ -151,11 +133,7 @@ mod checker_self_test {
     fn good_stream(evs: &[Arc<Event>]) -> Vec<WatchResponse> {
         vec![
             WatchResponse::created(0, 6),
-            events(
-                0,
-                6,
-                vec![at(evs, 2, "a"), at(evs, 2, "b"), at(evs, 3, "a")],
-            ),
+            events(0, 6, vec![at(evs, 2, "a"), at(evs, 2, "b"), at(evs, 3, "a")]),
             events(0, 6, vec![at(evs, 5, "a"), at(evs, 5, "b")]),
             WatchResponse::progress(-1, 5),
             events(0, 6, vec![at(evs, 6, "a")]),
@@ -167,34 +145,20 @@ mod checker_self_test {
         let (_, h) = sample();
         match check_stream_reports(&h, creates, stream) {
             Ok(r) => panic!("{why}: accepted ({r:?})"),
-            Err(e) => assert!(
-                e.contains(want),
-                "{why}: rejected for the wrong reason: {e}"
-            ),
+            Err(e) => assert!(e.contains(want), "{why}: rejected for the wrong reason: {e}"),
         }
     }
 
     #[test]
     fn accepts_a_good_stream() {
         let (evs, h) = sample();
-        let reports =
-            check_stream_reports(&h, &[ab_from_2()], &good_stream(&evs)).expect("good stream");
+        let reports = check_stream_reports(&h, &[ab_from_2()], &good_stream(&evs)).expect("good stream");
         assert_eq!(reports.len(), 1);
-        assert_eq!(
-            (
-                reports[0].events,
-                reports[0].last_observed(),
-                reports[0].end.clone()
-            ),
-            (6, 6, End::Active)
-        );
+        assert_eq!((reports[0].events, reports[0].last_observed(), reports[0].end.clone()), (6, 6, End::Active));
 
         // Filters, prev_kv, fragments, a compaction notice and a cancel are fine too.
         let mut noput = WatchCreate::new(&KeyRange::single("a"), 3);
-        noput.filters = Filters {
-            no_put: true,
-            no_delete: false,
-        };
+        noput.filters = Filters { no_put: true, no_delete: false };
         noput.prev_kv = true;
         let mut frag = WatchCreate::new(&KeyRange::all(), 0);
         frag.fragment = true;
@@ -237,11 +201,7 @@ mod checker_self_test {
     fn rejects_a_duplicate() {
         let (evs, _) = sample();
         let mut s = good_stream(&evs);
-        s[2] = events(
-            0,
-            6,
-            vec![at(&evs, 5, "a"), at(&evs, 5, "b"), at(&evs, 5, "b")],
-        );
+        s[2] = events(0, 6, vec![at(&evs, 5, "a"), at(&evs, 5, "b"), at(&evs, 5, "b")]);
         rejects("duplicate", &[ab_from_2()], &s, "Unique");
     }
 
@@ -287,86 +247,41 @@ mod checker_self_test {
     fn rejects_filter_prev_kv_and_create_violations() {
         let (evs, _) = sample();
         let mut noput = WatchCreate::new(&KeyRange::single("a"), 2);
-        noput.filters = Filters {
-            no_put: true,
-            no_delete: false,
-        };
-        let s = vec![
-            WatchResponse::created(0, 6),
-            events(0, 6, vec![at(&evs, 2, "a")]),
-        ];
+        noput.filters = Filters { no_put: true, no_delete: false };
+        let s = vec![WatchResponse::created(0, 6), events(0, 6, vec![at(&evs, 2, "a")])];
         rejects("noput", &[noput], &s, "Filter");
 
         // prev_kv flag without asking.
-        let s = vec![
-            WatchResponse::created(0, 6),
-            WatchResponse::events(0, 6, vec![at(&evs, 3, "a")], true),
-        ];
-        rejects(
-            "prev_kv flag",
-            &[WatchCreate::new(&KeyRange::single("a"), 3)],
-            &s,
-            "PrevKV",
-        );
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::events(0, 6, vec![at(&evs, 3, "a")], true)];
+        rejects("prev_kv flag", &[WatchCreate::new(&KeyRange::single("a"), 3)], &s, "PrevKV");
 
         // A wrong prev_kv.
         let mut wrong = (*at(&evs, 3, "a")).clone();
         wrong.prev_kv.as_mut().expect("prev").value = b"zzz".to_vec();
         let mut with_prev = WatchCreate::new(&KeyRange::single("a"), 3);
         with_prev.prev_kv = true;
-        let s = vec![
-            WatchResponse::created(0, 6),
-            WatchResponse::events(0, 6, vec![Arc::new(wrong)], true),
-        ];
+        let s = vec![WatchResponse::created(0, 6), WatchResponse::events(0, 6, vec![Arc::new(wrong)], true)];
         rejects("prev_kv value", &[with_prev], &s, "PrevKV");
 
         // A PUT of an existing key dressed as a create.
         let mut fake = (*at(&evs, 3, "a")).clone();
         fake.kv.create_revision = 3;
         fake.kv.version = 1;
-        let s = vec![
-            WatchResponse::created(0, 6),
-            events(0, 6, vec![Arc::new(fake)]),
-        ];
-        rejects(
-            "is create",
-            &[WatchCreate::new(&KeyRange::single("a"), 3)],
-            &s,
-            "differs from the history",
-        );
-        let bad = History::from_events(history(&[
-            &[("a", Some("1"))],
-            &[("a", None)],
-            &[("a", None)],
-        ]));
-        assert!(
-            bad.is_err_and(|e| e.contains("absent")),
-            "a history deleting an absent key"
-        );
+        let s = vec![WatchResponse::created(0, 6), events(0, 6, vec![Arc::new(fake)])];
+        rejects("is create", &[WatchCreate::new(&KeyRange::single("a"), 3)], &s, "differs from the history");
+        let bad = History::from_events(history(&[&[("a", Some("1"))], &[("a", None)], &[("a", None)]]));
+        assert!(bad.is_err_and(|e| e.contains("absent")), "a history deleting an absent key");
     }
 
     #[test]
     fn rejects_events_after_cancel_and_undeserved_compaction() {
         let (evs, _) = sample();
-        let s = vec![
-            WatchResponse::created(0, 6),
-            WatchResponse::canceled(0, 6, ""),
-            events(0, 6, vec![at(&evs, 6, "a")]),
-        ];
-        rejects(
-            "after cancel",
-            &[WatchCreate::new(&KeyRange::single("a"), 0)],
-            &s,
-            "not live",
-        );
+        let s =
+            vec![WatchResponse::created(0, 6), WatchResponse::canceled(0, 6, ""), events(0, 6, vec![at(&evs, 6, "a")])];
+        rejects("after cancel", &[WatchCreate::new(&KeyRange::single("a"), 0)], &s, "not live");
         // Start 5 and compact revision 5: the watcher needed nothing below it.
         let s = vec![WatchResponse::created(0, 6), WatchResponse::compacted(0, 5)];
-        rejects(
-            "undeserved compaction",
-            &[WatchCreate::new(&KeyRange::single("a"), 5)],
-            &s,
-            "compaction notice",
-        );
+        rejects("undeserved compaction", &[WatchCreate::new(&KeyRange::single("a"), 5)], &s, "compaction notice");
     }
 }
 
@@ -410,9 +325,7 @@ impl Slot {
                 live.remove(&r.watch_id);
             }
         }
-        live.into_iter()
-            .filter(|id| !self.cancel_sent.contains(id))
-            .collect()
+        live.into_iter().filter(|id| !self.cancel_sent.contains(id)).collect()
     }
 
     /// Ids that were live once and are not now (candidates for explicit re-use).
@@ -442,11 +355,7 @@ struct Progress {
 async fn wait_writes(p: &Progress, target: u64, writers_done: &Cell<bool>) {
     let start = Instant::now();
     while p.writes.get() < target && !writers_done.get() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "writers stalled at {} writes",
-            p.writes.get()
-        );
+        assert!(start.elapsed() < DEADLINE, "writers stalled at {} writes", p.writes.get());
         actix_rt::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -482,22 +391,14 @@ fn random_create(rng: &mut StdRng, current: i64, compact: i64, p: &Progress) -> 
     };
     let mut c = WatchCreate::new(&random_range(rng), start);
     c.prev_kv = rng.random_bool(0.5);
-    c.filters = Filters {
-        no_put: rng.random_bool(0.15),
-        no_delete: rng.random_bool(0.15),
-    };
+    c.filters = Filters { no_put: rng.random_bool(0.15), no_delete: rng.random_bool(0.15) };
     c.progress_notify = rng.random_bool(0.3);
     c.fragment = rng.random_bool(0.3);
     c
 }
 
 fn open_slot(sys: &TestSystem) -> Slot {
-    Slot {
-        rec: sys.stream(),
-        creates: Vec::new(),
-        closed: false,
-        cancel_sent: HashSet::new(),
-    }
+    Slot { rec: sys.stream(), creates: Vec::new(), closed: false, cancel_sent: HashSet::new() }
 }
 
 /// One writer: puts, deletes and txns on `KEYS`.
@@ -509,10 +410,7 @@ async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<Wri
         let op = rng.random_range(0..100);
         if op < 45 {
             let key = *KEYS.choose(&mut rng).expect("keys");
-            let resp = handle
-                .put(PutRequest::new(key, value(key)))
-                .await
-                .expect("put");
+            let resp = handle.put(PutRequest::new(key, value(key))).await.expect("put");
             out.push(WriteRecord {
                 rev: resp.revision,
                 puts: [(key.as_bytes().to_vec(), value(key))].into(),
@@ -521,10 +419,7 @@ async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<Wri
             });
         } else if op < 60 {
             let key = *KEYS.choose(&mut rng).expect("keys");
-            let resp = handle
-                .delete_range(DeleteRangeRequest::new(KeyRange::single(key)))
-                .await
-                .expect("delete");
+            let resp = handle.delete_range(DeleteRangeRequest::new(KeyRange::single(key))).await.expect("delete");
             if resp.deleted > 0 {
                 out.push(WriteRecord {
                     rev: resp.revision,
@@ -535,10 +430,7 @@ async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<Wri
             }
         } else if op < 65 {
             let prefix = *["a/", "b/", "d/"].choose(&mut rng).expect("prefixes");
-            let resp = handle
-                .delete_range(DeleteRangeRequest::new(KeyRange::prefix(prefix)))
-                .await
-                .expect("delete");
+            let resp = handle.delete_range(DeleteRangeRequest::new(KeyRange::prefix(prefix))).await.expect("delete");
             if resp.deleted > 0 {
                 out.push(WriteRecord {
                     rev: resp.revision,
@@ -557,29 +449,16 @@ async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<Wri
             let mut puts = BTreeSet::new();
             for (j, key) in keys[..n_keys].iter().enumerate() {
                 if delete_one && j == n_keys - 1 {
-                    ops.push(RequestOp::DeleteRange(DeleteRangeRequest::new(
-                        KeyRange::single(*key),
-                    )));
+                    ops.push(RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single(*key))));
                 } else {
                     ops.push(RequestOp::Put(PutRequest::new(*key, value(key))));
                     puts.insert((key.as_bytes().to_vec(), value(key)));
                 }
             }
-            let resp = handle
-                .txn(TxnRequest {
-                    compare: Vec::new(),
-                    success: ops,
-                    failure: Vec::new(),
-                })
-                .await
-                .expect("txn");
+            let resp =
+                handle.txn(TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() }).await.expect("txn");
             let deletes = deleted(&resp.responses);
-            out.push(WriteRecord {
-                rev: resp.revision,
-                puts,
-                deletes,
-                what: format!("txn {:?}", &keys[..n_keys]),
-            });
+            out.push(WriteRecord { rev: resp.revision, puts, deletes, what: format!("txn {:?}", &keys[..n_keys]) });
         } else {
             // Create the key if absent, else delete it.
             let key = *KEYS.choose(&mut rng).expect("keys");
@@ -590,9 +469,7 @@ async fn writer(handle: Handle, n: usize, seed: u64, p: Rc<Progress>) -> Vec<Wri
                     target: CompareTarget::Version(0),
                 }],
                 success: vec![RequestOp::Put(PutRequest::new(key, value(key)))],
-                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest::new(
-                    KeyRange::single(key),
-                ))],
+                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single(key)))],
             };
             let resp = handle.txn(txn).await.expect("txn");
             if resp.succeeded {
@@ -653,8 +530,7 @@ async fn maintenance(
                     .flat_map(|r| r.events.iter())
                     .map(|e| e.kv.mod_revision)
                     .max();
-                let target =
-                    seen.unwrap_or(0).min(handle.current_revision()) - rng.random_range(0..20);
+                let target = seen.unwrap_or(0).min(handle.current_revision()) - rng.random_range(0..20);
                 if target >= 2
                     && target > handle.compact_revision()
                     && handle.compact(target, rng.random_bool(0.3)).await.is_ok()
@@ -672,10 +548,8 @@ async fn maintenance(
                 }
                 for key in &keys {
                     let value = format!("lease{id}.{i}").into_bytes();
-                    let resp = handle
-                        .put(PutRequest::new(*key, value.clone()).lease(id))
-                        .await
-                        .expect("put with lease");
+                    let resp =
+                        handle.put(PutRequest::new(*key, value.clone()).lease(id)).await.expect("put with lease");
                     out.push(WriteRecord {
                         rev: resp.revision,
                         puts: [(key.as_bytes().to_vec(), value)].into(),
@@ -722,10 +596,7 @@ async fn driver(
         let compact = sys.handle.compact_revision();
         let open: Vec<usize> = (0..slots.len()).filter(|&j| !slots[j].closed).collect();
         let j = *open.choose(&mut rng).expect("open streams");
-        let paused = open
-            .iter()
-            .filter(|&&k| slots[k].rec.paused.load(Ordering::Relaxed))
-            .count();
+        let paused = open.iter().filter(|&&k| slots[k].rec.paused.load(Ordering::Relaxed)).count();
         match rng.random_range(0..100) {
             0..=27 => {
                 let mut req = random_create(&mut rng, current, compact, &p);
@@ -753,11 +624,8 @@ async fn driver(
                 slots[j].rec.paused.store(true, Ordering::Release);
             }
             65..=79 => {
-                let paused: Vec<usize> = open
-                    .iter()
-                    .copied()
-                    .filter(|&k| slots[k].rec.paused.load(Ordering::Relaxed))
-                    .collect();
+                let paused: Vec<usize> =
+                    open.iter().copied().filter(|&k| slots[k].rec.paused.load(Ordering::Relaxed)).collect();
                 if let Some(&k) = paused.choose(&mut rng) {
                     slots[k].rec.paused.store(false, Ordering::Release);
                 }
@@ -792,10 +660,7 @@ async fn drain(handle: &Handle, what: &str, cond: impl Fn(&watchkv_actors::Syste
         if cond(&stats) {
             return;
         }
-        assert!(
-            start.elapsed() < DRAIN_DEADLINE,
-            "timed out waiting for {what}; stats {stats:#?}"
-        );
+        assert!(start.elapsed() < DRAIN_DEADLINE, "timed out waiting for {what}; stats {stats:#?}");
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -806,40 +671,25 @@ async fn drain(handle: &Handle, what: &str, cond: impl Fn(&watchkv_actors::Syste
 async fn fence_at(slot: &Slot, rev: i64) {
     let start = Instant::now();
     loop {
-        if slot
-            .rec
-            .addr
-            .send(GetStreamStats)
-            .await
-            .expect("stream alive")
-            .watchers
-            == 0
-        {
+        if slot.rec.addr.send(GetStreamStats).await.expect("stream alive").watchers == 0 {
             return;
         }
         let before = slot.rec.len();
         slot.rec.addr.do_send(RequestStreamProgress);
         let asked = Instant::now();
         while asked.elapsed() < Duration::from_millis(200) {
-            let got = slot.rec.log.lock().expect("log")[before..].iter().any(|r| {
-                r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev
-            });
+            let got = slot.rec.log.lock().expect("log")[before..]
+                .iter()
+                .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev);
             if got {
                 return;
             }
             actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no stream-wide progress at {rev}; stream log tail: {:#?}",
-            {
-                let log = slot.rec.responses();
-                log[log.len().saturating_sub(10)..]
-                    .iter()
-                    .map(checker::show_response)
-                    .collect::<Vec<_>>()
-            }
-        );
+        assert!(start.elapsed() < DEADLINE, "no stream-wide progress at {rev}; stream log tail: {:#?}", {
+            let log = slot.rec.responses();
+            log[log.len().saturating_sub(10)..].iter().map(checker::show_response).collect::<Vec<_>>()
+        });
     }
 }
 
@@ -856,16 +706,8 @@ async fn history_keeper(mut slot: Slot, fence: Rc<Cell<Option<i64>>>) -> Slot {
             let log = slot.rec.log.lock().expect("log");
             let answered = log.iter().filter(|r| r.created).count();
             let current = log.iter().rev().find(|r| r.created).map(|r| r.watch_id);
-            let ended = log
-                .iter()
-                .rev()
-                .take_while(|r| !r.created)
-                .any(|r| r.canceled && Some(r.watch_id) == current);
-            let last_event = log
-                .iter()
-                .flat_map(|r| r.events.iter())
-                .map(|e| e.kv.mod_revision)
-                .max();
+            let ended = log.iter().rev().take_while(|r| !r.created).any(|r| r.canceled && Some(r.watch_id) == current);
+            let last_event = log.iter().flat_map(|r| r.events.iter()).map(|e| e.kv.mod_revision).max();
             (answered, !ended, last_event, log.len())
         };
         if answered == slot.creates.len() && !live {
@@ -876,15 +718,13 @@ async fn history_keeper(mut slot: Slot, fence: Rc<Cell<Option<i64>>>) -> Slot {
         }
         if let Some(rev) = fence.get() {
             let since = *fencing_since.get_or_insert_with(Instant::now);
-            assert!(
-                since.elapsed() < DRAIN_DEADLINE,
-                "the history stream never reached {rev}"
-            );
+            assert!(since.elapsed() < DRAIN_DEADLINE, "the history stream never reached {rev}");
             if let Some((from, _)) = asked {
                 let log = slot.rec.log.lock().expect("log");
-                if log[from..].iter().any(|r| {
-                    r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev
-                }) {
+                if log[from..]
+                    .iter()
+                    .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev)
+                {
                     drop(log);
                     return slot;
                 }
@@ -954,12 +794,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     for _ in 0..STREAMS {
         let mut slot = open_slot(&sys);
         for _ in 0..rng.random_range(2..=4) {
-            let req = random_create(
-                &mut rng,
-                handle.current_revision(),
-                handle.compact_revision(),
-                &p,
-            );
+            let req = random_create(&mut rng, handle.current_revision(), handle.compact_revision(), &p);
             slot.create(req);
         }
         slots.push(slot);
@@ -967,16 +802,9 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
 
     // Run writers, the watch driver and maintenance concurrently.
     let writers_done = Rc::new(Cell::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|n| actix_rt::spawn(writer(handle.clone(), n, rng.random(), Rc::clone(&p))))
-        .collect();
-    let driver = actix_rt::spawn(driver(
-        Rc::clone(&sys),
-        slots,
-        rng.random(),
-        Rc::clone(&p),
-        Rc::clone(&writers_done),
-    ));
+    let writers: Vec<_> =
+        (0..WRITERS).map(|n| actix_rt::spawn(writer(handle.clone(), n, rng.random(), Rc::clone(&p)))).collect();
+    let driver = actix_rt::spawn(driver(Rc::clone(&sys), slots, rng.random(), Rc::clone(&p), Rc::clone(&writers_done)));
     let maint = actix_rt::spawn(maintenance(
         handle.clone(),
         rng.random(),
@@ -995,10 +823,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
 
     // Reach every future start revision, so every watcher can be fenced.
     while handle.current_revision() < p.max_future_start.get() {
-        let resp = handle
-            .put(PutRequest::new("c", "filler"))
-            .await
-            .expect("put");
+        let resp = handle.put(PutRequest::new("c", "filler")).await.expect("put");
         records.push(WriteRecord {
             rev: resp.revision,
             puts: [(b"c".to_vec(), b"filler".to_vec())].into(),
@@ -1012,47 +837,26 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         s.rec.paused.store(false, Ordering::Release);
     }
     let final_rev = handle.current_revision();
-    drain(&handle, "nothing unsynced or parked", |s| {
-        s.syncer.unsynced == 0 && s.victims.victims == 0
-    })
-    .await;
+    drain(&handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0).await;
     history_fence.set(Some(final_rev));
     let history_slot = keeper.await.expect("history keeper");
     for s in slots.iter().filter(|s| !s.closed) {
         fence_at(s, final_rev).await;
     }
-    assert_eq!(
-        handle.current_revision(),
-        final_rev,
-        "nothing writes after the run"
-    );
+    assert_eq!(handle.current_revision(), final_rev, "nothing writes after the run");
 
     // The history: complete, what the writers were told, and what a read returns.
     let history_log = history_slot.rec.responses();
-    let history =
-        History::from_responses(&history_log).unwrap_or_else(|e| panic!("history stream: {e}"));
+    let history = History::from_responses(&history_log).unwrap_or_else(|e| panic!("history stream: {e}"));
     let reports = checker::assert_stream_ok(&history, &history_slot.creates, &history_log);
     let first = reports[0].created_revision + 1;
     let resumed = reports.len() - 1;
-    history
-        .check_contiguous(first, final_rev)
-        .unwrap_or_else(|e| panic!("{e}"));
+    history.check_contiguous(first, final_rev).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(history.last_revision(), final_rev);
     check_records(&history, &records);
-    let read = handle
-        .range(RangeRequest::new(KeyRange::all()))
-        .await
-        .expect("range");
-    let state: BTreeMap<Vec<u8>, watchkv::KeyValue> = read
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key.clone(), kv))
-        .collect();
-    assert_eq!(
-        state,
-        history.snapshot_at(final_rev),
-        "final read differs from the replayed history"
-    );
+    let read = handle.range(RangeRequest::new(KeyRange::all())).await.expect("range");
+    let state: BTreeMap<Vec<u8>, watchkv::KeyValue> = read.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    assert_eq!(state, history.snapshot_at(final_rev), "final read differs from the replayed history");
 
     // Every stream against the history.
     let mut ends: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -1062,25 +866,13 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         let reports = match checker::check_stream_reports(&history, &s.creates, &log) {
             Ok(r) => r,
             Err(e) => {
-                let dump: Vec<String> = log
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| format!("{i}: {}", checker::show_response(r)))
-                    .collect();
-                let creates: Vec<String> = s
-                    .creates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{i}: {c:?}"))
-                    .collect();
+                let dump: Vec<String> =
+                    log.iter().enumerate().map(|(i, r)| format!("{i}: {}", checker::show_response(r))).collect();
+                let creates: Vec<String> = s.creates.iter().enumerate().map(|(i, c)| format!("{i}: {c:?}")).collect();
                 let path = std::env::temp_dir().join(format!("watch_stress_{seed}_stream{n}.txt"));
                 let _ = std::fs::write(
                     &path,
-                    format!(
-                        "creates:\n{}\nresponses:\n{}\n",
-                        creates.join("\n"),
-                        dump.join("\n")
-                    ),
+                    format!("creates:\n{}\nresponses:\n{}\n", creates.join("\n"), dump.join("\n")),
                 );
                 panic!(
                     "stream {n} (closed: {}): watch guarantee broken: {e}\n(stream dumped to {})",
@@ -1089,10 +881,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
                 )
             }
         };
-        assert!(
-            s.closed || reports.len() == s.creates.len(),
-            "stream {n}: every create answered"
-        );
+        assert!(s.closed || reports.len() == s.creates.len(), "stream {n}: every create answered");
         for r in &reports {
             let kind = match &r.end {
                 End::Active => "active",
@@ -1104,12 +893,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
             *ends.entry(kind).or_default() += 1;
             events += r.events;
             if !s.closed && r.end == End::Active {
-                assert_eq!(
-                    r.last_observed(),
-                    final_rev,
-                    "stream {n} watch {} did not catch up: {r:?}",
-                    r.id
-                );
+                assert_eq!(r.last_observed(), final_rev, "stream {n} watch {} did not catch up: {r:?}", r.id);
             }
         }
         progress += log.iter().filter(|r| r.is_progress_notify()).count();
@@ -1127,10 +911,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         stats.slow_cancels,
         started.elapsed()
     );
-    assert!(
-        stats.victims.delivered + stats.slow_cancels > 0,
-        "the run never parked a victim: not a stress"
-    );
+    assert!(stats.victims.delivered + stats.slow_cancels > 0, "the run never parked a victim: not a stress");
     assert!(events > 0);
 
     // Close everything (the history stream too); nothing may stay behind.
@@ -1140,10 +921,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         s.closed = true;
     }
     drain(&handle, "every stream and watcher gone", |s| {
-        s.store.synced == 0
-            && s.syncer.unsynced == 0
-            && s.victims.victims == 0
-            && s.store.streams == 0
+        s.store.synced == 0 && s.syncer.unsynced == 0 && s.victims.victims == 0 && s.store.streams == 0
     })
     .await;
     handle.shutdown().await.expect("shutdown");
@@ -1155,10 +933,7 @@ fn check_records(history: &History, records: &[WriteRecord]) {
     let mut claimed = BTreeMap::new();
     for r in records {
         if let Some(other) = claimed.insert(r.rev, r) {
-            panic!(
-                "revision {} was reported to two writes: {other:?} and {r:?}",
-                r.rev
-            );
+            panic!("revision {} was reported to two writes: {other:?} and {r:?}", r.rev);
         }
         let events = history.events_at(r.rev);
         let puts: BTreeSet<(Vec<u8>, Vec<u8>)> = events
@@ -1166,10 +941,7 @@ fn check_records(history: &History, records: &[WriteRecord]) {
             .filter(|e| e.kind == watchkv::EventKind::Put)
             .map(|e| (e.kv.key.clone(), e.kv.value.clone()))
             .collect();
-        let deletes = events
-            .iter()
-            .filter(|e| e.kind == watchkv::EventKind::Delete)
-            .count();
+        let deletes = events.iter().filter(|e| e.kind == watchkv::EventKind::Delete).count();
         assert_eq!(
             (&puts, deletes),
             (&r.puts, r.deletes),
@@ -1180,10 +952,7 @@ fn check_records(history: &History, records: &[WriteRecord]) {
     }
     for rev in history.revisions().filter(|rev| !claimed.contains_key(rev)) {
         assert!(
-            history
-                .events_at(rev)
-                .iter()
-                .all(|e| e.kind == watchkv::EventKind::Delete),
+            history.events_at(rev).iter().all(|e| e.kind == watchkv::EventKind::Delete),
             "revision {rev} was written by no client and is not a lease expiry: {:?}",
             history.events_at(rev)
         );
@@ -1191,10 +960,7 @@ fn check_records(history: &History, records: &[WriteRecord]) {
 }
 
 fn seed() -> u64 {
-    std::env::var("WATCH_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random)
+    std::env::var("WATCH_STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random)
 }
 
 #[actix_rt::test]

@@ -32,7 +32,13 @@ pub struct CatchUp {
 ///
 /// # Errors
 /// Fails on storage errors or a row that does not decode.
-pub fn catch_up(watchers: Vec<Watcher>, snapshot: &RevisionSnapshot, cur_rev: i64, compact_rev: i64, max_revs: usize) -> Result<CatchUp> {
+pub fn catch_up(
+    watchers: Vec<Watcher>,
+    snapshot: &RevisionSnapshot,
+    cur_rev: i64,
+    compact_rev: i64,
+    max_revs: usize,
+) -> Result<CatchUp> {
     let mut out = CatchUp::default();
     let mut group = WatcherGroup::new();
     let mut slots: Vec<(WatcherSlot, EventBatch)> = Vec::new();
@@ -46,7 +52,8 @@ pub fn catch_up(watchers: Vec<Watcher>, snapshot: &RevisionSnapshot, cur_rev: i6
         }
     }
     let Some(min_rev) = group.min_rev() else { return Ok(out) };
-    let position: std::collections::HashMap<WatcherSlot, usize> = slots.iter().enumerate().map(|(i, (s, _))| (*s, i)).collect();
+    let position: std::collections::HashMap<WatcherSlot, usize> =
+        slots.iter().enumerate().map(|(i, (s, _))| (*s, i)).collect();
     let mut open = slots.len();
     let mut matched = Vec::new();
     snapshot.scan(min_rev, cur_rev.saturating_add(1), |key, row| {

@@ -93,7 +93,13 @@ mod tests {
     fn ev(rev: i64) -> Arc<Event> {
         Arc::new(Event {
             kind: EventKind::Put,
-            kv: KeyValue { key: b"foo".to_vec(), mod_revision: rev, create_revision: 2, version: 1, ..KeyValue::default() },
+            kv: KeyValue {
+                key: b"foo".to_vec(),
+                mod_revision: rev,
+                create_revision: 2,
+                version: 1,
+                ..KeyValue::default()
+            },
             prev_kv: None,
         })
     }

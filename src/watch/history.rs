@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::backend::RevisionSnapshot;
 use crate::codec::Row;
-use crate::revision::BackendKey;
 use crate::error::Result;
 use crate::kv::{Event, EventKind, KeyValue};
+use crate::revision::BackendKey;
 
 /// What the caller wants of a row's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,13 @@ pub fn range_events(
 ///
 /// # Errors
 /// Fails on storage errors or a previous row that does not decode.
-pub fn row_event(snapshot: &RevisionSnapshot, key: BackendKey, row: Row, with_prev_kv: bool, compact_rev: i64) -> Result<Event> {
+pub fn row_event(
+    snapshot: &RevisionSnapshot,
+    key: BackendKey,
+    row: Row,
+    with_prev_kv: bool,
+    compact_rev: i64,
+) -> Result<Event> {
     let (kind, kv) = if key.tombstone {
         (EventKind::Delete, KeyValue { key: row.kv.key, mod_revision: key.rev.main, ..KeyValue::default() })
     } else {

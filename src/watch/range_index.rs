@@ -84,13 +84,7 @@ impl RangeIndex {
     /// Returns an empty index.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
-            len: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
-        }
+        Self { nodes: Vec::new(), free: Vec::new(), root: NIL, len: 0, rng: 0x9E37_79B9_7F4A_7C15 }
     }
 
     /// Returns the number of ids in the index, over all intervals.
@@ -209,9 +203,7 @@ impl RangeIndex {
     /// Compares the interval `(start, end)` with node `i`'s.
     fn cmp_node(&self, start: &[u8], end: Option<&[u8]>, i: u32) -> Ordering {
         let n = self.node(i);
-        start
-            .cmp(&n.start)
-            .then_with(|| cmp_end(end, n.end.as_deref()))
+        start.cmp(&n.start).then_with(|| cmp_end(end, n.end.as_deref()))
     }
 
     /// Returns the node holding exactly `[start, end)`.
@@ -243,15 +235,8 @@ impl RangeIndex {
         let prio = self.next_prio();
         let mut ids = SmallVec::new();
         ids.push(id);
-        let make = |i: u32| Node {
-            start: start.into(),
-            end: end.map(Into::into),
-            ids,
-            left: NIL,
-            right: NIL,
-            max: i,
-            prio,
-        };
+        let make =
+            |i: u32| Node { start: start.into(), end: end.map(Into::into), ids, left: NIL, right: NIL, max: i, prio };
         if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = make(i);
             return Some(i);
@@ -470,16 +455,10 @@ mod tests {
                 assert!(!ix.remove(&s, e.as_deref(), id), "removed twice");
             } else {
                 let s = rng.key();
-                let e = if rng.below(5) == 0 {
-                    None
-                } else {
-                    Some(rng.key())
-                };
+                let e = if rng.below(5) == 0 { None } else { Some(rng.key()) };
                 let id = rng.below(40) as u32;
                 let op_insert = rng.below(4) != 0;
-                let present = model
-                    .iter()
-                    .position(|(ms, me, mid)| *ms == s && *me == e && *mid == id);
+                let present = model.iter().position(|(ms, me, mid)| *ms == s && *me == e && *mid == id);
                 if op_insert {
                     assert_eq!(ix.insert(&s, e.as_deref(), id), present.is_none());
                     if present.is_none() {
@@ -500,9 +479,7 @@ mod tests {
                 let key = rng.key();
                 let mut want: Vec<u32> = model
                     .iter()
-                    .filter(|(s, e, _)| {
-                        s.as_slice() <= key.as_slice() && ends_after(e.as_deref(), &key)
-                    })
+                    .filter(|(s, e, _)| s.as_slice() <= key.as_slice() && ends_after(e.as_deref(), &key))
                     .map(|&(_, _, id)| id)
                     .collect();
                 want.sort_unstable();

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::kv::{Event, EventKind};
 use crate::key_range::KeyRange;
+use crate::kv::{Event, EventKind};
 
 /// Identifies a client stream; unique for the life of the process.
 pub type StreamId = u64;

@@ -115,10 +115,7 @@ impl WatcherGroup {
         let unindexed = match &w.range {
             KeyRange::Single(k) => match self.singles.get_mut(k.as_slice()) {
                 Some(slots) => {
-                    let found = slots
-                        .iter()
-                        .position(|&x| x == s)
-                        .map(|p| slots.swap_remove(p));
+                    let found = slots.iter().position(|&x| x == s).map(|p| slots.swap_remove(p));
                     if slots.is_empty() {
                         self.singles.remove(k.as_slice());
                     }
@@ -129,11 +126,7 @@ impl WatcherGroup {
             KeyRange::Interval { start, end } => self.ranges.remove(start, Some(end), s),
             KeyRange::FromKey(k) => self.ranges.remove(k, None, s),
         };
-        debug_assert!(
-            unindexed,
-            "watcher {:?} had its range changed inside a group",
-            w.key
-        );
+        debug_assert!(unindexed, "watcher {:?} had its range changed inside a group", w.key);
         if let Some(&pos) = self.live_pos.get(s as usize) {
             let pos = pos as usize;
             if pos < self.live.len() {
@@ -187,9 +180,7 @@ impl WatcherGroup {
 
     /// Returns every watcher, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Watcher> + '_ {
-        self.live
-            .iter()
-            .filter_map(|&s| self.watchers.get(s as usize))
+        self.live.iter().filter_map(|&s| self.watchers.get(s as usize))
     }
 
     /// Returns the slot of every watcher, in no particular order.
@@ -271,11 +262,7 @@ mod tests {
     fn matched_keys(g: &WatcherGroup, key: &[u8]) -> Vec<WatcherKey> {
         let mut out = Vec::new();
         g.matching(key, &mut out);
-        let mut keys: Vec<WatcherKey> = out
-            .iter()
-            .filter_map(|&s| g.slot(s))
-            .map(|w| w.key)
-            .collect();
+        let mut keys: Vec<WatcherKey> = out.iter().filter_map(|&s| g.slot(s)).map(|w| w.key).collect();
         keys.sort_unstable();
         keys
     }
@@ -284,21 +271,14 @@ mod tests {
     #[test]
     fn a14_new_map_watcher_to_event_map() {
         let keys: [&[u8]; 3] = [b"foo0", b"foo1", b"foo2"];
-        let ws: Vec<Watcher> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| watcher(1, i as i64, KeyRange::single(*k)))
-            .collect();
+        let ws: Vec<Watcher> =
+            keys.iter().enumerate().map(|(i, k)| watcher(1, i as i64, KeyRange::single(*k))).collect();
         let evs: Vec<Event> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| Event {
                 kind: EventKind::Put,
-                kv: KeyValue {
-                    key: k.to_vec(),
-                    value: format!("bar{i}").into_bytes(),
-                    ..KeyValue::default()
-                },
+                kv: KeyValue { key: k.to_vec(), value: format!("bar{i}").into_bytes(), ..KeyValue::default() },
                 prev_kv: None,
             })
             .collect();
@@ -332,10 +312,8 @@ mod tests {
                     }
                 }
             }
-            let want: BTreeMap<WatcherKey, Vec<&Event>> = want
-                .into_iter()
-                .map(|(w, es)| (ws[w].key, es.iter().map(|&e| &evs[e]).collect()))
-                .collect();
+            let want: BTreeMap<WatcherKey, Vec<&Event>> =
+                want.into_iter().map(|(w, es)| (ws[w].key, es.iter().map(|&e| &evs[e]).collect())).collect();
             assert_eq!(got, want, "case {i}");
         }
     }
@@ -404,10 +382,7 @@ mod tests {
         fn range(&mut self) -> KeyRange {
             match self.below(4) {
                 0 | 1 => KeyRange::Single(self.key()),
-                2 => KeyRange::Interval {
-                    start: self.key(),
-                    end: self.key(),
-                },
+                2 => KeyRange::Interval { start: self.key(), end: self.key() },
                 _ => KeyRange::FromKey(self.key()),
             }
         }
@@ -449,11 +424,8 @@ mod tests {
             assert_eq!(g.len(), model.len());
             for _ in 0..6 {
                 let key = rng.key();
-                let mut want: Vec<WatcherKey> = model
-                    .iter()
-                    .filter(|w| w.range.contains(&key))
-                    .map(|w| w.key)
-                    .collect();
+                let mut want: Vec<WatcherKey> =
+                    model.iter().filter(|w| w.range.contains(&key)).map(|w| w.key).collect();
                 want.sort_unstable();
                 let mut out = Vec::new();
                 g.matching(&key, &mut out);

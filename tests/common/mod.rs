@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use watchkv::{
-    DeleteRangeRequest, Durability, Event, EventKind, KeyRange, KeyValue, KvStore, PutRequest, RangeRequest, StoreConfig,
+    DeleteRangeRequest, Durability, Event, EventKind, KeyRange, KeyValue, KvStore, PutRequest, RangeRequest,
+    StoreConfig,
 };
 
 /// A store in a temporary directory that lives as long as the fixture.
@@ -74,7 +75,11 @@ pub fn put_ev(key: &str, value: &str, c: i64, m: i64, v: i64) -> Event {
 
 /// A DELETE event without prev_kv: only key and mod_revision.
 pub fn del_ev(key: &str, m: i64) -> Event {
-    Event { kind: EventKind::Delete, kv: KeyValue { key: key.as_bytes().to_vec(), mod_revision: m, ..KeyValue::default() }, prev_kv: None }
+    Event {
+        kind: EventKind::Delete,
+        kv: KeyValue { key: key.as_bytes().to_vec(), mod_revision: m, ..KeyValue::default() },
+        prev_kv: None,
+    }
 }
 
 /// Drops prev_kv, for comparisons that do not care about it.

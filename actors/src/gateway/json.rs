@@ -12,9 +12,9 @@ use serde::Deserialize;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::Filters;
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyRange, KeyValue,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
-    TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyRange,
+    KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
+    TxnRequest, TxnResponse,
 };
 
 use crate::stream_actor::WatchCreate;
@@ -689,8 +689,10 @@ mod tests {
 
     #[test]
     fn decodes_protojson_variants() {
-        let r: RangeJson = serde_json::from_str(r#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2","revision":3,"sort_order":"DESCEND","unknown":1}"#)
-            .expect("decodes");
+        let r: RangeJson = serde_json::from_str(
+            r#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2","revision":3,"sort_order":"DESCEND","unknown":1}"#,
+        )
+        .expect("decodes");
         let req = r.into_request().expect("valid");
         assert_eq!(req.range, KeyRange::interval("foo", "fop"));
         assert_eq!((req.limit, req.revision, req.sort_order), (2, 3, SortOrder::Descend));
@@ -710,9 +712,16 @@ mod tests {
         let mut out = String::new();
         let r = WatchResponse::created(0, 1);
         write_watch_response(&mut out, h, &r);
-        assert_eq!(out, r#"{"header":{"cluster_id":"1","member_id":"2","revision":"1","raft_term":"3"},"created":true}"#);
+        assert_eq!(
+            out,
+            r#"{"header":{"cluster_id":"1","member_id":"2","revision":"1","raft_term":"3"},"created":true}"#
+        );
         let mut out = String::new();
-        let e = Event { kind: EventKind::Delete, kv: KeyValue { key: b"foo".to_vec(), mod_revision: 3, ..KeyValue::default() }, prev_kv: None };
+        let e = Event {
+            kind: EventKind::Delete,
+            kv: KeyValue { key: b"foo".to_vec(), mod_revision: 3, ..KeyValue::default() },
+            prev_kv: None,
+        };
         write_event(&mut out, &e, false);
         assert_eq!(out, r#"{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"3"}}"#);
     }

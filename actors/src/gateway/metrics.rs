@@ -18,7 +18,9 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     };
     let mut registry = Registry::with_prefix("watchkv");
     let watchers = Family::<Vec<(String, String)>, Gauge>::default();
-    for (group, n) in [("synced", stats.store.synced), ("unsynced", stats.syncer.unsynced), ("victim", stats.victims.victims)] {
+    for (group, n) in
+        [("synced", stats.store.synced), ("unsynced", stats.syncer.unsynced), ("victim", stats.victims.victims)]
+    {
         watchers.get_or_create(&vec![("group".to_string(), group.to_string())]).set(n as i64);
     }
     registry.register("watchers", "Watchers per group", watchers);
@@ -33,14 +35,22 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
         c
     };
     registry.register("streams", "Open watch streams", gauge(stats.store.streams as i64));
-    registry.register("victim_parked_bytes", "Bytes of events parked for victims", gauge(stats.victims.parked_bytes as i64));
+    registry.register(
+        "victim_parked_bytes",
+        "Bytes of events parked for victims",
+        gauge(stats.victims.parked_bytes as i64),
+    );
     registry.register("current_revision", "Current store revision", gauge(stats.store.current_rev));
     registry.register("compact_revision", "Compact revision", gauge(stats.store.compact_rev));
     registry.register("keys", "Keys in the index", gauge(stats.store.indexed_keys as i64));
     registry.register("leases", "Granted leases", gauge(stats.store.leases as i64));
     registry.register("events_sent", "Events delivered to stream mailboxes", counter(stats.events_sent));
     registry.register("responses_sent", "Responses delivered to stream mailboxes", counter(stats.responses_sent));
-    registry.register("slow_watcher_cancels", "Watchers cancelled by the slow-consumer policy", counter(stats.slow_cancels));
+    registry.register(
+        "slow_watcher_cancels",
+        "Watchers cancelled by the slow-consumer policy",
+        counter(stats.slow_cancels),
+    );
     registry.register("write_batches", "Write batches committed (group commits)", counter(stats.write_batches));
     registry.register(
         "write_batch_microseconds",

@@ -138,7 +138,11 @@ impl From<Error> for ApiError {
             Error::LeaseNotFound => 5,
             Error::LeaseExists => 9,
             Error::Stopped => 14,
-            Error::Corrupt { .. } | Error::Poisoned | Error::Storage(_) | Error::Io(_) | Error::CompactionFailed { .. } => 13,
+            Error::Corrupt { .. }
+            | Error::Poisoned
+            | Error::Storage(_)
+            | Error::Io(_)
+            | Error::CompactionFailed { .. } => 13,
             _ => 3,
         };
         let text = e.to_string();
@@ -185,80 +189,94 @@ async fn decode<T: DeserializeOwned + Default>(payload: web::Payload, gw: &Gatew
 }
 
 async fn range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::RangeJson>(payload, &gw).await?.into_request()?;
-        let resp = gw.handle.range(req).await?;
-        let mut out = String::new();
-        json::write_range(&mut out, Some(gw.header), &resp);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::RangeJson>(payload, &gw).await?.into_request()?;
+            let resp = gw.handle.range(req).await?;
+            let mut out = String::new();
+            json::write_range(&mut out, Some(gw.header), &resp);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn put(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::PutJson>(payload, &gw).await?.into_request();
-        let resp = gw.handle.put(req).await?;
-        let mut out = String::new();
-        json::write_put(&mut out, Some(gw.header), &resp);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::PutJson>(payload, &gw).await?.into_request();
+            let resp = gw.handle.put(req).await?;
+            let mut out = String::new();
+            json::write_put(&mut out, Some(gw.header), &resp);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn delete_range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::DeleteRangeJson>(payload, &gw).await?.into_request();
-        let resp = gw.handle.delete_range(req).await?;
-        let mut out = String::new();
-        json::write_delete(&mut out, Some(gw.header), &resp);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::DeleteRangeJson>(payload, &gw).await?.into_request();
+            let resp = gw.handle.delete_range(req).await?;
+            let mut out = String::new();
+            json::write_delete(&mut out, Some(gw.header), &resp);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn txn(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::TxnJson>(payload, &gw).await?.into_request()?;
-        let resp = gw.handle.txn(req).await?;
-        let mut out = String::new();
-        json::write_txn(&mut out, Some(gw.header), &resp);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::TxnJson>(payload, &gw).await?.into_request()?;
+            let resp = gw.handle.txn(req).await?;
+            let mut out = String::new();
+            json::write_txn(&mut out, Some(gw.header), &resp);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::CompactionJson>(payload, &gw).await?;
-        let rev = gw.handle.compact(req.revision, req.physical).await?;
-        let mut out = String::new();
-        json::write_header_only(&mut out, gw.header, rev);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::CompactionJson>(payload, &gw).await?;
+            let rev = gw.handle.compact(req.revision, req.physical).await?;
+            let mut out = String::new();
+            json::write_header_only(&mut out, gw.header, rev);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::LeaseGrantJson>(payload, &gw).await?;
-        let (id, ttl, rev) = gw.handle.lease_grant(req.id, req.ttl).await?;
-        let mut out = String::new();
-        json::write_lease(&mut out, gw.header, rev, id, ttl);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::LeaseGrantJson>(payload, &gw).await?;
+            let (id, ttl, rev) = gw.handle.lease_grant(req.id, req.ttl).await?;
+            let mut out = String::new();
+            json::write_lease(&mut out, gw.header, rev, id, ttl);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn lease_revoke(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::LeaseIdJson>(payload, &gw).await?;
-        let rev = gw.handle.lease_revoke(req.id).await?;
-        let mut out = String::new();
-        json::write_header_only(&mut out, gw.header, rev);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let req = decode::<json::LeaseIdJson>(payload, &gw).await?;
+            let rev = gw.handle.lease_revoke(req.id).await?;
+            let mut out = String::new();
+            json::write_header_only(&mut out, gw.header, rev);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 /// etcd's `LeaseKeepAlive` is a stream: every request object in the body gets one
@@ -270,7 +288,10 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
     };
     let mut out = String::new();
     for item in serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>() {
-        let req = match item.map_err(|e| e.to_string()).and_then(|v| serde_json::from_value::<json::LeaseIdJson>(v).map_err(|e| e.to_string())) {
+        let req = match item
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::from_value::<json::LeaseIdJson>(v).map_err(|e| e.to_string()))
+        {
             Ok(r) => r,
             Err(e) => {
                 out.push_str("{\"error\":");
@@ -298,31 +319,35 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
 }
 
 async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let req = decode::<json::LeaseTtlJson>(payload, &gw).await?;
-        let mut out = String::new();
-        match gw.handle.lease_time_to_live(req.id, req.keys).await {
-            Ok((s, rev)) => json::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys),
-            // etcd answers an unknown lease with TTL -1, not an error.
-            Err(Error::LeaseNotFound) => {
-                json::write_lease_ttl(&mut out, gw.header, gw.handle.current_revision(), req.id, -1, 0, &[]);
+    reply(
+        async {
+            let req = decode::<json::LeaseTtlJson>(payload, &gw).await?;
+            let mut out = String::new();
+            match gw.handle.lease_time_to_live(req.id, req.keys).await {
+                Ok((s, rev)) => json::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys),
+                // etcd answers an unknown lease with TTL -1, not an error.
+                Err(Error::LeaseNotFound) => {
+                    json::write_lease_ttl(&mut out, gw.header, gw.handle.current_revision(), req.id, -1, 0, &[]);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+            Ok(out)
         }
-        Ok(out)
-    }
-    .await)
+        .await,
+    )
 }
 
 async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let _ = read_body(payload, gw.max_request_bytes).await?;
-        let (ids, rev) = gw.handle.leases().await?;
-        let mut out = String::new();
-        json::write_leases(&mut out, gw.header, rev, &ids);
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let (ids, rev) = gw.handle.leases().await?;
+            let mut out = String::new();
+            json::write_leases(&mut out, gw.header, rev, &ids);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {

@@ -34,7 +34,12 @@ pub async fn watch(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespons
 }
 
 /// Decodes the request body as it arrives and hands each request to the stream actor.
-async fn read_requests(mut payload: web::Payload, stream: Addr<StreamActor>, errors: mpsc::Sender<String>, limit: usize) {
+async fn read_requests(
+    mut payload: web::Payload,
+    stream: Addr<StreamActor>,
+    errors: mpsc::Sender<String>,
+    limit: usize,
+) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let chunk = match payload.next().await {
@@ -79,7 +84,8 @@ async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>, limit: us
                         return Err(watchkv::Error::RequestTooLarge.to_string());
                     }
                     consumed = iter.byte_offset();
-                    let req: WatchRequestJson = serde_json::from_value(value).map_err(|e| format!("invalid watch request: {e}"))?;
+                    let req: WatchRequestJson =
+                        serde_json::from_value(value).map_err(|e| format!("invalid watch request: {e}"))?;
                     requests.push(req);
                 }
                 Some(Err(e)) if e.is_eof() => break,

@@ -39,9 +39,7 @@ impl History {
     /// The events are not a possible history: a revision goes backwards, a revision's events
     /// are not adjacent, a (revision, key) repeats, a PUT's create revision or version does not
     /// follow from the key's previous state, a DELETE removes an absent key or carries fields.
-    pub fn from_events<E: Into<Arc<Event>>>(
-        events: impl IntoIterator<Item = E>,
-    ) -> Result<Self, String> {
+    pub fn from_events<E: Into<Arc<Event>>>(events: impl IntoIterator<Item = E>) -> Result<Self, String> {
         let mut h = Self::default();
         let mut seen: HashSet<(i64, Vec<u8>)> = HashSet::new();
         for (i, e) in events.into_iter().map(Into::into).enumerate() {
@@ -51,15 +49,10 @@ impl History {
                 return Err(format!("history: event {i} has revision {rev}"));
             }
             if rev < last {
-                return Err(format!(
-                    "history: event {i} at revision {rev} follows revision {last}"
-                ));
+                return Err(format!("history: event {i} at revision {rev} follows revision {last}"));
             }
             if !seen.insert((rev, e.kv.key.clone())) {
-                return Err(format!(
-                    "history: key {} twice at revision {rev}",
-                    show(&e.kv.key)
-                ));
+                return Err(format!("history: key {} twice at revision {rev}", show(&e.kv.key)));
             }
             let prev = h.state_before(&e.kv.key, rev).cloned();
             check_transition(&e, prev.as_ref()).map_err(|m| format!("history: event {i}: {m}"))?;
@@ -67,15 +60,9 @@ impl History {
                 EventKind::Put => Some(e.kv.clone()),
                 EventKind::Delete => None,
             };
-            h.versions
-                .entry(e.kv.key.clone())
-                .or_default()
-                .push((rev, state));
+            h.versions.entry(e.kv.key.clone()).or_default().push((rev, state));
             let n = h.events.len();
-            h.revisions
-                .entry(rev)
-                .and_modify(|r| r.1 = n + 1)
-                .or_insert((n, n + 1));
+            h.revisions.entry(rev).and_modify(|r| r.1 = n + 1).or_insert((n, n + 1));
             h.events.push(e);
         }
         Ok(h)
@@ -111,9 +98,7 @@ impl History {
     /// Returns the events of one revision (empty if it has none).
     #[must_use]
     pub fn events_at(&self, rev: i64) -> &[Arc<Event>] {
-        self.revisions
-            .get(&rev)
-            .map_or(&[], |&(s, e)| &self.events[s..e])
+        self.revisions.get(&rev).map_or(&[], |&(s, e)| &self.events[s..e])
     }
 
     /// Returns the revisions that have events, ascending.
@@ -138,10 +123,7 @@ impl History {
     /// Returns every live key's state after revision `rev`.
     #[must_use]
     pub fn snapshot_at(&self, rev: i64) -> BTreeMap<Vec<u8>, KeyValue> {
-        self.versions
-            .keys()
-            .filter_map(|k| self.state_at(k, rev).map(|kv| (k.clone(), kv.clone())))
-            .collect()
+        self.versions.keys().filter_map(|k| self.state_at(k, rev).map(|kv| (k.clone(), kv.clone()))).collect()
     }
 
     /// Checks that every revision in `[from, to]` has events (a complete history has no holes:
@@ -153,9 +135,7 @@ impl History {
         let mut want = from;
         for rev in self.revisions.range(from..=to).map(|(r, _)| *r) {
             if rev != want {
-                return Err(format!(
-                    "history: no events at revision {want} (next is {rev})"
-                ));
+                return Err(format!("history: no events at revision {want} (next is {rev})"));
             }
             want = rev + 1;
         }
@@ -186,10 +166,7 @@ fn check_transition(e: &Event, prev: Option<&KeyValue>) -> Result<(), String> {
         }
         (EventKind::Put, Some(p)) => {
             if e.kv.create_revision == rev {
-                return Err(format!(
-                    "PUT {key}@{rev} claims to create a key that exists since {}",
-                    p.create_revision
-                ));
+                return Err(format!("PUT {key}@{rev} claims to create a key that exists since {}", p.create_revision));
             }
             if e.kv.create_revision != p.create_revision || e.kv.version != p.version + 1 {
                 return Err(format!(
@@ -203,9 +180,7 @@ fn check_transition(e: &Event, prev: Option<&KeyValue>) -> Result<(), String> {
         (EventKind::Delete, Some(_)) => {
             let kv = &e.kv;
             if kv.create_revision != 0 || kv.version != 0 || !kv.value.is_empty() || kv.lease != 0 {
-                return Err(format!(
-                    "DELETE {key}@{rev} carries more than key and mod_revision: {kv:?}"
-                ));
+                return Err(format!("DELETE {key}@{rev} carries more than key and mod_revision: {kv:?}"));
             }
         }
     }
@@ -274,25 +249,13 @@ struct Live {
 
 impl Live {
     fn new(history: &History, id: i64, create: WatchCreate, created_revision: i64) -> Self {
-        let key: &[u8] = if create.key.is_empty() {
-            &[0]
-        } else {
-            &create.key
-        };
+        let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
         let range = KeyRange::from_wire(key, &create.range_end);
-        let first_expected = if create.start_revision == 0 {
-            created_revision + 1
-        } else {
-            create.start_revision
-        };
+        let first_expected = if create.start_revision == 0 { created_revision + 1 } else { create.start_revision };
         let expected = history
             .events
             .iter()
-            .filter(|e| {
-                e.kv.mod_revision >= first_expected
-                    && range.contains(&e.kv.key)
-                    && create.filters.accepts(e)
-            })
+            .filter(|e| e.kv.mod_revision >= first_expected && range.contains(&e.kv.key) && create.filters.accepts(e))
             .cloned()
             .collect();
         Self {
@@ -330,9 +293,7 @@ impl Live {
 
     fn progress(&mut self, rev: i64) -> Result<(), String> {
         if self.in_fragment {
-            return Err(format!(
-                "Atomic: progress {rev} in the middle of a fragmented response"
-            ));
+            return Err(format!("Atomic: progress {rev} in the middle of a fragmented response"));
         }
         if rev < self.report.last_progress {
             return Err(format!(
@@ -363,17 +324,9 @@ impl Live {
             return Err("fragment piece for a watcher that did not ask for fragments".into());
         }
         let first = r.events[0].kv.mod_revision;
-        let last = r
-            .events
-            .iter()
-            .map(|e| e.kv.mod_revision)
-            .max()
-            .unwrap_or(first);
+        let last = r.events.iter().map(|e| e.kv.mod_revision).max().unwrap_or(first);
         if r.revision < last {
-            return Err(format!(
-                "header revision {} is below the response's last event revision {last}",
-                r.revision
-            ));
+            return Err(format!("header revision {} is below the response's last event revision {last}", r.revision));
         }
         if !self.in_fragment && self.prev_response_last != 0 && first == self.prev_response_last {
             return Err(format!(
@@ -392,25 +345,17 @@ impl Live {
         let rev = e.kv.mod_revision;
         let what = show_event(e);
         if !self.range.contains(&e.kv.key) {
-            return Err(format!(
-                "event {what} is outside the watched range {:?}",
-                self.range
-            ));
+            return Err(format!("event {what} is outside the watched range {:?}", self.range));
         }
         let filters = self.report.create.filters;
         if filters.no_put && e.kind == EventKind::Put {
             return Err(format!("Filter: PUT event {what} for a NOPUT watcher"));
         }
         if filters.no_delete && e.kind == EventKind::Delete {
-            return Err(format!(
-                "Filter: DELETE event {what} for a NODELETE watcher"
-            ));
+            return Err(format!("Filter: DELETE event {what} for a NODELETE watcher"));
         }
         if rev < self.report.last_event {
-            return Err(format!(
-                "Ordered: event {what} after an event at revision {}",
-                self.report.last_event
-            ));
+            return Err(format!("Ordered: event {what} after an event at revision {}", self.report.last_event));
         }
         if !self.seen.insert((rev, e.kv.key.clone())) {
             return Err(format!("Unique: event {what} delivered twice"));
@@ -429,16 +374,10 @@ impl Live {
         }
         // Content: the event is the history's event at (rev, key).
         let Some(h) = history.find(rev, &e.kv.key) else {
-            return Err(format!(
-                "event {what} is not in the history (history ends at {})",
-                history.last_revision()
-            ));
+            return Err(format!("event {what} is not in the history (history ends at {})", history.last_revision()));
         };
         if h.kind != e.kind || h.kv != e.kv {
-            return Err(format!(
-                "event {what} differs from the history: got {:?}, history has {:?}",
-                e.kv, h.kv
-            ));
+            return Err(format!("event {what} differs from the history: got {:?}, history has {:?}", e.kv, h.kv));
         }
         // IsCreate: a PUT is a create iff the key was absent at rev - 1.
         let before = history.state_before(&e.kv.key, rev);
@@ -484,10 +423,7 @@ impl Live {
 
     /// Ends the watcher with `end`; checks it got everything up to what it observed.
     fn finish(mut self, end: End) -> Result<WatcherReport, String> {
-        self.complete_up_to(
-            self.report.last_observed(),
-            "Reliable: the watcher observed revision",
-        )?;
+        self.complete_up_to(self.report.last_observed(), "Reliable: the watcher observed revision")?;
         self.report.end = end;
         Ok(self.report)
     }
@@ -499,11 +435,7 @@ impl Live {
 /// # Errors
 /// The first broken guarantee, naming the watcher, the response index and the guarantee, with
 /// the watcher's responses around it.
-pub fn check_stream(
-    history: &History,
-    creates: &[WatchCreate],
-    responses: &[WatchResponse],
-) -> Result<(), String> {
+pub fn check_stream(history: &History, creates: &[WatchCreate], responses: &[WatchResponse]) -> Result<(), String> {
     check_stream_reports(history, creates, responses).map(|_| ())
 }
 
@@ -520,29 +452,16 @@ pub fn check_stream_reports(
     let mut reports: Vec<(usize, WatcherReport)> = Vec::new();
     // id -> (create index, watcher)
     let mut live: BTreeMap<i64, (usize, Live)> = BTreeMap::new();
-    let at = |i: usize, id: i64, m: String| {
-        format!(
-            "response {i} (watch id {id}): {m}\n{}",
-            context(responses, i, id)
-        )
-    };
+    let at = |i: usize, id: i64, m: String| format!("response {i} (watch id {id}): {m}\n{}", context(responses, i, id));
 
     for (i, r) in responses.iter().enumerate() {
         if r.created {
             let Some((n, create)) = creates.next() else {
-                return Err(at(
-                    i,
-                    r.watch_id,
-                    "a created response without a create request".into(),
-                ));
+                return Err(at(i, r.watch_id, "a created response without a create request".into()));
             };
             if r.canceled {
                 if r.watch_id != INVALID_WATCH_ID {
-                    return Err(at(
-                        i,
-                        r.watch_id,
-                        "a failed create must carry watch id -1".into(),
-                    ));
+                    return Err(at(i, r.watch_id, "a failed create must carry watch id -1".into()));
                 }
                 let end = End::CreateFailed(r.cancel_reason.clone());
                 let report = WatcherReport {
@@ -559,33 +478,19 @@ pub fn check_stream_reports(
                 continue;
             }
             if !r.events.is_empty() || r.watch_id < 0 {
-                return Err(at(
-                    i,
-                    r.watch_id,
-                    "a created response with events or a negative id".into(),
-                ));
+                return Err(at(i, r.watch_id, "a created response with events or a negative id".into()));
             }
             if live.contains_key(&r.watch_id) {
-                return Err(at(
-                    i,
-                    r.watch_id,
-                    "created for an id that is still live".into(),
-                ));
+                return Err(at(i, r.watch_id, "created for an id that is still live".into()));
             }
             if create.watch_id != 0 && create.watch_id != r.watch_id {
                 return Err(at(
                     i,
                     r.watch_id,
-                    format!(
-                        "created answers a create that asked for id {}",
-                        create.watch_id
-                    ),
+                    format!("created answers a create that asked for id {}", create.watch_id),
                 ));
             }
-            live.insert(
-                r.watch_id,
-                (n, Live::new(history, r.watch_id, create, r.revision)),
-            );
+            live.insert(r.watch_id, (n, Live::new(history, r.watch_id, create, r.revision)));
             continue;
         }
         if r.watch_id == INVALID_WATCH_ID {
@@ -600,11 +505,7 @@ pub fn check_stream_reports(
                 return Err(at(
                     i,
                     r.watch_id,
-                    format!(
-                        "progress {} is past the history's end {}",
-                        r.revision,
-                        history.last_revision()
-                    ),
+                    format!("progress {} is past the history's end {}", r.revision, history.last_revision()),
                 ));
             }
             if live.is_empty() {
@@ -615,8 +516,7 @@ pub fn check_stream_reports(
                 ));
             }
             for (id, (_, w)) in &mut live {
-                w.progress(r.revision)
-                    .map_err(|m| at(i, *id, format!("stream-wide progress: {m}")))?;
+                w.progress(r.revision).map_err(|m| at(i, *id, format!("stream-wide progress: {m}")))?;
             }
             continue;
         }
@@ -632,11 +532,7 @@ pub fn check_stream_reports(
                 return Err(at(i, r.watch_id, "a cancel with events".into()));
             }
             if w.in_fragment {
-                return Err(at(
-                    i,
-                    r.watch_id,
-                    "Atomic: cancel in the middle of a fragmented response".into(),
-                ));
+                return Err(at(i, r.watch_id, "Atomic: cancel in the middle of a fragmented response".into()));
             }
             let end = if r.compact_revision != 0 {
                 // Deserved only if the watcher still needed a revision below the compact
@@ -646,7 +542,10 @@ pub fn check_stream_reports(
                     return Err(at(
                         i,
                         r.watch_id,
-                        format!("compaction notice at {} but the watcher only needed revisions from {needs}", r.compact_revision),
+                        format!(
+                            "compaction notice at {} but the watcher only needed revisions from {needs}",
+                            r.compact_revision
+                        ),
                     ));
                 }
                 End::Compacted(r.compact_revision)
@@ -660,29 +559,17 @@ pub fn check_stream_reports(
             continue;
         }
         if r.compact_revision != 0 {
-            return Err(at(
-                i,
-                r.watch_id,
-                "compact_revision set on a response that is not a cancel".into(),
-            ));
+            return Err(at(i, r.watch_id, "compact_revision set on a response that is not a cancel".into()));
         }
         if r.events.is_empty() {
             if !r.is_progress_notify() {
-                return Err(at(
-                    i,
-                    r.watch_id,
-                    format!("an empty response that is not a progress notification: {r:?}"),
-                ));
+                return Err(at(i, r.watch_id, format!("an empty response that is not a progress notification: {r:?}")));
             }
             if r.revision > history.last_revision() {
                 return Err(at(
                     i,
                     r.watch_id,
-                    format!(
-                        "progress {} is past the history's end {}",
-                        r.revision,
-                        history.last_revision()
-                    ),
+                    format!("progress {} is past the history's end {}", r.revision, history.last_revision()),
                 ));
             }
             if !w.report.create.progress_notify {
@@ -698,9 +585,7 @@ pub fn check_stream_reports(
         w.events(history, r).map_err(|m| at(i, r.watch_id, m))?;
     }
     for (id, (n, w)) in live {
-        let report = w
-            .finish(End::Active)
-            .map_err(|m| format!("watch id {id} at the end of the stream: {m}"))?;
+        let report = w.finish(End::Active).map_err(|m| format!("watch id {id} at the end of the stream: {m}"))?;
         reports.push((n, report));
     }
     // Creates not answered yet (still in flight when the recording was taken) have no report.
@@ -710,11 +595,7 @@ pub fn check_stream_reports(
 
 /// [`check_stream_reports`], panicking with the broken guarantee.
 #[track_caller]
-pub fn assert_stream_ok(
-    history: &History,
-    creates: &[WatchCreate],
-    responses: &[WatchResponse],
-) -> Vec<WatcherReport> {
+pub fn assert_stream_ok(history: &History, creates: &[WatchCreate], responses: &[WatchResponse]) -> Vec<WatcherReport> {
     match check_stream_reports(history, creates, responses) {
         Ok(reports) => reports,
         Err(e) => panic!("watch guarantee broken: {e}"),
@@ -729,12 +610,7 @@ fn context(responses: &[WatchResponse], i: usize, id: i64) -> String {
         .collect();
     let pos = mine.partition_point(|&j| j < i);
     for &j in &mine[pos.saturating_sub(8)..(pos + 3).min(mine.len())] {
-        let _ = writeln!(
-            out,
-            "  {}{j}: {}",
-            if j == i { "> " } else { "  " },
-            show_response(&responses[j])
-        );
+        let _ = writeln!(out, "  {}{j}: {}", if j == i { "> " } else { "  " }, show_response(&responses[j]));
     }
     out
 }

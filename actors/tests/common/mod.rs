@@ -155,7 +155,13 @@ impl Recorded {
             .iter()
             .filter(|r| r.watch_id == id)
             .flat_map(|r| r.events.iter())
-            .map(|e| (e.kv.mod_revision, String::from_utf8_lossy(&e.kv.key).into(), String::from_utf8_lossy(&e.kv.value).into()))
+            .map(|e| {
+                (
+                    e.kv.mod_revision,
+                    String::from_utf8_lossy(&e.kv.key).into(),
+                    String::from_utf8_lossy(&e.kv.value).into(),
+                )
+            })
             .collect()
     }
 
@@ -164,12 +170,15 @@ impl Recorded {
     /// gets its event only after every earlier revision's events on this stream (per-stream
     /// order). Returns the responses received before the sentinel's, sentinel traffic removed.
     pub async fn fence(&self, sys: &TestSystem) -> Vec<WatchResponse> {
-        wait_stats(&sys.handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0).await;
+        wait_stats(&sys.handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0)
+            .await;
         let key = format!("\u{1}fence-{}", rand::random::<u64>());
         let id = self.watch(KeyRange::single(key.clone()), 0).await;
         let rev = sys.put(&key, "fence").await;
         let log = self
-            .wait_for("the fence event", |r| r.iter().any(|x| x.watch_id == id && x.events.iter().any(|e| e.kv.mod_revision == rev)))
+            .wait_for("the fence event", |r| {
+                r.iter().any(|x| x.watch_id == id && x.events.iter().any(|e| e.kv.mod_revision == rev))
+            })
             .await;
         self.cancel(id).await;
         log.into_iter().filter(|r| r.watch_id != id).collect()
@@ -177,7 +186,11 @@ impl Recorded {
 }
 
 /// Waits until `cond` is true of the system's stats.
-pub async fn wait_stats(handle: &Handle, what: &str, cond: impl Fn(&watchkv_actors::SystemStats) -> bool) -> watchkv_actors::SystemStats {
+pub async fn wait_stats(
+    handle: &Handle,
+    what: &str,
+    cond: impl Fn(&watchkv_actors::SystemStats) -> bool,
+) -> watchkv_actors::SystemStats {
     let start = Instant::now();
     loop {
         let stats = handle.stats().await.expect("stats");

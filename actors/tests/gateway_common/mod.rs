@@ -79,9 +79,7 @@ pub async fn serve(opts: &Opts) -> Served {
     if let Some(n) = opts.max_watchers_per_stream {
         config.max_watchers_per_stream = n;
     }
-    let handle = watchkv_actors::start(config)
-        .await
-        .expect("start the store");
+    let handle = watchkv_actors::start(config).await.expect("start the store");
     let configured = opts.max_request_bytes.map(|n| {
         let mut gw = Gateway::new(handle.clone());
         gw.max_request_bytes = n;
@@ -117,12 +115,7 @@ pub async fn serve(opts: &Opts) -> Served {
     let server = server.run();
     let server_handle = server.handle();
     actix_rt::spawn(server);
-    Served {
-        addr,
-        handle,
-        server: server_handle,
-        dir,
-    }
+    Served { addr, handle, server: server_handle, dir }
 }
 
 /// A gateway and a client, for one test.
@@ -159,20 +152,14 @@ impl Gw {
 
     /// POSTs `body` to a gateway route; returns the status and the body.
     pub async fn post_raw(&self, path: &str, body: impl Into<bytes::Bytes>) -> (u16, bytes::Bytes) {
-        post_raw(&self.client, &self.url(path), body.into())
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        post_raw(&self.client, &self.url(path), body.into()).await.unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// POSTs `body` to a gateway route; returns the status and the body parsed as JSON.
     pub async fn post(&self, path: &str, body: impl Into<bytes::Bytes>) -> (u16, Value) {
         let (status, body) = self.post_raw(path, body).await;
-        let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "POST {path}: body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&body)
-            )
-        });
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("POST {path}: body is not JSON ({e}): {}", String::from_utf8_lossy(&body)));
         (status, json)
     }
 
@@ -186,50 +173,26 @@ impl Gw {
     /// GETs a route; returns the status and the body as text.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let url = self.url(path);
-        let mut resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let body = resp
-            .body()
-            .limit(16 << 20)
-            .await
-            .unwrap_or_else(|e| panic!("GET {url} body: {e}"));
-        (
-            resp.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        let mut resp = self.client.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let body = resp.body().limit(16 << 20).await.unwrap_or_else(|e| panic!("GET {url} body: {e}"));
+        (resp.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Puts `key=value` through `/v3/kv/put`; returns the revision.
     pub async fn put(&self, key: &str, value: &str) -> i64 {
-        let json = self
-            .ok(
-                "/v3/kv/put",
-                &serde_json::json!({"key": b64(key), "value": b64(value)}),
-            )
-            .await;
+        let json = self.ok("/v3/kv/put", &serde_json::json!({"key": b64(key), "value": b64(value)})).await;
         rev(&json["header"])
     }
 
     /// Deletes `key` through `/v3/kv/deleterange`; returns the revision.
     pub async fn del(&self, key: &str) -> i64 {
-        let json = self
-            .ok("/v3/kv/deleterange", &serde_json::json!({"key": b64(key)}))
-            .await;
+        let json = self.ok("/v3/kv/deleterange", &serde_json::json!({"key": b64(key)})).await;
         rev(&json["header"])
     }
 
     /// Opens `/v3/watch` with a chunked request body, optionally with `Expect: 100-continue`.
     pub async fn watch(&self, expect_continue: bool) -> RawStream {
-        RawStream::open_chunked(
-            self.addr,
-            &format!("{}/v3/watch", self.prefix),
-            expect_continue,
-        )
-        .await
+        RawStream::open_chunked(self.addr, &format!("{}/v3/watch", self.prefix), expect_continue).await
     }
 
     /// Stops the server and the store, and checks that no server thread panicked.
@@ -250,28 +213,13 @@ impl Drop for Gw {
 
 /// An `awc` client with generous timeouts.
 pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(DEADLINE)
-        .disable_redirects()
-        .finish()
+    awc::Client::builder().timeout(DEADLINE).disable_redirects().finish()
 }
 
 /// POSTs a body; transport errors are returned, not panicked on.
-pub async fn post_raw(
-    client: &awc::Client,
-    url: &str,
-    body: bytes::Bytes,
-) -> Result<(u16, bytes::Bytes), String> {
-    let mut resp = client
-        .post(url)
-        .send_body(body)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let body = resp
-        .body()
-        .limit(64 << 20)
-        .await
-        .map_err(|e| format!("body: {e}"))?;
+pub async fn post_raw(client: &awc::Client, url: &str, body: bytes::Bytes) -> Result<(u16, bytes::Bytes), String> {
+    let mut resp = client.post(url).send_body(body).await.map_err(|e| format!("send: {e}"))?;
+    let body = resp.body().limit(64 << 20).await.map_err(|e| format!("body: {e}"))?;
     Ok((resp.status().as_u16(), body))
 }
 
@@ -364,17 +312,11 @@ impl RawStream {
     /// `100 Continue` before returning, as curl does.
     pub async fn open_chunked(addr: SocketAddr, path: &str, expect_continue: bool) -> Self {
         let mut s = Self::new(Self::connect(addr).await);
-        let expect = if expect_continue {
-            "Expect: 100-continue\r\n"
-        } else {
-            ""
-        };
+        let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{expect}\r\n"
         );
-        s.send_raw(head.as_bytes())
-            .await
-            .expect("write request head");
+        s.send_raw(head.as_bytes()).await.expect("write request head");
         if expect_continue {
             let deadline = Instant::now() + DEADLINE;
             while !s.continued && s.status == 0 {
@@ -395,9 +337,7 @@ impl RawStream {
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        s.send_raw(head.as_bytes())
-            .await
-            .expect("write request head");
+        s.send_raw(head.as_bytes()).await.expect("write request head");
         s.send_raw(body).await.expect("write request body");
         s
     }
@@ -418,9 +358,7 @@ impl RawStream {
 
     /// Writes one body chunk holding a JSON value; panics if the write fails.
     pub async fn send_json(&mut self, v: &Value) {
-        self.send(v.to_string().as_bytes())
-            .await
-            .expect("write a body chunk");
+        self.send(v.to_string().as_bytes()).await.expect("write a body chunk");
     }
 
     /// Ends the request body (the last chunk); the connection stays open.
@@ -439,9 +377,7 @@ impl RawStream {
             return Ok(false);
         }
         let mut buf = [0u8; 16 * 1024];
-        let read = tokio::time::timeout_at(deadline.into(), self.sock.read(&mut buf))
-            .await
-            .map_err(|_| TimedOut)?;
+        let read = tokio::time::timeout_at(deadline.into(), self.sock.read(&mut buf)).await.map_err(|_| TimedOut)?;
         match read {
             Ok(0) | Err(_) => {
                 self.eof = true;
@@ -485,18 +421,14 @@ impl RawStream {
                         .filter_map(|l| l.split_once(':'))
                         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                         .collect();
-                    self.framing = if self
-                        .header("transfer-encoding")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-                    {
-                        Framing::Chunked
-                    } else if let Some(n) =
-                        self.header("content-length").and_then(|v| v.parse().ok())
-                    {
-                        Framing::Length(n)
-                    } else {
-                        Framing::UntilClose
-                    };
+                    self.framing =
+                        if self.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                            Framing::Chunked
+                        } else if let Some(n) = self.header("content-length").and_then(|v| v.parse().ok()) {
+                            Framing::Length(n)
+                        } else {
+                            Framing::UntilClose
+                        };
                     if self.framing == Framing::Length(0) {
                         self.ended = true;
                     }
@@ -519,8 +451,7 @@ impl RawStream {
                     if self.raw.len() < line_end + 2 + size + 2 {
                         return;
                     }
-                    self.body
-                        .extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+                    self.body.extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
                     self.raw.drain(..line_end + 2 + size + 2);
                 }
                 Framing::Length(n) => {
@@ -542,10 +473,7 @@ impl RawStream {
 
     /// A response header's value (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Waits for the final status line and headers.
@@ -588,16 +516,10 @@ impl RawStream {
 
     /// The next line, which must be `{"result":{...}}`; returns the inner object.
     pub async fn next_result(&mut self) -> Value {
-        let line = self
-            .next_line()
-            .await
-            .expect("the watch stream ended, expected a result");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"));
+        let line = self.next_line().await.expect("the watch stream ended, expected a result");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"));
         match v {
-            Value::Object(mut m) if m.len() == 1 && m.contains_key("result") => {
-                m.remove("result").unwrap_or_default()
-            }
+            Value::Object(mut m) if m.len() == 1 && m.contains_key("result") => m.remove("result").unwrap_or_default(),
             other => panic!("expected {{\"result\":...}}, got {other}"),
         }
     }
@@ -605,16 +527,10 @@ impl RawStream {
     /// The next line, which must be `{"error":{"code":N,"message":...}}`; returns the inner
     /// object.
     pub async fn next_error(&mut self) -> Value {
-        let line = self
-            .next_line()
-            .await
-            .expect("the watch stream ended, expected an error line");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"));
+        let line = self.next_line().await.expect("the watch stream ended, expected an error line");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"));
         match v {
-            Value::Object(mut m) if m.len() == 1 && m.contains_key("error") => {
-                m.remove("error").unwrap_or_default()
-            }
+            Value::Object(mut m) if m.len() == 1 && m.contains_key("error") => m.remove("error").unwrap_or_default(),
             other => panic!("expected {{\"error\":...}}, got {other}"),
         }
     }
@@ -655,10 +571,7 @@ where
         if check(&v) {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last: {v:?}"
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {v:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -36,9 +36,8 @@ pub fn b64(s: impl AsRef<[u8]>) -> String {
     let s = s.as_ref();
     let mut out = String::with_capacity(s.len().div_ceil(3) * 4);
     for c in s.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -82,12 +81,8 @@ pub fn unb64(s: &str) -> Vec<u8> {
 pub fn int(v: &Value, field: &str) -> i64 {
     match v.get(field) {
         None | Some(Value::Null) => 0,
-        Some(Value::String(s)) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{field} is not an int64: {v}")),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .unwrap_or_else(|| panic!("{field} is not an int64: {v}")),
+        Some(Value::String(s)) => s.parse().unwrap_or_else(|_| panic!("{field} is not an int64: {v}")),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or_else(|| panic!("{field} is not an int64: {v}")),
         Some(other) => panic!("{field} is not an int64: {other}"),
     }
 }
@@ -95,10 +90,7 @@ pub fn int(v: &Value, field: &str) -> i64 {
 /// A bytes field of a protojson object, decoded (empty when absent).
 #[must_use]
 pub fn bytes_field(v: &Value, field: &str) -> Vec<u8> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .map(unb64)
-        .unwrap_or_default()
+    v.get(field).and_then(Value::as_str).map(unb64).unwrap_or_default()
 }
 
 /// One unary HTTP response.
@@ -116,12 +108,8 @@ impl Reply {
     /// The body as JSON (panics with the text when it is not JSON).
     #[must_use]
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Each non-empty line of the body as JSON (streaming endpoints).
@@ -130,9 +118,7 @@ impl Reply {
         String::from_utf8_lossy(&self.body)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}")))
             .collect()
     }
 }
@@ -140,32 +126,19 @@ impl Reply {
 fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
     }
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Reads a status line and headers, skipping `1xx` interim responses (reported through
 /// `on_interim`).
-fn read_head(
-    r: &mut impl BufRead,
-    mut on_interim: impl FnMut(u16),
-) -> std::io::Result<(u16, Vec<(String, String)>)> {
+fn read_head(r: &mut impl BufRead, mut on_interim: impl FnMut(u16)) -> std::io::Result<(u16, Vec<(String, String)>)> {
     loop {
         let status_line = read_line(r)?;
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("bad status line {status_line:?}"),
-                )
-            })?;
+        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {status_line:?}"))
+        })?;
         let mut headers = Vec::new();
         loop {
             let line = read_line(r)?;
@@ -185,22 +158,14 @@ fn read_head(
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// Reads one chunk of a chunked body; `None` at the last chunk (trailers consumed).
 fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     let size_line = read_line(r)?;
     let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad chunk size {size_line:?}"),
-            )
-        })?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size_line:?}")))?;
     if size == 0 {
         // Trailers (etcd 3.4 sends `Grpc-Trailer-Content-Type`) up to the blank line.
         while !read_line(r)?.is_empty() {}
@@ -239,26 +204,20 @@ pub fn try_post(port: u16, path: &str, body: &[u8]) -> std::io::Result<Reply> {
             body.extend_from_slice(&chunk);
         }
     } else if let Some(len) = header(&headers, "content-length") {
-        let len: usize = len.parse().map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "bad content-length")
-        })?;
+        let len: usize =
+            len.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad content-length"))?;
         body.resize(len, 0);
         r.read_exact(&mut body)?;
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    Ok(Reply { status, headers, body })
 }
 
 /// [`try_post`] of a JSON value; panics on connection errors.
 #[must_use]
 pub fn post(port: u16, path: &str, body: &Value) -> Reply {
-    try_post(port, path, body.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("POST {path} to port {port}: {e}"))
+    try_post(port, path, body.to_string().as_bytes()).unwrap_or_else(|e| panic!("POST {path} to port {port}: {e}"))
 }
 
 /// Polls `POST /v3/kv/range {"key":"AA=="}` until the server answers 200, failing early with
@@ -278,10 +237,7 @@ pub fn wait_until_serving(port: u16, what: &str, mut died: impl FnMut() -> Optio
         // Polling interval between connection attempts, not a synchronisation.
         thread::sleep(Duration::from_millis(25));
     }
-    panic!(
-        "{what} did not answer on port {port} within {:?}: {last_err}",
-        DEADLINE * 2
-    );
+    panic!("{what} did not answer on port {port} within {:?}: {last_err}", DEADLINE * 2);
 }
 
 /// A child process killed (SIGKILL) and reaped on drop, with its output in a log file.
@@ -326,15 +282,9 @@ impl Drop for Proc {
 }
 
 fn spawn_logged(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn()
 }
 
 /// Starts the `watchkv` server binary of this build on `port` over `data_dir` with extra
@@ -343,20 +293,10 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
 pub fn start_watchkv(data_dir: &Path, port: u16, extra: &[&str]) -> Proc {
     let log = data_dir.with_extension("log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchkv"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(extra);
+    cmd.arg("--data-dir").arg(data_dir).arg("--listen").arg(format!("127.0.0.1:{port}")).args(extra);
     cmd.env("RUST_LOG", "warn");
-    let child = spawn_logged(cmd, &log)
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_watchkv")));
-    let mut p = Proc {
-        child,
-        port,
-        log,
-        name: "watchkv".into(),
-    };
+    let child = spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_watchkv")));
+    let mut p = Proc { child, port, log, name: "watchkv".into() };
     wait_until_serving(port, "watchkv", || p.exited());
     p
 }
@@ -385,11 +325,7 @@ impl WatchStream {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let mut writer = stream.try_clone()?;
-        let expect = if expect_continue {
-            "Expect: 100-continue\r\n"
-        } else {
-            ""
-        };
+        let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
         let head = format!(
             "POST /v3/watch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{expect}\r\n"
         );
@@ -411,8 +347,7 @@ impl WatchStream {
                 }
             };
             let _ = ev_tx.send(format!("status {status} {headers:?}"));
-            let chunked = header(&headers, "transfer-encoding")
-                .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+            let chunked = header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
             let mut buf: Vec<u8> = Vec::new();
             loop {
                 let data = if chunked {
@@ -462,22 +397,14 @@ impl WatchStream {
         if expect_continue {
             let _ = cont_rx.recv_timeout(Duration::from_secs(2));
         }
-        Ok(Self {
-            writer,
-            lines,
-            events,
-            pending: Default::default(),
-            closed_body: false,
-        })
+        Ok(Self { writer, lines, events, pending: Default::default(), closed_body: false })
     }
 
     /// Writes one request object as a chunk of the request body.
     pub fn send(&mut self, req: &Value) {
         let data = req.to_string();
         let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-        self.writer
-            .write_all(chunk.as_bytes())
-            .unwrap_or_else(|e| panic!("writing watch request {req}: {e}"));
+        self.writer.write_all(chunk.as_bytes()).unwrap_or_else(|e| panic!("writing watch request {req}: {e}"));
     }
 
     /// Writes raw bytes as one chunk (malformed-input cases).
@@ -485,9 +412,7 @@ impl WatchStream {
         let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
         chunk.extend_from_slice(data);
         chunk.extend_from_slice(b"\r\n");
-        self.writer
-            .write_all(&chunk)
-            .expect("writing watch request chunk");
+        self.writer.write_all(&chunk).expect("writing watch request chunk");
     }
 
     /// Ends the request body (half-close at the HTTP level; the response stream stays open).
@@ -519,11 +444,7 @@ impl WatchStream {
     }
 
     /// Lines until `done(all so far)` holds or `deadline` passes.
-    pub fn take_until(
-        &mut self,
-        deadline: Duration,
-        mut done: impl FnMut(&[Value]) -> bool,
-    ) -> Vec<Value> {
+    pub fn take_until(&mut self, deadline: Duration, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
         let start = Instant::now();
         let mut out = Vec::new();
         while !done(&out) {
@@ -565,11 +486,7 @@ impl WatchStream {
 #[must_use]
 pub fn etcd_binary() -> PathBuf {
     let found = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("etcd"))
-                .find(|c| c.is_file())
-        })
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|c| c.is_file()))
         .unwrap_or(None);
     let Some(bin) = found else {
         panic!(
@@ -607,31 +524,13 @@ pub fn start_etcd(data_dir: &Path) -> Proc {
         let p = format!("http://127.0.0.1:{peer}");
         cmd.arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--name",
-                "default",
-                "--listen-client-urls",
-                &c,
-                "--advertise-client-urls",
-                &c,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &p,
-                "--initial-advertise-peer-urls",
-                &p,
-            ])
+            .args(["--name", "default", "--listen-client-urls", &c, "--advertise-client-urls", &c])
+            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
             .arg("--initial-cluster")
             .arg(format!("default={p}"))
             .args(["--log-level", "warn"]);
-        let child =
-            spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let mut proc = Proc {
-            child,
-            port: client,
-            log,
-            name: "etcd".into(),
-        };
+        let child = spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let mut proc = Proc { child, port: client, log, name: "etcd".into() };
         let start = Instant::now();
         while start.elapsed() < DEADLINE * 2 {
             if let Some(why) = proc.exited() {
@@ -646,11 +545,7 @@ pub fn start_etcd(data_dir: &Path) -> Proc {
             thread::sleep(Duration::from_millis(25));
         }
         if last.is_empty() {
-            panic!(
-                "etcd did not serve on port {client} within {:?}; log:\n{}",
-                DEADLINE * 2,
-                proc.log_tail(4000)
-            );
+            panic!("etcd did not serve on port {client} within {:?}; log:\n{}", DEADLINE * 2, proc.log_tail(4000));
         }
     }
     panic!("etcd failed to start three times; last exit: {last}");
