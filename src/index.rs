@@ -2,7 +2,6 @@
 //! `treeIndex`). Answers "which row holds key k at revision r" without touching the disk.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ops::Bound;
 
 use crate::key_index::{KeyIndex, KeyVersion};
 use crate::key_range::KeyRange;
@@ -148,11 +147,5 @@ impl Index {
             ki.keep(at_rev, &mut keep);
         }
         keep
-    }
-
-    /// Returns the first key strictly after `key`, for chunked scans.
-    #[must_use]
-    pub fn next_key_after(&self, key: &[u8]) -> Option<&[u8]> {
-        self.keys.range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded)).next().map(|(k, _)| &**k)
     }
 }

@@ -24,20 +24,6 @@ impl EventBatch {
         Self::default()
     }
 
-    /// Returns a batch holding exactly `events` (one live revision).
-    #[must_use]
-    pub fn of(events: Vec<Arc<Event>>) -> Self {
-        let mut revs = 0;
-        let mut last = None;
-        for e in &events {
-            if last != Some(e.revision()) {
-                revs += 1;
-                last = Some(e.revision());
-            }
-        }
-        Self { events, revs, more_rev: 0 }
-    }
-
     /// Appends `event` unless the batch already holds `max_revs` revisions and `event` starts a
     /// new one; then records `more_rev` and ignores it and everything after (etcd
     /// `eventBatch.add`). Returns whether the event was taken.
