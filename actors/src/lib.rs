@@ -20,6 +20,8 @@
 #![deny(missing_docs)]
 
 pub mod gateway;
+pub mod grpc;
+pub mod listener;
 pub mod sink;
 pub mod store_actor;
 pub mod stream_actor;

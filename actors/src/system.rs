@@ -285,6 +285,19 @@ impl Handle {
     /// The actor lives on the caller's arbiter.
     #[must_use]
     pub fn open_stream(&self, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
+        self.new_stream_actor(sink).start()
+    }
+
+    /// Opens a watch stream like [`Handle::open_stream`], with its actor on `arbiter`: for
+    /// transports whose tasks run outside an actix arbiter (tonic spawns its connections with
+    /// `tokio::spawn`).
+    #[must_use]
+    pub fn open_stream_on(&self, arbiter: &ArbiterHandle, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
+        let actor = self.new_stream_actor(sink);
+        StreamActor::start_in_arbiter(arbiter, move |_| actor)
+    }
+
+    fn new_stream_actor(&self, sink: Arc<dyn WatchSink>) -> StreamActor {
         let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         StreamActor::new(
             id,
@@ -294,7 +307,6 @@ impl Handle {
             Arc::clone(&self.inner.clock),
             Arc::clone(&self.inner.seq),
         )
-        .start()
     }
 
     /// Opens a watch stream read as a [`futures::Stream`] of responses. Dropping it closes the

@@ -1,25 +1,27 @@
-//! The `watchkv` server: etcd's HTTP/JSON gateway over a local fjall data directory. Starts
+//! The `watchkv` server: etcd's gRPC API and HTTP/JSON gateway on one client port, over a local
+//! fjall data directory. Starts
 //! with no configuration (`./watchkv.data`, `127.0.0.1:2379`); SIGINT/SIGTERM finish in-flight
 //! writes, sync the store and end every watch stream cleanly before exiting.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 use clap::Parser;
 use watchkv::Durability;
-use watchkv_actors::gateway::{self, Gateway};
+use watchkv_actors::gateway::Gateway;
+use watchkv_actors::grpc::GrpcApi;
+use watchkv_actors::listener::{self, PortOptions};
 use watchkv_actors::{ActorsConfig, SlowConsumerPolicy};
 
-/// An etcd-v3-compatible watchable key-value store (HTTP/JSON gateway).
+/// An etcd-v3-compatible watchable key-value store (etcd gRPC API and HTTP/JSON gateway).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Directory of the store; created if missing.
     #[arg(long, env = "WATCHKV_DATA_DIR", default_value = "./watchkv.data")]
     data_dir: std::path::PathBuf,
-    /// Address to serve the gateway on.
+    /// Client address: gRPC (HTTP/2) and the HTTP/JSON gateway (HTTP/1.1) share it, as in etcd.
     #[arg(long, env = "WATCHKV_LISTEN", default_value = "127.0.0.1:2379")]
     listen: String,
     /// `fsync` (every acknowledged write is on disk) or `buffered` (survives a crash of the
@@ -63,7 +65,7 @@ struct Args {
     /// With --slow-consumer-lag: also cancel after this many seconds undeliverable.
     #[arg(long, default_value_t = 300)]
     slow_consumer_parked_secs: u64,
-    /// HTTP worker threads (default: one per core).
+    /// Worker threads serving the client port (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
 }
@@ -113,17 +115,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = args.max_request_bytes;
-    let gw = Arc::new(gw);
-    let mut server = HttpServer::new(move || App::new().configure(|cfg| gateway::configure_with(cfg, Arc::clone(&gw))))
-        .disable_signals()
-        // A client that closes its socket after a watch request must free its watchers: the
-        // socket's EOF ends the request, as in Go's server (and so etcd).
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(5);
+    let grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, vec![format!("http://{}", args.listen)]);
+    let listener = std::net::TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let mut options = PortOptions::default();
     if let Some(workers) = args.workers {
-        server = server.workers(workers.max(1));
+        options.workers = workers.max(1);
     }
-    let server = server.bind(&args.listen).with_context(|| format!("binding {}", args.listen))?.run();
+    let server = listener::serve(listener, Arc::new(gw), grpc, options).context("starting the client port")?;
     let server_handle = server.handle();
     let serving = actix_web::rt::spawn(server);
 

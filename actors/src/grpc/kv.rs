@@ -1,0 +1,48 @@
+//! Owns the gRPC `KV` service: Range, Put, DeleteRange, Txn, Compact.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::etcdserverpb as pb;
+use super::{convert, status, GrpcApi};
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for GrpcApi {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = convert::range_request(request.into_inner())?;
+        let resp = self.handle().range(req).await.map_err(status)?;
+        Ok(Response::new(convert::range_response(Some(self.inner.header), resp)))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let resp = self.handle().put(convert::put_request(req)).await.map_err(status)?;
+        Ok(Response::new(convert::put_response(Some(self.inner.header), resp)))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let resp = self.handle().delete_range(convert::delete_request(req)).await.map_err(status)?;
+        Ok(Response::new(convert::delete_response(Some(self.inner.header), resp)))
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let resp = self.handle().txn(convert::txn_request(req)?).await.map_err(status)?;
+        Ok(Response::new(convert::txn_response(Some(self.inner.header), resp)))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let req = request.into_inner();
+        let rev = self.handle().compact(req.revision, req.physical).await.map_err(status)?;
+        Ok(Response::new(pb::CompactionResponse { header: Some(self.header(rev)) }))
+    }
+}

@@ -1,0 +1,88 @@
+//! Owns the gRPC `Lease` service: Grant, Revoke, the KeepAlive stream, TimeToLive, Leases.
+
+use futures::StreamExt;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+use watchkv::Error;
+
+use super::pb::etcdserverpb as pb;
+use super::{status, GrpcApi};
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for GrpcApi {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        let (id, ttl, rev) = self.handle().lease_grant(req.id, req.ttl).await.map_err(status)?;
+        Ok(Response::new(pb::LeaseGrantResponse { header: Some(self.header(rev)), id, ttl, error: String::new() }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let rev = self.handle().lease_revoke(request.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.header(rev)) }))
+    }
+
+    /// One response per request, in order; an unknown lease answers TTL 0 rather than ending
+    /// the stream, as etcd's `LeaseKeepAlive` does. The stream ends when the client's does.
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
+        let api = self.clone();
+        let responses = request.into_inner().then(move |item| {
+            let api = api.clone();
+            async move {
+                let id = item?.id;
+                let (ttl, rev) = match api.handle().lease_keep_alive(id).await {
+                    Ok(r) => r,
+                    Err(Error::LeaseNotFound) => (0, api.handle().current_revision()),
+                    Err(e) => return Err(status(e)),
+                };
+                Ok(pb::LeaseKeepAliveResponse { header: Some(api.header(rev)), id, ttl })
+            }
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    /// An unknown lease answers TTL -1, not an error (etcd; `etcdctl` prints "already expired").
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let resp = match self.handle().lease_time_to_live(req.id, req.keys).await {
+            Ok((s, rev)) => pb::LeaseTimeToLiveResponse {
+                header: Some(self.header(rev)),
+                id: s.id,
+                ttl: s.ttl,
+                granted_ttl: s.granted_ttl,
+                keys: s.keys,
+            },
+            Err(Error::LeaseNotFound) => pb::LeaseTimeToLiveResponse {
+                header: Some(self.header(self.handle().current_revision())),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+            Err(e) => return Err(status(e)),
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (ids, rev) = self.handle().leases().await.map_err(status)?;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.header(rev)),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
+    }
+}

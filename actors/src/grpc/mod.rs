@@ -1,0 +1,158 @@
+//! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
+//! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway. Methods we do not serve
+//! (auth, member changes, snapshots, ...) answer `Unimplemented` at once.
+//!
+//! [`serve_incoming`] runs the services over connections handed to it one by one; the server
+//! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
+
+mod convert;
+mod kv;
+mod lease;
+mod maintenance;
+pub mod pb;
+mod watch;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_rt::{Arbiter, ArbiterHandle};
+use futures::Stream;
+use tonic::service::Routes;
+use tonic::{Code, Status};
+
+pub use convert::{header, BadRequest};
+use pb::etcdserverpb::cluster_server::ClusterServer;
+use pb::etcdserverpb::kv_server::KvServer;
+use pb::etcdserverpb::lease_server::LeaseServer;
+use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use pb::etcdserverpb::watch_server::WatchServer;
+
+use crate::gateway::json::Header;
+use crate::gateway::ApiError;
+use crate::Handle;
+
+/// etcd's allowance above `max-request-bytes` for gRPC framing (`grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// What the gRPC services need: the store handle and the identity they report.
+#[derive(Clone)]
+pub struct GrpcApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: Handle,
+    /// Where watch streams' actors live (tonic's tasks run outside any arbiter).
+    streams: ArbiterHandle,
+    header: Header,
+    max_request_bytes: usize,
+    member_name: String,
+    client_urls: Vec<String>,
+}
+
+impl GrpcApi {
+    /// Returns the services over `handle`, reporting the gateway's identity `header`.
+    /// `client_urls` is what `MemberList` reports as this member's client URLs. Watch streams'
+    /// actors start on the calling arbiter; see [`GrpcApi::with_stream_arbiter`].
+    ///
+    /// # Panics
+    /// When called outside an actix arbiter (as `Actor::start` would).
+    #[must_use]
+    pub fn new(handle: Handle, header: Header, max_request_bytes: usize, client_urls: Vec<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                handle,
+                streams: Arbiter::current(),
+                header,
+                max_request_bytes,
+                member_name: "watchkv".to_string(),
+                client_urls,
+            }),
+        }
+    }
+
+    /// Returns every service, ready for `tonic::transport::Server::add_routes`. Incoming
+    /// messages may be `max_request_bytes` plus etcd's framing allowance; outgoing ones are
+    /// unlimited, as in etcd.
+    #[must_use]
+    pub fn routes(&self) -> Routes {
+        let limit = self.inner.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+        Routes::new(KvServer::new(self.clone()).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX))
+            .add_service(WatchServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
+    }
+
+    /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each
+    /// worker thread its own, so a stream's actor lives beside its connection).
+    #[must_use]
+    pub fn with_stream_arbiter(&self, arbiter: ArbiterHandle) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                handle: i.handle.clone(),
+                streams: arbiter,
+                header: i.header,
+                max_request_bytes: i.max_request_bytes,
+                member_name: i.member_name.clone(),
+                client_urls: i.client_urls.clone(),
+            }),
+        }
+    }
+
+    fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    fn header(&self, revision: i64) -> pb::etcdserverpb::ResponseHeader {
+        convert::header(self.inner.header, revision)
+    }
+
+    /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is
+    /// proposed (`ErrGRPCRequestTooLarge`); the gRPC limit alone lets up to 512 KiB more through.
+    fn check_size(&self, msg: &impl prost::Message) -> Result<(), Status> {
+        if msg.encoded_len() > self.inner.max_request_bytes {
+            return Err(status(watchkv::Error::RequestTooLarge));
+        }
+        Ok(())
+    }
+}
+
+/// Serves the gRPC services over `incoming` connections until it ends. Runs on the caller's
+/// runtime; watch streams' actors start on the caller's arbiter.
+///
+/// # Errors
+/// A transport error of the server as a whole (single connections' errors are only logged).
+pub async fn serve_incoming<S, IO>(api: GrpcApi, incoming: S) -> Result<(), tonic::transport::Error>
+where
+    S: Stream<Item = Result<IO, Infallible>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    tonic::transport::Server::builder()
+        // Watch and keep-alive streams are long-lived; etcd allows many per connection.
+        .max_concurrent_streams(None)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(7200)))
+        .add_routes(api.routes())
+        .serve_with_incoming(incoming)
+        .await
+}
+
+/// Maps a store error to etcd's gRPC status (`rpctypes`): the same code and text as the
+/// gateway's error bodies.
+#[must_use]
+pub fn status(e: watchkv::Error) -> Status {
+    let api = ApiError::from(e);
+    Status::new(Code::from_i32(api.code), api.message)
+}
+
+impl From<BadRequest> for Status {
+    fn from(e: BadRequest) -> Self {
+        Status::invalid_argument(e.0)
+    }
+}

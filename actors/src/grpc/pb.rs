@@ -1,0 +1,18 @@
+//! Owns the protobuf types and service traits generated from etcd's protos (`actors/proto/`):
+//! field numbers and names are etcd's, so etcd's own clients read them unchanged.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// `mvccpb`: `KeyValue` and `Event`.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// `authpb`: users and roles (only referenced by messages; the Auth service is not served).
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// `etcdserverpb`: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
