@@ -1,0 +1,343 @@
+//! etcdctl against watchkv's gRPC API, compared with the same commands against real etcd 3.4.23
+//! (Debian `etcd-client` / `etcd-server`; `scripts/test.sh` installs both). Every command runs
+//! on both servers; exit status, stdout and the final `Error:` line of stderr must match after
+//! the normalisations below (identity fields, lease ids, seconds remaining).
+
+mod wire;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wire::{start_etcd, start_watchkv, Proc, DEADLINE};
+
+/// How long a watch must stay silent on etcd before its output counts as complete.
+const WATCH_QUIET: Duration = Duration::from_millis(1500);
+
+/// What one command printed, normalised for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Printed {
+    ok: bool,
+    stdout: String,
+    error: String,
+}
+
+fn etcdctl(port: u16) -> Command {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=127.0.0.1:{port}"))
+        .arg("--command-timeout=20s")
+        .arg("--dial-timeout=20s");
+    cmd
+}
+
+fn run(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = etcdctl(port);
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!("running etcdctl (install Debian's etcd-client; scripts/test.sh does): {e}")
+    });
+    if let Some(mut w) = child.stdin.take() {
+        if let Some(text) = stdin {
+            w.write_all(text.as_bytes()).expect("write etcdctl stdin");
+        }
+    }
+    child.wait_with_output().expect("etcdctl output")
+}
+
+/// Replaces what names the cluster rather than the behaviour: in JSON output the identity
+/// fields; in text, the lease ids the caller lists.
+fn normalise(text: &str, leases: &[(String, &str)]) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match serde_json::from_str::<Value>(line) {
+            Ok(mut v) if v.is_object() => {
+                drop_identity(&mut v);
+                v.to_string()
+            }
+            _ => line.to_string(),
+        };
+        let mut line = line;
+        for (id, name) in leases {
+            line = line.replace(id.as_str(), name);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn drop_identity(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for k in ["cluster_id", "member_id", "raft_term"] {
+                m.remove(k);
+            }
+            m.values_mut().for_each(drop_identity);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_identity),
+        _ => {}
+    }
+}
+
+fn printed(out: &Output, leases: &[(String, &str)]) -> Printed {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // etcdctl logs retries as JSON lines with timestamps; the last `Error:` line is the answer.
+    let error = stderr.lines().rev().find(|l| l.starts_with("Error:")).unwrap_or("").to_string();
+    Printed {
+        ok: out.status.success(),
+        stdout: normalise(&String::from_utf8_lossy(&out.stdout), leases),
+        error: normalise(&error, leases),
+    }
+}
+
+struct Both {
+    etcd: Proc,
+    watchkv: Proc,
+    failures: Vec<String>,
+    steps: usize,
+    /// Lease ids seen on each side, with the placeholder both are replaced by.
+    etcd_leases: Vec<(String, &'static str)>,
+    watchkv_leases: Vec<(String, &'static str)>,
+}
+
+impl Both {
+    /// Runs `args` on both servers and compares; returns both raw outputs.
+    fn cmd_in(&mut self, args: &[&str], stdin: Option<&str>) -> (Output, Output) {
+        let e = run(self.etcd.port, args, stdin);
+        let w = run(self.watchkv.port, args, stdin);
+        self.compare(&args.join(" "), printed(&e, &self.etcd_leases), printed(&w, &self.watchkv_leases));
+        (e, w)
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> (Output, Output) {
+        self.cmd_in(args, None)
+    }
+
+    /// Runs a command that names a lease: `{lease}` in `args` becomes each side's own id.
+    fn lease_cmd(&mut self, args: &[&str], name: &'static str) {
+        let id_of = |list: &[(String, &str)]| list.iter().find(|(_, n)| *n == name).map(|(id, _)| id.clone());
+        let (Some(e_id), Some(w_id)) = (id_of(&self.etcd_leases), id_of(&self.watchkv_leases)) else {
+            panic!("lease {name} was not granted on both sides");
+        };
+        let fill = |id: &str| args.iter().map(|a| a.replace("{lease}", id)).collect::<Vec<_>>();
+        let (ea, wa) = (fill(&e_id), fill(&w_id));
+        let e = run(self.etcd.port, &ea.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        let w = run(self.watchkv.port, &wa.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        let (mut pe, mut pw) = (printed(&e, &self.etcd_leases), printed(&w, &self.watchkv_leases));
+        // `remaining(N)` depends on when the command ran; both must be within 5 s of the TTL.
+        for p in [&mut pe, &mut pw] {
+            p.stdout = remaining_within(&p.stdout, 5);
+        }
+        self.compare(&args.join(" "), pe, pw);
+    }
+
+    /// Grants a lease on both sides and records the ids under `name`.
+    fn grant(&mut self, ttl: &str, name: &'static str) {
+        let e = run(self.etcd.port, &["lease", "grant", ttl], None);
+        let w = run(self.watchkv.port, &["lease", "grant", ttl], None);
+        for (out, list) in [(&e, &mut self.etcd_leases), (&w, &mut self.watchkv_leases)] {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let id = text.split_whitespace().nth(1).unwrap_or_default().to_string();
+            assert!(!id.is_empty(), "no lease id in `lease grant` output: {text:?}");
+            list.push((id, name));
+        }
+        self.compare(
+            &format!("lease grant {ttl}"),
+            printed(&e, &self.etcd_leases),
+            printed(&w, &self.watchkv_leases),
+        );
+    }
+
+    fn compare(&mut self, step: &str, e: Printed, w: Printed) {
+        self.steps += 1;
+        if e != w {
+            self.failures.push(format!("`etcdctl {step}` differs:\n  etcd 3.4: {e:?}\n  watchkv:  {w:?}"));
+        }
+    }
+
+    /// `etcdctl watch ...` on both: etcd's output is complete once it has been silent for
+    /// [`WATCH_QUIET`]; watchkv must print the same lines (within the deadline) and nothing more.
+    fn watch(&mut self, args: &[&str]) {
+        let e = watch_lines(self.etcd.port, args, None);
+        assert!(!e.is_empty(), "etcd printed nothing for `etcdctl {}`: the step would compare nothing", args.join(" "));
+        let w = watch_lines(self.watchkv.port, args, Some(e.len()));
+        let e = normalise(&e.join("\n"), &self.etcd_leases);
+        let w = normalise(&w.join("\n"), &self.watchkv_leases);
+        self.compare(&args.join(" "), Printed { ok: true, stdout: e, error: String::new() }, Printed {
+            ok: true,
+            stdout: w,
+            error: String::new(),
+        });
+    }
+}
+
+/// Rewrites `remaining(N)` to `remaining(~)` after checking N is within `slack` of the TTL.
+fn remaining_within(text: &str, slack: i64) -> String {
+    let Some(start) = text.find("remaining(") else { return text.to_string() };
+    let rest = &text[start + "remaining(".len()..];
+    let Some(end) = rest.find("s)") else { return text.to_string() };
+    let n: i64 = rest[..end].parse().unwrap_or(-1);
+    let ttl: i64 = text
+        .find("TTL(")
+        .and_then(|i| text[i + 4..].split('s').next().and_then(|t| t.parse().ok()))
+        .unwrap_or(-1);
+    if n < 0 || n > ttl || ttl - n > slack {
+        return text.to_string();
+    }
+    format!("{}remaining(~s){}", &text[..start], &rest[end + 2..])
+}
+
+/// Runs a watch and collects its stdout lines: until `want` lines arrived (then a short quiet
+/// check for extra ones), or, with `want = None`, until silent for [`WATCH_QUIET`].
+fn watch_lines(port: u16, args: &[&str], want: Option<usize>) -> Vec<String> {
+    let mut child = etcdctl(port)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl watch");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("watch stdout");
+    let stderr = child.stderr.take().expect("watch stderr");
+    let out_tx = tx.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if out_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A cancelled watch explains itself on stderr; etcdctl's JSON log lines carry timestamps.
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !line.starts_with('{') && tx.send(format!("stderr: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    loop {
+        let wait = match want {
+            Some(n) if lines.len() >= n => Duration::from_millis(300),
+            Some(_) => DEADLINE.saturating_sub(start.elapsed()),
+            None => WATCH_QUIET,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+        if start.elapsed() > DEADLINE * 2 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), wire::free_port(), &["--durability", "buffered"]);
+    let mut b = Both {
+        etcd,
+        watchkv,
+        failures: Vec::new(),
+        steps: 0,
+        etcd_leases: Vec::new(),
+        watchkv_leases: Vec::new(),
+    };
+
+    // KV.
+    b.cmd(&["put", "foo", "bar"]);
+    b.cmd(&["put", "foo", "baz", "--prev-kv"]);
+    b.cmd(&["put", "foo1", "one"]);
+    b.cmd(&["put", "foo2", "two"]);
+    b.cmd(&["put", "zoo", "z"]);
+    b.cmd(&["get", "foo"]);
+    b.cmd(&["get", "foo", "--prefix"]);
+    b.cmd(&["get", "foo", "--prefix", "--limit", "2"]);
+    b.cmd(&["get", "foo", "--prefix", "--keys-only"]);
+    b.cmd(&["get", "foo", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"]);
+    b.cmd(&["get", "foo", "--rev", "2"]);
+    b.cmd(&["get", "foo", "--prefix", "-w", "json"]);
+    b.cmd(&["get", "foo", "--prefix", "--count-only", "-w", "json"]);
+    b.cmd(&["get", "--from-key", "foo1"]);
+    b.cmd(&["get", "nothing"]);
+    b.cmd(&["get", "foo", "--rev", "1000"]);
+    b.cmd(&["del", "foo1"]);
+    b.cmd(&["del", "foo1"]);
+    b.cmd(&["put", "foo", "qux", "-w", "json"]);
+    b.cmd(&["del", "foo", "--prefix", "--prev-kv"]);
+    b.cmd(&["put", "", "empty"]);
+
+    // Txn, from stdin as `etcdctl txn` reads it: compares, success ops, failure ops.
+    b.cmd(&["put", "t", "1"]);
+    b.cmd_in(&["txn"], Some("value(\"t\") = \"1\"\n\nput t 2\nget t\n\nput t failed\n\n"));
+    b.cmd_in(&["txn"], Some("value(\"t\") = \"1\"\n\nput t 3\n\nget t\n\n"));
+    b.cmd_in(&["txn", "-w", "json"], Some("mod(\"t\") > \"0\"\n\ndel t\n\n\n"));
+    b.cmd_in(&["txn"], Some("\n\nput a 1\nput a 2\n\n\n"));
+
+    // Watch history: every event so far, with and without prev_kv.
+    b.watch(&["watch", "--prefix", "foo", "--rev", "1"]);
+    b.watch(&["watch", "foo", "--rev", "2", "--prev-kv"]);
+    b.watch(&["watch", "t", "--rev", "1", "-w", "json"]);
+
+    // Leases.
+    b.grant("100", "L1");
+    b.lease_cmd(&["put", "leased", "v", "--lease={lease}"], "L1");
+    b.lease_cmd(&["lease", "timetolive", "{lease}", "--keys"], "L1");
+    b.lease_cmd(&["lease", "keep-alive", "--once", "{lease}"], "L1");
+    b.cmd(&["lease", "list"]);
+    b.lease_cmd(&["lease", "revoke", "{lease}"], "L1");
+    b.lease_cmd(&["lease", "timetolive", "{lease}"], "L1");
+    b.lease_cmd(&["lease", "revoke", "{lease}"], "L1");
+    b.cmd(&["get", "leased"]);
+    b.cmd(&["put", "k", "v", "--lease=1234"]);
+
+    // Compaction.
+    b.cmd(&["compaction", "5"]);
+    b.cmd(&["get", "foo", "--rev", "3"]);
+    b.cmd(&["compaction", "3"]);
+    b.watch(&["watch", "--prefix", "foo", "--rev", "2"]);
+    b.watch(&["watch", "--prefix", "", "--rev", "5"]);
+
+    // Our own identity answers (no comparison: they name the member).
+    let status = run(b.watchkv.port, &["endpoint", "status", "-w", "json"], None);
+    let text = String::from_utf8_lossy(&status.stdout);
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("endpoint status json {text}: {e}"));
+    let st = &v[0]["Status"];
+    assert_eq!(st["version"], "3.5.0", "status reports an etcd 3.5 version: {v}");
+    assert_eq!(st["leader"], st["header"]["member_id"], "the member is its own leader: {v}");
+    assert!(st["dbSize"].as_i64().unwrap_or(0) > 0, "db size reported: {v}");
+    assert!(st["raftIndex"].as_u64().unwrap_or(0) >= 5, "raft index stands in for the revision: {v}");
+    let members = run(b.watchkv.port, &["member", "list"], None);
+    let text = String::from_utf8_lossy(&members.stdout);
+    assert!(
+        text.contains(&format!("watchkv, , http://127.0.0.1:{}", b.watchkv.port)),
+        "one member with our client URL: {text}"
+    );
+    // A service we do not serve answers at once.
+    let auth = run(b.watchkv.port, &["auth", "enable"], None);
+    assert!(!auth.status.success());
+    assert!(String::from_utf8_lossy(&auth.stderr).contains("Unimplemented"), "auth is unimplemented: {auth:?}");
+
+    eprintln!("etcdctl: {} commands compared", b.steps);
+    assert!(
+        b.failures.is_empty(),
+        "{} of {} etcdctl commands differ:\n\n{}\n\nwatchkv log tail:\n{}",
+        b.failures.len(),
+        b.steps,
+        b.failures.join("\n\n"),
+        b.watchkv.log_tail(2000)
+    );
+}
