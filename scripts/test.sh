@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole watchkv test suite on a fresh machine, installing what the tests need first:
-# real etcd 3.4 (Debian etcd-server/etcd-client) as the differential oracle, and the Python
-# etcd3gw client. Safe to run again: installed pieces are skipped.
+# real etcd 3.4 (Debian etcd-server/etcd-client) as the differential oracle, protoc and its
+# well-known protos (Debian protobuf-compiler/libprotobuf-dev, which the `etcd-client` crate's
+# build needs; watchkv itself compiles its protos in pure Rust), and the Python etcd3gw client.
+# Safe to run again: installed pieces are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   sudo_cmd=()
