@@ -93,10 +93,9 @@ async fn worker_service(
         // socket's EOF ends the request, as in Go's server (and so etcd).
         .h1_allow_half_closed(false)
         .local_addr(local_addr)
-        .finish(map_config(
-            App::new().configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))),
-            |()| AppConfig::default(),
-        ))
+        .finish(map_config(App::new().configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))), |()| {
+            AppConfig::default()
+        }))
         .tcp()
         .new_service(())
         .await
@@ -123,7 +122,9 @@ async fn worker_service(
                     let _ = grpc_tx.send(stream);
                     Ok(())
                 }
-                Ok(Protocol::Http1) => http.call(stream).await.map_err(|e| tracing::debug!(error = ?e, "HTTP connection")),
+                Ok(Protocol::Http1) => {
+                    http.call(stream).await.map_err(|e| tracing::debug!(error = ?e, "HTTP connection"))
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection closed before its first request");
                     Ok(())

@@ -37,9 +37,9 @@ fn etcdctl(port: u16) -> Command {
 fn run(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = etcdctl(port);
     cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("running etcdctl (install Debian's etcd-client; scripts/test.sh does): {e}")
-    });
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("running etcdctl (install Debian's etcd-client; scripts/test.sh does): {e}"));
     if let Some(mut w) = child.stdin.take() {
         if let Some(text) = stdin {
             w.write_all(text.as_bytes()).expect("write etcdctl stdin");
@@ -145,11 +145,7 @@ impl Both {
             assert!(!id.is_empty(), "no lease id in `lease grant` output: {text:?}");
             list.push((id, name));
         }
-        self.compare(
-            &format!("lease grant {ttl}"),
-            printed(&e, &self.etcd_leases),
-            printed(&w, &self.watchkv_leases),
-        );
+        self.compare(&format!("lease grant {ttl}"), printed(&e, &self.etcd_leases), printed(&w, &self.watchkv_leases));
     }
 
     fn compare(&mut self, step: &str, e: Printed, w: Printed) {
@@ -167,11 +163,11 @@ impl Both {
         let w = watch_lines(self.watchkv.port, args, Some(e.len()));
         let e = normalise(&e.join("\n"), &self.etcd_leases);
         let w = normalise(&w.join("\n"), &self.watchkv_leases);
-        self.compare(&args.join(" "), Printed { ok: true, stdout: e, error: String::new() }, Printed {
-            ok: true,
-            stdout: w,
-            error: String::new(),
-        });
+        self.compare(
+            &args.join(" "),
+            Printed { ok: true, stdout: e, error: String::new() },
+            Printed { ok: true, stdout: w, error: String::new() },
+        );
     }
 }
 
@@ -181,10 +177,8 @@ fn remaining_within(text: &str, slack: i64) -> String {
     let rest = &text[start + "remaining(".len()..];
     let Some(end) = rest.find("s)") else { return text.to_string() };
     let n: i64 = rest[..end].parse().unwrap_or(-1);
-    let ttl: i64 = text
-        .find("TTL(")
-        .and_then(|i| text[i + 4..].split('s').next().and_then(|t| t.parse().ok()))
-        .unwrap_or(-1);
+    let ttl: i64 =
+        text.find("TTL(").and_then(|i| text[i + 4..].split('s').next().and_then(|t| t.parse().ok())).unwrap_or(-1);
     if n < 0 || n > ttl || ttl - n > slack {
         return text.to_string();
     }
@@ -248,14 +242,8 @@ fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = start_etcd(&dir.path().join("etcd"));
     let watchkv = start_watchkv(&dir.path().join("watchkv"), wire::free_port(), &["--durability", "buffered"]);
-    let mut b = Both {
-        etcd,
-        watchkv,
-        failures: Vec::new(),
-        steps: 0,
-        etcd_leases: Vec::new(),
-        watchkv_leases: Vec::new(),
-    };
+    let mut b =
+        Both { etcd, watchkv, failures: Vec::new(), steps: 0, etcd_leases: Vec::new(), watchkv_leases: Vec::new() };
 
     // KV.
     b.cmd(&["put", "foo", "bar"]);
@@ -279,6 +267,9 @@ fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
     b.cmd(&["put", "foo", "qux", "-w", "json"]);
     b.cmd(&["del", "foo", "--prefix", "--prev-kv"]);
     b.cmd(&["put", "", "empty"]);
+    // A value from stdin above max-request-bytes (1.5 MiB) but within gRPC's allowance.
+    let big = "v".repeat(1_600_000);
+    b.cmd_in(&["put", "big"], Some(&big));
 
     // Txn, from stdin as `etcdctl txn` reads it: compares, success ops, failure ops.
     b.cmd(&["put", "t", "1"]);

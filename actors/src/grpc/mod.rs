@@ -127,12 +127,7 @@ impl GrpcApi {
 pub async fn serve_incoming<S, IO>(api: GrpcApi, incoming: S) -> Result<(), tonic::transport::Error>
 where
     S: Stream<Item = Result<IO, Infallible>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
 {
     tonic::transport::Server::builder()
         // Watch and keep-alive streams are long-lived; etcd allows many per connection.

@@ -301,10 +301,25 @@ pub fn start_watchkv(data_dir: &Path, port: u16, extra: &[&str]) -> Proc {
     p
 }
 
+/// Where a watch stream's requests go: the chunked HTTP body, or another transport's sender.
+enum Writer {
+    Http(TcpStream),
+    Other(Box<dyn RequestSink>),
+}
+
+/// Sends JSON watch requests over a transport other than HTTP/1.1 (gRPC in the differential
+/// suite), so that the same scenarios drive both.
+pub trait RequestSink: Send {
+    /// Sends one `WatchRequest` given as grpc-gateway JSON.
+    fn send(&mut self, req: &Value);
+    /// Ends the client's side of the stream (the response side stays open).
+    fn end(&mut self);
+}
+
 /// A full-duplex `/v3/watch` stream: requests are written as chunks of a chunked request body
 /// while a reader thread delivers each response line as JSON.
 pub struct WatchStream {
-    writer: TcpStream,
+    writer: Writer,
     lines: mpsc::Receiver<Value>,
     /// What the reader saw: status, headers, interim statuses, errors.
     pub events: mpsc::Receiver<String>,
@@ -397,14 +412,27 @@ impl WatchStream {
         if expect_continue {
             let _ = cont_rx.recv_timeout(Duration::from_secs(2));
         }
-        Ok(Self { writer, lines, events, pending: Default::default(), closed_body: false })
+        Ok(Self { writer: Writer::Http(writer), lines, events, pending: Default::default(), closed_body: false })
+    }
+
+    /// A stream over another transport: requests go to `sink`, and `lines` delivers each
+    /// response as a `{"result":...}` (or `{"error":...}`) value.
+    #[must_use]
+    pub fn from_parts(sink: Box<dyn RequestSink>, lines: mpsc::Receiver<Value>) -> Self {
+        let (_, events) = mpsc::channel();
+        Self { writer: Writer::Other(sink), lines, events, pending: Default::default(), closed_body: false }
     }
 
     /// Writes one request object as a chunk of the request body.
     pub fn send(&mut self, req: &Value) {
-        let data = req.to_string();
-        let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-        self.writer.write_all(chunk.as_bytes()).unwrap_or_else(|e| panic!("writing watch request {req}: {e}"));
+        match &mut self.writer {
+            Writer::Http(w) => {
+                let data = req.to_string();
+                let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+                w.write_all(chunk.as_bytes()).unwrap_or_else(|e| panic!("writing watch request {req}: {e}"));
+            }
+            Writer::Other(sink) => sink.send(req),
+        }
     }
 
     /// Writes raw bytes as one chunk (malformed-input cases).
@@ -412,14 +440,22 @@ impl WatchStream {
         let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
         chunk.extend_from_slice(data);
         chunk.extend_from_slice(b"\r\n");
-        self.writer.write_all(&chunk).expect("writing watch request chunk");
+        match &mut self.writer {
+            Writer::Http(w) => w.write_all(&chunk).expect("writing watch request chunk"),
+            Writer::Other(_) => panic!("raw request bytes are an HTTP-only case"),
+        }
     }
 
     /// Ends the request body (half-close at the HTTP level; the response stream stays open).
     pub fn end_body(&mut self) {
         if !self.closed_body {
             self.closed_body = true;
-            let _ = self.writer.write_all(b"0\r\n\r\n");
+            match &mut self.writer {
+                Writer::Http(w) => {
+                    let _ = w.write_all(b"0\r\n\r\n");
+                }
+                Writer::Other(sink) => sink.end(),
+            }
         }
     }
 
@@ -478,7 +514,9 @@ impl WatchStream {
 
     /// Closes the connection both ways.
     pub fn close(self) {
-        let _ = self.writer.shutdown(Shutdown::Both);
+        if let Writer::Http(w) = &self.writer {
+            let _ = w.shutdown(Shutdown::Both);
+        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! The gRPC API in process, through the shared client port (`listener::serve`) as the binary
+//! runs it: both protocols on one address, fragments, request size limits, error codes, and
+//! methods we do not serve.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_server::ServerHandle;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+use watchkv::Durability;
+use watchkv_actors::gateway::Gateway;
+use watchkv_actors::grpc::pb::etcdserverpb as pb;
+use watchkv_actors::grpc::GrpcApi;
+use watchkv_actors::listener::{self, PortOptions};
+use watchkv_actors::{ActorsConfig, Handle};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Served {
+    port: u16,
+    handle: Handle,
+    server: ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// A store and the client port on `127.0.0.1:0`, with fragments above `max_response_bytes`
+/// and requests refused above `max_request_bytes`.
+async fn serve(max_response_bytes: usize, max_request_bytes: usize) -> Served {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = ActorsConfig::new(dir.path());
+    config.store = config.store.durability(Durability::Buffered);
+    config.watch.max_response_bytes = max_response_bytes;
+    let handle = watchkv_actors::start(config).await.expect("start the store");
+    let mut gw = Gateway::new(handle.clone());
+    gw.max_request_bytes = max_request_bytes;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let grpc = GrpcApi::new(handle.clone(), gw.header, max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
+    let server = listener::serve(listener, Arc::new(gw), grpc, PortOptions { workers: 2, shutdown_timeout_secs: 1 })
+        .expect("serve");
+    let server_handle = server.handle();
+    actix_rt::spawn(server);
+    Served { port, handle, server: server_handle, _dir: dir }
+}
+
+async fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect_timeout(DEADLINE)
+        .timeout(DEADLINE)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn next(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("a watch response within the deadline")
+        .expect("watch stream error")
+        .expect("watch stream ended")
+}
+
+#[actix_rt::test]
+async fn one_port_serves_grpc_and_the_http_gateway() {
+    let s = serve(2 << 20, 1 << 20).await;
+    let mut kv = pb::kv_client::KvClient::new(channel(s.port).await);
+    let put = kv.put(pb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }).await;
+    let rev = put.expect("gRPC put").into_inner().header.expect("header").revision;
+
+    // The same port, HTTP/1.1: the gateway reads what gRPC wrote.
+    let body = awc::Client::new()
+        .post(format!("http://127.0.0.1:{}/v3/kv/range", s.port))
+        .send_body(r#"{"key":"aw=="}"#)
+        .await
+        .expect("gateway request")
+        .body()
+        .await
+        .expect("gateway body");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["kvs"][0]["value"], "dg==", "{v}");
+    assert_eq!(v["header"]["revision"], rev.to_string(), "{v}");
+
+    // A method we do not serve answers Unimplemented at once; so does a service.
+    let mut maint = pb::maintenance_client::MaintenanceClient::new(channel(s.port).await);
+    let err = maint.hash_kv(pb::HashKvRequest { revision: 0 }).await.expect_err("HashKV is not served");
+    assert_eq!(err.code(), Code::Unimplemented);
+    let mut auth = pb::auth_client::AuthClient::new(channel(s.port).await);
+    let err = auth.auth_enable(pb::AuthEnableRequest {}).await.expect_err("Auth is not served");
+    assert_eq!(err.code(), Code::Unimplemented);
+    s.server.stop(false).await;
+    s.handle.shutdown().await.expect("shutdown");
+}
+
+#[actix_rt::test]
+async fn errors_carry_etcds_grpc_codes_and_texts() {
+    let s = serve(2 << 20, 4096).await;
+    let mut kv = pb::kv_client::KvClient::new(channel(s.port).await);
+    let put = |key: &str, value: Vec<u8>| pb::PutRequest { key: key.into(), value, ..Default::default() };
+    for i in 0..3 {
+        kv.put(put("a", vec![b'x'; i + 1])).await.expect("put");
+    }
+    kv.compact(pb::CompactionRequest { revision: 3, physical: false }).await.expect("compact");
+    let cases: Vec<(pb::RangeRequest, Code, &str)> = vec![
+        (
+            pb::RangeRequest { key: b"a".to_vec(), revision: 2, ..Default::default() },
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        (
+            pb::RangeRequest { key: b"a".to_vec(), revision: 99, ..Default::default() },
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        (
+            pb::RangeRequest { key: b"a".to_vec(), sort_order: 9, ..Default::default() },
+            Code::InvalidArgument,
+            "etcdserver: invalid sort option",
+        ),
+        (pb::RangeRequest::default(), Code::InvalidArgument, "etcdserver: key is not provided"),
+    ];
+    for (req, code, text) in cases {
+        let err = kv.range(req.clone()).await.expect_err("an error");
+        assert_eq!((err.code(), err.message()), (code, text), "{req:?}");
+    }
+    // Above max-request-bytes (4 KiB here) but within gRPC's allowance: etcd's own error.
+    let err = kv.put(put("big", vec![b'v'; 8000])).await.expect_err("too large");
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+    // Beyond gRPC's allowance (max-request-bytes + 512 KiB): refused by the transport.
+    let err = kv.put(put("huge", vec![b'v'; 600 * 1024])).await.expect_err("too large for gRPC");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    let mut lease = pb::lease_client::LeaseClient::new(channel(s.port).await);
+    let err = lease.lease_revoke(pb::LeaseRevokeRequest { id: 77 }).await.expect_err("unknown lease");
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+    let granted = lease.lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 5 }).await.expect("grant");
+    assert_eq!(granted.into_inner().id, 5);
+    let err = lease.lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 5 }).await.expect_err("exists");
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "etcdserver: lease already exists"));
+    s.server.stop(false).await;
+    s.handle.shutdown().await.expect("shutdown");
+}
+
+#[actix_rt::test]
+async fn a_large_catch_up_arrives_in_fragments_that_add_up() {
+    let s = serve(4096, 1 << 20).await;
+    let mut kv = pb::kv_client::KvClient::new(channel(s.port).await);
+    // One txn: 20 events of ~500 bytes at one revision, more than one 4 KiB response holds.
+    let ops = (0..20)
+        .map(|i| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: format!("f/{i:02}").into_bytes(),
+                value: vec![b'v'; 500],
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let txn = kv.txn(pb::TxnRequest { success: ops, ..Default::default() }).await.expect("txn").into_inner();
+    let rev = txn.header.expect("header").revision;
+
+    let (tx, rx) = mpsc::channel(4);
+    let mut watch = pb::watch_client::WatchClient::new(channel(s.port).await);
+    let create = |fragment| pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"f/".to_vec(),
+            range_end: b"f0".to_vec(),
+            start_revision: rev,
+            fragment,
+            ..Default::default()
+        })),
+    };
+    tx.send(create(true)).await.expect("send create");
+    let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    let created = next(&mut stream).await;
+    assert!(created.created);
+    let mut pieces = Vec::new();
+    let mut events = 0;
+    loop {
+        let r = next(&mut stream).await;
+        assert_eq!(r.watch_id, created.watch_id);
+        events += r.events.len();
+        pieces.push(r.fragment);
+        if !r.fragment {
+            break;
+        }
+    }
+    assert!(pieces.len() > 1, "a response above 4 KiB is split: {pieces:?}");
+    assert_eq!(events, 20, "the pieces add up to the whole revision");
+
+    // Without `fragment`, the same revision comes whole, however large.
+    tx.send(create(false)).await.expect("send create");
+    let created = next(&mut stream).await;
+    assert!(created.created);
+    let whole = next(&mut stream).await;
+    assert_eq!((whole.events.len(), whole.fragment), (20, false));
+    drop(tx);
+    s.server.stop(false).await;
+    s.handle.shutdown().await.expect("shutdown");
+}
