@@ -17,6 +17,8 @@
 //! - [`stream_actor`]: one per client stream: ids, mailbox, delivery through a [`sink::WatchSink`].
 //! - [`system`]: `start(config) -> Handle`, the embedder's typed async API; start and shutdown order.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
+//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance.Status, Cluster.MemberList).
+//! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
 #![deny(missing_docs)]
 
 pub mod gateway;

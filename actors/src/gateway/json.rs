@@ -562,7 +562,7 @@ pub fn write_event(out: &mut String, e: &Event, with_prev: bool) {
 pub fn write_range(out: &mut String, h: Option<Header>, r: &RangeResponse) {
     let mut o = Obj::open(out);
     o.raw("header", |out| write_sub_header(out, h, r.revision));
-    o.list("kvs", &r.kvs, |out, kv| write_kv(out, kv));
+    o.list("kvs", &r.kvs, write_kv);
     o.flag("more", r.more);
     o.int("count", r.count);
     o.close();
@@ -594,7 +594,7 @@ pub fn write_delete(out: &mut String, h: Option<Header>, r: &DeleteRangeResponse
     let mut o = Obj::open(out);
     o.raw("header", |out| write_sub_header(out, h, r.revision));
     o.int("deleted", r.deleted);
-    o.list("prev_kvs", &r.prev_kvs, |out, kv| write_kv(out, kv));
+    o.list("prev_kvs", &r.prev_kvs, write_kv);
     o.close();
 }
 
