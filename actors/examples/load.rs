@@ -38,6 +38,8 @@ use clap::Parser;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use watchkv_actors::grpc::pb::etcdserverpb::kv_client::KvClient;
+use watchkv_actors::grpc::pb::etcdserverpb::PutRequest;
 
 /// Runs the same put and watch fan-out load against watchkv and etcd and compares them.
 #[derive(Debug, Clone, Parser)]
@@ -64,6 +66,10 @@ struct Args {
     /// Scenario 1: value size in bytes.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
+    /// Scenario 1 over `http` (the JSON gateway, one keep-alive connection per client) or `grpc`
+    /// (etcd's gRPC API: clients share one HTTP/2 connection, as etcd's clients do).
+    #[arg(long, default_value = "http")]
+    protocol: String,
     /// Scenario 1: give up after this many seconds.
     #[arg(long, default_value_t = 45)]
     s1_timeout_secs: u64,
@@ -391,16 +397,61 @@ struct S1 {
     timed_out: bool,
 }
 
+/// One put, over the protocol scenario 1 runs on.
+#[derive(Clone)]
+enum PutClient {
+    Http(awc::Client, Rc<str>),
+    Grpc(KvClient<tonic::transport::Channel>),
+}
+
+impl PutClient {
+    async fn new(args: &Args, server: &Server) -> anyhow::Result<Self> {
+        Ok(match args.protocol.as_str() {
+            "http" => Self::Http(http_client(args.clients.max(1) + 8), format!("{}/v3/kv/put", server.base).into()),
+            "grpc" => {
+                let channel = tonic::transport::Channel::from_shared(server.base.clone())?
+                    .connect_timeout(Duration::from_secs(10))
+                    .connect()
+                    .await?;
+                Self::Grpc(KvClient::new(channel))
+            }
+            other => bail!("--protocol must be http or grpc, not {other}"),
+        })
+    }
+
+    async fn put(&self, key: Vec<u8>, value: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Http(client, url) => post(client, url, put_body(&key, value)).await,
+            Self::Grpc(kv) => {
+                let req = PutRequest { key, value: value.to_vec(), ..Default::default() };
+                kv.clone().put(req).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
-    let client = http_client(args.clients.max(1) + 8);
-    let url: Rc<str> = format!("{}/v3/kv/put", server.base).into();
+    let client = match PutClient::new(args, server).await {
+        Ok(c) => c,
+        Err(e) => {
+            return S1 {
+                done: 0,
+                errors: 1,
+                first_error: Some(format!("{e:#}")),
+                secs: 0.0,
+                lat_us: Vec::new(),
+                cpu: CpuSpan::start(server.pid).end(tck),
+                timed_out: false,
+            }
+        }
+    };
     let value: Rc<[u8]> = vec![b'x'; args.value_size].into();
 
     // Warm-up: open every connection once (not measured).
     let warm: Vec<_> = (0..args.clients)
         .map(|i| {
-            let (client, url, value) = (client.clone(), url.clone(), value.clone());
-            actix_rt::spawn(async move { post(&client, &url, put_body(format!("/warm/{i}").as_bytes(), &value)).await })
+            let (client, value) = (client.clone(), value.clone());
+            actix_rt::spawn(async move { client.put(format!("/warm/{i}").into_bytes(), &value).await })
         })
         .collect();
     let _ = futures::future::join_all(warm).await;
@@ -416,7 +467,7 @@ async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
     let deadline = start + Duration::from_secs(args.s1_timeout_secs);
     let tasks: Vec<_> = (0..args.clients)
         .map(|_| {
-            let (client, url, value) = (client.clone(), url.clone(), value.clone());
+            let (client, value) = (client.clone(), value.clone());
             let (next, errors, first_error) = (next.clone(), errors.clone(), first_error.clone());
             actix_rt::spawn(async move {
                 let mut lat = Vec::with_capacity(per_client);
@@ -426,9 +477,9 @@ async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
                         break;
                     }
                     next.set(i + 1);
-                    let body = put_body(format!("/load/{i:08}").as_bytes(), &value);
+                    let key = format!("/load/{i:08}").into_bytes();
                     let t = Instant::now();
-                    match post(&client, &url, body).await {
+                    match client.put(key, &value).await {
                         Ok(()) => lat.push(t.elapsed().as_micros() as u64),
                         Err(e) => {
                             errors.set(errors.get() + 1);
@@ -1283,7 +1334,10 @@ fn print_table(args: &Args, reports: &[(Kind, Report)]) {
         rows.push((name.to_string(), reports.iter().map(|(_, r)| f(r)).collect()));
     };
     row("server startup (s)", &|r| format!("{:.2}", r.startup_secs));
-    let s1_title = format!("S1: {} puts, {} clients, {} B values", args.puts, args.clients, args.value_size);
+    let s1_title = format!(
+        "S1: {} puts, {} clients, {} B values, over {}",
+        args.puts, args.clients, args.value_size, args.protocol
+    );
     row(&s1_title, &|_| String::new());
     row("  puts ok / errors", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{} / {}", s.done, s.errors)));
     row("  wall time (s)", &|r| r.s1.as_ref().map_or("-".into(), |s| format!("{:.2}", s.secs)));
