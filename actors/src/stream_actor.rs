@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures::future::BoxFuture;
 use watchkv::watch::ids::WatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{Error, KeyRange};
 
-use crate::sink::WatchSink;
+use crate::sink::{SinkClosed, SinkSend, WatchSink};
 use crate::store_actor::{
     CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
 };
@@ -120,6 +121,17 @@ struct StreamWatch {
     skip_progress: bool,
 }
 
+/// The sends of one handler turn. While the sink accepts responses at once they go out as they
+/// are made and nothing waits; from the first send that has to wait, that send and every later
+/// response of the turn form the backlog the stream waits on.
+#[derive(Default)]
+struct Outbox {
+    /// The send that had to wait, and the responses queued behind it.
+    backlog: Option<(BoxFuture<'static, Result<(), SinkClosed>>, Vec<WatchResponse>)>,
+    /// The client has gone away.
+    closed: bool,
+}
+
 /// One client stream.
 pub struct StreamActor {
     id: StreamId,
@@ -146,18 +158,49 @@ impl StreamActor {
         Self { id, store, sink, ids: WatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
     }
 
-    /// Sends responses to the client in order, holding back every other message meanwhile.
+    /// Sends responses to the client in order (see [`Outbox`]).
     fn emit(&mut self, ctx: &mut Context<Self>, responses: Vec<WatchResponse>) {
-        if responses.is_empty() {
+        let mut outbox = Outbox::default();
+        for r in responses {
+            self.push(&mut outbox, r);
+        }
+        self.finish(ctx, outbox);
+    }
+
+    /// Hands one response to the sink: at once while the client keeps up, else behind the
+    /// send that had to wait.
+    fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
+        self.responses += 1;
+        if outbox.closed {
             return;
         }
-        self.responses += responses.len() as u64;
+        if let Some(backlog) = &mut outbox.backlog {
+            backlog.1.push(response);
+            return;
+        }
+        match self.sink.start_send(response) {
+            SinkSend::Done(Ok(())) => {}
+            SinkSend::Done(Err(SinkClosed)) => outbox.closed = true,
+            SinkSend::Pending(fut) => outbox.backlog = Some((fut, Vec::new())),
+        }
+    }
+
+    /// Ends a handler's sends: a closed client stops the stream; a backlog holds back every
+    /// other message until the client has taken all of it, so responses keep their order and
+    /// the mailbox fills while the client is slow.
+    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox) {
+        if outbox.closed {
+            ctx.stop();
+            return;
+        }
+        let Some((first, rest)) = outbox.backlog else { return };
         let sink = Arc::clone(&self.sink);
         let fut = async move {
-            for r in responses {
+            first.await?;
+            for r in rest {
                 sink.send(r).await?;
             }
-            Ok::<(), crate::sink::SinkClosed>(())
+            Ok::<(), SinkClosed>(())
         };
         ctx.wait(fut.into_actor(self).map(|result, _, ctx| {
             if result.is_err() {
@@ -325,7 +368,7 @@ impl Handler<Deliver> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let mut out = Vec::with_capacity(msg.entries.len());
+        let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
                 // A stream-wide progress speaks for the watchers of its request only, and `key`
@@ -334,7 +377,7 @@ impl Handler<Deliver> for StreamActor {
                 // (etcd's Go client broadcasts it and resumes from it), so it would break
                 // Bookmarkable for that one. Drop it; the client asks again.
                 if !self.watches.is_empty() && self.watches.values().all(|w| w.key.seq <= key.seq) {
-                    out.push(response);
+                    self.push(&mut out, response);
                 }
                 continue;
             }
@@ -344,19 +387,21 @@ impl Handler<Deliver> for StreamActor {
                 // A compaction notice or a server-side cancel ends the watcher here too, so
                 // progress requests on this stream keep working (spec §10 quirk 4).
                 self.forget(key.id);
-                out.push(response);
+                self.push(&mut out, response);
             } else if response.events.is_empty() {
-                out.push(response);
+                self.push(&mut out, response);
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    out.extend(response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE));
+                    for piece in response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE) {
+                        self.push(&mut out, piece);
+                    }
                 } else {
-                    out.push(response);
+                    self.push(&mut out, response);
                 }
             }
         }
-        self.emit(ctx, out);
+        self.finish(ctx, out);
     }
 }
 
