@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
-use watchkv::watch::ids::WatchIds;
+use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{Error, KeyRange};
@@ -110,10 +110,11 @@ pub struct StreamStats {
 #[rtype(result = "StreamStats")]
 pub struct GetStreamStats;
 
-/// What the stream remembers of each of its watchers.
+/// What the stream remembers of each of its watchers (kept small: one per watcher). The
+/// watcher's key is this stream's id, the map key and `seq`.
 #[derive(Debug)]
 struct StreamWatch {
-    key: WatcherKey,
+    seq: u64,
     cancel: CancelFlag,
     progress_notify: bool,
     fragment: bool,
@@ -137,7 +138,8 @@ pub struct StreamActor {
     id: StreamId,
     store: Addr<StoreActor>,
     sink: Arc<dyn WatchSink>,
-    ids: WatchIds,
+    /// Auto ids; the ids in use are the keys of `watches`.
+    ids: AutoWatchIds,
     watches: HashMap<WatchId, StreamWatch>,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
@@ -155,7 +157,7 @@ impl StreamActor {
         clock: Arc<RevisionClock>,
         seq: Arc<AtomicU64>,
     ) -> Self {
-        Self { id, store, sink, ids: WatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
+        Self { id, store, sink, ids: AutoWatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
     }
 
     /// Sends responses to the client in order (see [`Outbox`]).
@@ -213,8 +215,12 @@ impl StreamActor {
     fn forget(&mut self, id: WatchId) {
         if let Some(w) = self.watches.remove(&id) {
             w.cancel.cancel();
-            self.ids.release(id);
         }
+    }
+
+    /// The process-wide key of this stream's watcher `id`.
+    fn key(&self, id: WatchId, w: &StreamWatch) -> WatcherKey {
+        WatcherKey { stream: self.id, id, seq: w.seq }
     }
 
     fn validate(&self, req: &WatchCreate) -> Result<KeyRange, Error> {
@@ -254,7 +260,7 @@ impl Actor for StreamActor {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        let watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        let watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         for w in self.watches.values() {
             w.cancel.cancel();
         }
@@ -273,7 +279,8 @@ impl Handler<CreateWatch> for StreamActor {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
-        let id = match self.ids.allocate(req.watch_id) {
+        let watches = &self.watches;
+        let id = match self.ids.allocate(req.watch_id, |id| watches.contains_key(&id)) {
             Ok(id) => id,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
@@ -282,7 +289,7 @@ impl Handler<CreateWatch> for StreamActor {
         self.watches.insert(
             id,
             StreamWatch {
-                key,
+                seq: key.seq,
                 cancel: cancel.clone(),
                 progress_notify: req.progress_notify,
                 fragment: req.fragment,
@@ -328,8 +335,7 @@ impl Handler<CancelWatch> for StreamActor {
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
         let Some(w) = self.watches.remove(&msg.0) else { return };
         w.cancel.cancel();
-        self.ids.release(msg.0);
-        self.store.do_send(CancelWatchers(vec![w.key]));
+        self.store.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
         self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
     }
 }
@@ -344,7 +350,7 @@ impl Handler<RequestStreamProgress> for StreamActor {
         }
         // The answer comes back keyed by the first watcher: make it the newest, so that `Deliver`
         // can tell whether a watcher was created after this request.
-        let mut watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        let mut watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
         self.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
     }
@@ -354,12 +360,13 @@ impl Handler<ProgressTick> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, _: ProgressTick, _: &mut Self::Context) {
-        for w in self.watches.values_mut().filter(|w| w.progress_notify) {
+        for (&id, w) in self.watches.iter_mut().filter(|(_, w)| w.progress_notify) {
             // etcd: a tick right after an event response is skipped (case X17).
             if std::mem::take(&mut w.skip_progress) {
                 continue;
             }
-            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![w.key], watch_id: w.key.id });
+            let key = WatcherKey { stream: self.id, id, seq: w.seq };
+            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
         }
     }
 }
@@ -376,13 +383,16 @@ impl Handler<Deliver> for StreamActor {
                 // an older revision: clients apply a -1 progress to every watcher of the stream
                 // (etcd's Go client broadcasts it and resumes from it), so it would break
                 // Bookmarkable for that one. Drop it; the client asks again.
-                if !self.watches.is_empty() && self.watches.values().all(|w| w.key.seq <= key.seq) {
+                if !self.watches.is_empty() && self.watches.values().all(|w| w.seq <= key.seq) {
                     self.push(&mut out, response);
                 }
                 continue;
             }
             // Cancel wins: nothing for a cancelled (or reused) id reaches the client.
-            let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.key == key) else { continue };
+            if key.stream != self.id {
+                continue;
+            }
+            let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.seq == key.seq) else { continue };
             if response.canceled {
                 // A compaction notice or a server-side cancel ends the watcher here too, so
                 // progress requests on this stream keep working (spec §10 quirk 4).
