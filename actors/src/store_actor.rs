@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
@@ -71,6 +72,21 @@ pub struct Counters {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<WriteResponse>")]
 pub struct Write(pub WriteRequest);
+
+/// A write whose answer goes straight to `reply`, which the caller awaits on its own thread.
+///
+/// [`Write`]'s answer travels through a future on this actor's thread, which cannot run before
+/// the turn that committed the write ends, fan-out included; this one reaches the writer as soon
+/// as the store answers it. The message itself is answered once the write is queued, so a full
+/// mailbox still pushes back on the caller.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubmitWrite {
+    /// The write.
+    pub request: WriteRequest,
+    /// Where its answer goes, after it is durable.
+    pub reply: oneshot::Sender<Result<WriteResponse>>,
+}
 
 /// A read at a revision.
 #[derive(Debug, Message)]
@@ -252,32 +268,8 @@ pub struct GetStoreStats;
 
 type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse>>);
 
-/// Hashes stream ids (small sequential integers from one counter, never chosen by a client)
-/// with one multiply: SipHash's flooding resistance buys nothing here and costs a visible
-/// share of a fan-out, which looks a stream up once per delivery.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StreamIdHasher(u64);
-
-impl std::hash::Hasher for StreamIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; the rotation brings the well-mixed high bits down to where
-        // hashbrown takes its bucket index from, and keeps others for its control byte.
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26);
-    }
-}
-
-/// A map keyed by stream id.
-pub type StreamMap<V> = HashMap<StreamId, V, std::hash::BuildHasherDefault<StreamIdHasher>>;
+/// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
+pub type StreamMap<V> = IdMap<V>;
 
 /// One flush's deliveries, by stream, each stream's in the order they must reach it.
 type PerStream = StreamMap<Vec<Delivery>>;
@@ -485,6 +477,26 @@ impl StoreActor {
         let _ = self.synced.insert(w);
     }
 
+    /// Queues a write for the next group commit.
+    fn submit(
+        &mut self,
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteResponse>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.store.is_none() {
+            let _ = reply.send(Err(Error::Stopped));
+            return;
+        }
+        self.pending.push((request, reply));
+        if !self.flush_scheduled {
+            // Runs after every message already in the mailbox: writes queued together are
+            // applied in one batch with one persist (group commit).
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         let pending = std::mem::take(&mut self.pending);
@@ -500,23 +512,29 @@ impl StoreActor {
         self.publish();
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        // Notify before answering: once a writer learns its revision, every synced watcher of
-        // that revision already has its events queued (spec §9 (a)).
-        let mut out = PerStream::default();
-        let mut answers = Vec::with_capacity(replies.len());
+        // Answer first, then notify, in the same turn of this actor. A writer's reply no longer
+        // waits for a fan-out to thousands of watchers, and spec §9 (a) still holds: whatever a
+        // writer can do once it knows its revision (start a watch, ask for progress, read)
+        // reaches the watch machinery as a message to this actor, handled only after this turn
+        // has queued the revision's events to every matching synced watcher's stream. The
+        // revision's own visibility was published above, before either, as it always was.
+        let mut events = Vec::with_capacity(results.len());
         for (result, reply) in results.into_iter().zip(replies) {
             match result {
                 Ok(committed) => {
-                    self.committed(committed.events, &mut out);
-                    answers.push((reply, Ok(committed.response)));
+                    events.push(committed.events);
+                    let _ = reply.send(Ok(committed.response));
                 }
-                Err(e) => answers.push((reply, Err(e))),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
             }
         }
-        self.deliver(out);
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
+        let mut out = PerStream::default();
+        for evs in events {
+            self.committed(evs, &mut out);
         }
+        self.deliver(out);
         let _ = ctx;
     }
 }
@@ -538,18 +556,16 @@ impl Handler<Write> for StoreActor {
 
     fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if self.store.is_none() {
-            let _ = tx.send(Err(Error::Stopped));
-        } else {
-            self.pending.push((msg.0, tx));
-            if !self.flush_scheduled {
-                // Runs after every message already in the mailbox: writes queued together are
-                // applied in one batch with one persist (group commit).
-                self.flush_scheduled = true;
-                ctx.notify(Flush);
-            }
-        }
+        self.submit(msg.0, tx, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
+    }
+}
+
+impl Handler<SubmitWrite> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitWrite, ctx: &mut Self::Context) {
+        self.submit(msg.request, msg.reply, ctx);
     }
 }
 

@@ -19,7 +19,7 @@ use watchkv::{
 use crate::sink::WatchSink;
 use crate::store_actor::{
     Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
-    StoreStats, Write,
+    StoreStats, SubmitWrite,
 };
 use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
 use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
@@ -168,7 +168,15 @@ impl Handle {
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
-        self.inner.store.send(Write(req)).await.map_err(stopped)?
+        // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
+        // A full store mailbox makes the writer wait for room, as `send` does.
+        let (reply, answer) = futures::channel::oneshot::channel();
+        match self.inner.store.try_send(SubmitWrite { request: req, reply }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => self.inner.store.send(msg).await.map_err(stopped)?,
+            Err(SendError::Closed(_)) => return Err(Error::Stopped),
+        }
+        answer.await.unwrap_or(Err(Error::Stopped))
     }
 
     /// Writes a key (etcd `Put`).
