@@ -94,6 +94,9 @@ pub async fn start(config: ActorsConfig) -> Result<Handle> {
     let reader = store.reader();
 
     let watch_arbiter = Arbiter::new();
+    if let Some(nice) = config.catch_up_nice {
+        watch_arbiter.spawn_fn(move || lower_thread_priority(nice));
+    }
     let store_arbiter = Arbiter::new();
     let victims = {
         let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
@@ -370,6 +373,29 @@ impl Handle {
         }
         result
     }
+}
+
+/// Lowers the calling thread's CPU priority to nice value `nice` (on Linux the nice value
+/// belongs to the thread, and `setpriority(PRIO_PROCESS, 0, ..)` names the calling one). A catch-up
+/// scan is CPU-bound for as long as it runs; on a machine with few cores the scheduler would
+/// otherwise share the CPU evenly between it and the threads that answer writes, and a write's
+/// latency would grow by the scan's time slices (issue #4's catch-up target).
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        const PRIO_PROCESS: i32 = 0;
+        // SAFETY: a plain system call wrapper from the C library: integer arguments only, no
+        // memory is shared, and failure is reported through the return value.
+        let rc = unsafe { setpriority(PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the catch-up thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 fn unexpected(resp: &WriteResponse) -> Error {
