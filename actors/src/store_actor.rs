@@ -364,7 +364,7 @@ impl StoreActor {
                 }
                 w.min_rev = rev + 1;
                 if w.filters.accepts(event) {
-                    let response = WatchResponse::events(w.key.id, rev, vec![Arc::clone(event)], w.prev_kv);
+                    let response = WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv);
                     out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
                 }
             }
