@@ -122,13 +122,16 @@ struct StreamWatch {
     skip_progress: bool,
 }
 
+/// A send the client side has not accepted yet.
+type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
+
 /// The sends of one handler turn. While the sink accepts responses at once they go out as they
 /// are made and nothing waits; from the first send that has to wait, that send and every later
 /// response of the turn form the backlog the stream waits on.
 #[derive(Default)]
 struct Outbox {
     /// The send that had to wait, and the responses queued behind it.
-    backlog: Option<(BoxFuture<'static, Result<(), SinkClosed>>, Vec<WatchResponse>)>,
+    backlog: Option<(PendingSend, Vec<WatchResponse>)>,
     /// The client has gone away.
     closed: bool,
 }
