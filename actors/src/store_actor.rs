@@ -465,7 +465,12 @@ impl StoreActor {
             self.syncer.do_send(AddUnsynced(vec![w]));
             return;
         }
-        for (rev, events) in self.ring.iter().filter(|(rev, _)| *rev >= w.min_rev) {
+        // The ring is in revision order: start at the first revision the watcher still needs.
+        // Walking the whole ring instead cost every promoted watcher up to `ring_revisions`
+        // steps, and a catch-up pass promotes hundreds at once: milliseconds in which writes
+        // waited behind the `Promote`.
+        let first = self.ring.partition_point(|(rev, _)| *rev < w.min_rev);
+        for (rev, events) in self.ring.range(first..) {
             let evs: Vec<Arc<Event>> = events.iter().filter(|e| w.range.contains(&e.kv.key)).cloned().collect();
             if let Some(evs) = filtered_events(&w, evs) {
                 out.entry(w.key.stream)
