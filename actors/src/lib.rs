@@ -75,6 +75,10 @@ pub struct ActorsConfig {
     pub store_mailbox: usize,
     /// Disable every timer (catch-up, victim retry, progress): tests send the ticks by hand.
     pub manual_ticks: bool,
+    /// Nice value (Linux, 0..=19) for the thread of the syncer and the victim actor, so that a long
+    /// catch-up yields the CPU to writes and live delivery when cores are short, and still uses
+    /// every idle cycle. `None` leaves the thread as started. Default = `Some(10)`.
+    pub catch_up_nice: Option<i32>,
 }
 
 impl ActorsConfig {
@@ -90,6 +94,7 @@ impl ActorsConfig {
             ring_revisions: 4096,
             store_mailbox: 1024,
             manual_ticks: false,
+            catch_up_nice: Some(10),
         }
     }
 }

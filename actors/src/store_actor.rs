@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
@@ -71,6 +72,21 @@ pub struct Counters {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<WriteResponse>")]
 pub struct Write(pub WriteRequest);
+
+/// A write whose answer goes straight to `reply`, which the caller awaits on its own thread.
+///
+/// [`Write`]'s answer travels through a future on this actor's thread, which cannot run before
+/// the turn that committed the write ends, fan-out included; this one reaches the writer as soon
+/// as the store answers it. The message itself is answered once the write is queued, so a full
+/// mailbox still pushes back on the caller.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubmitWrite {
+    /// The write.
+    pub request: WriteRequest,
+    /// Where its answer goes, after it is durable.
+    pub reply: oneshot::Sender<Result<WriteResponse>>,
+}
 
 /// A read at a revision.
 #[derive(Debug, Message)]
@@ -252,12 +268,18 @@ pub struct GetStoreStats;
 
 type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse>>);
 
+/// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
+pub type StreamMap<V> = IdMap<V>;
+
+/// One flush's deliveries, by stream, each stream's in the order they must reach it.
+type PerStream = StreamMap<Vec<Delivery>>;
+
 /// The store actor. Runs on its own arbiter: writes block it on disk, nothing else waits.
 pub struct StoreActor {
     store: Option<KvStore>,
     config: Arc<ActorsConfig>,
     synced: WatcherGroup,
-    streams: HashMap<StreamId, Recipient<Deliver>>,
+    streams: StreamMap<Recipient<Deliver>>,
     /// How to close each stream on shutdown.
     closers: HashMap<StreamId, Recipient<CloseStream>>,
     /// The last revisions' events, oldest first, for replaying to promoted watchers.
@@ -286,7 +308,7 @@ impl StoreActor {
             store: Some(store),
             config,
             synced: WatcherGroup::new(),
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             closers: HashMap::new(),
             ring: VecDeque::new(),
             pending: Vec::new(),
@@ -311,7 +333,7 @@ impl StoreActor {
     }
 
     /// Records a committed revision's events and delivers them to synced watchers.
-    fn committed(&mut self, events: Vec<Event>, out: &mut HashMap<StreamId, Vec<Delivery>>) {
+    fn committed(&mut self, events: Vec<Event>, out: &mut PerStream) {
         let Some(rev) = events.first().map(Event::revision) else { return };
         let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
         self.match_synced(rev, &events, out);
@@ -322,29 +344,44 @@ impl StoreActor {
     }
 
     /// etcd `notify`: groups one revision's events per matching synced watcher.
-    fn match_synced(&mut self, rev: i64, events: &[Arc<Event>], out: &mut HashMap<StreamId, Vec<Delivery>>) {
+    ///
+    /// The cancel flag is not checked here: a cancelled watcher leaves the group by
+    /// `CancelWatchers`, and until then its stream drops what it is sent (cancel wins on
+    /// delivery, DESIGN invariant 6), so the hot loop skips one cache miss per watcher.
+    fn match_synced(&mut self, rev: i64, events: &[Arc<Event>], out: &mut PerStream) {
         if self.synced.is_empty() {
+            return;
+        }
+        if let [event] = events {
+            // One event (the common case): `matching` yields each slot once, so each watcher's
+            // response is built straight from the match, with no per-watcher grouping.
+            self.matched.clear();
+            self.synced.matching(&event.kv.key, &mut self.matched);
+            for &slot in &self.matched {
+                let Some(w) = self.synced.slot_mut(slot) else { continue };
+                if w.min_rev > rev {
+                    continue;
+                }
+                w.min_rev = rev + 1;
+                if w.filters.accepts(event) {
+                    let response = WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv);
+                    out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
+                }
+            }
             return;
         }
         // (slot, events) in first-match order.
         let mut per_watcher: Vec<(WatcherSlot, Vec<Arc<Event>>)> = Vec::new();
-        if let [event] = events {
-            // One event: `matching` yields each slot once, so there is nothing to merge.
+        let mut position: HashMap<WatcherSlot, usize> = HashMap::new();
+        for event in events {
             self.matched.clear();
             self.synced.matching(&event.kv.key, &mut self.matched);
-            per_watcher.extend(self.matched.iter().map(|&slot| (slot, vec![Arc::clone(event)])));
-        } else {
-            let mut position: HashMap<WatcherSlot, usize> = HashMap::new();
-            for event in events {
-                self.matched.clear();
-                self.synced.matching(&event.kv.key, &mut self.matched);
-                for &slot in &self.matched {
-                    match position.entry(slot) {
-                        Entry::Occupied(e) => per_watcher[*e.get()].1.push(Arc::clone(event)),
-                        Entry::Vacant(e) => {
-                            e.insert(per_watcher.len());
-                            per_watcher.push((slot, vec![Arc::clone(event)]));
-                        }
+            for &slot in &self.matched {
+                match position.entry(slot) {
+                    Entry::Occupied(e) => per_watcher[*e.get()].1.push(Arc::clone(event)),
+                    Entry::Vacant(e) => {
+                        e.insert(per_watcher.len());
+                        per_watcher.push((slot, vec![Arc::clone(event)]));
                     }
                 }
             }
@@ -355,10 +392,6 @@ impl StoreActor {
                 continue;
             }
             w.min_rev = rev + 1;
-            if w.is_cancelled() {
-                self.synced.remove_slot(slot);
-                continue;
-            }
             if let Some(evs) = filtered_events(w, evs) {
                 out.entry(w.key.stream)
                     .or_default()
@@ -369,7 +402,7 @@ impl StoreActor {
 
     /// Sends each stream its deliveries in one mailbox message; a full mailbox turns those
     /// watchers into victims (etcd `notify` on a failed `send`), never a wait.
-    fn deliver(&mut self, out: HashMap<StreamId, Vec<Delivery>>) {
+    fn deliver(&mut self, out: PerStream) {
         let mut parked = Vec::new();
         for (stream, entries) in out {
             let Some(recipient) = self.streams.get(&stream) else {
@@ -414,7 +447,7 @@ impl StoreActor {
     }
 
     /// Puts a watcher where it belongs at the current revision (spec §6.2 and DESIGN "Promote").
-    fn place(&mut self, mut w: Watcher, out: &mut HashMap<StreamId, Vec<Delivery>>) {
+    fn place(&mut self, mut w: Watcher, out: &mut PerStream) {
         if w.is_cancelled() || !self.streams.contains_key(&w.key.stream) {
             return;
         }
@@ -432,7 +465,12 @@ impl StoreActor {
             self.syncer.do_send(AddUnsynced(vec![w]));
             return;
         }
-        for (rev, events) in self.ring.iter().filter(|(rev, _)| *rev >= w.min_rev) {
+        // The ring is in revision order: start at the first revision the watcher still needs.
+        // Walking the whole ring instead cost every promoted watcher up to `ring_revisions`
+        // steps, and a catch-up pass promotes hundreds at once: milliseconds in which writes
+        // waited behind the `Promote`.
+        let first = self.ring.partition_point(|(rev, _)| *rev < w.min_rev);
+        for (rev, events) in self.ring.range(first..) {
             let evs: Vec<Arc<Event>> = events.iter().filter(|e| w.range.contains(&e.kv.key)).cloned().collect();
             if let Some(evs) = filtered_events(&w, evs) {
                 out.entry(w.key.stream)
@@ -442,6 +480,26 @@ impl StoreActor {
         }
         w.min_rev = current + 1;
         let _ = self.synced.insert(w);
+    }
+
+    /// Queues a write for the next group commit.
+    fn submit(
+        &mut self,
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteResponse>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.store.is_none() {
+            let _ = reply.send(Err(Error::Stopped));
+            return;
+        }
+        self.pending.push((request, reply));
+        if !self.flush_scheduled {
+            // Runs after every message already in the mailbox: writes queued together are
+            // applied in one batch with one persist (group commit).
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -459,23 +517,29 @@ impl StoreActor {
         self.publish();
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        // Notify before answering: once a writer learns its revision, every synced watcher of
-        // that revision already has its events queued (spec §9 (a)).
-        let mut out = HashMap::new();
-        let mut answers = Vec::with_capacity(replies.len());
+        // Answer first, then notify, in the same turn of this actor. A writer's reply no longer
+        // waits for a fan-out to thousands of watchers, and spec §9 (a) still holds: whatever a
+        // writer can do once it knows its revision (start a watch, ask for progress, read)
+        // reaches the watch machinery as a message to this actor, handled only after this turn
+        // has queued the revision's events to every matching synced watcher's stream. The
+        // revision's own visibility was published above, before either, as it always was.
+        let mut events = Vec::with_capacity(results.len());
         for (result, reply) in results.into_iter().zip(replies) {
             match result {
                 Ok(committed) => {
-                    self.committed(committed.events, &mut out);
-                    answers.push((reply, Ok(committed.response)));
+                    events.push(committed.events);
+                    let _ = reply.send(Ok(committed.response));
                 }
-                Err(e) => answers.push((reply, Err(e))),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
             }
         }
-        self.deliver(out);
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
+        let mut out = PerStream::default();
+        for evs in events {
+            self.committed(evs, &mut out);
         }
+        self.deliver(out);
         let _ = ctx;
     }
 }
@@ -497,18 +561,16 @@ impl Handler<Write> for StoreActor {
 
     fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if self.store.is_none() {
-            let _ = tx.send(Err(Error::Stopped));
-        } else {
-            self.pending.push((msg.0, tx));
-            if !self.flush_scheduled {
-                // Runs after every message already in the mailbox: writes queued together are
-                // applied in one batch with one persist (group commit).
-                self.flush_scheduled = true;
-                ctx.notify(Flush);
-            }
-        }
+        self.submit(msg.0, tx, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
+    }
+}
+
+impl Handler<SubmitWrite> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitWrite, ctx: &mut Self::Context) {
+        self.submit(msg.request, msg.reply, ctx);
     }
 }
 
@@ -598,7 +660,7 @@ impl Handler<LeaseTick> for StoreActor {
         }
         let results = store.expire_leases(now);
         self.publish();
-        let mut out = HashMap::new();
+        let mut out = PerStream::default();
         for (id, result) in results {
             match result {
                 Ok(c) => self.committed(c.events, &mut out),
@@ -677,7 +739,7 @@ impl Handler<Promote> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: Promote, _: &mut Self::Context) {
-        let mut out = HashMap::new();
+        let mut out = PerStream::default();
         for w in msg.0 {
             self.place(w, &mut out);
         }

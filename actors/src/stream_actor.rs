@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use watchkv::watch::ids::WatchIds;
+use futures::future::BoxFuture;
+use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{Error, KeyRange};
 
-use crate::sink::WatchSink;
+use crate::sink::{SinkClosed, SinkSend, WatchSink};
 use crate::store_actor::{
     CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
 };
@@ -109,10 +110,11 @@ pub struct StreamStats {
 #[rtype(result = "StreamStats")]
 pub struct GetStreamStats;
 
-/// What the stream remembers of each of its watchers.
+/// What the stream remembers of each of its watchers (kept small: one per watcher). The
+/// watcher's key is this stream's id, the map key and `seq`.
 #[derive(Debug)]
 struct StreamWatch {
-    key: WatcherKey,
+    seq: u64,
     cancel: CancelFlag,
     progress_notify: bool,
     fragment: bool,
@@ -120,12 +122,27 @@ struct StreamWatch {
     skip_progress: bool,
 }
 
+/// A send the client side has not accepted yet.
+type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
+
+/// The sends of one handler turn. While the sink accepts responses at once they go out as they
+/// are made and nothing waits; from the first send that has to wait, that send and every later
+/// response of the turn form the backlog the stream waits on.
+#[derive(Default)]
+struct Outbox {
+    /// The send that had to wait, and the responses queued behind it.
+    backlog: Option<(PendingSend, Vec<WatchResponse>)>,
+    /// The client has gone away.
+    closed: bool,
+}
+
 /// One client stream.
 pub struct StreamActor {
     id: StreamId,
     store: Addr<StoreActor>,
     sink: Arc<dyn WatchSink>,
-    ids: WatchIds,
+    /// Auto ids; the ids in use are the keys of `watches`.
+    ids: AutoWatchIds,
     watches: HashMap<WatchId, StreamWatch>,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
@@ -143,21 +160,52 @@ impl StreamActor {
         clock: Arc<RevisionClock>,
         seq: Arc<AtomicU64>,
     ) -> Self {
-        Self { id, store, sink, ids: WatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
+        Self { id, store, sink, ids: AutoWatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
     }
 
-    /// Sends responses to the client in order, holding back every other message meanwhile.
+    /// Sends responses to the client in order (see [`Outbox`]).
     fn emit(&mut self, ctx: &mut Context<Self>, responses: Vec<WatchResponse>) {
-        if responses.is_empty() {
+        let mut outbox = Outbox::default();
+        for r in responses {
+            self.push(&mut outbox, r);
+        }
+        self.finish(ctx, outbox);
+    }
+
+    /// Hands one response to the sink: at once while the client keeps up, else behind the
+    /// send that had to wait.
+    fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
+        self.responses += 1;
+        if outbox.closed {
             return;
         }
-        self.responses += responses.len() as u64;
+        if let Some(backlog) = &mut outbox.backlog {
+            backlog.1.push(response);
+            return;
+        }
+        match self.sink.start_send(response) {
+            SinkSend::Done(Ok(())) => {}
+            SinkSend::Done(Err(SinkClosed)) => outbox.closed = true,
+            SinkSend::Pending(fut) => outbox.backlog = Some((fut, Vec::new())),
+        }
+    }
+
+    /// Ends a handler's sends: a closed client stops the stream; a backlog holds back every
+    /// other message until the client has taken all of it, so responses keep their order and
+    /// the mailbox fills while the client is slow.
+    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox) {
+        if outbox.closed {
+            ctx.stop();
+            return;
+        }
+        let Some((first, rest)) = outbox.backlog else { return };
         let sink = Arc::clone(&self.sink);
         let fut = async move {
-            for r in responses {
+            first.await?;
+            for r in rest {
                 sink.send(r).await?;
             }
-            Ok::<(), crate::sink::SinkClosed>(())
+            Ok::<(), SinkClosed>(())
         };
         ctx.wait(fut.into_actor(self).map(|result, _, ctx| {
             if result.is_err() {
@@ -170,8 +218,12 @@ impl StreamActor {
     fn forget(&mut self, id: WatchId) {
         if let Some(w) = self.watches.remove(&id) {
             w.cancel.cancel();
-            self.ids.release(id);
         }
+    }
+
+    /// The process-wide key of this stream's watcher `id`.
+    fn key(&self, id: WatchId, w: &StreamWatch) -> WatcherKey {
+        WatcherKey { stream: self.id, id, seq: w.seq }
     }
 
     fn validate(&self, req: &WatchCreate) -> Result<KeyRange, Error> {
@@ -211,7 +263,7 @@ impl Actor for StreamActor {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        let watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        let watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         for w in self.watches.values() {
             w.cancel.cancel();
         }
@@ -230,7 +282,8 @@ impl Handler<CreateWatch> for StreamActor {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
-        let id = match self.ids.allocate(req.watch_id) {
+        let watches = &self.watches;
+        let id = match self.ids.allocate(req.watch_id, |id| watches.contains_key(&id)) {
             Ok(id) => id,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
@@ -239,7 +292,7 @@ impl Handler<CreateWatch> for StreamActor {
         self.watches.insert(
             id,
             StreamWatch {
-                key,
+                seq: key.seq,
                 cancel: cancel.clone(),
                 progress_notify: req.progress_notify,
                 fragment: req.fragment,
@@ -285,8 +338,7 @@ impl Handler<CancelWatch> for StreamActor {
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
         let Some(w) = self.watches.remove(&msg.0) else { return };
         w.cancel.cancel();
-        self.ids.release(msg.0);
-        self.store.do_send(CancelWatchers(vec![w.key]));
+        self.store.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
         self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
     }
 }
@@ -301,7 +353,7 @@ impl Handler<RequestStreamProgress> for StreamActor {
         }
         // The answer comes back keyed by the first watcher: make it the newest, so that `Deliver`
         // can tell whether a watcher was created after this request.
-        let mut watchers: Vec<WatcherKey> = self.watches.values().map(|w| w.key).collect();
+        let mut watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
         self.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
     }
@@ -311,12 +363,13 @@ impl Handler<ProgressTick> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, _: ProgressTick, _: &mut Self::Context) {
-        for w in self.watches.values_mut().filter(|w| w.progress_notify) {
+        for (&id, w) in self.watches.iter_mut().filter(|(_, w)| w.progress_notify) {
             // etcd: a tick right after an event response is skipped (case X17).
             if std::mem::take(&mut w.skip_progress) {
                 continue;
             }
-            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![w.key], watch_id: w.key.id });
+            let key = WatcherKey { stream: self.id, id, seq: w.seq };
+            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
         }
     }
 }
@@ -325,7 +378,7 @@ impl Handler<Deliver> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let mut out = Vec::with_capacity(msg.entries.len());
+        let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
                 // A stream-wide progress speaks for the watchers of its request only, and `key`
@@ -333,30 +386,35 @@ impl Handler<Deliver> for StreamActor {
                 // an older revision: clients apply a -1 progress to every watcher of the stream
                 // (etcd's Go client broadcasts it and resumes from it), so it would break
                 // Bookmarkable for that one. Drop it; the client asks again.
-                if !self.watches.is_empty() && self.watches.values().all(|w| w.key.seq <= key.seq) {
-                    out.push(response);
+                if !self.watches.is_empty() && self.watches.values().all(|w| w.seq <= key.seq) {
+                    self.push(&mut out, response);
                 }
                 continue;
             }
             // Cancel wins: nothing for a cancelled (or reused) id reaches the client.
-            let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.key == key) else { continue };
+            if key.stream != self.id {
+                continue;
+            }
+            let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.seq == key.seq) else { continue };
             if response.canceled {
                 // A compaction notice or a server-side cancel ends the watcher here too, so
                 // progress requests on this stream keep working (spec §10 quirk 4).
                 self.forget(key.id);
-                out.push(response);
+                self.push(&mut out, response);
             } else if response.events.is_empty() {
-                out.push(response);
+                self.push(&mut out, response);
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    out.extend(response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE));
+                    for piece in response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE) {
+                        self.push(&mut out, piece);
+                    }
                 } else {
-                    out.push(response);
+                    self.push(&mut out, response);
                 }
             }
         }
-        self.emit(ctx, out);
+        self.finish(ctx, out);
     }
 }
 

@@ -19,7 +19,7 @@ use watchkv::{
 use crate::sink::WatchSink;
 use crate::store_actor::{
     Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
-    StoreStats, Write,
+    StoreStats, SubmitWrite,
 };
 use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
 use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
@@ -94,6 +94,9 @@ pub async fn start(config: ActorsConfig) -> Result<Handle> {
     let reader = store.reader();
 
     let watch_arbiter = Arbiter::new();
+    if let Some(nice) = config.catch_up_nice {
+        watch_arbiter.spawn_fn(move || lower_thread_priority(nice));
+    }
     let store_arbiter = Arbiter::new();
     let victims = {
         let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
@@ -168,7 +171,15 @@ impl Handle {
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
-        self.inner.store.send(Write(req)).await.map_err(stopped)?
+        // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
+        // A full store mailbox makes the writer wait for room, as `send` does.
+        let (reply, answer) = futures::channel::oneshot::channel();
+        match self.inner.store.try_send(SubmitWrite { request: req, reply }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => self.inner.store.send(msg).await.map_err(stopped)?,
+            Err(SendError::Closed(_)) => return Err(Error::Stopped),
+        }
+        answer.await.unwrap_or(Err(Error::Stopped))
     }
 
     /// Writes a key (etcd `Put`).
@@ -374,6 +385,29 @@ impl Handle {
         }
         result
     }
+}
+
+/// Lowers the calling thread's CPU priority to nice value `nice` (on Linux the nice value
+/// belongs to the thread, and `setpriority(PRIO_PROCESS, 0, ..)` names the calling one). A catch-up
+/// scan is CPU-bound for as long as it runs; on a machine with few cores the scheduler would
+/// otherwise share the CPU evenly between it and the threads that answer writes, and a write's
+/// latency would grow by the scan's time slices (issue #4's catch-up target).
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        const PRIO_PROCESS: i32 = 0;
+        // SAFETY: a plain system call wrapper from the C library: integer arguments only, no
+        // memory is shared, and failure is reported through the return value.
+        let rc = unsafe { setpriority(PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the catch-up thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 fn unexpected(resp: &WriteResponse) -> Error {

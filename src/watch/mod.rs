@@ -15,6 +15,7 @@
 pub mod catch_up;
 pub mod event_batch;
 pub mod history;
+pub mod id_map;
 pub mod ids;
 pub mod range_index;
 pub mod response;

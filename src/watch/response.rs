@@ -4,12 +4,19 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::watcher::WatchId;
 use crate::kv::{Event, EventKind, KeyValue};
 
 /// The watch id of stream-wide progress responses and of failed creates (etcd
 /// `InvalidWatchID`).
 pub const INVALID_WATCH_ID: WatchId = -1;
+
+/// The events of one response. One event is stored inline: a live revision usually carries one,
+/// and a fan-out builds one response per matching watcher, so this saves an allocation (and its
+/// free, on another thread) per delivery. Derefs to a slice like the `Vec` it replaces.
+pub type Events = SmallVec<[Arc<Event>; 1]>;
 
 /// One response on a watch stream. Events are shared; `prev_kv` says whether the events'
 /// `prev_kv` belongs in this response (the watcher asked for it), so encoders leave it out
@@ -31,7 +38,7 @@ pub struct WatchResponse {
     /// More pieces of this response follow (only for watchers created with `fragment`).
     pub fragment: bool,
     /// The events, in revision order.
-    pub events: Vec<Arc<Event>>,
+    pub events: Events,
     /// Whether to include the events' `prev_kv`.
     pub prev_kv: bool,
 }
@@ -77,6 +84,14 @@ impl WatchResponse {
     /// Events for a watcher.
     #[must_use]
     pub fn events(watch_id: WatchId, revision: i64, events: Vec<Arc<Event>>, prev_kv: bool) -> Self {
+        Self { watch_id, revision, events: Events::from_vec(events), prev_kv, ..Self::default() }
+    }
+
+    /// One event for a watcher (the fan-out's case: no allocation for the event list).
+    #[must_use]
+    pub fn event(watch_id: WatchId, revision: i64, event: Arc<Event>, prev_kv: bool) -> Self {
+        let mut events = Events::new();
+        events.push(event);
         Self { watch_id, revision, events, prev_kv, ..Self::default() }
     }
 
@@ -117,7 +132,7 @@ impl WatchResponse {
             return vec![self];
         }
         let mut template = self.clone();
-        template.events = Vec::new();
+        template.events = Events::new();
         template.fragment = true;
         let base = template.encoded_len(header_len);
         let mut pieces = Vec::new();

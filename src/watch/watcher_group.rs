@@ -1,13 +1,15 @@
 //! Owns `WatcherGroup`: a set of watchers indexed by what they watch (etcd `watcherGroup` in
-//! `watcher_group.go`, spec §4 and §6.1). Single-key watchers sit in a hash map keyed by their
-//! key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key are the map
+//! `watcher_group.go`, spec §4 and §6.1). Single-key watchers sit in a hash table keyed by their
+//! key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key are the table
 //! hit plus every stabbed interval.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::id_map::IdMap;
 use super::range_index::RangeIndex;
 use super::watcher::{Watcher, WatcherKey};
 use crate::key_range::KeyRange;
@@ -19,26 +21,51 @@ use crate::key_range::KeyRange;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatcherSlot(u32);
 
+/// The slots of the single-key watchers of one key. Never empty while in the table.
+/// Four inline: as small as two (the heap form's pointer and length take as much room).
+type SameKey = SmallVec<[u32; 4]>;
+
 /// A set of watchers, owned by value and indexed by key range (etcd `watcherGroup`).
 ///
 /// A watcher's `range` is indexed when it is inserted and must not change while it is in the
 /// group: through [`get_mut`](Self::get_mut) and [`slot_mut`](Self::slot_mut) only `min_rev` and
 /// the other non-range fields may be changed. A watcher on an empty range (`start >= end`) may be
 /// inserted but matches no key.
+///
+/// Memory per watcher is what an idle watch costs the server, so the indexes hold slots, not
+/// copies: `by_seq` maps the watcher's process-unique `seq` (not its whole key) to its slot, and
+/// `singles` keeps no copy of the watched key (an entry is hashed and compared through the key of
+/// its first watcher).
 #[derive(Debug, Default)]
 pub struct WatcherGroup {
     /// The watchers, by slot.
     watchers: Slab<Watcher>,
-    /// Slot of every watcher, by key.
-    by_key: HashMap<WatcherKey, u32>,
-    /// Slots of the `KeyRange::Single` watchers, by watched key.
-    singles: HashMap<Vec<u8>, SmallVec<[u32; 2]>>,
+    /// Slot of every watcher, by `key.seq` (unique per watcher in the process).
+    by_seq: IdMap<u32>,
+    /// Slots of the `KeyRange::Single` watchers, one entry per watched key.
+    singles: HashTable<SameKey>,
+    /// Hashes watched keys for `singles`: keys come from clients, so SipHash with a random key.
+    hasher: RandomState,
     /// Slots of the `Interval` and `FromKey` watchers.
     ranges: RangeIndex,
     /// Every occupied slot, densely, so that `take` and `iter` never walk vacant slots.
     live: Vec<u32>,
     /// For each occupied slot, its position in `live`.
     live_pos: Vec<u32>,
+}
+
+/// The key a single-key watcher in `slot` watches (empty if there is none: matches no entry,
+/// since the group never indexes a single-key watcher before it is in the slab).
+fn single_key(watchers: &Slab<Watcher>, slot: u32) -> &[u8] {
+    match watchers.get(slot as usize).map(|w| &w.range) {
+        Some(KeyRange::Single(k)) => k,
+        _ => &[],
+    }
+}
+
+/// Whether `entry` holds the watchers of `key`.
+fn holds(watchers: &Slab<Watcher>, entry: &SameKey, key: &[u8]) -> bool {
+    entry.first().is_some_and(|&s| single_key(watchers, s) == key)
 }
 
 impl WatcherGroup {
@@ -60,38 +87,60 @@ impl WatcherGroup {
         self.watchers.is_empty()
     }
 
+    fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Looks up a slot by key, checking the whole key (`seq` alone finds it).
+    fn find(&self, key: &WatcherKey) -> Option<u32> {
+        let slot = *self.by_seq.get(&key.seq)?;
+        self.watchers.get(slot as usize).is_some_and(|w| w.key == *key).then_some(slot)
+    }
+
     /// Adds `w` and returns its slot.
     ///
     /// # Errors
     ///
-    /// Gives `w` back unchanged when a watcher with the same key is already in the group (or,
-    /// theoretically, when the group already holds `u32::MAX - 1` watchers or intervals).
+    /// Gives `w` back unchanged when a watcher with the same key (or the same `seq`) is already
+    /// in the group (or, theoretically, when the group already holds `u32::MAX - 1` watchers or
+    /// intervals).
     pub fn insert(&mut self, w: Watcher) -> Result<WatcherSlot, Watcher> {
-        if self.by_key.contains_key(&w.key) {
+        if self.by_seq.contains_key(&w.key.seq) {
             return Err(w);
         }
-        let entry = self.watchers.vacant_entry();
-        let Ok(slot) = u32::try_from(entry.key()) else {
+        let Ok(slot) = u32::try_from(self.watchers.vacant_key()) else {
             return Err(w);
         };
         let Ok(pos) = u32::try_from(self.live.len()) else {
             return Err(w);
         };
-        match &w.range {
-            KeyRange::Single(k) => self.singles.entry(k.clone()).or_default().push(slot),
-            KeyRange::Interval { start, end } => {
-                if !self.ranges.insert(start, Some(end), slot) {
-                    return Err(w);
-                }
-            }
-            KeyRange::FromKey(k) => {
-                if !self.ranges.insert(k, None, slot) {
-                    return Err(w);
-                }
-            }
+        let indexed = match &w.range {
+            KeyRange::Single(_) => true,
+            KeyRange::Interval { start, end } => self.ranges.insert(start, Some(end), slot),
+            KeyRange::FromKey(k) => self.ranges.insert(k, None, slot),
+        };
+        if !indexed {
+            return Err(w);
         }
-        self.by_key.insert(w.key, slot);
-        entry.insert(w);
+        let seq = w.key.seq;
+        let single = matches!(w.range, KeyRange::Single(_));
+        self.watchers.insert(w);
+        if single {
+            // Indexed once the watcher is in the slab: the table reads keys from there.
+            let key = single_key(&self.watchers, slot);
+            let hash = self.hash_key(key);
+            let (watchers, hasher) = (&self.watchers, &self.hasher);
+            self.singles
+                .entry(
+                    hash,
+                    |e| holds(watchers, e, key),
+                    |e| e.first().map_or(0, |&s| hasher.hash_one(single_key(watchers, s))),
+                )
+                .or_insert_with(SameKey::new)
+                .into_mut()
+                .push(slot);
+        }
+        self.by_seq.insert(seq, slot);
         let idx = slot as usize;
         if self.live_pos.len() <= idx {
             self.live_pos.resize(idx + 1, 0);
@@ -103,30 +152,37 @@ impl WatcherGroup {
 
     /// Removes and returns the watcher with key `key`.
     pub fn remove(&mut self, key: &WatcherKey) -> Option<Watcher> {
-        let slot = *self.by_key.get(key)?;
+        let slot = self.find(key)?;
         self.remove_slot(WatcherSlot(slot))
     }
 
     /// Removes and returns the watcher in `slot`.
     pub fn remove_slot(&mut self, slot: WatcherSlot) -> Option<Watcher> {
         let s = slot.0;
-        let w = self.watchers.try_remove(s as usize)?;
-        self.by_key.remove(&w.key);
+        let w = self.watchers.get(s as usize)?;
+        // Unindexed while still in the slab: the singles table reads keys from there.
         let unindexed = match &w.range {
-            KeyRange::Single(k) => match self.singles.get_mut(k.as_slice()) {
-                Some(slots) => {
-                    let found = slots.iter().position(|&x| x == s).map(|p| slots.swap_remove(p));
-                    if slots.is_empty() {
-                        self.singles.remove(k.as_slice());
+            KeyRange::Single(k) => {
+                let hash = self.hash_key(k);
+                let watchers = &self.watchers;
+                match self.singles.find_entry(hash, |e| holds(watchers, e, k)) {
+                    Ok(mut entry) => {
+                        let slots = entry.get_mut();
+                        let found = slots.iter().position(|&x| x == s).map(|p| slots.swap_remove(p));
+                        if slots.is_empty() {
+                            entry.remove();
+                        }
+                        found.is_some()
                     }
-                    found.is_some()
+                    Err(_) => false,
                 }
-                None => false,
-            },
+            }
             KeyRange::Interval { start, end } => self.ranges.remove(start, Some(end), s),
             KeyRange::FromKey(k) => self.ranges.remove(k, None, s),
         };
+        let w = self.watchers.try_remove(s as usize)?;
         debug_assert!(unindexed, "watcher {:?} had its range changed inside a group", w.key);
+        self.by_seq.remove(&w.key.seq);
         if let Some(&pos) = self.live_pos.get(s as usize) {
             let pos = pos as usize;
             if pos < self.live.len() {
@@ -144,7 +200,7 @@ impl WatcherGroup {
     /// Returns the slot of the watcher with key `key`.
     #[must_use]
     pub fn slot_of(&self, key: &WatcherKey) -> Option<WatcherSlot> {
-        self.by_key.get(key).map(|&s| WatcherSlot(s))
+        self.find(key).map(WatcherSlot)
     }
 
     /// Returns the watcher with key `key`.
@@ -175,7 +231,7 @@ impl WatcherGroup {
     /// Returns whether a watcher with key `key` is in the group.
     #[must_use]
     pub fn contains(&self, key: &WatcherKey) -> bool {
-        self.by_key.contains_key(key)
+        self.find(key).is_some()
     }
 
     /// Returns every watcher, in no particular order.
@@ -192,16 +248,24 @@ impl WatcherGroup {
     /// Appends to `out` the slot of every watcher whose range contains `key`, each once, in no
     /// particular order. `out` is not cleared first.
     pub fn matching(&self, key: &[u8], out: &mut Vec<WatcherSlot>) {
-        if let Some(slots) = self.singles.get(key) {
+        if let Some(slots) = self.single_slots(key) {
             out.extend(slots.iter().map(|&s| WatcherSlot(s)));
         }
         self.ranges.stab(key, |s| out.push(WatcherSlot(s)));
     }
 
+    /// The slots of the single-key watchers of `key`.
+    fn single_slots(&self, key: &[u8]) -> Option<&SameKey> {
+        if self.singles.is_empty() {
+            return None;
+        }
+        self.singles.find(self.hash_key(key), |e| holds(&self.watchers, e, key))
+    }
+
     /// Returns whether any watcher's range contains `key` (a cheap filter for catch-up scans).
     #[must_use]
     pub fn any_matches(&self, key: &[u8]) -> bool {
-        self.singles.contains_key(key) || self.ranges.stabs_any(key)
+        self.single_slots(key).is_some() || self.ranges.stabs_any(key)
     }
 
     /// Removes and returns up to `max` watchers (all of them when there are fewer), which ones
@@ -225,7 +289,7 @@ impl WatcherGroup {
     /// Removes and returns every watcher.
     pub fn drain(&mut self) -> Vec<Watcher> {
         let out = self.watchers.drain().collect();
-        self.by_key.clear();
+        self.by_seq.clear();
         self.singles.clear();
         self.ranges.clear();
         self.live.clear();
