@@ -395,13 +395,9 @@ impl Handle {
 fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
-        extern "C" {
-            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-        }
-        const PRIO_PROCESS: i32 = 0;
         // SAFETY: a plain system call wrapper from the C library: integer arguments only, no
         // memory is shared, and failure is reported through the return value.
-        let rc = unsafe { setpriority(PRIO_PROCESS, 0, nice) };
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
         if rc != 0 {
             tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the catch-up thread's priority");
         }
