@@ -24,6 +24,10 @@ struct Args {
     /// Client address: gRPC (HTTP/2) and the HTTP/JSON gateway (HTTP/1.1) share it, as in etcd.
     #[arg(long, env = "WATCHKV_LISTEN", default_value = "127.0.0.1:2379")]
     listen: String,
+    /// Client URLs this member reports in `MemberList` (comma-separated); by default
+    /// `http://<listen>`. Set it when listening on a wildcard address, as with etcd's flag.
+    #[arg(long, value_delimiter = ',')]
+    advertise_client_urls: Vec<String>,
     /// `fsync` (every acknowledged write is on disk) or `buffered` (survives a crash of the
     /// process, may lose the last seconds on power loss).
     #[arg(long, default_value = "fsync")]
@@ -115,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = args.max_request_bytes;
-    let grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, vec![format!("http://{}", args.listen)]);
+    let advertised = if args.advertise_client_urls.is_empty() {
+        vec![format!("http://{}", args.listen)]
+    } else {
+        args.advertise_client_urls.clone()
+    };
+    let grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
     let listener = std::net::TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let mut options = PortOptions::default();
     if let Some(workers) = args.workers {
