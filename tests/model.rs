@@ -446,6 +446,9 @@ enum MErr {
     Unexpected(String),
 }
 
+/// One expired lease: its id and the revision and events of its revoke (or the error).
+type ExpiredLease = (LeaseId, Result<(i64, Vec<Event>), MErr>);
+
 fn merr(e: &Error) -> MErr {
     match e {
         Error::Compacted { requested, compact_rev } => {
@@ -725,7 +728,7 @@ impl Model {
                 live.push(*id);
             }
         }
-        if which % 4 != 0 && !live.is_empty() {
+        if !which.is_multiple_of(4) && !live.is_empty() {
             live[(which / 4) % live.len()]
         } else if self.granted.is_empty() {
             UNKNOWN_LEASE
@@ -1200,7 +1203,7 @@ impl Harness {
             Op::ExpireLeases { secs } => {
                 self.m.now += i64::try_from(*secs).expect("small");
                 let now = self.now();
-                let got: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> = self
+                let got: Vec<ExpiredLease> = self
                     .store()
                     .expire_leases(now)
                     .into_iter()
@@ -1210,8 +1213,7 @@ impl Harness {
                 let mut expired: Vec<(i64, LeaseId)> =
                     self.m.leases.iter().filter(|(_, l)| l.deadline <= t).map(|(id, l)| (l.deadline, *id)).collect();
                 expired.sort_unstable();
-                let want: Vec<(LeaseId, Result<(i64, Vec<Event>), MErr>)> =
-                    expired.into_iter().map(|(_, id)| (id, self.m.revoke(id))).collect();
+                let want: Vec<ExpiredLease> = expired.into_iter().map(|(_, id)| (id, self.m.revoke(id))).collect();
                 prop_assert_eq!(got, want, "{}: expired leases at t={}s (left: store, right: model)", ctx, t);
             }
             Op::Restart => {

@@ -155,7 +155,7 @@ impl WatchResponse {
 
 /// Bytes of a varint.
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A length-delimited field with a one-byte tag.
