@@ -185,8 +185,9 @@ fn remaining_within(text: &str, slack: i64) -> String {
     format!("{}remaining(~s){}", &text[..start], &rest[end + 2..])
 }
 
-/// Runs a watch and collects its stdout lines: until `want` lines arrived (then a short quiet
-/// check for extra ones), or, with `want = None`, until silent for [`WATCH_QUIET`].
+/// Runs a watch and collects its output lines: until `want` lines arrived (then a short quiet
+/// check for extra ones), or, with `want = None`, from the first line (waited for up to the
+/// deadline) until silent for [`WATCH_QUIET`].
 fn watch_lines(port: u16, args: &[&str], want: Option<usize>) -> Vec<String> {
     let mut child = etcdctl(port)
         .args(args)
@@ -222,6 +223,8 @@ fn watch_lines(port: u16, args: &[&str], want: Option<usize>) -> Vec<String> {
         let wait = match want {
             Some(n) if lines.len() >= n => Duration::from_millis(300),
             Some(_) => DEADLINE.saturating_sub(start.elapsed()),
+            // The first line may take a while on a loaded machine; after it, silence ends it.
+            None if lines.is_empty() => DEADLINE,
             None => WATCH_QUIET,
         };
         match rx.recv_timeout(wait) {
