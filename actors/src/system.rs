@@ -280,6 +280,32 @@ impl Handle {
         }
     }
 
+    /// etcd's `LeaseKeepAlive` answer, as every transport gives it: the TTL and the current
+    /// revision, with TTL 0 for an unknown lease instead of an error (etcd's v3rpc layer).
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn lease_keep_alive_answer(&self, id: LeaseId) -> Result<(i64, i64)> {
+        match self.lease_keep_alive(id).await {
+            Err(Error::LeaseNotFound) => Ok((0, self.current_revision())),
+            other => other,
+        }
+    }
+
+    /// etcd's `LeaseTimeToLive` answer, as every transport gives it: an unknown lease is TTL
+    /// -1 with no keys rather than an error (`etcdctl` prints "already expired").
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn lease_time_to_live_answer(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
+        match self.lease_time_to_live(id, keys).await {
+            Err(Error::LeaseNotFound) => {
+                Ok((LeaseStatus { id, ttl: -1, granted_ttl: 0, keys: Vec::new() }, self.current_revision()))
+            }
+            other => other,
+        }
+    }
+
     /// Returns every lease id and the current revision.
     ///
     /// # Errors

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use grpc_wire::GrpcClient;
 use serde_json::{json, Value};
-use wire::{b64, int, post, start_etcd, start_watchkv, Proc, WatchStream};
+use wire::{b64, drop_identity, int, post, start_etcd, start_watchkv, Proc, WatchStream};
 
 /// Quiet window used to check that no (further) response arrives on a watch stream. etcd's
 /// catch-up loop runs every 100 ms, so anything pending shows up well within it.
@@ -343,21 +343,6 @@ fn norm_delete_at_compact(e: &mut Value, w: &mut Value) -> Result<bool, String> 
 fn lines_mut(v: &mut Value) -> Result<&mut Vec<Value>, String> {
     let text = v.to_string();
     v.get_mut("lines").and_then(Value::as_array_mut).ok_or(format!("not a watch output: {text}"))
-}
-
-/// Drops the identity fields a comparison never looks at: `cluster_id`, `member_id`,
-/// `raft_term` (they name the cluster, not the behaviour).
-fn drop_identity(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for k in ["cluster_id", "member_id", "raft_term"] {
-                m.remove(k);
-            }
-            m.values_mut().for_each(drop_identity);
-        }
-        Value::Array(a) => a.iter_mut().for_each(drop_identity),
-        _ => {}
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wire::{start_etcd, start_watchkv, Proc, DEADLINE};
+use wire::{drop_identity, start_etcd, start_watchkv, Proc, DEADLINE};
 
 /// How long a watch must stay silent on etcd before its output counts as complete.
 const WATCH_QUIET: Duration = Duration::from_millis(1500);
@@ -68,19 +68,6 @@ fn normalise(text: &str, leases: &[(String, &str)]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn drop_identity(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for k in ["cluster_id", "member_id", "raft_term"] {
-                m.remove(k);
-            }
-            m.values_mut().for_each(drop_identity);
-        }
-        Value::Array(a) => a.iter_mut().for_each(drop_identity),
-        _ => {}
-    }
 }
 
 fn printed(out: &Output, leases: &[(String, &str)]) -> Printed {

@@ -280,7 +280,8 @@ async fn lease_revoke(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 }
 
 /// etcd's `LeaseKeepAlive` is a stream: every request object in the body gets one
-/// `{"result":{...}}` line; an unknown lease answers TTL 0, as etcd does.
+/// `{"result":{...}}` line; an unknown lease answers TTL 0, as etcd does
+/// ([`Handle::lease_keep_alive_answer`]).
 async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     let body = match read_body(payload, gw.max_request_bytes).await {
         Ok(b) => b,
@@ -300,9 +301,8 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
                 break;
             }
         };
-        let (ttl, rev) = match gw.handle.lease_keep_alive(req.id).await {
+        let (ttl, rev) = match gw.handle.lease_keep_alive_answer(req.id).await {
             Ok(r) => r,
-            Err(Error::LeaseNotFound) => (0, gw.handle.current_revision()),
             Err(e) => {
                 let e = ApiError::from(e);
                 out.push_str("{\"error\":");
@@ -322,15 +322,9 @@ async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> Ht
     reply(
         async {
             let req = decode::<json::LeaseTtlJson>(payload, &gw).await?;
+            let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
             let mut out = String::new();
-            match gw.handle.lease_time_to_live(req.id, req.keys).await {
-                Ok((s, rev)) => json::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys),
-                // etcd answers an unknown lease with TTL -1, not an error.
-                Err(Error::LeaseNotFound) => {
-                    json::write_lease_ttl(&mut out, gw.header, gw.handle.current_revision(), req.id, -1, 0, &[]);
-                }
-                Err(e) => return Err(e.into()),
-            }
+            json::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
             Ok(out)
         }
         .await,

@@ -156,17 +156,10 @@ pub fn watch_create(c: pb::WatchCreateRequest) -> WatchCreate {
 
 // ----- responses: core -> protobuf -----
 
-/// `mvccpb.KeyValue`.
+/// `mvccpb.KeyValue`, copying the core value (a watch response is encoded per watcher).
 #[must_use]
 pub fn key_value(kv: &KeyValue) -> mvccpb::KeyValue {
-    mvccpb::KeyValue {
-        key: kv.key.clone(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        value: kv.value.clone(),
-        lease: kv.lease,
-    }
+    into_key_value(kv.clone())
 }
 
 /// `mvccpb.KeyValue`, taking the core value.

@@ -3,7 +3,6 @@
 use futures::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
-use watchkv::Error;
 
 use super::pb::etcdserverpb as pb;
 use super::{status, GrpcApi};
@@ -38,11 +37,7 @@ impl pb::lease_server::Lease for GrpcApi {
             let api = api.clone();
             async move {
                 let id = item?.id;
-                let (ttl, rev) = match api.handle().lease_keep_alive(id).await {
-                    Ok(r) => r,
-                    Err(Error::LeaseNotFound) => (0, api.handle().current_revision()),
-                    Err(e) => return Err(status(e)),
-                };
+                let (ttl, rev) = api.handle().lease_keep_alive_answer(id).await.map_err(status)?;
                 Ok(pb::LeaseKeepAliveResponse { header: Some(api.header(rev)), id, ttl })
             }
         });
@@ -55,22 +50,13 @@ impl pb::lease_server::Lease for GrpcApi {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
-        let resp = match self.handle().lease_time_to_live(req.id, req.keys).await {
-            Ok((s, rev)) => pb::LeaseTimeToLiveResponse {
-                header: Some(self.header(rev)),
-                id: s.id,
-                ttl: s.ttl,
-                granted_ttl: s.granted_ttl,
-                keys: s.keys,
-            },
-            Err(Error::LeaseNotFound) => pb::LeaseTimeToLiveResponse {
-                header: Some(self.header(self.handle().current_revision())),
-                id: req.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            },
-            Err(e) => return Err(status(e)),
+        let (s, rev) = self.handle().lease_time_to_live_answer(req.id, req.keys).await.map_err(status)?;
+        let resp = pb::LeaseTimeToLiveResponse {
+            header: Some(self.header(rev)),
+            id: s.id,
+            ttl: s.ttl,
+            granted_ttl: s.granted_ttl,
+            keys: s.keys,
         };
         Ok(Response::new(resp))
     }

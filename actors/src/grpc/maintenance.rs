@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::pb::etcdserverpb as pb;
-use super::{status, GrpcApi};
+use super::{status, GrpcApi, MEMBER_NAME};
 use crate::gateway::REPORTED_ETCD_VERSION;
 
 #[tonic::async_trait]
@@ -44,7 +44,7 @@ impl pb::cluster_server::Cluster for GrpcApi {
             header: Some(self.header(self.handle().current_revision())),
             members: vec![pb::Member {
                 id: h.member_id,
-                name: self.inner.member_name.clone(),
+                name: MEMBER_NAME.to_string(),
                 peer_ur_ls: Vec::new(),
                 client_ur_ls: self.inner.client_urls.clone(),
                 is_learner: false,

@@ -20,7 +20,7 @@ use futures::Stream;
 use tonic::service::Routes;
 use tonic::{Code, Status};
 
-pub use convert::{header, BadRequest};
+pub use convert::BadRequest;
 use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
@@ -34,19 +34,21 @@ use crate::Handle;
 /// etcd's allowance above `max-request-bytes` for gRPC framing (`grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// The name `MemberList` reports for this member.
+const MEMBER_NAME: &str = "watchkv";
+
 /// What the gRPC services need: the store handle and the identity they report.
 #[derive(Clone)]
 pub struct GrpcApi {
     inner: Arc<Inner>,
+    /// Where watch streams' actors live (tonic's tasks run outside any arbiter).
+    streams: ArbiterHandle,
 }
 
 struct Inner {
     handle: Handle,
-    /// Where watch streams' actors live (tonic's tasks run outside any arbiter).
-    streams: ArbiterHandle,
     header: Header,
     max_request_bytes: usize,
-    member_name: String,
     client_urls: Vec<String>,
 }
 
@@ -59,16 +61,7 @@ impl GrpcApi {
     /// When called outside an actix arbiter (as `Actor::start` would).
     #[must_use]
     pub fn new(handle: Handle, header: Header, max_request_bytes: usize, client_urls: Vec<String>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                handle,
-                streams: Arbiter::current(),
-                header,
-                max_request_bytes,
-                member_name: "watchkv".to_string(),
-                client_urls,
-            }),
-        }
+        Self { inner: Arc::new(Inner { handle, header, max_request_bytes, client_urls }), streams: Arbiter::current() }
     }
 
     /// Returns every service, ready for `tonic::transport::Server::add_routes`. Incoming
@@ -88,17 +81,7 @@ impl GrpcApi {
     /// worker thread its own, so a stream's actor lives beside its connection).
     #[must_use]
     pub fn with_stream_arbiter(&self, arbiter: ArbiterHandle) -> Self {
-        let i = &self.inner;
-        Self {
-            inner: Arc::new(Inner {
-                handle: i.handle.clone(),
-                streams: arbiter,
-                header: i.header,
-                max_request_bytes: i.max_request_bytes,
-                member_name: i.member_name.clone(),
-                client_urls: i.client_urls.clone(),
-            }),
-        }
+        Self { inner: Arc::clone(&self.inner), streams: arbiter }
     }
 
     fn handle(&self) -> &Handle {

@@ -29,7 +29,7 @@ impl pb::watch_server::Watch for GrpcApi {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<BoxStream<pb::WatchResponse>>, Status> {
         let (tx, rx) = mpsc::channel::<WatchResponse>(SOCKET_BUFFER);
-        let stream = self.handle().open_stream_on(&self.inner.streams, Arc::new(tx));
+        let stream = self.handle().open_stream_on(&self.streams, Arc::new(tx));
         tokio::spawn(read_requests(request.into_inner(), stream.clone()));
         Ok(Response::new(Box::pin(Responses { responses: rx, header: self.inner.header, stream })))
     }

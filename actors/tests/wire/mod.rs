@@ -93,6 +93,21 @@ pub fn bytes_field(v: &Value, field: &str) -> Vec<u8> {
     v.get(field).and_then(Value::as_str).map(unb64).unwrap_or_default()
 }
 
+/// Drops the identity fields a comparison never looks at: `cluster_id`, `member_id`,
+/// `raft_term` (they name the cluster, not the behaviour).
+pub fn drop_identity(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for k in ["cluster_id", "member_id", "raft_term"] {
+                m.remove(k);
+            }
+            m.values_mut().for_each(drop_identity);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_identity),
+        _ => {}
+    }
+}
+
 /// One unary HTTP response.
 #[derive(Debug, Clone)]
 pub struct Reply {
