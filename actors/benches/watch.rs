@@ -719,6 +719,35 @@ fn fanout(c: &mut Criterion) {
             verdict(ratio <= 2.0)
         ));
 
+        // The same client pattern with nothing to fan out: a put to a key no watcher matches,
+        // then a pause as long as a fan-out takes. Between puts the machine goes idle exactly
+        // as it does above, so the ratio is the watchers' cost and not the cost of waking an
+        // idle core (tens of µs on this VM, absent from back-to-back puts).
+        let pace = quantile(&fans, 0.5).max(Duration::from_millis(1));
+        let paced = b
+            .block_on(spawn_probe(
+                &b.handle,
+                &probe.handle(),
+                Probe {
+                    prefix: "other/key".into(),
+                    one_key: true,
+                    n: s.latency_puts / 4,
+                    pace: Some(pace),
+                    stop: None,
+                    fanout: None,
+                    budget: Some(ONE_SHOT_BUDGET),
+                },
+            ))
+            .expect("probe");
+        let ratio = quantile(&isolated, 0.99).as_secs_f64() / quantile(&paced, 0.99).as_secs_f64();
+        let ratio50 = quantile(&isolated, 0.5).as_secs_f64() / quantile(&paced, 0.5).as_secs_f64();
+        note(format!(
+            "[fanout] {label}: put latency with nothing to fan out, paused {} between puts as above: {}; with {total} watchers vs this: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
+            fmt_d(pace),
+            lat(&paced),
+            verdict(ratio <= 2.0)
+        ));
+
         // Put latency to a key no watcher matches, with the 10k watchers synced.
         let unwatched = b
             .block_on(spawn_probe(
