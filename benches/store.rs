@@ -94,6 +94,24 @@ fn key(i: u64) -> String {
     format!("key/{i:08}")
 }
 
+/// The history the `range_events` benches read: 100k revisions over 1000 keys (`ev/0000` to
+/// `ev/0999`), one put per revision, built by whichever of them runs first.
+fn history_store<'a>(state: &'a mut Option<TempStore>, values: &mut Values) -> &'a TempStore {
+    state.get_or_insert_with(|| {
+        let mut s = temp_store(Durability::Buffered);
+        let mut batch = Vec::with_capacity(1000);
+        for i in 0..100_000u64 {
+            batch.push(WriteRequest::Put(PutRequest::new(format!("ev/{:04}", i % 1000), values.next())));
+            if batch.len() == 1000 {
+                for r in s.store.write_group(std::mem::take(&mut batch)) {
+                    r.expect("fill write");
+                }
+            }
+        }
+        s
+    })
+}
+
 /// Hands out 100-byte values cut from a pool of pseudo-random printable bytes.
 struct Values {
     pool: Vec<u8>,
@@ -283,23 +301,7 @@ fn store_benches(c: &mut Criterion) {
     let mut state: Option<TempStore> = None;
     g.throughput(Throughput::Elements(100_000));
     g.bench_function("range_events_100k", |b| {
-        let store = &state
-            .get_or_insert_with(|| {
-                let mut s = temp_store(Durability::Buffered);
-                // 100k revisions over 1000 keys, one put per revision.
-                let reqs = (0..100_000u64).map(|i| format!("ev/{:04}", i % 1000));
-                let mut batch = Vec::with_capacity(1000);
-                for k in reqs {
-                    batch.push(WriteRequest::Put(PutRequest::new(k, values.next())));
-                    if batch.len() == 1000 {
-                        for r in s.store.write_group(std::mem::take(&mut batch)) {
-                            r.expect("fill write");
-                        }
-                    }
-                }
-                s
-            })
-            .store;
+        let store = &history_store(&mut state, &mut values).store;
         let reader = store.reader();
         let cur = store.current_rev();
         b.iter(|| {
@@ -309,6 +311,26 @@ fn store_benches(c: &mut Criterion) {
             })
             .expect("range_events");
             assert_eq!(events.len(), 100_000);
+            events
+        });
+    });
+    // The same history read for sparse watchers: 10 of the 1000 keys wanted, so 1% of the rows
+    // (the shape of a catch-up pass for single-key watchers). Throughput counts rows scanned.
+    g.bench_function("range_events_100k_1pct_wanted", |b| {
+        let store = &history_store(&mut state, &mut values).store;
+        let reader = store.reader();
+        let cur = store.current_rev();
+        b.iter(|| {
+            let snap = reader.snapshot();
+            let events = watchkv::watch::history::range_events(&snap, 1, cur + 1, -1, |key| {
+                if key.ends_with(b"00") {
+                    watchkv::watch::history::Wanted::Event
+                } else {
+                    watchkv::watch::history::Wanted::No
+                }
+            })
+            .expect("range_events");
+            assert_eq!(events.len(), 1_000);
             events
         });
     });

@@ -1287,7 +1287,9 @@ impl Harness {
         let mut got = Vec::new();
         snapshot
             .scan(from, self.m.current + 1, |key, row| {
-                got.push((key.rev, key.tombstone, row.kv, row.prev));
+                let whole = row.decode()?;
+                assert_eq!(row.key(), whole.kv.key.as_slice(), "the key read in place is the decoded one");
+                got.push((key.rev, key.tombstone, whole.kv, whole.prev));
                 Ok(true)
             })
             .map_err(|e| fail(format!("{ctx}: scan of history rows: {e:?}")))?;

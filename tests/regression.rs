@@ -163,7 +163,7 @@ fn regression_05_compaction_keeps_every_change_of_its_revision() {
         .reader()
         .snapshot()
         .scan(2, 3, |key, row| {
-            rows.push((key.rev.main, key.rev.sub, row.kv.version));
+            rows.push((key.rev.main, key.rev.sub, row.decode()?.kv.version));
             Ok(true)
         })
         .expect("scan");

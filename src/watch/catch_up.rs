@@ -58,13 +58,13 @@ pub fn catch_up(
     let mut matched = Vec::new();
     snapshot.scan(min_rev, cur_rev.saturating_add(1), |key, row| {
         matched.clear();
-        group.matching(&row.kv.key, &mut matched);
+        group.matching(row.key(), &mut matched);
         matched.retain(|s| group.slot(*s).is_some_and(|w| w.min_rev <= key.rev.main));
         if matched.is_empty() {
             return Ok(true);
         }
         let with_prev = matched.iter().any(|s| group.slot(*s).is_some_and(|w| w.prev_kv));
-        let event = Arc::new(row_event(snapshot, key, row, with_prev, compact_rev)?);
+        let event = Arc::new(row_event(snapshot, key, row.decode()?, with_prev, compact_rev)?);
         for slot in &matched {
             if let Some(&i) = position.get(slot) {
                 let batch = &mut slots[i].1;

@@ -39,9 +39,15 @@ pub fn range_events(
 ) -> Result<Vec<Arc<Event>>> {
     let mut events = Vec::new();
     snapshot.scan(min_rev, max_rev, |key, row| {
-        let want = wanted(&row.kv.key);
+        let want = wanted(row.key());
         if want != Wanted::No {
-            events.push(Arc::new(row_event(snapshot, key, row, want == Wanted::EventWithPrevKv, compact_rev)?));
+            events.push(Arc::new(row_event(
+                snapshot,
+                key,
+                row.decode()?,
+                want == Wanted::EventWithPrevKv,
+                compact_rev,
+            )?));
         }
         Ok(true)
     })?;
