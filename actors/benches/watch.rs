@@ -514,6 +514,27 @@ struct Probe {
     budget: Option<Duration>,
 }
 
+impl Probe {
+    /// `n` sequential puts to the one key `key`, back to back, for at most [`ONE_SHOT_BUDGET`].
+    fn one_key(key: impl Into<String>, n: usize) -> Self {
+        Self {
+            prefix: key.into(),
+            one_key: true,
+            n,
+            pace: None,
+            stop: None,
+            fanout: None,
+            budget: Some(ONE_SHOT_BUDGET),
+        }
+    }
+}
+
+/// The p50 and p99 of `v` over those of `base`.
+fn ratios(v: &[Duration], base: &[Duration]) -> (f64, f64) {
+    let over = |p: f64| quantile(v, p).as_secs_f64() / quantile(base, p).as_secs_f64();
+    (over(0.5), over(0.99))
+}
+
 /// Runs a sequential writer on `arbiter` (its own thread, standing for an HTTP worker) and
 /// returns the latency of each put.
 fn spawn_probe(handle: &Handle, arbiter: &ArbiterHandle, p: Probe) -> oneshot::Receiver<Vec<Duration>> {
@@ -708,18 +729,12 @@ fn fanout(c: &mut Criterion) {
                 &b.handle,
                 &probe.handle(),
                 Probe {
-                    prefix: String::from_utf8_lossy(FAN_KEY).into_owned(),
-                    one_key: true,
-                    n: s.latency_puts / 4,
-                    pace: None,
-                    stop: None,
                     fanout: Some((Arc::clone(&progress), total as u64)),
-                    budget: Some(ONE_SHOT_BUDGET),
+                    ..Probe::one_key(String::from_utf8_lossy(FAN_KEY), s.latency_puts / 4)
                 },
             ))
             .expect("probe");
-        let ratio = quantile(&isolated, 0.99).as_secs_f64() / quantile(&idle, 0.99).as_secs_f64();
-        let ratio50 = quantile(&isolated, 0.5).as_secs_f64() / quantile(&idle, 0.5).as_secs_f64();
+        let (ratio50, ratio) = ratios(&isolated, &idle);
         note(format!(
             "[fanout] {label}: put latency with {total} synced watchers (each put waits for its fan-out): {}; vs none: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
             lat(&isolated),
@@ -735,19 +750,10 @@ fn fanout(c: &mut Criterion) {
             .block_on(spawn_probe(
                 &b.handle,
                 &probe.handle(),
-                Probe {
-                    prefix: "other/key".into(),
-                    one_key: true,
-                    n: s.latency_puts / 4,
-                    pace: Some(pace),
-                    stop: None,
-                    fanout: None,
-                    budget: Some(ONE_SHOT_BUDGET),
-                },
+                Probe { pace: Some(pace), ..Probe::one_key("other/key", s.latency_puts / 4) },
             ))
             .expect("probe");
-        let ratio = quantile(&isolated, 0.99).as_secs_f64() / quantile(&paced, 0.99).as_secs_f64();
-        let ratio50 = quantile(&isolated, 0.5).as_secs_f64() / quantile(&paced, 0.5).as_secs_f64();
+        let (ratio50, ratio) = ratios(&isolated, &paced);
         note(format!(
             "[fanout] {label}: put latency with nothing to fan out, paused {} between puts as above: {}; with {total} watchers vs this: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
             fmt_d(pace),
@@ -757,22 +763,9 @@ fn fanout(c: &mut Criterion) {
 
         // Put latency to a key no watcher matches, with the 10k watchers synced.
         let unwatched = b
-            .block_on(spawn_probe(
-                &b.handle,
-                &probe.handle(),
-                Probe {
-                    prefix: "other/key".into(),
-                    one_key: true,
-                    n: s.latency_puts,
-                    pace: None,
-                    stop: None,
-                    fanout: None,
-                    budget: Some(ONE_SHOT_BUDGET),
-                },
-            ))
+            .block_on(spawn_probe(&b.handle, &probe.handle(), Probe::one_key("other/key", s.latency_puts)))
             .expect("probe");
-        let ratio = quantile(&unwatched, 0.99).as_secs_f64() / quantile(&idle, 0.99).as_secs_f64();
-        let ratio50 = quantile(&unwatched, 0.5).as_secs_f64() / quantile(&idle, 0.5).as_secs_f64();
+        let (ratio50, ratio) = ratios(&unwatched, &idle);
         note(format!(
             "[fanout] {label}: put latency to an unwatched key with {total} synced watchers: {}; vs none: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
             lat(&unwatched),
@@ -783,21 +776,10 @@ fn fanout(c: &mut Criterion) {
         let (b2b, all, stats) = b.block_on(async {
             let start_events = progress.events();
             let t = Instant::now();
-            let b2b = spawn_probe(
-                &b.handle,
-                &probe.handle(),
-                Probe {
-                    prefix: String::from_utf8_lossy(FAN_KEY).into_owned(),
-                    one_key: true,
-                    n: s.b2b_puts,
-                    pace: None,
-                    stop: None,
-                    fanout: None,
-                    budget: Some(ONE_SHOT_BUDGET),
-                },
-            )
-            .await
-            .expect("probe");
+            let b2b =
+                spawn_probe(&b.handle, &probe.handle(), Probe::one_key(String::from_utf8_lossy(FAN_KEY), s.b2b_puts))
+                    .await
+                    .expect("probe");
             progress.wait_events(start_events + (b2b.len() * total) as u64).await;
             let all = t.elapsed();
             let stats = wait_stats(&b.handle, "all synced again", |st| st.store.synced == total).await;
