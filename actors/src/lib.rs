@@ -19,11 +19,13 @@
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
 //! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance.Status, Cluster.MemberList).
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
+//! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 #![deny(missing_docs)]
 
 pub mod gateway;
 pub mod grpc;
 pub mod listener;
+pub mod sched;
 pub mod sink;
 pub mod store_actor;
 pub mod stream_actor;
@@ -37,6 +39,7 @@ use std::time::Duration;
 use watchkv::watch::watcher::Watcher;
 use watchkv::{Event, StoreConfig, WatchConfig};
 
+pub use sched::CatchUpPriority;
 pub use system::{start, Handle, SystemStats, WatchStream};
 
 /// What to do with a watcher whose client stops reading.
@@ -75,10 +78,15 @@ pub struct ActorsConfig {
     pub store_mailbox: usize,
     /// Disable every timer (catch-up, victim retry, progress): tests send the ticks by hand.
     pub manual_ticks: bool,
-    /// Nice value (Linux, 0..=19) for the thread of the syncer and the victim actor, so that a long
-    /// catch-up yields the CPU to writes and live delivery when cores are short, and still uses
-    /// every idle cycle. `None` leaves the thread as started. Default = `Some(10)`.
-    pub catch_up_nice: Option<i32>,
+    /// How the syncer's thread competes for the CPU (Linux), so that a long catch-up yields the
+    /// CPU to writes and live delivery when cores are short and still uses every idle cycle.
+    /// Default = [`CatchUpPriority::Idle`]; see [`sched`].
+    pub catch_up_priority: CatchUpPriority,
+    /// Time slice requested for the store's thread (Linux 6.12 and later), shorter than the
+    /// default so that the store, woken by a write, preempts a stream thread's delivery burst
+    /// instead of waiting up to a whole slice behind it. `None` leaves the default.
+    /// Default = 100 µs, the shortest the kernel grants.
+    pub store_time_slice: Option<Duration>,
 }
 
 impl ActorsConfig {
@@ -94,7 +102,8 @@ impl ActorsConfig {
             ring_revisions: 4096,
             store_mailbox: 1024,
             manual_ticks: false,
-            catch_up_nice: Some(10),
+            catch_up_priority: CatchUpPriority::Idle,
+            store_time_slice: Some(Duration::from_micros(100)),
         }
     }
 }

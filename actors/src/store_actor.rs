@@ -176,7 +176,8 @@ pub enum LeaseReply {
 #[rtype(result = "()")]
 pub struct LeaseTick(pub Option<Instant>);
 
-/// Registers a stream's delivery address (forwarded to the syncer and the victim actor).
+/// Registers a stream's delivery address: a stream sends it to the store and the syncer; the
+/// store forwards it to the victim actor.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct RegisterStream {
@@ -232,6 +233,19 @@ pub struct RequestProgress {
     pub watch_id: i64,
 }
 
+/// Places the next [`PROMOTE_PER_TURN`] watchers waiting in the store's promotion queue (sent
+/// to self).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct PlacePromoted;
+
+/// Most promoted watchers placed in one turn of the store. A catch-up pass hands over up to
+/// `max_watchers_per_sync` (512) at once, and placing one costs about 1 µs (two group inserts
+/// and its share of the ring replay); in one turn that held a write queued behind it for 0.3-1.4
+/// ms (`cargo bench -p watchkv-actors --bench watch -- catchup`). In turns of 64 a write waits
+/// at most one of them: turns to self run only after the messages already in the mailbox.
+const PROMOTE_PER_TURN: usize = 64;
+
 /// Flushes pending writes as one group commit (sent to self).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -247,6 +261,8 @@ pub struct Shutdown;
 pub struct StoreStats {
     /// Watchers in the synced group.
     pub synced: usize,
+    /// Watchers handed back by the syncer or the victim actor and not yet placed.
+    pub promoting: usize,
     /// Streams registered.
     pub streams: usize,
     /// Current revision.
@@ -286,6 +302,9 @@ pub struct StoreActor {
     ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
     pending: Vec<Pending>,
     flush_scheduled: bool,
+    /// Promoted watchers not yet placed, in arrival order ([`PROMOTE_PER_TURN`] per turn).
+    promoting: VecDeque<Watcher>,
+    place_scheduled: bool,
     clock: Arc<RevisionClock>,
     counters: Arc<Counters>,
     syncer: Addr<SyncerActor>,
@@ -313,6 +332,8 @@ impl StoreActor {
             ring: VecDeque::new(),
             pending: Vec::new(),
             flush_scheduled: false,
+            promoting: VecDeque::new(),
+            place_scheduled: false,
             clock,
             counters,
             syncer,
@@ -406,7 +427,7 @@ impl StoreActor {
         // watcher, a pass's 512 promoted watchers could each walk up to `watch_batch_max_revs`
         // ring entries while writes waited. Measured with the catch-up bench: 16-31 µs for 512
         // watchers 31-37 revisions behind.
-        let mut behind = WatcherGroup::new();
+        let mut behind = WatcherGroup::with_capacity(watchers.len());
         for w in watchers {
             if w.is_cancelled() || !self.streams.contains_key(&w.key.stream) {
                 continue;
@@ -496,13 +517,17 @@ impl StoreActor {
                 }
             }
         }
-        if !self.synced.is_empty() {
-            // Let a writer just woken onto this core reply now rather than after the fan-out.
-            // Measured (`cargo bench -p watchkv-actors --bench watch -- fanout`): without this,
-            // 2-5% of puts to a key 10k watchers share waited the whole fan-out (1.3-3.5 ms)
-            // on a 2-core machine, because the kernel queued the woken writer behind this busy
-            // thread while the other core was idle (`perf sched timehist` shows it). One
-            // syscall per committed batch, and only when there are watchers.
+        if events.iter().flatten().any(|e| self.synced.any_matches(&e.kv.key)) {
+            // A fan-out follows: let a writer just woken onto this core reply now rather than
+            // after it. Measured (`cargo bench -p watchkv-actors --bench watch -- fanout`):
+            // without this, 2-5% of puts to a key 10k watchers share waited the whole fan-out
+            // (1.3-3.5 ms) on a 2-core machine, because the kernel queued the woken writer
+            // behind this busy thread while the other core was idle (`perf sched timehist`).
+            // Only then: yielding hands the rest of this thread's time slice to whatever waits
+            // on this core, and after commits nobody watches, that was a stream thread's
+            // delivery burst (up to 1.1 ms) that the next write then waited behind (the
+            // catch-up bench: 1 in 4 runs met its put p99 target with an unconditional yield, 7
+            // in 8 without).
             std::thread::yield_now();
         }
         let mut out = PerStream::default();
@@ -709,7 +734,7 @@ impl Handler<RegisterStream> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
-        self.syncer.do_send(msg.clone());
+        // The stream registers with the syncer itself (see `StreamActor::started`).
         self.victims.do_send(msg.clone());
         if self.store.is_none() {
             // Shut down: the stream ends at once.
@@ -772,10 +797,29 @@ impl Handler<CancelWatchers> for StoreActor {
 impl Handler<Promote> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Promote, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Promote, ctx: &mut Self::Context) {
+        self.promoting.extend(msg.0);
+        if !self.place_scheduled {
+            self.place_scheduled = true;
+            ctx.notify(PlacePromoted);
+        }
+    }
+}
+
+impl Handler<PlacePromoted> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PlacePromoted, ctx: &mut Self::Context) {
+        let n = self.promoting.len().min(PROMOTE_PER_TURN);
+        let turn: Vec<Watcher> = self.promoting.drain(..n).collect();
         let mut out = PerStream::default();
-        self.place_all(msg.0, &mut out);
+        self.place_all(turn, &mut out);
         self.deliver(out);
+        if self.promoting.is_empty() {
+            self.place_scheduled = false;
+        } else {
+            ctx.notify(PlacePromoted);
+        }
     }
 }
 
@@ -835,6 +879,7 @@ impl Handler<GetStoreStats> for StoreActor {
         });
         MessageResult(StoreStats {
             synced: self.synced.len(),
+            promoting: self.promoting.len(),
             streams: self.streams.len(),
             current_rev: self.clock.current(),
             compact_rev: self.clock.compact(),

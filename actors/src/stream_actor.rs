@@ -18,6 +18,7 @@ use crate::sink::{SinkClosed, SinkSend, WatchSink};
 use crate::store_actor::{
     CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
 };
+use crate::syncer_actor::{AddUnsynced, SyncerActor};
 use crate::ActorsConfig;
 
 /// Bytes a transport adds as the response header, counted when deciding to fragment.
@@ -140,6 +141,7 @@ struct Outbox {
 pub struct StreamActor {
     id: StreamId,
     store: Addr<StoreActor>,
+    syncer: Addr<SyncerActor>,
     sink: Arc<dyn WatchSink>,
     /// Auto ids; the ids in use are the keys of `watches`.
     ids: AutoWatchIds,
@@ -155,12 +157,24 @@ impl StreamActor {
     pub fn new(
         id: StreamId,
         store: Addr<StoreActor>,
+        syncer: Addr<SyncerActor>,
         sink: Arc<dyn WatchSink>,
         config: Arc<ActorsConfig>,
         clock: Arc<RevisionClock>,
         seq: Arc<AtomicU64>,
     ) -> Self {
-        Self { id, store, sink, ids: AutoWatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
+        Self {
+            id,
+            store,
+            syncer,
+            sink,
+            ids: AutoWatchIds::new(),
+            watches: HashMap::new(),
+            config,
+            clock,
+            seq,
+            responses: 0,
+        }
     }
 
     /// Sends responses to the client in order (see [`Outbox`]).
@@ -249,11 +263,12 @@ impl Actor for StreamActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
         let addr = ctx.address();
-        self.store.do_send(RegisterStream {
-            stream: self.id,
-            deliver: addr.clone().recipient(),
-            close: addr.recipient(),
-        });
+        let register = RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() };
+        // Straight to the syncer, not forwarded by the store: this stream's watchers that start
+        // in the past also go straight to the syncer (`CreateWatch`), and one sender's messages
+        // to one actor arrive in order, so the syncer always knows the stream first.
+        self.syncer.do_send(register.clone());
+        self.store.do_send(register);
         if !self.config.manual_ticks {
             // etcd: one interval per stream with jitter in [0, interval/10).
             let base = self.config.watch.progress_notify_interval;
@@ -299,7 +314,7 @@ impl Handler<CreateWatch> for StreamActor {
                 skip_progress: false,
             },
         );
-        let watcher = Watcher {
+        let mut watcher = Watcher {
             key,
             range,
             start_rev: req.start_revision,
@@ -308,6 +323,18 @@ impl Handler<CreateWatch> for StreamActor {
             prev_kv: req.prev_kv,
             cancel,
         };
+        let current = self.clock.current();
+        if watcher.start_rev != 0 && watcher.start_rev <= current {
+            // Behind the store already: the store would only hand it on to the syncer (spec §6.2
+            // step 4; `current` never goes backwards, so it decides the same way later), so it
+            // goes there itself, and a burst of watchers created from history costs the writers
+            // nothing. Sent before the created response is queued, and events for it can only
+            // come after that (they are later messages to this actor).
+            watcher.min_rev = watcher.start_rev;
+            self.syncer.do_send(AddUnsynced(vec![watcher]));
+            self.emit(ctx, vec![WatchResponse::created(id, current)]);
+            return;
+        }
         let registered = self.store.send(Watch(watcher));
         let sink = Arc::clone(&self.sink);
         self.responses += 1;

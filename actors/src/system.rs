@@ -16,6 +16,7 @@ use watchkv::{
     RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
 };
 
+use crate::sched;
 use crate::sink::WatchSink;
 use crate::store_actor::{
     Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
@@ -59,7 +60,7 @@ struct Inner {
     counters: Arc<Counters>,
     next_stream: AtomicU64,
     seq: Arc<AtomicU64>,
-    /// The store's and the syncer's threads, stopped on shutdown.
+    /// The store's, the syncer's and the victim actor's threads, stopped on shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
 }
 
@@ -79,8 +80,8 @@ fn stopped<E>(_: E) -> Error {
     Error::Stopped
 }
 
-/// Opens the store and starts the actors: the victim actor and the syncer on one arbiter, the
-/// store on its own (it blocks on disk), in that order so that each knows its peers. Must run
+/// Opens the store and starts the actors, each on an arbiter of its own: the victim actor, the
+/// syncer (at [`ActorsConfig::catch_up_priority`]) and the store (it blocks on disk), in that order so that each knows its peers. Must run
 /// inside an actix system.
 ///
 /// # Errors
@@ -93,19 +94,24 @@ pub async fn start(config: ActorsConfig) -> Result<Handle> {
     let counters = Arc::new(Counters::default());
     let reader = store.reader();
 
-    let watch_arbiter = Arbiter::new();
-    if let Some(nice) = config.catch_up_nice {
-        watch_arbiter.spawn_fn(move || lower_thread_priority(nice));
-    }
+    // The syncer's scans at catch-up priority; the victim actor on a thread of its own, so
+    // that retries to slow clients (and the slow-consumer policy) never wait for a scan.
+    let syncer_arbiter = Arbiter::new();
+    let priority = config.catch_up_priority;
+    syncer_arbiter.spawn_fn(move || sched::set_catch_up_priority(priority));
+    let victim_arbiter = Arbiter::new();
     let store_arbiter = Arbiter::new();
+    if let Some(slice) = config.store_time_slice {
+        store_arbiter.spawn_fn(move || sched::set_time_slice(slice));
+    }
     let victims = {
         let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
-        VictimActor::start_in_arbiter(&watch_arbiter.handle(), move |_| VictimActor::new(config, clock, counters))
+        VictimActor::start_in_arbiter(&victim_arbiter.handle(), move |_| VictimActor::new(config, clock, counters))
     };
     let syncer = {
         let (config, clock, counters, victims) =
             (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), victims.clone());
-        SyncerActor::start_in_arbiter(&watch_arbiter.handle(), move |_| {
+        SyncerActor::start_in_arbiter(&syncer_arbiter.handle(), move |_| {
             SyncerActor::new(reader, victims, config, clock, counters)
         })
     };
@@ -128,7 +134,7 @@ pub async fn start(config: ActorsConfig) -> Result<Handle> {
             counters,
             next_stream: AtomicU64::new(1),
             seq: Arc::new(AtomicU64::new(1)),
-            arbiters: Mutex::new(vec![watch_arbiter, store_arbiter]),
+            arbiters: Mutex::new(vec![syncer_arbiter, victim_arbiter, store_arbiter]),
         }),
     })
 }
@@ -339,6 +345,7 @@ impl Handle {
         StreamActor::new(
             id,
             self.inner.store.clone(),
+            self.inner.syncer.clone(),
             sink,
             Arc::clone(&self.inner.config),
             Arc::clone(&self.inner.clock),
@@ -411,25 +418,6 @@ impl Handle {
         }
         result
     }
-}
-
-/// Lowers the calling thread's CPU priority to nice value `nice` (on Linux the nice value
-/// belongs to the thread, and `setpriority(PRIO_PROCESS, 0, ..)` names the calling one). A catch-up
-/// scan is CPU-bound for as long as it runs; on a machine with few cores the scheduler would
-/// otherwise share the CPU evenly between it and the threads that answer writes, and a write's
-/// latency would grow by the scan's time slices (issue #4's catch-up target).
-fn lower_thread_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: a plain system call wrapper from the C library: integer arguments only, no
-        // memory is shared, and failure is reported through the return value.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-        if rc != 0 {
-            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the catch-up thread's priority");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 fn unexpected(resp: &WriteResponse) -> Error {

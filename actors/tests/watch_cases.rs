@@ -674,6 +674,12 @@ async fn f7_f11_multiple_watchers_and_streams() {
             assert_eq!(o.watch(one("foo"), start).await, 0);
         }
         sys.put("foo", "bar").await;
+        // As etcd's test: the five `foo` events are read before `fo` is written. An unsynced
+        // watcher may otherwise get both revisions from one catch-up pass, in one response.
+        s.wait_for("foo events", |r| {
+            r.iter().flat_map(|x| x.events.iter()).filter(|e| e.kv.key == b"foo").count() >= 5
+        })
+        .await;
         sys.put("fo", "bar").await;
         let log = s.fence(&sys).await;
         for id in ids.iter().chain([&range_id]) {

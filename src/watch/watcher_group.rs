@@ -25,6 +25,19 @@ pub struct WatcherSlot(u32);
 /// Four inline: as small as two (the heap form's pointer and length take as much room).
 type SameKey = SmallVec<[u32; 4]>;
 
+/// One entry of the single-key table: the slots of a key's watchers and the key's hash.
+///
+/// The hash is kept so that growing the table never rehashes a key: without it, a resize
+/// hashed every watched key again through the slab (a cache miss and a SipHash each), which
+/// held the store for 0.4 ms at 3.6k keys, 0.9 ms at 7k and 4.9 ms at 14k while promoted
+/// watchers were inserted (`cargo bench -p watchkv-actors --bench watch -- catchup`). It costs
+/// 8 bytes per watched key.
+#[derive(Debug)]
+struct SingleEntry {
+    hash: u64,
+    slots: SameKey,
+}
+
 /// A set of watchers, owned by value and indexed by key range (etcd `watcherGroup`).
 ///
 /// A watcher's `range` is indexed when it is inserted and must not change while it is in the
@@ -34,8 +47,8 @@ type SameKey = SmallVec<[u32; 4]>;
 ///
 /// Memory per watcher is what an idle watch costs the server, so the indexes hold slots, not
 /// copies: `by_seq` maps the watcher's process-unique `seq` (not its whole key) to its slot, and
-/// `singles` keeps no copy of the watched key (an entry is hashed and compared through the key of
-/// its first watcher).
+/// `singles` keeps no copy of the watched key (an entry is compared through the key of its first
+/// watcher, and keeps only the key's hash).
 #[derive(Debug, Default)]
 pub struct WatcherGroup {
     /// The watchers, by slot.
@@ -43,7 +56,7 @@ pub struct WatcherGroup {
     /// Slot of every watcher, by `key.seq` (unique per watcher in the process).
     by_seq: IdMap<u32>,
     /// Slots of the `KeyRange::Single` watchers, one entry per watched key.
-    singles: HashTable<SameKey>,
+    singles: HashTable<SingleEntry>,
     /// Hashes watched keys for `singles`: keys come from clients, so SipHash with a random key.
     hasher: RandomState,
     /// Slots of the `Interval` and `FromKey` watchers.
@@ -63,9 +76,9 @@ fn single_key(watchers: &Slab<Watcher>, slot: u32) -> &[u8] {
     }
 }
 
-/// Whether `entry` holds the watchers of `key`.
-fn holds(watchers: &Slab<Watcher>, entry: &SameKey, key: &[u8]) -> bool {
-    entry.first().is_some_and(|&s| single_key(watchers, s) == key)
+/// Whether `entry` holds the watchers of `key`, whose hash is `hash`.
+fn holds(watchers: &Slab<Watcher>, entry: &SingleEntry, hash: u64, key: &[u8]) -> bool {
+    entry.hash == hash && entry.slots.first().is_some_and(|&s| single_key(watchers, s) == key)
 }
 
 impl WatcherGroup {
@@ -73,6 +86,20 @@ impl WatcherGroup {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns an empty group with room for `n` watchers before it reallocates (a short-lived
+    /// group filled at once, such as the watchers one promotion replays).
+    #[must_use]
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            watchers: Slab::with_capacity(n),
+            by_seq: IdMap::with_capacity_and_hasher(n, Default::default()),
+            singles: HashTable::with_capacity(n),
+            live: Vec::with_capacity(n),
+            live_pos: Vec::with_capacity(n),
+            ..Self::default()
+        }
     }
 
     /// Returns the number of watchers in the group.
@@ -129,15 +156,12 @@ impl WatcherGroup {
             // Indexed once the watcher is in the slab: the table reads keys from there.
             let key = single_key(&self.watchers, slot);
             let hash = self.hash_key(key);
-            let (watchers, hasher) = (&self.watchers, &self.hasher);
+            let watchers = &self.watchers;
             self.singles
-                .entry(
-                    hash,
-                    |e| holds(watchers, e, key),
-                    |e| e.first().map_or(0, |&s| hasher.hash_one(single_key(watchers, s))),
-                )
-                .or_insert_with(SameKey::new)
+                .entry(hash, |e| holds(watchers, e, hash, key), |e| e.hash)
+                .or_insert_with(|| SingleEntry { hash, slots: SameKey::new() })
                 .into_mut()
+                .slots
                 .push(slot);
         }
         self.by_seq.insert(seq, slot);
@@ -165,9 +189,9 @@ impl WatcherGroup {
             KeyRange::Single(k) => {
                 let hash = self.hash_key(k);
                 let watchers = &self.watchers;
-                match self.singles.find_entry(hash, |e| holds(watchers, e, k)) {
+                match self.singles.find_entry(hash, |e| holds(watchers, e, hash, k)) {
                     Ok(mut entry) => {
-                        let slots = entry.get_mut();
+                        let slots = &mut entry.get_mut().slots;
                         let found = slots.iter().position(|&x| x == s).map(|p| slots.swap_remove(p));
                         if slots.is_empty() {
                             entry.remove();
@@ -259,7 +283,8 @@ impl WatcherGroup {
         if self.singles.is_empty() {
             return None;
         }
-        self.singles.find(self.hash_key(key), |e| holds(&self.watchers, e, key))
+        let hash = self.hash_key(key);
+        self.singles.find(hash, |e| holds(&self.watchers, e, hash, key)).map(|e| &e.slots)
     }
 
     /// Returns whether any watcher's range contains `key` (a cheap filter for catch-up scans).

@@ -1,0 +1,135 @@
+//! Owns what the runtime asks of the OS scheduler for its own threads: the catch-up thread's
+//! priority and the store thread's time slice. Linux only; elsewhere both are no-ops.
+//!
+//! Why (issue #4, put p99 during a 10k-watcher catch-up, `cargo bench -p watchkv-actors --bench
+//! watch -- catchup`, traced with `perf sched timehist`): on Linux's EEVDF scheduler a running
+//! thread keeps its CPU for its whole time slice (about 1.4 ms on 2 cores) when another thread
+//! of equal or lower slice wakes on that CPU, whatever their nice values. A write therefore
+//! waited up to a slice behind the nice-10 catch-up scan, and the store behind a stream
+//! thread's delivery burst. A `SCHED_IDLE` scan is preempted at once by any normal thread, and
+//! a CPU that runs only it counts as idle when the kernel places a waking thread; a store with a
+//! shorter slice than the threads around it preempts them when it wakes (`PREEMPT_SHORT`,
+//! Linux 6.12 and later; earlier kernels accept and ignore the request).
+
+use std::time::Duration;
+
+/// How the catch-up thread (the syncer's scans) competes for the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUpPriority {
+    /// `SCHED_IDLE`: the scan runs on cycles no normal thread wants, so a catch-up never delays
+    /// a write. Default. On a machine kept fully busy, catch-up then moves at the idle class's
+    /// share (weight 3 against 1024 per busy thread); [`Nice`](Self::Nice) trades latency for
+    /// progress there. An unprivileged process cannot leave `SCHED_IDLE` again, so the choice
+    /// is made once, at start.
+    #[default]
+    Idle,
+    /// A nice value (0..=19): a smaller CPU share under contention, but time slices as long as
+    /// anyone's.
+    Nice(i32),
+    /// Leave the thread as started.
+    Unchanged,
+}
+
+/// Applies `priority` to the calling thread (on Linux, policy and nice value belong to the
+/// thread; pid 0 names the caller). Failure is logged, not fatal: the thread runs as started.
+pub(crate) fn set_catch_up_priority(priority: CatchUpPriority) {
+    #[cfg(target_os = "linux")]
+    {
+        let rc = match priority {
+            CatchUpPriority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: a system call wrapper taking a pointer to a live, initialised
+                // `sched_param` that it only reads; failure comes back as -1 and errno.
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) }
+            }
+            // SAFETY: integer arguments only; failure comes back as -1 and errno.
+            CatchUpPriority::Nice(nice) => unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) },
+            CatchUpPriority::Unchanged => 0,
+        };
+        if rc != 0 {
+            tracing::warn!(?priority, error = %std::io::Error::last_os_error(), "could not set the catch-up thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
+}
+
+/// The kernel's `struct sched_attr` (`SCHED_ATTR_SIZE_VER1`, 56 bytes), which the libc crate
+/// does not define.
+#[cfg(target_os = "linux")]
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    /// For `SCHED_OTHER`: the requested time slice in nanoseconds (0.1-100 ms; 0 = default).
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+    sched_util_min: u32,
+    sched_util_max: u32,
+}
+
+/// Asks for a time slice of `slice` for the calling thread, keeping its policy (`SCHED_OTHER`)
+/// and nice value. Failure is logged, not fatal.
+pub(crate) fn set_time_slice(slice: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: clears this thread's errno (a thread-local the C library owns).
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: integer arguments only; -1 is a valid nice value, told apart by errno.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let nice = if nice == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) { 0 } else { nice };
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            sched_policy: libc::SCHED_OTHER as u32,
+            sched_flags: 0,
+            sched_nice: nice,
+            sched_priority: 0,
+            sched_runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+            sched_deadline: 0,
+            sched_period: 0,
+            sched_util_min: 0,
+            sched_util_max: 0,
+        };
+        // SAFETY: `sched_setattr(pid 0 = this thread, attr, flags 0)`; the kernel reads `size`
+        // bytes from a live, initialised struct laid out as its own; failure is -1 and errno.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if rc != 0 {
+            tracing::warn!(?slice, error = %std::io::Error::last_os_error(), "could not set the store thread's time slice");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = slice;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The struct matches the kernel's first published layout.
+    #[test]
+    fn sched_attr_has_the_kernel_size() {
+        assert_eq!(std::mem::size_of::<SchedAttr>(), 56);
+    }
+
+    /// Both requests take effect on the calling thread: the policy and nice value read back.
+    #[test]
+    fn requests_apply_to_the_calling_thread() {
+        std::thread::spawn(|| {
+            set_time_slice(Duration::from_micros(100));
+            // SAFETY: reads this thread's policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+            set_catch_up_priority(CatchUpPriority::Nice(7));
+            // SAFETY: reads this thread's nice value.
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 7);
+            set_catch_up_priority(CatchUpPriority::Idle);
+            // SAFETY: reads this thread's policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
+        })
+        .join()
+        .expect("thread");
+    }
+}
