@@ -2,12 +2,12 @@
 //! lock, and a watcher moves between groups only as a message.
 //!
 //! ```text
-//!  client ─► StreamActor ──Watch──► StoreActor (KvStore, synced group, revision ring)
-//!              ▲  bounded mailbox      │ start <= current: AddUnsynced
-//!              │  (chan_buf_len)       ▼
-//!              ├──── Deliver ◄─── SyncerActor (unsynced group; snapshot catch-up)
-//!              ├──── Deliver ◄─── StoreActor (notify on commit)
-//!              └──── Deliver ◄─── VictimActor (parked batches; retry tick)
+//!  client ─► StreamActor ── Watch (start 0 or in the future) ──► StoreActor (KvStore, synced, ring)
+//!             │  ▲ bounded mailbox (chan_buf_len)
+//!             │  ├──── Deliver ◄─── StoreActor (notify on commit)
+//!             │  ├──── Deliver ◄─── SyncerActor (unsynced group; snapshot catch-up)
+//!             │  └──── Deliver ◄─── VictimActor (parked batches; retry tick)
+//!             └── AddUnsynced (start <= current revision) ──► SyncerActor
 //!  Full mailbox ─► ParkVictims ─► VictimActor;  delivered / caught up ─► Promote ─► StoreActor
 //! ```
 //!

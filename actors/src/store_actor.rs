@@ -204,7 +204,9 @@ pub struct UnregisterStream {
     pub watchers: Vec<WatcherKey>,
 }
 
-/// Registers a new watcher; answers with the revision for its `created` response.
+/// Registers a new watcher; answers with the revision for its `created` response. A stream sends
+/// only watches that start at 0 or after the current revision; one that starts in history it
+/// hands to the syncer itself (`AddUnsynced`), and the store would only forward it.
 #[derive(Debug, Message)]
 #[rtype(result = "i64")]
 pub struct Watch(pub Watcher);
