@@ -494,8 +494,10 @@ async fn close_all(handle: &Handle, streams: Vec<Addr<StreamActor>>) {
         s.do_send(CloseStream);
     }
     drop(streams);
-    wait_stats(handle, "streams closed", |s| s.store.streams == 0 && s.store.synced == 0 && s.syncer.unsynced == 0)
-        .await;
+    wait_stats(handle, "streams closed", |s| {
+        s.store.streams == 0 && s.store.synced == 0 && s.store.promoting == 0 && s.syncer.unsynced == 0
+    })
+    .await;
 }
 
 /// What a probe writer does.

@@ -30,6 +30,25 @@ pub enum CatchUpPriority {
     Unchanged,
 }
 
+impl std::str::FromStr for CatchUpPriority {
+    type Err = String;
+
+    /// Parses `idle`, `unchanged`, or a nice value `0`..=`19` (also written `nice=N`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "idle" => Ok(Self::Idle),
+            "unchanged" => Ok(Self::Unchanged),
+            _ => {
+                let n = s.strip_prefix("nice=").unwrap_or(s);
+                match n.parse::<i32>() {
+                    Ok(nice) if (0..=19).contains(&nice) => Ok(Self::Nice(nice)),
+                    _ => Err(format!("expected idle, unchanged or a nice value 0..=19, got {s:?}")),
+                }
+            }
+        }
+    }
+}
+
 /// Applies `priority` to the calling thread (on Linux, policy and nice value belong to the
 /// thread; pid 0 names the caller). Failure is logged, not fatal: the thread runs as started.
 pub(crate) fn set_catch_up_priority(priority: CatchUpPriority) {
@@ -72,8 +91,12 @@ struct SchedAttr {
     sched_util_max: u32,
 }
 
-/// Asks for a time slice of `slice` for the calling thread, keeping its policy (`SCHED_OTHER`)
-/// and nice value. Failure is logged, not fatal.
+/// `SCHED_FLAG_KEEP_POLICY` (linux/sched.h): change the parameters, not the policy.
+#[cfg(target_os = "linux")]
+const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+
+/// Asks for a time slice of `slice` for the calling thread, keeping its policy and nice value.
+/// Failure is logged, not fatal.
 pub(crate) fn set_time_slice(slice: Duration) {
     #[cfg(target_os = "linux")]
     {
@@ -81,11 +104,14 @@ pub(crate) fn set_time_slice(slice: Duration) {
         unsafe { *libc::__errno_location() = 0 };
         // SAFETY: integer arguments only; -1 is a valid nice value, told apart by errno.
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let nice = if nice == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) { 0 } else { nice };
+        if nice == -1 && std::io::Error::last_os_error().raw_os_error().is_some_and(|e| e != 0) {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not read the store thread's nice value");
+            return;
+        }
         let attr = SchedAttr {
             size: std::mem::size_of::<SchedAttr>() as u32,
-            sched_policy: libc::SCHED_OTHER as u32,
-            sched_flags: 0,
+            sched_policy: 0,
+            sched_flags: SCHED_FLAG_KEEP_POLICY,
             sched_nice: nice,
             sched_priority: 0,
             sched_runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
@@ -109,6 +135,31 @@ pub(crate) fn set_time_slice(slice: Duration) {
 mod tests {
     use super::*;
 
+    /// Whether the running kernel is at least `major.minor`.
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    /// The calling thread's time slice as the kernel reports it (`se.slice`, nanoseconds).
+    fn thread_slice_ns() -> Option<u64> {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+        line.split(':').nth(1)?.trim().parse().ok()
+    }
+
+    #[test]
+    fn catch_up_priority_parses() {
+        assert_eq!("idle".parse(), Ok(CatchUpPriority::Idle));
+        assert_eq!("unchanged".parse(), Ok(CatchUpPriority::Unchanged));
+        assert_eq!("10".parse(), Ok(CatchUpPriority::Nice(10)));
+        assert_eq!("nice=19".parse(), Ok(CatchUpPriority::Nice(19)));
+        for bad in ["-1", "20", "nice=", "fast", ""] {
+            assert!(bad.parse::<CatchUpPriority>().is_err(), "{bad:?}");
+        }
+    }
+
     /// The struct matches the kernel's first published layout.
     #[test]
     fn sched_attr_has_the_kernel_size() {
@@ -119,12 +170,20 @@ mod tests {
     #[test]
     fn requests_apply_to_the_calling_thread() {
         std::thread::spawn(|| {
-            set_time_slice(Duration::from_micros(100));
-            // SAFETY: reads this thread's policy.
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
-            set_catch_up_priority(CatchUpPriority::Nice(7));
+            // Raising a nice value needs no privilege, so this holds under any test runner.
+            set_catch_up_priority(CatchUpPriority::Nice(19));
             // SAFETY: reads this thread's nice value.
-            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 7);
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 19);
+            // SAFETY: reads this thread's policy.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            set_time_slice(Duration::from_micros(100));
+            // SAFETY: reads this thread's policy and nice value.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, policy, "the policy is kept");
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 19, "the nice value is kept");
+            if kernel_at_least(6, 12) {
+                assert_eq!(thread_slice_ns(), Some(100_000), "custom slices exist from Linux 6.12");
+            }
             set_catch_up_priority(CatchUpPriority::Idle);
             // SAFETY: reads this thread's policy.
             assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);

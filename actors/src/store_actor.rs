@@ -176,8 +176,9 @@ pub enum LeaseReply {
 #[rtype(result = "()")]
 pub struct LeaseTick(pub Option<Instant>);
 
-/// Registers a stream's delivery address: a stream sends it to the store and the syncer; the
-/// store forwards it to the victim actor.
+/// Registers a stream's delivery address: a stream sends it itself to the victim actor, the
+/// syncer and the store, before anything else, so each knows the stream before any of its
+/// watchers can arrive there.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct RegisterStream {
@@ -194,7 +195,8 @@ pub struct RegisterStream {
 #[rtype(result = "Result<u64>")]
 pub struct DbSize;
 
-/// Forgets a closed stream and all its watchers (forwarded like [`RegisterStream`]).
+/// Forgets a closed stream and all its watchers (sent to the store, which forwards it to the
+/// syncer and the victim actor after dropping the stream's synced watchers).
 #[derive(Debug, Message, Clone)]
 #[rtype(result = "()")]
 pub struct UnregisterStream {
@@ -463,6 +465,20 @@ impl StoreActor {
         for mut w in behind.drain() {
             w.min_rev = current + 1;
             let _ = self.synced.insert(w);
+        }
+    }
+
+    /// Places up to [`PROMOTE_PER_TURN`] queued promoted watchers, and schedules a later turn
+    /// for the rest.
+    fn place_promoted(&mut self, ctx: &mut Context<Self>) {
+        let n = self.promoting.len().min(PROMOTE_PER_TURN);
+        let turn: Vec<Watcher> = self.promoting.drain(..n).collect();
+        let mut out = PerStream::default();
+        self.place_all(turn, &mut out);
+        self.deliver(out);
+        self.place_scheduled = !self.promoting.is_empty();
+        if self.place_scheduled {
+            ctx.notify(PlacePromoted);
         }
     }
 
@@ -736,8 +752,7 @@ impl Handler<RegisterStream> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
-        // The stream registers with the syncer itself (see `StreamActor::started`).
-        self.victims.do_send(msg.clone());
+        // The stream registers with the syncer and the victim actor itself (`StreamActor::started`).
         if self.store.is_none() {
             // Shut down: the stream ends at once.
             msg.close.do_send(CloseStream);
@@ -802,8 +817,9 @@ impl Handler<Promote> for StoreActor {
     fn handle(&mut self, msg: Promote, ctx: &mut Self::Context) {
         self.promoting.extend(msg.0);
         if !self.place_scheduled {
-            self.place_scheduled = true;
-            ctx.notify(PlacePromoted);
+            // The first turn's worth at once: a small hand-over (a victim, a few caught-up
+            // watchers) is synced before the next message, as if placed in one go.
+            self.place_promoted(ctx);
         }
     }
 }
@@ -812,16 +828,7 @@ impl Handler<PlacePromoted> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, _: PlacePromoted, ctx: &mut Self::Context) {
-        let n = self.promoting.len().min(PROMOTE_PER_TURN);
-        let turn: Vec<Watcher> = self.promoting.drain(..n).collect();
-        let mut out = PerStream::default();
-        self.place_all(turn, &mut out);
-        self.deliver(out);
-        if self.promoting.is_empty() {
-            self.place_scheduled = false;
-        } else {
-            ctx.notify(PlacePromoted);
-        }
+        self.place_promoted(ctx);
     }
 }
 

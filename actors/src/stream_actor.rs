@@ -19,6 +19,7 @@ use crate::store_actor::{
     CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
 };
 use crate::syncer_actor::{AddUnsynced, SyncerActor};
+use crate::victim_actor::VictimActor;
 use crate::ActorsConfig;
 
 /// Bytes a transport adds as the response header, counted when deciding to fragment.
@@ -142,6 +143,7 @@ pub struct StreamActor {
     id: StreamId,
     store: Addr<StoreActor>,
     syncer: Addr<SyncerActor>,
+    victims: Addr<VictimActor>,
     sink: Arc<dyn WatchSink>,
     /// Auto ids; the ids in use are the keys of `watches`.
     ids: AutoWatchIds,
@@ -158,6 +160,7 @@ impl StreamActor {
         id: StreamId,
         store: Addr<StoreActor>,
         syncer: Addr<SyncerActor>,
+        victims: Addr<VictimActor>,
         sink: Arc<dyn WatchSink>,
         config: Arc<ActorsConfig>,
         clock: Arc<RevisionClock>,
@@ -167,6 +170,7 @@ impl StreamActor {
             id,
             store,
             syncer,
+            victims,
             sink,
             ids: AutoWatchIds::new(),
             watches: HashMap::new(),
@@ -264,9 +268,11 @@ impl Actor for StreamActor {
         ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
         let addr = ctx.address();
         let register = RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() };
-        // Straight to the syncer, not forwarded by the store: this stream's watchers that start
-        // in the past also go straight to the syncer (`CreateWatch`), and one sender's messages
-        // to one actor arrive in order, so the syncer always knows the stream first.
+        // Sent by the stream itself to every actor that may hold its watchers, before anything
+        // else: watches from history go straight to the syncer (`CreateWatch`), which may park
+        // them with the victim actor, and every such message is sent after these, so each
+        // actor knows the stream before any of its watchers reaches it.
+        self.victims.do_send(register.clone());
         self.syncer.do_send(register.clone());
         self.store.do_send(register);
         if !self.config.manual_ticks {
@@ -331,8 +337,17 @@ impl Handler<CreateWatch> for StreamActor {
             // nothing. Sent before the created response is queued, and events for it can only
             // come after that (they are later messages to this actor).
             watcher.min_rev = watcher.start_rev;
-            self.syncer.do_send(AddUnsynced(vec![watcher]));
-            self.emit(ctx, vec![WatchResponse::created(id, current)]);
+            // `do_send`, as the store did: a burst of creates must not fail on the syncer's
+            // mailbox capacity.
+            let response = if self.syncer.connected() {
+                self.syncer.do_send(AddUnsynced(vec![watcher]));
+                WatchResponse::created(id, current)
+            } else {
+                // The runtime has shut down: fail as a create through the store does then.
+                self.forget(id);
+                WatchResponse::create_failed(Error::Stopped.to_string(), current)
+            };
+            self.emit(ctx, vec![response]);
             return;
         }
         let registered = self.store.send(Watch(watcher));

@@ -346,6 +346,7 @@ impl Handle {
             id,
             self.inner.store.clone(),
             self.inner.syncer.clone(),
+            self.inner.victims.clone(),
             sink,
             Arc::clone(&self.inner.config),
             Arc::clone(&self.inner.clock),
@@ -399,8 +400,9 @@ impl Handle {
         })
     }
 
-    /// Finishes in-flight writes, syncs the store to disk, closes it and stops the actors'
-    /// threads. Calls after it fail with `Stopped`.
+    /// Finishes in-flight writes, syncs the store to disk, closes it, stops the actors' threads
+    /// and waits for them to end (so the directory can be opened again as soon as this
+    /// returns). Calls after it fail with `Stopped`.
     ///
     /// # Errors
     /// A storage error from the final sync.
@@ -413,8 +415,20 @@ impl Handle {
             Ok(mut a) => std::mem::take(&mut *a),
             Err(_) => Vec::new(),
         };
-        for arbiter in arbiters {
-            arbiter.stop();
+        // Wait for the threads to end, so that every handle on the store (the syncer's
+        // snapshot reader) is dropped and the directory can be opened again at once. The
+        // catch-up thread may run at idle priority and get the CPU only late on a busy machine.
+        let joined = actix_rt::task::spawn_blocking(move || {
+            for arbiter in &arbiters {
+                arbiter.stop();
+            }
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("a runtime thread panicked while stopping");
         }
         result
     }

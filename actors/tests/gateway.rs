@@ -412,7 +412,7 @@ async fn h6_x21_whole_body_then_eof_keeps_streaming() {
 /// Number of watchers in every group.
 async fn watchers(gw: &Gw) -> usize {
     let s = gw.handle.stats().await.expect("stats");
-    s.store.synced + s.syncer.unsynced + s.victims.victims
+    s.store.synced + s.store.promoting + s.syncer.unsynced + s.victims.victims
 }
 
 /// A client that goes away after its body ended must not leave its watchers behind: with

@@ -837,7 +837,10 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         s.rec.paused.store(false, Ordering::Release);
     }
     let final_rev = handle.current_revision();
-    drain(&handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0).await;
+    drain(&handle, "nothing unsynced or parked", |s| {
+        s.store.promoting == 0 && s.syncer.unsynced == 0 && s.victims.victims == 0
+    })
+    .await;
     history_fence.set(Some(final_rev));
     let history_slot = keeper.await.expect("history keeper");
     for s in slots.iter().filter(|s| !s.closed) {
@@ -921,7 +924,11 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         s.closed = true;
     }
     drain(&handle, "every stream and watcher gone", |s| {
-        s.store.synced == 0 && s.syncer.unsynced == 0 && s.victims.victims == 0 && s.store.streams == 0
+        s.store.synced == 0
+            && s.store.promoting == 0
+            && s.syncer.unsynced == 0
+            && s.victims.victims == 0
+            && s.store.streams == 0
     })
     .await;
     handle.shutdown().await.expect("shutdown");

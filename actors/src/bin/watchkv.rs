@@ -12,7 +12,7 @@ use watchkv::Durability;
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;
 use watchkv_actors::listener::{self, PortOptions};
-use watchkv_actors::{ActorsConfig, SlowConsumerPolicy};
+use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
 
 /// An etcd-v3-compatible watchable key-value store (etcd gRPC API and HTTP/JSON gateway).
 #[derive(Debug, Parser)]
@@ -69,6 +69,11 @@ struct Args {
     /// With --slow-consumer-lag: also cancel after this many seconds undeliverable.
     #[arg(long, default_value_t = 300)]
     slow_consumer_parked_secs: u64,
+    /// CPU priority of the catch-up thread (Linux): `idle` (SCHED_IDLE: catch-up only uses
+    /// cycles nothing else wants, so it never delays a write), a nice value `0`..=`19` (more
+    /// catch-up progress on a fully busy machine, longer write stalls), or `unchanged`.
+    #[arg(long, default_value = "idle")]
+    catch_up_priority: CatchUpPriority,
     /// Worker threads serving the client port (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -91,6 +96,7 @@ impl Args {
         c.watch.progress_notify_interval = Duration::from_millis(self.progress_notify_interval_ms.max(100));
         c.watch.max_response_bytes = self.max_request_bytes + 512 * 1024;
         c.max_watchers_per_stream = self.max_watchers_per_stream.max(1);
+        c.catch_up_priority = self.catch_up_priority;
         if self.slow_consumer_lag > 0 {
             c.slow_consumer = SlowConsumerPolicy::CancelAfter {
                 lag_revisions: self.slow_consumer_lag,

@@ -18,9 +18,12 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     };
     let mut registry = Registry::with_prefix("watchkv");
     let watchers = Family::<Vec<(String, String)>, Gauge>::default();
-    for (group, n) in
-        [("synced", stats.store.synced), ("unsynced", stats.syncer.unsynced), ("victim", stats.victims.victims)]
-    {
+    for (group, n) in [
+        ("synced", stats.store.synced),
+        ("promoting", stats.store.promoting),
+        ("unsynced", stats.syncer.unsynced),
+        ("victim", stats.victims.victims),
+    ] {
         watchers.get_or_create(&vec![("group".to_string(), group.to_string())]).set(n as i64);
     }
     registry.register("watchers", "Watchers per group", watchers);
