@@ -138,12 +138,21 @@ struct Outbox {
     closed: bool,
 }
 
+/// The runtime actors a stream talks to.
+#[derive(Clone)]
+pub struct Peers {
+    /// Writes, synced watchers, progress, cancels.
+    pub store: Addr<StoreActor>,
+    /// Watchers that start in history.
+    pub syncer: Addr<SyncerActor>,
+    /// Parked batches (only registered with, here).
+    pub victims: Addr<VictimActor>,
+}
+
 /// One client stream.
 pub struct StreamActor {
     id: StreamId,
-    store: Addr<StoreActor>,
-    syncer: Addr<SyncerActor>,
-    victims: Addr<VictimActor>,
+    peers: Peers,
     sink: Arc<dyn WatchSink>,
     /// Auto ids; the ids in use are the keys of `watches`.
     ids: AutoWatchIds,
@@ -158,27 +167,13 @@ impl StreamActor {
     /// Returns a stream actor delivering to `sink`.
     pub fn new(
         id: StreamId,
-        store: Addr<StoreActor>,
-        syncer: Addr<SyncerActor>,
-        victims: Addr<VictimActor>,
+        peers: Peers,
         sink: Arc<dyn WatchSink>,
         config: Arc<ActorsConfig>,
         clock: Arc<RevisionClock>,
         seq: Arc<AtomicU64>,
     ) -> Self {
-        Self {
-            id,
-            store,
-            syncer,
-            victims,
-            sink,
-            ids: AutoWatchIds::new(),
-            watches: HashMap::new(),
-            config,
-            clock,
-            seq,
-            responses: 0,
-        }
+        Self { id, peers, sink, ids: AutoWatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
     }
 
     /// Sends responses to the client in order (see [`Outbox`]).
@@ -272,9 +267,9 @@ impl Actor for StreamActor {
         // else: watches from history go straight to the syncer (`CreateWatch`), which may park
         // them with the victim actor, and every such message is sent after these, so each
         // actor knows the stream before any of its watchers reaches it.
-        self.victims.do_send(register.clone());
-        self.syncer.do_send(register.clone());
-        self.store.do_send(register);
+        self.peers.victims.do_send(register.clone());
+        self.peers.syncer.do_send(register.clone());
+        self.peers.store.do_send(register);
         if !self.config.manual_ticks {
             // etcd: one interval per stream with jitter in [0, interval/10).
             let base = self.config.watch.progress_notify_interval;
@@ -289,7 +284,7 @@ impl Actor for StreamActor {
             w.cancel.cancel();
         }
         self.watches.clear();
-        self.store.do_send(UnregisterStream { stream: self.id, watchers });
+        self.peers.store.do_send(UnregisterStream { stream: self.id, watchers });
         Running::Stop
     }
 }
@@ -339,8 +334,8 @@ impl Handler<CreateWatch> for StreamActor {
             watcher.min_rev = watcher.start_rev;
             // `do_send`, as the store did: a burst of creates must not fail on the syncer's
             // mailbox capacity.
-            let response = if self.syncer.connected() {
-                self.syncer.do_send(AddUnsynced(vec![watcher]));
+            let response = if self.peers.syncer.connected() {
+                self.peers.syncer.do_send(AddUnsynced(vec![watcher]));
                 WatchResponse::created(id, current)
             } else {
                 // The runtime has shut down: fail as a create through the store does then.
@@ -350,7 +345,7 @@ impl Handler<CreateWatch> for StreamActor {
             self.emit(ctx, vec![response]);
             return;
         }
-        let registered = self.store.send(Watch(watcher));
+        let registered = self.peers.store.send(Watch(watcher));
         let sink = Arc::clone(&self.sink);
         self.responses += 1;
         // Wait for the store before anything else: the created response must precede every
@@ -380,7 +375,7 @@ impl Handler<CancelWatch> for StreamActor {
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
         let Some(w) = self.watches.remove(&msg.0) else { return };
         w.cancel.cancel();
-        self.store.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
+        self.peers.store.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
         self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
     }
 }
@@ -397,7 +392,7 @@ impl Handler<RequestStreamProgress> for StreamActor {
         // can tell whether a watcher was created after this request.
         let mut watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
-        self.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
+        self.peers.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
     }
 }
 
@@ -411,7 +406,7 @@ impl Handler<ProgressTick> for StreamActor {
                 continue;
             }
             let key = WatcherKey { stream: self.id, id, seq: w.seq };
-            self.store.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
+            self.peers.store.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
         }
     }
 }

@@ -22,7 +22,9 @@ use crate::store_actor::{
     Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
     StoreStats, SubmitWrite,
 };
-use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor, WatchCreate};
+use crate::stream_actor::{
+    CancelWatch, CloseStream, CreateWatch, Peers, RequestStreamProgress, StreamActor, WatchCreate,
+};
 use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
 use crate::victim_actor::{self, GetVictimStats, VictimActor, VictimStats};
 use crate::ActorsConfig;
@@ -344,9 +346,11 @@ impl Handle {
         let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         StreamActor::new(
             id,
-            self.inner.store.clone(),
-            self.inner.syncer.clone(),
-            self.inner.victims.clone(),
+            Peers {
+                store: self.inner.store.clone(),
+                syncer: self.inner.syncer.clone(),
+                victims: self.inner.victims.clone(),
+            },
             sink,
             Arc::clone(&self.inner.config),
             Arc::clone(&self.inner.clock),
