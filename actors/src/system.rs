@@ -83,8 +83,8 @@ fn stopped<E>(_: E) -> Error {
 }
 
 /// Opens the store and starts the actors, each on an arbiter of its own: the victim actor, the
-/// syncer (at [`ActorsConfig::catch_up_priority`]) and the store (it blocks on disk), in that order so that each knows its peers. Must run
-/// inside an actix system.
+/// syncer (at [`ActorsConfig::catch_up_priority`]) and the store (it blocks on disk), in that
+/// order so that each knows its peers. Must run inside an actix system.
 ///
 /// # Errors
 /// Fails if the store cannot be opened.
