@@ -1,5 +1,6 @@
-//! Owns what the runtime asks of the OS scheduler for its own threads: the catch-up thread's
-//! priority and the store thread's time slice. Linux only; elsewhere both are no-ops.
+//! Owns what the runtime asks of the OS scheduler: the catch-up thread's priority, the store
+//! thread's time slice (Linux only; elsewhere no-ops), and the cooperative yield of threads
+//! that run stream work in bursts.
 //!
 //! Why (issue #4, put p99 during a 10k-watcher catch-up, `cargo bench -p watchkv-actors --bench
 //! watch -- catchup`, traced with `perf sched timehist`): on Linux's EEVDF scheduler a running
@@ -11,7 +12,8 @@
 //! shorter slice than the threads around it preempts them when it wakes (`PREEMPT_SHORT`,
 //! Linux 6.12 and later; earlier kernels accept and ignore the request).
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 /// How the catch-up thread (the syncer's scans) competes for the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +131,101 @@ pub(crate) fn set_time_slice(slice: Duration) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = slice;
+}
+
+/// Longest a thread runs stream work (deliveries, watch creation) back to back before it offers
+/// the CPU to others: the store thread's own slice, so a put waits behind a stream thread no
+/// longer than behind any other store turn.
+pub(crate) const STREAM_BURST: Duration = Duration::from_micros(100);
+
+/// Pieces of work closer together than this count as one burst (the time between two handlers
+/// of a busy thread is the runtime's own bookkeeping, a few microseconds).
+const BURST_GAP: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// The calling thread's current burst of stream work: when it began and when its last piece
+    /// ended.
+    static BURST: Cell<Option<(Instant, Instant)>> = const { Cell::new(None) };
+}
+
+/// Called after a piece of stream work that began at `started`: once the calling thread has
+/// done such work for [`STREAM_BURST`] with no pause, it yields the CPU (`sched_yield`), so a
+/// writer or the store thread queued behind it runs now, not at the next scheduler tick.
+///
+/// Why (issue #4, `perf sched timehist` of `cargo bench -p watchkv-actors --bench watch --
+/// catchup`): a catch-up pass hands a stream thread hundreds of events at once, and the store
+/// thread, woken by a put onto that CPU, waited 0.6-3.5 ms behind the burst despite its short
+/// slice. EEVDF preempts on wake-up only for a waking thread that is eligible, i.e. has not
+/// run more than its share lately, and the store often has after serving many small
+/// messages; otherwise it waits for the next tick (4 ms at `HZ=250`). A yield with nobody
+/// waiting costs one system call.
+pub(crate) fn yield_after_burst(started: Instant) {
+    let now = Instant::now();
+    BURST.with(|burst| {
+        let (next, yield_now) = burst_step(burst.get(), started, now);
+        if yield_now {
+            std::thread::yield_now();
+        }
+        burst.set(next);
+    });
+}
+
+/// The burst bookkeeping of [`yield_after_burst`]: given the burst so far and a piece of work
+/// from `started` to `now`, returns the burst after it and whether to yield (which ends it).
+fn burst_step(burst: Option<(Instant, Instant)>, started: Instant, now: Instant) -> (Option<(Instant, Instant)>, bool) {
+    let begun = match burst {
+        Some((begun, last)) if started.saturating_duration_since(last) <= BURST_GAP => begun,
+        _ => started,
+    };
+    if now.saturating_duration_since(begun) >= STREAM_BURST {
+        (None, true)
+    } else {
+        (Some((begun, now)), false)
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn adjacent_pieces_add_up_to_a_yield() {
+        let t0 = Instant::now();
+        // 40 µs of work, a 5 µs gap, 40 µs more: one burst of 85 µs, no yield yet.
+        let (b, y) = burst_step(None, t0, t0 + us(40));
+        assert!(!y);
+        let (b, y) = burst_step(b, t0 + us(45), t0 + us(85));
+        assert!(!y);
+        assert_eq!(b, Some((t0, t0 + us(85))));
+        // 20 µs more crosses STREAM_BURST: yield, and the next piece starts a new burst.
+        let (b, y) = burst_step(b, t0 + us(86), t0 + us(106));
+        assert!(y);
+        assert_eq!(b, None);
+        let (b, y) = burst_step(b, t0 + us(107), t0 + us(110));
+        assert!(!y);
+        assert_eq!(b, Some((t0 + us(107), t0 + us(110))));
+    }
+
+    #[test]
+    fn a_pause_starts_a_new_burst() {
+        let t0 = Instant::now();
+        let (b, _) = burst_step(None, t0, t0 + us(90));
+        // Idle for longer than BURST_GAP: the earlier 90 µs no longer count.
+        let later = t0 + us(90) + BURST_GAP + us(1);
+        let (b, y) = burst_step(b, later, later + us(20));
+        assert!(!y);
+        assert_eq!(b, Some((later, later + us(20))));
+    }
+
+    #[test]
+    fn one_long_piece_yields_at_once() {
+        let t0 = Instant::now();
+        assert_eq!(burst_step(None, t0, t0 + STREAM_BURST), (None, true));
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -293,7 +294,16 @@ impl Handler<CreateWatch> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: CreateWatch, ctx: &mut Self::Context) {
-        let req = msg.0;
+        let started = Instant::now();
+        self.create_watch(msg.0, ctx);
+        crate::sched::yield_after_burst(started);
+    }
+}
+
+impl StreamActor {
+    /// Creates one watcher (spec §6.2): validates, allocates its id, and places it with the
+    /// store (synced) or the syncer (from history).
+    fn create_watch(&mut self, req: WatchCreate, ctx: &mut Context<Self>) {
         let range = match self.validate(&req) {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
@@ -415,6 +425,7 @@ impl Handler<Deliver> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let started = Instant::now();
         let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
@@ -452,6 +463,7 @@ impl Handler<Deliver> for StreamActor {
             }
         }
         self.finish(ctx, out);
+        crate::sched::yield_after_burst(started);
     }
 }
 
