@@ -387,7 +387,7 @@ impl StoreActor {
             };
             let sent_events: usize = entries.iter().map(|e| e.response.events.len()).sum();
             let responses = entries.len();
-            match recipient.try_send(Deliver { entries }) {
+            match recipient.try_send(Deliver::live(entries)) {
                 Ok(()) => {
                     self.counters.events_sent.fetch_add(sent_events as u64, Ordering::Relaxed);
                     self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
@@ -846,7 +846,7 @@ impl Handler<RequestProgress> for StoreActor {
         if let Some(recipient) = self.streams.get(&msg.stream) {
             let delivery = Delivery { key: msg.watchers[0], response: WatchResponse::progress(msg.watch_id, current) };
             // A full mailbox drops the notification, as etcd does (spec §10 quirk 5).
-            let _ = recipient.try_send(Deliver { entries: vec![delivery] });
+            let _ = recipient.try_send(Deliver::live(vec![delivery]));
         }
     }
 }

@@ -42,6 +42,24 @@ pub struct Delivery {
 pub struct Deliver {
     /// In the order they must reach the client.
     pub entries: Vec<Delivery>,
+    /// Whether this is catch-up work (the syncer's replay from storage). A stream thread that
+    /// runs such deliveries back to back yields the CPU after a short burst, so a catch-up
+    /// never holds up writes or live deliveries; live and victim deliveries never yield.
+    pub catch_up: bool,
+}
+
+impl Deliver {
+    /// Live work: the store's fan-out, a victim retry, a progress or cancel notice.
+    #[must_use]
+    pub fn live(entries: Vec<Delivery>) -> Self {
+        Self { entries, catch_up: false }
+    }
+
+    /// Catch-up work from the syncer.
+    #[must_use]
+    pub fn catch_up(entries: Vec<Delivery>) -> Self {
+        Self { entries, catch_up: true }
+    }
 }
 
 /// A watch create request, as etcd's `WatchCreateRequest` carries it.
@@ -426,6 +444,7 @@ impl Handler<Deliver> for StreamActor {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let started = Instant::now();
+        let catch_up = msg.catch_up;
         let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
@@ -463,7 +482,9 @@ impl Handler<Deliver> for StreamActor {
             }
         }
         self.finish(ctx, out);
-        crate::sched::yield_after_burst(started);
+        if catch_up {
+            crate::sched::yield_after_burst(started);
+        }
     }
 }
 

@@ -142,7 +142,7 @@ impl SyncerActor {
         for w in result.compacted {
             let Some(recipient) = self.streams.get(&w.key.stream) else { continue };
             let notice = Delivery { key: w.key, response: WatchResponse::compacted(w.key.id, compact) };
-            if let Err(SendError::Full(_)) = recipient.try_send(Deliver { entries: vec![notice] }) {
+            if let Err(SendError::Full(_)) = recipient.try_send(Deliver::catch_up(vec![notice])) {
                 let _ = self.unsynced.insert(w);
             }
         }
@@ -170,7 +170,7 @@ impl SyncerActor {
                 .collect();
             let events: usize = entries.iter().map(|e| e.response.events.len()).sum();
             let responses = entries.len();
-            let sent = if entries.is_empty() { Ok(()) } else { recipient.try_send(Deliver { entries }) };
+            let sent = if entries.is_empty() { Ok(()) } else { recipient.try_send(Deliver::catch_up(entries)) };
             match sent {
                 Ok(()) => {
                     self.counters.events_sent.fetch_add(events as u64, Ordering::Relaxed);

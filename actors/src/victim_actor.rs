@@ -135,7 +135,7 @@ impl VictimActor {
                 .collect();
             let events: usize = entries.iter().map(|e| e.response.events.len()).sum();
             let responses = entries.len();
-            match recipient.try_send(Deliver { entries }) {
+            match recipient.try_send(Deliver::live(entries)) {
                 Ok(()) => {
                     self.counters.events_sent.fetch_add(events as u64, Ordering::Relaxed);
                     self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
@@ -179,12 +179,10 @@ impl VictimActor {
             self.counters.slow_cancels.fetch_add(1, Ordering::Relaxed);
             // The mailbox is full, so this one message goes past its capacity: it is bounded by
             // one per watcher, and it is what frees the parked memory.
-            recipient.do_send(Deliver {
-                entries: vec![Delivery {
-                    key: v.watcher.key,
-                    response: WatchResponse::canceled(v.watcher.key.id, current, reason),
-                }],
-            });
+            recipient.do_send(Deliver::live(vec![Delivery {
+                key: v.watcher.key,
+                response: WatchResponse::canceled(v.watcher.key.id, current, reason),
+            }]));
         }
         keep
     }
