@@ -134,9 +134,9 @@ pub(crate) fn set_time_slice(slice: Duration) {
 }
 
 /// Longest a thread runs catch-up deliveries or watch creations back to back before it offers
-/// the CPU to others. Live deliveries do not count and never yield: with every delivery
-/// yielding, the mailbox bench's stalled-stream throughput ratio fell (pipelined 0.70-0.91 over
-/// five runs, against 0.84-1.07 without). Put p99 during the bench's 10k-watcher catch-up, three runs each:
+/// the CPU to others. Live deliveries do not count and never yield: they are what clients wait
+/// for, while catch-up is background work like the scan that feeds it. (With every delivery
+/// yielding, the mailbox bench looked worse, but that bench was then too noisy to tell.) Put p99 during the bench's 10k-watcher catch-up, three runs each:
 /// 177-231 µs at 100 µs, 118-127 µs at 50 µs, 135-150 µs at 25 µs (more yields than help).
 pub(crate) const STREAM_BURST: Duration = Duration::from_micros(50);
 
