@@ -57,7 +57,8 @@ use watchkv_actors::{ActorsConfig, Handle, SystemStats};
 /// allocation on every core wrote to, and that contention alone lengthened the catch-up's
 /// delivery bursts enough to show in the writer's put latency (the catch-up section's p99 ratio
 /// was ×0.7–7.3 with one counter, ×1.1–2.5 with none). A thread keeps to its own shard; the
-/// totals are sums over the shards, exact whichever thread frees what another allocated.
+/// totals are sums over the shards, exact (once the process is quiet, as `settled_live_bytes`
+/// waits for) whichever thread frees what another allocated.
 struct Counting;
 
 /// Shards of the counters; threads beyond this many share shards (still exact, just contended).
@@ -88,7 +89,8 @@ fn shard() -> &'static Shard {
             }
             s.get()
         })
-        // Thread-local storage already torn down (a thread's last frees): any shard is exact.
+        // Unreachable with native thread-locals (Linux, a `const` slot without destructor);
+        // should it fail, any shard keeps the sums exact.
         .unwrap_or(0);
     &SHARD_TABLE[i]
 }
@@ -793,13 +795,14 @@ fn fanout(c: &mut Criterion) {
         note(format!(
             "[fanout] {label}: put latency with {total} synced watchers (each put waits for its fan-out): {}; vs none: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
             lat(&isolated),
-            verdict(ratio <= 2.0)
+            verdict(ratio50 <= 2.0 && ratio <= 2.0)
         ));
 
-        // The same client pattern with nothing to fan out: a put to a key no watcher matches,
-        // then a pause as long as a fan-out takes. Between puts the machine goes idle exactly
-        // as it does above, so the ratio is the watchers' cost and not the cost of waking an
-        // idle core (tens of µs on this VM, absent from back-to-back puts).
+        // For information: the same client pattern with nothing to fan out, a put to a key no
+        // watcher matches and then a pause as long as a fan-out takes. This is not the
+        // watchers' cost either: `perf sched timehist` shows the store thread, woken just after
+        // a fan-out, waiting p50 28 µs for an idle vCPU to wake, while these puts find it on the
+        // writer's own CPU (4 µs). The target is judged against no watchers at all, above.
         let pace = quantile(&fans, 0.5).max(Duration::from_millis(1));
         let paced = b
             .block_on(spawn_probe(
@@ -810,10 +813,9 @@ fn fanout(c: &mut Criterion) {
             .expect("probe");
         let (ratio50, ratio) = ratios(&isolated, &paced);
         note(format!(
-            "[fanout] {label}: put latency with nothing to fan out, paused {} between puts as above: {}; with {total} watchers vs this: p50 x{ratio50:.1}, p99 x{ratio:.1} (target <= 2x): {}",
+            "[fanout] {label}: put latency with nothing to fan out, paused {} between puts as above: {}; with {total} watchers vs this: p50 x{ratio50:.1}, p99 x{ratio:.1} (informational: see the bench's source)",
             fmt_d(pace),
-            lat(&paced),
-            verdict(ratio <= 2.0)
+            lat(&paced)
         ));
 
         // Put latency to a key no watcher matches, with the 10k watchers synced.
@@ -979,8 +981,9 @@ fn mailbox(_: &mut Criterion) {
             batches
         ));
     }
-    // Each stalled phase against the normal phase of its round: the machine's drift over
-    // seconds (a phase's throughput moved 2x between runs) cancels within a pair.
+    // Each stalled phase against the normal phase of its round: drift within the run (a
+    // phase's throughput moved 2x over seconds) cancels within a pair. With an odd number of
+    // rounds one order has one pair more; the median does not care.
     let paired =
         |f: fn(&Phase) -> f64| normal.iter().zip(&stalled_phases).map(|(n, st)| f(st) / f(n)).collect::<Vec<_>>();
     let (seq_pairs, pip_pairs) = (paired(|p| p.seq), paired(|p| p.pipelined));
@@ -1107,7 +1110,7 @@ fn catchup(_: &mut Criterion) {
             stop.store(true, Ordering::Release);
             let samples = rx.await.expect("probe");
             note(format!(
-                "[catchup] round {round}: {watchers} watchers (1 key each, {} streams) from rev 1 over {} revisions: all created after {}, all {} events delivered after {}, all synced (unsynced 0, victims 0) after {}; {} catch-up passes; store commit time per batch {}; put latency meanwhile {}",
+                "[catchup] round {round}: {watchers} watchers (1 key each, {} streams) from rev 1 over {} prefilled revisions: all created after {}, all {} events delivered after {}, all synced (unsynced 0, victims 0) after {}; {} catch-up passes; store commit time per batch {}; put latency meanwhile {}",
                 s.cu_streams,
                 s.cu_revs,
                 fmt_d(created),

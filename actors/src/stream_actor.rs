@@ -43,13 +43,16 @@ pub struct Deliver {
     /// In the order they must reach the client.
     pub entries: Vec<Delivery>,
     /// Whether this is catch-up work (the syncer's replay from storage). A stream thread that
-    /// runs such deliveries back to back yields the CPU after a short burst, so a catch-up
-    /// never holds up writes or live deliveries; live and victim deliveries never yield.
+    /// runs such deliveries back to back yields the CPU after a short burst
+    /// (`sched::STREAM_BURST`), so a catch-up rarely holds up writes or live deliveries for
+    /// longer than that; live and victim deliveries never yield.
     pub catch_up: bool,
 }
 
 impl Deliver {
-    /// Live work: the store's fan-out, a victim retry, a progress or cancel notice.
+    /// Live work: the store's fan-out, a victim retry, a progress or cancel notice. A victim
+    /// retry counts as live even when the syncer parked the batch: a stream whose mailbox was
+    /// full is already behind, and its retries are few (one per retry period).
     #[must_use]
     pub fn live(entries: Vec<Delivery>) -> Self {
         Self { entries, catch_up: false }
