@@ -162,9 +162,10 @@ thread_local! {
 /// Why (issue #4, `perf sched timehist` of `cargo bench -p watchkv-actors --bench watch --
 /// catchup`): a catch-up pass hands a stream thread hundreds of events at once, and the store
 /// thread, woken by a put onto that CPU, waited 0.6-3.5 ms behind the burst despite its short
-/// slice. EEVDF preempts on wake-up only for a waking thread that is eligible, i.e. has not
-/// run more than its share lately, and the store often has after serving many small
-/// messages; otherwise it waits for the next tick (4 ms at `HZ=250`). A yield with nobody
+/// slice. The likely reason (inferred from the trace, not read off the kernel): EEVDF preempts
+/// on wake-up only for a waking thread that is eligible, i.e. has not run more than its share
+/// lately, and the store often has after serving many small messages; otherwise it waits for
+/// the next tick (4 ms at `HZ=250`). A yield with nobody
 /// waiting costs one system call.
 pub(crate) fn yield_after_burst(started: Instant) {
     let now = Instant::now();
