@@ -5,7 +5,7 @@
 //!   counting allocator below, the bytes the index allocates per live key beyond the key bytes
 //!   themselves, and prints them to stderr.
 //! - `store/put_fsync`: one put, `Durability::Fsync`.
-//! - `store/put_batch_1000`: 1000 puts in one `write_group` (one fsync), `Durability::Fsync`.
+//! - `store/put_batch_1000`: 1000 puts in one group commit (`KvStore::write_all`, one fsync), `Durability::Fsync`.
 //! - `store/range_10k`: a range over the 10k keys of a prefix (10k more keys outside it).
 //! - `store/open_1m`: `KvStore::open` of a store holding 1M keys (one row each).
 //!
@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use watchkv::index::Index;
-use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig, WriteRequest};
+use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig};
 
 // ----- counting allocator -----
 
@@ -101,9 +101,9 @@ fn history_store<'a>(state: &'a mut Option<TempStore>, values: &mut Values) -> &
         let mut s = temp_store(Durability::Buffered);
         let mut batch = Vec::with_capacity(1000);
         for i in 0..100_000u64 {
-            batch.push(WriteRequest::Put(PutRequest::new(format!("ev/{:04}", i % 1000), values.next())));
+            batch.push(PutRequest::new(format!("ev/{:04}", i % 1000), values.next()));
             if batch.len() == 1000 {
-                for r in s.store.write_group(std::mem::take(&mut batch)) {
+                for r in s.store.write_all(std::mem::take(&mut batch)) {
                     r.expect("fill write");
                 }
             }
@@ -135,16 +135,16 @@ fn open(dir: &Path, durability: Durability) -> KvStore {
     KvStore::open(StoreConfig::new(dir).durability(durability)).expect("open store")
 }
 
-/// Writes `keys` (one put each) in `write_group` batches of `batch` puts.
+/// Writes `keys` (one put each) in group-commit batches of `batch` puts.
 fn fill(store: &mut KvStore, keys: impl Iterator<Item = String>, batch: usize, values: &mut Values) {
     let mut reqs = Vec::with_capacity(batch);
-    let flush = |store: &mut KvStore, reqs: &mut Vec<WriteRequest>| {
-        for r in store.write_group(std::mem::take(reqs)) {
+    let flush = |store: &mut KvStore, reqs: &mut Vec<PutRequest>| {
+        for r in store.write_all(std::mem::take(reqs)) {
             r.expect("fill write");
         }
     };
     for k in keys {
-        reqs.push(WriteRequest::Put(PutRequest::new(k, values.next())));
+        reqs.push(PutRequest::new(k, values.next()));
         if reqs.len() == batch {
             flush(store, &mut reqs);
         }
@@ -263,13 +263,13 @@ fn store_benches(c: &mut Criterion) {
                 (0..1000)
                     .map(|_| {
                         n += 1;
-                        WriteRequest::Put(PutRequest::new(key(n), values.next()))
+                        PutRequest::new(key(n), values.next())
                     })
                     .collect::<Vec<_>>()
             },
             |reqs| {
-                let results = store.write_group(reqs);
-                assert!(results.iter().all(Result::is_ok), "write_group failed");
+                let results = store.write_all(reqs);
+                assert!(results.iter().all(Result::is_ok), "group commit failed");
                 results
             },
             BatchSize::LargeInput,

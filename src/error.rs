@@ -82,6 +82,10 @@ pub enum Error {
     /// in-memory state that may not be on disk (as fjall poisons itself).
     #[error("mvcc: store is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
+    /// A broken internal invariant of the runtime (a bug, not damage on disk): the operation
+    /// could not be completed and nothing was changed by it.
+    #[error("watchkv: internal error: {0}")]
+    Internal(String),
     /// The store was closed before the operation could finish.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -109,6 +113,7 @@ impl Error {
         !matches!(
             self,
             Self::Corrupt { .. }
+                | Self::Internal(_)
                 | Self::Poisoned
                 | Self::Stopped
                 | Self::CompactionFailed { .. }

@@ -36,33 +36,131 @@ pub struct Committed<T> {
     pub events: Vec<Event>,
 }
 
-/// One write for [`KvStore::write_group`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteRequest {
-    /// A put.
-    Put(PutRequest),
-    /// A delete.
-    DeleteRange(DeleteRangeRequest),
-    /// A transaction.
-    Txn(TxnRequest),
-    /// A lease revoke (deletes its keys).
-    LeaseRevoke(LeaseId),
+/// A write request that joins a group commit: [`PutRequest`], [`DeleteRangeRequest`],
+/// [`TxnRequest`] or [`LeaseRevokeRequest`], each answered with its own response type, so a
+/// runtime that batches writes of every kind hands each writer a result of the right kind.
+///
+/// Sealed: only the core's requests implement it.
+pub trait Write: sealed::Sealed + Send + 'static {
+    /// What the client is told.
+    type Response: std::fmt::Debug + Send + 'static;
+
+    /// Applies the write without persisting it (the token keeps this inside the core).
+    #[doc(hidden)]
+    fn apply_to(self, store: &mut KvStore, token: sealed::Token) -> Result<Committed<Self::Response>>;
 }
 
-/// The response to one [`WriteRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteResponse {
-    /// To a put.
-    Put(PutResponse),
-    /// To a delete.
-    DeleteRange(DeleteRangeResponse),
-    /// To a transaction.
-    Txn(TxnResponse),
-    /// To a lease revoke: the revision after it.
-    LeaseRevoke {
-        /// The store revision after the revoke.
-        revision: i64,
-    },
+mod sealed {
+    /// Only the core's requests are [`super::Write`]s.
+    pub trait Sealed {}
+    /// Proof that the caller is the core: [`super::Write::apply_to`] cannot be called outside.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Token;
+}
+
+impl sealed::Sealed for PutRequest {}
+impl sealed::Sealed for DeleteRangeRequest {}
+impl sealed::Sealed for TxnRequest {}
+impl sealed::Sealed for LeaseRevokeRequest {}
+
+impl Write for PutRequest {
+    type Response = PutResponse;
+
+    fn apply_to(self, store: &mut KvStore, _: sealed::Token) -> Result<Committed<PutResponse>> {
+        store.apply_put(self)
+    }
+}
+
+impl Write for DeleteRangeRequest {
+    type Response = DeleteRangeResponse;
+
+    fn apply_to(self, store: &mut KvStore, _: sealed::Token) -> Result<Committed<DeleteRangeResponse>> {
+        store.apply_delete(self)
+    }
+}
+
+impl Write for TxnRequest {
+    type Response = TxnResponse;
+
+    fn apply_to(self, store: &mut KvStore, _: sealed::Token) -> Result<Committed<TxnResponse>> {
+        store.apply_txn(self, true)
+    }
+}
+
+impl Write for LeaseRevokeRequest {
+    /// The revision after the revoke.
+    type Response = i64;
+
+    fn apply_to(self, store: &mut KvStore, _: sealed::Token) -> Result<Committed<i64>> {
+        store.apply_lease_revoke(self.0)
+    }
+}
+
+/// Revokes a lease, deleting its keys in one revision (etcd `LeaseRevoke`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRevokeRequest(pub LeaseId);
+
+/// Several writes made durable by one persist (group commit), from [`KvStore::group`].
+///
+/// Each [`apply`](Self::apply) takes the next revision at once (later writes of the group read
+/// earlier ones), and its result can be read only through [`Applied::settle`] with the outcome
+/// of [`persist`](Self::persist): a write is never reported done before it is durable, and a
+/// failed persist fails every write of the group. A group dropped without `persist` leaves its
+/// rows to the next persist.
+#[derive(Debug)]
+pub struct WriteGroup<'a> {
+    store: &'a mut KvStore,
+}
+
+impl WriteGroup<'_> {
+    /// Applies one write; a failed write does not affect the others.
+    pub fn apply<W: Write>(&mut self, req: W) -> Applied<W::Response> {
+        Applied(req.apply_to(self.store, sealed::Token))
+    }
+
+    /// Makes every write of the group durable, per the durability mode. If the persist fails,
+    /// the store is poisoned and every write of the group fails.
+    pub fn persist(self) -> Persisted {
+        match self.store.persist() {
+            Ok(()) => Persisted { failed: false },
+            Err(e) => {
+                tracing::error!(error = %e, "persist failed; the store is poisoned");
+                Persisted { failed: true }
+            }
+        }
+    }
+}
+
+/// A write applied inside a [`WriteGroup`], waiting for the group's persist.
+#[derive(Debug)]
+#[must_use = "a write's result is known only once its group is persisted"]
+pub struct Applied<T>(Result<Committed<T>>);
+
+impl<T> Applied<T> {
+    /// The write's result once its group has been persisted: `Poisoned` if the persist failed.
+    ///
+    /// # Errors
+    /// The write's own error, or `Poisoned`.
+    pub fn settle(self, persisted: &Persisted) -> Result<Committed<T>> {
+        match self.0 {
+            Ok(_) if persisted.failed => Err(Error::Poisoned),
+            other => other,
+        }
+    }
+}
+
+/// The outcome of [`WriteGroup::persist`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    failed: bool,
+}
+
+impl Persisted {
+    /// Whether the group is durable.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        !self.failed
+    }
 }
 
 /// A lease as `time_to_live` reports it (etcd `LeaseTimeToLiveResponse`).
@@ -359,11 +457,7 @@ impl KvStore {
     /// `EmptyKey`, `LeaseNotFound`, `KeyNotFound` (ignore_value/ignore_lease on a missing key),
     /// or a storage error.
     pub fn put(&mut self, req: PutRequest) -> Result<Committed<PutResponse>> {
-        let c = self.write(WriteRequest::Put(req))?;
-        match c.response {
-            WriteResponse::Put(response) => Ok(Committed { response, events: c.events }),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req)
     }
 
     /// Deletes every live key of a range (etcd `DeleteRange`).
@@ -371,11 +465,7 @@ impl KvStore {
     /// # Errors
     /// `EmptyKey` or a storage error.
     pub fn delete_range(&mut self, req: DeleteRangeRequest) -> Result<Committed<DeleteRangeResponse>> {
-        let c = self.write(WriteRequest::DeleteRange(req))?;
-        match c.response {
-            WriteResponse::DeleteRange(response) => Ok(Committed { response, events: c.events }),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req)
     }
 
     /// Runs a transaction (etcd `Txn`).
@@ -384,11 +474,7 @@ impl KvStore {
     /// The validation errors of [`check_txn`], `LeaseNotFound`, `KeyNotFound`, `FutureRev` /
     /// `Compacted` for a read inside it, or a storage error. A txn that fails changes nothing.
     pub fn txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
-        let c = self.write(WriteRequest::Txn(req))?;
-        match c.response {
-            WriteResponse::Txn(response) => Ok(Committed { response, events: c.events }),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req)
     }
 
     /// Runs a transaction with only the MVCC layer's rules: the API-level duplicate-key rule is
@@ -398,40 +484,36 @@ impl KvStore {
     /// # Errors
     /// As [`Self::txn`], except `DuplicateKey`.
     pub fn mvcc_txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
-        let result = self.apply(WriteRequest::Txn(req), false);
+        let result = self.apply_txn(req, false);
         self.persist()?;
-        let c = result?;
-        match c.response {
-            WriteResponse::Txn(response) => Ok(Committed { response, events: c.events }),
-            other => Err(unexpected(&other)),
-        }
+        result
     }
 
     /// Applies one write and makes it durable before returning.
     ///
     /// # Errors
     /// As the write's own method, or a storage error.
-    pub fn write(&mut self, req: WriteRequest) -> Result<Committed<WriteResponse>> {
-        let result = self.apply(req, true);
+    pub fn write<W: Write>(&mut self, req: W) -> Result<Committed<W::Response>> {
+        let result = req.apply_to(self, sealed::Token);
         self.persist()?;
         result
     }
 
-    /// Applies several writes, each with its own revision, and makes them durable with a single
-    /// persist (group commit). Results come back in order; a failed write does not affect the
-    /// others. If the persist fails, every write fails and the store is poisoned.
-    pub fn write_group(&mut self, reqs: Vec<WriteRequest>) -> Vec<Result<Committed<WriteResponse>>> {
-        let mut results: Vec<Result<Committed<WriteResponse>>> =
-            reqs.into_iter().map(|r| self.apply(r, true)).collect();
-        if let Err(e) = self.persist() {
-            tracing::error!(error = %e, "persist failed; the store is poisoned");
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(Error::Poisoned);
-                }
-            }
-        }
-        results
+    /// Starts a group commit: several writes, each with its own revision, made durable with a
+    /// single persist.
+    pub fn group(&mut self) -> WriteGroup<'_> {
+        WriteGroup { store: self }
+    }
+
+    /// Applies writes of one kind, each with its own revision, and makes them durable with a
+    /// single persist (a group commit of one kind; [`Self::group`] mixes kinds). Results come
+    /// back in order; a failed write does not affect the others. If the persist fails, every
+    /// write fails and the store is poisoned.
+    pub fn write_all<W: Write>(&mut self, reqs: impl IntoIterator<Item = W>) -> Vec<Result<Committed<W::Response>>> {
+        let mut group = self.group();
+        let applied: Vec<_> = reqs.into_iter().map(|r| group.apply(r)).collect();
+        let persisted = group.persist();
+        applied.into_iter().map(|a| a.settle(&persisted)).collect()
     }
 
     /// Persists every committed batch, per the durability mode.
@@ -461,35 +543,81 @@ impl KvStore {
         Ok(())
     }
 
-    /// Applies one write and commits its batch without persisting it. `api_checks` applies the
-    /// API layer's duplicate-key rule to txns.
-    fn apply(&mut self, req: WriteRequest, api_checks: bool) -> Result<Committed<WriteResponse>> {
-        self.check_writable()?;
-        // Validate before anything changes, so that a client error leaves no trace.
-        match &req {
-            WriteRequest::Put(p) => {
+    fn apply_put(&mut self, p: PutRequest) -> Result<Committed<PutResponse>> {
+        self.apply_write(
+            p,
+            |store, p| {
                 check_put(p)?;
-                self.check_put_refs(p)?;
-            }
-            WriteRequest::DeleteRange(d) => check_range(&RangeRequest::new(d.range.clone()))?,
-            WriteRequest::Txn(t) if api_checks => check_txn(t, self.config.max_txn_ops)?,
-            WriteRequest::Txn(t) => check_txn_shape(t, self.config.max_txn_ops)?,
-            WriteRequest::LeaseRevoke(id) => {
-                if !self.lessor.contains(*id) {
-                    return Err(Error::LeaseNotFound);
+                store.check_put_refs(p)?;
+                Ok(Vec::new())
+            },
+            |store, w, p, _| store.exec_put(w, p),
+            |r, rev| r.revision = rev,
+        )
+    }
+
+    fn apply_delete(&mut self, d: DeleteRangeRequest) -> Result<Committed<DeleteRangeResponse>> {
+        self.apply_write(
+            d,
+            |_, d| check_range(&RangeRequest::new(d.range.clone())).map(|()| Vec::new()),
+            |store, w, d, _| store.exec_delete(w, &d),
+            |r, rev| r.revision = rev,
+        )
+    }
+
+    /// `api_checks` applies the API layer's duplicate-key rule.
+    fn apply_txn(&mut self, t: TxnRequest, api_checks: bool) -> Result<Committed<TxnResponse>> {
+        self.apply_write(
+            t,
+            |store, t| {
+                if api_checks {
+                    check_txn(t, store.config.max_txn_ops)?;
+                } else {
+                    check_txn_shape(t, store.config.max_txn_ops)?;
                 }
-            }
-        }
-        let path = match &req {
-            WriteRequest::Txn(t) => {
-                let path = self.compare_path(t)?;
-                self.check_txn_refs(t, &path, &mut 0, api_checks)?;
-                path
-            }
-            _ => Vec::new(),
-        };
+                let path = store.compare_path(t)?;
+                store.check_txn_refs(t, &path, &mut 0, api_checks)?;
+                Ok(path)
+            },
+            |store, w, t, path| store.exec_txn(w, t, path).map(|(resp, _)| resp),
+            |r, rev| r.revision = rev,
+        )
+    }
+
+    fn apply_lease_revoke(&mut self, id: LeaseId) -> Result<Committed<i64>> {
+        self.apply_write(
+            id,
+            |store, &id| if store.lessor.contains(id) { Ok(Vec::new()) } else { Err(Error::LeaseNotFound) },
+            |store, w, id, _| {
+                let keys: Vec<Vec<u8>> =
+                    store.lessor.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
+                for key in keys {
+                    store.exec_delete(w, &DeleteRangeRequest::new(KeyRange::Single(key)))?;
+                }
+                store.lessor.remove(id);
+                store.group.lease_deletes.push(id);
+                Ok(0)
+            },
+            |revision, rev| *revision = rev,
+        )
+    }
+
+    /// One write transaction, without persisting it: `check` validates `req` against the state
+    /// before the write and returns the txn's compare path, so that a client error leaves no
+    /// trace; `execute` makes the changes; `stamp` writes the revision into the response. Ends
+    /// the txn: the revision moves if it changed anything, and its rows wait in the group batch
+    /// for `persist`.
+    fn apply_write<Q, R>(
+        &mut self,
+        req: Q,
+        check: impl FnOnce(&Self, &Q) -> Result<Vec<bool>>,
+        execute: impl FnOnce(&mut Self, &mut WriteTxn, Q, &[bool]) -> Result<R>,
+        stamp: impl FnOnce(&mut R, i64),
+    ) -> Result<Committed<R>> {
+        self.check_writable()?;
+        let path = check(self, &req)?;
         let mut w = WriteTxn::new(self.current_rev);
-        let response = match self.execute(&mut w, req, &path) {
+        let mut response = match execute(self, &mut w, req, &path) {
             Ok(r) => r,
             // A read of an `mvcc_txn` naming the txn's own revision before the txn has changed
             // anything fails here on the client's account; nothing has changed yet.
@@ -500,43 +628,10 @@ impl KvStore {
                 return Err(e);
             }
         };
-        self.commit(w, response)
-    }
-
-    fn execute(&mut self, w: &mut WriteTxn, req: WriteRequest, path: &[bool]) -> Result<WriteResponse> {
-        Ok(match req {
-            WriteRequest::Put(p) => WriteResponse::Put(self.exec_put(w, p)?),
-            WriteRequest::DeleteRange(d) => WriteResponse::DeleteRange(self.exec_delete(w, &d)?),
-            WriteRequest::Txn(t) => {
-                let (resp, _) = self.exec_txn(w, t, path)?;
-                WriteResponse::Txn(TxnResponse { revision: 0, ..resp })
-            }
-            WriteRequest::LeaseRevoke(id) => {
-                let keys: Vec<Vec<u8>> =
-                    self.lessor.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
-                for key in keys {
-                    self.exec_delete(w, &DeleteRangeRequest::new(KeyRange::Single(key)))?;
-                }
-                self.lessor.remove(id);
-                self.group.lease_deletes.push(id);
-                WriteResponse::LeaseRevoke { revision: 0 }
-            }
-        })
-    }
-
-    /// Ends a write txn: moves the revision if it changed anything. Its rows wait in the group
-    /// batch for `persist`.
-    fn commit(&mut self, w: WriteTxn, mut response: WriteResponse) -> Result<Committed<WriteResponse>> {
         if !w.events.is_empty() {
             self.current_rev += 1;
         }
-        let rev = self.current_rev;
-        match &mut response {
-            WriteResponse::Put(r) => r.revision = rev,
-            WriteResponse::DeleteRange(r) => r.revision = rev,
-            WriteResponse::Txn(r) => r.revision = rev,
-            WriteResponse::LeaseRevoke { revision } => *revision = rev,
-        }
+        stamp(&mut response, self.current_rev);
         Ok(Committed { response, events: w.events })
     }
 
@@ -793,11 +888,7 @@ impl KvStore {
     /// # Errors
     /// `LeaseNotFound`, or a storage error.
     pub fn lease_revoke(&mut self, id: LeaseId) -> Result<Committed<i64>> {
-        let c = self.write(WriteRequest::LeaseRevoke(id))?;
-        match c.response {
-            WriteResponse::LeaseRevoke { revision } => Ok(Committed { response: revision, events: c.events }),
-            other => Err(unexpected(&other)),
-        }
+        self.write(LeaseRevokeRequest(id))
     }
 
     /// Renews a lease: its deadline becomes `now + ttl`. Returns the TTL.
@@ -844,19 +935,10 @@ impl KvStore {
     /// etcd's lessor does), with one persist for all. Returns what each revoke produced.
     pub fn expire_leases(&mut self, now: Instant) -> Vec<(LeaseId, Result<Committed<i64>>)> {
         let expired = self.lessor.expired(now);
-        let reqs = expired.iter().map(|id| WriteRequest::LeaseRevoke(*id)).collect();
-        let results = self.write_group(reqs);
-        expired
-            .into_iter()
-            .zip(results)
-            .map(|(id, r)| {
-                let r = r.and_then(|c| match c.response {
-                    WriteResponse::LeaseRevoke { revision } => Ok(Committed { response: revision, events: c.events }),
-                    other => Err(unexpected(&other)),
-                });
-                (id, r)
-            })
-            .collect()
+        let mut group = self.group();
+        let applied: Vec<_> = expired.iter().map(|&id| (id, group.apply(LeaseRevokeRequest(id)))).collect();
+        let persisted = group.persist();
+        applied.into_iter().map(|(id, a)| (id, a.settle(&persisted))).collect()
     }
 
     /// Syncs everything to disk (used on shutdown).
@@ -878,10 +960,6 @@ impl Drop for KvStore {
             }
         }
     }
-}
-
-fn unexpected(resp: &WriteResponse) -> Error {
-    Error::Corrupt { revision: "-".into(), reason: format!("unexpected write response {resp:?}") }
 }
 
 /// The changes one write transaction has made so far.

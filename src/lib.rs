@@ -37,7 +37,9 @@ pub use config::{Durability, StoreConfig, WatchConfig};
 pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId};
-pub use kv_store::{Committed, KvStore, LeaseStatus, StoreStats, WriteRequest, WriteResponse};
+pub use kv_store::{
+    Applied, Committed, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, StoreStats, Write, WriteGroup,
+};
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,

@@ -20,7 +20,7 @@
 //!
 //! Every write is announced by a `try` line before it is applied, so the parent knows exactly
 //! which writes may or may not have reached the disk when the kill landed: at most the writes of
-//! one single put, delete or `write_group` batch. After a kill the parent checks:
+//! one single put, delete or group-commit batch. After a kill the parent checks:
 //!
 //! - `current_rev() >= last acknowledged revision`, and every in-flight write that did survive
 //!   forms a prefix of the in-flight sequence with consecutive revisions (one per write);
@@ -32,7 +32,7 @@
 //! - the compact revision is at least the last acknowledged `compact`.
 //!
 //! Kills land in different phases: most 20–300 ms after the child's first ack (during single
-//! puts, deletes, `write_group` batches and the background physical compaction, which the child
+//! puts, deletes, group-commit batches and the background physical compaction, which the child
 //! slows down with small batches), and every fourth one shortly after the child started, during
 //! `KvStore::open` (journal recovery and index restore) of a store that grows run after run.
 //! The seed is printed; set `WATCHKV_CRASH_SEED` to replay the same operation mix (the kill
@@ -50,8 +50,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use watchkv::{
-    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig, WriteRequest,
-    WriteResponse,
+    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig,
 };
 
 const DIR_ENV: &str = "WATCHKV_CRASH_DIR";
@@ -132,33 +131,49 @@ fn crash_child_writer() {
             // A group commit: distinct keys, mostly puts, some deletes of live keys.
             let n = rng.random_range(10..=150);
             let mut seen = HashSet::new();
-            let mut reqs = Vec::with_capacity(n);
+            // Puts and deletes of distinct keys, mixed in one group commit, each with its own
+            // revision; whether a key is live is decided before the group starts.
             let mut what = Vec::with_capacity(n);
-            while reqs.len() < n {
+            while what.len() < n {
                 let k = key(rng.random_range(0..key_space));
                 if !seen.insert(k.clone()) {
                     continue;
                 }
                 if rng.random_bool(0.2) && store.index().latest(k.as_bytes()).is_some() {
                     emit(&mut out, format_args!("trydel {k}"));
-                    reqs.push(WriteRequest::DeleteRange(DeleteRangeRequest::new(KeyRange::single(k.clone()))));
                     what.push((k, None));
                 } else {
                     let v = value(&mut rng);
                     emit(&mut out, format_args!("try {k} {v}"));
-                    reqs.push(WriteRequest::Put(PutRequest::new(k.clone(), v.clone())));
                     what.push((k, Some(v)));
                 }
             }
-            let results = store.write_group(reqs);
-            for ((k, v), r) in what.into_iter().zip(results) {
-                match (r.expect("child: write_group").response, v) {
-                    (WriteResponse::Put(p), Some(v)) => emit(&mut out, format_args!("ack {} {k} {v}", p.revision)),
-                    (WriteResponse::DeleteRange(d), None) => {
-                        assert_eq!(d.deleted, 1, "child: group delete of live key {k}");
-                        emit(&mut out, format_args!("del {} {k}", d.revision));
+            let mut group = store.group();
+            let applied: Vec<_> = what
+                .into_iter()
+                .map(|(k, v)| match v {
+                    None => {
+                        let a = group.apply(DeleteRangeRequest::new(KeyRange::single(k.clone())));
+                        (k, GroupWrite::Delete(a))
                     }
-                    (other, _) => panic!("child: unexpected response {other:?}"),
+                    Some(v) => {
+                        let a = group.apply(PutRequest::new(k.clone(), v.clone()));
+                        (k, GroupWrite::Put(a, v))
+                    }
+                })
+                .collect();
+            let persisted = group.persist();
+            for (k, a) in applied {
+                match a {
+                    GroupWrite::Put(a, v) => {
+                        let p = a.settle(&persisted).expect("child: group put");
+                        emit(&mut out, format_args!("ack {} {k} {v}", p.response.revision));
+                    }
+                    GroupWrite::Delete(a) => {
+                        let d = a.settle(&persisted).expect("child: group delete");
+                        assert_eq!(d.response.deleted, 1, "child: group delete of live key {k}");
+                        emit(&mut out, format_args!("del {} {k}", d.response.revision));
+                    }
                 }
             }
         } else {
@@ -570,7 +585,7 @@ fn crash_recovery_across_sigkill() {
     verify(dir.path(), &mut model, &[], &format!("seed {seed}, after final put"));
 
     eprintln!(
-        "crash test: {} kills ({} during open; {} with writes in flight, {} of them in a write_group: \
+        "crash test: {} kills ({} during open; {} with writes in flight, {} of them in a group commit: \
          {} in-flight writes survived, {} lost; {} during physical compaction, {} with compact() in \
          flight); {} acked writes, {} compactions scheduled, {} seen to finish; final revision {}, \
          {} live keys; slowest child open {:?}, slowest parent verify {:?}, total {:?}",
@@ -591,4 +606,10 @@ fn crash_recovery_across_sigkill() {
         stats.max_verify,
         started.elapsed(),
     );
+}
+
+/// One write of the child's group commit, waiting for the group's persist.
+enum GroupWrite {
+    Put(watchkv::Applied<watchkv::PutResponse>, String),
+    Delete(watchkv::Applied<watchkv::DeleteRangeResponse>),
 }

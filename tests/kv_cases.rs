@@ -595,9 +595,9 @@ fn d10_txn_put() {
 fn d14_revision_rules_around_compaction() {
     let mut s = TestStore::new();
     let reqs: Vec<_> =
-        (2..=10_000).map(|i| watchkv::WriteRequest::Put(PutRequest::new(format!("k{}", i % 97), "v"))).collect();
+        (2..=10_000).map(|i| PutRequest::new(format!("k{}", i % 97), "v")).collect();
     for chunk in reqs.chunks(1000) {
-        for r in s.store.write_group(chunk.to_vec()) {
+        for r in s.store.write_all(chunk.iter().cloned()) {
             r.expect("put");
         }
     }

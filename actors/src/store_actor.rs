@@ -17,7 +17,8 @@ use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::{
-    Error, Event, KvStore, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, WriteRequest, WriteResponse,
+    Applied, Error, Event, KvStore, LeaseId, LeaseStatus, Persisted, RangeRequest, RangeResponse, Result, Write,
+    WriteGroup,
 };
 
 use crate::stream_actor::{CloseStream, Deliver, Delivery};
@@ -68,24 +69,23 @@ pub struct Counters {
     pub write_micros: AtomicU64,
 }
 
-/// A write; answered after it is durable.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<WriteResponse>")]
-pub struct Write(pub WriteRequest);
-
-/// A write whose answer goes straight to `reply`, which the caller awaits on its own thread.
+/// A write (put, delete-range, txn or lease revoke) whose answer, of the write's own response
+/// type, goes straight to `reply`, which the caller awaits on its own thread.
 ///
-/// [`Write`]'s answer travels through a future on this actor's thread, which cannot run before
-/// the turn that committed the write ends, fan-out included; this one reaches the writer as soon
-/// as the store answers it. The message itself is answered once the write is queued, so a full
-/// mailbox still pushes back on the caller.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct SubmitWrite {
+/// An answer through the message's own reply would travel through a future on this actor's
+/// thread, which cannot run before the turn that committed the write ends, fan-out included;
+/// this one reaches the writer as soon as the store answers it. The message itself is answered
+/// once the write is queued, so a full mailbox still pushes back on the caller.
+#[derive(Debug)]
+pub struct SubmitWrite<W: Write> {
     /// The write.
-    pub request: WriteRequest,
+    pub request: W,
     /// Where its answer goes, after it is durable.
-    pub reply: oneshot::Sender<Result<WriteResponse>>,
+    pub reply: oneshot::Sender<Result<W::Response>>,
+}
+
+impl<W: Write> Message for SubmitWrite<W> {
+    type Result = ();
 }
 
 /// A read at a revision.
@@ -103,73 +103,36 @@ pub struct Compact {
     pub physical: bool,
 }
 
-/// Lease calls.
+/// Grants a lease (`id` 0: the store picks); answers with the id, the TTL and the current
+/// revision.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<LeaseReply>")]
-pub enum LeaseOp {
-    /// Grant (`id` 0: the store picks).
-    Grant {
-        /// Requested id.
-        id: LeaseId,
-        /// TTL in seconds.
-        ttl: i64,
-    },
-    /// Revoke (deletes its keys).
-    Revoke(LeaseId),
-    /// Keep alive once.
-    KeepAlive(LeaseId),
-    /// Remaining TTL.
-    TimeToLive {
-        /// The lease.
-        id: LeaseId,
-        /// Include attached keys.
-        keys: bool,
-    },
-    /// All lease ids.
-    List,
+#[rtype(result = "Result<(LeaseId, i64, i64)>")]
+pub struct LeaseGrant {
+    /// Requested id.
+    pub id: LeaseId,
+    /// TTL in seconds.
+    pub ttl: i64,
 }
 
-/// Answers to [`LeaseOp`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseReply {
-    /// Granted: id and TTL; plus the revision.
-    Granted {
-        /// The lease id.
-        id: LeaseId,
-        /// The granted TTL.
-        ttl: i64,
-        /// The current revision.
-        revision: i64,
-    },
-    /// Revoked; the revision after it.
-    Revoked {
-        /// The revision after the revoke.
-        revision: i64,
-    },
-    /// Kept alive: the TTL.
-    KeptAlive {
-        /// The lease id.
-        id: LeaseId,
-        /// The TTL.
-        ttl: i64,
-        /// The current revision.
-        revision: i64,
-    },
-    /// Time to live.
-    Status {
-        /// The lease's status.
-        status: LeaseStatus,
-        /// The current revision.
-        revision: i64,
-    },
-    /// Lease ids.
-    List {
-        /// The ids.
-        ids: Vec<LeaseId>,
-        /// The current revision.
-        revision: i64,
-    },
+/// Renews a lease once; answers with its TTL and the current revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(i64, i64)>")]
+pub struct LeaseKeepAlive(pub LeaseId);
+
+/// A lease's remaining TTL (and its keys); answers with the current revision too.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(LeaseStatus, i64)>")]
+pub struct LeaseTimeToLive {
+    /// The lease.
+    pub id: LeaseId,
+    /// Include attached keys.
+    pub keys: bool,
 }
+
+/// Every lease id and the current revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(Vec<LeaseId>, i64)>")]
+pub struct LeaseLeases;
 
 /// Expires due leases now, or at the given instant (tests drive time by hand).
 #[derive(Debug, Message)]
@@ -286,7 +249,51 @@ pub struct StoreStats {
 #[rtype(result = "StoreStats")]
 pub struct GetStoreStats;
 
-type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse>>);
+/// A write waiting for the next group commit, with its typed reply.
+trait PendingWrite: Send {
+    /// Applies the write inside the group.
+    fn apply(&mut self, group: &mut WriteGroup<'_>);
+    /// Answers the writer once the group is persisted; returns the events to notify.
+    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event>;
+    /// Answers the writer with `error` without applying the write.
+    fn fail(self: Box<Self>, error: Error);
+}
+
+/// A [`SubmitWrite`] in the group-commit queue.
+struct Queued<W: Write> {
+    request: Option<W>,
+    applied: Option<Applied<W::Response>>,
+    reply: oneshot::Sender<Result<W::Response>>,
+}
+
+impl<W: Write> PendingWrite for Queued<W> {
+    fn apply(&mut self, group: &mut WriteGroup<'_>) {
+        if let Some(request) = self.request.take() {
+            self.applied = Some(group.apply(request));
+        }
+    }
+
+    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event> {
+        let Some(applied) = self.applied else {
+            let _ = self.reply.send(Err(Error::Internal("a queued write was answered before it was applied".into())));
+            return Vec::new();
+        };
+        match applied.settle(persisted) {
+            Ok(committed) => {
+                let _ = self.reply.send(Ok(committed.response));
+                committed.events
+            }
+            Err(e) => {
+                let _ = self.reply.send(Err(e));
+                Vec::new()
+            }
+        }
+    }
+
+    fn fail(self: Box<Self>, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
+}
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
 pub type StreamMap<V> = IdMap<V>;
@@ -304,7 +311,7 @@ pub struct StoreActor {
     closers: HashMap<StreamId, Recipient<CloseStream>>,
     /// The last revisions' events, oldest first, for replaying to promoted watchers.
     ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
-    pending: Vec<Pending>,
+    pending: Vec<Box<dyn PendingWrite>>,
     flush_scheduled: bool,
     /// Promoted watchers not yet placed, in arrival order ([`PROMOTE_PER_TURN`] per turn).
     promoting: VecDeque<Watcher>,
@@ -483,17 +490,12 @@ impl StoreActor {
     }
 
     /// Queues a write for the next group commit.
-    fn submit(
-        &mut self,
-        request: WriteRequest,
-        reply: oneshot::Sender<Result<WriteResponse>>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn submit<W: Write>(&mut self, msg: SubmitWrite<W>, ctx: &mut Context<Self>) {
         if self.store.is_none() {
-            let _ = reply.send(Err(Error::Stopped));
+            let _ = msg.reply.send(Err(Error::Stopped));
             return;
         }
-        self.pending.push((request, reply));
+        self.pending.push(Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply }));
         if !self.flush_scheduled {
             // Runs after every message already in the mailbox: writes queued together are
             // applied in one batch with one persist (group commit).
@@ -509,32 +511,28 @@ impl StoreActor {
             return;
         }
         let started = Instant::now();
-        let (reqs, replies): (Vec<WriteRequest>, Vec<_>) = pending.into_iter().unzip();
-        let results = match self.store() {
-            Ok(store) => store.write_group(reqs),
-            Err(_) => (0..replies.len()).map(|_| Err(Error::Stopped)).collect(),
+        let Some(store) = self.store.as_mut() else {
+            for write in pending {
+                write.fail(Error::Stopped);
+            }
+            return;
         };
+        let mut group = store.group();
+        let mut pending = pending;
+        for write in &mut pending {
+            write.apply(&mut group);
+        }
+        let persisted = group.persist();
         self.publish();
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         // Answer first, then notify, in the same turn of this actor. A writer's reply no longer
-        // waits for a fan-out to thousands of watchers, and spec §9 (a) still holds: whatever a
-        // writer can do once it knows its revision (start a watch, ask for progress, read)
-        // reaches the watch machinery as a message to this actor, handled only after this turn
-        // has queued the revision's events to every matching synced watcher's stream. The
+        // waits for a fan-out to thousands of watchers, and etcd's guarantee still holds:
+        // whatever a writer can do once it knows its revision (start a watch, ask for progress,
+        // read) reaches the watch machinery as a message to this actor, handled only after this
+        // turn has queued the revision's events to every matching synced watcher's stream. The
         // revision's own visibility was published above, before either, as it always was.
-        let mut events = Vec::with_capacity(results.len());
-        for (result, reply) in results.into_iter().zip(replies) {
-            match result {
-                Ok(committed) => {
-                    events.push(committed.events);
-                    let _ = reply.send(Ok(committed.response));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
+        let events: Vec<Vec<Event>> = pending.into_iter().map(|w| w.answer(&persisted)).collect();
         if events.iter().flatten().any(|e| self.synced.any_matches(&e.kv.key)) {
             // A fan-out follows: let a writer just woken onto this core reply now rather than
             // after it. Measured (`cargo bench -p watchkv-actors --bench watch -- fanout`):
@@ -633,21 +631,11 @@ impl Actor for StoreActor {
     }
 }
 
-impl Handler<Write> for StoreActor {
-    type Result = ResponseFuture<Result<WriteResponse>>;
-
-    fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.submit(msg.0, tx, ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
-    }
-}
-
-impl Handler<SubmitWrite> for StoreActor {
+impl<W: Write> Handler<SubmitWrite<W>> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SubmitWrite, ctx: &mut Self::Context) {
-        self.submit(msg.request, msg.reply, ctx);
+    fn handle(&mut self, msg: SubmitWrite<W>, ctx: &mut Self::Context) {
+        self.submit(msg, ctx);
     }
 }
 
@@ -693,36 +681,41 @@ impl Handler<Compact> for StoreActor {
     }
 }
 
-impl Handler<LeaseOp> for StoreActor {
-    type Result = ResponseFuture<Result<LeaseReply>>;
+impl Handler<LeaseGrant> for StoreActor {
+    type Result = Result<(LeaseId, i64, i64)>;
 
-    fn handle(&mut self, msg: LeaseOp, ctx: &mut Self::Context) -> Self::Result {
-        let now = Instant::now();
-        let reply = match msg {
-            LeaseOp::Revoke(id) => {
-                // A revoke is a write: it joins the group commit like any other.
-                let fut = self.handle(Write(WriteRequest::LeaseRevoke(id)), ctx);
-                return Box::pin(async move {
-                    match fut.await? {
-                        WriteResponse::LeaseRevoke { revision } => Ok(LeaseReply::Revoked { revision }),
-                        other => Err(Error::Corrupt { revision: "-".into(), reason: format!("unexpected {other:?}") }),
-                    }
-                });
-            }
-            LeaseOp::Grant { id, ttl } => self.store().and_then(|s| {
-                let (id, ttl) = s.lease_grant(id, ttl, now)?;
-                Ok(LeaseReply::Granted { id, ttl, revision: s.current_rev() })
-            }),
-            LeaseOp::KeepAlive(id) => self.store().and_then(|s| {
-                let ttl = s.lease_keep_alive(id, now)?;
-                Ok(LeaseReply::KeptAlive { id, ttl, revision: s.current_rev() })
-            }),
-            LeaseOp::TimeToLive { id, keys } => self.store().and_then(|s| {
-                Ok(LeaseReply::Status { status: s.lease_time_to_live(id, now, keys)?, revision: s.current_rev() })
-            }),
-            LeaseOp::List => self.store().map(|s| LeaseReply::List { ids: s.leases(), revision: s.current_rev() }),
-        };
-        Box::pin(async move { reply })
+    fn handle(&mut self, msg: LeaseGrant, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        let (id, ttl) = store.lease_grant(msg.id, msg.ttl, Instant::now())?;
+        Ok((id, ttl, store.current_rev()))
+    }
+}
+
+impl Handler<LeaseKeepAlive> for StoreActor {
+    type Result = Result<(i64, i64)>;
+
+    fn handle(&mut self, msg: LeaseKeepAlive, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        let ttl = store.lease_keep_alive(msg.0, Instant::now())?;
+        Ok((ttl, store.current_rev()))
+    }
+}
+
+impl Handler<LeaseTimeToLive> for StoreActor {
+    type Result = Result<(LeaseStatus, i64)>;
+
+    fn handle(&mut self, msg: LeaseTimeToLive, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        Ok((store.lease_time_to_live(msg.id, Instant::now(), msg.keys)?, store.current_rev()))
+    }
+}
+
+impl Handler<LeaseLeases> for StoreActor {
+    type Result = Result<(Vec<LeaseId>, i64)>;
+
+    fn handle(&mut self, _: LeaseLeases, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        Ok((store.leases(), store.current_rev()))
     }
 }
 

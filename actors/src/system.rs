@@ -12,15 +12,15 @@ use tokio::sync::mpsc;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
-    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseStatus, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, Write,
 };
 
 use crate::sched;
 use crate::sink::WatchSink;
 use crate::store_actor::{
-    Compact, Counters, DbSize, GetStoreStats, LeaseOp, LeaseReply, Range, RevisionClock, Shutdown, StoreActor,
-    StoreStats, SubmitWrite,
+    Compact, Counters, DbSize, GetStoreStats, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range,
+    RevisionClock, Shutdown, StoreActor, StoreStats, SubmitWrite,
 };
 use crate::stream_actor::{
     CancelWatch, CloseStream, CreateWatch, Peers, RequestStreamProgress, StreamActor, WatchCreate,
@@ -178,11 +178,12 @@ impl Handle {
         &self.inner.victims
     }
 
-    async fn write(&self, req: WriteRequest) -> Result<WriteResponse> {
+    /// Submits one write to the store's group commit and waits for its own answer.
+    async fn write<W: Write>(&self, request: W) -> Result<W::Response> {
         // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
         // A full store mailbox makes the writer wait for room, as `send` does.
         let (reply, answer) = futures::channel::oneshot::channel();
-        match self.inner.store.try_send(SubmitWrite { request: req, reply }) {
+        match self.inner.store.try_send(SubmitWrite { request, reply }) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => self.inner.store.send(msg).await.map_err(stopped)?,
             Err(SendError::Closed(_)) => return Err(Error::Stopped),
@@ -195,10 +196,7 @@ impl Handle {
     /// # Errors
     /// As [`KvStore::put`], or `Stopped`.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        match self.write(WriteRequest::Put(req)).await? {
-            WriteResponse::Put(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req).await
     }
 
     /// Deletes a range (etcd `DeleteRange`).
@@ -206,10 +204,7 @@ impl Handle {
     /// # Errors
     /// As [`KvStore::delete_range`], or `Stopped`.
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        match self.write(WriteRequest::DeleteRange(req)).await? {
-            WriteResponse::DeleteRange(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req).await
     }
 
     /// Runs a transaction (etcd `Txn`).
@@ -217,10 +212,7 @@ impl Handle {
     /// # Errors
     /// As [`KvStore::txn`], or `Stopped`.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        match self.write(WriteRequest::Txn(req)).await? {
-            WriteResponse::Txn(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        self.write(req).await
     }
 
     /// Reads a range (etcd `Range`).
@@ -240,30 +232,21 @@ impl Handle {
         self.inner.store.send(Compact { revision, physical }).await.map_err(stopped)?
     }
 
-    async fn lease(&self, op: LeaseOp) -> Result<LeaseReply> {
-        self.inner.store.send(op).await.map_err(stopped)?
-    }
-
     /// Grants a lease (`id` 0: the store picks). Returns id, TTL and the current revision.
     ///
     /// # Errors
     /// As [`KvStore::lease_grant`], or `Stopped`.
     pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, i64)> {
-        match self.lease(LeaseOp::Grant { id, ttl }).await? {
-            LeaseReply::Granted { id, ttl, revision } => Ok((id, ttl, revision)),
-            other => Err(unexpected_lease(&other)),
-        }
+        self.inner.store.send(LeaseGrant { id, ttl }).await.map_err(stopped)?
     }
 
-    /// Revokes a lease, deleting its keys; returns the revision after it.
+    /// Revokes a lease, deleting its keys; returns the revision after it. A revoke is a write:
+    /// it joins the group commit like any other.
     ///
     /// # Errors
     /// `LeaseNotFound`, or `Stopped`.
     pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
-        match self.lease(LeaseOp::Revoke(id)).await? {
-            LeaseReply::Revoked { revision } => Ok(revision),
-            other => Err(unexpected_lease(&other)),
-        }
+        self.write(LeaseRevokeRequest(id)).await
     }
 
     /// Renews a lease once; returns its TTL and the current revision.
@@ -271,10 +254,7 @@ impl Handle {
     /// # Errors
     /// `LeaseNotFound`, or `Stopped`.
     pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<(i64, i64)> {
-        match self.lease(LeaseOp::KeepAlive(id)).await? {
-            LeaseReply::KeptAlive { ttl, revision, .. } => Ok((ttl, revision)),
-            other => Err(unexpected_lease(&other)),
-        }
+        self.inner.store.send(LeaseKeepAlive(id)).await.map_err(stopped)?
     }
 
     /// Returns a lease's remaining TTL (and keys) and the current revision.
@@ -282,10 +262,7 @@ impl Handle {
     /// # Errors
     /// `LeaseNotFound`, or `Stopped`.
     pub async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
-        match self.lease(LeaseOp::TimeToLive { id, keys }).await? {
-            LeaseReply::Status { status, revision } => Ok((status, revision)),
-            other => Err(unexpected_lease(&other)),
-        }
+        self.inner.store.send(LeaseTimeToLive { id, keys }).await.map_err(stopped)?
     }
 
     /// etcd's `LeaseKeepAlive` answer, as every transport gives it: the TTL and the current
@@ -319,10 +296,7 @@ impl Handle {
     /// # Errors
     /// `Stopped`.
     pub async fn leases(&self) -> Result<(Vec<LeaseId>, i64)> {
-        match self.lease(LeaseOp::List).await? {
-            LeaseReply::List { ids, revision } => Ok((ids, revision)),
-            other => Err(unexpected_lease(&other)),
-        }
+        self.inner.store.send(LeaseLeases).await.map_err(stopped)?
     }
 
     /// Opens a watch stream whose responses go to `sink`; the transport sends it
@@ -436,14 +410,6 @@ impl Handle {
         }
         result
     }
-}
-
-fn unexpected(resp: &WriteResponse) -> Error {
-    Error::Corrupt { revision: "-".into(), reason: format!("unexpected write response {resp:?}") }
-}
-
-fn unexpected_lease(resp: &LeaseReply) -> Error {
-    Error::Corrupt { revision: "-".into(), reason: format!("unexpected lease reply {resp:?}") }
 }
 
 /// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.

@@ -440,14 +440,8 @@ async fn b10_f18_progress_all_waits_for_sync() {
 #[actix_rt::test]
 async fn f18_progress_never_precedes_catch_up_events() {
     let sys = TestSystem::start(false).await;
-    let reqs: Vec<_> =
-        (0..1001).map(|i| watchkv::WriteRequest::Put(PutRequest::new("foo", format!("bar{i}")))).collect();
-    for chunk in reqs.chunks(100) {
-        for r in chunk {
-            if let watchkv::WriteRequest::Put(p) = r {
-                sys.handle.put(p.clone()).await.expect("put");
-            }
-        }
+    for i in 0..1001 {
+        sys.handle.put(PutRequest::new("foo", format!("bar{i}"))).await.expect("put");
     }
     let s = sys.stream();
     let id = s.watch(one("foo"), 1).await;
