@@ -22,6 +22,7 @@
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod gateway;
 pub mod grpc;
 pub mod listener;
@@ -40,7 +41,13 @@ use watchkv::watch::watcher::Watcher;
 use watchkv::{Event, StoreConfig, WatchConfig};
 
 pub use sched::CatchUpPriority;
+pub use sink::{SinkClosed, SinkSend, StreamOutput, WatchSink};
+pub use stream_actor::{
+    CancelWatch, CloseStream, CreateWatch, Deliver, Delivery, RequestStreamProgress, StreamActor, WatchCreate,
+};
 pub use system::{start, Handle, SystemStats, WatchStream};
+/// The core crate, re-exported so that an embedder names one dependency.
+pub use watchkv;
 
 /// What to do with a watcher whose client stops reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
