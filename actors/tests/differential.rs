@@ -230,7 +230,7 @@ fn norm_status(e: &mut Value, w: &mut Value) -> Result<bool, String> {
     const SERVER_FIELDS: [&str; 7] =
         ["version", "dbSize", "dbSizeInUse", "leader", "raftIndex", "raftTerm", "raftAppliedIndex"];
     let (eb, wb) = (&e["body"], &w["body"]);
-    if eb["version"] != json!("3.4.23") || wb["version"] != json!(watchkv_actors::gateway::REPORTED_ETCD_VERSION) {
+    if eb["version"] != json!("3.4.23") || wb["version"] != json!(watchkv_actors::api::REPORTED_ETCD_VERSION) {
         return Err(format!("status versions: etcd {} watchkv {}", eb["version"], wb["version"]));
     }
     for v in [&mut *e, &mut *w] {

@@ -83,7 +83,7 @@ async fn h7_put_range_deleterange() {
     assert_eq!(keys(&empty), ["header"], "no kvs, count 0 omitted: {empty}");
 
     let status = gw.ok("/v3/maintenance/status", &json!({})).await;
-    assert_eq!(status["version"], watchkv_actors::gateway::REPORTED_ETCD_VERSION);
+    assert_eq!(status["version"], watchkv_actors::api::REPORTED_ETCD_VERSION);
     gw.finish().await;
 }
 

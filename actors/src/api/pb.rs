@@ -1,5 +1,7 @@
-//! Owns the protobuf types and service traits generated from etcd's protos (`actors/proto/`):
-//! field numbers and names are etcd's, so etcd's own clients read them unchanged.
+//! Owns etcd's API messages and service traits, generated from etcd's protos (`actors/proto/`)
+//! by `build.rs`: field numbers and names are etcd's, so etcd's own clients read them unchanged.
+//! They are the schema both transports speak: gRPC carries them as protobuf, the gateway as
+//! grpc-gateway JSON decoded into the same messages (`gateway::decode`).
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// `mvccpb`: `KeyValue` and `Event`.

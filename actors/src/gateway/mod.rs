@@ -1,8 +1,12 @@
-//! Owns the HTTP/JSON gateway: etcd's grpc-gateway routes (spec §8) on actix-web, mountable
-//! under any prefix of a host service with `App::configure(gateway::configure(handle))`.
-//! Unary routes answer one JSON body; `/v3/watch` and `/v3/lease/keepalive` stream.
+//! Owns the HTTP/JSON gateway: etcd's grpc-gateway routes (docs/etcd-semantics.md §8) on
+//! actix-web, mountable under any prefix of a host service with
+//! `App::configure(gateway::configure(handle))`. Unary routes answer one JSON body;
+//! `/v3/watch` and `/v3/lease/keepalive` stream. Requests are decoded into etcd's messages
+//! ([`decode`]) and converted by the API layer as gRPC's are; responses are encoded by
+//! [`encode`]; errors come from the API layer's table.
 
-pub mod json;
+pub mod decode;
+pub mod encode;
 mod metrics;
 mod watch;
 
@@ -12,15 +16,13 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
+use watchkv::config::DEFAULT_MAX_REQUEST_BYTES;
 use watchkv::Error;
 
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::{request, ApiError, Header};
 use crate::Handle;
-use json::Header;
-
-/// The version reported by `/v3/maintenance/status`: an etcd 3.5 release, so clients' feature
-/// gates turn on (Xline #867).
-pub const REPORTED_ETCD_VERSION: &str = "3.5.0";
+use decode::GatewayMessage;
 
 /// What the gateway needs: the store handle and the identity it reports.
 #[derive(Clone)]
@@ -29,22 +31,17 @@ pub struct Gateway {
     pub handle: Handle,
     /// Identity in response headers.
     pub header: Header,
-    /// Largest request body accepted (etcd `max-request-bytes`).
+    /// Largest request body accepted (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,
     started: Instant,
 }
 
 impl Gateway {
-    /// Returns a gateway over `handle` with a member id derived from nothing but constants,
-    /// so that restarts report the same identity.
+    /// Returns a gateway over `handle` reporting the default identity ([`Header::default`])
+    /// and accepting requests up to etcd's default size.
     #[must_use]
     pub fn new(handle: Handle) -> Self {
-        Self {
-            handle,
-            header: Header { cluster_id: 0x1c0f_fee0_c0ff_ee01, member_id: 0x0a7c_4b1e_0000_0001, raft_term: 1 },
-            max_request_bytes: 1_572_864,
-            started: Instant::now(),
-        }
+        Self { handle, header: Header::default(), max_request_bytes: DEFAULT_MAX_REQUEST_BYTES, started: Instant::now() }
     }
 }
 
@@ -81,88 +78,21 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/metrics", web::get().to(metrics::metrics));
 }
 
-/// An error in grpc-gateway's shape: an HTTP status from the gRPC code, and
-/// `{"code":N,"message":"..."}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The gRPC status code.
-    pub code: i32,
-    /// etcd's message text.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An `InvalidArgument` error.
-    #[must_use]
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self { code: 3, message: message.into() }
-    }
-
-    /// Returns the HTTP status grpc-gateway uses for the code (`runtime.HTTPStatusFromCode`).
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        match self.code {
-            1 => StatusCode::REQUEST_TIMEOUT,
-            3 | 9 | 11 => StatusCode::BAD_REQUEST,
-            4 => StatusCode::GATEWAY_TIMEOUT,
-            5 => StatusCode::NOT_FOUND,
-            6 | 10 => StatusCode::CONFLICT,
-            7 => StatusCode::FORBIDDEN,
-            8 => StatusCode::TOO_MANY_REQUESTS,
-            12 => StatusCode::NOT_IMPLEMENTED,
-            14 => StatusCode::SERVICE_UNAVAILABLE,
-            16 => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// Returns the JSON body.
-    #[must_use]
-    pub fn body(&self) -> String {
-        let mut out = String::new();
-        json::write_status(&mut out, self.code, &self.message);
-        out
-    }
-
-    fn response(&self) -> HttpResponse {
-        HttpResponse::build(self.status()).content_type("application/json").body(self.body())
-    }
-}
-
-impl From<Error> for ApiError {
-    /// Maps a store error to etcd's gRPC code and message (`rpctypes`): `mvcc:` texts get the
-    /// `etcdserver: ` prefix as etcd's server adds it.
-    fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::Compacted { .. } | Error::FutureRev { .. } | Error::LeaseTtlTooLarge => 11,
-            Error::LeaseNotFound => 5,
-            Error::LeaseExists => 9,
-            Error::Stopped => 14,
-            Error::Corrupt { .. }
-            | Error::Poisoned
-            | Error::Storage(_)
-            | Error::Io(_)
-            | Error::CompactionFailed { .. } => 13,
-            _ => 3,
-        };
-        let text = e.to_string();
-        let message = if text.starts_with("mvcc:") { format!("etcdserver: {text}") } else { text };
-        Self { code, message }
-    }
-}
-
-impl From<json::BadRequest> for ApiError {
-    fn from(e: json::BadRequest) -> Self {
-        Self::invalid(e.0)
-    }
-}
-
 type ApiResult = Result<String, ApiError>;
+
+/// The HTTP answer to an error: its status and `{"code":N,"message":"..."}` from the API
+/// layer's error table.
+fn error_response(e: &ApiError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = String::new();
+    encode::write_error(&mut body, e);
+    HttpResponse::build(status).content_type("application/json").body(body)
+}
 
 fn reply(result: ApiResult) -> HttpResponse {
     match result {
         Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
-        Err(e) => e.response(),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -170,31 +100,27 @@ fn reply(result: ApiResult) -> HttpResponse {
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid(format!("reading request body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::Body(e.to_string()))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::invalid(Error::RequestTooLarge.to_string()));
+            return Err(Error::RequestTooLarge.into());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
-/// Decodes a JSON request body; an empty body is the empty message, as grpc-gateway treats it.
-async fn decode<T: DeserializeOwned + Default>(payload: web::Payload, gw: &Gateway) -> Result<T, ApiError> {
-    let body = read_body(payload, gw.max_request_bytes).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))
+/// Reads and decodes a request body into its message.
+async fn message<M: GatewayMessage>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
+    decode::decode(&read_body(payload, gw.max_request_bytes).await?)
 }
 
 async fn range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::RangeJson>(payload, &gw).await?.into_request()?;
+            let req = request::range_request(message(payload, &gw).await?)?;
             let resp = gw.handle.range(req).await?;
             let mut out = String::new();
-            json::write_range(&mut out, Some(gw.header), &resp);
+            encode::write_range(&mut out, Some(gw.header), &resp);
             Ok(out)
         }
         .await,
@@ -204,10 +130,10 @@ async fn range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
 async fn put(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::PutJson>(payload, &gw).await?.into_request();
+            let req = request::put_request(message(payload, &gw).await?);
             let resp = gw.handle.put(req).await?;
             let mut out = String::new();
-            json::write_put(&mut out, Some(gw.header), &resp);
+            encode::write_put(&mut out, Some(gw.header), &resp);
             Ok(out)
         }
         .await,
@@ -217,10 +143,10 @@ async fn put(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
 async fn delete_range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::DeleteRangeJson>(payload, &gw).await?.into_request();
+            let req = request::delete_request(message(payload, &gw).await?);
             let resp = gw.handle.delete_range(req).await?;
             let mut out = String::new();
-            json::write_delete(&mut out, Some(gw.header), &resp);
+            encode::write_delete(&mut out, Some(gw.header), &resp);
             Ok(out)
         }
         .await,
@@ -230,10 +156,10 @@ async fn delete_range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 async fn txn(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::TxnJson>(payload, &gw).await?.into_request()?;
+            let req = request::txn_request(message(payload, &gw).await?)?;
             let resp = gw.handle.txn(req).await?;
             let mut out = String::new();
-            json::write_txn(&mut out, Some(gw.header), &resp);
+            encode::write_txn(&mut out, Some(gw.header), &resp);
             Ok(out)
         }
         .await,
@@ -243,10 +169,10 @@ async fn txn(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
 async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::CompactionJson>(payload, &gw).await?;
+            let req: pb::CompactionRequest = message(payload, &gw).await?;
             let rev = gw.handle.compact(req.revision, req.physical).await?;
             let mut out = String::new();
-            json::write_header_only(&mut out, gw.header, rev);
+            encode::write_header_only(&mut out, gw.header, rev);
             Ok(out)
         }
         .await,
@@ -256,10 +182,10 @@ async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
 async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::LeaseGrantJson>(payload, &gw).await?;
+            let req: pb::LeaseGrantRequest = message(payload, &gw).await?;
             let (id, ttl, rev) = gw.handle.lease_grant(req.id, req.ttl).await?;
             let mut out = String::new();
-            json::write_lease(&mut out, gw.header, rev, id, ttl);
+            encode::write_lease(&mut out, gw.header, rev, id, ttl);
             Ok(out)
         }
         .await,
@@ -269,10 +195,10 @@ async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
 async fn lease_revoke(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::LeaseIdJson>(payload, &gw).await?;
+            let req: pb::LeaseRevokeRequest = message(payload, &gw).await?;
             let rev = gw.handle.lease_revoke(req.id).await?;
             let mut out = String::new();
-            json::write_header_only(&mut out, gw.header, rev);
+            encode::write_header_only(&mut out, gw.header, rev);
             Ok(out)
         }
         .await,
@@ -281,39 +207,34 @@ async fn lease_revoke(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 
 /// etcd's `LeaseKeepAlive` is a stream: every request object in the body gets one
 /// `{"result":{...}}` line; an unknown lease answers TTL 0, as etcd does
-/// ([`Handle::lease_keep_alive_answer`]).
+/// ([`Handle::lease_keep_alive_answer`]). The first bad request ends the body with one
+/// `{"error":{...}}` line.
 async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     let body = match read_body(payload, gw.max_request_bytes).await {
         Ok(b) => b,
-        Err(e) => return e.response(),
+        Err(e) => return error_response(&e),
     };
     let mut out = String::new();
     for item in serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>() {
-        let req = match item
-            .map_err(|e| e.to_string())
-            .and_then(|v| serde_json::from_value::<json::LeaseIdJson>(v).map_err(|e| e.to_string()))
-        {
-            Ok(r) => r,
+        let answer = async {
+            let value = item.map_err(|e| ApiError::Malformed(e.to_string()))?;
+            let req: pb::LeaseKeepAliveRequest = decode::decode_value(value)?;
+            let (ttl, rev) = gw.handle.lease_keep_alive_answer(req.id).await?;
+            Ok::<_, ApiError>((req.id, ttl, rev))
+        };
+        match answer.await {
+            Ok((id, ttl, rev)) => {
+                out.push_str("{\"result\":");
+                encode::write_lease(&mut out, gw.header, rev, id, ttl);
+                out.push_str("}\n");
+            }
             Err(e) => {
                 out.push_str("{\"error\":");
-                json::write_status(&mut out, 3, &e);
+                encode::write_error(&mut out, &e);
                 out.push_str("}\n");
                 break;
             }
-        };
-        let (ttl, rev) = match gw.handle.lease_keep_alive_answer(req.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                let e = ApiError::from(e);
-                out.push_str("{\"error\":");
-                out.push_str(&e.body());
-                out.push_str("}\n");
-                break;
-            }
-        };
-        out.push_str("{\"result\":");
-        json::write_lease(&mut out, gw.header, rev, req.id, ttl);
-        out.push_str("}\n");
+        }
     }
     HttpResponse::Ok().content_type("application/json").body(out)
 }
@@ -321,51 +242,50 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
 async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let req = decode::<json::LeaseTtlJson>(payload, &gw).await?;
+            let req: pb::LeaseTimeToLiveRequest = message(payload, &gw).await?;
             let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
             let mut out = String::new();
-            json::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
+            encode::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
             Ok(out)
         }
         .await,
     )
 }
 
+/// `LeaseLeasesRequest` has no fields: the body is read only for its size.
 async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let _ = read_body(payload, gw.max_request_bytes).await?;
             let (ids, rev) = gw.handle.leases().await?;
             let mut out = String::new();
-            json::write_leases(&mut out, gw.header, rev, &ids);
+            encode::write_leases(&mut out, gw.header, rev, &ids);
             Ok(out)
         }
         .await,
     )
 }
 
+/// `StatusRequest` has no fields: the body is read only for its size.
 async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    reply(async {
-        let _ = read_body(payload, gw.max_request_bytes).await?;
-        let rev = gw.handle.current_revision();
-        let db_size = gw.handle.db_size().await.unwrap_or(0);
-        let mut out = String::new();
-        out.push_str("{\"header\":");
-        json::write_header(&mut out, gw.header, rev);
-        out.push_str(&format!(
-            ",\"version\":\"{REPORTED_ETCD_VERSION}\",\"dbSize\":\"{db_size}\",\"leader\":\"{}\",\"raftIndex\":\"{rev}\",\"raftTerm\":\"{}\",\"raftAppliedIndex\":\"{rev}\",\"dbSizeInUse\":\"{db_size}\"}}",
-            gw.header.member_id, gw.header.raft_term
-        ));
-        Ok(out)
-    }
-    .await)
+    reply(
+        async {
+            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let rev = gw.handle.current_revision();
+            let db_size = gw.handle.db_size().await.unwrap_or(0);
+            let mut out = String::new();
+            encode::write_member_status(&mut out, gw.header, rev, db_size);
+            Ok(out)
+        }
+        .await,
+    )
 }
 
 /// etcd's `GET /version`: clients (Python etcd3gw by default) pick the gateway prefix from it.
 async fn version() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(format!("{{\"etcdserver\":\"{REPORTED_ETCD_VERSION}\",\"etcdcluster\":\"{REPORTED_ETCD_VERSION}\"}}"))
+    let mut out = String::new();
+    encode::write_version(&mut out);
+    HttpResponse::Ok().content_type("application/json").body(out)
 }
 
 async fn health(gw: web::Data<Gateway>) -> HttpResponse {

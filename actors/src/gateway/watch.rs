@@ -1,43 +1,36 @@
 //! Owns `POST /v3/watch`: a request body of concatenated JSON `WatchRequest`s answered by a
-//! chunked stream of `{"result":{...}}` lines (spec §8). Full duplex over HTTP/1.1 whether or
-//! not the client sent `Expect: 100-continue`: responses flow while the body is still open, and
-//! the end of the body does not end the stream (spec §7.1). A malformed request ends the stream
-//! with one `{"error":{...}}` line (etcd 3.4 silently ignores everything after it).
+//! chunked stream of `{"result":{...}}` lines (docs/etcd-semantics.md §8). Full duplex over
+//! HTTP/1.1 whether or not the client sent `Expect: 100-continue`: responses flow while the body
+//! is still open, and the end of the body does not end the stream (docs/etcd-semantics.md §7.1).
+//! A malformed request ends the stream with one `{"error":{...}}` line (etcd 3.4 silently
+//! ignores everything after it).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix::Addr;
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use watchkv::watch::response::WatchResponse;
 
-use super::json::{self, Header, WatchRequestJson};
-use super::Gateway;
-use crate::stream_actor::{CancelWatch, CloseStream, CreateWatch, RequestStreamProgress, StreamActor};
-
-/// Responses buffered between the stream actor and the socket; the stream actor's own mailbox
-/// is the real buffer.
-const SOCKET_BUFFER: usize = 8;
+use super::{decode, encode, Gateway};
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::{ApiError, Header, StreamRequests, TransportStream};
 
 /// Opens a watch stream for one HTTP request.
 pub async fn watch(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<WatchResponse>(SOCKET_BUFFER);
-    let stream = gw.handle.open_stream(Arc::new(tx));
-    let (err_tx, err_rx) = mpsc::channel::<String>(1);
-    actix_web::rt::spawn(read_requests(payload, stream.clone(), err_tx, gw.max_request_bytes));
-    let body = ResponseLines { responses: rx, errors: err_rx, header: gw.header, stream, done: false };
+    let stream = TransportStream::open(&gw.handle);
+    let (err_tx, err_rx) = mpsc::channel::<ApiError>(1);
+    actix_web::rt::spawn(read_requests(payload, stream.requests(), err_tx, gw.max_request_bytes));
+    let body = ResponseLines { stream, errors: err_rx, header: gw.header, done: false };
     HttpResponse::Ok().content_type("application/json").streaming(body)
 }
 
 /// Decodes the request body as it arrives and hands each request to the stream actor.
 async fn read_requests(
     mut payload: web::Payload,
-    stream: Addr<StreamActor>,
-    errors: mpsc::Sender<String>,
+    requests: StreamRequests,
+    errors: mpsc::Sender<ApiError>,
     limit: usize,
 ) {
     let mut buf: Vec<u8> = Vec::new();
@@ -45,51 +38,48 @@ async fn read_requests(
         let chunk = match payload.next().await {
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => {
-                let _ = errors.send(format!("reading request body: {e}")).await;
+                let _ = errors.send(ApiError::Body(e.to_string())).await;
                 return;
             }
             None => break,
         };
         buf.extend_from_slice(&chunk);
-        match drain_requests(&mut buf, &stream, limit).await {
-            Ok(()) => {}
-            Err(e) => {
-                let _ = errors.send(e).await;
-                return;
-            }
+        if let Err(e) = drain_requests(&mut buf, &requests, limit).await {
+            let _ = errors.send(e).await;
+            return;
         }
         if buf.len() > limit {
-            let _ = errors.send(watchkv::Error::RequestTooLarge.to_string()).await;
+            let _ = errors.send(watchkv::Error::RequestTooLarge.into()).await;
             return;
         }
     }
     // The body ended. A half-written object is an error; otherwise the stream stays open until
     // the client goes away (etcd keeps sending after a half-close).
     if !buf.iter().all(u8::is_ascii_whitespace) {
-        let _ = errors.send("unexpected end of request body inside a JSON object".to_string()).await;
+        let _ = errors.send(ApiError::TruncatedBody).await;
     }
 }
 
 /// Handles every complete request object at the front of `buf` and removes it. One request
 /// larger than `limit` is refused even when it arrived whole (etcd's per-message limit).
-async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>, limit: usize) -> Result<(), String> {
+async fn drain_requests(buf: &mut Vec<u8>, requests: &StreamRequests, limit: usize) -> Result<(), ApiError> {
     let mut consumed = 0;
-    let mut requests = Vec::new();
+    let mut decoded = Vec::new();
     {
         let mut iter = serde_json::Deserializer::from_slice(buf).into_iter::<serde_json::Value>();
         loop {
             match iter.next() {
                 Some(Ok(value)) => {
                     if iter.byte_offset() - consumed > limit {
-                        return Err(watchkv::Error::RequestTooLarge.to_string());
+                        return Err(watchkv::Error::RequestTooLarge.into());
                     }
                     consumed = iter.byte_offset();
-                    let req: WatchRequestJson =
-                        serde_json::from_value(value).map_err(|e| format!("invalid watch request: {e}"))?;
-                    requests.push(req);
+                    let req: pb::WatchRequest = decode::decode_value(value)
+                        .map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
+                    decoded.push(req);
                 }
                 Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(format!("invalid watch request: {e}")),
+                Some(Err(e)) => return Err(ApiError::InvalidWatchRequest(e.to_string())),
                 None => {
                     consumed = buf.len();
                     break;
@@ -98,31 +88,18 @@ async fn drain_requests(buf: &mut Vec<u8>, stream: &Addr<StreamActor>, limit: us
         }
     }
     buf.drain(..consumed);
-    for req in requests {
-        let sent = if let Some(create) = req.create_request {
-            stream.send(CreateWatch(create.into_create())).await
-        } else if let Some(cancel) = req.cancel_request {
-            stream.send(CancelWatch(cancel.watch_id)).await
-        } else if req.progress_request.is_some() {
-            stream.send(RequestStreamProgress).await
-        } else {
-            // etcd logs and ignores a request with nothing set.
-            Ok(())
-        };
-        if sent.is_err() {
-            return Err("watch stream closed".into());
-        }
+    for req in decoded {
+        requests.forward(req).await?;
     }
     Ok(())
 }
 
-/// The response body: one line per response; closes the stream actor when dropped (client
-/// gone), so an idle watch does not outlive its connection.
+/// The response body: one line per response. Owns the stream, which closes when the body is
+/// dropped (client gone), so an idle watch does not outlive its connection.
 struct ResponseLines {
-    responses: mpsc::Receiver<WatchResponse>,
-    errors: mpsc::Receiver<String>,
+    stream: TransportStream,
+    errors: mpsc::Receiver<ApiError>,
     header: Header,
-    stream: Addr<StreamActor>,
     done: bool,
 }
 
@@ -136,18 +113,18 @@ impl Stream for ResponseLines {
         if let Poll::Ready(Some(e)) = self.errors.poll_recv(cx) {
             self.done = true;
             let mut line = String::from("{\"error\":");
-            json::write_status(&mut line, 3, &e);
+            encode::write_error(&mut line, &e);
             line.push_str("}\n");
             return Poll::Ready(Some(Ok(Bytes::from(line))));
         }
-        match self.responses.poll_recv(cx) {
+        match self.stream.poll_response(cx) {
             Poll::Ready(Some(r)) => {
                 // Exactly one response per HTTP chunk, as grpc-gateway writes them: clients such
                 // as Python etcd3gw parse each chunk as one JSON message (`iter_content(None)`),
                 // and several lines in one chunk made them drop the rest of the stream.
                 let mut out = String::with_capacity(256);
                 out.push_str("{\"result\":");
-                json::write_watch_response(&mut out, self.header, &r);
+                encode::write_watch_response(&mut out, self.header, &r);
                 out.push_str("}\n");
                 Poll::Ready(Some(Ok(Bytes::from(out))))
             }
@@ -157,11 +134,5 @@ impl Stream for ResponseLines {
             }
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-impl Drop for ResponseLines {
-    fn drop(&mut self) {
-        self.stream.do_send(CloseStream);
     }
 }

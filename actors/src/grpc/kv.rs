@@ -2,13 +2,14 @@
 
 use tonic::{Request, Response, Status};
 
-use super::pb::etcdserverpb as pb;
 use super::{convert, status, GrpcApi};
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::request;
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for GrpcApi {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
-        let req = convert::range_request(request.into_inner())?;
+        let req = request::range_request(request.into_inner())?;
         let resp = self.handle().range(req).await.map_err(status)?;
         Ok(Response::new(convert::range_response(Some(self.inner.header), resp)))
     }
@@ -16,7 +17,7 @@ impl pb::kv_server::Kv for GrpcApi {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let req = request.into_inner();
         self.check_size(&req)?;
-        let resp = self.handle().put(convert::put_request(req)).await.map_err(status)?;
+        let resp = self.handle().put(request::put_request(req)).await.map_err(status)?;
         Ok(Response::new(convert::put_response(Some(self.inner.header), resp)))
     }
 
@@ -26,14 +27,14 @@ impl pb::kv_server::Kv for GrpcApi {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         self.check_size(&req)?;
-        let resp = self.handle().delete_range(convert::delete_request(req)).await.map_err(status)?;
+        let resp = self.handle().delete_range(request::delete_request(req)).await.map_err(status)?;
         Ok(Response::new(convert::delete_response(Some(self.inner.header), resp)))
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         self.check_size(&req)?;
-        let resp = self.handle().txn(convert::txn_request(req)?).await.map_err(status)?;
+        let resp = self.handle().txn(request::txn_request(req)?).await.map_err(status)?;
         Ok(Response::new(convert::txn_response(Some(self.inner.header), resp)))
     }
 

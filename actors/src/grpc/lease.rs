@@ -4,8 +4,8 @@ use futures::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::pb::etcdserverpb as pb;
 use super::{status, GrpcApi};
+use crate::api::pb::etcdserverpb as pb;
 
 #[tonic::async_trait]
 impl pb::lease_server::Lease for GrpcApi {

@@ -3,9 +3,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::pb::etcdserverpb as pb;
-use super::{status, GrpcApi, MEMBER_NAME};
-use crate::gateway::REPORTED_ETCD_VERSION;
+use super::{status, GrpcApi};
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::{MEMBER_NAME, REPORTED_ETCD_VERSION};
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for GrpcApi {

@@ -1,6 +1,7 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
-//! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway. Methods we do not serve
-//! (auth, member changes, snapshots, ...) answer `Unimplemented` at once.
+//! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway and through the same API
+//! layer ([`crate::api`]: identity, errors, request conversion). Methods we do not serve (auth,
+//! member changes, snapshots, ...) answer `Unimplemented` at once.
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
@@ -9,7 +10,6 @@ mod convert;
 mod kv;
 mod lease;
 mod maintenance;
-pub mod pb;
 mod watch;
 
 use std::convert::Infallible;
@@ -18,24 +18,19 @@ use std::sync::Arc;
 use actix_rt::{Arbiter, ArbiterHandle};
 use futures::Stream;
 use tonic::service::Routes;
-use tonic::{Code, Status};
+use tonic::Status;
+use watchkv::config::GRPC_OVERHEAD_BYTES;
 
-pub use convert::BadRequest;
 use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use pb::etcdserverpb::watch_server::WatchServer;
 
-use crate::gateway::json::Header;
-use crate::gateway::ApiError;
+/// etcd's messages and service traits, where gRPC clients have always found them.
+pub use crate::api::pb;
+use crate::api::{ApiError, Header};
 use crate::Handle;
-
-/// etcd's allowance above `max-request-bytes` for gRPC framing (`grpcOverheadBytes`).
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
-
-/// The name `MemberList` reports for this member.
-const MEMBER_NAME: &str = "watchkv";
 
 /// What the gRPC services need: the store handle and the identity they report.
 #[derive(Clone)]
@@ -53,7 +48,8 @@ struct Inner {
 }
 
 impl GrpcApi {
-    /// Returns the services over `handle`, reporting the gateway's identity `header`.
+    /// Returns the services over `handle`, reporting the identity `header` (the gateway's, when
+    /// both serve one store: usually [`Header::default`]).
     /// `client_urls` is what `MemberList` reports as this member's client URLs. Watch streams'
     /// actors start on the calling arbiter; see [`GrpcApi::with_stream_arbiter`].
     ///
@@ -89,14 +85,15 @@ impl GrpcApi {
     }
 
     fn header(&self, revision: i64) -> pb::etcdserverpb::ResponseHeader {
-        convert::header(self.inner.header, revision)
+        self.inner.header.at(revision)
     }
 
     /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is
-    /// proposed (`ErrGRPCRequestTooLarge`); the gRPC limit alone lets up to 512 KiB more through.
+    /// proposed (`ErrGRPCRequestTooLarge`); the gRPC limit alone lets `GRPC_OVERHEAD_BYTES`
+    /// more through.
     fn check_size(&self, msg: &impl prost::Message) -> Result<(), Status> {
         if msg.encoded_len() > self.inner.max_request_bytes {
-            return Err(status(watchkv::Error::RequestTooLarge));
+            return Err(ApiError::from(watchkv::Error::RequestTooLarge).into());
         }
         Ok(())
     }
@@ -121,16 +118,7 @@ where
         .await
 }
 
-/// Maps a store error to etcd's gRPC status (`rpctypes`): the same code and text as the
-/// gateway's error bodies.
-#[must_use]
-pub fn status(e: watchkv::Error) -> Status {
-    let api = ApiError::from(e);
-    Status::new(Code::from_i32(api.code), api.message)
-}
-
-impl From<BadRequest> for Status {
-    fn from(e: BadRequest) -> Self {
-        Status::invalid_argument(e.0)
-    }
+/// A store error as etcd's gRPC status, from the API layer's error table.
+fn status(e: watchkv::Error) -> Status {
+    ApiError::from(e).into()
 }

@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc as tmpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
-use watchkv_actors::gateway::ApiError;
+use watchkv_actors::api::http_status;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
 
 use crate::wire::{Reply, RequestSink, WatchStream, DEADLINE};
@@ -78,7 +78,7 @@ impl GrpcClient {
         let (req_name, resp_name) = messages(path);
         let bytes = match self.encode(req_name, body) {
             Ok(b) => b,
-            Err(e) => return error_reply(3, &e),
+            Err(e) => return error_reply(tonic::Code::InvalidArgument, &e),
         };
         let channel = self.channel.clone();
         let result = self.rt.block_on(call(channel, path, bytes));
@@ -88,7 +88,7 @@ impl GrpcClient {
                 headers: Vec::new(),
                 body: self.render(resp_name, &bytes).to_string().into_bytes(),
             },
-            Err(status) => error_reply(status.code() as i32, status.message()),
+            Err(status) => error_reply(status.code(), status.message()),
         }
     }
 
@@ -207,9 +207,12 @@ impl Drop for GrpcRequests {
     }
 }
 
-fn error_reply(code: i32, message: &str) -> Reply {
-    let e = ApiError { code, message: message.to_string() };
-    Reply { status: e.status().as_u16(), headers: Vec::new(), body: e.body().into_bytes() }
+/// A gRPC status as the gateway answers it: the HTTP status of its code from the API layer's
+/// table, and `{"code":N,"message":"..."}` written by the gateway's encoder.
+fn error_reply(code: tonic::Code, message: &str) -> Reply {
+    let mut body = String::new();
+    watchkv_actors::gateway::encode::write_status(&mut body, code, message);
+    Reply { status: http_status(code), headers: Vec::new(), body: body.into_bytes() }
 }
 
 /// The request and response message of a gateway path.

@@ -1,0 +1,90 @@
+//! Owns a watch stream as a transport holds it: the responses to write to the client, the
+//! requests forwarded to its `StreamActor`, and the close when the transport lets go of it
+//! (the client went away or the call ended), so that no watcher outlives its connection.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix::Addr;
+use actix_rt::ArbiterHandle;
+use tokio::sync::mpsc;
+use watchkv::watch::response::WatchResponse;
+
+use super::pb::etcdserverpb as pb;
+use super::{request, ApiError};
+use crate::{CancelWatch, CloseStream, CreateWatch, Handle, RequestStreamProgress, StreamActor};
+
+/// Responses buffered between the stream actor and the socket. The stream actor's own mailbox
+/// (`chan_buf_len`) is the real buffer; this one only needs to keep the socket busy.
+pub const SOCKET_BUFFER: usize = 8;
+
+/// A watch stream opened for one client call: read its responses with
+/// [`poll_response`](Self::poll_response), send its requests through [`requests`](Self::requests).
+/// Dropping it closes the stream and cancels its watchers.
+#[derive(Debug)]
+pub struct TransportStream {
+    responses: mpsc::Receiver<WatchResponse>,
+    actor: Addr<StreamActor>,
+}
+
+impl TransportStream {
+    /// Opens a stream whose actor lives on the caller's arbiter (the gateway's HTTP worker).
+    #[must_use]
+    pub fn open(handle: &Handle) -> Self {
+        let (tx, responses) = mpsc::channel(SOCKET_BUFFER);
+        Self { responses, actor: handle.open_stream(Arc::new(tx)) }
+    }
+
+    /// Opens a stream whose actor lives on `arbiter`: for transports whose tasks run outside
+    /// an actix arbiter (tonic spawns its connections with `tokio::spawn`).
+    #[must_use]
+    pub fn open_on(handle: &Handle, arbiter: &ArbiterHandle) -> Self {
+        let (tx, responses) = mpsc::channel(SOCKET_BUFFER);
+        Self { responses, actor: handle.open_stream_on(arbiter, Arc::new(tx)) }
+    }
+
+    /// Where the transport's reader sends the client's requests.
+    #[must_use]
+    pub fn requests(&self) -> StreamRequests {
+        StreamRequests(self.actor.clone())
+    }
+
+    /// The next response, in the stream's order; `None` once the stream has ended.
+    pub fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
+        self.responses.poll_recv(cx)
+    }
+}
+
+impl Drop for TransportStream {
+    fn drop(&mut self) {
+        self.actor.do_send(CloseStream);
+    }
+}
+
+/// The request side of a [`TransportStream`].
+#[derive(Debug, Clone)]
+pub struct StreamRequests(Addr<StreamActor>);
+
+impl StreamRequests {
+    /// Hands one client request to the stream actor, waiting for room in its mailbox. A
+    /// request with nothing set is ignored, as etcd logs and ignores it (etcd: v3rpc/watch.go
+    /// `recvLoop`).
+    ///
+    /// # Errors
+    /// [`ApiError::StreamClosed`] when the stream has already ended.
+    pub async fn forward(&self, req: pb::WatchRequest) -> Result<(), ApiError> {
+        use pb::watch_request::RequestUnion;
+        let sent = match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.0.send(CreateWatch(request::watch_create(c))).await,
+            Some(RequestUnion::CancelRequest(c)) => self.0.send(CancelWatch(c.watch_id)).await,
+            Some(RequestUnion::ProgressRequest(_)) => self.0.send(RequestStreamProgress).await,
+            None => Ok(()),
+        };
+        sent.map_err(|_| ApiError::StreamClosed)
+    }
+
+    /// Closes the stream now (the client's side broke), before the transport drops it.
+    pub fn close(&self) {
+        self.0.do_send(CloseStream);
+    }
+}

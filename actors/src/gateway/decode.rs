@@ -1,0 +1,513 @@
+//! Owns the gateway's request decoding: grpc-gateway JSON into etcd's request messages
+//! (docs/etcd-semantics.md §8), which then go through the same conversion as gRPC's
+//! ([`crate::api::request`]). Accepts proto or lowerCamelCase names, int64 as string or number,
+//! base64 standard or URL-safe, padded or not, enums by name or number; ignores unknown fields.
+//! Enum numbers are passed on unchecked, as protojson's open enums are, so an unknown one gets
+//! the API's own error (the same text as over gRPC).
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{alphabet, Engine as _};
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::Deserialize;
+
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::ApiError;
+
+/// A request message the gateway decodes from JSON, through its JSON shape.
+pub trait GatewayMessage: Sized {
+    /// The message's grpc-gateway JSON shape.
+    type Json: DeserializeOwned + Default;
+
+    /// Turns the decoded shape into the message.
+    ///
+    /// # Errors
+    /// A shape that is no message (two operations in one txn op).
+    fn from_json(json: Self::Json) -> Result<Self, ApiError>;
+}
+
+/// Decodes a whole request body; an empty body is the empty message, as grpc-gateway treats it.
+///
+/// # Errors
+/// [`ApiError::Malformed`] with the decoder's text.
+pub fn decode<M: GatewayMessage>(body: &[u8]) -> Result<M, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return M::from_json(M::Json::default());
+    }
+    M::from_json(serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?)
+}
+
+/// Decodes one JSON value of a stream of requests (`/v3/watch`, `/v3/lease/keepalive`).
+///
+/// # Errors
+/// [`ApiError::Malformed`] with the decoder's text.
+pub fn decode_value<M: GatewayMessage>(value: serde_json::Value) -> Result<M, ApiError> {
+    M::from_json(serde_json::from_value(value).map_err(|e| ApiError::Malformed(e.to_string()))?)
+}
+
+// ----- field decoders -----
+
+/// Padding optional when decoding, as protojson accepts bytes.
+const PAD_INDIFFERENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+/// Standard base64, padded or not.
+const STANDARD_PAD_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, PAD_INDIFFERENT);
+/// URL-safe base64, padded or not.
+const URL_SAFE_PAD_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, PAD_INDIFFERENT);
+
+/// Accepts an int64 as a JSON string or number (protojson).
+fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Num(i64),
+        Str(String),
+        Float(f64),
+    }
+    match Wire::deserialize(d)? {
+        Wire::Num(n) => Ok(n),
+        Wire::Str(s) => s.trim().parse().map_err(|_| de::Error::custom(format!("invalid value for int64: {s:?}"))),
+        Wire::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+        Wire::Float(f) => Err(de::Error::custom(format!("invalid value for int64: {f}"))),
+    }
+}
+
+/// Accepts bytes as base64, standard or URL-safe, padded or not.
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = String::deserialize(d)?;
+    STANDARD_PAD_INDIFFERENT
+        .decode(s.as_bytes())
+        .or_else(|_| URL_SAFE_PAD_INDIFFERENT.decode(s.as_bytes()))
+        .map_err(|e| de::Error::custom(format!("invalid base64 {s:?}: {e}")))
+}
+
+/// An enum given by name or by number; a number need not name a value (open enums).
+fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<i32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Num(i64),
+        Name(String),
+    }
+    match Wire::deserialize(d)? {
+        Wire::Num(n) => i32::try_from(n).map_err(|_| de::Error::custom(format!("invalid value for enum: {n}"))),
+        Wire::Name(s) => names
+            .iter()
+            .position(|n| *n == s)
+            .and_then(|i| i32::try_from(i).ok())
+            .ok_or_else(|| de::Error::custom(format!("invalid value for enum: {s:?}"))),
+    }
+}
+
+fn sort_order<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["NONE", "ASCEND", "DESCEND"])
+}
+fn sort_target<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])
+}
+fn compare_result<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])
+}
+fn compare_target<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"])
+}
+fn filters<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i32>, D::Error> {
+    #[derive(Deserialize)]
+    struct One(#[serde(deserialize_with = "filter_type")] i32);
+    fn filter_type<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        enum_value(d, &["NOPUT", "NODELETE"])
+    }
+    Ok(Vec::<One>::deserialize(d)?.into_iter().map(|o| o.0).collect())
+}
+
+// ----- KV -----
+
+/// `RangeRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RangeJson {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    limit: i64,
+    #[serde(deserialize_with = "int64")]
+    revision: i64,
+    #[serde(deserialize_with = "sort_order", alias = "sortOrder")]
+    sort_order: i32,
+    #[serde(deserialize_with = "sort_target", alias = "sortTarget")]
+    sort_target: i32,
+    serializable: bool,
+    #[serde(alias = "keysOnly")]
+    keys_only: bool,
+    #[serde(alias = "countOnly")]
+    count_only: bool,
+    #[serde(deserialize_with = "int64", alias = "minModRevision")]
+    min_mod_revision: i64,
+    #[serde(deserialize_with = "int64", alias = "maxModRevision")]
+    max_mod_revision: i64,
+    #[serde(deserialize_with = "int64", alias = "minCreateRevision")]
+    min_create_revision: i64,
+    #[serde(deserialize_with = "int64", alias = "maxCreateRevision")]
+    max_create_revision: i64,
+}
+
+impl GatewayMessage for pb::RangeRequest {
+    type Json = RangeJson;
+
+    fn from_json(j: RangeJson) -> Result<Self, ApiError> {
+        Ok(Self {
+            key: j.key,
+            range_end: j.range_end,
+            limit: j.limit,
+            revision: j.revision,
+            sort_order: j.sort_order,
+            sort_target: j.sort_target,
+            serializable: j.serializable,
+            keys_only: j.keys_only,
+            count_only: j.count_only,
+            min_mod_revision: j.min_mod_revision,
+            max_mod_revision: j.max_mod_revision,
+            min_create_revision: j.min_create_revision,
+            max_create_revision: j.max_create_revision,
+        })
+    }
+}
+
+/// `PutRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PutJson {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+    #[serde(alias = "prevKv")]
+    prev_kv: bool,
+    #[serde(alias = "ignoreValue")]
+    ignore_value: bool,
+    #[serde(alias = "ignoreLease")]
+    ignore_lease: bool,
+}
+
+impl GatewayMessage for pb::PutRequest {
+    type Json = PutJson;
+
+    fn from_json(j: PutJson) -> Result<Self, ApiError> {
+        Ok(Self {
+            key: j.key,
+            value: j.value,
+            lease: j.lease,
+            prev_kv: j.prev_kv,
+            ignore_value: j.ignore_value,
+            ignore_lease: j.ignore_lease,
+        })
+    }
+}
+
+/// `DeleteRangeRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteRangeJson {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(alias = "prevKv")]
+    prev_kv: bool,
+}
+
+impl GatewayMessage for pb::DeleteRangeRequest {
+    type Json = DeleteRangeJson;
+
+    fn from_json(j: DeleteRangeJson) -> Result<Self, ApiError> {
+        Ok(Self { key: j.key, range_end: j.range_end, prev_kv: j.prev_kv })
+    }
+}
+
+/// `Compare`, whose `target_union` members appear as plain fields in JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CompareJson {
+    #[serde(deserialize_with = "compare_result")]
+    result: i32,
+    #[serde(deserialize_with = "compare_target")]
+    target: i32,
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    version: i64,
+    #[serde(deserialize_with = "int64", alias = "createRevision")]
+    create_revision: i64,
+    #[serde(deserialize_with = "int64", alias = "modRevision")]
+    mod_revision: i64,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+}
+
+impl CompareJson {
+    /// The union member the target compares: an absent field is the zero value, as in
+    /// protojson, and an unknown target leaves the union empty for the API to refuse.
+    fn into_compare(self) -> pb::Compare {
+        use pb::compare::{CompareTarget as T, TargetUnion as U};
+        let target_union = match T::try_from(self.target) {
+            Ok(T::Version) => Some(U::Version(self.version)),
+            Ok(T::Create) => Some(U::CreateRevision(self.create_revision)),
+            Ok(T::Mod) => Some(U::ModRevision(self.mod_revision)),
+            Ok(T::Value) => Some(U::Value(self.value)),
+            Ok(T::Lease) => Some(U::Lease(self.lease)),
+            Err(_) => None,
+        };
+        pb::Compare { result: self.result, target: self.target, key: self.key, range_end: self.range_end, target_union }
+    }
+}
+
+/// `RequestOp`: exactly one of its fields, or none (an empty op).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RequestOpJson {
+    #[serde(alias = "requestRange")]
+    request_range: Option<RangeJson>,
+    #[serde(alias = "requestPut")]
+    request_put: Option<PutJson>,
+    #[serde(alias = "requestDeleteRange")]
+    request_delete_range: Option<DeleteRangeJson>,
+    #[serde(alias = "requestTxn")]
+    request_txn: Option<TxnJson>,
+}
+
+impl RequestOpJson {
+    fn into_op(self) -> Result<pb::RequestOp, ApiError> {
+        use pb::request_op::Request;
+        let set = usize::from(self.request_range.is_some())
+            + usize::from(self.request_put.is_some())
+            + usize::from(self.request_delete_range.is_some())
+            + usize::from(self.request_txn.is_some());
+        if set > 1 {
+            // protojson refuses a second member of a oneof.
+            return Err(ApiError::Malformed("a request op sets more than one operation".into()));
+        }
+        let request = if let Some(r) = self.request_range {
+            Some(Request::RequestRange(pb::RangeRequest::from_json(r)?))
+        } else if let Some(p) = self.request_put {
+            Some(Request::RequestPut(pb::PutRequest::from_json(p)?))
+        } else if let Some(d) = self.request_delete_range {
+            Some(Request::RequestDeleteRange(pb::DeleteRangeRequest::from_json(d)?))
+        } else if let Some(t) = self.request_txn {
+            Some(Request::RequestTxn(pb::TxnRequest::from_json(t)?))
+        } else {
+            None
+        };
+        Ok(pb::RequestOp { request })
+    }
+}
+
+/// `TxnRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TxnJson {
+    compare: Vec<CompareJson>,
+    success: Vec<RequestOpJson>,
+    failure: Vec<RequestOpJson>,
+}
+
+impl GatewayMessage for pb::TxnRequest {
+    type Json = TxnJson;
+
+    fn from_json(j: TxnJson) -> Result<Self, ApiError> {
+        Ok(Self {
+            compare: j.compare.into_iter().map(CompareJson::into_compare).collect(),
+            success: j.success.into_iter().map(RequestOpJson::into_op).collect::<Result<_, _>>()?,
+            failure: j.failure.into_iter().map(RequestOpJson::into_op).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// `CompactionRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CompactionJson {
+    #[serde(deserialize_with = "int64")]
+    revision: i64,
+    physical: bool,
+}
+
+impl GatewayMessage for pb::CompactionRequest {
+    type Json = CompactionJson;
+
+    fn from_json(j: CompactionJson) -> Result<Self, ApiError> {
+        Ok(Self { revision: j.revision, physical: j.physical })
+    }
+}
+
+// ----- Lease -----
+
+/// `LeaseGrantRequest` (proto names `TTL` and `ID`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaseGrantJson {
+    #[serde(rename = "TTL", alias = "ttl", deserialize_with = "int64")]
+    ttl: i64,
+    #[serde(rename = "ID", alias = "id", deserialize_with = "int64")]
+    id: i64,
+}
+
+impl GatewayMessage for pb::LeaseGrantRequest {
+    type Json = LeaseGrantJson;
+
+    fn from_json(j: LeaseGrantJson) -> Result<Self, ApiError> {
+        Ok(Self { ttl: j.ttl, id: j.id })
+    }
+}
+
+/// `LeaseRevokeRequest`, `LeaseKeepAliveRequest`: a lease id.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaseIdJson {
+    #[serde(rename = "ID", alias = "id", deserialize_with = "int64")]
+    id: i64,
+}
+
+impl GatewayMessage for pb::LeaseRevokeRequest {
+    type Json = LeaseIdJson;
+
+    fn from_json(j: LeaseIdJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id })
+    }
+}
+
+impl GatewayMessage for pb::LeaseKeepAliveRequest {
+    type Json = LeaseIdJson;
+
+    fn from_json(j: LeaseIdJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id })
+    }
+}
+
+/// `LeaseTimeToLiveRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaseTtlJson {
+    #[serde(rename = "ID", alias = "id", deserialize_with = "int64")]
+    id: i64,
+    keys: bool,
+}
+
+impl GatewayMessage for pb::LeaseTimeToLiveRequest {
+    type Json = LeaseTtlJson;
+
+    fn from_json(j: LeaseTtlJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id, keys: j.keys })
+    }
+}
+
+// ----- Watch -----
+
+/// `WatchCreateRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WatchCreateJson {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "int64", alias = "startRevision")]
+    start_revision: i64,
+    #[serde(alias = "progressNotify")]
+    progress_notify: bool,
+    #[serde(deserialize_with = "filters")]
+    filters: Vec<i32>,
+    #[serde(alias = "prevKv")]
+    prev_kv: bool,
+    #[serde(deserialize_with = "int64", alias = "watchId")]
+    watch_id: i64,
+    fragment: bool,
+}
+
+/// `WatchCancelRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WatchCancelJson {
+    #[serde(deserialize_with = "int64", alias = "watchId")]
+    watch_id: i64,
+}
+
+/// `WatchRequest`: one of create, cancel, progress.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WatchRequestJson {
+    #[serde(alias = "createRequest")]
+    create_request: Option<WatchCreateJson>,
+    #[serde(alias = "cancelRequest")]
+    cancel_request: Option<WatchCancelJson>,
+    #[serde(alias = "progressRequest")]
+    progress_request: Option<de::IgnoredAny>,
+}
+
+impl GatewayMessage for pb::WatchRequest {
+    type Json = WatchRequestJson;
+
+    /// Create wins over cancel over progress when a request sets several.
+    fn from_json(j: WatchRequestJson) -> Result<Self, ApiError> {
+        use pb::watch_request::RequestUnion;
+        let request_union = if let Some(c) = j.create_request {
+            Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: c.key,
+                range_end: c.range_end,
+                start_revision: c.start_revision,
+                progress_notify: c.progress_notify,
+                filters: c.filters,
+                prev_kv: c.prev_kv,
+                watch_id: c.watch_id,
+                fragment: c.fragment,
+            }))
+        } else if let Some(c) = j.cancel_request {
+            Some(RequestUnion::CancelRequest(pb::WatchCancelRequest { watch_id: c.watch_id }))
+        } else if j.progress_request.is_some() {
+            Some(RequestUnion::ProgressRequest(pb::WatchProgressRequest {}))
+        } else {
+            None
+        };
+        Ok(Self { request_union })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchkv::{KeyRange, SortOrder};
+
+    use super::*;
+    use crate::api::request;
+
+    #[test]
+    fn decodes_protojson_variants() {
+        let r: pb::RangeRequest = decode(
+            br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2","revision":3,"sort_order":"DESCEND","unknown":1}"#,
+        )
+        .expect("decodes");
+        let req = request::range_request(r).expect("valid");
+        assert_eq!(req.range, KeyRange::interval("foo", "fop"));
+        assert_eq!((req.limit, req.revision, req.sort_order), (2, 3, SortOrder::Descend));
+        // URL-safe and unpadded base64
+        let p: pb::PutRequest = decode(br#"{"key":"-_8","value":"YQ"}"#).expect("decodes");
+        let p = request::put_request(p);
+        assert_eq!((p.key, p.value), (vec![0xfb, 0xff], b"a".to_vec()));
+        let bad: Result<pb::PutRequest, _> = decode(br#"{"key":"!!"}"#);
+        assert!(bad.is_err());
+        let bad: Result<pb::PutRequest, _> = decode(br#"{"lease":"12x"}"#);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn unknown_sort_numbers_get_the_same_text_as_over_grpc() {
+        let r: pb::RangeRequest = decode(br#"{"key":"Zm9v","sort_target":9}"#).expect("decodes: enums are open");
+        let err = request::range_request(r).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(err, Err("etcdserver: invalid sort option".to_string()));
+    }
+}
