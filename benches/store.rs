@@ -132,7 +132,7 @@ impl Values {
 }
 
 fn open(dir: &Path, durability: Durability) -> KvStore {
-    KvStore::open(StoreConfig::new(dir).durability(durability)).expect("open store")
+    KvStore::open(StoreConfig::new(dir).with_durability(durability)).expect("open store")
 }
 
 /// Writes `keys` (one put each) in group-commit batches of `batch` puts.
@@ -362,7 +362,7 @@ fn store_benches(c: &mut Criterion) {
                 store.disk_space().expect("disk space") >> 20
             );
             drop(store);
-            let config = StoreConfig::new(dir.path()).durability(Durability::Buffered);
+            let config = StoreConfig::new(dir.path()).with_durability(Durability::Buffered);
             let (store, first) = open_checked(&config);
             eprintln!("open_1m: first open after the build took {first:?}");
             drop(store);

@@ -45,16 +45,16 @@ impl Backend {
     /// # Errors
     /// Fails if the directory cannot be created or the database cannot be recovered.
     pub fn open(config: &StoreConfig) -> Result<Self> {
-        std::fs::create_dir_all(&config.path)?;
-        let db = Database::builder(&config.path)
-            .cache_size(config.cache_size)
+        std::fs::create_dir_all(config.path())?;
+        let db = Database::builder(config.path())
+            .cache_size(config.cache_size())
             // We decide when the journal is synced: after each group of writes.
             .manual_journal_persist(true)
             .open()?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let lease = db.keyspace("lease", KeyspaceCreateOptions::default)?;
-        Ok(Self { db, kv, meta, lease, durability: config.durability })
+        Ok(Self { db, kv, meta, lease, durability: config.durability() })
     }
 
     /// Returns the directory the database lives in.

@@ -234,8 +234,8 @@ impl KvStore {
         let compactor = Compactor::start(
             backend.clone(),
             CompactorSettings {
-                batch_limit: config.compaction_batch_limit,
-                sleep_interval: config.compaction_sleep_interval,
+                batch_limit: config.compaction_batch_limit(),
+                sleep_interval: config.compaction_sleep_interval(),
             },
         )?;
         let finished = backend.get_meta(META_FINISHED_COMPACT)?;
@@ -274,7 +274,7 @@ impl KvStore {
     fn restore_index(&mut self) -> Result<HashMap<Vec<u8>, LeaseId>> {
         let mut key_leases: HashMap<Vec<u8>, LeaseId> = HashMap::new();
         let mut from = Revision::new(0, 0);
-        let chunk = self.config.restore_chunk_keys;
+        let chunk = self.config.restore_chunk_keys();
         loop {
             let mut rows = Vec::with_capacity(chunk.min(100_000));
             self.backend.scan_headers(from, |key, header| {
@@ -571,9 +571,9 @@ impl KvStore {
             t,
             |store, t| {
                 if api_checks {
-                    check_txn(t, store.config.max_txn_ops)?;
+                    check_txn(t, store.config.max_txn_ops())?;
                 } else {
-                    check_txn_shape(t, store.config.max_txn_ops)?;
+                    check_txn_shape(t, store.config.max_txn_ops())?;
                 }
                 let path = store.compare_path(t)?;
                 store.check_txn_refs(t, &path, &mut 0, api_checks)?;
@@ -855,7 +855,7 @@ impl KvStore {
         if ttl > MAX_LEASE_TTL {
             return Err(Error::LeaseTtlTooLarge);
         }
-        let ttl = ttl.max(self.config.min_lease_ttl);
+        let ttl = ttl.max(self.config.min_lease_ttl());
         let id = if id == 0 { self.fresh_lease_id() } else { id };
         if self.lessor.contains(id) {
             return Err(Error::LeaseExists);

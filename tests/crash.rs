@@ -49,9 +49,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use watchkv::{
-    DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig,
-};
+use watchkv::{DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig};
 
 const DIR_ENV: &str = "WATCHKV_CRASH_DIR";
 const RUN_ENV: &str = "WATCHKV_CRASH_RUN";
@@ -68,9 +66,9 @@ const KEY_PREFIX: &str = "k/";
 /// physical compaction last long enough for kills to land in it.
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig::new(dir)
-        .durability(Durability::Fsync)
-        .compaction_batch_limit(64)
-        .compaction_sleep_interval(Duration::from_millis(1))
+        .with_durability(Durability::Fsync)
+        .with_compaction_batch_limit(64)
+        .with_compaction_sleep_interval(Duration::from_millis(1))
 }
 
 // ------------------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ fn c15_kv_restore() {
         },
     ];
     for (i, scenario) in scenarios.iter().enumerate() {
-        let mut s = TestStore::with(|c| c.compaction_batch_limit(5));
+        let mut s = TestStore::with(|c| c.with_compaction_batch_limit(5));
         scenario(&mut s);
         let before = (snapshot_all_revs(&s), s.store.current_rev(), s.store.compact_rev(), s.store.leases());
         let keys_before = s.store.stats().indexed_keys;
@@ -343,8 +343,8 @@ fn c16_kv_snapshot() {
     let copy = tempfile::tempdir().expect("dir");
     let config = s.store.config().clone();
     drop(s.store);
-    for entry in walk(config.path.as_path()) {
-        let rel = entry.strip_prefix(&config.path).expect("prefix");
+    for entry in walk(config.path()) {
+        let rel = entry.strip_prefix(config.path()).expect("prefix");
         let target = copy.path().join(rel);
         if entry.is_dir() {
             std::fs::create_dir_all(&target).expect("mkdir");
@@ -474,7 +474,7 @@ fn d5_store_restore_rebuilds_index_from_surviving_rows() {
 fn d6_restore_delete() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-    let mut s = TestStore::with(|c| c.restore_chunk_keys(3));
+    let mut s = TestStore::with(|c| c.with_restore_chunk_keys(3));
     let mut live = std::collections::BTreeMap::new();
     for i in 0..20 {
         let key = format!("foo-{i}");
@@ -594,8 +594,7 @@ fn d10_txn_put() {
 #[test]
 fn d14_revision_rules_around_compaction() {
     let mut s = TestStore::new();
-    let reqs: Vec<_> =
-        (2..=10_000).map(|i| PutRequest::new(format!("k{}", i % 97), "v")).collect();
+    let reqs: Vec<_> = (2..=10_000).map(|i| PutRequest::new(format!("k{}", i % 97), "v")).collect();
     for chunk in reqs.chunks(1000) {
         for r in s.store.write_all(chunk.iter().cloned()) {
             r.expect("put");

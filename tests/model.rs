@@ -1055,13 +1055,13 @@ impl Harness {
     fn new(case: &Case) -> Result<Self, TestCaseError> {
         let dir = tempfile::tempdir().map_err(|e| fail(format!("tempdir: {e}")))?;
         let config = StoreConfig::new(dir.path())
-            .durability(Durability::Buffered)
-            .compaction_sleep_interval(Duration::ZERO)
-            .compaction_batch_limit(case.batch_limit)
-            .restore_chunk_keys(case.restore_chunk)
-            .max_txn_ops(MAX_TXN_OPS)
-            .min_lease_ttl(MIN_TTL)
-            .cache_size(1 << 20);
+            .with_durability(Durability::Buffered)
+            .with_compaction_sleep_interval(Duration::ZERO)
+            .with_compaction_batch_limit(case.batch_limit)
+            .with_restore_chunk_keys(case.restore_chunk)
+            .with_max_txn_ops(MAX_TXN_OPS)
+            .with_min_lease_ttl(MIN_TTL)
+            .with_cache_size(1 << 20);
         let base = Instant::now();
         let store = KvStore::open_at(config.clone(), base).map_err(|e| fail(format!("open: {e:?}")))?;
         Ok(Self { _dir: dir, config, base, store: Some(store), m: Model::new() })

@@ -18,10 +18,10 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = StoreConfig::new(dir.path())
-            .durability(Durability::Buffered)
-            .compaction_sleep_interval(Duration::ZERO)
-            .compaction_batch_limit(1)
-            .restore_chunk_keys(1);
+            .with_durability(Durability::Buffered)
+            .with_compaction_sleep_interval(Duration::ZERO)
+            .with_compaction_batch_limit(1)
+            .with_restore_chunk_keys(1);
         let store = KvStore::open_at(config.clone(), Instant::now()).expect("open");
         Self { store, config, _dir: dir }
     }

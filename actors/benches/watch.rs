@@ -487,7 +487,7 @@ const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef012345678
 
 fn config(dir: &Path) -> ActorsConfig {
     let mut c = ActorsConfig::new(dir);
-    c.store = c.store.durability(Durability::Buffered).compaction_sleep_interval(Duration::ZERO);
+    c.store = c.store.with_durability(Durability::Buffered).with_compaction_sleep_interval(Duration::ZERO);
     c.lease_tick = None;
     c
 }
@@ -1009,7 +1009,7 @@ fn cu_key(i: usize) -> String {
 
 /// Writes `revs` puts over `keys` keys straight into a store in `dir`, 1000 per write group.
 fn prefill(dir: &Path, revs: usize, keys: usize) {
-    let mut store = KvStore::open(StoreConfig::new(dir).durability(Durability::Buffered)).expect("open");
+    let mut store = KvStore::open(StoreConfig::new(dir).with_durability(Durability::Buffered)).expect("open");
     let mut i = 0;
     while i < revs {
         let n = (revs - i).min(1000);

@@ -451,7 +451,7 @@ impl StoreActor {
             // can hold stays bounded by `watch_batch_max_revs` (DESIGN invariant 5).
             let covered = oldest.is_some_and(|oldest| oldest <= w.min_rev);
             let gap = usize::try_from(current - w.min_rev + 1).unwrap_or(usize::MAX);
-            if !covered || gap > self.config.watch.watch_batch_max_revs {
+            if !covered || gap > self.config.watch.watch_batch_max_revs() {
                 to_syncer.push(w);
                 continue;
             }

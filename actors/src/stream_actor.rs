@@ -282,7 +282,7 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.config.watch.chan_buf_len);
+        ctx.set_mailbox_capacity(self.config.watch.chan_buf_len());
         let addr = ctx.address();
         let register = RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() };
         // Sent by the stream itself to every actor that may hold its watchers, before anything
@@ -294,7 +294,7 @@ impl Actor for StreamActor {
         self.peers.store.do_send(register);
         if !self.config.manual_ticks {
             // etcd: one interval per stream with jitter in [0, interval/10).
-            let base = self.config.watch.progress_notify_interval;
+            let base = self.config.watch.progress_notify_interval();
             let jitter = base.mul_f64(rand::random::<f64>() / 10.0);
             ctx.run_interval(base + jitter, |_, ctx| ctx.notify(ProgressTick));
         }
@@ -476,7 +476,7 @@ impl Handler<Deliver> for StreamActor {
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    for piece in response.into_fragments(self.config.watch.max_response_bytes, HEADER_ESTIMATE) {
+                    for piece in response.into_fragments(self.config.watch.max_response_bytes(), HEADER_ESTIMATE) {
                         self.push(&mut out, piece);
                     }
                 } else {

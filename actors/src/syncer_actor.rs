@@ -98,7 +98,7 @@ impl SyncerActor {
             return;
         }
         self.pass_scheduled = true;
-        let delay = if soon { std::time::Duration::ZERO } else { self.config.watch.watch_resync_period };
+        let delay = if soon { std::time::Duration::ZERO } else { self.config.watch.watch_resync_period() };
         ctx.run_later(delay, |act, ctx| {
             act.pass_scheduled = false;
             let progressed = act.pass();
@@ -115,7 +115,7 @@ impl SyncerActor {
         let started = Instant::now();
         let chosen: Vec<Watcher> = self
             .unsynced
-            .take(self.config.watch.max_watchers_per_sync)
+            .take(self.config.watch.max_watchers_per_sync())
             .into_iter()
             .filter(|w| !w.is_cancelled())
             .collect();
@@ -127,7 +127,7 @@ impl SyncerActor {
         let current = self.clock.current();
         let snapshot = self.reader.snapshot();
         let compact = self.clock.compact();
-        let result = match catch_up(chosen, &snapshot, current, compact, self.config.watch.watch_batch_max_revs) {
+        let result = match catch_up(chosen, &snapshot, current, compact, self.config.watch.watch_batch_max_revs()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "catch-up read failed; the watchers are lost");

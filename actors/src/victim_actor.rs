@@ -113,7 +113,7 @@ impl VictimActor {
             return;
         }
         self.retry_scheduled = true;
-        ctx.run_later(self.config.watch.victim_retry_period, |act, ctx| {
+        ctx.run_later(self.config.watch.victim_retry_period(), |act, ctx| {
             act.retry_scheduled = false;
             act.retry();
             act.schedule_retry(ctx);

@@ -31,8 +31,8 @@ struct Served {
 async fn serve(max_response_bytes: usize, max_request_bytes: usize) -> Served {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = ActorsConfig::new(dir.path());
-    config.store = config.store.durability(Durability::Buffered);
-    config.watch.max_response_bytes = max_response_bytes;
+    config.store = config.store.with_durability(Durability::Buffered);
+    config.watch = config.watch.clone().with_max_response_bytes(max_response_bytes);
     let handle = watchkv_actors::start(config).await.expect("start the store");
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = max_request_bytes;

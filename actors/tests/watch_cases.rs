@@ -133,7 +133,7 @@ async fn a6_cancel_unsynced() {
 
 #[actix_rt::test]
 async fn a7_sync_watchers() {
-    let sys = TestSystem::with(true, |c| c.watch.chan_buf_len = 256).await;
+    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_chan_buf_len(256)).await;
     sys.put("foo", "bar").await;
     let s = sys.stream();
     for _ in 0..100 {
@@ -160,8 +160,8 @@ async fn a7_sync_watchers() {
 #[actix_rt::test]
 async fn a10_no_event_loss_on_compact() {
     let sys = TestSystem::with(true, |c| {
-        c.watch.chan_buf_len = 1;
-        c.watch.max_watchers_per_sync = 4;
+        c.watch = c.watch.clone().with_chan_buf_len(1);
+        c.watch = c.watch.clone().with_max_watchers_per_sync(4);
     })
     .await;
     for _ in 0..10 {
@@ -208,7 +208,7 @@ async fn a11_f2_watch_future_rev() {
 
 #[actix_rt::test]
 async fn a13_watch_batch_unsynced_through_the_runtime() {
-    let sys = TestSystem::with(true, |c| c.watch.watch_batch_max_revs = 4).await;
+    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_watch_batch_max_revs(4)).await;
     for _ in 0..12 {
         sys.put("foo", "foo").await; // 2..13
     }
@@ -231,10 +231,10 @@ async fn a13_watch_batch_unsynced_through_the_runtime() {
 #[actix_rt::test]
 async fn a15_watch_victims() {
     let sys = TestSystem::with(false, |c| {
-        c.watch.chan_buf_len = 1;
-        c.watch.max_watchers_per_sync = 2;
-        c.watch.victim_retry_period = Duration::from_millis(2);
-        c.watch.watch_resync_period = Duration::from_millis(10);
+        c.watch = c.watch.clone().with_chan_buf_len(1);
+        c.watch = c.watch.clone().with_max_watchers_per_sync(2);
+        c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
+        c.watch = c.watch.clone().with_watch_resync_period(Duration::from_millis(10));
     })
     .await;
     let mut streams = Vec::new();
@@ -751,7 +751,7 @@ async fn f9_multiple_events_put_unsynced() {
 
 #[actix_rt::test]
 async fn f12_g3_g4_periodic_progress_notify() {
-    let sys = TestSystem::with(false, |c| c.watch.progress_notify_interval = Duration::from_millis(200)).await;
+    let sys = TestSystem::with(false, |c| c.watch = c.watch.clone().with_progress_notify_interval(Duration::from_millis(200))).await;
     let s = sys.stream();
     let pn = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("foo"), 1) }).await.watch_id;
     let plain = s.watch(one("foo"), 1).await;
@@ -864,7 +864,7 @@ async fn g9_mixed_prev_kv_on_separate_streams() {
 
 #[actix_rt::test]
 async fn g12_fragment_large_responses() {
-    let sys = TestSystem::with(false, |c| c.watch.max_response_bytes = 300 << 10).await;
+    let sys = TestSystem::with(false, |c| c.watch = c.watch.clone().with_max_response_bytes(300 << 10)).await;
     for i in 0..10 {
         sys.handle.put(PutRequest::new(format!("foo{i}"), vec![b'a'; 100 << 10])).await.expect("put");
     }
@@ -940,7 +940,7 @@ async fn x4_negative_start_revision() {
 
 #[actix_rt::test]
 async fn x8_progress_is_withheld_while_a_watcher_is_behind() {
-    let sys = TestSystem::with(true, |c| c.watch.watch_batch_max_revs = 100).await;
+    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_watch_batch_max_revs(100)).await;
     for _ in 0..300 {
         sys.put("foo", "x").await;
     }
@@ -988,8 +988,8 @@ async fn x19_empty_key_and_all_keys() {
 #[actix_rt::test]
 async fn slow_consumer_policy_cancels_a_stuck_watcher_with_a_reason() {
     let sys = TestSystem::with(false, |c| {
-        c.watch.chan_buf_len = 1;
-        c.watch.victim_retry_period = Duration::from_millis(2);
+        c.watch = c.watch.clone().with_chan_buf_len(1);
+        c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
         c.slow_consumer =
             watchkv_actors::SlowConsumerPolicy::CancelAfter { lag_revisions: 5, parked_for: Duration::from_secs(3600) };
     })

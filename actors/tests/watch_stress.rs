@@ -748,7 +748,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     let batch_revs = rng.random_range(2..=8);
     let per_sync = rng.random_range(4..=16);
     let ring = rng.random_range(8..=64);
-    let progress_ms = rng.random_range(20..=60);
+    let progress_ms = rng.random_range(100..=150);
     let max_bytes = rng.random_range(60..=300);
     let compaction_batch = rng.random_range(2..=20);
     eprintln!(
@@ -757,16 +757,16 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     );
     let sys = Rc::new(
         TestSystem::with(false, |c| {
-            c.watch.chan_buf_len = chan_buf_len;
-            c.watch.watch_resync_period = Duration::from_millis(resync_ms);
-            c.watch.victim_retry_period = Duration::from_millis(2);
-            c.watch.watch_batch_max_revs = batch_revs;
-            c.watch.max_watchers_per_sync = per_sync;
-            c.watch.progress_notify_interval = Duration::from_millis(progress_ms);
-            c.watch.max_response_bytes = max_bytes;
+            c.watch = c.watch.clone().with_chan_buf_len(chan_buf_len);
+            c.watch = c.watch.clone().with_watch_resync_period(Duration::from_millis(resync_ms));
+            c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
+            c.watch = c.watch.clone().with_watch_batch_max_revs(batch_revs);
+            c.watch = c.watch.clone().with_max_watchers_per_sync(per_sync);
+            c.watch = c.watch.clone().with_progress_notify_interval(Duration::from_millis(progress_ms));
+            c.watch = c.watch.clone().with_max_response_bytes(max_bytes);
             c.ring_revisions = ring;
             c.slow_consumer = policy;
-            c.store = c.store.clone().compaction_batch_limit(compaction_batch);
+            c.store = c.store.clone().with_compaction_batch_limit(compaction_batch);
         })
         .await,
     );

@@ -17,7 +17,7 @@ pub struct TestStore {
 /// The configuration tests use: buffered durability (the crash test covers fsync) and no pause
 /// between compaction batches.
 pub fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig::new(dir).durability(Durability::Buffered).compaction_sleep_interval(Duration::ZERO)
+    StoreConfig::new(dir).with_durability(Durability::Buffered).with_compaction_sleep_interval(Duration::ZERO)
 }
 
 impl TestStore {

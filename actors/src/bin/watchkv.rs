@@ -84,17 +84,18 @@ impl Args {
         let mut c = ActorsConfig::new(&self.data_dir);
         c.store = c
             .store
-            .durability(self.durability)
-            .max_txn_ops(self.max_txn_ops)
-            .compaction_batch_limit(self.compaction_batch_limit);
-        c.watch.chan_buf_len = self.chan_buf_len.max(1);
-        c.watch.max_watchers_per_sync = self.max_watchers_per_sync.max(1);
-        c.watch.watch_resync_period = Duration::from_millis(self.watch_resync_period_ms.max(1));
-        c.watch.victim_retry_period = Duration::from_millis(self.victim_retry_period_ms.max(1));
-        c.watch.watch_batch_max_revs = self.watch_batch_max_revs.max(1);
+            .with_durability(self.durability)
+            .with_max_txn_ops(self.max_txn_ops)
+            .with_compaction_batch_limit(self.compaction_batch_limit);
+        c.watch = c.watch.with_chan_buf_len(self.chan_buf_len.max(1));
+        c.watch = c.watch.with_max_watchers_per_sync(self.max_watchers_per_sync.max(1));
+        c.watch = c.watch.with_watch_resync_period(Duration::from_millis(self.watch_resync_period_ms.max(1)));
+        c.watch = c.watch.with_victim_retry_period(Duration::from_millis(self.victim_retry_period_ms.max(1)));
+        c.watch = c.watch.with_watch_batch_max_revs(self.watch_batch_max_revs.max(1));
         // etcd clamps the progress interval at 100 ms.
-        c.watch.progress_notify_interval = Duration::from_millis(self.progress_notify_interval_ms.max(100));
-        c.watch.max_response_bytes = self.max_request_bytes + 512 * 1024;
+        c.watch =
+            c.watch.with_progress_notify_interval(Duration::from_millis(self.progress_notify_interval_ms.max(100)));
+        c.watch = c.watch.with_max_request_bytes(self.max_request_bytes);
         c.max_watchers_per_stream = self.max_watchers_per_stream.max(1);
         c.catch_up_priority = self.catch_up_priority;
         if self.slow_consumer_lag > 0 {

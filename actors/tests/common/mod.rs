@@ -28,7 +28,7 @@ pub struct TestSystem {
 /// Test configuration: buffered durability, no lease timer, timers on unless `manual`.
 pub fn config(dir: &std::path::Path, manual: bool) -> ActorsConfig {
     let mut c = ActorsConfig::new(dir);
-    c.store = c.store.durability(Durability::Buffered).compaction_sleep_interval(Duration::ZERO);
+    c.store = c.store.with_durability(Durability::Buffered).with_compaction_sleep_interval(Duration::ZERO);
     c.lease_tick = None;
     c.manual_ticks = manual;
     c

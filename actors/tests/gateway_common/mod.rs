@@ -75,7 +75,7 @@ pub async fn serve(opts: &Opts) -> Served {
     install_panic_hook();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = ActorsConfig::new(dir.path());
-    config.store = config.store.durability(Durability::Buffered);
+    config.store = config.store.with_durability(Durability::Buffered);
     if let Some(n) = opts.max_watchers_per_stream {
         config.max_watchers_per_stream = n;
     }
