@@ -297,7 +297,7 @@ fn store_benches(c: &mut Criterion) {
     });
     drop(state);
 
-    // ----- range_events_100k: the catch-up read (spec §6.5 step 3) -----
+    // ----- range_events_100k: the catch-up read (docs/etcd-semantics.md §6.5 step 3) -----
     let mut state: Option<TempStore> = None;
     g.throughput(Throughput::Elements(100_000));
     g.bench_function("range_events_100k", |b| {

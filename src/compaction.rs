@@ -1,6 +1,7 @@
 //! Owns physical compaction: a background thread that deletes history rows the index no longer
-//! needs, in batches, and records the finished marker (etcd `kvstore_compaction.go`, spec §5).
-//! Logical compaction (the index and the compact revision) is `kv_store`'s, and happens at once.
+//! needs, in batches, and records the finished marker (etcd `kvstore_compaction.go`,
+//! docs/etcd-semantics.md §5). Logical compaction (the index and the compact revision) is
+//! `kv_store`'s, and happens at once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

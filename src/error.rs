@@ -6,7 +6,7 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The requested revision is below the compact revision (spec §1.4, §5).
+    /// The requested revision is below the compact revision (docs/etcd-semantics.md §1.4, §5).
     #[error("mvcc: required revision has been compacted")]
     Compacted {
         /// The revision that was asked for.
@@ -14,7 +14,7 @@ pub enum Error {
         /// The store's compact revision at the time.
         compact_rev: i64,
     },
-    /// The requested revision is above the current revision (spec §1.4, §5).
+    /// The requested revision is above the current revision (docs/etcd-semantics.md §1.4, §5).
     #[error("mvcc: required revision is a future revision")]
     FutureRev {
         /// The revision that was asked for.
@@ -22,10 +22,11 @@ pub enum Error {
         /// The store's current revision at the time.
         current_rev: i64,
     },
-    /// A txn has more than `max_txn_ops` operations in one list (spec §1.3).
+    /// A txn has more than `max_txn_ops` operations in one list (docs/etcd-semantics.md §1.3).
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
-    /// A txn branch writes one key twice, or puts a key it also deletes (spec §1.3).
+    /// A txn branch writes one key twice, or puts a key it also deletes (docs/etcd-semantics.md
+    /// §1.3).
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
     /// A request names the empty key.
@@ -52,7 +53,7 @@ pub enum Error {
     /// A request is larger than `max_request_bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
-    /// A watch on an empty range (`key >= range_end`), spec §6.2.
+    /// A watch on an empty range (`key >= range_end`), docs/etcd-semantics.md §6.2.
     #[error("mvcc: watcher range is empty")]
     EmptyWatcherRange,
     /// An explicit watch id that the stream already uses.
@@ -82,8 +83,9 @@ pub enum Error {
     /// in-memory state that may not be on disk (as fjall poisons itself).
     #[error("mvcc: store is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
-    /// A broken internal invariant of the runtime (a bug, not damage on disk): the operation
-    /// could not be completed and nothing was changed by it.
+    /// A broken internal invariant (a bug, not damage on disk; that is `Corrupt`). In the
+    /// runtime the operation did not complete and changed nothing; in the middle of a write the
+    /// core poisons the store as for a storage failure.
     #[error("watchkv: internal error: {0}")]
     Internal(String),
     /// The store was closed before the operation could finish.

@@ -1,5 +1,5 @@
 //! Owns `KeyIndex`: one key's history as generations of revisions (etcd `key_index.go`,
-//! spec §2). No values live here; rows are read from the backend by revision.
+//! docs/etcd-semantics.md §2). No values live here; rows are read from the backend by revision.
 //!
 //! Worked example (etcd's own): key "foo" with `put(1.0); put(2.0); tombstone(3.0); put(4.0);
 //! tombstone(5.0)` has the generations
@@ -182,7 +182,7 @@ impl KeyIndex {
     }
 
     /// Drops history that no read at a revision `>= at_rev` needs, and reports in `keep` the
-    /// revision whose row must survive (etcd `keyIndex.compact`, spec §2.1).
+    /// revision whose row must survive (etcd `keyIndex.compact`, docs/etcd-semantics.md §2.1).
     pub fn compact(&mut self, at_rev: i64, keep: &mut impl Extend<Revision>) {
         let (gen_idx, kept) = self.compaction_point(at_rev);
         keep.extend(self.reborn_at(gen_idx, at_rev));
@@ -215,10 +215,10 @@ impl KeyIndex {
     }
 
     /// Finds the first generation whose tombstone is `>= at_rev` (or the last one), and in it the
-    /// newest revision `<= at_rev` (etcd `doCompact`); returns the generation and the positions
-    /// of its revisions to keep: that newest one, preceded by the other revisions of `at_rev`
-    /// when an `mvcc_txn` changed the key several times within `at_rev` (spec §5: every row
-    /// of the compaction revision is kept, so that a watch from it gets the whole revision).
+    /// newest revision `<= at_rev` (etcd `doCompact`); returns the generation and the positions of
+    /// its revisions to keep: that newest one, preceded by the other revisions of `at_rev` when an
+    /// `mvcc_txn` changed the key several times within `at_rev` (docs/etcd-semantics.md §5: every
+    /// row of the compaction revision is kept, so that a watch from it gets the whole revision).
     fn compaction_point(&self, at_rev: i64) -> (usize, Option<std::ops::Range<usize>>) {
         let last = self.generations.len().saturating_sub(1);
         let gen_idx = self

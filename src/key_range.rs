@@ -1,9 +1,9 @@
 //! Owns `KeyRange`: a single key, `[start, end)`, a prefix or "from key", with etcd's wire rules
-//! (spec §4). Used alike by range, delete_range, compares and watches.
+//! (docs/etcd-semantics.md §4). Used alike by range, delete_range, compares and watches.
 
 use std::ops::Bound;
 
-/// A set of keys, as etcd's `(key, range_end)` pair describes it (spec §4).
+/// A set of keys, as etcd's `(key, range_end)` pair describes it (docs/etcd-semantics.md §4).
 ///
 /// Comparison is plain byte-wise lexicographic. An `Interval` whose `start >= end` is empty:
 /// range and delete_range return nothing for it, while a watch on it is an error

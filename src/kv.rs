@@ -1,10 +1,10 @@
 //! Owns the value types that cross the store boundary: `KeyValue`, `Event`, `EventKind`
-//! (etcd `mvccpb.KeyValue` / `mvccpb.Event`, spec §3).
+//! (etcd `mvccpb.KeyValue` / `mvccpb.Event`, docs/etcd-semantics.md §3).
 
 /// A lease id; 0 means "no lease".
 pub type LeaseId = i64;
 
-/// One version of a key (etcd `mvccpb.KeyValue`, spec §2–§3).
+/// One version of a key (etcd `mvccpb.KeyValue`, docs/etcd-semantics.md §2–§3).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyValue {
     /// The key.
@@ -30,7 +30,7 @@ pub enum EventKind {
     Delete,
 }
 
-/// One change produced by a committed write (etcd `mvccpb.Event`, spec §3).
+/// One change produced by a committed write (etcd `mvccpb.Event`, docs/etcd-semantics.md §3).
 ///
 /// A DELETE event's `kv` carries only `key` and `mod_revision` (the deletion revision).
 /// `prev_kv` is the key's state at `mod_revision - 1` when that is known (absent for create
@@ -48,7 +48,7 @@ pub struct Event {
 
 impl Event {
     /// Returns whether this event created the key: a PUT with `create_revision == mod_revision`
-    /// (spec §3: `version == 1`).
+    /// (docs/etcd-semantics.md §3: `version == 1`).
     #[must_use]
     pub fn is_create(&self) -> bool {
         self.kind == EventKind::Put && self.kv.create_revision == self.kv.mod_revision

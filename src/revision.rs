@@ -2,7 +2,8 @@
 //!
 //! A backend row key is `BE64(main) '_' BE64(sub)` (17 bytes), plus a trailing `'t'` for a
 //! tombstone (18 bytes). Rows therefore sort by revision, which is what lets the watch catch-up
-//! read "all changes in `[min_rev, max_rev)`" as one contiguous range scan (spec §1.1).
+//! read "all changes in `[min_rev, max_rev)`" as one contiguous range scan (docs/etcd-semantics.md
+//! §1.1).
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
-//! Model-based property test of `KvStore` against a tiny in-memory reference model of etcd's
-//! MVCC rules (spec §1–§5: revisions, key generations, event contents, key ranges, compaction)
-//! plus leases and restart.
+//! Model-based property test of `KvStore` against a tiny in-memory reference model of etcd's MVCC
+//! rules (docs/etcd-semantics.md §1–§5: revisions, key generations, event contents, key ranges,
+//! compaction) plus leases and restart.
 //!
 //! Every generated case opens a store in a fresh directory and runs up to 60 operations on both
 //! the store and the model: puts (with leases, `prev_kv`, `ignore_value`/`ignore_lease`),
@@ -12,7 +12,7 @@
 //! fields), reads at several revisions, the key-index size and the lease table (ids, remaining
 //! and granted TTL, keys). After every restart, every waited compaction and at the end of the
 //! case it reads the whole key space at every readable revision and compares the history rows
-//! on disk (spec §1.1, §5) with the model's.
+//! on disk (docs/etcd-semantics.md §1.1, §5) with the model's.
 //!
 //! The model is deliberately naive: per key the full list of changes (never compacted: reads
 //! below the compact revision must fail anyway), the current and compact revisions, and the
@@ -500,7 +500,8 @@ struct Model {
     now: i64,
 }
 
-/// Plain byte-wise range membership (spec §4), written independently of `KeyRange::contains`.
+/// Plain byte-wise range membership (docs/etcd-semantics.md §4), written independently of
+/// `KeyRange::contains`.
 fn in_range(range: &KeyRange, key: &[u8]) -> bool {
     match range {
         KeyRange::Single(k) => k.as_slice() == key,
@@ -509,13 +510,13 @@ fn in_range(range: &KeyRange, key: &[u8]) -> bool {
     }
 }
 
-/// Reads `req` (all but its revision) out of a key → state map (spec §1.4 step 4, etcd
-/// `executeRange`): `count` is every key of the range, before filters and limit; `count_only`
-/// returns no key-values; filters, then sorting (a non-key target without an order sorts
-/// ascending; ties keep key order, the store's documented choice where etcd's sort is not
-/// stable), then the limit; `keys_only` blanks values. Like the store, the limit applies after
-/// sorting by a non-key target even without a sort order; etcd (`rangeLimit`) pushes the limit
-/// down in that case and sorts only the first `limit + 1` keys in key order.
+/// Reads `req` (all but its revision) out of a key → state map (docs/etcd-semantics.md §1.4 step 4,
+/// etcd `executeRange`): `count` is every key of the range, before filters and limit; `count_only`
+/// returns no key-values; filters, then sorting (a non-key target without an order sorts ascending;
+/// ties keep key order, the store's documented choice where etcd's sort is not stable), then the
+/// limit; `keys_only` blanks values. Like the store, the limit applies after sorting by a non-key
+/// target even without a sort order; etcd (`rangeLimit`) pushes the limit down in that case and
+/// sorts only the first `limit + 1` keys in key order.
 fn read(state: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest, header: i64) -> RangeResponse {
     let mut kvs: Vec<KeyValue> =
         state.iter().filter(|(k, _)| in_range(&req.range, k)).map(|(_, v)| v.clone()).collect();
@@ -665,7 +666,7 @@ impl Model {
         self.state_at(self.current)
     }
 
-    /// Spec §1.4 steps 1–3, then the read.
+    /// docs/etcd-semantics.md §1.4 steps 1–3, then the read.
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MErr> {
         if req.revision > self.current {
             return Err(MErr::FutureRev { requested: req.revision, current_rev: self.current });
@@ -678,7 +679,7 @@ impl Model {
     }
 
     /// Keys in the key index: live now, or changed at or after the compact revision (a key
-    /// whose last change is a tombstone below it has left the index, §2.1).
+    /// whose last change is a tombstone below it has left the index, docs/etcd-semantics.md §2.1).
     fn indexed_keys(&self) -> usize {
         self.hist
             .values()
@@ -689,11 +690,12 @@ impl Model {
             .count()
     }
 
-    /// The history rows the backend must hold with `main >= from` (spec §1.1: one row per
-    /// change keyed by `(main, sub)`, a tombstone's value holds only the key; §5: compaction at
-    /// `r` keeps every row at `main >= r`), plus, if `below` (a physical compaction has
-    /// finished), the rows below the compact revision that compaction keeps: each key's newest
-    /// change `<= r` if the key is live at `r`. In revision order.
+    /// The history rows the backend must hold with `main >= from` (docs/etcd-semantics.md §1.1: one
+    /// row per change keyed by `(main, sub)`, a tombstone's value holds only the key;
+    /// docs/etcd-semantics.md §5: compaction at `r` keeps every row at `main >= r`), plus, if
+    /// `below` (a physical compaction has finished), the rows below the compact revision that
+    /// compaction keeps: each key's newest change `<= r` if the key is live at `r`. In revision
+    /// order.
     fn rows(&self, from: i64, below: bool) -> Vec<(Revision, bool, KeyValue, Option<Revision>)> {
         let mut out = Vec::new();
         for (key, h) in &self.hist {
@@ -737,7 +739,8 @@ impl Model {
         }
     }
 
-    /// Applies the events of one write: one new revision if there is any (spec §1.2).
+    /// Applies the events of one write: one new revision if there is any (docs/etcd-semantics.md
+    /// §1.2).
     fn commit(&mut self, events: &[Event]) {
         if events.is_empty() {
             return;
@@ -838,7 +841,8 @@ impl Model {
         Ok((resp, events))
     }
 
-    /// Revokes a lease: its live keys are deleted in key order in one revision (§3).
+    /// Revokes a lease: its live keys are deleted in key order in one revision
+    /// (docs/etcd-semantics.md §3).
     fn revoke(&mut self, id: LeaseId) -> Result<(i64, Vec<Event>), MErr> {
         if !self.leases.contains_key(&id) {
             return Err(MErr::LeaseNotFound);
@@ -854,7 +858,7 @@ impl Model {
         Ok((self.current, events))
     }
 
-    /// Spec §5 steps 1–3 (the logical part).
+    /// docs/etcd-semantics.md §5 steps 1–3 (the logical part).
     fn compact(&mut self, rev: i64) -> Result<(), MErr> {
         if rev <= self.compact {
             return Err(MErr::Compacted { requested: rev, compact_rev: self.compact });
@@ -886,7 +890,7 @@ impl<'m> Work<'m> {
         self.m.current + 1
     }
 
-    /// Reads inside a write see its own writes (§1.2).
+    /// Reads inside a write see its own writes (docs/etcd-semantics.md §1.2).
     fn read_rev(&self) -> i64 {
         self.m.current + i64::from(!self.events.is_empty())
     }

@@ -147,11 +147,11 @@ fn regression_04_compaction_at_revision_that_recreated_a_key_loses_it() {
 
 // postmortem: found once the model also compared the history rows on disk. An `mvcc_txn` that
 // changes a key twice within revision R, then compaction at R: the index kept only the newest
-// change of R (etcd keeps "the newest revision <= R", which is the whole of R when a key changes
-// at most once per revision), so the physical compaction deleted row R.0 and a watch starting at
-// R (catch-up reads rows from R on) missed the first change of R, against spec §5 ("rows at
-// main == r are all kept"). Fixed in `KeyIndex::compaction_point`: every revision of R in the
-// kept generation is kept.
+// change of R (etcd keeps "the newest revision <= R", which is the whole of R when a key changes at
+// most once per revision), so the physical compaction deleted row R.0 and a watch starting at R
+// (catch-up reads rows from R on) missed the first change of R, against docs/etcd-semantics.md §5
+// ("rows at main == r are all kept"). Fixed in `KeyIndex::compaction_point`: every revision of R in
+// the kept generation is kept.
 #[test]
 fn regression_05_compaction_keeps_every_change_of_its_revision() {
     let mut f = Fixture::new();

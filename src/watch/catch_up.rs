@@ -1,5 +1,5 @@
-//! Owns one catch-up pass over a set of unsynced watchers (etcd `watchable_store.go
-//! syncWatchers` steps 2–5, spec §6.5), as a pure function of the watchers and a storage
+//! Owns one catch-up pass over a set of unsynced watchers (etcd `watchable_store.go syncWatchers`
+//! steps 2–5, docs/etcd-semantics.md §6.5), as a pure function of the watchers and a storage
 //! snapshot. The runtime decides what to do with the result: send, park as victims, promote.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Owns `EventBatch`: the events one watcher is owed in one response, at most
 //! `watch_batch_max_revs` distinct revisions and never a split revision (etcd
-//! `watcher_group.go eventBatch`, spec §6.7).
+//! `watcher_group.go eventBatch`, docs/etcd-semantics.md §6.7).
 
 use std::sync::Arc;
 

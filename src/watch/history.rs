@@ -1,6 +1,6 @@
 //! Owns the catch-up read: turning the history rows of `[min_rev, max_rev)` into events from a
-//! storage snapshot (etcd `watchable_store.go rangeEvents` + `kvsToEvents`, spec §6.5 step 3).
-//! Runs off the writer's thread; it never touches the key index.
+//! storage snapshot (etcd `watchable_store.go rangeEvents` + `kvsToEvents`, docs/etcd-semantics.md
+//! §6.5 step 3). Runs off the writer's thread; it never touches the key index.
 
 use std::sync::Arc;
 
@@ -24,9 +24,10 @@ pub enum Wanted {
 /// Returns the events of every row with `min_rev <= main < max_rev` whose key `wanted` selects,
 /// in `(revision, sub)` order.
 ///
-/// A DELETE event carries only the key and the deletion revision (spec §3). `prev_kv` is read
-/// only when asked for, and left out when the state at `mod_revision - 1` may have been
-/// compacted (`mod_revision <= compact_rev`, as etcd's send loop does) and for create events.
+/// A DELETE event carries only the key and the deletion revision (docs/etcd-semantics.md §3).
+/// `prev_kv` is read only when asked for, and left out when the state at `mod_revision - 1` may
+/// have been compacted (`mod_revision <= compact_rev`, as etcd's send loop does) and for create
+/// events.
 ///
 /// # Errors
 /// Fails on storage errors or a row that does not decode (naming its revision).

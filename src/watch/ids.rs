@@ -1,5 +1,5 @@
 //! Owns `WatchIds` and `AutoWatchIds`: a stream's watch id allocation (etcd `watcher.go
-//! watchStream.Watch`, spec §6.2 step 3).
+//! watchStream.Watch`, docs/etcd-semantics.md §6.2 step 3).
 
 use std::collections::HashSet;
 
@@ -24,8 +24,8 @@ impl AutoWatchIds {
     /// Picks `requested`, or the next free auto id when `requested` is 0 (etcd `AutoWatchID`);
     /// `in_use` says which ids the stream holds. The caller records the id as in use.
     ///
-    /// Deliberate difference (spec §10 quirk 8): etcd accepts negative explicit ids, and -1
-    /// would collide with stream-wide progress responses; we reject them.
+    /// Deliberate difference (docs/etcd-semantics.md §10 quirk 8): etcd accepts negative explicit
+    /// ids, and -1 would collide with stream-wide progress responses; we reject them.
     ///
     /// # Errors
     /// `DuplicateWatchId` if the id is in use, `NegativeWatchId` if it is below 0.
@@ -64,8 +64,8 @@ impl WatchIds {
 
     /// Takes `requested`, or the next free auto id when `requested` is 0 (etcd `AutoWatchID`).
     ///
-    /// Deliberate difference (spec §10 quirk 8): etcd accepts negative explicit ids, and -1
-    /// would collide with stream-wide progress responses; we reject them.
+    /// Deliberate difference (docs/etcd-semantics.md §10 quirk 8): etcd accepts negative explicit
+    /// ids, and -1 would collide with stream-wide progress responses; we reject them.
     ///
     /// # Errors
     /// `DuplicateWatchId` if the id is in use, `NegativeWatchId` if it is below 0.

@@ -1,7 +1,7 @@
 //! Owns the synchronous watch machinery: watcher values, groups and event batches. No threads
 //! and no actors here: the runtime crate moves these values between its actors.
 //!
-//! A watcher's life (etcd `watchable_store.go`, spec §6):
+//! A watcher's life (etcd `watchable_store.go`, docs/etcd-semantics.md §6):
 //!
 //! ```text
 //!   create ──start 0 or future──► synced ◄────────── promoted at a revision boundary ──┐

@@ -1,6 +1,6 @@
 //! Owns `RangeIndex`: a dynamic interval index from half-open key intervals `[start, end)` (with
 //! `end` possibly +∞, "from key") to sets of `u32` ids, answering "which ids contain this key?"
-//! (etcd `pkg/adt/interval_tree.go` as used by `watcher_group.go`, spec §4).
+//! (etcd `pkg/adt/interval_tree.go` as used by `watcher_group.go`, docs/etcd-semantics.md §4).
 //!
 //! The index is a treap (a binary search tree keyed by `(start, end)`, heap-ordered by random
 //! priorities, so it stays balanced in expectation whatever the insertion order) whose nodes live

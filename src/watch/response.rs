@@ -1,6 +1,6 @@
 //! Owns `WatchResponse`, the transport-neutral response a stream sends (etcd
-//! `etcdserverpb.WatchResponse`, spec §7.3), its protobuf size, and fragment splitting
-//! (etcd `v3rpc/watch.go sendFragments`, spec §7.4).
+//! `etcdserverpb.WatchResponse`, docs/etcd-semantics.md §7.3), its protobuf size, and fragment
+//! splitting (etcd `v3rpc/watch.go sendFragments`, docs/etcd-semantics.md §7.4).
 
 use std::sync::Arc;
 

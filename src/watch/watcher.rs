@@ -16,7 +16,7 @@ pub type WatchId = i64;
 
 /// The process-wide identity of a watcher: its stream, its id on that stream, and a sequence
 /// number unique for the life of the process, so that a watcher whose id a client reuses after
-/// a cancel is never mistaken for its predecessor (spec §10 quirk 6).
+/// a cancel is never mistaken for its predecessor (docs/etcd-semantics.md §10 quirk 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatcherKey {
     /// The stream that created the watcher.
@@ -29,7 +29,7 @@ pub struct WatcherKey {
 
 /// A flag the client's stream raises when it cancels a watcher. Every owner checks it when a
 /// watcher reaches it by message, so a cancel wins even over a watcher in transit between
-/// groups (DESIGN invariant 6). An atomic flag, not a lock.
+/// groups (docs/design.md, invariant 6). An atomic flag, not a lock.
 #[derive(Debug, Clone, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
 
@@ -70,7 +70,7 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Returns whether `event` passes the filters (spec §6.3).
+    /// Returns whether `event` passes the filters (docs/etcd-semantics.md §6.3).
     #[must_use]
     pub fn accepts(&self, event: &Event) -> bool {
         match event.kind {
@@ -83,7 +83,7 @@ impl Filters {
 /// One watch: what it watches and how far it has been served.
 ///
 /// Invariant: every matching event with revision `< min_rev` has been queued to the stream
-/// exactly once, in order; `min_rev` only grows (spec §9 (c)).
+/// exactly once, in order; `min_rev` only grows (docs/etcd-semantics.md §9 (c)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watcher {
     /// Stream and id.

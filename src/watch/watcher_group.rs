@@ -1,7 +1,7 @@
 //! Owns `WatcherGroup`: a set of watchers indexed by what they watch (etcd `watcherGroup` in
-//! `watcher_group.go`, spec §4 and §6.1). Single-key watchers sit in a hash table keyed by their
-//! key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key are the table
-//! hit plus every stabbed interval.
+//! `watcher_group.go`, docs/etcd-semantics.md §4 and §6.1). Single-key watchers sit in a hash table
+//! keyed by their key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key
+//! are the table hit plus every stabbed interval.
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -28,10 +28,10 @@ type SameKey = SmallVec<[u32; 4]>;
 /// One entry of the single-key table: the slots of a key's watchers and the key's hash.
 ///
 /// The hash is kept so that growing the table never rehashes a key: without it, a resize
-/// hashed every watched key again through the slab (a cache miss and a SipHash each), which
-/// held the store for 0.4 ms at 3.6k keys, 0.9 ms at 7k and 4.9 ms at 14k while promoted
-/// watchers were inserted (`cargo bench -p watchkv-actors --bench watch -- catchup`). It costs
-/// 8 bytes per watched key.
+/// hashed every watched key again through the slab (a cache miss and a SipHash each), and the
+/// store stalled for a time growing faster than the table while promoted watchers were inserted
+/// (measured with `cargo bench -p watchkv-actors --bench watch -- catchup`). It costs 8 bytes
+/// per watched key.
 #[derive(Debug)]
 struct SingleEntry {
     hash: u64,

@@ -1,0 +1,46 @@
+//! Owns scheduling compaction: the checks, the durable `scheduled` marker, the index
+//! compaction, and the hand-off of the rows to delete to the background worker in
+//! [`crate::compaction`] (etcd `mvcc/kvstore.go Compact`, `kvstore_compaction.go`).
+
+use super::KvStore;
+use crate::backend::META_SCHEDULED_COMPACT;
+use crate::compaction::CompactionTicket;
+use crate::error::{Error, Result};
+
+impl KvStore {
+    /// Compacts history at `rev` (etcd `Compact`, docs/etcd-semantics.md §5): reads below `rev`
+    /// fail from now on; the rows no longer needed are deleted in the background. Wait on the
+    /// returned ticket for the physical part (`physical = true`).
+    ///
+    /// # Errors
+    /// `Compacted` if `rev <= compact_rev`, `FutureRev` if `rev > current_rev`, or a storage
+    /// error.
+    pub fn compact(&mut self, rev: i64) -> Result<CompactionTicket> {
+        self.check_writable()?;
+        // Every row at or below `rev` must be in the backend before the compactor scans it.
+        self.persist()?;
+        if rev <= self.compact_rev {
+            return Err(Error::Compacted { requested: rev, compact_rev: self.compact_rev });
+        }
+        if rev > self.current_rev {
+            return Err(Error::FutureRev { requested: rev, current_rev: self.current_rev });
+        }
+        let mut batch = self.backend.batch();
+        batch.put_meta(META_SCHEDULED_COMPACT, rev);
+        let persisted = batch.commit().and_then(|()| self.backend.sync());
+        if let Err(e) = persisted {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.unpersisted = false;
+        self.compact_unchecked(rev)
+    }
+
+    /// Compacts the index at `rev` and schedules the physical part; also resumes an unfinished
+    /// compaction on open.
+    pub(super) fn compact_unchecked(&mut self, rev: i64) -> Result<CompactionTicket> {
+        self.compact_rev = rev;
+        let keep = self.index.compact(rev);
+        Ok(self.compactor.schedule(rev, keep))
+    }
+}

@@ -1,0 +1,178 @@
+//! Owns transactions: the public `txn` / `mvcc_txn`, their checks against the state before the
+//! write, the compare path and the execution of the chosen branches (etcd
+//! `server/etcdserver/txn/txn.go`: `checkRequests`, `compareToPath`, `applyCompare`,
+//! `compareKV`, `executeTxn`).
+
+use super::write::WriteTxn;
+use super::{Committed, KvStore};
+use crate::error::{Error, Result};
+use crate::kv::KeyValue;
+use crate::request::{
+    check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+};
+
+impl KvStore {
+    /// Runs a transaction (etcd `Txn`).
+    ///
+    /// # Errors
+    /// The validation errors of [`check_txn`], `LeaseNotFound`, `KeyNotFound`, `FutureRev` /
+    /// `Compacted` for a read inside it, or a storage error. A txn that fails changes nothing.
+    pub fn txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
+        self.write(req)
+    }
+
+    /// Runs a transaction with only the MVCC layer's rules: the API-level duplicate-key rule is
+    /// skipped, so one txn may put the same key several times (each change gets the next `sub`
+    /// and version, etcd case A13). Transports use [`Self::txn`].
+    ///
+    /// # Errors
+    /// As [`Self::txn`], except `DuplicateKey`.
+    pub fn mvcc_txn(&mut self, req: TxnRequest) -> Result<Committed<TxnResponse>> {
+        let result = self.apply_txn(req, false);
+        self.persist()?;
+        result
+    }
+
+    /// `api_checks` applies the API layer's duplicate-key rule.
+    pub(super) fn apply_txn(&mut self, t: TxnRequest, api_checks: bool) -> Result<Committed<TxnResponse>> {
+        self.apply_write(
+            t,
+            |store, t| {
+                if api_checks {
+                    check_txn(t, store.config.max_txn_ops())?;
+                } else {
+                    check_txn_shape(t, store.config.max_txn_ops())?;
+                }
+                let path = store.compare_path(t)?;
+                store.check_txn_refs(t, &path, &mut 0, api_checks)?;
+                Ok(path)
+            },
+            |store, w, t, path| store.exec_txn(w, t, path).map(|(resp, _)| resp),
+            |r, rev| r.revision = rev,
+        )
+    }
+
+    /// Checks the ops of the branches `path` selects, before any of them runs (etcd
+    /// `checkRequests` with `checkRequestPut` and, at the API level, `checkRequestRange`).
+    ///
+    /// Deliberate difference: etcd's `checkRequestRange` compares a negative read revision with
+    /// the compact revision (so `revision: -1` in a txn fails after any compaction) although a
+    /// plain range treats every `revision <= 0` as "current"; we treat it as current in both.
+    fn check_txn_refs(&self, t: &TxnRequest, path: &[bool], at: &mut usize, api_checks: bool) -> Result<()> {
+        let succeeded = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
+        for op in if succeeded { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Put(p) => self.check_put_refs(p)?,
+                RequestOp::Range(r) if r.revision > 0 => {
+                    // The MVCC layer lets a read name the txn's own revision, readable once the
+                    // txn has changed something (known only when it runs, see `apply`).
+                    let newest = if api_checks { self.current_rev } else { self.current_rev + 1 };
+                    if r.revision > newest {
+                        return Err(Error::FutureRev { requested: r.revision, current_rev: self.current_rev });
+                    }
+                    if r.revision < self.compact_rev {
+                        return Err(Error::Compacted { requested: r.revision, compact_rev: self.compact_rev });
+                    }
+                }
+                RequestOp::Txn(nested) => self.check_txn_refs(nested, path, at, api_checks)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates every compare of a txn and of the nested txns it will run, against the state
+    /// before the txn, in execution order (etcd `compareToPath`).
+    fn compare_path(&self, t: &TxnRequest) -> Result<Vec<bool>> {
+        let mut path = Vec::new();
+        self.compare_path_into(t, &mut path)?;
+        Ok(path)
+    }
+
+    fn compare_path_into(&self, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare_holds(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(nested) = op {
+                self.compare_path_into(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd `applyCompare`: every key of the range must satisfy the compare; a missing key
+    /// compares as a zero key-value, except that a value compare on no key always fails.
+    fn compare_holds(&self, c: &Compare) -> Result<bool> {
+        let mut found = Vec::new();
+        self.index.range_at(&c.range, self.current_rev, |(_, v)| {
+            found.push(v);
+            true
+        });
+        if found.is_empty() {
+            return Ok(!matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default()));
+        }
+        for v in found {
+            let kv = if matches!(c.target, CompareTarget::Value(_) | CompareTarget::Lease(_)) {
+                self.read_kv(v.modified)?
+            } else {
+                KeyValue {
+                    create_revision: v.created.main,
+                    mod_revision: v.modified.main,
+                    version: v.version,
+                    ..KeyValue::default()
+                }
+            };
+            if !compare_kv(c, &kv) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs the branch of `t` that `path` selected; returns its response and how many path
+    /// entries it used (etcd `executeTxn`).
+    fn exec_txn(&mut self, w: &mut WriteTxn, t: TxnRequest, path: &[bool]) -> Result<(TxnResponse, usize)> {
+        let succeeded = path.first().copied().unwrap_or(false);
+        let mut used = 1;
+        let mut responses = Vec::new();
+        for op in if succeeded { t.success } else { t.failure } {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range_view(&r, w.read_rev())?),
+                RequestOp::Put(p) => ResponseOp::Put(self.exec_put(w, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(w, &d)?),
+                RequestOp::Txn(nested) => {
+                    let (resp, n) = self.exec_txn(w, nested, path.get(used..).unwrap_or(&[]))?;
+                    used += n;
+                    ResponseOp::Txn(resp)
+                }
+                RequestOp::Empty => return Err(Error::KeyNotFound),
+            });
+        }
+        // etcd fills only the top-level header; nested txn responses carry revision 0.
+        Ok((TxnResponse { revision: 0, succeeded, responses }, used))
+    }
+}
+
+/// etcd `compareKV`.
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Create(r) => kv.create_revision.cmp(r),
+        CompareTarget::Mod(r) => kv.mod_revision.cmp(r),
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Lease(l) => kv.lease.cmp(l),
+    };
+    match c.result {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
