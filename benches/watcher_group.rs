@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use watchkv::watch::watcher::{Filters, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::WatcherGroup;
 use watchkv::KeyRange;

@@ -48,7 +48,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use watchkv::{DeleteRangeRequest, Durability, Error, KeyRange, KvStore, PutRequest, RangeRequest, StoreConfig};
 
 const DIR_ENV: &str = "WATCHKV_CRASH_DIR";

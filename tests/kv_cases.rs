@@ -472,7 +472,7 @@ fn d5_store_restore_rebuilds_index_from_surviving_rows() {
 
 #[test]
 fn d6_restore_delete() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let mut s = TestStore::with(|c| c.with_restore_chunk_keys(3));
     let mut live = std::collections::BTreeMap::new();

@@ -26,7 +26,7 @@ use common::checker::{self, End, History};
 use common::{Recorded, TestSystem, DEADLINE};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::Filters;
 use watchkv::{
