@@ -51,6 +51,18 @@ impl std::str::FromStr for CatchUpPriority {
     }
 }
 
+/// The name [`CatchUpPriority::from_str`](std::str::FromStr) parses, so a CLI can print the
+/// default.
+impl std::fmt::Display for CatchUpPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle"),
+            Self::Nice(nice) => write!(f, "{nice}"),
+            Self::Unchanged => f.write_str("unchanged"),
+        }
+    }
+}
+
 /// Applies `priority` to the calling thread (on Linux, policy and nice value belong to the
 /// thread; pid 0 names the caller). Failure is logged, not fatal: the thread runs as started.
 pub(crate) fn set_catch_up_priority(priority: CatchUpPriority) {
@@ -296,5 +308,19 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::CatchUpPriority;
+
+    #[test]
+    fn a_priority_prints_what_it_parses() {
+        for p in
+            [CatchUpPriority::Idle, CatchUpPriority::Nice(0), CatchUpPriority::Nice(19), CatchUpPriority::Unchanged]
+        {
+            assert_eq!(p.to_string().parse::<CatchUpPriority>(), Ok(p));
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Owns one client stream (etcd `watchStream` + the gRPC send loop, spec §6.1, §7.1–§7.4): its
-//! watch ids, its bounded mailbox of `chan_buf_len` slots, and delivery to the client through a
-//! [`WatchSink`]. Deliveries arrive by `try_send`; while the client is slow this actor waits on
-//! the sink, its mailbox fills, and further deliveries make victims instead of waiting.
+//! Owns one client stream (etcd `watchStream` + the gRPC send loop, docs/etcd-semantics.md
+//! §6.1, §7.1–§7.4): its watch ids, its bounded mailbox of `chan_buf_len` slots, and delivery
+//! to the client through a [`WatchSink`]. Deliveries arrive by `try_send`; while the client is
+//! slow this actor waits on the sink, its mailbox fills, and further deliveries make victims
+//! instead of waiting.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,127 +13,19 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
-use watchkv::watch::watcher::{CancelFlag, Filters, StreamId, WatchId, Watcher, WatcherKey};
+use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{Error, KeyRange};
 
-use crate::sink::{SinkClosed, SinkSend, WatchSink};
-use crate::store_actor::{
-    CancelWatchers, RegisterStream, RequestProgress, RevisionClock, StoreActor, UnregisterStream, Watch,
+use crate::config::ActorsConfig;
+use crate::protocol::{
+    AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats,
+    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RevisionClock, StreamStats, UnregisterStream,
+    Watch, WatchCreate,
 };
-use crate::syncer_actor::{AddUnsynced, SyncerActor};
-use crate::victim_actor::VictimActor;
-use crate::ActorsConfig;
+use crate::sink::{SinkClosed, SinkSend, WatchSink};
 
 /// Bytes a transport adds as the response header, counted when deciding to fragment.
 const HEADER_ESTIMATE: usize = 32;
-
-/// One response for one watcher of this stream.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The watcher it is for.
-    pub key: WatcherKey,
-    /// The response.
-    pub response: WatchResponse,
-}
-
-/// Responses for watchers of this stream, from the store, the syncer or the victim actor; one
-/// mailbox slot however many watchers and revisions it carries.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// In the order they must reach the client.
-    pub entries: Vec<Delivery>,
-    /// Whether this is catch-up work (the syncer's replay from storage). A stream thread that
-    /// runs such deliveries back to back yields the CPU after a short burst
-    /// (`sched::STREAM_BURST`), so a catch-up rarely holds up writes or live deliveries for
-    /// longer than that; live and victim deliveries never yield.
-    pub catch_up: bool,
-}
-
-impl Deliver {
-    /// Live work: the store's fan-out, a victim retry, a progress or cancel notice. A victim
-    /// retry counts as live even when the syncer parked the batch: a stream whose mailbox was
-    /// full is already behind, and its retries are few (one per retry period).
-    #[must_use]
-    pub fn live(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: false }
-    }
-
-    /// Catch-up work from the syncer.
-    #[must_use]
-    pub fn catch_up(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: true }
-    }
-}
-
-/// A watch create request, as etcd's `WatchCreateRequest` carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WatchCreate {
-    /// The key, or the start of the range; empty means `"\0"`.
-    pub key: Vec<u8>,
-    /// Wire `range_end`: empty = single key, `"\0"` = from key.
-    pub range_end: Vec<u8>,
-    /// 0 = from now; otherwise the first revision wanted.
-    pub start_revision: i64,
-    /// Periodic progress notifications.
-    pub progress_notify: bool,
-    /// Event filters.
-    pub filters: Filters,
-    /// Include `prev_kv` in events.
-    pub prev_kv: bool,
-    /// 0 = let the server choose.
-    pub watch_id: WatchId,
-    /// Split large responses.
-    pub fragment: bool,
-}
-
-impl WatchCreate {
-    /// Returns a create request for `range` from `start_revision`.
-    #[must_use]
-    pub fn new(range: &KeyRange, start_revision: i64) -> Self {
-        let (key, range_end) = range.to_wire();
-        Self { key, range_end, start_revision, ..Self::default() }
-    }
-}
-
-/// Creates a watcher; its `created` response (or the failure) goes out through the sink.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CreateWatch(pub WatchCreate);
-
-/// Cancels a watcher; answered with `canceled` through the sink, or not at all for an unknown id.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CancelWatch(pub WatchId);
-
-/// A client's progress request for the whole stream (answered with watch id -1).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RequestStreamProgress;
-
-/// Sends the periodic progress requests now (tests drive it by hand).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ProgressTick;
-
-/// Closes the stream, cancelling all its watchers.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CloseStream;
-
-/// Observable state of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamStats {
-    /// Active watchers.
-    pub watchers: usize,
-    /// Responses handed to the sink.
-    pub responses: u64,
-}
-
-/// Returns [`StreamStats`].
-#[derive(Debug, Message)]
-#[rtype(result = "StreamStats")]
-pub struct GetStreamStats;
 
 /// What the stream remembers of each of its watchers (kept small: one per watcher). The
 /// watcher's key is this stream's id, the map key and `seq`.
@@ -160,21 +53,27 @@ struct Outbox {
     closed: bool,
 }
 
-/// The runtime actors a stream talks to.
-#[derive(Clone)]
-pub struct Peers {
-    /// Writes, synced watchers, progress, cancels.
-    pub store: Addr<StoreActor>,
-    /// Watchers that start in history.
-    pub syncer: Addr<SyncerActor>,
-    /// Parked batches (only registered with, here).
-    pub victims: Addr<VictimActor>,
+/// The messages a stream sends the runtime's actors; one set, shared by every stream.
+pub struct StreamPeers {
+    /// Where a new stream registers, in this order: the victim actor, the syncer, the store
+    /// (see `StreamActor::started`).
+    pub register: [Recipient<RegisterStream>; 3],
+    /// The syncer: watchers that start in history.
+    pub add_unsynced: Recipient<AddUnsynced>,
+    /// The store: watchers that start now or in the future.
+    pub watch: Recipient<Watch>,
+    /// The store: cancelled watchers (it forwards them to the syncer and the victim actor).
+    pub cancel: Recipient<CancelWatchers>,
+    /// The store: progress requests.
+    pub progress: Recipient<RequestProgress>,
+    /// The store: the stream has ended (forwarded like cancels).
+    pub unregister: Recipient<UnregisterStream>,
 }
 
 /// One client stream.
 pub struct StreamActor {
     id: StreamId,
-    peers: Peers,
+    peers: Arc<StreamPeers>,
     sink: Arc<dyn WatchSink>,
     /// Auto ids; the ids in use are the keys of `watches`.
     ids: AutoWatchIds,
@@ -189,7 +88,7 @@ impl StreamActor {
     /// Returns a stream actor delivering to `sink`.
     pub fn new(
         id: StreamId,
-        peers: Peers,
+        peers: Arc<StreamPeers>,
         sink: Arc<dyn WatchSink>,
         config: Arc<ActorsConfig>,
         clock: Arc<RevisionClock>,
@@ -271,7 +170,7 @@ impl StreamActor {
         if range.is_empty() {
             return Err(Error::EmptyWatcherRange);
         }
-        if self.watches.len() >= self.config.max_watchers_per_stream {
+        if self.watches.len() >= self.config.max_watchers_per_stream() {
             return Err(Error::TooManyWatchers);
         }
         Ok(range)
@@ -282,19 +181,20 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.config.watch.chan_buf_len());
+        ctx.set_mailbox_capacity(self.config.watch().chan_buf_len());
         let addr = ctx.address();
         let register = RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() };
         // Sent by the stream itself to every actor that may hold its watchers, before anything
         // else: watches from history go straight to the syncer (`CreateWatch`), which may park
         // them with the victim actor, and every such message is sent after these, so each
         // actor knows the stream before any of its watchers reaches it.
-        self.peers.victims.do_send(register.clone());
-        self.peers.syncer.do_send(register.clone());
-        self.peers.store.do_send(register);
-        if !self.config.manual_ticks {
+        let [victims, syncer, store] = &self.peers.register;
+        victims.do_send(register.clone());
+        syncer.do_send(register.clone());
+        store.do_send(register);
+        if !self.config.manual_ticks() {
             // etcd: one interval per stream with jitter in [0, interval/10).
-            let base = self.config.watch.progress_notify_interval();
+            let base = self.config.watch().progress_notify_interval();
             let jitter = base.mul_f64(rand::random::<f64>() / 10.0);
             ctx.run_interval(base + jitter, |_, ctx| ctx.notify(ProgressTick));
         }
@@ -306,7 +206,7 @@ impl Actor for StreamActor {
             w.cancel.cancel();
         }
         self.watches.clear();
-        self.peers.store.do_send(UnregisterStream { stream: self.id, watchers });
+        self.peers.unregister.do_send(UnregisterStream { stream: self.id, watchers });
         Running::Stop
     }
 }
@@ -322,7 +222,7 @@ impl Handler<CreateWatch> for StreamActor {
 }
 
 impl StreamActor {
-    /// Creates one watcher (spec §6.2): validates, allocates its id, and places it with the
+    /// Creates one watcher (docs/etcd-semantics.md §6.2): validates, allocates its id, and places it with the
     /// store (synced) or the syncer (from history).
     fn create_watch(&mut self, req: WatchCreate, ctx: &mut Context<Self>) {
         let range = match self.validate(&req) {
@@ -357,16 +257,16 @@ impl StreamActor {
         };
         let current = self.clock.current();
         if watcher.start_rev != 0 && watcher.start_rev <= current {
-            // Behind the store already: the store would only hand it on to the syncer (spec §6.2
-            // step 4; `current` never goes backwards, so it decides the same way later), so it
-            // goes there itself, and a burst of watchers created from history costs the writers
-            // nothing. Sent before the created response is queued, and events for it can only
+            // Behind the store already: the store would only hand it on to the syncer
+            // (docs/etcd-semantics.md §6.2 step 4; `current` never goes backwards, so it decides
+            // the same way later), so it goes there itself, and a burst of watchers created from
+            // history costs the writers nothing. Sent before the created response is queued, and events for it can only
             // come after that (they are later messages to this actor).
             watcher.min_rev = watcher.start_rev;
             // `do_send`, as the store did: a burst of creates must not fail on the syncer's
             // mailbox capacity.
-            let response = if self.peers.syncer.connected() {
-                self.peers.syncer.do_send(AddUnsynced(vec![watcher]));
+            let response = if self.peers.add_unsynced.connected() {
+                self.peers.add_unsynced.do_send(AddUnsynced(vec![watcher]));
                 WatchResponse::created(id, current)
             } else {
                 // The runtime has shut down: fail as a create through the store does then.
@@ -376,7 +276,7 @@ impl StreamActor {
             self.emit(ctx, vec![response]);
             return;
         }
-        let registered = self.peers.store.send(Watch(watcher));
+        let registered = self.peers.watch.send(Watch(watcher));
         let sink = Arc::clone(&self.sink);
         self.responses += 1;
         // Wait for the store before anything else: the created response must precede every
@@ -406,7 +306,7 @@ impl Handler<CancelWatch> for StreamActor {
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
         let Some(w) = self.watches.remove(&msg.0) else { return };
         w.cancel.cancel();
-        self.peers.store.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
+        self.peers.cancel.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
         self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
     }
 }
@@ -423,7 +323,7 @@ impl Handler<RequestStreamProgress> for StreamActor {
         // can tell whether a watcher was created after this request.
         let mut watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
         watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
-        self.peers.store.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
+        self.peers.progress.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
     }
 }
 
@@ -437,7 +337,7 @@ impl Handler<ProgressTick> for StreamActor {
                 continue;
             }
             let key = WatcherKey { stream: self.id, id, seq: w.seq };
-            self.peers.store.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
+            self.peers.progress.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
         }
     }
 }
@@ -468,7 +368,7 @@ impl Handler<Deliver> for StreamActor {
             let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.seq == key.seq) else { continue };
             if response.canceled {
                 // A compaction notice or a server-side cancel ends the watcher here too, so
-                // progress requests on this stream keep working (spec §10 quirk 4).
+                // progress requests on this stream keep working (docs/etcd-semantics.md §10 quirk 4).
                 self.forget(key.id);
                 self.push(&mut out, response);
             } else if response.events.is_empty() {
@@ -476,7 +376,7 @@ impl Handler<Deliver> for StreamActor {
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    for piece in response.into_fragments(self.config.watch.max_response_bytes(), HEADER_ESTIMATE) {
+                    for piece in response.into_fragments(self.config.watch().max_response_bytes(), HEADER_ESTIMATE) {
                         self.push(&mut out, piece);
                     }
                 } else {

@@ -1,456 +1,115 @@
-//! Owns start-up and shutdown order, and `Handle`: the embedder's typed async API over the
-//! actors. Every transport (the HTTP gateway, later gRPC) is built on this same API.
+//! Owns start-up and shutdown order: [`start`] opens the store and starts the actors, each on a
+//! thread of its own, every one built with the recipients of the messages it sends; the
+//! `Handle` it returns (`handle.rs`) stops them again in order.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
+use actix::dev::channel;
 use actix::prelude::*;
-use futures::Stream;
-use tokio::sync::mpsc;
-use watchkv::watch::response::WatchResponse;
-use watchkv::watch::watcher::WatchId;
-use watchkv::{
-    DeleteRangeRequest, DeleteRangeResponse, Error, KvStore, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, Write,
-};
+use watchkv::backend::RevisionReader;
+use watchkv::{Error, KvStore, Result};
 
+use crate::config::ActorsConfig;
+use crate::handle::Handle;
+use crate::protocol::{Counters, RevisionClock};
 use crate::sched;
-use crate::sink::WatchSink;
-use crate::store_actor::{
-    Compact, Counters, DbSize, GetStoreStats, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range,
-    RevisionClock, Shutdown, StoreActor, StoreStats, SubmitWrite,
-};
-use crate::stream_actor::{
-    CancelWatch, CloseStream, CreateWatch, Peers, RequestStreamProgress, StreamActor, WatchCreate,
-};
-use crate::syncer_actor::{self, GetSyncerStats, SyncerActor, SyncerStats};
-use crate::victim_actor::{self, GetVictimStats, VictimActor, VictimStats};
-use crate::ActorsConfig;
+use crate::store::{StoreActor, StorePeers};
+use crate::stream_actor::StreamPeers;
+use crate::syncer_actor::{HistoryReader, SyncerActor, SyncerPeers};
+use crate::victim_actor::VictimActor;
 
-/// Responses buffered between a [`WatchStream`]'s actor and its reader.
-const WATCH_STREAM_BUFFER: usize = 16;
-
-/// State of every actor at one moment (each answered in turn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SystemStats {
-    /// The store actor.
-    pub store: StoreStats,
-    /// The syncer.
-    pub syncer: SyncerStats,
-    /// The victim actor.
-    pub victims: VictimStats,
-    /// Events delivered to stream mailboxes.
-    pub events_sent: u64,
-    /// Responses delivered to stream mailboxes.
-    pub responses_sent: u64,
-    /// Watchers cancelled by the slow-consumer policy.
-    pub slow_cancels: u64,
-    /// Write batches committed.
-    pub write_batches: u64,
-    /// Total time spent committing write batches, in microseconds.
-    pub write_micros: u64,
+/// The actor system's pieces a [`Handle`] keeps.
+pub(crate) struct Runtime {
+    pub(crate) store: Addr<StoreActor>,
+    pub(crate) syncer: Addr<SyncerActor>,
+    pub(crate) victims: Addr<VictimActor>,
+    pub(crate) stream_peers: Arc<StreamPeers>,
+    pub(crate) clock: Arc<RevisionClock>,
+    pub(crate) counters: Arc<Counters>,
 }
 
-struct Inner {
-    store: Addr<StoreActor>,
-    syncer: Addr<SyncerActor>,
-    victims: Addr<VictimActor>,
-    config: Arc<ActorsConfig>,
-    clock: Arc<RevisionClock>,
-    counters: Arc<Counters>,
-    next_stream: AtomicU64,
-    seq: Arc<AtomicU64>,
-    /// The store's, the syncer's and the victim actor's threads, stopped on shutdown.
-    arbiters: Mutex<Vec<Arbiter>>,
-}
-
-/// The running store. Cloning is shallow.
-#[derive(Clone)]
-pub struct Handle {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("current_revision", &self.current_revision()).finish_non_exhaustive()
-    }
-}
-
-fn stopped<E>(_: E) -> Error {
+/// Maps a failed join or send to `Stopped`: the runtime is gone.
+pub(crate) fn stopped<E>(_: E) -> Error {
     Error::Stopped
 }
 
 /// Opens the store and starts the actors, each on an arbiter of its own: the victim actor, the
-/// syncer (at [`ActorsConfig::catch_up_priority`]) and the store (it blocks on disk), in that
-/// order so that each knows its peers. Must run inside an actix system.
+/// syncer (at [`ActorsConfig::catch_up_priority`]) and the store (it blocks on disk). Must run
+/// inside an actix system.
 ///
 /// # Errors
 /// Fails if the store cannot be opened.
 pub async fn start(config: ActorsConfig) -> Result<Handle> {
+    start_with_history_reader(config, |reader| Box::new(reader)).await
+}
+
+/// [`start`], with the syncer reading history through what `reader` makes of the store's own
+/// reader (tests make reads fail through it).
+///
+/// # Errors
+/// Fails if the store cannot be opened.
+pub(crate) async fn start_with_history_reader(
+    config: ActorsConfig,
+    reader: impl FnOnce(RevisionReader) -> Box<dyn HistoryReader>,
+) -> Result<Handle> {
     let config = Arc::new(config);
-    let store_config = config.store.clone();
-    let store = actix_rt::task::spawn_blocking(move || KvStore::open(store_config)).await.map_err(stopped)??;
-    let clock = Arc::new(RevisionClock::new(store.current_rev(), store.compact_rev()));
+    let store_config = config.store().clone();
+    let kv_store = actix_rt::task::spawn_blocking(move || KvStore::open(store_config)).await.map_err(stopped)??;
+    let clock = Arc::new(RevisionClock::new(kv_store.current_rev(), kv_store.compact_rev()));
     let counters = Arc::new(Counters::default());
-    let reader = store.reader();
+    let reader = reader(kv_store.reader());
 
     // The syncer's scans at catch-up priority; the victim actor on a thread of its own, so
     // that retries to slow clients (and the slow-consumer policy) never wait for a scan.
     let syncer_arbiter = Arbiter::new();
-    let priority = config.catch_up_priority;
+    let priority = config.catch_up_priority();
     syncer_arbiter.spawn_fn(move || sched::set_catch_up_priority(priority));
     let victim_arbiter = Arbiter::new();
     let store_arbiter = Arbiter::new();
-    if let Some(slice) = config.store_time_slice {
+    if let Some(slice) = config.store_time_slice() {
         store_arbiter.spawn_fn(move || sched::set_time_slice(slice));
     }
+    // The store's mailbox exists before the store does, so that its peers get its address in
+    // their constructors; messages sent to it wait there until it starts.
+    let (store_tx, store_rx) = channel::channel::<StoreActor>(config.store_mailbox());
+    let store = Addr::new(store_tx);
     let victims = {
         let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
-        VictimActor::start_in_arbiter(&victim_arbiter.handle(), move |_| VictimActor::new(config, clock, counters))
+        let promote = store.clone().recipient();
+        VictimActor::start_in_arbiter(&victim_arbiter.handle(), move |_| {
+            VictimActor::new(promote, config, clock, counters)
+        })
     };
     let syncer = {
-        let (config, clock, counters, victims) =
-            (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), victims.clone());
+        let (config, clock, counters) = (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters));
+        let peers = SyncerPeers { promote: store.clone().recipient(), park_victims: victims.clone().recipient() };
         SyncerActor::start_in_arbiter(&syncer_arbiter.handle(), move |_| {
-            SyncerActor::new(reader, victims, config, clock, counters)
+            SyncerActor::new(reader, peers, config, clock, counters)
         })
     };
-    let store = {
-        let (config, clock, counters, syncer, victims) =
-            (Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), syncer.clone(), victims.clone());
-        StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| {
-            StoreActor::new(store, config, clock, counters, syncer, victims)
-        })
-    };
-    syncer.send(syncer_actor::SetStore(store.clone())).await.map_err(stopped)?;
-    victims.send(victim_actor::SetStore(store.clone())).await.map_err(stopped)?;
-    Ok(Handle {
-        inner: Arc::new(Inner {
-            store,
-            syncer,
-            victims,
-            config,
-            clock,
-            counters,
-            next_stream: AtomicU64::new(1),
-            seq: Arc::new(AtomicU64::new(1)),
-            arbiters: Mutex::new(vec![syncer_arbiter, victim_arbiter, store_arbiter]),
-        }),
-    })
-}
-
-impl Handle {
-    /// Returns the configuration.
-    #[must_use]
-    pub fn config(&self) -> &ActorsConfig {
-        &self.inner.config
-    }
-
-    /// Returns the last durable revision.
-    #[must_use]
-    pub fn current_revision(&self) -> i64 {
-        self.inner.clock.current()
-    }
-
-    /// Returns the compact revision.
-    #[must_use]
-    pub fn compact_revision(&self) -> i64 {
-        self.inner.clock.compact()
-    }
-
-    /// Returns the store actor's address (for tests that send ticks by hand).
-    #[must_use]
-    pub fn store_addr(&self) -> &Addr<StoreActor> {
-        &self.inner.store
-    }
-
-    /// Returns the syncer's address.
-    #[must_use]
-    pub fn syncer_addr(&self) -> &Addr<SyncerActor> {
-        &self.inner.syncer
-    }
-
-    /// Returns the victim actor's address.
-    #[must_use]
-    pub fn victim_addr(&self) -> &Addr<VictimActor> {
-        &self.inner.victims
-    }
-
-    /// Submits one write to the store's group commit and waits for its own answer.
-    async fn write<W: Write>(&self, request: W) -> Result<W::Response> {
-        // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
-        // A full store mailbox makes the writer wait for room, as `send` does.
-        let (reply, answer) = futures::channel::oneshot::channel();
-        match self.inner.store.try_send(SubmitWrite { request, reply }) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => self.inner.store.send(msg).await.map_err(stopped)?,
-            Err(SendError::Closed(_)) => return Err(Error::Stopped),
-        }
-        answer.await.unwrap_or(Err(Error::Stopped))
-    }
-
-    /// Writes a key (etcd `Put`).
-    ///
-    /// # Errors
-    /// As [`KvStore::put`], or `Stopped`.
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.write(req).await
-    }
-
-    /// Deletes a range (etcd `DeleteRange`).
-    ///
-    /// # Errors
-    /// As [`KvStore::delete_range`], or `Stopped`.
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        self.write(req).await
-    }
-
-    /// Runs a transaction (etcd `Txn`).
-    ///
-    /// # Errors
-    /// As [`KvStore::txn`], or `Stopped`.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        self.write(req).await
-    }
-
-    /// Reads a range (etcd `Range`).
-    ///
-    /// # Errors
-    /// As [`KvStore::range`], or `Stopped`.
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.inner.store.send(Range(req)).await.map_err(stopped)?
-    }
-
-    /// Compacts at `revision`; with `physical`, returns once the rows are gone. Returns the
-    /// current revision.
-    ///
-    /// # Errors
-    /// As [`KvStore::compact`], or `Stopped`.
-    pub async fn compact(&self, revision: i64, physical: bool) -> Result<i64> {
-        self.inner.store.send(Compact { revision, physical }).await.map_err(stopped)?
-    }
-
-    /// Grants a lease (`id` 0: the store picks). Returns id, TTL and the current revision.
-    ///
-    /// # Errors
-    /// As [`KvStore::lease_grant`], or `Stopped`.
-    pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, i64)> {
-        self.inner.store.send(LeaseGrant { id, ttl }).await.map_err(stopped)?
-    }
-
-    /// Revokes a lease, deleting its keys; returns the revision after it. A revoke is a write:
-    /// it joins the group commit like any other.
-    ///
-    /// # Errors
-    /// `LeaseNotFound`, or `Stopped`.
-    pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
-        self.write(LeaseRevokeRequest(id)).await
-    }
-
-    /// Renews a lease once; returns its TTL and the current revision.
-    ///
-    /// # Errors
-    /// `LeaseNotFound`, or `Stopped`.
-    pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<(i64, i64)> {
-        self.inner.store.send(LeaseKeepAlive(id)).await.map_err(stopped)?
-    }
-
-    /// Returns a lease's remaining TTL (and keys) and the current revision.
-    ///
-    /// # Errors
-    /// `LeaseNotFound`, or `Stopped`.
-    pub async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
-        self.inner.store.send(LeaseTimeToLive { id, keys }).await.map_err(stopped)?
-    }
-
-    /// etcd's `LeaseKeepAlive` answer, as every transport gives it: the TTL and the current
-    /// revision, with TTL 0 for an unknown lease instead of an error (etcd's v3rpc layer).
-    ///
-    /// # Errors
-    /// `Stopped`, or a storage error.
-    pub async fn lease_keep_alive_answer(&self, id: LeaseId) -> Result<(i64, i64)> {
-        match self.lease_keep_alive(id).await {
-            Err(Error::LeaseNotFound) => Ok((0, self.current_revision())),
-            other => other,
-        }
-    }
-
-    /// etcd's `LeaseTimeToLive` answer, as every transport gives it: an unknown lease is TTL
-    /// -1 with no keys rather than an error (`etcdctl` prints "already expired").
-    ///
-    /// # Errors
-    /// `Stopped`, or a storage error.
-    pub async fn lease_time_to_live_answer(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
-        match self.lease_time_to_live(id, keys).await {
-            Err(Error::LeaseNotFound) => {
-                Ok((LeaseStatus { id, ttl: -1, granted_ttl: 0, keys: Vec::new() }, self.current_revision()))
-            }
-            other => other,
-        }
-    }
-
-    /// Returns every lease id and the current revision.
-    ///
-    /// # Errors
-    /// `Stopped`.
-    pub async fn leases(&self) -> Result<(Vec<LeaseId>, i64)> {
-        self.inner.store.send(LeaseLeases).await.map_err(stopped)?
-    }
-
-    /// Opens a watch stream whose responses go to `sink`; the transport sends it
-    /// [`CreateWatch`], [`CancelWatch`], [`RequestStreamProgress`] and finally [`CloseStream`].
-    /// The actor lives on the caller's arbiter.
-    #[must_use]
-    pub fn open_stream(&self, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
-        self.new_stream_actor(sink).start()
-    }
-
-    /// Opens a watch stream like [`Handle::open_stream`], with its actor on `arbiter`: for
-    /// transports whose tasks run outside an actix arbiter (tonic spawns its connections with
-    /// `tokio::spawn`).
-    #[must_use]
-    pub fn open_stream_on(&self, arbiter: &ArbiterHandle, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
-        let actor = self.new_stream_actor(sink);
-        StreamActor::start_in_arbiter(arbiter, move |_| actor)
-    }
-
-    fn new_stream_actor(&self, sink: Arc<dyn WatchSink>) -> StreamActor {
-        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
-        StreamActor::new(
-            id,
-            Peers {
-                store: self.inner.store.clone(),
-                syncer: self.inner.syncer.clone(),
-                victims: self.inner.victims.clone(),
-            },
-            sink,
-            Arc::clone(&self.inner.config),
-            Arc::clone(&self.inner.clock),
-            Arc::clone(&self.inner.seq),
-        )
-    }
-
-    /// Opens a watch stream read as a [`futures::Stream`] of responses. Dropping it closes the
-    /// stream and cancels its watchers.
-    #[must_use]
-    pub fn watch_stream(&self) -> WatchStream {
-        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
-        let stream = self.open_stream(Arc::new(tx));
-        WatchStream { rx, stream }
-    }
-
-    /// Opens a stream with one watcher: the first item is its `created` response.
-    #[must_use]
-    pub fn watch(&self, create: WatchCreate) -> WatchStream {
-        let stream = self.watch_stream();
-        stream.create(create);
-        stream
-    }
-
-    /// Returns the bytes the store occupies on disk.
-    ///
-    /// # Errors
-    /// `Stopped`, or an I/O error.
-    pub async fn db_size(&self) -> Result<u64> {
-        self.inner.store.send(DbSize).await.map_err(stopped)?
-    }
-
-    /// Returns every actor's state.
-    ///
-    /// # Errors
-    /// `Stopped`.
-    pub async fn stats(&self) -> Result<SystemStats> {
-        let store = self.inner.store.send(GetStoreStats).await.map_err(stopped)?;
-        let syncer = self.inner.syncer.send(GetSyncerStats).await.map_err(stopped)?;
-        let victims = self.inner.victims.send(GetVictimStats).await.map_err(stopped)?;
-        let c = &self.inner.counters;
-        Ok(SystemStats {
-            store,
-            syncer,
-            victims,
-            events_sent: c.events_sent.load(Ordering::Relaxed),
-            responses_sent: c.responses_sent.load(Ordering::Relaxed),
-            slow_cancels: c.slow_cancels.load(Ordering::Relaxed),
-            write_batches: c.write_batches.load(Ordering::Relaxed),
-            write_micros: c.write_micros.load(Ordering::Relaxed),
-        })
-    }
-
-    /// Finishes in-flight writes, syncs the store to disk, closes it, stops the actors' threads
-    /// and waits for them to end (so the directory can be opened again as soon as this
-    /// returns). Calls after it fail with `Stopped`.
-    ///
-    /// # Errors
-    /// A storage error from the final sync.
-    pub async fn shutdown(&self) -> Result<()> {
-        let result = match self.inner.store.send(Shutdown).await {
-            Ok(r) => r,
-            Err(_) => Ok(()),
+    {
+        let peers = StorePeers {
+            add_unsynced: syncer.clone().recipient(),
+            park_victims: victims.clone().recipient(),
+            cancel: [syncer.clone().recipient(), victims.clone().recipient()],
+            unregister: [syncer.clone().recipient(), victims.clone().recipient()],
         };
-        let arbiters = match self.inner.arbiters.lock() {
-            Ok(mut a) => std::mem::take(&mut *a),
-            Err(_) => Vec::new(),
-        };
-        // Wait for the threads to end, so that every handle on the store (the syncer's
-        // snapshot reader) is dropped and the directory can be opened again at once. The
-        // catch-up thread may run at idle priority and get the CPU only late on a busy machine.
-        let joined = actix_rt::task::spawn_blocking(move || {
-            for arbiter in &arbiters {
-                arbiter.stop();
-            }
-            for arbiter in arbiters {
-                let _ = arbiter.join();
-            }
-        })
-        .await;
-        if joined.is_err() {
-            tracing::warn!("a runtime thread panicked while stopping");
-        }
-        result
+        let actor = StoreActor::new(kv_store, Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), peers);
+        store_arbiter.spawn_fn(move || {
+            Context::with_receiver(store_rx).run(actor);
+        });
     }
-}
-
-/// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.
-pub struct WatchStream {
-    rx: mpsc::Receiver<WatchResponse>,
-    stream: Addr<StreamActor>,
-}
-
-impl WatchStream {
-    /// Creates another watcher on this stream.
-    pub fn create(&self, create: WatchCreate) {
-        self.stream.do_send(CreateWatch(create));
-    }
-
-    /// Cancels a watcher of this stream.
-    pub fn cancel(&self, id: WatchId) {
-        self.stream.do_send(CancelWatch(id));
-    }
-
-    /// Asks for a stream-wide progress notification.
-    pub fn request_progress(&self) {
-        self.stream.do_send(RequestStreamProgress);
-    }
-
-    /// Returns the stream actor's address.
-    #[must_use]
-    pub fn addr(&self) -> &Addr<StreamActor> {
-        &self.stream
-    }
-}
-
-impl Stream for WatchStream {
-    type Item = WatchResponse;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for WatchStream {
-    fn drop(&mut self) {
-        self.stream.do_send(CloseStream);
-    }
+    let stream_peers = Arc::new(StreamPeers {
+        register: [victims.clone().recipient(), syncer.clone().recipient(), store.clone().recipient()],
+        add_unsynced: syncer.clone().recipient(),
+        watch: store.clone().recipient(),
+        cancel: store.clone().recipient(),
+        progress: store.clone().recipient(),
+        unregister: store.clone().recipient(),
+    });
+    Ok(Handle::new(
+        config,
+        Runtime { store, syncer, victims, stream_peers, clock, counters },
+        vec![syncer_arbiter, victim_arbiter, store_arbiter],
+    ))
 }

@@ -1,8 +1,8 @@
 //! Owns the victims: watchers whose stream mailbox was full, each with the responses it could
 //! not deliver, parked verbatim. `VictimActor` retries them every `victim_retry_period` (etcd
-//! `syncVictimsLoop` / `moveVictims`, spec §6.6) and hands delivered ones back to the
-//! `StoreActor`, which syncs them or sends them to catch up on what they missed. Beyond etcd,
-//! an optional slow-consumer policy cancels a victim that stays stuck (etcd #16839).
+//! `syncVictimsLoop` / `moveVictims`, docs/etcd-semantics.md §6.6) and hands delivered ones
+//! back to the store, which syncs them or sends them to catch up on what they missed. Beyond
+//! etcd, an optional slow-consumer policy cancels a victim that stays stuck (etcd #16839).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,80 +11,20 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use watchkv::watch::response::WatchResponse;
-use watchkv::watch::watcher::{StreamId, Watcher};
+use watchkv::watch::watcher::StreamId;
 
-use crate::store_actor::{
-    CancelWatchers, Counters, Promote, RegisterStream, RevisionClock, StoreActor, UnregisterStream,
+use crate::config::{ActorsConfig, SlowConsumerPolicy};
+use crate::protocol::{
+    CancelWatchers, Counters, Deliver, Delivery, GetVictimStats, ParkVictims, Promote, RegisterStream, RetryTick,
+    RevisionClock, UnregisterStream, Victim, VictimStats,
 };
-use crate::stream_actor::{Deliver, Delivery};
-use crate::{ActorsConfig, SlowConsumerPolicy};
-
-/// A watcher that missed a delivery, with what it is owed.
-#[derive(Debug)]
-pub struct Victim {
-    /// The watcher; its `min_rev` is past the parked responses.
-    pub watcher: Watcher,
-    /// The responses to resend, in order.
-    pub responses: Vec<WatchResponse>,
-    /// When it was first parked.
-    pub parked_at: Instant,
-}
-
-impl Victim {
-    /// Parks `watcher` with one undelivered response.
-    #[must_use]
-    pub fn new(watcher: Watcher, response: WatchResponse) -> Self {
-        Self { watcher, responses: vec![response], parked_at: Instant::now() }
-    }
-
-    /// Revisions between the first one the client has not received and `current`.
-    fn lag(&self, current: i64) -> i64 {
-        let first_undelivered =
-            self.responses.iter().find_map(|r| r.events.first().map(|e| e.revision())).unwrap_or(self.watcher.min_rev);
-        current - first_undelivered + 1
-    }
-
-    fn approx_bytes(&self) -> usize {
-        self.responses.iter().flat_map(|r| r.events.iter()).map(|e| e.approx_size()).sum()
-    }
-}
-
-/// Parks victims.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ParkVictims(pub Vec<Victim>);
-
-/// Retries every parked batch now.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RetryTick;
-
-/// Tells the victim actor where the store is.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetStore(pub Addr<StoreActor>);
-
-/// Observable state of the victim actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VictimStats {
-    /// Watchers parked.
-    pub victims: usize,
-    /// Bytes of events they hold (approximate).
-    pub parked_bytes: usize,
-    /// Retries that delivered.
-    pub delivered: u64,
-}
-
-/// Returns [`VictimStats`].
-#[derive(Debug, Message)]
-#[rtype(result = "VictimStats")]
-pub struct GetVictimStats;
 
 /// The victim actor.
 pub struct VictimActor {
     victims: HashMap<StreamId, Vec<Victim>>,
     streams: HashMap<StreamId, Recipient<Deliver>>,
-    store: Option<Addr<StoreActor>>,
+    /// The store, where delivered victims go back.
+    promote: Recipient<Promote>,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
     counters: Arc<Counters>,
@@ -93,13 +33,18 @@ pub struct VictimActor {
 }
 
 impl VictimActor {
-    /// Returns an idle victim actor.
+    /// Returns an idle victim actor that hands delivered victims to `promote` (the store).
     #[must_use]
-    pub fn new(config: Arc<ActorsConfig>, clock: Arc<RevisionClock>, counters: Arc<Counters>) -> Self {
+    pub fn new(
+        promote: Recipient<Promote>,
+        config: Arc<ActorsConfig>,
+        clock: Arc<RevisionClock>,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
             victims: HashMap::new(),
             streams: HashMap::new(),
-            store: None,
+            promote,
             config,
             clock,
             counters,
@@ -109,11 +54,11 @@ impl VictimActor {
     }
 
     fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
-        if self.retry_scheduled || self.victims.is_empty() || self.config.manual_ticks {
+        if self.retry_scheduled || self.victims.is_empty() || self.config.manual_ticks() {
             return;
         }
         self.retry_scheduled = true;
-        ctx.run_later(self.config.watch.victim_retry_period(), |act, ctx| {
+        ctx.run_later(self.config.watch().victim_retry_period(), |act, ctx| {
             act.retry_scheduled = false;
             act.retry();
             act.schedule_retry(ctx);
@@ -133,12 +78,11 @@ impl VictimActor {
                 .iter()
                 .flat_map(|v| v.responses.iter().map(|r| Delivery { key: v.watcher.key, response: r.clone() }))
                 .collect();
-            let events: usize = entries.iter().map(|e| e.response.events.len()).sum();
-            let responses = entries.len();
-            match recipient.try_send(Deliver::live(entries)) {
+            let msg = Deliver::live(entries);
+            let (responses, events) = msg.size();
+            match recipient.try_send(msg) {
                 Ok(()) => {
-                    self.counters.events_sent.fetch_add(events as u64, Ordering::Relaxed);
-                    self.counters.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
+                    self.counters.delivered(responses, events);
                     self.delivered += victims.len() as u64;
                     promoted.extend(victims.into_iter().map(|v| v.watcher));
                 }
@@ -153,14 +97,14 @@ impl VictimActor {
                 }
             }
         }
-        if let (Some(store), false) = (&self.store, promoted.is_empty()) {
-            store.do_send(Promote(promoted));
+        if !promoted.is_empty() {
+            self.promote.do_send(Promote(promoted));
         }
     }
 
     /// Cancels the victims the slow-consumer policy gives up on; returns the rest.
     fn apply_policy(&mut self, recipient: Recipient<Deliver>, victims: Vec<Victim>) -> Vec<Victim> {
-        let SlowConsumerPolicy::CancelAfter { lag_revisions, parked_for } = self.config.slow_consumer else {
+        let SlowConsumerPolicy::CancelAfter { lag_revisions, parked_for } = self.config.slow_consumer() else {
             return victims;
         };
         let current = self.clock.current();
@@ -190,14 +134,6 @@ impl VictimActor {
 
 impl Actor for VictimActor {
     type Context = Context<Self>;
-}
-
-impl Handler<SetStore> for VictimActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetStore, _: &mut Self::Context) {
-        self.store = Some(msg.0);
-    }
 }
 
 impl Handler<ParkVictims> for VictimActor {

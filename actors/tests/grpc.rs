@@ -30,9 +30,9 @@ struct Served {
 /// and requests refused above `max_request_bytes`.
 async fn serve(max_response_bytes: usize, max_request_bytes: usize) -> Served {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ActorsConfig::new(dir.path());
-    config.store = config.store.with_durability(Durability::Buffered);
-    config.watch = config.watch.clone().with_max_response_bytes(max_response_bytes);
+    let config = ActorsConfig::new(dir.path())
+        .with_store(watchkv::StoreConfig::new(dir.path()).with_durability(Durability::Buffered))
+        .with_watch(watchkv::WatchConfig::default().with_max_response_bytes(max_response_bytes));
     let handle = watchkv_actors::start(config).await.expect("start the store");
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = max_request_bytes;

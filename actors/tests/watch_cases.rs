@@ -1,6 +1,7 @@
-//! etcd's watch tests ported as message-driven cases (reference/etcd-watch-cases.md sections A,
-//! B, F, G, H and X, the parts below the wire), named after the case. A `Recorder` actor stands
-//! for each client stream.
+//! etcd's watch tests (`mvcc/watchable_store_test.go`, `mvcc/watcher_test.go`, the v3 watch
+//! integration tests) ported as message-driven cases, the parts below the wire, each named
+//! after its case. A recorder (`watchkv_actors::testing::RecordedStream`) stands for each client
+//! stream.
 
 mod common;
 
@@ -9,10 +10,10 @@ use std::time::Duration;
 use common::{wait_stats, TestSystem};
 use watchkv::watch::watcher::Filters;
 use watchkv::{DeleteRangeRequest, KeyRange, PutRequest, RequestOp, TxnRequest};
-use watchkv_actors::store_actor::LeaseTick;
-use watchkv_actors::stream_actor::{ProgressTick, WatchCreate};
-use watchkv_actors::syncer_actor::SyncTick;
-use watchkv_actors::victim_actor::RetryTick;
+use watchkv_actors::protocol::{
+    CancelWatch, CloseStream, GetStreamStats, LeaseTick, ProgressTick, RetryTick, SyncTick,
+};
+use watchkv_actors::WatchCreate;
 
 fn one(k: &str) -> KeyRange {
     KeyRange::single(k)
@@ -36,7 +37,7 @@ async fn a1_a2_a3_watch_is_synced_and_cancel_removes_it_once() {
     wait_stats(&sys.handle, "synced empty (A2)", |s| s.store.synced == 0).await;
     // A3: a second cancel of the same id gets no response and changes nothing.
     s.cancel(id).await;
-    let after = s.fence(&sys).await;
+    let after = s.fence(&sys.handle).await;
     assert_eq!(after.iter().filter(|r| r.canceled).count(), 1);
 }
 
@@ -68,7 +69,8 @@ async fn a4_a9_x10_compacted_watch_gets_notice_and_is_gone() {
     })
     .await;
     // The stream forgot the watcher: progress requests are still answered for the others
-    // (better than etcd, spec §10 quirk 4), and a cancel of the id answers nothing.
+    // (better than etcd, docs/etcd-semantics.md §10 quirk 4), and a cancel of the id answers
+    // nothing.
     s.cancel(id).await;
     let other = s.watch(one("other"), 0).await;
     s.request_progress().await;
@@ -100,9 +102,9 @@ async fn a5_a16_cancel_close_race_leaves_nothing() {
     };
     for (s, ids) in &streams {
         for id in ids.iter().take(5) {
-            s.addr.do_send(watchkv_actors::stream_actor::CancelWatch(*id));
+            s.addr().do_send(CancelWatch(*id));
         }
-        s.addr.do_send(watchkv_actors::stream_actor::CloseStream);
+        s.addr().do_send(CloseStream);
     }
     writer.await.expect("writer");
     wait_stats(&sys.handle, "every group empty", |s| {
@@ -133,7 +135,11 @@ async fn a6_cancel_unsynced() {
 
 #[actix_rt::test]
 async fn a7_sync_watchers() {
-    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_chan_buf_len(256)).await;
+    let sys = TestSystem::with(true, |c| {
+        let watch = c.watch().clone().with_chan_buf_len(256);
+        c.with_watch(watch)
+    })
+    .await;
     sys.put("foo", "bar").await;
     let s = sys.stream();
     for _ in 0..100 {
@@ -160,8 +166,8 @@ async fn a7_sync_watchers() {
 #[actix_rt::test]
 async fn a10_no_event_loss_on_compact() {
     let sys = TestSystem::with(true, |c| {
-        c.watch = c.watch.clone().with_chan_buf_len(1);
-        c.watch = c.watch.clone().with_max_watchers_per_sync(4);
+        let watch = c.watch().clone().with_chan_buf_len(1).with_max_watchers_per_sync(4);
+        c.with_watch(watch)
     })
     .await;
     for _ in 0..10 {
@@ -208,7 +214,11 @@ async fn a11_f2_watch_future_rev() {
 
 #[actix_rt::test]
 async fn a13_watch_batch_unsynced_through_the_runtime() {
-    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_watch_batch_max_revs(4)).await;
+    let sys = TestSystem::with(true, |c| {
+        let watch = c.watch().clone().with_watch_batch_max_revs(4);
+        c.with_watch(watch)
+    })
+    .await;
     for _ in 0..12 {
         sys.put("foo", "foo").await; // 2..13
     }
@@ -231,10 +241,14 @@ async fn a13_watch_batch_unsynced_through_the_runtime() {
 #[actix_rt::test]
 async fn a15_watch_victims() {
     let sys = TestSystem::with(false, |c| {
-        c.watch = c.watch.clone().with_chan_buf_len(1);
-        c.watch = c.watch.clone().with_max_watchers_per_sync(2);
-        c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
-        c.watch = c.watch.clone().with_watch_resync_period(Duration::from_millis(10));
+        let watch = c
+            .watch()
+            .clone()
+            .with_chan_buf_len(1)
+            .with_max_watchers_per_sync(2)
+            .with_victim_retry_period(Duration::from_millis(2))
+            .with_watch_resync_period(Duration::from_millis(10));
+        c.with_watch(watch)
     })
     .await;
     let mut streams = Vec::new();
@@ -254,13 +268,13 @@ async fn a15_watch_victims() {
     }
     // Half of the readers are slow for a while.
     for s in streams.iter().step_by(2) {
-        s.paused.store(true, std::sync::atomic::Ordering::Release);
+        s.pause();
     }
     for w in writers {
         w.await.expect("writer");
     }
     for s in &streams {
-        s.paused.store(false, std::sync::atomic::Ordering::Release);
+        s.resume();
     }
     let want: Vec<i64> = (2..=65).collect();
     for s in &streams {
@@ -309,7 +323,7 @@ async fn b2_x5_custom_ids_and_duplicates() {
     let other = sys.stream();
     let c = other.create(WatchCreate { watch_id: 1, ..WatchCreate::new(&one("foo"), 0) }).await;
     assert_eq!((c.watch_id, c.canceled), (1, false));
-    // Negative explicit ids are rejected (spec §10 quirk 8).
+    // Negative explicit ids are rejected (docs/etcd-semantics.md §10 quirk 8).
     let neg = s.create(WatchCreate { watch_id: -5, ..WatchCreate::new(&one("foo"), 0) }).await;
     assert!(neg.canceled && neg.watch_id == -1);
 }
@@ -381,8 +395,8 @@ async fn b8_x7_progress_on_a_stream_without_watchers_gets_nothing() {
     let sys = TestSystem::start(false).await;
     let s = sys.stream();
     s.request_progress().await;
-    s.addr.send(ProgressTick).await.expect("tick");
-    let log = s.fence(&sys).await;
+    s.addr().send(ProgressTick).await.expect("tick");
+    let log = s.fence(&sys.handle).await;
     assert!(log.iter().all(|r| r.created), "only the fence's created: {log:?}");
 }
 
@@ -396,21 +410,22 @@ async fn b9_watcher_request_progress() {
         let s = sys.stream();
         let c = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("bad"), start) }).await;
         let id = c.watch_id;
-        let progress =
-            |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
-        s.addr.send(ProgressTick).await.expect("tick");
+        let progress = |s: &common::RecordedStream| {
+            s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count()
+        };
+        s.addr().send(ProgressTick).await.expect("tick");
         let got_before = {
             // The store answers in order with everything else: a stats round trip after the
             // tick means the answer, if any, is already in the stream's mailbox.
             sys.handle.stats().await.expect("stats");
-            s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+            s.addr().send(GetStreamStats).await.expect("stats");
             progress(&s) == 1
         };
         assert_eq!(got_before, before, "start {start}: before sync");
         sys.handle.syncer_addr().send(SyncTick).await.expect("sync");
-        s.addr.send(ProgressTick).await.expect("tick");
+        s.addr().send(ProgressTick).await.expect("tick");
         sys.handle.stats().await.expect("stats");
-        s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+        s.addr().send(GetStreamStats).await.expect("stats");
         let total = progress(&s);
         assert_eq!(total > usize::from(got_before), after, "start {start}: after sync");
         for r in s.responses().iter().filter(|r| r.is_progress_notify()) {
@@ -427,7 +442,7 @@ async fn b10_f18_progress_all_waits_for_sync() {
     s.watch(one("bad"), 1).await;
     s.request_progress().await;
     sys.handle.stats().await.expect("stats");
-    s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+    s.addr().send(GetStreamStats).await.expect("stats");
     assert!(!s.responses().iter().any(|r| r.is_progress_notify()), "unsynced: no progress, nothing remembered");
     sys.handle.syncer_addr().send(SyncTick).await.expect("sync");
     wait_stats(&sys.handle, "synced", |s| s.store.synced == 1).await;
@@ -499,7 +514,7 @@ async fn b11_f14_g7_x16_filters() {
         .watch_id;
     sys.put("foo", "").await;
     sys.handle.delete_range(DeleteRangeRequest::new(one("foo"))).await.expect("delete");
-    let log = s.fence(&sys).await;
+    let log = s.fence(&sys.handle).await;
     let kinds = |id| -> Vec<watchkv::EventKind> {
         log.iter().filter(|r| r.watch_id == id).flat_map(|r| r.events.iter().map(|e| e.kind)).collect()
     };
@@ -507,7 +522,7 @@ async fn b11_f14_g7_x16_filters() {
     assert_eq!(kinds(no_del), vec![watchkv::EventKind::Put]);
     assert!(log.iter().all(|r| r.watch_id != none || r.created), "a fully filtered watcher sends nothing");
     // X16: but still gets progress.
-    s.addr.send(ProgressTick).await.expect("tick");
+    s.addr().send(ProgressTick).await.expect("tick");
     s.wait_for("progress for the filtered watcher", |r| r.iter().any(|x| x.watch_id == none && x.is_progress_notify()))
         .await;
 }
@@ -529,7 +544,7 @@ async fn f1_watch_from_current_revision() {
         sys.put(put, "bar").await;
         // A sentinel put on an unwatched key, then a second sentinel everybody ignores: the
         // synced path delivers per stream in revision order.
-        let log = s.fence(&sys).await;
+        let log = s.fence(&sys.handle).await;
         let got: Vec<_> = log
             .iter()
             .filter(|r| r.watch_id == c.watch_id && !r.events.is_empty())
@@ -577,7 +592,7 @@ async fn f4_watch_cancel_synced_and_unsynced() {
         s.cancel(id).await;
         s.wait_for("canceled", |r| r.iter().any(|x| x.watch_id == id && x.canceled)).await;
         sys.put("foo", "bar").await;
-        let log = s.fence(&sys).await;
+        let log = s.fence(&sys.handle).await;
         assert!(log.iter().all(|r| r.watch_id != id || r.events.is_empty()), "no event after cancel");
     }
 }
@@ -603,7 +618,7 @@ async fn f5_x18_created_header_then_gapless_events_under_concurrent_puts() {
         }
     }
     writer.await.expect("writer");
-    let log = s.fence(&sys).await;
+    let log = s.fence(&sys.handle).await;
     for (id, header) in created {
         // created precedes every event of its watcher
         let pos_created = log.iter().position(|r| r.watch_id == id && r.created).expect("created");
@@ -628,7 +643,7 @@ async fn f6_f15_x15_empty_value_and_prev_kv() {
     sys.put("foo", "").await; // 2
     sys.put("foo", "b").await; // 3
     sys.handle.delete_range(DeleteRangeRequest::new(one("foo"))).await.expect("delete"); // 4
-    let log = s.fence(&sys).await;
+    let log = s.fence(&sys.handle).await;
     let of = |id| -> Vec<&watchkv::watch::response::WatchResponse> {
         log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).collect()
     };
@@ -682,7 +697,7 @@ async fn f7_f11_multiple_watchers_and_streams() {
         })
         .await;
         sys.put("fo", "bar").await;
-        let log = s.fence(&sys).await;
+        let log = s.fence(&sys.handle).await;
         for id in ids.iter().chain([&range_id]) {
             let foo: Vec<_> = log
                 .iter()
@@ -734,7 +749,7 @@ async fn f9_multiple_events_put_unsynced() {
     sys.put("foo0", "bar").await;
     sys.put("foo1", "bar").await;
     s.wait_for("4 events", |r| r.iter().map(|x| x.events.len()).sum::<usize>() >= 4).await;
-    let log = s.fence(&sys).await;
+    let log = s.fence(&sys.handle).await;
     let got: Vec<_> = log
         .iter()
         .filter(|r| r.watch_id == id)
@@ -751,7 +766,11 @@ async fn f9_multiple_events_put_unsynced() {
 
 #[actix_rt::test]
 async fn f12_g3_g4_periodic_progress_notify() {
-    let sys = TestSystem::with(false, |c| c.watch = c.watch.clone().with_progress_notify_interval(Duration::from_millis(200))).await;
+    let sys = TestSystem::with(false, |c| {
+        let watch = c.watch().clone().with_progress_notify_interval(Duration::from_millis(200));
+        c.with_watch(watch)
+    })
+    .await;
     let s = sys.stream();
     let pn = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("foo"), 1) }).await.watch_id;
     let plain = s.watch(one("foo"), 1).await;
@@ -771,13 +790,14 @@ async fn x17_periodic_progress_is_elided_after_an_event() {
     let id = s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("foo"), 0) }).await.watch_id;
     let rev = sys.put("foo", "bar").await;
     s.wait_for("event", |r| r.iter().any(|x| x.revision == rev && !x.events.is_empty())).await;
-    let count =
-        |s: &common::Recorded| s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count();
-    s.addr.send(ProgressTick).await.expect("tick"); // skipped: an event went out since the last tick
+    let count = |s: &common::RecordedStream| {
+        s.responses().iter().filter(|r| r.watch_id == id && r.is_progress_notify()).count()
+    };
+    s.addr().send(ProgressTick).await.expect("tick"); // skipped: an event went out since the last tick
     sys.handle.stats().await.expect("stats");
-    s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+    s.addr().send(GetStreamStats).await.expect("stats");
     assert_eq!(count(&s), 0);
-    s.addr.send(ProgressTick).await.expect("tick"); // idle since: notify
+    s.addr().send(ProgressTick).await.expect("tick"); // idle since: notify
     s.wait_for("progress", |r| r.iter().any(|x| x.watch_id == id && x.is_progress_notify())).await;
 }
 
@@ -793,7 +813,7 @@ async fn g5_request_progress_with_0_1_2_watchers() {
         sys.put("x", "1").await;
         s.request_progress().await;
         if k == 0 {
-            let log = s.fence(&sys).await;
+            let log = s.fence(&sys.handle).await;
             assert!(!log.iter().any(|r| r.is_progress_notify()));
         } else {
             let log = s.wait_for("progress", |r| r.iter().any(|x| x.is_progress_notify())).await;
@@ -864,7 +884,11 @@ async fn g9_mixed_prev_kv_on_separate_streams() {
 
 #[actix_rt::test]
 async fn g12_fragment_large_responses() {
-    let sys = TestSystem::with(false, |c| c.watch = c.watch.clone().with_max_response_bytes(300 << 10)).await;
+    let sys = TestSystem::with(false, |c| {
+        let watch = c.watch().clone().with_max_response_bytes(300 << 10);
+        c.with_watch(watch)
+    })
+    .await;
     for i in 0..10 {
         sys.handle.put(PutRequest::new(format!("foo{i}"), vec![b'a'; 100 << 10])).await.expect("put");
     }
@@ -940,7 +964,11 @@ async fn x4_negative_start_revision() {
 
 #[actix_rt::test]
 async fn x8_progress_is_withheld_while_a_watcher_is_behind() {
-    let sys = TestSystem::with(true, |c| c.watch = c.watch.clone().with_watch_batch_max_revs(100)).await;
+    let sys = TestSystem::with(true, |c| {
+        let watch = c.watch().clone().with_watch_batch_max_revs(100);
+        c.with_watch(watch)
+    })
+    .await;
     for _ in 0..300 {
         sys.put("foo", "x").await;
     }
@@ -949,7 +977,7 @@ async fn x8_progress_is_withheld_while_a_watcher_is_behind() {
     s.watch(one("foo"), 1).await;
     s.request_progress().await;
     sys.handle.stats().await.expect("stats");
-    s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+    s.addr().send(GetStreamStats).await.expect("stats");
     assert!(!s.responses().iter().any(|r| r.is_progress_notify()));
     while sys.handle.syncer_addr().send(SyncTick).await.expect("tick") > 0 {}
     wait_stats(&sys.handle, "synced", |s| s.store.synced == 2).await;
@@ -965,7 +993,7 @@ async fn x9_future_start_suppresses_progress() {
     s.create(WatchCreate { progress_notify: true, ..WatchCreate::new(&one("foo"), 10) }).await;
     s.request_progress().await;
     sys.handle.stats().await.expect("stats");
-    s.addr.send(watchkv_actors::stream_actor::GetStreamStats).await.expect("stats");
+    s.addr().send(GetStreamStats).await.expect("stats");
     assert!(!s.responses().iter().any(|r| r.is_progress_notify()));
     while sys.put("other", "x").await < 10 {}
     s.request_progress().await;
@@ -988,15 +1016,16 @@ async fn x19_empty_key_and_all_keys() {
 #[actix_rt::test]
 async fn slow_consumer_policy_cancels_a_stuck_watcher_with_a_reason() {
     let sys = TestSystem::with(false, |c| {
-        c.watch = c.watch.clone().with_chan_buf_len(1);
-        c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
-        c.slow_consumer =
-            watchkv_actors::SlowConsumerPolicy::CancelAfter { lag_revisions: 5, parked_for: Duration::from_secs(3600) };
+        let watch = c.watch().clone().with_chan_buf_len(1).with_victim_retry_period(Duration::from_millis(2));
+        c.with_watch(watch).with_slow_consumer(watchkv_actors::SlowConsumerPolicy::CancelAfter {
+            lag_revisions: 5,
+            parked_for: Duration::from_secs(3600),
+        })
     })
     .await;
     let s = sys.stream();
     let id = s.watch(one("foo"), 0).await;
-    s.paused.store(true, std::sync::atomic::Ordering::Release);
+    s.pause();
     // Writes go on until the policy acts. A fixed number of writes is not enough: actix lets
     // each sender put one message past a full mailbox (it parks that sender instead), so a
     // retry can hand a victim over once without the client reading, and the watcher is only a
@@ -1011,7 +1040,7 @@ async fn slow_consumer_policy_cancels_a_stuck_watcher_with_a_reason() {
         assert!(started.elapsed() < common::DEADLINE, "no slow cancel: {st:#?}");
         actix_rt::time::sleep(Duration::from_millis(1)).await;
     }
-    s.paused.store(false, std::sync::atomic::Ordering::Release);
+    s.resume();
     let log = s.wait_for("cancel with reason", |r| r.iter().any(|x| x.watch_id == id && x.canceled)).await;
     let c = log.iter().find(|x| x.watch_id == id && x.canceled).expect("cancel");
     assert!(c.cancel_reason.contains("slow consumer"), "{c:?}");

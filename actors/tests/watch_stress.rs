@@ -1,5 +1,5 @@
 //! Randomized stress of the watch runtime, checked with the watch-guarantee checker
-//! (`common::checker`, etcd's `tests/robustness/validate/watch.go`).
+//! (`watchkv_actors::testing::checker`, etcd's `tests/robustness/validate/watch.go`).
 //!
 //! A system with tiny stream mailboxes and short periods; many streams with several watchers
 //! each (single keys, prefixes, from-key, start revisions 0 / historical / compacted / future,
@@ -19,25 +19,24 @@ mod common;
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::checker::{self, End, History};
-use common::{Recorded, TestSystem, DEADLINE};
+use common::{RecordedStream, TestSystem, DEADLINE};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
-use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
+use watchkv::watch::response::INVALID_WATCH_ID;
 use watchkv::watch::watcher::Filters;
 use watchkv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp,
     ResponseOp, TxnRequest,
 };
-use watchkv_actors::store_actor::LeaseTick;
-use watchkv_actors::stream_actor::{
-    CancelWatch, CloseStream, CreateWatch, GetStreamStats, RequestStreamProgress, WatchCreate,
+use watchkv_actors::protocol::{
+    CancelWatch, CloseStream, CreateWatch, GetStreamStats, LeaseTick, RequestStreamProgress,
 };
-use watchkv_actors::{Handle, SlowConsumerPolicy};
+use watchkv_actors::testing::checker::{self, End};
+use watchkv_actors::testing::History;
+use watchkv_actors::{Handle, SlowConsumerPolicy, WatchCreate};
 
 /// Keys the writers touch.
 const KEYS: &[&str] = &["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "c", "d/0", "d/1"];
@@ -64,11 +63,12 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 mod checker_self_test {
     use std::sync::Arc;
 
-    use super::checker::{check_stream_reports, End, History};
+    use super::checker::check_stream_reports;
+    use super::{End, History};
     use watchkv::watch::response::WatchResponse;
     use watchkv::watch::watcher::Filters;
     use watchkv::{Event, EventKind, KeyRange, KeyValue};
-    use watchkv_actors::stream_actor::WatchCreate;
+    use watchkv_actors::WatchCreate;
 
     /// Builds a consistent history: each inner slice is one revision (from 2) of
     /// (key, Some(value)) puts and (key, None) deletes.
@@ -301,7 +301,7 @@ struct WriteRecord {
 
 /// One client stream and what was asked on it.
 struct Slot {
-    rec: Recorded,
+    rec: RecordedStream,
     creates: Vec<WatchCreate>,
     closed: bool,
     /// Ids a cancel was sent for.
@@ -311,35 +311,38 @@ struct Slot {
 impl Slot {
     fn create(&mut self, req: WatchCreate) {
         self.creates.push(req.clone());
-        self.rec.addr.do_send(CreateWatch(req));
+        self.rec.addr().do_send(CreateWatch(req));
     }
 
     /// Ids whose `created` arrived and that have not ended or been cancelled by us.
     fn live_ids(&self) -> Vec<i64> {
-        let log = self.rec.log.lock().expect("log");
-        let mut live = BTreeSet::new();
-        for r in log.iter() {
-            if r.created && !r.canceled {
-                live.insert(r.watch_id);
-            } else if r.canceled {
-                live.remove(&r.watch_id);
+        let live = self.rec.with_log(|log| {
+            let mut live = BTreeSet::new();
+            for r in log {
+                if r.created && !r.canceled {
+                    live.insert(r.watch_id);
+                } else if r.canceled {
+                    live.remove(&r.watch_id);
+                }
             }
-        }
+            live
+        });
         live.into_iter().filter(|id| !self.cancel_sent.contains(id)).collect()
     }
 
     /// Ids that were live once and are not now (candidates for explicit re-use).
     fn ended_ids(&self) -> Vec<i64> {
-        let log = self.rec.log.lock().expect("log");
-        let mut ended = BTreeSet::new();
-        for r in log.iter() {
-            if r.created && !r.canceled {
-                ended.remove(&r.watch_id);
-            } else if r.canceled && r.watch_id != INVALID_WATCH_ID {
-                ended.insert(r.watch_id);
+        self.rec.with_log(|log| {
+            let mut ended = BTreeSet::new();
+            for r in log {
+                if r.created && !r.canceled {
+                    ended.remove(&r.watch_id);
+                } else if r.canceled && r.watch_id != INVALID_WATCH_ID {
+                    ended.insert(r.watch_id);
+                }
             }
-        }
-        ended.into_iter().collect()
+            ended.into_iter().collect()
+        })
     }
 }
 
@@ -508,7 +511,7 @@ fn deleted(responses: &[ResponseOp]) -> usize {
 async fn maintenance(
     handle: Handle,
     seed: u64,
-    history_log: std::sync::Arc<std::sync::Mutex<Vec<WatchResponse>>>,
+    history_log: RecordedStream,
     p: Rc<Progress>,
     writers_done: Rc<Cell<bool>>,
 ) -> (Vec<WriteRecord>, u64) {
@@ -524,12 +527,7 @@ async fn maintenance(
                 // Never compact past what the history watcher already has: it must not be
                 // compacted itself.
                 let seen = history_log
-                    .lock()
-                    .expect("log")
-                    .iter()
-                    .flat_map(|r| r.events.iter())
-                    .map(|e| e.kv.mod_revision)
-                    .max();
+                    .with_log(|log| log.iter().flat_map(|r| r.events.iter()).map(|e| e.kv.mod_revision).max());
                 let target = seen.unwrap_or(0).min(handle.current_revision()) - rng.random_range(0..20);
                 if target >= 2
                     && target > handle.compact_revision()
@@ -596,7 +594,7 @@ async fn driver(
         let compact = sys.handle.compact_revision();
         let open: Vec<usize> = (0..slots.len()).filter(|&j| !slots[j].closed).collect();
         let j = *open.choose(&mut rng).expect("open streams");
-        let paused = open.iter().filter(|&&k| slots[k].rec.paused.load(Ordering::Relaxed)).count();
+        let paused = open.iter().filter(|&&k| slots[k].rec.is_paused()).count();
         match rng.random_range(0..100) {
             0..=27 => {
                 let mut req = random_create(&mut rng, current, compact, &p);
@@ -616,24 +614,23 @@ async fn driver(
             28..=37 => {
                 if let Some(&id) = slots[j].live_ids().choose(&mut rng) {
                     slots[j].cancel_sent.insert(id);
-                    slots[j].rec.addr.do_send(CancelWatch(id));
+                    slots[j].rec.addr().do_send(CancelWatch(id));
                 }
             }
-            38..=52 => slots[j].rec.addr.do_send(RequestStreamProgress),
+            38..=52 => slots[j].rec.addr().do_send(RequestStreamProgress),
             53..=64 if paused < STREAMS / 2 => {
-                slots[j].rec.paused.store(true, Ordering::Release);
+                slots[j].rec.pause();
             }
             65..=79 => {
-                let paused: Vec<usize> =
-                    open.iter().copied().filter(|&k| slots[k].rec.paused.load(Ordering::Relaxed)).collect();
+                let paused: Vec<usize> = open.iter().copied().filter(|&k| slots[k].rec.is_paused()).collect();
                 if let Some(&k) = paused.choose(&mut rng) {
-                    slots[k].rec.paused.store(false, Ordering::Release);
+                    slots[k].rec.resume();
                 }
             }
             80..=82 if closes < MAX_CLOSES => {
                 closes += 1;
                 slots[j].closed = true;
-                slots[j].rec.addr.do_send(CloseStream);
+                slots[j].rec.addr().do_send(CloseStream);
                 let mut slot = open_slot(&sys);
                 for _ in 0..rng.random_range(1..=3) {
                     let req = random_create(&mut rng, current, compact, &p);
@@ -671,16 +668,18 @@ async fn drain(handle: &Handle, what: &str, cond: impl Fn(&watchkv_actors::Syste
 async fn fence_at(slot: &Slot, rev: i64) {
     let start = Instant::now();
     loop {
-        if slot.rec.addr.send(GetStreamStats).await.expect("stream alive").watchers == 0 {
+        if slot.rec.addr().send(GetStreamStats).await.expect("stream alive").watchers == 0 {
             return;
         }
         let before = slot.rec.len();
-        slot.rec.addr.do_send(RequestStreamProgress);
+        slot.rec.addr().do_send(RequestStreamProgress);
         let asked = Instant::now();
         while asked.elapsed() < Duration::from_millis(200) {
-            let got = slot.rec.log.lock().expect("log")[before..]
-                .iter()
-                .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev);
+            let got = slot.rec.with_log(|log| {
+                log[before..]
+                    .iter()
+                    .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev)
+            });
             if got {
                 return;
             }
@@ -702,14 +701,13 @@ async fn history_keeper(mut slot: Slot, fence: Rc<Cell<Option<i64>>>) -> Slot {
     let mut asked: Option<(usize, Instant)> = None;
     let mut fencing_since: Option<Instant> = None;
     loop {
-        let (answered, live, last_event, log_len) = {
-            let log = slot.rec.log.lock().expect("log");
+        let (answered, live, last_event, log_len) = slot.rec.with_log(|log| {
             let answered = log.iter().filter(|r| r.created).count();
             let current = log.iter().rev().find(|r| r.created).map(|r| r.watch_id);
             let ended = log.iter().rev().take_while(|r| !r.created).any(|r| r.canceled && Some(r.watch_id) == current);
             let last_event = log.iter().flat_map(|r| r.events.iter()).map(|e| e.kv.mod_revision).max();
             (answered, !ended, last_event, log.len())
-        };
+        });
         if answered == slot.creates.len() && !live {
             let mut req = WatchCreate::new(&KeyRange::all(), last_event.map_or(1, |r| r + 1));
             req.prev_kv = true;
@@ -720,18 +718,18 @@ async fn history_keeper(mut slot: Slot, fence: Rc<Cell<Option<i64>>>) -> Slot {
             let since = *fencing_since.get_or_insert_with(Instant::now);
             assert!(since.elapsed() < DRAIN_DEADLINE, "the history stream never reached {rev}");
             if let Some((from, _)) = asked {
-                let log = slot.rec.log.lock().expect("log");
-                if log[from..]
-                    .iter()
-                    .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev)
-                {
-                    drop(log);
+                let reached = slot.rec.with_log(|log| {
+                    log[from..]
+                        .iter()
+                        .any(|r| r.watch_id == INVALID_WATCH_ID && r.is_progress_notify() && r.revision >= rev)
+                });
+                if reached {
                     return slot;
                 }
             }
             let stale = asked.is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(200));
             if answered == slot.creates.len() && live && stale {
-                slot.rec.addr.do_send(RequestStreamProgress);
+                slot.rec.addr().do_send(RequestStreamProgress);
                 asked = Some((log_len, Instant::now()));
             }
         }
@@ -757,16 +755,18 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     );
     let sys = Rc::new(
         TestSystem::with(false, |c| {
-            c.watch = c.watch.clone().with_chan_buf_len(chan_buf_len);
-            c.watch = c.watch.clone().with_watch_resync_period(Duration::from_millis(resync_ms));
-            c.watch = c.watch.clone().with_victim_retry_period(Duration::from_millis(2));
-            c.watch = c.watch.clone().with_watch_batch_max_revs(batch_revs);
-            c.watch = c.watch.clone().with_max_watchers_per_sync(per_sync);
-            c.watch = c.watch.clone().with_progress_notify_interval(Duration::from_millis(progress_ms));
-            c.watch = c.watch.clone().with_max_response_bytes(max_bytes);
-            c.ring_revisions = ring;
-            c.slow_consumer = policy;
-            c.store = c.store.clone().with_compaction_batch_limit(compaction_batch);
+            let watch = c
+                .watch()
+                .clone()
+                .with_chan_buf_len(chan_buf_len)
+                .with_watch_resync_period(Duration::from_millis(resync_ms))
+                .with_victim_retry_period(Duration::from_millis(2))
+                .with_watch_batch_max_revs(batch_revs)
+                .with_max_watchers_per_sync(per_sync)
+                .with_progress_notify_interval(Duration::from_millis(progress_ms))
+                .with_max_response_bytes(max_bytes);
+            let store = c.store().clone().with_compaction_batch_limit(compaction_batch);
+            c.with_watch(watch).with_store(store).with_ring_revisions(ring).with_slow_consumer(policy)
         })
         .await,
     );
@@ -784,7 +784,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
         slot.creates.push(req);
         slot
     };
-    let history_log = std::sync::Arc::clone(&history_slot.rec.log);
+    let history_log = history_slot.rec.clone();
     let history_fence = Rc::new(Cell::new(None));
     let keeper = actix_rt::spawn(history_keeper(history_slot, Rc::clone(&history_fence)));
 
@@ -808,7 +808,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     let maint = actix_rt::spawn(maintenance(
         handle.clone(),
         rng.random(),
-        std::sync::Arc::clone(&history_log),
+        history_log.clone(),
         Rc::clone(&p),
         Rc::clone(&writers_done),
     ));
@@ -834,7 +834,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
 
     // Everyone reads again; everything drains.
     for s in &slots {
-        s.rec.paused.store(false, Ordering::Release);
+        s.rec.resume();
     }
     let final_rev = handle.current_revision();
     drain(&handle, "nothing unsynced or parked", |s| {
@@ -920,7 +920,7 @@ async fn stress(policy: SlowConsumerPolicy, seed: u64) {
     // Close everything (the history stream too); nothing may stay behind.
     slots.push(history_slot);
     for s in &mut slots {
-        s.rec.addr.do_send(CloseStream);
+        s.rec.addr().do_send(CloseStream);
         s.closed = true;
     }
     drain(&handle, "every stream and watcher gone", |s| {

@@ -9,7 +9,7 @@ use super::history::row_event;
 use super::watcher::Watcher;
 use super::watcher_group::{WatcherGroup, WatcherSlot};
 use crate::backend::RevisionSnapshot;
-use crate::error::Result;
+use crate::error::Error;
 
 /// What one pass produced.
 #[derive(Debug, Default)]
@@ -23,6 +23,16 @@ pub struct CatchUp {
     pub batches: Vec<(Watcher, EventBatch)>,
 }
 
+/// A pass whose read failed: the error, and every watcher it was given, unchanged (a watcher's
+/// `min_rev` moves only after a whole read), so that the caller can try them again.
+#[derive(Debug)]
+pub struct CatchUpFailed {
+    /// The storage error.
+    pub error: Error,
+    /// The watchers, as they were given.
+    pub watchers: Vec<Watcher>,
+}
+
 /// Runs one catch-up pass: reads the history rows of `[min min_rev, cur_rev]` once from
 /// `snapshot` for all `watchers`, and gives each watcher the events in its range from its own
 /// `min_rev`, at most `max_revs` revisions, whole revisions only.
@@ -31,14 +41,14 @@ pub struct CatchUp {
 /// far behind costs one batch of reading per pass, not the whole history.
 ///
 /// # Errors
-/// Fails on storage errors or a row that does not decode.
+/// Fails on storage errors or a row that does not decode, handing the watchers back.
 pub fn catch_up(
     watchers: Vec<Watcher>,
     snapshot: &RevisionSnapshot,
     cur_rev: i64,
     compact_rev: i64,
     max_revs: usize,
-) -> Result<CatchUp> {
+) -> Result<CatchUp, CatchUpFailed> {
     let mut out = CatchUp::default();
     let mut group = WatcherGroup::new();
     let mut slots: Vec<(WatcherSlot, EventBatch)> = Vec::new();
@@ -56,7 +66,7 @@ pub fn catch_up(
         slots.iter().enumerate().map(|(i, (s, _))| (*s, i)).collect();
     let mut open = slots.len();
     let mut matched = Vec::new();
-    snapshot.scan(min_rev, cur_rev.saturating_add(1), |key, row| {
+    let scanned = snapshot.scan(min_rev, cur_rev.saturating_add(1), |key, row| {
         matched.clear();
         group.matching(row.key(), &mut matched);
         matched.retain(|s| group.slot(*s).is_some_and(|w| w.min_rev <= key.rev.main));
@@ -74,7 +84,12 @@ pub fn catch_up(
             }
         }
         Ok(open > 0)
-    })?;
+    });
+    if let Err(error) = scanned {
+        let mut watchers = out.compacted;
+        watchers.extend(group.drain());
+        return Err(CatchUpFailed { error, watchers });
+    }
     for (slot, batch) in slots {
         if let Some(mut w) = group.remove_slot(slot) {
             w.min_rev = if batch.is_truncated() { batch.more_rev } else { w.min_rev.max(cur_rev + 1) };

@@ -74,10 +74,10 @@ pub struct Served {
 pub async fn serve(opts: &Opts) -> Served {
     install_panic_hook();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ActorsConfig::new(dir.path());
-    config.store = config.store.with_durability(Durability::Buffered);
+    let mut config = ActorsConfig::new(dir.path())
+        .with_store(watchkv::StoreConfig::new(dir.path()).with_durability(Durability::Buffered));
     if let Some(n) = opts.max_watchers_per_stream {
-        config.max_watchers_per_stream = n;
+        config = config.with_max_watchers_per_stream(n);
     }
     let handle = watchkv_actors::start(config).await.expect("start the store");
     let configured = opts.max_request_bytes.map(|n| {

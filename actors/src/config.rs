@@ -1,0 +1,360 @@
+//! Owns the runtime's tunables: [`ActorsConfig`] (the core's `StoreConfig` and `WatchConfig`
+//! plus what only the actors use) and [`SlowConsumerPolicy`], in the core's style: a getter
+//! named after each setting, a consuming `with_*` setter that checks its range and panics
+//! outside it, and its default and range exported as `DEFAULT_*` / `*_RANGE` constants
+//! (durations in the unit the name says: `*_MS`, `*_US`), so that the CLI takes its defaults
+//! from here and rejects bad input with a clear error before a setter could panic.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use watchkv::{StoreConfig, WatchConfig};
+
+use crate::sched::CatchUpPriority;
+
+/// What to do with a watcher whose client stops reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// etcd's: keep it parked as a victim for as long as it takes. Default.
+    #[default]
+    Keep,
+    /// Cancel it (with a `cancel_reason` naming the cause) once it is more than `lag_revisions`
+    /// behind or has been undeliverable for longer than `parked_for`, so a dead client cannot
+    /// hold memory forever (etcd #16839).
+    CancelAfter {
+        /// Largest tolerated distance from the current revision, in
+        /// [`SLOW_CONSUMER_LAG_RANGE`].
+        lag_revisions: i64,
+        /// Longest tolerated time parked.
+        parked_for: Duration,
+    },
+}
+
+/// Default of [`ActorsConfig::slow_consumer`]: etcd's behaviour.
+pub const DEFAULT_SLOW_CONSUMER: SlowConsumerPolicy = SlowConsumerPolicy::Keep;
+/// Valid `lag_revisions` of [`SlowConsumerPolicy::CancelAfter`].
+pub const SLOW_CONSUMER_LAG_RANGE: RangeInclusive<i64> = 1..=i64::MAX;
+
+/// Default of [`ActorsConfig::lease_tick`] in milliseconds.
+pub const DEFAULT_LEASE_TICK_MS: u64 = 500;
+/// Valid [`ActorsConfig::lease_tick`] periods in milliseconds.
+pub const LEASE_TICK_MS_RANGE: RangeInclusive<u64> = 1..=60_000;
+
+/// Default of [`ActorsConfig::max_watchers_per_stream`].
+pub const DEFAULT_MAX_WATCHERS_PER_STREAM: usize = 10_000;
+/// Valid [`ActorsConfig::max_watchers_per_stream`] values.
+pub const MAX_WATCHERS_PER_STREAM_RANGE: RangeInclusive<usize> = 1..=10_000_000;
+
+/// Default of [`ActorsConfig::ring_revisions`].
+pub const DEFAULT_RING_REVISIONS: usize = 4096;
+/// Valid [`ActorsConfig::ring_revisions`] values; 0 turns the ring off (every promoted watcher
+/// that is behind catches up through the syncer).
+pub const RING_REVISIONS_RANGE: RangeInclusive<usize> = 0..=1_000_000;
+
+/// Default of [`ActorsConfig::store_mailbox`].
+pub const DEFAULT_STORE_MAILBOX: usize = 1024;
+/// Valid [`ActorsConfig::store_mailbox`] values.
+pub const STORE_MAILBOX_RANGE: RangeInclusive<usize> = 1..=65_536;
+
+/// Default of [`ActorsConfig::catch_up_priority`].
+pub const DEFAULT_CATCH_UP_PRIORITY: CatchUpPriority = CatchUpPriority::Idle;
+
+/// Default of [`ActorsConfig::store_time_slice`] in microseconds: the shortest the kernel
+/// grants.
+pub const DEFAULT_STORE_TIME_SLICE_US: u64 = 100;
+/// Valid [`ActorsConfig::store_time_slice`] values in microseconds: what Linux accepts as a
+/// custom slice (`sched_attr.sched_runtime`, 100 µs to 100 ms).
+pub const STORE_TIME_SLICE_US_RANGE: RangeInclusive<u64> = 100..=100_000;
+
+/// Panics unless `value` lies in `range`, naming the setting (the core's style: a bad value is
+/// the caller's bug; a CLI checks user input against the same `*_RANGE` constant first).
+#[track_caller]
+fn check_range<T: PartialOrd + fmt::Debug>(setting: &str, value: T, range: &RangeInclusive<T>) -> T {
+    assert!(range.contains(&value), "{setting} must be in {range:?}, got {value:?}");
+    value
+}
+
+/// [`check_range`] for a duration against a range in `unit`s (`from_unit` converts).
+#[track_caller]
+fn check_duration(
+    setting: &str,
+    value: Duration,
+    range: &RangeInclusive<u64>,
+    unit: &str,
+    from_unit: fn(u64) -> Duration,
+) -> Duration {
+    let bounds = from_unit(*range.start())..=from_unit(*range.end());
+    assert!(bounds.contains(&value), "{setting} must be in {range:?} {unit}, got {value:?}");
+    value
+}
+
+/// Configuration of the runtime. Every setter panics outside the range it documents.
+///
+/// ```
+/// use std::time::Duration;
+/// use watchkv_actors::watchkv::{Durability, StoreConfig, WatchConfig};
+/// use watchkv_actors::ActorsConfig;
+///
+/// let config = ActorsConfig::new("/tmp/watchkv-data")
+///     .with_store(StoreConfig::new("/tmp/watchkv-data").with_durability(Durability::Buffered))
+///     .with_watch(WatchConfig::default().with_chan_buf_len(256))
+///     .with_lease_tick(Some(Duration::from_millis(100)));
+/// assert_eq!(config.watch().chan_buf_len(), 256);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ActorsConfig {
+    store: StoreConfig,
+    watch: WatchConfig,
+    slow_consumer: SlowConsumerPolicy,
+    lease_tick: Option<Duration>,
+    max_watchers_per_stream: usize,
+    ring_revisions: usize,
+    store_mailbox: usize,
+    manual_ticks: bool,
+    catch_up_priority: CatchUpPriority,
+    store_time_slice: Option<Duration>,
+}
+
+impl ActorsConfig {
+    /// Returns the default configuration for a store in `path`.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            store: StoreConfig::new(path),
+            watch: WatchConfig::default(),
+            slow_consumer: DEFAULT_SLOW_CONSUMER,
+            lease_tick: Some(Duration::from_millis(DEFAULT_LEASE_TICK_MS)),
+            max_watchers_per_stream: DEFAULT_MAX_WATCHERS_PER_STREAM,
+            ring_revisions: DEFAULT_RING_REVISIONS,
+            store_mailbox: DEFAULT_STORE_MAILBOX,
+            manual_ticks: false,
+            catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
+            store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
+        }
+    }
+
+    /// The store's configuration. Default = `StoreConfig::new(path)`.
+    #[must_use]
+    pub fn store(&self) -> &StoreConfig {
+        &self.store
+    }
+
+    /// Sets [`Self::store`].
+    #[must_use]
+    pub fn with_store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The watch tunables. Default = `WatchConfig::default()` (etcd's values).
+    #[must_use]
+    pub fn watch(&self) -> &WatchConfig {
+        &self.watch
+    }
+
+    /// Sets [`Self::watch`].
+    #[must_use]
+    pub fn with_watch(mut self, watch: WatchConfig) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Slow-consumer policy. Default = [`SlowConsumerPolicy::Keep`] ([`DEFAULT_SLOW_CONSUMER`]).
+    #[must_use]
+    pub fn slow_consumer(&self) -> SlowConsumerPolicy {
+        self.slow_consumer
+    }
+
+    /// Sets [`Self::slow_consumer`].
+    ///
+    /// # Panics
+    /// If a `CancelAfter` policy's `lag_revisions` is outside [`SLOW_CONSUMER_LAG_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        if let SlowConsumerPolicy::CancelAfter { lag_revisions, .. } = policy {
+            check_range("slow_consumer lag_revisions", lag_revisions, &SLOW_CONSUMER_LAG_RANGE);
+        }
+        self.slow_consumer = policy;
+        self
+    }
+
+    /// How often due leases are expired; `None` = only by an explicit `LeaseTick`. Default =
+    /// 500 ms ([`DEFAULT_LEASE_TICK_MS`]); range [`LEASE_TICK_MS_RANGE`] milliseconds.
+    #[must_use]
+    pub fn lease_tick(&self) -> Option<Duration> {
+        self.lease_tick
+    }
+
+    /// Sets [`Self::lease_tick`].
+    ///
+    /// # Panics
+    /// If `period` is outside [`LEASE_TICK_MS_RANGE`] milliseconds.
+    #[must_use]
+    #[track_caller]
+    pub fn with_lease_tick(mut self, period: Option<Duration>) -> Self {
+        self.lease_tick =
+            period.map(|p| check_duration("lease_tick", p, &LEASE_TICK_MS_RANGE, "ms", Duration::from_millis));
+        self
+    }
+
+    /// Most watchers one stream may hold. Default = 10000
+    /// ([`DEFAULT_MAX_WATCHERS_PER_STREAM`]); range [`MAX_WATCHERS_PER_STREAM_RANGE`].
+    #[must_use]
+    pub fn max_watchers_per_stream(&self) -> usize {
+        self.max_watchers_per_stream
+    }
+
+    /// Sets [`Self::max_watchers_per_stream`].
+    ///
+    /// # Panics
+    /// If `n` is outside [`MAX_WATCHERS_PER_STREAM_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_max_watchers_per_stream(mut self, n: usize) -> Self {
+        self.max_watchers_per_stream = check_range("max_watchers_per_stream", n, &MAX_WATCHERS_PER_STREAM_RANGE);
+        self
+    }
+
+    /// Revisions kept in memory to replay to promoted watchers. Default = 4096
+    /// ([`DEFAULT_RING_REVISIONS`]); range [`RING_REVISIONS_RANGE`].
+    #[must_use]
+    pub fn ring_revisions(&self) -> usize {
+        self.ring_revisions
+    }
+
+    /// Sets [`Self::ring_revisions`].
+    ///
+    /// # Panics
+    /// If `revisions` is outside [`RING_REVISIONS_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_ring_revisions(mut self, revisions: usize) -> Self {
+        self.ring_revisions = check_range("ring_revisions", revisions, &RING_REVISIONS_RANGE);
+        self
+    }
+
+    /// Capacity of the store's mailbox; callers wait when it is full. Default = 1024
+    /// ([`DEFAULT_STORE_MAILBOX`]); range [`STORE_MAILBOX_RANGE`].
+    #[must_use]
+    pub fn store_mailbox(&self) -> usize {
+        self.store_mailbox
+    }
+
+    /// Sets [`Self::store_mailbox`].
+    ///
+    /// # Panics
+    /// If `messages` is outside [`STORE_MAILBOX_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_store_mailbox(mut self, messages: usize) -> Self {
+        self.store_mailbox = check_range("store_mailbox", messages, &STORE_MAILBOX_RANGE);
+        self
+    }
+
+    /// Whether every timer (catch-up, victim retry, progress, catch-up read retry) is off, so
+    /// that tests send the ticks by hand, as etcd's tests call `syncWatchers()`. Default =
+    /// `false`.
+    #[must_use]
+    pub fn manual_ticks(&self) -> bool {
+        self.manual_ticks
+    }
+
+    /// Sets [`Self::manual_ticks`].
+    #[must_use]
+    pub fn with_manual_ticks(mut self, manual: bool) -> Self {
+        self.manual_ticks = manual;
+        self
+    }
+
+    /// How the syncer's thread competes for the CPU (Linux), so that a long catch-up yields the
+    /// CPU to writes and live delivery when cores are short and still uses every idle cycle.
+    /// Default = [`CatchUpPriority::Idle`] ([`DEFAULT_CATCH_UP_PRIORITY`]); see
+    /// [`crate::sched`].
+    #[must_use]
+    pub fn catch_up_priority(&self) -> CatchUpPriority {
+        self.catch_up_priority
+    }
+
+    /// Sets [`Self::catch_up_priority`] (a `Nice` value is checked when it is parsed).
+    #[must_use]
+    pub fn with_catch_up_priority(mut self, priority: CatchUpPriority) -> Self {
+        self.catch_up_priority = priority;
+        self
+    }
+
+    /// Time slice requested for the store's thread (Linux 6.12 and later), shorter than the
+    /// default so that the store, woken by a write, preempts a stream thread's delivery burst
+    /// instead of waiting up to a whole slice behind it; `None` leaves the kernel's default.
+    /// Default = 100 µs ([`DEFAULT_STORE_TIME_SLICE_US`]); range
+    /// [`STORE_TIME_SLICE_US_RANGE`] microseconds.
+    #[must_use]
+    pub fn store_time_slice(&self) -> Option<Duration> {
+        self.store_time_slice
+    }
+
+    /// Sets [`Self::store_time_slice`].
+    ///
+    /// # Panics
+    /// If `slice` is outside [`STORE_TIME_SLICE_US_RANGE`] microseconds.
+    #[must_use]
+    #[track_caller]
+    pub fn with_store_time_slice(mut self, slice: Option<Duration>) -> Self {
+        self.store_time_slice = slice
+            .map(|s| check_duration("store_time_slice", s, &STORE_TIME_SLICE_US_RANGE, "µs", Duration::from_micros));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_lie_in_their_ranges() {
+        let c = ActorsConfig::new("unused");
+        assert!(MAX_WATCHERS_PER_STREAM_RANGE.contains(&c.max_watchers_per_stream()));
+        assert!(RING_REVISIONS_RANGE.contains(&c.ring_revisions()));
+        assert!(STORE_MAILBOX_RANGE.contains(&c.store_mailbox()));
+        assert!(LEASE_TICK_MS_RANGE.contains(&DEFAULT_LEASE_TICK_MS));
+        assert!(STORE_TIME_SLICE_US_RANGE.contains(&DEFAULT_STORE_TIME_SLICE_US));
+        assert_eq!(c.slow_consumer(), SlowConsumerPolicy::Keep);
+        assert_eq!(c.catch_up_priority(), CatchUpPriority::Idle);
+        assert!(!c.manual_ticks());
+    }
+
+    #[test]
+    fn setters_keep_the_value_at_the_range_ends() {
+        let c = ActorsConfig::new("unused")
+            .with_ring_revisions(0)
+            .with_store_mailbox(*STORE_MAILBOX_RANGE.end())
+            .with_lease_tick(None)
+            .with_store_time_slice(Some(Duration::from_micros(100)))
+            .with_slow_consumer(SlowConsumerPolicy::CancelAfter { lag_revisions: 1, parked_for: Duration::ZERO });
+        assert_eq!(c.ring_revisions(), 0);
+        assert_eq!(c.store_mailbox(), 65_536);
+        assert_eq!(c.lease_tick(), None);
+        assert_eq!(c.store_time_slice(), Some(Duration::from_micros(100)));
+    }
+
+    #[test]
+    #[should_panic(expected = "max_watchers_per_stream must be in 1..=10000000, got 0")]
+    fn a_count_below_its_range_panics_naming_the_setting() {
+        let _ = ActorsConfig::new("unused").with_max_watchers_per_stream(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "store_time_slice must be in 100..=100000 µs")]
+    fn a_duration_below_its_range_panics_naming_the_setting() {
+        let _ = ActorsConfig::new("unused").with_store_time_slice(Some(Duration::from_micros(50)));
+    }
+
+    #[test]
+    #[should_panic(expected = "slow_consumer lag_revisions must be in 1..=")]
+    fn a_slow_consumer_lag_of_zero_panics() {
+        let _ = ActorsConfig::new("unused")
+            .with_slow_consumer(SlowConsumerPolicy::CancelAfter { lag_revisions: 0, parked_for: Duration::ZERO });
+    }
+}

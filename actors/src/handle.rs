@@ -1,0 +1,399 @@
+//! Owns [`Handle`], the typed async API over the running actors that every transport and
+//! embedder uses (one message per client operation, each with its own reply), and
+//! [`WatchStream`], a watch stream read as a `futures::Stream`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use actix::prelude::*;
+use futures::Stream;
+use tokio::sync::mpsc;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::WatchId;
+use watchkv::{
+    DeleteRangeRequest, DeleteRangeResponse, Error, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, Write,
+};
+
+use crate::config::ActorsConfig;
+use crate::protocol::{
+    CancelWatch, CloseStream, Compact, CreateWatch, DbSize, GetStoreStats, GetSyncerStats, GetVictimStats, LeaseGrant,
+    LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range, RequestStreamProgress, Shutdown, StoreStats, SubmitWrite,
+    SyncerStats, VictimStats, WatchCreate,
+};
+use crate::sink::WatchSink;
+use crate::store::StoreActor;
+use crate::stream_actor::StreamActor;
+use crate::syncer_actor::SyncerActor;
+use crate::system::{stopped, Runtime};
+use crate::victim_actor::VictimActor;
+
+/// Responses buffered between a [`WatchStream`]'s actor and its reader.
+const WATCH_STREAM_BUFFER: usize = 16;
+
+/// State of every actor at one moment (each answered in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SystemStats {
+    /// The store actor.
+    pub store: StoreStats,
+    /// The syncer.
+    pub syncer: SyncerStats,
+    /// The victim actor.
+    pub victims: VictimStats,
+    /// Events delivered to stream mailboxes.
+    pub events_sent: u64,
+    /// Responses delivered to stream mailboxes.
+    pub responses_sent: u64,
+    /// Watchers cancelled by the slow-consumer policy.
+    pub slow_cancels: u64,
+    /// Write batches committed.
+    pub write_batches: u64,
+    /// Total time spent committing write batches, in microseconds.
+    pub write_micros: u64,
+}
+
+struct Inner {
+    runtime: Runtime,
+    config: Arc<ActorsConfig>,
+    next_stream: AtomicU64,
+    seq: Arc<AtomicU64>,
+    /// The store's, the syncer's and the victim actor's threads, taken on shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
+}
+
+/// The running store. Cloning is shallow.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("current_revision", &self.current_revision()).finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Wraps a started runtime and the threads its actors run on.
+    pub(crate) fn new(config: Arc<ActorsConfig>, runtime: Runtime, arbiters: Vec<Arbiter>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                config,
+                next_stream: AtomicU64::new(1),
+                seq: Arc::new(AtomicU64::new(1)),
+                arbiters: Mutex::new(arbiters),
+            }),
+        }
+    }
+
+    /// Returns the configuration.
+    #[must_use]
+    pub fn config(&self) -> &ActorsConfig {
+        &self.inner.config
+    }
+
+    /// Returns the last durable revision.
+    #[must_use]
+    pub fn current_revision(&self) -> i64 {
+        self.inner.runtime.clock.current()
+    }
+
+    /// Returns the compact revision.
+    #[must_use]
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.runtime.clock.compact()
+    }
+
+    /// Returns the store actor's address (for tests that send ticks by hand).
+    #[must_use]
+    pub fn store_addr(&self) -> &Addr<StoreActor> {
+        &self.inner.runtime.store
+    }
+
+    /// Returns the syncer's address.
+    #[must_use]
+    pub fn syncer_addr(&self) -> &Addr<SyncerActor> {
+        &self.inner.runtime.syncer
+    }
+
+    /// Returns the victim actor's address.
+    #[must_use]
+    pub fn victim_addr(&self) -> &Addr<VictimActor> {
+        &self.inner.runtime.victims
+    }
+
+    /// Submits one write to the store's group commit and waits for its own answer.
+    async fn write<W: Write>(&self, request: W) -> Result<W::Response> {
+        // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
+        // A full store mailbox makes the writer wait for room, as `send` does.
+        let (reply, answer) = futures::channel::oneshot::channel();
+        match self.inner.runtime.store.try_send(SubmitWrite { request, reply }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => self.inner.runtime.store.send(msg).await.map_err(stopped)?,
+            Err(SendError::Closed(_)) => return Err(Error::Stopped),
+        }
+        answer.await.unwrap_or(Err(Error::Stopped))
+    }
+
+    /// Writes a key (etcd `Put`).
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::put`], or `Stopped`.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        self.write(req).await
+    }
+
+    /// Deletes a range (etcd `DeleteRange`).
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::delete_range`], or `Stopped`.
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.write(req).await
+    }
+
+    /// Runs a transaction (etcd `Txn`).
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::txn`], or `Stopped`.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        self.write(req).await
+    }
+
+    /// Reads a range (etcd `Range`).
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::range`], or `Stopped`.
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.inner.runtime.store.send(Range(req)).await.map_err(stopped)?
+    }
+
+    /// Compacts at `revision`; with `physical`, returns once the rows are gone. Returns the
+    /// current revision.
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::compact`], or `Stopped`.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<i64> {
+        self.inner.runtime.store.send(Compact { revision, physical }).await.map_err(stopped)?
+    }
+
+    /// Grants a lease (`id` 0: the store picks). Returns id, TTL and the current revision.
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::lease_grant`], or `Stopped`.
+    pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, i64)> {
+        self.inner.runtime.store.send(LeaseGrant { id, ttl }).await.map_err(stopped)?
+    }
+
+    /// Revokes a lease, deleting its keys; returns the revision after it. A revoke is a write:
+    /// it joins the group commit like any other.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
+        self.write(LeaseRevokeRequest(id)).await
+    }
+
+    /// Renews a lease once; returns its TTL and the current revision.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<(i64, i64)> {
+        self.inner.runtime.store.send(LeaseKeepAlive(id)).await.map_err(stopped)?
+    }
+
+    /// Returns a lease's remaining TTL (and keys) and the current revision.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`, or `Stopped`.
+    pub async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
+        self.inner.runtime.store.send(LeaseTimeToLive { id, keys }).await.map_err(stopped)?
+    }
+
+    /// etcd's `LeaseKeepAlive` answer, as every transport gives it: the TTL and the current
+    /// revision, with TTL 0 for an unknown lease instead of an error (etcd's v3rpc layer).
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn lease_keep_alive_answer(&self, id: LeaseId) -> Result<(i64, i64)> {
+        match self.lease_keep_alive(id).await {
+            Err(Error::LeaseNotFound) => Ok((0, self.current_revision())),
+            other => other,
+        }
+    }
+
+    /// etcd's `LeaseTimeToLive` answer, as every transport gives it: an unknown lease is TTL
+    /// -1 with no keys rather than an error (`etcdctl` prints "already expired").
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn lease_time_to_live_answer(&self, id: LeaseId, keys: bool) -> Result<(LeaseStatus, i64)> {
+        match self.lease_time_to_live(id, keys).await {
+            Err(Error::LeaseNotFound) => {
+                Ok((LeaseStatus { id, ttl: -1, granted_ttl: 0, keys: Vec::new() }, self.current_revision()))
+            }
+            other => other,
+        }
+    }
+
+    /// Returns every lease id and the current revision.
+    ///
+    /// # Errors
+    /// `Stopped`.
+    pub async fn leases(&self) -> Result<(Vec<LeaseId>, i64)> {
+        self.inner.runtime.store.send(LeaseLeases).await.map_err(stopped)?
+    }
+
+    /// Opens a watch stream whose responses go to `sink`; the transport sends it
+    /// [`CreateWatch`], [`CancelWatch`], [`RequestStreamProgress`] and finally [`CloseStream`].
+    /// The actor lives on the caller's arbiter.
+    #[must_use]
+    pub fn open_stream(&self, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
+        self.new_stream_actor(sink).start()
+    }
+
+    /// Opens a watch stream like [`Handle::open_stream`], with its actor on `arbiter`: for
+    /// transports whose tasks run outside an actix arbiter (tonic spawns its connections with
+    /// `tokio::spawn`).
+    #[must_use]
+    pub fn open_stream_on(&self, arbiter: &ArbiterHandle, sink: Arc<dyn WatchSink>) -> Addr<StreamActor> {
+        let actor = self.new_stream_actor(sink);
+        StreamActor::start_in_arbiter(arbiter, move |_| actor)
+    }
+
+    fn new_stream_actor(&self, sink: Arc<dyn WatchSink>) -> StreamActor {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        StreamActor::new(
+            id,
+            Arc::clone(&self.inner.runtime.stream_peers),
+            sink,
+            Arc::clone(&self.inner.config),
+            Arc::clone(&self.inner.runtime.clock),
+            Arc::clone(&self.inner.seq),
+        )
+    }
+
+    /// Opens a watch stream read as a [`futures::Stream`] of responses. Dropping it closes the
+    /// stream and cancels its watchers.
+    #[must_use]
+    pub fn watch_stream(&self) -> WatchStream {
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let stream = self.open_stream(Arc::new(tx));
+        WatchStream { rx, stream }
+    }
+
+    /// Opens a stream with one watcher: the first item is its `created` response.
+    #[must_use]
+    pub fn watch(&self, create: WatchCreate) -> WatchStream {
+        let stream = self.watch_stream();
+        stream.create(create);
+        stream
+    }
+
+    /// Returns the bytes the store occupies on disk.
+    ///
+    /// # Errors
+    /// `Stopped`, or an I/O error.
+    pub async fn db_size(&self) -> Result<u64> {
+        self.inner.runtime.store.send(DbSize).await.map_err(stopped)?
+    }
+
+    /// Returns every actor's state.
+    ///
+    /// # Errors
+    /// `Stopped`.
+    pub async fn stats(&self) -> Result<SystemStats> {
+        let store = self.inner.runtime.store.send(GetStoreStats).await.map_err(stopped)?;
+        let syncer = self.inner.runtime.syncer.send(GetSyncerStats).await.map_err(stopped)?;
+        let victims = self.inner.runtime.victims.send(GetVictimStats).await.map_err(stopped)?;
+        let c = &self.inner.runtime.counters;
+        Ok(SystemStats {
+            store,
+            syncer,
+            victims,
+            events_sent: c.events_sent.load(Ordering::Relaxed),
+            responses_sent: c.responses_sent.load(Ordering::Relaxed),
+            slow_cancels: c.slow_cancels.load(Ordering::Relaxed),
+            write_batches: c.write_batches.load(Ordering::Relaxed),
+            write_micros: c.write_micros.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Finishes in-flight writes, syncs the store to disk, closes it, stops the actors' threads
+    /// and waits for them to end (so the directory can be opened again as soon as this
+    /// returns). Calls after it fail with `Stopped`.
+    ///
+    /// # Errors
+    /// A storage error from the final sync.
+    pub async fn shutdown(&self) -> Result<()> {
+        let result = match self.inner.runtime.store.send(Shutdown).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        };
+        let arbiters = match self.inner.arbiters.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(_) => Vec::new(),
+        };
+        // Wait for the threads to end, so that every handle on the store (the syncer's
+        // snapshot reader) is dropped and the directory can be opened again at once. The
+        // catch-up thread may run at idle priority and get the CPU only late on a busy machine.
+        let joined = actix_rt::task::spawn_blocking(move || {
+            for arbiter in &arbiters {
+                arbiter.stop();
+            }
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("a runtime thread panicked while stopping");
+        }
+        result
+    }
+}
+
+/// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.
+pub struct WatchStream {
+    rx: mpsc::Receiver<WatchResponse>,
+    stream: Addr<StreamActor>,
+}
+
+impl WatchStream {
+    /// Creates another watcher on this stream.
+    pub fn create(&self, create: WatchCreate) {
+        self.stream.do_send(CreateWatch(create));
+    }
+
+    /// Cancels a watcher of this stream.
+    pub fn cancel(&self, id: WatchId) {
+        self.stream.do_send(CancelWatch(id));
+    }
+
+    /// Asks for a stream-wide progress notification.
+    pub fn request_progress(&self) {
+        self.stream.do_send(RequestStreamProgress);
+    }
+
+    /// Returns the stream actor's address.
+    #[must_use]
+    pub fn addr(&self) -> &Addr<StreamActor> {
+        &self.stream
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = WatchResponse;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.stream.do_send(CloseStream);
+    }
+}

@@ -1,0 +1,459 @@
+//! Owns the protocol between the runtime's actors: every message one actor sends another (or a
+//! transport sends an actor), with its reply type, and the values they share: the
+//! [`RevisionClock`] the store publishes and the [`Counters`] the metrics read. Actors know each
+//! other only as `Recipient`s of these messages, never by type (docs/design.md, "Actors talk
+//! through one protocol").
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::{Filters, StreamId, WatchId, Watcher, WatcherKey};
+use watchkv::{KeyRange, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Write};
+
+// ---- Values every actor reads ----
+
+/// The revisions other actors may read without asking: published by the store actor after
+/// each durable commit. Atomics, not a lock: readers only ever need a recent value.
+#[derive(Debug)]
+pub struct RevisionClock {
+    current: AtomicI64,
+    compact: AtomicI64,
+}
+
+impl RevisionClock {
+    /// Returns a clock at the given revisions.
+    #[must_use]
+    pub fn new(current: i64, compact: i64) -> Self {
+        Self { current: AtomicI64::new(current), compact: AtomicI64::new(compact) }
+    }
+
+    /// Returns the last durable revision.
+    #[must_use]
+    pub fn current(&self) -> i64 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Returns the compact revision.
+    #[must_use]
+    pub fn compact(&self) -> i64 {
+        self.compact.load(Ordering::Acquire)
+    }
+
+    /// Publishes the store's revisions (the store actor only).
+    pub(crate) fn publish(&self, current: i64, compact: i64) {
+        self.current.store(current, Ordering::Release);
+        self.compact.store(compact, Ordering::Release);
+    }
+
+    /// Publishes a compact revision ahead of the compaction itself (the store actor only).
+    pub(crate) fn publish_compact(&self, compact: i64) {
+        self.compact.store(compact, Ordering::Release);
+    }
+}
+
+/// Counters shared by the actors and read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events delivered to stream mailboxes (counted per watcher).
+    pub events_sent: AtomicU64,
+    /// Responses delivered to stream mailboxes.
+    pub responses_sent: AtomicU64,
+    /// Watchers cancelled by the slow-consumer policy.
+    pub slow_cancels: AtomicU64,
+    /// Write batches committed.
+    pub write_batches: AtomicU64,
+    /// Sum of write batch latencies in microseconds (for a mean).
+    pub write_micros: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one delivered `Deliver` of `responses` responses carrying `events` events.
+    pub(crate) fn delivered(&self, responses: usize, events: usize) {
+        self.events_sent.fetch_add(events as u64, Ordering::Relaxed);
+        self.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
+    }
+}
+
+// ---- Deliveries to a stream ----
+
+/// One response for one watcher of a stream.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The watcher it is for.
+    pub key: WatcherKey,
+    /// The response.
+    pub response: WatchResponse,
+}
+
+/// Responses for watchers of one stream, from the store, the syncer or the victim actor; one
+/// mailbox slot however many watchers and revisions it carries.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// In the order they must reach the client.
+    pub entries: Vec<Delivery>,
+    /// Whether this is catch-up work (the syncer's replay from storage). A stream thread that
+    /// runs such deliveries back to back yields the CPU after a short burst
+    /// (`sched::STREAM_BURST`), so a catch-up rarely holds up writes or live deliveries for
+    /// longer than that; live and victim deliveries never yield.
+    pub catch_up: bool,
+}
+
+impl Deliver {
+    /// Live work: the store's fan-out, a victim retry, a progress or cancel notice. A victim
+    /// retry counts as live even when the syncer parked the batch: a stream whose mailbox was
+    /// full is already behind, and its retries are few (one per retry period).
+    #[must_use]
+    pub fn live(entries: Vec<Delivery>) -> Self {
+        Self { entries, catch_up: false }
+    }
+
+    /// Catch-up work from the syncer.
+    #[must_use]
+    pub fn catch_up(entries: Vec<Delivery>) -> Self {
+        Self { entries, catch_up: true }
+    }
+
+    /// Returns how many responses and events it carries, for [`Counters`].
+    #[must_use]
+    pub fn size(&self) -> (usize, usize) {
+        (self.entries.len(), self.entries.iter().map(|e| e.response.events.len()).sum())
+    }
+}
+
+/// Closes a stream, cancelling all its watchers (a transport whose client left, or the store
+/// on shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseStream;
+
+// ---- A stream's lifecycle, sent by the stream ----
+
+/// Registers a stream's mailbox: a stream sends it itself to the victim actor, the syncer and
+/// the store, before anything else, so each knows the stream before any of its watchers can
+/// arrive there.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct RegisterStream {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its mailbox.
+    pub deliver: Recipient<Deliver>,
+    /// Where to tell it to close on shutdown.
+    pub close: Recipient<CloseStream>,
+}
+
+/// Forgets a closed stream and all its watchers (sent to the store, which forwards it to the
+/// syncer and the victim actor after dropping the stream's synced watchers).
+#[derive(Debug, Message, Clone)]
+#[rtype(result = "()")]
+pub struct UnregisterStream {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its watchers at close.
+    pub watchers: Vec<WatcherKey>,
+}
+
+/// Registers a new watcher with the store; answers with the revision for its `created`
+/// response. A stream sends only watches that start at 0 or after the current revision; one
+/// that starts in history it hands to the syncer itself ([`AddUnsynced`]), and the store would
+/// only forward it.
+#[derive(Debug, Message)]
+#[rtype(result = "i64")]
+pub struct Watch(pub Watcher);
+
+/// Removes cancelled watchers wherever they are: sent to the store, which forwards it to the
+/// syncer and the victim actor.
+#[derive(Debug, Message, Clone)]
+#[rtype(result = "()")]
+pub struct CancelWatchers(pub Vec<WatcherKey>);
+
+/// Asks the store for a progress notification (etcd `progressIfSync`,
+/// docs/etcd-semantics.md §6.9): sent through the stream's mailbox only if every listed watcher
+/// is synced and past its start revision.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RequestProgress {
+    /// The stream.
+    pub stream: StreamId,
+    /// The watchers the answer covers.
+    pub watchers: Vec<WatcherKey>,
+    /// The id to answer with: -1 for a client request, the watcher's for periodic ones.
+    pub watch_id: i64,
+}
+
+// ---- Watchers moving between the groups (docs/design.md, invariant 1) ----
+
+/// Adds watchers to the syncer's unsynced group (an empty list just asks for a pass soon).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AddUnsynced(pub Vec<Watcher>);
+
+/// Hands caught-up or delivered watchers back to the store: each is synced if it has seen
+/// everything, else replayed from the ring, else returned to the syncer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Promote(pub Vec<Watcher>);
+
+/// A watcher that missed a delivery, with what it is owed.
+#[derive(Debug)]
+pub struct Victim {
+    /// The watcher; its `min_rev` is past the parked responses.
+    pub watcher: Watcher,
+    /// The responses to resend, in order.
+    pub responses: Vec<WatchResponse>,
+    /// When it was first parked.
+    pub parked_at: Instant,
+}
+
+impl Victim {
+    /// Parks `watcher` with one undelivered response.
+    #[must_use]
+    pub fn new(watcher: Watcher, response: WatchResponse) -> Self {
+        Self { watcher, responses: vec![response], parked_at: Instant::now() }
+    }
+
+    /// Revisions between the first one the client has not received and `current`.
+    #[must_use]
+    pub fn lag(&self, current: i64) -> i64 {
+        let first_undelivered =
+            self.responses.iter().find_map(|r| r.events.first().map(|e| e.revision())).unwrap_or(self.watcher.min_rev);
+        current - first_undelivered + 1
+    }
+
+    /// Returns the approximate bytes of the events it holds.
+    #[must_use]
+    pub fn approx_bytes(&self) -> usize {
+        self.responses.iter().flat_map(|r| r.events.iter()).map(|e| e.approx_size()).sum()
+    }
+}
+
+/// Parks victims with the victim actor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ParkVictims(pub Vec<Victim>);
+
+// ---- Ticks: what the timers send, and tests send by hand (`ActorsConfig::manual_ticks`) ----
+
+/// Runs one catch-up pass now, as etcd's tests call `syncWatchers()`; answers with the number
+/// of watchers still unsynced.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct SyncTick;
+
+/// Retries every parked victim now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RetryTick;
+
+/// Sends a stream's periodic progress requests now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProgressTick;
+
+/// Expires due leases now, or at the given instant (tests drive time by hand).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeaseTick(pub Option<Instant>);
+
+// ---- Client operations on the store, one message each with its own reply ----
+
+/// A write (put, delete-range, txn or lease revoke) whose answer, of the write's own response
+/// type, goes straight to `reply`, which the caller awaits on its own thread.
+///
+/// An answer through the message's own reply would travel through a future on the store's
+/// thread, which cannot run before the turn that committed the write ends, fan-out included;
+/// this one reaches the writer as soon as the store answers it. The message itself is answered
+/// once the write is queued, so a full mailbox still pushes back on the caller.
+#[derive(Debug)]
+pub struct SubmitWrite<W: Write> {
+    /// The write.
+    pub request: W,
+    /// Where its answer goes, after it is durable.
+    pub reply: oneshot::Sender<Result<W::Response>>,
+}
+
+impl<W: Write> Message for SubmitWrite<W> {
+    type Result = ();
+}
+
+/// A read at a revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RangeResponse>")]
+pub struct Range(pub RangeRequest);
+
+/// Compacts at `revision`; with `physical`, answers once the rows are gone. Answers with the
+/// current revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<i64>")]
+pub struct Compact {
+    /// The compaction revision.
+    pub revision: i64,
+    /// Wait for the physical compaction.
+    pub physical: bool,
+}
+
+/// Grants a lease (`id` 0: the store picks); answers with the id, the TTL and the current
+/// revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(LeaseId, i64, i64)>")]
+pub struct LeaseGrant {
+    /// Requested id.
+    pub id: LeaseId,
+    /// TTL in seconds.
+    pub ttl: i64,
+}
+
+/// Renews a lease once; answers with its TTL and the current revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(i64, i64)>")]
+pub struct LeaseKeepAlive(pub LeaseId);
+
+/// A lease's remaining TTL (and its keys); answers with the current revision too.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(LeaseStatus, i64)>")]
+pub struct LeaseTimeToLive {
+    /// The lease.
+    pub id: LeaseId,
+    /// Include attached keys.
+    pub keys: bool,
+}
+
+/// Every lease id and the current revision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(Vec<LeaseId>, i64)>")]
+pub struct LeaseLeases;
+
+/// Returns the bytes the store occupies on disk.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64>")]
+pub struct DbSize;
+
+/// Flushes pending writes, syncs and closes the store, and closes every stream (shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Shutdown;
+
+// ---- Client operations on a stream, sent by a transport ----
+
+/// A watch create request, as etcd's `WatchCreateRequest` carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchCreate {
+    /// The key, or the start of the range; empty means `"\0"`.
+    pub key: Vec<u8>,
+    /// Wire `range_end`: empty = single key, `"\0"` = from key.
+    pub range_end: Vec<u8>,
+    /// 0 = from now; otherwise the first revision wanted.
+    pub start_revision: i64,
+    /// Periodic progress notifications.
+    pub progress_notify: bool,
+    /// Event filters.
+    pub filters: Filters,
+    /// Include `prev_kv` in events.
+    pub prev_kv: bool,
+    /// 0 = let the server choose.
+    pub watch_id: WatchId,
+    /// Split large responses.
+    pub fragment: bool,
+}
+
+impl WatchCreate {
+    /// Returns a create request for `range` from `start_revision`.
+    #[must_use]
+    pub fn new(range: &KeyRange, start_revision: i64) -> Self {
+        let (key, range_end) = range.to_wire();
+        Self { key, range_end, start_revision, ..Self::default() }
+    }
+}
+
+/// Creates a watcher; its `created` response (or the failure) goes out through the sink.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CreateWatch(pub WatchCreate);
+
+/// Cancels a watcher; answered with `canceled` through the sink, or not at all for an unknown id.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelWatch(pub WatchId);
+
+/// A client's progress request for the whole stream (answered with watch id -1).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RequestStreamProgress;
+
+// ---- Observable state ----
+
+/// Observable state of the store actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Watchers in the synced group.
+    pub synced: usize,
+    /// Watchers handed back by the syncer or the victim actor and not yet placed.
+    pub promoting: usize,
+    /// Streams registered.
+    pub streams: usize,
+    /// Current revision.
+    pub current_rev: i64,
+    /// Compact revision.
+    pub compact_rev: i64,
+    /// Revisions held in the recent-revision ring.
+    pub ring_revisions: usize,
+    /// Keys in the index.
+    pub indexed_keys: usize,
+    /// Leases.
+    pub leases: usize,
+}
+
+/// Returns [`StoreStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "StoreStats")]
+pub struct GetStoreStats;
+
+/// Observable state of the syncer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncerStats {
+    /// Watchers in the unsynced group, those waiting to retry a failed read included.
+    pub unsynced: usize,
+    /// Catch-up passes run.
+    pub passes: u64,
+    /// Catch-up reads that failed.
+    pub failed_reads: u64,
+}
+
+/// Returns [`SyncerStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "SyncerStats")]
+pub struct GetSyncerStats;
+
+/// Observable state of the victim actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VictimStats {
+    /// Watchers parked.
+    pub victims: usize,
+    /// Bytes of events they hold (approximate).
+    pub parked_bytes: usize,
+    /// Retries that delivered.
+    pub delivered: u64,
+}
+
+/// Returns [`VictimStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "VictimStats")]
+pub struct GetVictimStats;
+
+/// Observable state of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamStats {
+    /// Active watchers.
+    pub watchers: usize,
+    /// Responses handed to the sink.
+    pub responses: u64,
+}
+
+/// Returns [`StreamStats`].
+#[derive(Debug, Message)]
+#[rtype(result = "StreamStats")]
+pub struct GetStreamStats;

@@ -1,0 +1,146 @@
+//! Owns the store's group commit: the queue of pending writes, each with its typed reply, and
+//! the flush that applies them in one `WriteGroup`, persists once, publishes the revision,
+//! answers the writers and then hands the events to the fan-out.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use watchkv::{Applied, Error, Event, Persisted, Result, Write, WriteGroup};
+
+use super::{PerStream, StoreActor};
+use crate::protocol::SubmitWrite;
+
+/// A write waiting for the next group commit, with its typed reply.
+pub(super) trait PendingWrite: Send {
+    /// Applies the write inside the group.
+    fn apply(&mut self, group: &mut WriteGroup<'_>);
+    /// Answers the writer once the group is persisted; returns the events to notify.
+    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event>;
+    /// Answers the writer with `error` without applying the write.
+    fn fail(self: Box<Self>, error: Error);
+}
+
+/// A [`SubmitWrite`] in the group-commit queue.
+struct Queued<W: Write> {
+    request: Option<W>,
+    applied: Option<Applied<W::Response>>,
+    reply: oneshot::Sender<Result<W::Response>>,
+}
+
+impl<W: Write> PendingWrite for Queued<W> {
+    fn apply(&mut self, group: &mut WriteGroup<'_>) {
+        if let Some(request) = self.request.take() {
+            self.applied = Some(group.apply(request));
+        }
+    }
+
+    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event> {
+        let Some(applied) = self.applied else {
+            let _ = self.reply.send(Err(Error::Internal("a queued write was answered before it was applied".into())));
+            return Vec::new();
+        };
+        match applied.settle(persisted) {
+            Ok(committed) => {
+                let _ = self.reply.send(Ok(committed.response));
+                committed.events
+            }
+            Err(e) => {
+                let _ = self.reply.send(Err(e));
+                Vec::new()
+            }
+        }
+    }
+
+    fn fail(self: Box<Self>, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// Flushes pending writes as one group commit (sent to self).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl StoreActor {
+    /// Queues a write for the next group commit.
+    fn submit<W: Write>(&mut self, msg: SubmitWrite<W>, ctx: &mut Context<Self>) {
+        if self.store.is_none() {
+            let _ = msg.reply.send(Err(Error::Stopped));
+            return;
+        }
+        self.pending.push(Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply }));
+        if !self.flush_scheduled {
+            // Runs after every message already in the mailbox: writes queued together are
+            // applied in one batch with one persist (group commit).
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Applies, persists and answers every pending write, then notifies synced watchers.
+    pub(super) fn flush(&mut self) {
+        self.flush_scheduled = false;
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let Some(store) = self.store.as_mut() else {
+            for write in pending {
+                write.fail(Error::Stopped);
+            }
+            return;
+        };
+        let mut group = store.group();
+        for write in &mut pending {
+            write.apply(&mut group);
+        }
+        let persisted = group.persist();
+        self.publish();
+        self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // Answer first, then notify, in the same turn of this actor. A writer's reply does not
+        // wait for a fan-out to thousands of watchers, and etcd's guarantee still holds:
+        // whatever a writer can do once it knows its revision (start a watch, ask for progress,
+        // read) reaches the watch machinery as a message to this actor, handled only after this
+        // turn has queued the revision's events to every matching synced watcher's stream
+        // (docs/design.md, invariant 3). The revision's own visibility was published above,
+        // before either.
+        let events: Vec<Vec<Event>> = pending.into_iter().map(|w| w.answer(&persisted)).collect();
+        if events.iter().flatten().any(|e| self.synced.any_matches(&e.kv.key)) {
+            // A fan-out follows: let a writer just woken onto this core reply now rather than
+            // after it. Without this, on a 2-core machine some puts to a key that many watchers
+            // share waited the whole fan-out, because the kernel queued the woken writer behind
+            // this busy thread while the other core was idle (`cargo bench -p watchkv-actors
+            // --bench watch -- fanout`, traced with `perf sched timehist`). Only then: yielding
+            // hands the rest of this thread's time slice to whatever waits on this core, and
+            // after commits nobody watches, that was a stream thread's delivery burst that the
+            // next write then waited behind (the catch-up bench met its put p99 target less
+            // often with an unconditional yield).
+            std::thread::yield_now();
+        }
+        let mut out = PerStream::default();
+        for evs in events {
+            self.committed(evs, &mut out);
+        }
+        self.deliver(out);
+    }
+}
+
+impl<W: Write> Handler<SubmitWrite<W>> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitWrite<W>, ctx: &mut Self::Context) {
+        self.submit(msg, ctx);
+    }
+}
+
+impl Handler<Flush> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush();
+    }
+}

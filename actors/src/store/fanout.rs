@@ -1,0 +1,134 @@
+//! Owns the store's fan-out (etcd `watchable_store.go notify`, docs/etcd-semantics.md §6.4):
+//! matching a committed revision against a watcher group, and sending each stream its
+//! responses in one `Deliver` by `try_send`; a full mailbox turns those watchers into victims
+//! (docs/design.md, invariant 5), never a wait.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
+use watchkv::Event;
+
+use super::{PerStream, StoreActor};
+use crate::filtered_events;
+use crate::protocol::{Deliver, Delivery, ParkVictims, Victim};
+
+impl StoreActor {
+    /// Records a committed revision's events and delivers them to synced watchers.
+    pub(super) fn committed(&mut self, events: Vec<Event>, out: &mut PerStream) {
+        let Some(rev) = events.first().map(Event::revision) else { return };
+        let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
+        match_revision(&mut self.synced, &mut self.matched, rev, &events, out);
+        self.remember(rev, events);
+    }
+
+    /// Sends each stream its deliveries in one mailbox message; a full mailbox turns those
+    /// watchers into victims (etcd `notify` on a failed `send`), never a wait.
+    pub(super) fn deliver(&mut self, out: PerStream) {
+        let mut parked = Vec::new();
+        for (stream, entries) in out {
+            let Some(recipient) = self.streams.get(&stream) else {
+                // The stream is gone: its watchers go with it.
+                for e in entries {
+                    self.synced.remove(&e.key);
+                }
+                continue;
+            };
+            let msg = Deliver::live(entries);
+            let (responses, events) = msg.size();
+            match recipient.try_send(msg) {
+                Ok(()) => self.counters.delivered(responses, events),
+                Err(SendError::Full(msg)) => {
+                    // One message may carry several revisions for one watcher (group commit,
+                    // ring replay): all of them go with it, in order.
+                    let mut victims: Vec<Victim> = Vec::new();
+                    for e in msg.entries {
+                        if let Some(v) = victims.iter_mut().find(|v| v.watcher.key == e.key) {
+                            v.responses.push(e.response);
+                        } else if let Some(watcher) = self.synced.remove(&e.key) {
+                            victims.push(Victim::new(watcher, e.response));
+                        }
+                    }
+                    parked.extend(victims);
+                }
+                Err(SendError::Closed(msg)) => {
+                    self.streams.remove(&stream);
+                    for e in msg.entries {
+                        self.synced.remove(&e.key);
+                    }
+                }
+            }
+        }
+        if !parked.is_empty() {
+            // Bounded: one parked entry per watcher, and a victim is in no group.
+            self.peers.park_victims.do_send(ParkVictims(parked));
+        }
+    }
+}
+
+/// etcd `notify` for one revision and one group: each matching watcher that still needs `rev`
+/// gets one response with the events it matches, and then needs only later revisions.
+///
+/// The cancel flag is not checked here: a cancelled watcher leaves the group by
+/// `CancelWatchers`, and until then its stream drops what it is sent (cancel wins on delivery,
+/// docs/design.md, invariant 6), so the hot loop skips one cache miss per watcher.
+pub(super) fn match_revision(
+    group: &mut WatcherGroup,
+    matched: &mut Vec<WatcherSlot>,
+    rev: i64,
+    events: &[Arc<Event>],
+    out: &mut PerStream,
+) {
+    if group.is_empty() {
+        return;
+    }
+    if let [event] = events {
+        // One event (the common case): `matching` yields each slot once, so each watcher's
+        // response is built straight from the match, with no per-watcher grouping.
+        matched.clear();
+        group.matching(&event.kv.key, matched);
+        for &slot in matched.iter() {
+            let Some(w) = group.slot_mut(slot) else { continue };
+            if w.min_rev > rev {
+                continue;
+            }
+            w.min_rev = rev + 1;
+            if w.filters.accepts(event) {
+                let response = WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv);
+                out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
+            }
+        }
+        return;
+    }
+    // (slot, events) in first-match order.
+    let mut per_watcher: Vec<(WatcherSlot, Vec<Arc<Event>>)> = Vec::new();
+    let mut position: HashMap<WatcherSlot, usize> = HashMap::new();
+    for event in events {
+        matched.clear();
+        group.matching(&event.kv.key, matched);
+        for &slot in matched.iter() {
+            match position.entry(slot) {
+                Entry::Occupied(e) => per_watcher[*e.get()].1.push(Arc::clone(event)),
+                Entry::Vacant(e) => {
+                    e.insert(per_watcher.len());
+                    per_watcher.push((slot, vec![Arc::clone(event)]));
+                }
+            }
+        }
+    }
+    for (slot, evs) in per_watcher {
+        let Some(w) = group.slot_mut(slot) else { continue };
+        if w.min_rev > rev {
+            continue;
+        }
+        w.min_rev = rev + 1;
+        if let Some(evs) = filtered_events(w, evs) {
+            out.entry(w.key.stream)
+                .or_default()
+                .push(Delivery { key: w.key, response: WatchResponse::events(w.key.id, rev, evs, w.prev_kv) });
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Owns `StoreActor`: the `KvStore`, the synced watcher group and the recent-revision ring.
+//! Every write, read, compaction and lease call goes through it, and it notifies synced
+//! watchers when a write commits (etcd `watchable_store.go notify`, docs/etcd-semantics.md
+//! §6.4). It is the only place that moves the current revision and the only one that adds to
+//! `synced`, so the hand-off from catch-up to live delivery happens at a revision boundary with
+//! no event able to fall between.
+//!
+//! This file holds the actor, its state and its small handlers; the group commit is in
+//! [`commit`], the fan-out in [`fanout`], the ring and promotion in [`promote`], leases in
+//! [`leases`].
+
+mod commit;
+mod fanout;
+mod leases;
+mod promote;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use watchkv::watch::id_map::IdMap;
+use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::{StreamId, Watcher};
+use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
+use watchkv::{Error, Event, KvStore, RangeResponse, Result};
+
+use self::commit::PendingWrite;
+use crate::config::ActorsConfig;
+use crate::protocol::{
+    AddUnsynced, CancelWatchers, CloseStream, Compact, Counters, DbSize, Deliver, Delivery, GetStoreStats, LeaseTick,
+    ParkVictims, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, StoreStats, UnregisterStream, Watch,
+};
+
+/// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
+pub type StreamMap<V> = IdMap<V>;
+
+/// One turn's deliveries, by stream, each stream's in the order they must reach it.
+type PerStream = StreamMap<Vec<Delivery>>;
+
+/// The messages the store sends its peers.
+pub struct StorePeers {
+    /// The syncer: watchers to catch up from storage.
+    pub add_unsynced: Recipient<AddUnsynced>,
+    /// The victim actor: watchers whose stream's mailbox was full.
+    pub park_victims: Recipient<ParkVictims>,
+    /// The syncer and the victim actor, which may hold a cancelled watcher too.
+    pub cancel: [Recipient<CancelWatchers>; 2],
+    /// The syncer and the victim actor, which may hold a closed stream's watchers too.
+    pub unregister: [Recipient<UnregisterStream>; 2],
+}
+
+/// Sends `msg` to both recipients (the syncer and the victim actor).
+fn forward<M>(to: &[Recipient<M>; 2], msg: M)
+where
+    M: Message<Result = ()> + Clone + Send + 'static,
+{
+    to[0].do_send(msg.clone());
+    to[1].do_send(msg);
+}
+
+/// The store actor. Runs on its own arbiter: writes block it on disk, nothing else waits.
+pub struct StoreActor {
+    store: Option<KvStore>,
+    config: Arc<ActorsConfig>,
+    synced: WatcherGroup,
+    streams: StreamMap<Recipient<Deliver>>,
+    /// How to close each stream on shutdown.
+    closers: HashMap<StreamId, Recipient<CloseStream>>,
+    /// The last revisions' events, oldest first, for replaying to promoted watchers.
+    ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
+    pending: Vec<Box<dyn PendingWrite>>,
+    flush_scheduled: bool,
+    /// Promoted watchers not yet placed, in arrival order (a bounded number per turn).
+    promoting: VecDeque<Watcher>,
+    place_scheduled: bool,
+    clock: Arc<RevisionClock>,
+    counters: Arc<Counters>,
+    peers: StorePeers,
+    /// Reused buffer for matching.
+    matched: Vec<WatcherSlot>,
+}
+
+impl StoreActor {
+    /// Wraps an open store.
+    #[must_use]
+    pub fn new(
+        store: KvStore,
+        config: Arc<ActorsConfig>,
+        clock: Arc<RevisionClock>,
+        counters: Arc<Counters>,
+        peers: StorePeers,
+    ) -> Self {
+        Self {
+            store: Some(store),
+            config,
+            synced: WatcherGroup::new(),
+            streams: StreamMap::default(),
+            closers: HashMap::new(),
+            ring: VecDeque::new(),
+            pending: Vec::new(),
+            flush_scheduled: false,
+            promoting: VecDeque::new(),
+            place_scheduled: false,
+            clock,
+            counters,
+            peers,
+            matched: Vec::new(),
+        }
+    }
+
+    fn store(&mut self) -> Result<&mut KvStore> {
+        self.store.as_mut().ok_or(Error::Stopped)
+    }
+
+    /// Publishes the store's current and compact revisions to every reader of the clock.
+    fn publish(&self) {
+        if let Some(store) = &self.store {
+            self.clock.publish(store.current_rev(), store.compact_rev());
+        }
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The mailbox's capacity (`store_mailbox`) is set where it is made, in `system::start`.
+        self.publish();
+        if let Some(period) = self.config.lease_tick() {
+            ctx.run_interval(period, |_, ctx| ctx.notify(LeaseTick(None)));
+        }
+    }
+}
+
+impl Handler<Range> for StoreActor {
+    type Result = Result<RangeResponse>;
+
+    fn handle(&mut self, msg: Range, _: &mut Self::Context) -> Self::Result {
+        self.store()?.range(&msg.0)
+    }
+}
+
+impl Handler<Compact> for StoreActor {
+    type Result = ResponseFuture<Result<i64>>;
+
+    fn handle(&mut self, msg: Compact, _: &mut Self::Context) -> Self::Result {
+        // Publish the compact revision before the physical compaction can delete a row: the
+        // syncer reads it after taking its snapshot, so a snapshot that misses compacted rows
+        // always comes with a compact revision that sends the watchers needing them a notice.
+        if let Some(store) = &self.store {
+            if msg.revision > store.compact_rev() && msg.revision <= store.current_rev() {
+                self.clock.publish_compact(msg.revision);
+            }
+        }
+        let result = self.store().and_then(|s| s.compact(msg.revision).map(|t| (t, s.current_rev())));
+        self.publish();
+        // Watchers behind the new compact revision get their notice on the next pass.
+        self.peers.add_unsynced.do_send(AddUnsynced(Vec::new()));
+        Box::pin(async move {
+            let (ticket, rev) = result?;
+            if msg.physical {
+                actix_rt::task::spawn_blocking(move || ticket.wait()).await.map_err(|_| Error::Stopped)??;
+            }
+            Ok(rev)
+        })
+    }
+}
+
+impl Handler<RegisterStream> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
+        // The stream registers with the syncer and the victim actor itself (`StreamActor::started`).
+        if self.store.is_none() {
+            // Shut down: the stream ends at once.
+            msg.close.do_send(CloseStream);
+            return;
+        }
+        self.closers.insert(msg.stream, msg.close);
+        self.streams.insert(msg.stream, msg.deliver);
+    }
+}
+
+impl Handler<UnregisterStream> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterStream, _: &mut Self::Context) {
+        for key in &msg.watchers {
+            self.synced.remove(key);
+        }
+        self.streams.remove(&msg.stream);
+        self.closers.remove(&msg.stream);
+        forward(&self.peers.unregister, msg);
+    }
+}
+
+impl Handler<Watch> for StoreActor {
+    type Result = MessageResult<Watch>;
+
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
+        let mut w = msg.0;
+        let current = self.clock.current();
+        // etcd watchStream.Watch (docs/etcd-semantics.md §6.2 step 4): start 0 or in the future
+        // is synced, from history (including start == current) unsynced.
+        if w.start_rev == 0 || w.start_rev > current {
+            w.min_rev = (current + 1).max(w.start_rev);
+            if !w.is_cancelled() {
+                let _ = self.synced.insert(w);
+            }
+        } else {
+            w.min_rev = w.start_rev;
+            self.peers.add_unsynced.do_send(AddUnsynced(vec![w]));
+        }
+        // docs/etcd-semantics.md §10.1, the better behaviour: exactly `min_rev - 1` for start 0.
+        MessageResult(current)
+    }
+}
+
+impl Handler<CancelWatchers> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
+        for key in &msg.0 {
+            self.synced.remove(key);
+        }
+        forward(&self.peers.cancel, msg);
+    }
+}
+
+impl Handler<RequestProgress> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestProgress, _: &mut Self::Context) {
+        let current = self.clock.current();
+        let all_synced = !msg.watchers.is_empty()
+            && msg.watchers.iter().all(|k| self.synced.get(k).is_some_and(|w| current >= w.start_rev));
+        if !all_synced {
+            // etcd: nothing is sent and nothing is remembered; the client asks again (F18).
+            return;
+        }
+        if let Some(recipient) = self.streams.get(&msg.stream) {
+            let delivery = Delivery { key: msg.watchers[0], response: WatchResponse::progress(msg.watch_id, current) };
+            // A full mailbox drops the notification, as etcd does (docs/etcd-semantics.md §10
+            // quirk 5).
+            let _ = recipient.try_send(Deliver::live(vec![delivery]));
+        }
+    }
+}
+
+impl Handler<Shutdown> for StoreActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.flush();
+        let result = match self.store.as_mut() {
+            Some(store) => store.sync(),
+            None => Ok(()),
+        };
+        // Dropping the store stops the compactor between batches and closes the database.
+        self.store = None;
+        // Every stream ends cleanly: its client sees the end of the response.
+        for (_, close) in self.closers.drain() {
+            close.do_send(CloseStream);
+        }
+        result
+    }
+}
+
+impl Handler<DbSize> for StoreActor {
+    type Result = Result<u64>;
+
+    fn handle(&mut self, _: DbSize, _: &mut Self::Context) -> Self::Result {
+        self.store()?.disk_space()
+    }
+}
+
+impl Handler<GetStoreStats> for StoreActor {
+    type Result = MessageResult<GetStoreStats>;
+
+    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
+        let (indexed_keys, leases) = self.store.as_ref().map_or((0, 0), |s| {
+            let st = s.stats();
+            (st.indexed_keys, st.leases)
+        });
+        MessageResult(StoreStats {
+            synced: self.synced.len(),
+            promoting: self.promoting.len(),
+            streams: self.streams.len(),
+            current_rev: self.clock.current(),
+            compact_rev: self.clock.compact(),
+            ring_revisions: self.ring.len(),
+            indexed_keys,
+            leases,
+        })
+    }
+}
