@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +34,15 @@ const H2_PREFACE_START: &[u8; 3] = b"PRI";
 /// How long a new connection may take to send its first bytes.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Valid [`PortOptions::workers`] counts: at least one; the top only catches a typo, far above
+/// any core count worth a thread each.
+pub const WORKERS_RANGE: RangeInclusive<usize> = 1..=1024;
+
 /// How the client port is served.
 #[derive(Debug, Clone, Copy)]
 pub struct PortOptions {
-    /// Worker threads; each serves both protocols.
+    /// Worker threads; each serves both protocols. Default: one per core; range
+    /// [`WORKERS_RANGE`] (0 is taken as 1).
     pub workers: usize,
     /// Seconds to let open connections finish when the server stops.
     pub shutdown_timeout_secs: u64,

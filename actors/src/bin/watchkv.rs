@@ -1,22 +1,53 @@
 //! The `watchkv` server: etcd's gRPC API and HTTP/JSON gateway on one client port, over a local
-//! fjall data directory. Starts
-//! with no configuration (`./watchkv.data`, `127.0.0.1:2379`); SIGINT/SIGTERM finish in-flight
-//! writes, sync the store and end every watch stream cleanly before exiting.
+//! fjall data directory. Starts with no configuration (`./watchkv.data`, `127.0.0.1:2379`);
+//! SIGINT/SIGTERM finish in-flight writes, sync the store and end every watch stream cleanly
+//! before exiting. Every flag's default and range is the configuration's own
+//! (`watchkv::config`, `watchkv_actors::config`), so a value out of range is refused here with
+//! the range in the message rather than clamped.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use watchkv::Durability;
+use watchkv::config::{
+    CHAN_BUF_LEN_RANGE, COMPACTION_BATCH_LIMIT_RANGE, DEFAULT_CHAN_BUF_LEN, DEFAULT_COMPACTION_BATCH_LIMIT,
+    DEFAULT_DURABILITY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_WATCHERS_PER_SYNC,
+    DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS, DEFAULT_VICTIM_RETRY_PERIOD_MS, DEFAULT_WATCH_BATCH_MAX_REVS,
+    DEFAULT_WATCH_RESYNC_PERIOD_MS, MAX_REQUEST_BYTES_RANGE, MAX_TXN_OPS_RANGE, MAX_WATCHERS_PER_SYNC_RANGE,
+    PROGRESS_NOTIFY_INTERVAL_MS_RANGE, VICTIM_RETRY_PERIOD_MS_RANGE, WATCH_BATCH_MAX_REVS_RANGE,
+    WATCH_RESYNC_PERIOD_MS_RANGE,
+};
+use watchkv::{Durability, StoreConfig, WatchConfig};
+use watchkv_actors::config::{
+    DEFAULT_CATCH_UP_PRIORITY, DEFAULT_MAX_WATCHERS_PER_STREAM, MAX_WATCHERS_PER_STREAM_RANGE,
+    SLOW_CONSUMER_LAG_RANGE,
+};
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;
-use watchkv_actors::listener::{self, PortOptions};
+use watchkv_actors::listener::{self, PortOptions, WORKERS_RANGE};
 use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
+
+/// How long a slow consumer may stay undeliverable by default when `--slow-consumer-lag` turns
+/// the policy on: a flag of the binary only (the library's default policy keeps every watcher).
+const DEFAULT_SLOW_CONSUMER_PARKED_SECS: u64 = 300;
+
+/// Parses a `usize` flag inside `range`.
+fn usize_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
+    let bound = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    RangedU64ValueParser::new().range(bound(*range.start())..=bound(*range.end()))
+}
+
+/// Parses a `u64` flag inside `range`.
+fn u64_in(range: RangeInclusive<u64>) -> RangedU64ValueParser<u64> {
+    RangedU64ValueParser::new().range(range)
+}
 
 /// An etcd-v3-compatible watchable key-value store (etcd gRPC API and HTTP/JSON gateway).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Directory of the store; created if missing.
     #[arg(long, env = "WATCHKV_DATA_DIR", default_value = "./watchkv.data")]
@@ -30,81 +61,97 @@ struct Args {
     advertise_client_urls: Vec<String>,
     /// `fsync` (every acknowledged write is on disk) or `buffered` (survives a crash of the
     /// process, may lose the last seconds on power loss).
-    #[arg(long, default_value = "fsync")]
+    #[arg(long, default_value_t = DEFAULT_DURABILITY)]
     durability: Durability,
     /// Slots in each watch stream's mailbox (etcd chanBufLen).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_CHAN_BUF_LEN, value_parser = usize_in(CHAN_BUF_LEN_RANGE))]
     chan_buf_len: usize,
     /// Unsynced watchers handled per catch-up pass (etcd maxWatchersPerSync).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = DEFAULT_MAX_WATCHERS_PER_SYNC, value_parser = usize_in(MAX_WATCHERS_PER_SYNC_RANGE))]
     max_watchers_per_sync: usize,
     /// Catch-up period in milliseconds (etcd watchResyncPeriod).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULT_WATCH_RESYNC_PERIOD_MS, value_parser = u64_in(WATCH_RESYNC_PERIOD_MS_RANGE))]
     watch_resync_period_ms: u64,
     /// Victim retry period in milliseconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_VICTIM_RETRY_PERIOD_MS, value_parser = u64_in(VICTIM_RETRY_PERIOD_MS_RANGE))]
     victim_retry_period_ms: u64,
     /// Most revisions in one catch-up response (etcd watchBatchMaxRevs).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_WATCH_BATCH_MAX_REVS, value_parser = usize_in(WATCH_BATCH_MAX_REVS_RANGE))]
     watch_batch_max_revs: usize,
-    /// Period of progress notifications in milliseconds (etcd default 10 minutes).
-    #[arg(long, default_value_t = 600_000)]
+    /// Period of progress notifications in milliseconds (etcd default 10 minutes; at least
+    /// 100 ms, etcd's floor).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS,
+        value_parser = u64_in(PROGRESS_NOTIFY_INTERVAL_MS_RANGE)
+    )]
     progress_notify_interval_ms: u64,
-    /// Largest request body in bytes (etcd max-request-bytes).
-    #[arg(long, default_value_t = 1_572_864)]
+    /// Largest request body in bytes (etcd max-request-bytes); gRPC messages may be 512 KiB
+    /// larger, for framing, as in etcd.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_parser = usize_in(MAX_REQUEST_BYTES_RANGE))]
     max_request_bytes: usize,
     /// Most operations per txn list (etcd max-txn-ops).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_MAX_TXN_OPS, value_parser = usize_in(MAX_TXN_OPS_RANGE))]
     max_txn_ops: usize,
     /// Rows deleted per physical compaction batch.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_COMPACTION_BATCH_LIMIT,
+        value_parser = usize_in(COMPACTION_BATCH_LIMIT_RANGE)
+    )]
     compaction_batch_limit: usize,
     /// Most watchers on one stream.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_WATCHERS_PER_STREAM,
+        value_parser = usize_in(MAX_WATCHERS_PER_STREAM_RANGE)
+    )]
     max_watchers_per_stream: usize,
     /// Cancel a watcher whose client is this many revisions behind and not reading
     /// (0 = never, etcd's behaviour).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=*SLOW_CONSUMER_LAG_RANGE.end()))]
     slow_consumer_lag: i64,
     /// With --slow-consumer-lag: also cancel after this many seconds undeliverable.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = DEFAULT_SLOW_CONSUMER_PARKED_SECS)]
     slow_consumer_parked_secs: u64,
     /// CPU priority of the catch-up thread (Linux): `idle` (SCHED_IDLE: catch-up only uses
     /// cycles nothing else wants, so it never delays a write), a nice value `0`..=`19` (more
     /// catch-up progress on a fully busy machine, longer write stalls), or `unchanged`.
-    #[arg(long, default_value = "idle")]
+    #[arg(long, default_value_t = DEFAULT_CATCH_UP_PRIORITY)]
     catch_up_priority: CatchUpPriority,
     /// Worker threads serving the client port (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
 }
 
 impl Args {
+    /// The runtime's configuration: clap has checked every value against the range its setter
+    /// accepts.
     fn config(&self) -> ActorsConfig {
-        let mut c = ActorsConfig::new(&self.data_dir);
-        c.store = c
-            .store
+        let store = StoreConfig::new(&self.data_dir)
             .with_durability(self.durability)
             .with_max_txn_ops(self.max_txn_ops)
             .with_compaction_batch_limit(self.compaction_batch_limit);
-        c.watch = c.watch.with_chan_buf_len(self.chan_buf_len.max(1));
-        c.watch = c.watch.with_max_watchers_per_sync(self.max_watchers_per_sync.max(1));
-        c.watch = c.watch.with_watch_resync_period(Duration::from_millis(self.watch_resync_period_ms.max(1)));
-        c.watch = c.watch.with_victim_retry_period(Duration::from_millis(self.victim_retry_period_ms.max(1)));
-        c.watch = c.watch.with_watch_batch_max_revs(self.watch_batch_max_revs.max(1));
-        // etcd clamps the progress interval at 100 ms.
-        c.watch =
-            c.watch.with_progress_notify_interval(Duration::from_millis(self.progress_notify_interval_ms.max(100)));
-        c.watch = c.watch.with_max_request_bytes(self.max_request_bytes);
-        c.max_watchers_per_stream = self.max_watchers_per_stream.max(1);
-        c.catch_up_priority = self.catch_up_priority;
+        let watch = WatchConfig::default()
+            .with_chan_buf_len(self.chan_buf_len)
+            .with_max_watchers_per_sync(self.max_watchers_per_sync)
+            .with_watch_resync_period(Duration::from_millis(self.watch_resync_period_ms))
+            .with_victim_retry_period(Duration::from_millis(self.victim_retry_period_ms))
+            .with_watch_batch_max_revs(self.watch_batch_max_revs)
+            .with_progress_notify_interval(Duration::from_millis(self.progress_notify_interval_ms))
+            .with_max_request_bytes(self.max_request_bytes);
+        let mut config = ActorsConfig::new(&self.data_dir)
+            .with_store(store)
+            .with_watch(watch)
+            .with_max_watchers_per_stream(self.max_watchers_per_stream)
+            .with_catch_up_priority(self.catch_up_priority);
         if self.slow_consumer_lag > 0 {
-            c.slow_consumer = SlowConsumerPolicy::CancelAfter {
+            config = config.with_slow_consumer(SlowConsumerPolicy::CancelAfter {
                 lag_revisions: self.slow_consumer_lag,
                 parked_for: Duration::from_secs(self.slow_consumer_parked_secs),
-            };
+            });
         }
-        c
+        config
     }
 }
 
@@ -135,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let mut options = PortOptions::default();
     if let Some(workers) = args.workers {
-        options.workers = workers.max(1);
+        options.workers = workers;
     }
     let server = listener::serve(listener, Arc::new(gw), grpc, options).context("starting the client port")?;
     let server_handle = server.handle();
