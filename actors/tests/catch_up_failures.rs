@@ -1,0 +1,156 @@
+//! What a client sees when the store cannot read its watchers' history: the syncer reads
+//! through a seam (`HistoryReader`), and these tests make its reads fail
+//! (`watchkv_actors::testing::FailingReads`). A read that fails a few times and then succeeds
+//! delivers everything, exactly once, in order; one that keeps failing cancels the watcher with
+//! a reason naming the error, and the stream goes on serving its other watchers.
+
+use std::time::{Duration, Instant};
+
+use watchkv::{KeyRange, PutRequest};
+use watchkv_actors::protocol::{GetStreamStats, SyncTick};
+use watchkv_actors::testing::checker::{self, End};
+use watchkv_actors::testing::{self, wait_stats, FailingReads, History, RecordedStream};
+use watchkv_actors::{Handle, WatchCreate};
+
+/// Starts a runtime in `dir` whose catch-up reads go through `failing`.
+async fn start(dir: &std::path::Path, manual_ticks: bool, chan_buf_len: usize, failing: &FailingReads) -> Handle {
+    let config = testing::config(dir, manual_ticks);
+    let watch = config.watch().clone().with_chan_buf_len(chan_buf_len);
+    let failing = failing.clone();
+    testing::start_with_history_reader(config.with_watch(watch), move |reader| failing.wrap(reader))
+        .await
+        .expect("start")
+}
+
+async fn put(handle: &Handle, key: &str, value: &str) -> i64 {
+    handle.put(PutRequest::new(key, value)).await.expect("put").revision
+}
+
+/// A watcher on every key from now: the history the checker needs (it is synced at once, so
+/// it never reads history itself).
+async fn history_watcher(handle: &Handle) -> RecordedStream {
+    let everything = RecordedStream::open(handle);
+    everything.watch(KeyRange::all(), 0).await;
+    everything
+}
+
+#[actix_rt::test]
+async fn a_read_that_fails_twice_then_succeeds_delivers_everything_once_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = FailingReads::first(2);
+    let handle = start(dir.path(), true, 128, &failing).await;
+    let everything = history_watcher(&handle).await;
+    for i in 0..5 {
+        put(&handle, "foo", &format!("v{i}")).await; // 2..=6
+    }
+    let s = RecordedStream::open(&handle);
+    let create = WatchCreate::new(&KeyRange::single("foo"), 2);
+    let id = s.create(create.clone()).await.watch_id;
+
+    // Two passes fail: the watcher stays the syncer's, nothing reaches the client.
+    for failures in 1..=2 {
+        let unsynced = handle.syncer_addr().send(SyncTick).await.expect("tick");
+        assert_eq!(unsynced, 1, "after {failures} failed reads the watcher is still unsynced");
+        assert_eq!(failing.failed(), failures);
+        assert!(s.events_of(id).is_empty(), "nothing is delivered from a failed read");
+    }
+    assert_eq!(handle.stats().await.expect("stats").syncer.failed_reads, 2);
+    // The third read succeeds.
+    let unsynced = handle.syncer_addr().send(SyncTick).await.expect("tick");
+    assert_eq!(unsynced, 0);
+    assert_eq!(failing.reads(), 3);
+    s.wait_for("the history", |r| r.iter().flat_map(|x| x.events.iter()).count() >= 5).await;
+    let values: Vec<(i64, String)> = s.events_of(id).into_iter().map(|(rev, _, v)| (rev, v)).collect();
+    assert_eq!(values, (0..5).map(|i| (i + 2, format!("v{i}"))).collect::<Vec<_>>());
+
+    // Live again: a later write arrives once, after the history.
+    put(&handle, "foo", "live").await; // 7
+    let log = s.fence(&handle).await;
+    let revs: Vec<i64> = s.events_of(id).into_iter().map(|(rev, _, _)| rev).collect();
+    assert_eq!(revs, vec![2, 3, 4, 5, 6, 7], "every event exactly once, in order");
+    let history = History::from_responses(&everything.fence(&handle).await).expect("history");
+    let reports = checker::assert_stream_ok(&history, &[create], &log);
+    assert_eq!(reports[0].end, End::Active);
+    handle.shutdown().await.expect("shutdown");
+}
+
+#[actix_rt::test]
+async fn failed_reads_are_retried_after_their_backoff() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = FailingReads::first(2);
+    let handle = start(dir.path(), false, 128, &failing).await;
+    for i in 0..3 {
+        put(&handle, "foo", &format!("v{i}")).await; // 2..=4
+    }
+    let s = RecordedStream::open(&handle);
+    let started = Instant::now();
+    let id = s.watch(KeyRange::single("foo"), 2).await;
+    s.wait_for("the history", |r| r.iter().flat_map(|x| x.events.iter()).count() >= 3).await;
+    // The first retry waits 10 ms, the second 50 ms.
+    assert!(started.elapsed() >= Duration::from_millis(60), "retried before the backoff: {:?}", started.elapsed());
+    assert_eq!((failing.failed(), failing.reads()), (2, 3));
+    let revs: Vec<i64> = s.events_of(id).into_iter().map(|(rev, _, _)| rev).collect();
+    assert_eq!(revs, vec![2, 3, 4]);
+    handle.shutdown().await.expect("shutdown");
+}
+
+#[actix_rt::test]
+async fn a_read_that_keeps_failing_cancels_the_watcher_with_the_reason_past_a_full_mailbox() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = FailingReads::always();
+    // A one-message mailbox, so that a paused client fills it at once.
+    let handle = start(dir.path(), false, 1, &failing).await;
+    let everything = history_watcher(&handle).await;
+    put(&handle, "foo", "old").await; // 2
+    let s = RecordedStream::open(&handle);
+    let live_create = WatchCreate::new(&KeyRange::single("foo"), 0);
+    let live = s.create(live_create.clone()).await.watch_id;
+    let history_create = WatchCreate::new(&KeyRange::single("foo"), 2);
+    let from_history = s.create(history_create.clone()).await.watch_id;
+
+    // The client stops reading and its mailbox fills: writes turn the live watcher into a
+    // victim, which shows a delivery was refused. From then on the stream's mailbox stays full
+    // until the client reads again: the stream waits on its client and takes nothing out.
+    s.pause();
+    let started = Instant::now();
+    while handle.stats().await.expect("stats").victims.victims == 0 {
+        put(&handle, "foo", "new").await;
+        assert!(started.elapsed() < testing::DEADLINE, "the mailbox never filled");
+    }
+    // Every read fails (the first and three retries), and the cancel is sent into the full
+    // mailbox.
+    let started = Instant::now();
+    while failing.failed() < 4 {
+        assert!(started.elapsed() < testing::DEADLINE, "the reads were not retried: {}", failing.failed());
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    wait_stats(&handle, "the watcher cancelled", |st| st.syncer.unsynced == 0).await;
+    assert_eq!(failing.reads(), 4, "no read after the last retry");
+    assert!(s.is_paused());
+
+    s.resume();
+    let log = s.wait_for("the cancel", |r| r.iter().any(|x| x.watch_id == from_history && x.canceled)).await;
+    let cancel = log.iter().find(|x| x.watch_id == from_history && x.canceled).expect("cancel");
+    assert!(cancel.cancel_reason.contains("catch-up read failed 4 times"), "{cancel:?}");
+    assert!(cancel.cancel_reason.contains("injected catch-up read failure"), "names the error: {cancel:?}");
+    assert!(s.events_of(from_history).is_empty());
+
+    // The stream forgot the id and keeps serving the other watcher: events, progress, creates.
+    let stats = s.addr().send(GetStreamStats).await.expect("stream alive");
+    assert_eq!(stats.watchers, 1);
+    let rev = put(&handle, "foo", "after").await;
+    s.wait_for("the live watcher's event", |r| {
+        r.iter().any(|x| x.watch_id == live && x.events.iter().any(|e| e.kv.mod_revision == rev))
+    })
+    .await;
+    wait_stats(&handle, "nothing parked", |st| st.victims.victims == 0 && st.store.promoting == 0).await;
+    s.request_progress().await;
+    s.wait_for("a stream-wide progress", |r| r.iter().any(|x| x.watch_id == -1 && x.revision >= rev)).await;
+    let log = s.fence(&handle).await;
+
+    let history = History::from_responses(&everything.fence(&handle).await).expect("history");
+    let reports = checker::assert_stream_ok(&history, &[live_create, history_create], &log);
+    assert_eq!(reports[0].end, End::Active);
+    assert!(matches!(&reports[1].end, End::ServerCanceled(reason) if reason.contains("catch-up read failed")));
+    handle.shutdown().await.expect("shutdown");
+}
