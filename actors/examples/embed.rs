@@ -4,13 +4,14 @@
 //! `curl -X POST localhost:8080/kv/v3/kv/put -d '{"key":"Zm9v","value":"YmFy"}'`.
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use watchkv::{PutRequest, RangeRequest};
+// The core comes re-exported: an embedder depends on `watchkv-actors` alone.
+use watchkv_actors::watchkv::{KeyRange, PutRequest, RangeRequest};
 use watchkv_actors::{gateway, ActorsConfig, Handle};
 
 /// A route of the host service that uses the store through the typed handle.
 async fn hello(handle: web::Data<Handle>) -> HttpResponse {
     let visits = handle
-        .range(RangeRequest::new(watchkv::KeyRange::single("visits")))
+        .range(RangeRequest::new(KeyRange::single("visits")))
         .await
         .ok()
         .and_then(|r| r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap_or(0)))
