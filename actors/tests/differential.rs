@@ -9,18 +9,18 @@
 //! compares, success and failure branches, nested txn, empty txn, empty op, duplicate keys, too
 //! many ops), compaction (ok, compacted, future, reads below it), leases (explicit ids, grant
 //! errors, timetolive with keys, keepalive, leases, revoke on both paths, unknown lease) and
-//! every watch response kind of spec §7.3 (created, created-failed for an empty range and a
+//! every watch response kind of docs/etcd-semantics.md §7.3 (created, created-failed for an empty range and a
 //! duplicate id, cancel, cancel of an unknown id, live and catch-up events, filters, prev_kv,
 //! future start revision, compacted notice, progress requested with watch_id -1).
 //!
-//! Where watchkv deliberately follows current etcd (the spec) rather than 3.4.23, the difference
-//! is listed in [`DIFFERENCES`] — the one place that says what may differ and why. A step that
-//! may differ names the entry; the entry's normaliser first checks that each side does what the
-//! table says and then rewrites exactly that part. Anything else must be equal. An entry no
-//! step exercises fails the test too, so the table stays exact.
+//! Where watchkv deliberately follows current etcd (docs/etcd-semantics.md) rather than 3.4.23,
+//! the difference is listed in [`DIFFERENCES`] — the one place that says what may differ and
+//! why. A step that may differ names the entry; the entry's normaliser first checks that each
+//! side does what the table says and then rewrites exactly that part. Anything else must be
+//! equal. An entry no step exercises fails the test too, so the table stays exact.
 //!
 //! etcd's `/v3/watch` only streams both ways when the request carries `Expect: 100-continue`
-//! (spec §12.1), so every watch stream here sends it (watchkv accepts it too). Leases are
+//! (docs/etcd-semantics.md §12.1), so every watch stream here sends it (watchkv accepts it too). Leases are
 //! granted with explicit ids: server-chosen ids are random in both servers, so they are never
 //! compared and need no entry in the table. Every step runs against both servers in the same
 //! order, so revisions line up; a mismatch does not stop the run, all of them are reported.
@@ -47,8 +47,8 @@ const QUIET: Duration = Duration::from_millis(400);
 struct Difference {
     /// Name used by the steps.
     id: &'static str,
-    /// Where the spec discusses it.
-    spec: &'static str,
+    /// The sections of docs/etcd-semantics.md that discuss it.
+    sections: &'static str,
     /// What etcd 3.4.23 does.
     etcd: &'static str,
     /// What watchkv does.
@@ -67,7 +67,7 @@ struct Difference {
 const DIFFERENCES: &[Difference] = &[
     Difference {
         id: "error-body-shape",
-        spec: "§8, §12.2",
+        sections: "§8, §12.2",
         etcd: r#"error body {"error":msg,"message":msg,"code":N} (old grpc-gateway v1)"#,
         watchkv: r#"error body {"code":N,"message":msg} (grpc-gateway v2, current etcd)"#,
         why: "current etcd's gateway writes google.rpc.Status; the duplicated `error` field is gone. Status and code still compared.",
@@ -76,7 +76,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "failed-precondition-http-status",
-        spec: "§8 (HTTPStatusFromCode)",
+        sections: "§8 (HTTPStatusFromCode)",
         etcd: "gRPC code 9 (FailedPrecondition, e.g. `etcdserver: lease already exists`) is HTTP 412 (grpc-gateway v1)",
         watchkv: "HTTP 400, as grpc-gateway v2 in current etcd maps FailedPrecondition",
         why: "follows current etcd's gateway; the gRPC code and message in the body are compared",
@@ -85,7 +85,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "json-syntax-error-text",
-        spec: "§12.9",
+        sections: "§12.9",
         etcd: "a malformed body's message is Go encoding/json's text (e.g. `unexpected EOF`)",
         watchkv: "the message is serde_json's text (e.g. `EOF while parsing an object at line 1 column 12`)",
         why: "parser error texts are implementation detail; HTTP status 400 and code 3 are compared",
@@ -94,7 +94,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "status-server-fields",
-        spec: "§12 (oracle identity)",
+        sections: "§12 (oracle identity)",
         etcd: r#"status: version "3.4.23", bbolt dbSize/dbSizeInUse, raft leader/index/term"#,
         watchkv: r#"status: version "3.5.0" (so clients' feature gates turn on, Xline #867), fjall sizes, no raft: leader = member id, raftIndex = revision"#,
         why: "different storage engine and no raft; only the field set and header revision are compared",
@@ -103,7 +103,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "lease-keys-order",
-        spec: "§12.3",
+        sections: "§12.3",
         etcd: "timetolive `keys` come in Go map iteration order (random from call to call)",
         watchkv: "`keys` sorted",
         why: "etcd's order is not deterministic, so only the set of keys can be compared",
@@ -112,7 +112,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "progress-while-catching-up",
-        spec: "§6.9, §12.4 (etcd #15220, fixed in 3.4.25)",
+        sections: "§6.9, §12.4 (etcd #15220, fixed in 3.4.25)",
         etcd: "a progress request is answered at once (watch_id -1, current revision), even before an unsynced watcher's catch-up events",
         watchkv: "a progress request is answered only when every watcher of the stream is synced; one that arrives during catch-up is dropped (the client asks again), and an answer never precedes pending events",
         why: "a progress revision must never run ahead of events still to be delivered (Bookmarkable guarantee, §7.5); current etcd drops it",
@@ -121,7 +121,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "progress-without-watchers",
-        spec: "§6.9, §12.4",
+        sections: "§6.9, §12.4",
         etcd: "a progress request on a stream with no watchers is answered (watch_id -1)",
         watchkv: "no response: a stream with zero watchers has nothing to report progress for (current etcd)",
         why: "follows current etcd's progressIfSync",
@@ -130,16 +130,16 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "compacted-watcher-forgotten",
-        spec: "§7.2, §10.4, §12.7",
+        sections: "§7.2, §10 quirk 4, §12.7",
         etcd: "a compacted watcher stays on its stream until the client cancels it; the cancel is answered `{watch_id, canceled}`",
         watchkv: "the compaction notice ends the watcher: it leaves the stream at once, so a later cancel of its id gets no response (as for any unknown id)",
-        why: "deliberate (spec §10.4): a lingering compacted watcher blocks every later progress request on the stream",
+        why: "deliberate (docs/etcd-semantics.md §10 quirk 4): a lingering compacted watcher blocks every later progress request on the stream",
         global: false,
         normalise: norm_compacted_cancel,
     },
     Difference {
         id: "negative-start-revision",
-        spec: "§7.1 step 2, §12.5",
+        sections: "§7.1 step 2, §12.5",
         etcd: "start_revision -1 is accepted as a normal watch: created with a real id (its catch-up reads nothing before a compaction and a compaction notice after one)",
         watchkv: "created+canceled with watch_id -1 and cancel_reason `etcdserver: mvcc: required revision has been compacted`",
         why: "current etcd rejects a negative start revision",
@@ -148,7 +148,7 @@ const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "delete-at-compact-revision",
-        spec: "§2.1, §11.7, §12.6 (etcd #18089/#19179, fixed in 3.4.34)",
+        sections: "§2.1, §11.7, §12.6 (etcd #18089/#19179, fixed in 3.4.34)",
         etcd: "compacting at a DELETE's revision drops the tombstone, so a watch from that revision never sees the DELETE",
         watchkv: "the tombstone at the compact revision is kept and the watch delivers the DELETE",
         why: "losing the event breaks the Reliable/Resumable guarantees; fixed upstream",
@@ -981,7 +981,7 @@ fn watches(d: &mut Diff) {
     d.compare("negative start: created", &["negative-start-revision"], json!({"lines": e}), json!({"lines": w}));
     Diff::close(s);
 
-    // Half-closing the request body does not end the response stream (spec §7.1).
+    // Half-closing the request body does not end the response stream (docs/etcd-semantics.md §7.1).
     let mut s = d.open("half-close");
     d.send(&mut s, create("h", json!({})));
     d.expect(&mut s, "created", 1);
@@ -1104,7 +1104,7 @@ fn run_differential(over_grpc: bool) {
         started.elapsed()
     );
     for x in DIFFERENCES {
-        eprintln!("  - {} ({}): etcd 3.4.23: {}; watchkv: {}; why: {}", x.id, x.spec, x.etcd, x.watchkv, x.why);
+        eprintln!("  - {} ({}): etcd 3.4.23: {}; watchkv: {}; why: {}", x.id, x.sections, x.etcd, x.watchkv, x.why);
     }
     assert!(
         d.failures.is_empty(),

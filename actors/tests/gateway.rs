@@ -1,5 +1,5 @@
-//! The HTTP/JSON gateway end to end over real sockets (spec §7.1, §7.3, §8, §12; cases H6–H9,
-//! X21, X22): unary routes through `awc`, `/v3/watch` through a raw HTTP/1.1 client that keeps
+//! The HTTP/JSON gateway end to end over real sockets (docs/etcd-semantics.md §7.1, §7.3, §8,
+//! §12; cases H6–H9, X21, X22): unary routes through `awc`, `/v3/watch` through a raw HTTP/1.1 client that keeps
 //! its chunked request body open while it reads the response, so full duplex is exercised with
 //! and without `Expect: 100-continue`. Bad input must get etcd's error shapes and never harm the
 //! server or other clients' streams.

@@ -22,8 +22,7 @@ use watchkv::config::{
 };
 use watchkv::{Durability, StoreConfig, WatchConfig};
 use watchkv_actors::config::{
-    DEFAULT_CATCH_UP_PRIORITY, DEFAULT_MAX_WATCHERS_PER_STREAM, MAX_WATCHERS_PER_STREAM_RANGE,
-    SLOW_CONSUMER_LAG_RANGE,
+    DEFAULT_CATCH_UP_PRIORITY, DEFAULT_MAX_WATCHERS_PER_STREAM, MAX_WATCHERS_PER_STREAM_RANGE, SLOW_CONSUMER_LAG_RANGE,
 };
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;

@@ -487,10 +487,9 @@ mod tests {
 
     #[test]
     fn decodes_protojson_variants() {
-        let r: pb::RangeRequest = decode(
-            br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2","revision":3,"sort_order":"DESCEND","unknown":1}"#,
-        )
-        .expect("decodes");
+        let r: pb::RangeRequest =
+            decode(br#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2","revision":3,"sort_order":"DESCEND","unknown":1}"#)
+                .expect("decodes");
         let req = request::range_request(r).expect("valid");
         assert_eq!(req.range, KeyRange::interval("foo", "fop"));
         assert_eq!((req.limit, req.revision, req.sort_order), (2, 3, SortOrder::Descend));

@@ -9,9 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use tonic::Code;
 use watchkv::watch::response::WatchResponse;
-use watchkv::{
-    DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse,
-};
+use watchkv::{DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
 
 use crate::api::{ApiError, Header, REPORTED_ETCD_VERSION};
 

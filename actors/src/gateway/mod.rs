@@ -41,7 +41,12 @@ impl Gateway {
     /// and accepting requests up to etcd's default size.
     #[must_use]
     pub fn new(handle: Handle) -> Self {
-        Self { handle, header: Header::default(), max_request_bytes: DEFAULT_MAX_REQUEST_BYTES, started: Instant::now() }
+        Self {
+            handle,
+            header: Header::default(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            started: Instant::now(),
+        }
     }
 }
 

@@ -74,8 +74,8 @@ async fn drain_requests(buf: &mut Vec<u8>, requests: &StreamRequests, limit: usi
                         return Err(watchkv::Error::RequestTooLarge.into());
                     }
                     consumed = iter.byte_offset();
-                    let req: pb::WatchRequest = decode::decode_value(value)
-                        .map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
+                    let req: pb::WatchRequest =
+                        decode::decode_value(value).map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
                     decoded.push(req);
                 }
                 Some(Err(e)) if e.is_eof() => break,

@@ -2,9 +2,7 @@
 //! the API layer ([`crate::api::request`]), which the gateway shares.
 
 use watchkv::watch::response::WatchResponse;
-use watchkv::{
-    DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse,
-};
+use watchkv::{DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
 
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::pb::mvccpb;
