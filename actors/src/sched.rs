@@ -4,8 +4,8 @@
 //!
 //! Why (issue #4, put p99 during a 10k-watcher catch-up, `cargo bench -p watchkv-actors --bench
 //! watch -- catchup`, traced with `perf sched timehist`): on Linux's EEVDF scheduler a running
-//! thread keeps its CPU for its whole time slice (about 1.4 ms on 2 cores) when another thread
-//! of equal or lower slice wakes on that CPU, whatever their nice values. A write therefore
+//! thread keeps its CPU for its whole time slice (over a millisecond on 2 cores) when another
+//! thread of equal or lower slice wakes on that CPU, whatever their nice values. A write therefore
 //! waited up to a slice behind the nice-10 catch-up scan, and the store behind a stream
 //! thread's delivery burst. A `SCHED_IDLE` scan is preempted at once by any normal thread, and
 //! a CPU that runs only it counts as idle when the kernel places a waking thread; a store with a
@@ -150,11 +150,12 @@ pub(crate) fn set_time_slice(slice: Duration) {
 /// they fall inside a gap of at most [`BURST_GAP`]): they are what clients wait for, while
 /// catch-up is background work like the scan that feeds it.
 ///
-/// Put p99 during the bench's 10k-watcher catch-up, three runs each, measured while every
-/// delivery still yielded (the catch-up case is the same either way, its writes being to keys
-/// nobody watches): 177-231 µs at 100 µs, 118-127 µs at 50 µs, 135-150 µs at 25 µs (more
-/// yields than help). With every delivery yielding the mailbox bench looked worse, but that
-/// bench was then too noisy to tell.
+/// Chosen by put p99 during the bench's 10k-watcher catch-up (`cargo bench -p watchkv-actors
+/// --bench watch -- catchup`, three runs each, measured while every delivery still yielded;
+/// the catch-up case is the same either way, its writes being to keys nobody watches): lower
+/// at 50 µs than at 100 µs, and higher again at 25 µs, where the yields cost more than they
+/// help. With every delivery yielding the mailbox bench looked worse, but that bench was then
+/// too noisy to tell.
 pub(crate) const STREAM_BURST: Duration = Duration::from_micros(50);
 
 /// Pieces of work closer together than this count as one burst (the time between two handlers
@@ -173,12 +174,12 @@ thread_local! {
 ///
 /// Why (issue #4, `perf sched timehist` of `cargo bench -p watchkv-actors --bench watch --
 /// catchup`): a catch-up pass hands a stream thread hundreds of events at once, and the store
-/// thread, woken by a put onto that CPU, waited 0.6-3.5 ms behind the burst despite its short
-/// slice. The likely reason (inferred from the trace, not read off the kernel): EEVDF preempts
-/// on wake-up only for a waking thread that is eligible, i.e. has not run more than its share
-/// lately, and the store often has after serving many small messages; otherwise it waits for
-/// the next tick (4 ms at `HZ=250`). A yield with nobody
-/// waiting costs one system call.
+/// thread, woken by a put onto that CPU, waited milliseconds behind the burst despite its
+/// short slice. The likely reason (inferred from the trace, not read off the kernel): EEVDF
+/// preempts on wake-up only for a waking thread that is eligible, i.e. has not run more than
+/// its share lately, and the store often has after serving many small messages; otherwise it
+/// waits for the next tick (4 ms at `HZ=250`). A yield with nobody waiting costs one system
+/// call.
 pub(crate) fn yield_after_burst(started: Instant) {
     let now = Instant::now();
     BURST.with(|burst| {

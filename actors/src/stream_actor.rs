@@ -222,8 +222,8 @@ impl Handler<CreateWatch> for StreamActor {
 }
 
 impl StreamActor {
-    /// Creates one watcher (docs/etcd-semantics.md §6.2): validates, allocates its id, and places it with the
-    /// store (synced) or the syncer (from history).
+    /// Creates one watcher (docs/etcd-semantics.md §6.2): validates, allocates its id, and
+    /// places it with the store (synced) or the syncer (from history).
     fn create_watch(&mut self, req: WatchCreate, ctx: &mut Context<Self>) {
         let range = match self.validate(&req) {
             Ok(r) => r,
@@ -260,8 +260,8 @@ impl StreamActor {
             // Behind the store already: the store would only hand it on to the syncer
             // (docs/etcd-semantics.md §6.2 step 4; `current` never goes backwards, so it decides
             // the same way later), so it goes there itself, and a burst of watchers created from
-            // history costs the writers nothing. Sent before the created response is queued, and events for it can only
-            // come after that (they are later messages to this actor).
+            // history costs the writers nothing. Sent before the created response is queued, and
+            // events for it can only come after that (they are later messages to this actor).
             watcher.min_rev = watcher.start_rev;
             // `do_send`, as the store did: a burst of creates must not fail on the syncer's
             // mailbox capacity.
@@ -367,8 +367,9 @@ impl Handler<Deliver> for StreamActor {
             }
             let Some(w) = self.watches.get_mut(&key.id).filter(|w| w.seq == key.seq) else { continue };
             if response.canceled {
-                // A compaction notice or a server-side cancel ends the watcher here too, so
-                // progress requests on this stream keep working (docs/etcd-semantics.md §10 quirk 4).
+                // A compaction notice or a server-side cancel (slow consumer, unreadable history)
+                // ends the watcher here too, so progress requests on this stream keep working
+                // (docs/etcd-semantics.md §10 quirk 4).
                 self.forget(key.id);
                 self.push(&mut out, response);
             } else if response.events.is_empty() {

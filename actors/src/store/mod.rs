@@ -6,8 +6,8 @@
 //! no event able to fall between.
 //!
 //! This file holds the actor, its state and its small handlers; the group commit is in
-//! [`commit`], the fan-out in [`fanout`], the ring and promotion in [`promote`], leases in
-//! [`leases`].
+//! `commit.rs`, the fan-out in `fanout.rs`, the ring and promotion in `promote.rs`, leases in
+//! `leases.rs`.
 
 mod commit;
 mod fanout;
@@ -170,7 +170,8 @@ impl Handler<RegisterStream> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
-        // The stream registers with the syncer and the victim actor itself (`StreamActor::started`).
+        // The stream registers with the syncer and the victim actor itself
+        // (`StreamActor::started`).
         if self.store.is_none() {
             // Shut down: the stream ends at once.
             msg.close.do_send(CloseStream);
