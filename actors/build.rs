@@ -1,5 +1,5 @@
-//! Generates the gRPC types and services from etcd's protos in `proto/` with a pure-Rust
-//! protobuf compiler (protox), so a fresh machine needs no `protoc`.
+//! Generates etcd's API messages and gRPC services (`api::pb`) from etcd's protos in `proto/`
+//! with a pure-Rust protobuf compiler (protox), so a fresh machine needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/etcd/api/etcdserverpb/rpc.proto"];
