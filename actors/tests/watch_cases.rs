@@ -1,7 +1,8 @@
 //! etcd's watch tests (`mvcc/watchable_store_test.go`, `mvcc/watcher_test.go`, the v3 watch
 //! integration tests) ported as message-driven cases, the parts below the wire, each named
 //! after its case. A recorder (`watchkv_actors::testing::RecordedStream`) stands for each client
-//! stream.
+//! stream. One file past the usual length: each test binary links the whole runtime, and the
+//! cases share their fixtures.
 
 mod common;
 
