@@ -279,8 +279,19 @@ impl Handle {
     /// stream and cancels its watchers.
     #[must_use]
     pub fn watch_stream(&self) -> WatchStream {
-        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
-        let stream = self.open_stream(Arc::new(tx));
+        self.watch_stream_with(WATCH_STREAM_BUFFER, None)
+    }
+
+    /// Opens a watch stream like [`Handle::watch_stream`], with `buffer` responses between its
+    /// actor and the reader, and the actor on `arbiter` (`None`: the caller's arbiter). The
+    /// transports use it: tonic spawns its connections with `tokio::spawn`, outside any arbiter.
+    #[must_use]
+    pub fn watch_stream_with(&self, buffer: usize, arbiter: Option<&ArbiterHandle>) -> WatchStream {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let stream = match arbiter {
+            Some(arbiter) => self.open_stream_on(arbiter, Arc::new(tx)),
+            None => self.open_stream(Arc::new(tx)),
+        };
         WatchStream { rx, stream }
     }
 
@@ -356,6 +367,7 @@ impl Handle {
 }
 
 /// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.
+#[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<WatchResponse>,
     stream: Addr<StreamActor>,

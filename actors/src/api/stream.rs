@@ -2,17 +2,17 @@
 //! requests forwarded to its `StreamActor`, and the close when the transport lets go of it
 //! (the client went away or the call ended), so that no watcher outlives its connection.
 
-use std::sync::Arc;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix::Addr;
 use actix_rt::ArbiterHandle;
-use tokio::sync::mpsc;
+use futures::Stream;
 use watchkv::watch::response::WatchResponse;
 
 use super::pb::etcdserverpb as pb;
 use super::{request, ApiError};
-use crate::{CancelWatch, CloseStream, CreateWatch, Handle, RequestStreamProgress, StreamActor};
+use crate::{CancelWatch, CloseStream, CreateWatch, Handle, RequestStreamProgress, StreamActor, WatchStream};
 
 /// Responses buffered between the stream actor and the socket. The stream actor's own mailbox
 /// (`chan_buf_len`) is the real buffer; this one only needs to keep the socket busy.
@@ -20,44 +20,35 @@ pub const SOCKET_BUFFER: usize = 8;
 
 /// A watch stream opened for one client call: read its responses with
 /// [`poll_response`](Self::poll_response), send its requests through [`requests`](Self::requests).
-/// Dropping it closes the stream and cancels its watchers.
+/// Dropping it closes the stream and cancels its watchers (the [`WatchStream`] inside does).
 #[derive(Debug)]
 pub struct TransportStream {
-    responses: mpsc::Receiver<WatchResponse>,
-    actor: Addr<StreamActor>,
+    inner: WatchStream,
 }
 
 impl TransportStream {
     /// Opens a stream whose actor lives on the caller's arbiter (the gateway's HTTP worker).
     #[must_use]
     pub fn open(handle: &Handle) -> Self {
-        let (tx, responses) = mpsc::channel(SOCKET_BUFFER);
-        Self { responses, actor: handle.open_stream(Arc::new(tx)) }
+        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, None) }
     }
 
     /// Opens a stream whose actor lives on `arbiter`: for transports whose tasks run outside
     /// an actix arbiter (tonic spawns its connections with `tokio::spawn`).
     #[must_use]
     pub fn open_on(handle: &Handle, arbiter: &ArbiterHandle) -> Self {
-        let (tx, responses) = mpsc::channel(SOCKET_BUFFER);
-        Self { responses, actor: handle.open_stream_on(arbiter, Arc::new(tx)) }
+        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, Some(arbiter)) }
     }
 
     /// Where the transport's reader sends the client's requests.
     #[must_use]
     pub fn requests(&self) -> StreamRequests {
-        StreamRequests(self.actor.clone())
+        StreamRequests(self.inner.addr().clone())
     }
 
     /// The next response, in the stream's order; `None` once the stream has ended.
     pub fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
-        self.responses.poll_recv(cx)
-    }
-}
-
-impl Drop for TransportStream {
-    fn drop(&mut self) {
-        self.actor.do_send(CloseStream);
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 
