@@ -1,0 +1,57 @@
+//! The load tool's command line: servers to run, scenario sizes, limits.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Runs the same put and watch fan-out load against watchkv and etcd and compares them.
+#[derive(Debug, Clone, Parser)]
+#[command(about)]
+pub struct Args {
+    /// The watchkv server binary (built with `cargo build --release -p watchkv-actors --bin watchkv`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/watchkv"))]
+    pub watchkv_bin: PathBuf,
+    /// The etcd binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd_bin: PathBuf,
+    /// Which servers to run: `both`, `watchkv` or `etcd`.
+    #[arg(long, default_value = "both")]
+    pub only: String,
+    /// Directory under which each server's temporary data directory is created.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Scenario 1: total puts.
+    #[arg(long, default_value_t = 20_000)]
+    pub puts: u64,
+    /// Scenario 1: concurrent keep-alive clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Scenario 1: value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Scenario 1 over `http` (the JSON gateway, one keep-alive connection per client) or `grpc`
+    /// (etcd's gRPC API: clients share one HTTP/2 connection, as etcd's clients do).
+    #[arg(long, default_value = "http")]
+    pub protocol: String,
+    /// Scenario 1: give up after this many seconds.
+    #[arg(long, default_value_t = 45)]
+    pub s1_timeout_secs: u64,
+    /// Scenario 2: watch streams (HTTP connections).
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+    /// Scenario 2: watchers per stream, all on the same prefix.
+    #[arg(long, default_value_t = 10)]
+    pub watchers_per_stream: usize,
+    /// Scenario 2: puts per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Scenario 2: seconds of puts.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Scenario 2: after the last put, wait at most this many seconds for events.
+    #[arg(long, default_value_t = 20)]
+    pub drain_timeout_secs: u64,
+    /// If set, `perf record -g` each server during each scenario into this directory.
+    #[arg(long)]
+    pub perf_dir: Option<PathBuf>,
+}

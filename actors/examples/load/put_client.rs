@@ -1,0 +1,45 @@
+//! Scenario 1's put client, over the JSON gateway or over etcd's gRPC KV service.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::bail;
+use watchkv_actors::grpc::pb::etcdserverpb::kv_client::KvClient;
+use watchkv_actors::grpc::pb::etcdserverpb::PutRequest;
+
+use crate::args::Args;
+use crate::http::{http_client, post, put_body};
+use crate::server::Server;
+
+/// One put, over the protocol scenario 1 runs on.
+#[derive(Clone)]
+pub enum PutClient {
+    Http(awc::Client, Rc<str>),
+    Grpc(KvClient<tonic::transport::Channel>),
+}
+
+impl PutClient {
+    pub async fn new(args: &Args, server: &Server) -> anyhow::Result<Self> {
+        Ok(match args.protocol.as_str() {
+            "http" => Self::Http(http_client(args.clients.max(1) + 8), format!("{}/v3/kv/put", server.base).into()),
+            "grpc" => {
+                let channel = tonic::transport::Channel::from_shared(server.base.clone())?
+                    .connect_timeout(Duration::from_secs(10))
+                    .connect()
+                    .await?;
+                Self::Grpc(KvClient::new(channel))
+            }
+            other => bail!("--protocol must be http or grpc, not {other}"),
+        })
+    }
+
+    pub async fn put(&self, key: Vec<u8>, value: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Http(client, url) => post(client, url, put_body(&key, value)).await,
+            Self::Grpc(kv) => {
+                let req = PutRequest { key, value: value.to_vec(), ..Default::default() };
+                kv.clone().put(req).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}

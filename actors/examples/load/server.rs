@@ -1,0 +1,147 @@
+//! The servers under load: starting watchkv or etcd on free loopback ports with a temporary data
+//! directory, waiting until they answer, and killing them when done.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::args::Args;
+use crate::http::post;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Watchkv,
+    Etcd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Watchkv => "watchkv",
+            Kind::Etcd => "etcd",
+        }
+    }
+}
+
+/// A running server; killed (and its data directory removed) when dropped.
+pub struct Server {
+    pub kind: Kind,
+    pub child: Child,
+    pub pid: u32,
+    pub base: String,
+    pub log: PathBuf,
+    pub cmdline: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn cmdline_of(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            let _ = write!(s, "{}={} ", k.to_string_lossy(), shell_quote(&v.to_string_lossy()));
+        }
+    }
+    s.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&shell_quote(&a.to_string_lossy()));
+    }
+    s
+}
+
+pub fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
+    let dir = match &args.data_root {
+        Some(root) => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir_in(root)?,
+        None => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir()?,
+    };
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let mut cmd = match kind {
+        Kind::Watchkv => {
+            let mut c = Command::new(&args.watchkv_bin);
+            c.env("RUST_LOG", "warn")
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--durability")
+                .arg("fsync");
+            c
+        }
+        Kind::Etcd => {
+            let peer = free_port()?;
+            let mut c = Command::new(&args.etcd_bin);
+            c.arg("--name")
+                .arg("load")
+                .arg("--data-dir")
+                .arg(&data)
+                .arg(format!("--listen-client-urls={base}"))
+                .arg(format!("--advertise-client-urls={base}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!("--initial-cluster=load=http://127.0.0.1:{peer}"))
+                .arg("--logger=zap")
+                .arg("--log-level=warn");
+            c
+        }
+    };
+    let log = dir.path().join("server.log");
+    let out = File::create(&log)?;
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    let cmdline = cmdline_of(&cmd);
+    let child = cmd.spawn().with_context(|| format!("starting {cmdline}"))?;
+    let pid = child.id();
+    Ok(Server { kind, child, pid, base, log, cmdline, _dir: dir })
+}
+
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits (at most 30 s) until the server answers a range.
+pub async fn wait_ready(server: &mut Server, client: &awc::Client) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let url = format!("{}/v3/kv/range", server.base);
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("{} exited during startup ({status}); log:\n{}", server.kind.name(), log_tail(&server.log, 20));
+        }
+        if post(client, &url, r#"{"key":"AA=="}"#.to_string()).await.is_ok() {
+            return Ok(start.elapsed());
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{} not ready after 30 s; log:\n{}", server.kind.name(), log_tail(&server.log, 20))
+}
