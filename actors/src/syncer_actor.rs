@@ -1,7 +1,7 @@
 //! Owns the unsynced watcher group and catches it up from a storage snapshot (etcd
 //! `syncWatchersLoop` / `syncWatchers`, docs/etcd-semantics.md §6.5). `SyncerActor` runs on
 //! its own arbiter and reads history through a snapshot, so a long catch-up never blocks a
-//! write: where etcd holds its store mutex for the whole scan (docs/etcd-semantics.md §9.1),
+//! write: where etcd holds its store mutex for the whole scan (docs/etcd-semantics.md §9 item 1),
 //! the writer here never waits. It reads through a [`HistoryReader`], so that tests can make a
 //! read fail; a failed read is retried with backoff, and a watcher whose reads keep failing is
 //! cancelled with a reason, never dropped silently.

@@ -20,7 +20,7 @@
 //! equal. An entry no step exercises fails the test too, so the table stays exact.
 //!
 //! etcd's `/v3/watch` only streams both ways when the request carries `Expect: 100-continue`
-//! (docs/etcd-semantics.md §12.1), so every watch stream here sends it (watchkv accepts it too). Leases are
+//! (docs/etcd-semantics.md §12 item 1), so every watch stream here sends it (watchkv accepts it too). Leases are
 //! granted with explicit ids: server-chosen ids are random in both servers, so they are never
 //! compared and need no entry in the table. Every step runs against both servers in the same
 //! order, so revisions line up; a mismatch does not stop the run, all of them are reported.

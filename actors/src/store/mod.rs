@@ -212,7 +212,7 @@ impl Handler<Watch> for StoreActor {
             w.min_rev = w.start_rev;
             self.peers.add_unsynced.do_send(AddUnsynced(vec![w]));
         }
-        // docs/etcd-semantics.md §10.1, the better behaviour: exactly `min_rev - 1` for start 0.
+        // docs/etcd-semantics.md §10 quirk 1, the better behaviour: exactly `min_rev - 1` for start 0.
         MessageResult(current)
     }
 }

@@ -31,7 +31,7 @@ pub(crate) struct Difference {
 pub(crate) const DIFFERENCES: &[Difference] = &[
     Difference {
         id: "error-body-shape",
-        sections: "§8, §12.2",
+        sections: "§8, §12 item 2",
         etcd: r#"error body {"error":msg,"message":msg,"code":N} (old grpc-gateway v1)"#,
         watchkv: r#"error body {"code":N,"message":msg} (grpc-gateway v2, current etcd)"#,
         why: "current etcd's gateway writes google.rpc.Status; the duplicated `error` field is gone. Status and code still compared.",
@@ -49,7 +49,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "json-syntax-error-text",
-        sections: "§12.9",
+        sections: "§12 item 9",
         etcd: "a malformed body's message is Go encoding/json's text (e.g. `unexpected EOF`)",
         watchkv: "the message is serde_json's text (e.g. `EOF while parsing an object at line 1 column 12`)",
         why: "parser error texts are implementation detail; HTTP status 400 and code 3 are compared",
@@ -67,7 +67,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "lease-keys-order",
-        sections: "§12.3",
+        sections: "§12 item 3",
         etcd: "timetolive `keys` come in Go map iteration order (random from call to call)",
         watchkv: "`keys` sorted",
         why: "etcd's order is not deterministic, so only the set of keys can be compared",
@@ -76,7 +76,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "progress-while-catching-up",
-        sections: "§6.9, §12.4 (etcd #15220, fixed in 3.4.25)",
+        sections: "§6.9, §12 item 4 (etcd #15220, fixed in 3.4.25)",
         etcd: "a progress request is answered at once (watch_id -1, current revision), even before an unsynced watcher's catch-up events",
         watchkv: "a progress request is answered only when every watcher of the stream is synced; one that arrives during catch-up is dropped (the client asks again), and an answer never precedes pending events",
         why: "a progress revision must never run ahead of events still to be delivered (Bookmarkable guarantee, §7.5); current etcd drops it",
@@ -85,7 +85,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "progress-without-watchers",
-        sections: "§6.9, §12.4",
+        sections: "§6.9, §12 item 4",
         etcd: "a progress request on a stream with no watchers is answered (watch_id -1)",
         watchkv: "no response: a stream with zero watchers has nothing to report progress for (current etcd)",
         why: "follows current etcd's progressIfSync",
@@ -94,7 +94,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "compacted-watcher-forgotten",
-        sections: "§7.2, §10 quirk 4, §12.7",
+        sections: "§7.2, §10 quirk 4, §12 item 7",
         etcd: "a compacted watcher stays on its stream until the client cancels it; the cancel is answered `{watch_id, canceled}`",
         watchkv: "the compaction notice ends the watcher: it leaves the stream at once, so a later cancel of its id gets no response (as for any unknown id)",
         why: "deliberate (docs/etcd-semantics.md §10 quirk 4): a lingering compacted watcher blocks every later progress request on the stream",
@@ -103,7 +103,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "negative-start-revision",
-        sections: "§7.1 step 2, §12.5",
+        sections: "§7.1 step 2, §12 item 5",
         etcd: "start_revision -1 is accepted as a normal watch: created with a real id (its catch-up reads nothing before a compaction and a compaction notice after one)",
         watchkv: "created+canceled with watch_id -1 and cancel_reason `etcdserver: mvcc: required revision has been compacted`",
         why: "current etcd rejects a negative start revision",
@@ -112,7 +112,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
     },
     Difference {
         id: "delete-at-compact-revision",
-        sections: "§2.1, §11.7, §12.6 (etcd #18089/#19179, fixed in 3.4.34)",
+        sections: "§2.1, §11 item 7, §12 item 6 (etcd #18089/#19179, fixed in 3.4.34)",
         etcd: "compacting at a DELETE's revision drops the tombstone, so a watch from that revision never sees the DELETE",
         watchkv: "the tombstone at the compact revision is kept and the watch delivers the DELETE",
         why: "losing the event breaks the Reliable/Resumable guarantees; fixed upstream",

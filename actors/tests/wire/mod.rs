@@ -345,7 +345,7 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// Opens the stream; with `expect_continue` the request carries `Expect: 100-continue`
-    /// (etcd 3.4 streams both ways only then, docs/etcd-semantics.md §12.1) and the first request is written
+    /// (etcd 3.4 streams both ways only then, docs/etcd-semantics.md §12 item 1) and the first request is written
     /// after the interim `100 Continue` (or after 2 s without one).
     ///
     /// # Errors
