@@ -3,7 +3,7 @@
 //! (defaults `127.0.0.1:8080`, a `./embed.data` directory), then for example
 //! `curl -X POST localhost:8080/kv/v3/kv/put -d '{"key":"Zm9v","value":"YmFy"}'`.
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 // The core comes re-exported: an embedder depends on `watchkv-actors` alone.
 use watchkv_actors::watchkv::{KeyRange, PutRequest, RangeRequest};
 use watchkv_actors::{gateway, ActorsConfig, Handle};
@@ -30,16 +30,15 @@ async fn main() -> std::io::Result<()> {
     let data_dir = args.next().unwrap_or_else(|| "./embed.data".into());
     let handle = watchkv_actors::start(ActorsConfig::new(data_dir)).await.map_err(std::io::Error::other)?;
     let store = handle.clone();
-    let server = HttpServer::new(move || {
+    // `gateway::http_server` is `HttpServer::new` with the setting the gateway needs: a client
+    // that closes its socket after its watch request frees its watchers.
+    let server = gateway::http_server(move || {
         App::new()
             .app_data(web::Data::new(store.clone()))
             .route("/hello", web::get().to(hello))
             .service(web::scope("/kv").configure(gateway::configure(store.clone())))
     })
     .workers(2)
-    // A client that closes its socket after its watch request must free its watchers: treat the
-    // socket's EOF as the end of the request, as Go's server (and so etcd) does.
-    .h1_allow_half_closed(false)
     .bind(&addr)?;
     println!("listening on {addr}");
     server.run().await?;

@@ -26,6 +26,36 @@
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
+//!
+//! # Embedding
+//!
+//! [`start`] opens a store and runs the actors; the [`Handle`] it returns is the typed API
+//! every transport uses. A watch is a [`futures::Stream`] of responses that cancels its watcher
+//! when dropped. To serve etcd's HTTP/JSON gateway from an actix-web service, see
+//! [`gateway::http_server`].
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use watchkv_actors::watchkv::{KeyRange, PutRequest};
+//! use watchkv_actors::{ActorsConfig, WatchCreate};
+//!
+//! # async fn run() -> Result<(), watchkv_actors::watchkv::Error> {
+//! let handle = watchkv_actors::start(ActorsConfig::new("./my.data")).await?;
+//! // Every change under "jobs/" from now on: the first response is the watcher's `created`.
+//! let mut jobs = handle.watch(WatchCreate::new(&KeyRange::prefix("jobs/"), 0));
+//! let put = handle.put(PutRequest::new("jobs/1", "queued")).await?;
+//! while let Some(response) = jobs.next().await {
+//!     for event in response.events.iter() {
+//!         println!("{} at revision {}", String::from_utf8_lossy(&event.kv.key), event.kv.mod_revision);
+//!     }
+//!     if response.revision >= put.revision {
+//!         break;
+//!     }
+//! }
+//! drop(jobs); // cancels the watcher
+//! handle.shutdown().await
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod api;

@@ -52,12 +52,51 @@ impl Gateway {
 
 /// Returns a function for `App::configure` / `Scope::configure` that mounts every route.
 ///
-/// Serve it with `HttpServer::h1_allow_half_closed(false)`: a watch client that ends its
-/// request body and then goes away is otherwise never noticed while nothing is written to it,
-/// and its stream and watchers live on (etcd's Go server cancels the request on the EOF).
+/// Serve it with [`http_server`] (or an `HttpServer` with `h1_allow_half_closed(false)`): a
+/// watch client that ends its request body and then goes away is otherwise never noticed
+/// while nothing is written to it, and its stream and watchers live on (etcd's Go server
+/// cancels the request on the EOF).
 pub fn configure(handle: Handle) -> impl Fn(&mut web::ServiceConfig) + Clone {
     let gateway = Arc::new(Gateway::new(handle));
     move |cfg: &mut web::ServiceConfig| configure_with(cfg, Arc::clone(&gateway))
+}
+
+/// `HttpServer::new(factory)` set up as the gateway needs it: a client that closes its socket
+/// after its watch request frees its watchers, because the socket's EOF ends the request (as in
+/// Go's server, and so in etcd). An embedder that builds its own `HttpServer` must set
+/// `h1_allow_half_closed(false)` itself; this helper cannot forget it.
+///
+/// ```no_run
+/// use actix_web::{web, App, HttpResponse};
+/// use watchkv_actors::{gateway, ActorsConfig};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let handle = watchkv_actors::start(ActorsConfig::new("./my.data")).await.map_err(std::io::Error::other)?;
+/// let store = handle.clone();
+/// gateway::http_server(move || {
+///     App::new()
+///         .route("/hello", web::get().to(|| async { HttpResponse::Ok().body("hello") }))
+///         .service(web::scope("/kv").configure(gateway::configure(store.clone())))
+/// })
+/// .bind("127.0.0.1:8080")?
+/// .run()
+/// .await?;
+/// handle.shutdown().await.map_err(std::io::Error::other)
+/// # }
+/// ```
+pub fn http_server<F, I, S, B>(factory: F) -> actix_web::HttpServer<F, I, S, B>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_service::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_service::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    actix_web::HttpServer::new(factory).h1_allow_half_closed(false)
 }
 
 /// Mounts every route for an already configured [`Gateway`].
