@@ -12,10 +12,8 @@
 //! Keys look like `key/00000042` (12 bytes); values are 100 bytes of pseudo-random text (so that
 //! fjall's block compression does not shrink them to nothing). Every store lives in a tempdir.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
@@ -25,59 +23,10 @@ use rand::{RngExt, SeedableRng};
 use watchkv::index::Index;
 use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig};
 
-// ----- counting allocator -----
-
-/// `System`, counting live bytes (allocated minus freed, as requested by the callers: malloc's
-/// own per-chunk overhead is not included) and the number of allocation calls.
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-fn isize_of(n: usize) -> isize {
-    isize::try_from(n).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only observe.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(isize_of(layout.size()), Ordering::Relaxed);
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(isize_of(layout.size()), Ordering::Relaxed);
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(isize_of(layout.size()), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(isize_of(new_size) - isize_of(layout.size()), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+// The counting global allocator the index's memory figures read (shared with the watch bench).
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{alloc_calls, isize_of, live_bytes};
 
 /// Resident set size from `/proc/self/statm` (includes malloc overhead), if available.
 fn rss_bytes() -> Option<i64> {
@@ -160,14 +109,14 @@ fn fill(store: &mut KvStore, keys: impl Iterator<Item = String>, batch: usize, v
 /// and allocations it took.
 fn build_index(keys: &[String]) -> (Index, isize, usize, Option<i64>) {
     let rss0 = rss_bytes();
-    let bytes0 = LIVE_BYTES.load(Ordering::SeqCst);
-    let allocs0 = ALLOCS.load(Ordering::SeqCst);
+    let bytes0 = live_bytes();
+    let allocs0 = alloc_calls();
     let mut index = Index::new();
     for (rev, k) in (2i64..).zip(keys) {
         index.put(k.as_bytes(), Revision::new(rev, 0));
     }
-    let bytes = LIVE_BYTES.load(Ordering::SeqCst) - bytes0;
-    let allocs = ALLOCS.load(Ordering::SeqCst) - allocs0;
+    let bytes = live_bytes() - bytes0;
+    let allocs = alloc_calls() - allocs0;
     let rss = rss0.zip(rss_bytes()).map(|(a, b)| b - a);
     (index, bytes, allocs, rss)
 }

@@ -33,6 +33,7 @@
 //! (figures, verdicts and the summary), `sinks` (counting and stalling clients), `harness` (the
 //! system under test), `probe` (writers measuring put latency), and one module a section.
 
+#[path = "../../../benches/common/counting_alloc.rs"]
 mod alloc;
 mod catchup;
 mod fanout;

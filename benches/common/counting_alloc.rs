@@ -1,5 +1,7 @@
-//! The counting global allocator the memory section reads: live bytes and allocation calls, in
-//! per-thread shards so that counting adds no contention to the other sections.
+//! Owns the counting global allocator of the benches that report memory (`benches/store.rs`'s
+//! key index figures, `actors/benches/watch/`'s memory section, which include this file by
+//! path): live bytes and allocation calls, in per-thread shards so that counting adds no
+//! contention to what the benches time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -9,8 +11,8 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 ///
 /// The counters are sharded by thread: one shared counter was a cache line that every
 /// allocation on every core wrote to, and that contention alone lengthened the catch-up's
-/// delivery bursts enough to show in the writer's put latency (the catch-up section's p99 ratio
-/// was ×0.7–7.3 with one counter, ×1.1–2.5 with none). A thread keeps to its own shard; the
+/// delivery bursts enough to show in the writer's put latency (the watch bench's `catchup`
+/// section, with counting on and off). A thread keeps to its own shard; the
 /// totals are sums over the shards, exact (once the process is quiet, as `settled_live_bytes`
 /// waits for) whichever thread frees what another allocated.
 struct Counting;
@@ -55,7 +57,8 @@ fn count_alloc(bytes: isize) {
     s.allocs.fetch_add(1, Ordering::Relaxed);
 }
 
-fn isize_of(n: usize) -> isize {
+/// `n` as a signed byte count.
+pub fn isize_of(n: usize) -> isize {
     isize::try_from(n).unwrap_or(isize::MAX)
 }
 
