@@ -14,13 +14,17 @@ pub struct Args {
     /// The etcd binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd_bin: PathBuf,
+    /// What to run: `http` (scenarios 1 and 2 over the JSON gateway) or `grpc-fanout` (one key's
+    /// watch fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`).
+    #[arg(long, default_value = "http")]
+    pub scenario: String,
     /// Which servers to run: `both`, `watchkv` or `etcd`.
     #[arg(long, default_value = "both")]
     pub only: String,
     /// Directory under which each server's temporary data directory is created.
     #[arg(long)]
     pub data_root: Option<PathBuf>,
-    /// Scenario 1: total puts.
+    /// Scenario 1 and grpc-fanout: total puts.
     #[arg(long, default_value_t = 20_000)]
     pub puts: u64,
     /// Scenario 1: concurrent keep-alive clients.
@@ -36,21 +40,30 @@ pub struct Args {
     /// Scenario 1: give up after this many seconds.
     #[arg(long, default_value_t = 45)]
     pub s1_timeout_secs: u64,
-    /// Scenario 2: watch streams (HTTP connections).
+    /// Scenario 2: watch streams (HTTP connections); grpc-fanout: gRPC watch streams.
     #[arg(long, default_value_t = 100)]
     pub streams: usize,
-    /// Scenario 2: watchers per stream, all on the same prefix.
+    /// Scenario 2: watchers per stream, all on the same prefix; grpc-fanout: on the same key.
     #[arg(long, default_value_t = 10)]
     pub watchers_per_stream: usize,
-    /// Scenario 2: puts per second.
+    /// Scenario 2 (and grpc-fanout with `--in-flight 0`): puts per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
     /// Scenario 2: seconds of puts.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
-    /// Scenario 2: after the last put, wait at most this many seconds for events.
+    /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    /// grpc-fanout: client connections (`etcd_client::Client`s) carrying the watch streams.
+    #[arg(long, default_value_t = 10)]
+    pub grpc_connections: usize,
+    /// grpc-fanout: puts kept outstanding on the writer's connection; 0 = paced at `--rate`.
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+    /// grpc-fanout: stop sending puts after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub grpc_put_timeout_secs: u64,
     /// If set, `perf record -g` each server during each scenario into this directory.
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,

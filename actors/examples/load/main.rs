@@ -13,7 +13,11 @@
 //!    watchers on one prefix, then `--rate` puts/s for `--duration-secs` seconds whose values
 //!    carry a sequence number and the send time → events/s, put→event latency, and a check that
 //!    every watcher got every acknowledged put exactly once and in revision order;
-//! 3. the server's CPU time (utime+stime from `/proc/<pid>/stat`) per scenario and its peak RSS
+//! 3. with `--scenario grpc-fanout` instead of 1 and 2: one key's watch fan-out over gRPC with
+//!    `etcd-client` (`--grpc-connections` connections carrying `--streams` streams of
+//!    `--watchers-per-stream` watchers, one writer keeping `--in-flight` puts outstanding) →
+//!    events/s, server CPU per event, put→event and put latency, the same exactly-once check;
+//! 4. the server's CPU time (utime+stime from `/proc/<pid>/stat`) per scenario and its peak RSS
 //!    (`VmHWM` from `/proc/<pid>/status`).
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
@@ -22,10 +26,15 @@
 //! Modules: `args` (the command line), `server` (starting and stopping the servers), `sampling`
 //! (`/proc` CPU and memory, `perf`), `http` (gateway client and HTTP/1.1 decoder), `put_client`
 //! (puts over HTTP or gRPC), `puts` (scenario 1), `watch_lines`, `watch_stream` and `fanout`
-//! (scenario 2), `report` (percentiles and the table). This file drives one server after the other.
+//! (scenario 2), `grpc_fanout`, `grpc_watch`, `grpc_writer` and `hist` (scenario 3), `report`
+//! (percentiles and the table). This file drives one server after the other.
 
 mod args;
 mod fanout;
+mod grpc_fanout;
+mod grpc_watch;
+mod grpc_writer;
+mod hist;
 mod http;
 mod put_client;
 mod puts;
@@ -44,11 +53,12 @@ use clap::Parser;
 
 use crate::args::Args;
 use crate::fanout::scenario_fanout;
+use crate::grpc_fanout::scenario_grpc_fanout;
 use crate::http::http_client;
 use crate::puts::scenario_puts;
 use crate::report::{print_table, Report};
 use crate::sampling::{clk_tck, loadavg, status_field};
-use crate::server::{log_tail, shell_quote, start_server, wait_ready, Kind};
+use crate::server::{log_tail, shell_quote, start_server, wait_ready, Kind, Server};
 
 /// Starts one server, runs both scenarios against it, samples its memory and stops it.
 async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
@@ -71,31 +81,24 @@ async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
         }
     }
     let pid = server.pid.to_string();
-    println!("[{}] ready in {:.2} s; scenario 1 (puts), load avg {}", kind.name(), rep.startup_secs, loadavg());
-    let s1 = scenario_puts(args, &server, tck).await;
-    rep.hwm_after_s1_kb = status_field(&pid, "VmHWM");
-    println!(
-        "[{}] scenario 1: {} puts in {:.2} s, {} errors; scenario 2 (watch fan-out), load avg {}",
-        kind.name(),
-        s1.done,
-        s1.secs,
-        s1.errors,
-        loadavg()
-    );
-    rep.s1 = Some(s1);
-    let s2 = scenario_fanout(args, &server, tck).await;
-    rep.hwm_after_s2_kb = status_field(&pid, "VmHWM");
+    if args.scenario == "grpc-fanout" {
+        println!("[{}] ready in {:.2} s; gRPC fan-out, load avg {}", kind.name(), rep.startup_secs, loadavg());
+        let mut g = scenario_grpc_fanout(args, &server, tck).await;
+        g.peak_rss_kb = status_field(&pid, "VmHWM");
+        println!(
+            "[{}] gRPC fan-out: {}/{} events, drain {:.2} s; load avg {}",
+            kind.name(),
+            g.events_received,
+            g.events_expected,
+            g.drain_secs,
+            loadavg()
+        );
+        rep.grpc = Some(g);
+    } else {
+        run_http_scenarios(kind, args, &server, tck, &mut rep).await;
+    }
     rep.rss_end_kb = status_field(&pid, "VmRSS");
     rep.threads = status_field(&pid, "Threads");
-    println!(
-        "[{}] scenario 2: {}/{} events, drain {:.2} s; load avg {}",
-        kind.name(),
-        s2.events_received,
-        s2.events_expected,
-        s2.drain_secs,
-        loadavg()
-    );
-    rep.s2 = Some(s2);
     if let Ok(Some(status)) = server.child.try_wait() {
         rep.error = Some(format!("server exited during the run ({status}); log:\n{}", log_tail(&server.log, 20)));
     } else {
@@ -106,6 +109,34 @@ async fn run_server(kind: Kind, args: &Args, tck: f64) -> Report {
     }
     drop(server);
     rep
+}
+
+/// Scenarios 1 (puts) and 2 (watch fan-out over the JSON gateway).
+async fn run_http_scenarios(kind: Kind, args: &Args, server: &Server, tck: f64, rep: &mut Report) {
+    let pid = server.pid.to_string();
+    println!("[{}] ready in {:.2} s; scenario 1 (puts), load avg {}", kind.name(), rep.startup_secs, loadavg());
+    let s1 = scenario_puts(args, server, tck).await;
+    rep.hwm_after_s1_kb = status_field(&pid, "VmHWM");
+    println!(
+        "[{}] scenario 1: {} puts in {:.2} s, {} errors; scenario 2 (watch fan-out), load avg {}",
+        kind.name(),
+        s1.done,
+        s1.secs,
+        s1.errors,
+        loadavg()
+    );
+    rep.s1 = Some(s1);
+    let s2 = scenario_fanout(args, server, tck).await;
+    rep.hwm_after_s2_kb = status_field(&pid, "VmHWM");
+    println!(
+        "[{}] scenario 2: {}/{} events, drain {:.2} s; load avg {}",
+        kind.name(),
+        s2.events_received,
+        s2.events_expected,
+        s2.drain_secs,
+        loadavg()
+    );
+    rep.s2 = Some(s2);
 }
 
 fn main() -> anyhow::Result<()> {
@@ -152,8 +183,11 @@ fn main() -> anyhow::Result<()> {
             args.watchkv_bin.display()
         );
     }
-    if args.streams == 0 || args.watchers_per_stream == 0 || args.clients == 0 {
-        bail!("--streams, --watchers-per-stream and --clients must be positive");
+    if args.streams == 0 || args.watchers_per_stream == 0 || args.clients == 0 || args.grpc_connections == 0 {
+        bail!("--streams, --watchers-per-stream, --clients and --grpc-connections must be positive");
+    }
+    if !["http", "grpc-fanout"].contains(&args.scenario.as_str()) {
+        bail!("--scenario must be http or grpc-fanout, not {:?}", args.scenario);
     }
     let tck = clk_tck();
     let started = Instant::now();

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::args::Args;
 use crate::fanout::S2;
+use crate::grpc_fanout::GrpcFanout;
 use crate::puts::S1;
 use crate::server::Kind;
 
@@ -14,6 +15,7 @@ pub struct Report {
     pub startup_secs: f64,
     pub s1: Option<S1>,
     pub s2: Option<S2>,
+    pub grpc: Option<GrpcFanout>,
     pub hwm_after_s1_kb: Option<u64>,
     pub hwm_after_s2_kb: Option<u64>,
     pub rss_end_kb: Option<u64>,
@@ -48,12 +50,73 @@ fn s2(r: &Report, f: impl FnOnce(&S2) -> String) -> String {
     r.s2.as_ref().map_or("-".into(), f)
 }
 
+/// A grpc-fanout figure of `r`, or `-` where the scenario did not run.
+fn g(r: &Report, f: impl FnOnce(&GrpcFanout) -> String) -> String {
+    r.grpc.as_ref().map_or("-".into(), f)
+}
+
+type Row<'a> = &'a mut dyn FnMut(&str, &dyn Fn(&Report) -> String);
+
+fn grpc_rows(args: &Args, row: Row) {
+    let title = format!(
+        "gRPC fan-out: {}x{} watchers on 1 key, {} conns",
+        args.streams, args.watchers_per_stream, args.grpc_connections
+    );
+    row(&title, &|_| String::new());
+    let pacing = if args.in_flight > 0 { format!("{} in flight", args.in_flight) } else { format!("{}/s", args.rate) };
+    row(&format!("  {} puts of {} B, {pacing}", args.puts, args.value_size), &|_| String::new());
+    row("  connections / watchers created", &|r| {
+        g(r, |s| format!("{} / {} of {}", s.connections_open, s.watchers_created, s.watchers_wanted))
+    });
+    row("  watcher setup (s)", &|r| g(r, |s| format!("{:.2}", s.setup_secs)));
+    row("  puts sent / acked / errors", &|r| g(r, |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors)));
+    row("  puts/s (sending)", &|r| g(r, |s| format!("{:.0}", s.puts_sent.saturating_sub(1) as f64 / s.put_secs.max(1e-9))));
+    row("  put latency p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
+    row("  put latency p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
+    row("  events received / expected", &|r| g(r, |s| format!("{} / {}", s.events_received, s.events_expected)));
+    row("  events/s (first put to last event)", &|r| g(r, |s| format!("{:.0}", s.events_per_s)));
+    row("  put->event p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(50.0))));
+    row("  put->event p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(99.0))));
+    row("  put->event max (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.max_us())));
+    row("  drain after last put answer (s)", &|r| {
+        g(r, |s| format!("{:.2}{}", s.drain_secs, if s.drain_timed_out { " TIMEOUT" } else { "" }))
+    });
+    row("  watchers exactly-once in order", &|r| {
+        g(r, |s| format!("{} / {}", s.watchers_exact, s.watchers_created))
+    });
+    row("  missing / duplicate / out-of-order", &|r| {
+        g(r, |s| format!("{} / {} / {}", s.missing, s.duplicates, s.out_of_order))
+    });
+    row("  unexpected / canceled / failed streams", &|r| {
+        g(r, |s| format!("{} / {} / {}", s.unexpected, s.canceled, s.failed_streams))
+    });
+    row("  server CPU (s, puts+drain)", &|r| g(r, |s| format!("{:.2}", s.cpu.server_s)));
+    row("  server CPU (cores avg)", &|r| g(r, |s| format!("{:.2}", s.cpu.cores())));
+    row("  server CPU per event (us)", &|r| {
+        g(r, |s| format!("{:.3}", s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)))
+    });
+    row("  load tool CPU (s)", &|r| g(r, |s| format!("{:.2}", s.cpu.self_s)));
+    row("  server peak RSS (MiB)", &|r| mb(r.grpc.as_ref().and_then(|s| s.peak_rss_kb)));
+}
+
 pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&Report) -> String| {
         rows.push((name.to_string(), reports.iter().map(|(_, r)| f(r)).collect()));
     };
     row("server startup (s)", &|r| format!("{:.2}", r.startup_secs));
+    if args.scenario == "grpc-fanout" {
+        grpc_rows(args, &mut row);
+    } else {
+        http_rows(args, &mut row);
+    }
+    row("RSS at end (MiB)", &|r| mb(r.rss_end_kb));
+    row("threads at end", &|r| r.threads.map_or("-".into(), |t| t.to_string()));
+    print_rows(reports, &rows);
+    print_errors(args, reports);
+}
+
+fn http_rows(args: &Args, row: Row) {
     let s1_title = format!(
         "S1: {} puts, {} clients, {} B values, over {}",
         args.puts, args.clients, args.value_size, args.protocol
@@ -105,9 +168,9 @@ pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
     });
     row("  load tool CPU (s)", &|r| s2(r, |s| format!("{:.2}", s.cpu.self_s)));
     row("  peak RSS after S2 (MiB)", &|r| mb(r.hwm_after_s2_kb));
-    row("RSS at end (MiB)", &|r| mb(r.rss_end_kb));
-    row("threads at end", &|r| r.threads.map_or("-".into(), |t| t.to_string()));
+}
 
+fn print_rows(reports: &[(Kind, Report)], rows: &[(String, Vec<String>)]) {
     let w0 = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(10).max(10);
     let widths: Vec<usize> = (0..reports.len())
         .map(|i| rows.iter().map(|(_, v)| v[i].len()).max().unwrap_or(0).max(reports[i].0.name().len()).max(14))
@@ -119,7 +182,7 @@ pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
     }
     println!("{header}");
     println!("{}", "-".repeat(header.len()));
-    for (name, vals) in &rows {
+    for (name, vals) in rows {
         let mut line = format!("{name:<w0$}");
         if vals.iter().all(String::is_empty) {
             println!("{line}");
@@ -130,6 +193,9 @@ pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
         }
         println!("{line}");
     }
+}
+
+fn print_errors(args: &Args, reports: &[(Kind, Report)]) {
     for (kind, r) in reports {
         if let Some(e) = &r.error {
             println!("{} error: {e}", kind.name());
@@ -148,6 +214,17 @@ pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
             }
             if let Some(e) = &s.first_stream_error {
                 println!("{} S2 first stream error: {e}", kind.name());
+            }
+        }
+        if let Some(s) = &r.grpc {
+            if let Some(e) = &s.first_put_error {
+                println!("{} gRPC fan-out first put error: {e}", kind.name());
+            }
+            if let Some(e) = &s.first_stream_error {
+                println!("{} gRPC fan-out first stream error: {e}", kind.name());
+            }
+            if s.put_timed_out {
+                println!("{} gRPC fan-out puts stopped at the {} s limit", kind.name(), args.grpc_put_timeout_secs);
             }
         }
     }
