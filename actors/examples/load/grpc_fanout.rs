@@ -36,6 +36,7 @@ pub struct GrpcFanout {
     pub put_lat_us: Vec<u64>,
     pub events_expected: u64,
     pub events_received: u64,
+    pub responses: u64,
     pub events_per_s: f64,
     pub ev_lat: Hist,
     pub watchers_exact: u64,
@@ -160,6 +161,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     }
     out.failed_streams = shared.failed_streams.get();
     out.events_received = shared.events.get();
+    out.responses = shared.responses.get();
     out.ev_lat = shared.lat.take();
     if let (Some(start), Some(last)) = (put_start, shared.last_event.get()) {
         out.events_per_s = out.events_received as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9);

@@ -14,6 +14,8 @@ use crate::hist::Hist;
 pub struct Shared {
     pub created: Cell<u64>,
     pub events: Cell<u64>,
+    /// Watch responses that carried events.
+    pub responses: Cell<u64>,
     pub last_event: Cell<Option<Instant>>,
     pub failed_streams: Cell<u64>,
     /// Put→event latencies of every watcher.
@@ -27,6 +29,7 @@ impl Shared {
         Self {
             created: Cell::new(0),
             events: Cell::new(0),
+            responses: Cell::new(0),
             last_event: Cell::new(None),
             failed_streams: Cell::new(0),
             lat: RefCell::default(),
@@ -122,6 +125,7 @@ async fn stream_inner(
             continue;
         }
         shared.events.set(shared.events.get() + events.len() as u64);
+        shared.responses.set(shared.responses.get() + 1);
         shared.last_event.set(Some(Instant::now()));
         let Some(&w) = ids.get(&resp.watch_id()) else {
             res.unexpected += events.len() as u64;

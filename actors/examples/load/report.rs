@@ -74,6 +74,9 @@ fn grpc_rows(args: &Args, row: Row) {
     row("  put latency p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
     row("  put latency p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
     row("  events received / expected", &|r| g(r, |s| format!("{} / {}", s.events_received, s.events_expected)));
+    row("  events per watch response", &|r| {
+        g(r, |s| format!("{:.2}", s.events_received as f64 / s.responses.max(1) as f64))
+    });
     row("  events/s (first put to last event)", &|r| g(r, |s| format!("{:.0}", s.events_per_s)));
     row("  put->event p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(50.0))));
     row("  put->event p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(99.0))));
@@ -96,6 +99,9 @@ fn grpc_rows(args: &Args, row: Row) {
         g(r, |s| format!("{:.3}", s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)))
     });
     row("  load tool CPU (s)", &|r| g(r, |s| format!("{:.2}", s.cpu.self_s)));
+    row("  load tool CPU per event (us)", &|r| {
+        g(r, |s| format!("{:.3}", s.cpu.self_s * 1e6 / (s.events_received.max(1) as f64)))
+    });
     row("  server peak RSS (MiB)", &|r| mb(r.grpc.as_ref().and_then(|s| s.peak_rss_kb)));
 }
 
