@@ -44,11 +44,16 @@ type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
 
 /// The sends of one handler turn. While the sink accepts responses at once they go out as they
 /// are made and nothing waits; from the first send that has to wait, that send and every later
-/// response of the turn form the backlog the stream waits on.
+/// response of the turn form the backlog the stream waits on. The socket's readiness is the
+/// signal: a watcher's events that queue up behind a send that has to wait are coalesced into
+/// multi-revision responses (`WatchResponse::merge`), as etcd gives a victim one batch rather
+/// than a response per revision.
 #[derive(Default)]
 struct Outbox {
     /// The send that had to wait, and the responses queued behind it.
     backlog: Option<(PendingSend, Vec<WatchResponse>)>,
+    /// Where in the backlog each watcher's latest response is, for coalescing.
+    latest: HashMap<WatchId, usize>,
     /// The client has gone away.
     closed: bool,
 }
@@ -109,14 +114,25 @@ impl StreamActor {
     /// Hands one response to the sink: at once while the client keeps up, else behind the
     /// send that had to wait.
     fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
-        self.responses += 1;
         if outbox.closed {
             return;
         }
-        if let Some(backlog) = &mut outbox.backlog {
-            backlog.1.push(response);
+        if let Some((_, queued)) = &mut outbox.backlog {
+            let mut response = response;
+            if let Some(latest) = outbox.latest.get(&response.watch_id).and_then(|&i| queued.get_mut(i)) {
+                let watch = self.config.watch();
+                match latest.merge(response, watch.watch_batch_max_revs(), watch.max_response_bytes(), HEADER_ESTIMATE)
+                {
+                    None => return,
+                    Some(unmerged) => response = unmerged,
+                }
+            }
+            self.responses += 1;
+            outbox.latest.insert(response.watch_id, queued.len());
+            queued.push(response);
             return;
         }
+        self.responses += 1;
         match self.sink.start_send(response) {
             SinkSend::Done(Ok(())) => {}
             SinkSend::Done(Err(SinkClosed)) => outbox.closed = true,

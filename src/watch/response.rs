@@ -122,6 +122,48 @@ impl WatchResponse {
         n
     }
 
+    /// Returns whether this is a plain events response: events for one watcher and nothing
+    /// else (no create, cancel, compaction or fragment flag).
+    #[must_use]
+    pub fn is_events_only(&self) -> bool {
+        !self.events.is_empty() && !self.created && !self.canceled && self.compact_revision == 0 && !self.fragment
+    }
+
+    /// Appends `next`'s events to this response when both are plain events responses of the
+    /// same watcher and the result stays a valid batch: `next`'s events all come after this
+    /// one's (a revision is never split), the revisions spanned stay within `max_revs` (etcd
+    /// `watchBatchMaxRevs`), and the encoded size with a header of `header_len` bytes stays at
+    /// most `max_bytes`. The header revision becomes the later one. Returns `next` back when
+    /// it cannot be merged.
+    ///
+    /// A stream whose client is not reading coalesces the responses waiting for its socket this
+    /// way, as etcd's victims get one multi-revision response instead of one per revision.
+    pub fn merge(&mut self, next: Self, max_revs: usize, max_bytes: usize, header_len: usize) -> Option<Self> {
+        if !self.is_events_only()
+            || !next.is_events_only()
+            || self.watch_id != next.watch_id
+            || self.prev_kv != next.prev_kv
+        {
+            return Some(next);
+        }
+        let (Some(first), Some(last), Some(next_first), Some(next_last)) =
+            (self.events.first(), self.events.last(), next.events.first(), next.events.last())
+        else {
+            return Some(next);
+        };
+        let span = next_last.revision().saturating_sub(first.revision()).saturating_add(1);
+        if next_first.revision() <= last.revision() || usize::try_from(span).map_or(true, |s| s > max_revs) {
+            return Some(next);
+        }
+        let added: usize = next.events.iter().map(|e| field(event_len(e, next.prev_kv))).sum();
+        if self.encoded_len(header_len) + added > max_bytes {
+            return Some(next);
+        }
+        self.revision = self.revision.max(next.revision);
+        self.events.extend(next.events);
+        None
+    }
+
     /// Splits the response into pieces for a `fragment` watcher (etcd `sendFragments`): a
     /// response below `max_bytes` or with fewer than 2 events is sent whole; otherwise each
     /// piece takes events while it stays below `max_bytes` (always at least one, so an event is
@@ -237,5 +279,62 @@ mod tests {
         assert!(!WatchResponse::created(0, 5).is_progress_notify());
         assert!(!WatchResponse::compacted(0, 5).is_progress_notify());
         assert!(!WatchResponse::progress(3, 0).is_progress_notify());
+    }
+
+    fn put_at(rev: i64) -> Arc<Event> {
+        Arc::new(Event {
+            kind: EventKind::Put,
+            kv: KeyValue { key: b"k".to_vec(), value: vec![b'v'; 8], mod_revision: rev, ..KeyValue::default() },
+            prev_kv: None,
+        })
+    }
+
+    #[test]
+    fn merge_appends_later_revisions_of_the_same_watcher() {
+        let mut r = WatchResponse::event(3, 10, put_at(10), false);
+        assert_eq!(r.merge(WatchResponse::event(3, 11, put_at(11), false), 1000, usize::MAX, 0), None);
+        assert_eq!(
+            r.merge(WatchResponse::events(3, 13, vec![put_at(12), put_at(13)], false), 1000, usize::MAX, 0),
+            None
+        );
+        assert_eq!(r.revision, 13);
+        let revs: Vec<i64> = r.events.iter().map(|e| e.revision()).collect();
+        assert_eq!(revs, [10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn merge_refuses_what_would_break_a_batch() {
+        let base = WatchResponse::event(3, 10, put_at(10), false);
+        let refused = |next: WatchResponse, max_revs: usize, max_bytes: usize| {
+            let mut r = base.clone();
+            let back = r.merge(next.clone(), max_revs, max_bytes, 0);
+            assert_eq!(back, Some(next), "merged when it must not");
+            assert_eq!(r, base, "changed when it must not");
+        };
+        // Another watcher, another prev_kv choice, a non-event response.
+        refused(WatchResponse::event(4, 11, put_at(11), false), 1000, usize::MAX);
+        refused(WatchResponse::event(3, 11, put_at(11), true), 1000, usize::MAX);
+        refused(WatchResponse::progress(3, 11), 1000, usize::MAX);
+        refused(WatchResponse::canceled(3, 11, "bye"), 1000, usize::MAX);
+        // The same revision again (a revision is never split) or an older one.
+        refused(WatchResponse::event(3, 10, put_at(10), false), 1000, usize::MAX);
+        refused(WatchResponse::event(3, 9, put_at(9), false), 1000, usize::MAX);
+        // Past the revision span, or past the size limit.
+        refused(WatchResponse::event(3, 12, put_at(12), false), 2, usize::MAX);
+        refused(WatchResponse::event(3, 11, put_at(11), false), 1000, base.encoded_len(0) + 4);
+        // A fragment piece is never merged into.
+        let mut piece = base.clone();
+        piece.fragment = true;
+        let next = WatchResponse::event(3, 11, put_at(11), false);
+        assert_eq!(piece.merge(next.clone(), 1000, usize::MAX, 0), Some(next));
+    }
+
+    #[test]
+    fn merged_size_is_the_encoded_size() {
+        let mut r = WatchResponse::event(3, 10, put_at(10), false);
+        let next = WatchResponse::event(3, 11, put_at(11), false);
+        let limit = WatchResponse::events(3, 11, vec![put_at(10), put_at(11)], false).encoded_len(32);
+        assert_eq!(r.merge(next, 1000, limit, 32), None, "merges exactly up to the limit");
+        assert_eq!(r.encoded_len(32), limit);
     }
 }

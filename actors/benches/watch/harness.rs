@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use actix_rt::SystemRunner;
 use watchkv::{Durability, KeyRange};
-use watchkv_actors::{CloseStream, CreateWatch, StreamActor, WatchCreate};
 use watchkv_actors::{ActorsConfig, Handle, SystemStats};
+use watchkv_actors::{CloseStream, CreateWatch, StreamActor, WatchCreate};
 
 use crate::sinks::{CountingSink, Progress, WAIT_LIMIT};
 

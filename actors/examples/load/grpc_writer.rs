@@ -106,8 +106,9 @@ pub async fn write_all(args: &Args, kv: KvClient, key: Vec<u8>, epoch: Instant, 
         tasks
     };
     for t in tasks {
-        let _ = actix_rt::time::timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(30), t)
-            .await;
+        let _ =
+            actix_rt::time::timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(30), t)
+                .await;
     }
     let mut o = out.take();
     o.sent = next.get() as u64;

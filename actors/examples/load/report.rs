@@ -69,8 +69,12 @@ fn grpc_rows(args: &Args, row: Row) {
         g(r, |s| format!("{} / {} of {}", s.connections_open, s.watchers_created, s.watchers_wanted))
     });
     row("  watcher setup (s)", &|r| g(r, |s| format!("{:.2}", s.setup_secs)));
-    row("  puts sent / acked / errors", &|r| g(r, |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors)));
-    row("  puts/s (sending)", &|r| g(r, |s| format!("{:.0}", s.puts_sent.saturating_sub(1) as f64 / s.put_secs.max(1e-9))));
+    row("  puts sent / acked / errors", &|r| {
+        g(r, |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors))
+    });
+    row("  puts/s (sending)", &|r| {
+        g(r, |s| format!("{:.0}", s.puts_sent.saturating_sub(1) as f64 / s.put_secs.max(1e-9)))
+    });
     row("  put latency p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
     row("  put latency p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
     row("  events received / expected", &|r| g(r, |s| format!("{} / {}", s.events_received, s.events_expected)));
@@ -84,9 +88,7 @@ fn grpc_rows(args: &Args, row: Row) {
     row("  drain after last put answer (s)", &|r| {
         g(r, |s| format!("{:.2}{}", s.drain_secs, if s.drain_timed_out { " TIMEOUT" } else { "" }))
     });
-    row("  watchers exactly-once in order", &|r| {
-        g(r, |s| format!("{} / {}", s.watchers_exact, s.watchers_created))
-    });
+    row("  watchers exactly-once in order", &|r| g(r, |s| format!("{} / {}", s.watchers_exact, s.watchers_created)));
     row("  missing / duplicate / out-of-order", &|r| {
         g(r, |s| format!("{} / {} / {}", s.missing, s.duplicates, s.out_of_order))
     });
