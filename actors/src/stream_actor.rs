@@ -47,7 +47,8 @@ type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
 /// response of the turn form the backlog the stream waits on. The socket's readiness is the
 /// signal: a watcher's events that queue up behind a send that has to wait are coalesced into
 /// multi-revision responses (`WatchResponse::merge`), as etcd gives a victim one batch rather
-/// than a response per revision.
+/// than a response per revision. Events never move past a create, cancel or progress response
+/// of their watcher, nor past a stream-wide progress.
 #[derive(Default)]
 struct Outbox {
     /// The send that had to wait, and the responses queued behind it.
@@ -128,7 +129,14 @@ impl StreamActor {
                 }
             }
             self.responses += 1;
-            outbox.latest.insert(response.watch_id, queued.len());
+            if response.watch_id == INVALID_WATCH_ID {
+                // A stream-wide progress covers every watcher: no later event may join a
+                // response queued before it, or the client would see a revision it names as
+                // not yet reached and resume from it into a duplicate.
+                outbox.latest.clear();
+            } else {
+                outbox.latest.insert(response.watch_id, queued.len());
+            }
             queued.push(response);
             return;
         }
