@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::Client;
 
 use crate::args::Args;
+use crate::drain::{drain, Received};
 use crate::grpc_watch::{grpc_watch_stream, Shared, StreamResult, WatchCfg};
 use crate::grpc_writer::{connect_writer, write_all};
 use crate::hist::Hist;
@@ -125,30 +126,12 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
         }
     }
 
-    // Drain: until every watcher has an event for every put sent, or for every acknowledged put
-    // and nothing more arrived for 1 s, or the timeout.
     out.events_expected = out.puts_acked * out.watchers_created;
     let most = out.puts_sent * out.watchers_created;
-    let drain_start = Instant::now();
-    let drain_deadline = drain_start + Duration::from_secs(args.drain_timeout_secs);
-    if out.puts_sent > 0 {
-        loop {
-            let got = shared.events.get();
-            let idle = shared.last_event.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-            if got >= most
-                || (got >= out.events_expected && idle)
-                || Instant::now() >= drain_deadline
-                || shared.failed_streams.get() > 0
-            {
-                break;
-            }
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
-        out.drain_timed_out = shared.events.get() < out.events_expected;
-        // A little longer, to catch duplicates.
-        actix_rt::time::sleep(Duration::from_millis(300)).await;
-    }
-    out.drain_secs = drain_start.elapsed().as_secs_f64();
+    let received =
+        Received { events: &shared.events, last_event: &shared.last_event, failed_streams: &shared.failed_streams };
+    (out.drain_timed_out, out.drain_secs) =
+        drain(received, out.events_expected, most, Duration::from_secs(args.drain_timeout_secs)).await;
     if let Some(span) = span {
         out.cpu = span.end(tck);
     }

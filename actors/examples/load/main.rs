@@ -30,6 +30,7 @@
 //! (percentiles and the table). This file drives one server after the other.
 
 mod args;
+mod drain;
 mod fanout;
 mod grpc_fanout;
 mod grpc_watch;
