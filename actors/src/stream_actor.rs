@@ -53,8 +53,9 @@ type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
 struct Outbox {
     /// The send that had to wait, and the responses queued behind it.
     backlog: Option<(PendingSend, Vec<WatchResponse>)>,
-    /// Where in the backlog each watcher's latest response is, for coalescing.
-    latest: HashMap<WatchId, usize>,
+    /// Where in the backlog each watcher's latest response is, and its encoded length, for
+    /// coalescing.
+    latest: HashMap<WatchId, (usize, usize)>,
     /// The client has gone away.
     closed: bool,
 }
@@ -120,12 +121,16 @@ impl StreamActor {
         }
         if let Some((_, queued)) = &mut outbox.backlog {
             let mut response = response;
-            if let Some(latest) = outbox.latest.get(&response.watch_id).and_then(|&i| queued.get_mut(i)) {
-                let watch = self.config.watch();
-                match latest.merge(response, watch.watch_batch_max_revs(), watch.max_response_bytes(), HEADER_ESTIMATE)
-                {
-                    None => return,
-                    Some(unmerged) => response = unmerged,
+            if let Some((i, len)) = outbox.latest.get_mut(&response.watch_id) {
+                if let Some(latest) = queued.get_mut(*i) {
+                    let watch = self.config.watch();
+                    match latest.merge(response, *len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
+                        Ok(merged_len) => {
+                            *len = merged_len;
+                            return;
+                        }
+                        Err(unmerged) => response = unmerged,
+                    }
                 }
             }
             self.responses += 1;
@@ -135,7 +140,9 @@ impl StreamActor {
                 // not yet reached and resume from it into a duplicate.
                 outbox.latest.clear();
             } else {
-                outbox.latest.insert(response.watch_id, queued.len());
+                // Only an events response can take more; its length is counted once here.
+                let len = if response.is_events_only() { response.encoded_len(HEADER_ESTIMATE) } else { 0 };
+                outbox.latest.insert(response.watch_id, (queued.len(), len));
             }
             queued.push(response);
             return;

@@ -132,36 +132,42 @@ impl WatchResponse {
     /// Appends `next`'s events to this response when both are plain events responses of the
     /// same watcher and the result stays a valid batch: `next`'s events all come after this
     /// one's (a revision is never split), the revisions spanned stay within `max_revs` (etcd
-    /// `watchBatchMaxRevs`), and the encoded size with a header of `header_len` bytes stays at
-    /// most `max_bytes`. The header revision becomes the later one. Returns `next` back when
-    /// it cannot be merged.
+    /// `watchBatchMaxRevs`), and the encoded size stays at most `max_bytes`. `encoded_len` is
+    /// this response's current [`encoded_len`](Self::encoded_len) with the caller's header, so
+    /// that merging costs only `next`'s events however long this response has grown. The header
+    /// revision becomes the later one. Returns the merged response's encoded length, or `next`
+    /// back when it cannot be merged.
     ///
     /// A stream whose client is not reading coalesces the responses waiting for its socket this
     /// way, as etcd's victims get one multi-revision response instead of one per revision.
-    pub fn merge(&mut self, next: Self, max_revs: usize, max_bytes: usize, header_len: usize) -> Option<Self> {
+    ///
+    /// # Errors
+    /// `next`, unchanged, when it cannot be merged.
+    pub fn merge(&mut self, next: Self, encoded_len: usize, max_revs: usize, max_bytes: usize) -> Result<usize, Self> {
         if !self.is_events_only()
             || !next.is_events_only()
             || self.watch_id != next.watch_id
             || self.prev_kv != next.prev_kv
         {
-            return Some(next);
+            return Err(next);
         }
         let (Some(first), Some(last), Some(next_first), Some(next_last)) =
             (self.events.first(), self.events.last(), next.events.first(), next.events.last())
         else {
-            return Some(next);
+            return Err(next);
         };
         let span = next_last.revision().saturating_sub(first.revision()).saturating_add(1);
         if next_first.revision() <= last.revision() || usize::try_from(span).map_or(true, |s| s > max_revs) {
-            return Some(next);
+            return Err(next);
         }
         let added: usize = next.events.iter().map(|e| field(event_len(e, next.prev_kv))).sum();
-        if self.encoded_len(header_len) + added > max_bytes {
-            return Some(next);
+        let merged_len = encoded_len.saturating_add(added);
+        if merged_len > max_bytes {
+            return Err(next);
         }
         self.revision = self.revision.max(next.revision);
         self.events.extend(next.events);
-        None
+        Ok(merged_len)
     }
 
     /// Splits the response into pieces for a `fragment` watcher (etcd `sendFragments`): a
@@ -292,11 +298,11 @@ mod tests {
     #[test]
     fn merge_appends_later_revisions_of_the_same_watcher() {
         let mut r = WatchResponse::event(3, 10, put_at(10), false);
-        assert_eq!(r.merge(WatchResponse::event(3, 11, put_at(11), false), 1000, usize::MAX, 0), None);
-        assert_eq!(
-            r.merge(WatchResponse::events(3, 13, vec![put_at(12), put_at(13)], false), 1000, usize::MAX, 0),
-            None
-        );
+        let len = r.merge(WatchResponse::event(3, 11, put_at(11), false), r.encoded_len(0), 1000, usize::MAX);
+        assert_eq!(len, Ok(r.encoded_len(0)), "the merged length is the encoded length");
+        let more = WatchResponse::events(3, 13, vec![put_at(12), put_at(13)], false);
+        let len = r.merge(more, r.encoded_len(0), 1000, usize::MAX);
+        assert_eq!(len, Ok(r.encoded_len(0)));
         assert_eq!(r.revision, 13);
         let revs: Vec<i64> = r.events.iter().map(|e| e.revision()).collect();
         assert_eq!(revs, [10, 11, 12, 13]);
@@ -307,8 +313,8 @@ mod tests {
         let base = WatchResponse::event(3, 10, put_at(10), false);
         let refused = |next: WatchResponse, max_revs: usize, max_bytes: usize| {
             let mut r = base.clone();
-            let back = r.merge(next.clone(), max_revs, max_bytes, 0);
-            assert_eq!(back, Some(next), "merged when it must not");
+            let back = r.merge(next.clone(), base.encoded_len(0), max_revs, max_bytes);
+            assert_eq!(back, Err(next), "merged when it must not");
             assert_eq!(r, base, "changed when it must not");
         };
         // Another watcher, another prev_kv choice, a non-event response.
@@ -326,7 +332,7 @@ mod tests {
         let mut piece = base.clone();
         piece.fragment = true;
         let next = WatchResponse::event(3, 11, put_at(11), false);
-        assert_eq!(piece.merge(next.clone(), 1000, usize::MAX, 0), Some(next));
+        assert_eq!(piece.merge(next.clone(), piece.encoded_len(0), 1000, usize::MAX), Err(next));
     }
 
     #[test]
@@ -334,7 +340,7 @@ mod tests {
         let mut r = WatchResponse::event(3, 10, put_at(10), false);
         let next = WatchResponse::event(3, 11, put_at(11), false);
         let limit = WatchResponse::events(3, 11, vec![put_at(10), put_at(11)], false).encoded_len(32);
-        assert_eq!(r.merge(next, 1000, limit, 32), None, "merges exactly up to the limit");
+        assert_eq!(r.merge(next, r.encoded_len(32), 1000, limit), Ok(limit), "merges exactly up to the limit");
         assert_eq!(r.encoded_len(32), limit);
     }
 }
