@@ -1,5 +1,8 @@
 //! Owns the value types that cross the store boundary: `KeyValue`, `Event`, `EventKind`
-//! (etcd `mvccpb.KeyValue` / `mvccpb.Event`, docs/etcd-semantics.md §3).
+//! (etcd `mvccpb.KeyValue` / `mvccpb.Event`, docs/etcd-semantics.md §3), and the cache of an
+//! event's wire forms that every watcher of the event shares.
+
+use std::sync::OnceLock;
 
 /// A lease id; 0 means "no lease".
 pub type LeaseId = i64;
@@ -31,6 +34,7 @@ pub enum EventKind {
 }
 
 /// One change produced by a committed write (etcd `mvccpb.Event`, docs/etcd-semantics.md §3).
+/// Build one with [`Event::new`].
 ///
 /// A DELETE event's `kv` carries only `key` and `mod_revision` (the deletion revision).
 /// `prev_kv` is the key's state at `mod_revision - 1` when that is known (absent for create
@@ -44,9 +48,72 @@ pub struct Event {
     pub kv: KeyValue,
     /// The key's previous state, when known.
     pub prev_kv: Option<KeyValue>,
+    /// The event's wire forms, made at most once each (see [`Event::encoded`]).
+    encoded: EncodedForms,
+}
+
+/// A wire form of an event that transports encode once and share between every watcher that
+/// receives the event (see [`Event::encoded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireForm {
+    /// `mvccpb.Event` in protobuf, without `prev_kv`.
+    Protobuf = 0,
+    /// `mvccpb.Event` in protobuf, with `prev_kv` when the event has one.
+    ProtobufWithPrevKv = 1,
+    /// The gateway's JSON, without `prev_kv`.
+    Json = 2,
+    /// The gateway's JSON, with `prev_kv` when the event has one.
+    JsonWithPrevKv = 3,
+}
+
+/// The cached wire forms of one event. Empty until a transport asks for a form, so an event
+/// that never leaves the process costs one pointer; a clone starts empty, and the cache never
+/// takes part in equality.
+#[derive(Default)]
+struct EncodedForms(OnceLock<Box<[OnceLock<Box<[u8]>>; 4]>>);
+
+impl Clone for EncodedForms {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for EncodedForms {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedForms {}
+
+impl std::fmt::Debug for EncodedForms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 impl Event {
+    /// Returns an event; its wire forms are made when a transport first asks for them.
+    #[must_use]
+    pub fn new(kind: EventKind, kv: KeyValue, prev_kv: Option<KeyValue>) -> Self {
+        Self { kind, kv, prev_kv, encoded: EncodedForms::default() }
+    }
+
+    /// Returns the event's `form`, made by `encode` the first time any caller asks for it and
+    /// shared from then on: a revision delivered to many watchers is encoded once, whatever
+    /// the number of watchers (the transports frame each watcher's response around these
+    /// bytes). A form "with `prev_kv`" of an event without one is its plain form. `encode` must
+    /// depend only on the event: the first caller's result is every caller's.
+    pub fn encoded(&self, form: WireForm, encode: impl FnOnce(&Event) -> Vec<u8>) -> &[u8] {
+        let form = match form {
+            WireForm::ProtobufWithPrevKv if self.prev_kv.is_none() => WireForm::Protobuf,
+            WireForm::JsonWithPrevKv if self.prev_kv.is_none() => WireForm::Json,
+            form => form,
+        };
+        let slots = self.encoded.0.get_or_init(Box::default);
+        slots[form as usize].get_or_init(|| encode(self).into_boxed_slice())
+    }
+
     /// Returns whether this event created the key: a PUT with `create_revision == mod_revision`
     /// (docs/etcd-semantics.md §3: `version == 1`).
     #[must_use]

@@ -36,7 +36,7 @@ pub mod watch;
 pub use config::{Durability, StoreConfig, WatchConfig};
 pub use error::{Error, Result};
 pub use key_range::KeyRange;
-pub use kv::{Event, EventKind, KeyValue, LeaseId};
+pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
     Applied, Committed, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, StoreStats, Write, WriteGroup,
 };

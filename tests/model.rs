@@ -913,7 +913,7 @@ impl<'m> Work<'m> {
             },
         };
         self.live.insert(p.key.clone(), kv.clone());
-        self.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone() });
+        self.events.push(Event::new(EventKind::Put, kv, prev.clone()));
         PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
     }
 
@@ -927,7 +927,7 @@ impl<'m> Work<'m> {
             if d.prev_kv {
                 prev_kvs.push(prev.clone());
             }
-            self.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev) });
+            self.events.push(Event::new(EventKind::Delete, kv, Some(prev)));
         }
         DeleteRangeResponse { revision: self.read_rev(), deleted: keys.len() as i64, prev_kvs }
     }

@@ -31,12 +31,12 @@ fn history(revs: &[&[(&str, Option<&str>)]]) -> Vec<Arc<Event>> {
                         lease: 0,
                     };
                     state.insert(key.to_string(), kv.clone());
-                    Event { kind: EventKind::Put, kv, prev_kv: prev }
+                    Event::new(EventKind::Put, kv, prev)
                 }
                 None => {
                     state.remove(*key);
                     let kv = KeyValue { key: key.as_bytes().to_vec(), mod_revision: rev, ..KeyValue::default() };
-                    Event { kind: EventKind::Delete, kv, prev_kv: prev }
+                    Event::new(EventKind::Delete, kv, prev)
                 }
             };
             out.push(Arc::new(event));

@@ -303,7 +303,7 @@ impl KvStore {
         self.group.push(rev.to_key(false), codec::encode_row(&kv, prev_version.map(|v| v.modified)));
         self.lessor.attach(&kv.key, lease);
         let response = PutResponse { revision: rev.main, prev_kv: if p.prev_kv { prev_kv.clone() } else { None } };
-        w.events.push(Event { kind: EventKind::Put, kv, prev_kv });
+        w.events.push(Event::new(EventKind::Put, kv, prev_kv));
         Ok(response)
     }
 
@@ -323,7 +323,7 @@ impl KvStore {
             if d.prev_kv {
                 prev_kvs.push(prev.clone());
             }
-            w.events.push(Event { kind: EventKind::Delete, kv: tomb, prev_kv: Some(prev) });
+            w.events.push(Event::new(EventKind::Delete, tomb, Some(prev)));
         }
         let revision = if w.events.is_empty() { w.begin_rev } else { w.begin_rev + 1 };
         Ok(DeleteRangeResponse { revision, deleted: i64::try_from(deleted).unwrap_or(i64::MAX), prev_kvs })

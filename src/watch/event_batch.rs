@@ -77,17 +77,11 @@ mod tests {
     use crate::kv::{EventKind, KeyValue};
 
     fn ev(rev: i64) -> Arc<Event> {
-        Arc::new(Event {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key: b"foo".to_vec(),
-                mod_revision: rev,
-                create_revision: 2,
-                version: 1,
-                ..KeyValue::default()
-            },
-            prev_kv: None,
-        })
+        Arc::new(Event::new(
+            EventKind::Put,
+            KeyValue { key: b"foo".to_vec(), mod_revision: rev, create_revision: 2, version: 1, ..KeyValue::default() },
+            None,
+        ))
     }
 
     #[test]

@@ -81,5 +81,5 @@ pub fn row_event(
         }
         _ => None,
     };
-    Ok(Event { kind, kv, prev_kv })
+    Ok(Event::new(kind, kv, prev_kv))
 }

@@ -246,11 +246,7 @@ mod tests {
     fn events(key_len: usize, n: usize) -> Vec<Arc<Event>> {
         (0..n)
             .map(|_| {
-                Arc::new(Event {
-                    kind: EventKind::Put,
-                    kv: KeyValue { key: vec![b'a'; key_len], ..KeyValue::default() },
-                    prev_kv: None,
-                })
+                Arc::new(Event::new(EventKind::Put, KeyValue { key: vec![b'a'; key_len], ..KeyValue::default() }, None))
             })
             .collect()
     }
@@ -288,11 +284,11 @@ mod tests {
     }
 
     fn put_at(rev: i64) -> Arc<Event> {
-        Arc::new(Event {
-            kind: EventKind::Put,
-            kv: KeyValue { key: b"k".to_vec(), value: vec![b'v'; 8], mod_revision: rev, ..KeyValue::default() },
-            prev_kv: None,
-        })
+        Arc::new(Event::new(
+            EventKind::Put,
+            KeyValue { key: b"k".to_vec(), value: vec![b'v'; 8], mod_revision: rev, ..KeyValue::default() },
+            None,
+        ))
     }
 
     #[test]

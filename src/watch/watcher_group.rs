@@ -365,10 +365,12 @@ mod tests {
         let evs: Vec<Event> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| Event {
-                kind: EventKind::Put,
-                kv: KeyValue { key: k.to_vec(), value: format!("bar{i}").into_bytes(), ..KeyValue::default() },
-                prev_kv: None,
+            .map(|(i, k)| {
+                Event::new(
+                    EventKind::Put,
+                    KeyValue { key: k.to_vec(), value: format!("bar{i}").into_bytes(), ..KeyValue::default() },
+                    None,
+                )
             })
             .collect();
         // (watchers in sync, events, expected watcher -> events)

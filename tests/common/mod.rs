@@ -70,19 +70,19 @@ pub fn kv(key: &str, value: &str, c: i64, m: i64, v: i64, lease: i64) -> KeyValu
 
 /// A PUT event without prev_kv.
 pub fn put_ev(key: &str, value: &str, c: i64, m: i64, v: i64) -> Event {
-    Event { kind: EventKind::Put, kv: kv(key, value, c, m, v, 0), prev_kv: None }
+    Event::new(EventKind::Put, kv(key, value, c, m, v, 0), None)
 }
 
 /// A DELETE event without prev_kv: only key and mod_revision.
 pub fn del_ev(key: &str, m: i64) -> Event {
-    Event {
-        kind: EventKind::Delete,
-        kv: KeyValue { key: key.as_bytes().to_vec(), mod_revision: m, ..KeyValue::default() },
-        prev_kv: None,
-    }
+    Event::new(
+        EventKind::Delete,
+        KeyValue { key: key.as_bytes().to_vec(), mod_revision: m, ..KeyValue::default() },
+        None,
+    )
 }
 
 /// Drops prev_kv, for comparisons that do not care about it.
 pub fn without_prev(events: impl IntoIterator<Item = impl AsRef<Event>>) -> Vec<Event> {
-    events.into_iter().map(|e| Event { prev_kv: None, ..e.as_ref().clone() }).collect()
+    events.into_iter().map(|e| Event::new(e.as_ref().kind, e.as_ref().kv.clone(), None)).collect()
 }

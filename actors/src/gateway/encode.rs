@@ -9,7 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use tonic::Code;
 use watchkv::watch::response::WatchResponse;
-use watchkv::{DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
+use watchkv::{
+    DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse, WireForm,
+};
 
 use crate::api::{ApiError, Header, REPORTED_ETCD_VERSION};
 
@@ -234,9 +236,15 @@ pub fn write_leases(out: &mut String, h: Header, revision: i64, ids: &[i64]) {
     o.close();
 }
 
-/// Writes a `WatchResponse`.
-pub fn write_watch_response(out: &mut String, h: Header, r: &WatchResponse) {
-    let mut o = Obj::open(out);
+/// Writes a `WatchResponse` line as etcd's gateway streams it: `{"result":{...}}` and a
+/// newline. Each event is written from its JSON made once per event and shared by every
+/// watcher that receives it (`Event::encoded`), so a watcher's line costs its header and
+/// flags plus a copy of bytes already made.
+#[must_use]
+pub fn watch_response_line(h: Header, r: &WatchResponse) -> Vec<u8> {
+    let mut head = String::with_capacity(160);
+    head.push_str("{\"result\":");
+    let mut o = Obj::open(&mut head);
     o.raw("header", |out| write_header(out, h, r.revision));
     o.int("watch_id", r.watch_id);
     o.flag("created", r.created);
@@ -244,8 +252,26 @@ pub fn write_watch_response(out: &mut String, h: Header, r: &WatchResponse) {
     o.int("compact_revision", r.compact_revision);
     o.string("cancel_reason", &r.cancel_reason);
     o.flag("fragment", r.fragment);
-    o.list("events", &r.events, |out, e| write_event(out, e, r.prev_kv));
-    o.close();
+    if r.events.is_empty() {
+        o.close();
+        head.push_str("}\n");
+        return head.into_bytes();
+    }
+    o.raw("events", |out| out.push('['));
+    let form = if r.prev_kv { WireForm::JsonWithPrevKv } else { WireForm::Json };
+    let mut out = head.into_bytes();
+    for (i, event) in r.events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event.encoded(form, |e| {
+            let mut json = String::new();
+            write_event(&mut json, e, r.prev_kv);
+            json.into_bytes()
+        }));
+    }
+    out.extend_from_slice(b"]}}\n");
+    out
 }
 
 /// Writes a `StatusResponse`: one member that leads itself, the revision standing in for raft's
@@ -288,25 +314,66 @@ pub fn write_error(out: &mut String, e: &ApiError) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
     fn encodes_like_grpc_gateway() {
         let h = Header { cluster_id: 1, member_id: 2, raft_term: 3 };
-        let mut out = String::new();
-        let r = WatchResponse::created(0, 1);
-        write_watch_response(&mut out, h, &r);
+        let line = |r: &WatchResponse| String::from_utf8(watch_response_line(h, r)).expect("utf-8");
         assert_eq!(
-            out,
-            r#"{"header":{"cluster_id":"1","member_id":"2","revision":"1","raft_term":"3"},"created":true}"#
+            line(&WatchResponse::created(0, 1)),
+            "{\"result\":{\"header\":{\"cluster_id\":\"1\",\"member_id\":\"2\",\"revision\":\"1\",\"raft_term\":\"3\"},\"created\":true}}\n"
         );
         let mut out = String::new();
-        let e = Event {
-            kind: EventKind::Delete,
-            kv: KeyValue { key: b"foo".to_vec(), mod_revision: 3, ..KeyValue::default() },
-            prev_kv: None,
-        };
+        let e = Event::new(
+            EventKind::Delete,
+            KeyValue { key: b"foo".to_vec(), mod_revision: 3, ..KeyValue::default() },
+            None,
+        );
         write_event(&mut out, &e, false);
         assert_eq!(out, r#"{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"3"}}"#);
+    }
+
+    #[test]
+    fn watch_lines_share_each_events_json_and_match_the_fields_written_one_by_one() {
+        let h = Header { cluster_id: 1, member_id: 2, raft_term: 3 };
+        let prev = KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            value: b"a".to_vec(),
+            lease: 0,
+        };
+        let kv = KeyValue { mod_revision: 3, version: 2, value: b"b".to_vec(), ..prev.clone() };
+        let put = Arc::new(Event::new(EventKind::Put, kv, Some(prev)));
+        let delete = Arc::new(Event::new(
+            EventKind::Delete,
+            KeyValue { key: b"k".to_vec(), mod_revision: 4, ..KeyValue::default() },
+            None,
+        ));
+        for with_prev in [false, true] {
+            let mut r = WatchResponse::events(7, 4, vec![Arc::clone(&put), Arc::clone(&delete)], with_prev);
+            r.fragment = true;
+            let mut expected = String::from("{\"result\":{\"header\":");
+            write_header(&mut expected, h, 4);
+            expected.push_str(",\"watch_id\":\"7\",\"fragment\":true,\"events\":[");
+            write_event(&mut expected, &put, with_prev);
+            expected.push(',');
+            write_event(&mut expected, &delete, with_prev);
+            expected.push_str("]}}\n");
+            // Twice: the second line is written from the events' cached JSON.
+            for _ in 0..2 {
+                let line = watch_response_line(h, &r);
+                assert_eq!(String::from_utf8(line).expect("utf-8"), expected);
+                let parsed: serde_json::Value = serde_json::from_str(&expected).expect("valid JSON");
+                assert_eq!(parsed["result"]["events"].as_array().map(Vec::len), Some(2));
+            }
+        }
+        let json = |e: &Event, form| e.encoded(form, |_| unreachable!("encoded by the lines above")).to_vec();
+        assert!(String::from_utf8(json(&put, WireForm::JsonWithPrevKv)).expect("utf-8").contains("prev_kv"));
+        assert!(!String::from_utf8(json(&put, WireForm::Json)).expect("utf-8").contains("prev_kv"));
     }
 }

@@ -122,11 +122,7 @@ impl Stream for ResponseLines {
                 // Exactly one response per HTTP chunk, as grpc-gateway writes them: clients such
                 // as Python etcd3gw parse each chunk as one JSON message (`iter_content(None)`),
                 // and several lines in one chunk made them drop the rest of the stream.
-                let mut out = String::with_capacity(256);
-                out.push_str("{\"result\":");
-                encode::write_watch_response(&mut out, self.header, &r);
-                out.push_str("}\n");
-                Poll::Ready(Some(Ok(Bytes::from(out))))
+                Poll::Ready(Some(Ok(Bytes::from(encode::watch_response_line(self.header, &r)))))
             }
             Poll::Ready(None) => {
                 self.done = true;

@@ -1,7 +1,6 @@
 //! Owns the core's responses as etcd's protobuf messages. Requests go the other way through
 //! the API layer ([`crate::api::request`]), which the gateway shares.
 
-use watchkv::watch::response::WatchResponse;
 use watchkv::{DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
 
 use crate::api::pb::etcdserverpb as pb;
@@ -11,12 +10,6 @@ use crate::api::Header;
 /// The header of a response nested in a txn: etcd fills in only the revision.
 fn sub_header(revision: i64) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader { revision, ..Default::default() })
-}
-
-/// `mvccpb.KeyValue`, copying the core value (a watch response is encoded per watcher).
-#[must_use]
-pub fn key_value(kv: &KeyValue) -> mvccpb::KeyValue {
-    into_key_value(kv.clone())
 }
 
 /// `mvccpb.KeyValue`, taking the core value.
@@ -84,7 +77,8 @@ pub fn txn_response(h: Option<Header>, r: TxnResponse) -> pb::TxnResponse {
     }
 }
 
-/// `mvccpb.Event`; `prev_kv` only when the watcher asked for it.
+/// `mvccpb.Event`; `prev_kv` only when the watcher asked for it. Made once per event and
+/// shared by every watcher (see `wire`).
 #[must_use]
 pub fn event(e: &Event, with_prev_kv: bool) -> mvccpb::Event {
     let kind = match e.kind {
@@ -93,23 +87,8 @@ pub fn event(e: &Event, with_prev_kv: bool) -> mvccpb::Event {
     };
     mvccpb::Event {
         r#type: kind as i32,
-        kv: Some(key_value(&e.kv)),
-        prev_kv: if with_prev_kv { e.prev_kv.as_ref().map(key_value) } else { None },
-    }
-}
-
-/// `WatchResponse`.
-#[must_use]
-pub fn watch_response(h: Header, r: &WatchResponse) -> pb::WatchResponse {
-    pb::WatchResponse {
-        header: Some(h.at(r.revision)),
-        watch_id: r.watch_id,
-        created: r.created,
-        canceled: r.canceled,
-        compact_revision: r.compact_revision,
-        cancel_reason: r.cancel_reason.clone(),
-        fragment: r.fragment,
-        events: r.events.iter().map(|e| event(e, r.prev_kv)).collect(),
+        kv: Some(into_key_value(e.kv.clone())),
+        prev_kv: if with_prev_kv { e.prev_kv.clone().map(into_key_value) } else { None },
     }
 }
 

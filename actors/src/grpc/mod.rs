@@ -11,6 +11,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod watch;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,12 +26,12 @@ use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
-use pb::etcdserverpb::watch_server::WatchServer;
 
 /// etcd's messages and service traits, where gRPC clients have always found them.
 pub use crate::api::pb;
 use crate::api::{ApiError, Header};
 use crate::Handle;
+use wire::service::watch_server::WatchServer;
 
 /// What the gRPC services need: the store handle and the identity they report.
 #[derive(Clone)]

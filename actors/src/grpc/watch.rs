@@ -7,22 +7,22 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
-use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{convert, GrpcApi};
+use super::wire::service::watch_server::Watch;
+use super::wire::OutgoingWatchResponse;
+use super::GrpcApi;
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{Header, StreamRequests, TransportStream};
 
 #[tonic::async_trait]
-impl pb::watch_server::Watch for GrpcApi {
-    async fn watch(
-        &self,
-        request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<BoxStream<pb::WatchResponse>>, Status> {
+impl Watch for GrpcApi {
+    type WatchStream = Responses;
+
+    async fn watch(&self, request: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Responses>, Status> {
         let stream = TransportStream::open_on(self.handle(), &self.streams);
         tokio::spawn(read_requests(request.into_inner(), stream.requests()));
-        Ok(Response::new(Box::pin(Responses { stream, header: self.inner.header })))
+        Ok(Response::new(Responses { stream, header: self.inner.header }))
     }
 }
 
@@ -41,18 +41,19 @@ async fn read_requests(mut inbound: Streaming<pb::WatchRequest>, requests: Strea
     }
 }
 
-/// The response half. Owns the stream, which closes when tonic drops it (the RPC ended or the
-/// client went away), so no watcher outlives its stream.
-struct Responses {
+/// The response half, encoded by the Watch service's codec (`wire::WatchCodec`). Owns the
+/// stream, which closes when tonic drops it (the RPC ended or the client went away), so no
+/// watcher outlives its stream.
+pub struct Responses {
     stream: TransportStream,
     header: Header,
 }
 
 impl Stream for Responses {
-    type Item = Result<pb::WatchResponse, Status>;
+    type Item = Result<OutgoingWatchResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let header = self.header;
-        self.stream.poll_response(cx).map(|r| r.map(|r| Ok(convert::watch_response(header, &r))))
+        self.stream.poll_response(cx).map(|r| r.map(|response| Ok(OutgoingWatchResponse { header, response })))
     }
 }
