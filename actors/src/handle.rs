@@ -25,7 +25,7 @@ use crate::protocol::{
 };
 use crate::sink::WatchSink;
 use crate::store::StoreActor;
-use crate::stream_actor::StreamActor;
+use crate::stream_actor::{BufferedResponses, StreamActor};
 use crate::syncer_actor::SyncerActor;
 use crate::system::{stopped, Runtime};
 use crate::victim_actor::VictimActor;
@@ -288,11 +288,13 @@ impl Handle {
     #[must_use]
     pub fn watch_stream_with(&self, buffer: usize, arbiter: Option<&ArbiterHandle>) -> WatchStream {
         let (tx, rx) = mpsc::channel(buffer.max(1));
+        let actor = self.new_stream_actor(Arc::new(tx));
+        let buffered = actor.buffered_gauge();
         let stream = match arbiter {
-            Some(arbiter) => self.open_stream_on(arbiter, Arc::new(tx)),
-            None => self.open_stream(Arc::new(tx)),
+            Some(arbiter) => StreamActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
         };
-        WatchStream { rx, stream }
+        WatchStream { rx, stream, buffered }
     }
 
     /// Opens a stream with one watcher: the first item is its `created` response.
@@ -371,6 +373,7 @@ impl Handle {
 pub struct WatchStream {
     rx: mpsc::Receiver<WatchResponse>,
     stream: Addr<StreamActor>,
+    buffered: BufferedResponses,
 }
 
 impl WatchStream {
@@ -393,6 +396,13 @@ impl WatchStream {
     #[must_use]
     pub fn addr(&self) -> &Addr<StreamActor> {
         &self.stream
+    }
+
+    /// Returns how many responses the stream holds that this reader has not taken yet, beyond
+    /// the channel between them (bounded by `chan_buf_len`, or one delivery).
+    #[must_use]
+    pub fn buffered_responses(&self) -> usize {
+        self.buffered.get()
     }
 }
 

@@ -4,7 +4,8 @@
 //! other only as `Recipient`s of these messages, never by type (docs/design.md, "Actors talk
 //! through one protocol").
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -124,6 +125,64 @@ impl Deliver {
     }
 }
 
+/// A stream's inbox as the actors that deliver to it see it: its mailbox, and the number of
+/// responses queued for it that its client has not taken yet. The bound is in responses, not
+/// in messages (a `Deliver` may carry thousands): a delivery is refused as `Full` when the
+/// stream already holds responses and this one would take it past `limit`
+/// (`WatchConfig::chan_buf_len`, etcd's 128-slot channel). A delivery to a stream that holds
+/// none is always taken, whatever its size, so a stream holds at most `limit` responses or one
+/// delivery. Every `Deliver` goes through an inbox: the stream releases what it was counted
+/// for once its client has taken it.
+#[derive(Clone)]
+pub struct StreamInbox {
+    deliver: Recipient<Deliver>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl StreamInbox {
+    /// Returns the inbox of the stream whose mailbox is `deliver` and whose queued responses
+    /// `queued` counts.
+    #[must_use]
+    pub fn new(deliver: Recipient<Deliver>, queued: Arc<AtomicUsize>, limit: usize) -> Self {
+        Self { deliver, queued, limit }
+    }
+
+    /// Delivers without waiting; `Full` when the stream's buffer or its mailbox is full. Two
+    /// actors delivering at the same moment may each pass the check: the bound can be passed
+    /// by at most one delivery per delivering actor.
+    ///
+    /// # Errors
+    /// The message back, when the stream is full or gone.
+    pub fn try_deliver(&self, msg: Deliver) -> Result<(), SendError<Deliver>> {
+        let n = msg.entries.len();
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(n) > self.limit {
+            return Err(SendError::Full(msg));
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        self.deliver.try_send(msg).inspect_err(|_| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        })
+    }
+
+    /// Delivers a notice the client must get even past a full buffer (a server-side cancel):
+    /// bounded by one per watcher, and it ends the watcher whose responses fill the buffer.
+    pub fn deliver_notice(&self, msg: Deliver) {
+        self.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
+        self.deliver.do_send(msg);
+    }
+}
+
+impl std::fmt::Debug for StreamInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamInbox")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
 /// Closes a stream, cancelling all its watchers (a transport whose client left, or the store
 /// on shutdown).
 #[derive(Debug, Message)]
@@ -140,8 +199,8 @@ pub struct CloseStream;
 pub struct RegisterStream {
     /// The stream.
     pub stream: StreamId,
-    /// Its mailbox.
-    pub deliver: Recipient<Deliver>,
+    /// Where its deliveries go.
+    pub inbox: StreamInbox,
     /// Where to tell it to close on shutdown.
     pub close: Recipient<CloseStream>,
 }
@@ -198,6 +257,10 @@ pub struct AddUnsynced(pub Vec<Watcher>);
 #[rtype(result = "()")]
 pub struct Promote(pub Vec<Watcher>);
 
+/// Bytes a transport adds as a response's header, counted when sizing responses (fragments,
+/// coalescing) before the header is written.
+pub const RESPONSE_HEADER_ESTIMATE: usize = 32;
+
 /// A watcher that missed a delivery, with what it is owed.
 #[derive(Debug)]
 pub struct Victim {
@@ -222,6 +285,33 @@ impl Victim {
         let first_undelivered =
             self.responses.iter().find_map(|r| r.events.first().map(|e| e.revision())).unwrap_or(self.watcher.min_rev);
         current - first_undelivered + 1
+    }
+
+    /// Merges its consecutive events responses into multi-revision ones (at most `max_revs`
+    /// revisions and `max_bytes` each, never splitting a revision: `WatchResponse::merge`), as
+    /// etcd gives a victim one batch: what it holds parked, and what its client reads when the
+    /// retry gets through, shrink to a few responses however many revisions it missed.
+    pub fn coalesce(&mut self, max_revs: usize, max_bytes: usize) {
+        if self.responses.len() < 2 {
+            return;
+        }
+        let mut merged: Vec<WatchResponse> = Vec::with_capacity(self.responses.len());
+        let mut last_len = 0;
+        for response in self.responses.drain(..) {
+            let response = match merged.last_mut() {
+                Some(last) => match last.merge(response, last_len, max_revs, max_bytes) {
+                    Ok(len) => {
+                        last_len = len;
+                        continue;
+                    }
+                    Err(unmerged) => unmerged,
+                },
+                None => response,
+            };
+            last_len = response.encoded_len(RESPONSE_HEADER_ESTIMATE);
+            merged.push(response);
+        }
+        self.responses = merged;
     }
 
     /// Returns the approximate bytes of the events it holds.
@@ -451,6 +541,9 @@ pub struct StreamStats {
     pub watchers: usize,
     /// Responses handed to the sink.
     pub responses: u64,
+    /// Responses delivered to the stream that its client has not taken yet (the bound of
+    /// [`StreamInbox`] applies to them).
+    pub buffered: usize,
 }
 
 /// Returns [`StreamStats`].

@@ -1,11 +1,11 @@
 //! Owns one client stream (etcd `watchStream` + the gRPC send loop, docs/etcd-semantics.md
-//! §6.1, §7.1–§7.4): its watch ids, its bounded mailbox of `chan_buf_len` slots, and delivery
-//! to the client through a [`WatchSink`]. Deliveries arrive by `try_send`; while the client is
-//! slow this actor waits on the sink, its mailbox fills, and further deliveries make victims
-//! instead of waiting.
+//! §6.1, §7.1–§7.4): its watch ids, its buffer of `chan_buf_len` responses (a [`StreamInbox`]),
+//! and delivery to the client through a [`WatchSink`]. Deliveries arrive without waiting; while
+//! the client is slow this actor waits on the sink, its buffer fills, and further deliveries
+//! make victims instead of waiting.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,13 +19,10 @@ use watchkv::{Error, KeyRange};
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats,
-    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RevisionClock, StreamStats, UnregisterStream,
-    Watch, WatchCreate,
+    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RevisionClock, StreamInbox, StreamStats,
+    UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
 };
 use crate::sink::{SinkClosed, SinkSend, WatchSink};
-
-/// Bytes a transport adds as the response header, counted when deciding to fragment.
-const HEADER_ESTIMATE: usize = 32;
 
 /// What the stream remembers of each of its watchers (kept small: one per watcher). The
 /// watcher's key is this stream's id, the map key and `seq`.
@@ -77,6 +74,19 @@ pub struct StreamPeers {
     pub unregister: Recipient<UnregisterStream>,
 }
 
+/// How many responses a stream holds that its client has not taken yet
+/// ([`StreamStats::buffered`]), read without asking the stream.
+#[derive(Debug, Clone)]
+pub struct BufferedResponses(Arc<AtomicUsize>);
+
+impl BufferedResponses {
+    /// Returns the current count.
+    #[must_use]
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// One client stream.
 pub struct StreamActor {
     id: StreamId,
@@ -89,6 +99,9 @@ pub struct StreamActor {
     clock: Arc<RevisionClock>,
     seq: Arc<AtomicU64>,
     responses: u64,
+    /// Responses delivered to this stream that its client has not taken yet (see
+    /// [`StreamInbox`]): counted up by whoever delivers, down here once the sink has them.
+    queued: Arc<AtomicUsize>,
 }
 
 impl StreamActor {
@@ -101,7 +114,25 @@ impl StreamActor {
         clock: Arc<RevisionClock>,
         seq: Arc<AtomicU64>,
     ) -> Self {
-        Self { id, peers, sink, ids: AutoWatchIds::new(), watches: HashMap::new(), config, clock, seq, responses: 0 }
+        Self {
+            id,
+            peers,
+            sink,
+            ids: AutoWatchIds::new(),
+            watches: HashMap::new(),
+            config,
+            clock,
+            seq,
+            responses: 0,
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Returns a reader of how many responses this stream holds for its client, which works
+    /// while the actor is busy waiting on a slow client (a [`GetStreamStats`] waits for it).
+    #[must_use]
+    pub fn buffered_gauge(&self) -> BufferedResponses {
+        BufferedResponses(Arc::clone(&self.queued))
     }
 
     /// Sends responses to the client in order (see [`Outbox`]).
@@ -110,7 +141,7 @@ impl StreamActor {
         for r in responses {
             self.push(&mut outbox, r);
         }
-        self.finish(ctx, outbox);
+        self.finish(ctx, outbox, 0);
     }
 
     /// Hands one response to the sink: at once while the client keeps up, else behind the
@@ -141,7 +172,7 @@ impl StreamActor {
                 outbox.latest.clear();
             } else {
                 // Only an events response can take more; its length is counted once here.
-                let len = if response.is_events_only() { response.encoded_len(HEADER_ESTIMATE) } else { 0 };
+                let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
                 outbox.latest.insert(response.watch_id, (queued.len(), len));
             }
             queued.push(response);
@@ -157,19 +188,25 @@ impl StreamActor {
 
     /// Ends a handler's sends: a closed client stops the stream; a backlog holds back every
     /// other message until the client has taken all of it, so responses keep their order and
-    /// the mailbox fills while the client is slow.
-    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox) {
+    /// the buffer fills while the client is slow. `delivered` responses of the inbox's count
+    /// are released once the client has taken them.
+    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox, delivered: usize) {
         if outbox.closed {
             ctx.stop();
             return;
         }
-        let Some((first, rest)) = outbox.backlog else { return };
+        let Some((first, rest)) = outbox.backlog else {
+            self.queued.fetch_sub(delivered, Ordering::AcqRel);
+            return;
+        };
         let sink = Arc::clone(&self.sink);
+        let queued = Arc::clone(&self.queued);
         let fut = async move {
             first.await?;
             for r in rest {
                 sink.send(r).await?;
             }
+            queued.fetch_sub(delivered, Ordering::AcqRel);
             Ok::<(), SinkClosed>(())
         };
         ctx.wait(fut.into_actor(self).map(|result, _, ctx| {
@@ -212,9 +249,13 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The real bound is in responses (the inbox's); the mailbox's, in messages, only matters
+        // for deliveries of one response each.
         ctx.set_mailbox_capacity(self.config.watch().chan_buf_len());
         let addr = ctx.address();
-        let register = RegisterStream { stream: self.id, deliver: addr.clone().recipient(), close: addr.recipient() };
+        let chan_buf_len = self.config.watch().chan_buf_len();
+        let inbox = StreamInbox::new(addr.clone().recipient(), Arc::clone(&self.queued), chan_buf_len);
+        let register = RegisterStream { stream: self.id, inbox, close: addr.recipient() };
         // Sent by the stream itself to every actor that may hold its watchers, before anything
         // else: watches from history go straight to the syncer (`CreateWatch`), which may park
         // them with the victim actor, and every such message is sent after these, so each
@@ -379,6 +420,7 @@ impl Handler<Deliver> for StreamActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let started = Instant::now();
         let catch_up = msg.catch_up;
+        let delivered = msg.entries.len();
         let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {
@@ -408,7 +450,9 @@ impl Handler<Deliver> for StreamActor {
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    for piece in response.into_fragments(self.config.watch().max_response_bytes(), HEADER_ESTIMATE) {
+                    for piece in
+                        response.into_fragments(self.config.watch().max_response_bytes(), RESPONSE_HEADER_ESTIMATE)
+                    {
                         self.push(&mut out, piece);
                     }
                 } else {
@@ -416,7 +460,7 @@ impl Handler<Deliver> for StreamActor {
                 }
             }
         }
-        self.finish(ctx, out);
+        self.finish(ctx, out, delivered);
         if catch_up {
             crate::sched::yield_after_burst(started);
         }
@@ -435,6 +479,10 @@ impl Handler<GetStreamStats> for StreamActor {
     type Result = MessageResult<GetStreamStats>;
 
     fn handle(&mut self, _: GetStreamStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult(StreamStats { watchers: self.watches.len(), responses: self.responses })
+        MessageResult(StreamStats {
+            watchers: self.watches.len(),
+            responses: self.responses,
+            buffered: self.queued.load(Ordering::Acquire),
+        })
     }
 }

@@ -22,7 +22,7 @@ use crate::config::ActorsConfig;
 use crate::filtered_events;
 use crate::protocol::{
     AddUnsynced, CancelWatchers, Counters, Deliver, Delivery, GetSyncerStats, ParkVictims, Promote, RegisterStream,
-    RevisionClock, SyncTick, SyncerStats, UnregisterStream, Victim,
+    RevisionClock, StreamInbox, SyncTick, SyncerStats, UnregisterStream, Victim,
 };
 
 /// Delays before each retry of a watcher's failed catch-up read. A watcher whose read fails
@@ -94,7 +94,7 @@ pub struct SyncerActor {
     retrying: Vec<(Instant, Vec<Watcher>)>,
     /// Failed reads in a row, per watcher that has had one.
     read_failures: HashMap<WatcherKey, usize>,
-    streams: HashMap<StreamId, Recipient<Deliver>>,
+    streams: HashMap<StreamId, StreamInbox>,
     reader: Box<dyn HistoryReader>,
     peers: SyncerPeers,
     config: Arc<ActorsConfig>,
@@ -187,7 +187,7 @@ impl SyncerActor {
         for w in result.compacted {
             let Some(recipient) = self.streams.get(&w.key.stream) else { continue };
             let notice = Delivery { key: w.key, response: WatchResponse::compacted(w.key.id, compact) };
-            if let Err(SendError::Full(_)) = recipient.try_send(Deliver::catch_up(vec![notice])) {
+            if let Err(SendError::Full(_)) = recipient.try_deliver(Deliver::catch_up(vec![notice])) {
                 let _ = self.unsynced.insert(w);
             }
         }
@@ -216,7 +216,7 @@ impl SyncerActor {
                 .collect();
             let msg = Deliver::catch_up(entries);
             let (responses, events) = msg.size();
-            let sent = if responses == 0 { Ok(()) } else { recipient.try_send(msg) };
+            let sent = if responses == 0 { Ok(()) } else { recipient.try_deliver(msg) };
             match sent {
                 Ok(()) => {
                     self.counters.delivered(responses, events);
@@ -302,7 +302,7 @@ impl SyncerActor {
             // Past a full mailbox if need be (as the slow-consumer cancel): one per watcher,
             // and the client must hear of it.
             let response = WatchResponse::canceled(w.key.id, self.clock.current(), reason);
-            recipient.do_send(Deliver::live(vec![Delivery { key: w.key, response }]));
+            recipient.deliver_notice(Deliver::live(vec![Delivery { key: w.key, response }]));
         }
     }
 
@@ -385,7 +385,7 @@ impl Handler<RegisterStream> for SyncerActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
-        self.streams.insert(msg.stream, msg.deliver);
+        self.streams.insert(msg.stream, msg.inbox);
     }
 }
 

@@ -1,5 +1,5 @@
-//! Owns the victims: watchers whose stream mailbox was full, each with the responses it could
-//! not deliver, parked verbatim. `VictimActor` retries them every `victim_retry_period` (etcd
+//! Owns the victims: watchers whose stream buffer was full, each with the responses it could
+//! not deliver, coalesced into multi-revision responses as etcd's victims get one batch. `VictimActor` retries them every `victim_retry_period` (etcd
 //! `syncVictimsLoop` / `moveVictims`, docs/etcd-semantics.md §6.6) and hands delivered ones
 //! back to the store, which syncs them or sends them to catch up on what they missed. Beyond
 //! etcd, an optional slow-consumer policy cancels a victim that stays stuck (etcd #16839).
@@ -16,13 +16,13 @@ use watchkv::watch::watcher::StreamId;
 use crate::config::{ActorsConfig, SlowConsumerPolicy};
 use crate::protocol::{
     CancelWatchers, Counters, Deliver, Delivery, GetVictimStats, ParkVictims, Promote, RegisterStream, RetryTick,
-    RevisionClock, UnregisterStream, Victim, VictimStats,
+    RevisionClock, StreamInbox, UnregisterStream, Victim, VictimStats,
 };
 
 /// The victim actor.
 pub struct VictimActor {
     victims: HashMap<StreamId, Vec<Victim>>,
-    streams: HashMap<StreamId, Recipient<Deliver>>,
+    streams: HashMap<StreamId, StreamInbox>,
     /// The store, where delivered victims go back.
     promote: Recipient<Promote>,
     config: Arc<ActorsConfig>,
@@ -80,7 +80,7 @@ impl VictimActor {
                 .collect();
             let msg = Deliver::live(entries);
             let (responses, events) = msg.size();
-            match recipient.try_send(msg) {
+            match recipient.try_deliver(msg) {
                 Ok(()) => {
                     self.counters.delivered(responses, events);
                     self.delivered += victims.len() as u64;
@@ -103,7 +103,7 @@ impl VictimActor {
     }
 
     /// Cancels the victims the slow-consumer policy gives up on; returns the rest.
-    fn apply_policy(&mut self, recipient: Recipient<Deliver>, victims: Vec<Victim>) -> Vec<Victim> {
+    fn apply_policy(&mut self, recipient: StreamInbox, victims: Vec<Victim>) -> Vec<Victim> {
         let SlowConsumerPolicy::CancelAfter { lag_revisions, parked_for } = self.config.slow_consumer() else {
             return victims;
         };
@@ -123,7 +123,7 @@ impl VictimActor {
             self.counters.slow_cancels.fetch_add(1, Ordering::Relaxed);
             // The mailbox is full, so this one message goes past its capacity: it is bounded by
             // one per watcher, and it is what frees the parked memory.
-            recipient.do_send(Deliver::live(vec![Delivery {
+            recipient.deliver_notice(Deliver::live(vec![Delivery {
                 key: v.watcher.key,
                 response: WatchResponse::canceled(v.watcher.key.id, current, reason),
             }]));
@@ -140,7 +140,9 @@ impl Handler<ParkVictims> for VictimActor {
     type Result = ();
 
     fn handle(&mut self, msg: ParkVictims, ctx: &mut Self::Context) {
-        for v in msg.0 {
+        let (max_revs, max_bytes) =
+            (self.config.watch().watch_batch_max_revs(), self.config.watch().max_response_bytes());
+        for mut v in msg.0 {
             if v.watcher.is_cancelled() {
                 continue;
             }
@@ -150,8 +152,12 @@ impl Handler<ParkVictims> for VictimActor {
                 Some(o) => {
                     o.responses.extend(v.responses);
                     o.watcher = v.watcher;
+                    o.coalesce(max_revs, max_bytes);
                 }
-                None => list.push(v),
+                None => {
+                    v.coalesce(max_revs, max_bytes);
+                    list.push(v);
+                }
             }
         }
         self.schedule_retry(ctx);
@@ -171,7 +177,7 @@ impl Handler<RegisterStream> for VictimActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
-        self.streams.insert(msg.stream, msg.deliver);
+        self.streams.insert(msg.stream, msg.inbox);
     }
 }
 

@@ -39,7 +39,7 @@ impl StoreActor {
             };
             let msg = Deliver::live(entries);
             let (responses, events) = msg.size();
-            match recipient.try_send(msg) {
+            match recipient.try_deliver(msg) {
                 Ok(()) => self.counters.delivered(responses, events),
                 Err(SendError::Full(msg)) => {
                     // One message may carry several revisions for one watcher (group commit,

@@ -28,7 +28,8 @@ use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatchers, CloseStream, Compact, Counters, DbSize, Deliver, Delivery, GetStoreStats, LeaseTick,
-    ParkVictims, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, StoreStats, UnregisterStream, Watch,
+    ParkVictims, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, StoreStats, StreamInbox,
+    UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -63,7 +64,7 @@ pub struct StoreActor {
     store: Option<KvStore>,
     config: Arc<ActorsConfig>,
     synced: WatcherGroup,
-    streams: StreamMap<Recipient<Deliver>>,
+    streams: StreamMap<StreamInbox>,
     /// How to close each stream on shutdown.
     closers: HashMap<StreamId, Recipient<CloseStream>>,
     /// The last revisions' events, oldest first, for replaying to promoted watchers.
@@ -178,7 +179,7 @@ impl Handler<RegisterStream> for StoreActor {
             return;
         }
         self.closers.insert(msg.stream, msg.close);
-        self.streams.insert(msg.stream, msg.deliver);
+        self.streams.insert(msg.stream, msg.inbox);
     }
 }
 
@@ -243,7 +244,7 @@ impl Handler<RequestProgress> for StoreActor {
             let delivery = Delivery { key: msg.watchers[0], response: WatchResponse::progress(msg.watch_id, current) };
             // A full mailbox drops the notification, as etcd does (docs/etcd-semantics.md §10
             // quirk 5).
-            let _ = recipient.try_send(Deliver::live(vec![delivery]));
+            let _ = recipient.try_deliver(Deliver::live(vec![delivery]));
         }
     }
 }
