@@ -70,7 +70,10 @@ pub enum WireForm {
 /// that never leaves the process costs one pointer; a clone starts empty, and the cache never
 /// takes part in equality.
 #[derive(Default)]
-struct EncodedForms(OnceLock<Box<[OnceLock<Box<[u8]>>; 4]>>);
+struct EncodedForms(OnceLock<Box<FormSlots>>);
+
+/// One slot per [`WireForm`].
+type FormSlots = [OnceLock<Box<[u8]>>; 4];
 
 impl Clone for EncodedForms {
     fn clone(&self) -> Self {

@@ -20,6 +20,7 @@ use crate::api::Header;
 
 /// The Watch service and its trait (`watch_server::Watch`), generated like etcd's other
 /// services but with [`WatchCodec`] (see `build.rs`).
+#[allow(clippy::default_constructed_unit_structs)]
 pub mod service {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
 }
