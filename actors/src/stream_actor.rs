@@ -4,13 +4,12 @@
 //! the client is slow this actor waits on the sink, its buffer fills, and further deliveries
 //! make victims instead of waiting.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use futures::future::BoxFuture;
+use rustc_hash::FxHashMap;
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
@@ -37,24 +36,21 @@ struct StreamWatch {
 }
 
 /// A send the client side has not accepted yet.
-type PendingSend = BoxFuture<'static, Result<(), SinkClosed>>;
 
-/// The sends of one handler turn. While the sink accepts responses at once they go out as they
-/// are made and nothing waits; from the first send that has to wait, that send and every later
-/// response of the turn form the backlog the stream waits on. The socket's readiness is the
-/// signal: a watcher's events that queue up behind a send that has to wait are coalesced into
-/// multi-revision responses (`WatchResponse::merge`), as etcd gives a victim one batch rather
-/// than a response per revision. Events never move past a create, cancel or progress response
-/// of their watcher, nor past a stream-wide progress.
+/// The responses of one handler turn, in order. A watcher's consecutive events responses are
+/// merged into multi-revision ones as they are queued (`WatchResponse::merge`: at most
+/// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision), so
+/// the revisions of one delivery (one group commit, one victim retry) reach a watcher in one
+/// response, as etcd gives a victim one batch. Events never move past a create, cancel or
+/// progress response of their watcher, nor past a stream-wide progress. The turn's responses
+/// then go to the sink; from the first send that has to wait, the rest wait behind it, and so
+/// does every later message (see `StreamActor::finish`).
 #[derive(Default)]
 struct Outbox {
-    /// The send that had to wait, and the responses queued behind it.
-    backlog: Option<(PendingSend, Vec<WatchResponse>)>,
-    /// Where in the backlog each watcher's latest response is, and its encoded length, for
-    /// coalescing.
-    latest: HashMap<WatchId, (usize, usize)>,
-    /// The client has gone away.
-    closed: bool,
+    queued: Vec<WatchResponse>,
+    /// Where in `queued` each watcher's latest response is, and its encoded length, for
+    /// merging.
+    latest: FxHashMap<WatchId, (usize, usize)>,
 }
 
 /// The messages a stream sends the runtime's actors; one set, shared by every stream.
@@ -94,7 +90,9 @@ pub struct StreamActor {
     sink: Arc<dyn WatchSink>,
     /// Auto ids; the ids in use are the keys of `watches`.
     ids: AutoWatchIds,
-    watches: HashMap<WatchId, StreamWatch>,
+    /// Fx, not SipHash: looked up once per delivered response; the ids are the client's own, so
+    /// colliding ids could slow only its own stream.
+    watches: FxHashMap<WatchId, StreamWatch>,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
     seq: Arc<AtomicU64>,
@@ -119,7 +117,7 @@ impl StreamActor {
             peers,
             sink,
             ids: AutoWatchIds::new(),
-            watches: HashMap::new(),
+            watches: FxHashMap::default(),
             config,
             clock,
             seq,
@@ -144,61 +142,61 @@ impl StreamActor {
         self.finish(ctx, outbox, 0);
     }
 
-    /// Hands one response to the sink: at once while the client keeps up, else behind the
-    /// send that had to wait.
+    /// Queues one response of this turn, merging it into its watcher's latest one if it can.
     fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
-        if outbox.closed {
-            return;
-        }
-        if let Some((_, queued)) = &mut outbox.backlog {
-            let mut response = response;
-            if let Some((i, len)) = outbox.latest.get_mut(&response.watch_id) {
-                if let Some(latest) = queued.get_mut(*i) {
-                    let watch = self.config.watch();
-                    match latest.merge(response, *len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
-                        Ok(merged_len) => {
-                            *len = merged_len;
-                            return;
-                        }
-                        Err(unmerged) => response = unmerged,
+        let mut response = response;
+        if let Some((i, len)) = outbox.latest.get_mut(&response.watch_id) {
+            if let Some(latest) = outbox.queued.get_mut(*i) {
+                let watch = self.config.watch();
+                match latest.merge(response, *len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
+                    Ok(merged_len) => {
+                        *len = merged_len;
+                        return;
                     }
+                    Err(unmerged) => response = unmerged,
                 }
             }
-            self.responses += 1;
-            if response.watch_id == INVALID_WATCH_ID {
-                // A stream-wide progress covers every watcher: no later event may join a
-                // response queued before it, or the client would see a revision it names as
-                // not yet reached and resume from it into a duplicate.
-                outbox.latest.clear();
-            } else {
-                // Only an events response can take more; its length is counted once here.
-                let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
-                outbox.latest.insert(response.watch_id, (queued.len(), len));
-            }
-            queued.push(response);
-            return;
         }
-        self.responses += 1;
-        match self.sink.start_send(response) {
-            SinkSend::Done(Ok(())) => {}
-            SinkSend::Done(Err(SinkClosed)) => outbox.closed = true,
-            SinkSend::Pending(fut) => outbox.backlog = Some((fut, Vec::new())),
+        if response.watch_id == INVALID_WATCH_ID {
+            // A stream-wide progress covers every watcher: no later event may join a response
+            // queued before it, or the client would see a revision it names as not yet reached
+            // and resume from it into a duplicate.
+            outbox.latest.clear();
+        } else {
+            // Only an events response can take more; its length is counted once here.
+            let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
+            outbox.latest.insert(response.watch_id, (outbox.queued.len(), len));
         }
+        outbox.queued.push(response);
     }
 
-    /// Ends a handler's sends: a closed client stops the stream; a backlog holds back every
-    /// other message until the client has taken all of it, so responses keep their order and
-    /// the buffer fills while the client is slow. `delivered` responses of the inbox's count
-    /// are released once the client has taken them.
+    /// Ends a handler's turn: hands its responses to the sink at once while the client keeps
+    /// up; from the first send that has to wait, the rest wait behind it and every other
+    /// message waits until the client has taken all of them, so responses keep their order and
+    /// the buffer fills while the client is slow. A closed client stops the stream.
+    /// `delivered` responses of the inbox's count are released once the client has them.
     fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox, delivered: usize) {
-        if outbox.closed {
-            ctx.stop();
-            return;
+        self.responses += outbox.queued.len() as u64;
+        let mut responses = outbox.queued.into_iter();
+        let mut waiting = None;
+        for response in responses.by_ref() {
+            match self.sink.start_send(response) {
+                SinkSend::Done(Ok(())) => {}
+                SinkSend::Done(Err(SinkClosed)) => {
+                    ctx.stop();
+                    return;
+                }
+                SinkSend::Pending(fut) => {
+                    waiting = Some(fut);
+                    break;
+                }
+            }
         }
-        let Some((first, rest)) = outbox.backlog else {
+        let Some(first) = waiting else {
             self.queued.fetch_sub(delivered, Ordering::AcqRel);
             return;
         };
+        let rest: Vec<WatchResponse> = responses.collect();
         let sink = Arc::clone(&self.sink);
         let queued = Arc::clone(&self.queued);
         let fut = async move {
