@@ -21,6 +21,15 @@ use crate::key_range::KeyRange;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatcherSlot(u32);
 
+impl WatcherSlot {
+    /// Returns the slot's index: small and dense (slots are reused), so side tables can be
+    /// vectors indexed by it.
+    #[must_use]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// The slots of the single-key watchers of one key. Never empty while in the table.
 /// Four inline: as small as two (the heap form's pointer and length take as much room).
 type SameKey = SmallVec<[u32; 4]>;

@@ -9,25 +9,95 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use watchkv::watch::response::WatchResponse;
+use watchkv::watch::watcher::WatcherKey;
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::Event;
 
 use super::{PerStream, StoreActor};
 use crate::filtered_events;
-use crate::protocol::{Deliver, Delivery, ParkVictims, Victim};
+use crate::protocol::{Deliver, Delivery, ParkVictims, Victim, RESPONSE_HEADER_ESTIMATE};
+
+/// Where each synced watcher's response of the current turn is, by slot, so that the later
+/// revisions of one group commit join that response (`WatchResponse::merge`: at most
+/// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision)
+/// instead of making one response each: a watcher of a hot key gets one response per group
+/// commit, and the per-revision work of the fan-out is one event pushed, found through the
+/// slot without hashing. A turn is one `deliver`.
+#[derive(Debug, Default)]
+pub(super) struct TurnMarks {
+    turn: u32,
+    marks: Vec<Mark>,
+    max_revs: usize,
+    max_bytes: usize,
+}
+
+/// A watcher's response in this turn: where it is in its stream's list, and its encoded length.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    turn: u32,
+    index: u32,
+    len: u32,
+}
+
+impl TurnMarks {
+    /// Returns marks that merge within the given limits.
+    pub(super) fn new(max_revs: usize, max_bytes: usize) -> Self {
+        Self { turn: 1, marks: Vec::new(), max_revs, max_bytes }
+    }
+
+    /// Starts a new turn: every earlier mark is stale.
+    pub(super) fn next_turn(&mut self) {
+        self.turn = self.turn.wrapping_add(1);
+        if self.turn == 0 {
+            self.marks.fill(Mark::default());
+            self.turn = 1;
+        }
+    }
+
+    /// Queues `response` for the watcher `key` in `slot`: merged into the watcher's response
+    /// of this turn when it can be, else as a response of its own.
+    fn queue(&mut self, out: &mut PerStream, key: WatcherKey, slot: WatcherSlot, response: WatchResponse) {
+        let list = out.entry(key.stream).or_default();
+        let i = slot.index();
+        if self.marks.len() <= i {
+            self.marks.resize(i + 1, Mark::default());
+        }
+        let mut response = response;
+        let mark = &mut self.marks[i];
+        if mark.turn == self.turn {
+            if let Some(queued) = list.get_mut(mark.index as usize).filter(|d| d.key == key) {
+                match queued.response.merge(response, mark.len as usize, self.max_revs, self.max_bytes) {
+                    Ok(len) => {
+                        mark.len = u32::try_from(len).unwrap_or(u32::MAX);
+                        return;
+                    }
+                    Err(unmerged) => response = unmerged,
+                }
+            }
+        }
+        let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
+        *mark = Mark {
+            turn: self.turn,
+            index: u32::try_from(list.len()).unwrap_or(u32::MAX),
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        };
+        list.push(Delivery { key, response });
+    }
+}
 
 impl StoreActor {
     /// Records a committed revision's events and delivers them to synced watchers.
     pub(super) fn committed(&mut self, events: Vec<Event>, out: &mut PerStream) {
         let Some(rev) = events.first().map(Event::revision) else { return };
         let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
-        match_revision(&mut self.synced, &mut self.matched, rev, &events, out);
+        match_revision(&mut self.synced, &mut self.matched, rev, &events, out, Some(&mut self.turn_marks));
         self.remember(rev, events);
     }
 
     /// Sends each stream its deliveries in one mailbox message; a full mailbox turns those
     /// watchers into victims (etcd `notify` on a failed `send`), never a wait.
     pub(super) fn deliver(&mut self, out: PerStream) {
+        self.turn_marks.next_turn();
         let mut parked = Vec::new();
         for (stream, entries) in out {
             let Some(recipient) = self.streams.get(&stream) else {
@@ -81,6 +151,7 @@ pub(super) fn match_revision(
     rev: i64,
     events: &[Arc<Event>],
     out: &mut PerStream,
+    mut marks: Option<&mut TurnMarks>,
 ) {
     if group.is_empty() {
         return;
@@ -98,7 +169,10 @@ pub(super) fn match_revision(
             w.min_rev = rev + 1;
             if w.filters.accepts(event) {
                 let response = WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv);
-                out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
+                match marks.as_deref_mut() {
+                    Some(marks) => marks.queue(out, w.key, slot, response),
+                    None => out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response }),
+                }
             }
         }
         return;
@@ -126,9 +200,11 @@ pub(super) fn match_revision(
         }
         w.min_rev = rev + 1;
         if let Some(evs) = filtered_events(w, evs) {
-            out.entry(w.key.stream)
-                .or_default()
-                .push(Delivery { key: w.key, response: WatchResponse::events(w.key.id, rev, evs, w.prev_kv) });
+            let response = WatchResponse::events(w.key.id, rev, evs, w.prev_kv);
+            match marks.as_deref_mut() {
+                Some(marks) => marks.queue(out, w.key, slot, response),
+                None => out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response }),
+            }
         }
     }
 }

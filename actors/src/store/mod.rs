@@ -79,6 +79,8 @@ pub struct StoreActor {
     peers: StorePeers,
     /// Reused buffer for matching.
     matched: Vec<WatcherSlot>,
+    /// Merges a group commit's revisions into one response per synced watcher.
+    turn_marks: fanout::TurnMarks,
 }
 
 impl StoreActor {
@@ -93,7 +95,6 @@ impl StoreActor {
     ) -> Self {
         Self {
             store: Some(store),
-            config,
             synced: WatcherGroup::new(),
             streams: StreamMap::default(),
             closers: HashMap::new(),
@@ -106,6 +107,11 @@ impl StoreActor {
             counters,
             peers,
             matched: Vec::new(),
+            turn_marks: fanout::TurnMarks::new(
+                config.watch().watch_batch_max_revs(),
+                config.watch().max_response_bytes(),
+            ),
+            config,
         }
     }
 

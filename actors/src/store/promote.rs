@@ -79,7 +79,7 @@ impl StoreActor {
         // `match_revision` skips each watcher's revisions before its own `min_rev`.
         let first = self.ring.partition_point(|(rev, _)| *rev < from);
         for (rev, events) in self.ring.range(first..) {
-            match_revision(&mut behind, &mut self.matched, *rev, events, out);
+            match_revision(&mut behind, &mut self.matched, *rev, events, out, None);
         }
         for mut w in behind.drain() {
             w.min_rev = current + 1;
