@@ -35,8 +35,6 @@ struct StreamWatch {
     skip_progress: bool,
 }
 
-/// A send the client side has not accepted yet.
-
 /// The responses of one handler turn, in order. A watcher's consecutive events responses are
 /// merged into multi-revision ones as they are queued (`WatchResponse::merge`: at most
 /// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision), so

@@ -14,10 +14,15 @@ pub struct Args {
     /// The etcd binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd_bin: PathBuf,
-    /// What to run: `http` (scenarios 1 and 2 over the JSON gateway) or `grpc-fanout` (one key's
-    /// watch fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`).
+    /// What to run: `http` (scenarios 1 and 2 over the JSON gateway), `grpc-fanout` (watch
+    /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`) or `grpc-catchup` (a writer's
+    /// put latency before and while watchers catch up from history; see `catchup.rs`).
     #[arg(long, default_value = "http")]
     pub scenario: String,
+    /// Runs of the scenario per server, alternating servers, each with a fresh server and data
+    /// directory; the table shows each figure's median across runs.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Which servers to run: `both`, `watchkv` or `etcd`.
     #[arg(long, default_value = "both")]
     pub only: String,
@@ -40,12 +45,18 @@ pub struct Args {
     /// Scenario 1: give up after this many seconds.
     #[arg(long, default_value_t = 45)]
     pub s1_timeout_secs: u64,
-    /// Scenario 2: watch streams (HTTP connections); grpc-fanout: gRPC watch streams.
+    /// Scenario 2: watch streams (HTTP connections); grpc-fanout: gRPC watch streams
+    /// (grpc-catchup derives its streams from `--catchup-watchers`).
     #[arg(long, default_value_t = 100)]
     pub streams: usize,
-    /// Scenario 2: watchers per stream, all on the same prefix; grpc-fanout: on the same key.
+    /// Scenario 2: watchers per stream, all on the same prefix; grpc-fanout: watcher `w` on key
+    /// `w % --keys`; grpc-catchup: all on the catch-up prefix.
     #[arg(long, default_value_t = 10)]
     pub watchers_per_stream: usize,
+    /// grpc-fanout: watched keys; watcher `w` of each stream watches key `w % keys` and the writer
+    /// writes the keys round robin.
+    #[arg(long, default_value_t = 1)]
+    pub keys: usize,
     /// Scenario 2 (and grpc-fanout with `--in-flight 0`): puts per second.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
@@ -55,7 +66,8 @@ pub struct Args {
     /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
-    /// grpc-fanout: client connections (`etcd_client::Client`s) carrying the watch streams.
+    /// grpc-fanout and grpc-catchup: client connections (`etcd_client::Client`s) carrying the
+    /// watch streams.
     #[arg(long, default_value_t = 10)]
     pub grpc_connections: usize,
     /// grpc-fanout: puts kept outstanding on the writer's connection; 0 = paced at `--rate`.
@@ -64,6 +76,16 @@ pub struct Args {
     /// grpc-fanout: stop sending puts after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub grpc_put_timeout_secs: u64,
+    /// grpc-catchup: puts written to the catch-up prefix before the watchers open; each watcher
+    /// must catch up on all of them from history.
+    #[arg(long, default_value_t = 100)]
+    pub catchup_revisions: usize,
+    /// grpc-catchup: sequential puts of the measured writer, idle and again during the catch-up.
+    #[arg(long, default_value_t = 2000)]
+    pub catchup_writer_puts: usize,
+    /// grpc-catchup: watchers catching up, `--watchers-per-stream` per stream.
+    #[arg(long, default_value_t = 1000)]
+    pub catchup_watchers: usize,
     /// If set, `perf record -g` each server during each scenario into this directory.
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,

@@ -1,7 +1,8 @@
-//! Scenario grpc-fanout: one key's watch fan-out over gRPC with `etcd-client`. `--streams` watch
-//! streams spread over `--grpc-connections` client connections, `--watchers-per-stream` watchers
-//! each, all on one key; one more connection puts `--puts` values on that key (see
-//! `grpc_writer`); a drain; then every watcher's tally (exactly once, in revision order).
+//! Scenario grpc-fanout: watch fan-out over gRPC with `etcd-client`. `--streams` watch streams
+//! spread over `--grpc-connections` client connections, `--watchers-per-stream` watchers each,
+//! watcher `w` of a stream on key `w % --keys`; one more connection puts `--puts` values on the
+//! keys round robin (see `grpc_writer`); a drain; then every watcher's tally (exactly its key's
+//! acknowledged puts, once each, in revision order: see `tally`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,14 +11,31 @@ use etcd_client::Client;
 
 use crate::args::Args;
 use crate::drain::{drain, Received};
-use crate::grpc_watch::{grpc_watch_stream, Shared, StreamResult, WatchCfg};
+use crate::grpc_watch::{grpc_watch_stream, Shared, WatchCfg};
 use crate::grpc_writer::{connect_writer, write_all};
 use crate::hist::Hist;
 use crate::sampling::{Cpu, CpuSpan, Perf};
 use crate::server::Server;
+use crate::tally::{events_for, Tally};
 
-/// The key every watcher watches and the writer writes.
-const KEY: &[u8] = b"/grpcfan/key";
+/// The watched keys: `/grpcfan/key/0` ... `/grpcfan/key/<keys - 1>`.
+fn keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|k| format!("/grpcfan/key/{k}").into_bytes()).collect()
+}
+
+/// Opens `n` client connections (a `Client` clone shares its client's connection); on failure,
+/// the first error.
+pub async fn connect_clients(base: &str, n: usize) -> Result<Vec<Client>, String> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        match actix_rt::time::timeout(Duration::from_secs(10), Client::connect([base], None)).await {
+            Ok(Ok(c)) => clients.push(c),
+            Ok(Err(e)) => return Err(format!("connect: {e}")),
+            Err(_) => return Err("connect timed out".into()),
+        }
+    }
+    Ok(clients)
+}
 
 /// grpc-fanout's results.
 #[derive(Debug, Default, Clone)]
@@ -27,7 +45,6 @@ pub struct GrpcFanout {
     pub watchers_created: u64,
     pub setup_secs: f64,
     pub failed_streams: u64,
-    pub first_stream_error: Option<String>,
     pub puts_sent: u64,
     pub puts_acked: u64,
     pub put_errors: u64,
@@ -40,12 +57,7 @@ pub struct GrpcFanout {
     pub responses: u64,
     pub events_per_s: f64,
     pub ev_lat: Hist,
-    pub watchers_exact: u64,
-    pub missing: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub unexpected: u64,
-    pub canceled: u64,
+    pub tally: Tally,
     pub drain_secs: f64,
     pub drain_timed_out: bool,
     pub cpu: Cpu,
@@ -57,28 +69,21 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let mut out = GrpcFanout { watchers_wanted: wanted, ..GrpcFanout::default() };
     let epoch = Instant::now();
 
-    // The watch connections: one `Client` each (a clone shares its client's connection).
-    let mut clients = Vec::new();
-    for _ in 0..args.grpc_connections {
-        match actix_rt::time::timeout(Duration::from_secs(10), Client::connect([server.base.as_str()], None)).await {
-            Ok(Ok(c)) => clients.push(c),
-            Ok(Err(e)) => {
-                out.first_stream_error.get_or_insert(format!("connect: {e}"));
-            }
-            Err(_) => {
-                out.first_stream_error.get_or_insert("connect timed out".into());
-            }
+    let clients = match connect_clients(&server.base, args.grpc_connections).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.tally.first_error = Some(e);
+            return out;
         }
-    }
+    };
     out.connections_open = clients.len();
-    if clients.len() < args.grpc_connections {
-        return out;
-    }
 
     let cfg = Rc::new(WatchCfg {
-        key: KEY.to_vec(),
-        watchers: args.watchers_per_stream,
+        keys: keys(args.keys),
+        prefix: false,
+        start_revision: 0,
         max_seq: args.puts as usize,
+        complete_after: 0,
         epoch,
         setup_deadline: epoch + Duration::from_secs(30),
     });
@@ -87,7 +92,9 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let streams: Vec<_> = (0..args.streams)
         .map(|i| {
             let client = clients[i % clients.len()].clone();
-            actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), stop_rx.clone()))
+            let stream =
+                grpc_watch_stream(client, cfg.clone(), shared.clone(), args.watchers_per_stream, stop_rx.clone());
+            actix_rt::spawn(stream)
         })
         .collect();
     while shared.created.get() < wanted
@@ -107,7 +114,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
             Ok(kv) => {
                 perf = Some(Perf::start(args, server, "grpc-fanout"));
                 span = Some(CpuSpan::start(server.pid));
-                written = Some(write_all(args, kv, KEY.to_vec(), epoch, shared.clone()).await);
+                written = Some(write_all(args, kv, cfg.keys.clone(), epoch, shared.clone()).await);
             }
             Err(e) => out.first_put_error = Some(e),
         }
@@ -126,8 +133,11 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
         }
     }
 
-    out.events_expected = out.puts_acked * out.watchers_created;
-    let most = out.puts_sent * out.watchers_created;
+    // The writer only runs once every watcher exists, so each stream has all of its watchers.
+    let per_stream = vec![args.watchers_per_stream; args.streams];
+    let sent: Vec<bool> = (0..args.puts).map(|seq| seq < out.puts_sent).collect();
+    out.events_expected = events_for(&per_stream, &acked, args.keys);
+    let most = events_for(&per_stream, &sent, args.keys);
     let received =
         Received { events: &shared.events, last_event: &shared.last_event, failed_streams: &shared.failed_streams };
     (out.drain_timed_out, out.drain_secs) =
@@ -139,7 +149,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let _ = stop_tx.send(true);
     for s in streams {
         if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
-            out.tally(r, &acked);
+            out.tally.add(r, &acked, args.keys);
         }
     }
     out.failed_streams = shared.failed_streams.get();
@@ -150,36 +160,4 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
         out.events_per_s = out.events_received as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9);
     }
     out
-}
-
-impl GrpcFanout {
-    /// Adds one stream's findings; `acked[seq]` is whether put `seq` was acknowledged.
-    fn tally(&mut self, mut r: StreamResult, acked: &[bool]) {
-        self.unexpected += r.unexpected;
-        self.canceled += r.canceled;
-        if self.first_stream_error.is_none() {
-            self.first_stream_error = r.error.take();
-        }
-        for (counts, &ooo) in r.counts.iter().zip(&r.out_of_order) {
-            self.out_of_order += ooo;
-            let mut exact = ooo == 0;
-            for (seq, &c) in counts.iter().enumerate() {
-                if acked.get(seq).copied().unwrap_or(false) {
-                    if c == 0 {
-                        self.missing += 1;
-                        exact = false;
-                    } else if c > 1 {
-                        self.duplicates += u64::from(c - 1);
-                        exact = false;
-                    }
-                } else if c > 0 {
-                    // An unacknowledged put that was applied anyway: not an error, but counted.
-                    self.unexpected += u64::from(c);
-                }
-            }
-            if exact {
-                self.watchers_exact += 1;
-            }
-        }
-    }
 }

@@ -1,12 +1,12 @@
-//! One watch stream of grpc-fanout: an `etcd_client` gRPC `Watch` stream that creates its
-//! watchers on the one key, then reads events and checks each watcher's sequence numbers and
-//! revision order.
+//! One watch stream of the gRPC scenarios: an `etcd_client` gRPC `Watch` stream that creates its
+//! watchers (watcher `w` on key or prefix `w % keys`), then reads events and checks each
+//! watcher's keys, sequence numbers and revision order.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType};
+use etcd_client::{Client, EventType, WatchOptions};
 
 use crate::hist::Hist;
 
@@ -22,6 +22,10 @@ pub struct Shared {
     pub lat: RefCell<Hist>,
     /// Each put's send time in µs since `WatchCfg::epoch`, by sequence number (0: not sent).
     pub sent_us: Vec<Cell<u64>>,
+    /// Watchers that have received `WatchCfg::complete_after` distinct puts, and when the latest
+    /// of them did (grpc-catchup's catch-up time).
+    pub caught_up: Cell<u64>,
+    pub last_caught_up: Cell<Option<Instant>>,
 }
 
 impl Shared {
@@ -34,22 +38,57 @@ impl Shared {
             failed_streams: Cell::new(0),
             lat: RefCell::default(),
             sent_us: (0..puts).map(|_| Cell::new(0)).collect(),
+            caught_up: Cell::new(0),
+            last_caught_up: Cell::new(None),
         }
     }
 }
 
 pub struct WatchCfg {
-    pub key: Vec<u8>,
-    pub watchers: usize,
+    /// Watcher `w` of a stream watches `keys[w % keys.len()]`; the puts to that key are the
+    /// sequence numbers `seq` with `seq % keys.len() == w % keys.len()`.
+    pub keys: Vec<Vec<u8>>,
+    /// Whether each of `keys` is a prefix rather than a key.
+    pub prefix: bool,
+    /// The revision to watch from (0: from now).
+    pub start_revision: i64,
+    /// Sequence numbers are below this.
     pub max_seq: usize,
+    /// A watcher is caught up once it has this many distinct puts (0: never counted).
+    pub complete_after: usize,
     pub epoch: Instant,
     pub setup_deadline: Instant,
+}
+
+impl WatchCfg {
+    /// Each watcher's tally slots: one per put to its key.
+    fn slots(&self) -> usize {
+        self.max_seq.div_ceil(self.keys.len().max(1))
+    }
+
+    fn options(&self) -> Option<WatchOptions> {
+        let mut o = WatchOptions::new().with_start_revision(self.start_revision);
+        if self.prefix {
+            o = o.with_prefix();
+        }
+        Some(o)
+    }
+
+    /// Whether an event on `key` belongs to watcher `w`.
+    fn matches(&self, w: usize, key: &[u8]) -> bool {
+        let mine = &self.keys[w % self.keys.len()];
+        if self.prefix {
+            key.starts_with(mine)
+        } else {
+            key == mine.as_slice()
+        }
+    }
 }
 
 /// One stream's findings.
 #[derive(Default)]
 pub struct StreamResult {
-    /// Per watcher (creation order): how often each sequence number arrived.
+    /// Per watcher (creation order): how often each put to its key arrived, by `seq / keys`.
     pub counts: Vec<Vec<u8>>,
     /// Per watcher: events whose revision was not above the previous one's.
     pub out_of_order: Vec<u64>,
@@ -64,14 +103,16 @@ pub fn parse_seq(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(&value[..digits]).ok()?.parse().ok()
 }
 
+/// Runs one stream of `watchers` watchers until `stop`.
 pub async fn grpc_watch_stream(
     client: Client,
     cfg: std::rc::Rc<WatchCfg>,
     shared: std::rc::Rc<Shared>,
+    watchers: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> StreamResult {
     let mut res = StreamResult::default();
-    if let Err(e) = stream_inner(client, &cfg, &shared, &mut stop, &mut res).await {
+    if let Err(e) = stream_inner(client, &cfg, &shared, watchers, &mut stop, &mut res).await {
         shared.failed_streams.set(shared.failed_streams.get() + 1);
         res.error.get_or_insert(e);
     }
@@ -82,25 +123,32 @@ async fn stream_inner(
     mut client: Client,
     cfg: &WatchCfg,
     shared: &Shared,
+    watchers: usize,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     res: &mut StreamResult,
 ) -> Result<(), String> {
+    let key_of = |w: usize| cfg.keys[w % cfg.keys.len()].clone();
     // One `Watch` call opens the stream with its first watcher; the rest go over the same stream.
-    let mut stream = actix_rt::time::timeout(Duration::from_secs(10), client.watch(cfg.key.clone(), None))
+    // The server answers creates in order, so the n-th `created` is watcher n (and `matches`
+    // catches it if not).
+    let mut stream = actix_rt::time::timeout(Duration::from_secs(10), client.watch(key_of(0), cfg.options()))
         .await
         .map_err(|_| "opening the watch stream timed out".to_string())?
         .map_err(|e| format!("watch: {e}"))?;
-    for _ in 1..cfg.watchers {
-        stream.watch(cfg.key.clone(), None).await.map_err(|e| format!("watch create: {e}"))?;
+    for w in 1..watchers {
+        stream.watch(key_of(w), cfg.options()).await.map_err(|e| format!("watch create: {e}"))?;
     }
     let mut ids: HashMap<i64, usize> = HashMap::new();
     let mut last_rev: Vec<i64> = Vec::new();
+    // Per watcher: distinct puts received (for `complete_after`).
+    let mut distinct: Vec<usize> = Vec::new();
+    let keys = cfg.keys.len();
     loop {
         let msg = tokio::select! {
             m = stream.message() => m.map_err(|e| format!("watch stream: {e}"))?,
             _ = stop.changed() => return Ok(()),
-            _ = actix_rt::time::sleep_until(cfg.setup_deadline.into()), if res.counts.len() < cfg.watchers => {
-                return Err(format!("only {} of {} watchers created in time", res.counts.len(), cfg.watchers));
+            _ = actix_rt::time::sleep_until(cfg.setup_deadline.into()), if res.counts.len() < watchers => {
+                return Err(format!("only {} of {} watchers created in time", res.counts.len(), watchers));
             }
         };
         let Some(resp) = msg else {
@@ -111,9 +159,10 @@ async fn stream_inner(
             if ids.insert(resp.watch_id(), res.counts.len()).is_some() {
                 return Err(format!("watch id {} created twice", resp.watch_id()));
             }
-            res.counts.push(vec![0u8; cfg.max_seq]);
+            res.counts.push(vec![0u8; cfg.slots()]);
             res.out_of_order.push(0);
             last_rev.push(0);
+            distinct.push(0);
             shared.created.set(shared.created.get() + 1);
         }
         if resp.canceled() {
@@ -133,7 +182,7 @@ async fn stream_inner(
         };
         let mut lat = shared.lat.borrow_mut();
         for ev in events {
-            let Some(kv) = ev.kv().filter(|_| ev.event_type() == EventType::Put) else {
+            let Some(kv) = ev.kv().filter(|kv| ev.event_type() == EventType::Put && cfg.matches(w, kv.key())) else {
                 res.unexpected += 1;
                 continue;
             };
@@ -141,9 +190,17 @@ async fn stream_inner(
                 res.out_of_order[w] += 1;
             }
             last_rev[w] = last_rev[w].max(kv.mod_revision());
-            match parse_seq(kv.value()).filter(|&s| s < cfg.max_seq) {
+            // A sequence number of another key's puts is as wrong as another key.
+            match parse_seq(kv.value()).filter(|&s| s < cfg.max_seq && s % keys == w % keys) {
                 Some(seq) => {
-                    let c = &mut res.counts[w][seq];
+                    let c = &mut res.counts[w][seq / keys];
+                    if *c == 0 {
+                        distinct[w] += 1;
+                        if distinct[w] == cfg.complete_after {
+                            shared.caught_up.set(shared.caught_up.get() + 1);
+                            shared.last_caught_up.set(Some(Instant::now()));
+                        }
+                    }
                     *c = c.saturating_add(1);
                     let sent = shared.sent_us[seq].get();
                     if sent > 0 {

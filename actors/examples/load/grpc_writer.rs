@@ -1,6 +1,7 @@
-//! The writer of grpc-fanout: one `etcd_client` connection putting `--puts` values on the one
-//! watched key, `--in-flight` at a time (or paced at `--rate` with `--in-flight 0`); each value
-//! starts with its sequence number, whose send time goes into `Shared::sent_us`.
+//! The writer of grpc-fanout: one `etcd_client` connection putting `--puts` values on the
+//! `--keys` watched keys round robin (put `seq` on key `seq % keys`), `--in-flight` at a time (or
+//! paced at `--rate` with `--in-flight 0`); each value starts with its sequence number, whose
+//! send time goes into `Shared::sent_us`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,31 +37,32 @@ pub async fn connect_writer(base: &str) -> Result<KvClient, String> {
     Ok(kv)
 }
 
-fn value_of(seq: usize, size: usize) -> Vec<u8> {
+/// A value that starts with its sequence number (see `grpc_watch::parse_seq`), padded to `size`.
+pub fn value_of(seq: usize, size: usize) -> Vec<u8> {
     let mut v = format!("{seq:010}").into_bytes();
     v.resize(size.max(v.len()), b'.');
     v
 }
 
 /// Sends every put and waits for their answers (bounded by `--grpc-put-timeout-secs`).
-pub async fn write_all(args: &Args, kv: KvClient, key: Vec<u8>, epoch: Instant, shared: Rc<Shared>) -> Written {
+pub async fn write_all(args: &Args, kv: KvClient, keys: Vec<Vec<u8>>, epoch: Instant, shared: Rc<Shared>) -> Written {
     let total = shared.sent_us.len();
     let out = Rc::new(RefCell::new(Written { acked: vec![false; total], ..Written::default() }));
     let start = Instant::now();
     out.borrow_mut().start = Some(start);
     let deadline = start + Duration::from_secs(args.grpc_put_timeout_secs);
-    let key: Rc<[u8]> = key.into();
+    let keys: Rc<[Vec<u8>]> = keys.into();
     let (size, next) = (args.value_size, Rc::new(Cell::new(0usize)));
     // One put: records its send time first, so that its events always find it.
     let put = {
         let (out, shared) = (out.clone(), shared.clone());
         move |mut kv: KvClient, seq: usize| {
-            let (out, shared, key) = (out.clone(), shared.clone(), key.clone());
+            let (out, shared, keys) = (out.clone(), shared.clone(), keys.clone());
             async move {
                 shared.sent_us[seq].set(epoch.elapsed().as_micros() as u64);
                 let t = Instant::now();
                 out.borrow_mut().last_send = Some(t);
-                let r = kv.put(key.to_vec(), value_of(seq, size), None).await;
+                let r = kv.put(keys[seq % keys.len()].clone(), value_of(seq, size), None).await;
                 let mut o = out.borrow_mut();
                 match r {
                     Ok(_) => {

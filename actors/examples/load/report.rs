@@ -1,12 +1,13 @@
-//! Each server's results, their percentiles, and the side-by-side table.
-
-use std::fmt::Write as _;
+//! Each run's results, the helpers that turn them into table cells, the HTTP scenarios' rows,
+//! and the errors printed under the table.
 
 use crate::args::Args;
+use crate::catchup::Catchup;
 use crate::fanout::S2;
 use crate::grpc_fanout::GrpcFanout;
+use crate::grpc_report::{catchup_rows, grpc_rows};
 use crate::puts::S1;
-use crate::server::Kind;
+use crate::table::{Cell, Columns, Rows};
 
 /// What one server's run measured.
 #[derive(Debug, Default, Clone)]
@@ -16,6 +17,7 @@ pub struct Report {
     pub s1: Option<S1>,
     pub s2: Option<S2>,
     pub grpc: Option<GrpcFanout>,
+    pub catchup: Option<Catchup>,
     pub hwm_after_s1_kb: Option<u64>,
     pub hwm_after_s2_kb: Option<u64>,
     pub rss_end_kb: Option<u64>,
@@ -24,7 +26,7 @@ pub struct Report {
 }
 
 /// Nearest-rank percentile of a sorted slice.
-fn pct(sorted: &[u64], p: f64) -> Option<u64> {
+pub fn pct(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -32,207 +34,137 @@ fn pct(sorted: &[u64], p: f64) -> Option<u64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn ms(us: Option<u64>) -> String {
-    us.map_or("-".into(), |u| format!("{:.2}", u as f64 / 1000.0))
+/// Microseconds as milliseconds.
+pub fn ms(us: Option<u64>) -> Cell {
+    us.map_or(Cell::Empty, |u| Cell::num(u as f64 / 1000.0, 2))
 }
 
-fn mb(kb: Option<u64>) -> String {
-    kb.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+/// KiB as MiB.
+pub fn mb(kb: Option<u64>) -> Cell {
+    kb.map_or(Cell::Empty, |k| Cell::num(k as f64 / 1024.0, 1))
 }
 
-/// A scenario 1 figure of `r`, or `-` where the scenario did not run.
-fn s1(r: &Report, f: impl FnOnce(&S1) -> String) -> String {
-    r.s1.as_ref().map_or("-".into(), f)
+/// A scenario 1 figure of `r`, or nothing where the scenario did not run.
+fn s1(r: &Report, f: impl FnOnce(&S1) -> Cell) -> Cell {
+    r.s1.as_ref().map_or(Cell::Empty, f)
 }
 
-/// A scenario 2 figure of `r`, or `-` where the scenario did not run.
-fn s2(r: &Report, f: impl FnOnce(&S2) -> String) -> String {
-    r.s2.as_ref().map_or("-".into(), f)
+/// A scenario 2 figure of `r`, or nothing where the scenario did not run.
+fn s2(r: &Report, f: impl FnOnce(&S2) -> Cell) -> Cell {
+    r.s2.as_ref().map_or(Cell::Empty, f)
 }
 
-/// A grpc-fanout figure of `r`, or `-` where the scenario did not run.
-fn g(r: &Report, f: impl FnOnce(&GrpcFanout) -> String) -> String {
-    r.grpc.as_ref().map_or("-".into(), f)
-}
-
-type Row<'a> = &'a mut dyn FnMut(&str, &dyn Fn(&Report) -> String);
-
-fn grpc_rows(args: &Args, row: Row) {
-    let title = format!(
-        "gRPC fan-out: {}x{} watchers on 1 key, {} conns",
-        args.streams, args.watchers_per_stream, args.grpc_connections
-    );
-    row(&title, &|_| String::new());
-    let pacing = if args.in_flight > 0 { format!("{} in flight", args.in_flight) } else { format!("{}/s", args.rate) };
-    row(&format!("  {} puts of {} B, {pacing}", args.puts, args.value_size), &|_| String::new());
-    row("  connections / watchers created", &|r| {
-        g(r, |s| format!("{} / {} of {}", s.connections_open, s.watchers_created, s.watchers_wanted))
-    });
-    row("  watcher setup (s)", &|r| g(r, |s| format!("{:.2}", s.setup_secs)));
-    row("  puts sent / acked / errors", &|r| {
-        g(r, |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors))
-    });
-    row("  puts/s (sending)", &|r| {
-        g(r, |s| format!("{:.0}", s.puts_sent.saturating_sub(1) as f64 / s.put_secs.max(1e-9)))
-    });
-    row("  put latency p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
-    row("  put latency p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
-    row("  events received / expected", &|r| g(r, |s| format!("{} / {}", s.events_received, s.events_expected)));
-    row("  events per watch response", &|r| {
-        g(r, |s| format!("{:.2}", s.events_received as f64 / s.responses.max(1) as f64))
-    });
-    row("  events/s (first put to last event)", &|r| g(r, |s| format!("{:.0}", s.events_per_s)));
-    row("  put->event p50 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(50.0))));
-    row("  put->event p99 (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(99.0))));
-    row("  put->event max (ms)", &|r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.max_us())));
-    row("  drain after last put answer (s)", &|r| {
-        g(r, |s| format!("{:.2}{}", s.drain_secs, if s.drain_timed_out { " TIMEOUT" } else { "" }))
-    });
-    row("  watchers exactly-once in order", &|r| g(r, |s| format!("{} / {}", s.watchers_exact, s.watchers_created)));
-    row("  missing / duplicate / out-of-order", &|r| {
-        g(r, |s| format!("{} / {} / {}", s.missing, s.duplicates, s.out_of_order))
-    });
-    row("  unexpected / canceled / failed streams", &|r| {
-        g(r, |s| format!("{} / {} / {}", s.unexpected, s.canceled, s.failed_streams))
-    });
-    row("  server CPU (s, puts+drain)", &|r| g(r, |s| format!("{:.2}", s.cpu.server_s)));
-    row("  server CPU (cores avg)", &|r| g(r, |s| format!("{:.2}", s.cpu.cores())));
-    row("  server CPU per event (us)", &|r| {
-        g(r, |s| format!("{:.3}", s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)))
-    });
-    row("  load tool CPU (s)", &|r| g(r, |s| format!("{:.2}", s.cpu.self_s)));
-    row("  load tool CPU per event (us)", &|r| {
-        g(r, |s| format!("{:.3}", s.cpu.self_s * 1e6 / (s.events_received.max(1) as f64)))
-    });
-    row("  server peak RSS (MiB)", &|r| mb(r.grpc.as_ref().and_then(|s| s.peak_rss_kb)));
-}
-
-pub fn print_table(args: &Args, reports: &[(Kind, Report)]) {
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    let mut row = |name: &str, f: &dyn Fn(&Report) -> String| {
-        rows.push((name.to_string(), reports.iter().map(|(_, r)| f(r)).collect()));
-    };
-    row("server startup (s)", &|r| format!("{:.2}", r.startup_secs));
-    if args.scenario == "grpc-fanout" {
-        grpc_rows(args, &mut row);
-    } else {
-        http_rows(args, &mut row);
+/// Prints the table of every run: medians per server (see `table`), then the runs' errors.
+pub fn print_table(args: &Args, columns: &Columns) {
+    let mut rows = Rows::new(columns);
+    if args.runs > 1 {
+        rows.title(&format!("medians of {} runs per server (alternating servers)", args.runs));
     }
-    row("RSS at end (MiB)", &|r| mb(r.rss_end_kb));
-    row("threads at end", &|r| r.threads.map_or("-".into(), |t| t.to_string()));
-    print_rows(reports, &rows);
-    print_errors(args, reports);
+    rows.row("server startup (s)", |r| Cell::num(r.startup_secs, 2));
+    match args.scenario.as_str() {
+        "grpc-fanout" => grpc_rows(args, &mut rows),
+        "grpc-catchup" => catchup_rows(args, &mut rows),
+        _ => http_rows(args, &mut rows),
+    }
+    rows.row("RSS at end (MiB)", |r| mb(r.rss_end_kb));
+    rows.row("threads at end", |r| r.threads.map_or(Cell::Empty, |t| Cell::ints(&[t])));
+    rows.print();
+    print_errors(args, columns);
 }
 
-fn http_rows(args: &Args, row: Row) {
-    let s1_title = format!(
+fn http_rows(args: &Args, rows: &mut Rows) {
+    rows.title(&format!(
         "S1: {} puts, {} clients, {} B values, over {}",
         args.puts, args.clients, args.value_size, args.protocol
-    );
-    row(&s1_title, &|_| String::new());
-    row("  puts ok / errors", &|r| s1(r, |s| format!("{} / {}", s.done, s.errors)));
-    row("  wall time (s)", &|r| s1(r, |s| format!("{:.2}", s.secs)));
-    row("  puts/s", &|r| s1(r, |s| format!("{:.0}", s.done as f64 / s.secs.max(1e-9))));
-    row("  latency p50 (ms)", &|r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 50.0))));
-    row("  latency p99 (ms)", &|r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 99.0))));
-    row("  latency max (ms)", &|r| ms(r.s1.as_ref().and_then(|s| s.lat_us.last().copied())));
-    row("  server CPU (s)", &|r| s1(r, |s| format!("{:.2}", s.cpu.server_s)));
-    row("  server CPU (cores avg)", &|r| s1(r, |s| format!("{:.2}", s.cpu.cores())));
-    row("  server CPU per 1k puts (ms)", &|r| {
-        s1(r, |s| format!("{:.1}", s.cpu.server_s * 1e6 / (s.done.max(1) as f64)))
+    ));
+    rows.row("  puts ok / errors", |r| s1(r, |s| Cell::ints(&[s.done, s.errors])));
+    rows.row("  wall time (s)", |r| s1(r, |s| Cell::num(s.secs, 2)));
+    rows.key("  puts/s", |r| s1(r, |s| Cell::num(s.done as f64 / s.secs.max(1e-9), 0)));
+    rows.key("  latency p50 (ms)", |r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 50.0))));
+    rows.key("  latency p99 (ms)", |r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 99.0))));
+    rows.row("  latency max (ms)", |r| ms(r.s1.as_ref().and_then(|s| s.lat_us.last().copied())));
+    rows.row("  server CPU (s)", |r| s1(r, |s| Cell::num(s.cpu.server_s, 2)));
+    rows.row("  server CPU (cores avg)", |r| s1(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.key("  server CPU per 1k puts (ms)", |r| {
+        s1(r, |s| Cell::num(s.cpu.server_s * 1e6 / (s.done.max(1) as f64), 1))
     });
-    row("  load tool CPU (s)", &|r| s1(r, |s| format!("{:.2}", s.cpu.self_s)));
-    row("  peak RSS after S1 (MiB)", &|r| mb(r.hwm_after_s1_kb));
-    let s2_title = format!(
+    rows.row("  load tool CPU (s)", |r| s1(r, |s| Cell::num(s.cpu.self_s, 2)));
+    rows.row("  peak RSS after S1 (MiB)", |r| mb(r.hwm_after_s1_kb));
+    rows.title(&format!(
         "S2: {}x{} watchers, {} puts/s for {} s",
         args.streams, args.watchers_per_stream, args.rate, args.duration_secs
-    );
-    row(&s2_title, &|_| String::new());
-    row("  watchers created", &|r| s2(r, |s| format!("{} / {}", s.watchers_created, s.watchers_wanted)));
-    row("  watcher setup (s)", &|r| s2(r, |s| format!("{:.2}", s.setup_secs)));
-    row("  puts sent / acked / errors", &|r| {
-        s2(r, |s| format!("{} / {} / {}", s.puts_sent, s.puts_acked, s.put_errors))
+    ));
+    rows.row("  watchers created / wanted", |r| s2(r, |s| Cell::ints(&[s.watchers_created, s.watchers_wanted])));
+    rows.row("  watcher setup (s)", |r| s2(r, |s| Cell::num(s.setup_secs, 2)));
+    rows.row("  puts sent / acked / errors", |r| s2(r, |s| Cell::ints(&[s.puts_sent, s.puts_acked, s.put_errors])));
+    rows.row("  achieved put rate (/s)", |r| s2(r, |s| Cell::num(s.put_rate, 1)));
+    rows.key("  put latency p50 (ms)", |r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
+    rows.key("  put latency p99 (ms)", |r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
+    rows.row("  events received / expected", |r| s2(r, |s| Cell::ints(&[s.events_received, s.events_expected])));
+    rows.key("  events/s (all watchers)", |r| s2(r, |s| Cell::num(s.events_per_s, 0)));
+    rows.key("  put->event p50 (ms)", |r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 50.0))));
+    rows.key("  put->event p99 (ms)", |r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 99.0))));
+    rows.row("  put->event max (ms)", |r| ms(r.s2.as_ref().and_then(|s| s.ev_lat_us.last().copied())));
+    rows.row("  drain after last put (s)", |r| s2(r, |s| Cell::num(s.drain_secs, 2)));
+    rows.row("  runs whose drain timed out", |r| Cell::Count(r.s2.as_ref().is_some_and(|s| s.drain_timed_out)));
+    rows.row("  watchers exactly-once", |r| s2(r, |s| Cell::ints(&[s.watchers_exact, s.watchers_created])));
+    rows.row("  runs with every watcher exactly-once", |r| {
+        Cell::Count(r.s2.as_ref().is_some_and(|s| s.watchers_wanted > 0 && s.watchers_exact == s.watchers_wanted))
     });
-    row("  achieved put rate (/s)", &|r| s2(r, |s| format!("{:.1}", s.put_rate)));
-    row("  put latency p50 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
-    row("  put latency p99 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
-    row("  events received / expected", &|r| s2(r, |s| format!("{} / {}", s.events_received, s.events_expected)));
-    row("  events/s (all watchers)", &|r| s2(r, |s| format!("{:.0}", s.events_per_s)));
-    row("  put->event p50 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 50.0))));
-    row("  put->event p99 (ms)", &|r| ms(r.s2.as_ref().and_then(|s| pct(&s.ev_lat_us, 99.0))));
-    row("  put->event max (ms)", &|r| ms(r.s2.as_ref().and_then(|s| s.ev_lat_us.last().copied())));
-    row("  drain after last put (s)", &|r| {
-        r.s2.as_ref()
-            .map_or("-".into(), |s| format!("{:.2}{}", s.drain_secs, if s.drain_timed_out { " TIMEOUT" } else { "" }))
+    rows.row("  missing / duplicate", |r| s2(r, |s| Cell::ints(&[s.missing, s.duplicates])));
+    rows.row("  out-of-order / unexpected", |r| s2(r, |s| Cell::ints(&[s.out_of_order, s.unexpected])));
+    rows.row("  canceled / failed streams", |r| s2(r, |s| Cell::ints(&[s.canceled, s.failed_streams])));
+    rows.row("  server CPU (s, puts+drain)", |r| s2(r, |s| Cell::num(s.cpu.server_s, 2)));
+    rows.row("  server CPU (cores avg)", |r| s2(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.key("  server CPU per 1M events (s)", |r| {
+        s2(r, |s| Cell::num(s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64), 2))
     });
-    row("  watchers exactly-once", &|r| s2(r, |s| format!("{} / {}", s.watchers_exact, s.watchers_created)));
-    row("  missing / duplicate", &|r| s2(r, |s| format!("{} / {}", s.missing, s.duplicates)));
-    row("  out-of-order / unexpected", &|r| s2(r, |s| format!("{} / {}", s.out_of_order, s.unexpected)));
-    row("  canceled / failed streams", &|r| s2(r, |s| format!("{} / {}", s.canceled, s.failed_streams)));
-    row("  server CPU (s, puts+drain)", &|r| s2(r, |s| format!("{:.2}", s.cpu.server_s)));
-    row("  server CPU (cores avg)", &|r| s2(r, |s| format!("{:.2}", s.cpu.cores())));
-    row("  server CPU per 1M events (s)", &|r| {
-        s2(r, |s| format!("{:.2}", s.cpu.server_s * 1e6 / (s.events_received.max(1) as f64)))
-    });
-    row("  load tool CPU (s)", &|r| s2(r, |s| format!("{:.2}", s.cpu.self_s)));
-    row("  peak RSS after S2 (MiB)", &|r| mb(r.hwm_after_s2_kb));
+    rows.row("  load tool CPU (s)", |r| s2(r, |s| Cell::num(s.cpu.self_s, 2)));
+    rows.key("  peak RSS after S2 (MiB)", |r| mb(r.hwm_after_s2_kb));
 }
 
-fn print_rows(reports: &[(Kind, Report)], rows: &[(String, Vec<String>)]) {
-    let w0 = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(10).max(10);
-    let widths: Vec<usize> = (0..reports.len())
-        .map(|i| rows.iter().map(|(_, v)| v[i].len()).max().unwrap_or(0).max(reports[i].0.name().len()).max(14))
-        .collect();
-    let mut header = format!("{:<w0$}", "");
-    for (i, (kind, _)) in reports.iter().enumerate() {
-        let name = if *kind == Kind::Etcd { "etcd 3.4" } else { kind.name() };
-        let _ = write!(header, " | {:>w$}", name, w = widths[i]);
-    }
-    println!("{header}");
-    println!("{}", "-".repeat(header.len()));
-    for (name, vals) in rows {
-        let mut line = format!("{name:<w0$}");
-        if vals.iter().all(String::is_empty) {
-            println!("{line}");
-            continue;
-        }
-        for (i, v) in vals.iter().enumerate() {
-            let _ = write!(line, " | {:>w$}", v, w = widths[i]);
-        }
-        println!("{line}");
-    }
-}
-
-fn print_errors(args: &Args, reports: &[(Kind, Report)]) {
-    for (kind, r) in reports {
-        if let Some(e) = &r.error {
-            println!("{} error: {e}", kind.name());
-        }
-        if let Some(s) = &r.s1 {
-            if let Some(e) = &s.first_error {
-                println!("{} S1 first put error: {e}", kind.name());
+fn print_errors(args: &Args, columns: &Columns) {
+    for (kind, reports) in columns {
+        for (run, r) in reports.iter().enumerate() {
+            // "watchkv" with one run, "watchkv run 2" with several.
+            let who = if reports.len() > 1 { format!("{} run {}", kind.name(), run + 1) } else { kind.name().into() };
+            if let Some(e) = &r.error {
+                println!("{who} error: {e}");
             }
-            if s.timed_out {
-                println!("{} S1 stopped at its {} s time limit", kind.name(), args.s1_timeout_secs);
+            if let Some(s) = &r.s1 {
+                if let Some(e) = &s.first_error {
+                    println!("{who} S1 first put error: {e}");
+                }
+                if s.timed_out {
+                    println!("{who} S1 stopped at its {} s time limit", args.s1_timeout_secs);
+                }
             }
-        }
-        if let Some(s) = &r.s2 {
-            if let Some(e) = &s.first_put_error {
-                println!("{} S2 first put error: {e}", kind.name());
+            if let Some(s) = &r.s2 {
+                if let Some(e) = &s.first_put_error {
+                    println!("{who} S2 first put error: {e}");
+                }
+                if let Some(e) = &s.first_stream_error {
+                    println!("{who} S2 first stream error: {e}");
+                }
             }
-            if let Some(e) = &s.first_stream_error {
-                println!("{} S2 first stream error: {e}", kind.name());
+            if let Some(s) = &r.grpc {
+                if let Some(e) = &s.first_put_error {
+                    println!("{who} gRPC fan-out first put error: {e}");
+                }
+                if let Some(e) = &s.tally.first_error {
+                    println!("{who} gRPC fan-out first stream error: {e}");
+                }
+                if s.put_timed_out {
+                    println!("{who} gRPC fan-out puts stopped at the {} s limit", args.grpc_put_timeout_secs);
+                }
             }
-        }
-        if let Some(s) = &r.grpc {
-            if let Some(e) = &s.first_put_error {
-                println!("{} gRPC fan-out first put error: {e}", kind.name());
-            }
-            if let Some(e) = &s.first_stream_error {
-                println!("{} gRPC fan-out first stream error: {e}", kind.name());
-            }
-            if s.put_timed_out {
-                println!("{} gRPC fan-out puts stopped at the {} s limit", kind.name(), args.grpc_put_timeout_secs);
+            if let Some(c) = &r.catchup {
+                if let Some(e) = &c.first_put_error {
+                    println!("{who} catch-up first put error: {e}");
+                }
+                if let Some(e) = &c.tally.first_error {
+                    println!("{who} catch-up first stream error: {e}");
+                }
             }
         }
     }

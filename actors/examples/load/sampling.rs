@@ -82,7 +82,9 @@ impl Perf {
             return Self(None);
         };
         let _ = std::fs::create_dir_all(dir);
-        let out = dir.join(format!("{}-{scenario}.perf.data", server.kind.name()));
+        // One file per run, so that later runs do not overwrite earlier ones.
+        let run = if args.runs > 1 { format!("-run{}", server.run + 1) } else { String::new() };
+        let out = dir.join(format!("{}-{scenario}{run}.perf.data", server.kind.name()));
         let child = Command::new("perf")
             .args(["record", "-F", "499", "-g", "-p", &server.pid.to_string(), "-o"])
             .arg(&out)

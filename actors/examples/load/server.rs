@@ -32,6 +32,8 @@ impl Kind {
 /// A running server; killed (and its data directory removed) when dropped.
 pub struct Server {
     pub kind: Kind,
+    /// Which of the `--runs` runs this server is for (from 0).
+    pub run: usize,
     pub child: Child,
     pub pid: u32,
     pub base: String,
@@ -75,7 +77,7 @@ fn cmdline_of(cmd: &Command) -> String {
     s
 }
 
-pub fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
+pub fn start_server(kind: Kind, args: &Args, run: usize) -> anyhow::Result<Server> {
     let dir = match &args.data_root {
         Some(root) => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir_in(root)?,
         None => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir()?,
@@ -118,7 +120,7 @@ pub fn start_server(kind: Kind, args: &Args) -> anyhow::Result<Server> {
     let cmdline = cmdline_of(&cmd);
     let child = cmd.spawn().with_context(|| format!("starting {cmdline}"))?;
     let pid = child.id();
-    Ok(Server { kind, child, pid, base, log, cmdline, _dir: dir })
+    Ok(Server { kind, run, child, pid, base, log, cmdline, _dir: dir })
 }
 
 pub fn log_tail(path: &Path, lines: usize) -> String {
