@@ -338,8 +338,9 @@ impl Default for WatchConfig {
 }
 
 impl WatchConfig {
-    /// Capacity of each stream's bounded mailbox. Default = 128 (etcd `chanBufLen`); range
-    /// [`CHAN_BUF_LEN_RANGE`].
+    /// Responses a stream holds for its client before further deliveries make victims (etcd
+    /// `chanBufLen`, counted in responses as etcd's channel is; a stream that holds none takes
+    /// one delivery of any size). Default = 128; range [`CHAN_BUF_LEN_RANGE`].
     #[must_use]
     pub fn chan_buf_len(&self) -> usize {
         self.chan_buf_len

@@ -3,19 +3,19 @@
 //!
 //! ```text
 //!  client ─► StreamActor ── Watch (start 0 or in the future) ──► StoreActor (KvStore, synced, ring)
-//!             │  ▲ bounded mailbox (chan_buf_len)
+//!             │  ▲ bounded buffer (chan_buf_len responses)
 //!             │  ├──── Deliver ◄─── StoreActor (notify on commit)
 //!             │  ├──── Deliver ◄─── SyncerActor (unsynced group; snapshot catch-up)
 //!             │  └──── Deliver ◄─── VictimActor (parked batches; retry tick)
 //!             └── AddUnsynced (start <= current revision) ──► SyncerActor
-//!  Full mailbox ─► ParkVictims ─► VictimActor;  delivered / caught up ─► Promote ─► StoreActor
+//!  Full buffer ─► ParkVictims ─► VictimActor;  delivered / caught up ─► Promote ─► StoreActor
 //! ```
 //!
 //! - [`protocol`]: every message between the actors, and the values they share.
 //! - [`store`]: all writes and reads, leases, compaction, synced watchers.
 //! - [`syncer_actor`]: the unsynced group and its catch-up loop.
 //! - [`victim_actor`]: victims and their retry loop.
-//! - [`stream_actor`]: one per client stream: ids, mailbox, delivery through a [`WatchSink`].
+//! - [`stream_actor`]: one per client stream: ids, bounded buffer, delivery through a [`WatchSink`].
 //! - [`system`]: [`start`], start and shutdown order; [`handle`]: [`Handle`], the embedder's
 //!   typed async API.
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.

@@ -14,7 +14,7 @@ use super::pb::etcdserverpb as pb;
 use super::{request, ApiError};
 use crate::{CancelWatch, CloseStream, CreateWatch, Handle, RequestStreamProgress, StreamActor, WatchStream};
 
-/// Responses buffered between the stream actor and the socket. The stream actor's own mailbox
+/// Responses buffered between the stream actor and the socket. The stream actor's own buffer
 /// (`chan_buf_len`) is the real buffer; this one only needs to keep the socket busy.
 pub const SOCKET_BUFFER: usize = 8;
 

@@ -62,7 +62,8 @@ struct Args {
     /// process, may lose the last seconds on power loss).
     #[arg(long, default_value_t = DEFAULT_DURABILITY)]
     durability: Durability,
-    /// Slots in each watch stream's mailbox (etcd chanBufLen).
+    /// Responses each watch stream holds for its client before deliveries make victims (etcd
+    /// chanBufLen).
     #[arg(long, default_value_t = DEFAULT_CHAN_BUF_LEN, value_parser = usize_in(CHAN_BUF_LEN_RANGE))]
     chan_buf_len: usize,
     /// Unsynced watchers handled per catch-up pass (etcd maxWatchersPerSync).
