@@ -67,7 +67,8 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
     /// grpc-fanout and grpc-catchup: client connections (`etcd_client::Client`s) carrying the
-    /// watch streams.
+    /// watch streams (thousands of watchers on one connection can exceed the client's h2 budget
+    /// for unread small DATA frames against etcd, which sends one frame per event).
     #[arg(long, default_value_t = 10)]
     pub grpc_connections: usize,
     /// grpc-fanout: puts kept outstanding on the writer's connection; 0 = paced at `--rate`.

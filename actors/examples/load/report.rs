@@ -123,6 +123,18 @@ fn http_rows(args: &Args, rows: &mut Rows) {
     rows.key("  peak RSS after S2 (MiB)", |r| mb(r.hwm_after_s2_kb));
 }
 
+/// What a gRPC stream error means where it is the load tool's own limit, not the server's.
+fn hint(error: &str) -> &'static str {
+    if error.contains("too_many_data_frames") {
+        // h2 (0.4.20) gives up on a connection that holds too many unread small DATA frames: one
+        // client thread reading thousands of watchers' one-event responses off one connection.
+        " (the load tool's h2 client gave up on a connection with too many unread small DATA \
+         frames: spread the streams over more --grpc-connections)"
+    } else {
+        ""
+    }
+}
+
 fn print_errors(args: &Args, columns: &Columns) {
     for (kind, reports) in columns {
         for (run, r) in reports.iter().enumerate() {
@@ -152,7 +164,7 @@ fn print_errors(args: &Args, columns: &Columns) {
                     println!("{who} gRPC fan-out first put error: {e}");
                 }
                 if let Some(e) = &s.tally.first_error {
-                    println!("{who} gRPC fan-out first stream error: {e}");
+                    println!("{who} gRPC fan-out first stream error: {e}{}", hint(e));
                 }
                 if s.put_timed_out {
                     println!("{who} gRPC fan-out puts stopped at the {} s limit", args.grpc_put_timeout_secs);
@@ -163,7 +175,7 @@ fn print_errors(args: &Args, columns: &Columns) {
                     println!("{who} catch-up first put error: {e}");
                 }
                 if let Some(e) = &c.tally.first_error {
-                    println!("{who} catch-up first stream error: {e}");
+                    println!("{who} catch-up first stream error: {e}{}", hint(e));
                 }
             }
         }

@@ -1,0 +1,135 @@
+//! The table rows of the gRPC scenarios, grpc-fanout and grpc-catchup.
+
+use crate::args::Args;
+use crate::catchup::Catchup;
+use crate::grpc_fanout::GrpcFanout;
+use crate::report::{mb, ms, pct, Report};
+use crate::table::{Cell, Rows};
+use crate::tally::Tally;
+
+/// A grpc-fanout figure of `r`, or nothing where the scenario did not run.
+fn g(r: &Report, f: impl FnOnce(&GrpcFanout) -> Cell) -> Cell {
+    r.grpc.as_ref().map_or(Cell::Empty, f)
+}
+
+/// A grpc-catchup figure of `r`, or nothing where the scenario did not run.
+fn c(r: &Report, f: impl FnOnce(&Catchup) -> Cell) -> Cell {
+    r.catchup.as_ref().map_or(Cell::Empty, f)
+}
+
+/// Whether every wanted watcher (of at least one) got exactly its events, in order.
+fn all_exact(wanted: u64, tally: &Tally) -> bool {
+    wanted > 0 && tally.watchers_exact == wanted
+}
+
+/// Microseconds of server CPU per event.
+fn per_event_us(cpu_s: f64, events: u64) -> Cell {
+    Cell::num(cpu_s * 1e6 / (events.max(1) as f64), 3)
+}
+
+pub fn grpc_rows(args: &Args, rows: &mut Rows) {
+    let keys = if args.keys == 1 { "1 key".to_string() } else { format!("{} keys", args.keys) };
+    rows.title(&format!(
+        "gRPC fan-out: {}x{} watchers on {keys}, {} conns",
+        args.streams, args.watchers_per_stream, args.grpc_connections
+    ));
+    let pacing = if args.in_flight > 0 { format!("{} in flight", args.in_flight) } else { format!("{}/s", args.rate) };
+    rows.title(&format!("  {} puts of {} B, {pacing}", args.puts, args.value_size));
+    rows.row("  connections / watchers created / wanted", |r| {
+        g(r, |s| Cell::ints(&[s.connections_open as u64, s.watchers_created, s.watchers_wanted]))
+    });
+    rows.row("  watcher setup (s)", |r| g(r, |s| Cell::num(s.setup_secs, 2)));
+    rows.row("  puts sent / acked / errors", |r| g(r, |s| Cell::ints(&[s.puts_sent, s.puts_acked, s.put_errors])));
+    rows.row("  puts/s (sending)", |r| {
+        g(r, |s| Cell::num(s.puts_sent.saturating_sub(1) as f64 / s.put_secs.max(1e-9), 0))
+    });
+    rows.key("  put latency p50 (ms)", |r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 50.0))));
+    rows.key("  put latency p99 (ms)", |r| ms(r.grpc.as_ref().and_then(|s| pct(&s.put_lat_us, 99.0))));
+    rows.row("  events received / expected", |r| g(r, |s| Cell::ints(&[s.events_received, s.events_expected])));
+    rows.row("  events per watch response", |r| {
+        g(r, |s| Cell::num(s.events_received as f64 / s.responses.max(1) as f64, 2))
+    });
+    rows.key("  events/s (first put to last event)", |r| g(r, |s| Cell::num(s.events_per_s, 0)));
+    rows.key("  put->event p50 (ms)", |r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(50.0))));
+    rows.key("  put->event p99 (ms)", |r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.pct(99.0))));
+    rows.row("  put->event max (ms)", |r| ms(r.grpc.as_ref().and_then(|s| s.ev_lat.max_us())));
+    rows.row("  drain after last put answer (s)", |r| g(r, |s| Cell::num(s.drain_secs, 2)));
+    rows.row("  runs whose drain timed out", |r| Cell::Count(r.grpc.as_ref().is_some_and(|s| s.drain_timed_out)));
+    rows.row("  watchers exactly-once in order", |r| {
+        g(r, |s| Cell::ints(&[s.tally.watchers_exact, s.watchers_created]))
+    });
+    rows.row("  runs with every watcher exactly-once", |r| {
+        Cell::Count(r.grpc.as_ref().is_some_and(|s| all_exact(s.watchers_wanted, &s.tally) && s.puts_acked > 0))
+    });
+    rows.row("  missing / duplicate / out-of-order", |r| {
+        g(r, |s| Cell::ints(&[s.tally.missing, s.tally.duplicates, s.tally.out_of_order]))
+    });
+    rows.row("  unexpected / canceled / failed streams", |r| {
+        g(r, |s| Cell::ints(&[s.tally.unexpected, s.tally.canceled, s.failed_streams]))
+    });
+    rows.row("  server CPU (s, puts+drain)", |r| g(r, |s| Cell::num(s.cpu.server_s, 2)));
+    rows.row("  server CPU (cores avg)", |r| g(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.key("  server CPU per event (us)", |r| g(r, |s| per_event_us(s.cpu.server_s, s.events_received)));
+    rows.row("  load tool CPU (s)", |r| g(r, |s| Cell::num(s.cpu.self_s, 2)));
+    rows.row("  load tool CPU per event (us)", |r| g(r, |s| per_event_us(s.cpu.self_s, s.events_received)));
+    rows.key("  server peak RSS (MiB)", |r| mb(r.grpc.as_ref().and_then(|s| s.peak_rss_kb)));
+}
+
+pub fn catchup_rows(args: &Args, rows: &mut Rows) {
+    rows.title(&format!(
+        "gRPC catch-up: {} watchers ({} per stream, {} conns) on a prefix, from the first of its {} puts",
+        args.catchup_watchers, args.watchers_per_stream, args.grpc_connections, args.catchup_revisions
+    ));
+    rows.title(&format!(
+        "  one writer: {} sequential puts of {} B idle, then {} during the catch-up",
+        args.catchup_writer_puts, args.value_size, args.catchup_writer_puts
+    ));
+    let lat =
+        |r: &Report, pick: fn(&Catchup) -> &Vec<u64>, p: f64| ms(r.catchup.as_ref().and_then(|s| pct(pick(s), p)));
+    rows.key("  put p50 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 50.0));
+    rows.key("  put p99 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 99.0));
+    rows.key("  put p50 during catch-up (ms)", |r| lat(r, |s| &s.during_lat_us, 50.0));
+    rows.key("  put p99 during catch-up (ms)", |r| lat(r, |s| &s.during_lat_us, 99.0));
+    rows.key("  put p99 during / idle", |r| {
+        c(r, |s| match (pct(&s.during_lat_us, 99.0), pct(&s.idle_lat_us, 99.0)) {
+            (Some(d), Some(i)) => Cell::num(d as f64 / i.max(1) as f64, 2),
+            _ => Cell::Empty,
+        })
+    });
+    // The puts above also run after the catch-up; these are the ones that overlapped it.
+    rows.row("  puts begun before the catch-up ended", |r| c(r, |s| Cell::ints(&[s.window_lat_us.len() as u64])));
+    rows.row("  their put p50 / p99 (ms)", |r| {
+        c(r, |s| match (pct(&s.window_lat_us, 50.0), pct(&s.window_lat_us, 99.0)) {
+            (Some(a), Some(b)) => Cell::Nums(vec![a as f64 / 1000.0, b as f64 / 1000.0], 2),
+            _ => Cell::Empty,
+        })
+    });
+    rows.row("  put errors idle / during", |r| c(r, |s| Cell::ints(&[s.put_errors_idle, s.put_errors_during])));
+    rows.row("  streams / watchers created / wanted", |r| {
+        c(r, |s| Cell::ints(&[s.streams as u64, s.watchers_created, s.watchers_wanted]))
+    });
+    rows.key("  catch-up (s, watchers opened to all caught up)", |r| {
+        c(r, |s| s.catchup_secs.map_or(Cell::Empty, |t| Cell::num(t, 3)))
+    });
+    rows.row("  runs where every watcher caught up", |r| {
+        Cell::Count(r.catchup.as_ref().is_some_and(|s| s.watchers_wanted > 0 && s.caught_up == s.watchers_wanted))
+    });
+    rows.row("  events received / expected", |r| c(r, |s| Cell::ints(&[s.events_received, s.events_expected])));
+    rows.row("  watchers exactly-once in order", |r| {
+        c(r, |s| Cell::ints(&[s.tally.watchers_exact, s.watchers_created]))
+    });
+    rows.row("  runs with every watcher exactly-once", |r| {
+        Cell::Count(r.catchup.as_ref().is_some_and(|s| all_exact(s.watchers_wanted, &s.tally)))
+    });
+    rows.row("  missing / duplicate / out-of-order", |r| {
+        c(r, |s| Cell::ints(&[s.tally.missing, s.tally.duplicates, s.tally.out_of_order]))
+    });
+    rows.row("  unexpected / canceled / failed streams", |r| {
+        c(r, |s| Cell::ints(&[s.tally.unexpected, s.tally.canceled, s.failed_streams]))
+    });
+    rows.row("  server CPU idle phase (s)", |r| c(r, |s| Cell::num(s.cpu_idle.server_s, 2)));
+    rows.key("  server CPU catch-up phase (s)", |r| c(r, |s| Cell::num(s.cpu.server_s, 2)));
+    rows.row("  server CPU catch-up phase (cores avg)", |r| c(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.row("  load tool CPU catch-up phase (s)", |r| c(r, |s| Cell::num(s.cpu.self_s, 2)));
+    rows.key("  server peak RSS (MiB)", |r| mb(r.catchup.as_ref().and_then(|s| s.peak_rss_kb)));
+}

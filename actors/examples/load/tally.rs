@@ -1,0 +1,65 @@
+//! The exactly-once check of the gRPC scenarios: each watcher must receive every acknowledged put
+//! of its key exactly once, in revision order, and nothing else.
+
+use crate::grpc_watch::StreamResult;
+
+/// Every watcher's findings, summed over the streams.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Watchers that got exactly their key's acknowledged puts, in revision order.
+    pub watchers_exact: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Events no watcher should have had (wrong key, unknown watch id, unparsable value), and
+    /// unacknowledged puts that were applied anyway (not an error, but counted).
+    pub unexpected: u64,
+    pub canceled: u64,
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    /// Adds one stream's findings. Watcher `w` of a stream watches key `w % keys`, whose puts are
+    /// the sequence numbers `seq` with `seq % keys == w % keys`; its counts are indexed by
+    /// `seq / keys`. `acked[seq]` is whether put `seq` was acknowledged.
+    pub fn add(&mut self, mut r: StreamResult, acked: &[bool], keys: usize) {
+        let keys = keys.max(1);
+        self.unexpected += r.unexpected;
+        self.canceled += r.canceled;
+        if self.first_error.is_none() {
+            self.first_error = r.error.take();
+        }
+        for (w, (counts, &ooo)) in r.counts.iter().zip(&r.out_of_order).enumerate() {
+            self.out_of_order += ooo;
+            let mut exact = ooo == 0;
+            for (slot, &c) in counts.iter().enumerate() {
+                let seq = slot * keys + w % keys;
+                if acked.get(seq).copied().unwrap_or(false) {
+                    if c == 0 {
+                        self.missing += 1;
+                        exact = false;
+                    } else if c > 1 {
+                        self.duplicates += u64::from(c - 1);
+                        exact = false;
+                    }
+                } else if c > 0 {
+                    self.unexpected += u64::from(c);
+                }
+            }
+            if exact {
+                self.watchers_exact += 1;
+            }
+        }
+    }
+}
+
+/// Events the watchers should get: for each watcher, the puts to its key that `counted` (acked,
+/// or sent) says count. `watchers[s]` is how many watchers stream `s` created.
+pub fn events_for(watchers: &[usize], counted: &[bool], keys: usize) -> u64 {
+    let keys = keys.max(1);
+    let mut per_key = vec![0u64; keys];
+    for (seq, _) in counted.iter().enumerate().filter(|(_, &c)| c) {
+        per_key[seq % keys] += 1;
+    }
+    watchers.iter().map(|&n| (0..n).map(|w| per_key[w % keys]).sum::<u64>()).sum()
+}
