@@ -4,7 +4,7 @@
 //! other only as `Recipient`s of these messages, never by type (docs/design.md, "Actors talk
 //! through one protocol").
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -136,16 +136,40 @@ impl Deliver {
 #[derive(Clone)]
 pub struct StreamInbox {
     deliver: Recipient<Deliver>,
-    queued: Arc<AtomicUsize>,
+    state: Arc<InboxState>,
     limit: usize,
 }
 
-impl StreamInbox {
-    /// Returns the inbox of the stream whose mailbox is `deliver` and whose queued responses
-    /// `queued` counts.
+/// What a stream and the actors delivering to it share: the responses it holds for its client,
+/// and whether a delivery was refused since its client last drained them.
+#[derive(Debug, Default)]
+pub struct InboxState {
+    queued: AtomicUsize,
+    refused: AtomicBool,
+}
+
+impl InboxState {
+    /// Returns the responses the stream holds that its client has not taken.
     #[must_use]
-    pub fn new(deliver: Recipient<Deliver>, queued: Arc<AtomicUsize>, limit: usize) -> Self {
-        Self { deliver, queued, limit }
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Releases `n` responses the client has taken. Returns whether a delivery was refused
+    /// since the last release that returned `true`: its watchers are victims now, and the
+    /// stream tells the victim actor that its socket drained (`RetryStream`) rather than
+    /// leaving them to the next retry tick.
+    pub(crate) fn release(&self, n: usize) -> bool {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.refused.load(Ordering::Acquire) && self.refused.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl StreamInbox {
+    /// Returns the inbox of the stream whose mailbox is `deliver`, sharing `state` with it.
+    #[must_use]
+    pub fn new(deliver: Recipient<Deliver>, state: Arc<InboxState>, limit: usize) -> Self {
+        Self { deliver, state, limit }
     }
 
     /// Delivers without waiting; `Full` when the stream's buffer or its mailbox is full. Two
@@ -156,30 +180,31 @@ impl StreamInbox {
     /// The message back, when the stream is full or gone.
     pub fn try_deliver(&self, msg: Deliver) -> Result<(), SendError<Deliver>> {
         let n = msg.entries.len();
-        let queued = self.queued.load(Ordering::Acquire);
+        let queued = self.state.queued.load(Ordering::Acquire);
         if queued > 0 && queued.saturating_add(n) > self.limit {
+            self.state.refused.store(true, Ordering::Release);
             return Err(SendError::Full(msg));
         }
-        self.queued.fetch_add(n, Ordering::AcqRel);
-        self.deliver.try_send(msg).inspect_err(|_| {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.state.queued.fetch_add(n, Ordering::AcqRel);
+        self.deliver.try_send(msg).inspect_err(|e| {
+            self.state.queued.fetch_sub(n, Ordering::AcqRel);
+            if matches!(e, SendError::Full(_)) {
+                self.state.refused.store(true, Ordering::Release);
+            }
         })
     }
 
     /// Delivers a notice the client must get even past a full buffer (a server-side cancel):
     /// bounded by one per watcher, and it ends the watcher whose responses fill the buffer.
     pub fn deliver_notice(&self, msg: Deliver) {
-        self.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
+        self.state.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
         self.deliver.do_send(msg);
     }
 }
 
 impl std::fmt::Debug for StreamInbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamInbox")
-            .field("queued", &self.queued.load(Ordering::Relaxed))
-            .field("limit", &self.limit)
-            .finish()
+        f.debug_struct("StreamInbox").field("state", &self.state).field("limit", &self.limit).finish()
     }
 }
 
@@ -338,6 +363,13 @@ pub struct SyncTick;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RetryTick;
+
+/// Retries one stream's victims now: its client has taken everything the stream held after a
+/// delivery to it was refused (the socket drained), so their parked batches need not wait for
+/// the next [`RetryTick`]. Sent by the stream to the victim actor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RetryStream(pub StreamId);
 
 /// Sends a stream's periodic progress requests now.
 #[derive(Debug, Message)]

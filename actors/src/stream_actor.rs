@@ -4,7 +4,7 @@
 //! the client is slow this actor waits on the sink, its buffer fills, and further deliveries
 //! make victims instead of waiting.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,9 +17,9 @@ use watchkv::{Error, KeyRange};
 
 use crate::config::ActorsConfig;
 use crate::protocol::{
-    AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats,
-    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RevisionClock, StreamInbox, StreamStats,
-    UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
+    AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats, InboxState,
+    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RetryStream, RevisionClock, StreamInbox,
+    StreamStats, UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
 };
 use crate::sink::{SinkClosed, SinkSend, WatchSink};
 
@@ -66,18 +66,20 @@ pub struct StreamPeers {
     pub progress: Recipient<RequestProgress>,
     /// The store: the stream has ended (forwarded like cancels).
     pub unregister: Recipient<UnregisterStream>,
+    /// The victim actor: the stream's socket drained after a delivery to it was refused.
+    pub retry_victims: Recipient<RetryStream>,
 }
 
 /// How many responses a stream holds that its client has not taken yet
 /// ([`StreamStats::buffered`]), read without asking the stream.
 #[derive(Debug, Clone)]
-pub struct BufferedResponses(Arc<AtomicUsize>);
+pub struct BufferedResponses(Arc<InboxState>);
 
 impl BufferedResponses {
     /// Returns the current count.
     #[must_use]
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.0.queued()
     }
 }
 
@@ -97,7 +99,7 @@ pub struct StreamActor {
     responses: u64,
     /// Responses delivered to this stream that its client has not taken yet (see
     /// [`StreamInbox`]): counted up by whoever delivers, down here once the sink has them.
-    queued: Arc<AtomicUsize>,
+    inbox: Arc<InboxState>,
 }
 
 impl StreamActor {
@@ -120,7 +122,7 @@ impl StreamActor {
             clock,
             seq,
             responses: 0,
-            queued: Arc::new(AtomicUsize::new(0)),
+            inbox: Arc::new(InboxState::default()),
         }
     }
 
@@ -128,7 +130,7 @@ impl StreamActor {
     /// while the actor is busy waiting on a slow client (a [`GetStreamStats`] waits for it).
     #[must_use]
     pub fn buffered_gauge(&self) -> BufferedResponses {
-        BufferedResponses(Arc::clone(&self.queued))
+        BufferedResponses(Arc::clone(&self.inbox))
     }
 
     /// Sends responses to the client in order (see [`Outbox`]).
@@ -191,18 +193,24 @@ impl StreamActor {
             }
         }
         let Some(first) = waiting else {
-            self.queued.fetch_sub(delivered, Ordering::AcqRel);
+            if self.inbox.release(delivered) {
+                self.peers.retry_victims.do_send(RetryStream(self.id));
+            }
             return;
         };
         let rest: Vec<WatchResponse> = responses.collect();
         let sink = Arc::clone(&self.sink);
-        let queued = Arc::clone(&self.queued);
+        let inbox = Arc::clone(&self.inbox);
+        let (retry_victims, id) = (self.peers.retry_victims.clone(), self.id);
         let fut = async move {
             first.await?;
             for r in rest {
                 sink.send(r).await?;
             }
-            queued.fetch_sub(delivered, Ordering::AcqRel);
+            // The socket took everything: victims made while it was full go now.
+            if inbox.release(delivered) {
+                retry_victims.do_send(RetryStream(id));
+            }
             Ok::<(), SinkClosed>(())
         };
         ctx.wait(fut.into_actor(self).map(|result, _, ctx| {
@@ -250,7 +258,7 @@ impl Actor for StreamActor {
         ctx.set_mailbox_capacity(self.config.watch().chan_buf_len());
         let addr = ctx.address();
         let chan_buf_len = self.config.watch().chan_buf_len();
-        let inbox = StreamInbox::new(addr.clone().recipient(), Arc::clone(&self.queued), chan_buf_len);
+        let inbox = StreamInbox::new(addr.clone().recipient(), Arc::clone(&self.inbox), chan_buf_len);
         let register = RegisterStream { stream: self.id, inbox, close: addr.recipient() };
         // Sent by the stream itself to every actor that may hold its watchers, before anything
         // else: watches from history go straight to the syncer (`CreateWatch`), which may park
@@ -478,7 +486,7 @@ impl Handler<GetStreamStats> for StreamActor {
         MessageResult(StreamStats {
             watchers: self.watches.len(),
             responses: self.responses,
-            buffered: self.queued.load(Ordering::Acquire),
+            buffered: self.inbox.queued(),
         })
     }
 }

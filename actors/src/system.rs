@@ -106,6 +106,7 @@ pub(crate) async fn start_with_history_reader(
         cancel: store.clone().recipient(),
         progress: store.clone().recipient(),
         unregister: store.clone().recipient(),
+        retry_victims: victims.clone().recipient(),
     });
     Ok(Handle::new(
         config,

@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use watchkv::watch::response::WatchResponse;
-use watchkv::watch::watcher::StreamId;
+use watchkv::watch::watcher::{StreamId, Watcher};
 
 use crate::config::{ActorsConfig, SlowConsumerPolicy};
 use crate::protocol::{
-    CancelWatchers, Counters, Deliver, Delivery, GetVictimStats, ParkVictims, Promote, RegisterStream, RetryTick,
-    RevisionClock, StreamInbox, UnregisterStream, Victim, VictimStats,
+    CancelWatchers, Counters, Deliver, Delivery, GetVictimStats, ParkVictims, Promote, RegisterStream, RetryStream,
+    RetryTick, RevisionClock, StreamInbox, UnregisterStream, Victim, VictimStats,
 };
 
 /// The victim actor.
@@ -69,36 +69,42 @@ impl VictimActor {
     fn retry(&mut self) {
         let mut promoted = Vec::new();
         for (stream, victims) in std::mem::take(&mut self.victims) {
-            let victims: Vec<Victim> = victims.into_iter().filter(|v| !v.watcher.is_cancelled()).collect();
-            if victims.is_empty() {
-                continue;
-            }
-            let Some(recipient) = self.streams.get(&stream) else { continue };
-            let entries: Vec<Delivery> = victims
-                .iter()
-                .flat_map(|v| v.responses.iter().map(|r| Delivery { key: v.watcher.key, response: r.clone() }))
-                .collect();
-            let msg = Deliver::live(entries);
-            let (responses, events) = msg.size();
-            match recipient.try_deliver(msg) {
-                Ok(()) => {
-                    self.counters.delivered(responses, events);
-                    self.delivered += victims.len() as u64;
-                    promoted.extend(victims.into_iter().map(|v| v.watcher));
-                }
-                Err(SendError::Full(_)) => {
-                    let kept = self.apply_policy(recipient.clone(), victims);
-                    if !kept.is_empty() {
-                        self.victims.insert(stream, kept);
-                    }
-                }
-                Err(SendError::Closed(_)) => {
-                    self.streams.remove(&stream);
-                }
-            }
+            self.retry_stream(stream, victims, &mut promoted);
         }
         if !promoted.is_empty() {
             self.promote.do_send(Promote(promoted));
+        }
+    }
+
+    /// Resends one stream's parked responses in one message; delivered victims join
+    /// `promoted`, the others stay parked.
+    fn retry_stream(&mut self, stream: StreamId, victims: Vec<Victim>, promoted: &mut Vec<Watcher>) {
+        let victims: Vec<Victim> = victims.into_iter().filter(|v| !v.watcher.is_cancelled()).collect();
+        if victims.is_empty() {
+            return;
+        }
+        let Some(recipient) = self.streams.get(&stream) else { return };
+        let entries: Vec<Delivery> = victims
+            .iter()
+            .flat_map(|v| v.responses.iter().map(|r| Delivery { key: v.watcher.key, response: r.clone() }))
+            .collect();
+        let msg = Deliver::live(entries);
+        let (responses, events) = msg.size();
+        match recipient.try_deliver(msg) {
+            Ok(()) => {
+                self.counters.delivered(responses, events);
+                self.delivered += victims.len() as u64;
+                promoted.extend(victims.into_iter().map(|v| v.watcher));
+            }
+            Err(SendError::Full(_)) => {
+                let kept = self.apply_policy(recipient.clone(), victims);
+                if !kept.is_empty() {
+                    self.victims.insert(stream, kept);
+                }
+            }
+            Err(SendError::Closed(_)) => {
+                self.streams.remove(&stream);
+            }
         }
     }
 
@@ -161,6 +167,19 @@ impl Handler<ParkVictims> for VictimActor {
             }
         }
         self.schedule_retry(ctx);
+    }
+}
+
+impl Handler<RetryStream> for VictimActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RetryStream, _: &mut Self::Context) {
+        let Some(victims) = self.victims.remove(&msg.0) else { return };
+        let mut promoted = Vec::new();
+        self.retry_stream(msg.0, victims, &mut promoted);
+        if !promoted.is_empty() {
+            self.promote.do_send(Promote(promoted));
+        }
     }
 }
 
