@@ -48,6 +48,9 @@ pub struct Event {
     pub kv: KeyValue,
     /// The key's previous state, when known.
     pub prev_kv: Option<KeyValue>,
+    /// The event's protobuf field length in a watch response, without and with `prev_kv`:
+    /// sizing a response (merging, fragments) costs no walk over keys and values.
+    field_lens: [u32; 2],
     /// The event's wire forms, made at most once each (see [`Event::encoded`]).
     encoded: EncodedForms,
 }
@@ -96,10 +99,22 @@ impl std::fmt::Debug for EncodedForms {
 }
 
 impl Event {
-    /// Returns an event; its wire forms are made when a transport first asks for them.
+    /// Returns an event; its wire forms are made when a transport first asks for them. Treat
+    /// it as immutable once built (it is shared by `Arc`): its sizes and wire forms are those
+    /// of the state it was built with.
     #[must_use]
     pub fn new(kind: EventKind, kv: KeyValue, prev_kv: Option<KeyValue>) -> Self {
-        Self { kind, kv, prev_kv, encoded: EncodedForms::default() }
+        let mut event = Self { kind, kv, prev_kv, field_lens: [0; 2], encoded: EncodedForms::default() };
+        let len = |with_prev| u32::try_from(crate::watch::response::event_field_len(&event, with_prev)).unwrap_or(u32::MAX);
+        event.field_lens = [len(false), len(true)];
+        event
+    }
+
+    /// Returns the bytes the event takes as a field of a protobuf `WatchResponse` (tag, length
+    /// and `mvccpb.Event`), with `prev_kv` if `with_prev_kv` and the event has one.
+    #[must_use]
+    pub fn field_len(&self, with_prev_kv: bool) -> usize {
+        self.field_lens[usize::from(with_prev_kv)] as usize
     }
 
     /// Returns the event's `form`, made by `encode` the first time any caller asks for it and

@@ -118,7 +118,7 @@ impl WatchResponse {
             n += field(self.cancel_reason.len());
         }
         n += if self.fragment { 2 } else { 0 };
-        n += self.events.iter().map(|e| field(event_len(e, self.prev_kv))).sum::<usize>();
+        n += self.events.iter().map(|e| e.field_len(self.prev_kv)).sum::<usize>();
         n
     }
 
@@ -160,7 +160,7 @@ impl WatchResponse {
         if next_first.revision() <= last.revision() || usize::try_from(span).map_or(true, |s| s > max_revs) {
             return Err(next);
         }
-        let added: usize = next.events.iter().map(|e| field(event_len(e, next.prev_kv))).sum();
+        let added: usize = next.events.iter().map(|e| e.field_len(next.prev_kv)).sum();
         let merged_len = encoded_len.saturating_add(added);
         if merged_len > max_bytes {
             return Err(next);
@@ -187,7 +187,7 @@ impl WatchResponse {
         let mut cur = template.clone();
         let mut size = base;
         for event in self.events {
-            let len = field(event_len(&event, self.prev_kv));
+            let len = event.field_len(self.prev_kv);
             if !cur.events.is_empty() && size + len >= max_bytes {
                 pieces.push(std::mem::replace(&mut cur, template.clone()));
                 size = base;
@@ -230,13 +230,14 @@ fn kv_len(kv: &KeyValue) -> usize {
         + int_field(kv.lease)
 }
 
-fn event_len(e: &Event, with_prev: bool) -> usize {
+/// The bytes `e` takes as a field of a `WatchResponse` (computed once, by `Event::new`).
+pub(crate) fn event_field_len(e: &Event, with_prev: bool) -> usize {
     let kind = if e.kind == EventKind::Delete { 2 } else { 0 };
     let prev = match (&e.prev_kv, with_prev) {
         (Some(p), true) => field(kv_len(p)),
         _ => 0,
     };
-    kind + field(kv_len(&e.kv)) + prev
+    field(kind + field(kv_len(&e.kv)) + prev)
 }
 
 #[cfg(test)]

@@ -200,7 +200,11 @@ mod tests {
         let headers = [Header::default(), Header { cluster_id: u64::MAX, member_id: 1, raft_term: 300 }];
         for h in headers {
             for r in cases() {
-                assert_eq!(ours(h, &r), prost_bytes(h, &r), "{r:?}");
+                let bytes = ours(h, &r);
+                assert_eq!(bytes, prost_bytes(h, &r), "{r:?}");
+                // The size the runtime merges and fragments by is the size on the wire.
+                let header_len = h.at(r.revision).encoded_len();
+                assert_eq!(r.encoded_len(header_len), bytes.len(), "{r:?}");
             }
         }
     }
