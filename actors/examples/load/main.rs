@@ -39,7 +39,7 @@
 //!
 //! Modules: `args` (the command line), `runs` (the runs, one server after the other), `server`
 //! (starting and stopping the servers), `sampling` (`/proc` CPU and memory, `perf`), `http`
-//! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` (step 1),
+//! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` and `fsync_probe` (step 1),
 //! `watch_lines`, `watch_stream`, `fanout` and `drain` (step 2), `grpc_fanout`, `grpc_watch`,
 //! `grpc_writer`, `tally` and `hist` (grpc-fanout), `catchup` (grpc-catchup, on `grpc_watch` and
 //! `tally`), `report`, `grpc_report` and `table` (the rows, medians across runs, and the table).
@@ -49,6 +49,7 @@ mod args;
 mod catchup;
 mod drain;
 mod fanout;
+mod fsync_probe;
 mod grpc_fanout;
 mod grpc_report;
 mod grpc_watch;

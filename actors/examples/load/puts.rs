@@ -19,6 +19,9 @@ pub struct S1 {
     pub lat_us: Vec<u64>,
     pub cpu: Cpu,
     pub timed_out: bool,
+    /// `fdatasync` of one value-sized append on the server's disk, right after the puts (µs,
+    /// sorted).
+    pub fsync_us: Vec<u64>,
 }
 
 pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
@@ -88,6 +91,7 @@ pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
     drop(perf);
     lat_us.sort_unstable();
     let first_error = first_error.borrow().clone();
+    let fsync_us = crate::fsync_probe::fdatasync_latencies(server.dir(), args.value_size, 500);
     S1 {
         done: lat_us.len() as u64,
         errors: errors.get(),
@@ -96,5 +100,6 @@ pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
         lat_us,
         cpu,
         timed_out: next.get() < total,
+        fsync_us,
     }
 }

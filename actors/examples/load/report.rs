@@ -83,6 +83,12 @@ fn http_rows(args: &Args, rows: &mut Rows) {
     rows.key("  latency p50 (ms)", |r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 50.0))));
     rows.key("  latency p99 (ms)", |r| ms(r.s1.as_ref().and_then(|s| pct(&s.lat_us, 99.0))));
     rows.row("  latency max (ms)", |r| ms(r.s1.as_ref().and_then(|s| s.lat_us.last().copied())));
+    rows.row("  fdatasync of one append, same disk, p50 (ms)", |r| {
+        ms(r.s1.as_ref().and_then(|s| pct(&s.fsync_us, 50.0)))
+    });
+    rows.key("  latency p50 above fdatasync p50 (ms)", |r| {
+        ms(r.s1.as_ref().and_then(|s| Some(pct(&s.lat_us, 50.0)?.saturating_sub(pct(&s.fsync_us, 50.0)?))))
+    });
     rows.row("  server CPU (s)", |r| s1(r, |s| Cell::num(s.cpu.server_s, 2)));
     rows.row("  server CPU (cores avg)", |r| s1(r, |s| Cell::num(s.cpu.cores(), 2)));
     rows.key("  server CPU per 1k puts (ms)", |r| {
