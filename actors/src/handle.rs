@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use actix::prelude::*;
 use futures::Stream;
-use tokio::sync::mpsc;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
@@ -23,6 +22,7 @@ use crate::protocol::{
     LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range, RequestStreamProgress, Shutdown, StoreStats, SubmitWrite,
     SyncerStats, VictimStats, WatchCreate,
 };
+use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
 use crate::store::StoreActor;
 use crate::stream_actor::{BufferedResponses, StreamActor};
@@ -287,7 +287,7 @@ impl Handle {
     /// transports use it: tonic spawns its connections with `tokio::spawn`, outside any arbiter.
     #[must_use]
     pub fn watch_stream_with(&self, buffer: usize, arbiter: Option<&ArbiterHandle>) -> WatchStream {
-        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let (tx, rx) = response_queue(buffer);
         let actor = self.new_stream_actor(Arc::new(tx));
         let buffered = actor.buffered_gauge();
         let stream = match arbiter {
@@ -371,7 +371,7 @@ impl Handle {
 /// A watch stream read as a [`futures::Stream`] of [`WatchResponse`]s.
 #[derive(Debug)]
 pub struct WatchStream {
-    rx: mpsc::Receiver<WatchResponse>,
+    rx: QueueReceiver,
     stream: Addr<StreamActor>,
     buffered: BufferedResponses,
 }

@@ -15,7 +15,8 @@
 //! - [`store`]: all writes and reads, leases, compaction, synced watchers.
 //! - [`syncer_actor`]: the unsynced group and its catch-up loop.
 //! - [`victim_actor`]: victims and their retry loop.
-//! - [`stream_actor`]: one per client stream: ids, bounded buffer, delivery through a [`WatchSink`].
+//! - [`stream_actor`]: one per client stream: ids, bounded buffer, delivery through a [`WatchSink`];
+//!   [`response_queue`]: the queue from a stream to its transport.
 //! - [`system`]: [`start`], start and shutdown order; [`handle`]: [`Handle`], the embedder's
 //!   typed async API.
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.
@@ -65,6 +66,7 @@ pub mod grpc;
 pub mod handle;
 pub mod listener;
 pub mod protocol;
+pub mod response_queue;
 pub mod sched;
 pub mod sink;
 pub mod store;
