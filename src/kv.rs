@@ -105,7 +105,8 @@ impl Event {
     #[must_use]
     pub fn new(kind: EventKind, kv: KeyValue, prev_kv: Option<KeyValue>) -> Self {
         let mut event = Self { kind, kv, prev_kv, field_lens: [0; 2], encoded: EncodedForms::default() };
-        let len = |with_prev| u32::try_from(crate::watch::response::event_field_len(&event, with_prev)).unwrap_or(u32::MAX);
+        let len =
+            |with_prev| u32::try_from(crate::watch::response::event_field_len(&event, with_prev)).unwrap_or(u32::MAX);
         event.field_lens = [len(false), len(true)];
         event
     }

@@ -57,7 +57,11 @@ pub struct QueueSender {
 impl Shared {
     /// Pushes `response` if there is room; gives it back when there is none, after noting
     /// `waker` (if any) to be woken when there is.
-    fn try_push(&self, response: WatchResponse, waker: Option<&Waker>) -> Result<Result<(), SinkClosed>, WatchResponse> {
+    fn try_push(
+        &self,
+        response: WatchResponse,
+        waker: Option<&Waker>,
+    ) -> Result<Result<(), SinkClosed>, WatchResponse> {
         let mut state = self.lock();
         if state.receiver_gone {
             return Ok(Err(SinkClosed));

@@ -16,7 +16,7 @@ pub struct Args {
     pub etcd_bin: PathBuf,
     /// What to run: `http` (scenarios 1 and 2 over the JSON gateway), `grpc-fanout` (watch
     /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`) or `grpc-catchup` (a writer's
-    /// put latency before and while watchers catch up from history; see `catchup.rs`).
+    /// put latency before and while rounds of watchers catch up from history; see `catchup.rs`).
     #[arg(long, default_value = "http")]
     pub scenario: String,
     /// Runs of the scenario per server, alternating servers, each with a fresh server and data
@@ -63,7 +63,8 @@ pub struct Args {
     /// Scenario 2: seconds of puts.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
-    /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events.
+    /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events;
+    /// grpc-catchup: give a round's watchers at most this many seconds to catch up.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
     /// grpc-fanout and grpc-catchup: client connections (`etcd_client::Client`s) carrying the
@@ -77,14 +78,15 @@ pub struct Args {
     /// grpc-fanout: stop sending puts after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub grpc_put_timeout_secs: u64,
-    /// grpc-catchup: puts written to the catch-up prefix before the watchers open; each watcher
-    /// must catch up on all of them from history.
+    /// grpc-catchup: puts written to the catch-up prefix before the writer starts; in every
+    /// catch-up round each watcher must catch up on all of them from history.
     #[arg(long, default_value_t = 100)]
     pub catchup_revisions: usize,
-    /// grpc-catchup: sequential puts of the measured writer, idle and again during the catch-up.
+    /// grpc-catchup: sequential puts of the measured writer, idle and again while catch-up rounds
+    /// run back to back.
     #[arg(long, default_value_t = 2000)]
     pub catchup_writer_puts: usize,
-    /// grpc-catchup: watchers catching up, `--watchers-per-stream` per stream.
+    /// grpc-catchup: watchers catching up in each round, `--watchers-per-stream` per stream.
     #[arg(long, default_value_t = 1000)]
     pub catchup_watchers: usize,
     /// If set, `perf record -g` each server during each scenario into this directory.

@@ -1,25 +1,35 @@
-//! Scenario grpc-catchup: what a catch-up costs a writer. Over gRPC with `etcd-client`: (a)
-//! `--catchup-revisions` puts on `/catchup/k/<i % 10>`; (b) one writer's `--catchup-writer-puts`
-//! sequential puts on `/catchup/writer` with nothing else going on (the idle latencies); (c)
-//! `--catchup-watchers` watchers on the prefix `/catchup/k/` from the first revision of (a), all
-//! catching up from history, while the same writer does its puts again (the latencies during the
-//! catch-up); then every watcher's tally (exactly the puts of (a), once each, in order).
+//! Scenario grpc-catchup: what catching up costs a writer. Over gRPC with `etcd-client`: (a)
+//! `--catchup-revisions` puts on `/catchup/k/<i % 10>` (the history); (b) one writer's
+//! `--catchup-writer-puts` sequential puts on `/catchup/writer` with nothing else going on (the
+//! idle latencies; the watch connections are open and idle); (c) the same writer's puts again
+//! while catch-up ROUNDS run back to back (`catchup_rounds`): each round opens
+//! `--catchup-watchers` watchers on the prefix `/catchup/k/` from the first revision of (a), waits
+//! until every one has all of (a), then closes its streams just after the next round opened,
+//! until the writer is done (the round then open finishes). The latencies during are those of the
+//! puts begun while a round was open (nearly all); every round's watchers must get exactly the
+//! puts of (a), once each, in order. The last round's watchers are kept 300 ms longer to catch
+//! late duplicates; the other rounds' until their last watcher caught up and the next round opened.
+//!
+//! A round reads the history from (a)'s first revision on, which also holds the writer's puts
+//! (outside the prefix). `--catchup-revisions` stays 100 by default: a round of 1000 watchers
+//! takes tens of ms on watchkv and ~200 ms on etcd, and since rounds repeat, nearly every put of
+//! (c) overlaps one whatever their length (the table counts the puts begun between rounds); more
+//! revisions would mostly add events for this single-threaded client to decode.
 
-use std::rc::Rc;
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use etcd_client::KvClient;
 
 use crate::args::Args;
+use crate::catchup_rounds::{run_rounds, Rounds};
 use crate::grpc_fanout::connect_clients;
-use crate::grpc_watch::{grpc_watch_stream, Shared, WatchCfg};
 use crate::grpc_writer::{connect_writer, value_of};
 use crate::sampling::{Cpu, CpuSpan, Perf};
 use crate::server::Server;
-use crate::tally::Tally;
 
 /// The prefix the watchers catch up on, and the writer's own key (outside it).
-const PREFIX: &str = "/catchup/k/";
+pub const PREFIX: &str = "/catchup/k/";
 const WRITER_KEY: &str = "/catchup/writer";
 
 /// grpc-catchup's results.
@@ -28,24 +38,17 @@ pub struct Catchup {
     pub start_revision: i64,
     pub streams: usize,
     pub watchers_wanted: u64,
-    pub watchers_created: u64,
-    /// The writer's put latencies (sorted) with no watchers, and while the watchers catch up.
+    /// The writer's put latencies (sorted) with no watchers, and of the puts of (c) begun while a
+    /// round was open; the puts of (c) begun between rounds.
     pub idle_lat_us: Vec<u64>,
     pub during_lat_us: Vec<u64>,
-    /// The latencies (sorted) of the puts begun before the last watcher had caught up.
-    pub window_lat_us: Vec<u64>,
+    pub between_rounds: u64,
     pub put_errors_idle: u64,
     pub put_errors_during: u64,
     pub first_put_error: Option<String>,
-    /// Watchers that got every put of (a), and when the last of them did after the watchers
-    /// were opened (`None` if some never did).
-    pub caught_up: u64,
-    pub catchup_secs: Option<f64>,
-    pub events_expected: u64,
-    pub events_received: u64,
-    pub tally: Tally,
-    pub failed_streams: u64,
-    /// The server's CPU during (b) and during (c) until the catch-up and the writer are done.
+    /// The rounds of (c): their spans, checks and events.
+    pub rounds: Rounds,
+    /// The server's CPU during (b) and during (c) until the writer and the last round are done.
     pub cpu_idle: Cpu,
     pub cpu: Cpu,
     pub peak_rss_kb: Option<u64>,
@@ -97,11 +100,9 @@ async fn preload(kv: &mut KvClient, n: usize, size: usize) -> Result<i64, String
 }
 
 pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup {
-    let (want, per_stream) = (args.catchup_watchers, args.watchers_per_stream);
     let mut out = Catchup {
-        streams: want.div_ceil(per_stream),
-        watchers_wanted: want as u64,
-        events_expected: (want * args.catchup_revisions) as u64,
+        streams: args.catchup_watchers.div_ceil(args.watchers_per_stream),
+        watchers_wanted: args.catchup_watchers as u64,
         ..Catchup::default()
     };
     let put_limit = Duration::from_secs(args.grpc_put_timeout_secs);
@@ -119,11 +120,11 @@ pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup
             return out;
         }
     }
-    // The watch connections are open (and idle) during the baseline too.
+    // The watch connections are open (and idle) during the baseline too; every round reuses them.
     let clients = match connect_clients(&server.base, args.grpc_connections).await {
         Ok(c) => c,
         Err(e) => {
-            out.tally.first_error = Some(e);
+            out.rounds.tally.first_error = Some(e);
             return out;
         }
     };
@@ -139,52 +140,26 @@ pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup
     let perf = Perf::start(args, server, "grpc-catchup");
     let span = CpuSpan::start(server.pid);
     let t0 = Instant::now();
-    let cfg = Rc::new(WatchCfg {
-        keys: vec![PREFIX.as_bytes().to_vec()],
-        prefix: true,
-        start_revision: out.start_revision,
-        max_seq: args.catchup_revisions,
-        complete_after: args.catchup_revisions,
-        epoch: t0,
-        setup_deadline: t0 + Duration::from_secs(30),
-    });
-    let shared = Rc::new(Shared::new(args.catchup_revisions));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let streams: Vec<_> = (0..out.streams)
-        .map(|s| {
-            let client = clients[s % clients.len()].clone();
-            let watchers = per_stream.min(want - s * per_stream);
-            actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), watchers, stop_rx.clone()))
-        })
-        .collect();
-    // The watchers open and catch up while this writer puts (the streams are tasks of their own).
-    let during = seq_puts(&mut kv, WRITER_KEY, args.catchup_writer_puts, args.value_size, t0, t0 + put_limit).await;
-    let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    while shared.caught_up.get() < want as u64 && shared.failed_streams.get() == 0 && Instant::now() < deadline {
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    let writer_done = Cell::new(false);
+    // Both on this task, the rounds first (so that the first round opens before the first put);
+    // the watch streams are tasks of their own.
+    let rounds = run_rounds(args, &clients, out.start_revision, t0, &writer_done);
+    let writer = async {
+        let puts = seq_puts(&mut kv, WRITER_KEY, args.catchup_writer_puts, args.value_size, t0, t0 + put_limit).await;
+        writer_done.set(true);
+        puts
+    };
+    let ((rounds, last), during) = tokio::join!(rounds, writer);
     out.cpu = span.end(tck);
     drop(perf);
-    // A little longer, to catch duplicates.
+    out.rounds = rounds;
+    // A little longer for the last round, to catch duplicates.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
-    let _ = stop_tx.send(true);
-    let acked = vec![true; args.catchup_revisions];
-    for s in streams {
-        if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
-            out.tally.add(r, &acked, 1);
-        }
-    }
+    last.close(args, &mut out.rounds).await;
 
-    out.watchers_created = shared.created.get();
-    out.caught_up = shared.caught_up.get();
-    let caught_up_at = shared.last_caught_up.get().filter(|_| out.caught_up == want as u64);
-    out.catchup_secs = caught_up_at.map(|t| (t - t0).as_secs_f64());
-    out.events_received = shared.events.get();
-    out.failed_streams = shared.failed_streams.get();
-    out.during_lat_us = sorted(during.puts.iter().map(|p| p.1));
-    // Without a catch-up end (some watcher never caught up), every put counts as during it.
-    let window_end = caught_up_at.map_or(Duration::MAX, |t| t - t0);
-    out.window_lat_us = sorted(during.puts.iter().filter(|p| p.0 < window_end).map(|p| p.1));
+    let (inside, between): (Vec<&(Duration, u64)>, Vec<_>) = during.puts.iter().partition(|p| out.rounds.during(p.0));
+    out.during_lat_us = sorted(inside.iter().map(|p| p.1));
+    out.between_rounds = between.len() as u64;
     out.put_errors_during = during.errors;
     if out.first_put_error.is_none() {
         out.first_put_error = during.first_error;

@@ -77,59 +77,70 @@ pub fn grpc_rows(args: &Args, rows: &mut Rows) {
 
 pub fn catchup_rows(args: &Args, rows: &mut Rows) {
     rows.title(&format!(
-        "gRPC catch-up: {} watchers ({} per stream, {} conns) on a prefix, from the first of its {} puts",
-        args.catchup_watchers, args.watchers_per_stream, args.grpc_connections, args.catchup_revisions
+        "gRPC catch-up rounds, back to back: {} watchers ({} per stream, {} conns) on a prefix,",
+        args.catchup_watchers, args.watchers_per_stream, args.grpc_connections
     ));
+    rows.title(&format!("  each from the first of its {} puts, until all have them all", args.catchup_revisions));
     rows.title(&format!(
-        "  one writer: {} sequential puts of {} B idle, then {} during the catch-up",
+        "  one writer: {} sequential puts of {} B idle, then {} while the rounds run",
         args.catchup_writer_puts, args.value_size, args.catchup_writer_puts
     ));
     let lat =
         |r: &Report, pick: fn(&Catchup) -> &Vec<u64>, p: f64| ms(r.catchup.as_ref().and_then(|s| pct(pick(s), p)));
     rows.key("  put p50 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 50.0));
     rows.key("  put p99 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 99.0));
-    rows.key("  put p50 during catch-up (ms)", |r| lat(r, |s| &s.during_lat_us, 50.0));
-    rows.key("  put p99 during catch-up (ms)", |r| lat(r, |s| &s.during_lat_us, 99.0));
+    rows.key("  put p50 during a round (ms)", |r| lat(r, |s| &s.during_lat_us, 50.0));
+    rows.key("  put p99 during a round (ms)", |r| lat(r, |s| &s.during_lat_us, 99.0));
     rows.key("  put p99 during / idle", |r| {
         c(r, |s| match (pct(&s.during_lat_us, 99.0), pct(&s.idle_lat_us, 99.0)) {
             (Some(d), Some(i)) => Cell::num(d as f64 / i.max(1) as f64, 2),
             _ => Cell::Empty,
         })
     });
-    // The puts above also run after the catch-up; these are the ones that overlapped it.
-    rows.row("  puts begun before the catch-up ended", |r| c(r, |s| Cell::ints(&[s.window_lat_us.len() as u64])));
-    rows.row("  their put p50 / p99 (ms)", |r| {
-        c(r, |s| match (pct(&s.window_lat_us, 50.0), pct(&s.window_lat_us, 99.0)) {
-            (Some(a), Some(b)) => Cell::Nums(vec![a as f64 / 1000.0, b as f64 / 1000.0], 2),
-            _ => Cell::Empty,
-        })
+    rows.row("  puts begun during a round / between rounds", |r| {
+        c(r, |s| Cell::ints(&[s.during_lat_us.len() as u64, s.between_rounds]))
     });
     rows.row("  put errors idle / during", |r| c(r, |s| Cell::ints(&[s.put_errors_idle, s.put_errors_during])));
-    rows.row("  streams / watchers created / wanted", |r| {
-        c(r, |s| Cell::ints(&[s.streams as u64, s.watchers_created, s.watchers_wanted]))
+    rows.row("  rounds opened / completed", |r| {
+        c(r, |s| Cell::ints(&[s.rounds.spans.len() as u64, s.rounds.completed()]))
     });
-    rows.key("  catch-up (s, watchers opened to all caught up)", |r| {
-        c(r, |s| s.catchup_secs.map_or(Cell::Empty, |t| Cell::num(t, 3)))
+    let round_ms = |r: &Report, max: bool| {
+        c(r, |s| s.rounds.median_max_secs().map_or(Cell::Empty, |(m, x)| Cell::num(if max { x } else { m } * 1e3, 1)))
+    };
+    rows.key("  catch-up per round, median (ms)", |r| round_ms(r, false));
+    rows.row("  catch-up per round, max (ms)", |r| round_ms(r, true));
+    rows.row("  streams per round / watchers created / wanted", |r| {
+        c(r, |s| {
+            Cell::ints(&[s.streams as u64, s.rounds.watchers_created, s.watchers_wanted * s.rounds.spans.len() as u64])
+        })
     });
-    rows.row("  runs where every watcher caught up", |r| {
-        Cell::Count(r.catchup.as_ref().is_some_and(|s| s.watchers_wanted > 0 && s.caught_up == s.watchers_wanted))
+    rows.row("  events received / expected", |r| {
+        c(r, |s| {
+            let opened = s.rounds.spans.len() as u64;
+            Cell::ints(&[s.rounds.events_received, opened * s.watchers_wanted * args.catchup_revisions as u64])
+        })
     });
-    rows.row("  events received / expected", |r| c(r, |s| Cell::ints(&[s.events_received, s.events_expected])));
-    rows.row("  watchers exactly-once in order", |r| {
-        c(r, |s| Cell::ints(&[s.tally.watchers_exact, s.watchers_created]))
+    rows.row("  rounds with every watcher exactly-once", |r| {
+        c(r, |s| Cell::ints(&[s.rounds.exact_rounds, s.rounds.spans.len() as u64]))
     });
-    rows.row("  runs with every watcher exactly-once", |r| {
-        Cell::Count(r.catchup.as_ref().is_some_and(|s| all_exact(s.watchers_wanted, &s.tally)))
+    rows.row("  runs with every round complete and exact", |r| {
+        Cell::Count(r.catchup.as_ref().is_some_and(|s| {
+            let opened = s.rounds.spans.len() as u64;
+            opened > 0 && s.rounds.completed() == opened && s.rounds.exact_rounds == opened
+        }))
     });
     rows.row("  missing / duplicate / out-of-order", |r| {
-        c(r, |s| Cell::ints(&[s.tally.missing, s.tally.duplicates, s.tally.out_of_order]))
+        c(r, |s| Cell::ints(&[s.rounds.tally.missing, s.rounds.tally.duplicates, s.rounds.tally.out_of_order]))
     });
     rows.row("  unexpected / canceled / failed streams", |r| {
-        c(r, |s| Cell::ints(&[s.tally.unexpected, s.tally.canceled, s.failed_streams]))
+        c(r, |s| Cell::ints(&[s.rounds.tally.unexpected, s.rounds.tally.canceled, s.rounds.failed_streams]))
     });
     rows.row("  server CPU idle phase (s)", |r| c(r, |s| Cell::num(s.cpu_idle.server_s, 2)));
-    rows.key("  server CPU catch-up phase (s)", |r| c(r, |s| Cell::num(s.cpu.server_s, 2)));
-    rows.row("  server CPU catch-up phase (cores avg)", |r| c(r, |s| Cell::num(s.cpu.cores(), 2)));
-    rows.row("  load tool CPU catch-up phase (s)", |r| c(r, |s| Cell::num(s.cpu.self_s, 2)));
+    rows.key("  server CPU rounds phase (s)", |r| c(r, |s| Cell::num(s.cpu.server_s, 2)));
+    rows.key("  server CPU per round (ms)", |r| {
+        c(r, |s| Cell::num(s.cpu.server_s * 1e3 / (s.rounds.spans.len().max(1) as f64), 1))
+    });
+    rows.row("  server CPU rounds phase (cores avg)", |r| c(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.row("  load tool CPU rounds phase (s)", |r| c(r, |s| Cell::num(s.cpu.self_s, 2)));
     rows.key("  server peak RSS (MiB)", |r| mb(r.catchup.as_ref().and_then(|s| s.peak_rss_kb)));
 }

@@ -26,6 +26,8 @@ pub struct Shared {
     /// of them did (grpc-catchup's catch-up time).
     pub caught_up: Cell<u64>,
     pub last_caught_up: Cell<Option<Instant>>,
+    /// Notified when a watcher catches up or a stream fails (grpc-catchup's rounds wait on it).
+    pub progress: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -40,6 +42,7 @@ impl Shared {
             sent_us: (0..puts).map(|_| Cell::new(0)).collect(),
             caught_up: Cell::new(0),
             last_caught_up: Cell::new(None),
+            progress: tokio::sync::Notify::new(),
         }
     }
 }
@@ -114,6 +117,7 @@ pub async fn grpc_watch_stream(
     let mut res = StreamResult::default();
     if let Err(e) = stream_inner(client, &cfg, &shared, watchers, &mut stop, &mut res).await {
         shared.failed_streams.set(shared.failed_streams.get() + 1);
+        shared.progress.notify_one();
         res.error.get_or_insert(e);
     }
     res
@@ -199,6 +203,7 @@ async fn stream_inner(
                         if distinct[w] == cfg.complete_after {
                             shared.caught_up.set(shared.caught_up.get() + 1);
                             shared.last_caught_up.set(Some(Instant::now()));
+                            shared.progress.notify_one();
                         }
                     }
                     *c = c.saturating_add(1);

@@ -20,12 +20,16 @@
 //!   with `--in-flight` puts outstanding → events/s, server CPU per event, put→event and put
 //!   latency, and the check that each watcher got exactly its key's acknowledged puts, once each,
 //!   in revision order (e.g. `--streams 1000 --watchers-per-stream 10 --keys 10`);
-//! - `grpc-catchup`: a writer's put latency before and during a catch-up: `--catchup-revisions`
+//! - `grpc-catchup`: a writer's put latency idle and while catch-ups run: `--catchup-revisions`
 //!   puts on a prefix; the writer's `--catchup-writer-puts` sequential puts on another key (idle
-//!   p50/p99); then `--catchup-watchers` watchers (`--watchers-per-stream` per stream over
-//!   `--grpc-connections` connections) on the prefix from its first revision, all catching up
-//!   from history, while the writer does its puts again (p50/p99 during) → their ratio, the
-//!   catch-up time, and the check that every watcher got exactly the prefix's puts in order.
+//!   p50/p99); then the writer's puts again while catch-up rounds run back to back, each round
+//!   opening `--catchup-watchers` watchers (`--watchers-per-stream` per stream over
+//!   `--grpc-connections` connections, reused by every round) on the prefix from its first
+//!   revision, waiting until all have caught up from history and closing their streams as the
+//!   next round opens, until the writer is done → p50/p99 of the puts begun during a round (and
+//!   how many), the during/idle p99 ratio, the rounds completed, the catch-up time per round
+//!   (median, max), and the check that every round's watchers got exactly the prefix's puts in
+//!   order.
 //!
 //! Every scenario also reports the server's CPU time (utime+stime from `/proc/<pid>/stat`) and
 //! its peak RSS (`VmHWM` from `/proc/<pid>/status`). With `--runs N` the scenario runs N times
@@ -39,14 +43,16 @@
 //!
 //! Modules: `args` (the command line), `runs` (the runs, one server after the other), `server`
 //! (starting and stopping the servers), `sampling` (`/proc` CPU and memory, `perf`), `http`
-//! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` and `fsync_probe` (step 1),
-//! `watch_lines`, `watch_stream`, `fanout` and `drain` (step 2), `grpc_fanout`, `grpc_watch`,
-//! `grpc_writer`, `tally` and `hist` (grpc-fanout), `catchup` (grpc-catchup, on `grpc_watch` and
-//! `tally`), `report`, `grpc_report` and `table` (the rows, medians across runs, and the table).
+//! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` and
+//! `fsync_probe` (step 1), `watch_lines`, `watch_stream`, `fanout` and `drain` (step 2),
+//! `grpc_fanout`, `grpc_watch`, `grpc_writer`, `tally` and `hist` (grpc-fanout), `catchup` and
+//! `catchup_rounds` (grpc-catchup, on `grpc_watch` and `tally`), `report`, `grpc_report` and
+//! `table` (the rows, medians across runs, and the table).
 //! This file checks the command line and prints the header and the table.
 
 mod args;
 mod catchup;
+mod catchup_rounds;
 mod drain;
 mod fanout;
 mod fsync_probe;

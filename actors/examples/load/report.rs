@@ -180,7 +180,7 @@ fn print_errors(args: &Args, columns: &Columns) {
                 if let Some(e) = &c.first_put_error {
                     println!("{who} catch-up first put error: {e}");
                 }
-                if let Some(e) = &c.tally.first_error {
+                if let Some(e) = &c.rounds.tally.first_error {
                     println!("{who} catch-up first stream error: {e}{}", hint(e));
                 }
             }

@@ -66,14 +66,17 @@ async fn run_server(kind: Kind, args: &Args, run: usize, tck: f64) -> Report {
             println!("[{}] ready in {:.2} s; gRPC catch-up, load avg {}", kind.name(), rep.startup_secs, loadavg());
             let mut c = scenario_catchup(args, &server, tck).await;
             c.peak_rss_kb = status_field(&pid, "VmHWM");
-            let secs = c.catchup_secs.map_or("-".into(), |s| format!("{s:.3}"));
+            let r = &c.rounds;
+            let median = r.median_max_secs().map_or("-".into(), |(m, _)| format!("{m:.3}"));
             println!(
-                "[{}] gRPC catch-up: {}/{} watchers caught up in {secs} s, {}/{} events; load avg {}",
+                "[{}] gRPC catch-up: {} rounds ({} complete, {} exactly-once), median round {median} s, {}/{} \
+                 puts during a round; load avg {}",
                 kind.name(),
-                c.caught_up,
-                c.watchers_wanted,
-                c.events_received,
-                c.events_expected,
+                r.spans.len(),
+                r.completed(),
+                r.exact_rounds,
+                c.during_lat_us.len(),
+                c.during_lat_us.len() as u64 + c.between_rounds,
                 loadavg()
             );
             rep.catchup = Some(c);
