@@ -6,8 +6,8 @@
 //! right after the next round has opened; each round's watchers are checked for exactly-once in
 //! order on their own.
 
-use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_rt::task::JoinHandle;
@@ -140,15 +140,16 @@ impl OpenRound {
     }
 }
 
-/// Rounds back to back from `t0` until `writer_done` is set at the end of a round (or a round
-/// fails). Returns the figures of every round but the last and the last round, still open (its
-/// watchers caught up), for the caller to close after its measurements.
+/// Rounds back to back from `t0` until `writer_done` (set from the writer's thread) is set at the
+/// end of a round (or a round fails). Returns the figures of every round but the last and the
+/// last round, still open (its watchers caught up), for the caller to close after its
+/// measurements.
 pub async fn run_rounds(
     args: &Args,
     clients: &[Client],
     start_revision: i64,
     t0: Instant,
-    writer_done: &Cell<bool>,
+    writer_done: &AtomicBool,
 ) -> (Rounds, OpenRound) {
     let mut out = Rounds::default();
     let limit = Duration::from_secs(args.drain_timeout_secs);
@@ -158,7 +159,7 @@ pub async fn run_rounds(
         let ok = round.wait(args.catchup_watchers as u64, limit).await;
         let end = round.shared.last_caught_up.get().filter(|_| ok).unwrap_or_else(Instant::now);
         out.spans.push((opened, end.saturating_duration_since(t0), ok));
-        if !ok || writer_done.get() {
+        if !ok || writer_done.load(Ordering::Acquire) {
             return (out, round);
         }
         // The next round opens before this one's streams are closed, so that the catch-up work

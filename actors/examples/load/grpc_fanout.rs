@@ -1,8 +1,8 @@
 //! Scenario grpc-fanout: watch fan-out over gRPC with `etcd-client`. `--streams` watch streams
 //! spread over `--grpc-connections` client connections, `--watchers-per-stream` watchers each,
-//! watcher `w` of a stream on key `w % --keys`; one more connection puts `--puts` values on the
-//! keys round robin (see `grpc_writer`); a drain; then every watcher's tally (exactly its key's
-//! acknowledged puts, once each, in revision order: see `tally`).
+//! watcher `w` of a stream on key `w % --keys`; one more connection, on a thread of its own, puts
+//! `--puts` values on the keys round robin (see `grpc_writer`); a drain; then every watcher's
+//! tally (exactly its key's acknowledged puts, once each, in revision order: see `tally`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use etcd_client::Client;
 use crate::args::Args;
 use crate::drain::{drain, Received};
 use crate::grpc_watch::{grpc_watch_stream, Shared, WatchCfg};
-use crate::grpc_writer::{connect_writer, write_all};
+use crate::grpc_writer::Writer;
 use crate::hist::Hist;
 use crate::sampling::{Cpu, CpuSpan, Perf};
 use crate::server::Server;
@@ -110,11 +110,14 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let mut perf = None;
     let mut written = None;
     if out.watchers_created == wanted && shared.failed_streams.get() == 0 {
-        match connect_writer(&server.base).await {
-            Ok(kv) => {
+        match Writer::start(args, &server.base, cfg.keys.clone(), epoch, shared.sent_us.clone()).await {
+            Ok(writer) => {
                 perf = Some(Perf::start(args, server, "grpc-fanout"));
                 span = Some(CpuSpan::start(server.pid));
-                written = Some(write_all(args, kv, cfg.keys.clone(), epoch, shared.clone()).await);
+                match writer.run().await {
+                    Ok(w) => written = Some(w),
+                    Err(e) => out.first_put_error = Some(e),
+                }
             }
             Err(e) => out.first_put_error = Some(e),
         }

@@ -4,13 +4,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, WatchOptions};
 
 use crate::hist::Hist;
 
-/// What every stream task shares with the driver and the writer (all on one thread).
+/// What every stream task shares with the driver (all on the main thread) and, through
+/// `sent_us`, with the writer (on a thread of its own, see `grpc_writer`).
 pub struct Shared {
     pub created: Cell<u64>,
     pub events: Cell<u64>,
@@ -20,8 +23,9 @@ pub struct Shared {
     pub failed_streams: Cell<u64>,
     /// Put→event latencies of every watcher.
     pub lat: RefCell<Hist>,
-    /// Each put's send time in µs since `WatchCfg::epoch`, by sequence number (0: not sent).
-    pub sent_us: Vec<Cell<u64>>,
+    /// Each put's send time in µs since `WatchCfg::epoch`, by sequence number (0: not sent);
+    /// written by the writer's thread before it sends the put.
+    pub sent_us: Arc<[AtomicU64]>,
     /// Watchers that have received `WatchCfg::complete_after` distinct puts, and when the latest
     /// of them did (grpc-catchup's catch-up time).
     pub caught_up: Cell<u64>,
@@ -39,7 +43,7 @@ impl Shared {
             last_event: Cell::new(None),
             failed_streams: Cell::new(0),
             lat: RefCell::default(),
-            sent_us: (0..puts).map(|_| Cell::new(0)).collect(),
+            sent_us: (0..puts).map(|_| AtomicU64::new(0)).collect(),
             caught_up: Cell::new(0),
             last_caught_up: Cell::new(None),
             progress: tokio::sync::Notify::new(),
@@ -207,7 +211,7 @@ async fn stream_inner(
                         }
                     }
                     *c = c.saturating_add(1);
-                    let sent = shared.sent_us[seq].get();
+                    let sent = shared.sent_us[seq].load(Ordering::Acquire);
                     if sent > 0 {
                         lat.record(now_us.saturating_sub(sent));
                     }

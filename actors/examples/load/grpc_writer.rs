@@ -2,15 +2,98 @@
 //! `--keys` watched keys round robin (put `seq` on key `seq % keys`), `--in-flight` at a time (or
 //! paced at `--rate` with `--in-flight 0`); each value starts with its sequence number, whose
 //! send time goes into `Shared::sent_us`.
+//!
+//! The writer runs on a thread of its own, in a single-threaded actix-rt system of its own
+//! (`spawn_writer`, also used by grpc-catchup's writer), and connects from there, so that its
+//! connection's I/O runs there too: on the main thread its puts would wait behind the decoding of
+//! the watch events, and its put latencies would measure that queueing rather than the server.
+//! The send times are atomics that the watch streams read on the main thread; both threads take
+//! their times against the same `Instant` epoch.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, KvClient};
+use tokio::sync::oneshot;
 
 use crate::args::Args;
-use crate::grpc_watch::Shared;
+
+/// Runs `work` on a new thread, in a single-threaded actix-rt system of its own (so that the
+/// connections it opens do their I/O on that thread); its result comes back on the receiver
+/// (which fails if the thread panicked).
+pub fn spawn_writer<T, F, Fut>(work: F) -> Result<oneshot::Receiver<T>, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("load-writer".into())
+        .spawn(move || {
+            let _ = tx.send(actix_rt::System::new().block_on(work()));
+        })
+        .map_err(|e| format!("writer thread: {e}"))?;
+    Ok(rx)
+}
+
+/// Waits for a result of the writer's thread, at most `limit`.
+pub async fn from_writer<T>(rx: oneshot::Receiver<T>, limit: Duration) -> Result<T, String> {
+    match actix_rt::time::timeout(limit, rx).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(_)) => Err("the writer's thread ended without an answer".into()),
+        Err(_) => Err(format!("no answer from the writer's thread in {} s", limit.as_secs())),
+    }
+}
+
+/// grpc-fanout's writer, connected on its own thread and waiting for `run`.
+pub struct Writer {
+    go: oneshot::Sender<()>,
+    done: oneshot::Receiver<Option<Written>>,
+    limit: Duration,
+}
+
+impl Writer {
+    /// Starts the writer's thread and waits until it has connected (see `connect_writer`).
+    pub async fn start(
+        args: &Args,
+        base: &str,
+        keys: Vec<Vec<u8>>,
+        epoch: Instant,
+        sent_us: Arc<[AtomicU64]>,
+    ) -> Result<Self, String> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (go, go_rx) = oneshot::channel::<()>();
+        let (args2, base) = (args.clone(), base.to_string());
+        let done = spawn_writer(move || async move {
+            match connect_writer(&base).await {
+                Ok(kv) => {
+                    let _ = ready_tx.send(Ok(()));
+                    go_rx.await.ok()?;
+                    Some(write_all(&args2, kv, keys, epoch, sent_us).await)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    None
+                }
+            }
+        })?;
+        from_writer(ready_rx, Duration::from_secs(30)).await??;
+        // `write_all` gives up sending at `--grpc-put-timeout-secs` and waits 30 s more for answers.
+        let limit = Duration::from_secs(args.grpc_put_timeout_secs + 60);
+        Ok(Self { go, done, limit })
+    }
+
+    /// Sends every put (see `write_all`) and returns what the writer did.
+    pub async fn run(self) -> Result<Written, String> {
+        self.go.send(()).map_err(|()| "the writer's thread ended early".to_string())?;
+        from_writer(self.done, self.limit).await?.ok_or_else(|| "the writer's thread ended early".into())
+    }
+}
 
 /// What the writer did.
 #[derive(Debug, Default)]
@@ -44,9 +127,16 @@ pub fn value_of(seq: usize, size: usize) -> Vec<u8> {
     v
 }
 
-/// Sends every put and waits for their answers (bounded by `--grpc-put-timeout-secs`).
-pub async fn write_all(args: &Args, kv: KvClient, keys: Vec<Vec<u8>>, epoch: Instant, shared: Rc<Shared>) -> Written {
-    let total = shared.sent_us.len();
+/// Sends every put and waits for their answers (bounded by `--grpc-put-timeout-secs`), on the
+/// writer's thread.
+async fn write_all(
+    args: &Args,
+    kv: KvClient,
+    keys: Vec<Vec<u8>>,
+    epoch: Instant,
+    sent_us: Arc<[AtomicU64]>,
+) -> Written {
+    let total = sent_us.len();
     let out = Rc::new(RefCell::new(Written { acked: vec![false; total], ..Written::default() }));
     let start = Instant::now();
     out.borrow_mut().start = Some(start);
@@ -55,11 +145,11 @@ pub async fn write_all(args: &Args, kv: KvClient, keys: Vec<Vec<u8>>, epoch: Ins
     let (size, next) = (args.value_size, Rc::new(Cell::new(0usize)));
     // One put: records its send time first, so that its events always find it.
     let put = {
-        let (out, shared) = (out.clone(), shared.clone());
+        let out = out.clone();
         move |mut kv: KvClient, seq: usize| {
-            let (out, shared, keys) = (out.clone(), shared.clone(), keys.clone());
+            let (out, sent_us, keys) = (out.clone(), sent_us.clone(), keys.clone());
             async move {
-                shared.sent_us[seq].set(epoch.elapsed().as_micros() as u64);
+                sent_us[seq].store(epoch.elapsed().as_micros() as u64, Ordering::Release);
                 let t = Instant::now();
                 out.borrow_mut().last_send = Some(t);
                 let r = kv.put(keys[seq % keys.len()].clone(), value_of(seq, size), None).await;

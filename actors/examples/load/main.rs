@@ -39,7 +39,15 @@
 //! exactly-once check (e.g. `5/5`).
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
-//! machine; its own CPU time is reported too. Every loop is bounded in count and in time.
+//! machine; its own CPU time is reported too. Every loop is bounded in count and in time. The
+//! writer of `grpc-fanout` and `grpc-catchup` is the exception: it runs on a thread of its own,
+//! in a single-threaded actix-rt system of its own, with its own gRPC connection
+//! (`grpc_writer::spawn_writer`), because on the main thread its puts waited behind the decoding
+//! of millions of watch events (in grpc-catchup that thread is ~83% busy), so that their latency
+//! measured the client's queueing more than the server (watchkv's put p99 during catch-up rounds
+//! was 25 ms against 0.54 ms idle). Its puts' send times, which the watch side needs for the
+//! put→event latency, are atomics timed against an `Instant` both threads share; the rest comes
+//! back when it is done. The load tool's CPU time covers both threads.
 //!
 //! Modules: `args` (the command line), `runs` (the runs, one server after the other), `server`
 //! (starting and stopping the servers), `sampling` (`/proc` CPU and memory, `perf`), `http`
