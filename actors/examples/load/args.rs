@@ -75,6 +75,13 @@ pub struct Args {
     /// grpc-fanout: puts kept outstanding on the writer's connection; 0 = paced at `--rate`.
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
+    /// grpc-fanout: run the writer on the client's watch thread, as one client process doing
+    /// both would: its puts then wait while that thread decodes events, so the writer cannot
+    /// outrun what the watchers take (a closed loop). By default it has a thread of its own and
+    /// keeps `--in-flight` puts outstanding whatever the watchers take (an open loop: the
+    /// servers then hold or drop the backlog).
+    #[arg(long)]
+    pub writer_on_watch_thread: bool,
     /// grpc-fanout: stop sending puts after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub grpc_put_timeout_secs: u64,

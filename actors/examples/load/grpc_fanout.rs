@@ -1,7 +1,9 @@
 //! Scenario grpc-fanout: watch fan-out over gRPC with `etcd-client`. `--streams` watch streams
 //! spread over `--grpc-connections` client connections, `--watchers-per-stream` watchers each,
-//! watcher `w` of a stream on key `w % --keys`; one more connection, on a thread of its own, puts
-//! `--puts` values on the keys round robin (see `grpc_writer`); a drain; then every watcher's
+//! watcher `w` of a stream on key `w % --keys`; one more connection, on a thread of its own (an
+//! open loop) or with `--writer-on-watch-thread` on the watch thread (a closed loop: the writer
+//! cannot outrun what the watchers take), puts `--puts` values on the keys round robin (see
+//! `grpc_writer`); a drain; then every watcher's
 //! tally (exactly its key's acknowledged puts, once each, in revision order: see `tally`).
 
 use std::rc::Rc;
@@ -12,7 +14,7 @@ use etcd_client::Client;
 use crate::args::Args;
 use crate::drain::{drain, Received};
 use crate::grpc_watch::{grpc_watch_stream, Shared, WatchCfg};
-use crate::grpc_writer::Writer;
+use crate::grpc_writer::{connect_writer, write_all, Writer};
 use crate::hist::Hist;
 use crate::sampling::{Cpu, CpuSpan, Perf};
 use crate::server::Server;
@@ -109,7 +111,16 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let mut span = None;
     let mut perf = None;
     let mut written = None;
-    if out.watchers_created == wanted && shared.failed_streams.get() == 0 {
+    if out.watchers_created == wanted && shared.failed_streams.get() == 0 && args.writer_on_watch_thread {
+        match connect_writer(&server.base).await {
+            Ok(kv) => {
+                perf = Some(Perf::start(args, server, "grpc-fanout"));
+                span = Some(CpuSpan::start(server.pid));
+                written = Some(write_all(args, kv, cfg.keys.clone(), epoch, shared.sent_us.clone()).await);
+            }
+            Err(e) => out.first_put_error = Some(e),
+        }
+    } else if out.watchers_created == wanted && shared.failed_streams.get() == 0 {
         match Writer::start(args, &server.base, cfg.keys.clone(), epoch, shared.sent_us.clone()).await {
             Ok(writer) => {
                 perf = Some(Perf::start(args, server, "grpc-fanout"));

@@ -129,7 +129,7 @@ pub fn value_of(seq: usize, size: usize) -> Vec<u8> {
 
 /// Sends every put and waits for their answers (bounded by `--grpc-put-timeout-secs`), on the
 /// writer's thread.
-async fn write_all(
+pub async fn write_all(
     args: &Args,
     kv: KvClient,
     keys: Vec<Vec<u8>>,

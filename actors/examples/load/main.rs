@@ -40,7 +40,8 @@
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
 //! machine; its own CPU time is reported too. Every loop is bounded in count and in time. The
-//! writer of `grpc-fanout` and `grpc-catchup` is the exception: it runs on a thread of its own,
+//! writer of `grpc-fanout` (unless `--writer-on-watch-thread`) and `grpc-catchup` is the
+//! exception: it runs on a thread of its own,
 //! in a single-threaded actix-rt system of its own, with its own gRPC connection
 //! (`grpc_writer::spawn_writer`), because on the main thread its puts waited behind the decoding
 //! of millions of watch events (in grpc-catchup that thread is ~83% busy), so that their latency
