@@ -53,6 +53,11 @@ pub const DEFAULT_RING_REVISIONS: usize = 4096;
 /// that is behind catches up through the syncer).
 pub const RING_REVISIONS_RANGE: RangeInclusive<usize> = 0..=1_000_000;
 
+/// Default of [`ActorsConfig::stream_buffer_bytes`]: 256 KiB.
+pub const DEFAULT_STREAM_BUFFER_BYTES: usize = 256 * 1024;
+/// Valid [`ActorsConfig::stream_buffer_bytes`] values: 1 KiB to 1 GiB.
+pub const STREAM_BUFFER_BYTES_RANGE: RangeInclusive<usize> = 1024..=1 << 30;
+
 /// Default of [`ActorsConfig::store_mailbox`].
 pub const DEFAULT_STORE_MAILBOX: usize = 1024;
 /// Valid [`ActorsConfig::store_mailbox`] values.
@@ -112,6 +117,7 @@ pub struct ActorsConfig {
     max_watchers_per_stream: usize,
     ring_revisions: usize,
     store_mailbox: usize,
+    stream_buffer_bytes: usize,
     manual_ticks: bool,
     catch_up_priority: CatchUpPriority,
     store_time_slice: Option<Duration>,
@@ -129,6 +135,7 @@ impl ActorsConfig {
             max_watchers_per_stream: DEFAULT_MAX_WATCHERS_PER_STREAM,
             ring_revisions: DEFAULT_RING_REVISIONS,
             store_mailbox: DEFAULT_STORE_MAILBOX,
+            stream_buffer_bytes: DEFAULT_STREAM_BUFFER_BYTES,
             manual_ticks: false,
             catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
             store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
@@ -254,6 +261,27 @@ impl ActorsConfig {
         self
     }
 
+    /// The encoded bytes of the responses a stream may hold for its client before further
+    /// deliveries make victims, beside `WatchConfig::chan_buf_len`'s count of responses: a
+    /// catch-up or victim response may carry `watch_batch_max_revs` revisions, so a count alone
+    /// does not bound memory. A stream that holds nothing takes one delivery of any size.
+    /// Default = 256 KiB ([`DEFAULT_STREAM_BUFFER_BYTES`]); range [`STREAM_BUFFER_BYTES_RANGE`].
+    #[must_use]
+    pub fn stream_buffer_bytes(&self) -> usize {
+        self.stream_buffer_bytes
+    }
+
+    /// Sets [`Self::stream_buffer_bytes`].
+    ///
+    /// # Panics
+    /// If `bytes` is outside [`STREAM_BUFFER_BYTES_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_stream_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.stream_buffer_bytes = check_range("stream_buffer_bytes", bytes, &STREAM_BUFFER_BYTES_RANGE);
+        self
+    }
+
     /// Whether every timer (catch-up, victim retry, progress, catch-up read retry) is off, so
     /// that tests send the ticks by hand, as etcd's tests call `syncWatchers()`. Default =
     /// `false`.
@@ -318,6 +346,7 @@ mod tests {
         assert!(MAX_WATCHERS_PER_STREAM_RANGE.contains(&c.max_watchers_per_stream()));
         assert!(RING_REVISIONS_RANGE.contains(&c.ring_revisions()));
         assert!(STORE_MAILBOX_RANGE.contains(&c.store_mailbox()));
+        assert!(STREAM_BUFFER_BYTES_RANGE.contains(&c.stream_buffer_bytes()));
         assert!(LEASE_TICK_MS_RANGE.contains(&DEFAULT_LEASE_TICK_MS));
         assert!(STORE_TIME_SLICE_US_RANGE.contains(&DEFAULT_STORE_TIME_SLICE_US));
         assert_eq!(c.slow_consumer(), SlowConsumerPolicy::Keep);
@@ -330,11 +359,13 @@ mod tests {
         let c = ActorsConfig::new("unused")
             .with_ring_revisions(0)
             .with_store_mailbox(*STORE_MAILBOX_RANGE.end())
+            .with_stream_buffer_bytes(*STREAM_BUFFER_BYTES_RANGE.start())
             .with_lease_tick(None)
             .with_store_time_slice(Some(Duration::from_micros(100)))
             .with_slow_consumer(SlowConsumerPolicy::CancelAfter { lag_revisions: 1, parked_for: Duration::ZERO });
         assert_eq!(c.ring_revisions(), 0);
         assert_eq!(c.store_mailbox(), 65_536);
+        assert_eq!(c.stream_buffer_bytes(), 1024);
         assert_eq!(c.lease_tick(), None);
         assert_eq!(c.store_time_slice(), Some(Duration::from_micros(100)));
     }

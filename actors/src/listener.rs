@@ -7,7 +7,6 @@
 //! fed with that worker's HTTP/2 connections, so gRPC calls and watch streams spread over the
 //! workers as HTTP requests do, and a watch stream's actor lives on its connection's thread.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -21,7 +20,6 @@ use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
 use actix_web::App;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -110,12 +108,8 @@ async fn worker_service(
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<TcpStream>();
-    let incoming = UnboundedReceiverStream::new(grpc_rx).map(Ok::<_, Infallible>);
-    actix_rt::spawn(async move {
-        if let Err(e) = grpc::serve_incoming(grpc_api, incoming).await {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    });
+    let incoming = UnboundedReceiverStream::new(grpc_rx);
+    actix_rt::spawn(grpc::serve_incoming(grpc_api, incoming));
 
     Ok(fn_service(move |stream: TcpStream| {
         let http = Rc::clone(&http);

@@ -101,6 +101,8 @@ pub struct Deliver {
     /// (`sched::STREAM_BURST`), so a catch-up rarely holds up writes or live deliveries for
     /// longer than that; live and victim deliveries never yield.
     pub catch_up: bool,
+    /// The encoded bytes its inbox counted it for (set by `StreamInbox`).
+    bytes: usize,
 }
 
 impl Deliver {
@@ -109,13 +111,19 @@ impl Deliver {
     /// full is already behind, and its retries are few (one per retry period).
     #[must_use]
     pub fn live(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: false }
+        Self { entries, catch_up: false, bytes: 0 }
     }
 
     /// Catch-up work from the syncer.
     #[must_use]
     pub fn catch_up(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: true }
+        Self { entries, catch_up: true, bytes: 0 }
+    }
+
+    /// Returns what the stream's inbox counted it for: responses and encoded bytes.
+    #[must_use]
+    pub fn weight(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
     }
 
     /// Returns how many responses and events it carries, for [`Counters`].
@@ -125,19 +133,21 @@ impl Deliver {
     }
 }
 
-/// A stream's inbox as the actors that deliver to it see it: its mailbox, and the number of
-/// responses queued for it that its client has not taken yet. The bound is in responses, not
-/// in messages (a `Deliver` may carry thousands): a delivery is refused as `Full` when the
-/// stream already holds responses and this one would take it past `limit`
-/// (`WatchConfig::chan_buf_len`, etcd's 128-slot channel). A delivery to a stream that holds
-/// none is always taken, whatever its size, so a stream holds at most `limit` responses or one
-/// delivery. Every `Deliver` goes through an inbox: the stream releases what it was counted
+/// A stream's inbox as the actors that deliver to it see it: its mailbox, and the responses
+/// queued for it that its client has not taken yet, counted and in encoded bytes. The bound is
+/// in responses and bytes, not in messages (a `Deliver` may carry thousands): a delivery is
+/// refused as `Full` when the stream already holds responses and this one would take it past
+/// `limit` responses (`WatchConfig::chan_buf_len`, etcd's 128-slot channel) or `byte_limit`
+/// bytes (`ActorsConfig::stream_buffer_bytes`: a catch-up response may carry a thousand
+/// revisions). A delivery to a stream that holds none is always taken, whatever its size, so a
+/// stream holds at most `limit` responses and `byte_limit` bytes, or one delivery. Every `Deliver` goes through an inbox: the stream releases what it was counted
 /// for once its client has taken it.
 #[derive(Clone)]
 pub struct StreamInbox {
     deliver: Recipient<Deliver>,
     state: Arc<InboxState>,
     limit: usize,
+    byte_limit: usize,
 }
 
 /// What a stream and the actors delivering to it share: the responses it holds for its client,
@@ -145,6 +155,7 @@ pub struct StreamInbox {
 #[derive(Debug, Default)]
 pub struct InboxState {
     queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
     refused: AtomicBool,
 }
 
@@ -155,12 +166,19 @@ impl InboxState {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Releases `n` responses the client has taken. Returns whether a delivery was refused
-    /// since the last release that returned `true`: its watchers are victims now, and the
-    /// stream tells the victim actor that its socket drained (`RetryStream`) rather than
-    /// leaving them to the next retry tick.
-    pub(crate) fn release(&self, n: usize) -> bool {
+    /// Returns the encoded bytes of those responses.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Releases a delivery the client has taken (its [`Deliver::weight`]). Returns whether a
+    /// delivery was refused since the last release that returned `true`: its watchers are
+    /// victims now, and the stream tells the victim actor that its socket drained
+    /// (`RetryStream`) rather than leaving them to the next retry tick.
+    pub(crate) fn release(&self, (n, bytes): (usize, usize)) -> bool {
         self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.refused.load(Ordering::Acquire) && self.refused.swap(false, Ordering::AcqRel)
     }
 }
@@ -168,8 +186,15 @@ impl InboxState {
 impl StreamInbox {
     /// Returns the inbox of the stream whose mailbox is `deliver`, sharing `state` with it.
     #[must_use]
-    pub fn new(deliver: Recipient<Deliver>, state: Arc<InboxState>, limit: usize) -> Self {
-        Self { deliver, state, limit }
+    pub fn new(deliver: Recipient<Deliver>, state: Arc<InboxState>, limit: usize, byte_limit: usize) -> Self {
+        Self { deliver, state, limit, byte_limit }
+    }
+
+    /// Counts `msg` into the stream's buffer.
+    fn take(&self, msg: &mut Deliver) {
+        msg.bytes = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
+        self.state.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
+        self.state.queued_bytes.fetch_add(msg.bytes, Ordering::AcqRel);
     }
 
     /// Delivers without waiting; `Full` when the stream's buffer or its mailbox is full. Two
@@ -178,16 +203,23 @@ impl StreamInbox {
     ///
     /// # Errors
     /// The message back, when the stream is full or gone.
-    pub fn try_deliver(&self, msg: Deliver) -> Result<(), SendError<Deliver>> {
-        let n = msg.entries.len();
+    pub fn try_deliver(&self, mut msg: Deliver) -> Result<(), SendError<Deliver>> {
         let queued = self.state.queued.load(Ordering::Acquire);
-        if queued > 0 && queued.saturating_add(n) > self.limit {
-            self.state.refused.store(true, Ordering::Release);
-            return Err(SendError::Full(msg));
+        if queued > 0 {
+            let queued_bytes = self.state.queued_bytes.load(Ordering::Acquire);
+            let bytes: usize = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
+            if queued.saturating_add(msg.entries.len()) > self.limit
+                || queued_bytes.saturating_add(bytes) > self.byte_limit
+            {
+                self.state.refused.store(true, Ordering::Release);
+                return Err(SendError::Full(msg));
+            }
         }
-        self.state.queued.fetch_add(n, Ordering::AcqRel);
+        self.take(&mut msg);
+        let weight = msg.weight();
         self.deliver.try_send(msg).inspect_err(|e| {
-            self.state.queued.fetch_sub(n, Ordering::AcqRel);
+            self.state.queued.fetch_sub(weight.0, Ordering::AcqRel);
+            self.state.queued_bytes.fetch_sub(weight.1, Ordering::AcqRel);
             if matches!(e, SendError::Full(_)) {
                 self.state.refused.store(true, Ordering::Release);
             }
@@ -196,8 +228,8 @@ impl StreamInbox {
 
     /// Delivers a notice the client must get even past a full buffer (a server-side cancel):
     /// bounded by one per watcher, and it ends the watcher whose responses fill the buffer.
-    pub fn deliver_notice(&self, msg: Deliver) {
-        self.state.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
+    pub fn deliver_notice(&self, mut msg: Deliver) {
+        self.take(&mut msg);
         self.deliver.do_send(msg);
     }
 }

@@ -139,7 +139,7 @@ impl StreamActor {
         for r in responses {
             self.push(&mut outbox, r);
         }
-        self.finish(ctx, outbox, 0);
+        self.finish(ctx, outbox, (0, 0));
     }
 
     /// Queues one response of this turn, merging it into its watcher's latest one if it can.
@@ -175,7 +175,7 @@ impl StreamActor {
     /// message waits until the client has taken all of them, so responses keep their order and
     /// the buffer fills while the client is slow. A closed client stops the stream.
     /// `delivered` responses of the inbox's count are released once the client has them.
-    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox, delivered: usize) {
+    fn finish(&mut self, ctx: &mut Context<Self>, outbox: Outbox, delivered: (usize, usize)) {
         self.responses += outbox.queued.len() as u64;
         let mut responses = outbox.queued.into_iter();
         let mut waiting = None;
@@ -258,7 +258,12 @@ impl Actor for StreamActor {
         ctx.set_mailbox_capacity(self.config.watch().chan_buf_len());
         let addr = ctx.address();
         let chan_buf_len = self.config.watch().chan_buf_len();
-        let inbox = StreamInbox::new(addr.clone().recipient(), Arc::clone(&self.inbox), chan_buf_len);
+        let inbox = StreamInbox::new(
+            addr.clone().recipient(),
+            Arc::clone(&self.inbox),
+            chan_buf_len,
+            self.config.stream_buffer_bytes(),
+        );
         let register = RegisterStream { stream: self.id, inbox, close: addr.recipient() };
         // Sent by the stream itself to every actor that may hold its watchers, before anything
         // else: watches from history go straight to the syncer (`CreateWatch`), which may park
@@ -424,7 +429,7 @@ impl Handler<Deliver> for StreamActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let started = Instant::now();
         let catch_up = msg.catch_up;
-        let delivered = msg.entries.len();
+        let delivered = msg.weight();
         let mut out = Outbox::default();
         for Delivery { key, response } in msg.entries {
             if response.watch_id == INVALID_WATCH_ID {

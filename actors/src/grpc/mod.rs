@@ -13,7 +13,6 @@ mod maintenance;
 mod watch;
 pub mod wire;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use actix_rt::{Arbiter, ArbiterHandle};
@@ -100,23 +99,44 @@ impl GrpcApi {
     }
 }
 
-/// Serves the gRPC services over `incoming` connections until it ends. Runs on the caller's
-/// runtime; watch streams' actors start on the caller's arbiter.
-///
-/// # Errors
-/// A transport error of the server as a whole (single connections' errors are only logged).
-pub async fn serve_incoming<S, IO>(api: GrpcApi, incoming: S) -> Result<(), tonic::transport::Error>
+/// Data h2 may hold for one stream beyond what the socket has taken (hyper's
+/// `max_send_buf_size`; its default is 400 KiB). h2 otherwise queues a stream's data up to the
+/// client's flow-control window, which clients open wide (megabytes per stream): with a client
+/// that reads slower than the server writes, that is where a saturated fan-out's memory went
+/// (240 MiB for 100 streams). With this bound a full socket stops the stream's encoder, its
+/// response queue and then its actor, and the watchers become victims, as the stream's buffer
+/// (docs/design.md, "Backpressure and batching") intends.
+pub const STREAM_SEND_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Serves the gRPC services over `incoming` connections until it ends: one HTTP/2 connection
+/// (hyper, with [`STREAM_SEND_BUFFER_BYTES`] per stream) per item, on the caller's runtime;
+/// watch streams' actors start on the caller's arbiter.
+pub async fn serve_incoming<S, IO>(api: GrpcApi, incoming: S)
 where
-    S: Stream<Item = Result<IO, Infallible>> + Send + 'static,
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    S: Stream<Item = IO> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tonic::transport::Server::builder()
+    use futures::StreamExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let routes = api.routes();
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
         // Watch and keep-alive streams are long-lived; etcd allows many per connection.
         .max_concurrent_streams(None)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(7200)))
-        .add_routes(api.routes())
-        .serve_with_incoming(incoming)
-        .await
+        .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
+    let mut incoming = std::pin::pin!(incoming);
+    while let Some(io) = incoming.next().await {
+        let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(routes.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "gRPC connection ended with an error");
+            }
+        });
+    }
 }
 
 /// A store error as etcd's gRPC status, from the API layer's error table.
