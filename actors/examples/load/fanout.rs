@@ -10,6 +10,7 @@ use crate::drain::{drain, Received};
 use crate::http::{http_client_timeout, post, put_body, watchkv_metrics};
 use crate::sampling::{Cpu, CpuSpan, Perf};
 use crate::server::{Kind, Server};
+use crate::tally::count_put;
 use crate::watch_stream::{watch_stream, Shared, StreamCfg, StreamResult};
 
 /// Scenario 2's results.
@@ -182,18 +183,8 @@ impl S2 {
         for counts in &r.counts {
             let mut exact = true;
             for (seq, &c) in counts.iter().enumerate() {
-                if acked[seq] {
-                    if c == 0 {
-                        self.missing += 1;
-                        exact = false;
-                    } else if c > 1 {
-                        self.duplicates += u64::from(c - 1);
-                        exact = false;
-                    }
-                } else if c > 0 {
-                    // An unacknowledged put that was applied anyway: not an error, but counted.
-                    self.unexpected += u64::from(c);
-                }
+                let acked = acked.get(seq).copied().unwrap_or(false);
+                exact &= count_put(u64::from(c), acked, &mut self.missing, &mut self.duplicates, &mut self.unexpected);
             }
             if exact {
                 self.watchers_exact += 1;

@@ -3,6 +3,27 @@
 
 use crate::grpc_watch::StreamResult;
 
+/// Counts how many times one watcher got one put (`delivered`): right when an acknowledged put
+/// came exactly once. A put that was not acknowledged but applied anyway is not an error, but
+/// counted as unexpected. Shared by the gateway and gRPC fan-outs.
+pub fn count_put(delivered: u64, acked: bool, missing: &mut u64, duplicates: &mut u64, unexpected: &mut u64) -> bool {
+    match (acked, delivered) {
+        (true, 0) => {
+            *missing += 1;
+            false
+        }
+        (true, 1) => true,
+        (true, n) => {
+            *duplicates += n - 1;
+            false
+        }
+        (false, n) => {
+            *unexpected += n;
+            true
+        }
+    }
+}
+
 /// Every watcher's findings, summed over the streams.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
@@ -33,18 +54,8 @@ impl Tally {
             self.out_of_order += ooo;
             let mut exact = ooo == 0;
             for (slot, &c) in counts.iter().enumerate() {
-                let seq = slot * keys + w % keys;
-                if acked.get(seq).copied().unwrap_or(false) {
-                    if c == 0 {
-                        self.missing += 1;
-                        exact = false;
-                    } else if c > 1 {
-                        self.duplicates += u64::from(c - 1);
-                        exact = false;
-                    }
-                } else if c > 0 {
-                    self.unexpected += u64::from(c);
-                }
+                let acked = acked.get(slot * keys + w % keys).copied().unwrap_or(false);
+                exact &= count_put(u64::from(c), acked, &mut self.missing, &mut self.duplicates, &mut self.unexpected);
             }
             if exact {
                 self.watchers_exact += 1;
