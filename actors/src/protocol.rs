@@ -101,8 +101,9 @@ pub struct Deliver {
     /// (`sched::STREAM_BURST`), so a catch-up rarely holds up writes or live deliveries for
     /// longer than that; live and victim deliveries never yield.
     pub catch_up: bool,
-    /// The encoded bytes its inbox counted it for (set by `StreamInbox`).
-    bytes: usize,
+    /// The responses and encoded bytes its inbox counted it for (set by `StreamInbox`; zero for
+    /// a `Deliver` sent to a stream's address directly, which its release then leaves alone).
+    weight: (usize, usize),
 }
 
 impl Deliver {
@@ -111,19 +112,19 @@ impl Deliver {
     /// full is already behind, and its retries are few (one per retry period).
     #[must_use]
     pub fn live(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: false, bytes: 0 }
+        Self { entries, catch_up: false, weight: (0, 0) }
     }
 
     /// Catch-up work from the syncer.
     #[must_use]
     pub fn catch_up(entries: Vec<Delivery>) -> Self {
-        Self { entries, catch_up: true, bytes: 0 }
+        Self { entries, catch_up: true, weight: (0, 0) }
     }
 
     /// Returns what the stream's inbox counted it for: responses and encoded bytes.
     #[must_use]
     pub fn weight(&self) -> (usize, usize) {
-        (self.entries.len(), self.bytes)
+        self.weight
     }
 
     /// Returns how many responses and events it carries, for [`Counters`].
@@ -192,9 +193,10 @@ impl StreamInbox {
 
     /// Counts `msg` into the stream's buffer.
     fn take(&self, msg: &mut Deliver) {
-        msg.bytes = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
-        self.state.queued.fetch_add(msg.entries.len(), Ordering::AcqRel);
-        self.state.queued_bytes.fetch_add(msg.bytes, Ordering::AcqRel);
+        let bytes = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
+        msg.weight = (msg.entries.len(), bytes);
+        self.state.queued.fetch_add(msg.weight.0, Ordering::AcqRel);
+        self.state.queued_bytes.fetch_add(msg.weight.1, Ordering::AcqRel);
     }
 
     /// Delivers without waiting; `Full` when the stream's buffer or its mailbox is full. Two
