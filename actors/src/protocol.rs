@@ -191,9 +191,13 @@ impl StreamInbox {
         Self { deliver, state, limit, byte_limit }
     }
 
-    /// Counts `msg` into the stream's buffer.
-    fn take(&self, msg: &mut Deliver) {
-        let bytes = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
+    /// The encoded bytes of `msg`'s responses.
+    fn bytes(msg: &Deliver) -> usize {
+        msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum()
+    }
+
+    /// Counts `msg`, of `bytes` encoded bytes, into the stream's buffer.
+    fn take(&self, msg: &mut Deliver, bytes: usize) {
         msg.weight = (msg.entries.len(), bytes);
         self.state.queued.fetch_add(msg.weight.0, Ordering::AcqRel);
         self.state.queued_bytes.fetch_add(msg.weight.1, Ordering::AcqRel);
@@ -207,17 +211,16 @@ impl StreamInbox {
     /// The message back, when the stream is full or gone.
     pub fn try_deliver(&self, mut msg: Deliver) -> Result<(), SendError<Deliver>> {
         let queued = self.state.queued.load(Ordering::Acquire);
-        if queued > 0 {
-            let queued_bytes = self.state.queued_bytes.load(Ordering::Acquire);
-            let bytes: usize = msg.entries.iter().map(|e| e.response.encoded_len(RESPONSE_HEADER_ESTIMATE)).sum();
-            if queued.saturating_add(msg.entries.len()) > self.limit
-                || queued_bytes.saturating_add(bytes) > self.byte_limit
-            {
-                self.state.refused.store(true, Ordering::Release);
-                return Err(SendError::Full(msg));
-            }
+        if queued > 0 && queued.saturating_add(msg.entries.len()) > self.limit {
+            self.state.refused.store(true, Ordering::Release);
+            return Err(SendError::Full(msg));
         }
-        self.take(&mut msg);
+        let bytes = Self::bytes(&msg);
+        if queued > 0 && self.state.queued_bytes.load(Ordering::Acquire).saturating_add(bytes) > self.byte_limit {
+            self.state.refused.store(true, Ordering::Release);
+            return Err(SendError::Full(msg));
+        }
+        self.take(&mut msg, bytes);
         let weight = msg.weight();
         self.deliver.try_send(msg).inspect_err(|e| {
             self.state.queued.fetch_sub(weight.0, Ordering::AcqRel);
@@ -231,7 +234,8 @@ impl StreamInbox {
     /// Delivers a notice the client must get even past a full buffer (a server-side cancel):
     /// bounded by one per watcher, and it ends the watcher whose responses fill the buffer.
     pub fn deliver_notice(&self, mut msg: Deliver) {
-        self.take(&mut msg);
+        let bytes = Self::bytes(&msg);
+        self.take(&mut msg, bytes);
         self.deliver.do_send(msg);
     }
 }

@@ -35,20 +35,19 @@ struct StreamWatch {
     skip_progress: bool,
 }
 
-/// The responses of one handler turn, in order. A watcher's consecutive events responses are
-/// merged into multi-revision ones as they are queued (`WatchResponse::merge`: at most
-/// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision), so
-/// the revisions of one delivery (one group commit, one victim retry) reach a watcher in one
-/// response, as etcd gives a victim one batch. Events never move past a create, cancel or
-/// progress response of their watcher, nor past a stream-wide progress. The turn's responses
-/// then go to the sink; from the first send that has to wait, the rest wait behind it, and so
-/// does every later message (see `StreamActor::finish`).
+/// The responses of one handler turn, in order. Deliveries come merged: the store gives each
+/// watcher one response per group commit and per ring replay, the victim actor one per parked
+/// batch, the syncer one per pass. What is left to merge here is a response that follows its
+/// watcher's previous one directly (`WatchResponse::merge`: at most `watch_batch_max_revs`
+/// revisions and `max_response_bytes`, never splitting a revision), so the per-response work
+/// is a comparison, not a lookup; events never move past another response. The turn's
+/// responses then go to the sink; from the first send that has to wait, the rest wait behind
+/// it, and so does every later message (see `StreamActor::finish`).
 #[derive(Default)]
 struct Outbox {
     queued: Vec<WatchResponse>,
-    /// Where in `queued` each watcher's latest response is, and its encoded length, for
-    /// merging.
-    latest: FxHashMap<WatchId, (usize, usize)>,
+    /// The encoded length of the last queued response, once a merge has needed it.
+    last_len: Option<usize>,
 }
 
 /// The messages a stream sends the runtime's actors; one set, shared by every stream.
@@ -142,31 +141,22 @@ impl StreamActor {
         self.finish(ctx, outbox, (0, 0));
     }
 
-    /// Queues one response of this turn, merging it into its watcher's latest one if it can.
+    /// Queues one response of this turn, merging it into the previous one when that is its
+    /// watcher's.
     fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
         let mut response = response;
-        if let Some((i, len)) = outbox.latest.get_mut(&response.watch_id) {
-            if let Some(latest) = outbox.queued.get_mut(*i) {
-                let watch = self.config.watch();
-                match latest.merge(response, *len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
-                    Ok(merged_len) => {
-                        *len = merged_len;
-                        return;
-                    }
-                    Err(unmerged) => response = unmerged,
+        if let Some(last) = outbox.queued.last_mut().filter(|last| last.watch_id == response.watch_id) {
+            let len = *outbox.last_len.get_or_insert_with(|| last.encoded_len(RESPONSE_HEADER_ESTIMATE));
+            let watch = self.config.watch();
+            match last.merge(response, len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
+                Ok(merged_len) => {
+                    outbox.last_len = Some(merged_len);
+                    return;
                 }
+                Err(unmerged) => response = unmerged,
             }
         }
-        if response.watch_id == INVALID_WATCH_ID {
-            // A stream-wide progress covers every watcher: no later event may join a response
-            // queued before it, or the client would see a revision it names as not yet reached
-            // and resume from it into a duplicate.
-            outbox.latest.clear();
-        } else {
-            // Only an events response can take more; its length is counted once here.
-            let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
-            outbox.latest.insert(response.watch_id, (outbox.queued.len(), len));
-        }
+        outbox.last_len = None;
         outbox.queued.push(response);
     }
 

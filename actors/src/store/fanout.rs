@@ -31,7 +31,8 @@ pub(super) struct TurnMarks {
     max_bytes: usize,
 }
 
-/// A watcher's response in this turn: where it is in its stream's list, and its encoded length.
+/// A watcher's response in this turn: where it is in its stream's list, and its encoded length
+/// (0 until a merge first needs it: most watchers get one revision per turn).
 #[derive(Debug, Clone, Copy, Default)]
 struct Mark {
     turn: u32,
@@ -66,6 +67,10 @@ impl TurnMarks {
         let mark = &mut self.marks[i];
         if mark.turn == self.turn {
             if let Some(queued) = list.get_mut(mark.index as usize).filter(|d| d.key == key) {
+                if mark.len == 0 {
+                    let len = queued.response.encoded_len(RESPONSE_HEADER_ESTIMATE);
+                    mark.len = u32::try_from(len).unwrap_or(u32::MAX);
+                }
                 match queued.response.merge(response, mark.len as usize, self.max_revs, self.max_bytes) {
                     Ok(len) => {
                         mark.len = u32::try_from(len).unwrap_or(u32::MAX);
@@ -75,12 +80,7 @@ impl TurnMarks {
                 }
             }
         }
-        let len = if response.is_events_only() { response.encoded_len(RESPONSE_HEADER_ESTIMATE) } else { 0 };
-        *mark = Mark {
-            turn: self.turn,
-            index: u32::try_from(list.len()).unwrap_or(u32::MAX),
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-        };
+        *mark = Mark { turn: self.turn, index: u32::try_from(list.len()).unwrap_or(u32::MAX), len: 0 };
         list.push(Delivery { key, response });
     }
 }

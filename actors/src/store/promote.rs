@@ -10,7 +10,7 @@ use watchkv::watch::watcher::Watcher;
 use watchkv::watch::watcher_group::WatcherGroup;
 use watchkv::Event;
 
-use super::fanout::match_revision;
+use super::fanout::{match_revision, TurnMarks};
 use super::{PerStream, StoreActor};
 use crate::protocol::{AddUnsynced, Promote};
 
@@ -78,8 +78,12 @@ impl StoreActor {
         // The ring is in revision order: start at the first revision any of them still needs;
         // `match_revision` skips each watcher's revisions before its own `min_rev`.
         let first = self.ring.partition_point(|(rev, _)| *rev < from);
+        // The replayed revisions join one response per watcher, as a group commit's do (the
+        // marks are this group's own: slots are per group).
+        let watch = self.config.watch();
+        let mut marks = TurnMarks::new(watch.watch_batch_max_revs(), watch.max_response_bytes());
         for (rev, events) in self.ring.range(first..) {
-            match_revision(&mut behind, &mut self.matched, *rev, events, out, None);
+            match_revision(&mut behind, &mut self.matched, *rev, events, out, Some(&mut marks));
         }
         for mut w in behind.drain() {
             w.min_rev = current + 1;
