@@ -1,7 +1,7 @@
-//! A stream whose client is not taking responses coalesces what queues up behind the send that
-//! waits: a watcher's events of several revisions go out as one multi-revision response (etcd
-//! gives a victim one batch the same way), every event exactly once, in order, and no response
-//! beyond `watch_batch_max_revs` revisions.
+//! A watcher whose client is not taking responses gets what it missed coalesced once the client
+//! reads again: its parked batch and the ring replay that follows go out as multi-revision
+//! responses (etcd gives a victim one batch the same way), every event exactly once, in order,
+//! and no response beyond `watch_batch_max_revs` revisions.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use watchkv_actors::testing::{self, wait_stats, History, RecordedStream};
 use watchkv_actors::{start, WatchCreate};
 
 #[actix_rt::test]
-async fn events_queued_behind_a_waiting_send_go_out_coalesced_exactly_once_in_order() {
+async fn events_missed_while_not_reading_go_out_coalesced_exactly_once_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Manual ticks, so that victims are retried only when the test says; a one-message mailbox,
     // so that a client that stops reading turns its watcher into a victim at once.
