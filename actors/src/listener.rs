@@ -107,7 +107,7 @@ async fn worker_service(
     let http = Rc::new(http);
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
-    let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<TcpStream>();
+    let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<grpc::AuthorityFix<TcpStream>>();
     let incoming = UnboundedReceiverStream::new(grpc_rx);
     actix_rt::spawn(grpc::serve_incoming(grpc_api, incoming));
 
@@ -119,7 +119,7 @@ async fn worker_service(
             match protocol(&stream).await {
                 Ok(Protocol::Grpc) => {
                     // Fails only while the worker shuts down; the connection is then dropped.
-                    let _ = grpc_tx.send(stream);
+                    let _ = grpc_tx.send(grpc::AuthorityFix::new(stream));
                     Ok(())
                 }
                 Ok(Protocol::Http1) => {

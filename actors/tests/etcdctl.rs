@@ -278,7 +278,10 @@ fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
     b.lease_cmd(&["put", "leased", "v", "--lease={lease}"], "L1");
     b.lease_cmd(&["lease", "timetolive", "{lease}", "--keys"], "L1");
     b.lease_cmd(&["lease", "keep-alive", "--once", "{lease}"], "L1");
+    // Listed soonest to expire first, as etcd sorts them, whatever their ids.
+    b.grant("50", "L2");
     b.cmd(&["lease", "list"]);
+    b.lease_cmd(&["lease", "revoke", "{lease}"], "L2");
     b.lease_cmd(&["lease", "revoke", "{lease}"], "L1");
     b.lease_cmd(&["lease", "timetolive", "{lease}"], "L1");
     b.lease_cmd(&["lease", "revoke", "{lease}"], "L1");
@@ -307,6 +310,21 @@ fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
         text.contains(&format!("watchkv, , http://127.0.0.1:{}", b.watchkv.port)),
         "one member with our client URL: {text}"
     );
+    // etcdctl 3.4 dials `endpoint status` (and `hashkv`, `snapshot save`) with the endpoint as
+    // written as HTTP/2's `:authority`; with a URL endpoint that must work as it does on etcd.
+    for (name, port) in [("etcd", b.etcd.port), ("watchkv", b.watchkv.port)] {
+        let url = format!("--endpoints=http://127.0.0.1:{port}");
+        for args in [&["endpoint", "status", "-w", "json"][..], &["endpoint", "health"][..], &["get", "foo"][..]] {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(&url)
+                .arg("--command-timeout=20s")
+                .args(args)
+                .output()
+                .expect("etcdctl output");
+            assert!(out.status.success(), "{name}: etcdctl {url} {args:?}: {out:?}");
+        }
+    }
     // A service we do not serve answers at once.
     let auth = run(b.watchkv.port, &["auth", "enable"], None);
     assert!(!auth.status.success());

@@ -6,12 +6,15 @@
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
 
+mod authority;
 mod convert;
 mod kv;
 mod lease;
 mod maintenance;
 mod watch;
 pub mod wire;
+
+pub use authority::AuthorityFix;
 
 use std::sync::Arc;
 

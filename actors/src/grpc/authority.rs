@@ -1,0 +1,561 @@
+//! Owns the connection adapter that lets clients which send a URL as HTTP/2's `:authority` reach
+//! the gRPC services.
+//!
+//! etcdctl 3.4 dials each endpoint of `endpoint status`, `endpoint hashkv` and `snapshot save`
+//! with the endpoint as written, so with `--endpoints=http://127.0.0.1:2379` every request on
+//! that connection carries `:authority: http://127.0.0.1:2379`. grpc-go's server ignores the
+//! value; the `h2` crate checks it and resets the stream with `PROTOCOL_ERROR`, which etcdctl
+//! prints as "stream terminated by RST_STREAM". `h2` has no setting for this, so the adapter
+//! sits between the socket and `h2`:
+//!
+//! - it reads the connection's first header block (decoding HPACK needs the whole block). When
+//!   its `:authority` is absent or valid, as with every other client, the adapter steps aside
+//!   for the rest of the connection and costs nothing more;
+//! - otherwise (grpc-go keeps one authority for a connection's life) it re-encodes every header
+//!   block of the connection with the authority's host and port (`http://127.0.0.1:2379` →
+//!   `127.0.0.1:2379`), or without `:authority` when nothing valid remains. It decodes with the
+//!   client's dynamic table and encodes literals only (never indexed), so `h2`'s table stays
+//!   empty and both sides agree whatever the client indexes.
+//!
+//! Frames other than HEADERS and CONTINUATION pass unchanged; the server's direction is never
+//! touched.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, BytesMut};
+use loona_hpack::Decoder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// HTTP/2's client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Length of a frame header.
+const FRAME_HEADER_LEN: usize = 9;
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+/// The largest frame the adapter writes: HTTP/2's initial `SETTINGS_MAX_FRAME_SIZE`, which
+/// every server accepts.
+const MAX_FRAME_PAYLOAD: usize = 16 * 1024;
+/// How much the adapter buffers while it looks for the first header block before it gives up
+/// looking and steps aside (a client sends its first request within its first few frames).
+const SNIFF_LIMIT: usize = 256 * 1024;
+/// Bytes read from the socket at a time while rewriting.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Where the adapter is in the connection.
+enum Mode {
+    /// Looking for the first header block.
+    Sniffing,
+    /// Re-encoding header blocks with `decoder`, the client's HPACK state.
+    Rewriting { decoder: Box<Decoder<'static>>, block: HeaderBlock },
+    /// Out of the way: bytes go straight from the socket to `h2`.
+    PassThrough,
+}
+
+/// A header block being gathered from a HEADERS frame and its CONTINUATIONs.
+#[derive(Default)]
+struct HeaderBlock {
+    /// Stream id, END_STREAM and the priority fields of the HEADERS frame.
+    started: Option<BlockStart>,
+    fragment: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct BlockStart {
+    stream_id: u32,
+    end_stream: bool,
+    priority: Option<[u8; 5]>,
+}
+
+/// An HTTP/2 server connection whose first header block decides whether its `:authority`
+/// values need rewriting; see the module documentation.
+pub struct AuthorityFix<IO> {
+    io: IO,
+    mode: Mode,
+    /// Bytes read from the client and not yet examined.
+    input: BytesMut,
+    /// Bytes ready for `h2`.
+    output: BytesMut,
+    /// Where socket reads land while the adapter examines the connection.
+    scratch: Vec<u8>,
+    eof: bool,
+}
+
+impl<IO> AuthorityFix<IO> {
+    /// Wraps a server-side connection that has not been read from yet.
+    pub fn new(io: IO) -> Self {
+        Self {
+            io,
+            mode: Mode::Sniffing,
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            scratch: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Whether the adapter re-encodes this connection's header blocks (for tests and logs).
+    pub fn is_rewriting(&self) -> bool {
+        matches!(self.mode, Mode::Rewriting { .. })
+    }
+
+    /// Examines what has been read: decides the mode once the first header block is complete,
+    /// and while rewriting turns every complete frame into output.
+    fn process(&mut self) {
+        if matches!(self.mode, Mode::Sniffing) {
+            match first_block_needs_rewrite(&self.input) {
+                Sniff::NeedMore if !self.eof && self.input.len() < SNIFF_LIMIT => return,
+                Sniff::Rewrite(start) => {
+                    // Frames before the first header block (preface, SETTINGS, WINDOW_UPDATE)
+                    // go on as they are.
+                    self.output.put(self.input.split_to(start));
+                    tracing::debug!("gRPC connection sends a URL as :authority; rewriting its header blocks");
+                    self.mode = Mode::Rewriting { decoder: Box::default(), block: HeaderBlock::default() };
+                }
+                Sniff::NeedMore | Sniff::Valid => {
+                    self.output.put(self.input.split());
+                    self.mode = Mode::PassThrough;
+                    return;
+                }
+            }
+        }
+        let Mode::Rewriting { decoder, block } = &mut self.mode else {
+            return;
+        };
+        while let Some((kind, flags, stream_id, len)) = frame_header(&self.input) {
+            if self.input.len() < FRAME_HEADER_LEN + len {
+                break;
+            }
+            let frame = self.input.split_to(FRAME_HEADER_LEN + len);
+            match kind {
+                FRAME_HEADERS | FRAME_CONTINUATION => {
+                    let Some(()) = block.add(kind, flags, stream_id, &frame[FRAME_HEADER_LEN..]) else {
+                        // Not a frame sequence HTTP/2 allows: let h2 see it and refuse it.
+                        self.give_up(frame);
+                        return;
+                    };
+                    if flags & FLAG_END_HEADERS != 0 {
+                        let Some(start) = block.started.take() else { unreachable_block() };
+                        let fragment = std::mem::take(&mut block.fragment);
+                        match rewrite_block(decoder, &fragment) {
+                            Some(encoded) => write_header_frames(&mut self.output, start, &encoded),
+                            None => {
+                                // Undecodable HPACK: h2 will answer COMPRESSION_ERROR itself.
+                                write_header_frames(&mut self.output, start, &fragment);
+                                self.give_up(BytesMut::new());
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ => self.output.put(frame),
+            }
+        }
+    }
+
+    /// Stops rewriting: `pending` and everything after it go to `h2` unchanged.
+    fn give_up(&mut self, pending: BytesMut) {
+        self.output.put(pending);
+        self.output.put(self.input.split());
+        self.mode = Mode::PassThrough;
+    }
+}
+
+/// Never reached: a block is started by the HEADERS frame `HeaderBlock::add` accepted first.
+fn unreachable_block() -> ! {
+    unreachable!("an END_HEADERS frame completes a block its HEADERS frame started")
+}
+
+impl HeaderBlock {
+    /// Adds a HEADERS or CONTINUATION frame's fragment; `None` when the frame cannot be part of
+    /// a block here (a CONTINUATION without a HEADERS, a HEADERS inside a block, bad padding).
+    fn add(&mut self, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Option<()> {
+        if kind == FRAME_CONTINUATION {
+            let start = self.started?;
+            if start.stream_id != stream_id {
+                return None;
+            }
+            self.fragment.extend_from_slice(payload);
+            return Some(());
+        }
+        if self.started.is_some() {
+            return None;
+        }
+        let mut body = payload;
+        let mut pad = 0;
+        if flags & FLAG_PADDED != 0 {
+            pad = usize::from(*body.first()?);
+            body = &body[1..];
+        }
+        let priority = if flags & FLAG_PRIORITY != 0 {
+            let fields: [u8; 5] = body.get(..5)?.try_into().ok()?;
+            body = &body[5..];
+            Some(fields)
+        } else {
+            None
+        };
+        let fragment = body.get(..body.len().checked_sub(pad)?)?;
+        self.started = Some(BlockStart { stream_id, end_stream: flags & FLAG_END_STREAM != 0, priority });
+        self.fragment.extend_from_slice(fragment);
+        Some(())
+    }
+}
+
+/// Kind, flags, stream id and payload length of the frame at the start of `input`.
+fn frame_header(input: &[u8]) -> Option<(u8, u8, u32, usize)> {
+    let h = input.get(..FRAME_HEADER_LEN)?;
+    let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+    let stream_id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    Some((h[3], h[4], stream_id, len))
+}
+
+/// What the first header block says about the connection.
+enum Sniff {
+    /// The block is not complete yet.
+    NeedMore,
+    /// No rewriting needed (or the stream is not HTTP/2 as expected: h2 will say so).
+    Valid,
+    /// The block's `:authority` is not one `h2` accepts; rewriting starts at this offset.
+    Rewrite(usize),
+}
+
+/// Finds the connection's first header block in `input` and checks its `:authority`.
+fn first_block_needs_rewrite(input: &[u8]) -> Sniff {
+    if input.len() < PREFACE.len() {
+        return if PREFACE.starts_with(input) { Sniff::NeedMore } else { Sniff::Valid };
+    }
+    if !input.starts_with(PREFACE) {
+        return Sniff::Valid;
+    }
+    let mut at = PREFACE.len();
+    let mut block_start = None;
+    let mut block = HeaderBlock::default();
+    while let Some((kind, flags, stream_id, len)) = frame_header(&input[at..]) {
+        let Some(payload) = input.get(at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + len) else {
+            return Sniff::NeedMore;
+        };
+        if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION {
+            block_start.get_or_insert(at);
+            if block.add(kind, flags, stream_id, payload).is_none() {
+                return Sniff::Valid;
+            }
+            if flags & FLAG_END_HEADERS != 0 {
+                let mut decoder = Decoder::new();
+                let mut authority_ok = true;
+                let decoded = decoder.decode_with_cb(&block.fragment, |name, value| {
+                    if &*name == b":authority" {
+                        authority_ok &= valid_authority(&value);
+                    }
+                });
+                return match (decoded, block_start) {
+                    (Ok(()), Some(start)) if !authority_ok => Sniff::Rewrite(start),
+                    _ => Sniff::Valid,
+                };
+            }
+        } else if block_start.is_some() {
+            // HTTP/2 allows nothing between a HEADERS frame and its CONTINUATIONs.
+            return Sniff::Valid;
+        }
+        at += FRAME_HEADER_LEN + len;
+    }
+    Sniff::NeedMore
+}
+
+/// Whether `h2` accepts `value` as an `:authority` (it parses it as a URI authority).
+fn valid_authority(value: &[u8]) -> bool {
+    http::uri::Authority::try_from(value).is_ok()
+}
+
+/// The authority to send instead of a URL-shaped one: its host and port, when those are valid.
+fn repaired_authority(value: &[u8]) -> Option<&[u8]> {
+    let text = std::str::from_utf8(value).ok()?;
+    let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let host_port = after_scheme.split(['/', '?', '#']).next()?;
+    valid_authority(host_port.as_bytes()).then_some(host_port.as_bytes())
+}
+
+/// Decodes a header block with the client's HPACK state and encodes it again with a repaired
+/// `:authority`, as literals that `h2` does not index. `None` when the block does not decode.
+fn rewrite_block(decoder: &mut Decoder<'static>, fragment: &[u8]) -> Option<Vec<u8>> {
+    let mut encoded = Vec::with_capacity(fragment.len() + 64);
+    decoder
+        .decode_with_cb(fragment, |name, value| {
+            if &*name == b":authority" && !valid_authority(&value) {
+                if let Some(repaired) = repaired_authority(&value) {
+                    encode_literal(&mut encoded, &name, repaired);
+                }
+                // Nothing valid left: the request goes without an authority, which HTTP/2
+                // allows and the services never read.
+                return;
+            }
+            encode_literal(&mut encoded, &name, &value);
+        })
+        .ok()?;
+    Some(encoded)
+}
+
+/// Appends a "literal header field never indexed" with a literal name (RFC 7541 §6.2.3):
+/// neither side's dynamic table changes, and headers the client marked sensitive stay so.
+fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = loona_hpack::encoder::encode_integer_into(0, 4, 0x10, out);
+    encode_string(out, name);
+    encode_string(out, value);
+}
+
+fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
+    // Length with the Huffman bit clear, then the raw octets.
+    let _ = loona_hpack::encoder::encode_integer_into(s.len(), 7, 0, out);
+    out.extend_from_slice(s);
+}
+
+/// Writes `block` as a HEADERS frame followed by CONTINUATION frames as needed.
+fn write_header_frames(out: &mut BytesMut, start: BlockStart, block: &[u8]) {
+    let priority_len = start.priority.map_or(0, |p| p.len());
+    let first_len = block.len().min(MAX_FRAME_PAYLOAD - priority_len);
+    let (first, mut rest) = block.split_at(first_len);
+    let mut flags = if start.end_stream { FLAG_END_STREAM } else { 0 };
+    if start.priority.is_some() {
+        flags |= FLAG_PRIORITY;
+    }
+    if rest.is_empty() {
+        flags |= FLAG_END_HEADERS;
+    }
+    put_frame_header(out, priority_len + first.len(), FRAME_HEADERS, flags, start.stream_id);
+    if let Some(priority) = start.priority {
+        out.put_slice(&priority);
+    }
+    out.put_slice(first);
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(rest.len().min(MAX_FRAME_PAYLOAD));
+        rest = after;
+        let flags = if rest.is_empty() { FLAG_END_HEADERS } else { 0 };
+        put_frame_header(out, chunk.len(), FRAME_CONTINUATION, flags, start.stream_id);
+        out.put_slice(chunk);
+    }
+}
+
+fn put_frame_header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream_id: u32) {
+    // `len` is at most MAX_FRAME_PAYLOAD, well inside the 24-bit length field.
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    out.put_slice(&len[1..]);
+    out.put_u8(kind);
+    out.put_u8(flags);
+    out.put_u32(stream_id);
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.output.is_empty() {
+                let n = this.output.len().min(buf.remaining());
+                buf.put_slice(&this.output[..n]);
+                this.output.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.mode, Mode::PassThrough) || this.eof {
+                return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
+            this.scratch.resize(READ_CHUNK, 0);
+            let mut chunk = ReadBuf::new(&mut this.scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut chunk))?;
+            let n = chunk.filled().len();
+            this.input.put_slice(&this.scratch[..n]);
+            if n == 0 {
+                this.eof = true;
+                // Whatever is left (a partial frame) is h2's to judge.
+                let rest = this.input.split();
+                this.output.put(rest);
+                if this.output.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            this.process();
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A client's bytes: the preface, a SETTINGS frame, then one HEADERS frame per header list,
+    /// encoded by a real HPACK encoder (Huffman strings, dynamic-table indexing).
+    fn client_bytes(requests: &[Vec<(&[u8], &[u8])>], padded: bool) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        out.put_slice(PREFACE);
+        put_frame_header(&mut out, 0, 0x4, 0, 0);
+        let mut encoder = loona_hpack::Encoder::new();
+        for (i, headers) in requests.iter().enumerate() {
+            let block = encoder.encode(headers.iter().map(|(n, v)| (*n, *v)));
+            let stream_id = u32::try_from(2 * i + 1).unwrap_or(1);
+            if padded {
+                let mut payload = vec![3u8];
+                payload.extend_from_slice(&block);
+                payload.extend_from_slice(&[0, 0, 0]);
+                put_frame_header(&mut out, payload.len(), FRAME_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, stream_id);
+                out.put_slice(&payload);
+            } else {
+                // Split in two to exercise CONTINUATION.
+                let (a, b) = block.split_at(block.len() / 2);
+                put_frame_header(&mut out, a.len(), FRAME_HEADERS, 0, stream_id);
+                out.put_slice(a);
+                put_frame_header(&mut out, b.len(), FRAME_CONTINUATION, FLAG_END_HEADERS, stream_id);
+                out.put_slice(b);
+            }
+            // A DATA frame between requests passes unchanged.
+            put_frame_header(&mut out, 2, 0x0, FLAG_END_STREAM, stream_id);
+            out.put_slice(b"ok");
+        }
+        out.to_vec()
+    }
+
+    fn request(authority: &'static [u8]) -> Vec<(&'static [u8], &'static [u8])> {
+        vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/etcdserverpb.Maintenance/Status"),
+            (b":authority", authority),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+    }
+
+    /// Reads everything the adapter hands on, fed `input` a few bytes at a time.
+    async fn through_adapter(input: Vec<u8>, chunk: usize) -> (Vec<u8>, bool) {
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for piece in input.chunks(chunk) {
+                client.write_all(piece).await.expect("write to the duplex pipe");
+            }
+        });
+        let mut adapter = AuthorityFix::new(server);
+        let mut out = Vec::new();
+        adapter.read_to_end(&mut out).await.expect("read through the adapter");
+        writer.await.expect("writer task");
+        let rewriting = adapter.is_rewriting();
+        (out, rewriting)
+    }
+
+    /// Decodes every header block of `bytes` (as h2 would) and returns the header lists and
+    /// the DATA payloads, in order.
+    fn decode_frames(bytes: &[u8]) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<Vec<u8>>) {
+        assert!(bytes.starts_with(PREFACE));
+        let mut at = PREFACE.len();
+        let mut decoder = Decoder::new();
+        let mut lists = Vec::new();
+        let mut data = Vec::new();
+        let mut block = HeaderBlock::default();
+        while let Some((kind, flags, stream_id, len)) = frame_header(&bytes[at..]) {
+            let payload = &bytes[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + len];
+            match kind {
+                FRAME_HEADERS | FRAME_CONTINUATION => {
+                    block.add(kind, flags, stream_id, payload).expect("a valid header frame sequence");
+                    if flags & FLAG_END_HEADERS != 0 {
+                        block.started = None;
+                        let fragment = std::mem::take(&mut block.fragment);
+                        lists.push(decoder.decode(&fragment).expect("decodable block"));
+                    }
+                }
+                0x0 => data.push(payload.to_vec()),
+                _ => {}
+            }
+            at += FRAME_HEADER_LEN + len;
+        }
+        assert_eq!(at, bytes.len(), "no trailing partial frame");
+        (lists, data)
+    }
+
+    #[tokio::test]
+    async fn a_url_authority_becomes_host_and_port_on_every_request() {
+        let requests = vec![request(b"http://127.0.0.1:2379"), request(b"http://127.0.0.1:2379")];
+        for (padded, chunk) in [(false, 1), (true, 7), (false, 4096)] {
+            let (out, rewriting) = through_adapter(client_bytes(&requests, padded), chunk).await;
+            assert!(rewriting);
+            let (lists, data) = decode_frames(&out);
+            assert_eq!(lists.len(), 2);
+            for list in &lists {
+                let authority: Vec<_> = list.iter().filter(|(n, _)| n == b":authority").collect();
+                assert_eq!(authority, vec![&(b":authority".to_vec(), b"127.0.0.1:2379".to_vec())]);
+                let path = list.iter().find(|(n, _)| n == b":path").map(|(_, v)| v.clone());
+                assert_eq!(path, Some(b"/etcdserverpb.Maintenance/Status".to_vec()));
+                assert_eq!(list.len(), 6);
+            }
+            assert_eq!(data, vec![b"ok".to_vec(), b"ok".to_vec()]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_authority_passes_byte_for_byte() {
+        let input = client_bytes(&[request(b"127.0.0.1:2379"), request(b"localhost:2379")], false);
+        let (out, rewriting) = through_adapter(input.clone(), 3).await;
+        assert!(!rewriting);
+        assert_eq!(out, input);
+    }
+
+    #[tokio::test]
+    async fn an_authority_with_nothing_valid_is_dropped() {
+        let (out, rewriting) = through_adapter(client_bytes(&[request(b"unix:///tmp/etcd.sock")], false), 5).await;
+        assert!(rewriting);
+        let (lists, _) = decode_frames(&out);
+        assert!(lists[0].iter().all(|(n, _)| n != b":authority"));
+        assert_eq!(lists[0].len(), 5);
+    }
+
+    #[tokio::test]
+    async fn http1_and_truncated_connections_pass_unchanged() {
+        for input in [b"GET /health HTTP/1.1\r\n\r\n".to_vec(), PREFACE[..10].to_vec(), {
+            let mut partial = client_bytes(&[request(b"http://x:1")], false);
+            partial.truncate(partial.len() - 20);
+            partial
+        }] {
+            let (out, _) = through_adapter(input.clone(), 2).await;
+            assert_eq!(out, input);
+        }
+    }
+
+    #[test]
+    fn repairs_take_host_and_port() {
+        assert_eq!(repaired_authority(b"http://127.0.0.1:2379"), Some(&b"127.0.0.1:2379"[..]));
+        assert_eq!(repaired_authority(b"https://etcd.example:2379/x"), Some(&b"etcd.example:2379"[..]));
+        assert_eq!(repaired_authority(b"http://[::1]:2379"), Some(&b"[::1]:2379"[..]));
+        assert_eq!(repaired_authority(b"unix:///tmp/sock"), None);
+        assert!(valid_authority(b"127.0.0.1:2379"));
+        assert!(!valid_authority(b"http://127.0.0.1:2379"));
+    }
+}
