@@ -122,12 +122,13 @@ impl Lessor {
         self.leases.values().map(|l| l.deadline).min()
     }
 
-    /// Returns every lease id, ascending.
+    /// Returns every lease id, the soonest to expire first (etcd: lessor.go `Leases` sorts by
+    /// remaining time); leases expiring at the same instant in id order.
     #[must_use]
-    pub fn ids(&self) -> Vec<LeaseId> {
-        let mut ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+    pub fn ids_by_expiry(&self) -> Vec<LeaseId> {
+        let mut ids: Vec<(Instant, LeaseId)> = self.leases.values().map(|l| (l.deadline, l.id)).collect();
         ids.sort_unstable();
-        ids
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Returns the number of leases.
@@ -178,5 +179,9 @@ mod tests {
         assert_eq!(l.expired(now), Vec::<LeaseId>::new());
         assert_eq!(l.expired(now + Duration::from_secs(10)), vec![8, 7]);
         assert_eq!(l.next_deadline(), Some(now + Duration::from_secs(1)));
+        assert_eq!(l.ids_by_expiry(), vec![8, 7]);
+        l.set_deadline(8, now + Duration::from_secs(9));
+        l.insert(3, 9, now + Duration::from_secs(9));
+        assert_eq!(l.ids_by_expiry(), vec![7, 3, 8], "soonest first, ties by id");
     }
 }

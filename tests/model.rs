@@ -1254,7 +1254,10 @@ impl Harness {
         let stats = self.store().stats();
         prop_assert_eq!(stats.indexed_keys, self.m.indexed_keys(), "{}: keys in the index", ctx);
         let ids: Vec<LeaseId> = self.m.leases.keys().copied().collect();
-        prop_assert_eq!(self.store().leases(), ids.clone(), "{}: lease ids", ctx);
+        let mut by_expiry: Vec<(i64, LeaseId)> = self.m.leases.iter().map(|(id, l)| (l.deadline, *id)).collect();
+        by_expiry.sort_unstable();
+        let by_expiry: Vec<LeaseId> = by_expiry.into_iter().map(|(_, id)| id).collect();
+        prop_assert_eq!(self.store().leases(), by_expiry, "{}: lease ids, soonest to expire first", ctx);
         let now = self.now();
         for id in ids {
             let l = self.m.leases[&id].clone();

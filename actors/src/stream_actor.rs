@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
@@ -87,11 +87,16 @@ pub struct StreamActor {
     id: StreamId,
     peers: Arc<StreamPeers>,
     sink: Arc<dyn WatchSink>,
-    /// Auto ids; the ids in use are the keys of `watches`.
+    /// Auto ids; the ids in use are the keys of `watches` and the members of `ended`.
     ids: AutoWatchIds,
     /// Fx, not SipHash: looked up once per delivered response; the ids are the client's own, so
     /// colliding ids could slow only its own stream.
     watches: FxHashMap<WatchId, StreamWatch>,
+    /// Watchers the server ended (compaction, slow consumer) whose ids the client has not
+    /// cancelled yet. As in etcd the id stays taken and the client's cancel is answered; unlike
+    /// etcd's compacted watcher it is no longer a watcher, so progress requests on the stream
+    /// keep being answered (docs/etcd-semantics.md, "Compacted-watch response").
+    ended: FxHashSet<WatchId>,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
     seq: Arc<AtomicU64>,
@@ -117,6 +122,7 @@ impl StreamActor {
             sink,
             ids: AutoWatchIds::new(),
             watches: FxHashMap::default(),
+            ended: FxHashSet::default(),
             config,
             clock,
             seq,
@@ -210,10 +216,19 @@ impl StreamActor {
         }));
     }
 
-    /// Forgets a watcher the server ended (compaction, slow consumer).
+    /// Forgets a watcher that never started (the runtime stopped while it was created).
     fn forget(&mut self, id: WatchId) {
         if let Some(w) = self.watches.remove(&id) {
             w.cancel.cancel();
+        }
+    }
+
+    /// Ends a watcher the server cancelled (compaction, slow consumer, unreadable history): it
+    /// gets nothing more, and its id stays taken until the client cancels it.
+    fn end(&mut self, id: WatchId) {
+        if let Some(w) = self.watches.remove(&id) {
+            w.cancel.cancel();
+            self.ended.insert(id);
         }
     }
 
@@ -232,7 +247,8 @@ impl StreamActor {
         if range.is_empty() {
             return Err(Error::EmptyWatcherRange);
         }
-        if self.watches.len() >= self.config.max_watchers_per_stream() {
+        // Ended ids count: the client holds them until it cancels them.
+        if self.watches.len() + self.ended.len() >= self.config.max_watchers_per_stream() {
             return Err(Error::TooManyWatchers);
         }
         Ok(range)
@@ -300,8 +316,8 @@ impl StreamActor {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
-        let watches = &self.watches;
-        let id = match self.ids.allocate(req.watch_id, |id| watches.contains_key(&id)) {
+        let (watches, ended) = (&self.watches, &self.ended);
+        let id = match self.ids.allocate(req.watch_id, |id| watches.contains_key(&id) || ended.contains(&id)) {
             Ok(id) => id,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
         };
@@ -374,6 +390,11 @@ impl Handler<CancelWatch> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelWatch, ctx: &mut Self::Context) {
+        // etcd: a watcher the server ended is cancelled like a live one (its cancel func is
+        // still on the stream: v3rpc/watch.go recvLoop, mvcc/watcher.go Cancel).
+        if self.ended.remove(&msg.0) {
+            return self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
+        }
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
         let Some(w) = self.watches.remove(&msg.0) else { return };
         w.cancel.cancel();
@@ -441,8 +462,8 @@ impl Handler<Deliver> for StreamActor {
             if response.canceled {
                 // A compaction notice or a server-side cancel (slow consumer, unreadable history)
                 // ends the watcher here too, so progress requests on this stream keep working
-                // (docs/etcd-semantics.md §10 quirk 4).
-                self.forget(key.id);
+                // (docs/etcd-semantics.md §10 quirk 4); its id waits for the client's cancel.
+                self.end(key.id);
                 self.push(&mut out, response);
             } else if response.events.is_empty() {
                 self.push(&mut out, response);

@@ -104,10 +104,10 @@ impl KvStore {
         })
     }
 
-    /// Returns every lease id, ascending.
+    /// Returns every lease id, the soonest to expire first, as etcd's `LeaseLeases` lists them.
     #[must_use]
     pub fn leases(&self) -> Vec<LeaseId> {
-        self.lessor.ids()
+        self.lessor.ids_by_expiry()
     }
 
     /// Returns when the next lease expires, so a runtime knows when to call

@@ -93,15 +93,6 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         normalise: norm_progress_without_watchers,
     },
     Difference {
-        id: "compacted-watcher-forgotten",
-        sections: "§7.2, §10 quirk 4, §12 item 7",
-        etcd: "a compacted watcher stays on its stream until the client cancels it; the cancel is answered `{watch_id, canceled}`",
-        watchkv: "the compaction notice ends the watcher: it leaves the stream at once, so a later cancel of its id gets no response (as for any unknown id)",
-        why: "deliberate (docs/etcd-semantics.md §10 quirk 4): a lingering compacted watcher blocks every later progress request on the stream",
-        global: false,
-        normalise: norm_compacted_cancel,
-    },
-    Difference {
         id: "negative-start-revision",
         sections: "§7.1 step 2, §12 item 5",
         etcd: "start_revision -1 is accepted as a normal watch: created with a real id (its catch-up reads nothing before a compaction and a compaction notice after one)",
@@ -250,22 +241,6 @@ fn norm_progress_without_watchers(e: &mut Value, w: &mut Value) -> Result<bool, 
     }
     if !wl.is_empty() {
         return Err(format!("watchkv should not answer a progress request on an empty stream: {wl:?}"));
-    }
-    el.clear();
-    Ok(true)
-}
-
-fn norm_compacted_cancel(e: &mut Value, w: &mut Value) -> Result<bool, String> {
-    let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
-    let ok = el.len() == 1 && {
-        let r = result(&el[0]);
-        r.get("canceled") == Some(&json!(true)) && r.get("created").is_none() && r.get("compact_revision").is_none()
-    };
-    if !ok {
-        return Err(format!("etcd 3.4 should answer the cancel of a compacted watcher with `canceled`: {el:?}"));
-    }
-    if !wl.is_empty() {
-        return Err(format!("watchkv should have forgotten the compacted watcher: {wl:?}"));
     }
     el.clear();
     Ok(true)
