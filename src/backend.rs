@@ -192,6 +192,47 @@ impl Backend {
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)
     }
+
+    /// Returns a point-in-time view of every keyspace, for [`WholeSnapshot::hash`].
+    #[must_use]
+    pub fn whole_snapshot(&self) -> WholeSnapshot {
+        WholeSnapshot {
+            snapshot: self.db.snapshot(),
+            keyspaces: [self.kv.clone(), self.meta.clone(), self.lease.clone()],
+        }
+    }
+}
+
+/// A point-in-time view of every keyspace, readable from any thread.
+pub struct WholeSnapshot {
+    snapshot: fjall::Snapshot,
+    keyspaces: [Keyspace; 3],
+}
+
+impl std::fmt::Debug for WholeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WholeSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl WholeSnapshot {
+    /// Returns a CRC-32C over every record the store holds: for each keyspace its name, then
+    /// each key and value in key order (`Maintenance.Hash`; etcd hashes its bbolt file).
+    ///
+    /// # Errors
+    /// Fails on I/O errors.
+    pub fn hash(&self) -> Result<u32> {
+        let mut digest = crate::hash::CASTAGNOLI.digest();
+        for keyspace in &self.keyspaces {
+            digest.update(keyspace.name().as_bytes());
+            for guard in self.snapshot.iter(keyspace) {
+                let (key, value) = guard.into_inner()?;
+                digest.update(&key);
+                digest.update(&value);
+            }
+        }
+        Ok(digest.finalize())
+    }
 }
 
 /// An atomic group of changes to the backend's keyspaces.

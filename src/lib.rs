@@ -14,6 +14,7 @@
 //! - [`request`]: request/response values and txn validation.
 //! - [`lease`]: the in-memory lease table.
 //! - [`compaction`]: the physical compaction worker.
+//! - [`hash`]: `HashKV` as etcd computes it, and the whole-store `Hash`.
 //! - [`watch`]: watcher groups and event batches.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod hash;
 pub mod index;
 pub mod key_index;
 pub mod key_range;

@@ -19,8 +19,8 @@ use watchkv::{
 use crate::config::ActorsConfig;
 use crate::protocol::{
     CancelWatch, CloseStream, Compact, CreateWatch, DbSize, GetStoreStats, GetSyncerStats, GetVictimStats, LeaseGrant,
-    LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range, RequestStreamProgress, Shutdown, StoreStats, SubmitWrite,
-    SyncerStats, VictimStats, WatchCreate,
+    LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv, Range, RequestStreamProgress, Shutdown,
+    SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, VictimStats, WatchCreate,
 };
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
@@ -311,6 +311,28 @@ impl Handle {
     /// `Stopped`, or an I/O error.
     pub async fn db_size(&self) -> Result<u64> {
         self.inner.runtime.store.send(DbSize).await.map_err(stopped)?
+    }
+
+    /// Computes `HashKV` up to `revision` (0 = the current one) as etcd does. The store only
+    /// takes a snapshot and the compaction keep set; the scan runs on a blocking thread, so
+    /// writes and watchers go on meanwhile.
+    ///
+    /// # Errors
+    /// `Compacted`, `FutureRev`, `Stopped`, or a storage error.
+    pub async fn hash_kv(&self, revision: i64) -> Result<watchkv::hash::KvHash> {
+        let plan = self.inner.runtime.store.send(PlanHashKv(revision)).await.map_err(stopped)??;
+        actix_rt::task::spawn_blocking(move || plan.run()).await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Computes the whole-store hash (`Maintenance.Hash`) and returns it with the revision of
+    /// the snapshot it covers; like [`Self::hash_kv`], the scan runs off the store's thread.
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn hash(&self) -> Result<(u32, i64)> {
+        let (snapshot, revision) = self.inner.runtime.store.send(SnapshotWholeStore).await.map_err(stopped)??;
+        let hash = actix_rt::task::spawn_blocking(move || snapshot.hash()).await.map_err(|_| Error::Stopped)??;
+        Ok((hash, revision))
     }
 
     /// Returns every actor's state.

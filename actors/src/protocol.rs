@@ -492,6 +492,18 @@ pub struct LeaseLeases;
 #[rtype(result = "Result<u64>")]
 pub struct DbSize;
 
+/// Plans a `HashKV` up to a revision (0 = the current one); the caller runs the plan's scan
+/// off the store's thread ([`Handle::hash_kv`](crate::Handle::hash_kv)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<watchkv::hash::HashKvPlan>")]
+pub struct PlanHashKv(pub i64);
+
+/// Takes a snapshot of everything the store holds, with the revision it was taken at, for the
+/// whole-store hash ([`Handle::hash`](crate::Handle::hash)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(watchkv::backend::WholeSnapshot, i64)>")]
+pub struct SnapshotWholeStore;
+
 /// Flushes pending writes, syncs and closes the store, and closes every stream (shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<()>")]

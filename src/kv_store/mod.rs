@@ -6,6 +6,7 @@
 //! - [`write`]: the typed write API, group commit and put/delete (etcd `kvstore_txn.go
 //!   storeTxnWrite`);
 //! - [`txn`]: compares and transactions (etcd `server/etcdserver/txn/txn.go`);
+//! - [`hash`]: planning `HashKV` (etcd `kvstore.go hashByRev`);
 //! - [`compact`]: scheduling compaction (etcd `kvstore_compaction.go`, `kvstore.go Compact`);
 //! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`).
 //!
@@ -28,6 +29,7 @@ use crate::lease::{deadline_after, Lessor};
 use crate::revision::Revision;
 
 mod compact;
+mod hash;
 mod leases;
 mod read;
 mod txn;

@@ -366,6 +366,22 @@ impl GatewayMessage for pb::LeaseGrantRequest {
     }
 }
 
+/// `HashKVRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HashKvJson {
+    #[serde(deserialize_with = "int64")]
+    revision: i64,
+}
+
+impl GatewayMessage for pb::HashKvRequest {
+    type Json = HashKvJson;
+
+    fn from_json(j: HashKvJson) -> Result<Self, ApiError> {
+        Ok(Self { revision: j.revision })
+    }
+}
+
 /// `LeaseRevokeRequest`, `LeaseKeepAliveRequest`: a lease id.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -51,6 +51,14 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A uint32 (or int32) field: protojson writes these as JSON numbers.
+    fn uint32(&mut self, name: &str, v: u32) {
+        if v != 0 {
+            self.key(name);
+            let _ = write!(self.out, "{v}");
+        }
+    }
+
     fn flag(&mut self, name: &str, v: bool) {
         if v {
             self.key(name);
@@ -286,6 +294,24 @@ pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: 
     o.uint("raftTerm", h.raft_term);
     o.int("raftAppliedIndex", revision);
     o.uint("dbSizeInUse", db_size);
+    o.close();
+}
+
+/// Writes a `HashResponse`.
+pub fn write_hash(out: &mut String, h: Header, revision: i64, hash: u32) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.uint32("hash", hash);
+    o.close();
+}
+
+/// Writes a `HashKVResponse`.
+pub fn write_hash_kv(out: &mut String, h: Header, kv: &watchkv::hash::KvHash) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, kv.current_revision));
+    o.uint32("hash", kv.hash);
+    o.int("compact_revision", kv.compact_revision);
+    o.int("hash_revision", kv.hash_revision);
     o.close();
 }
 

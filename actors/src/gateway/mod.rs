@@ -116,6 +116,10 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/lease/leases", web::post().to(lease_leases))
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
+        // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
+        // /v3/maintenance/hashkv reaches HashKV.
+        .route("/v3/maintenance/hash", web::post().to(hash))
+        .route("/v3/maintenance/hashkv", web::post().to(hash_kv))
         .route("/v3/watch", web::post().to(watch::watch))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version))
@@ -319,6 +323,33 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
             let db_size = gw.handle.db_size().await.unwrap_or(0);
             let mut out = String::new();
             encode::write_member_status(&mut out, gw.header, rev, db_size);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+/// `HashRequest` has no fields: the body is read only for its size.
+async fn hash(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let (hash, rev) = gw.handle.hash().await?;
+            let mut out = String::new();
+            encode::write_hash(&mut out, gw.header, rev, hash);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn hash_kv(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let req: pb::HashKvRequest = message(payload, &gw).await?;
+            let kv = gw.handle.hash_kv(req.revision).await?;
+            let mut out = String::new();
+            encode::write_hash_kv(&mut out, gw.header, &kv);
             Ok(out)
         }
         .await,

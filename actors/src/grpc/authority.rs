@@ -474,7 +474,10 @@ mod tests {
 
     /// Decodes every header block of `bytes` (as h2 would) and returns the header lists and
     /// the DATA payloads, in order.
-    fn decode_frames(bytes: &[u8]) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<Vec<u8>>) {
+    /// One decoded header list: `(name, value)` pairs.
+    type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn decode_frames(bytes: &[u8]) -> (Vec<HeaderList>, Vec<Vec<u8>>) {
         assert!(bytes.starts_with(PREFACE));
         let mut at = PREFACE.len();
         let mut decoder = Decoder::new();

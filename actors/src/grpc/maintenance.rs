@@ -1,5 +1,5 @@
-//! Owns the gRPC `Maintenance.Status` and `Cluster.MemberList` answers: one member, which is
-//! its own leader, with the store revision standing in for raft's index.
+//! Owns the gRPC `Maintenance` answers (`Status`, `Hash`, `HashKV`) and `Cluster.MemberList`:
+//! one member, which is its own leader, with the store revision standing in for raft's index.
 
 use tonic::{Request, Response, Status};
 
@@ -30,6 +30,25 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
             is_learner: false,
             ..Default::default()
         }))
+    }
+
+    /// etcd's `HashKV` (etcd: mvcc/hash.go): the same operations give the same hash on etcd and
+    /// here. The scan runs off the store's thread.
+    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let h = self.handle().hash_kv(request.into_inner().revision).await.map_err(status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header(h.current_revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
+    }
+
+    /// A CRC-32C of everything the store holds (etcd hashes its bbolt file; see
+    /// docs/etcd-semantics.md, "Integrity").
+    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, rev) = self.handle().hash().await.map_err(status)?;
+        Ok(Response::new(pb::HashResponse { header: Some(self.header(rev)), hash }))
     }
 }
 

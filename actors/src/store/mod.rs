@@ -28,8 +28,8 @@ use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatchers, CloseStream, Compact, Counters, DbSize, Deliver, Delivery, GetStoreStats, LeaseTick,
-    ParkVictims, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, StoreStats, StreamInbox,
-    UnregisterStream, Watch,
+    ParkVictims, PlanHashKv, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore,
+    StoreStats, StreamInbox, UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -279,6 +279,22 @@ impl Handler<DbSize> for StoreActor {
 
     fn handle(&mut self, _: DbSize, _: &mut Self::Context) -> Self::Result {
         self.store()?.disk_space()
+    }
+}
+
+impl Handler<PlanHashKv> for StoreActor {
+    type Result = Result<watchkv::hash::HashKvPlan>;
+
+    fn handle(&mut self, msg: PlanHashKv, _: &mut Self::Context) -> Self::Result {
+        self.store()?.hash_kv_plan(msg.0)
+    }
+}
+
+impl Handler<SnapshotWholeStore> for StoreActor {
+    type Result = Result<(watchkv::backend::WholeSnapshot, i64)>;
+
+    fn handle(&mut self, _: SnapshotWholeStore, _: &mut Self::Context) -> Self::Result {
+        Ok(self.store()?.whole_snapshot())
     }
 }
 

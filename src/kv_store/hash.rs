@@ -1,0 +1,33 @@
+//! Owns planning the store's integrity hashes (etcd: mvcc/kvstore.go `hashByRev`): the checks
+//! and the state taken at one instant; [`crate::hash`] runs them.
+
+use super::KvStore;
+use crate::backend::WholeSnapshot;
+use crate::error::Result;
+use crate::hash::{self, HashKvPlan};
+
+impl KvStore {
+    /// Plans a `HashKV` up to `rev` (0 = the current revision): takes a snapshot and what a
+    /// compaction at that revision would keep. Costs one pass over the key index here; the scan
+    /// of the rows happens in [`HashKvPlan::run`], wherever the caller runs it.
+    ///
+    /// # Errors
+    /// `Compacted` below the compact revision, `FutureRev` above the current one.
+    pub fn hash_kv_plan(&self, rev: i64) -> Result<HashKvPlan> {
+        let hash_revision = hash::hash_revision(rev, self.compact_rev, self.current_rev)?;
+        Ok(HashKvPlan {
+            snapshot: self.backend.reader().snapshot(),
+            keep: self.index.keep(hash_revision),
+            compact_revision: self.compact_rev,
+            hash_revision,
+            current_revision: self.current_rev,
+        })
+    }
+
+    /// Returns a snapshot of everything the store holds, for the whole-store hash
+    /// ([`WholeSnapshot::hash`]), with the revision it was taken at.
+    #[must_use]
+    pub fn whole_snapshot(&self) -> (WholeSnapshot, i64) {
+        (self.backend.whole_snapshot(), self.current_rev)
+    }
+}
