@@ -166,6 +166,20 @@ impl Backend {
         }
     }
 
+    /// Reads every meta marker whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or a value that does not decode.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, i64)>> {
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(prefix) {
+            let (key, value) = guard.into_inner()?;
+            let v = codec::decode_i64(&value).map_err(|e| corrupt(String::from_utf8_lossy(&key), e))?;
+            out.push((key.to_vec(), v));
+        }
+        Ok(out)
+    }
+
     /// Reads every persisted lease.
     ///
     /// # Errors
@@ -191,6 +205,34 @@ impl Backend {
     /// Fails if the directory cannot be read.
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)
+    }
+
+    /// Returns the store's size as `Status` reports it and the space quota counts it: the
+    /// keyspaces' tables (and blob files) on disk plus what their memtables hold, which is what
+    /// the journal holds until a flush. The journal itself is left out: it repeats the
+    /// memtables, fjall preallocates it sparsely (64 MiB that an empty store does not use) and
+    /// drops it only once it has passed 64 MB. Cheap: fjall keeps these counts.
+    #[must_use]
+    pub fn data_bytes(&self) -> u64 {
+        let tables: u64 = [&self.kv, &self.meta, &self.lease].iter().map(|k| k.disk_space()).sum();
+        tables.saturating_add(self.db.write_buffer_size())
+    }
+
+    /// Defragments the store (`Maintenance.Defragment`): flushes each keyspace's memtable and
+    /// merges its tables into one run (fjall's major compaction), which drops the versions and
+    /// deletions that compaction left and lets fjall delete journals it no longer needs. Blocks
+    /// the caller only: writes, reads and watchers go on meanwhile (fjall compacts beside
+    /// them). fjall marks these two calls as hidden API; they are the only way to ask it to
+    /// reclaim space now rather than when its own compaction strategy decides to.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn defragment(&self) -> Result<()> {
+        for keyspace in [&self.kv, &self.meta, &self.lease] {
+            keyspace.rotate_memtable_and_wait()?;
+            keyspace.major_compact()?;
+        }
+        Ok(())
     }
 
     /// Returns a point-in-time view of every keyspace, for [`WholeSnapshot::hash`].
@@ -255,6 +297,11 @@ impl Batch {
     /// Writes a meta marker.
     pub fn put_meta(&mut self, key: &[u8], value: i64) {
         self.inner.insert(&self.backend.meta, key.to_vec(), codec::encode_i64(value));
+    }
+
+    /// Deletes a meta marker.
+    pub fn delete_meta(&mut self, key: &[u8]) {
+        self.inner.remove(&self.backend.meta, key.to_vec());
     }
 
     /// Writes a lease.

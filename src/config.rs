@@ -150,6 +150,10 @@ fn check_ms_range(setting: &str, value: Duration, range_ms: &RangeInclusive<u64>
     value
 }
 
+/// The member id a store reports when none is configured: a constant, so that a restarted
+/// server reports the same identity and its persisted alarms stay its own.
+pub const DEFAULT_MEMBER_ID: u64 = 0x0a7c_4b1e_0000_0001;
+
 /// Configuration of a [`crate::KvStore`]. Every setter panics outside the range it documents.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -161,6 +165,8 @@ pub struct StoreConfig {
     restore_chunk_keys: usize,
     min_lease_ttl: i64,
     cache_size: u64,
+    quota_backend_bytes: Option<u64>,
+    member_id: u64,
 }
 
 impl StoreConfig {
@@ -176,6 +182,8 @@ impl StoreConfig {
             restore_chunk_keys: DEFAULT_RESTORE_CHUNK_KEYS,
             min_lease_ttl: DEFAULT_MIN_LEASE_TTL,
             cache_size: DEFAULT_CACHE_SIZE,
+            quota_backend_bytes: Some(crate::alarm::DEFAULT_QUOTA_BACKEND_BYTES),
+            member_id: DEFAULT_MEMBER_ID,
         }
     }
 
@@ -306,6 +314,35 @@ impl StoreConfig {
     #[track_caller]
     pub fn with_cache_size(mut self, bytes: u64) -> Self {
         self.cache_size = check_range("cache_size", bytes, &CACHE_SIZE_RANGE);
+        self
+    }
+
+    /// The space quota: once the store's files would take more than this many bytes, a write
+    /// that adds data raises the `NOSPACE` alarm and is refused (etcd `--quota-backend-bytes`).
+    /// Default = 2 GiB, etcd's; `None` = no quota.
+    #[must_use]
+    pub fn quota_backend_bytes(&self) -> Option<u64> {
+        self.quota_backend_bytes
+    }
+
+    /// Sets [`Self::quota_backend_bytes`].
+    #[must_use]
+    pub fn with_quota_backend_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.quota_backend_bytes = bytes;
+        self
+    }
+
+    /// The member id the store raises its own alarms under, and that response headers report.
+    /// Default = [`DEFAULT_MEMBER_ID`].
+    #[must_use]
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// Sets [`Self::member_id`].
+    #[must_use]
+    pub fn with_member_id(mut self, id: u64) -> Self {
+        self.member_id = id;
         self
     }
 }

@@ -71,6 +71,13 @@ pub enum Error {
     /// A cancel of a watch id the stream does not have.
     #[error("mvcc: watcher does not exist")]
     WatcherNotExist,
+    /// A write that adds data while the `NOSPACE` alarm is raised, or one that would take the
+    /// store over its space quota (and raises the alarm).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// Any request while the `CORRUPT` alarm is raised.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptAlarm,
     /// A record on disk does not decode; names the row so an operator can find it.
     #[error("mvcc: corrupt record at revision {revision}: {reason}")]
     Corrupt {

@@ -2,6 +2,7 @@
 //! free of actors so that every step can be called from a test.
 //!
 //! Who owns what:
+//! - [`alarm`]: the `NOSPACE` and `CORRUPT` alarms and the space quota's costs.
 //! - [`revision`]: `Revision{main, sub}` and the 17/18-byte backend keys.
 //! - [`key_range`]: `KeyRange` with etcd's wire rules.
 //! - [`kv`]: `KeyValue`, `Event`.
@@ -19,6 +20,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod alarm;
 pub mod backend;
 pub mod codec;
 pub mod compaction;

@@ -18,9 +18,10 @@ use watchkv::{
 
 use crate::config::ActorsConfig;
 use crate::protocol::{
-    CancelWatch, CloseStream, Compact, CreateWatch, DbSize, GetStoreStats, GetSyncerStats, GetVictimStats, LeaseGrant,
-    LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv, Range, RequestStreamProgress, Shutdown,
-    SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, VictimStats, WatchCreate,
+    Alarm, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
+    GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
+    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, VictimStats,
+    WatchCreate,
 };
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
@@ -333,6 +334,39 @@ impl Handle {
         let (snapshot, revision) = self.inner.runtime.store.send(SnapshotWholeStore).await.map_err(stopped)??;
         let hash = actix_rt::task::spawn_blocking(move || snapshot.hash()).await.map_err(|_| Error::Stopped)??;
         Ok((hash, revision))
+    }
+
+    /// Lists, raises or clears alarms (etcd `Maintenance.Alarm`).
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error persisting the change.
+    pub async fn alarm(&self, request: Alarm) -> Result<Vec<watchkv::alarm::AlarmMember>> {
+        self.inner.runtime.store.send(request).await.map_err(stopped)?
+    }
+
+    /// What `/health` reports: active alarms, a poisoned or stopped store.
+    pub async fn health(&self) -> Health {
+        self.inner.runtime.store.send(CheckHealth).await.unwrap_or(Health {
+            alarms: Vec::new(),
+            poisoned: false,
+            stopped: true,
+        })
+    }
+
+    /// Defragments the store (etcd `Maintenance.Defragment`): flushes and compacts fjall's
+    /// tables on a blocking thread; writes, reads and watchers go on meanwhile (see
+    /// `watchkv::backend::Backend::defragment`). Returns the store's size afterwards.
+    ///
+    /// # Errors
+    /// `Stopped`, or a storage error.
+    pub async fn defragment(&self) -> Result<u64> {
+        let backend = self.inner.runtime.store.send(Defragment).await.map_err(stopped)??;
+        actix_rt::task::spawn_blocking(move || {
+            backend.defragment()?;
+            Ok(backend.data_bytes())
+        })
+        .await
+        .map_err(|_| Error::Stopped)?
     }
 
     /// Returns every actor's state.

@@ -504,6 +504,41 @@ pub struct PlanHashKv(pub i64);
 #[rtype(result = "Result<(watchkv::backend::WholeSnapshot, i64)>")]
 pub struct SnapshotWholeStore;
 
+/// Lists, raises or clears alarms (etcd `Maintenance.Alarm`); answers the alarms the request
+/// is about.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<watchkv::alarm::AlarmMember>>")]
+pub enum Alarm {
+    /// The active alarms, all (`None`) or of one kind.
+    Get(Option<watchkv::alarm::AlarmType>),
+    /// Raise one.
+    Activate(watchkv::alarm::AlarmMember),
+    /// Clear one.
+    Deactivate(watchkv::alarm::AlarmMember),
+}
+
+/// What `/health` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Active alarms.
+    pub alarms: Vec<watchkv::alarm::AlarmMember>,
+    /// An earlier storage failure poisoned the store.
+    pub poisoned: bool,
+    /// The store is closed (the server is stopping).
+    pub stopped: bool,
+}
+
+/// Returns [`Health`].
+#[derive(Debug, Message)]
+#[rtype(result = "Health")]
+pub struct CheckHealth;
+
+/// Returns a backend handle to defragment on a blocking thread
+/// ([`Handle::defragment`](crate::Handle::defragment)).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<watchkv::backend::Backend>")]
+pub struct Defragment;
+
 /// Flushes pending writes, syncs and closes the store, and closes every stream (shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<()>")]

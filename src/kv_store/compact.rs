@@ -2,6 +2,7 @@
 //! compaction, and the hand-off of the rows to delete to the background worker in
 //! [`crate::compaction`] (etcd `mvcc/kvstore.go Compact`, `kvstore_compaction.go`).
 
+use super::quota::Gate;
 use super::KvStore;
 use crate::backend::META_SCHEDULED_COMPACT;
 use crate::compaction::CompactionTicket;
@@ -17,6 +18,7 @@ impl KvStore {
     /// error.
     pub fn compact(&mut self, rev: i64) -> Result<CompactionTicket> {
         self.check_writable()?;
+        self.admit(Gate::Compact)?;
         // Every row at or below `rev` must be in the backend before the compactor scans it.
         self.persist()?;
         if rev <= self.compact_rev {
@@ -34,6 +36,17 @@ impl KvStore {
         }
         self.unpersisted = false;
         self.compact_unchecked(rev)
+    }
+
+    /// Whether [`Self::compact`] at `rev` would compact: the revision is in range and neither a
+    /// storage failure nor a `CORRUPT` alarm refuses it. A runtime that announces the new
+    /// compact revision before compacting asks this first.
+    #[must_use]
+    pub fn would_compact(&self, rev: i64) -> bool {
+        !self.poisoned
+            && !self.alarms.is_raised(crate::alarm::AlarmType::Corrupt)
+            && rev > self.compact_rev
+            && rev <= self.current_rev
     }
 
     /// Compacts the index at `rev` and schedules the physical part; also resumes an unfinished

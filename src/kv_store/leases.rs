@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::quota::Gate;
 use super::{Committed, KvStore};
 use crate::codec::LeaseRecord;
 use crate::config::MAX_LEASE_TTL;
@@ -38,6 +39,7 @@ impl KvStore {
     /// `LeaseExists`, `LeaseTtlTooLarge`, or a storage error.
     pub fn lease_grant(&mut self, id: LeaseId, ttl: i64, now: Instant) -> Result<(LeaseId, i64)> {
         self.check_writable()?;
+        self.admit(Gate::LeaseGrant)?;
         if ttl > MAX_LEASE_TTL {
             return Err(Error::LeaseTtlTooLarge);
         }
@@ -129,6 +131,7 @@ impl KvStore {
 
     /// Deletes the lease's keys in one revision and the lease itself, without persisting.
     pub(super) fn apply_lease_revoke(&mut self, id: LeaseId) -> Result<Committed<i64>> {
+        self.admit(Gate::Free)?;
         self.apply_write(
             id,
             |store, &id| if store.lessor.contains(id) { Ok(Vec::new()) } else { Err(Error::LeaseNotFound) },

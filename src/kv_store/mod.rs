@@ -8,7 +8,8 @@
 //! - [`txn`]: compares and transactions (etcd `server/etcdserver/txn/txn.go`);
 //! - [`hash`]: planning `HashKV` (etcd `kvstore.go hashByRev`);
 //! - [`compact`]: scheduling compaction (etcd `kvstore_compaction.go`, `kvstore.go Compact`);
-//! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`).
+//! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`);
+//! - [`quota`]: alarms and the space quota (etcd `apply.go applierV3Capped`, `quota.go`).
 //!
 //! Every committed write hands back the events it produced, so the watch layer never reads
 //! storage on the live path. Revision rules (docs/etcd-semantics.md §1.2–§1.3): a fresh store is
@@ -19,6 +20,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::alarm::Alarms;
 use crate::backend::{Backend, RevisionReader, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
@@ -31,6 +33,7 @@ use crate::revision::Revision;
 mod compact;
 mod hash;
 mod leases;
+mod quota;
 mod read;
 mod txn;
 mod write;
@@ -77,6 +80,7 @@ pub struct KvStore {
     unpersisted: bool,
     poisoned: bool,
     compactor: Compactor,
+    alarms: Alarms,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -124,7 +128,9 @@ impl KvStore {
             compactor,
             backend,
             config,
+            alarms: Alarms::default(),
         };
+        store.restore_alarms()?;
         let key_leases = store.restore_index()?;
         // etcd #17780: compaction may have removed the newest rows, so the markers bound the
         // revision from below too; it never goes backwards across a restart.
@@ -202,6 +208,19 @@ impl KvStore {
         self.backend.reader()
     }
 
+    /// Returns a handle to the backend for work that runs off the store's thread and needs no
+    /// store state: [`Backend::defragment`].
+    #[must_use]
+    pub fn backend_handle(&self) -> Backend {
+        self.backend.clone()
+    }
+
+    /// Whether an earlier storage failure poisoned the store: it refuses writes until reopened.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Returns counters describing the store.
     #[must_use]
     pub fn stats(&self) -> StoreStats {
@@ -213,12 +232,13 @@ impl KvStore {
         }
     }
 
-    /// Returns the bytes the store occupies on disk.
+    /// Returns the store's size ([`Backend::data_bytes`]): `Status` reports it as the db size
+    /// and the space quota counts it.
     ///
     /// # Errors
     /// Fails if the directory cannot be read.
     pub fn disk_space(&self) -> Result<u64> {
-        self.backend.disk_space()
+        Ok(self.backend.data_bytes())
     }
 
     /// Returns the key index (read-only), for tests and measurements.

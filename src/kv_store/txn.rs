@@ -3,6 +3,7 @@
 //! `server/etcdserver/txn/txn.go`: `checkRequests`, `compareToPath`, `applyCompare`,
 //! `compareKV`, `executeTxn`).
 
+use super::quota::Gate;
 use super::write::WriteTxn;
 use super::{Committed, KvStore};
 use crate::error::{Error, Result};
@@ -35,6 +36,7 @@ impl KvStore {
 
     /// `api_checks` applies the API layer's duplicate-key rule.
     pub(super) fn apply_txn(&mut self, t: TxnRequest, api_checks: bool) -> Result<Committed<TxnResponse>> {
+        self.admit(Gate::Txn(&t))?;
         self.apply_write(
             t,
             |store, t| {

@@ -4,6 +4,7 @@
 //! and made durable by one persist.
 
 use super::leases::LeaseRevokeRequest;
+use super::quota::Gate;
 use super::{Committed, KvStore};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -210,6 +211,7 @@ impl KvStore {
     }
 
     fn apply_put(&mut self, p: PutRequest) -> Result<Committed<PutResponse>> {
+        self.admit(Gate::Put(&p))?;
         self.apply_write(
             p,
             |store, p| {
@@ -223,6 +225,7 @@ impl KvStore {
     }
 
     fn apply_delete(&mut self, d: DeleteRangeRequest) -> Result<Committed<DeleteRangeResponse>> {
+        self.admit(Gate::Free)?;
         self.apply_write(
             d,
             |_, d| check_range(&RangeRequest::new(d.range.clone())).map(|()| Vec::new()),

@@ -83,6 +83,8 @@ fn store_code(e: &Error) -> Code {
         Error::Compacted { .. } | Error::FutureRev { .. } | Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
+        Error::NoSpace => Code::ResourceExhausted,
+        Error::CorruptAlarm => Code::DataLoss,
         Error::Stopped => Code::Unavailable,
         Error::TooManyOps
         | Error::DuplicateKey

@@ -10,8 +10,10 @@
 //! - [`pb`]: etcd's API messages, the schema both transports speak;
 //! - [`request`]: every request message turned into the core's request, with its validation,
 //!   the one conversion both transports go through;
+//! - [`alarm`]: alarm requests and answers in etcd's messages;
 //! - [`stream`]: a transport's watch stream, its requests and its close-on-drop.
 
+pub mod alarm;
 mod error;
 pub mod pb;
 pub mod request;
@@ -41,7 +43,7 @@ pub struct Header {
 
 impl Default for Header {
     fn default() -> Self {
-        Self { cluster_id: 0x1c0f_fee0_c0ff_ee01, member_id: 0x0a7c_4b1e_0000_0001, raft_term: 1 }
+        Self { cluster_id: 0x1c0f_fee0_c0ff_ee01, member_id: watchkv::config::DEFAULT_MEMBER_ID, raft_term: 1 }
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
+use watchkv::alarm::DEFAULT_QUOTA_BACKEND_BYTES;
 use watchkv::config::{
     CHAN_BUF_LEN_RANGE, COMPACTION_BATCH_LIMIT_RANGE, DEFAULT_CHAN_BUF_LEN, DEFAULT_COMPACTION_BATCH_LIMIT,
     DEFAULT_DURABILITY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_WATCHERS_PER_SYNC,
@@ -119,6 +120,11 @@ struct Args {
     /// catch-up progress on a fully busy machine, longer write stalls), or `unchanged`.
     #[arg(long, default_value_t = DEFAULT_CATCH_UP_PRIORITY)]
     catch_up_priority: CatchUpPriority,
+    /// Space quota in bytes, as etcd's flag: beyond it a write that adds data raises the NOSPACE
+    /// alarm and is refused until the operator compacts, defragments and disarms. 0 = etcd's
+    /// default (2 GiB); negative = no quota.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    quota_backend_bytes: i64,
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
@@ -131,7 +137,12 @@ impl Args {
         let store = StoreConfig::new(&self.data_dir)
             .with_durability(self.durability)
             .with_max_txn_ops(self.max_txn_ops)
-            .with_compaction_batch_limit(self.compaction_batch_limit);
+            .with_compaction_batch_limit(self.compaction_batch_limit)
+            .with_quota_backend_bytes(match self.quota_backend_bytes {
+                q if q < 0 => None,
+                0 => Some(DEFAULT_QUOTA_BACKEND_BYTES),
+                q => Some(q.unsigned_abs()),
+            });
         let watch = WatchConfig::default()
             .with_chan_buf_len(self.chan_buf_len)
             .with_max_watchers_per_sync(self.max_watchers_per_sync)

@@ -71,6 +71,20 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
 }
 
+/// Accepts a uint64 as a JSON string or number (protojson).
+fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Num(u64),
+        Str(String),
+    }
+    match Wire::deserialize(d)? {
+        Wire::Num(n) => Ok(n),
+        Wire::Str(s) => s.trim().parse().map_err(|_| de::Error::custom(format!("invalid value for uint64: {s:?}"))),
+    }
+}
+
 /// Accepts bytes as base64, standard or URL-safe, padded or not.
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let s = String::deserialize(d)?;
@@ -98,6 +112,12 @@ fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<i32, D:
     }
 }
 
+fn alarm_action<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["GET", "ACTIVATE", "DEACTIVATE"])
+}
+fn alarm_type<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["NONE", "NOSPACE", "CORRUPT"])
+}
 fn sort_order<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     enum_value(d, &["NONE", "ASCEND", "DESCEND"])
 }
@@ -363,6 +383,26 @@ impl GatewayMessage for pb::LeaseGrantRequest {
 
     fn from_json(j: LeaseGrantJson) -> Result<Self, ApiError> {
         Ok(Self { ttl: j.ttl, id: j.id })
+    }
+}
+
+/// `AlarmRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AlarmJson {
+    #[serde(deserialize_with = "alarm_action")]
+    action: i32,
+    #[serde(rename = "memberID", alias = "member_id", deserialize_with = "uint64")]
+    member_id: u64,
+    #[serde(deserialize_with = "alarm_type")]
+    alarm: i32,
+}
+
+impl GatewayMessage for pb::AlarmRequest {
+    type Json = AlarmJson;
+
+    fn from_json(j: AlarmJson) -> Result<Self, ApiError> {
+        Ok(Self { action: j.action, member_id: j.member_id, alarm: j.alarm })
     }
 }
 

@@ -284,7 +284,7 @@ pub fn watch_response_line(h: Header, r: &WatchResponse) -> Vec<u8> {
 
 /// Writes a `StatusResponse`: one member that leads itself, the revision standing in for raft's
 /// index and applied index.
-pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: u64) {
+pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: u64, errors: &[String]) {
     let mut o = Obj::open(out);
     o.raw("header", |out| write_header(out, h, revision));
     o.string("version", REPORTED_ETCD_VERSION);
@@ -293,7 +293,22 @@ pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: 
     o.int("raftIndex", revision);
     o.uint("raftTerm", h.raft_term);
     o.int("raftAppliedIndex", revision);
+    o.list("errors", errors, |out, e| {
+        let _ = write!(out, "{}", serde_json::Value::String(e.clone()));
+    });
     o.uint("dbSizeInUse", db_size);
+    o.close();
+}
+
+/// Writes an `AlarmResponse`: etcd's carries no header.
+pub fn write_alarms(out: &mut String, alarms: &[watchkv::alarm::AlarmMember]) {
+    let mut o = Obj::open(out);
+    o.list("alarms", alarms, |out, a| {
+        let mut l = Obj::open(out);
+        l.uint("memberID", a.member_id);
+        l.string("alarm", a.alarm.name());
+        l.close();
+    });
     o.close();
 }
 

@@ -21,6 +21,7 @@ use watchkv::Error;
 
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{request, ApiError, Header};
+use crate::protocol::Alarm;
 use crate::Handle;
 use decode::GatewayMessage;
 
@@ -118,6 +119,8 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/maintenance/status", web::post().to(status))
         // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
         // /v3/maintenance/hashkv reaches HashKV.
+        .route("/v3/maintenance/alarm", web::post().to(alarm))
+        .route("/v3/maintenance/defragment", web::post().to(defragment))
         .route("/v3/maintenance/hash", web::post().to(hash))
         .route("/v3/maintenance/hashkv", web::post().to(hash_kv))
         .route("/v3/watch", web::post().to(watch::watch))
@@ -320,10 +323,40 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
         async {
             let _ = read_body(payload, gw.max_request_bytes).await?;
             let rev = gw.handle.current_revision();
-            let db_size = gw.handle.db_size().await.unwrap_or(0);
+            let db_size = gw.handle.db_size().await?;
+            let alarms = gw.handle.alarm(Alarm::Get(None)).await?;
+            let errors: Vec<String> = alarms.iter().map(crate::api::alarm::status_error).collect();
             let mut out = String::new();
-            encode::write_member_status(&mut out, gw.header, rev, db_size);
+            encode::write_member_status(&mut out, gw.header, rev, db_size, &errors);
             Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn alarm(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let req: pb::AlarmRequest = message(payload, &gw).await?;
+            let alarms = match crate::api::alarm::alarm_request(req)? {
+                Some(request) => gw.handle.alarm(request).await?,
+                None => Vec::new(),
+            };
+            let mut out = String::new();
+            encode::write_alarms(&mut out, &alarms);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+/// `DefragmentRequest` has no fields; etcd's answer is `{}`.
+async fn defragment(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let _ = read_body(payload, gw.max_request_bytes).await?;
+            gw.handle.defragment().await?;
+            Ok("{}".to_string())
         }
         .await,
     )
@@ -363,13 +396,34 @@ async fn version() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(out)
 }
 
-async fn health(gw: web::Data<Gateway>) -> HttpResponse {
-    match gw.handle.stats().await {
-        Ok(_) => HttpResponse::Ok()
+/// etcd 3.5's `/health`: `{"health":"true"}`, or `"false"` with a reason while an alarm is
+/// raised (`?exclude=NOSPACE` leaves that kind out, as etcd's does), while an earlier storage
+/// failure has poisoned the store, or once the store has stopped. A false answer is HTTP 503
+/// so that an orchestrator's probe sees it (etcd answers 503 too).
+async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpResponse {
+    let health = gw.handle.health().await;
+    let excluded: Vec<&str> = query.exclude.iter().flat_map(|e| e.split(',')).collect();
+    let alarm = health.alarms.iter().find(|a| !excluded.contains(&a.alarm.name()));
+    let reason = if health.stopped {
+        Some("the store has stopped".to_string())
+    } else if health.poisoned {
+        Some(watchkv::Error::Poisoned.to_string())
+    } else {
+        alarm.map(|a| format!("ALARM {}", a.alarm.name()))
+    };
+    match reason {
+        None => HttpResponse::Ok()
             .content_type("application/json")
             .body(format!("{{\"health\":\"true\",\"uptime_seconds\":{}}}", gw.started.elapsed().as_secs())),
-        Err(e) => HttpResponse::ServiceUnavailable()
+        Some(reason) => HttpResponse::ServiceUnavailable()
             .content_type("application/json")
-            .body(format!("{{\"health\":\"false\",\"reason\":{}}}", serde_json::Value::String(e.to_string()))),
+            .body(format!("{{\"health\":\"false\",\"reason\":{}}}", serde_json::Value::String(reason))),
     }
+}
+
+/// `/health`'s query: alarm kinds to leave out (`exclude=NOSPACE`, comma-separated).
+#[derive(Debug, Default, serde::Deserialize)]
+struct HealthQuery {
+    #[serde(default)]
+    exclude: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Owns the gRPC `Maintenance` answers (`Status`, `Hash`, `HashKV`) and `Cluster.MemberList`:
+//! Owns the gRPC `Maintenance` answers (`Status`, `Alarm`, `Defragment`, `Hash`, `HashKV`) and `Cluster.MemberList`:
 //! one member, which is its own leader, with the store revision standing in for raft's index.
 
 use tonic::{Request, Response, Status};
@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use super::{status, GrpcApi};
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{MEMBER_NAME, REPORTED_ETCD_VERSION};
+use crate::protocol::Alarm;
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for GrpcApi {
@@ -14,6 +15,7 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let rev = self.handle().current_revision();
         let db_size = self.handle().db_size().await.map_err(status)?;
+        let alarms = self.handle().alarm(Alarm::Get(None)).await.map_err(status)?;
         let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
         let h = self.inner.header;
         let index = u64::try_from(rev).unwrap_or(0);
@@ -25,11 +27,34 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
             raft_index: index,
             raft_term: h.raft_term,
             raft_applied_index: index,
-            errors: Vec::new(),
+            errors: alarms.iter().map(crate::api::alarm::status_error).collect(),
             db_size_in_use: db_size,
             is_learner: false,
             ..Default::default()
         }))
+    }
+
+    /// Lists, raises or clears alarms (etcd: v3_server.go `Alarm`).
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let request = crate::api::alarm::alarm_request(request.into_inner())?;
+        let alarms = match request {
+            Some(request) => self.handle().alarm(request).await.map_err(status)?,
+            None => Vec::new(),
+        };
+        // etcd's alarm and defragment answers carry no header.
+        Ok(Response::new(pb::AlarmResponse {
+            header: None,
+            alarms: alarms.iter().map(crate::api::alarm::alarm_member).collect(),
+        }))
+    }
+
+    /// Flushes and compacts the store's tables off the store's thread (see `Handle::defragment`).
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.handle().defragment().await.map_err(status)?;
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     /// etcd's `HashKV` (etcd: mvcc/hash.go): the same operations give the same hash on etcd and

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use watchkv::alarm::AlarmMember;
 use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher};
@@ -27,9 +28,9 @@ use watchkv::{Error, Event, KvStore, RangeResponse, Result};
 use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
 use crate::protocol::{
-    AddUnsynced, CancelWatchers, CloseStream, Compact, Counters, DbSize, Deliver, Delivery, GetStoreStats, LeaseTick,
-    ParkVictims, PlanHashKv, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore,
-    StoreStats, StreamInbox, UnregisterStream, Watch,
+    AddUnsynced, Alarm, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment, Deliver,
+    Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream, RequestProgress,
+    RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -155,7 +156,7 @@ impl Handler<Compact> for StoreActor {
         // syncer reads it after taking its snapshot, so a snapshot that misses compacted rows
         // always comes with a compact revision that sends the watchers needing them a notice.
         if let Some(store) = &self.store {
-            if msg.revision > store.compact_rev() && msg.revision <= store.current_rev() {
+            if store.would_compact(msg.revision) {
                 self.clock.publish_compact(msg.revision);
             }
         }
@@ -295,6 +296,48 @@ impl Handler<SnapshotWholeStore> for StoreActor {
 
     fn handle(&mut self, _: SnapshotWholeStore, _: &mut Self::Context) -> Self::Result {
         Ok(self.store()?.whole_snapshot())
+    }
+}
+
+impl Handler<Alarm> for StoreActor {
+    type Result = Result<Vec<AlarmMember>>;
+
+    fn handle(&mut self, msg: Alarm, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        Ok(match msg {
+            Alarm::Get(kind) => store.alarms(kind),
+            Alarm::Activate(alarm) => {
+                store.activate_alarm(alarm)?;
+                vec![alarm]
+            }
+            // etcd answers a deactivate of an alarm that is not raised with no alarms.
+            Alarm::Deactivate(alarm) => {
+                if store.deactivate_alarm(alarm)? {
+                    vec![alarm]
+                } else {
+                    Vec::new()
+                }
+            }
+        })
+    }
+}
+
+impl Handler<CheckHealth> for StoreActor {
+    type Result = MessageResult<CheckHealth>;
+
+    fn handle(&mut self, _: CheckHealth, _: &mut Self::Context) -> Self::Result {
+        MessageResult(match &self.store {
+            Some(store) => Health { alarms: store.alarms(None), poisoned: store.is_poisoned(), stopped: false },
+            None => Health { alarms: Vec::new(), poisoned: false, stopped: true },
+        })
+    }
+}
+
+impl Handler<Defragment> for StoreActor {
+    type Result = Result<watchkv::backend::Backend>;
+
+    fn handle(&mut self, _: Defragment, _: &mut Self::Context) -> Self::Result {
+        Ok(self.store()?.backend_handle())
     }
 }
 

@@ -565,6 +565,12 @@ pub fn etcd_binary() -> PathBuf {
 /// gateway serves.
 #[must_use]
 pub fn start_etcd(data_dir: &Path) -> Proc {
+    start_etcd_with(data_dir, &[])
+}
+
+/// [`start_etcd`] with extra flags.
+#[must_use]
+pub fn start_etcd_with(data_dir: &Path, extra: &[&str]) -> Proc {
     let bin = etcd_binary();
     let mut last = String::new();
     // A port picked free can be taken before etcd binds it: try a few times.
@@ -581,7 +587,8 @@ pub fn start_etcd(data_dir: &Path) -> Proc {
             .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
             .arg("--initial-cluster")
             .arg(format!("default={p}"))
-            .args(["--log-level", "warn"]);
+            .args(["--log-level", "warn"])
+            .args(extra);
         let child = spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
         let mut proc = Proc { child, port: client, log, name: "etcd".into() };
         let start = Instant::now();
