@@ -3,6 +3,7 @@
 //!
 //! Who owns what:
 //! - [`alarm`]: the `NOSPACE` and `CORRUPT` alarms and the space quota's costs.
+//! - [`auto_compaction`]: etcd's periodic and revision auto-compaction policies.
 //! - [`revision`]: `Revision{main, sub}` and the 17/18-byte backend keys.
 //! - [`key_range`]: `KeyRange` with etcd's wire rules.
 //! - [`kv`]: `KeyValue`, `Event`.
@@ -21,6 +22,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod alarm;
+pub mod auto_compaction;
 pub mod backend;
 pub mod codec;
 pub mod compaction;

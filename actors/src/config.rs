@@ -121,6 +121,7 @@ pub struct ActorsConfig {
     manual_ticks: bool,
     catch_up_priority: CatchUpPriority,
     store_time_slice: Option<Duration>,
+    auto_compaction: Option<watchkv::auto_compaction::AutoCompaction>,
 }
 
 impl ActorsConfig {
@@ -139,7 +140,22 @@ impl ActorsConfig {
             manual_ticks: false,
             catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
             store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
+            auto_compaction: None,
         }
+    }
+
+    /// Automatic compaction (etcd's `--auto-compaction-mode`/`--auto-compaction-retention`,
+    /// `watchkv::auto_compaction`). Default = off, as in etcd.
+    #[must_use]
+    pub fn auto_compaction(&self) -> Option<watchkv::auto_compaction::AutoCompaction> {
+        self.auto_compaction
+    }
+
+    /// Sets [`Self::auto_compaction`].
+    #[must_use]
+    pub fn with_auto_compaction(mut self, policy: Option<watchkv::auto_compaction::AutoCompaction>) -> Self {
+        self.auto_compaction = policy;
+        self
     }
 
     /// The store's configuration. Default = `StoreConfig::new(path)`.

@@ -15,6 +15,7 @@
 //! - [`store`]: all writes and reads, leases, compaction, synced watchers.
 //! - [`syncer_actor`]: the unsynced group and its catch-up loop.
 //! - [`victim_actor`]: victims and their retry loop.
+//! - [`auto_compactor`]: automatic compaction (etcd's `v3compactor`) on a timer.
 //! - [`stream_actor`]: one per client stream: ids, bounded buffer, delivery through a [`WatchSink`];
 //!   [`response_queue`]: the queue from a stream to its transport.
 //! - [`system`]: [`start`], start and shutdown order; [`handle`]: [`Handle`], the embedder's
@@ -22,7 +23,7 @@
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.
 //! - [`api`]: the transport-neutral layer between `Handle` and the wire.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
-//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance.Status, Cluster.MemberList).
+//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList).
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
@@ -60,6 +61,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auto_compactor;
 pub mod config;
 pub mod gateway;
 pub mod grpc;

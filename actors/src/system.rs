@@ -9,6 +9,7 @@ use actix::prelude::*;
 use watchkv::backend::RevisionReader;
 use watchkv::{Error, KvStore, Result};
 
+use crate::auto_compactor::AutoCompactorActor;
 use crate::config::ActorsConfig;
 use crate::handle::Handle;
 use crate::protocol::{Counters, RevisionClock};
@@ -97,6 +98,13 @@ pub(crate) async fn start_with_history_reader(
         let actor = StoreActor::new(kv_store, Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), peers);
         store_arbiter.spawn_fn(move || {
             Context::with_receiver(store_rx).run(actor);
+        });
+    }
+    if let Some(policy) = config.auto_compaction() {
+        let (compact, clock) = (store.clone().recipient(), Arc::clone(&clock));
+        // Beside the victim actor: it wakes a few times per period and only sends a message.
+        AutoCompactorActor::start_in_arbiter(&victim_arbiter.handle(), move |_| {
+            AutoCompactorActor::new(policy, compact, clock)
         });
     }
     let stream_peers = Arc::new(StreamPeers {

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use watchkv::alarm::DEFAULT_QUOTA_BACKEND_BYTES;
+use watchkv::auto_compaction::AutoCompaction;
 use watchkv::config::{
     CHAN_BUF_LEN_RANGE, COMPACTION_BATCH_LIMIT_RANGE, DEFAULT_CHAN_BUF_LEN, DEFAULT_COMPACTION_BATCH_LIMIT,
     DEFAULT_DURABILITY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_WATCHERS_PER_SYNC,
@@ -125,6 +126,14 @@ struct Args {
     /// default (2 GiB); negative = no quota.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     quota_backend_bytes: i64,
+    /// Automatic compaction mode, as etcd's flag: `periodic` (keep a span of time) or
+    /// `revision` (keep a number of revisions).
+    #[arg(long, default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// Automatic compaction retention, as etcd's flag: for `periodic` hours (`1`) or a duration
+    /// (`30m`, `1h30m`), for `revision` a number of revisions. 0 = off (etcd's default).
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
@@ -133,7 +142,7 @@ struct Args {
 impl Args {
     /// The runtime's configuration: clap has checked every value against the range its setter
     /// accepts.
-    fn config(&self) -> ActorsConfig {
+    fn config(&self) -> anyhow::Result<ActorsConfig> {
         let store = StoreConfig::new(&self.data_dir)
             .with_durability(self.durability)
             .with_max_txn_ops(self.max_txn_ops)
@@ -156,13 +165,15 @@ impl Args {
             .with_watch(watch)
             .with_max_watchers_per_stream(self.max_watchers_per_stream)
             .with_catch_up_priority(self.catch_up_priority);
+        let auto_compaction = AutoCompaction::from_flags(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
+        config = config.with_auto_compaction(auto_compaction);
         if self.slow_consumer_lag > 0 {
             config = config.with_slow_consumer(SlowConsumerPolicy::CancelAfter {
                 lag_revisions: self.slow_consumer_lag,
                 parked_for: Duration::from_secs(self.slow_consumer_parked_secs),
             });
         }
-        config
+        Ok(config)
     }
 }
 
@@ -172,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let handle = watchkv_actors::start(args.config())
+    let handle = watchkv_actors::start(args.config()?)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     tracing::info!(
