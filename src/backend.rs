@@ -180,6 +180,19 @@ impl Backend {
         Ok(out)
     }
 
+    /// Reads every meta record of raw bytes whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// Fails on I/O errors.
+    pub fn meta_bytes_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for guard in self.meta.prefix(prefix) {
+            let (key, value) = guard.into_inner()?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Reads every persisted lease.
     ///
     /// # Errors
@@ -297,6 +310,11 @@ impl Batch {
     /// Writes a meta marker.
     pub fn put_meta(&mut self, key: &[u8], value: i64) {
         self.inner.insert(&self.backend.meta, key.to_vec(), codec::encode_i64(value));
+    }
+
+    /// Writes a meta record of raw bytes.
+    pub fn put_meta_bytes(&mut self, key: &[u8], value: Vec<u8>) {
+        self.inner.insert(&self.backend.meta, key.to_vec(), value);
     }
 
     /// Deletes a meta marker.

@@ -145,6 +145,60 @@ pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, String> {
     bincode::decode_from_slice(bytes, config()).map(|(l, _)| l).map_err(|e| e.to_string())
 }
 
+/// What an auth record holds on disk (see [`crate::auth::AuthRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+enum AuthRecordOut {
+    User { name: String, password_hash: Option<String>, roles: Vec<String> },
+    Role { name: String, perms: Vec<(i32, Vec<u8>, Vec<u8>)> },
+    Enabled(bool),
+    Revision(u64),
+}
+
+/// Encodes an auth record that is present (a deleted user or role is a deleted key).
+#[must_use]
+pub fn encode_auth_record(record: &crate::auth::AuthRecord) -> Option<Vec<u8>> {
+    use crate::auth::AuthRecord;
+    let out = match record {
+        AuthRecord::User(_, Some(u)) => {
+            AuthRecordOut::User { name: u.name.clone(), password_hash: u.password_hash.clone(), roles: u.roles.clone() }
+        }
+        AuthRecord::Role(_, Some(r)) => AuthRecordOut::Role {
+            name: r.name.clone(),
+            perms: r.perms.iter().map(|p| (p.perm_type.wire(), p.key.clone(), p.range_end.clone())).collect(),
+        },
+        AuthRecord::User(_, None) | AuthRecord::Role(_, None) => return None,
+        AuthRecord::Enabled(on) => AuthRecordOut::Enabled(*on),
+        AuthRecord::Revision(rev) => AuthRecordOut::Revision(*rev),
+    };
+    Some(bincode::encode_to_vec(out, config()).unwrap_or_default())
+}
+
+/// Decodes an auth record.
+///
+/// # Errors
+/// Returns a description of the damage if the bytes are not an auth record.
+pub fn decode_auth_record(bytes: &[u8]) -> Result<crate::auth::AuthRecord, String> {
+    use crate::auth::{AuthRecord, PermType, Permission, Role, User};
+    let (record, _): (AuthRecordOut, usize) = bincode::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
+    Ok(match record {
+        AuthRecordOut::User { name, password_hash, roles } => {
+            AuthRecord::User(name.clone(), Some(User { name, password_hash, roles }))
+        }
+        AuthRecordOut::Role { name, perms } => {
+            let perms = perms
+                .into_iter()
+                .map(|(t, key, range_end)| {
+                    let perm_type = PermType::from_wire(t).ok_or_else(|| format!("unknown permission type {t}"))?;
+                    Ok(Permission { perm_type, key, range_end })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            AuthRecord::Role(name.clone(), Some(Role { name, perms }))
+        }
+        AuthRecordOut::Enabled(on) => AuthRecord::Enabled(on),
+        AuthRecordOut::Revision(rev) => AuthRecord::Revision(rev),
+    })
+}
+
 /// Encodes a meta value (a revision marker).
 #[must_use]
 pub fn encode_i64(v: i64) -> Vec<u8> {

@@ -78,6 +78,9 @@ pub enum Error {
     /// Any request while the `CORRUPT` alarm is raised.
     #[error("etcdserver: corrupt cluster")]
     CorruptAlarm,
+    /// An auth request refused, or a request without the permission it needs (etcd's texts).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// A record on disk does not decode; names the row so an operator can find it.
     #[error("mvcc: corrupt record at revision {revision}: {reason}")]
     Corrupt {

@@ -3,6 +3,7 @@
 //!
 //! Who owns what:
 //! - [`alarm`]: the `NOSPACE` and `CORRUPT` alarms and the space quota's costs.
+//! - [`auth`]: users, roles, permissions and their checks (etcd `auth/store.go`).
 //! - [`auto_compaction`]: etcd's periodic and revision auto-compaction policies.
 //! - [`revision`]: `Revision{main, sub}` and the 17/18-byte backend keys.
 //! - [`key_range`]: `KeyRange` with etcd's wire rules.
@@ -22,6 +23,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod alarm;
+pub mod auth;
 pub mod auto_compaction;
 pub mod backend;
 pub mod codec;

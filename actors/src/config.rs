@@ -73,6 +73,9 @@ pub const DEFAULT_STORE_TIME_SLICE_US: u64 = 100;
 /// custom slice (`sched_attr.sched_runtime`, 100 µs to 100 ms).
 pub const STORE_TIME_SLICE_US_RANGE: RangeInclusive<u64> = 100..=100_000;
 
+/// Valid bcrypt costs (bcrypt's own bounds, as etcd's `--bcrypt-cost`).
+pub const BCRYPT_COST_RANGE: RangeInclusive<u32> = 4..=31;
+
 /// Panics unless `value` lies in `range`, naming the setting (the core's style: a bad value is
 /// the caller's bug; a CLI checks user input against the same `*_RANGE` constant first).
 #[track_caller]
@@ -122,6 +125,8 @@ pub struct ActorsConfig {
     catch_up_priority: CatchUpPriority,
     store_time_slice: Option<Duration>,
     auto_compaction: Option<watchkv::auto_compaction::AutoCompaction>,
+    auth_token_ttl: Duration,
+    bcrypt_cost: u32,
 }
 
 impl ActorsConfig {
@@ -141,7 +146,46 @@ impl ActorsConfig {
             catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
             store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
             auto_compaction: None,
+            auth_token_ttl: crate::api::auth::DEFAULT_TOKEN_TTL,
+            bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
         }
+    }
+
+    /// How long an auth token may go unused before it expires (etcd `--auth-token-ttl`).
+    /// Default = 300 s.
+    #[must_use]
+    pub fn auth_token_ttl(&self) -> Duration {
+        self.auth_token_ttl
+    }
+
+    /// Sets [`Self::auth_token_ttl`].
+    ///
+    /// # Panics
+    /// If `ttl` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn with_auth_token_ttl(mut self, ttl: Duration) -> Self {
+        assert!(!ttl.is_zero(), "auth_token_ttl must be positive");
+        self.auth_token_ttl = ttl;
+        self
+    }
+
+    /// The bcrypt cost of new password hashes (etcd `--bcrypt-cost`). Default = 10; range
+    /// [`BCRYPT_COST_RANGE`].
+    #[must_use]
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.bcrypt_cost
+    }
+
+    /// Sets [`Self::bcrypt_cost`].
+    ///
+    /// # Panics
+    /// If `cost` is outside [`BCRYPT_COST_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = check_range("bcrypt_cost", cost, &BCRYPT_COST_RANGE);
+        self
     }
 
     /// Automatic compaction (etcd's `--auto-compaction-mode`/`--auto-compaction-retention`,

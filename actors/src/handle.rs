@@ -18,7 +18,7 @@ use watchkv::{
 
 use crate::config::ActorsConfig;
 use crate::protocol::{
-    Alarm, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
+    Alarm, AuthChange, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
     GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
     Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, VictimStats,
     WatchCreate,
@@ -334,6 +334,32 @@ impl Handle {
         let (snapshot, revision) = self.inner.runtime.store.send(SnapshotWholeStore).await.map_err(stopped)??;
         let hash = actix_rt::task::spawn_blocking(move || snapshot.hash()).await.map_err(|_| Error::Stopped)??;
         Ok((hash, revision))
+    }
+
+    /// Authentication and permission checks (the transports' shared `Auth`).
+    #[must_use]
+    pub fn auth(&self) -> &Arc<crate::api::auth::Auth> {
+        &self.inner.runtime.auth
+    }
+
+    /// Changes the auth store (passwords already hashed: `Auth::hash_password`). Ends the
+    /// tokens a change makes invalid: a deleted user's, one whose password changed, all of them
+    /// when auth is disabled.
+    ///
+    /// # Errors
+    /// etcd's auth error for the request, `Stopped`, or a storage error.
+    pub async fn auth_change(&self, op: watchkv::auth::AuthOp) -> Result<()> {
+        use watchkv::auth::AuthOp;
+        let invalidates = match &op {
+            AuthOp::UserDelete(name) | AuthOp::UserChangePassword { name, .. } => Some(Some(name.clone())),
+            AuthOp::Disable => Some(None),
+            _ => None,
+        };
+        self.inner.runtime.store.send(AuthChange(op)).await.map_err(stopped)??;
+        if let Some(user) = invalidates {
+            self.auth().invalidate(user.as_deref());
+        }
+        Ok(())
     }
 
     /// Lists, raises or clears alarms (etcd `Maintenance.Alarm`).

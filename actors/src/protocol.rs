@@ -517,6 +517,17 @@ pub enum Alarm {
     Deactivate(watchkv::alarm::AlarmMember),
 }
 
+/// Changes the auth store (passwords already hashed); the store publishes the new state.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct AuthChange(pub watchkv::auth::AuthOp);
+
+/// A create the transport refused (permission): the stream answers it created+canceled with
+/// `reason`, as etcd answers a create that fails its checks.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RejectWatch(pub String);
+
 /// What `/health` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {

@@ -18,8 +18,8 @@ use watchkv::{Error, KeyRange};
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats, InboxState,
-    ProgressTick, RegisterStream, RequestProgress, RequestStreamProgress, RetryStream, RevisionClock, StreamInbox,
-    StreamStats, UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
+    ProgressTick, RegisterStream, RejectWatch, RequestProgress, RequestStreamProgress, RetryStream, RevisionClock,
+    StreamInbox, StreamStats, UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
 };
 use crate::sink::{SinkClosed, SinkSend, WatchSink};
 
@@ -383,6 +383,14 @@ impl StreamActor {
                 }
             }),
         );
+    }
+}
+
+impl Handler<RejectWatch> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RejectWatch, ctx: &mut Self::Context) {
+        self.emit(ctx, vec![WatchResponse::create_failed(msg.0, self.clock.current())]);
     }
 }
 

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use watchkv::backend::RevisionReader;
 use watchkv::{Error, KvStore, Result};
 
+use crate::api::auth::{Auth, AuthView};
 use crate::auto_compactor::AutoCompactorActor;
 use crate::config::ActorsConfig;
 use crate::handle::Handle;
@@ -27,6 +28,7 @@ pub(crate) struct Runtime {
     pub(crate) stream_peers: Arc<StreamPeers>,
     pub(crate) clock: Arc<RevisionClock>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) auth: Arc<Auth>,
 }
 
 /// Maps a failed join or send to `Stopped`: the runtime is gone.
@@ -59,6 +61,8 @@ pub(crate) async fn start_with_history_reader(
     let clock = Arc::new(RevisionClock::new(kv_store.current_rev(), kv_store.compact_rev()));
     let counters = Arc::new(Counters::default());
     let reader = reader(kv_store.reader());
+    let auth_view = Arc::new(AuthView::new(kv_store.auth().clone()));
+    let auth = Arc::new(Auth::new(Arc::clone(&auth_view), config.auth_token_ttl(), config.bcrypt_cost()));
 
     // The syncer's scans at catch-up priority; the victim actor on a thread of its own, so
     // that retries to slow clients (and the slow-consumer policy) never wait for a scan.
@@ -94,6 +98,7 @@ pub(crate) async fn start_with_history_reader(
             park_victims: victims.clone().recipient(),
             cancel: [syncer.clone().recipient(), victims.clone().recipient()],
             unregister: [syncer.clone().recipient(), victims.clone().recipient()],
+            auth: auth_view,
         };
         let actor = StoreActor::new(kv_store, Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), peers);
         store_arbiter.spawn_fn(move || {
@@ -118,7 +123,7 @@ pub(crate) async fn start_with_history_reader(
     });
     Ok(Handle::new(
         config,
-        Runtime { store, syncer, victims, stream_peers, clock, counters },
+        Runtime { store, syncer, victims, stream_peers, clock, counters, auth },
         vec![syncer_arbiter, victim_arbiter, store_arbiter],
     ))
 }

@@ -6,6 +6,7 @@
 //! - [`write`]: the typed write API, group commit and put/delete (etcd `kvstore_txn.go
 //!   storeTxnWrite`);
 //! - [`txn`]: compares and transactions (etcd `server/etcdserver/txn/txn.go`);
+//! - [`auth`]: keeping the auth store on disk (etcd `auth/store.go`);
 //! - [`hash`]: planning `HashKV` (etcd `kvstore.go hashByRev`);
 //! - [`compact`]: scheduling compaction (etcd `kvstore_compaction.go`, `kvstore.go Compact`);
 //! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`);
@@ -30,6 +31,7 @@ use crate::kv::{Event, LeaseId};
 use crate::lease::{deadline_after, Lessor};
 use crate::revision::Revision;
 
+mod auth;
 mod compact;
 mod hash;
 mod leases;
@@ -81,6 +83,7 @@ pub struct KvStore {
     poisoned: bool,
     compactor: Compactor,
     alarms: Alarms,
+    auth: crate::auth::AuthState,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -129,8 +132,10 @@ impl KvStore {
             backend,
             config,
             alarms: Alarms::default(),
+            auth: crate::auth::AuthState::default(),
         };
         store.restore_alarms()?;
+        store.restore_auth()?;
         let key_leases = store.restore_index()?;
         // etcd #17780: compaction may have removed the newest rows, so the markers bound the
         // revision from below too; it never goes backwards across a restart.

@@ -84,6 +84,7 @@ fn store_code(e: &Error) -> Code {
         Error::LeaseNotFound => Code::NotFound,
         Error::LeaseExists => Code::FailedPrecondition,
         Error::NoSpace => Code::ResourceExhausted,
+        Error::Auth(a) => auth_code(a),
         Error::CorruptAlarm => Code::DataLoss,
         Error::Stopped => Code::Unavailable,
         Error::TooManyOps
@@ -108,6 +109,19 @@ fn store_code(e: &Error) -> Code {
         // `Error` is non-exhaustive: a variant added later is the client's or the server's.
         other if other.is_client_error() => Code::InvalidArgument,
         _ => Code::Internal,
+    }
+}
+
+/// The gRPC code of an auth error (etcd: rpctypes `ErrGRPC*`).
+fn auth_code(e: &watchkv::auth::AuthError) -> Code {
+    use watchkv::auth::AuthError as A;
+    match e {
+        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::PermissionNotGiven | A::InvalidAuthMgmt => {
+            Code::InvalidArgument
+        }
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        _ => Code::FailedPrecondition,
     }
 }
 

@@ -10,10 +10,14 @@
 //! - [`pb`]: etcd's API messages, the schema both transports speak;
 //! - [`request`]: every request message turned into the core's request, with its validation,
 //!   the one conversion both transports go through;
+//! - [`auth`]: callers, tokens and the permission each request needs; [`auth_service`]: etcd's
+//!   `Auth` service for both transports;
 //! - [`alarm`]: alarm requests and answers in etcd's messages;
 //! - [`stream`]: a transport's watch stream, its requests and its close-on-drop.
 
 pub mod alarm;
+pub mod auth;
+pub mod auth_service;
 mod error;
 pub mod pb;
 pub mod request;
@@ -25,6 +29,12 @@ pub use stream::{StreamRequests, TransportStream};
 /// The version reported by `Maintenance.Status` and `GET /version`: an etcd 3.5 release, so
 /// that clients' feature gates turn on (Xline #867).
 pub const REPORTED_ETCD_VERSION: &str = "3.5.0";
+
+/// The user a connection's TLS client certificate names (its subject's common name), as etcd
+/// takes it for auth when client-certificate auth is on. The TLS layer adds it to each request
+/// of such a connection; a token, when given, takes precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertUser(pub String);
 
 /// The name `MemberList` reports for this member.
 pub const MEMBER_NAME: &str = "watchkv";

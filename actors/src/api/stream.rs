@@ -12,6 +12,10 @@ use watchkv::watch::response::WatchResponse;
 
 use super::pb::etcdserverpb as pb;
 use super::{request, ApiError};
+use std::sync::Arc;
+
+use super::auth::Auth;
+use crate::protocol::RejectWatch;
 use crate::{CancelWatch, CloseStream, CreateWatch, Handle, RequestStreamProgress, StreamActor, WatchStream};
 
 /// Responses buffered between the stream actor and the socket. The stream actor's own buffer
@@ -24,26 +28,49 @@ pub const SOCKET_BUFFER: usize = 8;
 #[derive(Debug)]
 pub struct TransportStream {
     inner: WatchStream,
+    credentials: Credentials,
+}
+
+/// What a stream's client presented when it opened the stream: its token and its TLS client
+/// certificate's user. Each create is checked with them (etcd: v3rpc/watch.go
+/// `isWatchPermitted`), so a token that expires meanwhile stops new watches.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The token (gRPC metadata, the gateway's `Authorization` header).
+    pub token: Option<String>,
+    /// The client certificate's common name.
+    pub cert_user: Option<String>,
 }
 
 impl TransportStream {
     /// Opens a stream whose actor lives on the caller's arbiter (the gateway's HTTP worker).
     #[must_use]
     pub fn open(handle: &Handle) -> Self {
-        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, None) }
+        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, None), credentials: Credentials::default() }
     }
 
     /// Opens a stream whose actor lives on `arbiter`: for transports whose tasks run outside
     /// an actix arbiter (tonic spawns its connections with `tokio::spawn`).
     #[must_use]
     pub fn open_on(handle: &Handle, arbiter: &ArbiterHandle) -> Self {
-        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, Some(arbiter)) }
+        Self { inner: handle.watch_stream_with(SOCKET_BUFFER, Some(arbiter)), credentials: Credentials::default() }
+    }
+
+    /// Sets what the client presented; creates are checked against it.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// Where the transport's reader sends the client's requests.
     #[must_use]
-    pub fn requests(&self) -> StreamRequests {
-        StreamRequests(self.inner.addr().clone())
+    pub fn requests(&self, handle: &Handle) -> StreamRequests {
+        StreamRequests {
+            actor: self.inner.addr().clone(),
+            auth: Arc::clone(handle.auth()),
+            credentials: self.credentials.clone(),
+        }
     }
 
     /// The next response, in the stream's order; `None` once the stream has ended.
@@ -54,7 +81,11 @@ impl TransportStream {
 
 /// The request side of a [`TransportStream`].
 #[derive(Debug, Clone)]
-pub struct StreamRequests(Addr<StreamActor>);
+pub struct StreamRequests {
+    actor: Addr<StreamActor>,
+    auth: Arc<Auth>,
+    credentials: Credentials,
+}
 
 impl StreamRequests {
     /// Hands one client request to the stream actor, waiting for room in its mailbox. A
@@ -66,9 +97,17 @@ impl StreamRequests {
     pub async fn forward(&self, req: pb::WatchRequest) -> Result<(), ApiError> {
         use pb::watch_request::RequestUnion;
         let sent = match req.request_union {
-            Some(RequestUnion::CreateRequest(c)) => self.0.send(CreateWatch(request::watch_create(c))).await,
-            Some(RequestUnion::CancelRequest(c)) => self.0.send(CancelWatch(c.watch_id)).await,
-            Some(RequestUnion::ProgressRequest(_)) => self.0.send(RequestStreamProgress).await,
+            Some(RequestUnion::CreateRequest(c)) => match self.permitted(&c) {
+                Ok(()) => self.actor.send(CreateWatch(request::watch_create(c))).await,
+                // etcd answers a failed check with a created+canceled response whose reason is
+                // the gRPC error's text (etcd 3.4: v3rpc/watch.go `recvLoop`).
+                Err(e) => {
+                    let reason = format!("rpc error: code = {:?} desc = {e}", e.code());
+                    self.actor.send(RejectWatch(reason)).await
+                }
+            },
+            Some(RequestUnion::CancelRequest(c)) => self.actor.send(CancelWatch(c.watch_id)).await,
+            Some(RequestUnion::ProgressRequest(_)) => self.actor.send(RequestStreamProgress).await,
             None => Ok(()),
         };
         sent.map_err(|_| ApiError::StreamClosed)
@@ -76,6 +115,15 @@ impl StreamRequests {
 
     /// Closes the stream now (the client's side broke), before the transport drops it.
     pub fn close(&self) {
-        self.0.do_send(CloseStream);
+        self.actor.do_send(CloseStream);
+    }
+
+    /// Whether the stream's client may watch what `c` asks for: read permission on the range.
+    fn permitted(&self, c: &pb::WatchCreateRequest) -> Result<(), ApiError> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let caller = self.auth.caller(self.credentials.token.as_deref(), self.credentials.cert_user.as_deref())?;
+        self.auth.check_read(&caller, &watchkv::KeyRange::from_wire(&c.key, &c.range_end))
     }
 }

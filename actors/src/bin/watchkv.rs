@@ -23,6 +23,7 @@ use watchkv::config::{
     WATCH_RESYNC_PERIOD_MS_RANGE,
 };
 use watchkv::{Durability, StoreConfig, WatchConfig};
+use watchkv_actors::api::auth::DEFAULT_BCRYPT_COST;
 use watchkv_actors::config::{
     DEFAULT_CATCH_UP_PRIORITY, DEFAULT_MAX_WATCHERS_PER_STREAM, MAX_WATCHERS_PER_STREAM_RANGE, SLOW_CONSUMER_LAG_RANGE,
 };
@@ -134,6 +135,12 @@ struct Args {
     /// (`30m`, `1h30m`), for `revision` a number of revisions. 0 = off (etcd's default).
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// Seconds an auth token may go unused before it expires (etcd's flag).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    auth_token_ttl: u64,
+    /// bcrypt cost of password hashes (etcd's flag).
+    #[arg(long, default_value_t = DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+    bcrypt_cost: u32,
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
@@ -164,7 +171,9 @@ impl Args {
             .with_store(store)
             .with_watch(watch)
             .with_max_watchers_per_stream(self.max_watchers_per_stream)
-            .with_catch_up_priority(self.catch_up_priority);
+            .with_catch_up_priority(self.catch_up_priority)
+            .with_auth_token_ttl(Duration::from_secs(self.auth_token_ttl))
+            .with_bcrypt_cost(self.bcrypt_cost);
         let auto_compaction = AutoCompaction::from_flags(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
         config = config.with_auto_compaction(auto_compaction);
         if self.slow_consumer_lag > 0 {

@@ -406,6 +406,98 @@ impl GatewayMessage for pb::AlarmRequest {
     }
 }
 
+/// Every `Auth` service request: one JSON shape with each field any of them has (protojson
+/// names: the proto's own, which is `hashedPassword` for that one field).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthJson {
+    name: String,
+    password: String,
+    #[serde(rename = "hashedPassword", alias = "hashed_password")]
+    hashed_password: String,
+    options: Option<UserAddOptionsJson>,
+    user: String,
+    role: String,
+    perm: Option<PermissionJson>,
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+}
+
+/// `authpb.UserAddOptions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UserAddOptionsJson {
+    #[serde(alias = "noPassword")]
+    no_password: bool,
+}
+
+/// `authpb.Permission`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PermissionJson {
+    #[serde(rename = "permType", alias = "perm_type", deserialize_with = "perm_type")]
+    perm_type: i32,
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+}
+
+fn perm_type<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    enum_value(d, &["READ", "WRITE", "READWRITE"])
+}
+
+/// Implements [`GatewayMessage`] for `Auth` requests from [`AuthJson`].
+macro_rules! auth_message {
+    ($($msg:ident => |$j:ident| $body:expr;)*) => {
+        $(impl GatewayMessage for pb::$msg {
+            type Json = AuthJson;
+
+            fn from_json($j: AuthJson) -> Result<Self, ApiError> {
+                Ok($body)
+            }
+        })*
+    };
+}
+
+auth_message! {
+    AuthEnableRequest => |_j| pb::AuthEnableRequest {};
+    AuthDisableRequest => |_j| pb::AuthDisableRequest {};
+    AuthStatusRequest => |_j| pb::AuthStatusRequest {};
+    AuthenticateRequest => |j| pb::AuthenticateRequest { name: j.name, password: j.password };
+    AuthUserAddRequest => |j| pb::AuthUserAddRequest {
+        name: j.name,
+        password: j.password,
+        options: j.options.map(|o| crate::api::pb::authpb::UserAddOptions { no_password: o.no_password }),
+        hashed_password: j.hashed_password,
+    };
+    AuthUserGetRequest => |j| pb::AuthUserGetRequest { name: j.name };
+    AuthUserListRequest => |_j| pb::AuthUserListRequest {};
+    AuthUserDeleteRequest => |j| pb::AuthUserDeleteRequest { name: j.name };
+    AuthUserChangePasswordRequest => |j| pb::AuthUserChangePasswordRequest {
+        name: j.name,
+        password: j.password,
+        hashed_password: j.hashed_password,
+    };
+    AuthUserGrantRoleRequest => |j| pb::AuthUserGrantRoleRequest { user: j.user, role: j.role };
+    AuthUserRevokeRoleRequest => |j| pb::AuthUserRevokeRoleRequest { name: j.name, role: j.role };
+    AuthRoleAddRequest => |j| pb::AuthRoleAddRequest { name: j.name };
+    AuthRoleGetRequest => |j| pb::AuthRoleGetRequest { role: j.role };
+    AuthRoleListRequest => |_j| pb::AuthRoleListRequest {};
+    AuthRoleDeleteRequest => |j| pb::AuthRoleDeleteRequest { role: j.role };
+    AuthRoleGrantPermissionRequest => |j| pb::AuthRoleGrantPermissionRequest {
+        name: j.name,
+        perm: j.perm.map(|p| crate::api::pb::authpb::Permission { perm_type: p.perm_type, key: p.key, range_end: p.range_end }),
+    };
+    AuthRoleRevokePermissionRequest => |j| pb::AuthRoleRevokePermissionRequest {
+        role: j.role,
+        key: j.key,
+        range_end: j.range_end,
+    };
+}
+
 /// `HashKVRequest`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -312,6 +312,58 @@ pub fn write_alarms(out: &mut String, alarms: &[watchkv::alarm::AlarmMember]) {
     o.close();
 }
 
+/// Writes an `AuthStatusResponse`.
+pub fn write_auth_status(out: &mut String, h: Header, revision: i64, enabled: bool, auth_revision: u64) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.flag("enabled", enabled);
+    o.uint("authRevision", auth_revision);
+    o.close();
+}
+
+/// Writes an `AuthenticateResponse`.
+pub fn write_token(out: &mut String, h: Header, revision: i64, token: &str) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.string("token", token);
+    o.close();
+}
+
+/// Writes a response of a header and a list of names (`roles` of `AuthUserGetResponse` and
+/// `AuthRoleListResponse`, `users` of `AuthUserListResponse`).
+pub fn write_names(out: &mut String, h: Header, revision: i64, field: &str, names: &[String]) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.list(field, names, |out, n| {
+        let _ = write!(out, "{}", serde_json::Value::String(n.clone()));
+    });
+    o.close();
+}
+
+/// Writes an `AuthRoleGetResponse`: permission types by name, the zero one (`READ`) left out
+/// as protojson leaves out zero values.
+pub fn write_role_perms(out: &mut String, h: Header, revision: i64, perms: &[crate::api::pb::authpb::Permission]) {
+    const NAMES: [&str; 3] = ["READ", "WRITE", "READWRITE"];
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.list("perm", perms, |out, p| {
+        let mut l = Obj::open(out);
+        if p.perm_type != 0 {
+            let name = usize::try_from(p.perm_type).ok().and_then(|i| NAMES.get(i)).copied();
+            match name {
+                Some(name) => l.string("permType", name),
+                None => l.raw("permType", |out| {
+                    let _ = write!(out, "{}", p.perm_type);
+                }),
+            }
+        }
+        l.bytes("key", &p.key);
+        l.bytes("range_end", &p.range_end);
+        l.close();
+    });
+    o.close();
+}
+
 /// Writes a `HashResponse`.
 pub fn write_hash(out: &mut String, h: Header, revision: i64, hash: u32) {
     let mut o = Obj::open(out);

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use watchkv::config::DEFAULT_MAX_REQUEST_BYTES;
 use watchkv::Error;
 
+use crate::api::auth::Caller;
+use crate::api::auth_service::AuthService;
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{request, ApiError, Header};
 use crate::protocol::Alarm;
@@ -123,6 +125,23 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/maintenance/defragment", web::post().to(defragment))
         .route("/v3/maintenance/hash", web::post().to(hash))
         .route("/v3/maintenance/hashkv", web::post().to(hash_kv))
+        .route("/v3/auth/enable", web::post().to(auth_enable))
+        .route("/v3/auth/disable", web::post().to(auth_disable))
+        .route("/v3/auth/status", web::post().to(auth_status))
+        .route("/v3/auth/authenticate", web::post().to(authenticate))
+        .route("/v3/auth/user/add", web::post().to(user_add))
+        .route("/v3/auth/user/get", web::post().to(user_get))
+        .route("/v3/auth/user/list", web::post().to(user_list))
+        .route("/v3/auth/user/delete", web::post().to(user_delete))
+        .route("/v3/auth/user/changepw", web::post().to(user_change_password))
+        .route("/v3/auth/user/grant", web::post().to(user_grant_role))
+        .route("/v3/auth/user/revoke", web::post().to(user_revoke_role))
+        .route("/v3/auth/role/add", web::post().to(role_add))
+        .route("/v3/auth/role/get", web::post().to(role_get))
+        .route("/v3/auth/role/list", web::post().to(role_list))
+        .route("/v3/auth/role/delete", web::post().to(role_delete))
+        .route("/v3/auth/role/grant", web::post().to(role_grant_permission))
+        .route("/v3/auth/role/revoke", web::post().to(role_revoke_permission))
         .route("/v3/watch", web::post().to(watch::watch))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version))
@@ -165,10 +184,35 @@ async fn message<M: GatewayMessage>(payload: web::Payload, gw: &Gateway) -> Resu
     decode::decode(&read_body(payload, gw.max_request_bytes).await?)
 }
 
-async fn range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+/// The caller of an HTTP request: the token in its `Authorization` header (etcd's gateway
+/// hands that header on as the token), else its connection's TLS client certificate user.
+///
+/// # Errors
+/// `etcdserver: invalid auth token`.
+pub(crate) fn caller(gw: &Gateway, req: &HttpRequest) -> Result<Caller, ApiError> {
+    let token = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let cert_user = req.conn_data::<crate::api::ClientCertUser>().map(|u| u.0.as_str());
+    gw.handle.auth().caller(token, cert_user)
+}
+
+/// The credentials a `/v3/watch` request presented, for its creates.
+pub(crate) fn credentials(req: &HttpRequest) -> crate::api::stream::Credentials {
+    crate::api::stream::Credentials {
+        token: req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        cert_user: req.conn_data::<crate::api::ClientCertUser>().map(|u| u.0.clone()),
+    }
+}
+
+async fn range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req = request::range_request(message(payload, &gw).await?)?;
+            gw.handle.auth().check_read(&caller, &req.range)?;
             let resp = gw.handle.range(req).await?;
             let mut out = String::new();
             encode::write_range(&mut out, Some(gw.header), &resp);
@@ -178,10 +222,13 @@ async fn range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     )
 }
 
-async fn put(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req = request::put_request(message(payload, &gw).await?);
+            let lease_keys = crate::api::auth::lease_keys(&gw.handle, req.lease).await;
+            gw.handle.auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
             let resp = gw.handle.put(req).await?;
             let mut out = String::new();
             encode::write_put(&mut out, Some(gw.header), &resp);
@@ -191,10 +238,12 @@ async fn put(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     )
 }
 
-async fn delete_range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn delete_range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req = request::delete_request(message(payload, &gw).await?);
+            gw.handle.auth().check_delete(&caller, &req.range, req.prev_kv)?;
             let resp = gw.handle.delete_range(req).await?;
             let mut out = String::new();
             encode::write_delete(&mut out, Some(gw.header), &resp);
@@ -204,10 +253,12 @@ async fn delete_range(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
     )
 }
 
-async fn txn(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req = request::txn_request(message(payload, &gw).await?)?;
+            gw.handle.auth().check_txn(&caller, &req)?;
             let resp = gw.handle.txn(req).await?;
             let mut out = String::new();
             encode::write_txn(&mut out, Some(gw.header), &resp);
@@ -243,10 +294,13 @@ async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
     )
 }
 
-async fn lease_revoke(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req: pb::LeaseRevokeRequest = message(payload, &gw).await?;
+            let keys = crate::api::auth::lease_keys(&gw.handle, req.id).await;
+            gw.handle.auth().check_lease_keys(&caller, &keys)?;
             let rev = gw.handle.lease_revoke(req.id).await?;
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
@@ -351,9 +405,10 @@ async fn alarm(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
 }
 
 /// `DefragmentRequest` has no fields; etcd's answer is `{}`.
-async fn defragment(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn defragment(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
             let _ = read_body(payload, gw.max_request_bytes).await?;
             gw.handle.defragment().await?;
             Ok("{}".to_string())
@@ -363,9 +418,10 @@ async fn defragment(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
 }
 
 /// `HashRequest` has no fields: the body is read only for its size.
-async fn hash(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn hash(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
             let _ = read_body(payload, gw.max_request_bytes).await?;
             let (hash, rev) = gw.handle.hash().await?;
             let mut out = String::new();
@@ -376,13 +432,158 @@ async fn hash(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     )
 }
 
-async fn hash_kv(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn hash_kv(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
             let req: pb::HashKvRequest = message(payload, &gw).await?;
             let kv = gw.handle.hash_kv(req.revision).await?;
             let mut out = String::new();
             encode::write_hash_kv(&mut out, gw.header, &kv);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+/// The header-only answer at the current revision.
+fn header_now(gw: &Gateway) -> String {
+    let mut out = String::new();
+    encode::write_header_only(&mut out, gw.header, gw.handle.current_revision());
+    out
+}
+
+/// Defines gateway handlers for `Auth` requests that answer a header only.
+macro_rules! auth_header_only {
+    ($($handler:ident: $msg:ident => $method:ident;)*) => {
+        $(async fn $handler(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+            reply(
+                async {
+                    let caller = caller(&gw, &http)?;
+                    let r: pb::$msg = message(payload, &gw).await?;
+                    AuthService::new(&gw.handle, &caller).$method(r).await?;
+                    Ok(header_now(&gw))
+                }
+                .await,
+            )
+        })*
+    };
+}
+
+auth_header_only! {
+    user_add: AuthUserAddRequest => user_add;
+    user_delete: AuthUserDeleteRequest => user_delete;
+    user_change_password: AuthUserChangePasswordRequest => user_change_password;
+    user_grant_role: AuthUserGrantRoleRequest => user_grant_role;
+    user_revoke_role: AuthUserRevokeRoleRequest => user_revoke_role;
+    role_add: AuthRoleAddRequest => role_add;
+    role_delete: AuthRoleDeleteRequest => role_delete;
+    role_grant_permission: AuthRoleGrantPermissionRequest => role_grant_permission;
+    role_revoke_permission: AuthRoleRevokePermissionRequest => role_revoke_permission;
+}
+
+async fn auth_enable(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let _: pb::AuthEnableRequest = message(payload, &gw).await?;
+            AuthService::new(&gw.handle, &caller).enable().await?;
+            Ok(header_now(&gw))
+        }
+        .await,
+    )
+}
+
+async fn auth_disable(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let _: pb::AuthDisableRequest = message(payload, &gw).await?;
+            AuthService::new(&gw.handle, &caller).disable().await?;
+            Ok(header_now(&gw))
+        }
+        .await,
+    )
+}
+
+async fn auth_status(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let _: pb::AuthStatusRequest = message(payload, &gw).await?;
+            let s = AuthService::new(&gw.handle, &caller).status()?;
+            let mut out = String::new();
+            encode::write_auth_status(&mut out, gw.header, gw.handle.current_revision(), s.enabled, s.auth_revision);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn authenticate(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let r: pb::AuthenticateRequest = message(payload, &gw).await?;
+            let anonymous = Caller::default();
+            let resp = AuthService::new(&gw.handle, &anonymous).authenticate(r).await?;
+            let mut out = String::new();
+            encode::write_token(&mut out, gw.header, gw.handle.current_revision(), &resp.token);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn user_get(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let r: pb::AuthUserGetRequest = message(payload, &gw).await?;
+            let resp = AuthService::new(&gw.handle, &caller).user_get(&r)?;
+            let mut out = String::new();
+            encode::write_names(&mut out, gw.header, gw.handle.current_revision(), "roles", &resp.roles);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn user_list(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let _: pb::AuthUserListRequest = message(payload, &gw).await?;
+            let resp = AuthService::new(&gw.handle, &caller).user_list()?;
+            let mut out = String::new();
+            encode::write_names(&mut out, gw.header, gw.handle.current_revision(), "users", &resp.users);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn role_get(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let r: pb::AuthRoleGetRequest = message(payload, &gw).await?;
+            let resp = AuthService::new(&gw.handle, &caller).role_get(&r)?;
+            let mut out = String::new();
+            encode::write_role_perms(&mut out, gw.header, gw.handle.current_revision(), &resp.perm);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+async fn role_list(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let caller = caller(&gw, &http)?;
+            let _: pb::AuthRoleListRequest = message(payload, &gw).await?;
+            let resp = AuthService::new(&gw.handle, &caller).role_list()?;
+            let mut out = String::new();
+            encode::write_names(&mut out, gw.header, gw.handle.current_revision(), "roles", &resp.roles);
             Ok(out)
         }
         .await,

@@ -4,19 +4,24 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status, GrpcApi};
 use crate::api::pb::etcdserverpb as pb;
-use crate::api::request;
+use crate::api::{auth, request};
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for GrpcApi {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request::range_request(request.into_inner())?;
+        self.handle().auth().check_read(&caller, &req.range)?;
         let resp = self.handle().range(req).await.map_err(status)?;
         Ok(Response::new(convert::range_response(Some(self.inner.header), resp)))
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        let lease_keys = auth::lease_keys(self.handle(), req.lease).await;
+        self.handle().auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
         let resp = self.handle().put(request::put_request(req)).await.map_err(status)?;
         Ok(Response::new(convert::put_response(Some(self.inner.header), resp)))
     }
@@ -25,16 +30,22 @@ impl pb::kv_server::Kv for GrpcApi {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let resp = self.handle().delete_range(request::delete_request(req)).await.map_err(status)?;
+        let req = request::delete_request(req);
+        self.handle().auth().check_delete(&caller, &req.range, req.prev_kv)?;
+        let resp = self.handle().delete_range(req).await.map_err(status)?;
         Ok(Response::new(convert::delete_response(Some(self.inner.header), resp)))
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let resp = self.handle().txn(request::txn_request(req)?).await.map_err(status)?;
+        let req = request::txn_request(req)?;
+        self.handle().auth().check_txn(&caller, &req)?;
+        let resp = self.handle().txn(req).await.map_err(status)?;
         Ok(Response::new(convert::txn_response(Some(self.inner.header), resp)))
     }
 

@@ -22,7 +22,11 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let rev = self.handle().lease_revoke(request.into_inner().id).await.map_err(status)?;
+        let caller = self.caller(&request)?;
+        let id = request.into_inner().id;
+        let keys = crate::api::auth::lease_keys(self.handle(), id).await;
+        self.handle().auth().check_lease_keys(&caller, &keys)?;
+        let rev = self.handle().lease_revoke(id).await.map_err(status)?;
         Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.header(rev)) }))
     }
 

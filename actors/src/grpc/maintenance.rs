@@ -51,8 +51,9 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
     /// Flushes and compacts the store's tables off the store's thread (see `Handle::defragment`).
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         self.handle().defragment().await.map_err(status)?;
         Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
@@ -60,6 +61,7 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
     /// etcd's `HashKV` (etcd: mvcc/hash.go): the same operations give the same hash on etcd and
     /// here. The scan runs off the store's thread.
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         let h = self.handle().hash_kv(request.into_inner().revision).await.map_err(status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.header(h.current_revision)),
@@ -71,7 +73,8 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
 
     /// A CRC-32C of everything the store holds (etcd hashes its bbolt file; see
     /// docs/etcd-semantics.md, "Integrity").
-    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(&self, request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         let (hash, rev) = self.handle().hash().await.map_err(status)?;
         Ok(Response::new(pb::HashResponse { header: Some(self.header(rev)), hash }))
     }

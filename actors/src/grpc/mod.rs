@@ -1,11 +1,12 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
 //! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway and through the same API
-//! layer ([`crate::api`]: identity, errors, request conversion). Methods we do not serve (auth,
-//! member changes, snapshots, ...) answer `Unimplemented` at once.
+//! layer ([`crate::api`]: identity, errors, request conversion, auth checks). Methods we do not
+//! serve (member changes, leader moves, ...) answer `Unimplemented` at once.
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
 
+mod auth;
 mod authority;
 mod convert;
 mod kv;
@@ -21,14 +22,16 @@ use std::sync::Arc;
 use actix_rt::{Arbiter, ArbiterHandle};
 use futures::Stream;
 use tonic::service::Routes;
-use tonic::Status;
+use tonic::{Request, Status};
 use watchkv::config::GRPC_OVERHEAD_BYTES;
 
+use pb::etcdserverpb::auth_server::AuthServer;
 use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 
+use crate::api::auth::Caller;
 /// etcd's messages and service traits, where gRPC clients have always found them.
 pub use crate::api::pb;
 use crate::api::{ApiError, Header};
@@ -74,6 +77,7 @@ impl GrpcApi {
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(AuthServer::new(self.clone()).max_decoding_message_size(limit))
     }
 
     /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each
@@ -89,6 +93,16 @@ impl GrpcApi {
 
     fn header(&self, revision: i64) -> pb::etcdserverpb::ResponseHeader {
         self.inner.header.at(revision)
+    }
+
+    /// The caller of `request`: its token (metadata `token`, or `authorization` as etcd's
+    /// gateway forwards it) checked against the auth store, else the TLS client certificate's
+    /// common name when the connection had one.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let meta = request.metadata();
+        let token = meta.get("token").or_else(|| meta.get("authorization")).and_then(|v| v.to_str().ok());
+        let cert_user = request.extensions().get::<crate::api::ClientCertUser>().map(|u| u.0.as_str());
+        Ok(self.handle().auth().caller(token, cert_user)?)
     }
 
     /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is

@@ -13,6 +13,7 @@ use super::wire::service::watch_server::Watch;
 use super::wire::OutgoingWatchResponse;
 use super::GrpcApi;
 use crate::api::pb::etcdserverpb as pb;
+use crate::api::stream::Credentials;
 use crate::api::{Header, StreamRequests, TransportStream};
 
 #[tonic::async_trait]
@@ -20,8 +21,14 @@ impl Watch for GrpcApi {
     type WatchStream = Responses;
 
     async fn watch(&self, request: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Responses>, Status> {
-        let stream = TransportStream::open_on(self.handle(), &self.streams);
-        tokio::spawn(read_requests(request.into_inner(), stream.requests()));
+        let meta = request.metadata();
+        let token = meta.get("token").or_else(|| meta.get("authorization")).and_then(|v| v.to_str().ok());
+        let credentials = Credentials {
+            token: token.map(str::to_string),
+            cert_user: request.extensions().get::<crate::api::ClientCertUser>().map(|u| u.0.clone()),
+        };
+        let stream = TransportStream::open_on(self.handle(), &self.streams).with_credentials(credentials);
+        tokio::spawn(read_requests(request.into_inner(), stream.requests(self.handle())));
         Ok(Response::new(Responses { stream, header: self.inner.header }))
     }
 }

@@ -28,9 +28,9 @@ use watchkv::{Error, Event, KvStore, RangeResponse, Result};
 use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
 use crate::protocol::{
-    AddUnsynced, Alarm, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment, Deliver,
-    Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream, RequestProgress,
-    RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, UnregisterStream, Watch,
+    AddUnsynced, Alarm, AuthChange, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment,
+    Deliver, Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream,
+    RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -49,6 +49,8 @@ pub struct StorePeers {
     pub cancel: [Recipient<CancelWatchers>; 2],
     /// The syncer and the victim actor, which may hold a closed stream's watchers too.
     pub unregister: [Recipient<UnregisterStream>; 2],
+    /// Where the store publishes the auth store after each change, for the transports' checks.
+    pub auth: Arc<crate::api::auth::AuthView>,
 }
 
 /// Sends `msg` to both recipients (the syncer and the victim actor).
@@ -319,6 +321,18 @@ impl Handler<Alarm> for StoreActor {
                 }
             }
         })
+    }
+}
+
+impl Handler<AuthChange> for StoreActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, msg: AuthChange, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        store.apply_auth(msg.0)?;
+        let state = store.auth().clone();
+        self.peers.auth.publish(state);
+        Ok(())
     }
 }
 

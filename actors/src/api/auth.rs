@@ -1,0 +1,302 @@
+//! Owns authentication and permission checks for both transports (etcd: v3_server.go
+//! `AuthInfoFromCtx`, `Authenticate`, `doSerialize`; apply_auth.go; auth/simple_token.go): who a
+//! request's caller is (a token from `Authenticate`, or the client certificate's common name),
+//! the simple tokens with their TTL, the permission every request needs, and the published
+//! view of the auth store that the checks read without a message to the store.
+//!
+//! The auth store itself belongs to the store actor (`watchkv::auth`, changed only by
+//! `AuthChange` messages); after each change it publishes a new [`AuthView`] snapshot, so a
+//! check costs a pointer clone and no hop. Tokens live here, in memory, as etcd's simple tokens
+//! do: a restart, a password change, deleting the user or disabling auth ends them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use watchkv::auth::{AuthError, AuthState, PermType};
+use watchkv::{KeyRange, RequestOp, TxnRequest};
+
+use super::ApiError;
+
+/// etcd's default simple-token TTL (`--auth-token-ttl`): a token unused this long expires.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// etcd's default bcrypt cost (`--bcrypt-cost`).
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+
+/// The latest auth store state, published by the store actor after every change.
+#[derive(Debug, Default)]
+pub struct AuthView {
+    current: RwLock<Arc<AuthState>>,
+}
+
+impl AuthView {
+    /// A view starting at `state`.
+    #[must_use]
+    pub fn new(state: AuthState) -> Self {
+        Self { current: RwLock::new(Arc::new(state)) }
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn get(&self) -> Arc<AuthState> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the state (the store actor, after a change).
+    pub fn publish(&self, state: AuthState) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(state);
+    }
+}
+
+/// Who is asking: the user a token or a client certificate names, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    user: Option<String>,
+}
+
+impl Caller {
+    /// The caller's user name.
+    #[must_use]
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+struct Token {
+    user: String,
+    expires: Instant,
+}
+
+/// Authentication and checks, shared by every transport of one store.
+pub struct Auth {
+    view: Arc<AuthView>,
+    tokens: Mutex<HashMap<String, Token>>,
+    token_ttl: Duration,
+    bcrypt_cost: u32,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("token_ttl", &self.token_ttl).finish_non_exhaustive()
+    }
+}
+
+fn denied(e: AuthError) -> ApiError {
+    ApiError::Store(watchkv::Error::Auth(e))
+}
+
+impl Auth {
+    /// Checks against `view`; tokens expire after `token_ttl` unused; passwords are hashed at
+    /// `bcrypt_cost`.
+    #[must_use]
+    pub fn new(view: Arc<AuthView>, token_ttl: Duration, bcrypt_cost: u32) -> Self {
+        Self { view, tokens: Mutex::new(HashMap::new()), token_ttl, bcrypt_cost }
+    }
+
+    /// The published auth store state.
+    #[must_use]
+    pub fn state(&self) -> Arc<AuthState> {
+        self.view.get()
+    }
+
+    /// The caller of a request that carried `token` (gRPC metadata `token` or `authorization`,
+    /// the gateway's `Authorization` header) and came over a connection whose client
+    /// certificate named `cert_user`. While auth is disabled everyone is anonymous and tokens
+    /// are ignored, as in etcd.
+    ///
+    /// # Errors
+    /// `etcdserver: invalid auth token` for a token that is unknown or expired.
+    pub fn caller(&self, token: Option<&str>, cert_user: Option<&str>) -> Result<Caller, ApiError> {
+        if !self.view.get().is_enabled() {
+            return Ok(Caller::default());
+        }
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            return match tokens.get_mut(token) {
+                Some(t) if t.expires > now => {
+                    t.expires = now + self.token_ttl;
+                    Ok(Caller { user: Some(t.user.clone()) })
+                }
+                Some(_) => {
+                    tokens.remove(token);
+                    Err(denied(AuthError::InvalidAuthToken))
+                }
+                None => Err(denied(AuthError::InvalidAuthToken)),
+            };
+        }
+        Ok(Caller { user: cert_user.map(str::to_string) })
+    }
+
+    /// Checks a user's password and hands out a token (etcd `Authenticate`). The bcrypt
+    /// comparison runs on a blocking thread.
+    ///
+    /// # Errors
+    /// `authentication is not enabled`, `authentication failed, invalid user ID or password`.
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, ApiError> {
+        let state = self.view.get();
+        if !state.is_enabled() {
+            return Err(denied(AuthError::AuthNotEnabled));
+        }
+        let Some(hash) = state.user(name).and_then(|u| u.password_hash.clone()) else {
+            return Err(denied(AuthError::AuthFailed));
+        };
+        let password = password.to_string();
+        let ok = actix_rt::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(denied(AuthError::AuthFailed));
+        }
+        let token = new_token();
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        tokens.retain(|_, t| t.expires > now);
+        tokens.insert(token.clone(), Token { user: name.to_string(), expires: now + self.token_ttl });
+        Ok(token)
+    }
+
+    /// Hashes a new password (on a blocking thread: bcrypt is slow by design), or takes
+    /// etcd 3.5's `hashedPassword` (base64 of a bcrypt hash) as given.
+    ///
+    /// # Errors
+    /// A `hashedPassword` that is not base64 of a bcrypt hash.
+    pub async fn hash_password(&self, password: &str, hashed: &str) -> Result<String, ApiError> {
+        use base64::Engine as _;
+        if !hashed.is_empty() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(hashed)
+                .map_err(|e| ApiError::Malformed(format!("hashedPassword: {e}")))?;
+            let hash = String::from_utf8(bytes).map_err(|e| ApiError::Malformed(format!("hashedPassword: {e}")))?;
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|e| ApiError::Malformed(format!("hashedPassword is not a bcrypt hash: {e}")))?;
+            return Ok(hash);
+        }
+        let (password, cost) = (password.to_string(), self.bcrypt_cost);
+        actix_rt::task::spawn_blocking(move || bcrypt::hash(password, cost))
+            .await
+            .map_err(|_| ApiError::Store(watchkv::Error::Stopped))?
+            .map_err(|e| ApiError::Store(watchkv::Error::Internal(format!("hashing a password: {e}"))))
+    }
+
+    /// Ends every token of `user` (its password changed or it was deleted), or every token
+    /// (`None`: auth was disabled).
+    pub fn invalidate(&self, user: Option<&str>) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        match user {
+            Some(user) => tokens.retain(|_, t| t.user != user),
+            None => tokens.clear(),
+        }
+    }
+
+    fn check(&self, caller: &Caller, wanted: PermType, range: &KeyRange) -> Result<(), ApiError> {
+        let (key, end) = range.to_wire();
+        self.view.get().check(caller.user(), wanted, &key, &end).map_err(denied)
+    }
+
+    /// A range read needs read permission on the range (etcd `IsRangePermitted`).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_read(&self, caller: &Caller, range: &KeyRange) -> Result<(), ApiError> {
+        self.check(caller, PermType::Read, range)
+    }
+
+    /// A put needs write permission on its key, read permission too with `prev_kv`, and write
+    /// permission on every key already attached to its lease (etcd `authApplierV3.Put`,
+    /// `checkLeasePuts`).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_put(
+        &self,
+        caller: &Caller,
+        key: &[u8],
+        prev_kv: bool,
+        lease_keys: &[Vec<u8>],
+    ) -> Result<(), ApiError> {
+        let range = KeyRange::single(key.to_vec());
+        self.check(caller, PermType::Write, &range)?;
+        if prev_kv {
+            self.check(caller, PermType::Read, &range)?;
+        }
+        self.check_lease_keys(caller, lease_keys)
+    }
+
+    /// A delete needs write permission on the range, read permission too with `prev_kv`.
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_delete(&self, caller: &Caller, range: &KeyRange, prev_kv: bool) -> Result<(), ApiError> {
+        if prev_kv {
+            self.check(caller, PermType::Read, range)?;
+        }
+        self.check(caller, PermType::Write, range)
+    }
+
+    /// Revoking a lease (or attaching a key to it) needs write permission on every key it
+    /// holds.
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_lease_keys(&self, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+        keys.iter().try_for_each(|k| self.check(caller, PermType::Write, &KeyRange::single(k.clone())))
+    }
+
+    /// A txn needs read permission on every compare's range and the permissions of every op
+    /// of both branches, nested txns included (etcd `checkTxnAuth`).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_txn(&self, caller: &Caller, txn: &TxnRequest) -> Result<(), ApiError> {
+        if !self.view.get().is_enabled() {
+            return Ok(());
+        }
+        for c in &txn.compare {
+            self.check(caller, PermType::Read, &c.range)?;
+        }
+        for op in txn.success.iter().chain(&txn.failure) {
+            match op {
+                RequestOp::Range(r) => self.check_read(caller, &r.range)?,
+                RequestOp::Put(p) => self.check_put(caller, &p.key, false, &[])?,
+                RequestOp::DeleteRange(d) => self.check_delete(caller, &d.range, d.prev_kv)?,
+                RequestOp::Txn(t) => self.check_txn(caller, t)?,
+                RequestOp::Empty => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Administration (auth management, defragment, snapshot, hashes) needs the root role
+    /// (etcd `IsAdminPermitted`).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`, `user name not found`.
+    pub fn check_admin(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.view.get().check_admin(caller.user()).map_err(denied)
+    }
+
+    /// Whether auth is enabled.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.view.get().is_enabled()
+    }
+}
+
+/// The keys attached to lease `id` when auth is enabled and the checks need them (an unknown
+/// lease has none: the write itself then fails with etcd's lease error).
+pub async fn lease_keys(handle: &crate::Handle, id: watchkv::LeaseId) -> Vec<Vec<u8>> {
+    if id == 0 || !handle.auth().is_enabled() {
+        return Vec::new();
+    }
+    handle.lease_time_to_live(id, true).await.map(|(status, _)| status.keys).unwrap_or_default()
+}
+
+/// A simple token: 16 random letters, as etcd's `genTokenPrefix`, and a random suffix in place
+/// of etcd's raft index.
+fn new_token() -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let prefix: String =
+        (0..16).map(|_| char::from(LETTERS[usize::from(rand::random::<u8>()) % LETTERS.len()])).collect();
+    format!("{prefix}.{}", rand::random::<u32>())
+}
