@@ -10,13 +10,19 @@
 //! - [`pb`]: etcd's API messages, the schema both transports speak;
 //! - [`request`]: every request message turned into the core's request, with its validation,
 //!   the one conversion both transports go through;
-//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop.
+//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop;
+//! - [`Coordination`]: the Lock and Election services' calls ([`lock`], [`election`]), etcd's
+//!   concurrency recipes run on the server.
 
+mod coordination;
+pub mod election;
 mod error;
+pub mod lock;
 pub mod pb;
 pub mod request;
 pub mod stream;
 
+pub use coordination::{Coordination, DEFAULT_SESSION_TTL};
 pub use error::{http_status, ApiError};
 pub use stream::{StreamRequests, TransportStream};
 

@@ -1,5 +1,5 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
-//! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway and through the same API
+//! `etcdserverpb` and the Lock and Election services (`v3lockpb`, `v3electionpb`), served from the same [`Handle`] as the HTTP gateway and through the same API
 //! layer ([`crate::api`]: identity, errors, request conversion). Methods we do not serve (auth,
 //! member changes, snapshots, ...) answer `Unimplemented` at once.
 //!
@@ -7,8 +7,10 @@
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
 
 mod convert;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 pub mod wire;
@@ -25,10 +27,12 @@ use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use pb::v3electionpb::election_server::ElectionServer;
+use pb::v3lockpb::lock_server::LockServer;
 
 /// etcd's messages and service traits, where gRPC clients have always found them.
 pub use crate::api::pb;
-use crate::api::{ApiError, Header};
+use crate::api::{ApiError, Coordination, Header};
 use crate::Handle;
 use wire::service::watch_server::WatchServer;
 
@@ -71,6 +75,8 @@ impl GrpcApi {
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(LockServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(limit))
     }
 
     /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each
@@ -86,6 +92,11 @@ impl GrpcApi {
 
     fn header(&self, revision: i64) -> pb::etcdserverpb::ResponseHeader {
         self.inner.header.at(revision)
+    }
+
+    /// The Lock and Election services' calls, their watch streams' actors where this API's are.
+    fn coordination(&self) -> Coordination {
+        Coordination::new(self.inner.handle.clone(), Some(self.streams.clone()))
     }
 
     /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is
