@@ -1,6 +1,7 @@
 //! Generates etcd's API messages and gRPC services (`api::pb`, with the lock and election
 //! services) from etcd's protos in `proto/` with a pure-Rust protobuf compiler (protox), so a
-//! fresh machine needs no `protoc`, and the Watch service a second time with watchkv's own response codec.
+//! fresh machine needs no `protoc`, and the Watch service a second time with watchkv's own
+//! response codec.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [

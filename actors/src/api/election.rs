@@ -156,7 +156,6 @@ impl Coordination {
     /// candidate, the first one put), then every later put to that key, and when the key is
     /// deleted the next leader the same way. The stream ends when a read or watch fails (etcd
     /// closes it without an error); dropping it ends its watches.
-    #[must_use]
     pub fn observe(&self, req: pb::LeaderRequest) -> impl Stream<Item = Proclamation> + Send + 'static {
         let observer =
             Observer { coordination: self.clone(), prefix: election_prefix(req.name), state: ObserveState::Find };

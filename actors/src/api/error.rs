@@ -199,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn lock_and_election_errors_are_unknown_as_etcd_relays_them() {
+        for (e, text) in [
+            (ApiError::SessionExpired, "mutex: session is expired"),
+            (ApiError::ElectionNotLeader, "election: not leader"),
+            (ApiError::ElectionNoLeader, "election: no leader"),
+            (ApiError::MissingLeaderKey, "\"leader\" field must be provided"),
+            (ApiError::relayed(Error::LeaseNotFound), "etcdserver: requested lease not found"),
+        ] {
+            assert_eq!((e.code(), e.http_status(), e.to_string()), (Code::Unknown, 500, text.to_string()));
+        }
+    }
+
+    #[test]
     fn the_status_carries_the_code_and_text() {
         let status = tonic::Status::from(ApiError::InvalidSortOption);
         assert_eq!(status.code(), Code::InvalidArgument);
