@@ -1,9 +1,14 @@
-//! Generates etcd's API messages and gRPC services (`api::pb`) from etcd's protos in `proto/`
-//! with a pure-Rust protobuf compiler (protox), so a fresh machine needs no `protoc`, and the
-//! Watch service a second time with watchkv's own response codec.
+//! Generates etcd's API messages and gRPC services (`api::pb`, with the lock and election
+//! services) from etcd's protos in `proto/` with a pure-Rust protobuf compiler (protox), so a
+//! fresh machine needs no `protoc`, and the Watch service a second time with watchkv's own
+//! response codec.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/etcd/api/etcdserverpb/rpc.proto"];
+    let protos = [
+        "proto/etcd/api/etcdserverpb/rpc.proto",
+        "proto/etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+        "proto/etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()

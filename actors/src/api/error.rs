@@ -41,6 +41,28 @@ pub enum ApiError {
     /// The watch stream's actor is gone: the server is stopping.
     #[error("watch stream closed")]
     StreamClosed,
+    /// A lock whose key was deleted (its lease expired or was revoked) before it was acquired
+    /// (etcd: client/v3/concurrency/mutex.go `ErrSessionExpired`).
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// A proclaim whose leader key is gone or was re-created (etcd: concurrency/election.go
+    /// `ErrElectionNotLeader`).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// `Leader` on an election without candidates (etcd: concurrency `ErrElectionNoLeader`).
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// A proclaim or resign without its leader key (etcd: v3election `ErrMissingLeaderKey`).
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// The watch a lock or campaign waited on ended (etcd: concurrency/key.go `waitDelete`).
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
+    /// A store error met by a lock or election call. etcd's lock and election servers run
+    /// their steps through an internal client, whose errors keep their text but lose their
+    /// code: the client sees `Unknown`.
+    #[error("{0}")]
+    Relayed(String),
 }
 
 /// The text etcd gives a store error: `mvcc:` errors travel with `etcdserver: ` in front.
@@ -67,6 +89,13 @@ impl ApiError {
             | Self::TruncatedBody
             | Self::Body(_) => Code::InvalidArgument,
             Self::StreamClosed => Code::Unavailable,
+            // Plain Go errors returned by etcd's v3lock/v3election handlers.
+            Self::SessionExpired
+            | Self::ElectionNotLeader
+            | Self::ElectionNoLeader
+            | Self::MissingLeaderKey
+            | Self::LostWatcher
+            | Self::Relayed(_) => Code::Unknown,
         }
     }
 
@@ -145,6 +174,14 @@ pub fn http_status(code: Code) -> u16 {
     }
 }
 
+impl ApiError {
+    /// `e` as a lock or election call reports it ([`ApiError::Relayed`]).
+    #[must_use]
+    pub fn relayed(e: Error) -> Self {
+        Self::Relayed(Self::Store(e).to_string())
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         Self::new(e.code(), e.to_string())
@@ -175,6 +212,19 @@ mod tests {
             ApiError::from(Error::NegativeStartRevision).to_string(),
             "etcdserver: mvcc: required revision has been compacted"
         );
+    }
+
+    #[test]
+    fn lock_and_election_errors_are_unknown_as_etcd_relays_them() {
+        for (e, text) in [
+            (ApiError::SessionExpired, "mutex: session is expired"),
+            (ApiError::ElectionNotLeader, "election: not leader"),
+            (ApiError::ElectionNoLeader, "election: no leader"),
+            (ApiError::MissingLeaderKey, "\"leader\" field must be provided"),
+            (ApiError::relayed(Error::LeaseNotFound), "etcdserver: requested lease not found"),
+        ] {
+            assert_eq!((e.code(), e.http_status(), e.to_string()), (Code::Unknown, 500, text.to_string()));
+        }
     }
 
     #[test]

@@ -13,16 +13,22 @@
 //! - [`auth`]: callers, tokens and the permission each request needs; [`auth_service`]: etcd's
 //!   `Auth` service for both transports;
 //! - [`alarm`]: alarm requests and answers in etcd's messages;
-//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop.
+//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop;
+//! - [`Coordination`]: the Lock and Election services' calls ([`lock`], [`election`]), etcd's
+//!   concurrency recipes run on the server.
 
 pub mod alarm;
 pub mod auth;
 pub mod auth_service;
+mod coordination;
+pub mod election;
 mod error;
+pub mod lock;
 pub mod pb;
 pub mod request;
 pub mod stream;
 
+pub use coordination::{Coordination, DEFAULT_SESSION_TTL};
 pub use error::{http_status, ApiError};
 pub use stream::{StreamRequests, TransportStream};
 

@@ -18,3 +18,13 @@ pub mod authpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+
+/// `v3lockpb`: the Lock service (etcd: server/etcdserver/api/v3lock).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// `v3electionpb`: the Election service (etcd: server/etcdserver/api/v3election).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}

@@ -11,6 +11,8 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
 
 use crate::api::pb::etcdserverpb as pb;
+use crate::api::pb::v3electionpb as pb_election;
+use crate::api::pb::v3lockpb as pb_lock;
 use crate::api::ApiError;
 
 /// A request message the gateway decodes from JSON, through its JSON shape.
@@ -555,6 +557,130 @@ impl GatewayMessage for pb::LeaseTimeToLiveRequest {
     }
 }
 
+// ----- Lock and Election -----
+
+/// `v3lockpb.LockRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LockJson {
+    #[serde(deserialize_with = "bytes")]
+    name: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+}
+
+impl GatewayMessage for pb_lock::LockRequest {
+    type Json = LockJson;
+
+    fn from_json(j: LockJson) -> Result<Self, ApiError> {
+        Ok(Self { name: j.name, lease: j.lease })
+    }
+}
+
+/// `v3lockpb.UnlockRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UnlockJson {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+}
+
+impl GatewayMessage for pb_lock::UnlockRequest {
+    type Json = UnlockJson;
+
+    fn from_json(j: UnlockJson) -> Result<Self, ApiError> {
+        Ok(Self { key: j.key })
+    }
+}
+
+/// `v3electionpb.CampaignRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CampaignJson {
+    #[serde(deserialize_with = "bytes")]
+    name: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+}
+
+impl GatewayMessage for pb_election::CampaignRequest {
+    type Json = CampaignJson;
+
+    fn from_json(j: CampaignJson) -> Result<Self, ApiError> {
+        Ok(Self { name: j.name, lease: j.lease, value: j.value })
+    }
+}
+
+/// `v3electionpb.LeaderKey`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaderKeyJson {
+    #[serde(deserialize_with = "bytes")]
+    name: Vec<u8>,
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    rev: i64,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+}
+
+impl From<LeaderKeyJson> for pb_election::LeaderKey {
+    fn from(j: LeaderKeyJson) -> Self {
+        Self { name: j.name, key: j.key, rev: j.rev, lease: j.lease }
+    }
+}
+
+/// `v3electionpb.ProclaimRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProclaimJson {
+    leader: Option<LeaderKeyJson>,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+}
+
+impl GatewayMessage for pb_election::ProclaimRequest {
+    type Json = ProclaimJson;
+
+    fn from_json(j: ProclaimJson) -> Result<Self, ApiError> {
+        Ok(Self { leader: j.leader.map(Into::into), value: j.value })
+    }
+}
+
+/// `v3electionpb.LeaderRequest` (`Leader` and `Observe`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaderJson {
+    #[serde(deserialize_with = "bytes")]
+    name: Vec<u8>,
+}
+
+impl GatewayMessage for pb_election::LeaderRequest {
+    type Json = LeaderJson;
+
+    fn from_json(j: LeaderJson) -> Result<Self, ApiError> {
+        Ok(Self { name: j.name })
+    }
+}
+
+/// `v3electionpb.ResignRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ResignJson {
+    leader: Option<LeaderKeyJson>,
+}
+
+impl GatewayMessage for pb_election::ResignRequest {
+    type Json = ResignJson;
+
+    fn from_json(j: ResignJson) -> Result<Self, ApiError> {
+        Ok(Self { leader: j.leader.map(Into::into) })
+    }
+}
+
 // ----- Watch -----
 
 /// `WatchCreateRequest`.
@@ -649,6 +775,19 @@ mod tests {
         assert!(bad.is_err());
         let bad: Result<pb::PutRequest, _> = decode(br#"{"lease":"12x"}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn decodes_lock_and_election_requests() {
+        let l: pb_lock::LockRequest = decode(br#"{"name":"bXk=","lease":"7"}"#).expect("decodes");
+        assert_eq!((l.name, l.lease), (b"my".to_vec(), 7));
+        let p: pb_election::ProclaimRequest =
+            decode(br#"{"leader":{"name":"ZQ==","key":"ZS8x","rev":"5","lease":1},"value":"dg=="}"#).expect("decodes");
+        let leader = p.leader.expect("leader");
+        assert_eq!((leader.name, leader.key, leader.rev, leader.lease), (b"e".to_vec(), b"e/1".to_vec(), 5, 1));
+        assert_eq!(p.value, b"v".to_vec());
+        let r: pb_election::ResignRequest = decode(b"{}").expect("decodes");
+        assert!(r.leader.is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use watchkv::{
     DeleteRangeResponse, Event, EventKind, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse, WireForm,
 };
 
+use crate::api::election::{Leadership, Proclamation};
 use crate::api::{ApiError, Header, REPORTED_ETCD_VERSION};
 
 /// Writes a JSON object field by field, omitting defaults as protojson does.
@@ -214,6 +215,37 @@ pub fn write_lease(out: &mut String, h: Header, revision: i64, id: i64, ttl: i64
     o.raw("header", |out| write_header(out, h, revision));
     o.int("ID", id);
     o.int("TTL", ttl);
+    o.close();
+}
+
+/// Writes a `v3lockpb.LockResponse`.
+pub fn write_lock(out: &mut String, h: Header, revision: i64, key: &[u8]) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.bytes("key", key);
+    o.close();
+}
+
+/// Writes a `v3electionpb.CampaignResponse`.
+pub fn write_campaign(out: &mut String, h: Header, revision: i64, leader: &Leadership) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.raw("leader", |out| {
+        let mut l = Obj::open(out);
+        l.bytes("name", &leader.name);
+        l.bytes("key", &leader.key);
+        l.int("rev", leader.rev);
+        l.int("lease", leader.lease);
+        l.close();
+    });
+    o.close();
+}
+
+/// Writes a `v3electionpb.LeaderResponse` (`Leader`, and each line of `Observe`).
+pub fn write_leader(out: &mut String, h: Header, p: &Proclamation) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, p.revision));
+    o.raw("kv", |out| write_kv(out, &p.kv));
     o.close();
 }
 

@@ -1,10 +1,11 @@
 //! Owns the HTTP/JSON gateway: etcd's grpc-gateway routes (docs/etcd-semantics.md §8) on
 //! actix-web, mountable under any prefix of a host service with
 //! `App::configure(gateway::configure(handle))`. Unary routes answer one JSON body;
-//! `/v3/watch` and `/v3/lease/keepalive` stream. Requests are decoded into etcd's messages
+//! `/v3/watch`, `/v3/lease/keepalive` and `/v3/election/observe` stream. Requests are decoded into etcd's messages
 //! ([`decode`]) and converted by the API layer as gRPC's are; responses are encoded by
 //! [`encode`]; errors come from the API layer's table.
 
+mod coordination;
 pub mod decode;
 pub mod encode;
 mod metrics;
@@ -143,6 +144,13 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/auth/role/grant", web::post().to(role_grant_permission))
         .route("/v3/auth/role/revoke", web::post().to(role_revoke_permission))
         .route("/v3/watch", web::post().to(watch::watch))
+        .route("/v3/lock/lock", web::post().to(coordination::lock))
+        .route("/v3/lock/unlock", web::post().to(coordination::unlock))
+        .route("/v3/election/campaign", web::post().to(coordination::campaign))
+        .route("/v3/election/proclaim", web::post().to(coordination::proclaim))
+        .route("/v3/election/leader", web::post().to(coordination::leader))
+        .route("/v3/election/observe", web::post().to(coordination::observe))
+        .route("/v3/election/resign", web::post().to(coordination::resign))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics::metrics));

@@ -1,7 +1,8 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
-//! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway and through the same API
-//! layer ([`crate::api`]: identity, errors, request conversion, auth checks). Methods we do not
-//! serve (member changes, leader moves, ...) answer `Unimplemented` at once.
+//! `etcdserverpb` and the Lock and Election services (`v3lockpb`, `v3electionpb`), served from
+//! the same [`Handle`] as the HTTP gateway and through the same API layer ([`crate::api`]:
+//! identity, errors, request conversion, auth checks). Methods we do not serve (member changes,
+//! leader moves, ...) answer `Unimplemented` at once.
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
@@ -9,8 +10,10 @@
 mod auth;
 mod authority;
 mod convert;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 pub mod wire;
@@ -30,11 +33,13 @@ use pb::etcdserverpb::cluster_server::ClusterServer;
 use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use pb::v3electionpb::election_server::ElectionServer;
+use pb::v3lockpb::lock_server::LockServer;
 
 use crate::api::auth::Caller;
 /// etcd's messages and service traits, where gRPC clients have always found them.
 pub use crate::api::pb;
-use crate::api::{ApiError, Header};
+use crate::api::{ApiError, Coordination, Header};
 use crate::Handle;
 use wire::service::watch_server::WatchServer;
 
@@ -78,6 +83,8 @@ impl GrpcApi {
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(AuthServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(LockServer::new(self.clone()).max_decoding_message_size(limit))
+            .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(limit))
     }
 
     /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each
@@ -103,6 +110,11 @@ impl GrpcApi {
         let token = meta.get("token").or_else(|| meta.get("authorization")).and_then(|v| v.to_str().ok());
         let cert_user = request.extensions().get::<crate::api::ClientCertUser>().map(|u| u.0.as_str());
         Ok(self.handle().auth().caller(token, cert_user)?)
+    }
+
+    /// The Lock and Election services' calls, their watch streams' actors where this API's are.
+    fn coordination(&self) -> Coordination {
+        Coordination::new(self.inner.handle.clone(), Some(self.streams.clone()))
     }
 
     /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is

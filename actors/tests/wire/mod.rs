@@ -235,6 +235,52 @@ pub fn post(port: u16, path: &str, body: &Value) -> Reply {
     try_post(port, path, body.to_string().as_bytes()).unwrap_or_else(|e| panic!("POST {path} to port {port}: {e}"))
 }
 
+/// POSTs `body` to a server-streaming route (`/v3/election/observe`) and delivers each
+/// response line as JSON until the stream ends. A reader thread holds the socket too: shut the
+/// returned one down to go away.
+///
+/// # Errors
+/// Connection errors.
+pub fn post_stream(port: u16, path: &str, body: &Value) -> std::io::Result<(TcpStream, mpsc::Receiver<Value>)> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_nodelay(true)?;
+    let mut w = stream.try_clone()?;
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    w.write_all(head.as_bytes())?;
+    w.write_all(body.as_bytes())?;
+    let (tx, rx) = mpsc::channel();
+    let reader = stream.try_clone()?;
+    thread::spawn(move || {
+        let mut r = BufReader::new(reader);
+        let Ok((_, headers)) = read_head(&mut r, |_| {}) else { return };
+        if !header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+            if let Ok(v) = serde_json::from_slice(&rest) {
+                let _ = tx.send(v);
+            }
+            return;
+        }
+        let mut buf = Vec::new();
+        while let Ok(Some(chunk)) = read_chunk(&mut r) {
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok((stream, rx))
+}
+
 /// Polls `POST /v3/kv/range {"key":"AA=="}` until the server answers 200, failing early with
 /// `died()`'s text if the process exits.
 pub fn wait_until_serving(port: u16, what: &str, mut died: impl FnMut() -> Option<String>) {

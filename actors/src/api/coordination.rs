@@ -1,0 +1,285 @@
+//! Owns what the lock and election services share ([`Coordination`]): etcd's client-side
+//! concurrency recipes (etcd: client/v3/concurrency `session.go`, `key.go`) run on the server
+//! over the [`Handle`], as etcd's v3lock and v3election servers run them over an internal client:
+//! the session lease, the ownership key `prefix + hex(lease)`, "who was first" by create
+//! revision, waiting for the deletion of every earlier key, and the cleanup of a key whose
+//! caller went away. The services themselves are in [`super::lock`] and [`super::election`].
+
+use actix_rt::ArbiterHandle;
+use futures::StreamExt;
+use watchkv::watch::response::WatchResponse;
+use watchkv::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventKind, KeyRange, KeyValue, LeaseId, PutRequest,
+    RangeRequest, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+
+use super::ApiError;
+use crate::{Handle, WatchCreate, WatchStream};
+
+/// TTL of the lease a session grants when the request names none (etcd: concurrency/session.go
+/// `defaultSessionTTL`).
+pub const DEFAULT_SESSION_TTL: i64 = 60;
+
+/// Responses buffered between a recipe's watch stream and the recipe (it reads them at once).
+const WATCH_BUFFER: usize = 4;
+
+/// What the lock and election services run on: the store, and where their watch streams'
+/// actors live (`None`: the caller's arbiter, as in the gateway; gRPC hands one over because
+/// tonic's tasks run outside any arbiter). Cloning is shallow.
+#[derive(Clone, Debug)]
+pub struct Coordination {
+    pub(super) handle: Handle,
+    streams: Option<ArbiterHandle>,
+}
+
+/// How waiting for the earlier keys ended without acquiring.
+pub(super) enum WaitFailed {
+    /// The caller's own key was deleted meanwhile (its lease expired or was revoked, or a
+    /// client deleted it): it can no longer win.
+    OwnKeyLost,
+    /// A read or the watch failed.
+    Error(ApiError),
+}
+
+impl From<ApiError> for WaitFailed {
+    fn from(e: ApiError) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl Coordination {
+    /// Returns the services' recipes over `handle`, their watch streams' actors on `streams`
+    /// (`None`: the arbiter of the task that calls them).
+    #[must_use]
+    pub fn new(handle: Handle, streams: Option<ArbiterHandle>) -> Self {
+        Self { handle, streams }
+    }
+
+    /// The lease a call's keys are attached to (etcd: concurrency/session.go `NewSession` with
+    /// `WithLease`, then `Orphan`): 0 grants a new lease of [`DEFAULT_SESSION_TTL`] seconds
+    /// that nobody keeps alive; any other id is used as given, and a write with a lease that
+    /// does not exist fails with etcd's `requested lease not found`. The server never keeps a
+    /// caller's lease alive: the caller does.
+    pub(super) async fn session_lease(&self, lease: LeaseId) -> Result<LeaseId, ApiError> {
+        if lease != 0 {
+            return Ok(lease);
+        }
+        let (id, _, _) = self.handle.lease_grant(0, DEFAULT_SESSION_TTL).await.map_err(ApiError::relayed)?;
+        Ok(id)
+    }
+
+    pub(super) async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, ApiError> {
+        self.handle.txn(txn).await.map_err(ApiError::relayed)
+    }
+
+    pub(super) async fn range(&self, req: RangeRequest) -> Result<watchkv::RangeResponse, ApiError> {
+        self.handle.range(req).await.map_err(ApiError::relayed)
+    }
+
+    /// Opens a watch stream with one watcher, its actor where this service's streams live.
+    pub(super) fn watch(&self, range: &KeyRange, start_revision: i64) -> WatchStream {
+        let stream = self.handle.watch_stream_with(WATCH_BUFFER, self.streams.as_ref());
+        stream.create(WatchCreate::new(range, start_revision));
+        stream
+    }
+
+    /// Waits until no key under `prefix` created at or before `max_create_revision` is left,
+    /// and returns the revision at which none was (etcd: concurrency/key.go `waitDeletes`: the
+    /// latest such key, then a watch for its deletion, again until there is none).
+    ///
+    /// Unlike etcd, it also gives up as soon as `own_key`, which must be under `prefix`, is
+    /// gone: etcd's recipe would wait on for keys whose deletion can no longer make it win
+    /// (etcd: mutex.go, "TODO: early termination if the session key is deleted").
+    pub(super) async fn wait_deletes(
+        &self,
+        prefix: &[u8],
+        max_create_revision: i64,
+        own_key: &[u8],
+    ) -> Result<i64, WaitFailed> {
+        loop {
+            // Both reads at one revision, so the watch below misses nothing of either key.
+            let mut earlier = last_create(prefix);
+            earlier.max_create_revision = max_create_revision;
+            let read = TxnRequest {
+                compare: Vec::new(),
+                success: vec![
+                    RequestOp::Range(earlier),
+                    RequestOp::Range(RangeRequest::new(KeyRange::single(own_key))),
+                ],
+                failure: Vec::new(),
+            };
+            let resp = self.txn(read).await?;
+            let revision = resp.revision;
+            let mut ranges = resp.responses.into_iter().map(|op| match op {
+                ResponseOp::Range(r) => r.kvs,
+                _ => Vec::new(),
+            });
+            let earlier = ranges.next().unwrap_or_default();
+            if ranges.next().unwrap_or_default().is_empty() {
+                return Err(WaitFailed::OwnKeyLost);
+            }
+            let Some(last) = earlier.into_iter().next() else {
+                return Ok(revision);
+            };
+            self.wait_delete(prefix, &last.key, own_key, revision).await?;
+        }
+    }
+
+    /// Waits for the deletion of `key` from `revision` on (etcd: concurrency/key.go
+    /// `waitDelete`), watching the whole `prefix` so that the deletion of `own_key` is seen too.
+    async fn wait_delete(&self, prefix: &[u8], key: &[u8], own_key: &[u8], revision: i64) -> Result<(), WaitFailed> {
+        let mut watch = self.watch(&KeyRange::prefix(prefix), revision);
+        loop {
+            let resp = match next_watch_response(&mut watch).await {
+                WatchNext::Events(resp) => resp,
+                WatchNext::Compacted(compact_rev) => {
+                    return Err(ApiError::relayed(watchkv::Error::Compacted { requested: revision, compact_rev }).into())
+                }
+                WatchNext::Ended => return Err(ApiError::LostWatcher.into()),
+            };
+            for event in &resp.events {
+                if event.kind != EventKind::Delete {
+                    continue;
+                }
+                if event.kv.key == key {
+                    return Ok(());
+                }
+                if event.kv.key == own_key {
+                    return Err(WaitFailed::OwnKeyLost);
+                }
+            }
+        }
+    }
+}
+
+/// What a recipe's watch gave next.
+pub(super) enum WatchNext {
+    /// Events (never empty).
+    Events(WatchResponse),
+    /// The watcher's start revision was compacted (the compact revision).
+    Compacted(i64),
+    /// The watcher was cancelled or the stream ended (the server is stopping).
+    Ended,
+}
+
+/// The next events on a one-watcher stream, skipping its `created` response and progress
+/// notifications.
+pub(super) async fn next_watch_response(watch: &mut WatchStream) -> WatchNext {
+    while let Some(resp) = watch.next().await {
+        if resp.compact_revision != 0 {
+            return WatchNext::Compacted(resp.compact_revision);
+        }
+        if resp.canceled {
+            return WatchNext::Ended;
+        }
+        if !resp.events.is_empty() {
+            return WatchNext::Events(resp);
+        }
+    }
+    WatchNext::Ended
+}
+
+/// The ownership key of `lease` under `prefix` (etcd: `fmt.Sprintf("%s%x", pfx, s.Lease())`;
+/// Go prints a negative number as `-` and the hex of its magnitude).
+pub(super) fn own_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
+    let hex = if lease < 0 { format!("-{:x}", lease.unsigned_abs()) } else { format!("{lease:x}") };
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(hex.as_bytes());
+    key
+}
+
+/// The first key created under `prefix` (etcd: `clientv3.WithFirstCreate`).
+pub(super) fn first_create(prefix: &[u8]) -> RangeRequest {
+    RangeRequest {
+        limit: 1,
+        sort_order: SortOrder::Ascend,
+        sort_target: SortTarget::Create,
+        ..RangeRequest::new(KeyRange::prefix(prefix))
+    }
+}
+
+/// The last key created under `prefix` (etcd: `clientv3.WithLastCreate`).
+fn last_create(prefix: &[u8]) -> RangeRequest {
+    RangeRequest { sort_order: SortOrder::Descend, ..first_create(prefix) }
+}
+
+/// `create_revision(key) == revision`.
+pub(super) fn created_at(key: &[u8], revision: i64) -> Compare {
+    Compare { range: KeyRange::single(key), result: CompareResult::Equal, target: CompareTarget::Create(revision) }
+}
+
+/// A put of `value` under `key` with `lease`.
+pub(super) fn put(key: &[u8], value: Vec<u8>, lease: LeaseId) -> RequestOp {
+    RequestOp::Put(PutRequest { key: key.to_vec(), value, lease, ..PutRequest::default() })
+}
+
+/// A delete of `key`.
+pub(super) fn delete(key: &[u8]) -> RequestOp {
+    RequestOp::DeleteRange(DeleteRangeRequest::new(KeyRange::single(key)))
+}
+
+/// The key-values of the `index`th response of a txn, if it is a range.
+pub(super) fn range_kvs(resp: &TxnResponse, index: usize) -> &[KeyValue] {
+    match resp.responses.get(index) {
+        Some(ResponseOp::Range(r)) => &r.kvs,
+        _ => &[],
+    }
+}
+
+/// A write that undoes a waiting call's key when its caller goes away before the call ends
+/// (the request future is dropped): etcd cleans up the same way when the request's context is
+/// cancelled (mutex.go `Lock` unlocks, election.go `Campaign` resigns). Dropped while armed, it
+/// runs the write on the current runtime without waiting for it.
+pub(super) struct Cleanup {
+    handle: Handle,
+    undo: Option<TxnRequest>,
+}
+
+impl Cleanup {
+    pub(super) fn new(handle: &Handle, undo: TxnRequest) -> Self {
+        Self { handle: handle.clone(), undo: Some(undo) }
+    }
+
+    /// The call ended by itself: nothing to undo on drop. Returns the undo, for the caller to
+    /// run if it ended with an error that etcd cleans up after.
+    pub(super) fn disarm(mut self) -> Option<TxnRequest> {
+        self.undo.take()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(undo) = self.undo.take() else { return };
+        let handle = self.handle.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = handle.txn(undo).await {
+                        tracing::debug!(error = %e, "cleaning up after an abandoned lock or campaign");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("no runtime to clean up an abandoned lock or campaign; its lease will"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_keys_are_prefix_and_go_hex() {
+        assert_eq!(own_key(b"lock/", 0x694d_7b1c_2a00_0f01), b"lock/694d7b1c2a000f01".to_vec());
+        assert_eq!(own_key(b"e/", 255), b"e/ff".to_vec());
+        assert_eq!(own_key(b"e/", -255), b"e/-ff".to_vec());
+    }
+
+    #[test]
+    fn first_and_last_create_are_one_key_by_create_revision() {
+        let first = first_create(b"n/");
+        assert_eq!((first.limit, first.sort_order, first.sort_target), (1, SortOrder::Ascend, SortTarget::Create));
+        assert_eq!(first.range, KeyRange::interval("n/", "n0"));
+        assert_eq!(last_create(b"n/").sort_order, SortOrder::Descend);
+    }
+}
