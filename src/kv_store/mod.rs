@@ -7,7 +7,9 @@
 //!   storeTxnWrite`);
 //! - [`txn`]: compares and transactions (etcd `server/etcdserver/txn/txn.go`);
 //! - [`compact`]: scheduling compaction (etcd `kvstore_compaction.go`, `kvstore.go Compact`);
-//! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`).
+//! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`);
+//! - [`snapshot`]: taking and restoring snapshots (etcd `Maintenance.Snapshot`, `snapshot
+//!   restore`).
 //!
 //! Every committed write hands back the events it produced, so the watch layer never reads
 //! storage on the live path. Revision rules (docs/etcd-semantics.md §1.2–§1.3): a fresh store is
@@ -30,10 +32,12 @@ use crate::revision::Revision;
 mod compact;
 mod leases;
 mod read;
+mod snapshot;
 mod txn;
 mod write;
 
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
+pub use snapshot::{RestoredSnapshot, StoreSnapshot};
 pub use write::{Applied, Persisted, Write, WriteGroup};
 
 use write::GroupBatch;
