@@ -20,7 +20,7 @@ use crate::config::ActorsConfig;
 use crate::protocol::{
     CancelWatch, CloseStream, Compact, CreateWatch, DbSize, GetStoreStats, GetSyncerStats, GetVictimStats, LeaseGrant,
     LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, Range, RequestStreamProgress, Shutdown, StoreStats, SubmitWrite,
-    SyncerStats, VictimStats, WatchCreate,
+    SyncerStats, TakeSnapshot, VictimStats, WatchCreate,
 };
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
@@ -311,6 +311,15 @@ impl Handle {
     /// `Stopped`, or an I/O error.
     pub async fn db_size(&self) -> Result<u64> {
         self.inner.runtime.store.send(DbSize).await.map_err(stopped)?
+    }
+
+    /// Takes a point-in-time snapshot of the whole store (every acknowledged write, at the
+    /// current revision); encode it on another thread: the store goes on meanwhile.
+    ///
+    /// # Errors
+    /// `Stopped`, or `Poisoned` after a storage failure.
+    pub async fn snapshot(&self) -> Result<watchkv::StoreSnapshot> {
+        self.inner.runtime.store.send(TakeSnapshot).await.map_err(stopped)?
     }
 
     /// Returns every actor's state.

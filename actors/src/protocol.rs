@@ -492,6 +492,12 @@ pub struct LeaseLeases;
 #[rtype(result = "Result<u64>")]
 pub struct DbSize;
 
+/// Takes a point-in-time snapshot of the whole store between two write groups; whoever asked
+/// encodes it on another thread while the store goes on.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<watchkv::StoreSnapshot>")]
+pub struct TakeSnapshot;
+
 /// Flushes pending writes, syncs and closes the store, and closes every stream (shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<()>")]

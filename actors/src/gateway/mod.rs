@@ -1,13 +1,14 @@
 //! Owns the HTTP/JSON gateway: etcd's grpc-gateway routes (docs/etcd-semantics.md §8) on
 //! actix-web, mountable under any prefix of a host service with
 //! `App::configure(gateway::configure(handle))`. Unary routes answer one JSON body;
-//! `/v3/watch` and `/v3/lease/keepalive` stream. Requests are decoded into etcd's messages
+//! `/v3/watch`, `/v3/lease/keepalive` and `/v3/maintenance/snapshot` stream. Requests are decoded into etcd's messages
 //! ([`decode`]) and converted by the API layer as gRPC's are; responses are encoded by
 //! [`encode`]; errors come from the API layer's table.
 
 pub mod decode;
 pub mod encode;
 mod metrics;
+mod snapshot;
 mod watch;
 
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/lease/leases", web::post().to(lease_leases))
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
+        .route("/v3/maintenance/snapshot", web::post().to(snapshot::snapshot))
         .route("/v3/watch", web::post().to(watch::watch))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version))

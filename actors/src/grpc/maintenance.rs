@@ -1,5 +1,6 @@
 //! Owns the gRPC `Maintenance.Status` and `Cluster.MemberList` answers: one member, which is
-//! its own leader, with the store revision standing in for raft's index.
+//! its own leader, with the store revision standing in for raft's index. `Snapshot` is
+//! `snapshot.rs`'s.
 
 use tonic::{Request, Response, Status};
 
@@ -30,6 +31,14 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
             is_learner: false,
             ..Default::default()
         }))
+    }
+
+    /// etcd `Maintenance.Snapshot`: the whole store at one revision, then its sha256.
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<super::snapshot::SnapshotStream>, Status> {
+        super::snapshot::snapshot(self).await
     }
 }
 

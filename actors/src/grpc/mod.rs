@@ -1,7 +1,7 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
 //! `etcdserverpb`, served from the same [`Handle`] as the HTTP gateway and through the same API
 //! layer ([`crate::api`]: identity, errors, request conversion). Methods we do not serve (auth,
-//! member changes, snapshots, ...) answer `Unimplemented` at once.
+//! member changes, ...) answer `Unimplemented` at once.
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
@@ -10,6 +10,7 @@ mod convert;
 mod kv;
 mod lease;
 mod maintenance;
+mod snapshot;
 mod watch;
 pub mod wire;
 

@@ -29,7 +29,7 @@ use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatchers, CloseStream, Compact, Counters, DbSize, Deliver, Delivery, GetStoreStats, LeaseTick,
     ParkVictims, Range, RegisterStream, RequestProgress, RevisionClock, Shutdown, StoreStats, StreamInbox,
-    UnregisterStream, Watch,
+    TakeSnapshot, UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -279,6 +279,16 @@ impl Handler<DbSize> for StoreActor {
 
     fn handle(&mut self, _: DbSize, _: &mut Self::Context) -> Self::Result {
         self.store()?.disk_space()
+    }
+}
+
+impl Handler<TakeSnapshot> for StoreActor {
+    type Result = Result<watchkv::StoreSnapshot>;
+
+    /// A counter read: every group commit is persisted within the turn that applies it, so
+    /// between messages the disk holds exactly what writers were told, and nothing more.
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        self.store()?.snapshot()
     }
 }
 
