@@ -321,7 +321,7 @@ pub fn read<R: Read + Seek>(
     let got = read_up_to(&mut file, &mut head)?;
     check_magic_and_version(&head[..got])?;
     let min_len = body_len(0) + CHECKSUM_LEN as u64;
-    if total_size < min_len || (total_size - CHECKSUM_LEN as u64) % BODY_ALIGN != 0 {
+    if total_size < min_len || !(total_size - CHECKSUM_LEN as u64).is_multiple_of(BODY_ALIGN) {
         return Err(invalid(format!(
             "truncated or padded: {total_size} bytes is not a whole snapshot (a body of a multiple of \
              {BODY_ALIGN} bytes, then a {CHECKSUM_LEN}-byte sha256)"

@@ -22,7 +22,8 @@
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.
 //! - [`api`]: the transport-neutral layer between `Handle` and the wire.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
-//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance.Status, Cluster.MemberList).
+//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance.Status and .Snapshot,
+//!   Cluster.MemberList).
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).

@@ -229,8 +229,11 @@ mod tests {
         KvStore::open(StoreConfig::new(dir)).expect("open")
     }
 
-    /// Every (key, value, create, mod, version, lease) live at `rev`.
-    fn state(store: &KvStore, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> {
+    /// `(key, value, create_revision, mod_revision, version, lease)`.
+    type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
+    /// Every key live at `rev`.
+    fn state(store: &KvStore, rev: i64) -> Vec<Row> {
         let mut req = RangeRequest::new(KeyRange::FromKey(vec![0]));
         req.revision = rev;
         let resp = store.range(&req).expect("range");

@@ -249,10 +249,12 @@ impl Args {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let args = Args::parse();
+    // A snapshot command prints its own result; the storage engine's progress is noise there.
+    let default_level = if args.command.is_some() { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
+        .init();
     if let Some(Command::Snapshot(command)) = &args.command {
         return snapshot_command(command);
     }

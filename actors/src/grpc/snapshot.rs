@@ -23,7 +23,7 @@ pub(super) async fn snapshot(api: &GrpcApi) -> Result<Response<SnapshotStream>, 
     let header = api.header(at.revision);
     let responses = ReceiverStream::new(chunks).map(move |chunk| {
         chunk.map_err(status).map(|c| pb::SnapshotResponse {
-            header: Some(header.clone()),
+            header: Some(header),
             remaining_bytes: c.remaining_bytes,
             blob: c.blob,
             version: String::new(),
