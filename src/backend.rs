@@ -2,7 +2,8 @@
 //! per change, keyed by revision), `meta` (compaction markers) and `lease` (granted leases).
 //!
 //! Writes go through [`Batch`]; a batch commits atomically. Reads of the `kv` keyspace from
-//! another thread go through [`RevisionReader`], whose snapshots never block the writer.
+//! another thread go through [`RevisionReader`], whose snapshots never block the writer; a
+//! [`BackendSnapshot`] is the same kind of view over every keyspace, for a store snapshot.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -13,6 +14,7 @@ use crate::codec::{self, LeaseRecord, Row, RowHeader};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, Result};
 use crate::revision::{main_rev_start, BackendKey, Revision};
+use crate::snapshot::SnapshotKeyspace;
 
 /// Meta key of the last compaction that was scheduled (etcd `scheduledCompactRev`).
 pub const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
@@ -212,6 +214,21 @@ impl Backend {
         RevisionReader { db: self.db.clone(), kv: self.kv.clone() }
     }
 
+    /// Returns a consistent point-in-time view of every keyspace. Taking it is a counter read;
+    /// it never blocks the writer, and keeps what it sees alive until it is dropped.
+    #[must_use]
+    pub fn snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot { snapshot: self.db.snapshot(), backend: self.clone() }
+    }
+
+    fn keyspace(&self, keyspace: SnapshotKeyspace) -> &Keyspace {
+        match keyspace {
+            SnapshotKeyspace::Kv => &self.kv,
+            SnapshotKeyspace::Meta => &self.meta,
+            SnapshotKeyspace::Lease => &self.lease,
+        }
+    }
+
     /// Returns the bytes the database occupies on disk.
     ///
     /// # Errors
@@ -332,6 +349,11 @@ impl Batch {
         self.inner.remove(&self.backend.lease, id.to_be_bytes().to_vec());
     }
 
+    /// Writes a record of a snapshot into its keyspace, as it was stored.
+    pub fn put_record(&mut self, keyspace: SnapshotKeyspace, key: &[u8], value: &[u8]) {
+        self.inner.insert(self.backend.keyspace(keyspace), key.to_vec(), value.to_vec());
+    }
+
     /// Returns whether the batch holds no change.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -345,6 +367,33 @@ impl Batch {
     /// Fails on I/O errors; the database is then poisoned.
     pub fn commit(self) -> Result<()> {
         self.inner.commit()?;
+        Ok(())
+    }
+}
+
+/// A consistent point-in-time view of every keyspace (fjall's cross-keyspace snapshot), for
+/// store snapshots; usable from any thread.
+pub struct BackendSnapshot {
+    snapshot: fjall::Snapshot,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for BackendSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl BackendSnapshot {
+    /// Visits every (key, value) of `keyspace` in key order, as stored, until `visit` fails.
+    ///
+    /// # Errors
+    /// Fails on I/O errors or with the first error of `visit`.
+    pub fn visit(&self, keyspace: SnapshotKeyspace, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.snapshot.iter(self.backend.keyspace(keyspace)) {
+            let (key, value) = guard.into_inner()?;
+            visit(&key, &value)?;
+        }
         Ok(())
     }
 }

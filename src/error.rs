@@ -109,6 +109,10 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A snapshot file that is not whole, not a watchkv snapshot, or damaged; or a restore
+    /// that did not give the store the snapshot describes.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The storage engine failed.
     #[error("mvcc: storage: {0}")]
     Storage(#[from] fjall::Error),
@@ -129,6 +133,7 @@ impl Error {
                 | Self::Poisoned
                 | Self::Stopped
                 | Self::CompactionFailed { .. }
+                | Self::Snapshot(_)
                 | Self::Storage(_)
                 | Self::Io(_)
         )

@@ -19,6 +19,7 @@
 //! - [`compaction`]: the physical compaction worker.
 //! - [`hash`]: `HashKV` as etcd computes it, and the whole-store `Hash`.
 //! - [`watch`]: watcher groups and event batches.
+//! - [`snapshot`]: the snapshot file format (what a snapshot holds is `kv_store`'s).
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -39,6 +40,7 @@ pub mod kv_store;
 pub mod lease;
 pub mod request;
 pub mod revision;
+pub mod snapshot;
 pub mod watch;
 
 pub use config::{Durability, StoreConfig, WatchConfig};
@@ -46,7 +48,8 @@ pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
-    Applied, Committed, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, StoreStats, Write, WriteGroup,
+    Applied, Committed, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, RestoredSnapshot, StoreSnapshot,
+    StoreStats, Write, WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

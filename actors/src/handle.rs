@@ -20,8 +20,8 @@ use crate::config::ActorsConfig;
 use crate::protocol::{
     Alarm, AuthChange, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
     GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
-    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, VictimStats,
-    WatchCreate,
+    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, TakeSnapshot,
+    VictimStats, WatchCreate,
 };
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
@@ -393,6 +393,15 @@ impl Handle {
         })
         .await
         .map_err(|_| Error::Stopped)?
+    }
+
+    /// Takes a point-in-time snapshot of the whole store (every acknowledged write, at the
+    /// current revision); encode it on another thread: the store goes on meanwhile.
+    ///
+    /// # Errors
+    /// `Stopped`, or `Poisoned` after a storage failure.
+    pub async fn snapshot(&self) -> Result<watchkv::StoreSnapshot> {
+        self.inner.runtime.store.send(TakeSnapshot).await.map_err(stopped)?
     }
 
     /// Returns every actor's state.

@@ -23,8 +23,10 @@
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.
 //! - [`api`]: the transport-neutral layer between `Handle` and the wire.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
-//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList).
+//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList, Auth,
+//!   Lock, Election).
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
+//! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -71,6 +73,7 @@ pub mod protocol;
 pub mod response_queue;
 pub mod sched;
 pub mod sink;
+pub mod snapshot_stream;
 pub mod store;
 pub mod stream_actor;
 pub mod syncer_actor;

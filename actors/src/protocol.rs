@@ -549,6 +549,11 @@ pub struct CheckHealth;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<watchkv::backend::Backend>")]
 pub struct Defragment;
+/// Takes a point-in-time snapshot of the whole store between two write groups; whoever asked
+/// encodes it on another thread while the store goes on.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<watchkv::StoreSnapshot>")]
+pub struct TakeSnapshot;
 
 /// Flushes pending writes, syncs and closes the store, and closes every stream (shutdown).
 #[derive(Debug, Message)]

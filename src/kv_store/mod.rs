@@ -11,6 +11,8 @@
 //! - [`compact`]: scheduling compaction (etcd `kvstore_compaction.go`, `kvstore.go Compact`);
 //! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`);
 //! - [`quota`]: alarms and the space quota (etcd `apply.go applierV3Capped`, `quota.go`).
+//! - [`snapshot`]: taking and restoring snapshots (etcd `Maintenance.Snapshot`, `snapshot
+//!   restore`).
 //!
 //! Every committed write hands back the events it produced, so the watch layer never reads
 //! storage on the live path. Revision rules (docs/etcd-semantics.md §1.2–§1.3): a fresh store is
@@ -37,10 +39,12 @@ mod hash;
 mod leases;
 mod quota;
 mod read;
+mod snapshot;
 mod txn;
 mod write;
 
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
+pub use snapshot::{RestoredSnapshot, StoreSnapshot};
 pub use write::{Applied, Persisted, Write, WriteGroup};
 
 use write::GroupBatch;

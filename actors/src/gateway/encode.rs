@@ -414,6 +414,17 @@ pub fn write_hash_kv(out: &mut String, h: Header, kv: &watchkv::hash::KvHash) {
     o.close();
 }
 
+/// Writes one line of the snapshot stream: `{"result":SnapshotResponse}`.
+pub fn write_snapshot_line(out: &mut String, h: Header, revision: i64, remaining_bytes: u64, blob: &[u8]) {
+    out.push_str("{\"result\":");
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.uint("remaining_bytes", remaining_bytes);
+    o.bytes("blob", blob);
+    o.close();
+    out.push('}');
+}
+
 /// Writes etcd's `GET /version` body.
 pub fn write_version(out: &mut String) {
     let mut o = Obj::open(out);

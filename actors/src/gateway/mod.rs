@@ -1,7 +1,7 @@
 //! Owns the HTTP/JSON gateway: etcd's grpc-gateway routes (docs/etcd-semantics.md §8) on
 //! actix-web, mountable under any prefix of a host service with
 //! `App::configure(gateway::configure(handle))`. Unary routes answer one JSON body;
-//! `/v3/watch`, `/v3/lease/keepalive` and `/v3/election/observe` stream. Requests are decoded into etcd's messages
+//! `/v3/watch`, `/v3/lease/keepalive`, `/v3/election/observe` and `/v3/maintenance/snapshot` stream. Requests are decoded into etcd's messages
 //! ([`decode`]) and converted by the API layer as gRPC's are; responses are encoded by
 //! [`encode`]; errors come from the API layer's table.
 
@@ -9,6 +9,7 @@ mod coordination;
 pub mod decode;
 pub mod encode;
 mod metrics;
+mod snapshot;
 mod watch;
 
 use std::sync::Arc;
@@ -143,6 +144,7 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/auth/role/delete", web::post().to(role_delete))
         .route("/v3/auth/role/grant", web::post().to(role_grant_permission))
         .route("/v3/auth/role/revoke", web::post().to(role_revoke_permission))
+        .route("/v3/maintenance/snapshot", web::post().to(snapshot::snapshot))
         .route("/v3/watch", web::post().to(watch::watch))
         .route("/v3/lock/lock", web::post().to(coordination::lock))
         .route("/v3/lock/unlock", web::post().to(coordination::unlock))

@@ -1,5 +1,6 @@
-//! Owns the gRPC `Maintenance` answers (`Status`, `Alarm`, `Defragment`, `Hash`, `HashKV`) and `Cluster.MemberList`:
-//! one member, which is its own leader, with the store revision standing in for raft's index.
+//! Owns the gRPC `Maintenance` answers (`Status`, `Alarm`, `Defragment`, `Hash`, `HashKV`; `Snapshot`
+//! is `snapshot.rs`'s) and `Cluster.MemberList`: one member, which is its own leader, with the
+//! store revision standing in for raft's index.
 
 use tonic::{Request, Response, Status};
 
@@ -77,6 +78,15 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
         self.handle().auth().check_admin(&self.caller(&request)?)?;
         let (hash, rev) = self.handle().hash().await.map_err(status)?;
         Ok(Response::new(pb::HashResponse { header: Some(self.header(rev)), hash }))
+    }
+
+    /// etcd `Maintenance.Snapshot`: the whole store at one revision, then its sha256.
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<super::snapshot::SnapshotStream>, Status> {
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
+        super::snapshot::snapshot(self).await
     }
 }
 

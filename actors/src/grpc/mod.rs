@@ -15,6 +15,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod snapshot;
 mod watch;
 pub mod wire;
 

@@ -30,7 +30,8 @@ use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, Alarm, AuthChange, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment,
     Deliver, Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream,
-    RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, UnregisterStream, Watch,
+    RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, TakeSnapshot,
+    UnregisterStream, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -352,6 +353,16 @@ impl Handler<Defragment> for StoreActor {
 
     fn handle(&mut self, _: Defragment, _: &mut Self::Context) -> Self::Result {
         Ok(self.store()?.backend_handle())
+    }
+}
+
+impl Handler<TakeSnapshot> for StoreActor {
+    type Result = Result<watchkv::StoreSnapshot>;
+
+    /// A counter read: every group commit is persisted within the turn that applies it, so
+    /// between messages the disk holds exactly what writers were told, and nothing more.
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        self.store()?.snapshot()
     }
 }
 

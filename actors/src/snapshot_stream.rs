@@ -1,0 +1,127 @@
+//! Owns the encoding of a store snapshot into a stream of chunks, as etcd's
+//! `Maintenance.Snapshot` sends them (etcd server/etcdserver/api/v3rpc/maintenance.go
+//! `Snapshot`): the body in chunks of 32 KiB with `remaining_bytes` counting down to 0, then the
+//! 32-byte sha256 of the body as the last chunk. A thread of its own encodes, into a channel of
+//! a few chunks, so memory stays bounded whatever the store's size, a slow client slows only
+//! that thread, and the store actor (which only took the point-in-time view) goes on with
+//! writes and watchers. The gRPC service and the HTTP gateway both stream from here.
+
+use std::io;
+
+use tokio::sync::mpsc;
+use watchkv::snapshot::SnapshotHeader;
+use watchkv::{Error, Result, StoreSnapshot};
+
+/// Bytes of snapshot per chunk (etcd `snapshotSendBufferSize`).
+pub const CHUNK_BYTES: usize = 32 * 1024;
+/// Chunks encoded ahead of the client.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// One message of a snapshot stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// Body bytes still to come after this chunk (0 on the last body chunk and on the
+    /// checksum).
+    pub remaining_bytes: u64,
+    /// The bytes.
+    pub blob: Vec<u8>,
+}
+
+/// Starts encoding `snapshot` on a thread of its own; returns the revisions it is at and the
+/// chunks. Dropping the receiver stops the thread at its next chunk. An error ends the chunks
+/// (and the stream: a client never takes a cut-off snapshot for a whole one).
+///
+/// # Errors
+/// `Io` if the thread cannot be started.
+pub fn spawn(snapshot: StoreSnapshot) -> Result<(SnapshotHeader, mpsc::Receiver<Result<SnapshotChunk>>)> {
+    let header = snapshot.header();
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    std::thread::Builder::new().name("watchkv-snapshot".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        match encode(&snapshot, &tx) {
+            Ok(total) => tracing::info!(
+                revision = header.revision,
+                total_bytes = total,
+                took = ?started.elapsed(),
+                "sent a snapshot"
+            ),
+            Err(EncodeError::ClientGone) => {
+                tracing::info!(revision = header.revision, "snapshot stream closed by the client");
+            }
+            Err(EncodeError::Failed(e)) => {
+                tracing::error!(revision = header.revision, error = %e, "snapshot failed");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    })?;
+    Ok((header, rx))
+}
+
+enum EncodeError {
+    ClientGone,
+    Failed(Error),
+}
+
+/// Sends the body and the checksum; returns the body's length.
+fn encode(snapshot: &StoreSnapshot, tx: &mpsc::Sender<Result<SnapshotChunk>>) -> Result<u64, EncodeError> {
+    let total = snapshot.body_len().map_err(EncodeError::Failed)?;
+    let sink = ChunkSink { tx, buf: Vec::with_capacity(CHUNK_BYTES), sent: 0, total, gone: false };
+    let (mut sink, written, digest) = match snapshot.write_body(sink) {
+        Ok(done) => done,
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Err(EncodeError::ClientGone),
+        Err(e) => return Err(EncodeError::Failed(e)),
+    };
+    sink.send_buffered().map_err(|_| EncodeError::ClientGone)?;
+    if written != total || sink.sent != total {
+        // The two passes read one point-in-time view; if they disagree the counts sent were
+        // wrong, and the client must not keep the file.
+        return Err(EncodeError::Failed(Error::Internal(format!(
+            "snapshot body is {written} bytes, {total} were announced"
+        ))));
+    }
+    tx.blocking_send(Ok(SnapshotChunk { remaining_bytes: 0, blob: digest.to_vec() }))
+        .map_err(|_| EncodeError::ClientGone)?;
+    Ok(total)
+}
+
+/// Cuts what the encoder writes into chunks and sends them, waiting while the channel is full.
+struct ChunkSink<'a> {
+    tx: &'a mpsc::Sender<Result<SnapshotChunk>>,
+    buf: Vec<u8>,
+    sent: u64,
+    total: u64,
+    gone: bool,
+}
+
+impl ChunkSink<'_> {
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+        self.sent += blob.len() as u64;
+        let chunk = SnapshotChunk { remaining_bytes: self.total.saturating_sub(self.sent), blob };
+        if self.tx.blocking_send(Ok(chunk)).is_err() {
+            self.gone = true;
+        }
+        if self.gone {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the snapshot's client went away"));
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for ChunkSink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK_BYTES {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
