@@ -190,3 +190,88 @@ mod tests {
         assert!(matches!(hash_revision(10, 5, 9), Err(Error::FutureRev { .. })));
     }
 }
+
+/// What the integrity self-check concluded from one `HashKV` of the current revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrityVerdict {
+    /// Nothing recorded for this compact revision yet: the hash is the new reference.
+    Recorded,
+    /// The reference revision hashed again to the same value.
+    Consistent,
+    /// The reference revision now hashes differently although no compaction happened between:
+    /// rows at or below it changed on disk. The runtime raises `CORRUPT`.
+    Mismatch {
+        /// The revision hashed.
+        revision: i64,
+        /// What it hashed to before.
+        expected: u32,
+        /// What it hashes to now.
+        found: u32,
+    },
+}
+
+/// The integrity self-check's memory (etcd 3.5's compact hash check, for one member): a
+/// `HashKV` reference per compact revision. A history below the reference revision never
+/// changes while the compact revision stays the same (writes only add revisions above it), so
+/// hashing the reference revision again must give the same value; a compaction changes what
+/// `HashKV` counts, so it starts a new reference.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrityCheck {
+    reference: Option<KvHash>,
+}
+
+impl IntegrityCheck {
+    /// The revision to hash next: the reference's, or the current one (0) to take a new
+    /// reference.
+    #[must_use]
+    pub fn next_revision(&self, compact_revision: i64) -> i64 {
+        match self.reference {
+            Some(r) if r.compact_revision == compact_revision => r.hash_revision,
+            _ => 0,
+        }
+    }
+
+    /// Takes the result of hashing [`Self::next_revision`].
+    pub fn observe(&mut self, hash: KvHash) -> IntegrityVerdict {
+        match self.reference {
+            Some(r) if r.compact_revision == hash.compact_revision && r.hash_revision == hash.hash_revision => {
+                if r.hash == hash.hash {
+                    IntegrityVerdict::Consistent
+                } else {
+                    IntegrityVerdict::Mismatch { revision: r.hash_revision, expected: r.hash, found: hash.hash }
+                }
+            }
+            _ => {
+                self.reference = Some(hash);
+                IntegrityVerdict::Recorded
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod integrity_tests {
+    use super::*;
+
+    fn h(hash: u32, compact: i64, rev: i64) -> KvHash {
+        KvHash { hash, compact_revision: compact, hash_revision: rev, current_revision: rev + 5 }
+    }
+
+    #[test]
+    fn a_reference_per_compaction_and_a_mismatch_only_within_one() {
+        let mut c = IntegrityCheck::default();
+        assert_eq!(c.next_revision(-1), 0);
+        assert_eq!(c.observe(h(7, -1, 10)), IntegrityVerdict::Recorded);
+        assert_eq!(c.next_revision(-1), 10, "hash the reference revision again");
+        assert_eq!(c.observe(h(7, -1, 10)), IntegrityVerdict::Consistent);
+        assert_eq!(
+            c.observe(h(8, -1, 10)),
+            IntegrityVerdict::Mismatch { revision: 10, expected: 7, found: 8 },
+            "the same history hashing differently is corruption"
+        );
+        // A compaction since: a new reference, whatever the hash.
+        assert_eq!(c.next_revision(6), 0);
+        assert_eq!(c.observe(h(99, 6, 20)), IntegrityVerdict::Recorded);
+        assert_eq!(c.observe(h(99, 6, 20)), IntegrityVerdict::Consistent);
+    }
+}

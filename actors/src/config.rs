@@ -127,6 +127,7 @@ pub struct ActorsConfig {
     auto_compaction: Option<watchkv::auto_compaction::AutoCompaction>,
     auth_token_ttl: Duration,
     bcrypt_cost: u32,
+    integrity_check_interval: Option<Duration>,
 }
 
 impl ActorsConfig {
@@ -148,7 +149,29 @@ impl ActorsConfig {
             auto_compaction: None,
             auth_token_ttl: crate::api::auth::DEFAULT_TOKEN_TTL,
             bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
+            integrity_check_interval: None,
         }
+    }
+
+    /// How often the integrity self-check hashes the store's history and compares it with the
+    /// reference taken after the last compaction (`crate::integrity_checker`; etcd's
+    /// `--experimental-corrupt-check-time`). Default = off, as in etcd: each check reads the
+    /// whole history up to its revision.
+    #[must_use]
+    pub fn integrity_check_interval(&self) -> Option<Duration> {
+        self.integrity_check_interval
+    }
+
+    /// Sets [`Self::integrity_check_interval`].
+    ///
+    /// # Panics
+    /// If the interval is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn with_integrity_check_interval(mut self, interval: Option<Duration>) -> Self {
+        assert!(interval.is_none_or(|i| !i.is_zero()), "integrity_check_interval must be positive");
+        self.integrity_check_interval = interval;
+        self
     }
 
     /// How long an auth token may go unused before it expires (etcd `--auth-token-ttl`).

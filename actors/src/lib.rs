@@ -15,7 +15,8 @@
 //! - [`store`]: all writes and reads, leases, compaction, synced watchers.
 //! - [`syncer_actor`]: the unsynced group and its catch-up loop.
 //! - [`victim_actor`]: victims and their retry loop.
-//! - [`auto_compactor`]: automatic compaction (etcd's `v3compactor`) on a timer.
+//! - [`auto_compactor`]: automatic compaction (etcd's `v3compactor`) on a timer;
+//!   [`integrity_checker`]: the `HashKV` self-check that raises `CORRUPT`.
 //! - [`stream_actor`]: one per client stream: ids, bounded buffer, delivery through a [`WatchSink`];
 //!   [`response_queue`]: the queue from a stream to its transport.
 //! - [`system`]: [`start`], start and shutdown order; [`handle`]: [`Handle`], the embedder's
@@ -68,6 +69,7 @@ pub mod config;
 pub mod gateway;
 pub mod grpc;
 pub mod handle;
+pub mod integrity_checker;
 pub mod listener;
 pub mod protocol;
 pub mod response_queue;

@@ -13,6 +13,7 @@ use crate::api::auth::{Auth, AuthView};
 use crate::auto_compactor::AutoCompactorActor;
 use crate::config::ActorsConfig;
 use crate::handle::Handle;
+use crate::integrity_checker::IntegrityChecker;
 use crate::protocol::{Counters, RevisionClock};
 use crate::sched;
 use crate::store::{StoreActor, StorePeers};
@@ -110,6 +111,12 @@ pub(crate) async fn start_with_history_reader(
         // Beside the victim actor: it wakes a few times per period and only sends a message.
         AutoCompactorActor::start_in_arbiter(&victim_arbiter.handle(), move |_| {
             AutoCompactorActor::new(policy, compact, clock)
+        });
+    }
+    if let Some(interval) = config.integrity_check_interval() {
+        let (store, clock, member) = (store.clone(), Arc::clone(&clock), config.store().member_id());
+        IntegrityChecker::start_in_arbiter(&victim_arbiter.handle(), move |_| {
+            IntegrityChecker::new(store, clock, interval, member)
         });
     }
     let stream_peers = Arc::new(StreamPeers {

@@ -84,12 +84,15 @@ async fn one_port_serves_grpc_and_the_http_gateway() {
     assert_eq!(v["kvs"][0]["value"], "dg==", "{v}");
     assert_eq!(v["header"]["revision"], rev.to_string(), "{v}");
 
-    // A method we do not serve answers Unimplemented at once; so does a service.
+    // A method we do not serve answers Unimplemented at once.
     let mut maint = pb::maintenance_client::MaintenanceClient::new(channel(s.port).await);
-    let err = maint.hash_kv(pb::HashKvRequest { revision: 0 }).await.expect_err("HashKV is not served");
+    let err = maint.move_leader(pb::MoveLeaderRequest { target_id: 1 }).await.expect_err("MoveLeader is not served");
     assert_eq!(err.code(), Code::Unimplemented);
-    let mut auth = pb::auth_client::AuthClient::new(channel(s.port).await);
-    let err = auth.auth_enable(pb::AuthEnableRequest {}).await.expect_err("Auth is not served");
+    let mut cluster = pb::cluster_client::ClusterClient::new(channel(s.port).await);
+    let err = cluster
+        .member_add(pb::MemberAddRequest { peer_ur_ls: Vec::new(), is_learner: false })
+        .await
+        .expect_err("MemberAdd is not served");
     assert_eq!(err.code(), Code::Unimplemented);
     s.server.stop(false).await;
     s.handle.shutdown().await.expect("shutdown");

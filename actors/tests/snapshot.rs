@@ -199,11 +199,18 @@ async fn grpc_snapshot_under_writes_and_watch_restores_at_exactly_its_revision()
     assert_eq!(store_rows(&restored, compact_at), expected_at_compact, "history back to the compact revision");
     let below = store_rows_err(&restored, compact_at - 1);
     assert!(below.contains("required revision has been compacted"), "{below}");
-    assert_eq!(restored.leases(), {
-        let mut ids = vec![lease, idle_lease];
-        ids.sort_unstable();
-        ids
-    });
+    assert_eq!(
+        {
+            let mut ids = restored.leases();
+            ids.sort_unstable();
+            ids
+        },
+        {
+            let mut ids = vec![lease, idle_lease];
+            ids.sort_unstable();
+            ids
+        }
+    );
     let now = std::time::Instant::now();
     let ttl = restored.lease_time_to_live(lease, now, true).expect("lease");
     assert_eq!((ttl.granted_ttl, ttl.keys), (600, vec![b"leased".to_vec()]));

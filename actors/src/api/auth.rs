@@ -267,6 +267,26 @@ impl Auth {
         Ok(())
     }
 
+    /// A lock or election call on `name`: read permission on the `name/` prefix its recipe
+    /// reads, and write permission on it too when the call writes (lock, campaign, proclaim,
+    /// resign). etcd checks the same permissions inside its recipe's KV calls.
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_coordination(&self, caller: &Caller, name: &[u8], writes: bool) -> Result<(), ApiError> {
+        if !self.view.get().is_enabled() {
+            return Ok(());
+        }
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        let range = KeyRange::prefix(prefix);
+        self.check(caller, PermType::Read, &range)?;
+        if writes {
+            self.check(caller, PermType::Write, &range)?;
+        }
+        Ok(())
+    }
+
     /// Administration (auth management, defragment, snapshot, hashes) needs the root role
     /// (etcd `IsAdminPermitted`).
     ///

@@ -141,6 +141,11 @@ struct Args {
     /// (`30m`, `1h30m`), for `revision` a number of revisions. 0 = off (etcd's default).
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// How often to check the store's history against the hash taken after the last
+    /// compaction, raising the CORRUPT alarm if it changed (etcd's flag; a Go duration such as
+    /// `5m`; `0s` = off).
+    #[arg(long, default_value = "0s")]
+    experimental_corrupt_check_time: String,
     /// Seconds an auth token may go unused before it expires (etcd's flag).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     auth_token_ttl: u64,
@@ -267,6 +272,11 @@ impl Args {
             .with_auth_token_ttl(Duration::from_secs(self.auth_token_ttl))
             .with_bcrypt_cost(self.bcrypt_cost);
         let auto_compaction = AutoCompaction::from_flags(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
+        let corrupt_check = watchkv::auto_compaction::parse_go_duration(&self.experimental_corrupt_check_time)
+            .map_err(|e| {
+                anyhow::anyhow!("--experimental-corrupt-check-time {:?}: {e}", self.experimental_corrupt_check_time)
+            })?;
+        config = config.with_integrity_check_interval((!corrupt_check.is_zero()).then_some(corrupt_check));
         config = config.with_auto_compaction(auto_compaction);
         if self.slow_consumer_lag > 0 {
             config = config.with_slow_consumer(SlowConsumerPolicy::CancelAfter {

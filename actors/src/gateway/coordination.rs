@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{encode, error_response, message, reply, Gateway};
+use super::{caller, encode, error_response, message, reply, Gateway};
 use crate::api::pb::{v3electionpb, v3lockpb};
 use crate::api::Coordination;
 
@@ -17,10 +17,11 @@ fn coordination(gw: &Gateway) -> Coordination {
 }
 
 /// `POST /v3/lock/lock`.
-pub async fn lock(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn lock(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3lockpb::LockRequest = message(payload, &gw).await?;
+            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, true)?;
             let locked = coordination(&gw).lock(req).await?;
             let mut out = String::new();
             encode::write_lock(&mut out, gw.header, locked.revision, &locked.key);
@@ -31,10 +32,12 @@ pub async fn lock(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse
 }
 
 /// `POST /v3/lock/unlock`.
-pub async fn unlock(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn unlock(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3lockpb::UnlockRequest = message(payload, &gw).await?;
+            let key = watchkv::KeyRange::single(req.key.clone());
+            gw.handle.auth().check_delete(&caller(&gw, &http)?, &key, false)?;
             let rev = coordination(&gw).unlock(req).await?;
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
@@ -45,10 +48,11 @@ pub async fn unlock(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
 }
 
 /// `POST /v3/election/campaign`.
-pub async fn campaign(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn campaign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3electionpb::CampaignRequest = message(payload, &gw).await?;
+            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, true)?;
             let elected = coordination(&gw).campaign(req).await?;
             let mut out = String::new();
             encode::write_campaign(&mut out, gw.header, elected.revision, &elected.leader);
@@ -59,10 +63,13 @@ pub async fn campaign(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 }
 
 /// `POST /v3/election/proclaim`.
-pub async fn proclaim(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn proclaim(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3electionpb::ProclaimRequest = message(payload, &gw).await?;
+            if let Some(leader) = &req.leader {
+                gw.handle.auth().check_coordination(&caller(&gw, &http)?, &leader.name, true)?;
+            }
             let rev = coordination(&gw).proclaim(req).await?;
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
@@ -73,10 +80,11 @@ pub async fn proclaim(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 }
 
 /// `POST /v3/election/leader`.
-pub async fn leader(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn leader(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3electionpb::LeaderRequest = message(payload, &gw).await?;
+            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, false)?;
             let leader = coordination(&gw).leader(req).await?;
             let mut out = String::new();
             encode::write_leader(&mut out, gw.header, &leader);
@@ -87,10 +95,13 @@ pub async fn leader(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
 }
 
 /// `POST /v3/election/resign`.
-pub async fn resign(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn resign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
             let req: v3electionpb::ResignRequest = message(payload, &gw).await?;
+            if let Some(leader) = &req.leader {
+                gw.handle.auth().check_coordination(&caller(&gw, &http)?, &leader.name, true)?;
+            }
             let rev = coordination(&gw).resign(req).await?;
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
@@ -102,11 +113,15 @@ pub async fn resign(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
 
 /// `POST /v3/election/observe`: the body is one `LeaderRequest`; the response streams until
 /// the observation ends or the client goes away (dropping the body ends its watches).
-pub async fn observe(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+pub async fn observe(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     let req: v3electionpb::LeaderRequest = match message(payload, &gw).await {
         Ok(req) => req,
         Err(e) => return error_response(&e),
     };
+    let allowed = caller(&gw, &http).and_then(|c| gw.handle.auth().check_coordination(&c, &req.name, false));
+    if let Err(e) = allowed {
+        return error_response(&e);
+    }
     let header = gw.header;
     let lines = coordination(&gw).observe(req).map(move |p| {
         let mut line = String::from("{\"result\":");

@@ -20,6 +20,8 @@ impl GrpcApi {
 impl pb::election_server::Election for GrpcApi {
     /// Blocks until elected; the client going away ends the call and resigns.
     async fn campaign(&self, request: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().check_coordination(&caller, &request.get_ref().name, true)?;
         let elected = self.coordination().campaign(request.into_inner()).await?;
         Ok(Response::new(pb::CampaignResponse {
             header: Some(self.header(elected.revision)),
@@ -28,11 +30,17 @@ impl pb::election_server::Election for GrpcApi {
     }
 
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let caller = self.caller(&request)?;
+        if let Some(leader) = &request.get_ref().leader {
+            self.handle().auth().check_coordination(&caller, &leader.name, true)?;
+        }
         let rev = self.coordination().proclaim(request.into_inner()).await?;
         Ok(Response::new(pb::ProclaimResponse { header: Some(self.header(rev)) }))
     }
 
     async fn leader(&self, request: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().check_coordination(&caller, &request.get_ref().name, false)?;
         let leader = self.coordination().leader(request.into_inner()).await?;
         Ok(Response::new(self.leader_response(leader)))
     }
@@ -43,12 +51,18 @@ impl pb::election_server::Election for GrpcApi {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<BoxStream<pb::LeaderResponse>>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().check_coordination(&caller, &request.get_ref().name, false)?;
         let api = self.clone();
         let stream = self.coordination().observe(request.into_inner()).map(move |p| Ok(api.leader_response(p)));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {
+        let caller = self.caller(&request)?;
+        if let Some(leader) = &request.get_ref().leader {
+            self.handle().auth().check_coordination(&caller, &leader.name, true)?;
+        }
         let rev = self.coordination().resign(request.into_inner()).await?;
         Ok(Response::new(pb::ResignResponse { header: Some(self.header(rev)) }))
     }

@@ -10,11 +10,16 @@ use crate::api::pb::v3lockpb as pb;
 impl pb::lock_server::Lock for GrpcApi {
     /// Blocks until the lock is held; the client going away ends the call and deletes its key.
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().check_coordination(&caller, &request.get_ref().name, true)?;
         let locked = self.coordination().lock(request.into_inner()).await?;
         Ok(Response::new(pb::LockResponse { header: Some(self.header(locked.revision)), key: locked.key }))
     }
 
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let key = watchkv::KeyRange::single(request.get_ref().key.clone());
+        self.handle().auth().check_delete(&caller, &key, false)?;
         let rev = self.coordination().unlock(request.into_inner()).await?;
         Ok(Response::new(pb::UnlockResponse { header: Some(self.header(rev)) }))
     }

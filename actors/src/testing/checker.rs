@@ -7,7 +7,9 @@
 //! watcher: Ordered, Unique, Atomic (fragment pieces excepted), Bookmarkable, Reliable,
 //! Resumable, filters, IsCreate, PrevKV, range, header revision, and that nothing arrives for an
 //! id that is not live (cancel wins). A watcher ended by a compaction notice or a cancel (client
-//! or server) is checked up to that point; a compaction notice must be deserved.
+//! or server) is checked up to that point; a compaction notice must be deserved. The id of a
+//! watcher the server ended stays taken until the client cancels it: one plain `canceled`
+//! answer may follow for it, and no create may reuse it before that.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -285,6 +287,8 @@ pub fn check_stream_reports(
     let mut reports: Vec<(usize, WatcherReport)> = Vec::new();
     // id -> (create index, watcher)
     let mut live: BTreeMap<i64, (usize, Live)> = BTreeMap::new();
+    // Ids of watchers the server ended, not cancelled by the client yet.
+    let mut ended: HashSet<i64> = HashSet::new();
     let at = |i: usize, id: i64, m: String| format!("response {i} (watch id {id}): {m}\n{}", context(responses, i, id));
 
     for (i, r) in responses.iter().enumerate() {
@@ -315,6 +319,13 @@ pub fn check_stream_reports(
             }
             if live.contains_key(&r.watch_id) {
                 return Err(at(i, r.watch_id, "created for an id that is still live".into()));
+            }
+            if ended.contains(&r.watch_id) {
+                return Err(at(
+                    i,
+                    r.watch_id,
+                    "created for an id the server ended and the client has not cancelled".into(),
+                ));
             }
             if create.watch_id != 0 && create.watch_id != r.watch_id {
                 return Err(at(
@@ -353,6 +364,14 @@ pub fn check_stream_reports(
             }
             continue;
         }
+        if ended.contains(&r.watch_id) {
+            // The answer to the client's cancel of a watcher the server had ended.
+            if r.canceled && r.events.is_empty() && r.compact_revision == 0 && r.cancel_reason.is_empty() {
+                ended.remove(&r.watch_id);
+                continue;
+            }
+            return Err(at(i, r.watch_id, "a response for a watcher the server had ended".into()));
+        }
         let Some((_, w)) = live.get_mut(&r.watch_id) else {
             return Err(at(
                 i,
@@ -387,6 +406,9 @@ pub fn check_stream_reports(
             } else {
                 End::ServerCanceled(r.cancel_reason.clone())
             };
+            if matches!(end, End::Compacted(_) | End::ServerCanceled(_)) {
+                ended.insert(r.watch_id);
+            }
             // Present: it was looked up above.
             if let Some((n, w)) = live.remove(&r.watch_id) {
                 reports.push((n, w.finish(end).map_err(|m| at(i, r.watch_id, m))?));
