@@ -29,6 +29,25 @@ const UNARY: &[&str] = &[
     "/v3/lease/leases",
     "/v3/kv/lease/leases",
     "/v3/maintenance/status",
+    "/v3/maintenance/hash",
+    "/v3/maintenance/hashkv",
+    // Every auth route but enable: the fuzz must not lock itself out.
+    "/v3/auth/disable",
+    "/v3/auth/status",
+    "/v3/auth/authenticate",
+    "/v3/auth/user/add",
+    "/v3/auth/user/get",
+    "/v3/auth/user/list",
+    "/v3/auth/user/delete",
+    "/v3/auth/user/changepw",
+    "/v3/auth/user/grant",
+    "/v3/auth/user/revoke",
+    "/v3/auth/role/add",
+    "/v3/auth/role/get",
+    "/v3/auth/role/list",
+    "/v3/auth/role/delete",
+    "/v3/auth/role/grant",
+    "/v3/auth/role/revoke",
 ];
 
 /// Field names the decoders know (and a few they do not), so random objects hit real fields.
@@ -79,6 +98,15 @@ const FIELDS: &[&str] = &[
     "progress_notify",
     "Request",
     "TargetUnion",
+    "name",
+    "password",
+    "hashedPassword",
+    "options",
+    "no_password",
+    "user",
+    "role",
+    "perm",
+    "permType",
 ];
 
 /// A valid request per unary route.
@@ -105,6 +133,16 @@ fn templates() -> Vec<(&'static str, String)> {
         ("/v3/lease/leases", "{}".to_string()),
         ("/v3/kv/lease/leases", "".to_string()),
         ("/v3/maintenance/status", "{}".to_string()),
+        ("/v3/maintenance/hashkv", json!({"revision": "0"}).to_string()),
+        ("/v3/auth/authenticate", json!({"name": "alice", "password": "pw"}).to_string()),
+        ("/v3/auth/user/add", json!({"name": "alice", "password": "pw", "options": {"no_password": false}}).to_string()),
+        ("/v3/auth/user/changepw", json!({"name": "alice", "password": "pw2", "hashedPassword": ""}).to_string()),
+        ("/v3/auth/user/grant", json!({"user": "alice", "role": "r"}).to_string()),
+        ("/v3/auth/user/revoke", json!({"name": "alice", "role": "r"}).to_string()),
+        ("/v3/auth/role/add", json!({"name": "r"}).to_string()),
+        ("/v3/auth/role/grant", json!({"name": "r", "perm": {"permType": "READWRITE", "key": "Zm9v", "range_end": "AA=="}}).to_string()),
+        ("/v3/auth/role/revoke", json!({"role": "r", "key": "Zm9v", "range_end": "AA=="}).to_string()),
+        ("/v3/auth/role/get", json!({"role": "r"}).to_string()),
     ]
 }
 
@@ -410,4 +448,84 @@ fn watch_stream_ends_cleanly_or_stays_usable() {
                 .all(|needle| text.contains(needle))
         },
     ));
+}
+
+/// With auth enabled: arbitrary tokens in `Authorization`, arbitrary credentials on
+/// `/v3/auth/authenticate` and oversized auth requests get a 4xx in etcd's error shape, never a
+/// 5xx or a panic, and a real token still works afterwards.
+#[test]
+fn bad_tokens_credentials_and_oversized_auth_requests_are_refused() {
+    let f = start();
+    let url = |route: &str| format!("http://{}{route}", f.addr);
+    let setup = [
+        ("/v3/auth/user/add", json!({"name": "root", "password": "rootpw"})),
+        ("/v3/auth/user/grant", json!({"user": "root", "role": "root"})),
+        ("/v3/auth/enable", json!({})),
+    ];
+    for (route, body) in setup {
+        let (status, text) =
+            f.sys.block_on(post_raw(&f.client, &url(route), body.to_string().into())).expect("setup request");
+        assert_eq!(status, 200, "{route}: {}", String::from_utf8_lossy(&text));
+    }
+    let check = |status: u16, text: &[u8], what: &str| -> Result<(), TestCaseError> {
+        let text = String::from_utf8_lossy(text);
+        prop_assert!((400..500).contains(&status), "{}: {} {}", what, status, text);
+        let v: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{what}: {e}: {text}")))?;
+        prop_assert!(v["code"].as_i64().is_some_and(|c| c > 0) && v["message"].is_string(), "{}: {}", what, text);
+        Ok(())
+    };
+    run("random tokens", 64, "[ -~]{0,80}", |token| {
+        let (status, text) = f.sys.block_on(async {
+            let mut resp = f
+                .client
+                .post(url("/v3/kv/range"))
+                .insert_header(("Authorization", token.as_str()))
+                .send_body(json!({"key": "Zm9v"}).to_string())
+                .await
+                .map_err(|e| TestCaseError::fail(format!("send: {e}")))?;
+            let body = resp.body().await.map_err(|e| TestCaseError::fail(format!("body: {e}")))?;
+            Ok::<_, TestCaseError>((resp.status().as_u16(), body))
+        })?;
+        check(status, &text, &format!("token {token:?}"))
+    });
+    run("random credentials", 32, ("[ -~]{0,20}", "[ -~]{0,20}"), |(name, password)| {
+        prop_assume!(!(name == "root" && password == "rootpw"));
+        let body = json!({"name": name, "password": password}).to_string();
+        let (status, text) = f
+            .sys
+            .block_on(post_raw(&f.client, &url("/v3/auth/authenticate"), body.into()))
+            .map_err(TestCaseError::fail)?;
+        check(status, &text, "credentials")
+    });
+    for route in ["/v3/auth/authenticate", "/v3/auth/user/add", "/v3/auth/role/grant"] {
+        let huge = json!({"name": "x".repeat(100 * 1024), "password": "p"}).to_string();
+        let (status, text) = f.sys.block_on(post_raw(&f.client, &url(route), huge.into())).expect("oversized");
+        if let Err(e) = check(status, &text, route) {
+            panic!("oversized request: {e}");
+        }
+    }
+    // A real token still works.
+    let (status, text) = f
+        .sys
+        .block_on(post_raw(
+            &f.client,
+            &url("/v3/auth/authenticate"),
+            json!({"name": "root", "password": "rootpw"}).to_string().into(),
+        ))
+        .expect("authenticate");
+    assert_eq!(status, 200);
+    let token: Value = serde_json::from_slice(&text).expect("json");
+    let token = token["token"].as_str().expect("a token").to_string();
+    let status = f.sys.block_on(async {
+        let resp = f
+            .client
+            .post(url("/v3/kv/put"))
+            .insert_header(("Authorization", token.as_str()))
+            .send_body(json!({"key": "Zm9v", "value": "YmFy"}).to_string())
+            .await
+            .expect("put");
+        resp.status().as_u16()
+    });
+    assert_eq!(status, 200);
+    assert!(server_panics().is_empty(), "server panicked: {:?}", server_panics());
 }

@@ -74,8 +74,10 @@ pub struct Served {
 pub async fn serve(opts: &Opts) -> Served {
     install_panic_hook();
     let dir = tempfile::tempdir().expect("temp dir");
+    // The lowest bcrypt cost: tests add users by the hundred.
     let mut config = ActorsConfig::new(dir.path())
-        .with_store(watchkv::StoreConfig::new(dir.path()).with_durability(Durability::Buffered));
+        .with_store(watchkv::StoreConfig::new(dir.path()).with_durability(Durability::Buffered))
+        .with_bcrypt_cost(4);
     if let Some(n) = opts.max_watchers_per_stream {
         config = config.with_max_watchers_per_stream(n);
     }
