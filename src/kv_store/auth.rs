@@ -37,6 +37,16 @@ impl KvStore {
                 .map_err(|reason| Error::Corrupt { revision: String::from_utf8_lossy(&key).into_owned(), reason })?;
             records.push(record);
         }
+        if !records.iter().any(|r| matches!(r, AuthRecord::Revision(_))) {
+            // etcd's `NewAuthStore` starts a fresh auth store at revision 1.
+            let first = AuthRecord::Revision(1);
+            let mut batch = self.backend.batch();
+            if let Some(value) = codec::encode_auth_record(&first) {
+                batch.put_meta_bytes(&record_key(&first), value);
+            }
+            batch.commit()?;
+            records.push(first);
+        }
         self.auth = AuthState::from_records(records);
         Ok(())
     }

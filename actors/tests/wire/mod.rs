@@ -292,6 +292,8 @@ pub fn wait_until_serving(port: u16, what: &str, mut died: impl FnMut() -> Optio
         }
         match try_post(port, "/v3/kv/range", br#"{"key":"AA=="}"#) {
             Ok(r) if r.status == 200 => return,
+            // Serving, with auth enabled: the store answered with etcd's error.
+            Ok(r) if r.status == 400 && String::from_utf8_lossy(&r.body).contains("user name is empty") => return,
             Ok(r) => last_err = format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body)),
             Err(e) => last_err = e.to_string(),
         }
