@@ -91,7 +91,7 @@ pub enum Error {
     },
     /// An earlier write failed to persist; the store refuses writes rather than carry on with
     /// in-memory state that may not be on disk (as fjall poisons itself).
-    #[error("mvcc: store is poisoned by an earlier storage failure; reopen it")]
+    #[error("mvcc: store is poisoned by a storage failure; writes are refused until it recovers")]
     Poisoned,
     /// A broken internal invariant (a bug, not damage on disk; that is `Corrupt`). In the
     /// runtime the operation did not complete and changed nothing; in the middle of a write the
@@ -122,6 +122,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error is a full disk (`ENOSPC`, or a quota's `EDQUOT`) somewhere in its
+    /// chain of causes: the storage failure that freeing space cures.
+    #[must_use]
+    pub fn is_no_space(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull || matches!(io.raw_os_error(), Some(28 | 122)) {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Returns whether the error is the client's doing (bad input, a compacted or future
     /// revision, an unknown lease) rather than a failure of the server or its disk.
     #[must_use]

@@ -528,6 +528,17 @@ pub struct AuthChange(pub watchkv::auth::AuthOp);
 #[rtype(result = "()")]
 pub struct RejectWatch(pub String);
 
+/// Asks the syncer to drop its history reader (and so its database handle) before the store
+/// reopens a failed database; catch-up reads fail meanwhile and are retried.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseStorage;
+
+/// Gives the syncer the reopened store's history reader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UseStorage(pub watchkv::backend::RevisionReader);
+
 /// What `/health` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {

@@ -22,7 +22,7 @@ use crate::config::ActorsConfig;
 use crate::filtered_events;
 use crate::protocol::{
     AddUnsynced, CancelWatchers, Counters, Deliver, Delivery, GetSyncerStats, ParkVictims, Promote, RegisterStream,
-    RevisionClock, StreamInbox, SyncTick, SyncerStats, UnregisterStream, Victim,
+    ReleaseStorage, RevisionClock, StreamInbox, SyncTick, SyncerStats, UnregisterStream, UseStorage, Victim,
 };
 
 /// Delays before each retry of a watcher's failed catch-up read. A watcher whose read fails
@@ -403,6 +403,39 @@ impl Handler<CancelWatchers> for SyncerActor {
 
     fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
         self.remove(&msg.0);
+    }
+}
+
+/// The reader while the store reopens its database: every read fails (and is retried after its
+/// backoff) until the store hands over the new reader.
+struct StorageReleased;
+
+impl HistoryReader for StorageReleased {
+    fn catch_up(
+        &self,
+        watchers: Vec<Watcher>,
+        _clock: &RevisionClock,
+        _max_revs: usize,
+    ) -> Result<CaughtUp, CatchUpFailed> {
+        Err(CatchUpFailed { error: watchkv::Error::Poisoned, watchers })
+    }
+}
+
+impl Handler<ReleaseStorage> for SyncerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseStorage, _: &mut Self::Context) {
+        self.reader = Box::new(StorageReleased);
+    }
+}
+
+impl Handler<UseStorage> for SyncerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UseStorage, ctx: &mut Self::Context) {
+        self.reader = Box::new(msg.0);
+        // Watchers waiting for storage can catch up now.
+        ctx.notify(SyncTick);
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) async fn start_with_history_reader(
             cancel: [syncer.clone().recipient(), victims.clone().recipient()],
             unregister: [syncer.clone().recipient(), victims.clone().recipient()],
             auth: auth_view,
+            release_storage: syncer.clone().recipient(),
+            use_storage: syncer.clone().recipient(),
         };
         let actor = StoreActor::new(kv_store, Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), peers);
         store_arbiter.spawn_fn(move || {

@@ -31,7 +31,7 @@ impl KvStore {
         batch.put_meta(META_SCHEDULED_COMPACT, rev);
         let persisted = batch.commit().and_then(|()| self.backend.sync());
         if let Err(e) = persisted {
-            self.poisoned = true;
+            self.poison(&e);
             return Err(e);
         }
         self.unpersisted = false;

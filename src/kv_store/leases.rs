@@ -51,7 +51,7 @@ impl KvStore {
         let mut batch = self.backend.batch();
         batch.put_lease(&LeaseRecord { id, ttl });
         if let Err(e) = batch.commit() {
-            self.poisoned = true;
+            self.poison(&e);
             return Err(e);
         }
         self.unpersisted = true;

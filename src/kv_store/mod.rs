@@ -85,6 +85,8 @@ pub struct KvStore {
     /// Batches committed to the backend but not yet persisted.
     unpersisted: bool,
     poisoned: bool,
+    /// Whether the failure that poisoned the store was a full disk.
+    poisoned_by_no_space: bool,
     compactor: Compactor,
     alarms: Alarms,
     auth: crate::auth::AuthState,
@@ -132,6 +134,7 @@ impl KvStore {
             group: GroupBatch::default(),
             unpersisted: false,
             poisoned: false,
+            poisoned_by_no_space: false,
             compactor,
             backend,
             config,
@@ -228,6 +231,21 @@ impl KvStore {
     #[must_use]
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Whether the failure that poisoned the store was a full disk (freeing space cures it).
+    #[must_use]
+    pub fn is_poisoned_by_no_space(&self) -> bool {
+        self.poisoned && self.poisoned_by_no_space
+    }
+
+    /// Marks the store poisoned by `e`; the first failure decides the cause (later ones are
+    /// fjall's own "poisoned").
+    fn poison(&mut self, e: &Error) {
+        if !self.poisoned {
+            self.poisoned_by_no_space = e.is_no_space();
+        }
+        self.poisoned = true;
     }
 
     /// Returns counters describing the store.

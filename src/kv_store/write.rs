@@ -194,7 +194,7 @@ impl KvStore {
                 batch.delete_lease(id);
             }
             if let Err(e) = batch.commit() {
-                self.poisoned = true;
+                self.poison(&e);
                 return Err(e);
             }
             self.unpersisted = true;
@@ -203,7 +203,7 @@ impl KvStore {
             return Ok(());
         }
         if let Err(e) = self.backend.persist() {
-            self.poisoned = true;
+            self.poison(&e);
             return Err(e);
         }
         self.unpersisted = false;
@@ -256,7 +256,7 @@ impl KvStore {
             Err(e) if w.events.is_empty() && e.is_client_error() => return Err(e),
             Err(e) => {
                 // Validation passed, so this is a storage failure with the index half-updated.
-                self.poisoned = true;
+                self.poison(&e);
                 return Err(e);
             }
         };

@@ -295,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
     let default_level = if args.command.is_some() { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
+        .with_writer(|| LossyStdout)
         .init();
     if let Some(Command::Snapshot(command)) = &args.command {
         return snapshot_command(command);
@@ -337,6 +338,24 @@ async fn main() -> anyhow::Result<()> {
     synced.context("final sync")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Log output that never fails: a line that cannot be written (the disk holding the log is
+/// full) is dropped. tracing-subscriber reports a failed write with `eprintln!`, which panics
+/// when stderr cannot be written either; with the log on the disk that just filled up, that
+/// took down whichever thread logged the failure: the store's.
+struct LossyStdout;
+
+impl std::io::Write for LossyStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stdout().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
 }
 
 async fn wait_for_signal() {

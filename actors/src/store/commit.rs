@@ -98,7 +98,11 @@ impl StoreActor {
             write.apply(&mut group);
         }
         let persisted = group.persist();
-        self.publish();
+        // A failed group's revisions are not published: watchers and readers never hear of
+        // them (`recovery.rs` reconciles what the reopened store holds).
+        if persisted.is_ok() {
+            self.publish();
+        }
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         self.counters.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         // Answer first, then notify, in the same turn of this actor. A writer's reply does not
@@ -140,7 +144,8 @@ impl<W: Write> Handler<SubmitWrite<W>> for StoreActor {
 impl Handler<Flush> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush();
+        self.check_storage(ctx);
     }
 }

@@ -13,6 +13,7 @@ mod commit;
 mod fanout;
 mod leases;
 mod promote;
+mod recovery;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -30,8 +31,8 @@ use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, Alarm, AuthChange, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment,
     Deliver, Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream,
-    RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, TakeSnapshot,
-    UnregisterStream, Watch,
+    ReleaseStorage, RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox,
+    TakeSnapshot, UnregisterStream, UseStorage, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -52,6 +53,10 @@ pub struct StorePeers {
     pub unregister: [Recipient<UnregisterStream>; 2],
     /// Where the store publishes the auth store after each change, for the transports' checks.
     pub auth: Arc<crate::api::auth::AuthView>,
+    /// The syncer: let go of the database before the store reopens it (`recovery.rs`).
+    pub release_storage: Recipient<ReleaseStorage>,
+    /// The syncer: the reopened store's reader.
+    pub use_storage: Recipient<UseStorage>,
 }
 
 /// Sends `msg` to both recipients (the syncer and the victim actor).
@@ -66,6 +71,8 @@ where
 /// The store actor. Runs on its own arbiter: writes block it on disk, nothing else waits.
 pub struct StoreActor {
     store: Option<KvStore>,
+    /// A storage failure being recovered from (`recovery.rs`).
+    failure: Option<recovery::Failure>,
     config: Arc<ActorsConfig>,
     synced: WatcherGroup,
     streams: StreamMap<StreamInbox>,
@@ -99,6 +106,7 @@ impl StoreActor {
     ) -> Self {
         Self {
             store: Some(store),
+            failure: None,
             synced: WatcherGroup::new(),
             streams: StreamMap::default(),
             closers: HashMap::new(),
@@ -120,7 +128,12 @@ impl StoreActor {
     }
 
     fn store(&mut self) -> Result<&mut KvStore> {
-        self.store.as_mut().ok_or(Error::Stopped)
+        match (&mut self.store, &self.failure) {
+            (Some(store), _) => Ok(store),
+            // Between dropping the failed store and reopening it.
+            (None, Some(_)) => Err(Error::Poisoned),
+            (None, None) => Err(Error::Stopped),
+        }
     }
 
     /// Publishes the store's current and compact revisions to every reader of the clock.
@@ -140,6 +153,8 @@ impl Actor for StoreActor {
         if let Some(period) = self.config.lease_tick() {
             ctx.run_interval(period, |_, ctx| ctx.notify(LeaseTick(None)));
         }
+        // Storage failures outside a group commit (compaction markers, lease records).
+        ctx.run_interval(recovery::RECOVERY_RETRY, |act, ctx| act.check_storage(ctx));
     }
 }
 
@@ -306,9 +321,14 @@ impl Handler<Alarm> for StoreActor {
     type Result = Result<Vec<AlarmMember>>;
 
     fn handle(&mut self, msg: Alarm, _: &mut Self::Context) -> Self::Result {
+        let failure_alarm = self.failure_alarm();
         let store = self.store()?;
         Ok(match msg {
-            Alarm::Get(kind) => store.alarms(kind),
+            Alarm::Get(kind) => {
+                let mut alarms = store.alarms(kind);
+                alarms.extend(failure_alarm.filter(|a| kind.is_none_or(|k| k == a.alarm) && !alarms.contains(a)));
+                alarms
+            }
             Alarm::Activate(alarm) => {
                 store.activate_alarm(alarm)?;
                 vec![alarm]
@@ -337,13 +357,29 @@ impl Handler<AuthChange> for StoreActor {
     }
 }
 
+impl StoreActor {
+    /// The `NOSPACE` alarm a full disk raises while the store recovers from it (in memory: the
+    /// disk cannot take it, and recovery clears it).
+    fn failure_alarm(&self) -> Option<AlarmMember> {
+        let full = self.failure.is_some_and(|f| f.no_space)
+            || self.store.as_ref().is_some_and(KvStore::is_poisoned_by_no_space);
+        full.then(|| AlarmMember {
+            member_id: self.config.store().member_id(),
+            alarm: watchkv::alarm::AlarmType::NoSpace,
+        })
+    }
+}
+
 impl Handler<CheckHealth> for StoreActor {
     type Result = MessageResult<CheckHealth>;
 
     fn handle(&mut self, _: CheckHealth, _: &mut Self::Context) -> Self::Result {
-        MessageResult(match &self.store {
-            Some(store) => Health { alarms: store.alarms(None), poisoned: store.is_poisoned(), stopped: false },
-            None => Health { alarms: Vec::new(), poisoned: false, stopped: true },
+        let mut alarms = self.store.as_ref().map(|s| s.alarms(None)).unwrap_or_default();
+        alarms.extend(self.failure_alarm());
+        MessageResult(match (&self.store, &self.failure) {
+            (_, Some(_)) => Health { alarms, poisoned: true, stopped: false },
+            (Some(store), None) => Health { alarms, poisoned: store.is_poisoned(), stopped: false },
+            (None, None) => Health { alarms, poisoned: false, stopped: true },
         })
     }
 }

@@ -1,0 +1,184 @@
+//! A full disk, for real: the server runs on a small tmpfs (mounted here; the test machines run
+//! as root) beside a ballast file. Writes until the disk is full: the failing write is refused,
+//! so is every write after it, `/health` turns false with the reason and `NOSPACE` is listed.
+//! Then the ballast is deleted and, without a restart, the store recovers: writes pass again,
+//! `/health` is true, the alarm is gone, the watcher that watched throughout got every
+//! acknowledged write exactly once and in order, and a restart finds every acknowledged write.
+
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wire::{b64, free_port, int, start_watchkv, try_post, WatchStream, DEADLINE};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI and the developers' machines run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Bytes that do not compress, different per `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn health(port: u16) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(DEADLINE));
+    let _ = write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
+}
+
+/// Puts `k/<i>`; the revision, or the error body.
+fn put(port: u16, i: u64) -> Result<i64, String> {
+    let body = json!({"key": b64(format!("k/{i:05}")), "value": b64(noise(i, 16 * 1024))});
+    match try_post(port, "/v3/kv/put", body.to_string().as_bytes()) {
+        Ok(r) if r.status == 200 => Ok(int(&r.json()["header"], "revision")),
+        Ok(r) => Err(format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE * 2, "{what}: not within {:?}", DEADLINE * 2);
+        // Polling interval, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "24m");
+    let ballast = mnt.join("ballast");
+    std::fs::write(&ballast, noise(0, 6 << 20)).expect("ballast");
+    let data = mnt.join("data");
+    let port = free_port();
+    let mut server = start_watchkv(&data, port, &[]);
+
+    let mut watch = WatchStream::open(port, false).expect("watch stream");
+    watch.send(&json!({"create_request": {"key": b64("k/"), "range_end": b64("k0")}}));
+    let created = watch.recv(DEADLINE).expect("created");
+    assert_eq!(created["result"]["created"], json!(true), "{created}");
+
+    // Fill the disk.
+    let mut acked = Vec::new();
+    let mut i = 0u64;
+    let refusal = loop {
+        i += 1;
+        match put(port, i) {
+            Ok(rev) => acked.push((i, rev)),
+            Err(e) => break e,
+        }
+        assert!(i < 5000, "24 MiB never filled");
+    };
+    assert!(acked.len() > 10, "the store took writes before the disk filled: {}", acked.len());
+    assert!(refusal.contains("HTTP 5") || refusal.contains("poisoned"), "{refusal}");
+    let down = wait_for("/health false", || {
+        let (code, body) = health(port);
+        (code == 503).then_some(body)
+    });
+    assert!(down.contains("\"health\":\"false\""), "{down}");
+    let mut last = String::new();
+    let start = Instant::now();
+    let alarms = loop {
+        let r = try_post(port, "/v3/maintenance/alarm", br#"{"action":"GET"}"#).expect("alarm");
+        let v: Value = r.json();
+        if v.to_string().contains("NOSPACE") {
+            break v;
+        }
+        last = format!("{v} health {down}");
+        assert!(start.elapsed() < DEADLINE, "NOSPACE not listed: {last}\n{}", server.log_tail(3000));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = last;
+    assert_eq!(alarms["alarms"][0]["alarm"], "NOSPACE", "{alarms}");
+    i += 1;
+    assert!(put(port, i).is_err(), "still full: still refused");
+
+    // Free the space: the store comes back by itself.
+    std::fs::remove_file(&ballast).expect("delete the ballast");
+    let (first_after, rev_after) = wait_for("a write after recovery", || {
+        i += 1;
+        put(port, i).ok().map(|rev| (i, rev))
+    });
+    acked.push((first_after, rev_after));
+    for _ in 0..5 {
+        i += 1;
+        acked.push((i, put(port, i).expect("writes pass again")));
+    }
+    let (code, body) = health(port);
+    assert_eq!(code, 200, "healthy again: {body}");
+    let r = try_post(port, "/v3/maintenance/alarm", br#"{"action":"GET"}"#).expect("alarms");
+    assert!(!r.json().to_string().contains("NOSPACE"), "the alarm cleared itself: {}", r.json());
+
+    // The watcher: every acknowledged write once, in order (a write refused when the disk
+    // filled may still have reached the journal and then shows up too, like a timed-out write).
+    let last = acked.last().map(|a| a.1).expect("acks");
+    let lines = watch.take_until(DEADLINE * 2, |ls| {
+        ls.iter().any(|l| {
+            l["result"]["events"].as_array().is_some_and(|e| e.iter().any(|e| int(&e["kv"], "mod_revision") == last))
+        })
+    });
+    let mut seen = Vec::new();
+    for l in &lines {
+        for e in l["result"]["events"].as_array().into_iter().flatten() {
+            seen.push(int(&e["kv"], "mod_revision"));
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, no duplicate: {seen:?}");
+    for (_, rev) in &acked {
+        assert!(seen.contains(rev), "acknowledged revision {rev} delivered: {seen:?}");
+    }
+
+    // A restart finds every acknowledged write.
+    server.kill9();
+    let _server = start_watchkv(&data, port, &[]);
+    for (n, rev) in &acked {
+        let r = try_post(port, "/v3/kv/range", json!({"key": b64(format!("k/{n:05}"))}).to_string().as_bytes())
+            .expect("range");
+        let v = r.json();
+        assert_eq!(int(&v["kvs"][0], "mod_revision"), *rev, "k/{n:05} after the restart: {v}");
+    }
+}
