@@ -24,7 +24,8 @@
 //! - [`api`]: the transport-neutral layer between `Handle` and the wire.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
 //! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList).
-//! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
+//! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd;
+//!   [`tls`]: TLS on it, with etcd's flags.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -77,6 +78,7 @@ pub mod syncer_actor;
 pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod victim_actor;
 
 use std::sync::Arc;

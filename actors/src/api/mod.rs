@@ -11,15 +11,18 @@
 //! - [`request`]: every request message turned into the core's request, with its validation,
 //!   the one conversion both transports go through;
 //! - [`alarm`]: alarm requests and answers in etcd's messages;
-//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop.
+//! - [`stream`]: a transport's watch stream, its requests and its close-on-drop;
+//! - [`identity`]: [`ClientCertUser`], the user a verified TLS client certificate names.
 
 pub mod alarm;
 mod error;
+pub mod identity;
 pub mod pb;
 pub mod request;
 pub mod stream;
 
 pub use error::{http_status, ApiError};
+pub use identity::ClientCertUser;
 pub use stream::{StreamRequests, TransportStream};
 
 /// The version reported by `Maintenance.Status` and `GET /version`: an etcd 3.5 release, so
