@@ -149,11 +149,11 @@ fn client_config(ca: &Path, client: Option<&Pair>, alpn: &[&[u8]]) -> Arc<rustls
     Arc::new(config)
 }
 
+/// A blocking TLS client connection.
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 /// A TLS connection to `port`, handshake done; the negotiated ALPN protocol.
-fn tls_connect(
-    port: u16,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<(rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Option<Vec<u8>>)> {
+fn tls_connect(port: u16, config: Arc<rustls::ClientConfig>) -> std::io::Result<(TlsClient, Option<Vec<u8>>)> {
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(DEADLINE))?;
     tcp.set_write_timeout(Some(DEADLINE))?;
