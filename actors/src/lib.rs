@@ -26,7 +26,8 @@
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
 //! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList, Auth,
 //!   Lock, Election).
-//! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd.
+//! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd;
+//!   [`tls`]: TLS on it, with etcd's flags.
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
@@ -82,6 +83,7 @@ pub mod syncer_actor;
 pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod victim_actor;
 
 use std::sync::Arc;

@@ -3,6 +3,13 @@
 //! preface (`PRI * HTTP/2.0...`, what every gRPC client sends first over plain TCP) goes to the
 //! gRPC services; any other is HTTP/1.1 for the gateway.
 //!
+//! With TLS ([`serve_tls`], [`crate::tls`]) every connection first completes the handshake;
+//! then ALPN decides: `h2` is gRPC, `http/1.1` the gateway, and a client that named no protocol
+//! is told apart by its first bytes as over plain TCP. A client without a valid certificate,
+//! when one is required, or one that does not speak TLS, fails the handshake and is closed. The
+//! user a verified client certificate names ([`ClientCertUser`]) rides with the connection into
+//! every request: gRPC requests' extensions, the gateway's connection data.
+//!
 //! Each actix worker thread runs both: the gateway through actix-http, and its own tonic server
 //! fed with that worker's HTTP/2 connections, so gRPC calls and watch streams spread over the
 //! workers as HTTP requests do, and a watch stream's actor lives on its connection's thread.
@@ -10,8 +17,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::{HttpService, KeepAlive};
@@ -20,16 +29,26 @@ use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
 use actix_web::App;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::api::ClientCertUser;
 use crate::gateway::{self, Gateway};
-use crate::grpc::{self, GrpcApi};
+use crate::grpc::{self, ClientConnection, GrpcApi};
+use crate::tls::{self, ServerTls, ALPN_H2};
 
 /// The first bytes of HTTP/2's client connection preface (RFC 9113 §3.4).
 const H2_PREFACE_START: &[u8; 3] = b"PRI";
 
-/// How long a new connection may take to send its first bytes.
+/// The content type of a TLS record that carries a handshake message (RFC 8446 §5.1), the
+/// first byte every TLS client sends.
+const TLS_HANDSHAKE_RECORD: u8 = 22;
+
+/// How long a new connection may take to send its first bytes (with TLS: to complete the
+/// handshake and send its first bytes).
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Valid [`PortOptions::workers`] counts: at least one; the top only catches a typo, far above
@@ -70,6 +89,31 @@ pub fn serve(
     grpc: GrpcApi,
     options: PortOptions,
 ) -> io::Result<Server> {
+    serve_with(listener, gateway, grpc, options, None)
+}
+
+/// [`serve`] over TLS: every connection completes the handshake `tls` configures before ALPN
+/// (or, without it, the first bytes) picks gRPC or the gateway.
+///
+/// # Errors
+/// The listener cannot be registered with the server.
+pub fn serve_tls(
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    grpc: GrpcApi,
+    options: PortOptions,
+    tls: ServerTls,
+) -> io::Result<Server> {
+    serve_with(listener, gateway, grpc, options, Some(tls))
+}
+
+fn serve_with(
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    grpc: GrpcApi,
+    options: PortOptions,
+    tls: Option<ServerTls>,
+) -> io::Result<Server> {
     let local_addr = listener.local_addr()?;
     Ok(Server::build()
         .workers(options.workers.max(1))
@@ -78,7 +122,8 @@ pub fn serve(
         .listen("watchkv-client-port", listener, move || {
             let gateway = Arc::clone(&gateway);
             let grpc = grpc.clone();
-            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr))
+            let tls = tls.clone();
+            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone()))
         })?
         .run())
 }
@@ -89,6 +134,7 @@ async fn worker_service(
     gateway: Arc<Gateway>,
     grpc_api: GrpcApi,
     local_addr: SocketAddr,
+    tls: Option<ServerTls>,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
     let http = HttpService::build()
         .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
@@ -97,34 +143,51 @@ async fn worker_service(
         // socket's EOF ends the request, as in Go's server (and so etcd).
         .h1_allow_half_closed(false)
         .local_addr(local_addr)
+        // The certificate's user, for handlers (`HttpRequest::conn_data`).
+        .on_connect_ext(|io: &ClientIo, data: &mut actix_http::Extensions| {
+            if let Some(user) = io.client_cert_user() {
+                data.insert(user.clone());
+            }
+        })
         .finish(map_config(App::new().configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))), |()| {
             AppConfig::default()
         }))
-        .tcp()
         .new_service(())
         .await
         .map_err(|e| tracing::error!(error = ?e, "starting the HTTP service"))?;
     let http = Rc::new(http);
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
-    let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<grpc::AuthorityFix<TcpStream>>();
+    let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<ClientConnection<grpc::AuthorityFix<ClientIo>>>();
     let incoming = UnboundedReceiverStream::new(grpc_rx);
-    actix_rt::spawn(grpc::serve_incoming(grpc_api, incoming));
+    actix_rt::spawn(grpc::serve_connections(grpc_api, incoming));
 
     Ok(fn_service(move |stream: TcpStream| {
         let http = Rc::clone(&http);
         let grpc_tx = grpc_tx.clone();
+        let tls = tls.clone();
         async move {
             let _ = stream.set_nodelay(true);
-            match protocol(&stream).await {
-                Ok(Protocol::Grpc) => {
+            let peer = stream.peer_addr().ok();
+            let accepted = match &tls {
+                None => protocol(&stream).await.map(|protocol| (protocol, ClientIo::Plain(stream))),
+                Some(tls) => accept_tls(tls, stream).await,
+            };
+            match accepted {
+                Ok((Protocol::Grpc, io)) => {
+                    let user = io.client_cert_user().cloned();
+                    let mut connection = ClientConnection::new(grpc::AuthorityFix::new(io));
+                    if let Some(user) = user {
+                        connection = connection.with_data(user);
+                    }
                     // Fails only while the worker shuts down; the connection is then dropped.
-                    let _ = grpc_tx.send(grpc::AuthorityFix::new(stream));
+                    let _ = grpc_tx.send(connection);
                     Ok(())
                 }
-                Ok(Protocol::Http1) => {
-                    http.call(stream).await.map_err(|e| tracing::debug!(error = ?e, "HTTP connection"))
-                }
+                Ok((Protocol::Http1, io)) => http
+                    .call((io, actix_http::Protocol::Http1, peer))
+                    .await
+                    .map_err(|e| tracing::debug!(error = ?e, "HTTP connection")),
                 Err(e) => {
                     tracing::debug!(error = %e, "connection closed before its first request");
                     Ok(())
@@ -132,6 +195,63 @@ async fn worker_service(
             }
         }
     }))
+}
+
+/// Completes the TLS handshake, then tells the protocol: from ALPN, or, when the client named
+/// none, from its first bytes (kept to be read again).
+async fn accept_tls(tls: &ServerTls, stream: TcpStream) -> io::Result<(Protocol, ClientIo)> {
+    let peer = stream.peer_addr().ok();
+    tokio::time::timeout(FIRST_BYTES_TIMEOUT, async {
+        // A client that does not open with a TLS handshake record (plain HTTP, gRPC without
+        // TLS) is closed without an answer, not even an alert, as Go's TLS server closes it.
+        let mut record_type = [0u8; 1];
+        if stream.peek(&mut record_type).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if record_type[0] != TLS_HANDSHAKE_RECORD {
+            tracing::warn!(peer = ?peer, "rejected connection: first record does not look like a TLS handshake");
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a TLS handshake"));
+        }
+        let mut stream = tls.acceptor().accept(stream).await.inspect_err(|e| {
+            // As etcd logs a failed handshake ("rejected connection"): a client without a valid
+            // certificate, or one that does not speak TLS.
+            tracing::warn!(peer = ?peer, error = %e, "rejected connection: TLS handshake failed");
+        })?;
+        let (_, session) = stream.get_ref();
+        let user = tls::client_cert_user(session);
+        let alpn = session.alpn_protocol().map(|p| p == ALPN_H2);
+        let mut first = BytesMut::new();
+        let protocol = match alpn {
+            Some(true) => Protocol::Grpc,
+            Some(false) => Protocol::Http1,
+            None => loop {
+                if let Some(protocol) = protocol_of(&first) {
+                    break protocol;
+                }
+                if stream.read_buf(&mut first).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+        };
+        Ok((protocol, ClientIo::Tls(Box::new(TlsConnection { stream, first, user }))))
+    })
+    .await
+    .map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake and request within the first-bytes timeout")
+    })?
+}
+
+/// The protocol a connection's first bytes show, or `None` while they are a prefix of HTTP/2's
+/// preface too short to tell.
+fn protocol_of(first: &[u8]) -> Option<Protocol> {
+    let n = first.len().min(H2_PREFACE_START.len());
+    if first[..n] != H2_PREFACE_START[..n] {
+        Some(Protocol::Http1)
+    } else if n == H2_PREFACE_START.len() {
+        Some(Protocol::Grpc)
+    } else {
+        None
+    }
 }
 
 /// Peeks at a new connection's first bytes (leaving them for the protocol's own parser).
@@ -143,11 +263,8 @@ async fn protocol(stream: &TcpStream) -> io::Result<Protocol> {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            if buf[..n] != H2_PREFACE_START[..n] {
-                return Ok(Protocol::Http1);
-            }
-            if n == buf.len() {
-                return Ok(Protocol::Grpc);
+            if let Some(protocol) = protocol_of(&buf[..n]) {
+                return Ok(protocol);
             }
             // A prefix of the preface so far: `peek` would return at once, so wait a moment
             // for the rest instead of spinning.
@@ -156,4 +273,206 @@ async fn protocol(stream: &TcpStream) -> io::Result<Protocol> {
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request within the first-bytes timeout"))?
+}
+
+/// A client connection as the listener hands it on: plain TCP, or TLS after its handshake.
+enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<TlsConnection>),
+}
+
+/// A TLS connection after its handshake.
+struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    /// Bytes read to tell the protocol of a client that named none in ALPN: read again first.
+    first: BytesMut,
+    user: Option<ClientCertUser>,
+}
+
+impl ClientIo {
+    /// The user the connection's verified client certificate names.
+    fn client_cert_user(&self) -> Option<&ClientCertUser> {
+        match self {
+            ClientIo::Plain(_) => None,
+            ClientIo::Tls(tls) => tls.user.as_ref(),
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            ClientIo::Tls(tls) if !tls.first.is_empty() => {
+                let n = tls.first.len().min(buf.remaining());
+                buf.put_slice(&tls.first[..n]);
+                tls.first.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            ClientIo::Tls(tls) => Pin::new(&mut tls.stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            ClientIo::Tls(tls) => Pin::new(&mut tls.stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(tls) => Pin::new(&mut tls.stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(stream) => stream.is_write_vectored(),
+            ClientIo::Tls(tls) => tls.stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            ClientIo::Tls(tls) => Pin::new(&mut tls.stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            ClientIo::Tls(tls) => Pin::new(&mut tls.stream).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::tls::TlsFiles;
+
+    /// Writes a CA, a server certificate for 127.0.0.1 and a client certificate for "alice"
+    /// into `dir`; returns the server's TLS (client certificates required) and a client
+    /// configuration presenting alice's certificate.
+    fn certificates(dir: &Path) -> (ServerTls, impl Fn(&[&[u8]]) -> Arc<rustls::ClientConfig>) {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let ca = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str, sans: Vec<String>, usage| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(sans).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![usage];
+            (params.signed_by(&key, &ca).expect("certificate"), key)
+        };
+        let (server, server_key) = leaf("server", vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
+        let (alice, alice_key) = leaf("alice", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        let files = TlsFiles {
+            trusted_ca_file: Some(write("ca.pem", ca_cert.pem())),
+            client_cert_auth: true,
+            ..TlsFiles::new(write("server.pem", server.pem()), write("server-key.pem", server_key.serialize_pem()))
+        };
+        let tls = ServerTls::from_files(&files).expect("server TLS");
+        let ca_der = ca_cert.der().clone();
+        let alice_der = alice.der().clone();
+        let alice_key_der = alice_key.serialize_der();
+        let client = move |alpn: &[&[u8]]| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca_der.clone()).expect("trust the CA");
+            let mut config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(
+                    vec![alice_der.clone()],
+                    PrivateKeyDer::try_from(alice_key_der.clone()).expect("alice's key"),
+                )
+                .expect("client certificate");
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
+        (tls, client)
+    }
+
+    /// Accepts one connection from a client with `config` that sends `first_bytes`; returns
+    /// what the listener made of it and the bytes it reads.
+    async fn accept_one(
+        tls: &ServerTls,
+        config: Arc<rustls::ClientConfig>,
+        first_bytes: &'static [u8],
+    ) -> (Protocol, ClientIo) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let server_name = ServerName::try_from("127.0.0.1").expect("server name");
+            let mut stream =
+                tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await.expect("handshake");
+            stream.write_all(first_bytes).await.expect("write");
+            stream.flush().await.expect("flush");
+            // Kept open until the server has looked at it.
+            stream
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let accepted = accept_tls(tls, stream).await.expect("TLS accept");
+        drop(client.await.expect("client"));
+        accepted
+    }
+
+    #[tokio::test]
+    async fn a_grpc_connection_carries_its_certificate_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (tls, client) = certificates(dir.path());
+        let (protocol, io) = accept_one(&tls, client(&[ALPN_H2]), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        assert_eq!(protocol, Protocol::Grpc);
+        assert_eq!(io.client_cert_user(), Some(&ClientCertUser("alice".into())));
+    }
+
+    #[tokio::test]
+    async fn alpn_http1_is_the_gateway() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (tls, client) = certificates(dir.path());
+        let (protocol, io) = accept_one(&tls, client(&[ALPN_H2, tls::ALPN_HTTP1]), b"GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(protocol, Protocol::Http1, "the server prefers http/1.1 when the client offers both");
+        assert_eq!(io.client_cert_user(), Some(&ClientCertUser("alice".into())));
+    }
+
+    #[tokio::test]
+    async fn without_alpn_the_first_bytes_decide_and_are_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (tls, client) = certificates(dir.path());
+        for (first, expected) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], Protocol::Grpc),
+            (&b"GET /health HTTP/1.1\r\n\r\n"[..], Protocol::Http1),
+        ] {
+            let (protocol, mut io) = accept_one(&tls, client(&[]), first).await;
+            assert_eq!(protocol, expected);
+            let mut read = vec![0u8; first.len()];
+            io.read_exact(&mut read).await.expect("read the first bytes again");
+            assert_eq!(read, first, "the protocol's parser sees every byte the client sent");
+        }
+    }
 }

@@ -8,7 +8,12 @@ use std::process::Command;
 
 /// README defaults written as prose: (flag, README's text, clap's `[default: ...]` or none).
 const DESCRIBED_DEFAULTS: &[(&str, &str, Option<&str>)] = &[
-    ("--advertise-client-urls", "http://<listen>", None),
+    ("--advertise-client-urls", "http(s)://<listen>", None),
+    ("--listen-client-urls", "none", None),
+    ("--cert-file", "none", None),
+    ("--key-file", "none", None),
+    ("--trusted-ca-file", "none", None),
+    ("--client-cert-auth", "off", None),
     ("--slow-consumer-lag", "0 (off)", Some("0")),
     ("--workers", "one per core", None),
 ];

@@ -16,6 +16,7 @@
 //! - [`stream`]: a transport's watch stream, its requests and its close-on-drop;
 //! - [`Coordination`]: the Lock and Election services' calls ([`lock`], [`election`]), etcd's
 //!   concurrency recipes run on the server.
+//! - [`identity`]: [`ClientCertUser`], the user a verified TLS client certificate names.
 
 pub mod alarm;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod auth_service;
 mod coordination;
 pub mod election;
 mod error;
+pub mod identity;
 pub mod lock;
 pub mod pb;
 pub mod request;
@@ -30,17 +32,12 @@ pub mod stream;
 
 pub use coordination::{Coordination, DEFAULT_SESSION_TTL};
 pub use error::{http_status, ApiError};
+pub use identity::ClientCertUser;
 pub use stream::{StreamRequests, TransportStream};
 
 /// The version reported by `Maintenance.Status` and `GET /version`: an etcd 3.5 release, so
 /// that clients' feature gates turn on (Xline #867).
 pub const REPORTED_ETCD_VERSION: &str = "3.5.0";
-
-/// The user a connection's TLS client certificate names (its subject's common name), as etcd
-/// takes it for auth when client-certificate auth is on. The TLS layer adds it to each request
-/// of such a connection; a token, when given, takes precedence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertUser(pub String);
 
 /// The name `MemberList` reports for this member.
 pub const MEMBER_NAME: &str = "watchkv";

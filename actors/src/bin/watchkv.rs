@@ -9,6 +9,7 @@
 //! the snapshot files `etcdctl snapshot save` takes from a running server.
 
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use watchkv_actors::config::{
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;
 use watchkv_actors::listener::{self, PortOptions, WORKERS_RANGE};
+use watchkv_actors::tls::{ServerTls, TlsFiles};
 use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
 
 /// How long a slow consumer may stay undeliverable by default when `--slow-consumer-lag` turns
@@ -63,10 +65,31 @@ struct Args {
     /// Client address: gRPC (HTTP/2) and the HTTP/JSON gateway (HTTP/1.1) share it, as in etcd.
     #[arg(long, env = "WATCHKV_LISTEN", default_value = "127.0.0.1:2379")]
     listen: String,
+    /// The client URL, as etcd's flag (one URL, instead of --listen): `https://host:port` serves
+    /// TLS and needs --cert-file and --key-file; `http://host:port` serves plain TCP even when
+    /// they are given, as etcd does.
+    #[arg(long, conflicts_with = "listen")]
+    listen_client_urls: Option<String>,
     /// Client URLs this member reports in `MemberList` (comma-separated); by default
-    /// `http://<listen>`. Set it when listening on a wildcard address, as with etcd's flag.
+    /// `http://<listen>` (`https://` with TLS). Set it when listening on a wildcard address, as
+    /// with etcd's flag.
     #[arg(long, value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
+    /// The client port's TLS certificate (PEM, leaf first), as etcd's flag: with --key-file it
+    /// turns TLS on for gRPC and the gateway.
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM), as etcd's flag.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign client certificates, as etcd's flag. As in etcd 3.4,
+    /// giving it makes a client certificate signed by one of them required.
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file, as etcd's flag; its Common
+    /// Name is the user.
+    #[arg(long)]
+    client_cert_auth: bool,
     /// `fsync` (every acknowledged write is on disk) or `buffered` (survives a crash of the
     /// process, may lose the last seconds on power loss).
     #[arg(long, default_value_t = DEFAULT_DURABILITY)]
@@ -243,7 +266,62 @@ fn snapshot_command(command: &SnapshotCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the client port listens, and whether it serves TLS.
+struct ClientPort {
+    /// `host:port`.
+    address: String,
+    tls: Option<TlsFiles>,
+}
+
 impl Args {
+    /// The client port from --listen or --listen-client-urls and the TLS flags, checked as etcd
+    /// checks them (etcd: embed/etcd.go `configureClientListeners`).
+    fn client_port(&self) -> anyhow::Result<ClientPort> {
+        let files = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                trusted_ca_file: self.trusted_ca_file.clone(),
+                client_cert_auth: self.client_cert_auth,
+                ..TlsFiles::new(cert, key)
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--cert-file and --key-file must both be given for TLS"),
+        };
+        let Some(url) = &self.listen_client_urls else {
+            if files.is_none() && (self.trusted_ca_file.is_some() || self.client_cert_auth) {
+                tracing::warn!(
+                    "no --cert-file and --key-file: TLS is off, ignoring --trusted-ca-file and --client-cert-auth"
+                );
+            }
+            return Ok(ClientPort { address: self.listen.clone(), tls: files });
+        };
+        if url.contains(',') {
+            anyhow::bail!("--listen-client-urls {url}: watchkv serves one client URL");
+        }
+        let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            anyhow::bail!("--listen-client-urls {url}: expected http://host:port or https://host:port");
+        };
+        let address = rest.strip_suffix('/').unwrap_or(rest);
+        if address.is_empty() || address.contains('/') {
+            anyhow::bail!("--listen-client-urls {url}: expected http://host:port or https://host:port");
+        }
+        if secure && files.is_none() {
+            anyhow::bail!(
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+            );
+        }
+        if !secure && files.is_some() {
+            tracing::warn!(client_url = %url, "scheme is HTTP while key and cert files are present; ignoring key and cert files");
+        }
+        if !secure && self.client_cert_auth {
+            tracing::warn!(client_url = %url, "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL");
+        }
+        Ok(ClientPort { address: address.to_string(), tls: files.filter(|_| secure) })
+    }
+
     /// The runtime's configuration: clap has checked every value against the range its setter
     /// accepts.
     fn config(&self) -> anyhow::Result<ActorsConfig> {
@@ -300,30 +378,40 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Snapshot(command)) = &args.command {
         return snapshot_command(command);
     }
+    let port = args.client_port()?;
+    let tls = match &port.tls {
+        Some(files) => Some(ServerTls::from_files(files).context("TLS on the client port")?),
+        None => None,
+    };
     let handle = watchkv_actors::start(args.config()?)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     tracing::info!(
         data_dir = %args.data_dir.display(),
         revision = handle.current_revision(),
-        listen = %args.listen,
+        listen = %port.address,
+        tls = tls.is_some(),
         durability = ?args.durability,
         "watchkv serving"
     );
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = args.max_request_bytes;
     let advertised = if args.advertise_client_urls.is_empty() {
-        vec![format!("http://{}", args.listen)]
+        vec![format!("{}://{}", if tls.is_some() { "https" } else { "http" }, port.address)]
     } else {
         args.advertise_client_urls.clone()
     };
     let grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
-    let listener = std::net::TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let mut options = PortOptions::default();
     if let Some(workers) = args.workers {
         options.workers = workers;
     }
-    let server = listener::serve(listener, Arc::new(gw), grpc, options).context("starting the client port")?;
+    let server = match tls {
+        Some(tls) => listener::serve_tls(listener, Arc::new(gw), grpc, options, tls),
+        None => listener::serve(listener, Arc::new(gw), grpc, options),
+    }
+    .context("starting the client port")?;
     let server_handle = server.handle();
     let serving = actix_web::rt::spawn(server);
 

@@ -5,10 +5,12 @@
 //! leader moves, ...) answer `Unimplemented` at once.
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
-//! binary feeds it the HTTP/2 connections of the shared client port (see [`crate::listener`]).
+//! binary feeds [`serve_connections`] the HTTP/2 connections of the shared client port, each with
+//! what its requests carry (see [`crate::listener`], [`connection`]).
 
 mod auth;
 mod authority;
+pub mod connection;
 mod convert;
 mod election;
 mod kv;
@@ -20,6 +22,7 @@ mod watch;
 pub mod wire;
 
 pub use authority::AuthorityFix;
+pub use connection::ClientConnection;
 
 use std::sync::Arc;
 
@@ -147,6 +150,17 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use futures::StreamExt;
+    serve_connections(api, incoming.map(ClientConnection::new)).await;
+}
+
+/// [`serve_incoming`] over connections that carry values into their requests' extensions (see
+/// [`connection`]).
+pub async fn serve_connections<S, IO>(api: GrpcApi, incoming: S)
+where
+    S: Stream<Item = ClientConnection<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::StreamExt;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
@@ -159,8 +173,9 @@ where
         .max_concurrent_streams(None)
         .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
     let mut incoming = std::pin::pin!(incoming);
-    while let Some(io) = incoming.next().await {
-        let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(routes.clone()));
+    while let Some(ClientConnection { io, data }) = incoming.next().await {
+        let service = connection::WithConnectionData::new(TowerToHyperService::new(routes.clone()), data);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");
