@@ -605,6 +605,22 @@ fn client_cert_auth_matches_etcd() {
     let text = String::from_utf8_lossy(&members.stdout);
     assert!(text.contains(&format!("https://127.0.0.1:{port}")), "member list names the https:// URL: {text}");
     b.cmd(Some(&alice), &["get", "foo"]);
+
+    // With auth on, the certificate's common name is the user (etcd `AuthInfoFromTLS`): alice
+    // may read `foo` and nothing else without any password; a token still takes precedence.
+    let root = "--user=root:rootpw";
+    b.cmd(Some(&alice), &["user", "add", "root:rootpw", "--interactive=false"]);
+    b.cmd(Some(&alice), &["user", "add", "alice:apw", "--interactive=false"]);
+    b.cmd(Some(&alice), &["role", "add", "ro"]);
+    b.cmd(Some(&alice), &["role", "grant-permission", "ro", "read", "foo"]);
+    b.cmd(Some(&alice), &["user", "grant-role", "alice", "ro"]);
+    b.cmd(Some(&alice), &["auth", "enable"]);
+    b.cmd(Some(&alice), &["get", "foo"]);
+    b.cmd(Some(&alice), &["put", "foo", "by-alice"]);
+    b.cmd(Some(&alice), &["get", "other"]);
+    b.cmd(Some(&alice), &["put", "foo", "by-root", root]);
+    b.cmd(Some(&alice), &["get", "foo"]);
+    b.cmd(Some(&alice), &["auth", "disable", root]);
     b.finish();
 }
 
