@@ -62,6 +62,19 @@ async fn hash_kv(c: &mut Client, revision: i64) -> Result<(u32, i64), String> {
     c.maintenance_client().hash_kv(revision).await.map(|r| (r.hash(), r.compact_version())).map_err(|e| e.to_string())
 }
 
+/// The hash `etcdctl endpoint hashkv -w json` reports, with an `http://` endpoint.
+fn etcdctl_hashkv(port: u16) -> u64 {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://127.0.0.1:{port}"))
+        .args(["endpoint", "hashkv", "-w", "json"])
+        .output()
+        .expect("run etcdctl");
+    assert!(out.status.success(), "etcdctl endpoint hashkv: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v[0]["HashKV"]["hash"].as_u64().unwrap_or_else(|| panic!("no hash in {v}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_kv_matches_etcd_before_and_after_compaction_and_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,6 +100,11 @@ async fn hash_kv_matches_etcd_before_and_after_compaction_and_a_restart() {
         assert_eq!(wh, eh, "HashKV at revision {rev}");
         compared.push((rev, wh));
     }
+    // etcdctl's `endpoint hashkv` (which dials with the endpoint as written) agrees.
+    let e_port = etcd.port;
+    let (e_ctl, w_ctl) =
+        tokio::task::spawn_blocking(move || (etcdctl_hashkv(e_port), etcdctl_hashkv(port))).await.expect("etcdctl");
+    assert_eq!(w_ctl, e_ctl, "etcdctl endpoint hashkv");
     let at_compact = hash_kv(&mut w, compact).await;
     assert!(matches!(at_compact, Ok((_, c)) if c == compact), "the compact revision is hashed: {at_compact:?}");
     for (server, c) in [("etcd", &mut e), ("watchkv", &mut w)] {
@@ -131,6 +149,8 @@ async fn hash_kv_matches_etcd_before_and_after_compaction_and_a_restart() {
     for (rev, before) in &compared {
         assert_eq!(&hash_kv(&mut w, *rev).await, before, "HashKV at {rev} after a restart");
     }
+    let after_restart = tokio::task::spawn_blocking(move || etcdctl_hashkv(port)).await.expect("etcdctl");
+    assert_eq!(after_restart, w_ctl, "etcdctl endpoint hashkv after the restart");
     w.put("after", "restart", None).await.expect("put");
     assert_ne!(whole(&mut w).await, first, "a write changes Hash");
 }
