@@ -5,11 +5,9 @@
 
 mod wire;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use wire::{drop_identity, start_etcd, start_watchkv, Proc, DEADLINE};
@@ -151,9 +149,9 @@ impl Both {
     /// `etcdctl watch ...` on both: etcd's output is complete once it has been silent for
     /// [`WATCH_QUIET`]; watchkv must print the same lines (within the deadline) and nothing more.
     fn watch(&mut self, args: &[&str]) {
-        let e = watch_lines(self.etcd.port, args, None);
+        let e = wire::watch_lines(etcdctl(self.etcd.port).args(args), None, WATCH_QUIET);
         assert!(!e.is_empty(), "etcd printed nothing for `etcdctl {}`: the step would compare nothing", args.join(" "));
-        let w = watch_lines(self.watchkv.port, args, Some(e.len()));
+        let w = wire::watch_lines(etcdctl(self.watchkv.port).args(args), Some(e.len()), WATCH_QUIET);
         let e = normalise(&e.join("\n"), &self.etcd_leases);
         let w = normalise(&w.join("\n"), &self.watchkv_leases);
         self.compare(
@@ -176,61 +174,6 @@ fn remaining_within(text: &str, slack: i64) -> String {
         return text.to_string();
     }
     format!("{}remaining(~s){}", &text[..start], &rest[end + 2..])
-}
-
-/// Runs a watch and collects its output lines: until `want` lines arrived (then a short quiet
-/// check for extra ones), or, with `want = None`, from the first line (waited for up to the
-/// deadline) until silent for [`WATCH_QUIET`].
-fn watch_lines(port: u16, args: &[&str], want: Option<usize>) -> Vec<String> {
-    let mut child = etcdctl(port)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl watch");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("watch stdout");
-    let stderr = child.stderr.take().expect("watch stderr");
-    let out_tx = tx.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if out_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // A cancelled watch explains itself on stderr; etcdctl's JSON log lines carry timestamps.
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if !line.starts_with('{') && tx.send(format!("stderr: {line}")).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let start = Instant::now();
-    loop {
-        let wait = match want {
-            Some(n) if lines.len() >= n => Duration::from_millis(300),
-            Some(_) => DEADLINE.saturating_sub(start.elapsed()),
-            // The first line may take a while on a loaded machine; after it, silence ends it.
-            None if lines.is_empty() => DEADLINE,
-            None => WATCH_QUIET,
-        };
-        match rx.recv_timeout(wait) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-        if start.elapsed() > DEADLINE * 2 {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    lines
 }
 
 #[test]

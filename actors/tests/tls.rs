@@ -7,11 +7,11 @@
 
 mod wire;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -386,9 +386,13 @@ impl Both<'_> {
     /// `etcdctl watch args` on both as `client`: etcd's output is complete once silent for
     /// [`WATCH_QUIET`]; watchkv must print the same lines.
     fn watch(&mut self, client: Option<&Pair>, args: &[&str]) {
-        let e = watch_lines(etcdctl(self.etcd.port, self.certs, client, TIMEOUTS).args(args), None);
+        let e = wire::watch_lines(etcdctl(self.etcd.port, self.certs, client, TIMEOUTS).args(args), None, WATCH_QUIET);
         assert!(!e.is_empty(), "etcd printed nothing for `etcdctl {}`", args.join(" "));
-        let w = watch_lines(etcdctl(self.watchkv.port, self.certs, client, TIMEOUTS).args(args), Some(e.len()));
+        let w = wire::watch_lines(
+            etcdctl(self.watchkv.port, self.certs, client, TIMEOUTS).args(args),
+            Some(e.len()),
+            WATCH_QUIET,
+        );
         let as_printed =
             |lines: Vec<String>| Printed { ok: true, stdout: normalise(&lines.join("\n")), error: String::new() };
         self.compare(&format!("etcdctl {}", args.join(" ")), &as_printed(e), &as_printed(w));
@@ -428,44 +432,6 @@ impl Both<'_> {
             self.watchkv.log_tail(3000)
         );
     }
-}
-
-/// Runs a watch and collects its output lines: until `want` lines arrived (then a short quiet
-/// check for extra ones), or, with `want = None`, from the first line until silent for
-/// [`WATCH_QUIET`].
-fn watch_lines(cmd: &mut Command, want: Option<usize>) -> Vec<String> {
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn etcdctl watch");
-    let stdout = child.stdout.take().expect("watch stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let start = Instant::now();
-    loop {
-        let wait = match want {
-            Some(n) if lines.len() >= n => Duration::from_millis(300),
-            Some(_) => DEADLINE.saturating_sub(start.elapsed()),
-            None if lines.is_empty() => DEADLINE,
-            None => WATCH_QUIET,
-        };
-        match rx.recv_timeout(wait) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-        if start.elapsed() > DEADLINE * 2 {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    lines
 }
 
 /// What a plaintext HTTP request to a TLS port gets back before the server closes (etcd 3.4:

@@ -658,3 +658,54 @@ pub fn start_etcd_with(data_dir: &Path, extra: &[&str]) -> Proc {
     }
     panic!("etcd failed to start three times; last exit: {last}");
 }
+
+/// Runs an `etcdctl watch` and collects its output lines, its stderr's plain lines (a cancelled
+/// watch explains itself there) as `stderr: ...`: until `want` lines arrived (then a short
+/// quiet check for extra ones), or, with `want = None`, from the first line (waited for up to
+/// the deadline) until silent for `quiet`.
+pub fn watch_lines(cmd: &mut Command, want: Option<usize>, quiet: Duration) -> Vec<String> {
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn etcdctl watch");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("watch stdout");
+    let stderr = child.stderr.take().expect("watch stderr");
+    let out_tx = tx.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if out_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A cancelled watch explains itself on stderr; etcdctl's JSON log lines carry timestamps.
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !line.starts_with('{') && tx.send(format!("stderr: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    loop {
+        let wait = match want {
+            Some(n) if lines.len() >= n => Duration::from_millis(300),
+            Some(_) => DEADLINE.saturating_sub(start.elapsed()),
+            // The first line may take a while on a loaded machine; after it, silence ends it.
+            None if lines.is_empty() => DEADLINE,
+            None => quiet,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+        if start.elapsed() > DEADLINE * 2 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
