@@ -198,110 +198,13 @@ pub fn client_cert_user(connection: &ServerConnection) -> Option<ClientCertUser>
     }
 }
 
-/// X.520's `id-at-commonName` (2.5.4.3), DER-encoded.
-const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-const TAG_SEQUENCE: u8 = 0x30;
-const TAG_SET: u8 = 0x31;
-const TAG_OID: u8 = 0x06;
-const TAG_INTEGER: u8 = 0x02;
-/// `[0] EXPLICIT Version` of `TBSCertificate`.
-const TAG_VERSION: u8 = 0xa0;
-const TAG_UTF8_STRING: u8 = 0x0c;
-const TAG_PRINTABLE_STRING: u8 = 0x13;
-const TAG_T61_STRING: u8 = 0x14;
-const TAG_IA5_STRING: u8 = 0x16;
-const TAG_BMP_STRING: u8 = 0x1e;
-
 /// The Common Name in a DER certificate's subject: `None` when the DER does not parse as a
 /// certificate, `Some(None)` when the subject has no Common Name. With several, the last one,
 /// as Go's `pkix.Name.FillFromRDNSequence` keeps (and so etcd's `Subject.CommonName`).
 fn subject_common_name(certificate: &[u8]) -> Option<Option<String>> {
-    let mut outer = Der(certificate);
-    let mut certificate = Der(outer.expect(TAG_SEQUENCE)?);
-    let mut tbs = Der(certificate.expect(TAG_SEQUENCE)?);
-    if tbs.peek_tag() == Some(TAG_VERSION) {
-        tbs.next()?;
-    }
-    tbs.expect(TAG_INTEGER)?; // serialNumber
-    tbs.expect(TAG_SEQUENCE)?; // signature
-    tbs.expect(TAG_SEQUENCE)?; // issuer
-    tbs.expect(TAG_SEQUENCE)?; // validity
-    let mut subject = Der(tbs.expect(TAG_SEQUENCE)?);
-    let mut common_name = None;
-    while !subject.is_empty() {
-        let mut rdn = Der(subject.expect(TAG_SET)?);
-        while !rdn.is_empty() {
-            let mut attribute = Der(rdn.expect(TAG_SEQUENCE)?);
-            let oid = attribute.expect(TAG_OID)?;
-            let (tag, value) = attribute.next()?;
-            if oid == OID_COMMON_NAME {
-                if let Some(text) = directory_string(tag, value) {
-                    common_name = Some(text);
-                }
-            }
-        }
-    }
-    Some(common_name)
-}
-
-/// An X.520 `DirectoryString` (or IA5String) as text; `None` for other types, which Go's
-/// `pkix.Name` skips for the Common Name.
-fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
-    match tag {
-        TAG_UTF8_STRING | TAG_PRINTABLE_STRING | TAG_IA5_STRING | TAG_T61_STRING => {
-            Some(String::from_utf8_lossy(value).into_owned())
-        }
-        TAG_BMP_STRING => {
-            let units = value.chunks_exact(2).map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
-            Some(char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect())
-        }
-        _ => None,
-    }
-}
-
-/// A cursor over DER-encoded values (single-byte tags, definite lengths: all a certificate's
-/// structure up to its subject uses).
-struct Der<'a>(&'a [u8]);
-
-impl<'a> Der<'a> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn peek_tag(&self) -> Option<u8> {
-        self.0.first().copied()
-    }
-
-    /// The next value's tag and contents.
-    fn next(&mut self) -> Option<(u8, &'a [u8])> {
-        let (&tag, rest) = self.0.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let octets = usize::from(first & 0x7f);
-            if octets == 0 || octets > 4 || rest.len() < octets {
-                return None;
-            }
-            let (len, after) = rest.split_at(octets);
-            rest = after;
-            len.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (contents, after) = rest.split_at(len);
-        self.0 = after;
-        Some((tag, contents))
-    }
-
-    /// The next value's contents, if it has tag `tag`.
-    fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
-        match self.next()? {
-            (found, contents) if found == tag => Some(contents),
-            _ => None,
-        }
-    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    let name = parsed.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).last();
+    Some(name.map(str::to_string))
 }
 
 #[cfg(test)]
@@ -348,11 +251,8 @@ mod tests {
     #[test]
     fn truncated_der_is_refused_without_panicking() {
         let der = certificate_with(&[(DnType::CommonName, "alice")]);
-        for len in 0..der.len().min(400) {
-            // Any prefix either fails to parse or, once the subject is complete, finds the name.
-            if let Some(found) = subject_common_name(&der[..len]) {
-                assert_eq!(found, Some("alice".to_string()), "prefix of {len} bytes");
-            }
+        for len in 0..der.len() {
+            assert_eq!(subject_common_name(&der[..len]), None, "a prefix of {len} bytes is no certificate");
         }
     }
 
