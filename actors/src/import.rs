@@ -1,0 +1,321 @@
+//! Owns `watchkv import`: reading a running etcd's keyspace (or one prefix of it) at one
+//! revision R through etcd's own KV API, with the gRPC client generated from the vendored protos
+//! (no `protoc`, no `etcd-client`), and importing it into a new data directory with
+//! [`watchkv::KvStore::begin_import`]: upstream's key-values at R, with their revisions, versions
+//! and lease ids, and R as the local compact revision (docs/etcd-semantics.md "Importing from
+//! etcd").
+//!
+//! The read is etcd's paginated consistent range: a first linearizable page at revision 0 gives
+//! R in its header, every later page asks for `revision = R` from the last key + `"\0"` until
+//! `more` is false, so the pages together are one consistent view. If upstream compacts past R
+//! before the last page, the import starts over at a new R (a bounded number of times).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use watchkv::{ImportedSnapshot, KeyValue, KvStore, StoreConfig};
+
+use crate::api::pb::etcdserverpb::auth_client::AuthClient;
+use crate::api::pb::etcdserverpb::kv_client::KvClient;
+use crate::api::pb::etcdserverpb::{AuthenticateRequest, RangeRequest};
+
+/// Keys asked for per page by default.
+pub const DEFAULT_PAGE_SIZE: i64 = 1000;
+/// Attempts (each a whole read from a fresh start) before an import gives up by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// How long connecting to one upstream endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one upstream request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to import and from where.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Upstream client URLs (`http://host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// Only the keys under this prefix; empty = the whole keyspace.
+    pub prefix: Vec<u8>,
+    /// Keys asked for per range request (etcd `limit`).
+    pub page_size: i64,
+    /// `(user, password)` when upstream has auth enabled: the import authenticates and sends
+    /// the token with every request.
+    pub credentials: Option<(String, String)>,
+    /// Whole reads to try before giving up (a compaction upstream, an endpoint down).
+    pub max_attempts: u32,
+}
+
+impl ImportOptions {
+    /// Options for importing the whole keyspace from `endpoints`.
+    #[must_use]
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            prefix: Vec::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+            credentials: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The store's state: revision R, keys, keys with an upstream lease.
+    pub imported: ImportedSnapshot,
+    /// The endpoint the read that succeeded came from.
+    pub endpoint: String,
+    /// Whole reads it took (1 unless upstream compacted or an endpoint failed).
+    pub attempts: u32,
+}
+
+/// Why an import failed. The data directory is left as empty as it was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Options that cannot work (no endpoint, a bad URL, bad credentials).
+    #[error("import: {0}")]
+    Invalid(String),
+    /// The data directory is not missing or empty.
+    #[error("import: data-dir {0:?} not empty or could not be read")]
+    DirNotEmpty(String),
+    /// Upstream refused a request for a reason retrying does not cure.
+    #[error("import: upstream {endpoint}: {status}")]
+    Upstream {
+        /// The endpoint that refused.
+        endpoint: String,
+        /// etcd's error.
+        status: String,
+    },
+    /// Every attempt failed for a reason retrying might have cured.
+    #[error("import: gave up after {attempts} attempts; the last: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's failure.
+        last: String,
+    },
+    /// The local store failed.
+    #[error("import: {0}")]
+    Store(#[from] watchkv::Error),
+}
+
+/// How one attempt ended when it did not import.
+enum Failed {
+    /// Another attempt may succeed: a compaction upstream, an endpoint unreachable.
+    Retry(String),
+    /// Another attempt would fail the same way.
+    Fatal(ImportError),
+}
+
+impl From<watchkv::Error> for Failed {
+    fn from(e: watchkv::Error) -> Self {
+        Self::Fatal(ImportError::Store(e))
+    }
+}
+
+/// Imports upstream's keyspace (or `options.prefix`) into the store directory of `config`,
+/// which must be missing or empty. On failure the directory is left as empty as it was found.
+///
+/// # Errors
+/// [`ImportError`]: a non-empty directory, bad options, upstream's refusal, repeated
+/// compactions or unreachable endpoints, a local storage failure.
+pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> Result<ImportReport, ImportError> {
+    if options.endpoints.is_empty() {
+        return Err(ImportError::Invalid("no upstream endpoint given".into()));
+    }
+    if options.page_size < 1 {
+        return Err(ImportError::Invalid(format!("page size {} below 1", options.page_size)));
+    }
+    let dir = config.path().to_path_buf();
+    let existed = dir.exists();
+    if existed && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
+        return Err(ImportError::DirNotEmpty(dir.display().to_string()));
+    }
+    let attempts = options.max_attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        let endpoint = &options.endpoints[(attempt as usize - 1) % options.endpoints.len()];
+        let outcome = import_once(config.clone(), endpoint, options).await;
+        if outcome.is_err() {
+            clean_dir(&dir, existed);
+        }
+        match outcome {
+            Ok(imported) => return Ok(ImportReport { imported, endpoint: endpoint.clone(), attempts: attempt }),
+            Err(Failed::Fatal(e)) => return Err(e),
+            Err(Failed::Retry(why)) => {
+                tracing::warn!(endpoint = %endpoint, attempt, reason = %why, "import starts over");
+                last = format!("{endpoint}: {why}");
+            }
+        }
+    }
+    Err(ImportError::GaveUp { attempts, last })
+}
+
+/// One whole read from `endpoint` into a fresh store.
+async fn import_once(config: StoreConfig, endpoint: &str, options: &ImportOptions) -> Result<ImportedSnapshot, Failed> {
+    let channel = connect(endpoint).await?;
+    let token = match &options.credentials {
+        Some((name, password)) => Some(authenticate(channel.clone(), endpoint, name, password).await?),
+        None => None,
+    };
+    let mut kv = KvClient::new(channel).max_decoding_message_size(usize::MAX);
+    let (key, range_end) = key_range(&options.prefix);
+    let page = |key: Vec<u8>, revision: i64| {
+        let mut req = tonic::Request::new(RangeRequest {
+            key,
+            range_end: range_end.clone(),
+            limit: options.page_size,
+            revision,
+            ..RangeRequest::default()
+        });
+        if let Some(token) = &token {
+            req.metadata_mut().insert("token", token.clone());
+        }
+        req
+    };
+
+    let first = kv.range(page(key, 0)).await.map_err(|s| classify(endpoint, &s, None))?.into_inner();
+    let revision = first.header.as_ref().map_or(0, |h| h.revision);
+    let expected_keys = first.count;
+    let mut store = KvStore::open(config)?;
+    let mut import = store.begin_import(revision)?;
+    let mut resp = first;
+    loop {
+        let next = resp.kvs.last().map(|last| {
+            let mut key = last.key.clone();
+            key.push(0);
+            key
+        });
+        for kv in resp.kvs {
+            import.push(KeyValue {
+                key: kv.key,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+                value: kv.value,
+                lease: kv.lease,
+            })?;
+        }
+        let Some(next) = next.filter(|_| resp.more) else { break };
+        resp = kv.range(page(next, revision)).await.map_err(|s| classify(endpoint, &s, Some(revision)))?.into_inner();
+    }
+    if i64::try_from(import.keys()).ok() != Some(expected_keys) {
+        return Err(Failed::Fatal(ImportError::Upstream {
+            endpoint: endpoint.to_owned(),
+            status: format!("counted {expected_keys} keys at revision {revision} but sent {}", import.keys()),
+        }));
+    }
+    Ok(import.finish()?)
+}
+
+async fn connect(endpoint: &str) -> Result<Channel, Failed> {
+    let target = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| Failed::Fatal(ImportError::Invalid(format!("upstream URL {endpoint:?}: {e}"))))?;
+    target
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| Failed::Retry(format!("cannot connect: {e}")))
+}
+
+/// etcd `Auth.Authenticate`: the token later requests carry in their `token` metadata, as
+/// clientv3 sends it.
+async fn authenticate(
+    channel: Channel,
+    endpoint: &str,
+    name: &str,
+    password: &str,
+) -> Result<MetadataValue<Ascii>, Failed> {
+    let req = AuthenticateRequest { name: name.to_owned(), password: password.to_owned() };
+    let resp = AuthClient::new(channel).authenticate(req).await.map_err(|s| classify(endpoint, &s, None))?;
+    MetadataValue::try_from(resp.into_inner().token)
+        .map_err(|e| Failed::Fatal(ImportError::Invalid(format!("upstream sent a token that is not ASCII: {e}"))))
+}
+
+/// Whether another attempt may cure a failed upstream request.
+fn classify(endpoint: &str, status: &Status, revision: Option<i64>) -> Failed {
+    // etcd: api/v3rpc/rpctypes ErrGRPCCompacted (OutOfRange).
+    if status.code() == Code::OutOfRange && status.message().contains("required revision has been compacted") {
+        let at = revision.map_or_else(String::new, |r| format!(" past revision {r}"));
+        return Failed::Retry(format!("upstream compacted{at} during the read"));
+    }
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            Failed::Retry(format!("{}: {}", status.code(), status.message()))
+        }
+        _ => Failed::Fatal(ImportError::Upstream {
+            endpoint: endpoint.to_owned(),
+            status: format!("{}: {}", status.code(), status.message()),
+        }),
+    }
+}
+
+/// The range request's `key` and `range_end` for `prefix` (etcd clientv3 `GetPrefixRangeEnd`);
+/// the empty prefix is the whole keyspace (`"\0"` to `"\0"`).
+fn key_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        return (vec![0], vec![0]);
+    }
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return (prefix.to_vec(), end);
+        }
+    }
+    // Every byte is 0xff: no key sorts after the prefix, so the range runs to the end.
+    (prefix.to_vec(), vec![0])
+}
+
+/// Leaves `dir` as the import found it: removed if it did not exist, emptied if it did.
+fn clean_dir(dir: &Path, existed: bool) {
+    let cleaned = if existed {
+        std::fs::read_dir(dir).and_then(|entries| {
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        })
+    } else if dir.exists() {
+        std::fs::remove_dir_all(dir)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = cleaned {
+        tracing::error!(dir = %dir.display(), error = %e, "could not clean up after a failed import");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges_are_clientv3s() {
+        assert_eq!(key_range(b""), (vec![0], vec![0]));
+        assert_eq!(key_range(b"a/"), (b"a/".to_vec(), b"a0".to_vec()));
+        assert_eq!(key_range(b"a\xff"), (b"a\xff".to_vec(), b"b".to_vec()));
+        assert_eq!(key_range(b"\xff\xff"), (b"\xff\xff".to_vec(), vec![0]));
+    }
+
+    #[test]
+    fn a_compaction_or_an_unreachable_member_starts_over_and_other_refusals_do_not() {
+        let compacted = Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        assert!(matches!(classify("e", &compacted, Some(7)), Failed::Retry(why) if why.contains("past revision 7")));
+        assert!(matches!(classify("e", &Status::unavailable("no leader"), None), Failed::Retry(_)));
+        let denied = Status::permission_denied("etcdserver: permission denied");
+        assert!(matches!(
+            classify("e", &denied, None),
+            Failed::Fatal(ImportError::Upstream { status, .. }) if status.contains("permission denied")
+        ));
+    }
+}
