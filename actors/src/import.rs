@@ -5,10 +5,13 @@
 //! and lease ids, and R as the local compact revision (docs/etcd-semantics.md "Importing from
 //! etcd").
 //!
-//! The read is etcd's paginated consistent range: a first linearizable page at revision 0 gives
-//! R in its header, every later page asks for `revision = R` from the last key + `"\0"` until
-//! `more` is false, so the pages together are one consistent view. If upstream compacts past R
-//! before the last page, the import starts over at a new R (a bounded number of times).
+//! The read is etcd's own paginated consistent range (etcd: client/v3/mirror/syncer.go
+//! `SyncBase`, what `etcdctl make-mirror` starts with): a first linearizable page at revision 0
+//! gives R in its header, every later page asks for `revision = R` from the last key + `"\0"`
+//! until `more` is false, so the pages together are one consistent view. No sort is asked for:
+//! a range returns keys in key order, and for any explicit sort etcd reads the whole range
+//! before it applies `limit` (etcd 3.4: etcdserver/apply.go `applierV3backend.Range`). Where `SyncBase` fails on a compaction past R before the last page,
+//! the import starts over at a new R (a bounded number of times).
 
 use std::path::Path;
 use std::time::Duration;

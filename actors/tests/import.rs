@@ -14,7 +14,10 @@ mod wire;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, CompactionOptions, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchResponse, WatchStream,
+};
 use watchkv::{KeyRange, KvStore, RangeRequest, StoreConfig};
 use wire::{free_port, start_etcd, start_watchkv, DEADLINE};
 
@@ -78,6 +81,20 @@ fn store_rows(store: &KvStore, range: KeyRange, revision: i64) -> Vec<Row> {
         .collect()
 }
 
+/// The first watch response that `wanted` accepts, within the deadline.
+async fn first_message(stream: &mut WatchStream, wanted: impl Fn(&WatchResponse) -> bool) -> WatchResponse {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let message = stream.message().await.expect("watch stream").expect("the stream ended");
+            if wanted(&message) {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("no such watch response within the deadline")
+}
+
 /// Writes a history with every kind of change, compacts part of it, and returns R.
 async fn write_history(etcd: &mut Client) -> i64 {
     for (k, v) in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1"), ("p/1", "one"), ("d", "gone")] {
@@ -135,6 +152,16 @@ async fn an_import_serves_etcds_key_values_at_r_with_r_as_compact_revision() {
     assert_eq!(rows_at(&mut local, None, 0).await, (upstream.clone(), r), "the current revision is R");
     let below = local.get("a", Some(GetOptions::new().with_revision(r - 1))).await.expect_err("below R");
     assert!(below.to_string().contains("required revision has been compacted"), "{below}");
+    // A watch from below R is cancelled with R as compact revision; one from R sees R's put.
+    let mut below_stream =
+        local.watch("a", Some(WatchOptions::new().with_start_revision(r - 1))).await.expect("watch below R");
+    let compacted = first_message(&mut below_stream, |m| m.compact_revision() != 0).await;
+    assert_eq!((compacted.compact_revision(), compacted.canceled()), (r, true));
+    let mut at_stream = local.watch("e", Some(WatchOptions::new().with_start_revision(r))).await.expect("watch at R");
+    let at = first_message(&mut at_stream, |m| !m.events().is_empty()).await;
+    let event = &at.events()[0];
+    let kv = event.kv().expect("kv");
+    assert_eq!((event.event_type(), kv.key(), kv.mod_revision()), (EventType::Put, &b"e"[..], r));
     let status = local.status().await.expect("status");
     assert_eq!(status.header().expect("header").revision(), r);
     // The next local write continues the key's life at R + 1.
