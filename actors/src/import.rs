@@ -100,8 +100,8 @@ pub enum ImportError {
         /// The last attempt's failure.
         last: String,
     },
-    /// The local store failed.
-    #[error("import: {0}")]
+    /// The local store failed or refused (its own texts: `import: …`, `mvcc: …`).
+    #[error("{0}")]
     Store(#[from] watchkv::Error),
 }
 
@@ -300,7 +300,125 @@ fn clean_dir(dir: &Path, existed: bool) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use tokio_stream::wrappers::TcpListenerStream;
+
     use super::*;
+    use crate::api::pb::etcdserverpb::kv_server::{Kv, KvServer};
+    use crate::api::pb::etcdserverpb::{RangeResponse, ResponseHeader};
+    use crate::api::pb::mvccpb;
+
+    /// An upstream KV service that serves five fixed keys, answers each first page (revision 0)
+    /// at a revision one higher than the last, and refuses the next `compactions` pages at a
+    /// fixed revision as compacted.
+    #[derive(Clone, Default)]
+    struct CompactingUpstream {
+        revision: Arc<AtomicI64>,
+        compactions: Arc<AtomicU32>,
+    }
+
+    impl CompactingUpstream {
+        fn keys() -> Vec<mvccpb::KeyValue> {
+            (0..5)
+                .map(|i| mvccpb::KeyValue {
+                    key: format!("k{i}").into_bytes(),
+                    create_revision: 2 + i,
+                    mod_revision: 2 + i,
+                    version: 1,
+                    value: vec![b'v'; 3],
+                    lease: 0,
+                })
+                .collect()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Kv for CompactingUpstream {
+        async fn range(&self, request: tonic::Request<RangeRequest>) -> Result<tonic::Response<RangeResponse>, Status> {
+            let req = request.into_inner();
+            let revision = if req.revision == 0 {
+                self.revision.fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                let refuse = self.compactions.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if refuse.is_ok() {
+                    return Err(Status::out_of_range("etcdserver: mvcc: required revision has been compacted"));
+                }
+                req.revision
+            };
+            let all: Vec<_> = Self::keys().into_iter().filter(|kv| kv.key >= req.key).collect();
+            let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
+            Ok(tonic::Response::new(RangeResponse {
+                header: Some(ResponseHeader { revision, ..ResponseHeader::default() }),
+                more: all.len() > limit,
+                count: i64::try_from(all.len()).unwrap_or(i64::MAX),
+                kvs: all.into_iter().take(limit).collect(),
+            }))
+        }
+    }
+
+    /// Serves `upstream` on a free loopback port; returns its URL.
+    async fn serve(upstream: CompactingUpstream) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KvServer::new(upstream))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        url
+    }
+
+    #[tokio::test]
+    async fn a_compaction_upstream_during_the_read_starts_the_import_over_at_a_new_revision() {
+        let upstream = CompactingUpstream::default();
+        upstream.revision.store(9, Ordering::SeqCst);
+        upstream.compactions.store(2, Ordering::SeqCst);
+        let url = serve(upstream).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut options = ImportOptions::new(vec![url]);
+        options.page_size = 2;
+        let report = import_from_etcd(StoreConfig::new(&data), &options).await.expect("import");
+        // Revisions 10 and 11 were compacted after their first page; the third read, at 12, went through.
+        assert_eq!(report.attempts, 3);
+        assert_eq!(report.imported, ImportedSnapshot { revision: 12, keys: 5, leased_keys: 0 });
+        let store = KvStore::open(StoreConfig::new(&data)).expect("open");
+        assert_eq!((store.current_rev(), store.compact_rev()), (12, 12));
+        let got = store.range(&watchkv::RangeRequest::new(watchkv::KeyRange::FromKey(vec![0]))).expect("range");
+        let want: Vec<_> = CompactingUpstream::keys().into_iter().map(|kv| (kv.key, kv.mod_revision)).collect();
+        assert_eq!(got.kvs.into_iter().map(|kv| (kv.key, kv.mod_revision)).collect::<Vec<_>>(), want);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_moves_the_import_to_the_next() {
+        let upstream = CompactingUpstream::default();
+        upstream.revision.store(9, Ordering::SeqCst);
+        let url = serve(upstream).await;
+        // Nothing listens on a port the OS just handed out and took back.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = ImportOptions::new(vec![format!("http://{dead}"), url.clone()]);
+        let report = import_from_etcd(StoreConfig::new(dir.path()), &options).await.expect("import");
+        assert_eq!((report.attempts, report.endpoint.as_str(), report.imported.keys), (2, url.as_str(), 5));
+    }
+
+    #[tokio::test]
+    async fn an_import_that_keeps_meeting_compactions_gives_up_and_leaves_no_directory() {
+        let upstream = CompactingUpstream::default();
+        upstream.revision.store(9, Ordering::SeqCst);
+        upstream.compactions.store(u32::MAX, Ordering::SeqCst);
+        let url = serve(upstream).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut options = ImportOptions::new(vec![url]);
+        options.page_size = 2;
+        options.max_attempts = 3;
+        let err = import_from_etcd(StoreConfig::new(&data), &options).await.expect_err("gives up");
+        assert!(matches!(&err, ImportError::GaveUp { attempts: 3, last } if last.contains("compacted")), "{err}");
+        assert!(!data.exists(), "a failed import leaves no directory behind");
+    }
 
     #[test]
     fn prefix_ranges_are_clientv3s() {
