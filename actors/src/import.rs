@@ -37,7 +37,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// What to import and from where.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Upstream client URLs (`http://host:port`), tried in turn.
+    /// Upstream client URLs (`http://host:port`, or `host:port`), tried in turn.
     pub endpoints: Vec<String>,
     /// Only the keys under this prefix; empty = the whole keyspace.
     pub prefix: Vec<u8>,
@@ -132,6 +132,7 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
     if options.page_size < 1 {
         return Err(ImportError::Invalid(format!("page size {} below 1", options.page_size)));
     }
+    let endpoints = options.endpoints.iter().map(|e| upstream_url(e)).collect::<Result<Vec<_>, _>>()?;
     let dir = config.path().to_path_buf();
     let existed = dir.exists();
     if existed && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
@@ -140,7 +141,7 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
     let attempts = options.max_attempts.max(1);
     let mut last = String::new();
     for attempt in 1..=attempts {
-        let endpoint = &options.endpoints[(attempt as usize - 1) % options.endpoints.len()];
+        let endpoint = &endpoints[(attempt as usize - 1) % endpoints.len()];
         let outcome = import_once(config.clone(), endpoint, options).await;
         if outcome.is_err() {
             clean_dir(&dir, existed);
@@ -155,6 +156,22 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
         }
     }
     Err(ImportError::GaveUp { attempts, last })
+}
+
+/// The URL to connect to for an endpoint as etcdctl's `--endpoints` takes them: `host:port`
+/// means `http://host:port`. TLS to upstream is not offered yet, so `https://` is refused
+/// rather than tried and failed five times.
+fn upstream_url(endpoint: &str) -> Result<String, ImportError> {
+    if endpoint.starts_with("https://") {
+        return Err(ImportError::Invalid(format!("{endpoint}: TLS to upstream is not supported yet")));
+    }
+    if endpoint.starts_with("http://") {
+        Ok(endpoint.to_owned())
+    } else if endpoint.contains("://") {
+        Err(ImportError::Invalid(format!("{endpoint}: only http:// endpoints are supported")))
+    } else {
+        Ok(format!("http://{endpoint}"))
+    }
 }
 
 /// One whole read from `endpoint` into a fresh store.
@@ -426,6 +443,15 @@ mod tests {
         assert_eq!(key_range(b"a/"), (b"a/".to_vec(), b"a0".to_vec()));
         assert_eq!(key_range(b"a\xff"), (b"a\xff".to_vec(), b"b".to_vec()));
         assert_eq!(key_range(b"\xff\xff"), (b"\xff\xff".to_vec(), vec![0]));
+    }
+
+    #[test]
+    fn endpoints_are_http_urls_or_host_port() {
+        assert_eq!(upstream_url("http://10.0.0.1:2379").expect("http"), "http://10.0.0.1:2379");
+        assert_eq!(upstream_url("10.0.0.1:2379").expect("host:port"), "http://10.0.0.1:2379");
+        let tls = upstream_url("https://10.0.0.1:2379").expect_err("https");
+        assert!(tls.to_string().contains("TLS to upstream is not supported yet"), "{tls}");
+        assert!(upstream_url("unix:///run/etcd.sock").is_err());
     }
 
     #[test]

@@ -197,7 +197,7 @@ enum Command {
 /// `watchkv import ...`.
 #[derive(Debug, clap::Args)]
 struct ImportCommand {
-    /// Upstream etcd client URLs (`http://host:port`), comma-separated; tried in turn.
+    /// Upstream etcd client URLs (`http://host:port` or `host:port`), comma-separated; tried in turn.
     #[arg(long = "from", value_delimiter = ',', required = true)]
     from: Vec<String>,
     /// The data directory to create (missing or empty).
