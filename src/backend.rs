@@ -20,6 +20,9 @@ use crate::snapshot::SnapshotKeyspace;
 pub const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 /// Meta key of the last compaction that finished (etcd `finishedCompactRev`).
 pub const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+/// Meta key present while an import ([`crate::KvStore::begin_import`]) is writing rows: the
+/// revision it imports at. A store that still has it on open is half imported.
+pub const META_IMPORTING: &[u8] = b"importingRev";
 
 /// Handles to the database and its keyspaces. Cloning is shallow.
 #[derive(Clone)]

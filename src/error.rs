@@ -113,6 +113,11 @@ pub enum Error {
     /// that did not give the store the snapshot describes.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// An import of another etcd's keyspace ([`crate::KvStore::begin_import`]) that cannot
+    /// go on: a store that is not empty, a key-value that upstream cannot have sent, or a data
+    /// directory whose import never finished.
+    #[error("import: {0}")]
+    Import(String),
     /// The storage engine failed.
     #[error("mvcc: storage: {0}")]
     Storage(#[from] fjall::Error),
@@ -150,6 +155,7 @@ impl Error {
                 | Self::Stopped
                 | Self::CompactionFailed { .. }
                 | Self::Snapshot(_)
+                | Self::Import(_)
                 | Self::Storage(_)
                 | Self::Io(_)
         )

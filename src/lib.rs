@@ -48,8 +48,8 @@ pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
-    Applied, Committed, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, RestoredSnapshot, StoreSnapshot,
-    StoreStats, Write, WriteGroup,
+    Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted,
+    RestoredSnapshot, StoreSnapshot, StoreStats, Write, WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

@@ -29,6 +29,7 @@
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd;
 //!   [`tls`]: TLS on it, with etcd's flags.
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
+//! - [`import`]: `watchkv import`, a running etcd's keyspace at one revision into a new store.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -70,6 +71,7 @@ pub mod config;
 pub mod gateway;
 pub mod grpc;
 pub mod handle;
+pub mod import;
 pub mod integrity_checker;
 pub mod listener;
 pub mod protocol;

@@ -12,7 +12,8 @@
 //! - [`leases`]: grant, keep-alive, time-to-live, revoke and expiry (etcd `lease/lessor.go`);
 //! - [`quota`]: alarms and the space quota (etcd `apply.go applierV3Capped`, `quota.go`).
 //! - [`snapshot`]: taking and restoring snapshots (etcd `Maintenance.Snapshot`, `snapshot
-//!   restore`).
+//!   restore`);
+//! - [`import`]: importing another etcd's keyspace at one revision (`watchkv import`).
 //!
 //! Every committed write hands back the events it produced, so the watch layer never reads
 //! storage on the live path. Revision rules (docs/etcd-semantics.md §1.2–§1.3): a fresh store is
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::alarm::Alarms;
-use crate::backend::{Backend, RevisionReader, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
+use crate::backend::{Backend, RevisionReader, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -36,6 +37,7 @@ use crate::revision::Revision;
 mod auth;
 mod compact;
 mod hash;
+mod import;
 mod leases;
 mod quota;
 mod read;
@@ -43,6 +45,7 @@ mod snapshot;
 mod txn;
 mod write;
 
+pub use import::{Import, ImportedSnapshot};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
 pub use write::{Applied, Persisted, Write, WriteGroup};
@@ -117,6 +120,12 @@ impl KvStore {
     /// As [`Self::open`].
     pub fn open_at(config: StoreConfig, now: Instant) -> Result<Self> {
         let backend = Backend::open(&config)?;
+        if let Some(rev) = backend.get_meta(META_IMPORTING)? {
+            return Err(Error::Import(format!(
+                "the import at revision {rev} into {:?} did not finish: remove the directory and import again",
+                config.path().display()
+            )));
+        }
         let compactor = Compactor::start(
             backend.clone(),
             CompactorSettings {

@@ -6,7 +6,9 @@
 //! the range in the message rather than clamped.
 //!
 //! `watchkv snapshot restore FILE --data-dir DIR` and `watchkv snapshot status FILE` work on
-//! the snapshot files `etcdctl snapshot save` takes from a running server.
+//! the snapshot files `etcdctl snapshot save` takes from a running server; `watchkv import
+//! --from URL --data-dir DIR` copies a running etcd's keyspace at one revision into a new data
+//! directory (`watchkv_actors::import`).
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -186,6 +188,59 @@ enum Command {
     /// Snapshot files (take one from a running server with `etcdctl snapshot save FILE`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Copies a running etcd's keyspace (or one prefix) as it is at one revision R into a new
+    /// data directory: keys keep upstream's create and mod revisions, versions and lease ids, R
+    /// becomes the compact revision. Leases are not copied. Then serve it with `--data-dir DIR`.
+    Import(ImportCommand),
+}
+
+/// `watchkv import ...`.
+#[derive(Debug, clap::Args)]
+struct ImportCommand {
+    /// Upstream etcd client URLs (`http://host:port` or `host:port`), comma-separated; tried in turn.
+    #[arg(long = "from", value_delimiter = ',', required = true)]
+    from: Vec<String>,
+    /// The data directory to create (missing or empty).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Import only the keys under this prefix.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Upstream credentials `NAME:PASSWORD`, when upstream has auth enabled.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    user: Option<String>,
+    /// Keys per range request.
+    #[arg(long, default_value_t = watchkv_actors::import::DEFAULT_PAGE_SIZE,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    page_size: i64,
+}
+
+/// Runs `watchkv import`.
+async fn import_command(command: &ImportCommand) -> anyhow::Result<()> {
+    use watchkv_actors::import::{import_from_etcd, ImportOptions};
+    let mut options = ImportOptions::new(command.from.clone());
+    options.prefix = command.prefix.as_bytes().to_vec();
+    options.page_size = command.page_size;
+    if let Some(user) = &command.user {
+        let (name, password) = user.split_once(':').context("--user takes NAME:PASSWORD")?;
+        options.credentials = Some((name.to_owned(), password.to_owned()));
+    }
+    let report = import_from_etcd(StoreConfig::new(&command.data_dir), &options)
+        .await
+        .with_context(|| format!("importing from {} into {}", command.from.join(","), command.data_dir.display()))?;
+    let imported = report.imported;
+    println!(
+        "imported {} keys{} from {} into {}: revision {}, compact revision {}, {} keys with upstream lease ids (not \
+         expired locally)",
+        imported.keys,
+        if command.prefix.is_empty() { String::new() } else { format!(" under {:?}", command.prefix) },
+        report.endpoint,
+        command.data_dir.display(),
+        imported.revision,
+        imported.revision,
+        imported.leased_keys
+    );
+    Ok(())
 }
 
 /// `watchkv snapshot ...`.
@@ -369,14 +424,16 @@ impl Args {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // A snapshot command prints its own result; the storage engine's progress is noise there.
+    // A command (snapshot, import) prints its own result; the storage engine's progress is noise there.
     let default_level = if args.command.is_some() { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(|| LossyStdout)
         .init();
-    if let Some(Command::Snapshot(command)) = &args.command {
-        return snapshot_command(command);
+    match &args.command {
+        Some(Command::Snapshot(command)) => return snapshot_command(command),
+        Some(Command::Import(command)) => return import_command(command).await,
+        None => {}
     }
     let port = args.client_port()?;
     let tls = match &port.tls {

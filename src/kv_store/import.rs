@@ -1,0 +1,356 @@
+//! Owns importing another etcd's keyspace into an empty store: the key-values a consistent
+//! range read at one upstream revision R returned (`watchkv import`, the mirror's bootstrap)
+//! become the store's state at R, each key with upstream's create and mod revisions, version
+//! and lease id, and R becomes the compact revision because the history before R is unknown
+//! (docs/etcd-semantics.md "Importing from etcd"). Rows are written directly, as a snapshot
+//! restore writes them, and the index is built as the open path builds it.
+
+use std::collections::HashMap;
+
+use super::KvStore;
+use crate::backend::{Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::kv::KeyValue;
+use crate::revision::Revision;
+
+/// An import commits its rows in batches of about this many bytes, so that its memory stays
+/// bounded whatever upstream's size.
+const IMPORT_BATCH_BYTES: usize = 4 << 20;
+
+/// What an import produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedSnapshot {
+    /// The revision imported at: the store's current and compact revision.
+    pub revision: i64,
+    /// Keys imported.
+    pub keys: usize,
+    /// Keys that carry an upstream lease id (kept, never expired locally).
+    pub leased_keys: usize,
+}
+
+/// An import in progress, from [`KvStore::begin_import`]: feed it upstream's key-values in key
+/// order with [`push`](Self::push), then [`finish`](Self::finish). Until `finish`, the data
+/// directory is marked half imported and [`KvStore::open`] refuses it; an import that fails or
+/// is dropped leaves the store refusing writes and the directory for the caller to remove.
+pub struct Import<'a> {
+    store: &'a mut KvStore,
+    revision: i64,
+    batch: Option<Batch>,
+    batch_bytes: usize,
+    /// The next sub revision of each upstream mod revision seen so far.
+    next_sub: HashMap<i64, i64>,
+    last_key: Option<Vec<u8>>,
+    keys: usize,
+    leased_keys: usize,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Import<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Import").field("revision", &self.revision).field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Import<'_> {
+    /// An import that did not finish leaves the index half built: the store refuses writes
+    /// from then on, and the directory's mark makes a reopen refuse it too.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.store.poisoned = true;
+        }
+    }
+}
+
+impl KvStore {
+    /// Starts importing another etcd's keyspace as it was at upstream revision `revision` (a
+    /// consistent range read at that revision). The store must be empty: never written, never
+    /// compacted, no lease. Marks the directory half imported (durably) before any row.
+    ///
+    /// Leases are not imported: keys keep upstream's lease ids, no local lease is created and
+    /// the store never expires those keys (upstream's lessor owns them).
+    ///
+    /// # Errors
+    /// `Error::Import` for a store that is not empty or a revision below 1; storage errors.
+    pub fn begin_import(&mut self, revision: i64) -> Result<Import<'_>> {
+        self.check_writable()?;
+        if revision < 1 {
+            return Err(Error::Import(format!("cannot import at revision {revision}: revisions start at 1")));
+        }
+        let empty = self.current_rev == 1
+            && self.compact_rev == -1
+            && self.index.is_empty()
+            && self.lessor.is_empty()
+            && self.group.is_empty()
+            && self.backend.last_row_key()?.is_none();
+        if !empty {
+            return Err(Error::Import(format!(
+                "the store in {:?} is not empty (revision {}, compact revision {}, {} keys, {} leases): import \
+                 only into a new data directory",
+                self.config.path().display(),
+                self.current_rev,
+                self.compact_rev,
+                self.index.len(),
+                self.lessor.len()
+            )));
+        }
+        let mut batch = self.backend.batch();
+        batch.put_meta(META_IMPORTING, revision);
+        let marked = batch.commit().and_then(|()| self.backend.sync());
+        if let Err(e) = marked {
+            self.poison(&e);
+            return Err(e);
+        }
+        let batch = Some(self.backend.batch());
+        Ok(Import {
+            store: self,
+            revision,
+            batch,
+            batch_bytes: 0,
+            next_sub: HashMap::new(),
+            last_key: None,
+            keys: 0,
+            leased_keys: 0,
+            finished: false,
+        })
+    }
+
+    /// Imports `kvs` (upstream's live key-values at `revision`, in key order) into this empty
+    /// store: [`Self::begin_import`], every [`Import::push`], then [`Import::finish`].
+    ///
+    /// # Errors
+    /// As those three.
+    pub fn import_snapshot(
+        &mut self,
+        revision: i64,
+        kvs: impl IntoIterator<Item = KeyValue>,
+    ) -> Result<ImportedSnapshot> {
+        let mut import = self.begin_import(revision)?;
+        for kv in kvs {
+            import.push(kv)?;
+        }
+        import.finish()
+    }
+}
+
+impl Import<'_> {
+    /// The revision being imported at.
+    #[must_use]
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Keys pushed so far.
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// Adds one upstream key-value. Keys must come in strictly ascending order (as a range read
+    /// returns them). The row is written at the key's own mod revision; keys that share a mod
+    /// revision (one upstream txn) take sub revisions 0, 1, … in key order, since upstream's
+    /// own order inside the txn is not in a range response.
+    ///
+    /// # Errors
+    /// `Error::Import` for a key-value upstream cannot have sent at this revision (empty or
+    /// out-of-order key, revisions out of range, version below 1); storage errors.
+    pub fn push(&mut self, kv: KeyValue) -> Result<()> {
+        self.check(&kv)?;
+        let sub = self.next_sub.entry(kv.mod_revision).or_insert(0);
+        let rev = Revision::new(kv.mod_revision, *sub);
+        *sub += 1;
+        let row = codec::encode_row(&kv, None);
+        self.batch_bytes += row.len() + kv.key.len();
+        let batch = self.batch.get_or_insert_with(|| self.store.backend.batch());
+        batch.put_row(rev.to_key(false), row);
+        self.store.index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+        self.keys += 1;
+        if kv.lease != 0 {
+            self.leased_keys += 1;
+        }
+        self.last_key = Some(kv.key);
+        if self.batch_bytes >= IMPORT_BATCH_BYTES {
+            self.commit_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the last rows, records `revision` as the store's compact revision (the
+    /// compaction markers) and clears the half-imported mark in one batch, and syncs: the store
+    /// is then at `revision`, reads below it fail as compacted, and the next write takes
+    /// `revision + 1`, now and after a reopen.
+    ///
+    /// # Errors
+    /// Storage errors (the store is then poisoned).
+    pub fn finish(mut self) -> Result<ImportedSnapshot> {
+        self.commit_batch()?;
+        let mut batch = self.store.backend.batch();
+        batch.put_meta(META_SCHEDULED_COMPACT, self.revision);
+        batch.put_meta(META_FINISHED_COMPACT, self.revision);
+        batch.delete_meta(META_IMPORTING);
+        let done = batch.commit().and_then(|()| self.store.backend.sync());
+        if let Err(e) = done {
+            self.store.poison(&e);
+            return Err(e);
+        }
+        self.store.current_rev = self.revision;
+        self.store.compact_rev = self.revision;
+        self.finished = true;
+        Ok(ImportedSnapshot { revision: self.revision, keys: self.keys, leased_keys: self.leased_keys })
+    }
+
+    fn check(&self, kv: &KeyValue) -> Result<()> {
+        let bad = |why: String| Err(Error::Import(format!("key {:?}: {why}", String::from_utf8_lossy(&kv.key))));
+        if kv.key.is_empty() {
+            return bad("empty key".into());
+        }
+        if self.last_key.as_ref().is_some_and(|last| *last >= kv.key) {
+            return bad("keys must come in strictly ascending order".into());
+        }
+        if kv.mod_revision < 1 || kv.mod_revision > self.revision {
+            return bad(format!("mod revision {} outside 1..={}", kv.mod_revision, self.revision));
+        }
+        if kv.create_revision < 1 || kv.create_revision > kv.mod_revision {
+            return bad(format!("create revision {} outside 1..={}", kv.create_revision, kv.mod_revision));
+        }
+        if kv.version < 1 {
+            return bad(format!("version {} below 1", kv.version));
+        }
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<()> {
+        let Some(batch) = self.batch.take() else { return Ok(()) };
+        self.batch_bytes = 0;
+        if let Err(e) = batch.commit() {
+            self.store.poison(&e);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::request::{PutRequest, RangeRequest};
+    use crate::KeyRange;
+
+    fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64, lease: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            create_revision: create,
+            mod_revision: modified,
+            version,
+            value: value.into(),
+            lease,
+        }
+    }
+
+    /// Upstream's state at revision 20: overwritten keys, two keys of one txn (mod 12), a leased
+    /// key, a key last written at 20 itself.
+    fn upstream() -> Vec<KeyValue> {
+        vec![
+            kv("a", "a3", 2, 9, 3, 0),
+            kv("b", "b1", 4, 4, 1, 0),
+            kv("lease/x", "x", 15, 15, 1, 0x694d_7a1b_2c3d_4e5f),
+            kv("t/1", "one", 12, 12, 1, 0),
+            kv("t/2", "two", 7, 12, 2, 0),
+            kv("z", "last", 20, 20, 1, 0),
+        ]
+    }
+
+    fn all_at(store: &KvStore, rev: i64) -> Result<Vec<KeyValue>> {
+        let mut req = RangeRequest::new(KeyRange::FromKey(vec![0]));
+        req.revision = rev;
+        store.range(&req).map(|r| r.kvs)
+    }
+
+    #[test]
+    fn import_gives_upstreams_key_values_at_r_compacted_below_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        let imported = store.import_snapshot(20, upstream()).expect("import");
+        assert_eq!(imported, ImportedSnapshot { revision: 20, keys: 6, leased_keys: 1 });
+        assert_eq!((store.current_rev(), store.compact_rev()), (20, 20));
+        assert_eq!(all_at(&store, 20).expect("range at R"), upstream());
+        assert_eq!(all_at(&store, 0).expect("range now"), upstream());
+        assert!(matches!(all_at(&store, 19), Err(Error::Compacted { requested: 19, compact_rev: 20 })));
+        assert!(matches!(all_at(&store, 21), Err(Error::FutureRev { .. })));
+        // The two keys of one upstream txn share its revision, with subs in key order.
+        let reader = store.reader().snapshot();
+        let t1 = reader.get_row(Revision::new(12, 0).to_key(false)).expect("read").expect("row 12.0");
+        let t2 = reader.get_row(Revision::new(12, 1).to_key(false)).expect("read").expect("row 12.1");
+        assert_eq!((t1.kv.key.as_slice(), t2.kv.key.as_slice()), (&b"t/1"[..], &b"t/2"[..]));
+        assert_eq!(t1.prev, None, "history before R is unknown");
+        drop(reader);
+
+        // No local lease is made; the key keeps upstream's lease id.
+        assert_eq!(store.stats().leases, 0);
+        // The next local write takes R + 1 and continues the key's life.
+        let put = store.put(PutRequest::new("a", "a4")).expect("put");
+        assert_eq!(put.response.revision, 21);
+        let a = &put.events[0].kv;
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 21, 4));
+        assert_eq!(put.events[0].prev_kv.as_ref().map(|p| p.value.as_slice()), Some(&b"a3"[..]));
+        drop(store);
+
+        let reopened = KvStore::open(config).expect("reopen");
+        assert_eq!((reopened.current_rev(), reopened.compact_rev()), (21, 20));
+        assert_eq!(all_at(&reopened, 20).expect("range at R after reopen"), upstream());
+        assert!(matches!(all_at(&reopened, 19), Err(Error::Compacted { .. })));
+    }
+
+    #[test]
+    fn an_empty_upstream_imports_as_a_store_at_r() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = KvStore::open(StoreConfig::new(dir.path())).expect("open");
+        store.import_snapshot(7, Vec::new()).expect("import");
+        assert_eq!((store.current_rev(), store.compact_rev()), (7, 7));
+        assert_eq!(store.put(PutRequest::new("k", "v")).expect("put").response.revision, 8);
+    }
+
+    #[test]
+    fn import_refuses_a_store_that_is_not_empty_and_key_values_upstream_cannot_send() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut written = KvStore::open(StoreConfig::new(dir.path().join("written"))).expect("open");
+        written.put(PutRequest::new("k", "v")).expect("put");
+        let err = written.import_snapshot(20, upstream()).expect_err("a written store");
+        assert!(matches!(err, Error::Import(_)) && err.to_string().contains("not empty"), "{err}");
+        assert_eq!(all_at(&written, 0).expect("range").len(), 1, "a refused import writes nothing");
+
+        let mut imported = KvStore::open(StoreConfig::new(dir.path().join("imported"))).expect("open");
+        imported.import_snapshot(20, upstream()).expect("import");
+        let err = imported.import_snapshot(30, Vec::new()).expect_err("a second import");
+        assert!(err.to_string().contains("not empty"), "{err}");
+
+        let cases = [
+            (vec![kv("b", "", 1, 1, 1, 0), kv("a", "", 1, 1, 1, 0)], "ascending"),
+            (vec![kv("a", "", 1, 1, 1, 0), kv("a", "", 1, 1, 1, 0)], "ascending"),
+            (vec![kv("a", "", 1, 21, 1, 0)], "mod revision 21"),
+            (vec![kv("a", "", 5, 4, 1, 0)], "create revision 5"),
+            (vec![kv("a", "", 1, 1, 0, 0)], "version 0"),
+            (vec![kv("", "", 1, 1, 1, 0)], "empty key"),
+        ];
+        for (i, (kvs, why)) in cases.into_iter().enumerate() {
+            let mut store = KvStore::open(StoreConfig::new(dir.path().join(format!("bad{i}")))).expect("open");
+            let err = store.import_snapshot(20, kvs).expect_err(why);
+            assert!(matches!(err, Error::Import(_)) && err.to_string().contains(why), "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_directory_whose_import_never_finished_is_refused_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        let mut import = store.begin_import(20).expect("begin");
+        import.push(kv("a", "1", 3, 3, 1, 0)).expect("push");
+        drop(import);
+        drop(store);
+        let err = KvStore::open(config).expect_err("half imported");
+        assert!(matches!(err, Error::Import(_)) && err.to_string().contains("did not finish"), "{err}");
+    }
+}
