@@ -118,6 +118,15 @@ pub enum Error {
     /// directory whose import never finished.
     #[error("import: {0}")]
     Import(String),
+    /// A mirror refused an upstream revision it cannot apply
+    /// ([`crate::KvStore::apply_upstream`]): one at or below its applied revision, or one that
+    /// does not continue the mirror's state (the mirror has diverged from upstream).
+    #[error("mirror: {0}")]
+    Upstream(String),
+    /// A client write sent to a mirror: it serves reads and watches only, writes go to the
+    /// upstream cluster (mirror mode).
+    #[error("etcdserver: mirror: writes go to upstream")]
+    MirrorWrite,
     /// The storage engine failed.
     #[error("mvcc: storage: {0}")]
     Storage(#[from] fjall::Error),
@@ -156,6 +165,7 @@ impl Error {
                 | Self::CompactionFailed { .. }
                 | Self::Snapshot(_)
                 | Self::Import(_)
+                | Self::Upstream(_)
                 | Self::Storage(_)
                 | Self::Io(_)
         )

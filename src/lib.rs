@@ -49,7 +49,7 @@ pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
     Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted,
-    RestoredSnapshot, StoreSnapshot, StoreStats, Write, WriteGroup,
+    RestoredSnapshot, StoreSnapshot, StoreStats, UpstreamChange, UpstreamRevision, Write, WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

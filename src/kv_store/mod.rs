@@ -13,7 +13,8 @@
 //! - [`quota`]: alarms and the space quota (etcd `apply.go applierV3Capped`, `quota.go`).
 //! - [`snapshot`]: taking and restoring snapshots (etcd `Maintenance.Snapshot`, `snapshot
 //!   restore`);
-//! - [`import`]: importing another etcd's keyspace at one revision (`watchkv import`).
+//! - [`import`]: importing another etcd's keyspace at one revision (`watchkv import`);
+//! - [`upstream`]: applying an upstream etcd's revisions with their own numbers (mirror mode).
 //!
 //! Every committed write hands back the events it produced, so the watch layer never reads
 //! storage on the live path. Revision rules (docs/etcd-semantics.md §1.2–§1.3): a fresh store is
@@ -43,11 +44,13 @@ mod quota;
 mod read;
 mod snapshot;
 mod txn;
+mod upstream;
 mod write;
 
 pub use import::{Import, ImportedSnapshot};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
+pub use upstream::{UpstreamChange, UpstreamRevision};
 pub use write::{Applied, Persisted, Write, WriteGroup};
 
 use write::GroupBatch;
