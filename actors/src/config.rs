@@ -128,6 +128,7 @@ pub struct ActorsConfig {
     auth_token_ttl: Duration,
     bcrypt_cost: u32,
     integrity_check_interval: Option<Duration>,
+    mirror: bool,
 }
 
 impl ActorsConfig {
@@ -150,7 +151,23 @@ impl ActorsConfig {
             auth_token_ttl: crate::api::auth::DEFAULT_TOKEN_TTL,
             bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
             integrity_check_interval: None,
+            mirror: false,
         }
+    }
+
+    /// Whether the store is a mirror of an upstream etcd (`crate::mirror`): client writes and
+    /// lease grants are refused with `etcdserver: mirror: writes go to upstream`, and only the
+    /// mirror's follower moves the revision. Default: off.
+    #[must_use]
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
+    }
+
+    /// Sets whether the store is a mirror ([`Self::is_mirror`]).
+    #[must_use]
+    pub fn with_mirror(mut self, mirror: bool) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// How often the integrity self-check hashes the store's history and compares it with the

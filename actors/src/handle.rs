@@ -13,7 +13,7 @@ use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
     DeleteRangeRequest, DeleteRangeResponse, Error, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, Write,
+    RangeRequest, RangeResponse, RequestOp, Result, TxnRequest, TxnResponse, UpstreamRevision, Write,
 };
 
 use crate::config::ActorsConfig;
@@ -30,6 +30,15 @@ use crate::stream_actor::{BufferedResponses, StreamActor};
 use crate::syncer_actor::SyncerActor;
 use crate::system::{stopped, Runtime};
 use crate::victim_actor::VictimActor;
+
+/// Whether any branch of a txn, nested ones included, puts or deletes.
+fn txn_writes(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).any(|op| match op {
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+        RequestOp::Txn(inner) => txn_writes(inner),
+        _ => false,
+    })
+}
 
 /// Responses buffered between a [`WatchStream`]'s actor and its reader.
 const WATCH_STREAM_BUFFER: usize = 16;
@@ -126,8 +135,17 @@ impl Handle {
         &self.inner.runtime.victims
     }
 
-    /// Submits one write to the store's group commit and waits for its own answer.
+    /// Submits one client write to the store's group commit and waits for its own answer; a
+    /// mirror refuses it (its writes come from upstream only).
     async fn write<W: Write>(&self, request: W) -> Result<W::Response> {
+        if self.inner.config.is_mirror() {
+            return Err(Error::MirrorWrite);
+        }
+        self.submit(request).await?.await.unwrap_or(Err(Error::Stopped))
+    }
+
+    /// Queues one write in the store's group commit; returns where its answer will come.
+    async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
         // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
         // A full store mailbox makes the writer wait for room, as `send` does.
         let (reply, answer) = futures::channel::oneshot::channel();
@@ -136,7 +154,27 @@ impl Handle {
             Err(SendError::Full(msg)) => self.inner.runtime.store.send(msg).await.map_err(stopped)?,
             Err(SendError::Closed(_)) => return Err(Error::Stopped),
         }
-        answer.await.unwrap_or(Err(Error::Stopped))
+        Ok(answer)
+    }
+
+    /// Applies upstream revisions in order (mirror mode, `crate::mirror`), each one write of the
+    /// store's group commit with upstream's revision number; every revision is queued before
+    /// the first answer is awaited, so several can share one persist. Their events reach the
+    /// mirror's watchers as a local write's do. Returns the last revision applied.
+    ///
+    /// # Errors
+    /// The first revision's failure ([`watchkv::KvStore::apply_upstream`]), or `Stopped`; the
+    /// revisions queued after a refused one are refused too (they do not continue the store).
+    pub async fn apply_upstream(&self, revisions: Vec<UpstreamRevision>) -> Result<i64> {
+        let mut answers = Vec::with_capacity(revisions.len());
+        for revision in revisions {
+            answers.push(self.submit(revision).await?);
+        }
+        let mut applied = self.current_revision();
+        for answer in answers {
+            applied = answer.await.unwrap_or(Err(Error::Stopped))?;
+        }
+        Ok(applied)
     }
 
     /// Writes a key (etcd `Put`).
@@ -160,6 +198,10 @@ impl Handle {
     /// # Errors
     /// As [`watchkv::KvStore::txn`], or `Stopped`.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        if self.inner.config.is_mirror() && !txn_writes(&req) {
+            // A read-only txn is a read: a mirror serves it.
+            return self.submit(req).await?.await.unwrap_or(Err(Error::Stopped));
+        }
         self.write(req).await
     }
 
@@ -185,6 +227,9 @@ impl Handle {
     /// # Errors
     /// As [`watchkv::KvStore::lease_grant`], or `Stopped`.
     pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, i64)> {
+        if self.inner.config.is_mirror() {
+            return Err(Error::MirrorWrite);
+        }
         self.inner.runtime.store.send(LeaseGrant { id, ttl }).await.map_err(stopped)?
     }
 

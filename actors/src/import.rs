@@ -161,7 +161,7 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
 /// The URL to connect to for an endpoint as etcdctl's `--endpoints` takes them: `host:port`
 /// means `http://host:port`. TLS to upstream is not offered yet, so `https://` is refused
 /// rather than tried and failed five times.
-fn upstream_url(endpoint: &str) -> Result<String, ImportError> {
+pub(crate) fn upstream_url(endpoint: &str) -> Result<String, ImportError> {
     if endpoint.starts_with("https://") {
         return Err(ImportError::Invalid(format!("{endpoint}: TLS to upstream is not supported yet")));
     }
@@ -276,7 +276,7 @@ fn classify(endpoint: &str, status: &Status, revision: Option<i64>) -> Failed {
 
 /// The range request's `key` and `range_end` for `prefix` (etcd clientv3 `GetPrefixRangeEnd`);
 /// the empty prefix is the whole keyspace (`"\0"` to `"\0"`).
-fn key_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn key_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     if prefix.is_empty() {
         return (vec![0], vec![0]);
     }

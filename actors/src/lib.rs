@@ -30,6 +30,7 @@
 //!   [`tls`]: TLS on it, with etcd's flags.
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
 //! - [`import`]: `watchkv import`, a running etcd's keyspace at one revision into a new store.
+//! - [`mirror`]: mirror mode's follower (`watchkv --upstream`): upstream's revisions applied locally.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -74,6 +75,7 @@ pub mod handle;
 pub mod import;
 pub mod integrity_checker;
 pub mod listener;
+pub mod mirror;
 pub mod protocol;
 pub mod response_queue;
 pub mod sched;

@@ -111,7 +111,7 @@ fn store_code(e: &Error) -> Code {
     match e {
         Error::Compacted { .. } | Error::FutureRev { .. } | Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
-        Error::LeaseExists => Code::FailedPrecondition,
+        Error::LeaseExists | Error::MirrorWrite => Code::FailedPrecondition,
         Error::NoSpace => Code::ResourceExhausted,
         Error::Auth(a) => auth_code(a),
         Error::CorruptAlarm => Code::DataLoss,

@@ -8,7 +8,8 @@
 //! `watchkv snapshot restore FILE --data-dir DIR` and `watchkv snapshot status FILE` work on
 //! the snapshot files `etcdctl snapshot save` takes from a running server; `watchkv import
 //! --from URL --data-dir DIR` copies a running etcd's keyspace at one revision into a new data
-//! directory (`watchkv_actors::import`).
+//! directory (`watchkv_actors::import`). With `--upstream URL` the server is a mirror of that
+//! etcd (`watchkv_actors::mirror`): it follows upstream's revisions and refuses client writes.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use watchkv_actors::config::{
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;
 use watchkv_actors::listener::{self, PortOptions, WORKERS_RANGE};
+use watchkv_actors::mirror::{self, MirrorOptions};
 use watchkv_actors::tls::{ServerTls, TlsFiles};
 use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
 
@@ -180,6 +182,15 @@ struct Args {
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
+    /// Mirror mode: upstream etcd client URLs (`http://host:port` or `host:port`,
+    /// comma-separated). An empty data directory is bootstrapped from upstream, then the node
+    /// follows upstream's revisions with one watch and serves reads and watches; client writes
+    /// are refused (they go to upstream).
+    #[arg(long, value_delimiter = ',')]
+    upstream: Vec<String>,
+    /// With --upstream: mirror only the keys under this prefix.
+    #[arg(long, requires = "upstream")]
+    upstream_prefix: Option<String>,
 }
 
 /// What the binary does instead of serving.
@@ -403,7 +414,8 @@ impl Args {
             .with_max_watchers_per_stream(self.max_watchers_per_stream)
             .with_catch_up_priority(self.catch_up_priority)
             .with_auth_token_ttl(Duration::from_secs(self.auth_token_ttl))
-            .with_bcrypt_cost(self.bcrypt_cost);
+            .with_bcrypt_cost(self.bcrypt_cost)
+            .with_mirror(!self.upstream.is_empty());
         let auto_compaction = AutoCompaction::from_flags(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
         let corrupt_check = watchkv::auto_compaction::parse_go_duration(&self.experimental_corrupt_check_time)
             .map_err(|e| {
@@ -440,9 +452,28 @@ async fn main() -> anyhow::Result<()> {
         Some(files) => Some(ServerTls::from_files(files).context("TLS on the client port")?),
         None => None,
     };
-    let handle = watchkv_actors::start(args.config()?)
+    let config = args.config()?;
+    let mirror = if args.upstream.is_empty() {
+        None
+    } else {
+        let options = MirrorOptions {
+            endpoints: args.upstream.clone(),
+            prefix: args.upstream_prefix.clone().unwrap_or_default().into_bytes(),
+        };
+        if let Some(report) = mirror::bootstrap(config.store(), &options).await? {
+            tracing::info!(
+                revision = report.imported.revision,
+                keys = report.imported.keys,
+                endpoint = %report.endpoint,
+                "mirror: bootstrapped from upstream"
+            );
+        }
+        Some(options)
+    };
+    let handle = watchkv_actors::start(config)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let mut follower = mirror.map(|options| actix_web::rt::spawn(mirror::follow(handle.clone(), options)));
     tracing::info!(
         data_dir = %args.data_dir.display(),
         revision = handle.current_revision(),
@@ -472,7 +503,23 @@ async fn main() -> anyhow::Result<()> {
     let server_handle = server.handle();
     let serving = actix_web::rt::spawn(server);
 
-    wait_for_signal().await;
+    let mut failed = None;
+    match follower.as_mut() {
+        Some(follower) => tokio::select! {
+            () = wait_for_signal() => {}
+            ended = follower => {
+                failed = match ended {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(anyhow::Error::new(e)),
+                    Err(e) => Some(anyhow::anyhow!("mirror: the follower task failed: {e}")),
+                };
+            }
+        },
+        None => wait_for_signal().await,
+    }
+    if let Some(follower) = &follower {
+        follower.abort();
+    }
     tracing::info!("shutting down: finishing writes, syncing, closing streams");
     // Stop accepting first; then the store finishes in-flight writes, syncs, and ends every
     // watch stream so that open connections complete instead of being cut.
@@ -481,6 +528,9 @@ async fn main() -> anyhow::Result<()> {
     stopping.await;
     let _ = serving.await;
     synced.context("final sync")?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -1,0 +1,283 @@
+//! Owns mirror mode's follower (`watchkv --upstream URL`, docs/etcd-semantics.md "Mirror
+//! mode"): bootstrapping an empty data directory with [`crate::import`], then one upstream
+//! Watch from the applied revision + 1, its responses reassembled from fragments, grouped by
+//! revision and applied through the store's group commit with upstream's revision numbers
+//! ([`Handle::apply_upstream`]), so the mirror's own watchers see upstream's revisions exactly
+//! as a local write's. A lost stream or member is resumed from the applied revision + 1 on the
+//! next endpoint; a resume point upstream has compacted stops the follower with
+//! [`MirrorError::Compacted`] (re-bootstrapping is not done yet).
+//!
+//! The applied revision moves only with events, never with a progress response: etcd 3.4.23
+//! can send a progress notification before the events of its revision (etcd #15220), and for a
+//! mirror of the whole keyspace every upstream revision carries at least one event.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use watchkv::{KeyValue, StoreConfig, UpstreamChange, UpstreamRevision};
+
+use crate::api::pb::etcdserverpb::watch_client::WatchClient;
+use crate::api::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::api::pb::mvccpb;
+use crate::handle::Handle;
+use crate::import::{import_from_etcd, key_range, upstream_url, ImportError, ImportOptions, ImportReport};
+
+/// How long connecting to one upstream endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on the upstream connection, so a member that vanished without closing it is
+/// noticed (etcd's server accepts pings every 5 s or slower: `--grpc-keepalive-min-time`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection counts as lost.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait before resuming after a failure; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between resumes.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a mirror follows.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// Upstream client URLs (`http://host:port` or `host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// Only the keys under this prefix; empty = the whole keyspace.
+    pub prefix: Vec<u8>,
+}
+
+/// Why the follower stopped. A stream or member lost is not one of them: the follower resumes.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// Options that cannot work.
+    #[error("mirror: {0}")]
+    Invalid(String),
+    /// Upstream has compacted the revision the mirror needs next: the history between the
+    /// mirror's applied revision and upstream's compact revision is gone.
+    #[error(
+        "mirror: upstream {endpoint} has compacted revision {needed} (compact revision {compact_revision}); the \
+         mirror cannot catch up: remove the data directory to bootstrap again"
+    )]
+    Compacted {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The revision the mirror asked for: its applied revision + 1.
+        needed: i64,
+        /// Upstream's compact revision.
+        compact_revision: i64,
+    },
+    /// The bootstrap import failed.
+    #[error("mirror: bootstrap: {0}")]
+    Bootstrap(#[from] ImportError),
+    /// The local store refused or failed (an upstream revision that does not continue it).
+    #[error("{0}")]
+    Store(#[from] watchkv::Error),
+}
+
+/// Imports upstream's keyspace (or prefix) at one revision into `config`'s directory if it is
+/// missing or empty (the mirror's first start); returns `None` for a directory that already
+/// holds a store, which resumes from its own applied revision.
+///
+/// # Errors
+/// As [`import_from_etcd`].
+pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<Option<ImportReport>, MirrorError> {
+    if !dir_is_empty(config.path()) {
+        return Ok(None);
+    }
+    let mut import = ImportOptions::new(options.endpoints.clone());
+    import.prefix.clone_from(&options.prefix);
+    Ok(Some(import_from_etcd(config.clone(), &import).await?))
+}
+
+fn dir_is_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Follows upstream for as long as the store runs: one watch at a time, resumed from the
+/// applied revision + 1 on the next endpoint after any failure. Returns only on a failure that
+/// resuming cannot cure, or `Ok` once the store has stopped.
+///
+/// # Errors
+/// [`MirrorError::Compacted`], a refused upstream revision, bad options.
+pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), MirrorError> {
+    if options.endpoints.is_empty() {
+        return Err(MirrorError::Invalid("no upstream endpoint given".into()));
+    }
+    let endpoints = options
+        .endpoints
+        .iter()
+        .map(|e| upstream_url(e).map_err(|e| MirrorError::Invalid(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut backoff = FIRST_BACKOFF;
+    for endpoint in endpoints.iter().cycle() {
+        let start = handle.current_revision() + 1;
+        match watch_once(&handle, endpoint, &options.prefix, start).await {
+            Ok(()) => {}
+            Err(Stop::Fatal(MirrorError::Store(watchkv::Error::Stopped))) => return Ok(()),
+            Err(Stop::Fatal(e)) => {
+                tracing::error!(endpoint = %endpoint, error = %e, "mirror: stopped following upstream");
+                return Err(e);
+            }
+            Err(Stop::Resume(why)) => {
+                tracing::warn!(endpoint = %endpoint, from = handle.current_revision() + 1, reason = %why,
+                    "mirror: upstream watch lost; resuming");
+            }
+        }
+        if handle.current_revision() >= start {
+            // The watch made progress before it failed: resume at once.
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    Ok(())
+}
+
+/// How one upstream watch ended.
+enum Stop {
+    /// Resume on the next endpoint.
+    Resume(String),
+    /// Give up.
+    Fatal(MirrorError),
+}
+
+/// One upstream watch from `start`, applying what it sends until it fails.
+async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) -> Result<(), Stop> {
+    let channel = connect(endpoint).await?;
+    let (key, range_end) = key_range(prefix);
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+            key,
+            range_end,
+            start_revision: start,
+            // Large revisions come in fragments rather than past the message size limit.
+            fragment: true,
+            ..WatchCreateRequest::default()
+        })),
+    };
+    // The request stream stays open: etcd ends a watch stream whose client side has ended.
+    let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+    let mut request = tonic::Request::new(requests);
+    // etcd: clientv3 WithRequireLeader (rpctypes.MetadataRequireLeaderKey): a member cut off
+    // from its cluster's leader ends the stream instead of keeping the mirror on stale data.
+    request.metadata_mut().insert("hasleader", MetadataValue::from_static("true"));
+    let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut responses = client
+        .watch(request)
+        .await
+        .map_err(|s| Stop::Resume(format!("watch: {}: {}", s.code(), s.message())))?
+        .into_inner();
+    tracing::info!(endpoint = %endpoint, from = start, "mirror: following upstream");
+    let mut fragments: Vec<mvccpb::Event> = Vec::new();
+    loop {
+        let response: WatchResponse = match responses.next().await {
+            Some(Ok(r)) => r,
+            Some(Err(s)) => return Err(Stop::Resume(format!("{}: {}", s.code(), s.message()))),
+            None => return Err(Stop::Resume("upstream ended the watch stream".into())),
+        };
+        if response.compact_revision != 0 {
+            return Err(Stop::Fatal(MirrorError::Compacted {
+                endpoint: endpoint.to_owned(),
+                needed: handle.current_revision() + 1,
+                compact_revision: response.compact_revision,
+            }));
+        }
+        if response.canceled {
+            return Err(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
+        }
+        fragments.extend(response.events);
+        if response.fragment {
+            continue;
+        }
+        let events = std::mem::take(&mut fragments);
+        if events.is_empty() {
+            // The created response, or a progress notification: neither moves the applied
+            // revision (etcd #15220).
+            continue;
+        }
+        let revisions = by_revision(events).map_err(Stop::Fatal)?;
+        handle.apply_upstream(revisions).await.map_err(|e| Stop::Fatal(e.into()))?;
+    }
+}
+
+async fn connect(endpoint: &str) -> Result<Channel, Stop> {
+    let target = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| Stop::Fatal(MirrorError::Invalid(format!("upstream URL {endpoint:?}: {e}"))))?;
+    target
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| Stop::Resume(format!("cannot connect: {e}")))
+}
+
+/// Groups one whole watch response's events (fragments joined) into upstream revisions, in
+/// order. etcd never splits one revision across responses (etcd: mvcc/watcher_group.go
+/// `newWatcherBatch` cuts at revision boundaries), so each group is the whole revision.
+fn by_revision(events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamRevision>, MirrorError> {
+    let mut revisions: Vec<UpstreamRevision> = Vec::new();
+    for event in events {
+        let Some(kv) = event.kv else {
+            return Err(MirrorError::Invalid("upstream sent an event without a key-value".into()));
+        };
+        let revision = kv.mod_revision;
+        let change = if event.r#type == mvccpb::event::EventType::Delete as i32 {
+            UpstreamChange::Delete(kv.key)
+        } else {
+            UpstreamChange::Put(KeyValue {
+                key: kv.key,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+                value: kv.value,
+                lease: kv.lease,
+            })
+        };
+        match revisions.last_mut() {
+            Some(last) if last.revision == revision => last.changes.push(change),
+            Some(last) if last.revision > revision => {
+                return Err(MirrorError::Invalid(format!(
+                    "upstream sent revision {revision} after revision {}",
+                    last.revision
+                )));
+            }
+            _ => revisions.push(UpstreamRevision { revision, changes: vec![change] }),
+        }
+    }
+    Ok(revisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: mvccpb::event::EventType, key: &str, revision: i64) -> mvccpb::Event {
+        let kv = mvccpb::KeyValue {
+            key: key.into(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            value: b"v".to_vec(),
+            lease: 0,
+        };
+        mvccpb::Event { r#type: kind as i32, kv: Some(kv), prev_kv: None }
+    }
+
+    #[test]
+    fn events_group_into_revisions_in_upstreams_order() {
+        use mvccpb::event::EventType::{Delete, Put};
+        let grouped =
+            by_revision(vec![event(Put, "b", 4), event(Put, "a", 4), event(Delete, "c", 9)]).expect("grouped");
+        let shape: Vec<(i64, Vec<&[u8]>)> =
+            grouped.iter().map(|r| (r.revision, r.changes.iter().map(UpstreamChange::key).collect())).collect();
+        assert_eq!(shape, vec![(4, vec![&b"b"[..], b"a"]), (9, vec![&b"c"[..]])]);
+        assert!(matches!(grouped[1].changes[0], UpstreamChange::Delete(_)));
+        let backwards = by_revision(vec![event(Put, "a", 5), event(Put, "b", 4)]).expect_err("backwards");
+        assert!(backwards.to_string().contains("revision 4 after revision 5"), "{backwards}");
+    }
+}

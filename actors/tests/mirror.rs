@@ -1,0 +1,203 @@
+//! Mirror mode against a real etcd 3.4.23 (`watchkv --upstream URL`): a mirror started over an
+//! empty data directory bootstraps at upstream's revision, then follows upstream's writes (puts,
+//! deletes, a leased key, txns of several puts, a delete of several keys) with upstream's
+//! revision numbers: a watcher on the mirror gets exactly etcd's own history, revision by
+//! revision, in order and once; a range on the mirror equals etcd's at the same revision; a
+//! client write on the mirror is refused; a mirror killed with SIGKILL and restarted while etcd
+//! went on catches up from its own applied revision with no gap and no duplicate.
+
+mod wire;
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use wire::{b64, bytes_field, int, post, start_etcd, start_watchkv, WatchStream, DEADLINE};
+
+/// One event as both servers' gateways give it:
+/// `(revision, kind, key, value, create_revision, version, lease)`.
+type Ev = (i64, String, Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// `(key, value, create_revision, mod_revision, version, lease)`.
+type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
+fn ok(port: u16, path: &str, body: &Value) -> Value {
+    let reply = post(port, path, body);
+    assert_eq!(reply.status, 200, "{path} on port {port}: {}", String::from_utf8_lossy(&reply.body));
+    reply.json()
+}
+
+fn header_revision(v: &Value) -> i64 {
+    int(&v["header"], "revision")
+}
+
+fn put(port: u16, key: &str, value: &str) -> i64 {
+    header_revision(&ok(port, "/v3/kv/put", &json!({"key": b64(key), "value": b64(value)})))
+}
+
+fn put_leased(port: u16, key: &str, value: &str, lease: i64) -> i64 {
+    let body = json!({"key": b64(key), "value": b64(value), "lease": lease.to_string()});
+    header_revision(&ok(port, "/v3/kv/put", &body))
+}
+
+fn delete(port: u16, key: &str) -> i64 {
+    header_revision(&ok(port, "/v3/kv/deleterange", &json!({"key": b64(key)})))
+}
+
+fn delete_prefix(port: u16, prefix: &str) -> i64 {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    header_revision(&ok(port, "/v3/kv/deleterange", &json!({"key": b64(prefix), "range_end": b64(end)})))
+}
+
+/// One txn of several puts: one revision.
+fn txn_puts(port: u16, puts: &[(&str, &str)]) -> i64 {
+    let ops: Vec<Value> = puts.iter().map(|(k, v)| json!({"request_put": {"key": b64(k), "value": b64(v)}})).collect();
+    let resp = ok(port, "/v3/kv/txn", &json!({"success": ops}));
+    assert_eq!(resp["succeeded"], json!(true), "{resp}");
+    header_revision(&resp)
+}
+
+/// Every key at `revision` and the header revision.
+fn rows_at(port: u16, revision: i64) -> (Vec<Row>, i64) {
+    let resp =
+        ok(port, "/v3/kv/range", &json!({"key": b64("\0"), "range_end": b64("\0"), "revision": revision.to_string()}));
+    let rows = resp["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| {
+                    let n = |f| int(kv, f);
+                    (
+                        bytes_field(kv, "key"),
+                        bytes_field(kv, "value"),
+                        n("create_revision"),
+                        n("mod_revision"),
+                        n("version"),
+                        n("lease"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (rows, header_revision(&resp))
+}
+
+/// A whole-keyspace watch on `port` from `start`, after its `created` response.
+fn watch_from(port: u16, start: i64) -> WatchStream {
+    // etcd 3.4's gateway streams both ways only with `Expect: 100-continue`.
+    let mut s = WatchStream::open(port, true).expect("open watch stream");
+    s.send(&json!({"create_request": {"key": b64("\0"), "range_end": b64("\0"), "start_revision": start.to_string()}}));
+    let created = s.recv(DEADLINE).expect("created response");
+    assert_eq!(created["result"]["created"], json!(true), "watch from {start} on {port} not created: {created}");
+    s
+}
+
+/// Events from `s` until one at revision `until` has arrived (and the rest of its response).
+fn events_until(s: &mut WatchStream, until: i64) -> Vec<Ev> {
+    let start = Instant::now();
+    let mut out: Vec<Ev> = Vec::new();
+    while out.last().map_or(0, |e| e.0) < until {
+        let left = (DEADLINE * 2).saturating_sub(start.elapsed());
+        let line = s.recv(left).unwrap_or_else(|| panic!("no event up to {until} in time; got {out:?}"));
+        let r = &line["result"];
+        assert!(r["canceled"] != json!(true) && r.get("compact_revision").is_none(), "watch ended: {line}");
+        for e in r["events"].as_array().into_iter().flatten() {
+            let kv = &e["kv"];
+            out.push((
+                int(kv, "mod_revision"),
+                e["type"].as_str().unwrap_or("PUT").to_owned(),
+                bytes_field(kv, "key"),
+                bytes_field(kv, "value"),
+                int(kv, "create_revision"),
+                int(kv, "version"),
+                int(kv, "lease"),
+            ));
+        }
+    }
+    out
+}
+
+/// etcd's own history from `from` to `to`, read back with a watch on etcd.
+fn etcd_history(etcd: u16, from: i64, to: i64) -> Vec<Ev> {
+    let mut s = watch_from(etcd, from);
+    let history = events_until(&mut s, to);
+    s.close();
+    history
+}
+
+#[test]
+fn a_mirror_follows_etcd_with_its_revisions_and_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+
+    // History before the mirror exists: overwrites, a delete, a leased key, a txn.
+    put(e, "a", "a1");
+    put(e, "b", "b1");
+    put(e, "a", "a2");
+    delete(e, "b");
+    let lease = int(&ok(e, "/v3/lease/grant", &json!({"TTL": "600"})), "ID");
+    put_leased(e, "leased", "x", lease);
+    let bootstrap_rev = txn_puts(e, &[("t/1", "one"), ("t/2", "two")]);
+
+    let mirror_dir = dir.path().join("mirror");
+    let upstream = format!("http://127.0.0.1:{e}");
+    let port = wire::free_port();
+    let mut mirror = start_watchkv(&mirror_dir, port, &["--upstream", &upstream]);
+
+    // Bootstrapped at etcd's revision: the same key-values, the same header revision.
+    let (at_bootstrap, rev) = rows_at(port, bootstrap_rev);
+    assert_eq!(rev, bootstrap_rev, "the mirror starts at upstream's revision");
+    assert_eq!(at_bootstrap, rows_at(e, bootstrap_rev).0);
+    assert!(at_bootstrap.iter().any(|r| r.0 == b"leased" && r.5 == lease), "upstream's lease id: {at_bootstrap:?}");
+
+    // Upstream goes on; the mirror's watcher sees every revision as etcd numbers it.
+    let mut on_mirror = watch_from(port, bootstrap_rev + 1);
+    put(e, "a", "a3");
+    txn_puts(e, &[("x/1", "1"), ("x/2", "2"), ("x/3", "3")]);
+    delete(e, "a");
+    put_leased(e, "leased", "y", lease);
+    put(e, "a", "again");
+    let mid = delete_prefix(e, "t/");
+    let followed = put(e, "c", "c1");
+    let seen = events_until(&mut on_mirror, followed);
+    let want = etcd_history(e, bootstrap_rev + 1, followed);
+    assert_eq!(seen, want, "the mirror's watcher gets etcd's history exactly");
+    assert_eq!(want.len(), 10, "{want:?}");
+    assert_eq!(want.iter().filter(|ev| ev.0 == mid).count(), 2, "one delete of two keys is one revision");
+
+    // Reads on the mirror are etcd's, at the latest and at a past revision.
+    assert_eq!(rows_at(port, followed), rows_at(e, followed));
+    assert_eq!(rows_at(port, mid - 1).0, rows_at(e, mid - 1).0);
+
+    // A client write on the mirror is refused: writes go to upstream.
+    let refused = post(port, "/v3/kv/put", &json!({"key": b64("a"), "value": b64("local")}));
+    let body = String::from_utf8_lossy(&refused.body).into_owned();
+    assert_eq!(refused.status, 400, "{body}");
+    assert!(body.contains("etcdserver: mirror: writes go to upstream"), "{body}");
+    assert_eq!(int(&refused.json(), "code"), 9, "FailedPrecondition: {body}");
+    let read_only_txn = ok(port, "/v3/kv/txn", &json!({"success": [{"request_range": {"key": b64("c")}}]}));
+    assert_eq!(header_revision(&read_only_txn), followed, "a read-only txn is a read: {read_only_txn}");
+    assert_eq!(rows_at(port, 0).1, followed, "the refused put changed nothing");
+
+    // SIGKILL the mirror; upstream goes on without it; the restarted mirror catches up.
+    on_mirror.close();
+    mirror.kill9();
+    put(e, "c", "c2");
+    txn_puts(e, &[("y/1", "1"), ("y/2", "2")]);
+    delete(e, "x/2");
+    let after_restart = put(e, "d", "d1");
+    let mut mirror = start_watchkv(&mirror_dir, port, &["--upstream", &upstream]);
+    let mut resumed = watch_from(port, followed + 1);
+    let seen = events_until(&mut resumed, after_restart);
+    assert_eq!(seen, etcd_history(e, followed + 1, after_restart), "no gap, no duplicate after the restart");
+    assert_eq!(rows_at(port, after_restart), rows_at(e, after_restart));
+
+    // And it keeps following.
+    let last = put(e, "e", "e1");
+    assert_eq!(events_until(&mut resumed, last), etcd_history(e, last, last));
+    resumed.close();
+    assert!(mirror.exited().is_none(), "the mirror is still running");
+}
