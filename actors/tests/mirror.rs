@@ -201,3 +201,49 @@ fn a_mirror_follows_etcd_with_its_revisions_and_resumes_after_sigkill() {
     resumed.close();
     assert!(mirror.exited().is_none(), "the mirror is still running");
 }
+
+#[test]
+fn a_mirror_whose_resume_point_upstream_compacted_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    put(e, "k", "v1");
+    let mirror_dir = dir.path().join("mirror");
+    let upstream = format!("http://127.0.0.1:{e}");
+    let port = wire::free_port();
+    let mut mirror = start_watchkv(&mirror_dir, port, &["--upstream", &upstream]);
+    let applied = rows_at(port, 0).1;
+    mirror.kill9();
+
+    // While the mirror is down, upstream writes and compacts past the mirror's resume point.
+    put(e, "k", "v2");
+    let compacted = put(e, "k", "v3");
+    ok(e, "/v3/kv/compaction", &json!({"revision": compacted.to_string(), "physical": true}));
+
+    let mut restarted = std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"))
+        .args(["--data-dir", &mirror_dir.to_string_lossy(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &upstream])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the mirror");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = restarted.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE * 2 {
+            let _ = restarted.kill();
+            panic!("the mirror kept running although upstream compacted its resume point");
+        }
+        // Polling interval while waiting for the process to exit, not a synchronisation.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = restarted.wait_with_output().expect("output");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!status.success(), "{text}");
+    let want = format!("has compacted revision {} (compact revision {compacted})", applied + 1);
+    assert!(text.contains(&want) && text.contains("remove the data directory"), "{want}:\n{text}");
+}
