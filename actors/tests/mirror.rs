@@ -4,7 +4,9 @@
 //! revision numbers: a watcher on the mirror gets exactly etcd's own history, revision by
 //! revision, in order and once; a range on the mirror equals etcd's at the same revision; a
 //! client write on the mirror is refused; a mirror killed with SIGKILL and restarted while etcd
-//! went on catches up from its own applied revision with no gap and no duplicate.
+//! went on (large values included, so upstream's catch-up response comes in fragments) catches
+//! up from its own applied revision with no gap and no duplicate; a mirror whose resume point
+//! upstream has compacted stops with a clear error.
 
 mod wire;
 
@@ -186,6 +188,12 @@ fn a_mirror_follows_etcd_with_its_revisions_and_resumes_after_sigkill() {
     on_mirror.close();
     mirror.kill9();
     put(e, "c", "c2");
+    // Three revisions of about 700 KiB each: the restarted mirror's catch-up response from etcd
+    // is over etcd's 1.5 MiB request limit, so it comes in fragments.
+    let big = "v".repeat(700 << 10);
+    for key in ["big/1", "big/2", "big/3"] {
+        put(e, key, &big);
+    }
     txn_puts(e, &[("y/1", "1"), ("y/2", "2")]);
     delete(e, "x/2");
     let after_restart = put(e, "d", "d1");
