@@ -199,7 +199,12 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
             continue;
         }
         let revisions = by_revision(events).map_err(Stop::Fatal)?;
-        handle.apply_upstream(revisions).await.map_err(|e| Stop::Fatal(e.into()))?;
+        handle.apply_upstream(revisions).await.map_err(|e| match e {
+            // A storage failure the store recovers from by itself (`store/recovery.rs`): resume
+            // from whatever it holds once it has.
+            watchkv::Error::Poisoned => Stop::Resume("the local store failed; resuming once it has recovered".into()),
+            e => Stop::Fatal(e.into()),
+        })?;
     }
 }
 
@@ -210,7 +215,9 @@ async fn connect(endpoint: &str) -> Result<Channel, Stop> {
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        // Pings only while the watch is open: etcd's server refuses (GOAWAY) frequent pings on
+        // a connection with no stream (grpc keepalive enforcement, PermitWithoutStream false).
+        .keep_alive_while_idle(false)
         .connect()
         .await
         .map_err(|e| Stop::Resume(format!("cannot connect: {e}")))

@@ -255,3 +255,80 @@ fn a_mirror_whose_resume_point_upstream_compacted_stops_with_a_clear_error() {
     let want = format!("has compacted revision {} (compact revision {compacted})", applied + 1);
     assert!(text.contains(&want) && text.contains("remove the data directory"), "{want}:\n{text}");
 }
+
+/// The runtime's side without etcd: upstream revisions applied through the store's group
+/// commit reach a local watcher with upstream's numbers and `prev_kv`, as a local write's
+/// events do; client writes on a mirror are refused and reads are served.
+#[actix_rt::test]
+async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused() {
+    use futures::StreamExt;
+    use watchkv::{
+        Error, KeyRange, KeyValue, PutRequest, RangeRequest, RequestOp, TxnRequest, UpstreamChange, UpstreamRevision,
+    };
+    use watchkv_actors::{start, ActorsConfig, WatchCreate};
+
+    let kv = |key: &str, value: &str, create: i64, modified: i64, version: i64| KeyValue {
+        key: key.into(),
+        create_revision: create,
+        mod_revision: modified,
+        version,
+        value: value.into(),
+        lease: 0,
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(ActorsConfig::new(dir.path()).with_mirror(true)).await.expect("start");
+    let mut create = WatchCreate::new(&KeyRange::all(), 0);
+    create.prev_kv = true;
+    let mut watch = handle.watch(create);
+    let created = watch.next().await.expect("created");
+    assert!(created.created, "{created:?}");
+
+    let applied = handle
+        .apply_upstream(vec![
+            UpstreamRevision { revision: 5, changes: vec![UpstreamChange::Put(kv("a", "a1", 5, 5, 1))] },
+            UpstreamRevision {
+                revision: 9,
+                changes: vec![UpstreamChange::Put(kv("b", "b1", 9, 9, 1)), UpstreamChange::Delete(b"a".to_vec())],
+            },
+        ])
+        .await
+        .expect("apply");
+    assert_eq!((applied, handle.current_revision()), (9, 9));
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(rev, _, _, _)| *rev < 9) {
+        let response = tokio::time::timeout(wire::DEADLINE, watch.next()).await.expect("in time").expect("response");
+        for e in response.events.iter() {
+            seen.push((e.kv.mod_revision, e.kind, e.kv.key.clone(), e.prev_kv.as_ref().map(|p| p.value.clone())));
+        }
+    }
+    use watchkv::EventKind::{Delete, Put};
+    assert_eq!(
+        seen,
+        vec![
+            (5, Put, b"a".to_vec(), None),
+            (9, Put, b"b".to_vec(), None),
+            (9, Delete, b"a".to_vec(), Some(b"a1".to_vec())),
+        ]
+    );
+
+    // An upstream revision already applied is refused, not applied twice.
+    let again = UpstreamRevision { revision: 9, changes: vec![UpstreamChange::Put(kv("c", "c", 9, 9, 1))] };
+    assert!(matches!(handle.apply_upstream(vec![again]).await, Err(Error::Upstream(_))));
+
+    assert!(matches!(handle.put(PutRequest::new("c", "local")).await, Err(Error::MirrorWrite)));
+    assert!(matches!(handle.lease_grant(0, 60).await, Err(Error::MirrorWrite)));
+    let nested_put = TxnRequest {
+        success: vec![RequestOp::Txn(TxnRequest {
+            success: vec![RequestOp::Put(PutRequest::new("c", "local"))],
+            ..TxnRequest::default()
+        })],
+        ..TxnRequest::default()
+    };
+    assert!(matches!(handle.txn(nested_put).await, Err(Error::MirrorWrite)));
+    let read =
+        TxnRequest { success: vec![RequestOp::Range(RangeRequest::new(KeyRange::all()))], ..TxnRequest::default() };
+    assert_eq!(handle.txn(read).await.expect("a read-only txn").revision, 9);
+    let all = handle.range(RangeRequest::new(KeyRange::all())).await.expect("range");
+    assert_eq!(all.kvs, vec![kv("b", "b1", 9, 9, 1)]);
+    assert_eq!(handle.current_revision(), 9, "nothing refused changed the store");
+}
