@@ -164,7 +164,8 @@ impl Handle {
     ///
     /// # Errors
     /// The first revision's failure ([`watchkv::KvStore::apply_upstream`]), or `Stopped`; the
-    /// revisions queued after a refused one are refused too (they do not continue the store).
+    /// revisions queued after a refused one are refused too (each names the one before it as
+    /// `after`, which the store never reached).
     pub async fn apply_upstream(&self, revisions: Vec<UpstreamRevision>) -> Result<i64> {
         let mut answers = Vec::with_capacity(revisions.len());
         for revision in revisions {

@@ -172,6 +172,8 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
         .into_inner();
     tracing::info!(endpoint = %endpoint, from = start, "mirror: following upstream");
     let mut fragments: Vec<mvccpb::Event> = Vec::new();
+    // The follower is the mirror's only writer: what it applied last is the store's revision.
+    let mut applied = start - 1;
     loop {
         let response: WatchResponse = match responses.next().await {
             Some(Ok(r)) => r,
@@ -198,8 +200,8 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
             // revision (etcd #15220).
             continue;
         }
-        let revisions = by_revision(events).map_err(Stop::Fatal)?;
-        handle.apply_upstream(revisions).await.map_err(|e| match e {
+        let revisions = by_revision(applied, events).map_err(Stop::Fatal)?;
+        applied = handle.apply_upstream(revisions).await.map_err(|e| match e {
             // A storage failure the store recovers from by itself (`store/recovery.rs`): resume
             // from whatever it holds once it has.
             watchkv::Error::Poisoned => Stop::Resume("the local store failed; resuming once it has recovered".into()),
@@ -224,9 +226,9 @@ async fn connect(endpoint: &str) -> Result<Channel, Stop> {
 }
 
 /// Groups one whole watch response's events (fragments joined) into upstream revisions, in
-/// order. etcd never splits one revision across responses (etcd: mvcc/watcher_group.go
+/// order, chained from `applied` (each revision's `after` is the one before it). etcd never splits one revision across responses (etcd: mvcc/watcher_group.go
 /// `newWatcherBatch` cuts at revision boundaries), so each group is the whole revision.
-fn by_revision(events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamRevision>, MirrorError> {
+fn by_revision(applied: i64, events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamRevision>, MirrorError> {
     let mut revisions: Vec<UpstreamRevision> = Vec::new();
     for event in events {
         let Some(kv) = event.kv else {
@@ -253,7 +255,10 @@ fn by_revision(events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamRevision>, Mirr
                     last.revision
                 )));
             }
-            _ => revisions.push(UpstreamRevision { revision, changes: vec![change] }),
+            last => {
+                let after = last.map_or(applied, |l| l.revision);
+                revisions.push(UpstreamRevision { after, revision, changes: vec![change] });
+            }
         }
     }
     Ok(revisions)
@@ -279,12 +284,14 @@ mod tests {
     fn events_group_into_revisions_in_upstreams_order() {
         use mvccpb::event::EventType::{Delete, Put};
         let grouped =
-            by_revision(vec![event(Put, "b", 4), event(Put, "a", 4), event(Delete, "c", 9)]).expect("grouped");
-        let shape: Vec<(i64, Vec<&[u8]>)> =
-            grouped.iter().map(|r| (r.revision, r.changes.iter().map(UpstreamChange::key).collect())).collect();
-        assert_eq!(shape, vec![(4, vec![&b"b"[..], b"a"]), (9, vec![&b"c"[..]])]);
+            by_revision(2, vec![event(Put, "b", 4), event(Put, "a", 4), event(Delete, "c", 9)]).expect("grouped");
+        let shape: Vec<(i64, i64, Vec<&[u8]>)> = grouped
+            .iter()
+            .map(|r| (r.after, r.revision, r.changes.iter().map(UpstreamChange::key).collect()))
+            .collect();
+        assert_eq!(shape, vec![(2, 4, vec![&b"b"[..], b"a"]), (4, 9, vec![&b"c"[..]])]);
         assert!(matches!(grouped[1].changes[0], UpstreamChange::Delete(_)));
-        let backwards = by_revision(vec![event(Put, "a", 5), event(Put, "b", 4)]).expect_err("backwards");
+        let backwards = by_revision(2, vec![event(Put, "a", 5), event(Put, "b", 4)]).expect_err("backwards");
         assert!(backwards.to_string().contains("revision 4 after revision 5"), "{backwards}");
     }
 }

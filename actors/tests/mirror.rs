@@ -285,8 +285,9 @@ async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused()
 
     let applied = handle
         .apply_upstream(vec![
-            UpstreamRevision { revision: 5, changes: vec![UpstreamChange::Put(kv("a", "a1", 5, 5, 1))] },
+            UpstreamRevision { after: 1, revision: 5, changes: vec![UpstreamChange::Put(kv("a", "a1", 5, 5, 1))] },
             UpstreamRevision {
+                after: 5,
                 revision: 9,
                 changes: vec![UpstreamChange::Put(kv("b", "b1", 9, 9, 1)), UpstreamChange::Delete(b"a".to_vec())],
             },
@@ -312,7 +313,7 @@ async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused()
     );
 
     // An upstream revision already applied is refused, not applied twice.
-    let again = UpstreamRevision { revision: 9, changes: vec![UpstreamChange::Put(kv("c", "c", 9, 9, 1))] };
+    let again = UpstreamRevision { after: 5, revision: 9, changes: vec![UpstreamChange::Put(kv("c", "c", 9, 9, 1))] };
     assert!(matches!(handle.apply_upstream(vec![again]).await, Err(Error::Upstream(_))));
 
     assert!(matches!(handle.put(PutRequest::new("c", "local")).await, Err(Error::MirrorWrite)));

@@ -39,6 +39,10 @@ impl UpstreamChange {
 /// watchers the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamRevision {
+    /// The revision the store must be at: the last upstream revision the mirror applied
+    /// before this one. A chain, so that once a revision is refused every later one queued
+    /// behind it is refused too, and nothing is applied past a gap.
+    pub after: i64,
     /// Upstream's revision: above the store's current one, not necessarily the next (upstream
     /// revisions that touched only keys outside a prefix mirror never reach it).
     pub revision: i64,
@@ -64,15 +68,16 @@ impl KvStore {
     /// `revision`. Returns the events, with `prev_kv` filled where the key existed, as a local
     /// write does. The lessor is never consulted: leases live upstream.
     ///
-    /// A revision at or below the current one is refused, not skipped: the mirror resumes its
-    /// upstream watch at current + 1, so one can only arrive through a bug, and a silent skip
-    /// would hide it.
+    /// A revision whose `after` is not the current revision is refused, so nothing is ever
+    /// applied past a refused one. A revision at or below the current one is refused, not
+    /// skipped: the mirror resumes its upstream watch at current + 1, so one can only arrive
+    /// through a bug, and a silent skip would hide it.
     ///
     /// # Errors
-    /// `Error::Upstream` (nothing changed) for a revision at or below the current one, one with
-    /// no change, a key twice, or a change that does not continue the store's state (a put whose
-    /// create revision or version is not the next of the key's local life, a delete of a key
-    /// that is not live); a storage error.
+    /// `Error::Upstream` (nothing changed) for a revision at or below the current one or whose
+    /// `after` is not the current one, one with no change, a key twice, or a change that does
+    /// not continue the store's state (a put whose create revision or version is not the next of
+    /// the key's local life, a delete of a key that is not live); a storage error.
     pub fn apply_upstream(&mut self, revision: UpstreamRevision) -> Result<Committed<i64>> {
         self.write(revision)
     }
@@ -106,6 +111,9 @@ impl KvStore {
         let refuse = |why: String| Err(Error::Upstream(format!("upstream revision {}: {why}", up.revision)));
         if up.revision <= self.current_rev {
             return refuse(format!("not after the applied revision {}", self.current_rev));
+        }
+        if up.after != self.current_rev || up.after >= up.revision {
+            return refuse(format!("follows revision {} but the mirror is at {}", up.after, self.current_rev));
         }
         if up.changes.is_empty() {
             return refuse("no change".into());
@@ -203,8 +211,8 @@ mod tests {
         UpstreamChange::Delete(key.into())
     }
 
-    fn rev(revision: i64, changes: Vec<UpstreamChange>) -> UpstreamRevision {
-        UpstreamRevision { revision, changes }
+    fn rev(after: i64, revision: i64, changes: Vec<UpstreamChange>) -> UpstreamRevision {
+        UpstreamRevision { after, revision, changes }
     }
 
     fn tomb(key: &str, revision: i64) -> KeyValue {
@@ -231,13 +239,13 @@ mod tests {
 
         // Revision 5 (2 to 4 touched keys a prefix mirror does not hold): a new key with an
         // upstream lease id that no local lease knows.
-        let first = store.apply_upstream(rev(5, vec![put("a", "a1", 5, 5, 1, 0x77)])).expect("apply 5");
+        let first = store.apply_upstream(rev(1, 5, vec![put("a", "a1", 5, 5, 1, 0x77)])).expect("apply 5");
         assert_eq!(first.response, 5);
         assert_eq!(shape(&first.events), vec![(EventKind::Put, kv("a", "a1", 5, 5, 1, 0x77), None)]);
         assert_eq!(store.current_rev(), 5);
 
         // Revision 9, one upstream txn: an overwrite and a new key, in upstream's order.
-        let txn = store.apply_upstream(rev(9, vec![put("b", "b1", 9, 9, 1, 0), put("a", "a2", 5, 9, 2, 0)]));
+        let txn = store.apply_upstream(rev(5, 9, vec![put("b", "b1", 9, 9, 1, 0), put("a", "a2", 5, 9, 2, 0)]));
         let txn = txn.expect("apply 9");
         assert_eq!(
             shape(&txn.events),
@@ -253,7 +261,7 @@ mod tests {
         );
 
         // Revision 10: deletes are tombstones with the deleted key-value as prev_kv.
-        let del = store.apply_upstream(rev(10, vec![delete("a"), delete("b")])).expect("apply 10");
+        let del = store.apply_upstream(rev(9, 10, vec![delete("a"), delete("b")])).expect("apply 10");
         assert_eq!(
             shape(&del.events),
             vec![
@@ -263,7 +271,7 @@ mod tests {
         );
 
         // Revision 12: the key comes back with a new life.
-        store.apply_upstream(rev(12, vec![put("a", "a3", 12, 12, 1, 0)])).expect("apply 12");
+        store.apply_upstream(rev(10, 12, vec![put("a", "a3", 12, 12, 1, 0)])).expect("apply 12");
         assert_eq!(all_at(&store, 0).expect("range"), vec![kv("a", "a3", 12, 12, 1, 0)]);
         assert_eq!(all_at(&store, 9).expect("range at 9"), vec![kv("a", "a2", 5, 9, 2, 0), kv("b", "b1", 9, 9, 1, 0)]);
         assert_eq!(all_at(&store, 10).expect("range at 10"), Vec::new());
@@ -284,18 +292,20 @@ mod tests {
     fn revisions_that_do_not_continue_the_mirror_are_refused_and_change_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = KvStore::open(StoreConfig::new(dir.path())).expect("open");
-        store.apply_upstream(rev(4, vec![put("a", "a1", 4, 4, 1, 0)])).expect("apply 4");
+        store.apply_upstream(rev(1, 4, vec![put("a", "a1", 4, 4, 1, 0)])).expect("apply 4");
         let cases = [
-            (rev(4, vec![put("b", "b", 4, 4, 1, 0)]), "not after the applied revision 4"),
-            (rev(3, vec![put("b", "b", 3, 3, 1, 0)]), "not after the applied revision 4"),
-            (rev(6, Vec::new()), "no change"),
-            (rev(6, vec![put("b", "b", 6, 5, 1, 0)]), "mod revision 5"),
-            (rev(6, vec![put("a", "a2", 6, 6, 1, 0)]), "expected 4 and 2"),
-            (rev(6, vec![put("a", "a2", 4, 6, 3, 0)]), "expected 4 and 2"),
-            (rev(6, vec![put("b", "b", 5, 6, 1, 0)]), "new to the mirror"),
-            (rev(6, vec![put("b", "b", 6, 6, 1, 0), delete("c")]), "does not hold it"),
-            (rev(6, vec![put("b", "b", 6, 6, 1, 0), delete("b")]), "changed twice"),
-            (rev(6, vec![put("", "b", 6, 6, 1, 0)]), "empty key"),
+            (rev(4, 4, vec![put("b", "b", 4, 4, 1, 0)]), "not after the applied revision 4"),
+            (rev(4, 3, vec![put("b", "b", 3, 3, 1, 0)]), "not after the applied revision 4"),
+            (rev(4, 6, Vec::new()), "no change"),
+            (rev(3, 6, vec![put("b", "b", 6, 6, 1, 0)]), "follows revision 3 but the mirror is at 4"),
+            (rev(6, 7, vec![put("b", "b", 7, 7, 1, 0)]), "follows revision 6 but the mirror is at 4"),
+            (rev(4, 6, vec![put("b", "b", 6, 5, 1, 0)]), "mod revision 5"),
+            (rev(4, 6, vec![put("a", "a2", 6, 6, 1, 0)]), "expected 4 and 2"),
+            (rev(4, 6, vec![put("a", "a2", 4, 6, 3, 0)]), "expected 4 and 2"),
+            (rev(4, 6, vec![put("b", "b", 5, 6, 1, 0)]), "new to the mirror"),
+            (rev(4, 6, vec![put("b", "b", 6, 6, 1, 0), delete("c")]), "does not hold it"),
+            (rev(4, 6, vec![put("b", "b", 6, 6, 1, 0), delete("b")]), "changed twice"),
+            (rev(4, 6, vec![put("", "b", 6, 6, 1, 0)]), "empty key"),
         ];
         for (up, why) in cases {
             let err = store.apply_upstream(up).expect_err(why);
@@ -305,7 +315,7 @@ mod tests {
         assert_eq!(store.current_rev(), 4);
         assert_eq!(all_at(&store, 0).expect("range"), vec![kv("a", "a1", 4, 4, 1, 0)]);
         // Nothing was half applied: the next good revision goes in.
-        let next = store.apply_upstream(rev(6, vec![put("a", "a2", 4, 6, 2, 0)])).expect("apply 6");
+        let next = store.apply_upstream(rev(4, 6, vec![put("a", "a2", 4, 6, 2, 0)])).expect("apply 6");
         assert_eq!(next.events[0].prev_kv, Some(kv("a", "a1", 4, 4, 1, 0)));
     }
 
@@ -317,7 +327,11 @@ mod tests {
         let at_r = vec![kv("a", "a3", 2, 9, 3, 0), kv("t/1", "one", 12, 12, 1, 0), kv("t/2", "two", 7, 12, 2, 0)];
         store.import_snapshot(20, at_r).expect("import");
         let applied = store
-            .apply_upstream(rev(23, vec![put("a", "a4", 2, 23, 4, 0), delete("t/2"), put("n", "new", 23, 23, 1, 9)]))
+            .apply_upstream(rev(
+                20,
+                23,
+                vec![put("a", "a4", 2, 23, 4, 0), delete("t/2"), put("n", "new", 23, 23, 1, 9)],
+            ))
             .expect("apply 23");
         assert_eq!(
             shape(&applied.events),
@@ -343,14 +357,20 @@ mod tests {
         let config = StoreConfig::new(dir.path());
         let mut store = KvStore::open(config.clone()).expect("open");
         let mut group = store.group();
-        let a = group.apply(rev(3, vec![put("k", "1", 3, 3, 1, 0)]));
-        let b = group.apply(rev(7, vec![put("k", "2", 3, 7, 2, 0)]));
-        let stale = group.apply(rev(7, vec![put("j", "x", 7, 7, 1, 0)]));
+        let a = group.apply(rev(1, 3, vec![put("k", "1", 3, 3, 1, 0)]));
+        let b = group.apply(rev(3, 7, vec![put("k", "2", 3, 7, 2, 0)]));
+        let stale = group.apply(rev(3, 7, vec![put("j", "x", 7, 7, 1, 0)]));
+        // A refused revision breaks the chain: the one queued behind it is refused too.
+        let bad = group.apply(rev(7, 8, vec![delete("missing")]));
+        let behind = group.apply(rev(8, 9, vec![put("k", "3", 3, 9, 3, 0)]));
         let persisted = group.persist();
         assert_eq!(a.settle(&persisted).expect("3").events[0].kv, kv("k", "1", 3, 3, 1, 0));
         let b = b.settle(&persisted).expect("7");
         assert_eq!(b.events[0].prev_kv, Some(kv("k", "1", 3, 3, 1, 0)), "reads the group's own earlier row");
         assert!(matches!(stale.settle(&persisted), Err(Error::Upstream(_))));
+        assert!(matches!(bad.settle(&persisted), Err(Error::Upstream(_))));
+        let behind = behind.settle(&persisted).expect_err("behind a refused revision");
+        assert!(behind.to_string().contains("follows revision 8 but the mirror is at 7"), "{behind}");
         drop(store);
         let reopened = KvStore::open(config).expect("reopen");
         assert_eq!(reopened.current_rev(), 7);
@@ -362,7 +382,7 @@ mod tests {
         // Not what a mirror does (it refuses local writes), but the store stays consistent.
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = KvStore::open(StoreConfig::new(dir.path())).expect("open");
-        store.apply_upstream(rev(40, vec![put("k", "v", 40, 40, 1, 0)])).expect("apply 40");
+        store.apply_upstream(rev(1, 40, vec![put("k", "v", 40, 40, 1, 0)])).expect("apply 40");
         let local = store.put(PutRequest::new("k", "w")).expect("put");
         assert_eq!(local.response.revision, 41);
         assert_eq!(local.events[0].kv, kv("k", "w", 40, 41, 2, 0));
