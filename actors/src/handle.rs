@@ -71,6 +71,9 @@ struct Inner {
     seq: Arc<AtomicU64>,
     /// The store's, the syncer's and the victim actor's threads, taken on shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
+    /// The revision [`Handle::apply_upstream`] reached last (mirror mode only): what a
+    /// forwarded write or a linearizable read waits on ([`Handle::wait_for_revision`]).
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 /// The running store. Cloning is shallow.
@@ -90,10 +93,11 @@ impl Handle {
     pub(crate) fn new(config: Arc<ActorsConfig>, runtime: Runtime, arbiters: Vec<Arbiter>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                runtime,
                 config,
                 next_stream: AtomicU64::new(1),
                 seq: Arc::new(AtomicU64::new(1)),
+                applied: tokio::sync::watch::Sender::new(runtime.clock.current()),
+                runtime,
                 arbiters: Mutex::new(arbiters),
             }),
         }
@@ -174,8 +178,21 @@ impl Handle {
         let mut applied = self.current_revision();
         for answer in answers {
             applied = answer.await.unwrap_or(Err(Error::Stopped))?;
+            self.inner.applied.send_replace(applied);
         }
         Ok(applied)
+    }
+
+    /// Waits until the store holds `revision` (mirror mode: until the follower has applied it)
+    /// or `deadline` has passed; returns whether it does. Woken by [`Handle::apply_upstream`],
+    /// so a mirror's forwarded write waits without polling.
+    pub async fn wait_for_revision(&self, revision: i64, deadline: std::time::Duration) -> bool {
+        let mut applied = self.inner.applied.subscribe();
+        if self.current_revision() >= revision {
+            return true;
+        }
+        let reached = tokio::time::timeout(deadline, applied.wait_for(|&r| r >= revision)).await;
+        matches!(reached, Ok(Ok(_))) || self.current_revision() >= revision
     }
 
     /// Writes a key (etcd `Put`).

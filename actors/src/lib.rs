@@ -31,6 +31,7 @@
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).
 //! - [`import`]: `watchkv import`, a running etcd's keyspace at one revision into a new store.
 //! - [`mirror`]: mirror mode's follower (`watchkv --upstream`): upstream's revisions applied locally.
+//! - [`forward`]: mirror mode's writes, lease calls and linearizable reads, forwarded to upstream.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -69,6 +70,7 @@
 pub mod api;
 pub mod auto_compactor;
 pub mod config;
+pub mod forward;
 pub mod gateway;
 pub mod grpc;
 pub mod handle;

@@ -473,6 +473,7 @@ async fn main() -> anyhow::Result<()> {
     let handle = watchkv_actors::start(config)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let forwarded = mirror.clone();
     let mut follower = mirror.map(|options| actix_web::rt::spawn(mirror::follow(handle.clone(), options)));
     tracing::info!(
         data_dir = %args.data_dir.display(),
@@ -489,7 +490,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.advertise_client_urls.clone()
     };
-    let grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
+    let mut grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
+    if let Some(options) = &forwarded {
+        // Mirror mode: writes, lease calls and linearizable reads go to upstream (gRPC only).
+        grpc = grpc.with_upstream(watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options)?);
+    }
     let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let mut options = PortOptions::default();
     if let Some(workers) = args.workers {

@@ -10,8 +10,13 @@ use crate::api::{auth, request};
 impl pb::kv_server::Kv for GrpcApi {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let caller = self.caller(&request)?;
-        let req = request::range_request(request.into_inner())?;
+        let req = request.into_inner();
+        let linearizable = !req.serializable;
+        let req = request::range_request(req)?;
         self.handle().auth().check_read(&caller, &req.range)?;
+        if let (Some(upstream), true) = (self.upstream(), linearizable) {
+            upstream.linearize().await?;
+        }
         let resp = self.handle().range(req).await.map_err(status)?;
         Ok(Response::new(convert::range_response(Some(self.inner.header), resp)))
     }
@@ -22,6 +27,9 @@ impl pb::kv_server::Kv for GrpcApi {
         self.check_size(&req)?;
         let lease_keys = auth::lease_keys(self.handle(), req.lease).await;
         self.handle().auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
+        if let Some(upstream) = self.upstream() {
+            return upstream.put(req).await;
+        }
         let resp = self.handle().put(request::put_request(req)).await.map_err(status)?;
         Ok(Response::new(convert::put_response(Some(self.inner.header), resp)))
     }
@@ -33,8 +41,12 @@ impl pb::kv_server::Kv for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        let forwarded = self.upstream().map(|_| req.clone());
         let req = request::delete_request(req);
         self.handle().auth().check_delete(&caller, &req.range, req.prev_kv)?;
+        if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
+            return upstream.delete_range(forwarded).await;
+        }
         let resp = self.handle().delete_range(req).await.map_err(status)?;
         Ok(Response::new(convert::delete_response(Some(self.inner.header), resp)))
     }
@@ -43,8 +55,16 @@ impl pb::kv_server::Kv for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;
         self.handle().auth().check_txn(&caller, &req)?;
+        if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
+            if crate::forward::txn_writes(&forwarded) {
+                return upstream.txn(forwarded).await;
+            }
+            // A read-only txn is a read, answered locally; etcd's txns are linearizable.
+            upstream.linearize().await?;
+        }
         let resp = self.handle().txn(req).await.map_err(status)?;
         Ok(Response::new(convert::txn_response(Some(self.inner.header), resp)))
     }
@@ -54,6 +74,9 @@ impl pb::kv_server::Kv for GrpcApi {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let req = request.into_inner();
+        if let Some(upstream) = self.upstream() {
+            return upstream.compact(req).await;
+        }
         let rev = self.handle().compact(req.revision, req.physical).await.map_err(status)?;
         Ok(Response::new(pb::CompactionResponse { header: Some(self.header(rev)) }))
     }

@@ -14,6 +14,9 @@ impl pb::lease_server::Lease for GrpcApi {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let req = request.into_inner();
+        if let Some(upstream) = self.upstream() {
+            return upstream.lease_grant(req).await;
+        }
         let (id, ttl, rev) = self.handle().lease_grant(req.id, req.ttl).await.map_err(status)?;
         Ok(Response::new(pb::LeaseGrantResponse { header: Some(self.header(rev)), id, ttl, error: String::new() }))
     }
@@ -23,7 +26,11 @@ impl pb::lease_server::Lease for GrpcApi {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let caller = self.caller(&request)?;
-        let id = request.into_inner().id;
+        let req = request.into_inner();
+        if let Some(upstream) = self.upstream() {
+            return upstream.lease_revoke(req).await;
+        }
+        let id = req.id;
         let keys = crate::api::auth::lease_keys(self.handle(), id).await;
         self.handle().auth().check_lease_keys(&caller, &keys)?;
         let rev = self.handle().lease_revoke(id).await.map_err(status)?;
@@ -36,6 +43,9 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
+        if let Some(upstream) = self.upstream() {
+            return upstream.lease_keep_alive(request.into_inner()).await;
+        }
         let api = self.clone();
         let responses = request.into_inner().then(move |item| {
             let api = api.clone();
@@ -54,6 +64,9 @@ impl pb::lease_server::Lease for GrpcApi {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
+        if let Some(upstream) = self.upstream() {
+            return upstream.lease_time_to_live(req).await;
+        }
         let (s, rev) = self.handle().lease_time_to_live_answer(req.id, req.keys).await.map_err(status)?;
         let resp = pb::LeaseTimeToLiveResponse {
             header: Some(self.header(rev)),
@@ -67,8 +80,11 @@ impl pb::lease_server::Lease for GrpcApi {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        if let Some(upstream) = self.upstream() {
+            return upstream.lease_leases(request.into_inner()).await;
+        }
         let (ids, rev) = self.handle().leases().await.map_err(status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: Some(self.header(rev)),

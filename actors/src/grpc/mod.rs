@@ -60,6 +60,8 @@ struct Inner {
     header: Header,
     max_request_bytes: usize,
     client_urls: Vec<String>,
+    /// Mirror mode: where writes, lease calls and linearizable reads' quorum go.
+    upstream: Option<crate::forward::Upstream>,
 }
 
 impl GrpcApi {
@@ -72,7 +74,24 @@ impl GrpcApi {
     /// When called outside an actix arbiter (as `Actor::start` would).
     #[must_use]
     pub fn new(handle: Handle, header: Header, max_request_bytes: usize, client_urls: Vec<String>) -> Self {
-        Self { inner: Arc::new(Inner { handle, header, max_request_bytes, client_urls }), streams: Arbiter::current() }
+        Self {
+            inner: Arc::new(Inner { handle, header, max_request_bytes, client_urls, upstream: None }),
+            streams: Arbiter::current(),
+        }
+    }
+
+    /// Returns a copy that forwards writes, lease calls and linearizable reads' quorum to
+    /// `upstream` (mirror mode, [`crate::forward`]).
+    #[must_use]
+    pub fn with_upstream(&self, upstream: crate::forward::Upstream) -> Self {
+        let inner = Inner {
+            handle: self.inner.handle.clone(),
+            header: self.inner.header,
+            max_request_bytes: self.inner.max_request_bytes,
+            client_urls: self.inner.client_urls.clone(),
+            upstream: Some(upstream),
+        };
+        Self { inner: Arc::new(inner), streams: self.streams.clone() }
     }
 
     /// Returns every service, ready for `tonic::transport::Server::add_routes`. Incoming
@@ -100,6 +119,11 @@ impl GrpcApi {
 
     fn handle(&self) -> &Handle {
         &self.inner.handle
+    }
+
+    /// Mirror mode's upstream, if this is a mirror.
+    fn upstream(&self) -> Option<&crate::forward::Upstream> {
+        self.inner.upstream.as_ref()
     }
 
     fn header(&self, revision: i64) -> pb::etcdserverpb::ResponseHeader {

@@ -1,0 +1,246 @@
+//! Owns mirror mode's forwarding (docs/etcd-semantics.md "Mirror mode"): a mirror's writes
+//! (Put, DeleteRange, a Txn that writes, Compact) and lease calls go to upstream with the
+//! generated gRPC clients, and a forwarded write is answered only once the mirror has applied
+//! its revision, so its client reads its own writes and a watch it opens next sees them; a
+//! linearizable read learns upstream's current revision from a quorum read and waits for the
+//! mirror to reach it before it is answered locally. Upstream's answers keep their revisions and
+//! fields, with the mirror's header identity; upstream's errors keep their code and text.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tonic::codegen::BoxStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::pb::etcdserverpb as pb;
+use crate::api::pb::etcdserverpb::kv_client::KvClient;
+use crate::api::pb::etcdserverpb::lease_client::LeaseClient;
+use crate::api::Header;
+use crate::handle::Handle;
+use crate::import::upstream_url;
+use crate::mirror::MirrorOptions;
+
+/// How long connecting to an upstream endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forwarded write or a linearizable read waits for the mirror to apply upstream's
+/// revision before it fails with etcd's timeout: generous, since the follower may be resuming
+/// on another member.
+const APPLY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A mirror's way to upstream: one channel over every upstream endpoint, shared by every call.
+#[derive(Clone)]
+pub struct Upstream {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    handle: Handle,
+    header: Header,
+    /// The key the quorum read of a linearizable read asks for (the mirrored prefix, or any).
+    probe_key: Vec<u8>,
+    /// Whether forwarded writes and linearizable reads wait for the mirror to apply upstream's
+    /// revision: only a mirror of the whole keyspace sees every upstream revision (a prefix
+    /// mirror never sees a revision made outside its prefix).
+    waits: bool,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("waits", &self.waits).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A lazily connected channel over `options`' endpoints (calls are balanced over the ones
+    /// that answer), answering with `header`'s identity and waiting on `handle`'s revision.
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// An endpoint that is not a URL.
+    pub fn new(handle: Handle, header: Header, options: &MirrorOptions) -> Result<Self, crate::mirror::MirrorError> {
+        let invalid = |e: String| crate::mirror::MirrorError::Invalid(e);
+        let mut endpoints = Vec::with_capacity(options.endpoints.len());
+        for endpoint in &options.endpoints {
+            let url = upstream_url(endpoint).map_err(|e| invalid(e.to_string()))?;
+            let target =
+                Endpoint::from_shared(url.clone()).map_err(|e| invalid(format!("upstream URL {url:?}: {e}")))?;
+            endpoints.push(target.connect_timeout(CONNECT_TIMEOUT));
+        }
+        if endpoints.is_empty() {
+            return Err(invalid("no upstream endpoint given".into()));
+        }
+        let channel = Channel::balance_list(endpoints.into_iter());
+        let probe_key = if options.prefix.is_empty() { vec![0] } else { options.prefix.clone() };
+        Ok(Self {
+            kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
+            lease: LeaseClient::new(channel),
+            handle,
+            header,
+            probe_key,
+            waits: options.prefix.is_empty(),
+        })
+    }
+
+    /// Upstream's header with the mirror's identity and upstream's revision.
+    fn header(&self, header: Option<pb::ResponseHeader>) -> Option<pb::ResponseHeader> {
+        Some(self.header.at(header.map_or(0, |h| h.revision)))
+    }
+
+    /// Waits until the mirror has applied `revision`.
+    async fn applied(&self, revision: i64) -> Result<(), Status> {
+        if !self.waits || self.handle.wait_for_revision(revision, APPLY_DEADLINE).await {
+            return Ok(());
+        }
+        // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
+        Err(Status::unavailable("etcdserver: request timed out"))
+    }
+
+    /// Waits until the mirror holds everything upstream had when this was called: upstream's
+    /// current revision comes from a linearizable (quorum) range of one key, count only.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout when the mirror does not catch up.
+    pub async fn linearize(&self) -> Result<(), Status> {
+        if !self.waits {
+            return Ok(());
+        }
+        let probe = pb::RangeRequest { key: self.probe_key.clone(), limit: 1, count_only: true, ..Default::default() };
+        let resp = self.kv.clone().range(probe).await?.into_inner();
+        self.applied(resp.header.map_or(0, |h| h.revision)).await
+    }
+
+    /// Forwards a Put; answers once the mirror has applied it.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn put(&self, req: pb::PutRequest) -> Result<Response<pb::PutResponse>, Status> {
+        let mut resp = self.kv.clone().put(req).await?.into_inner();
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a DeleteRange; answers once the mirror has applied it.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn delete_range(&self, req: pb::DeleteRangeRequest) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let mut resp = self.kv.clone().delete_range(req).await?.into_inner();
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a Txn that writes; answers once the mirror has applied its revision. The
+    /// headers of its branch's responses keep upstream's revision, with the mirror's identity.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<Response<pb::TxnResponse>, Status> {
+        let mut resp = self.kv.clone().txn(req).await?.into_inner();
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        self.rehead_txn(&mut resp);
+        Ok(Response::new(resp))
+    }
+
+    fn rehead_txn(&self, resp: &mut pb::TxnResponse) {
+        use pb::response_op::Response as Op;
+        resp.header = self.header(resp.header.take());
+        for op in &mut resp.responses {
+            match op.response.as_mut() {
+                Some(Op::ResponseRange(r)) => r.header = self.header(r.header.take()),
+                Some(Op::ResponsePut(r)) => r.header = self.header(r.header.take()),
+                Some(Op::ResponseDeleteRange(r)) => r.header = self.header(r.header.take()),
+                Some(Op::ResponseTxn(r)) => self.rehead_txn(r),
+                None => {}
+            }
+        }
+    }
+
+    /// Forwards a Compact: upstream compacts; the mirror's own history is kept by its own
+    /// auto-compaction.
+    ///
+    /// # Errors
+    /// Upstream's error.
+    pub async fn compact(&self, req: pb::CompactionRequest) -> Result<Response<pb::CompactionResponse>, Status> {
+        let mut resp = self.kv.clone().compact(req).await?.into_inner();
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a LeaseGrant.
+    ///
+    /// # Errors
+    /// Upstream's error.
+    pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let mut resp = self.lease.clone().lease_grant(req).await?.into_inner();
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a LeaseRevoke; answers once the mirror has applied the deletion of its keys.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn lease_revoke(&self, req: pb::LeaseRevokeRequest) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let mut resp = self.lease.clone().lease_revoke(req).await?.into_inner();
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a LeaseTimeToLive.
+    ///
+    /// # Errors
+    /// Upstream's error.
+    pub async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let mut resp = self.lease.clone().lease_time_to_live(req).await?.into_inner();
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a LeaseLeases.
+    ///
+    /// # Errors
+    /// Upstream's error.
+    pub async fn lease_leases(&self, req: pb::LeaseLeasesRequest) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let mut resp = self.lease.clone().lease_leases(req).await?.into_inner();
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    /// Forwards a KeepAlive stream: the client's requests go to one upstream stream as they
+    /// come, upstream's answers come back in order; the client ending its side (or failing)
+    /// ends upstream's.
+    ///
+    /// # Errors
+    /// Upstream's error opening the stream.
+    pub async fn lease_keep_alive(
+        &self,
+        requests: Streaming<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
+        let requests = requests.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| async { r.ok() });
+        let responses = self.lease.clone().lease_keep_alive(Request::new(requests)).await?.into_inner();
+        let this = self.clone();
+        let responses = responses.map(move |r| {
+            r.map(|mut resp| {
+                resp.header = this.header(resp.header);
+                resp
+            })
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// Whether any branch of a txn, nested ones included, puts or deletes.
+#[must_use]
+pub fn txn_writes(req: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as Op;
+    req.success.iter().chain(&req.failure).any(|op| match &op.request {
+        Some(Op::RequestPut(_) | Op::RequestDeleteRange(_)) => true,
+        Some(Op::RequestTxn(inner)) => txn_writes(inner),
+        _ => false,
+    })
+}

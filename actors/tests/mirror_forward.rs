@@ -1,0 +1,192 @@
+//! Mirror mode's forwarding against a real etcd 3.4.23 over gRPC (`watchkv --upstream URL`):
+//! puts, deletes, txns, compactions and lease calls (the keep-alive stream included) made on the
+//! mirror go to etcd and are answered with etcd's revisions once the mirror has applied them, so
+//! a serializable read on the mirror right after sees them and a watch opened next delivers
+//! them; a compaction through the mirror compacts etcd but not the mirror's history; a
+//! linearizable read on the mirror sees a write made on etcd directly just before; etcd's errors
+//! come back with etcd's code and text.
+
+mod wire;
+
+use futures::StreamExt as _;
+use tonic::transport::Channel;
+use watchkv_actors::api::pb::etcdserverpb::kv_client::KvClient;
+use watchkv_actors::api::pb::etcdserverpb::lease_client::LeaseClient;
+use watchkv_actors::api::pb::etcdserverpb::watch_client::WatchClient;
+use watchkv_actors::api::pb::etcdserverpb::{
+    compare, request_op, response_op, watch_request, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+};
+use wire::{start_etcd, start_watchkv, DEADLINE};
+
+async fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect")
+}
+
+fn range(key: &str, revision: i64, serializable: bool) -> RangeRequest {
+    RangeRequest { key: key.into(), revision, serializable, ..RangeRequest::default() }
+}
+
+/// The value and mod revision of `key` read locally on the mirror (serializable: no waiting).
+async fn local(kv: &mut KvClient<Channel>, key: &str) -> Option<(Vec<u8>, i64, i64)> {
+    let resp = kv.range(range(key, 0, true)).await.expect("serializable range").into_inner();
+    resp.kvs.first().map(|kv| (kv.value.clone(), kv.mod_revision, kv.lease))
+}
+
+#[test]
+fn writes_and_leases_through_a_mirror_go_to_etcd_and_read_back_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let url = format!("http://127.0.0.1:{}", etcd.port);
+    let mirror = start_watchkv(&dir.path().join("mirror"), wire::free_port(), &["--upstream", &url]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(DEADLINE * 4, scenario(etcd.port, mirror.port)).await.expect("the scenario in time");
+    });
+    drop(mirror);
+    drop(etcd);
+}
+
+async fn scenario(etcd_port: u16, mirror_port: u16) {
+    let (etcd_channel, mirror_channel) = (channel(etcd_port).await, channel(mirror_port).await);
+    let mut etcd = KvClient::new(etcd_channel.clone());
+    let mut kv = KvClient::new(mirror_channel.clone());
+    let mut lease = LeaseClient::new(mirror_channel.clone());
+    let mirror_identity =
+        kv.range(range("x", 0, true)).await.expect("local range").into_inner().header.expect("header");
+
+    // A put through the mirror: etcd's revision, the mirror's identity, readable locally at once.
+    let put = kv
+        .put(PutRequest { key: "a".into(), value: "1".into(), ..PutRequest::default() })
+        .await
+        .expect("put through the mirror")
+        .into_inner();
+    let header = put.header.expect("header");
+    let on_etcd = etcd.range(range("a", 0, false)).await.expect("etcd range").into_inner();
+    assert_eq!(on_etcd.kvs[0].mod_revision, header.revision, "the put's revision is etcd's");
+    assert_eq!(header.member_id, mirror_identity.member_id, "the mirror's identity");
+    assert_eq!(local(&mut kv, "a").await, Some((b"1".to_vec(), header.revision, 0)), "read-your-writes");
+
+    // A watch opened next on the mirror, from that revision, delivers it.
+    let mut watch = WatchClient::new(mirror_channel.clone());
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+            key: "a".into(),
+            start_revision: header.revision,
+            ..WatchCreateRequest::default()
+        })),
+    };
+    let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+    let mut responses = watch.watch(requests).await.expect("watch").into_inner();
+    let event = loop {
+        let resp = responses.message().await.expect("watch response").expect("stream open");
+        if let Some(e) = resp.events.first() {
+            break e.clone();
+        }
+    };
+    let kv_event = event.kv.expect("kv");
+    assert_eq!((kv_event.key, kv_event.value, kv_event.mod_revision), (b"a".to_vec(), b"1".to_vec(), header.revision));
+
+    // A delete with prev_kv.
+    let deleted = kv
+        .delete_range(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..DeleteRangeRequest::default() })
+        .await
+        .expect("delete through the mirror")
+        .into_inner();
+    assert_eq!(deleted.deleted, 1);
+    assert_eq!(deleted.prev_kvs[0].value, b"1");
+    assert!(deleted.header.expect("header").revision > header.revision);
+    assert_eq!(local(&mut kv, "a").await, None, "the delete is applied before it is answered");
+
+    // A txn that writes: compare on etcd's revisions, both branches' puts.
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            key: "a".into(),
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Version as i32,
+            target_union: Some(compare::TargetUnion::Version(0)),
+            ..Compare::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: "t".into(),
+                value: "won".into(),
+                ..PutRequest::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let txn = kv.txn(txn).await.expect("txn through the mirror").into_inner();
+    assert!(txn.succeeded);
+    let txn_revision = txn.header.expect("header").revision;
+    assert!(matches!(txn.responses[0].response, Some(response_op::Response::ResponsePut(_))));
+    assert_eq!(local(&mut kv, "t").await, Some((b"won".to_vec(), txn_revision, 0)));
+
+    // A lease granted through the mirror, a key put with it, kept alive through the mirror.
+    let granted =
+        lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.expect("grant through the mirror").into_inner();
+    assert!(granted.id != 0 && granted.ttl == 60, "{granted:?}");
+    let leased = kv
+        .put(PutRequest { key: "l".into(), value: "v".into(), lease: granted.id, ..PutRequest::default() })
+        .await
+        .expect("leased put")
+        .into_inner();
+    let leased_revision = leased.header.expect("header").revision;
+    assert_eq!(local(&mut kv, "l").await, Some((b"v".to_vec(), leased_revision, granted.id)));
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tx.unbounded_send(LeaseKeepAliveRequest { id: granted.id }).expect("send");
+    let mut alive = lease.lease_keep_alive(rx).await.expect("keep-alive stream").into_inner();
+    let renewed = alive.message().await.expect("keep-alive answer").expect("stream open");
+    assert_eq!((renewed.id, renewed.ttl), (granted.id, 60));
+    drop(tx);
+    let ttl = lease
+        .lease_time_to_live(LeaseTimeToLiveRequest { id: granted.id, keys: true })
+        .await
+        .expect("time to live")
+        .into_inner();
+    assert_eq!((ttl.granted_ttl, ttl.keys), (60, vec![b"l".to_vec()]));
+    let leases = lease.lease_leases(LeaseLeasesRequest {}).await.expect("leases").into_inner();
+    assert!(leases.leases.iter().any(|l| l.id == granted.id));
+    lease.lease_revoke(LeaseRevokeRequest { id: granted.id }).await.expect("revoke through the mirror");
+    assert_eq!(local(&mut kv, "l").await, None, "the revoke's deletion is applied before it is answered");
+
+    // An upstream error comes back with etcd's code and text.
+    let missing = LeaseRevokeRequest { id: granted.id };
+    let from_mirror = lease.lease_revoke(missing).await.expect_err("no such lease");
+    let from_etcd = LeaseClient::new(etcd_channel.clone()).lease_revoke(missing).await.expect_err("no such lease");
+    assert_eq!((from_mirror.code(), from_mirror.message()), (from_etcd.code(), from_etcd.message()));
+    assert_eq!(from_mirror.message(), "etcdserver: requested lease not found");
+
+    // A write made on etcd directly is seen by a linearizable read on the mirror issued next.
+    for i in 0..20 {
+        let direct = etcd
+            .put(PutRequest { key: "direct".into(), value: format!("{i}").into(), ..PutRequest::default() })
+            .await
+            .expect("put on etcd")
+            .into_inner();
+        let read = kv.range(range("direct", 0, false)).await.expect("linearizable range").into_inner();
+        let direct_revision = direct.header.expect("header").revision;
+        assert!(read.header.expect("header").revision >= direct_revision);
+        assert_eq!(
+            (read.kvs[0].value.clone(), read.kvs[0].mod_revision),
+            (format!("{i}").into_bytes(), direct_revision)
+        );
+    }
+
+    // A revision above upstream's current one: etcd's future-revision error.
+    let current = etcd.range(range("x", 0, false)).await.expect("etcd range").into_inner().header.expect("h").revision;
+    let future = kv.range(range("x", current + 100, false)).await.expect_err("future revision");
+    let etcd_future = etcd.range(range("x", current + 100, false)).await.expect_err("future revision");
+    assert_eq!((future.code(), future.message()), (etcd_future.code(), etcd_future.message()));
+
+    // A compaction through the mirror compacts etcd, not the mirror's history.
+    kv.compact(CompactionRequest { revision: txn_revision, physical: true }).await.expect("compact through the mirror");
+    let old = etcd.range(range("t", txn_revision - 1, false)).await.expect_err("compacted on etcd");
+    assert_eq!(old.message(), "etcdserver: mvcc: required revision has been compacted");
+    let kept = kv.range(range("t", txn_revision - 1, true)).await.expect("the mirror keeps its history").into_inner();
+    assert!(kept.kvs.is_empty(), "t did not exist before the txn");
+    let at_put = kv.range(range("a", header.revision, true)).await.expect("history").into_inner();
+    assert_eq!(at_put.kvs[0].value, b"1", "the mirror still holds the deleted key at its put's revision");
+    drop(alive);
+}
