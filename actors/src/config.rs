@@ -156,7 +156,8 @@ impl ActorsConfig {
     }
 
     /// Whether the store is a mirror of an upstream etcd (`crate::mirror`): client writes and
-    /// lease grants are refused with `etcdserver: mirror: writes go to upstream`, and only the
+    /// lease grants reaching the [`crate::Handle`] are refused with `etcdserver: mirror: writes
+    /// go to upstream` (the gRPC services forward them first: `crate::forward`), and only the
     /// mirror's follower moves the revision. Default: off.
     #[must_use]
     pub fn is_mirror(&self) -> bool {

@@ -9,7 +9,8 @@
 //! the snapshot files `etcdctl snapshot save` takes from a running server; `watchkv import
 //! --from URL --data-dir DIR` copies a running etcd's keyspace at one revision into a new data
 //! directory (`watchkv_actors::import`). With `--upstream URL` the server is a mirror of that
-//! etcd (`watchkv_actors::mirror`): it follows upstream's revisions and refuses client writes.
+//! etcd (`watchkv_actors::mirror`): it follows upstream's revisions, forwards gRPC writes and
+//! lease calls to upstream (`watchkv_actors::forward`) and refuses the gateway's writes.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -184,8 +185,8 @@ struct Args {
     workers: Option<usize>,
     /// Mirror mode: upstream etcd client URLs (`http://host:port` or `host:port`,
     /// comma-separated). An empty data directory is bootstrapped from upstream, then the node
-    /// follows upstream's revisions with one watch and serves reads and watches; client writes
-    /// are refused (they go to upstream).
+    /// follows upstream's revisions with one watch and serves reads and watches; gRPC writes and
+    /// lease calls are forwarded to upstream (the gateway refuses writes).
     #[arg(long, value_delimiter = ',')]
     upstream: Vec<String>,
     /// With --upstream: mirror only the keys under this prefix.
