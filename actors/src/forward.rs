@@ -131,29 +131,15 @@ impl Upstream {
     }
 
     /// Forwards a Txn that writes; answers once the mirror has applied its revision. The
-    /// headers of its branch's responses keep upstream's revision, with the mirror's identity.
+    /// headers of its branch's responses are upstream's (etcd fills in only their revision).
     ///
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn txn(&self, req: pb::TxnRequest) -> Result<Response<pb::TxnResponse>, Status> {
         let mut resp = self.kv.clone().txn(req).await?.into_inner();
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
-        self.rehead_txn(&mut resp);
+        resp.header = self.header(resp.header);
         Ok(Response::new(resp))
-    }
-
-    fn rehead_txn(&self, resp: &mut pb::TxnResponse) {
-        use pb::response_op::Response as Op;
-        resp.header = self.header(resp.header.take());
-        for op in &mut resp.responses {
-            match op.response.as_mut() {
-                Some(Op::ResponseRange(r)) => r.header = self.header(r.header.take()),
-                Some(Op::ResponsePut(r)) => r.header = self.header(r.header.take()),
-                Some(Op::ResponseDeleteRange(r)) => r.header = self.header(r.header.take()),
-                Some(Op::ResponseTxn(r)) => self.rehead_txn(r),
-                None => {}
-            }
-        }
     }
 
     /// Forwards a Compact: upstream compacts; the mirror's own history is kept by its own
@@ -231,6 +217,97 @@ impl Upstream {
             })
         });
         Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+impl Upstream {
+    /// Renews a lease once on upstream (the gateway's keep-alive, which answers one request at
+    /// a time): its TTL (0 for an unknown lease, as etcd answers) and upstream's revision.
+    ///
+    /// # Errors
+    /// Upstream's error, or `Unavailable` when upstream ends the stream without an answer.
+    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<(i64, i64), Status> {
+        // The request side stays open until the answer is in: etcd ends the stream at the
+        // client's end, perhaps before answering.
+        let requests = futures::stream::iter([pb::LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
+        let mut responses = self.lease.clone().lease_keep_alive(Request::new(requests)).await?.into_inner();
+        match responses.message().await? {
+            Some(resp) => Ok((resp.ttl, resp.header.map_or(0, |h| h.revision))),
+            None => Err(Status::unavailable("upstream ended the keep-alive stream without an answer")),
+        }
+    }
+}
+
+/// Upstream's messages as the core's responses, for the gateway's encoders (which add the
+/// mirror's identity to the revision).
+pub mod core {
+    use watchkv::{DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
+
+    use crate::api::pb::etcdserverpb as pb;
+    use crate::api::pb::mvccpb;
+
+    fn revision(header: Option<&pb::ResponseHeader>) -> i64 {
+        header.map_or(0, |h| h.revision)
+    }
+
+    fn key_value(kv: mvccpb::KeyValue) -> KeyValue {
+        KeyValue {
+            key: kv.key,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            value: kv.value,
+            lease: kv.lease,
+        }
+    }
+
+    /// A `RangeResponse`.
+    #[must_use]
+    pub fn range(r: pb::RangeResponse) -> RangeResponse {
+        RangeResponse {
+            revision: revision(r.header.as_ref()),
+            kvs: r.kvs.into_iter().map(key_value).collect(),
+            more: r.more,
+            count: r.count,
+        }
+    }
+
+    /// A `PutResponse`.
+    #[must_use]
+    pub fn put(r: pb::PutResponse) -> PutResponse {
+        PutResponse { revision: revision(r.header.as_ref()), prev_kv: r.prev_kv.map(key_value) }
+    }
+
+    /// A `DeleteRangeResponse`.
+    #[must_use]
+    pub fn delete(r: pb::DeleteRangeResponse) -> DeleteRangeResponse {
+        DeleteRangeResponse {
+            revision: revision(r.header.as_ref()),
+            deleted: r.deleted,
+            prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
+        }
+    }
+
+    /// A `TxnResponse`, nested ones included.
+    #[must_use]
+    pub fn txn(r: pb::TxnResponse) -> TxnResponse {
+        use pb::response_op::Response as Op;
+        TxnResponse {
+            revision: revision(r.header.as_ref()),
+            succeeded: r.succeeded,
+            responses: r
+                .responses
+                .into_iter()
+                .filter_map(|op| {
+                    Some(match op.response? {
+                        Op::ResponseRange(r) => ResponseOp::Range(range(r)),
+                        Op::ResponsePut(r) => ResponseOp::Put(put(r)),
+                        Op::ResponseDeleteRange(r) => ResponseOp::DeleteRange(delete(r)),
+                        Op::ResponseTxn(r) => ResponseOp::Txn(txn(r)),
+                    })
+                })
+                .collect(),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 mod wire;
 
 use futures::StreamExt as _;
+use serde_json::{json, Value};
 use tonic::transport::Channel;
 use watchkv_actors::api::pb::etcdserverpb::kv_client::KvClient;
 use watchkv_actors::api::pb::etcdserverpb::lease_client::LeaseClient;
@@ -18,7 +19,7 @@ use watchkv_actors::api::pb::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
-use wire::{start_etcd, start_watchkv, DEADLINE};
+use wire::{b64, bytes_field, int, post, start_etcd, start_watchkv, DEADLINE};
 
 async fn channel(port: u16) -> Channel {
     Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect")
@@ -44,6 +45,7 @@ fn writes_and_leases_through_a_mirror_go_to_etcd_and_read_back_at_once() {
     runtime.block_on(async {
         tokio::time::timeout(DEADLINE * 4, scenario(etcd.port, mirror.port)).await.expect("the scenario in time");
     });
+    gateway_scenario(etcd.port, mirror.port);
     drop(mirror);
     drop(etcd);
 }
@@ -189,4 +191,67 @@ async fn scenario(etcd_port: u16, mirror_port: u16) {
     let at_put = kv.range(range("a", header.revision, true)).await.expect("history").into_inner();
     assert_eq!(at_put.kvs[0].value, b"1", "the mirror still holds the deleted key at its put's revision");
     drop(alive);
+}
+
+fn ok(port: u16, path: &str, body: &Value) -> Value {
+    let reply = post(port, path, body);
+    assert_eq!(reply.status, 200, "{path} on port {port}: {}", String::from_utf8_lossy(&reply.body));
+    reply.json()
+}
+
+/// The same through the mirror's HTTP/JSON gateway.
+fn gateway_scenario(etcd: u16, mirror: u16) {
+    let serializable = |key: &str| {
+        let resp = ok(mirror, "/v3/kv/range", &json!({"key": b64(key), "serializable": true}));
+        resp["kvs"].as_array().and_then(|kvs| kvs.first()).map(|kv| (bytes_field(kv, "value"), int(kv, "mod_revision")))
+    };
+    let put = ok(mirror, "/v3/kv/put", &json!({"key": b64("g"), "value": b64("1")}));
+    let put_revision = int(&put["header"], "revision");
+    let on_etcd = ok(etcd, "/v3/kv/range", &json!({"key": b64("g")}));
+    assert_eq!(int(&on_etcd["kvs"][0], "mod_revision"), put_revision, "etcd's revision");
+    assert_eq!(serializable("g"), Some((b"1".to_vec(), put_revision)), "read-your-writes");
+
+    let txn = json!({"success": [{"request_put": {"key": b64("g"), "value": b64("2"), "prev_kv": true}}]});
+    let txn = ok(mirror, "/v3/kv/txn", &txn);
+    let txn_revision = int(&txn["header"], "revision");
+    assert_eq!(bytes_field(&txn["responses"][0]["response_put"]["prev_kv"], "value"), b"1");
+    assert_eq!(serializable("g"), Some((b"2".to_vec(), txn_revision)));
+
+    let deleted = ok(mirror, "/v3/kv/deleterange", &json!({"key": b64("g"), "prev_kv": true}));
+    assert_eq!(int(&deleted, "deleted"), 1);
+    assert_eq!(serializable("g"), None);
+
+    let granted = ok(mirror, "/v3/lease/grant", &json!({"TTL": "60"}));
+    let id = int(&granted, "ID");
+    let on_etcd = ok(etcd, "/v3/lease/timetolive", &json!({"ID": id.to_string()}));
+    assert_eq!(int(&on_etcd, "grantedTTL"), 60, "the lease lives on etcd: {on_etcd}");
+    let alive = post(mirror, "/v3/lease/keepalive", &json!({"ID": id.to_string()}));
+    let alive = alive.json_lines();
+    assert_eq!((int(&alive[0]["result"], "ID"), int(&alive[0]["result"], "TTL")), (id, 60), "{alive:?}");
+    let leases = ok(mirror, "/v3/lease/leases", &json!({}));
+    assert!(leases["leases"].as_array().into_iter().flatten().any(|l| int(l, "ID") == id), "{leases}");
+    ok(mirror, "/v3/lease/revoke", &json!({"ID": id.to_string()}));
+    let missing = post(mirror, "/v3/lease/revoke", &json!({"ID": id.to_string()}));
+    let from_etcd = post(etcd, "/v3/lease/revoke", &json!({"ID": id.to_string()}));
+    assert_eq!((missing.status, missing.json()["code"].clone()), (from_etcd.status, from_etcd.json()["code"].clone()));
+    assert_eq!(missing.json()["message"], json!("etcdserver: requested lease not found"));
+
+    // Compaction through the gateway compacts etcd only.
+    ok(mirror, "/v3/kv/compaction", &json!({"revision": txn_revision.to_string()}));
+    let old = post(etcd, "/v3/kv/range", &json!({"key": b64("g"), "revision": put_revision.to_string()}));
+    assert_eq!(old.status, 400, "compacted on etcd");
+    let kept = ok(mirror, "/v3/kv/range", &json!({"key": b64("g"), "revision": put_revision.to_string()}));
+    assert_eq!(bytes_field(&kept["kvs"][0], "value"), b"1", "the mirror keeps its history");
+
+    // A linearizable read through the gateway sees a write made on etcd just before.
+    for i in 0..10 {
+        let value = format!("{i}");
+        let direct =
+            int(&ok(etcd, "/v3/kv/put", &json!({"key": b64("d"), "value": b64(&value)}))["header"], "revision");
+        let read = ok(mirror, "/v3/kv/range", &json!({"key": b64("d")}));
+        assert_eq!(
+            (bytes_field(&read["kvs"][0], "value"), int(&read["kvs"][0], "mod_revision")),
+            (value.into_bytes(), direct)
+        );
+    }
 }

@@ -63,6 +63,21 @@ pub enum ApiError {
     /// code: the client sees `Unknown`.
     #[error("{0}")]
     Relayed(String),
+    /// An error from upstream etcd, met by a call a mirror forwarded (`crate::forward`): its
+    /// code and text unchanged.
+    #[error("{message}")]
+    Upstream {
+        /// Upstream's gRPC code.
+        code: Code,
+        /// Upstream's text.
+        message: String,
+    },
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Upstream { code: status.code(), message: status.message().to_owned() }
+    }
 }
 
 /// The text etcd gives a store error: `mvcc:` errors travel with `etcdserver: ` in front.
@@ -96,6 +111,7 @@ impl ApiError {
             | Self::MissingLeaderKey
             | Self::LostWatcher
             | Self::Relayed(_) => Code::Unknown,
+            Self::Upstream { code, .. } => *code,
         }
     }
 

@@ -9,8 +9,8 @@
 //! the snapshot files `etcdctl snapshot save` takes from a running server; `watchkv import
 //! --from URL --data-dir DIR` copies a running etcd's keyspace at one revision into a new data
 //! directory (`watchkv_actors::import`). With `--upstream URL` the server is a mirror of that
-//! etcd (`watchkv_actors::mirror`): it follows upstream's revisions, forwards gRPC writes and
-//! lease calls to upstream (`watchkv_actors::forward`) and refuses the gateway's writes.
+//! etcd (`watchkv_actors::mirror`): it follows upstream's revisions and forwards writes and
+//! lease calls to upstream (`watchkv_actors::forward`).
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -185,8 +185,8 @@ struct Args {
     workers: Option<usize>,
     /// Mirror mode: upstream etcd client URLs (`http://host:port` or `host:port`,
     /// comma-separated). An empty data directory is bootstrapped from upstream, then the node
-    /// follows upstream's revisions with one watch and serves reads and watches; gRPC writes and
-    /// lease calls are forwarded to upstream (the gateway refuses writes).
+    /// follows upstream's revisions with one watch and serves reads and watches; writes and
+    /// lease calls are forwarded to upstream.
     #[arg(long, value_delimiter = ',')]
     upstream: Vec<String>,
     /// With --upstream: mirror only the keys under this prefix.
@@ -493,8 +493,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
     if let Some(options) = &forwarded {
-        // Mirror mode: writes, lease calls and linearizable reads go to upstream (gRPC only).
-        grpc = grpc.with_upstream(watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options)?);
+        // Mirror mode: writes, lease calls and linearizable reads go to upstream.
+        let upstream = watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options)?;
+        grpc = grpc.with_upstream(upstream.clone());
+        gw.upstream = Some(upstream);
     }
     let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let mut options = PortOptions::default();

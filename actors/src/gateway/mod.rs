@@ -25,6 +25,7 @@ use crate::api::auth::Caller;
 use crate::api::auth_service::AuthService;
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{request, ApiError, Header};
+use crate::forward;
 use crate::protocol::Alarm;
 use crate::Handle;
 use decode::GatewayMessage;
@@ -38,6 +39,9 @@ pub struct Gateway {
     pub header: Header,
     /// Largest request body accepted (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,
+    /// Mirror mode: where writes, lease calls and linearizable reads' quorum go
+    /// ([`crate::forward`]); `None` on a normal server.
+    pub upstream: Option<crate::forward::Upstream>,
     started: Instant,
 }
 
@@ -50,6 +54,7 @@ impl Gateway {
             handle,
             header: Header::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            upstream: None,
             started: Instant::now(),
         }
     }
@@ -176,6 +181,11 @@ fn reply(result: ApiResult) -> HttpResponse {
     }
 }
 
+/// The revision of a forwarded call's answer.
+fn revision(header: Option<pb::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
+}
+
 /// Reads a whole body, refusing more than `limit` bytes.
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
@@ -221,8 +231,13 @@ async fn range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload)
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req = request::range_request(message(payload, &gw).await?)?;
+            let req: pb::RangeRequest = message(payload, &gw).await?;
+            let linearizable = !req.serializable;
+            let req = request::range_request(req)?;
             gw.handle.auth().check_read(&caller, &req.range)?;
+            if let (Some(upstream), true) = (&gw.upstream, linearizable) {
+                upstream.linearize().await?;
+            }
             let resp = gw.handle.range(req).await?;
             let mut out = String::new();
             encode::write_range(&mut out, Some(gw.header), &resp);
@@ -236,10 +251,15 @@ async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req = request::put_request(message(payload, &gw).await?);
+            let req: pb::PutRequest = message(payload, &gw).await?;
+            let forwarded = gw.upstream.as_ref().map(|_| req.clone());
+            let req = request::put_request(req);
             let lease_keys = crate::api::auth::lease_keys(&gw.handle, req.lease).await;
             gw.handle.auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
-            let resp = gw.handle.put(req).await?;
+            let resp = match (&gw.upstream, forwarded) {
+                (Some(upstream), Some(f)) => forward::core::put(upstream.put(f).await?.into_inner()),
+                _ => gw.handle.put(req).await?,
+            };
             let mut out = String::new();
             encode::write_put(&mut out, Some(gw.header), &resp);
             Ok(out)
@@ -252,9 +272,14 @@ async fn delete_range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req = request::delete_request(message(payload, &gw).await?);
+            let req: pb::DeleteRangeRequest = message(payload, &gw).await?;
+            let forwarded = gw.upstream.as_ref().map(|_| req.clone());
+            let req = request::delete_request(req);
             gw.handle.auth().check_delete(&caller, &req.range, req.prev_kv)?;
-            let resp = gw.handle.delete_range(req).await?;
+            let resp = match (&gw.upstream, forwarded) {
+                (Some(upstream), Some(f)) => forward::core::delete(upstream.delete_range(f).await?.into_inner()),
+                _ => gw.handle.delete_range(req).await?,
+            };
             let mut out = String::new();
             encode::write_delete(&mut out, Some(gw.header), &resp);
             Ok(out)
@@ -267,9 +292,21 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req = request::txn_request(message(payload, &gw).await?)?;
+            let req: pb::TxnRequest = message(payload, &gw).await?;
+            let forwarded = gw.upstream.as_ref().map(|_| req.clone());
+            let req = request::txn_request(req)?;
             gw.handle.auth().check_txn(&caller, &req)?;
-            let resp = gw.handle.txn(req).await?;
+            let resp = match (&gw.upstream, forwarded) {
+                (Some(upstream), Some(f)) if forward::txn_writes(&f) => {
+                    forward::core::txn(upstream.txn(f).await?.into_inner())
+                }
+                (Some(upstream), Some(_)) => {
+                    // A read-only txn is a read, answered locally; etcd's txns are linearizable.
+                    upstream.linearize().await?;
+                    gw.handle.txn(req).await?
+                }
+                _ => gw.handle.txn(req).await?,
+            };
             let mut out = String::new();
             encode::write_txn(&mut out, Some(gw.header), &resp);
             Ok(out)
@@ -282,7 +319,10 @@ async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
     reply(
         async {
             let req: pb::CompactionRequest = message(payload, &gw).await?;
-            let rev = gw.handle.compact(req.revision, req.physical).await?;
+            let rev = match &gw.upstream {
+                Some(upstream) => revision(upstream.compact(req).await?.into_inner().header),
+                None => gw.handle.compact(req.revision, req.physical).await?,
+            };
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
             Ok(out)
@@ -295,7 +335,13 @@ async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
     reply(
         async {
             let req: pb::LeaseGrantRequest = message(payload, &gw).await?;
-            let (id, ttl, rev) = gw.handle.lease_grant(req.id, req.ttl).await?;
+            let (id, ttl, rev) = match &gw.upstream {
+                Some(upstream) => {
+                    let resp = upstream.lease_grant(req).await?.into_inner();
+                    (resp.id, resp.ttl, revision(resp.header))
+                }
+                None => gw.handle.lease_grant(req.id, req.ttl).await?,
+            };
             let mut out = String::new();
             encode::write_lease(&mut out, gw.header, rev, id, ttl);
             Ok(out)
@@ -311,7 +357,10 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
             let req: pb::LeaseRevokeRequest = message(payload, &gw).await?;
             let keys = crate::api::auth::lease_keys(&gw.handle, req.id).await;
             gw.handle.auth().check_lease_keys(&caller, &keys)?;
-            let rev = gw.handle.lease_revoke(req.id).await?;
+            let rev = match &gw.upstream {
+                Some(upstream) => revision(upstream.lease_revoke(req).await?.into_inner().header),
+                None => gw.handle.lease_revoke(req.id).await?,
+            };
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
             Ok(out)
@@ -334,7 +383,10 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
         let answer = async {
             let value = item.map_err(|e| ApiError::Malformed(e.to_string()))?;
             let req: pb::LeaseKeepAliveRequest = decode::decode_value(value)?;
-            let (ttl, rev) = gw.handle.lease_keep_alive_answer(req.id).await?;
+            let (ttl, rev) = match &gw.upstream {
+                Some(upstream) => upstream.lease_keep_alive_once(req.id).await?,
+                None => gw.handle.lease_keep_alive_answer(req.id).await?,
+            };
             Ok::<_, ApiError>((req.id, ttl, rev))
         };
         match answer.await {
@@ -358,8 +410,14 @@ async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> Ht
     reply(
         async {
             let req: pb::LeaseTimeToLiveRequest = message(payload, &gw).await?;
-            let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
             let mut out = String::new();
+            if let Some(upstream) = &gw.upstream {
+                let r = upstream.lease_time_to_live(req).await?.into_inner();
+                let rev = revision(r.header);
+                encode::write_lease_ttl(&mut out, gw.header, rev, r.id, r.ttl, r.granted_ttl, &r.keys);
+                return Ok(out);
+            }
+            let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
             encode::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
             Ok(out)
         }
@@ -372,7 +430,13 @@ async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
     reply(
         async {
             let _ = read_body(payload, gw.max_request_bytes).await?;
-            let (ids, rev) = gw.handle.leases().await?;
+            let (ids, rev) = match &gw.upstream {
+                Some(upstream) => {
+                    let resp = upstream.lease_leases(pb::LeaseLeasesRequest {}).await?.into_inner();
+                    (resp.leases.iter().map(|l| l.id).collect(), revision(resp.header))
+                }
+                None => gw.handle.leases().await?,
+            };
             let mut out = String::new();
             encode::write_leases(&mut out, gw.header, rev, &ids);
             Ok(out)
