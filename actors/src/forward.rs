@@ -1,6 +1,6 @@
 //! Owns mirror mode's forwarding (docs/etcd-semantics.md "Mirror mode"): a mirror's writes
-//! (Put, DeleteRange, a Txn that writes, Compact) and lease calls go to upstream with the
-//! generated gRPC clients, and a forwarded write is answered only once the mirror has applied
+//! (Put, DeleteRange, a Txn that writes, Compact) and lease calls, from gRPC and the gateway
+//! alike, go to upstream with the generated gRPC clients, and a forwarded write is answered only once the mirror has applied
 //! its revision, so its client reads its own writes and a watch it opens next sees them; a
 //! linearizable read learns upstream's current revision from a quorum read and waits for the
 //! mirror to reach it before it is answered locally. Upstream's answers keep their revisions and
