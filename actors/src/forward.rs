@@ -1,10 +1,11 @@
 //! Owns mirror mode's forwarding (docs/etcd-semantics.md "Mirror mode"): a mirror's writes
 //! (Put, DeleteRange, a Txn that writes, Compact) and lease calls, from gRPC and the gateway
-//! alike, go to upstream with the generated gRPC clients, and a forwarded write is answered only once the mirror has applied
-//! its revision, so its client reads its own writes and a watch it opens next sees them; a
-//! linearizable read learns upstream's current revision from a quorum read and waits for the
-//! mirror to reach it before it is answered locally. Upstream's answers keep their revisions and
-//! fields, with the mirror's header identity; upstream's errors keep their code and text.
+//! alike, go to upstream with the generated gRPC clients, and a forwarded write is answered only
+//! once the mirror has applied its revision, so its client reads its own writes and a watch it
+//! opens next sees them; a linearizable read learns upstream's current revision from a quorum
+//! read and waits for the mirror to reach it before it is answered locally. Upstream's answers
+//! keep their revisions and fields, with the mirror's header identity; upstream's errors keep
+//! their code and text.
 
 use std::time::Duration;
 
@@ -27,6 +28,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// revision before it fails with etcd's timeout: generous, since the follower may be resuming
 /// on another member.
 const APPLY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a forwarded call may wait for upstream's answer (a channel whose every endpoint is
+/// down would otherwise hold it for ever).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Awaits one forwarded call: upstream's answer, or upstream's error as a fresh status with its
+/// code and text (not upstream's transport metadata), or etcd's timeout.
+async fn relay<T>(call: impl std::future::Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(fresh(&status)),
+        // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
+        Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+    }
+}
+
+/// Upstream's code and text as a status of the mirror's own.
+fn fresh(status: &Status) -> Status {
+    Status::new(status.code(), status.message().to_owned())
+}
 
 /// A mirror's way to upstream: one channel over every upstream endpoint, shared by every call.
 #[derive(Clone)]
@@ -104,7 +125,7 @@ impl Upstream {
             return Ok(());
         }
         let probe = pb::RangeRequest { key: self.probe_key.clone(), limit: 1, count_only: true, ..Default::default() };
-        let resp = self.kv.clone().range(probe).await?.into_inner();
+        let resp = relay(self.kv.clone().range(probe)).await?;
         self.applied(resp.header.map_or(0, |h| h.revision)).await
     }
 
@@ -113,7 +134,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn put(&self, req: pb::PutRequest) -> Result<Response<pb::PutResponse>, Status> {
-        let mut resp = self.kv.clone().put(req).await?.into_inner();
+        let mut resp = relay(self.kv.clone().put(req)).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -124,7 +145,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn delete_range(&self, req: pb::DeleteRangeRequest) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let mut resp = self.kv.clone().delete_range(req).await?.into_inner();
+        let mut resp = relay(self.kv.clone().delete_range(req)).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -136,7 +157,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn txn(&self, req: pb::TxnRequest) -> Result<Response<pb::TxnResponse>, Status> {
-        let mut resp = self.kv.clone().txn(req).await?.into_inner();
+        let mut resp = relay(self.kv.clone().txn(req)).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -148,7 +169,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn compact(&self, req: pb::CompactionRequest) -> Result<Response<pb::CompactionResponse>, Status> {
-        let mut resp = self.kv.clone().compact(req).await?.into_inner();
+        let mut resp = relay(self.kv.clone().compact(req)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -158,7 +179,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let mut resp = self.lease.clone().lease_grant(req).await?.into_inner();
+        let mut resp = relay(self.lease.clone().lease_grant(req)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -168,7 +189,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn lease_revoke(&self, req: pb::LeaseRevokeRequest) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let mut resp = self.lease.clone().lease_revoke(req).await?.into_inner();
+        let mut resp = relay(self.lease.clone().lease_revoke(req)).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -182,7 +203,7 @@ impl Upstream {
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let mut resp = self.lease.clone().lease_time_to_live(req).await?.into_inner();
+        let mut resp = relay(self.lease.clone().lease_time_to_live(req)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -192,7 +213,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn lease_leases(&self, req: pb::LeaseLeasesRequest) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let mut resp = self.lease.clone().lease_leases(req).await?.into_inner();
+        let mut resp = relay(self.lease.clone().lease_leases(req)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -208,13 +229,14 @@ impl Upstream {
         requests: Streaming<pb::LeaseKeepAliveRequest>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
         let requests = requests.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| async { r.ok() });
-        let responses = self.lease.clone().lease_keep_alive(Request::new(requests)).await?.into_inner();
+        let responses = relay(self.lease.clone().lease_keep_alive(Request::new(requests))).await?;
         let this = self.clone();
-        let responses = responses.map(move |r| {
-            r.map(|mut resp| {
+        let responses = responses.map(move |r| match r {
+            Ok(mut resp) => {
                 resp.header = this.header(resp.header);
-                resp
-            })
+                Ok(resp)
+            }
+            Err(status) => Err(fresh(&status)),
         });
         Ok(Response::new(Box::pin(responses)))
     }
@@ -230,10 +252,12 @@ impl Upstream {
         // The request side stays open until the answer is in: etcd ends the stream at the
         // client's end, perhaps before answering.
         let requests = futures::stream::iter([pb::LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
-        let mut responses = self.lease.clone().lease_keep_alive(Request::new(requests)).await?.into_inner();
-        match responses.message().await? {
-            Some(resp) => Ok((resp.ttl, resp.header.map_or(0, |h| h.revision))),
-            None => Err(Status::unavailable("upstream ended the keep-alive stream without an answer")),
+        let mut responses = relay(self.lease.clone().lease_keep_alive(Request::new(requests))).await?;
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, responses.message()).await {
+            Ok(Ok(Some(resp))) => Ok((resp.ttl, resp.header.map_or(0, |h| h.revision))),
+            Ok(Ok(None)) => Err(Status::unavailable("upstream ended the keep-alive stream without an answer")),
+            Ok(Err(status)) => Err(fresh(&status)),
+            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
         }
     }
 }
