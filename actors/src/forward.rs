@@ -345,3 +345,87 @@ pub fn txn_writes(req: &pb::TxnRequest) -> bool {
         _ => false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::{request_op, response_op};
+
+    fn put_op(key: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(pb::PutRequest { key: key.into(), ..Default::default() })),
+        }
+    }
+
+    fn range_op(key: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestRange(pb::RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_txn_writes_if_any_branch_or_nested_txn_does() {
+        let reads = pb::TxnRequest { success: vec![range_op("a")], failure: vec![range_op("b")], compare: vec![] };
+        assert!(!txn_writes(&reads));
+        let nested = pb::TxnRequest {
+            failure: vec![pb::RequestOp {
+                request: Some(request_op::Request::RequestTxn(pb::TxnRequest {
+                    success: vec![put_op("c")],
+                    ..Default::default()
+                })),
+            }],
+            ..reads.clone()
+        };
+        assert!(txn_writes(&nested), "a put in a nested txn of the failure branch");
+    }
+
+    #[test]
+    fn upstream_txn_answers_become_the_cores_with_upstreams_revisions() {
+        let header = |revision| Some(pb::ResponseHeader { revision, ..Default::default() });
+        let kv = crate::api::pb::mvccpb::KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 3,
+            mod_revision: 7,
+            version: 2,
+            value: b"v".to_vec(),
+            lease: 9,
+        };
+        let upstream = pb::TxnResponse {
+            header: header(8),
+            succeeded: false,
+            responses: vec![
+                pb::ResponseOp {
+                    response: Some(response_op::Response::ResponsePut(pb::PutResponse {
+                        header: header(8),
+                        prev_kv: Some(kv.clone()),
+                    })),
+                },
+                pb::ResponseOp {
+                    response: Some(response_op::Response::ResponseTxn(pb::TxnResponse {
+                        header: header(8),
+                        succeeded: true,
+                        responses: vec![pb::ResponseOp {
+                            response: Some(response_op::Response::ResponseRange(pb::RangeResponse {
+                                header: header(8),
+                                kvs: vec![kv],
+                                more: true,
+                                count: 4,
+                            })),
+                        }],
+                    })),
+                },
+            ],
+        };
+        let txn = core::txn(upstream);
+        assert_eq!((txn.revision, txn.succeeded), (8, false));
+        let watchkv::ResponseOp::Put(put) = &txn.responses[0] else { panic!("{:?}", txn.responses[0]) };
+        let prev = put.prev_kv.as_ref().expect("prev_kv");
+        assert_eq!((prev.create_revision, prev.mod_revision, prev.version, prev.lease), (3, 7, 2, 9));
+        let watchkv::ResponseOp::Txn(nested) = &txn.responses[1] else { panic!("{:?}", txn.responses[1]) };
+        let watchkv::ResponseOp::Range(range) = &nested.responses[0] else { panic!("{:?}", nested.responses[0]) };
+        assert_eq!((range.revision, range.count, range.more, range.kvs.len()), (8, 4, true, 1));
+    }
+}
