@@ -17,6 +17,7 @@ use watchkv::{
 };
 
 use crate::config::ActorsConfig;
+use crate::mirror_status::UpstreamStatus;
 use crate::protocol::{
     Alarm, AuthChange, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
     GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
@@ -74,6 +75,8 @@ struct Inner {
     /// The revision [`Handle::apply_upstream`] reached last (mirror mode only): what a
     /// forwarded write or a linearizable read waits on ([`Handle::wait_for_revision`]).
     applied: tokio::sync::watch::Sender<i64>,
+    /// What the mirror's follower records about its upstream watch (mirror mode only).
+    upstream: Option<Arc<UpstreamStatus>>,
 }
 
 /// The running store. Cloning is shallow.
@@ -91,12 +94,14 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     /// Wraps a started runtime and the threads its actors run on.
     pub(crate) fn new(config: Arc<ActorsConfig>, runtime: Runtime, arbiters: Vec<Arbiter>) -> Self {
+        let upstream = config.is_mirror().then(Arc::default);
         Self {
             inner: Arc::new(Inner {
                 config,
                 next_stream: AtomicU64::new(1),
                 seq: Arc::new(AtomicU64::new(1)),
                 applied: tokio::sync::watch::Sender::new(runtime.clock.current()),
+                upstream,
                 runtime,
                 arbiters: Mutex::new(arbiters),
             }),
@@ -113,6 +118,20 @@ impl Handle {
     #[must_use]
     pub fn current_revision(&self) -> i64 {
         self.inner.runtime.clock.current()
+    }
+
+    /// Returns what the follower records about the upstream watch (`crate::mirror_status`),
+    /// `None` unless the store is a mirror.
+    #[must_use]
+    pub fn upstream_status(&self) -> Option<&Arc<UpstreamStatus>> {
+        self.inner.upstream.as_ref()
+    }
+
+    /// The `Maintenance.Status` error line of a mirror whose upstream watch is down
+    /// ([`crate::mirror_status::UpstreamReport::status_error`]); `None` otherwise.
+    #[must_use]
+    pub fn upstream_error(&self) -> Option<String> {
+        self.upstream_status()?.report(self.current_revision()).status_error()
     }
 
     /// Returns the compact revision.

@@ -78,6 +78,7 @@ pub mod import;
 pub mod integrity_checker;
 pub mod listener;
 pub mod mirror;
+pub mod mirror_status;
 pub mod protocol;
 pub mod response_queue;
 pub mod sched;

@@ -10,6 +10,10 @@
 //! The applied revision moves only with events, never with a progress response: etcd 3.4.23
 //! can send a progress notification before the events of its revision (etcd #15220), and for a
 //! mirror of the whole keyspace every upstream revision carries at least one event.
+//!
+//! What the follower knows about its upstream (connected, on which endpoint, upstream's last
+//! reported revision, when it last applied) goes to [`crate::mirror_status::UpstreamStatus`]
+//! for `/health`, `Status` and `/metrics`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +28,7 @@ use crate::api::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchReque
 use crate::api::pb::mvccpb;
 use crate::handle::Handle;
 use crate::import::{import_from_etcd, key_range, upstream_url, ImportError, ImportOptions, ImportReport};
+use crate::mirror_status::UpstreamStatus;
 
 /// How long connecting to one upstream endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,10 +116,15 @@ pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), Mirror
         .iter()
         .map(|e| upstream_url(e).map_err(|e| MirrorError::Invalid(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    // A handle that is not a mirror's (an embedder's own follower) keeps its status here.
+    let status = handle.upstream_status().cloned().unwrap_or_default();
     let mut backoff = FIRST_BACKOFF;
     for endpoint in endpoints.iter().cycle() {
         let start = handle.current_revision() + 1;
-        match watch_once(&handle, endpoint, &options.prefix, start).await {
+        status.trying(endpoint);
+        let ended = watch_once(&handle, &status, endpoint, &options.prefix, start).await;
+        status.lost();
+        match ended {
             Ok(()) => {}
             Err(Stop::Fatal(MirrorError::Store(watchkv::Error::Stopped))) => return Ok(()),
             Err(Stop::Fatal(e)) => {
@@ -145,7 +155,13 @@ enum Stop {
 }
 
 /// One upstream watch from `start`, applying what it sends until it fails.
-async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) -> Result<(), Stop> {
+async fn watch_once(
+    handle: &Handle,
+    status: &UpstreamStatus,
+    endpoint: &str,
+    prefix: &[u8],
+    start: i64,
+) -> Result<(), Stop> {
     let channel = connect(endpoint).await?;
     let (key, range_end) = key_range(prefix);
     let create = WatchRequest {
@@ -170,6 +186,7 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
         .await
         .map_err(|s| Stop::Resume(format!("watch: {}: {}", s.code(), s.message())))?
         .into_inner();
+    status.connected();
     tracing::info!(endpoint = %endpoint, from = start, "mirror: following upstream");
     let mut fragments: Vec<mvccpb::Event> = Vec::new();
     // The follower is the mirror's only writer: what it applied last is the store's revision.
@@ -180,6 +197,9 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
             Some(Err(s)) => return Err(Stop::Resume(format!("{}: {}", s.code(), s.message()))),
             None => return Err(Stop::Resume("upstream ended the watch stream".into())),
         };
+        if let Some(header) = &response.header {
+            status.upstream_at(header.revision);
+        }
         if response.compact_revision != 0 {
             return Err(Stop::Fatal(MirrorError::Compacted {
                 endpoint: endpoint.to_owned(),
@@ -207,6 +227,7 @@ async fn watch_once(handle: &Handle, endpoint: &str, prefix: &[u8], start: i64) 
             watchkv::Error::Poisoned => Stop::Resume("the local store failed; resuming once it has recovered".into()),
             e => Stop::Fatal(e.into()),
         })?;
+        status.applied();
     }
 }
 

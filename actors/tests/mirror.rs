@@ -6,7 +6,8 @@
 //! client write on the mirror's gateway goes to etcd; a mirror killed with SIGKILL and restarted while etcd
 //! went on (large values included, so upstream's catch-up response comes in fragments) catches
 //! up from its own applied revision with no gap and no duplicate; a mirror whose resume point
-//! upstream has compacted stops with a clear error.
+//! upstream has compacted stops with a clear error; a mirror reports its upstream connection,
+//! applied revision and lag in `/metrics`, `Status` and `/health`, and itself in `MemberList`.
 
 mod wire;
 
@@ -330,4 +331,108 @@ async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused()
     let all = handle.range(RangeRequest::new(KeyRange::all())).await.expect("range");
     assert_eq!(all.kvs, vec![kv("b", "b1", 9, 9, 1)]);
     assert_eq!(handle.current_revision(), 9, "nothing refused changed the store");
+}
+
+/// `GET path` on the mirror's gateway: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
+}
+
+/// The value of the untyped metric `name` in `/metrics`' text, if it is there.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Polls `check` until it returns `Some`, or panics after a generous deadline naming `what`.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE * 3, "{what}: not within {:?}", DEADLINE * 3);
+        // Polling interval, not a synchronisation.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `Maintenance.Status` and `Cluster.MemberList` on the mirror over gRPC.
+fn grpc_status_and_members(port: u16) -> (Vec<String>, Vec<String>) {
+    use watchkv_actors::api::pb::etcdserverpb::cluster_client::ClusterClient;
+    use watchkv_actors::api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+    use watchkv_actors::api::pb::etcdserverpb::{MemberListRequest, StatusRequest};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let status =
+            MaintenanceClient::new(channel.clone()).status(StatusRequest {}).await.expect("Status").into_inner();
+        let members = ClusterClient::new(channel)
+            .member_list(MemberListRequest::default())
+            .await
+            .expect("MemberList")
+            .into_inner();
+        assert_eq!(members.members.len(), 1, "{members:?}");
+        (status.errors, members.members[0].client_ur_ls.clone())
+    })
+}
+
+/// A mirror shows its upstream in `/metrics` (connected, applied and upstream revisions, lag),
+/// lists its own client URL in `MemberList`, and once upstream is gone says so in
+/// `Status.errors` at once and in `/health` after the threshold.
+#[test]
+fn a_mirror_reports_its_upstream_in_metrics_status_health_and_member_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    put(e, "a", "1");
+    let upstream = format!("http://127.0.0.1:{e}");
+    let port = wire::free_port();
+    let _mirror = start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream]);
+
+    put(e, "a", "2");
+    let last = txn_puts(e, &[("b", "1"), ("c", "1")]);
+    wait_for("the mirror's metrics at etcd's revision", || {
+        let at = |name| metric(port, name).map(|v| v as i64);
+        let seen = (
+            at("watchkv_mirror_upstream_connected"),
+            at("watchkv_mirror_applied_revision"),
+            at("watchkv_mirror_upstream_revision"),
+            at("watchkv_mirror_lag_revisions"),
+            metric(port, "watchkv_mirror_lag_seconds"),
+        );
+        (seen == (Some(1), Some(last), Some(last), Some(0), Some(0.0))).then_some(())
+    });
+    let (code, body) = http_get(port, "/health");
+    assert_eq!((code, body.contains("\"health\":\"true\"")), (200, true), "{body}");
+    let (errors, client_urls) = grpc_status_and_members(port);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(client_urls, vec![format!("http://127.0.0.1:{port}")], "MemberList names the mirror, not etcd");
+
+    etcd.kill9();
+    wait_for("upstream_connected 0", || (metric(port, "watchkv_mirror_upstream_connected") == Some(0.0)).then_some(()));
+    let (errors, client_urls) = grpc_status_and_members(port);
+    assert!(errors.iter().any(|e| e.contains(&upstream) && e.contains("lost")), "Status.errors names it: {errors:?}");
+    assert_eq!(client_urls, vec![format!("http://127.0.0.1:{port}")]);
+    let gateway_status = ok(port, "/v3/maintenance/status", &json!({}));
+    assert!(gateway_status["errors"].to_string().contains(&upstream), "{gateway_status}");
+    let body = wait_for("/health false", || {
+        let (code, body) = http_get(port, "/health");
+        (code == 503).then_some(body)
+    });
+    assert!(body.contains("\"health\":\"false\"") && body.contains(&upstream), "the reason names upstream: {body}");
+    assert_eq!(metric(port, "watchkv_mirror_applied_revision"), Some(last as f64), "still serving what it has");
 }

@@ -1,5 +1,8 @@
 //! Owns `GET /metrics`: the runtime's stats in Prometheus text format, read from every actor at
-//! scrape time (watchers per group, victims, events sent, slow-watcher cancels, write latency).
+//! scrape time (watchers per group, victims, events sent, slow-watcher cancels, write latency),
+//! and on a mirror its upstream watch (`watchkv_mirror_*`).
+
+use std::sync::atomic::AtomicU64;
 
 use actix_web::{web, HttpResponse};
 use prometheus_client::encoding::text::encode;
@@ -9,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Gateway;
+use crate::mirror_status::UpstreamReport;
 
 /// Renders the metrics.
 pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
@@ -60,9 +64,45 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
         "Time spent committing write batches, in microseconds (divide by write_batches for the mean)",
         counter(stats.write_micros),
     );
+    if let Some(upstream) = gw.handle.upstream_status() {
+        register_mirror(&mut registry, &upstream.report(gw.handle.current_revision()));
+    }
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &registry) {
         return HttpResponse::InternalServerError().body(e.to_string());
     }
     HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(out)
+}
+
+/// A mirror's upstream gauges (`crate::mirror_status`), as `watchkv_mirror_*`.
+fn register_mirror(registry: &mut Registry, report: &UpstreamReport) {
+    let mirror = registry.sub_registry_with_prefix("mirror");
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    mirror.register(
+        "upstream_connected",
+        "Whether the upstream watch is up (1) or down (0)",
+        gauge(i64::from(report.connected)),
+    );
+    mirror.register(
+        "applied_revision",
+        "The last upstream revision the mirror applied",
+        gauge(report.applied_revision),
+    );
+    mirror.register(
+        "upstream_revision",
+        "The last revision upstream reported in a watch response header",
+        gauge(report.upstream_revision),
+    );
+    mirror.register("lag_revisions", "Revisions upstream is ahead of the mirror", gauge(report.lag_revisions));
+    let seconds = Gauge::<f64, AtomicU64>::default();
+    seconds.set(report.lag_seconds);
+    mirror.register(
+        "lag_seconds",
+        "Seconds since the mirror last applied an upstream revision while upstream is ahead, else 0",
+        seconds,
+    );
 }

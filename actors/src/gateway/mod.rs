@@ -453,7 +453,8 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
             let rev = gw.handle.current_revision();
             let db_size = gw.handle.db_size().await?;
             let alarms = gw.handle.alarm(Alarm::Get(None)).await?;
-            let errors: Vec<String> = alarms.iter().map(crate::api::alarm::status_error).collect();
+            let errors: Vec<String> =
+                alarms.iter().map(crate::api::alarm::status_error).chain(gw.handle.upstream_error()).collect();
             let mut out = String::new();
             encode::write_member_status(&mut out, gw.header, rev, db_size, &errors);
             Ok(out)
@@ -673,7 +674,8 @@ async fn version() -> HttpResponse {
 
 /// etcd 3.5's `/health`: `{"health":"true"}`, or `"false"` with a reason while an alarm is
 /// raised (`?exclude=NOSPACE` leaves that kind out, as etcd's does), while an earlier storage
-/// failure has poisoned the store, or once the store has stopped. A false answer is HTTP 503
+/// failure has poisoned the store, once the store has stopped, or on a mirror whose upstream
+/// watch has been down for longer than `mirror_status::UPSTREAM_DOWN_UNHEALTHY_AFTER`. A false answer is HTTP 503
 /// so that an orchestrator's probe sees it (etcd answers 503 too).
 async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpResponse {
     let health = gw.handle.health().await;
@@ -684,7 +686,11 @@ async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpR
     } else if health.poisoned {
         Some(watchkv::Error::Poisoned.to_string())
     } else {
-        alarm.map(|a| format!("ALARM {}", a.alarm.name()))
+        alarm.map(|a| format!("ALARM {}", a.alarm.name())).or_else(|| {
+            // A mirror whose upstream watch has been down too long serves stale reads.
+            let upstream = gw.handle.upstream_status()?;
+            upstream.report(gw.handle.current_revision()).health_problem()
+        })
     };
     match reason {
         None => HttpResponse::Ok()

@@ -28,7 +28,7 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
             raft_index: index,
             raft_term: h.raft_term,
             raft_applied_index: index,
-            errors: alarms.iter().map(crate::api::alarm::status_error).collect(),
+            errors: alarms.iter().map(crate::api::alarm::status_error).chain(self.handle().upstream_error()).collect(),
             db_size_in_use: db_size,
             is_learner: false,
             ..Default::default()
