@@ -53,17 +53,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn health(port: u16) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-    let _ = s.set_read_timeout(Some(DEADLINE));
-    let _ = write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
-}
-
 /// Puts `k/<i>`; the revision, or the error body.
 fn put(port: u16, i: u64) -> Result<i64, String> {
     let body = json!({"key": b64(format!("k/{i:05}")), "value": b64(noise(i, 16 * 1024))});
@@ -116,7 +105,7 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     assert!(acked.len() > 10, "the store took writes before the disk filled: {}", acked.len());
     assert!(refusal.contains("HTTP 5") || refusal.contains("poisoned"), "{refusal}");
     let down = wait_for("/health false", || {
-        let (code, body) = health(port);
+        let (code, body) = wire::http_get(port, "/health");
         (code == 503).then_some(body)
     });
     assert!(down.contains("\"health\":\"false\""), "{down}");
@@ -148,7 +137,7 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
         i += 1;
         acked.push((i, put(port, i).expect("writes pass again")));
     }
-    let (code, body) = health(port);
+    let (code, body) = wire::http_get(port, "/health");
     assert_eq!(code, 200, "healthy again: {body}");
     let r = try_post(port, "/v3/maintenance/alarm", br#"{"action":"GET"}"#).expect("alarms");
     assert!(!r.json().to_string().contains("NOSPACE"), "the alarm cleared itself: {}", r.json());

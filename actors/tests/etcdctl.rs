@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use wire::{drop_identity, start_etcd, start_watchkv, Proc, DEADLINE};
+use wire::{drop_identity, start_etcd, start_watchkv, Proc};
 
 /// How long a watch must stay silent on etcd before its output counts as complete.
 const WATCH_QUIET: Duration = Duration::from_millis(1500);
@@ -289,19 +289,6 @@ fn etcdctl_reads_the_same_from_watchkv_and_etcd() {
     );
 }
 
-/// A plain HTTP/1.1 GET: the status code and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (code, body)
-}
-
 /// The decimal member id `endpoint status` reports.
 fn member_id(port: u16) -> String {
     let out = run(port, &["endpoint", "status", "-w", "json"], None);
@@ -367,12 +354,12 @@ fn etcdctl_alarms_quota_and_recovery_match_etcd() {
         let v: Value = serde_json::from_slice(&status.stdout).expect("status json");
         let errors = v[0]["Status"]["errors"].to_string();
         assert!(errors.contains("alarm:NOSPACE"), "status lists the alarm: {v}");
-        let (code, body) = http_get(port, "/health");
+        let (code, body) = wire::http_get(port, "/health");
         assert_eq!(code, 503, "port {port}: an alarm makes /health fail: {body}");
         assert!(body.contains("\"health\":\"false\""), "port {port}: {body}");
         if port == b.watchkv.port {
             assert!(body.contains("ALARM NOSPACE"), "the reason names the alarm as etcd 3.5 does: {body}");
-            let (code, body) = http_get(port, "/health?exclude=NOSPACE");
+            let (code, body) = wire::http_get(port, "/health?exclude=NOSPACE");
             assert_eq!(code, 200, "exclude=NOSPACE leaves that alarm out: {body}");
         }
     }

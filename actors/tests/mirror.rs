@@ -333,22 +333,9 @@ async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused()
     assert_eq!(handle.current_revision(), 9, "nothing refused changed the store");
 }
 
-/// `GET path` on the mirror's gateway: the status code and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (code, body)
-}
-
 /// The value of the untyped metric `name` in `/metrics`' text, if it is there.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let (code, body) = http_get(port, "/metrics");
+    let (code, body) = wire::http_get(port, "/metrics");
     assert_eq!(code, 200, "{body}");
     body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
@@ -416,7 +403,7 @@ fn a_mirror_reports_its_upstream_in_metrics_status_health_and_member_list() {
         );
         (seen == (Some(1), Some(last), Some(last), Some(0), Some(0.0))).then_some(())
     });
-    let (code, body) = http_get(port, "/health");
+    let (code, body) = wire::http_get(port, "/health");
     assert_eq!((code, body.contains("\"health\":\"true\"")), (200, true), "{body}");
     let (errors, client_urls) = grpc_status_and_members(port);
     assert!(errors.is_empty(), "{errors:?}");
@@ -430,7 +417,7 @@ fn a_mirror_reports_its_upstream_in_metrics_status_health_and_member_list() {
     let gateway_status = ok(port, "/v3/maintenance/status", &json!({}));
     assert!(gateway_status["errors"].to_string().contains(&upstream), "{gateway_status}");
     let body = wait_for("/health false", || {
-        let (code, body) = http_get(port, "/health");
+        let (code, body) = wire::http_get(port, "/health");
         (code == 503).then_some(body)
     });
     assert!(body.contains("\"health\":\"false\"") && body.contains(&upstream), "the reason names upstream: {body}");
