@@ -12,7 +12,7 @@ use futures::Stream;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
-    DeleteRangeRequest, DeleteRangeResponse, Error, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest, PutResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Error, ImportedSnapshot, KeyValue, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, Result, TxnRequest, TxnResponse, UpstreamRevision, Write,
 };
 
@@ -26,7 +26,7 @@ use crate::protocol::{
 };
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
-use crate::store::StoreActor;
+use crate::store::{ReimportUpstream, StoreActor};
 use crate::stream_actor::{BufferedResponses, StreamActor};
 use crate::syncer_actor::SyncerActor;
 use crate::system::{stopped, Runtime};
@@ -200,6 +200,25 @@ impl Handle {
             self.inner.applied.send_replace(applied);
         }
         Ok(applied)
+    }
+
+    /// Replaces the store's whole state with upstream's key-values at `revision` (mirror mode:
+    /// the re-bootstrap after upstream compacted what the mirror needed next; see
+    /// `store/reimport.rs`). Watchers that needed a revision up to `revision` get a compaction
+    /// notice.
+    ///
+    /// # Errors
+    /// As [`watchkv::KvStore::begin_reimport`], or `Stopped`.
+    pub async fn reimport_upstream(&self, revision: i64, kvs: Vec<KeyValue>) -> Result<ImportedSnapshot> {
+        let imported = self
+            .inner
+            .runtime
+            .store
+            .send(ReimportUpstream { revision, kvs })
+            .await
+            .map_err(stopped)??;
+        self.inner.applied.send_replace(imported.revision);
+        Ok(imported)
     }
 
     /// Waits until the store holds `revision` (mirror mode: until the follower has applied it)

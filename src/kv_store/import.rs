@@ -8,8 +8,11 @@
 use std::collections::HashMap;
 
 use super::KvStore;
-use crate::backend::{Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
+use crate::backend::{Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
 use crate::codec;
+use crate::compaction::{Compactor, CompactorSettings};
+use crate::config::StoreConfig;
+use crate::index::Index;
 use crate::error::{Error, Result};
 use crate::kv::KeyValue;
 use crate::revision::Revision;
@@ -113,6 +116,112 @@ impl KvStore {
             leased_keys: 0,
             finished: false,
         })
+    }
+
+    /// Starts replacing this store's whole state with another etcd's at `revision` (a mirror's
+    /// re-bootstrap, after upstream compacted history the mirror had not applied yet): every
+    /// history row and the index go, and the key-values pushed to the returned [`Import`]
+    /// become the state at `revision`, which [`Import::finish`] makes the current and compact
+    /// revision. The directory is marked half imported (durably) before the first row goes,
+    /// so a crash in between leaves a directory [`KvStore::open`] refuses, never a mix of two
+    /// states. A running physical compaction is stopped first: it would delete rows by the old
+    /// index and record the old compact revision after the new one.
+    ///
+    /// # Errors
+    /// `Error::Import` if `revision` is not above the current revision or the store holds
+    /// leases of its own (a mirror has none: upstream's lessor owns them); storage errors.
+    pub fn begin_reimport(&mut self, revision: i64) -> Result<Import<'_>> {
+        self.check_writable()?;
+        if revision <= self.current_rev {
+            return Err(Error::Import(format!(
+                "cannot re-import at revision {revision}: the store is already at revision {}",
+                self.current_rev
+            )));
+        }
+        if !self.lessor.is_empty() {
+            return Err(Error::Import(format!(
+                "cannot re-import into a store that grants leases of its own ({} leases)",
+                self.lessor.len()
+            )));
+        }
+        self.persist()?;
+        let mut batch = self.backend.batch();
+        batch.put_meta(META_IMPORTING, revision);
+        let marked = batch.commit().and_then(|()| self.backend.sync());
+        if let Err(e) = marked {
+            self.poison(&e);
+            return Err(e);
+        }
+        // Dropping the old compactor stops its worker between batches and waits for it.
+        self.compactor = Compactor::start(
+            self.backend.clone(),
+            CompactorSettings {
+                batch_limit: self.config.compaction_batch_limit(),
+                sleep_interval: self.config.compaction_sleep_interval(),
+            },
+        )?;
+        self.index = Index::new();
+        let cleared = self.delete_every_row();
+        if let Err(e) = cleared {
+            self.poison(&e);
+            return Err(e);
+        }
+        Ok(Import {
+            store: self,
+            revision,
+            batch: None,
+            batch_bytes: 0,
+            next_sub: HashMap::new(),
+            last_key: None,
+            keys: 0,
+            leased_keys: 0,
+            finished: false,
+        })
+    }
+
+    /// Deletes every history row, batch by batch.
+    fn delete_every_row(&self) -> Result<()> {
+        let limit = self.config.compaction_batch_limit();
+        let mut from = Revision::new(0, 0);
+        loop {
+            let keys = self.backend.row_keys_up_to(from, self.current_rev, limit)?;
+            let Some(last) = keys.last().copied() else { return Ok(()) };
+            let mut batch = self.backend.batch();
+            for key in &keys {
+                batch.delete_row(*key);
+            }
+            batch.commit()?;
+            if keys.len() < limit {
+                return Ok(());
+            }
+            from = Revision::new(last.rev.main, last.rev.sub.saturating_add(1));
+        }
+    }
+
+    /// The revision of an import into `config`'s directory that was cut off before it finished
+    /// (the directory [`KvStore::open`] refuses), or `None` for a directory without one.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn unfinished_import(config: &StoreConfig) -> Result<Option<i64>> {
+        Backend::open(config)?.get_meta(META_IMPORTING)
+    }
+
+    /// Replaces the store's state with `kvs` (upstream's live key-values at `revision`, in key
+    /// order): [`Self::begin_reimport`], every [`Import::push`], then [`Import::finish`].
+    ///
+    /// # Errors
+    /// As those three.
+    pub fn import_snapshot_over(
+        &mut self,
+        revision: i64,
+        kvs: impl IntoIterator<Item = KeyValue>,
+    ) -> Result<ImportedSnapshot> {
+        let mut import = self.begin_reimport(revision)?;
+        for kv in kvs {
+            import.push(kv)?;
+        }
+        import.finish()
     }
 
     /// Imports `kvs` (upstream's live key-values at `revision`, in key order) into this empty
@@ -339,6 +448,65 @@ mod tests {
             let err = store.import_snapshot(20, kvs).expect_err(why);
             assert!(matches!(err, Error::Import(_)) && err.to_string().contains(why), "{why}: {err}");
         }
+    }
+
+    #[test]
+    fn a_reimport_replaces_every_key_and_all_history_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        store.import_snapshot(5, vec![kv("a", "a1", 2, 2, 1, 0), kv("gone", "g", 4, 4, 1, 0)]).expect("import");
+        for i in 0..30 {
+            store.put(PutRequest::new(format!("local/{i}"), "v")).expect("put");
+        }
+        store.put(PutRequest::new("a", "a2")).expect("put");
+        assert_eq!(store.current_rev(), 36);
+
+        let err = store.begin_reimport(36).map(|_| ()).expect_err("not above the current revision");
+        assert!(matches!(err, Error::Import(_)) && err.to_string().contains("already at revision 36"), "{err}");
+        let imported = store.import_snapshot_over(20_000, upstream_later()).expect("reimport");
+        assert_eq!(imported, ImportedSnapshot { revision: 20_000, keys: 3, leased_keys: 0 });
+        assert_eq!((store.current_rev(), store.compact_rev()), (20_000, 20_000));
+        assert_eq!(all_at(&store, 0).expect("range"), upstream_later());
+        assert!(matches!(all_at(&store, 36), Err(Error::Compacted { .. })));
+        let reader = store.reader().snapshot();
+        assert!(reader.get_row(Revision::new(36, 0).to_key(false)).expect("read").is_none(), "old history is gone");
+        drop(reader);
+        assert_eq!(store.put(PutRequest::new("a", "next")).expect("put").response.revision, 20_001);
+        drop(store);
+
+        let reopened = KvStore::open(config).expect("reopen");
+        assert_eq!((reopened.current_rev(), reopened.compact_rev()), (20_001, 20_000));
+        let mut expected = upstream_later();
+        expected[0] = kv("a", "next", 2, 20_001, 4, 0);
+        assert_eq!(all_at(&reopened, 0).expect("range after reopen"), expected);
+        assert_eq!(all_at(&reopened, 20_000).expect("range at R"), upstream_later());
+    }
+
+    #[test]
+    fn a_reimport_cut_off_leaves_a_directory_that_open_refuses_and_names() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        store.import_snapshot(20, upstream()).expect("import");
+        let mut import = store.begin_reimport(40).expect("begin");
+        import.push(kv("a", "1", 3, 33, 1, 0)).expect("push");
+        drop(import);
+        assert!(matches!(store.put(PutRequest::new("k", "v")), Err(Error::Poisoned)));
+        drop(store);
+        assert_eq!(KvStore::unfinished_import(&config).expect("read the mark"), Some(40));
+        let err = KvStore::open(config.clone()).expect_err("half imported");
+        assert!(err.to_string().contains("did not finish"), "{err}");
+
+        let clean = StoreConfig::new(dir.path().join("clean"));
+        KvStore::open(clean.clone()).expect("open").import_snapshot(20, upstream()).expect("import");
+        assert_eq!(KvStore::unfinished_import(&clean).expect("read the mark"), None);
+    }
+
+    /// Upstream's state at revision 20,000, long after [`upstream`]'s: one key kept from
+    /// before the mirror's last revision, one rewritten, one new.
+    fn upstream_later() -> Vec<KeyValue> {
+        vec![kv("a", "a3", 2, 19_990, 3, 0), kv("b", "b1", 4, 4, 1, 0), kv("new", "n", 20_000, 20_000, 1, 0)]
     }
 
     #[test]

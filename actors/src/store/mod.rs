@@ -7,13 +7,17 @@
 //!
 //! This file holds the actor, its state and its small handlers; the group commit is in
 //! `commit.rs`, the fan-out in `fanout.rs`, the ring and promotion in `promote.rs`, leases in
-//! `leases.rs`.
+//! `leases.rs`, recovery from storage failures in `recovery.rs`, a mirror's re-bootstrap in
+//! `reimport.rs`.
 
 mod commit;
 mod fanout;
 mod leases;
 mod promote;
 mod recovery;
+mod reimport;
+
+pub use reimport::ReimportUpstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
