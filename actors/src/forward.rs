@@ -5,25 +5,26 @@
 //! opens next sees them; a linearizable read learns upstream's current revision from a quorum
 //! read and waits for the mirror to reach it before it is answered locally. Upstream's answers
 //! keep their revisions and fields, with the mirror's header identity; upstream's errors keep
-//! their code and text.
+//! their code and text. Every forwarded call carries the upstream user's token
+//! ([`UpstreamEtcd::call`]: a refused token is replaced once and the call made again; a
+//! keep-alive stream, which cannot be replayed, takes the token held).
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::codegen::BoxStream;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Response, Status, Streaming};
 
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::pb::etcdserverpb::kv_client::KvClient;
 use crate::api::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::api::Header;
 use crate::handle::Handle;
-use crate::import::upstream_url;
 use crate::mirror::MirrorOptions;
+use crate::upstream::{authorized, ChannelOptions, UpstreamEtcd};
 
-/// How long connecting to an upstream endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded write or a linearizable read waits for the mirror to apply upstream's
 /// revision before it fails with etcd's timeout: generous, since the follower may be resuming
 /// on another member.
@@ -52,6 +53,9 @@ fn fresh(status: &Status) -> Status {
 /// A mirror's way to upstream: one channel over every upstream endpoint, shared by every call.
 #[derive(Clone)]
 pub struct Upstream {
+    upstream: UpstreamEtcd,
+    /// The channel the clients below use, and `Authenticate` too.
+    channel: Channel,
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
     handle: Handle,
@@ -75,30 +79,64 @@ impl Upstream {
     /// that answer), answering with `header`'s identity and waiting on `handle`'s revision.
     /// Must be called within a tokio runtime.
     ///
-    /// # Errors
-    /// An endpoint that is not a URL.
-    pub fn new(handle: Handle, header: Header, options: &MirrorOptions) -> Result<Self, crate::mirror::MirrorError> {
-        let invalid = |e: String| crate::mirror::MirrorError::Invalid(e);
-        let mut endpoints = Vec::with_capacity(options.endpoints.len());
-        for endpoint in &options.endpoints {
-            let url = upstream_url(endpoint).map_err(|e| invalid(e.to_string()))?;
-            let target =
-                Endpoint::from_shared(url.clone()).map_err(|e| invalid(format!("upstream URL {url:?}: {e}")))?;
-            endpoints.push(target.connect_timeout(CONNECT_TIMEOUT));
-        }
-        if endpoints.is_empty() {
-            return Err(invalid("no upstream endpoint given".into()));
-        }
-        let channel = Channel::balance_list(endpoints.into_iter());
+    #[must_use]
+    pub fn new(handle: Handle, header: Header, options: &MirrorOptions) -> Self {
+        let channel = options.upstream.balanced(ChannelOptions::default());
         let probe_key = if options.prefix.is_empty() { vec![0] } else { options.prefix.clone() };
-        Ok(Self {
+        Self {
+            upstream: options.upstream.clone(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
-            lease: LeaseClient::new(channel),
+            lease: LeaseClient::new(channel.clone()),
+            channel,
             handle,
             header,
             probe_key,
             waits: options.prefix.is_empty(),
-        })
+        }
+    }
+
+    /// One unary KV call with the upstream user's token, made again once with a new token if
+    /// upstream refuses it; bounded by [`UPSTREAM_TIMEOUT`].
+    async fn kv<Req, Resp, Fut>(
+        &self,
+        request: Req,
+        call: impl Fn(KvClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        relay(
+            self.upstream
+                .call(&self.channel, |token| call(self.kv.clone(), authorized(request.clone(), token.as_ref()))),
+        )
+        .await
+    }
+
+    /// As [`Upstream::kv`], for the Lease service.
+    async fn lease<Req, Resp, Fut>(
+        &self,
+        request: Req,
+        call: impl Fn(LeaseClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        relay(
+            self.upstream
+                .call(&self.channel, |token| call(self.lease.clone(), authorized(request.clone(), token.as_ref()))),
+        )
+        .await
+    }
+
+    /// The token a keep-alive stream opens with.
+    async fn token(&self) -> Result<Option<MetadataValue<Ascii>>, Status> {
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.token(&self.channel)).await {
+            Ok(token) => token.map_err(|status| fresh(&status)),
+            // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
+            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+        }
     }
 
     /// Upstream's header with the mirror's identity and upstream's revision.
@@ -125,7 +163,7 @@ impl Upstream {
             return Ok(());
         }
         let probe = pb::RangeRequest { key: self.probe_key.clone(), limit: 1, count_only: true, ..Default::default() };
-        let resp = relay(self.kv.clone().range(probe)).await?;
+        let resp = self.kv(probe, |mut kv, r| async move { kv.range(r).await }).await?;
         self.applied(resp.header.map_or(0, |h| h.revision)).await
     }
 
@@ -134,7 +172,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn put(&self, req: pb::PutRequest) -> Result<Response<pb::PutResponse>, Status> {
-        let mut resp = relay(self.kv.clone().put(req)).await?;
+        let mut resp = self.kv(req, |mut kv, r| async move { kv.put(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -145,7 +183,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn delete_range(&self, req: pb::DeleteRangeRequest) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let mut resp = relay(self.kv.clone().delete_range(req)).await?;
+        let mut resp = self.kv(req, |mut kv, r| async move { kv.delete_range(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -157,7 +195,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn txn(&self, req: pb::TxnRequest) -> Result<Response<pb::TxnResponse>, Status> {
-        let mut resp = relay(self.kv.clone().txn(req)).await?;
+        let mut resp = self.kv(req, |mut kv, r| async move { kv.txn(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -169,7 +207,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn compact(&self, req: pb::CompactionRequest) -> Result<Response<pb::CompactionResponse>, Status> {
-        let mut resp = relay(self.kv.clone().compact(req)).await?;
+        let mut resp = self.kv(req, |mut kv, r| async move { kv.compact(r).await }).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -179,7 +217,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let mut resp = relay(self.lease.clone().lease_grant(req)).await?;
+        let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_grant(r).await }).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -189,7 +227,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn lease_revoke(&self, req: pb::LeaseRevokeRequest) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let mut resp = relay(self.lease.clone().lease_revoke(req)).await?;
+        let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_revoke(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
@@ -203,7 +241,7 @@ impl Upstream {
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let mut resp = relay(self.lease.clone().lease_time_to_live(req)).await?;
+        let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_time_to_live(r).await }).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -213,7 +251,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error.
     pub async fn lease_leases(&self, req: pb::LeaseLeasesRequest) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let mut resp = relay(self.lease.clone().lease_leases(req)).await?;
+        let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_leases(r).await }).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -229,7 +267,8 @@ impl Upstream {
         requests: Streaming<pb::LeaseKeepAliveRequest>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
         let requests = requests.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| async { r.ok() });
-        let responses = relay(self.lease.clone().lease_keep_alive(Request::new(requests))).await?;
+        let token = self.token().await?;
+        let responses = relay(self.lease.clone().lease_keep_alive(authorized(requests, token.as_ref()))).await?;
         let this = self.clone();
         let responses = responses.map(move |r| match r {
             Ok(mut resp) => {
@@ -252,7 +291,8 @@ impl Upstream {
         // The request side stays open until the answer is in: etcd ends the stream at the
         // client's end, perhaps before answering.
         let requests = futures::stream::iter([pb::LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
-        let mut responses = relay(self.lease.clone().lease_keep_alive(Request::new(requests))).await?;
+        let token = self.token().await?;
+        let mut responses = relay(self.lease.clone().lease_keep_alive(authorized(requests, token.as_ref()))).await?;
         match tokio::time::timeout(UPSTREAM_TIMEOUT, responses.message()).await {
             Ok(Ok(Some(resp))) => Ok((resp.ttl, resp.header.map_or(0, |h| h.revision))),
             Ok(Ok(None)) => Err(Status::unavailable("upstream ended the keep-alive stream without an answer")),

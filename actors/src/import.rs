@@ -11,56 +11,45 @@
 //! until `more` is false, so the pages together are one consistent view. No sort is asked for:
 //! a range returns keys in key order, and for any explicit sort etcd reads the whole range
 //! before it applies `limit` (etcd 3.4: etcdserver/apply.go `applierV3backend.Range`). Where `SyncBase` fails on a compaction past R before the last page,
-//! the import starts over at a new R (a bounded number of times).
+//! the import starts over at a new R (a bounded number of times). Upstream's URLs, TLS and
+//! credentials are [`UpstreamEtcd`]'s.
 
 use std::path::Path;
 use std::time::Duration;
 
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use watchkv::{ImportedSnapshot, KeyValue, KvStore, StoreConfig};
 
-use crate::api::pb::etcdserverpb::auth_client::AuthClient;
 use crate::api::pb::etcdserverpb::kv_client::KvClient;
-use crate::api::pb::etcdserverpb::{AuthenticateRequest, RangeRequest};
+use crate::api::pb::etcdserverpb::RangeRequest;
+use crate::upstream::{authorized, status_text, ChannelOptions, UpstreamEtcd};
 
 /// Keys asked for per page by default.
 pub const DEFAULT_PAGE_SIZE: i64 = 1000;
 /// Attempts (each a whole read from a fresh start) before an import gives up by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// How long connecting to one upstream endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one upstream request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to import and from where.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Upstream client URLs (`http://host:port`, or `host:port`), tried in turn.
-    pub endpoints: Vec<String>,
+    /// Upstream: its endpoints, tried in turn, TLS and credentials (the import authenticates
+    /// and sends the token with every request).
+    pub upstream: UpstreamEtcd,
     /// Only the keys under this prefix; empty = the whole keyspace.
     pub prefix: Vec<u8>,
     /// Keys asked for per range request (etcd `limit`).
     pub page_size: i64,
-    /// `(user, password)` when upstream has auth enabled: the import authenticates and sends
-    /// the token with every request.
-    pub credentials: Option<(String, String)>,
     /// Whole reads to try before giving up (a compaction upstream, an endpoint down).
     pub max_attempts: u32,
 }
 
 impl ImportOptions {
-    /// Options for importing the whole keyspace from `endpoints`.
+    /// Options for importing the whole keyspace from `upstream`.
     #[must_use]
-    pub fn new(endpoints: Vec<String>) -> Self {
-        Self {
-            endpoints,
-            prefix: Vec::new(),
-            page_size: DEFAULT_PAGE_SIZE,
-            credentials: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
+    pub fn new(upstream: UpstreamEtcd) -> Self {
+        Self { upstream, prefix: Vec::new(), page_size: DEFAULT_PAGE_SIZE, max_attempts: DEFAULT_MAX_ATTEMPTS }
     }
 }
 
@@ -78,7 +67,7 @@ pub struct ImportReport {
 /// Why an import failed. The data directory is left as empty as it was found.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// Options that cannot work (no endpoint, a bad URL, bad credentials).
+    /// Options that cannot work.
     #[error("import: {0}")]
     Invalid(String),
     /// The data directory is not missing or empty.
@@ -126,13 +115,10 @@ impl From<watchkv::Error> for Failed {
 /// [`ImportError`]: a non-empty directory, bad options, upstream's refusal, repeated
 /// compactions or unreachable endpoints, a local storage failure.
 pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> Result<ImportReport, ImportError> {
-    if options.endpoints.is_empty() {
-        return Err(ImportError::Invalid("no upstream endpoint given".into()));
-    }
     if options.page_size < 1 {
         return Err(ImportError::Invalid(format!("page size {} below 1", options.page_size)));
     }
-    let endpoints = options.endpoints.iter().map(|e| upstream_url(e)).collect::<Result<Vec<_>, _>>()?;
+    let endpoints = options.upstream.endpoints();
     let dir = config.path().to_path_buf();
     let existed = dir.exists();
     if existed && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
@@ -158,46 +144,31 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
     Err(ImportError::GaveUp { attempts, last })
 }
 
-/// The URL to connect to for an endpoint as etcdctl's `--endpoints` takes them: `host:port`
-/// means `http://host:port`. TLS to upstream is not offered yet, so `https://` is refused
-/// rather than tried and failed five times.
-pub(crate) fn upstream_url(endpoint: &str) -> Result<String, ImportError> {
-    if endpoint.starts_with("https://") {
-        return Err(ImportError::Invalid(format!("{endpoint}: TLS to upstream is not supported yet")));
-    }
-    if endpoint.starts_with("http://") {
-        Ok(endpoint.to_owned())
-    } else if endpoint.contains("://") {
-        Err(ImportError::Invalid(format!("{endpoint}: only http:// endpoints are supported")))
-    } else {
-        Ok(format!("http://{endpoint}"))
-    }
-}
-
 /// One whole read from `endpoint` into a fresh store.
 async fn import_once(config: StoreConfig, endpoint: &str, options: &ImportOptions) -> Result<ImportedSnapshot, Failed> {
-    let channel = connect(endpoint).await?;
-    let token = match &options.credentials {
-        Some((name, password)) => Some(authenticate(channel.clone(), endpoint, name, password).await?),
-        None => None,
-    };
-    let mut kv = KvClient::new(channel).max_decoding_message_size(usize::MAX);
+    let upstream = &options.upstream;
+    let channel = upstream
+        .connect(endpoint, ChannelOptions { request_timeout: Some(REQUEST_TIMEOUT), ..ChannelOptions::default() })
+        .await
+        .map_err(|e| Failed::Retry(format!("cannot connect: {e}")))?;
+    let kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
     let (key, range_end) = key_range(&options.prefix);
     let page = |key: Vec<u8>, revision: i64| {
-        let mut req = tonic::Request::new(RangeRequest {
+        let request = RangeRequest {
             key,
             range_end: range_end.clone(),
             limit: options.page_size,
             revision,
             ..RangeRequest::default()
-        });
-        if let Some(token) = &token {
-            req.metadata_mut().insert("token", token.clone());
-        }
-        req
+        };
+        let kv = kv.clone();
+        upstream.call(&channel, move |token| {
+            let (mut kv, request) = (kv.clone(), authorized(request.clone(), token.as_ref()));
+            async move { kv.range(request).await }
+        })
     };
 
-    let first = kv.range(page(key, 0)).await.map_err(|s| classify(endpoint, &s, None))?.into_inner();
+    let first = page(key, 0).await.map_err(|s| classify(endpoint, &s, None))?.into_inner();
     let revision = first.header.as_ref().map_or(0, |h| h.revision);
     let expected_keys = first.count;
     let mut store = KvStore::open(config)?;
@@ -220,7 +191,7 @@ async fn import_once(config: StoreConfig, endpoint: &str, options: &ImportOption
             })?;
         }
         let Some(next) = next.filter(|_| resp.more) else { break };
-        resp = kv.range(page(next, revision)).await.map_err(|s| classify(endpoint, &s, Some(revision)))?.into_inner();
+        resp = page(next, revision).await.map_err(|s| classify(endpoint, &s, Some(revision)))?.into_inner();
     }
     if i64::try_from(import.keys()).ok() != Some(expected_keys) {
         return Err(Failed::Fatal(ImportError::Upstream {
@@ -229,31 +200,6 @@ async fn import_once(config: StoreConfig, endpoint: &str, options: &ImportOption
         }));
     }
     Ok(import.finish()?)
-}
-
-async fn connect(endpoint: &str) -> Result<Channel, Failed> {
-    let target = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| Failed::Fatal(ImportError::Invalid(format!("upstream URL {endpoint:?}: {e}"))))?;
-    target
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| Failed::Retry(format!("cannot connect: {e}")))
-}
-
-/// etcd `Auth.Authenticate`: the token later requests carry in their `token` metadata, as
-/// clientv3 sends it.
-async fn authenticate(
-    channel: Channel,
-    endpoint: &str,
-    name: &str,
-    password: &str,
-) -> Result<MetadataValue<Ascii>, Failed> {
-    let req = AuthenticateRequest { name: name.to_owned(), password: password.to_owned() };
-    let resp = AuthClient::new(channel).authenticate(req).await.map_err(|s| classify(endpoint, &s, None))?;
-    MetadataValue::try_from(resp.into_inner().token)
-        .map_err(|e| Failed::Fatal(ImportError::Invalid(format!("upstream sent a token that is not ASCII: {e}"))))
 }
 
 /// Whether another attempt may cure a failed upstream request.
@@ -265,11 +211,11 @@ fn classify(endpoint: &str, status: &Status, revision: Option<i64>) -> Failed {
     }
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-            Failed::Retry(format!("{}: {}", status.code(), status.message()))
+            Failed::Retry(status_text(status, endpoint))
         }
         _ => Failed::Fatal(ImportError::Upstream {
             endpoint: endpoint.to_owned(),
-            status: format!("{}: {}", status.code(), status.message()),
+            status: status_text(status, endpoint),
         }),
     }
 }
@@ -395,7 +341,7 @@ mod tests {
         let url = serve(upstream).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        let mut options = ImportOptions::new(vec![url]);
+        let mut options = ImportOptions::new(UpstreamEtcd::plain(&[url]).expect("upstream"));
         options.page_size = 2;
         let report = import_from_etcd(StoreConfig::new(&data), &options).await.expect("import");
         // Revisions 10 and 11 were compacted after their first page; the third read, at 12, went through.
@@ -416,7 +362,8 @@ mod tests {
         // Nothing listens on a port the OS just handed out and took back.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = ImportOptions::new(vec![format!("http://{dead}"), url.clone()]);
+        let options =
+            ImportOptions::new(UpstreamEtcd::plain(&[format!("http://{dead}"), url.clone()]).expect("upstream"));
         let report = import_from_etcd(StoreConfig::new(dir.path()), &options).await.expect("import");
         assert_eq!((report.attempts, report.endpoint.as_str(), report.imported.keys), (2, url.as_str(), 5));
     }
@@ -429,7 +376,7 @@ mod tests {
         let url = serve(upstream).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        let mut options = ImportOptions::new(vec![url]);
+        let mut options = ImportOptions::new(UpstreamEtcd::plain(&[url]).expect("upstream"));
         options.page_size = 2;
         options.max_attempts = 3;
         let err = import_from_etcd(StoreConfig::new(&data), &options).await.expect_err("gives up");
@@ -443,15 +390,6 @@ mod tests {
         assert_eq!(key_range(b"a/"), (b"a/".to_vec(), b"a0".to_vec()));
         assert_eq!(key_range(b"a\xff"), (b"a\xff".to_vec(), b"b".to_vec()));
         assert_eq!(key_range(b"\xff\xff"), (b"\xff\xff".to_vec(), vec![0]));
-    }
-
-    #[test]
-    fn endpoints_are_http_urls_or_host_port() {
-        assert_eq!(upstream_url("http://10.0.0.1:2379").expect("http"), "http://10.0.0.1:2379");
-        assert_eq!(upstream_url("10.0.0.1:2379").expect("host:port"), "http://10.0.0.1:2379");
-        let tls = upstream_url("https://10.0.0.1:2379").expect_err("https");
-        assert!(tls.to_string().contains("TLS to upstream is not supported yet"), "{tls}");
-        assert!(upstream_url("unix:///run/etcd.sock").is_err());
     }
 
     #[test]

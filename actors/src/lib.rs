@@ -32,6 +32,7 @@
 //! - [`import`]: `watchkv import`, a running etcd's keyspace at one revision into a new store.
 //! - [`mirror`]: mirror mode's follower (`watchkv --upstream`): upstream's revisions applied locally.
 //! - [`forward`]: mirror mode's writes, lease calls and linearizable reads, forwarded to upstream.
+//! - [`upstream`]: the connections of those three to an upstream etcd: URLs, TLS, credentials.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
@@ -91,6 +92,7 @@ pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod upstream;
 pub mod victim_actor;
 
 use std::sync::Arc;

@@ -14,29 +14,36 @@
 //! What the follower knows about its upstream (connected, on which endpoint, upstream's last
 //! reported revision, when it last applied) goes to [`crate::mirror_status::UpstreamStatus`]
 //! for `/health`, `Status` and `/metrics`.
+//!
+//! Upstream's URLs, TLS and credentials are [`UpstreamEtcd`]'s: each watch carries the user's
+//! token; a watch upstream cancels for its token is opened again with a new one, as clientv3
+//! does, and credentials upstream refuses stop the follower ([`MirrorError::Credentials`]).
 
 use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
 use watchkv::{KeyValue, StoreConfig, UpstreamChange, UpstreamRevision};
 
 use crate::api::pb::etcdserverpb::watch_client::WatchClient;
 use crate::api::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::api::pb::mvccpb;
 use crate::handle::Handle;
-use crate::import::{import_from_etcd, key_range, upstream_url, ImportError, ImportOptions, ImportReport};
+use crate::import::{import_from_etcd, key_range, ImportError, ImportOptions, ImportReport};
 use crate::mirror_status::UpstreamStatus;
+use crate::upstream::{
+    authorized, credentials_refused, status_text, watch_token_refused, ChannelOptions, UpstreamEtcd,
+};
 
-/// How long connecting to one upstream endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on the upstream connection, so a member that vanished without closing it is
 /// noticed (etcd's server accepts pings every 5 s or slower: `--grpc-keepalive-min-time`).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection counts as lost.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The watch's channel: pings while it is open, no deadline (the watch lasts).
+const WATCH_CHANNEL: ChannelOptions =
+    ChannelOptions { keepalive: Some((KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)), request_timeout: None };
 /// The first wait before resuming after a failure; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between resumes.
@@ -45,8 +52,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// What a mirror follows.
 #[derive(Debug, Clone)]
 pub struct MirrorOptions {
-    /// Upstream client URLs (`http://host:port` or `host:port`), tried in turn.
-    pub endpoints: Vec<String>,
+    /// Upstream: its endpoints, tried in turn, TLS and credentials.
+    pub upstream: UpstreamEtcd,
     /// Only the keys under this prefix; empty = the whole keyspace.
     pub prefix: Vec<u8>,
 }
@@ -71,6 +78,17 @@ pub enum MirrorError {
         /// Upstream's compact revision.
         compact_revision: i64,
     },
+    /// Upstream refused the user and password (etcd's `ErrAuthFailed`): following stops
+    /// rather than serve ever staler data.
+    #[error("mirror: upstream {endpoint} refused the credentials of user {user:?}: {status}")]
+    Credentials {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The user.
+        user: String,
+        /// etcd's error.
+        status: String,
+    },
     /// The bootstrap import failed.
     #[error("mirror: bootstrap: {0}")]
     Bootstrap(#[from] ImportError),
@@ -89,7 +107,7 @@ pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<
     if !dir_is_empty(config.path()) {
         return Ok(None);
     }
-    let mut import = ImportOptions::new(options.endpoints.clone());
+    let mut import = ImportOptions::new(options.upstream.clone());
     import.prefix.clone_from(&options.prefix);
     Ok(Some(import_from_etcd(config.clone(), &import).await?))
 }
@@ -106,23 +124,16 @@ fn dir_is_empty(dir: &Path) -> bool {
 /// resuming cannot cure, or `Ok` once the store has stopped.
 ///
 /// # Errors
-/// [`MirrorError::Compacted`], a refused upstream revision, bad options.
+/// [`MirrorError::Compacted`], a refused upstream revision, refused credentials.
 pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), MirrorError> {
-    if options.endpoints.is_empty() {
-        return Err(MirrorError::Invalid("no upstream endpoint given".into()));
-    }
-    let endpoints = options
-        .endpoints
-        .iter()
-        .map(|e| upstream_url(e).map_err(|e| MirrorError::Invalid(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+    let endpoints = options.upstream.endpoints();
     // A handle that is not a mirror's (an embedder's own follower) keeps its status here.
     let status = handle.upstream_status().cloned().unwrap_or_default();
     let mut backoff = FIRST_BACKOFF;
     for endpoint in endpoints.iter().cycle() {
         let start = handle.current_revision() + 1;
         status.trying(endpoint);
-        let ended = watch_once(&handle, &status, endpoint, &options.prefix, start).await;
+        let ended = watch_once(&handle, &status, &options.upstream, endpoint, &options.prefix, start).await;
         status.lost();
         match ended {
             Ok(()) => {}
@@ -158,11 +169,25 @@ enum Stop {
 async fn watch_once(
     handle: &Handle,
     status: &UpstreamStatus,
+    upstream: &UpstreamEtcd,
     endpoint: &str,
     prefix: &[u8],
     start: i64,
 ) -> Result<(), Stop> {
-    let channel = connect(endpoint).await?;
+    let channel =
+        upstream.connect(endpoint, WATCH_CHANNEL).await.map_err(|e| Stop::Resume(format!("cannot connect: {e}")))?;
+    let token = upstream.token(&channel).await.map_err(|s| {
+        if credentials_refused(&s) {
+            let user = upstream.user().unwrap_or_default().to_owned();
+            Stop::Fatal(MirrorError::Credentials {
+                endpoint: endpoint.to_owned(),
+                user,
+                status: s.message().to_owned(),
+            })
+        } else {
+            Stop::Resume(format!("authenticate: {}", status_text(&s, endpoint)))
+        }
+    })?;
     let (key, range_end) = key_range(prefix);
     let create = WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
@@ -176,7 +201,7 @@ async fn watch_once(
     };
     // The request stream stays open: etcd ends a watch stream whose client side has ended.
     let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-    let mut request = tonic::Request::new(requests);
+    let mut request = authorized(requests, token.as_ref());
     // etcd: clientv3 WithRequireLeader (rpctypes.MetadataRequireLeaderKey): a member cut off
     // from its cluster's leader ends the stream instead of keeping the mirror on stale data.
     request.metadata_mut().insert("hasleader", MetadataValue::from_static("true"));
@@ -207,6 +232,10 @@ async fn watch_once(
                 compact_revision: response.compact_revision,
             }));
         }
+        if response.canceled && watch_token_refused(&response.cancel_reason) {
+            // etcd: clientv3/watch.go shouldRetryWatch: the next watch authenticates again.
+            upstream.forget_token(token.as_ref()).await;
+        }
         if response.canceled {
             return Err(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
         }
@@ -229,21 +258,6 @@ async fn watch_once(
         })?;
         status.applied();
     }
-}
-
-async fn connect(endpoint: &str) -> Result<Channel, Stop> {
-    let target = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| Stop::Fatal(MirrorError::Invalid(format!("upstream URL {endpoint:?}: {e}"))))?;
-    target
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        // Pings only while the watch is open: etcd's server refuses (GOAWAY) frequent pings on
-        // a connection with no stream (grpc keepalive enforcement, PermitWithoutStream false).
-        .keep_alive_while_idle(false)
-        .connect()
-        .await
-        .map_err(|e| Stop::Resume(format!("cannot connect: {e}")))
 }
 
 /// Groups one whole watch response's events (fragments joined) into upstream revisions, in

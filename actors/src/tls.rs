@@ -172,8 +172,9 @@ impl ServerTls {
     }
 }
 
-/// Every certificate in a PEM file, in order.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every certificate in a PEM file, in order (also the upstream's CA and client certificate,
+/// `crate::upstream`).
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem_error = |source| TlsError::Pem { path: path.to_path_buf(), source };
     let certs =
         CertificateDer::pem_file_iter(path).map_err(pem_error)?.collect::<Result<Vec<_>, _>>().map_err(pem_error)?;

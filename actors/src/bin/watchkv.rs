@@ -40,6 +40,7 @@ use watchkv_actors::grpc::GrpcApi;
 use watchkv_actors::listener::{self, PortOptions, WORKERS_RANGE};
 use watchkv_actors::mirror::{self, MirrorOptions};
 use watchkv_actors::tls::{ServerTls, TlsFiles};
+use watchkv_actors::upstream::{Credentials, UpstreamEtcd, UpstreamTls};
 use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
 
 /// How long a slow consumer may stay undeliverable by default when `--slow-consumer-lag` turns
@@ -183,15 +184,42 @@ struct Args {
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
-    /// Mirror mode: upstream etcd client URLs (`http://host:port` or `host:port`,
-    /// comma-separated). An empty data directory is bootstrapped from upstream, then the node
-    /// follows upstream's revisions with one watch and serves reads and watches; writes and
-    /// lease calls are forwarded to upstream.
+    /// Mirror mode: upstream etcd client URLs (`http://host:port`, `https://host:port` or
+    /// `host:port`, comma-separated). An empty data directory is bootstrapped from upstream, then
+    /// the node follows upstream's revisions with one watch and serves reads and watches; writes
+    /// and lease calls are forwarded to upstream.
     #[arg(long, value_delimiter = ',')]
     upstream: Vec<String>,
     /// With --upstream: mirror only the keys under this prefix.
     #[arg(long, requires = "upstream")]
     upstream_prefix: Option<String>,
+    /// With --upstream: trust only these CA certificates (PEM) for upstream's TLS (etcdctl's
+    /// --cacert). Without it, `https://` upstreams are checked against Mozilla's roots.
+    #[arg(long, requires = "upstream", value_name = "FILE")]
+    upstream_cacert: Option<PathBuf>,
+    /// With --upstream: the client certificate (PEM) to present to upstream (etcdctl's --cert).
+    #[arg(long, requires = "upstream", value_name = "FILE")]
+    upstream_cert: Option<PathBuf>,
+    /// With --upstream: the client certificate's key (PEM) (etcdctl's --key).
+    #[arg(long, requires = "upstream", value_name = "FILE")]
+    upstream_key: Option<PathBuf>,
+    /// With --upstream: authenticate to upstream as this user (etcdctl's --user).
+    #[arg(long, requires = "upstream", value_name = "NAME[:PASSWORD]")]
+    upstream_user: Option<String>,
+    /// The password for --upstream-user NAME (etcdctl's --password).
+    #[arg(long, requires = "upstream_user", value_name = "PASSWORD")]
+    upstream_password: Option<String>,
+}
+
+/// Upstream's endpoints, TLS files and credentials from etcdctl-style flags, checked now.
+fn upstream_etcd(
+    endpoints: &[String],
+    tls: UpstreamTls,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> anyhow::Result<UpstreamEtcd> {
+    let credentials = user.map(|user| Credentials::from_flags(user, password)).transpose()?;
+    Ok(UpstreamEtcd::new(endpoints, &tls, credentials)?)
 }
 
 /// What the binary does instead of serving.
@@ -209,7 +237,8 @@ enum Command {
 /// `watchkv import ...`.
 #[derive(Debug, clap::Args)]
 struct ImportCommand {
-    /// Upstream etcd client URLs (`http://host:port` or `host:port`), comma-separated; tried in turn.
+    /// Upstream etcd client URLs (`http://host:port`, `https://host:port` or `host:port`),
+    /// comma-separated; tried in turn.
     #[arg(long = "from", value_delimiter = ',', required = true)]
     from: Vec<String>,
     /// The data directory to create (missing or empty).
@@ -218,9 +247,22 @@ struct ImportCommand {
     /// Import only the keys under this prefix.
     #[arg(long, default_value = "")]
     prefix: String,
-    /// Upstream credentials `NAME:PASSWORD`, when upstream has auth enabled.
-    #[arg(long, value_name = "NAME:PASSWORD")]
+    /// Upstream credentials, when upstream has auth enabled (etcdctl's flag).
+    #[arg(long, value_name = "NAME[:PASSWORD]")]
     user: Option<String>,
+    /// The password for --user NAME (etcdctl's flag).
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// Trust only these CA certificates (PEM) for upstream's TLS (etcdctl's flag). Without it,
+    /// `https://` upstreams are checked against Mozilla's roots.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// The client certificate (PEM) to present to upstream (etcdctl's flag).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key (PEM) (etcdctl's flag).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Keys per range request.
     #[arg(long, default_value_t = watchkv_actors::import::DEFAULT_PAGE_SIZE,
           value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
@@ -230,13 +272,12 @@ struct ImportCommand {
 /// Runs `watchkv import`.
 async fn import_command(command: &ImportCommand) -> anyhow::Result<()> {
     use watchkv_actors::import::{import_from_etcd, ImportOptions};
-    let mut options = ImportOptions::new(command.from.clone());
+    let tls = UpstreamTls { cacert: command.cacert.clone(), cert: command.cert.clone(), key: command.key.clone() };
+    let upstream = upstream_etcd(&command.from, tls, command.user.as_deref(), command.password.as_deref())
+        .context("upstream (--from, --cacert, --cert, --key, --user, --password)")?;
+    let mut options = ImportOptions::new(upstream);
     options.prefix = command.prefix.as_bytes().to_vec();
     options.page_size = command.page_size;
-    if let Some(user) = &command.user {
-        let (name, password) = user.split_once(':').context("--user takes NAME:PASSWORD")?;
-        options.credentials = Some((name.to_owned(), password.to_owned()));
-    }
     let report = import_from_etcd(StoreConfig::new(&command.data_dir), &options)
         .await
         .with_context(|| format!("importing from {} into {}", command.from.join(","), command.data_dir.display()))?;
@@ -457,10 +498,17 @@ async fn main() -> anyhow::Result<()> {
     let mirror = if args.upstream.is_empty() {
         None
     } else {
-        let options = MirrorOptions {
-            endpoints: args.upstream.clone(),
-            prefix: args.upstream_prefix.clone().unwrap_or_default().into_bytes(),
+        let tls = UpstreamTls {
+            cacert: args.upstream_cacert.clone(),
+            cert: args.upstream_cert.clone(),
+            key: args.upstream_key.clone(),
         };
+        let upstream =
+            upstream_etcd(&args.upstream, tls, args.upstream_user.as_deref(), args.upstream_password.as_deref())
+                .context(
+                    "upstream (--upstream, --upstream-cacert, --upstream-cert, --upstream-key, --upstream-user)",
+                )?;
+        let options = MirrorOptions { upstream, prefix: args.upstream_prefix.clone().unwrap_or_default().into_bytes() };
         if let Some(report) = mirror::bootstrap(config.store(), &options).await? {
             tracing::info!(
                 revision = report.imported.revision,
@@ -494,7 +542,7 @@ async fn main() -> anyhow::Result<()> {
     let mut grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
     if let Some(options) = &forwarded {
         // Mirror mode: writes, lease calls and linearizable reads go to upstream.
-        let upstream = watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options)?;
+        let upstream = watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options);
         grpc = grpc.with_upstream(upstream.clone());
         gw.upstream = Some(upstream);
     }
