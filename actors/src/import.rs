@@ -115,28 +115,62 @@ impl From<watchkv::Error> for Failed {
 /// [`ImportError`]: a non-empty directory, bad options, upstream's refusal, repeated
 /// compactions or unreachable endpoints, a local storage failure.
 pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> Result<ImportReport, ImportError> {
-    if options.page_size < 1 {
-        return Err(ImportError::Invalid(format!("page size {} below 1", options.page_size)));
-    }
-    let endpoints = options.upstream.endpoints();
+    check_options(options)?;
     let dir = config.path().to_path_buf();
     let existed = dir.exists();
     if existed && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
         return Err(ImportError::DirNotEmpty(dir.display().to_string()));
     }
+    let (imported, endpoint, attempts) =
+        with_attempts(options, |endpoint| import_once(config.clone(), endpoint, options), || clean_dir(&dir, existed))
+            .await?;
+    Ok(ImportReport { imported, endpoint, attempts })
+}
+
+/// Reads upstream's keyspace (or `options.prefix`) at one revision into memory: the revision
+/// and its live key-values in key order (a mirror's re-bootstrap, [`crate::mirror`]). Starts
+/// over as [`import_from_etcd`] does.
+///
+/// # Errors
+/// As [`import_from_etcd`], without the directory's.
+pub async fn read_keyspace(options: &ImportOptions) -> Result<(i64, Vec<KeyValue>), ImportError> {
+    check_options(options)?;
+    let read = with_attempts(options, |endpoint| read_once(endpoint, options), || {}).await?;
+    Ok(read.0)
+}
+
+fn check_options(options: &ImportOptions) -> Result<(), ImportError> {
+    if options.page_size < 1 {
+        return Err(ImportError::Invalid(format!("page size {} below 1", options.page_size)));
+    }
+    Ok(())
+}
+
+/// Runs `once` against the endpoints in turn until it succeeds, fails for good, or
+/// `options.max_attempts` attempts have failed; `after_failure` runs after each failed one.
+/// Answers with what `once` gave, its endpoint and the attempts it took.
+async fn with_attempts<T, Fut>(
+    options: &ImportOptions,
+    mut once: impl FnMut(String) -> Fut,
+    mut after_failure: impl FnMut(),
+) -> Result<(T, String, u32), ImportError>
+where
+    Fut: std::future::Future<Output = Result<T, Failed>>,
+{
+    let endpoints = options.upstream.endpoints();
     let attempts = options.max_attempts.max(1);
     let mut last = String::new();
     for attempt in 1..=attempts {
-        let endpoint = &endpoints[(attempt as usize - 1) % endpoints.len()];
-        let outcome = import_once(config.clone(), endpoint, options).await;
+        let endpoint = endpoints[(attempt as usize - 1) % endpoints.len()].clone();
+        let outcome = once(endpoint.clone()).await;
         if outcome.is_err() {
-            clean_dir(&dir, existed);
+            after_failure();
         }
         match outcome {
-            Ok(imported) => return Ok(ImportReport { imported, endpoint: endpoint.clone(), attempts: attempt }),
+            Ok(done) => return Ok((done, endpoint, attempt)),
             Err(Failed::Fatal(e)) => return Err(e),
             Err(Failed::Retry(why)) => {
-                tracing::warn!(endpoint = %endpoint, attempt, reason = %why, "import starts over");
+                tracing::warn!(endpoint = %endpoint, attempt, reason = %why, "upstream read starts over");
                 last = format!("{endpoint}: {why}");
             }
         }
@@ -145,61 +179,145 @@ pub async fn import_from_etcd(config: StoreConfig, options: &ImportOptions) -> R
 }
 
 /// One whole read from `endpoint` into a fresh store.
-async fn import_once(config: StoreConfig, endpoint: &str, options: &ImportOptions) -> Result<ImportedSnapshot, Failed> {
-    let upstream = &options.upstream;
-    let channel = upstream
-        .connect(endpoint, ChannelOptions { request_timeout: Some(REQUEST_TIMEOUT), ..ChannelOptions::default() })
-        .await
-        .map_err(|e| Failed::Retry(format!("cannot connect: {e}")))?;
-    let kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
-    let (key, range_end) = key_range(&options.prefix);
-    let page = |key: Vec<u8>, revision: i64| {
+async fn import_once(
+    config: StoreConfig,
+    endpoint: String,
+    options: &ImportOptions,
+) -> Result<ImportedSnapshot, Failed> {
+    let mut pages = Pages::open(&endpoint, options).await?;
+    let mut store = KvStore::open(config)?;
+    let mut import = store.begin_import(pages.revision)?;
+    while let Some(kvs) = pages.next_page().await? {
+        for kv in kvs {
+            import.push(kv)?;
+        }
+    }
+    pages.check_count(import.keys())?;
+    Ok(import.finish()?)
+}
+
+/// One whole read from `endpoint` into memory.
+async fn read_once(endpoint: String, options: &ImportOptions) -> Result<(i64, Vec<KeyValue>), Failed> {
+    let mut pages = Pages::open(&endpoint, options).await?;
+    let mut all = Vec::new();
+    while let Some(kvs) = pages.next_page().await? {
+        all.extend(kvs);
+    }
+    pages.check_count(all.len())?;
+    Ok((pages.revision, all))
+}
+
+/// One paginated consistent read of upstream's keyspace at one revision (etcd:
+/// client/v3/mirror/syncer.go `SyncBase`): the first page, read at revision 0, gives the
+/// revision in its header; each later page asks for that revision from the last key + `"\0"`.
+struct Pages<'a> {
+    options: &'a ImportOptions,
+    endpoint: &'a str,
+    channel: tonic::transport::Channel,
+    kv: KvClient<tonic::transport::Channel>,
+    range_end: Vec<u8>,
+    /// Upstream's revision of the read.
+    revision: i64,
+    /// Keys upstream counted at that revision.
+    expected_keys: i64,
+    /// The first page, until [`Self::next_page`] hands it out.
+    first: Option<Vec<KeyValue>>,
+    /// Where the next page starts; `None` once the last page has been read.
+    next_key: Option<Vec<u8>>,
+}
+
+impl<'a> Pages<'a> {
+    async fn open(endpoint: &'a str, options: &'a ImportOptions) -> Result<Self, Failed> {
+        let channel = options
+            .upstream
+            .connect(endpoint, ChannelOptions { request_timeout: Some(REQUEST_TIMEOUT), ..ChannelOptions::default() })
+            .await
+            .map_err(|e| Failed::Retry(format!("cannot connect: {e}")))?;
+        let kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+        let (key, range_end) = key_range(&options.prefix);
+        let mut pages = Self {
+            options,
+            endpoint,
+            channel,
+            kv,
+            range_end,
+            revision: 0,
+            expected_keys: 0,
+            first: None,
+            next_key: None,
+        };
+        let (first, next_key) = pages.read(key, None).await?;
+        pages.first = Some(first);
+        pages.next_key = next_key;
+        Ok(pages)
+    }
+
+    /// The next page's key-values, `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<KeyValue>>, Failed> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let Some(key) = self.next_key.take() else { return Ok(None) };
+        let (kvs, next_key) = self.read(key, Some(self.revision)).await?;
+        self.next_key = next_key;
+        Ok(Some(kvs))
+    }
+
+    /// Fails unless the read returned as many keys as upstream counted at its revision.
+    fn check_count(&self, sent: usize) -> Result<(), Failed> {
+        if i64::try_from(sent).ok() == Some(self.expected_keys) {
+            return Ok(());
+        }
+        Err(Failed::Fatal(ImportError::Upstream {
+            endpoint: self.endpoint.to_owned(),
+            status: format!("counted {} keys at revision {} but sent {sent}", self.expected_keys, self.revision),
+        }))
+    }
+
+    /// One page from `key` at `revision` (`None`: the first page, at upstream's current
+    /// revision); answers its key-values and where the next page starts.
+    async fn read(&mut self, key: Vec<u8>, revision: Option<i64>) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), Failed> {
         let request = RangeRequest {
             key,
-            range_end: range_end.clone(),
-            limit: options.page_size,
-            revision,
+            range_end: self.range_end.clone(),
+            limit: self.options.page_size,
+            revision: revision.unwrap_or(0),
             ..RangeRequest::default()
         };
-        let kv = kv.clone();
-        upstream.call(&channel, move |token| {
-            let (mut kv, request) = (kv.clone(), authorized(request.clone(), token.as_ref()));
-            async move { kv.range(request).await }
-        })
-    };
-
-    let first = page(key, 0).await.map_err(|s| classify(endpoint, &s, None))?.into_inner();
-    let revision = first.header.as_ref().map_or(0, |h| h.revision);
-    let expected_keys = first.count;
-    let mut store = KvStore::open(config)?;
-    let mut import = store.begin_import(revision)?;
-    let mut resp = first;
-    loop {
-        let next = resp.kvs.last().map(|last| {
+        let kv = self.kv.clone();
+        let resp = self
+            .options
+            .upstream
+            .call(&self.channel, move |token| {
+                let (mut kv, request) = (kv.clone(), authorized(request.clone(), token.as_ref()));
+                async move { kv.range(request).await }
+            })
+            .await
+            .map_err(|s| classify(self.endpoint, &s, revision))?
+            .into_inner();
+        if revision.is_none() {
+            self.revision = resp.header.as_ref().map_or(0, |h| h.revision);
+            self.expected_keys = resp.count;
+        }
+        let next_key = resp.kvs.last().filter(|_| resp.more).map(|last| {
             let mut key = last.key.clone();
             key.push(0);
             key
         });
-        for kv in resp.kvs {
-            import.push(KeyValue {
+        let kvs = resp
+            .kvs
+            .into_iter()
+            .map(|kv| KeyValue {
                 key: kv.key,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
                 version: kv.version,
                 value: kv.value,
                 lease: kv.lease,
-            })?;
-        }
-        let Some(next) = next.filter(|_| resp.more) else { break };
-        resp = page(next, revision).await.map_err(|s| classify(endpoint, &s, Some(revision)))?.into_inner();
+            })
+            .collect();
+        Ok((kvs, next_key))
     }
-    if i64::try_from(import.keys()).ok() != Some(expected_keys) {
-        return Err(Failed::Fatal(ImportError::Upstream {
-            endpoint: endpoint.to_owned(),
-            status: format!("counted {expected_keys} keys at revision {revision} but sent {}", import.keys()),
-        }));
-    }
-    Ok(import.finish()?)
 }
 
 /// Whether another attempt may cure a failed upstream request.

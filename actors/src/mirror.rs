@@ -4,8 +4,9 @@
 //! revision and applied through the store's group commit with upstream's revision numbers
 //! ([`Handle::apply_upstream`]), so the mirror's own watchers see upstream's revisions exactly
 //! as a local write's. A lost stream or member is resumed from the applied revision + 1 on the
-//! next endpoint; a resume point upstream has compacted stops the follower with
-//! [`MirrorError::Compacted`] (re-bootstrapping is not done yet).
+//! next endpoint; a resume point upstream has compacted makes the mirror read upstream's
+//! keyspace again and replace its state with it (a re-bootstrap, [`Handle::reimport_upstream`]),
+//! its watchers behind the new compact revision answered with etcd's compaction notice.
 //!
 //! The applied revision moves only with events, never with a progress response: etcd 3.4.23
 //! can send a progress notification before the events of its revision (etcd #15220), and for a
@@ -24,13 +25,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::metadata::MetadataValue;
-use watchkv::{KeyValue, StoreConfig, UpstreamChange, UpstreamRevision};
+use watchkv::{KeyValue, KvStore, StoreConfig, UpstreamChange, UpstreamRevision};
 
 use crate::api::pb::etcdserverpb::watch_client::WatchClient;
 use crate::api::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::api::pb::mvccpb;
 use crate::handle::Handle;
-use crate::import::{import_from_etcd, key_range, ImportError, ImportOptions, ImportReport};
+use crate::import::{import_from_etcd, key_range, read_keyspace, ImportError, ImportOptions, ImportReport};
 use crate::mirror_status::UpstreamStatus;
 use crate::upstream::{
     authorized, credentials_refused, status_text, watch_token_refused, ChannelOptions, UpstreamEtcd,
@@ -64,20 +65,6 @@ pub enum MirrorError {
     /// Options that cannot work.
     #[error("mirror: {0}")]
     Invalid(String),
-    /// Upstream has compacted the revision the mirror needs next: the history between the
-    /// mirror's applied revision and upstream's compact revision is gone.
-    #[error(
-        "mirror: upstream {endpoint} has compacted revision {needed} (compact revision {compact_revision}); the \
-         mirror cannot catch up: remove the data directory to bootstrap again"
-    )]
-    Compacted {
-        /// The endpoint that answered.
-        endpoint: String,
-        /// The revision the mirror asked for: its applied revision + 1.
-        needed: i64,
-        /// Upstream's compact revision.
-        compact_revision: i64,
-    },
     /// Upstream refused the user and password (etcd's `ErrAuthFailed`): following stops
     /// rather than serve ever staler data.
     #[error("mirror: upstream {endpoint} refused the credentials of user {user:?}: {status}")]
@@ -89,7 +76,8 @@ pub enum MirrorError {
         /// etcd's error.
         status: String,
     },
-    /// The bootstrap import failed.
+    /// The bootstrap import failed, or the read of upstream's keyspace after upstream compacted
+    /// what the mirror needed next.
     #[error("mirror: bootstrap: {0}")]
     Bootstrap(#[from] ImportError),
     /// The local store refused or failed (an upstream revision that does not continue it).
@@ -98,14 +86,20 @@ pub enum MirrorError {
 }
 
 /// Imports upstream's keyspace (or prefix) at one revision into `config`'s directory if it is
-/// missing or empty (the mirror's first start); returns `None` for a directory that already
-/// holds a store, which resumes from its own applied revision.
+/// missing or empty (the mirror's first start) or holds an import that was cut off (a crash
+/// during a bootstrap or a re-bootstrap: the directory is emptied first, since all it holds is
+/// upstream's); returns `None` for a directory that holds a store, which resumes from its own
+/// applied revision.
 ///
 /// # Errors
-/// As [`import_from_etcd`].
+/// As [`import_from_etcd`]; the directory cannot be read or emptied.
 pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<Option<ImportReport>, MirrorError> {
     if !dir_is_empty(config.path()) {
-        return Ok(None);
+        let Some(revision) = KvStore::unfinished_import(config)? else { return Ok(None) };
+        tracing::warn!(dir = %config.path().display(), revision,
+            "mirror: the data directory holds an import that did not finish; importing from upstream again");
+        std::fs::remove_dir_all(config.path())
+            .map_err(|e| MirrorError::Invalid(format!("cannot empty {}: {e}", config.path().display())))?;
     }
     let mut import = ImportOptions::new(options.upstream.clone());
     import.prefix.clone_from(&options.prefix);
@@ -120,11 +114,14 @@ fn dir_is_empty(dir: &Path) -> bool {
 }
 
 /// Follows upstream for as long as the store runs: one watch at a time, resumed from the
-/// applied revision + 1 on the next endpoint after any failure. Returns only on a failure that
-/// resuming cannot cure, or `Ok` once the store has stopped.
+/// applied revision + 1 on the next endpoint after any failure. When upstream has compacted
+/// that revision, the mirror reads upstream's keyspace again at a new revision R and replaces
+/// its state with it ([`Handle::reimport_upstream`]): R becomes the local compact revision, and
+/// every local watcher that still needed a revision up to R gets etcd's compaction notice. Returns
+/// only on a failure that resuming cannot cure, or `Ok` once the store has stopped.
 ///
 /// # Errors
-/// [`MirrorError::Compacted`], a refused upstream revision, refused credentials.
+/// A refused upstream revision, refused credentials, a re-bootstrap upstream refuses.
 pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), MirrorError> {
     let endpoints = options.upstream.endpoints();
     // A handle that is not a mirror's (an embedder's own follower) keeps its status here.
@@ -146,6 +143,29 @@ pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), Mirror
                 tracing::warn!(endpoint = %endpoint, from = handle.current_revision() + 1, reason = %why,
                     "mirror: upstream watch lost; resuming");
             }
+            Err(Stop::Compacted(compact_revision)) => {
+                tracing::warn!(endpoint = %endpoint, needed = start, compact_revision,
+                    "mirror: upstream compacted the revisions the mirror needs next; reading its keyspace again");
+                match rebootstrap(&handle, &options).await {
+                    Ok(()) => {
+                        status.applied();
+                        backoff = FIRST_BACKOFF;
+                        continue;
+                    }
+                    Err(MirrorError::Store(watchkv::Error::Stopped)) => return Ok(()),
+                    // Upstream unreachable, or compacting faster than it can be read: later.
+                    Err(
+                        e @ (MirrorError::Bootstrap(ImportError::GaveUp { .. })
+                        | MirrorError::Store(watchkv::Error::Poisoned)),
+                    ) => {
+                        tracing::warn!(error = %e, "mirror: re-bootstrap failed; trying again");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "mirror: stopped following upstream");
+                        return Err(e);
+                    }
+                }
+            }
         }
         if handle.current_revision() >= start {
             // The watch made progress before it failed: resume at once.
@@ -161,8 +181,24 @@ pub async fn follow(handle: Handle, options: MirrorOptions) -> Result<(), Mirror
 enum Stop {
     /// Resume on the next endpoint.
     Resume(String),
+    /// Upstream has compacted the revision the mirror needs next (upstream's compact
+    /// revision): bootstrap again.
+    Compacted(i64),
     /// Give up.
     Fatal(MirrorError),
+}
+
+/// Reads upstream's keyspace (or prefix) again at its current revision R and replaces the
+/// store's state with it: R becomes the local compact revision, and local watchers that still
+/// needed a revision up to R get etcd's compaction notice (`store/reimport.rs`). The keyspace is
+/// held in memory once while it is handed to the store.
+async fn rebootstrap(handle: &Handle, options: &MirrorOptions) -> Result<(), MirrorError> {
+    let mut read = ImportOptions::new(options.upstream.clone());
+    read.prefix.clone_from(&options.prefix);
+    let (revision, kvs) = read_keyspace(&read).await?;
+    let imported = handle.reimport_upstream(revision, kvs).await?;
+    tracing::warn!(revision = imported.revision, keys = imported.keys, "mirror: bootstrapped again from upstream");
+    Ok(())
 }
 
 /// One upstream watch from `start`, applying what it sends until it fails.
@@ -226,11 +262,7 @@ async fn watch_once(
             status.upstream_at(header.revision);
         }
         if response.compact_revision != 0 {
-            return Err(Stop::Fatal(MirrorError::Compacted {
-                endpoint: endpoint.to_owned(),
-                needed: handle.current_revision() + 1,
-                compact_revision: response.compact_revision,
-            }));
+            return Err(Stop::Compacted(response.compact_revision));
         }
         if response.canceled && watch_token_refused(&response.cancel_reason) {
             // etcd: clientv3/watch.go shouldRetryWatch: the next watch authenticates again.

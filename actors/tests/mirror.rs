@@ -6,7 +6,8 @@
 //! client write on the mirror's gateway goes to etcd; a mirror killed with SIGKILL and restarted while etcd
 //! went on (large values included, so upstream's catch-up response comes in fragments) catches
 //! up from its own applied revision with no gap and no duplicate; a mirror whose resume point
-//! upstream has compacted stops with a clear error; a mirror reports its upstream connection,
+//! upstream has compacted (restarted, or cut off while running) reads upstream's keyspace again
+//! and answers the watchers whose history fell into the gap with etcd's compaction notice; a mirror reports its upstream connection,
 //! applied revision and lag in `/metrics`, `Status` and `/health`, and itself in `MemberList`.
 
 mod wire;
@@ -14,6 +15,7 @@ mod wire;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use wire::proxy::TcpProxy;
 use wire::{b64, bytes_field, int, post, start_etcd, start_watchkv, WatchStream, DEADLINE};
 
 /// One event as both servers' gateways give it:
@@ -210,11 +212,12 @@ fn a_mirror_follows_etcd_with_its_revisions_and_resumes_after_sigkill() {
 }
 
 #[test]
-fn a_mirror_whose_resume_point_upstream_compacted_stops_with_a_clear_error() {
+fn a_mirror_restarted_past_upstreams_compaction_bootstraps_again() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = start_etcd(&dir.path().join("etcd"));
     let e = etcd.port;
     put(e, "k", "v1");
+    put(e, "gone", "g");
     let mirror_dir = dir.path().join("mirror");
     let upstream = format!("http://127.0.0.1:{e}");
     let port = wire::free_port();
@@ -224,35 +227,71 @@ fn a_mirror_whose_resume_point_upstream_compacted_stops_with_a_clear_error() {
 
     // While the mirror is down, upstream writes and compacts past the mirror's resume point.
     put(e, "k", "v2");
-    let compacted = put(e, "k", "v3");
+    delete(e, "gone");
+    let compacted = put(e, "new", "n");
     ok(e, "/v3/kv/compaction", &json!({"revision": compacted.to_string(), "physical": true}));
+    assert!(compacted > applied + 1);
 
-    let mut restarted = std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"))
-        .args(["--data-dir", &mirror_dir.to_string_lossy(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &upstream])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the mirror");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = restarted.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE * 2 {
-            let _ = restarted.kill();
-            panic!("the mirror kept running although upstream compacted its resume point");
-        }
-        // Polling interval while waiting for the process to exit, not a synchronisation.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let out = restarted.wait_with_output().expect("output");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!status.success(), "{text}");
-    let want = format!("has compacted revision {} (compact revision {compacted})", applied + 1);
-    assert!(text.contains(&want) && text.contains("remove the data directory"), "{want}:\n{text}");
+    // The restarted mirror reads upstream's keyspace again: etcd's state, compacted below it.
+    let _mirror = start_watchkv(&mirror_dir, port, &["--upstream", &upstream]);
+    let (rows, rev) = wait_for("the re-bootstrap", || Some(rows_at(port, 0)).filter(|(_, rev)| *rev >= compacted));
+    assert_eq!((rows, rev), rows_at(e, compacted));
+    let err = post(port, "/v3/kv/range", &json!({"key": b64("k"), "revision": (compacted - 1).to_string()}));
+    let text = String::from_utf8_lossy(&err.body);
+    assert!(err.status != 200 && text.contains("required revision has been compacted"), "{text}");
+    // And it follows from there.
+    let next = put(e, "k", "v3");
+    let mut resumed = watch_from(port, compacted + 1);
+    assert_eq!(events_until(&mut resumed, next), etcd_history(e, next, next));
+}
+
+#[test]
+fn a_running_mirror_cut_off_past_upstreams_compaction_bootstraps_again_and_tells_its_watchers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    put(e, "k", "v1");
+    put(e, "gone", "g");
+    let proxy = TcpProxy::start(e);
+    let upstream = format!("http://127.0.0.1:{}", proxy.port);
+    let port = wire::free_port();
+    let mut mirror = start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream]);
+    let applied = rows_at(port, 0).1;
+
+    // One watcher at the mirror's next revision, one waiting for a revision past what upstream
+    // is about to compact.
+    let mut live = watch_from(port, applied + 1);
+    let waiting_for = applied + 5;
+    let mut waiting = watch_from(port, waiting_for);
+
+    // The mirror loses upstream; upstream writes and compacts the revisions it missed.
+    proxy.cut();
+    put(e, "k", "v2");
+    delete(e, "gone");
+    put(e, "new", "n");
+    let compacted = put(e, "k", "v3");
+    assert_eq!(compacted, waiting_for - 1);
+    ok(e, "/v3/kv/compaction", &json!({"revision": compacted.to_string(), "physical": true}));
+    proxy.restore();
+
+    // The live watcher's history fell into the gap: etcd's compaction notice, never a skip.
+    let notice = live.recv(DEADLINE * 3).expect("a compaction notice");
+    assert_eq!(notice["result"]["compact_revision"], json!(compacted.to_string()), "{notice}");
+    assert_eq!(notice["result"]["canceled"], json!(true), "{notice}");
+    assert!(notice["result"].get("events").is_none(), "{notice}");
+    // The mirror now holds etcd's state at the compacted revision.
+    let (rows, rev) = wait_for("the re-bootstrap", || Some(rows_at(port, 0)).filter(|(_, rev)| *rev >= compacted));
+    assert_eq!((rows, rev), rows_at(e, compacted));
+    assert_eq!(metric(port, "watchkv_mirror_applied_revision"), Some(compacted as f64));
+
+    // The watcher waiting above the gap goes on, and so does a watcher resuming from the
+    // compact revision as etcd's clients do after the notice.
+    let mut resumed = watch_from(port, compacted + 1);
+    let next = put(e, "k", "v4");
+    let want = etcd_history(e, next, next);
+    assert_eq!(events_until(&mut waiting, next), want);
+    assert_eq!(events_until(&mut resumed, next), want);
+    assert!(mirror.exited().is_none(), "the mirror is still running");
 }
 
 /// The runtime's side without etcd: upstream revisions applied through the store's group

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod proxy;
+
 /// How long anything a test expects may take before it fails. Generous: CI machines have two
 /// cores and build other crates at the same time.
 pub const DEADLINE: Duration = Duration::from_secs(30);
