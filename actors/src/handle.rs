@@ -12,8 +12,9 @@ use futures::Stream;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
-    DeleteRangeRequest, DeleteRangeResponse, Error, ImportedSnapshot, KeyValue, LeaseId, LeaseRevokeRequest, LeaseStatus, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, Result, TxnRequest, TxnResponse, UpstreamRevision, Write,
+    DeleteRangeRequest, DeleteRangeResponse, Error, ImportedSnapshot, KeyValue, LeaseId, LeaseRevokeRequest,
+    LeaseStatus, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, Result, TxnRequest, TxnResponse,
+    UpstreamRevision, Write,
 };
 
 use crate::config::ActorsConfig;
@@ -210,13 +211,7 @@ impl Handle {
     /// # Errors
     /// As [`watchkv::KvStore::begin_reimport`], or `Stopped`.
     pub async fn reimport_upstream(&self, revision: i64, kvs: Vec<KeyValue>) -> Result<ImportedSnapshot> {
-        let imported = self
-            .inner
-            .runtime
-            .store
-            .send(ReimportUpstream { revision, kvs })
-            .await
-            .map_err(stopped)??;
+        let imported = self.inner.runtime.store.send(ReimportUpstream { revision, kvs }).await.map_err(stopped)??;
         self.inner.applied.send_replace(imported.revision);
         Ok(imported)
     }

@@ -12,8 +12,8 @@ use crate::backend::{Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META
 use crate::codec;
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
-use crate::index::Index;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::kv::KeyValue;
 use crate::revision::Revision;
 
