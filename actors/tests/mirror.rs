@@ -8,7 +8,9 @@
 //! up from its own applied revision with no gap and no duplicate; a mirror whose resume point
 //! upstream has compacted (restarted, or cut off while running) reads upstream's keyspace again
 //! and answers the watchers whose history fell into the gap with etcd's compaction notice; a mirror reports its upstream connection,
-//! applied revision and lag in `/metrics`, `Status` and `/health`, and itself in `MemberList`.
+//! applied revision and lag in `/metrics`, `Status` and `/health`, and itself in `MemberList`;
+//! a mirror's history is compacted by its own auto-compaction policy only, so it keeps serving
+//! revisions upstream has compacted, and its own compactions never reach upstream.
 
 mod wire;
 
@@ -292,6 +294,58 @@ fn a_running_mirror_cut_off_past_upstreams_compaction_bootstraps_again_and_tells
     assert_eq!(events_until(&mut waiting, next), want);
     assert_eq!(events_until(&mut resumed, next), want);
     assert!(mirror.exited().is_none(), "the mirror is still running");
+}
+
+#[test]
+fn a_mirrors_history_and_upstreams_are_compacted_each_by_its_own_policy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    let first = put(e, "k", "v0");
+    let upstream = format!("http://127.0.0.1:{e}");
+    let (keeps, compacts) = (wire::free_port(), wire::free_port());
+    let _keeps = start_watchkv(&dir.path().join("keeps"), keeps, &["--upstream", &upstream]);
+    let auto = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "2s"];
+    let _compacts =
+        start_watchkv(&dir.path().join("compacts"), compacts, &[&["--upstream", &upstream][..], &auto].concat());
+    let mut history = watch_from(keeps, first + 1);
+    let mut last = first;
+    for i in 1..=5 {
+        last = put(e, "k", &format!("v{i}"));
+    }
+    let want = etcd_history(e, first + 1, last);
+    assert_eq!(events_until(&mut history, last), want);
+    history.close();
+    let read_at =
+        |port: u16, rev: i64| post(port, "/v3/kv/range", &json!({"key": b64("k"), "revision": rev.to_string()}));
+    let compacted = |reply: &wire::Reply| {
+        reply.status != 200 && String::from_utf8_lossy(&reply.body).contains("required revision has been compacted")
+    };
+
+    // The mirror's own auto-compaction compacts its history, and only its own: upstream keeps
+    // every revision, and the mirror goes on following.
+    wait_for("the mirror's periodic compaction", || {
+        put(e, "tick", "t");
+        Some(()).filter(|()| compacted(&read_at(compacts, first + 1)))
+    });
+    assert_eq!(read_at(e, first + 1).status, 200, "upstream is not compacted by a mirror");
+    let next = put(e, "k", "after-local-compaction");
+    wait_for("the compacting mirror follows", || Some(()).filter(|()| rows_at(compacts, 0).1 >= next));
+
+    // Upstream compacts; the mirror that keeps its history still serves the revisions
+    // upstream no longer has, reads and watches alike.
+    ok(e, "/v3/kv/compaction", &json!({"revision": next.to_string(), "physical": true}));
+    assert!(compacted(&read_at(e, first + 1)), "upstream compacted");
+    wait_for("the keeping mirror follows", || Some(()).filter(|()| rows_at(keeps, 0).1 >= next));
+    let old = read_at(keeps, first + 1).json();
+    assert_eq!(old["kvs"][0]["value"], json!(b64("v1")), "{old}");
+    let after = put(e, "k", "after-upstream-compaction");
+    let mut replay = watch_from(keeps, first + 1);
+    let replayed = events_until(&mut replay, after);
+    let (old, new): (Vec<Ev>, Vec<Ev>) = replayed.into_iter().partition(|ev| ev.0 <= last);
+    assert_eq!(old, want, "history upstream compacted, replayed by the mirror");
+    assert_eq!(new.last().map(|ev| ev.0), Some(after), "the mirror follows past upstream's compaction: {new:?}");
+    assert!(new.windows(2).all(|w| w[0].0 < w[1].0) && new[0].0 > last, "in order, once: {new:?}");
 }
 
 /// The runtime's side without etcd: upstream revisions applied through the store's group
