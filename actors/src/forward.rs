@@ -60,17 +60,11 @@ pub struct Upstream {
     lease: LeaseClient<Channel>,
     handle: Handle,
     header: Header,
-    /// The key the quorum read of a linearizable read asks for (the mirrored prefix, or any).
-    probe_key: Vec<u8>,
-    /// Whether forwarded writes and linearizable reads wait for the mirror to apply upstream's
-    /// revision: only a mirror of the whole keyspace sees every upstream revision (a prefix
-    /// mirror never sees a revision made outside its prefix).
-    waits: bool,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("waits", &self.waits).finish_non_exhaustive()
+        f.debug_struct("Upstream").finish_non_exhaustive()
     }
 }
 
@@ -82,7 +76,6 @@ impl Upstream {
     #[must_use]
     pub fn new(handle: Handle, header: Header, options: &MirrorOptions) -> Self {
         let channel = options.upstream.balanced(ChannelOptions::default());
-        let probe_key = if options.prefix.is_empty() { vec![0] } else { options.prefix.clone() };
         Self {
             upstream: options.upstream.clone(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
@@ -90,8 +83,6 @@ impl Upstream {
             channel,
             handle,
             header,
-            probe_key,
-            waits: options.prefix.is_empty(),
         }
     }
 
@@ -144,9 +135,10 @@ impl Upstream {
         Some(self.header.at(header.map_or(0, |h| h.revision)))
     }
 
-    /// Waits until the mirror has applied `revision`.
+    /// Waits until the mirror has applied `revision` (a prefix mirror: applied, or seen pass
+    /// outside its prefix).
     async fn applied(&self, revision: i64) -> Result<(), Status> {
-        if !self.waits || self.handle.wait_for_revision(revision, APPLY_DEADLINE).await {
+        if self.handle.wait_for_revision(revision, APPLY_DEADLINE).await {
             return Ok(());
         }
         // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
@@ -159,10 +151,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout when the mirror does not catch up.
     pub async fn linearize(&self) -> Result<(), Status> {
-        if !self.waits {
-            return Ok(());
-        }
-        let probe = pb::RangeRequest { key: self.probe_key.clone(), limit: 1, count_only: true, ..Default::default() };
+        let probe = pb::RangeRequest { key: vec![0], limit: 1, count_only: true, ..Default::default() };
         let resp = self.kv(probe, |mut kv, r| async move { kv.range(r).await }).await?;
         self.applied(resp.header.map_or(0, |h| h.revision)).await
     }

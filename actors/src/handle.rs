@@ -132,7 +132,7 @@ impl Handle {
     /// ([`crate::mirror_status::UpstreamReport::status_error`]); `None` otherwise.
     #[must_use]
     pub fn upstream_error(&self) -> Option<String> {
-        self.upstream_status()?.report(self.current_revision()).status_error()
+        self.upstream_status()?.report(self.upstream_applied()).status_error()
     }
 
     /// Returns the compact revision.
@@ -198,7 +198,7 @@ impl Handle {
         let mut applied = self.current_revision();
         for answer in answers {
             applied = answer.await.unwrap_or(Err(Error::Stopped))?;
-            self.inner.applied.send_replace(applied);
+            self.confirm_upstream(applied);
         }
         Ok(applied)
     }
@@ -212,8 +212,29 @@ impl Handle {
     /// As [`watchkv::KvStore::begin_reimport`], or `Stopped`.
     pub async fn reimport_upstream(&self, revision: i64, kvs: Vec<KeyValue>) -> Result<ImportedSnapshot> {
         let imported = self.inner.runtime.store.send(ReimportUpstream { revision, kvs }).await.map_err(stopped)??;
-        self.inner.applied.send_replace(imported.revision);
+        self.confirm_upstream(imported.revision);
         Ok(imported)
+    }
+
+    /// The upstream revision a mirror holds everything up to: the last revision it applied, or
+    /// a later one its follower saw pass with nothing under its prefix ([`Self::confirm_upstream`]).
+    /// The store's current revision on a server that is not a mirror.
+    #[must_use]
+    pub fn upstream_applied(&self) -> i64 {
+        (*self.inner.applied.borrow()).max(self.current_revision())
+    }
+
+    /// Records that the mirror holds everything upstream had up to `revision` although its
+    /// store did not move (a prefix mirror: upstream revisions outside the prefix); wakes
+    /// [`Self::wait_for_revision`]. Never moves backwards.
+    pub fn confirm_upstream(&self, revision: i64) {
+        self.inner.applied.send_if_modified(|applied| {
+            let moved = revision > *applied;
+            if moved {
+                *applied = revision;
+            }
+            moved
+        });
     }
 
     /// Waits until the store holds `revision` (mirror mode: until the follower has applied it)
@@ -225,7 +246,7 @@ impl Handle {
             return true;
         }
         let reached = tokio::time::timeout(deadline, applied.wait_for(|&r| r >= revision)).await;
-        matches!(reached, Ok(Ok(_))) || self.current_revision() >= revision
+        matches!(reached, Ok(Ok(_))) || self.upstream_applied() >= revision
     }
 
     /// Writes a key (etcd `Put`).

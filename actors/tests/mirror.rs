@@ -10,7 +10,9 @@
 //! and answers the watchers whose history fell into the gap with etcd's compaction notice; a mirror reports its upstream connection,
 //! applied revision and lag in `/metrics`, `Status` and `/health`, and itself in `MemberList`;
 //! a mirror's history is compacted by its own auto-compaction policy only, so it keeps serving
-//! revisions upstream has compacted, and its own compactions never reach upstream.
+//! revisions upstream has compacted, and its own compactions never reach upstream; a prefix
+//! mirror holds only its prefix and still reads linearizably and answers forwarded writes once
+//! it holds them.
 
 mod wire;
 
@@ -346,6 +348,49 @@ fn a_mirrors_history_and_upstreams_are_compacted_each_by_its_own_policy() {
     assert_eq!(old, want, "history upstream compacted, replayed by the mirror");
     assert_eq!(new.last().map(|ev| ev.0), Some(after), "the mirror follows past upstream's compaction: {new:?}");
     assert!(new.windows(2).all(|w| w[0].0 < w[1].0) && new[0].0 > last, "in order, once: {new:?}");
+}
+
+#[test]
+fn a_prefix_mirror_holds_only_its_prefix_and_reads_linearizably() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    put(e, "p/a", "a0");
+    put(e, "q/x", "outside");
+    let bootstrap_rev = put(e, "p/b", "b0");
+    let upstream = format!("http://127.0.0.1:{e}");
+    let port = wire::free_port();
+    let _mirror =
+        start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream, "--upstream-prefix", "p/"]);
+    let under_prefix = |rows: Vec<Row>| rows.into_iter().filter(|r| r.0.starts_with(b"p/")).collect::<Vec<_>>();
+    assert_eq!(rows_at(port, 0).0, under_prefix(rows_at(e, bootstrap_rev).0), "only the prefix is imported");
+    let mut on_mirror = watch_from(port, bootstrap_rev + 1);
+
+    // A write made on etcd directly, then a linearizable read on the mirror at once: the read
+    // waits for the write's revision even when upstream's latest revisions are outside the
+    // prefix.
+    let mut last = bootstrap_rev;
+    for i in 0..20 {
+        put(e, "q/x", &format!("outside-{i}"));
+        put(e, "p/a", &format!("a{}", i + 1));
+        last = put(e, "q/y", &format!("after-{i}"));
+        let read = ok(port, "/v3/kv/range", &json!({"key": b64("p/a")}));
+        assert_eq!(read["kvs"][0]["value"], json!(b64(format!("a{}", i + 1))), "round {i}: {read}");
+    }
+    // Forwarded writes: outside the prefix answered (the mirror sees their revision pass), inside
+    // the prefix read back through the mirror at once.
+    let outside = put(port, "q/z", "through-the-mirror");
+    assert_eq!(outside, last + 1);
+    let inside = put(port, "p/c", "through-the-mirror");
+    let read = ok(port, "/v3/kv/range", &json!({"key": b64("p/c")}));
+    assert_eq!(int(&read["kvs"][0], "mod_revision"), inside, "read-your-writes: {read}");
+
+    // The mirror's watcher got exactly etcd's events under the prefix.
+    let seen = events_until(&mut on_mirror, inside);
+    let want: Vec<Ev> =
+        etcd_history(e, bootstrap_rev + 1, inside).into_iter().filter(|ev| ev.2.starts_with(b"p/")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(want.len(), 21, "{want:?}");
 }
 
 /// The runtime's side without etcd: upstream revisions applied through the store's group

@@ -65,7 +65,7 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
         counter(stats.write_micros),
     );
     if let Some(upstream) = gw.handle.upstream_status() {
-        register_mirror(&mut registry, &upstream.report(gw.handle.current_revision()));
+        register_mirror(&mut registry, &upstream.report(gw.handle.upstream_applied()));
     }
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &registry) {

@@ -689,7 +689,7 @@ async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpR
         alarm.map(|a| format!("ALARM {}", a.alarm.name())).or_else(|| {
             // A mirror whose upstream watch has been down too long serves stale reads.
             let upstream = gw.handle.upstream_status()?;
-            upstream.report(gw.handle.current_revision()).health_problem()
+            upstream.report(gw.handle.upstream_applied()).health_problem()
         })
     };
     match reason {
