@@ -104,18 +104,7 @@ impl KvStore {
             self.poison(&e);
             return Err(e);
         }
-        let batch = Some(self.backend.batch());
-        Ok(Import {
-            store: self,
-            revision,
-            batch,
-            batch_bytes: 0,
-            next_sub: HashMap::new(),
-            last_key: None,
-            keys: 0,
-            leased_keys: 0,
-            finished: false,
-        })
+        Ok(Import::new(self, revision))
     }
 
     /// Starts replacing this store's whole state with another etcd's at `revision` (a mirror's
@@ -166,17 +155,7 @@ impl KvStore {
             self.poison(&e);
             return Err(e);
         }
-        Ok(Import {
-            store: self,
-            revision,
-            batch: None,
-            batch_bytes: 0,
-            next_sub: HashMap::new(),
-            last_key: None,
-            keys: 0,
-            leased_keys: 0,
-            finished: false,
-        })
+        Ok(Import::new(self, revision))
     }
 
     /// Deletes every history row, batch by batch.
@@ -217,11 +196,7 @@ impl KvStore {
         revision: i64,
         kvs: impl IntoIterator<Item = KeyValue>,
     ) -> Result<ImportedSnapshot> {
-        let mut import = self.begin_reimport(revision)?;
-        for kv in kvs {
-            import.push(kv)?;
-        }
-        import.finish()
+        self.begin_reimport(revision)?.push_all_and_finish(kvs)
     }
 
     /// Imports `kvs` (upstream's live key-values at `revision`, in key order) into this empty
@@ -234,15 +209,36 @@ impl KvStore {
         revision: i64,
         kvs: impl IntoIterator<Item = KeyValue>,
     ) -> Result<ImportedSnapshot> {
-        let mut import = self.begin_import(revision)?;
-        for kv in kvs {
-            import.push(kv)?;
-        }
-        import.finish()
+        self.begin_import(revision)?.push_all_and_finish(kvs)
     }
 }
 
-impl Import<'_> {
+impl<'a> Import<'a> {
+    fn new(store: &'a mut KvStore, revision: i64) -> Self {
+        Self {
+            store,
+            revision,
+            batch: None,
+            batch_bytes: 0,
+            next_sub: HashMap::new(),
+            last_key: None,
+            keys: 0,
+            leased_keys: 0,
+            finished: false,
+        }
+    }
+
+    /// [`Self::push`] of every key-value in `kvs`, then [`Self::finish`].
+    ///
+    /// # Errors
+    /// As those two.
+    pub fn push_all_and_finish(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Result<ImportedSnapshot> {
+        for kv in kvs {
+            self.push(kv)?;
+        }
+        self.finish()
+    }
+
     /// The revision being imported at.
     #[must_use]
     pub fn revision(&self) -> i64 {

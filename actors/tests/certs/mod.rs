@@ -255,17 +255,13 @@ pub fn start_etcd_tls_on(
 ) -> Proc {
     let bin = wire::etcd_binary();
     let log = data_dir.with_extension("log");
-    let c = format!("https://127.0.0.1:{client}");
-    let p = format!("http://127.0.0.1:{peer}");
-    let mut cmd = Command::new(&bin);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["--name", "default", "--listen-client-urls", &c, "--advertise-client-urls", &c])
-        .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-        .arg("--initial-cluster")
-        .arg(format!("default={p}"))
-        .args(["--log-level", "warn"])
-        .args(flags);
+    let mut cmd = wire::etcd_member_command(
+        &bin,
+        data_dir,
+        &format!("https://127.0.0.1:{client}"),
+        &format!("http://127.0.0.1:{peer}"),
+    );
+    cmd.args(flags);
     let mut proc = Proc { child: spawn_logged(cmd, &log), port: client, log, name: "etcd".into() };
     wait_until_serving_tls(&mut proc, ready);
     proc

@@ -611,6 +611,21 @@ pub fn etcd_binary() -> PathBuf {
     bin
 }
 
+/// The command line of a one-member etcd cluster (member `default`) over `data_dir`, serving
+/// clients on `client_url` and its peer on `peer_url`, logging warnings only.
+#[must_use]
+pub fn etcd_member_command(bin: &Path, data_dir: &Path, client_url: &str, peer_url: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(["--name", "default", "--listen-client-urls", client_url, "--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url])
+        .arg("--initial-cluster")
+        .arg(format!("default={peer_url}"))
+        .args(["--log-level", "warn"]);
+    cmd
+}
+
 /// Starts a one-member etcd 3.4 on free loopback ports over `data_dir` and waits until its
 /// gateway serves.
 #[must_use]
@@ -628,17 +643,13 @@ pub fn start_etcd_with(data_dir: &Path, extra: &[&str]) -> Proc {
         let (client, peer) = (free_port(), free_port());
         let _ = std::fs::remove_dir_all(data_dir);
         let log = data_dir.with_extension("log");
-        let mut cmd = Command::new(&bin);
-        let c = format!("http://127.0.0.1:{client}");
-        let p = format!("http://127.0.0.1:{peer}");
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .args(["--name", "default", "--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-            .arg("--initial-cluster")
-            .arg(format!("default={p}"))
-            .args(["--log-level", "warn"])
-            .args(extra);
+        let mut cmd = etcd_member_command(
+            &bin,
+            data_dir,
+            &format!("http://127.0.0.1:{client}"),
+            &format!("http://127.0.0.1:{peer}"),
+        );
+        cmd.args(extra);
         let child = spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
         let mut proc = Proc { child, port: client, log, name: "etcd".into() };
         let start = Instant::now();
