@@ -1,5 +1,6 @@
 //! Owns mirror mode's forwarding (docs/etcd-semantics.md "Mirror mode"): a mirror's writes
-//! (Put, DeleteRange, a Txn that writes, Compact) and lease calls, from gRPC and the gateway
+//! (Put, DeleteRange, a Txn that writes, Compact), lease calls and the Lock and Election
+//! services' writes (Lock, Unlock, Campaign, Proclaim, Resign), from gRPC and the gateway
 //! alike, go to upstream with the generated gRPC clients, and a forwarded write is answered only
 //! once the mirror has applied its revision, so its client reads its own writes and a watch it
 //! opens next sees them; a linearizable read learns upstream's current revision from a quorum
@@ -20,6 +21,9 @@ use tonic::{Response, Status, Streaming};
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::pb::etcdserverpb::kv_client::KvClient;
 use crate::api::pb::etcdserverpb::lease_client::LeaseClient;
+use crate::api::pb::v3electionpb::election_client::ElectionClient;
+use crate::api::pb::v3lockpb::lock_client::LockClient;
+use crate::api::pb::{v3electionpb, v3lockpb};
 use crate::api::Header;
 use crate::handle::Handle;
 use crate::mirror::MirrorOptions;
@@ -37,7 +41,20 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Awaits one forwarded call: upstream's answer, or upstream's error as a fresh status with its
 /// code and text (not upstream's transport metadata), or etcd's timeout.
 async fn relay<T>(call: impl std::future::Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
-    match tokio::time::timeout(UPSTREAM_TIMEOUT, call).await {
+    relay_within(Some(UPSTREAM_TIMEOUT), call).await
+}
+
+/// As [`relay`], bounded by `deadline` (`None`: as long as upstream takes, for a Lock or a
+/// Campaign, which wait for the holder to let go).
+async fn relay_within<T>(
+    deadline: Option<Duration>,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, Status> {
+    let answer = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, call).await,
+        None => Ok(call.await),
+    };
+    match answer {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(fresh(&status)),
         // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
@@ -58,6 +75,8 @@ pub struct Upstream {
     channel: Channel,
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
+    lock: LockClient<Channel>,
+    election: ElectionClient<Channel>,
     handle: Handle,
     header: Header,
 }
@@ -80,14 +99,37 @@ impl Upstream {
             upstream: options.upstream.clone(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
             lease: LeaseClient::new(channel.clone()),
+            lock: LockClient::new(channel.clone()),
+            election: ElectionClient::new(channel.clone()),
             channel,
             handle,
             header,
         }
     }
 
-    /// One unary KV call with the upstream user's token, made again once with a new token if
-    /// upstream refuses it; bounded by [`UPSTREAM_TIMEOUT`].
+    /// One unary call on `client` with the upstream user's token, made again once with a new
+    /// token if upstream refuses it; bounded by `deadline` (see [`relay_within`]).
+    async fn unary<Client, Req, Resp, Fut>(
+        &self,
+        client: &Client,
+        deadline: Option<Duration>,
+        request: Req,
+        call: impl Fn(Client, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Client: Clone,
+        Req: Clone,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        relay_within(
+            deadline,
+            self.upstream
+                .call(&self.channel, |token| call(client.clone(), authorized(request.clone(), token.as_ref()))),
+        )
+        .await
+    }
+
+    /// One unary KV call, as [`Upstream::unary`] bounded by [`UPSTREAM_TIMEOUT`].
     async fn kv<Req, Resp, Fut>(
         &self,
         request: Req,
@@ -97,11 +139,7 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        relay(
-            self.upstream
-                .call(&self.channel, |token| call(self.kv.clone(), authorized(request.clone(), token.as_ref()))),
-        )
-        .await
+        self.unary(&self.kv, Some(UPSTREAM_TIMEOUT), request, call).await
     }
 
     /// As [`Upstream::kv`], for the Lease service.
@@ -114,11 +152,7 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        relay(
-            self.upstream
-                .call(&self.channel, |token| call(self.lease.clone(), authorized(request.clone(), token.as_ref()))),
-        )
-        .await
+        self.unary(&self.lease, Some(UPSTREAM_TIMEOUT), request, call).await
     }
 
     /// The token a keep-alive stream opens with.
@@ -267,6 +301,71 @@ impl Upstream {
             Err(status) => Err(fresh(&status)),
         });
         Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// The Lock and Election services' writes, forwarded to upstream's own services (etcd:
+/// server/etcdserver/api/v3lock, v3election), which run etcd's recipes there: each is answered
+/// once the mirror has applied the revision of upstream's answer, so the caller's key (or its
+/// deletion) is on the mirror when the answer comes. Answers keep upstream's header; the API
+/// layer ([`crate::api::Coordination`]) keeps its revision and reports the mirror's identity.
+/// A Lock or Campaign waits as long as upstream makes it wait; the caller going away drops the
+/// upstream call, and upstream then undoes the waiter's key as for its own clients.
+impl Upstream {
+    /// Forwards a Lock (no deadline: it waits for the holder to let go).
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout waiting for the mirror.
+    pub async fn lock(&self, req: v3lockpb::LockRequest) -> Result<v3lockpb::LockResponse, Status> {
+        let resp = self.unary(&self.lock, None, req, |mut c, r| async move { c.lock(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        Ok(resp)
+    }
+
+    /// Forwards an Unlock.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn unlock(&self, req: v3lockpb::UnlockRequest) -> Result<v3lockpb::UnlockResponse, Status> {
+        let resp =
+            self.unary(&self.lock, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.unlock(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        Ok(resp)
+    }
+
+    /// Forwards a Campaign (no deadline: it waits for the leaders before it to go).
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout waiting for the mirror.
+    pub async fn campaign(&self, req: v3electionpb::CampaignRequest) -> Result<v3electionpb::CampaignResponse, Status> {
+        let resp = self.unary(&self.election, None, req, |mut c, r| async move { c.campaign(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        Ok(resp)
+    }
+
+    /// Forwards a Proclaim.
+    ///
+    /// # Errors
+    /// Upstream's error (`election: not leader`, code `Unknown`, as etcd relays it), or etcd's
+    /// timeout.
+    pub async fn proclaim(&self, req: v3electionpb::ProclaimRequest) -> Result<v3electionpb::ProclaimResponse, Status> {
+        let resp = self
+            .unary(&self.election, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.proclaim(r).await })
+            .await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        Ok(resp)
+    }
+
+    /// Forwards a Resign.
+    ///
+    /// # Errors
+    /// Upstream's error, or etcd's timeout.
+    pub async fn resign(&self, req: v3electionpb::ResignRequest) -> Result<v3electionpb::ResignResponse, Status> {
+        let resp = self
+            .unary(&self.election, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.resign(r).await })
+            .await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        Ok(resp)
     }
 }
 

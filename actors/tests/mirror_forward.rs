@@ -4,10 +4,12 @@
 //! a serializable read on the mirror right after sees them and a watch opened next delivers
 //! them; a compaction through the mirror compacts etcd but not the mirror's history; a
 //! linearizable read on the mirror sees a write made on etcd directly just before; etcd's errors
-//! come back with etcd's code and text.
+//! come back with etcd's code and text. Lock and Election through the mirror (`etcd-client` and
+//! the gateway) run on etcd's own services, and their keys are on the mirror when they answer.
 
 mod wire;
 
+use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions, ProclaimOptions, ResignOptions, WatchOptions};
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
@@ -254,4 +256,141 @@ fn gateway_scenario(etcd: u16, mirror: u16) {
             (value.into_bytes(), direct)
         );
     }
+}
+
+#[test]
+fn lock_and_election_through_a_mirror_run_on_etcd_and_read_back_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let url = format!("http://127.0.0.1:{}", etcd.port);
+    let mirror = start_watchkv(&dir.path().join("mirror"), wire::free_port(), &["--upstream", &url]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let scenario = coordination_scenario(etcd.port, mirror.port);
+        tokio::time::timeout(DEADLINE * 4, scenario).await.expect("the scenario in time");
+    });
+    gateway_lock_scenario(etcd.port, mirror.port);
+    drop(mirror);
+    drop(etcd);
+}
+
+async fn connect(port: u16) -> Client {
+    let opts = ConnectOptions::new().with_connect_timeout(DEADLINE).with_timeout(DEADLINE);
+    Client::connect([format!("127.0.0.1:{port}")], Some(opts)).await.expect("connect etcd-client")
+}
+
+/// `code: message` of a failed call.
+fn status(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+fn serializable() -> Option<GetOptions> {
+    Some(GetOptions::new().with_serializable())
+}
+
+/// The key of the next put on `watch`.
+async fn next_put(watch: &mut etcd_client::WatchStream) -> Vec<u8> {
+    loop {
+        let resp = watch.message().await.expect("watch response").expect("watch open");
+        if let Some(kv) = resp.events().iter().find_map(|e| e.kv()) {
+            return kv.key().to_vec();
+        }
+    }
+}
+
+/// The next proclamation on `observe`: its value and mod revision.
+async fn next_proclamation(observe: &mut etcd_client::ObserveStream) -> (String, i64) {
+    let resp = observe.message().await.expect("observe response").expect("observe open");
+    let kv = resp.kv().expect("kv");
+    (kv.value_str().expect("utf-8").to_owned(), kv.mod_revision())
+}
+
+async fn coordination_scenario(etcd_port: u16, mirror_port: u16) {
+    let (mut c, mut etcd) = (connect(mirror_port).await, connect(etcd_port).await);
+    let mirror_id = c.get("x", serializable()).await.expect("local get").header().expect("header").member_id();
+    let a = c.lease_grant(60, None).await.expect("grant A through the mirror").id();
+    let b = c.lease_grant(60, None).await.expect("grant B through the mirror").id();
+
+    // A locks through the mirror: the key is etcd's, at the answer's revision, and the mirror
+    // holds it when the answer comes.
+    let locked_a = c.lock("L", Some(LockOptions::new().with_lease(a))).await.expect("lock A");
+    let revision = locked_a.header().expect("header").revision();
+    assert_eq!(locked_a.header().expect("header").member_id(), mirror_id, "the mirror's identity");
+    let on_etcd = etcd.get(locked_a.key(), None).await.expect("get on etcd");
+    assert_eq!((on_etcd.kvs()[0].create_revision(), on_etcd.kvs()[0].lease()), (revision, a), "etcd holds the key");
+    let on_mirror = c.get(locked_a.key(), serializable()).await.expect("serializable get");
+    assert_eq!(on_mirror.kvs().iter().map(|kv| kv.mod_revision()).collect::<Vec<_>>(), [revision], "read-your-writes");
+
+    // B, locking through the mirror, waits (its key appears on etcd) until A unlocks.
+    let watch = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut keys = etcd.watch("L/", Some(watch)).await.expect("watch on etcd");
+    let mut cb = c.clone();
+    let b_task = tokio::spawn(async move { cb.lock("L", Some(LockOptions::new().with_lease(b))).await });
+    let b_key = next_put(&mut keys).await;
+    assert!(!b_task.is_finished(), "B must wait while A holds the lock");
+    let unlocked = c.unlock(locked_a.key()).await.expect("unlock A through the mirror");
+    assert!(c.get(locked_a.key(), serializable()).await.expect("get").kvs().is_empty(), "the unlock is applied");
+    let locked_b =
+        tokio::time::timeout(DEADLINE, b_task).await.expect("B locks in time").expect("task").expect("lock B");
+    assert_eq!(locked_b.key(), b_key);
+    // etcd answers with the revision at which no earlier key was left: the unlock's, or later.
+    assert!(locked_b.header().expect("header").revision() >= unlocked.header().expect("header").revision());
+    assert_eq!(c.get(locked_b.key(), serializable()).await.expect("get").kvs().len(), 1, "B's key is on the mirror");
+    c.unlock(locked_b.key()).await.expect("unlock B");
+
+    // A campaigns through the mirror; the leader through the mirror and on etcd agree.
+    let won = c.campaign("E", "v1", a).await.expect("campaign through the mirror");
+    let leader = won.leader().expect("leader key").clone();
+    let view = |r: &etcd_client::LeaderResponse| {
+        let kv = r.kv().expect("kv");
+        (kv.key().to_vec(), kv.value().to_vec(), kv.create_revision(), kv.mod_revision(), kv.lease())
+    };
+    let through_mirror = view(&c.leader("E").await.expect("leader through the mirror"));
+    assert_eq!(through_mirror, view(&etcd.leader("E").await.expect("leader on etcd")));
+    assert_eq!(through_mirror, (leader.key().to_vec(), b"v1".to_vec(), leader.rev(), leader.rev(), a));
+
+    // Observe through the mirror: the leader's value, then a proclamation through the mirror,
+    // then one made on etcd directly.
+    let mut observe = c.observe("E").await.expect("observe through the mirror");
+    let first = tokio::time::timeout(DEADLINE, next_proclamation(&mut observe)).await.expect("in time");
+    assert_eq!(first, ("v1".to_owned(), leader.rev()));
+    let proclaim = || Some(ProclaimOptions::new().with_leader(leader.clone()));
+    let proclaimed = c.proclaim("v2", proclaim()).await.expect("proclaim through the mirror");
+    let proclaimed = proclaimed.header().expect("header").revision();
+    let on_mirror = c.get(leader.key(), serializable()).await.expect("serializable get");
+    assert_eq!(on_mirror.kvs()[0].value(), b"v2", "read-your-writes");
+    let seen = tokio::time::timeout(DEADLINE, next_proclamation(&mut observe)).await.expect("in time");
+    assert_eq!(seen, ("v2".to_owned(), proclaimed));
+    let direct = etcd.proclaim("v3", proclaim()).await.expect("proclaim on etcd").header().expect("header").revision();
+    let seen = tokio::time::timeout(DEADLINE, next_proclamation(&mut observe)).await.expect("in time");
+    assert_eq!(seen, ("v3".to_owned(), direct));
+
+    // Resign through the mirror: no leader, on the mirror as on etcd; etcd's errors keep their
+    // code and text.
+    c.resign(Some(ResignOptions::new().with_leader(leader.clone()))).await.expect("resign through the mirror");
+    assert!(c.get(leader.key(), serializable()).await.expect("get").kvs().is_empty(), "the resign is applied");
+    let no_leader = status(&c.leader("E").await.expect_err("no leader through the mirror"));
+    assert_eq!(no_leader, status(&etcd.leader("E").await.expect_err("no leader on etcd")));
+    assert_eq!(no_leader, "Unknown: election: no leader");
+    let not_leader = status(&c.proclaim("v4", proclaim()).await.expect_err("not leader through the mirror"));
+    assert_eq!(not_leader, status(&etcd.proclaim("v4", proclaim()).await.expect_err("not leader on etcd")));
+    assert_eq!(not_leader, "Unknown: election: not leader");
+}
+
+/// A lock and an unlock through the mirror's gateway.
+fn gateway_lock_scenario(etcd: u16, mirror: u16) {
+    let id = int(&ok(mirror, "/v3/lease/grant", &json!({"TTL": "60"})), "ID");
+    let locked = ok(mirror, "/v3/lock/lock", &json!({"name": b64("G"), "lease": id.to_string()}));
+    let (key, revision) = (bytes_field(&locked, "key"), int(&locked["header"], "revision"));
+    let on_etcd = ok(etcd, "/v3/kv/range", &json!({"key": b64(&key)}));
+    assert_eq!(int(&on_etcd["kvs"][0], "create_revision"), revision, "etcd holds the key: {on_etcd}");
+    let on_mirror = ok(mirror, "/v3/kv/range", &json!({"key": b64(&key), "serializable": true}));
+    assert_eq!(int(&on_mirror["kvs"][0], "mod_revision"), revision, "read-your-writes: {on_mirror}");
+    ok(mirror, "/v3/lock/unlock", &json!({"key": b64(&key)}));
+    let none = |v: &Value| v["kvs"].as_array().is_none_or(Vec::is_empty);
+    assert!(none(&ok(mirror, "/v3/kv/range", &json!({"key": b64(&key), "serializable": true}))), "unlocked");
+    assert!(none(&ok(etcd, "/v3/kv/range", &json!({"key": b64(&key)}))), "unlocked on etcd");
 }

@@ -4,6 +4,9 @@
 //! the session lease, the ownership key `prefix + hex(lease)`, "who was first" by create
 //! revision, waiting for the deletion of every earlier key, and the cleanup of a key whose
 //! caller went away. The services themselves are in [`super::lock`] and [`super::election`].
+//! On a mirror ([`Coordination::with_upstream`]) the writing calls go to upstream's own
+//! services instead (docs/etcd-semantics.md "Mirror mode"): the one branch both transports
+//! take.
 
 use actix_rt::ArbiterHandle;
 use futures::StreamExt;
@@ -14,6 +17,7 @@ use watchkv::{
 };
 
 use super::ApiError;
+use crate::forward::Upstream;
 use crate::{Handle, WatchCreate, WatchStream};
 
 /// TTL of the lease a session grants when the request names none (etcd: concurrency/session.go
@@ -25,11 +29,14 @@ const WATCH_BUFFER: usize = 4;
 
 /// What the lock and election services run on: the store, and where their watch streams'
 /// actors live (`None`: the caller's arbiter, as in the gateway; gRPC hands one over because
-/// tonic's tasks run outside any arbiter). Cloning is shallow.
+/// tonic's tasks run outside any arbiter), and on a mirror its upstream. Cloning is shallow.
 #[derive(Clone, Debug)]
 pub struct Coordination {
     pub(super) handle: Handle,
     streams: Option<ArbiterHandle>,
+    /// Mirror mode: Lock, Unlock, Campaign, Proclaim and Resign are forwarded here, and
+    /// Leader and Observe read locally after a linearizing quorum read.
+    pub(super) upstream: Option<Upstream>,
 }
 
 /// How waiting for the earlier keys ended without acquiring.
@@ -52,7 +59,15 @@ impl Coordination {
     /// (`None`: the arbiter of the task that calls them).
     #[must_use]
     pub fn new(handle: Handle, streams: Option<ArbiterHandle>) -> Self {
-        Self { handle, streams }
+        Self { handle, streams, upstream: None }
+    }
+
+    /// Returns these services forwarding to `upstream` when it is given (mirror mode,
+    /// [`crate::forward`]): the mirror's store refuses client writes.
+    #[must_use]
+    pub fn with_upstream(mut self, upstream: Option<Upstream>) -> Self {
+        self.upstream = upstream;
+        self
     }
 
     /// The lease a call's keys are attached to (etcd: concurrency/session.go `NewSession` with
@@ -150,6 +165,11 @@ impl Coordination {
             }
         }
     }
+}
+
+/// The revision of a forwarded call's answer (etcd always sends a header).
+pub(super) fn revision(header: Option<&crate::api::pb::etcdserverpb::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
 }
 
 /// What a recipe's watch gave next.

@@ -3,15 +3,24 @@
 //! candidate's key is `name/hex(lease)` holding its value; the leader is the key created first
 //! under `name/`. `Campaign` waits to lead, `Proclaim` changes the leader's value, `Leader`
 //! reads it, `Observe` streams every value the leaders proclaim, `Resign` deletes the key.
+//!
+//! On a mirror, `Campaign`, `Proclaim` and `Resign` go to upstream's Election service and are
+//! answered once the mirror has applied their revision. `Leader` and `Observe` are reads: as
+//! etcd's recipe reads the leader with a linearizable `Get`, they first wait for the mirror to
+//! reach upstream's current revision (a quorum read, as a linearizable `Range` on a mirror),
+//! then read and watch the mirror's own copy, which holds upstream's keys with upstream's
+//! revisions: an observer never sees a value the mirror does not hold yet, and upstream carries
+//! no stream per observer.
 
 use std::collections::VecDeque;
 
 use futures::Stream;
 use watchkv::{EventKind, KeyRange, KeyValue, LeaseId, RangeRequest, RequestOp, TxnRequest};
 
-use super::coordination::{self, next_watch_response, Cleanup, Coordination, WaitFailed, WatchNext};
+use super::coordination::{self, next_watch_response, revision, Cleanup, Coordination, WaitFailed, WatchNext};
 use super::pb::v3electionpb as pb;
 use super::ApiError;
+use crate::forward::Upstream;
 use crate::WatchStream;
 
 /// A leadership (etcd `LeaderKey`): the election, the key that exists while it is held, the
@@ -70,7 +79,13 @@ impl Coordination {
     /// A lease that does not exist (`etcdserver: requested lease not found`), the caller's key
     /// deleted while it waited (`election: not leader`; etcd would wait on and then answer as
     /// if elected), or a store error; all with code `Unknown`, as etcd's server relays them.
+    /// On a mirror, upstream's error with its code and text.
     pub async fn campaign(&self, req: pb::CampaignRequest) -> Result<Elected, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            let resp = upstream.campaign(req).await?;
+            let leader = resp.leader.map(Leadership::from).unwrap_or_default();
+            return Ok(Elected { revision: revision(resp.header.as_ref()), leader });
+        }
         let lease = self.session_lease(req.lease).await?;
         let mut prefix = req.name.clone();
         prefix.push(b'/');
@@ -109,8 +124,11 @@ impl Coordination {
     ///
     /// # Errors
     /// No leader key (`"leader" field must be provided`), a leadership that is gone
-    /// (`election: not leader`), or a store error.
+    /// (`election: not leader`), or a store error; on a mirror, upstream's.
     pub async fn proclaim(&self, req: pb::ProclaimRequest) -> Result<i64, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            return Ok(revision(upstream.proclaim(req).await?.header.as_ref()));
+        }
         let mut leader = Leadership::from(req.leader.ok_or(ApiError::MissingLeaderKey)?);
         leader.lease = self.session_lease(leader.lease).await?;
         self.proclaim_as(&leader, req.value).await
@@ -133,8 +151,12 @@ impl Coordination {
     /// etcd's `Leader`: the key created first under `name/`.
     ///
     /// # Errors
-    /// No candidate (`election: no leader`), or a store error.
+    /// No candidate (`election: no leader`), or a store error; on a mirror also the quorum
+    /// read's error, or etcd's timeout when the mirror does not catch up.
     pub async fn leader(&self, req: pb::LeaderRequest) -> Result<Proclamation, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            upstream.linearize().await?;
+        }
         let resp = self.range(coordination::first_create(&election_prefix(req.name))).await?;
         let kv = resp.kvs.into_iter().next().ok_or(ApiError::ElectionNoLeader)?;
         Ok(Proclamation { revision: resp.revision, kv })
@@ -144,8 +166,12 @@ impl Coordination {
     /// (nothing happens otherwise); returns the revision after it.
     ///
     /// # Errors
-    /// No leader key (`"leader" field must be provided`), or a store error.
+    /// No leader key (`"leader" field must be provided`), or a store error; on a mirror,
+    /// upstream's.
     pub async fn resign(&self, req: pb::ResignRequest) -> Result<i64, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            return Ok(revision(upstream.resign(req).await?.header.as_ref()));
+        }
         let mut leader = Leadership::from(req.leader.ok_or(ApiError::MissingLeaderKey)?);
         // etcd opens a session with the leader's lease here too, granting one for lease 0.
         leader.lease = self.session_lease(leader.lease).await?;
@@ -155,10 +181,15 @@ impl Coordination {
     /// etcd's `Observe` (election.go `observe`): the current leader's key-value (or, with no
     /// candidate, the first one put), then every later put to that key, and when the key is
     /// deleted the next leader the same way. The stream ends when a read or watch fails (etcd
-    /// closes it without an error); dropping it ends its watches.
+    /// closes it without an error); dropping it ends its watches. On a mirror the first read
+    /// waits for upstream's current revision; the stream ends if that fails.
     pub fn observe(&self, req: pb::LeaderRequest) -> impl Stream<Item = Proclamation> + Send + 'static {
-        let observer =
-            Observer { coordination: self.clone(), prefix: election_prefix(req.name), state: ObserveState::Find };
+        let observer = Observer {
+            coordination: self.clone(),
+            prefix: election_prefix(req.name),
+            state: ObserveState::Find,
+            linearize: self.upstream.clone(),
+        };
         futures::stream::unfold(observer, |mut o| async move { o.next().await.map(|p| (p, o)) })
     }
 }
@@ -183,6 +214,8 @@ struct Observer {
     coordination: Coordination,
     prefix: Vec<u8>,
     state: ObserveState,
+    /// On a mirror, until the first read: the upstream to linearize that read with.
+    linearize: Option<Upstream>,
 }
 
 enum ObserveState {
@@ -235,7 +268,16 @@ impl Observer {
 
     /// The current leader; with none, the first key put under the prefix from the read's
     /// revision on (only puts: a delete would make the observer spin, as etcd notes).
-    async fn find(&self) -> Option<Proclamation> {
+    async fn find(&mut self) -> Option<Proclamation> {
+        // Only the first read: the watches then follow the mirror's revisions without a gap,
+        // and a quorum read per observer at each change of leader would load upstream.
+        if let Some(upstream) = self.linearize.take() {
+            if let Err(e) = upstream.linearize().await {
+                // etcd's observe closes the stream when its read fails.
+                tracing::debug!(error = %e, "observe on a mirror: the linearizing read failed");
+                return None;
+            }
+        }
         let resp = self.coordination.range(coordination::first_create(&self.prefix)).await.ok()?;
         if let Some(kv) = resp.kvs.into_iter().next() {
             return Some(Proclamation { revision: resp.revision, kv });

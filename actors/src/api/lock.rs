@@ -1,11 +1,12 @@
 //! Owns the Lock service's calls as both transports serve them (etcd:
 //! server/etcdserver/api/v3lock/lock.go over client/v3/concurrency/mutex.go): `Lock` puts the
 //! caller's key `name/hex(lease)` with its lease and holds the lock once no key under `name/`
-//! was created before it; `Unlock` deletes the key.
+//! was created before it; `Unlock` deletes the key. On a mirror both go to upstream's Lock
+//! service.
 
 use watchkv::{RequestOp, TxnRequest};
 
-use super::coordination::{self, Cleanup, Coordination, WaitFailed};
+use super::coordination::{self, revision, Cleanup, Coordination, WaitFailed};
 use super::pb::v3lockpb as pb;
 use super::ApiError;
 
@@ -23,13 +24,19 @@ impl Coordination {
     /// unless it exists (the same lease locking twice is one acquisition) and reads the first
     /// key created under the prefix; if that is not the caller's, waits for every key created
     /// before it to go. Dropping the future while it waits deletes the key, as etcd does when
-    /// the request is cancelled.
+    /// the request is cancelled. On a mirror, upstream locks, and the answer comes once the
+    /// mirror has applied its revision.
     ///
     /// # Errors
     /// A lease that does not exist (`etcdserver: requested lease not found`), the caller's key
     /// deleted while it waited (`mutex: session is expired`; etcd notices only once the earlier
     /// keys are gone), or a store error; all with code `Unknown`, as etcd's server relays them.
+    /// On a mirror, upstream's error with its code and text.
     pub async fn lock(&self, req: pb::LockRequest) -> Result<Locked, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            let resp = upstream.lock(req).await?;
+            return Ok(Locked { revision: revision(resp.header.as_ref()), key: resp.key });
+        }
         let lease = self.session_lease(req.lease).await?;
         let mut prefix = req.name;
         prefix.push(b'/');
@@ -77,8 +84,11 @@ impl Coordination {
     /// it (the current one when there was no such key).
     ///
     /// # Errors
-    /// A store error, with code `Unknown` as etcd relays it.
+    /// A store error, with code `Unknown` as etcd relays it; on a mirror, upstream's.
     pub async fn unlock(&self, req: pb::UnlockRequest) -> Result<i64, ApiError> {
+        if let Some(upstream) = &self.upstream {
+            return Ok(revision(upstream.unlock(req).await?.header.as_ref()));
+        }
         let resp = self
             .handle
             .delete_range(watchkv::DeleteRangeRequest::new(watchkv::KeyRange::single(req.key)))

@@ -12,8 +12,9 @@ use super::{caller, encode, error_response, message, reply, Gateway};
 use crate::api::pb::{v3electionpb, v3lockpb};
 use crate::api::Coordination;
 
+/// The calls over the gateway's store; on a mirror, forwarding to upstream.
 fn coordination(gw: &Gateway) -> Coordination {
-    Coordination::new(gw.handle.clone(), None)
+    Coordination::new(gw.handle.clone(), None).with_upstream(gw.upstream.clone())
 }
 
 /// `POST /v3/lock/lock`.

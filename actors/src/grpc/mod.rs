@@ -140,9 +140,11 @@ impl GrpcApi {
         Ok(self.handle().auth().caller(token, cert_user)?)
     }
 
-    /// The Lock and Election services' calls, their watch streams' actors where this API's are.
+    /// The Lock and Election services' calls, their watch streams' actors where this API's are;
+    /// on a mirror, forwarding to upstream.
     fn coordination(&self) -> Coordination {
         Coordination::new(self.inner.handle.clone(), Some(self.streams.clone()))
+            .with_upstream(self.inner.upstream.clone())
     }
 
     /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is
