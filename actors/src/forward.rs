@@ -23,7 +23,7 @@ use crate::api::pb::etcdserverpb::lease_client::LeaseClient;
 use crate::api::Header;
 use crate::handle::Handle;
 use crate::mirror::MirrorOptions;
-use crate::upstream::{authorized, ChannelOptions, UpstreamEtcd};
+use crate::upstream::{authorized, never_sent, ChannelOptions, UpstreamEtcd, CONNECT_TIMEOUT};
 
 /// How long a forwarded write or a linearizable read waits for the mirror to apply upstream's
 /// revision before it fails with etcd's timeout: generous, since the follower may be resuming
@@ -33,6 +33,39 @@ const APPLY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a forwarded call may wait for upstream's answer (a channel whose every endpoint is
 /// down would otherwise hold it for ever).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pause before a call that failed is made again (see [`made_again`]).
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Makes `attempt` again while it fails in a way `safe` says repeating cures and cannot harm,
+/// for up to [`CONNECT_TIMEOUT`]; then its last error. Writes are repeated only when they never
+/// left ([`never_sent`]), reads on any `Unavailable` (etcd: clientv3/retry_interceptor.go
+/// `isSafeRetryMutableRPC`, `isSafeRetryImmutableRPC`). The balanced channel hands a call to an
+/// endpoint it cannot connect to (a member that is down refuses at once, and so counts as ready)
+/// about as often as to any other: without this, a mirror's forwarded writes and linearizable
+/// reads failed with `tcp connect error` while one member of a healthy cluster was down. The
+/// next try is balanced again and lands on a member that is up.
+async fn made_again<T, Fut>(safe: fn(&Status) -> bool, mut attempt: impl FnMut() -> Fut) -> Result<T, Status>
+where
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let give_up = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match attempt().await {
+            Err(status) if safe(&status) && tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(RESEND_PAUSE).await;
+            }
+            answered => return answered,
+        }
+    }
+}
+
+/// Whether a read failed in a way that trying again may cure: `Unavailable`, from the
+/// connection or from etcd (no leader, leader changed; etcd: clientv3/retry_interceptor.go
+/// `isSafeRetryImmutableRPC`).
+fn read_may_retry(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+}
 
 /// Awaits one forwarded call: upstream's answer, or upstream's error as a fresh status with its
 /// code and text (not upstream's transport metadata), or etcd's timeout.
@@ -96,7 +129,8 @@ impl Upstream {
     }
 
     /// One unary KV call with the upstream user's token, made again once with a new token if
-    /// upstream refuses it; bounded by [`UPSTREAM_TIMEOUT`].
+    /// upstream refuses it, and again while it never left ([`made_again`]); bounded by
+    /// [`UPSTREAM_TIMEOUT`].
     async fn kv<Req, Resp, Fut>(
         &self,
         request: Req,
@@ -106,10 +140,24 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        relay(
+        self.kv_made_again(never_sent, request, call).await
+    }
+
+    /// As [`Upstream::kv`], made again while it fails as `safe` says.
+    async fn kv_made_again<Req, Resp, Fut>(
+        &self,
+        safe: fn(&Status) -> bool,
+        request: Req,
+        call: impl Fn(KvClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        relay(made_again(safe, || {
             self.upstream
-                .call(&self.channel, |token| call(self.kv.clone(), authorized(request.clone(), token.as_ref()))),
-        )
+                .call(&self.channel, |token| call(self.kv.clone(), authorized(request.clone(), token.as_ref())))
+        }))
         .await
     }
 
@@ -123,10 +171,10 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        relay(
+        relay(made_again(never_sent, || {
             self.upstream
-                .call(&self.channel, |token| call(self.lease.clone(), authorized(request.clone(), token.as_ref()))),
-        )
+                .call(&self.channel, |token| call(self.lease.clone(), authorized(request.clone(), token.as_ref())))
+        }))
         .await
     }
 
@@ -163,7 +211,7 @@ impl Upstream {
             return Ok(());
         }
         let probe = pb::RangeRequest { key: self.probe_key.clone(), limit: 1, count_only: true, ..Default::default() };
-        let resp = self.kv(probe, |mut kv, r| async move { kv.range(r).await }).await?;
+        let resp = self.kv_made_again(read_may_retry, probe, |mut kv, r| async move { kv.range(r).await }).await?;
         self.applied(resp.header.map_or(0, |h| h.revision)).await
     }
 
