@@ -27,7 +27,7 @@ use crate::api::pb::{v3electionpb, v3lockpb};
 use crate::api::Header;
 use crate::handle::Handle;
 use crate::mirror::MirrorOptions;
-use crate::upstream::{authorized, ChannelOptions, UpstreamEtcd};
+use crate::upstream::{authorized, never_sent, ChannelOptions, UpstreamEtcd, CONNECT_TIMEOUT};
 
 /// How long a forwarded write or a linearizable read waits for the mirror to apply upstream's
 /// revision before it fails with etcd's timeout: generous, since the follower may be resuming
@@ -37,6 +37,39 @@ const APPLY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a forwarded call may wait for upstream's answer (a channel whose every endpoint is
 /// down would otherwise hold it for ever).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pause before a call that failed is made again (see [`made_again`]).
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Makes `attempt` again while it fails in a way `safe` says repeating cures and cannot harm,
+/// for up to [`CONNECT_TIMEOUT`]; then its last error. Writes are repeated only when they never
+/// left ([`never_sent`]), reads on any `Unavailable` (etcd: clientv3/retry_interceptor.go
+/// `isSafeRetryMutableRPC`, `isSafeRetryImmutableRPC`). The balanced channel hands a call to an
+/// endpoint it cannot connect to (a member that is down refuses at once, and so counts as ready)
+/// about as often as to any other: without this, a mirror's forwarded writes and linearizable
+/// reads failed with `tcp connect error` while one member of a healthy cluster was down. The
+/// next try is balanced again and lands on a member that is up.
+async fn made_again<T, Fut>(safe: fn(&Status) -> bool, mut attempt: impl FnMut() -> Fut) -> Result<T, Status>
+where
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let give_up = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match attempt().await {
+            Err(status) if safe(&status) && tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(RESEND_PAUSE).await;
+            }
+            answered => return answered,
+        }
+    }
+}
+
+/// Whether a read failed in a way that trying again may cure: `Unavailable`, from the
+/// connection or from etcd (no leader, leader changed; etcd: clientv3/retry_interceptor.go
+/// `isSafeRetryImmutableRPC`).
+fn read_may_retry(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+}
 
 /// Awaits one forwarded call: upstream's answer, or upstream's error as a fresh status with its
 /// code and text (not upstream's transport metadata), or etcd's timeout.
@@ -108,11 +141,13 @@ impl Upstream {
     }
 
     /// One unary call on `client` with the upstream user's token, made again once with a new
-    /// token if upstream refuses it; bounded by `deadline` (see [`relay_within`]).
+    /// token if upstream refuses it, and again while it fails as `safe` says ([`made_again`]);
+    /// bounded by `deadline` (see [`relay_within`]).
     async fn unary<Client, Req, Resp, Fut>(
         &self,
         client: &Client,
         deadline: Option<Duration>,
+        safe: fn(&Status) -> bool,
         request: Req,
         call: impl Fn(Client, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, Status>
@@ -123,8 +158,10 @@ impl Upstream {
     {
         relay_within(
             deadline,
-            self.upstream
-                .call(&self.channel, |token| call(client.clone(), authorized(request.clone(), token.as_ref()))),
+            made_again(safe, || {
+                self.upstream
+                    .call(&self.channel, |token| call(client.clone(), authorized(request.clone(), token.as_ref())))
+            }),
         )
         .await
     }
@@ -139,7 +176,7 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        self.unary(&self.kv, Some(UPSTREAM_TIMEOUT), request, call).await
+        self.unary(&self.kv, Some(UPSTREAM_TIMEOUT), never_sent, request, call).await
     }
 
     /// As [`Upstream::kv`], for the Lease service.
@@ -152,7 +189,7 @@ impl Upstream {
         Req: Clone,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
-        self.unary(&self.lease, Some(UPSTREAM_TIMEOUT), request, call).await
+        self.unary(&self.lease, Some(UPSTREAM_TIMEOUT), never_sent, request, call).await
     }
 
     /// The token a keep-alive stream opens with.
@@ -186,7 +223,11 @@ impl Upstream {
     /// Upstream's error, or etcd's timeout when the mirror does not catch up.
     pub async fn linearize(&self) -> Result<(), Status> {
         let probe = pb::RangeRequest { key: vec![0], limit: 1, count_only: true, ..Default::default() };
-        let resp = self.kv(probe, |mut kv, r| async move { kv.range(r).await }).await?;
+        let resp =
+            self.unary(&self.kv, Some(UPSTREAM_TIMEOUT), read_may_retry, probe, |mut kv, r| async move {
+                kv.range(r).await
+            })
+            .await?;
         self.applied(resp.header.map_or(0, |h| h.revision)).await
     }
 
@@ -317,7 +358,7 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout waiting for the mirror.
     pub async fn lock(&self, req: v3lockpb::LockRequest) -> Result<v3lockpb::LockResponse, Status> {
-        let resp = self.unary(&self.lock, None, req, |mut c, r| async move { c.lock(r).await }).await?;
+        let resp = self.unary(&self.lock, None, never_sent, req, |mut c, r| async move { c.lock(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
     }
@@ -327,8 +368,9 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn unlock(&self, req: v3lockpb::UnlockRequest) -> Result<v3lockpb::UnlockResponse, Status> {
-        let resp =
-            self.unary(&self.lock, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.unlock(r).await }).await?;
+        let resp = self
+            .unary(&self.lock, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.unlock(r).await })
+            .await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
     }
@@ -338,7 +380,8 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout waiting for the mirror.
     pub async fn campaign(&self, req: v3electionpb::CampaignRequest) -> Result<v3electionpb::CampaignResponse, Status> {
-        let resp = self.unary(&self.election, None, req, |mut c, r| async move { c.campaign(r).await }).await?;
+        let resp =
+            self.unary(&self.election, None, never_sent, req, |mut c, r| async move { c.campaign(r).await }).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
     }
@@ -349,8 +392,10 @@ impl Upstream {
     /// Upstream's error (`election: not leader`, code `Unknown`, as etcd relays it), or etcd's
     /// timeout.
     pub async fn proclaim(&self, req: v3electionpb::ProclaimRequest) -> Result<v3electionpb::ProclaimResponse, Status> {
-        let resp = self
-            .unary(&self.election, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.proclaim(r).await })
+        let resp =
+            self.unary(&self.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move {
+                c.proclaim(r).await
+            })
             .await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
@@ -362,7 +407,7 @@ impl Upstream {
     /// Upstream's error, or etcd's timeout.
     pub async fn resign(&self, req: v3electionpb::ResignRequest) -> Result<v3electionpb::ResignResponse, Status> {
         let resp = self
-            .unary(&self.election, Some(UPSTREAM_TIMEOUT), req, |mut c, r| async move { c.resign(r).await })
+            .unary(&self.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.resign(r).await })
             .await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)

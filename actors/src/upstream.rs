@@ -376,6 +376,21 @@ pub fn token_refused(status: &Status) -> bool {
     )
 }
 
+/// Whether a call failed before its request left: the channel could not connect to the
+/// endpoint it picked (TCP or TLS; tonic's `ConnectError` in the status's causes). Such a call
+/// is safe to make again, a write included: upstream never saw it.
+#[must_use]
+pub fn never_sent(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Whether a watch's cancel reason is upstream refusing its token, after which clientv3 opens
 /// the watch again with a new one (etcd: clientv3/watch.go `shouldRetryWatch`; the reason is
 /// the status's whole text, `rpc error: code = ... desc = ...`).
@@ -691,6 +706,17 @@ mod tests {
         assert!(credentials_refused(&refused), "{refused:?}");
         let anonymous = range(UpstreamEtcd::plain(&[url]).expect("upstream"), channel).await.expect_err("no token");
         assert_eq!(anonymous.message(), USER_EMPTY, "without credentials nothing is retried");
+    }
+
+    #[test]
+    fn only_a_connection_that_failed_counts_as_never_sent() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let not_connected = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(not_connected.code(), Code::Unavailable);
+        assert!(never_sent(&not_connected));
+        // The same text as an answer (a mirror passing upstream's error on) proves nothing.
+        assert!(!never_sent(&Status::unavailable(not_connected.message())));
+        assert!(!never_sent(&Status::unavailable("etcdserver: leader changed")));
     }
 
     #[test]
