@@ -127,7 +127,10 @@ impl Upstream {
     ///
     #[must_use]
     pub fn new(handle: Handle, header: Header, options: &MirrorOptions) -> Self {
-        let channel = options.upstream.balanced(ChannelOptions::default());
+        // Pings while a call is open: a Lock, a Campaign or a keep-alive stream on a member
+        // that vanished without closing the connection fails instead of waiting for ever.
+        let channel =
+            options.upstream.balanced(ChannelOptions { keepalive: ChannelOptions::KEEPALIVE, ..Default::default() });
         Self {
             upstream: options.upstream.clone(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),

@@ -39,14 +39,9 @@ use crate::upstream::{
     authorized, credentials_refused, status_text, watch_token_refused, ChannelOptions, UpstreamEtcd,
 };
 
-/// HTTP/2 pings on the upstream connection, so a member that vanished without closing it is
-/// noticed (etcd's server accepts pings every 5 s or slower: `--grpc-keepalive-min-time`).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a ping may go unanswered before the connection counts as lost.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The watch's channel: pings while it is open, no deadline (the watch lasts).
-const WATCH_CHANNEL: ChannelOptions =
-    ChannelOptions { keepalive: Some((KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)), request_timeout: None };
+/// The watch's channel: pings while it is open, so a member that vanished without closing the
+/// connection is noticed; no deadline (the watch lasts).
+const WATCH_CHANNEL: ChannelOptions = ChannelOptions { keepalive: ChannelOptions::KEEPALIVE, request_timeout: None };
 /// The first wait before resuming after a failure; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between resumes.

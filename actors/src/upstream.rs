@@ -155,6 +155,12 @@ pub struct ChannelOptions {
     pub request_timeout: Option<Duration>,
 }
 
+impl ChannelOptions {
+    /// HTTP/2 pings every 10 s while a stream is open, each answered within 10 s: etcd's server
+    /// accepts pings every 5 s or slower (`--grpc-keepalive-min-time`).
+    pub const KEEPALIVE: Option<(Duration, Duration)> = Some((Duration::from_secs(10), Duration::from_secs(10)));
+}
+
 /// One upstream endpoint: its URL and how to connect to it.
 #[derive(Debug, Clone)]
 struct Target {
