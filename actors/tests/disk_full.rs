@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wire::{b64, free_port, int, start_watchkv, try_post, WatchStream, DEADLINE};
+use wire::{b64, free_port, int, start_watchkv, try_post, wait_for, WatchStream, DEADLINE};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -60,18 +60,6 @@ fn put(port: u16, i: u64) -> Result<i64, String> {
         Ok(r) if r.status == 200 => Ok(int(&r.json()["header"], "revision")),
         Ok(r) => Err(format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body))),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE * 2, "{what}: not within {:?}", DEADLINE * 2);
-        // Polling interval, not a synchronisation.
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use wire::proxy::TcpProxy;
-use wire::{b64, bytes_field, int, post, start_etcd, start_watchkv, WatchStream, DEADLINE};
+use wire::{b64, bytes_field, int, post, start_etcd, start_watchkv, wait_for, WatchStream, DEADLINE};
 
 /// One event as both servers' gateways give it:
 /// `(revision, kind, key, value, create_revision, version, lease)`.
@@ -476,19 +476,6 @@ fn metric(port: u16, name: &str) -> Option<f64> {
     let (code, body) = wire::http_get(port, "/metrics");
     assert_eq!(code, 200, "{body}");
     body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Polls `check` until it returns `Some`, or panics after a generous deadline naming `what`.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE * 3, "{what}: not within {:?}", DEADLINE * 3);
-        // Polling interval, not a synchronisation.
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 /// `Maintenance.Status` and `Cluster.MemberList` on the mirror over gRPC.

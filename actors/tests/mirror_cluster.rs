@@ -36,7 +36,7 @@ use watchkv_actors::testing::checker::assert_stream_ok;
 use watchkv_actors::testing::History;
 use watchkv_actors::WatchCreate;
 use wire::cluster::{followed_member, start_etcd_cluster, start_mirror, EtcdCluster};
-use wire::DEADLINE;
+use wire::{wait_for, DEADLINE};
 
 /// What one recorded watch stream received, in order.
 type Log = Arc<Mutex<Vec<WatchResponse>>>;
@@ -430,19 +430,6 @@ fn every_kind(past: i64) -> Vec<WatchCreateRequest> {
         create("p/one", "", 0, false),
         create("\0", "\0", past, true),
     ]
-}
-
-/// Polls `check` until it returns `Some`, or panics after a generous deadline naming `what`.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE * 3, "{what}: not within {:?}", DEADLINE * 3);
-        // Polling interval, not a synchronisation.
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn key_value(kv: &mvccpb::KeyValue) -> KeyValue {

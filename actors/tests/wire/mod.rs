@@ -735,3 +735,17 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     (code, body)
 }
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after a generous deadline
+/// (three times [`DEADLINE`]).
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE * 3, "{what}: not within {:?}", DEADLINE * 3);
+        // Polling interval, not a synchronisation.
+        thread::sleep(Duration::from_millis(50));
+    }
+}
