@@ -37,19 +37,25 @@ async fn local(kv: &mut KvClient<Channel>, key: &str) -> Option<(Vec<u8>, i64, i
     resp.kvs.first().map(|kv| (kv.value.clone(), kv.mod_revision, kv.lease))
 }
 
-#[test]
-fn writes_and_leases_through_a_mirror_go_to_etcd_and_read_back_at_once() {
+/// Runs `grpc` (against etcd's and the mirror's ports, within a deadline) and then `gateway`
+/// against a fresh etcd 3.4.23 and a mirror of it.
+fn with_etcd_and_mirror<F: std::future::Future<Output = ()>>(grpc: impl FnOnce(u16, u16) -> F, gateway: fn(u16, u16)) {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = start_etcd(&dir.path().join("etcd"));
     let url = format!("http://127.0.0.1:{}", etcd.port);
     let mirror = start_watchkv(&dir.path().join("mirror"), wire::free_port(), &["--upstream", &url]);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
-        tokio::time::timeout(DEADLINE * 4, scenario(etcd.port, mirror.port)).await.expect("the scenario in time");
+        tokio::time::timeout(DEADLINE * 4, grpc(etcd.port, mirror.port)).await.expect("the scenario in time");
     });
-    gateway_scenario(etcd.port, mirror.port);
+    gateway(etcd.port, mirror.port);
     drop(mirror);
     drop(etcd);
+}
+
+#[test]
+fn writes_and_leases_through_a_mirror_go_to_etcd_and_read_back_at_once() {
+    with_etcd_and_mirror(scenario, gateway_scenario);
 }
 
 async fn scenario(etcd_port: u16, mirror_port: u16) {
@@ -260,18 +266,7 @@ fn gateway_scenario(etcd: u16, mirror: u16) {
 
 #[test]
 fn lock_and_election_through_a_mirror_run_on_etcd_and_read_back_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = start_etcd(&dir.path().join("etcd"));
-    let url = format!("http://127.0.0.1:{}", etcd.port);
-    let mirror = start_watchkv(&dir.path().join("mirror"), wire::free_port(), &["--upstream", &url]);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let scenario = coordination_scenario(etcd.port, mirror.port);
-        tokio::time::timeout(DEADLINE * 4, scenario).await.expect("the scenario in time");
-    });
-    gateway_lock_scenario(etcd.port, mirror.port);
-    drop(mirror);
-    drop(etcd);
+    with_etcd_and_mirror(coordination_scenario, gateway_lock_scenario);
 }
 
 async fn connect(port: u16) -> Client {

@@ -97,13 +97,7 @@ impl KvStore {
                 self.lessor.len()
             )));
         }
-        let mut batch = self.backend.batch();
-        batch.put_meta(META_IMPORTING, revision);
-        let marked = batch.commit().and_then(|()| self.backend.sync());
-        if let Err(e) = marked {
-            self.poison(&e);
-            return Err(e);
-        }
+        self.mark_importing(revision)?;
         Ok(Import::new(self, revision))
     }
 
@@ -134,13 +128,7 @@ impl KvStore {
             )));
         }
         self.persist()?;
-        let mut batch = self.backend.batch();
-        batch.put_meta(META_IMPORTING, revision);
-        let marked = batch.commit().and_then(|()| self.backend.sync());
-        if let Err(e) = marked {
-            self.poison(&e);
-            return Err(e);
-        }
+        self.mark_importing(revision)?;
         // Dropping the old compactor stops its worker between batches and waits for it.
         self.compactor = Compactor::start(
             self.backend.clone(),
@@ -156,6 +144,17 @@ impl KvStore {
             return Err(e);
         }
         Ok(Import::new(self, revision))
+    }
+
+    /// Marks the directory half imported at `revision`, durably, before any row is written.
+    fn mark_importing(&mut self, revision: i64) -> Result<()> {
+        let mut batch = self.backend.batch();
+        batch.put_meta(META_IMPORTING, revision);
+        let marked = batch.commit().and_then(|()| self.backend.sync());
+        if let Err(e) = &marked {
+            self.poison(e);
+        }
+        marked
     }
 
     /// Deletes every history row, batch by batch.
