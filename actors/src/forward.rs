@@ -300,7 +300,9 @@ impl Upstream {
         Ok(Response::new(resp))
     }
 
-    /// Forwards a LeaseTimeToLive.
+    /// Forwards a LeaseTimeToLive. The keys come sorted, as a watchkv node lists them
+    /// (docs/etcd-semantics.md §12 item 3), not in upstream's Go map order, which changes from
+    /// call to call.
     ///
     /// # Errors
     /// Upstream's error.
@@ -309,6 +311,7 @@ impl Upstream {
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_time_to_live(r).await }).await?;
+        resp.keys.sort_unstable();
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }

@@ -24,6 +24,13 @@
 //! granted with explicit ids: server-chosen ids are random in both servers, so they are never
 //! compared and need no entry in the table. Every step runs against both servers in the same
 //! order, so revisions line up; a mismatch does not stop the run, all of them are reported.
+//!
+//! The system under test is a watchkv node of its own ([`Target::SingleNode`], over HTTP and
+//! over gRPC) or a mirror (`watchkv --upstream`, docs/etcd-semantics.md §18) of a second fresh
+//! etcd ([`Target::Mirror`], over HTTP and over gRPC): the mirror serves the reads and watches
+//! and forwards the writes, leases and compactions to its upstream, which starts empty as the
+//! oracle does, so revisions line up there too. A table entry names the targets it applies to;
+//! each run must exercise every entry of its target.
 
 // The test's own modules live beside it; `wire` and `grpc_wire` are shared with other tests.
 #[path = "differential/differences.rs"]
@@ -34,6 +41,7 @@ mod scenarios;
 mod wire;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use differences::{difference, result, DIFFERENCES};
@@ -49,9 +57,23 @@ const QUIET: Duration = Duration::from_millis(400);
 // The harness: one etcd and one watchkv, fed the same steps.
 // ------------------------------------------------------------------------------------------
 
+/// What the oracle's answers are compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A watchkv node on its own.
+    SingleNode,
+    /// A watchkv mirror (`watchkv --upstream`, docs/etcd-semantics.md §18) of a second, fresh
+    /// etcd: both etcds start empty and every write reaches each once (the mirror forwards
+    /// it), so revisions line up with the oracle's.
+    Mirror,
+}
+
 struct Diff {
     etcd: Proc,
     watchkv: Proc,
+    /// The mirror's upstream etcd (kept running for as long as the mirror), on a mirror target.
+    upstream: Option<Proc>,
+    target: Target,
     /// Drive watchkv over gRPC instead of its HTTP gateway (etcd is always asked over HTTP).
     grpc: Option<GrpcClient>,
     failures: Vec<String>,
@@ -68,6 +90,41 @@ struct Streams {
 }
 
 impl Diff {
+    /// etcd (the oracle) and a watchkv node, both fresh, under `dir`.
+    fn start(dir: &Path, over_grpc: bool) -> Self {
+        let etcd = start_etcd(&dir.join("etcd"));
+        let port = wire::free_port();
+        let watchkv = start_watchkv(&dir.join("watchkv"), port, &["--durability", "buffered"]);
+        Self::new(etcd, watchkv, None, Target::SingleNode, over_grpc)
+    }
+
+    /// etcd (the oracle) and a watchkv mirror of a second fresh etcd, under `dir`. The mirror
+    /// has bootstrapped from its empty upstream when it serves, so both sides start at
+    /// revision 1.
+    fn start_mirror(dir: &Path, over_grpc: bool) -> Self {
+        let etcd = start_etcd(&dir.join("etcd"));
+        let upstream = start_etcd(&dir.join("upstream"));
+        let url = format!("http://127.0.0.1:{}", upstream.port);
+        let port = wire::free_port();
+        let mirror = start_watchkv(&dir.join("mirror"), port, &["--durability", "buffered", "--upstream", &url]);
+        Self::new(etcd, mirror, Some(upstream), Target::Mirror, over_grpc)
+    }
+
+    fn new(etcd: Proc, watchkv: Proc, upstream: Option<Proc>, target: Target, over_grpc: bool) -> Self {
+        let grpc = over_grpc.then(|| GrpcClient::connect(watchkv.port));
+        Diff {
+            etcd,
+            watchkv,
+            upstream,
+            target,
+            grpc,
+            failures: Vec::new(),
+            used: BTreeSet::new(),
+            steps: 0,
+            last_step: Instant::now(),
+        }
+    }
+
     fn compare(&mut self, step: &str, tags: &[&str], mut e: Value, mut w: Value) {
         self.steps += 1;
         if self.last_step.elapsed() > Duration::from_secs(1) {
@@ -79,7 +136,8 @@ impl Diff {
         }
         drop_identity(&mut e);
         drop_identity(&mut w);
-        for d in DIFFERENCES.iter().filter(|d| d.global || tags.contains(&d.id)) {
+        let target = self.target;
+        for d in DIFFERENCES.iter().filter(|d| d.applies_to(target) && (d.global || tags.contains(&d.id))) {
             match (d.normalise)(&mut e, &mut w) {
                 Ok(changed) => {
                     if changed || !d.global {
@@ -185,9 +243,14 @@ impl Diff {
 
     /// Checks that neither side sends anything within the quiet window.
     fn quiet(&mut self, s: &mut Streams, step: &str) {
+        self.quiet_tagged(s, step, &[]);
+    }
+
+    /// [`Self::quiet`] for a step that may differ as the named entries say.
+    fn quiet_tagged(&mut self, s: &mut Streams, step: &str, tags: &[&str]) {
         let e = s.etcd.drain_for(QUIET);
         let w = s.watchkv.drain_for(QUIET);
-        self.compare(&format!("{}: {step} (nothing more)", s.name), &[], json!({"lines": e}), json!({"lines": w}));
+        self.compare(&format!("{}: {step} (nothing more)", s.name), tags, json!({"lines": e}), json!({"lines": w}));
     }
 
     fn close(s: Streams) {
@@ -211,25 +274,37 @@ fn line_rev(line: &Value) -> i64 {
 
 #[test]
 fn differential_against_etcd_3_4() {
-    run_differential(false);
+    run_differential(Target::SingleNode, false);
 }
 
 /// The same scenarios with watchkv driven over gRPC (requests and responses translated from
 /// and to gateway JSON with etcd's descriptors) and etcd over its gateway, as before.
 #[test]
 fn differential_over_grpc_against_etcd_3_4() {
-    run_differential(true);
+    run_differential(Target::SingleNode, true);
 }
 
-fn run_differential(over_grpc: bool) {
+/// The same scenarios against a mirror (docs/etcd-semantics.md §18) whose upstream is a second
+/// fresh etcd 3.4.23: the mirror serves reads and watches itself and forwards writes, leases
+/// and compactions to its upstream.
+#[test]
+fn differential_mirror_against_etcd_3_4() {
+    run_differential(Target::Mirror, false);
+}
+
+/// The mirror driven over gRPC, whose forwarding and answers are its own code path.
+#[test]
+fn differential_mirror_over_grpc_against_etcd_3_4() {
+    run_differential(Target::Mirror, true);
+}
+
+fn run_differential(target: Target, over_grpc: bool) {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = start_etcd(&dir.path().join("etcd"));
-    let wk_port = wire::free_port();
-    let watchkv = start_watchkv(&dir.path().join("watchkv"), wk_port, &["--durability", "buffered"]);
-    let grpc = over_grpc.then(|| GrpcClient::connect(wk_port));
-    let mut d =
-        Diff { etcd, watchkv, grpc, failures: Vec::new(), used: BTreeSet::new(), steps: 0, last_step: Instant::now() };
+    let mut d = match target {
+        Target::SingleNode => Diff::start(dir.path(), over_grpc),
+        Target::Mirror => Diff::start_mirror(dir.path(), over_grpc),
+    };
 
     scenarios::kv(&mut d);
     scenarios::txn(&mut d);
@@ -238,28 +313,32 @@ fn run_differential(over_grpc: bool) {
     scenarios::compaction(&mut d);
     scenarios::status(&mut d);
 
-    let unused: Vec<&str> = DIFFERENCES.iter().map(|x| x.id).filter(|id| !d.used.contains(id)).collect();
-    // Malformed-JSON steps only exist over HTTP, so only that run must use every entry.
+    let unused: Vec<&str> =
+        DIFFERENCES.iter().filter(|x| x.applies_to(target)).map(|x| x.id).filter(|id| !d.used.contains(id)).collect();
+    // Malformed-JSON steps only exist over HTTP, so only the runs over HTTP must use every
+    // entry that applies to their target.
     if !unused.is_empty() && !over_grpc {
-        d.failures
-            .push(format!("differences table entries no step exercised (remove them or add the step): {unused:?}"));
+        d.failures.push(format!(
+            "differences table entries for {target:?} no step exercised (remove them or add the step): {unused:?}"
+        ));
     }
     eprintln!(
-        "differential ({}): {} steps compared in {:.1?}; deliberate differences exercised:",
+        "differential ({target:?}, {}): {} steps compared in {:.1?}; deliberate differences exercised:",
         if over_grpc { "watchkv over gRPC" } else { "watchkv over HTTP" },
         d.steps,
         started.elapsed()
     );
-    for x in DIFFERENCES {
+    for x in DIFFERENCES.iter().filter(|x| x.applies_to(target)) {
         eprintln!("  - {} ({}): etcd 3.4.23: {}; watchkv: {}; why: {}", x.id, x.sections, x.etcd, x.watchkv, x.why);
     }
     assert!(
         d.failures.is_empty(),
-        "{} of {} steps differ from etcd 3.4.23 beyond the documented differences:\n\n{}\n\netcd log tail:\n{}\nwatchkv log tail:\n{}",
+        "{} of {} steps differ from etcd 3.4.23 beyond the documented differences ({target:?}):\n\n{}\n\netcd log tail:\n{}\nwatchkv log tail:\n{}{}",
         d.failures.len(),
         d.steps,
         d.failures.join("\n\n"),
         d.etcd.log_tail(2000),
-        d.watchkv.log_tail(2000)
+        d.watchkv.log_tail(2000),
+        d.upstream.as_ref().map(|u| format!("\nupstream etcd log tail:\n{}", u.log_tail(2000))).unwrap_or_default()
     );
 }

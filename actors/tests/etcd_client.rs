@@ -2,6 +2,10 @@
 //! `watchkv` binary's gRPC API: KV calls, a watch with `prev_kv` and a filter, a progress
 //! request, a cancel, leases, and a resume after a server restart from the last seen revision
 //! + 1 with no gap and no duplicate.
+//!
+//! Each runs on a node of its own and on a mirror (`watchkv --upstream`, docs/etcd-semantics.md
+//! §18) of a fresh etcd 3.4.23, which forwards the writes and leases and answers the reads and
+//! watches itself, with the same results.
 
 mod wire;
 
@@ -11,7 +15,7 @@ use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchFilterType, WatchOptions, WatchResponse,
     WatchStream,
 };
-use wire::{start_watchkv, DEADLINE};
+use wire::{start_etcd, start_watchkv, DEADLINE};
 
 async fn connect(port: u16) -> Client {
     let opts = ConnectOptions::new().with_connect_timeout(DEADLINE).with_timeout(DEADLINE);
@@ -45,11 +49,34 @@ fn events(resp: &WatchResponse) -> Vec<(EventType, String, String, Option<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_crate_kv_watch_progress_cancel_and_resume_after_restart() {
+    scenario(false).await;
+}
+
+/// The same against a mirror of a fresh etcd (the mirror is what restarts; its upstream stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_crate_on_a_mirror_kv_watch_progress_cancel_and_resume_after_restart() {
+    scenario(true).await;
+}
+
+async fn scenario(mirror: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let port = wire::free_port();
-    let data2 = data.clone();
-    let mut server = tokio::task::spawn_blocking(move || start_watchkv(&data2, port, &[])).await.expect("start");
+    let upstream_dir = dir.path().join("upstream");
+    let upstream = if mirror {
+        Some(tokio::task::spawn_blocking(move || start_etcd(&upstream_dir)).await.expect("start etcd"))
+    } else {
+        None
+    };
+    // With the default fsync durability; a mirror bootstraps from its empty upstream first.
+    let args: Vec<String> =
+        upstream.iter().flat_map(|u| ["--upstream".to_string(), format!("http://127.0.0.1:{}", u.port)]).collect();
+    let (data2, args2) = (data.clone(), args.clone());
+    let mut server = tokio::task::spawn_blocking(move || {
+        start_watchkv(&data2, port, &args2.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("start");
     let mut client = connect(port).await;
 
     // KV through the crate's typed API.
@@ -142,7 +169,11 @@ async fn etcd_client_crate_kv_watch_progress_cancel_and_resume_after_restart() {
     drop(stream);
     server.kill9();
     let data2 = data.clone();
-    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data2, port, &[])).await.expect("restart");
+    let _server = tokio::task::spawn_blocking(move || {
+        start_watchkv(&data2, port, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("restart");
     let mut client = connect(port).await;
     let opts = WatchOptions::new().with_prefix().with_start_revision(last_seen + 1);
     let mut stream = client.watch("r/", Some(opts)).await.expect("resume watch");

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::line_rev;
+use super::{line_rev, Target};
 use crate::wire::{self, int};
 
 /// A documented difference between etcd 3.4.23 and watchkv.
@@ -22,9 +22,25 @@ pub(crate) struct Difference {
     /// `true`: applied to every step (a no-op unless the documented pattern is present);
     /// `false`: applied only to steps that name it.
     pub(crate) global: bool,
+    /// The targets it applies to (a step naming it on another target compares as is); each
+    /// target's run must exercise every entry that applies to it.
+    pub(crate) targets: &'static [Target],
     /// Checks both outputs show the documented behaviour and rewrites it away. Returns whether
     /// it changed anything; `Err` when a side does not behave as documented.
     pub(crate) normalise: fn(&mut Value, &mut Value) -> Result<bool, String>,
+}
+
+/// A difference of watchkv itself, on a node of its own and on a mirror alike.
+const EVERY_TARGET: &[Target] = &[Target::SingleNode, Target::Mirror];
+
+/// A difference of mirror mode only (docs/etcd-semantics.md §18).
+const MIRROR_ONLY: &[Target] = &[Target::Mirror];
+
+impl Difference {
+    /// Whether this entry applies to `target`.
+    pub(crate) fn applies_to(&self, target: Target) -> bool {
+        self.targets.contains(&target)
+    }
 }
 
 /// Every deliberate difference, with the reason. Nothing else is normalised.
@@ -36,6 +52,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: r#"error body {"code":N,"message":msg} (grpc-gateway v2, current etcd)"#,
         why: "current etcd's gateway writes google.rpc.Status; the duplicated `error` field is gone. Status and code still compared.",
         global: true,
+        targets: EVERY_TARGET,
         normalise: norm_error_body,
     },
     Difference {
@@ -45,6 +62,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "HTTP 400, as grpc-gateway v2 in current etcd maps FailedPrecondition",
         why: "follows current etcd's gateway; the gRPC code and message in the body are compared",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_failed_precondition,
     },
     Difference {
@@ -54,6 +72,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "the message is serde_json's text (e.g. `EOF while parsing an object at line 1 column 12`)",
         why: "parser error texts are implementation detail; HTTP status 400 and code 3 are compared",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_parser_message,
     },
     Difference {
@@ -63,6 +82,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: r#"status: version "3.5.0" (so clients' feature gates turn on, Xline #867), fjall sizes, no raft: leader = member id, raftIndex = revision"#,
         why: "different storage engine and no raft; only the field set and header revision are compared",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_status,
     },
     Difference {
@@ -72,6 +92,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "`keys` sorted",
         why: "etcd's order is not deterministic, so only the set of keys can be compared",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_lease_keys,
     },
     Difference {
@@ -81,6 +102,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "a progress request is answered only when every watcher of the stream is synced; one that arrives during catch-up is dropped (the client asks again), and an answer never precedes pending events",
         why: "a progress revision must never run ahead of events still to be delivered (Bookmarkable guarantee, §7.5); current etcd drops it",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_progress_during_catch_up,
     },
     Difference {
@@ -90,6 +112,7 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "no response: a stream with zero watchers has nothing to report progress for (current etcd)",
         why: "follows current etcd's progressIfSync",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_progress_without_watchers,
     },
     Difference {
@@ -99,16 +122,28 @@ pub(crate) const DIFFERENCES: &[Difference] = &[
         watchkv: "created+canceled with watch_id -1 and cancel_reason `etcdserver: mvcc: required revision has been compacted`",
         why: "current etcd rejects a negative start revision",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_negative_start,
     },
     Difference {
         id: "delete-at-compact-revision",
         sections: "§2.1, §11 item 7, §12 item 6 (etcd #18089/#19179, fixed in 3.4.34)",
         etcd: "compacting at a DELETE's revision drops the tombstone, so a watch from that revision never sees the DELETE",
-        watchkv: "the tombstone at the compact revision is kept and the watch delivers the DELETE",
+        watchkv: "the tombstone at the compact revision is kept and the watch delivers the DELETE (a mirror keeps every row: upstream's compaction is not its own)",
         why: "losing the event breaks the Reliable/Resumable guarantees; fixed upstream",
         global: false,
+        targets: EVERY_TARGET,
         normalise: norm_delete_at_compact,
+    },
+    Difference {
+        id: "mirror-keeps-compacted-history",
+        sections: "§18 (Writes and leases go upstream; Retention)",
+        etcd: "after a Compact, a range or txn below the compact revision fails with `etcdserver: mvcc: required revision has been compacted` (code 11), and a watch from below it gets the compaction notice (canceled, compact_revision) and no events",
+        watchkv: "a mirror forwards the Compact to upstream, which compacts; the mirror's own history is kept until its own auto-compaction, so the range and txn answer from it and the watch delivers its events, catch-up and live",
+        why: "a mirror's history is its own: it keeps serving revisions upstream has compacted, so its clients can still read and resume from them",
+        global: false,
+        targets: MIRROR_ONLY,
+        normalise: norm_mirror_keeps_compacted_history,
     },
 ];
 
@@ -282,4 +317,49 @@ fn norm_delete_at_compact(e: &mut Value, w: &mut Value) -> Result<bool, String> 
 fn lines_mut(v: &mut Value) -> Result<&mut Vec<Value>, String> {
     let text = v.to_string();
     v.get_mut("lines").and_then(Value::as_array_mut).ok_or(format!("not a watch output: {text}"))
+}
+
+/// etcd's error for a revision below the compact revision (etcd: mvcc/kvstore.go
+/// `ErrCompacted`, as the gateway renders it).
+const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+
+fn norm_mirror_keeps_compacted_history(e: &mut Value, w: &mut Value) -> Result<bool, String> {
+    if e.get("lines").is_some() {
+        return norm_mirror_watch_below_compaction(e, w);
+    }
+    // A range or txn below the compact revision: etcd's error, the mirror's answer.
+    if e["status"] != json!(400) || e["body"]["code"] != json!(11) || e["body"]["message"] != json!(COMPACTED) {
+        return Err(format!("etcd should refuse a read below the compact revision: {e}"));
+    }
+    let rows = |b: &Value| -> Vec<Value> {
+        let own = b["kvs"].as_array().cloned().unwrap_or_default();
+        let in_txn = b["responses"].as_array().into_iter().flatten();
+        own.into_iter()
+            .chain(in_txn.flat_map(|r| r["response_range"]["kvs"].as_array().cloned().unwrap_or_default()))
+            .collect()
+    };
+    let kvs = rows(&w["body"]);
+    if w["status"] != json!(200) || kvs.is_empty() {
+        return Err(format!("the mirror should answer a read below upstream's compact revision from its history: {w}"));
+    }
+    *e = json!("a read below upstream's compact revision (see the differences table)");
+    *w = e.clone();
+    Ok(true)
+}
+
+fn norm_mirror_watch_below_compaction(e: &mut Value, w: &mut Value) -> Result<bool, String> {
+    let is_notice = |l: &Value| result(l).get("compact_revision").is_some();
+    let has_events = |l: &Value| result(l).get("events").is_some();
+    let (el, wl) = (lines_mut(e)?, lines_mut(w)?);
+    if el.iter().any(has_events) || wl.iter().any(is_notice) {
+        return Err(format!(
+            "expected the compaction notice and no events from etcd, events and no notice from the mirror: etcd {el:?} mirror {wl:?}"
+        ));
+    }
+    if !el.iter().any(is_notice) && !wl.iter().any(has_events) {
+        return Err(format!("neither the compaction notice nor events: etcd {el:?} mirror {wl:?}"));
+    }
+    el.retain(|l| !is_notice(l));
+    wl.retain(|l| !has_events(l));
+    Ok(true)
 }

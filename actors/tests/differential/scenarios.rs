@@ -494,23 +494,30 @@ pub(crate) fn compaction(d: &mut Diff) {
     d.unary("compact at r2", "/v3/kv/compaction", json!({"revision": r2.to_string()}));
     d.unary("compact at r2 again", "/v3/kv/compaction", json!({"revision": r2}));
     d.unary("compact below r2", "/v3/kv/compaction", json!({"revision": r1}));
-    d.unary("range below the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r1}));
+    let mirror_history = &["mirror-keeps-compacted-history"];
+    d.unary_tagged(
+        "range below the compaction",
+        "/v3/kv/range",
+        json!({"key": b64("k/1"), "revision": r1}),
+        mirror_history,
+    );
     d.unary("range at the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r2}));
     d.unary("range after the compaction", "/v3/kv/range", json!({"key": b64("k/1"), "revision": r3}));
-    d.unary(
+    d.unary_tagged(
         "txn range below the compaction",
         "/v3/kv/txn",
         json!({"success": [{"request_range": {"key": b64("k/1"), "revision": r1}}]}),
+        mirror_history,
     );
 
     // A watch from below the compaction gets the compacted notice.
     let mut s = d.open("compacted");
     d.send(&mut s, create("k/1", json!({"start_revision": r1})));
-    let got = d.expect(&mut s, "created and the compacted notice", 2);
+    let got = d.expect_tagged(&mut s, "created and the compacted notice", 2, mirror_history);
     assert!(got.len() == 2 && line_rev(&got[1]) == 0, "compacted notice has no header revision: {got:?}");
     d.quiet(&mut s, "nothing after the notice");
     d.put("k/1", "d");
-    d.quiet(&mut s, "a compacted watcher gets no events");
+    d.quiet_tagged(&mut s, "a compacted watcher gets no events", mirror_history);
     // Its id is still on the stream: the client's cancel is answered, as etcd answers it.
     d.send(&mut s, json!({"cancel_request": {"watch_id": 0}}));
     let e = s.etcd.take_until(wire::DEADLINE, |l| !l.is_empty());
