@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 /// Runs the same put and watch fan-out load against watchkv and etcd and compares them.
 #[derive(Debug, Clone, Parser)]
@@ -15,8 +16,10 @@ pub struct Args {
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd_bin: PathBuf,
     /// What to run: `http` (scenarios 1 and 2 over the JSON gateway), `grpc-fanout` (watch
-    /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`) or `grpc-catchup` (a writer's
-    /// put latency before and while rounds of watchers catch up from history; see `catchup.rs`).
+    /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`), `grpc-catchup` (a writer's
+    /// put latency before and while rounds of watchers catch up from history; see `catchup.rs`)
+    /// or `mirror-fanout` (etcd alone, with watchers, and with its watchers moved to two watchkv
+    /// mirrors; see `mirror_fanout.rs`).
     #[arg(long, default_value = "http")]
     pub scenario: String,
     /// Runs of the scenario per server, alternating servers, each with a fresh server and data
@@ -53,14 +56,16 @@ pub struct Args {
     /// `w % --keys`; grpc-catchup: all on the catch-up prefix.
     #[arg(long, default_value_t = 10)]
     pub watchers_per_stream: usize,
-    /// grpc-fanout: watched keys; watcher `w` of each stream watches key `w % keys` and the writer
-    /// writes the keys round robin.
+    /// grpc-fanout and mirror-fanout: watched keys, which the writer writes round robin;
+    /// grpc-fanout: watcher `w` of each stream watches key `w % keys`; mirror-fanout: watcher `g`
+    /// of them all watches key `g % keys` (default `MIRROR_KEYS`).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
-    /// Scenario 2 (and grpc-fanout with `--in-flight 0`): puts per second.
+    /// Scenario 2, mirror-fanout (and grpc-fanout with `--in-flight 0`): puts per second
+    /// (mirror-fanout's default: `MIRROR_RATE`).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Scenario 2: seconds of puts.
+    /// Scenario 2 and mirror-fanout: seconds of puts.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
     /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events;
@@ -96,7 +101,40 @@ pub struct Args {
     /// grpc-catchup: watchers catching up in each round, `--watchers-per-stream` per stream.
     #[arg(long, default_value_t = 1000)]
     pub catchup_watchers: usize,
+    /// mirror-fanout: watchers in its direct and mirrors phases, `--watchers-per-stream` per
+    /// stream, over `--grpc-connections` connections (split evenly over the two mirrors).
+    #[arg(long, default_value_t = 10_000)]
+    pub mirror_watchers: usize,
     /// If set, `perf record -g` each server during each scenario into this directory.
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,
+}
+
+/// mirror-fanout's `--keys` unless given: 100 watchers per key of its 10k, so that each put
+/// fans out to 100 watchers.
+pub const MIRROR_KEYS: usize = 100;
+/// mirror-fanout's `--rate` unless given: etcd pinned to one core sends its 10k watchers their
+/// 50k events/s without falling behind (about half its core), and so do the two mirrors sharing
+/// the other core with the load tool; at 1000 puts/s the mirrors fell behind there (see
+/// docs/benchmarks.md).
+pub const MIRROR_RATE: u64 = 500;
+
+impl Args {
+    /// The command line, with mirror-fanout's own defaults for the flags it was not given
+    /// (`MIRROR_KEYS`, `MIRROR_RATE`): the other scenarios' defaults of `--keys` and `--rate`
+    /// would put all 10k watchers on one key, or pace too slowly to measure etcd's CPU per put.
+    pub fn parse_with_scenario_defaults() -> Self {
+        let matches = Self::command().get_matches();
+        let mut args = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+        if args.scenario == "mirror-fanout" {
+            if defaulted("keys") {
+                args.keys = MIRROR_KEYS;
+            }
+            if defaulted("rate") {
+                args.rate = MIRROR_RATE;
+            }
+        }
+        args
+    }
 }

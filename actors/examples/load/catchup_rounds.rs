@@ -89,7 +89,7 @@ impl OpenRound {
             .map(|s| {
                 let client = clients[s % clients.len()].clone();
                 let watchers = per_stream.min(want - s * per_stream);
-                actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), watchers, stop_rx.clone()))
+                actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), watchers, 0, stop_rx.clone()))
             })
             .collect();
         Self { shared, stop, streams }

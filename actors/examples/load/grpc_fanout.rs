@@ -9,11 +9,12 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use actix_rt::task::JoinHandle;
 use etcd_client::Client;
 
 use crate::args::Args;
 use crate::drain::{drain, Received};
-use crate::grpc_watch::{grpc_watch_stream, Shared, WatchCfg};
+use crate::grpc_watch::{grpc_watch_stream, Shared, StreamResult, WatchCfg};
 use crate::grpc_writer::{connect_writer, write_all, Writer};
 use crate::hist::Hist;
 use crate::sampling::{Cpu, CpuSpan, Perf};
@@ -21,7 +22,7 @@ use crate::server::Server;
 use crate::tally::{events_for, Tally};
 
 /// The watched keys: `/grpcfan/key/0` ... `/grpcfan/key/<keys - 1>`.
-fn keys(n: usize) -> Vec<Vec<u8>> {
+pub fn keys(n: usize) -> Vec<Vec<u8>> {
     (0..n).map(|k| format!("/grpcfan/key/{k}").into_bytes()).collect()
 }
 
@@ -37,6 +38,60 @@ pub async fn connect_clients(base: &str, n: usize) -> Result<Vec<Client>, String
         }
     }
     Ok(clients)
+}
+
+/// The first key index of each of `streams` streams of `per_stream` watchers (see
+/// `grpc_watch_stream`), and its watchers: every stream from key 0 (grpc-fanout: watcher `w` of
+/// each stream on key `w % keys`), or with `spread` stream `i` from key `i * per_stream` (watcher
+/// `g` of them all on key `g % keys`).
+pub fn stream_keys(streams: usize, per_stream: usize, spread: bool) -> Vec<(usize, usize)> {
+    (0..streams).map(|i| (if spread { i * per_stream } else { 0 }, per_stream)).collect()
+}
+
+/// Opens one watch stream per entry of `streams` (its first key index and its watchers; see
+/// `stream_keys`), stream `i` on connection `clients[i % clients.len()]`, and waits until every
+/// watcher exists, a stream failed, or the setup deadline passed; the streams run until `stop`.
+pub async fn open_streams(
+    clients: &[Client],
+    cfg: &Rc<WatchCfg>,
+    shared: &Rc<Shared>,
+    streams: &[(usize, usize)],
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<JoinHandle<StreamResult>> {
+    let handles: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(i, &(first, n))| {
+            let client = clients[i % clients.len()].clone();
+            actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), n, first, stop.clone()))
+        })
+        .collect();
+    let wanted = streams.iter().map(|&(_, n)| n as u64).sum::<u64>();
+    while shared.created.get() < wanted
+        && shared.failed_streams.get() == 0
+        && Instant::now() < cfg.setup_deadline + Duration::from_millis(100)
+    {
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    handles
+}
+
+/// Stops the streams and adds up their watchers' findings (see `Tally::add`); a stream that does
+/// not end within 5 s is left out.
+pub async fn close_streams(
+    stop: &tokio::sync::watch::Sender<bool>,
+    streams: Vec<JoinHandle<StreamResult>>,
+    acked: &[bool],
+    keys: usize,
+) -> Tally {
+    let _ = stop.send(true);
+    let mut tally = Tally::default();
+    for s in streams {
+        if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
+            tally.add(r, acked, keys);
+        }
+    }
+    tally
 }
 
 /// grpc-fanout's results.
@@ -91,20 +146,8 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     });
     let shared = Rc::new(Shared::new(args.puts as usize));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let streams: Vec<_> = (0..args.streams)
-        .map(|i| {
-            let client = clients[i % clients.len()].clone();
-            let stream =
-                grpc_watch_stream(client, cfg.clone(), shared.clone(), args.watchers_per_stream, stop_rx.clone());
-            actix_rt::spawn(stream)
-        })
-        .collect();
-    while shared.created.get() < wanted
-        && shared.failed_streams.get() == 0
-        && Instant::now() < cfg.setup_deadline + Duration::from_millis(100)
-    {
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    let per_stream = stream_keys(args.streams, args.watchers_per_stream, false);
+    let streams = open_streams(&clients, &cfg, &shared, &per_stream, &stop_rx).await;
     out.setup_secs = epoch.elapsed().as_secs_f64();
     out.watchers_created = shared.created.get();
 
@@ -148,7 +191,6 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     }
 
     // The writer only runs once every watcher exists, so each stream has all of its watchers.
-    let per_stream = vec![args.watchers_per_stream; args.streams];
     let sent: Vec<bool> = (0..args.puts).map(|seq| seq < out.puts_sent).collect();
     out.events_expected = events_for(&per_stream, &acked, args.keys);
     let most = events_for(&per_stream, &sent, args.keys);
@@ -160,12 +202,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
         out.cpu = span.end(tck);
     }
     drop(perf);
-    let _ = stop_tx.send(true);
-    for s in streams {
-        if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
-            out.tally.add(r, &acked, args.keys);
-        }
-    }
+    out.tally = close_streams(&stop_tx, streams, &acked, args.keys).await;
     out.failed_streams = shared.failed_streams.get();
     out.events_received = shared.events.get();
     out.responses = shared.responses.get();

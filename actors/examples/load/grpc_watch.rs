@@ -1,6 +1,6 @@
 //! One watch stream of the gRPC scenarios: an `etcd_client` gRPC `Watch` stream that creates its
-//! watchers (watcher `w` on key or prefix `w % keys`), then reads events and checks each
-//! watcher's keys, sequence numbers and revision order.
+//! watchers (watcher `w` on key or prefix `(first_key + w) % keys`, `first_key` the stream's),
+//! then reads events and checks each watcher's keys, sequence numbers and revision order.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,8 +52,9 @@ impl Shared {
 }
 
 pub struct WatchCfg {
-    /// Watcher `w` of a stream watches `keys[w % keys.len()]`; the puts to that key are the
-    /// sequence numbers `seq` with `seq % keys.len() == w % keys.len()`.
+    /// Watcher `w` of a stream watches `keys[(first_key + w) % keys.len()]`, `first_key` the
+    /// stream's; the puts to that key are the sequence numbers `seq` with
+    /// `seq % keys.len() == (first_key + w) % keys.len()`.
     pub keys: Vec<Vec<u8>>,
     /// Whether each of `keys` is a prefix rather than a key.
     pub prefix: bool,
@@ -81,9 +82,9 @@ impl WatchCfg {
         Some(o)
     }
 
-    /// Whether an event on `key` belongs to watcher `w`.
-    fn matches(&self, w: usize, key: &[u8]) -> bool {
-        let mine = &self.keys[w % self.keys.len()];
+    /// Whether an event on `key` belongs to the watcher of key index `k` (taken modulo `keys`).
+    fn matches(&self, k: usize, key: &[u8]) -> bool {
+        let mine = &self.keys[k % self.keys.len()];
         if self.prefix {
             key.starts_with(mine)
         } else {
@@ -95,6 +96,8 @@ impl WatchCfg {
 /// One stream's findings.
 #[derive(Default)]
 pub struct StreamResult {
+    /// The key index of the stream's first watcher: watcher `w` is on key `(first_key + w) % keys`.
+    pub first_key: usize,
     /// Per watcher (creation order): how often each put to its key arrived, by `seq / keys`.
     pub counts: Vec<Vec<u8>>,
     /// Per watcher: events whose revision was not above the previous one's.
@@ -110,15 +113,16 @@ pub fn parse_seq(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(&value[..digits]).ok()?.parse().ok()
 }
 
-/// Runs one stream of `watchers` watchers until `stop`.
+/// Runs one stream of `watchers` watchers, the first on key index `first_key`, until `stop`.
 pub async fn grpc_watch_stream(
     client: Client,
     cfg: std::rc::Rc<WatchCfg>,
     shared: std::rc::Rc<Shared>,
     watchers: usize,
+    first_key: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> StreamResult {
-    let mut res = StreamResult::default();
+    let mut res = StreamResult { first_key, ..StreamResult::default() };
     if let Err(e) = stream_inner(client, &cfg, &shared, watchers, &mut stop, &mut res).await {
         shared.failed_streams.set(shared.failed_streams.get() + 1);
         shared.progress.notify_one();
@@ -135,7 +139,8 @@ async fn stream_inner(
     stop: &mut tokio::sync::watch::Receiver<bool>,
     res: &mut StreamResult,
 ) -> Result<(), String> {
-    let key_of = |w: usize| cfg.keys[w % cfg.keys.len()].clone();
+    let first = res.first_key;
+    let key_of = |w: usize| cfg.keys[(first + w) % cfg.keys.len()].clone();
     // One `Watch` call opens the stream with its first watcher; the rest go over the same stream.
     // The server answers creates in order, so the n-th `created` is watcher n (and `matches`
     // catches it if not).
@@ -190,7 +195,8 @@ async fn stream_inner(
         };
         let mut lat = shared.lat.borrow_mut();
         for ev in events {
-            let Some(kv) = ev.kv().filter(|kv| ev.event_type() == EventType::Put && cfg.matches(w, kv.key())) else {
+            let Some(kv) = ev.kv().filter(|kv| ev.event_type() == EventType::Put && cfg.matches(first + w, kv.key()))
+            else {
                 res.unexpected += 1;
                 continue;
             };
@@ -199,7 +205,7 @@ async fn stream_inner(
             }
             last_rev[w] = last_rev[w].max(kv.mod_revision());
             // A sequence number of another key's puts is as wrong as another key.
-            match parse_seq(kv.value()).filter(|&s| s < cfg.max_seq && s % keys == w % keys) {
+            match parse_seq(kv.value()).filter(|&s| s < cfg.max_seq && s % keys == (first + w) % keys) {
                 Some(seq) => {
                     let c = &mut res.counts[w][seq / keys];
                     if *c == 0 {

@@ -4,7 +4,7 @@
 //! `cargo run --release -p watchkv-actors --example load -- [OPTIONS]`.
 //!
 //! For each server (started here on 127.0.0.1 with a temporary data directory, killed at the end
-//! even on errors), one of three scenarios (`--scenario`):
+//! even on errors), one of three scenarios (`--scenario`), or a fourth with both servers at once:
 //! - `http` (the default), two steps:
 //!   1. puts: `--clients` keep-alive HTTP clients, each doing sequential `POST /v3/kv/put` (or
 //!      gRPC `KV/Put` with `--protocol grpc`), for `--puts` puts in total → puts/s and latency
@@ -29,7 +29,23 @@
 //!   next round opens, until the writer is done → p50/p99 of the puts begun during a round (and
 //!   how many), the during/idle p99 ratio, the rounds completed, the catch-up time per round
 //!   (median, max), and the check that every round's watchers got exactly the prefix's puts in
-//!   order.
+//!   order;
+//! - `mirror-fanout`: what moving etcd's watchers to watchkv mirrors saves etcd. One
+//!   single-member etcd pinned to CPU 0 (`taskset -c 0`, or `sched_setaffinity` without
+//!   taskset), everything else (the mirrors and this tool, its writer thread too) on CPU 1, and
+//!   per run three phases, each with a fresh etcd: `baseline` (the writer alone), `direct`
+//!   (`--mirror-watchers` watchers on etcd, `--watchers-per-stream` per stream over
+//!   `--grpc-connections` connections, watcher `g` on key `g % --keys`) and `mirrors` (two
+//!   `watchkv --upstream <etcd>` mirrors with fresh data directories, the same watchers split
+//!   evenly over them). In each the writer puts `--rate` 64 B values per second (paced, one
+//!   connection, on etcd) for `--duration-secs` → etcd's CPU per put over the writer's window,
+//!   put p50/p99, put→event p50/p99, the exactly-once check, each mirror's apply rate (its
+//!   `/metrics` `watchkv_mirror_applied_revision`) against etcd's write rate, the mirrors' CPU
+//!   per put and peak RSS, and the targets: etcd CPU per put mirrors/baseline ≤ 1.2, etcd put
+//!   p99 mirrors/direct ≤ 0.5, put→event p99 mirrors/direct ≤ 1. Its defaults: 10k watchers,
+//!   `--keys 100` (100 watchers per key), `--rate 500`, `--duration-secs 10`. With `--runs N`
+//!   the phases run N times (baseline, direct, mirrors, then the other way round) and the table
+//!   shows medians and the per-run ratios.
 //!
 //! Every scenario also reports the server's CPU time (utime+stime from `/proc/<pid>/stat`) and
 //! its peak RSS (`VmHWM` from `/proc/<pid>/status`). With `--runs N` the scenario runs N times
@@ -55,8 +71,9 @@
 //! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` and
 //! `fsync_probe` (step 1), `watch_lines`, `watch_stream`, `fanout` and `drain` (step 2),
 //! `grpc_fanout`, `grpc_watch`, `grpc_writer`, `tally` and `hist` (grpc-fanout), `catchup` and
-//! `catchup_rounds` (grpc-catchup, on `grpc_watch` and `tally`), `report`, `grpc_report` and
-//! `table` (the rows, medians across runs, and the table).
+//! `catchup_rounds` (grpc-catchup, on `grpc_watch` and `tally`), `mirror_fanout`,
+//! `mirror_report` and `pinning` (mirror-fanout, on the grpc-fanout modules), `report`,
+//! `grpc_report` and `table` (the rows, medians across runs, and the table).
 //! This file checks the command line and prints the header and the table.
 
 mod args;
@@ -71,6 +88,9 @@ mod grpc_watch;
 mod grpc_writer;
 mod hist;
 mod http;
+mod mirror_fanout;
+mod mirror_report;
+mod pinning;
 mod put_client;
 mod puts;
 mod report;
@@ -86,17 +106,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail};
-use clap::Parser;
-
 use crate::args::Args;
+use crate::mirror_fanout::{run_mirror_fanout, ETCD_CPU, MIRRORS, OTHERS_CPU};
+use crate::mirror_report::print_mirror_table;
 use crate::report::print_table;
 use crate::runs::run_all;
 use crate::sampling::{clk_tck, loadavg};
 use crate::server::{shell_quote, Kind};
+use anyhow::{anyhow, bail};
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_with_scenario_defaults();
     let argv: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
     println!("command: {}", argv.join(" "));
     println!(
@@ -154,14 +174,44 @@ fn main() -> anyhow::Result<()> {
              --catchup-revisions must be positive"
         );
     }
-    if !["http", "grpc-fanout", "grpc-catchup"].contains(&args.scenario.as_str()) {
-        bail!("--scenario must be http, grpc-fanout or grpc-catchup, not {:?}", args.scenario);
+    if !["http", "grpc-fanout", "grpc-catchup", "mirror-fanout"].contains(&args.scenario.as_str()) {
+        bail!("--scenario must be http, grpc-fanout, grpc-catchup or mirror-fanout, not {:?}", args.scenario);
     }
     let tck = clk_tck();
     let started = Instant::now();
+    if args.scenario == "mirror-fanout" {
+        check_mirror_fanout(&args)?;
+        let reports = actix_rt::System::new().block_on(run_mirror_fanout(&args, tck));
+        println!("load avg {} at end; total {:.1} s", loadavg(), started.elapsed().as_secs_f64());
+        println!();
+        print_mirror_table(&args, reports);
+        return Ok(());
+    }
     let columns = actix_rt::System::new().block_on(run_all(&args, &kinds, tck));
     println!("load avg {} at end; total {:.1} s", loadavg(), started.elapsed().as_secs_f64());
     println!();
     print_table(&args, &columns);
+    Ok(())
+}
+
+/// mirror-fanout's own conditions: both servers, two CPUs to pin them to, watchers that fill
+/// whole streams, connections that split evenly over the mirrors, and some puts.
+fn check_mirror_fanout(args: &Args) -> anyhow::Result<()> {
+    if !args.watchkv_bin.exists() || !args.etcd_bin.exists() {
+        bail!("mirror-fanout needs both {} and {}", args.watchkv_bin.display(), args.etcd_bin.display());
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if cores < 2 {
+        bail!("mirror-fanout pins etcd to CPU {ETCD_CPU} and the rest to CPU {OTHERS_CPU}: {cores} CPUs here");
+    }
+    if args.mirror_watchers == 0 || !args.mirror_watchers.is_multiple_of(args.watchers_per_stream) {
+        bail!("--mirror-watchers must be a positive multiple of --watchers-per-stream");
+    }
+    if !args.grpc_connections.is_multiple_of(MIRRORS) {
+        bail!("--grpc-connections must be a multiple of {MIRRORS}, so that the watchers split evenly over the mirrors");
+    }
+    if args.rate == 0 || args.duration_secs == 0 {
+        bail!("--rate and --duration-secs must be positive");
+    }
     Ok(())
 }

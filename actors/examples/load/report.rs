@@ -6,6 +6,7 @@ use crate::catchup::Catchup;
 use crate::fanout::S2;
 use crate::grpc_fanout::GrpcFanout;
 use crate::grpc_report::{catchup_rows, grpc_rows};
+use crate::mirror_fanout::MirrorRun;
 use crate::puts::S1;
 use crate::table::{Cell, Columns, Rows};
 
@@ -18,6 +19,8 @@ pub struct Report {
     pub s2: Option<S2>,
     pub grpc: Option<GrpcFanout>,
     pub catchup: Option<Catchup>,
+    /// mirror-fanout's three phases (its reports carry nothing else).
+    pub mirror: Option<MirrorRun>,
     pub hwm_after_s1_kb: Option<u64>,
     pub hwm_after_s2_kb: Option<u64>,
     pub rss_end_kb: Option<u64>,

@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 
 use crate::args::Args;
 use crate::http::post;
+use crate::pinning::command_on;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -85,6 +86,18 @@ fn cmdline_of(cmd: &Command) -> String {
 }
 
 pub fn start_server(kind: Kind, args: &Args, run: usize) -> anyhow::Result<Server> {
+    start_server_on(kind, args, run, None, &[])
+}
+
+/// Starts a server as `start_server` does, on `cpu` only if given (see `pinning`), with `extra`
+/// arguments after the usual ones (e.g. a mirror's `--upstream`).
+pub fn start_server_on(
+    kind: Kind,
+    args: &Args,
+    run: usize,
+    cpu: Option<usize>,
+    extra: &[String],
+) -> anyhow::Result<Server> {
     let dir = match &args.data_root {
         Some(root) => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir_in(root)?,
         None => tempfile::Builder::new().prefix(&format!("load-{}-", kind.name())).tempdir()?,
@@ -94,7 +107,7 @@ pub fn start_server(kind: Kind, args: &Args, run: usize) -> anyhow::Result<Serve
     let data = dir.path().join("data");
     let mut cmd = match kind {
         Kind::Watchkv => {
-            let mut c = Command::new(&args.watchkv_bin);
+            let mut c = command_on(&args.watchkv_bin, cpu);
             c.env("RUST_LOG", "warn")
                 .arg("--data-dir")
                 .arg(&data)
@@ -106,7 +119,7 @@ pub fn start_server(kind: Kind, args: &Args, run: usize) -> anyhow::Result<Serve
         }
         Kind::Etcd => {
             let peer = free_port()?;
-            let mut c = Command::new(&args.etcd_bin);
+            let mut c = command_on(&args.etcd_bin, cpu);
             c.arg("--name")
                 .arg("load")
                 .arg("--data-dir")
@@ -121,6 +134,7 @@ pub fn start_server(kind: Kind, args: &Args, run: usize) -> anyhow::Result<Serve
             c
         }
     };
+    cmd.args(extra);
     let log = dir.path().join("server.log");
     let out = File::create(&log)?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);

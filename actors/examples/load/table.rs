@@ -43,10 +43,12 @@ struct Line {
 pub struct Rows<'a> {
     columns: &'a Columns,
     lines: Vec<Line>,
+    /// Column headings instead of the servers' names.
+    labels: Option<Vec<String>>,
 }
 
 /// The median of unsorted values (the mean of the middle two for an even count).
-fn median(mut vs: Vec<f64>) -> Option<f64> {
+pub fn median(mut vs: Vec<f64>) -> Option<f64> {
     vs.sort_by(f64::total_cmp);
     let n = vs.len();
     match n {
@@ -85,7 +87,13 @@ fn aggregate(cells: &[Cell]) -> (String, String, Option<f64>) {
 
 impl<'a> Rows<'a> {
     pub fn new(columns: &'a Columns) -> Self {
-        Self { columns, lines: Vec::new() }
+        Self { columns, lines: Vec::new(), labels: None }
+    }
+
+    /// Heads the columns with `labels` instead of the servers' names (e.g. when one server's
+    /// runs fill the only column).
+    pub fn label_columns(&mut self, labels: &[&str]) {
+        self.labels = Some(labels.iter().map(|l| l.to_string()).collect());
     }
 
     /// A heading: a name with no values.
@@ -141,7 +149,11 @@ impl<'a> Rows<'a> {
             .collect();
         let mut header = format!("{:<w0$}", "");
         for (i, (kind, _)) in self.columns.iter().enumerate() {
-            let name = if *kind == Kind::Etcd { "etcd 3.4" } else { kind.name() };
+            let name = match self.labels.as_ref().and_then(|l| l.get(i)) {
+                Some(label) => label.as_str(),
+                None if *kind == Kind::Etcd => "etcd 3.4",
+                None => kind.name(),
+            };
             let _ = write!(header, " | {:>w$}", name, w = widths[i]);
         }
         if with_ratio {

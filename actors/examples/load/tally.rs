@@ -40,9 +40,9 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Adds one stream's findings. Watcher `w` of a stream watches key `w % keys`, whose puts are
-    /// the sequence numbers `seq` with `seq % keys == w % keys`; its counts are indexed by
-    /// `seq / keys`. `acked[seq]` is whether put `seq` was acknowledged.
+    /// Adds one stream's findings. Watcher `w` of a stream watches key `k = (first_key + w) %
+    /// keys`, whose puts are the sequence numbers `seq` with `seq % keys == k`; its counts are
+    /// indexed by `seq / keys`. `acked[seq]` is whether put `seq` was acknowledged.
     pub fn add(&mut self, mut r: StreamResult, acked: &[bool], keys: usize) {
         let keys = keys.max(1);
         self.unexpected += r.unexpected;
@@ -54,7 +54,7 @@ impl Tally {
             self.out_of_order += ooo;
             let mut exact = ooo == 0;
             for (slot, &c) in counts.iter().enumerate() {
-                let acked = acked.get(slot * keys + w % keys).copied().unwrap_or(false);
+                let acked = acked.get(slot * keys + (r.first_key + w) % keys).copied().unwrap_or(false);
                 exact &= count_put(u64::from(c), acked, &mut self.missing, &mut self.duplicates, &mut self.unexpected);
             }
             if exact {
@@ -65,12 +65,13 @@ impl Tally {
 }
 
 /// Events the watchers should get: for each watcher, the puts to its key that `counted` (acked,
-/// or sent) says count. `watchers[s]` is how many watchers stream `s` created.
-pub fn events_for(watchers: &[usize], counted: &[bool], keys: usize) -> u64 {
+/// or sent) says count. `streams[s]` is stream `s`'s first key index and how many watchers it
+/// created (watcher `w` on key `(first + w) % keys`).
+pub fn events_for(streams: &[(usize, usize)], counted: &[bool], keys: usize) -> u64 {
     let keys = keys.max(1);
     let mut per_key = vec![0u64; keys];
     for (seq, _) in counted.iter().enumerate().filter(|(_, &c)| c) {
         per_key[seq % keys] += 1;
     }
-    watchers.iter().map(|&n| (0..n).map(|w| per_key[w % keys]).sum::<u64>()).sum()
+    streams.iter().map(|&(first, n)| (0..n).map(|w| per_key[(first + w) % keys]).sum::<u64>()).sum()
 }
