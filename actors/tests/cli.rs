@@ -18,6 +18,11 @@ const DESCRIBED_DEFAULTS: &[(&str, &str, Option<&str>)] = &[
     ("--workers", "one per core", None),
     ("--upstream", "none", None),
     ("--upstream-prefix", "none", None),
+    ("--upstream-cacert", "none", None),
+    ("--upstream-cert", "none", None),
+    ("--upstream-key", "none", None),
+    ("--upstream-user", "none", None),
+    ("--upstream-password", "none", None),
 ];
 
 /// Flags every clap program has, not configuration.
