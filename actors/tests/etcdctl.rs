@@ -128,6 +128,18 @@ struct Both {
 }
 
 impl Both {
+    /// Fails the test with every command whose outputs differed, and watchkv's log tail.
+    fn assert_no_differences(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} etcdctl commands differ:\n\n{}\n\nwatchkv log tail:\n{}",
+            self.failures.len(),
+            self.steps,
+            self.failures.join("\n\n"),
+            self.watchkv.log_tail(2000)
+        );
+    }
+
     fn new(etcd: Proc, watchkv: Proc, upstream: Option<Proc>) -> Self {
         Self {
             etcd,
@@ -383,14 +395,7 @@ fn etcdctl_reads_the_same(mirror: bool) {
         }
     }
     eprintln!("etcdctl: {} commands compared{}", b.steps, if b.upstream.is_some() { " (mirror)" } else { "" });
-    assert!(
-        b.failures.is_empty(),
-        "{} of {} etcdctl commands differ:\n\n{}\n\nwatchkv log tail:\n{}",
-        b.failures.len(),
-        b.steps,
-        b.failures.join("\n\n"),
-        b.watchkv.log_tail(2000)
-    );
+    b.assert_no_differences();
 }
 
 /// The decimal member id `endpoint status` reports.
@@ -496,14 +501,7 @@ fn etcdctl_alarms_quota_and_recovery_match_etcd() {
     b.cmd(&["put", "small", "v"]);
     b.cmd(&["get", "small"]);
 
-    assert!(
-        b.failures.is_empty(),
-        "{} of {} etcdctl commands differ:\n\n{}\n\nwatchkv log tail:\n{}",
-        b.failures.len(),
-        b.steps,
-        b.failures.join("\n\n"),
-        b.watchkv.log_tail(2000)
-    );
+    b.assert_no_differences();
 }
 
 /// Auth as etcdctl drives it, step by step on etcd 3.4.23 and watchkv: users, roles, grants on a
@@ -602,12 +600,5 @@ fn etcdctl_auth_round_trip_matches_etcd() {
     b.cmd(&["get", "foo"]);
     b.cmd(&["user", "list"]);
 
-    assert!(
-        b.failures.is_empty(),
-        "{} of {} etcdctl commands differ:\n\n{}\n\nwatchkv log tail:\n{}",
-        b.failures.len(),
-        b.steps,
-        b.failures.join("\n\n"),
-        b.watchkv.log_tail(2000)
-    );
+    b.assert_no_differences();
 }

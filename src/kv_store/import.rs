@@ -335,13 +335,21 @@ impl<'a> Import<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::StoreConfig;
     use crate::request::{PutRequest, RangeRequest};
     use crate::KeyRange;
 
-    fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64, lease: i64) -> KeyValue {
+    /// A key-value as upstream sends it (also used by the upstream tests).
+    pub(in crate::kv_store) fn kv(
+        key: &str,
+        value: &str,
+        create: i64,
+        modified: i64,
+        version: i64,
+        lease: i64,
+    ) -> KeyValue {
         KeyValue {
             key: key.into(),
             create_revision: create,

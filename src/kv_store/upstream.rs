@@ -189,19 +189,9 @@ impl KvStore {
 mod tests {
     use super::*;
     use crate::config::StoreConfig;
+    use crate::kv_store::import::tests::kv;
     use crate::request::{PutRequest, RangeRequest};
     use crate::KeyRange;
-
-    fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64, lease: i64) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            create_revision: create,
-            mod_revision: modified,
-            version,
-            value: value.into(),
-            lease,
-        }
-    }
 
     fn put(key: &str, value: &str, create: i64, modified: i64, version: i64, lease: i64) -> UpstreamChange {
         UpstreamChange::Put(kv(key, value, create, modified, version, lease))
