@@ -444,24 +444,13 @@ impl Upstream {
 /// Upstream's messages as the core's responses, for the gateway's encoders (which add the
 /// mirror's identity to the revision).
 pub mod core {
-    use watchkv::{DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
+    use watchkv::{DeleteRangeResponse, PutResponse, RangeResponse, ResponseOp, TxnResponse};
 
     use crate::api::pb::etcdserverpb as pb;
-    use crate::api::pb::mvccpb;
+    use crate::grpc::convert::from_key_value;
 
     fn revision(header: Option<&pb::ResponseHeader>) -> i64 {
         header.map_or(0, |h| h.revision)
-    }
-
-    fn key_value(kv: mvccpb::KeyValue) -> KeyValue {
-        KeyValue {
-            key: kv.key,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            value: kv.value,
-            lease: kv.lease,
-        }
     }
 
     /// A `RangeResponse`.
@@ -469,7 +458,7 @@ pub mod core {
     pub fn range(r: pb::RangeResponse) -> RangeResponse {
         RangeResponse {
             revision: revision(r.header.as_ref()),
-            kvs: r.kvs.into_iter().map(key_value).collect(),
+            kvs: r.kvs.into_iter().map(from_key_value).collect(),
             more: r.more,
             count: r.count,
         }
@@ -478,7 +467,7 @@ pub mod core {
     /// A `PutResponse`.
     #[must_use]
     pub fn put(r: pb::PutResponse) -> PutResponse {
-        PutResponse { revision: revision(r.header.as_ref()), prev_kv: r.prev_kv.map(key_value) }
+        PutResponse { revision: revision(r.header.as_ref()), prev_kv: r.prev_kv.map(from_key_value) }
     }
 
     /// A `DeleteRangeResponse`.
@@ -487,7 +476,7 @@ pub mod core {
         DeleteRangeResponse {
             revision: revision(r.header.as_ref()),
             deleted: r.deleted,
-            prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
+            prev_kvs: r.prev_kvs.into_iter().map(from_key_value).collect(),
         }
     }
 

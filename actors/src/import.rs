@@ -22,6 +22,7 @@ use watchkv::{ImportedSnapshot, KeyValue, KvStore, StoreConfig};
 
 use crate::api::pb::etcdserverpb::kv_client::KvClient;
 use crate::api::pb::etcdserverpb::RangeRequest;
+use crate::grpc::convert::from_key_value;
 use crate::upstream::{authorized, status_text, ChannelOptions, UpstreamEtcd};
 
 /// Keys asked for per page by default.
@@ -304,18 +305,7 @@ impl<'a> Pages<'a> {
             key.push(0);
             key
         });
-        let kvs = resp
-            .kvs
-            .into_iter()
-            .map(|kv| KeyValue {
-                key: kv.key,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                value: kv.value,
-                lease: kv.lease,
-            })
-            .collect();
+        let kvs = resp.kvs.into_iter().map(from_key_value).collect();
         Ok((kvs, next_key))
     }
 }

@@ -27,11 +27,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::metadata::MetadataValue;
-use watchkv::{KeyValue, KvStore, StoreConfig, UpstreamChange, UpstreamRevision};
+use watchkv::{KvStore, StoreConfig, UpstreamChange, UpstreamRevision};
 
 use crate::api::pb::etcdserverpb::watch_client::WatchClient;
 use crate::api::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::api::pb::mvccpb;
+use crate::grpc::convert::from_key_value;
 use crate::handle::Handle;
 use crate::import::{import_from_etcd, key_range, read_keyspace, ImportError, ImportOptions, ImportReport};
 use crate::mirror_status::UpstreamStatus;
@@ -314,14 +315,7 @@ fn by_revision(applied: i64, events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamR
         let change = if event.r#type == mvccpb::event::EventType::Delete as i32 {
             UpstreamChange::Delete(kv.key)
         } else {
-            UpstreamChange::Put(KeyValue {
-                key: kv.key,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                value: kv.value,
-                lease: kv.lease,
-            })
+            UpstreamChange::Put(from_key_value(kv))
         };
         match revisions.last_mut() {
             Some(last) if last.revision == revision => last.changes.push(change),

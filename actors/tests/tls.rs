@@ -79,7 +79,23 @@ struct Both<'a> {
     steps: usize,
 }
 
-impl Both<'_> {
+impl<'a> Both<'a> {
+    /// etcd and watchkv serving TLS with the same `flags` in `dir`, watchkv's address given as
+    /// `--listen-client-urls https://…` (etcd's spelling) or as `--listen`; each waited for
+    /// with `ready`.
+    fn start(dir: &Path, certs: &'a Certs, flags: &[String], ready: &Arc<rustls::ClientConfig>, url: bool) -> Self {
+        let etcd = start_etcd_tls(&dir.join("etcd"), flags, ready);
+        let port = free_port();
+        let mut wk_flags = flags.to_vec();
+        if url {
+            wk_flags.extend(["--listen-client-urls".to_string(), format!("https://127.0.0.1:{port}")]);
+        } else {
+            wk_flags.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        let watchkv = start_watchkv_tls(&dir.join("watchkv"), port, &wk_flags, ready);
+        Self { etcd, watchkv, certs, failures: Vec::new(), steps: 0 }
+    }
+
     fn compare(&mut self, step: &str, e: &Printed, w: &Printed) {
         self.steps += 1;
         if e != w {
@@ -198,12 +214,8 @@ fn tls_without_client_certificates_matches_etcd() {
     let certs = make_certs(dir.path());
     let flags = certs.server_flags(&[]);
     let ready = client_config(&certs.ca, None, &[b"http/1.1"]);
-    let etcd = start_etcd_tls(&dir.path().join("etcd"), &flags, &ready);
-    let port = free_port();
-    let mut wk_flags = flags.clone();
-    wk_flags.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
-    let watchkv = start_watchkv_tls(&dir.path().join("watchkv"), port, &wk_flags, &ready);
-    let mut b = Both { etcd, watchkv, certs: &certs, failures: Vec::new(), steps: 0 };
+    let mut b = Both::start(dir.path(), &certs, &flags, &ready, false);
+    let port = b.watchkv.port;
 
     b.cmd(None, &["put", "foo", "bar"]);
     b.cmd(None, &["put", "foo", "baz", "--prev-kv"]);
@@ -268,13 +280,9 @@ fn client_cert_auth_matches_etcd() {
     let certs = make_certs(dir.path());
     let flags = certs.server_flags(&["--trusted-ca-file", "--client-cert-auth"]);
     let ready = client_config(&certs.ca, Some(&certs.alice), &[b"http/1.1"]);
-    let etcd = start_etcd_tls(&dir.path().join("etcd"), &flags, &ready);
     // etcd's spelling of the address.
-    let port = free_port();
-    let mut wk_flags = flags.clone();
-    wk_flags.extend(["--listen-client-urls".to_string(), format!("https://127.0.0.1:{port}")]);
-    let watchkv = start_watchkv_tls(&dir.path().join("watchkv"), port, &wk_flags, &ready);
-    let mut b = Both { etcd, watchkv, certs: &certs, failures: Vec::new(), steps: 0 };
+    let mut b = Both::start(dir.path(), &certs, &flags, &ready, true);
+    let port = b.watchkv.port;
     let alice = certs.alice.clone();
 
     b.cmd(Some(&alice), &["put", "foo", "bar"]);
@@ -336,12 +344,7 @@ fn a_trusted_ca_alone_requires_client_certificates_as_in_etcd() {
     let certs = make_certs(dir.path());
     let flags = certs.server_flags(&["--trusted-ca-file"]);
     let ready = client_config(&certs.ca, Some(&certs.alice), &[b"http/1.1"]);
-    let etcd = start_etcd_tls(&dir.path().join("etcd"), &flags, &ready);
-    let port = free_port();
-    let mut wk_flags = flags.clone();
-    wk_flags.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
-    let watchkv = start_watchkv_tls(&dir.path().join("watchkv"), port, &wk_flags, &ready);
-    let mut b = Both { etcd, watchkv, certs: &certs, failures: Vec::new(), steps: 0 };
+    let mut b = Both::start(dir.path(), &certs, &flags, &ready, false);
     let alice = certs.alice.clone();
     b.cmd(Some(&alice), &["put", "k", "v"]);
     b.refused("without a client certificate", None, &["get", "k"]);

@@ -25,6 +25,19 @@ pub fn into_key_value(kv: KeyValue) -> mvccpb::KeyValue {
     }
 }
 
+/// The core's `KeyValue`, taking an `mvccpb.KeyValue` (one upstream sent a mirror).
+#[must_use]
+pub fn from_key_value(kv: mvccpb::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
 /// `RangeResponse`; `h` is `None` inside a txn.
 #[must_use]
 pub fn range_response(h: Option<Header>, r: RangeResponse) -> pb::RangeResponse {

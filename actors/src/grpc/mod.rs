@@ -11,7 +11,7 @@
 mod auth;
 mod authority;
 pub mod connection;
-mod convert;
+pub(crate) mod convert;
 mod election;
 mod kv;
 mod lease;
