@@ -108,6 +108,10 @@ pub struct Args {
     /// If set, `perf record -g` each server during each scenario into this directory.
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,
+    /// An extra argument for every watchkv server this tool starts (repeat it for more), e.g.
+    /// `--watchkv-arg=--workers=4`
+    #[arg(long = "watchkv-arg", allow_hyphen_values = true)]
+    pub watchkv_args: Vec<String>,
 }
 
 /// mirror-fanout's `--keys` unless given: 100 watchers per key of its 10k, so that each put

@@ -114,7 +114,8 @@ pub fn start_server_on(
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--durability")
-                .arg("fsync");
+                .arg("fsync")
+                .args(&args.watchkv_args);
             c
         }
         Kind::Etcd => {
