@@ -53,14 +53,35 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Puts `k/<i>`; the revision, or the error body.
-fn put(port: u16, i: u64) -> Result<i64, String> {
+/// What the gateway answers a write refused after a storage failure: HTTP 500 and gRPC code 13
+/// (`Internal`, as every storage failure) with the poisoned store's text.
+const REFUSED_STATUS: u16 = 500;
+const REFUSED_CODE: i64 = 13;
+const POISONED: &str = "etcdserver: mvcc: store is poisoned by a storage failure; writes are refused until it recovers";
+/// `/health`'s reason meanwhile: the same text without the gateway's `etcdserver: ` prefix.
+const HEALTH_REASON: &str = "mvcc: store is poisoned by a storage failure; writes are refused until it recovers";
+
+/// Puts `k/<i>`; the revision, or the refusal as (HTTP status, body). Connection errors panic:
+/// the server must answer every write, full disk or not.
+fn put(port: u16, i: u64) -> Result<i64, (u16, String)> {
     let body = json!({"key": b64(format!("k/{i:05}")), "value": b64(noise(i, 16 * 1024))});
-    match try_post(port, "/v3/kv/put", body.to_string().as_bytes()) {
-        Ok(r) if r.status == 200 => Ok(int(&r.json()["header"], "revision")),
-        Ok(r) => Err(format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body))),
-        Err(e) => Err(e.to_string()),
+    let r = try_post(port, "/v3/kv/put", body.to_string().as_bytes()).unwrap_or_else(|e| panic!("put k/{i:05}: {e}"));
+    if r.status == 200 {
+        Ok(int(&r.json()["header"], "revision"))
+    } else {
+        Err((r.status, String::from_utf8_lossy(&r.body).into_owned()))
     }
+}
+
+/// Asserts that `refusal` is the gateway's answer to a write on a poisoned store, exactly.
+fn assert_poisoned(refusal: &(u16, String), what: &str) {
+    let (status, body) = refusal;
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body}"));
+    assert_eq!(
+        (*status, v["code"].as_i64(), v["message"].as_str()),
+        (REFUSED_STATUS, Some(REFUSED_CODE), Some(POISONED)),
+        "{what}: {body}"
+    );
 }
 
 #[test]
@@ -91,12 +112,13 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
         assert!(i < 5000, "24 MiB never filled");
     };
     assert!(acked.len() > 10, "the store took writes before the disk filled: {}", acked.len());
-    assert!(refusal.contains("HTTP 5") || refusal.contains("poisoned"), "{refusal}");
+    assert_poisoned(&refusal, "the write the full disk failed");
     let down = wait_for("/health false", || {
         let (code, body) = wire::http_get(port, "/health");
         (code == 503).then_some(body)
     });
-    assert!(down.contains("\"health\":\"false\""), "{down}");
+    let down_json: Value = serde_json::from_str(&down).unwrap_or_else(|e| panic!("/health is not JSON ({e}): {down}"));
+    assert_eq!(down_json, json!({"health": "false", "reason": HEALTH_REASON}), "{down}");
     let mut last = String::new();
     let start = Instant::now();
     let alarms = loop {
@@ -112,7 +134,8 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     let _ = last;
     assert_eq!(alarms["alarms"][0]["alarm"], "NOSPACE", "{alarms}");
     i += 1;
-    assert!(put(port, i).is_err(), "still full: still refused");
+    let still = put(port, i).expect_err("still full: still refused");
+    assert_poisoned(&still, "a write while the disk is still full");
 
     // Free the space: the store comes back by itself.
     std::fs::remove_file(&ballast).expect("delete the ballast");
