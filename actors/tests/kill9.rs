@@ -10,6 +10,8 @@
 //! - the watcher resumes from its last seen revision + 1: the events it saw before the kill
 //!   followed by the resumed ones must be exactly the store's history (a fresh watch from
 //!   revision 1): no gap, no duplicate, nothing seen before the kill that the crash then lost.
+//!
+//! And a kill -9 during a defragment (`kill9_during_a_defragment_loses_nothing_acknowledged`).
 
 mod wire;
 
@@ -20,7 +22,7 @@ use std::thread;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use wire::{b64, bytes_field, int, start_watchkv, try_post, Proc, WatchStream, DEADLINE};
+use wire::{b64, bytes_field, defrag, int, start_watchkv, try_post, Proc, WatchStream, DEADLINE};
 
 const CYCLES: usize = 3;
 const WRITERS: usize = 4;
@@ -307,61 +309,48 @@ fn kill9_under_write_load_loses_no_acknowledged_write_and_no_watch_event() {
     );
 }
 
-/// kill -9 while a defragment runs (fjall's flush and major compaction in progress, deleted
-/// data being dropped): after the restart every acknowledged write is there, deleted keys stay
-/// deleted, and a defragment then completes.
+/// kill -9 while a defragment runs (fjall's major compaction rewriting the store, deleted data
+/// being dropped): the kill follows the first sign on disk that the defragment has started and
+/// cuts its request (no answer); after the restart every acknowledged write is there, deleted
+/// keys stay deleted, the history stays compacted, and a defragment then completes.
 #[test]
 fn kill9_during_a_defragment_loses_nothing_acknowledged() {
+    let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let port = wire::free_port();
     let mut server = start_watchkv(&data, port, &[]);
-    // Enough data that the defragment takes a while: 600 values of 8 KiB, a third overwritten,
-    // a third deleted, history compacted.
-    let mut acks = Vec::new();
-    for i in 0..600u32 {
-        let value = format!("{i:08}").repeat(1024);
-        let r = try_post(
-            port,
-            "/v3/kv/put",
-            json!({"key": b64(format!("d/{i:04}")), "value": b64(&value)}).to_string().as_bytes(),
-        )
-        .expect("put");
-        assert_eq!(r.status, 200);
-        acks.push((format!("d/{i:04}"), value, int(&r.json()["header"], "revision")));
-    }
-    for i in (0..600u32).step_by(3) {
-        let r = try_post(port, "/v3/kv/deleterange", json!({"key": b64(format!("d/{i:04}"))}).to_string().as_bytes())
-            .expect("delete");
-        assert_eq!(r.status, 200);
-    }
-    let rev = current_revision(port);
-    let r = try_post(
-        port,
-        "/v3/kv/compaction",
-        json!({"revision": rev.to_string(), "physical": true}).to_string().as_bytes(),
-    )
-    .expect("compact");
-    assert_eq!(r.status, 200);
-    // The defragment runs on its own connection and the kill follows shortly: on this data it
-    // usually lands mid-defragment; wherever it lands, the checks below must hold. (A pause to
-    // aim the kill, not a synchronisation.)
-    let defrag = thread::spawn(move || try_post(port, "/v3/maintenance/defragment", b"{}"));
-    thread::sleep(std::time::Duration::from_millis(20));
-    server.kill9();
-    let _ = defrag.join();
+    let loaded = defrag::load(port);
+    let loaded_in = started.elapsed();
 
-    let _server = start_watchkv(&data, port, &[]);
-    for (n, (key, value, revision)) in acks.iter().enumerate() {
-        let r = try_post(port, "/v3/kv/range", json!({"key": b64(key)}).to_string().as_bytes()).expect("range");
-        let v = r.json();
-        if n % 3 == 0 {
-            assert_eq!(v["count"], Value::Null, "{key} stays deleted: {v}");
-        } else {
-            assert_eq!(bytes_field(&v["kvs"][0], "value"), value.as_bytes(), "{key}");
-            assert_eq!(int(&v["kvs"][0], "mod_revision"), *revision, "{key}");
-        }
-    }
-    let r = try_post(port, "/v3/maintenance/defragment", b"{}").expect("defragment after the restart");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let before = defrag::store_files(&data);
+    let (answered_tx, answered) = mpsc::channel();
+    let defragment = thread::spawn(move || {
+        let reply = try_post(port, "/v3/maintenance/defragment", b"{}");
+        let _ = answered_tx.send(());
+        reply
+    });
+    let new_files = defrag::wait_until_started(&data, &before, || answered.try_recv().is_ok());
+    server.kill9();
+    let reply = defragment.join().expect("defragment thread");
+    assert!(
+        reply.is_err(),
+        "the defragment answered before the kill ({reply:?}): the kill did not land during it (its first new file: \
+         {new_files:?})"
+    );
+
+    // Restart on the same directory (new port: the old one may linger in TIME_WAIT).
+    let restart = Instant::now();
+    let server = start_watchkv(&data, wire::free_port(), &[]);
+    let restart_took = restart.elapsed();
+    defrag::check(server.port, &loaded);
+    let r = try_post(server.port, "/v3/maintenance/defragment", b"{}").expect("defragment after the restart");
+    assert_eq!((r.status, r.body.as_slice()), (200, b"{}".as_slice()), "{}", String::from_utf8_lossy(&r.body));
+    drop(server);
+    eprintln!(
+        "kill9 during a defragment: loaded in {loaded_in:.1?}, killed after {new_files:?} appeared, the defragment's \
+         request cut ({}); restart took {restart_took:.1?}; {:.1?} in all",
+        reply.err().map_or_else(String::new, |e| e.to_string()),
+        started.elapsed()
+    );
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod defrag;
 pub mod proxy;
 
 /// How long anything a test expects may take before it fails. Generous: CI machines have two
