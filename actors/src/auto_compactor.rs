@@ -3,10 +3,10 @@
 //! starts is announced to watchers and answered like a client's.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use watchkv::auto_compaction::{AutoCompaction, AutoCompactor};
+use watchkv::auto_compaction::{AutoCompaction, AutoCompactor, Revision};
 use watchkv::Error;
 
 use crate::protocol::{Compact, RevisionClock};
@@ -27,6 +27,16 @@ impl AutoCompactorActor {
     pub fn new(policy: AutoCompaction, compact: Recipient<Compact>, clock: Arc<RevisionClock>) -> Self {
         let compactor = AutoCompactor::new(policy, Instant::now(), clock.current());
         Self { policy, compactor, compact, clock, busy: false }
+    }
+
+    /// Has a `revision` policy look every `interval` instead of etcd's five minutes
+    /// ([`crate::ActorsConfig::revision_compaction_interval`]); a `periodic` one is unchanged.
+    #[must_use]
+    pub fn with_revision_interval(mut self, interval: Duration) -> Self {
+        if let AutoCompaction::Revision(retention) = self.policy {
+            self.compactor = AutoCompactor::Revision(Revision::new(retention, interval));
+        }
+        self
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

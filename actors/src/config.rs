@@ -125,6 +125,7 @@ pub struct ActorsConfig {
     catch_up_priority: CatchUpPriority,
     store_time_slice: Option<Duration>,
     auto_compaction: Option<watchkv::auto_compaction::AutoCompaction>,
+    revision_compaction_interval: Duration,
     auth_token_ttl: Duration,
     bcrypt_cost: u32,
     integrity_check_interval: Option<Duration>,
@@ -148,6 +149,7 @@ impl ActorsConfig {
             catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
             store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
             auto_compaction: None,
+            revision_compaction_interval: watchkv::auto_compaction::REVISION_CHECK_INTERVAL,
             auth_token_ttl: crate::api::auth::DEFAULT_TOKEN_TTL,
             bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
             integrity_check_interval: None,
@@ -240,6 +242,27 @@ impl ActorsConfig {
     #[must_use]
     pub fn with_auto_compaction(mut self, policy: Option<watchkv::auto_compaction::AutoCompaction>) -> Self {
         self.auto_compaction = policy;
+        self
+    }
+
+    /// How often a `revision` auto-compaction policy looks at the current revision. Default =
+    /// etcd's five minutes (`revision.go` `revInterval`, a constant there, so no flag sets it
+    /// here either): a seam for tests, which cannot wait that long. A `periodic` policy's
+    /// intervals follow its retention and do not change.
+    #[must_use]
+    pub fn revision_compaction_interval(&self) -> Duration {
+        self.revision_compaction_interval
+    }
+
+    /// Sets [`Self::revision_compaction_interval`].
+    ///
+    /// # Panics
+    /// If the interval is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn with_revision_compaction_interval(mut self, interval: Duration) -> Self {
+        assert!(!interval.is_zero(), "revision_compaction_interval must be positive");
+        self.revision_compaction_interval = interval;
         self
     }
 

@@ -110,9 +110,10 @@ pub(crate) async fn start_with_history_reader(
     }
     if let Some(policy) = config.auto_compaction() {
         let (compact, clock) = (store.clone().recipient(), Arc::clone(&clock));
+        let revision_interval = config.revision_compaction_interval();
         // Beside the victim actor: it wakes a few times per period and only sends a message.
         AutoCompactorActor::start_in_arbiter(&victim_arbiter.handle(), move |_| {
-            AutoCompactorActor::new(policy, compact, clock)
+            AutoCompactorActor::new(policy, compact, clock).with_revision_interval(revision_interval)
         });
     }
     if let Some(interval) = config.integrity_check_interval() {

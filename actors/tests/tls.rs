@@ -1,8 +1,10 @@
 //! TLS on the client port, compared with real etcd 3.4.23 run with the same certificates: etcdctl
 //! with `--cacert` (and `--cert`/`--key`) against both, with and without client-certificate
 //! auth; clients without a certificate, or with one from another CA, refused by both; the
-//! gateway over HTTPS; a plaintext client refused without harm to the server. The certificates,
-//! the HTTPS client and etcd over TLS are the `certs` fixtures'.
+//! gateway over HTTPS; a plaintext client refused without harm to the server. With auth on, the
+//! gateway takes the client certificate's common name as the user (watchkv's alone: etcd 3.4's
+//! gateway does not). The certificates, the HTTPS client and etcd over TLS are the `certs`
+//! fixtures'.
 
 mod certs;
 mod wire;
@@ -16,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use certs::{
-    client_config, etcdctl, https, make_certs, path, run, spawn_logged, start_etcd_tls, tls_connect,
-    wait_until_serving_tls, Certs, Pair, TIMEOUTS,
+    client_config, etcdctl, https, https_with_headers, make_certs, path, run, spawn_logged, start_etcd_tls,
+    tls_connect, wait_until_serving_tls, Certs, Pair, TIMEOUTS,
 };
 use serde_json::{json, Value};
 use wire::{b64, drop_identity, free_port, Proc, DEADLINE};
@@ -336,6 +338,73 @@ fn client_cert_auth_matches_etcd() {
     b.cmd(Some(&alice), &["get", "foo"]);
     b.cmd(Some(&alice), &["auth", "disable", root]);
     b.finish();
+}
+
+/// With auth on, a gateway request without a token is made as the user its TLS client
+/// certificate names (docs/etcd-semantics.md §16, point 5): alice's certificate reads what alice
+/// may read and nothing else, and a token, even a bad one, takes precedence over it. etcd 3.4's
+/// gateway calls gRPC over its own connection and never sees the client's certificate, so there
+/// is no etcd to compare with.
+#[test]
+fn the_gateway_takes_the_client_certificates_user_with_auth_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = make_certs(dir.path());
+    let port = free_port();
+    let mut flags = certs.server_flags(&["--trusted-ca-file", "--client-cert-auth"]);
+    flags.extend(["--listen".to_string(), format!("127.0.0.1:{port}"), "--bcrypt-cost".into(), "4".into()]);
+    let as_alice = client_config(&certs.ca, Some(&certs.alice), &[b"http/1.1"]);
+    let server = start_watchkv_tls(&dir.path().join("watchkv"), port, &flags, &as_alice);
+    // A request with alice's certificate and, if given, a token.
+    let call = |uri: &str, token: Option<&str>, body: Value| -> (u16, Value) {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+        let (code, text) = https_with_headers(port, Arc::clone(&as_alice), "POST", uri, &headers, &body.to_string())
+            .unwrap_or_else(|e| panic!("POST {uri}: {e}\n{}", server.log_tail(3000)));
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {uri}: not JSON ({e}): {text}"));
+        (code, v)
+    };
+    let ok = |uri: &str, token: Option<&str>, body: Value| -> Value {
+        let (code, v) = call(uri, token, body.clone());
+        assert_eq!(code, 200, "POST {uri} {body}: {v}");
+        v
+    };
+    let denied = |uri: &str, token: Option<&str>, body: Value, message: &str| {
+        let (code, v) = call(uri, token, body.clone());
+        assert_eq!((code, &v["message"]), (403, &json!(message)), "POST {uri} {body}: {v}");
+    };
+
+    // Before auth is on, anyone may set it up: root with the root role, alice reading `foo`.
+    ok("/v3/kv/put", None, json!({"key": b64("foo"), "value": b64("bar")}));
+    ok("/v3/kv/put", None, json!({"key": b64("other"), "value": b64("secret")}));
+    ok("/v3/auth/user/add", None, json!({"name": "root", "password": "rootpw"}));
+    ok("/v3/auth/role/add", None, json!({"name": "root"}));
+    ok("/v3/auth/user/grant", None, json!({"user": "root", "role": "root"}));
+    ok("/v3/auth/user/add", None, json!({"name": "alice", "password": "apw"}));
+    ok("/v3/auth/role/add", None, json!({"name": "ro"}));
+    ok("/v3/auth/role/grant", None, json!({"name": "ro", "perm": {"permType": "READ", "key": b64("foo")}}));
+    ok("/v3/auth/user/grant", None, json!({"user": "alice", "role": "ro"}));
+    ok("/v3/auth/enable", None, json!({}));
+
+    // No token: alice, by her certificate.
+    let read = ok("/v3/kv/range", None, json!({"key": b64("foo")}));
+    assert_eq!(read["kvs"][0]["value"], json!(b64("bar")), "{read}");
+    let denial = "etcdserver: permission denied";
+    denied("/v3/kv/range", None, json!({"key": b64("other")}), denial);
+    denied("/v3/kv/put", None, json!({"key": b64("foo"), "value": b64("by-alice")}), denial);
+    denied("/v3/auth/user/list", None, json!({}), denial);
+    // A token takes precedence over the certificate: root's writes, a bad token's refusal.
+    let token = ok("/v3/auth/authenticate", None, json!({"name": "root", "password": "rootpw"}));
+    let token = token["token"].as_str().expect("a token").to_string();
+    ok("/v3/kv/put", Some(&token), json!({"key": b64("foo"), "value": b64("by-root")}));
+    let users = ok("/v3/auth/user/list", Some(&token), json!({}));
+    assert_eq!(users["users"], json!(["alice", "root"]), "{users}");
+    let (code, v) = call("/v3/kv/range", Some("not-a-token"), json!({"key": b64("foo")}));
+    assert_eq!((code, &v["message"]), (401, &json!("etcdserver: invalid auth token")), "{v}");
+    let read = ok("/v3/kv/range", None, json!({"key": b64("foo")}));
+    assert_eq!(read["kvs"][0]["value"], json!(b64("by-root")), "alice reads root's write: {read}");
+    // Alice's certificate cannot turn auth off; root's token can, and then anyone may write.
+    denied("/v3/auth/disable", None, json!({}), denial);
+    ok("/v3/auth/disable", Some(&token), json!({}));
+    ok("/v3/kv/put", None, json!({"key": b64("other"), "value": b64("by-anyone")}));
 }
 
 #[test]

@@ -169,10 +169,23 @@ pub fn https(
     uri: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    https_with_headers(port, config, method, uri, &[], body)
+}
+
+/// [`https`] with extra request headers (`Authorization`, say).
+pub fn https_with_headers(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let (mut stream, _) = tls_connect(port, config)?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     write!(
         stream,
-        "{method} {uri} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {uri} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()?;
