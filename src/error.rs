@@ -152,6 +152,29 @@ impl Error {
         false
     }
 
+    /// Returns whether the error says the store's own bytes are damaged: a record that does not
+    /// decode, or a block whose checksum, compression or framing fjall finds wrong. The
+    /// integrity self-check raises `CORRUPT` on these rather than skipping the check.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        use fjall::LsmError;
+        match self {
+            Self::Corrupt { .. } => true,
+            Self::Storage(fjall::Error::Decompress(_) | fjall::Error::InvalidTrailer | fjall::Error::InvalidTag(_)) => {
+                true
+            }
+            Self::Storage(fjall::Error::Storage(e)) => matches!(
+                e,
+                LsmError::ChecksumMismatch { .. }
+                    | LsmError::Decompress(_)
+                    | LsmError::InvalidTrailer
+                    | LsmError::InvalidTag(_)
+                    | LsmError::InvalidHeader(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// Returns whether the error is the client's doing (bad input, a compacted or future
     /// revision, an unknown lease) rather than a failure of the server or its disk.
     #[must_use]
@@ -174,3 +197,21 @@ impl Error {
 
 /// Result with the core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_is_a_record_or_block_that_does_not_read_back() {
+        let undecodable = Error::Corrupt { revision: "7".into(), reason: "truncated".into() };
+        assert!(undecodable.is_damage());
+        assert!(Error::Storage(fjall::Error::InvalidTrailer).is_damage());
+        assert!(Error::Storage(fjall::Error::Storage(fjall::LsmError::InvalidHeader("block"))).is_damage());
+        // What a client, a compaction race or a full disk causes is not damage.
+        assert!(!Error::Compacted { requested: 3, compact_rev: 5 }.is_damage());
+        assert!(!Error::Poisoned.is_damage());
+        assert!(!Error::Storage(fjall::Error::Locked).is_damage());
+        assert!(!Error::Io(std::io::Error::other("no space")).is_damage());
+    }
+}

@@ -38,27 +38,46 @@ impl IntegrityChecker {
         let revision = self.check.next_revision(self.clock.compact());
         let store = self.store.clone();
         let hashed = async move {
-            let plan = store.send(PlanHashKv(revision)).await.ok()?.ok()?;
-            actix_rt::task::spawn_blocking(move || plan.run()).await.ok()?.ok()
+            let plan = store.send(PlanHashKv(revision)).await.ok()?;
+            let hash = match plan {
+                Ok(plan) => actix_rt::task::spawn_blocking(move || plan.run()).await.ok()?,
+                Err(e) => Err(e),
+            };
+            Some(hash)
         };
         ctx.spawn(hashed.into_actor(self).map(|hash, act, _| {
             act.busy = false;
-            // A compaction between planning and now, or a store that stopped: try next time.
-            let Some(hash) = hash else { return };
-            match act.check.observe(hash) {
-                IntegrityVerdict::Recorded | IntegrityVerdict::Consistent => {}
-                IntegrityVerdict::Mismatch { revision, expected, found } => {
-                    tracing::error!(
-                        revision,
-                        expected,
-                        found,
-                        "the store's history hashes differently than before: raising CORRUPT"
-                    );
-                    let alarm = AlarmMember { member_id: act.member_id, alarm: AlarmType::Corrupt };
-                    act.store.do_send(Alarm::Activate(alarm));
+            match hash {
+                // The store stopped: nothing to check.
+                None => {}
+                Some(Ok(hash)) => match act.check.observe(hash) {
+                    IntegrityVerdict::Recorded | IntegrityVerdict::Consistent => {}
+                    IntegrityVerdict::Mismatch { revision, expected, found } => {
+                        tracing::error!(
+                            revision,
+                            expected,
+                            found,
+                            "the store's history hashes differently than before: raising CORRUPT"
+                        );
+                        act.raise_corrupt();
+                    }
+                },
+                // A row that no longer decodes, or a block whose checksum fails, is the damage
+                // this check exists to find: fjall reports it as an error, not as other rows.
+                Some(Err(e)) if e.is_damage() => {
+                    tracing::error!(error = %e, "the store's history cannot be read back: raising CORRUPT");
+                    act.raise_corrupt();
                 }
+                // A compaction between planning and now: next time.
+                Some(Err(watchkv::Error::Compacted { .. })) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "integrity check skipped"),
             }
         }));
+    }
+
+    fn raise_corrupt(&self) {
+        let alarm = AlarmMember { member_id: self.member_id, alarm: AlarmType::Corrupt };
+        self.store.do_send(Alarm::Activate(alarm));
     }
 }
 

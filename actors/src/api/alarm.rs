@@ -7,8 +7,9 @@ use super::pb::etcdserverpb as pb;
 use super::ApiError;
 use crate::protocol::Alarm;
 
-/// The request an `AlarmRequest` makes; `None` when etcd does nothing and answers no alarms
-/// (activating or deactivating `NONE`).
+/// The request an `AlarmRequest` makes; `None` when etcd 3.5 does nothing and answers no
+/// alarms (activating or deactivating `NONE`; etcd 3.4 stored an activated `NONE`,
+/// docs/etcd-semantics.md §12 item 11).
 ///
 /// # Errors
 /// An unknown action or alarm number.
