@@ -59,9 +59,10 @@ pub struct Event {
 /// receives the event (see [`Event::encoded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireForm {
-    /// `mvccpb.Event` in protobuf, without `prev_kv`.
+    /// `mvccpb.Event` in protobuf, without `prev_kv`, as the gRPC transport frames it (for
+    /// `WatchResponse.events`: field tag and length, then the message).
     Protobuf = 0,
-    /// `mvccpb.Event` in protobuf, with `prev_kv` when the event has one.
+    /// As [`Protobuf`](Self::Protobuf), with `prev_kv` when the event has one.
     ProtobufWithPrevKv = 1,
     /// The gateway's JSON, without `prev_kv`.
     Json = 2,

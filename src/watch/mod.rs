@@ -14,6 +14,7 @@
 
 pub mod catch_up;
 pub mod event_batch;
+pub mod events;
 pub mod history;
 pub mod id_map;
 pub mod ids;

@@ -2,21 +2,16 @@
 //! `etcdserverpb.WatchResponse`, docs/etcd-semantics.md §7.3), its protobuf size, and fragment
 //! splitting (etcd `v3rpc/watch.go sendFragments`, docs/etcd-semantics.md §7.4).
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
+pub use super::events::{CommitEvents, Events};
 use super::watcher::WatchId;
 use crate::kv::{Event, EventKind, KeyValue};
 
 /// The watch id of stream-wide progress responses and of failed creates (etcd
 /// `InvalidWatchID`).
 pub const INVALID_WATCH_ID: WatchId = -1;
-
-/// The events of one response. One event is stored inline: a live revision usually carries one,
-/// and a fan-out builds one response per matching watcher, so this saves an allocation (and its
-/// free, on another thread) per delivery. Derefs to a slice like the `Vec` it replaces.
-pub type Events = SmallVec<[Arc<Event>; 1]>;
 
 /// One response on a watch stream. Events are shared; `prev_kv` says whether the events'
 /// `prev_kv` belongs in this response (the watcher asked for it), so encoders leave it out
@@ -93,6 +88,45 @@ impl WatchResponse {
         let mut events = Events::new();
         events.push(event);
         Self { watch_id, revision, events, prev_kv, ..Self::default() }
+    }
+
+    /// Events `batch[range]` for a watcher, sharing the batch (the fan-out's case: one
+    /// reference count for however many of the batch's revisions the response comes to hold).
+    #[must_use]
+    pub fn run(watch_id: WatchId, revision: i64, batch: &CommitEvents, range: Range<usize>, prev_kv: bool) -> Self {
+        Self { watch_id, revision, events: Events::run(batch, range), prev_kv, ..Self::default() }
+    }
+
+    /// [`merge`](Self::merge) for the fan-out's common case, without making a response first:
+    /// appends `batch[range]`, the events of `revision`, when this response's events are a run
+    /// of `batch` ending where `range` starts and the limits of `merge` hold. The caller
+    /// guarantees that the events are this watcher's. Returns the merged encoded length, or
+    /// `None` (unchanged) when this is not such a run or a limit would be passed.
+    pub fn extend_run(
+        &mut self,
+        revision: i64,
+        batch: &CommitEvents,
+        range: Range<usize>,
+        encoded_len: usize,
+        max_revs: usize,
+        max_bytes: usize,
+    ) -> Option<usize> {
+        if !self.is_events_only() {
+            return None;
+        }
+        let first = self.events.first()?.revision();
+        let last = self.events.last()?.revision();
+        let span = revision.saturating_sub(first).saturating_add(1);
+        if revision <= last || usize::try_from(span).map_or(true, |s| s > max_revs) {
+            return None;
+        }
+        let added: usize = batch.get(range.clone())?.iter().map(|e| e.field_len(self.prev_kv)).sum();
+        let merged_len = encoded_len.saturating_add(added);
+        if merged_len > max_bytes || !self.events.extend_run(batch, range) {
+            return None;
+        }
+        self.revision = self.revision.max(revision);
+        Some(merged_len)
     }
 
     /// Returns whether a client would classify this as a progress notification

@@ -106,17 +106,22 @@ pub fn encode_watch_response(header: &pb::ResponseHeader, r: &WatchResponse, buf
         boolean::encode(7, &true, buf);
     }
     for event in &r.events {
-        let bytes = event_bytes(event, r.prev_kv);
-        encode_key(11, WireType::LengthDelimited, buf);
-        encode_varint(bytes.len() as u64, buf);
-        buf.put_slice(bytes);
+        buf.put_slice(event_field(event, r.prev_kv));
     }
 }
 
-/// The event as an encoded `mvccpb.Event`, made the first time any watcher needs it.
-fn event_bytes(event: &Event, with_prev_kv: bool) -> &[u8] {
+/// The event as field 11 of a `WatchResponse` (tag, length, `mvccpb.Event`), made the first
+/// time any watcher needs it: a watcher's response then costs one copy per event.
+fn event_field(event: &Event, with_prev_kv: bool) -> &[u8] {
     let form = if with_prev_kv { WireForm::ProtobufWithPrevKv } else { WireForm::Protobuf };
-    event.encoded(form, |e| convert::event(e, with_prev_kv).encode_to_vec())
+    event.encoded(form, |e| {
+        let message = convert::event(e, with_prev_kv).encode_to_vec();
+        let mut field = Vec::with_capacity(message.len() + 6);
+        encode_key(11, WireType::LengthDelimited, &mut field);
+        encode_varint(message.len() as u64, &mut field);
+        field.extend_from_slice(&message);
+        field
+    })
 }
 
 #[cfg(test)]
@@ -217,12 +222,12 @@ mod tests {
         let with_prev = WatchResponse::event(3, 5, Arc::clone(&event), true);
         let h = Header::default();
         assert_eq!(ours(h, &a)[..], prost_bytes(h, &a)[..]);
-        let first = event_bytes(&event, false).as_ptr();
+        let first = event_field(&event, false).as_ptr();
         assert_eq!(ours(h, &b), prost_bytes(h, &b));
         assert_eq!(ours(h, &with_prev), prost_bytes(h, &with_prev));
         // The same cached bytes, not a second encoding; with prev_kv is a form of its own.
-        assert_eq!(event_bytes(&event, false).as_ptr(), first);
-        assert_ne!(event_bytes(&event, true), event_bytes(&event, false));
+        assert_eq!(event_field(&event, false).as_ptr(), first);
+        assert_ne!(event_field(&event, true), event_field(&event, false));
         // A decoded response is what the client sees.
         let decoded = pb::WatchResponse::decode(&ours(h, &with_prev)[..]).expect("valid protobuf");
         assert_eq!(decoded.events[0].prev_kv.as_ref().map(|kv| kv.value.as_slice()), Some(&b"old"[..]));

@@ -126,9 +126,7 @@ impl StoreActor {
             std::thread::yield_now();
         }
         let mut out = PerStream::default();
-        for evs in events {
-            self.committed(evs, &mut out);
-        }
+        self.committed(events, &mut out);
         self.deliver(out);
     }
 }

@@ -5,11 +5,12 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use watchkv::watch::response::WatchResponse;
-use watchkv::watch::watcher::WatcherKey;
+use watchkv::watch::response::{CommitEvents, WatchResponse};
+use watchkv::watch::watcher::{Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::Event;
 
@@ -55,6 +56,43 @@ impl TurnMarks {
         }
     }
 
+    /// Queues the events `batch[range]` of revision `rev` for the watcher `w` in `slot`: when
+    /// the watcher's response of this turn is a run of the same batch that ends where `range`
+    /// starts, the run just grows (no reference count, no new response); else as
+    /// [`queue`](Self::queue) does.
+    fn queue_run(
+        &mut self,
+        out: &mut PerStream,
+        w: &Watcher,
+        slot: WatcherSlot,
+        rev: i64,
+        batch: &CommitEvents,
+        range: Range<usize>,
+    ) {
+        if let Some(mark) = self.marks.get_mut(slot.index()).filter(|m| m.turn == self.turn) {
+            let queued = out.get_mut(&w.key.stream).and_then(|list| list.get_mut(mark.index as usize));
+            if let Some(queued) = queued.filter(|d| d.key == w.key) {
+                if mark.len == 0 {
+                    let len = queued.response.encoded_len(RESPONSE_HEADER_ESTIMATE);
+                    mark.len = u32::try_from(len).unwrap_or(u32::MAX);
+                }
+                let merged = queued.response.extend_run(
+                    rev,
+                    batch,
+                    range.clone(),
+                    mark.len as usize,
+                    self.max_revs,
+                    self.max_bytes,
+                );
+                if let Some(len) = merged {
+                    mark.len = u32::try_from(len).unwrap_or(u32::MAX);
+                    return;
+                }
+            }
+        }
+        self.queue(out, w.key, slot, WatchResponse::run(w.key.id, rev, batch, range, w.prev_kv));
+    }
+
     /// Queues `response` for the watcher `key` in `slot`: merged into the watcher's response
     /// of this turn when it can be, else as a response of its own.
     fn queue(&mut self, out: &mut PerStream, key: WatcherKey, slot: WatcherSlot, response: WatchResponse) {
@@ -85,13 +123,54 @@ impl TurnMarks {
     }
 }
 
+/// The most bytes (`Event::approx_size`) of consecutive revisions that share one batch. A
+/// response holding a run keeps its whole batch alive, including other watchers' events, as
+/// long as it waits in a stream's buffer or as a victim; this bounds what one held response can
+/// keep beyond its own events. Hot keys with small values (the fan-out this is for: 64 puts of
+/// 64 B in one commit are about 10 KiB) share a commit's batch whole.
+const SHARED_BATCH_BYTES: usize = 64 * 1024;
+
 impl StoreActor {
-    /// Records a committed revision's events and delivers them to synced watchers.
-    pub(super) fn committed(&mut self, events: Vec<Event>, out: &mut PerStream) {
-        let Some(rev) = events.first().map(Event::revision) else { return };
-        let events: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
-        match_revision(&mut self.synced, &mut self.matched, rev, &events, out, Some(&mut self.turn_marks));
-        self.remember(rev, events);
+    /// Records committed revisions' events (each inner list one revision's, in revision order)
+    /// and queues them for synced watchers. Consecutive revisions share a batch (up to
+    /// [`SHARED_BATCH_BYTES`]): a watcher's response of those revisions holds a run of it
+    /// (`Events::run`), one reference count whatever the number of revisions.
+    pub(super) fn committed(&mut self, revisions: Vec<Vec<Event>>, out: &mut PerStream) {
+        let mut ranges: Vec<(i64, Range<usize>)> = Vec::new();
+        let mut pending: Vec<Arc<Event>> = Vec::new();
+        let mut pending_bytes = 0;
+        for events in revisions {
+            let Some(rev) = events.first().map(Event::revision) else { continue };
+            let bytes: usize = events.iter().map(Event::approx_size).sum();
+            if !pending.is_empty() && pending_bytes + bytes > SHARED_BATCH_BYTES {
+                self.committed_batch(std::mem::take(&mut pending), &mut ranges, out);
+                pending_bytes = 0;
+            }
+            let start = pending.len();
+            pending.extend(events.into_iter().map(Arc::new));
+            ranges.push((rev, start..pending.len()));
+            pending_bytes += bytes;
+        }
+        if !pending.is_empty() {
+            self.committed_batch(pending, &mut ranges, out);
+        }
+    }
+
+    /// Matches and remembers the revisions `ranges` of one shared batch, and clears `ranges`.
+    fn committed_batch(&mut self, events: Vec<Arc<Event>>, ranges: &mut Vec<(i64, Range<usize>)>, out: &mut PerStream) {
+        let batch: CommitEvents = events.into();
+        for (rev, range) in ranges.drain(..) {
+            match_revision(
+                &mut self.synced,
+                &mut self.matched,
+                rev,
+                &batch,
+                range.clone(),
+                out,
+                Some(&mut self.turn_marks),
+            );
+            self.remember(rev, &batch, range);
+        }
     }
 
     /// Sends each stream its deliveries in one mailbox message; a full mailbox turns those
@@ -149,13 +228,15 @@ pub(super) fn match_revision(
     group: &mut WatcherGroup,
     matched: &mut Vec<WatcherSlot>,
     rev: i64,
-    events: &[Arc<Event>],
+    batch: &CommitEvents,
+    range: Range<usize>,
     out: &mut PerStream,
     mut marks: Option<&mut TurnMarks>,
 ) {
     if group.is_empty() {
         return;
     }
+    let Some(events) = batch.get(range.clone()) else { return };
     if let [event] = events {
         // One event (the common case): `matching` yields each slot once, so each watcher's
         // response is built straight from the match, with no per-watcher grouping.
@@ -168,10 +249,12 @@ pub(super) fn match_revision(
             }
             w.min_rev = rev + 1;
             if w.filters.accepts(event) {
-                let response = WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv);
                 match marks.as_deref_mut() {
-                    Some(marks) => marks.queue(out, w.key, slot, response),
-                    None => out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response }),
+                    Some(marks) => marks.queue_run(out, w, slot, rev, batch, range.clone()),
+                    None => {
+                        let response = WatchResponse::run(w.key.id, rev, batch, range.clone(), w.prev_kv);
+                        out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
+                    }
                 }
             }
         }

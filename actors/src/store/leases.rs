@@ -61,7 +61,7 @@ impl Handler<LeaseTick> for StoreActor {
         let mut out = PerStream::default();
         for (id, result) in results {
             match result {
-                Ok(c) => self.committed(c.events, &mut out),
+                Ok(c) => self.committed(vec![c.events], &mut out),
                 Err(e) => tracing::error!(lease = id, error = %e, "lease expiry failed"),
             }
         }

@@ -25,10 +25,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use watchkv::alarm::AlarmMember;
 use watchkv::watch::id_map::IdMap;
-use watchkv::watch::response::WatchResponse;
+use watchkv::watch::response::{CommitEvents, WatchResponse};
 use watchkv::watch::watcher::{StreamId, Watcher};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
-use watchkv::{Error, Event, KvStore, RangeResponse, Result};
+use watchkv::{Error, KvStore, RangeResponse, Result};
 
 use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
@@ -82,8 +82,9 @@ pub struct StoreActor {
     streams: StreamMap<StreamInbox>,
     /// How to close each stream on shutdown.
     closers: HashMap<StreamId, Recipient<CloseStream>>,
-    /// The last revisions' events, oldest first, for replaying to promoted watchers.
-    ring: VecDeque<(i64, Arc<[Arc<Event>]>)>,
+    /// The last revisions' events, oldest first, for replaying to promoted watchers: each
+    /// revision's range of the group commit's shared batch.
+    ring: VecDeque<(i64, CommitEvents, std::ops::Range<usize>)>,
     pending: Vec<Box<dyn PendingWrite>>,
     flush_scheduled: bool,
     /// Promoted watchers not yet placed, in arrival order (a bounded number per turn).

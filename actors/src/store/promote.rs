@@ -3,12 +3,13 @@
 //! current revision: synced when it has seen everything, replayed from the ring and then synced
 //! when the ring still holds what it missed, else sent back to the syncer.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use watchkv::watch::response::CommitEvents;
 use watchkv::watch::watcher::Watcher;
 use watchkv::watch::watcher_group::WatcherGroup;
-use watchkv::Event;
 
 use super::fanout::{match_revision, TurnMarks};
 use super::{PerStream, StoreActor};
@@ -31,8 +32,8 @@ const PROMOTE_PER_TURN: usize = 64;
 impl StoreActor {
     /// Appends a committed revision's events to the ring, dropping the oldest beyond
     /// `ring_revisions`.
-    pub(super) fn remember(&mut self, rev: i64, events: Arc<[Arc<Event>]>) {
-        self.ring.push_back((rev, events));
+    pub(super) fn remember(&mut self, rev: i64, batch: &CommitEvents, range: Range<usize>) {
+        self.ring.push_back((rev, Arc::clone(batch), range));
         while self.ring.len() > self.config.ring_revisions() {
             self.ring.pop_front();
         }
@@ -44,7 +45,7 @@ impl StoreActor {
     /// they missed, else back to the syncer.
     fn place_all(&mut self, watchers: Vec<Watcher>, out: &mut PerStream) {
         let current = self.clock.current();
-        let oldest = self.ring.front().map(|(rev, _)| *rev);
+        let oldest = self.ring.front().map(|(rev, ..)| *rev);
         let mut to_syncer = Vec::new();
         // The watchers the ring replays, matched as a group: one pass over the missed
         // revisions for the whole batch, costing the missed events plus the matches. Watcher by
@@ -77,13 +78,13 @@ impl StoreActor {
         let Some(from) = behind.min_rev() else { return };
         // The ring is in revision order: start at the first revision any of them still needs;
         // `match_revision` skips each watcher's revisions before its own `min_rev`.
-        let first = self.ring.partition_point(|(rev, _)| *rev < from);
+        let first = self.ring.partition_point(|(rev, ..)| *rev < from);
         // The replayed revisions join one response per watcher, as a group commit's do (the
         // marks are this group's own: slots are per group).
         let watch = self.config.watch();
         let mut marks = TurnMarks::new(watch.watch_batch_max_revs(), watch.max_response_bytes());
-        for (rev, events) in self.ring.range(first..) {
-            match_revision(&mut behind, &mut self.matched, *rev, events, out, Some(&mut marks));
+        for (rev, batch, range) in self.ring.range(first..) {
+            match_revision(&mut behind, &mut self.matched, *rev, batch, range.clone(), out, Some(&mut marks));
         }
         for mut w in behind.drain() {
             w.min_rev = current + 1;
