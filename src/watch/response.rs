@@ -98,15 +98,19 @@ impl WatchResponse {
     }
 
     /// [`merge`](Self::merge) for the fan-out's common case, without making a response first:
-    /// appends `batch[range]`, the events of `revision`, when this response's events are a run
-    /// of `batch` ending where `range` starts and the limits of `merge` hold. The caller
-    /// guarantees that the events are this watcher's. Returns the merged encoded length, or
-    /// `None` (unchanged) when this is not such a run or a limit would be passed.
+    /// appends `batch[range]`, the events of the revisions up to `revision`, when this
+    /// response's events are a run of `batch` ending where `range` starts and the limits of
+    /// `merge` hold. The caller guarantees that the events are this watcher's, later than this
+    /// response's, and that `added` is their encoded size in this response's form (with or
+    /// without `prev_kv`). Returns the merged encoded length, or `None` (unchanged) when this is
+    /// not such a run or a limit would be passed.
+    #[allow(clippy::too_many_arguments)] // the fan-out's inner loop: nothing built per call
     pub fn extend_run(
         &mut self,
         revision: i64,
         batch: &CommitEvents,
         range: Range<usize>,
+        added: usize,
         encoded_len: usize,
         max_revs: usize,
         max_bytes: usize,
@@ -120,7 +124,6 @@ impl WatchResponse {
         if revision <= last || usize::try_from(span).map_or(true, |s| s > max_revs) {
             return None;
         }
-        let added: usize = batch.get(range.clone())?.iter().map(|e| e.field_len(self.prev_kv)).sum();
         let merged_len = encoded_len.saturating_add(added);
         if merged_len > max_bytes || !self.events.extend_run(batch, range) {
             return None;

@@ -56,10 +56,12 @@ impl TurnMarks {
         }
     }
 
-    /// Queues the events `batch[range]` of revision `rev` for the watcher `w` in `slot`: when
-    /// the watcher's response of this turn is a run of the same batch that ends where `range`
-    /// starts, the run just grows (no reference count, no new response); else as
-    /// [`queue`](Self::queue) does.
+    /// Queues the events `batch[range]`, of revisions up to `rev` and `added` bytes in the
+    /// watcher's form, for the watcher `w` in `slot`: when the watcher's response of this turn
+    /// is a run of the same batch that ends where `range` starts, the run just grows (no
+    /// reference count, no new response); else as [`queue`](Self::queue) does. The caller
+    /// keeps a new response within the limits (one revision always fits).
+    #[allow(clippy::too_many_arguments)] // the fan-out's inner loop: nothing built per call
     fn queue_run(
         &mut self,
         out: &mut PerStream,
@@ -68,6 +70,7 @@ impl TurnMarks {
         rev: i64,
         batch: &CommitEvents,
         range: Range<usize>,
+        added: usize,
     ) {
         if let Some(mark) = self.marks.get_mut(slot.index()).filter(|m| m.turn == self.turn) {
             let queued = out.get_mut(&w.key.stream).and_then(|list| list.get_mut(mark.index as usize));
@@ -80,6 +83,7 @@ impl TurnMarks {
                     rev,
                     batch,
                     range.clone(),
+                    added,
                     mark.len as usize,
                     self.max_revs,
                     self.max_bytes,
@@ -157,18 +161,12 @@ impl StoreActor {
     }
 
     /// Matches and remembers the revisions `ranges` of one shared batch, and clears `ranges`.
+    /// Consecutive revisions that each put or delete the same one key (a hot key under a group
+    /// commit) are matched together ([`match_hot_key`]).
     fn committed_batch(&mut self, events: Vec<Arc<Event>>, ranges: &mut Vec<(i64, Range<usize>)>, out: &mut PerStream) {
         let batch: CommitEvents = events.into();
+        match_batch(&mut self.synced, &mut self.matched, &batch, ranges, out, &mut self.turn_marks);
         for (rev, range) in ranges.drain(..) {
-            match_revision(
-                &mut self.synced,
-                &mut self.matched,
-                rev,
-                &batch,
-                range.clone(),
-                out,
-                Some(&mut self.turn_marks),
-            );
             self.remember(rev, &batch, range);
         }
     }
@@ -218,6 +216,118 @@ impl StoreActor {
     }
 }
 
+/// etcd `notify` for the revisions `ranges` (in revision order) of one shared batch: consecutive
+/// revisions that each change the same one key go through [`match_hot_key`] together, the
+/// others one by one through [`match_revision`].
+fn match_batch(
+    group: &mut WatcherGroup,
+    matched: &mut Vec<WatcherSlot>,
+    batch: &CommitEvents,
+    ranges: &[(i64, Range<usize>)],
+    out: &mut PerStream,
+    marks: &mut TurnMarks,
+) {
+    let mut i = 0;
+    while i < ranges.len() {
+        let (rev, range) = ranges[i].clone();
+        let hot = hot_key_revisions(batch, &ranges[i..], marks.max_revs);
+        if hot >= 2 {
+            let end = ranges[i + hot - 1].1.end;
+            let revs = HotRevisions { first_rev: rev, range: range.start..end };
+            match_hot_key(group, matched, batch, &revs, out, marks);
+        } else {
+            match_revision(group, matched, rev, batch, range, out, Some(&mut *marks));
+        }
+        i += hot.max(1);
+    }
+}
+
+/// Consecutive revisions of one batch, each with one event on the same key.
+struct HotRevisions {
+    /// The first one's revision; the others follow it one by one.
+    first_rev: i64,
+    /// Their events in the batch, one per revision.
+    range: Range<usize>,
+}
+
+/// How many of `ranges` (from the first, at most `max_revs`) are consecutive revisions that
+/// each hold one event on the first one's key.
+fn hot_key_revisions(batch: &CommitEvents, ranges: &[(i64, Range<usize>)], max_revs: usize) -> usize {
+    let Some((first_rev, first)) = ranges.first() else { return 0 };
+    if first.len() != 1 {
+        return 0;
+    }
+    let key = &batch[first.start].kv.key;
+    let mut n = 1;
+    while n < ranges.len().min(max_revs) {
+        let (rev, range) = &ranges[n];
+        let follows = i64::try_from(n).is_ok_and(|n| *rev == first_rev + n);
+        if !follows || range.len() != 1 || range.start != first.start + n || batch[range.start].kv.key != *key {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// etcd `notify` for several revisions that each change one and the same key (a hot key under
+/// a group commit), matched once: a watcher that takes every one of them (no filter) gets the
+/// events it still needs as one run, in one step, instead of one step per revision. A
+/// watcher with a filter, or one whose run would pass the response limits, goes revision by
+/// revision.
+fn match_hot_key(
+    group: &mut WatcherGroup,
+    matched: &mut Vec<WatcherSlot>,
+    batch: &CommitEvents,
+    revs: &HotRevisions,
+    out: &mut PerStream,
+    marks: &mut TurnMarks,
+) {
+    let count = revs.range.len();
+    if group.is_empty() || count == 0 {
+        return;
+    }
+    let last_rev = revs.first_rev + i64::try_from(count).unwrap_or(i64::MAX) - 1;
+    // The encoded size of the events before each one, without and with prev_kv: a run's size
+    // in two lookups.
+    let mut before = [Vec::with_capacity(count + 1), Vec::with_capacity(count + 1)];
+    for (form, sums) in before.iter_mut().enumerate() {
+        let mut total = 0usize;
+        sums.push(total);
+        for event in &batch[revs.range.clone()] {
+            total += event.field_len(form == 1);
+            sums.push(total);
+        }
+    }
+    matched.clear();
+    group.matching(&batch[revs.range.start].kv.key, matched);
+    for &slot in matched.iter() {
+        let Some(w) = group.slot_mut(slot) else { continue };
+        if w.min_rev > last_rev {
+            continue;
+        }
+        let skip = usize::try_from(w.min_rev - revs.first_rev).unwrap_or(0);
+        w.min_rev = last_rev + 1;
+        let sums = &before[usize::from(w.prev_kv)];
+        let added = sums[count] - sums[skip];
+        // A new response's size around its events: header and watch id.
+        let around = WatchResponse::progress(w.key.id, 0).encoded_len(RESPONSE_HEADER_ESTIMATE);
+        let fits = count - skip <= marks.max_revs && added.saturating_add(around) <= marks.max_bytes;
+        if fits && !w.filters.no_put && !w.filters.no_delete {
+            marks.queue_run(out, w, slot, last_rev, batch, revs.range.start + skip..revs.range.end, added);
+            continue;
+        }
+        for i in skip..count {
+            let at = revs.range.start + i;
+            let event = &batch[at];
+            if w.filters.accepts(event) {
+                let rev = revs.first_rev + i64::try_from(i).unwrap_or(0);
+                marks.queue_run(out, w, slot, rev, batch, at..at + 1, event.field_len(w.prev_kv));
+            }
+        }
+    }
+}
+
 /// etcd `notify` for one revision and one group: each matching watcher that still needs `rev`
 /// gets one response with the events it matches, and then needs only later revisions.
 ///
@@ -250,7 +360,9 @@ pub(super) fn match_revision(
             w.min_rev = rev + 1;
             if w.filters.accepts(event) {
                 match marks.as_deref_mut() {
-                    Some(marks) => marks.queue_run(out, w, slot, rev, batch, range.clone()),
+                    Some(marks) => {
+                        marks.queue_run(out, w, slot, rev, batch, range.clone(), event.field_len(w.prev_kv));
+                    }
                     None => {
                         let response = WatchResponse::run(w.key.id, rev, batch, range.clone(), w.prev_kv);
                         out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
@@ -289,5 +401,163 @@ pub(super) fn match_revision(
                 None => out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use watchkv::watch::watcher::{CancelFlag, Filters, WatcherKey};
+    use watchkv::{EventKind, KeyRange, KeyValue};
+
+    use super::*;
+
+    /// A watcher of the test: which keys, from which revision, filters and prev_kv.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        range: u8,
+        min_rev_offset: i64,
+        no_put: bool,
+        no_delete: bool,
+        prev_kv: bool,
+        stream: u64,
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (0u8..4, -2i64..45, any::<bool>(), any::<bool>(), any::<bool>(), 1u64..4).prop_map(
+            |(range, min_rev_offset, no_put, no_delete, prev_kv, stream)| Spec {
+                range,
+                min_rev_offset,
+                no_put,
+                no_delete,
+                prev_kv,
+                stream,
+            },
+        )
+    }
+
+    const FIRST_REV: i64 = 100;
+
+    fn group_of(specs: &[Spec]) -> WatcherGroup {
+        let mut group = WatcherGroup::new();
+        for (i, s) in specs.iter().enumerate() {
+            let range = match s.range {
+                0 => KeyRange::single("hot"),
+                1 => KeyRange::prefix("ho"),
+                2 => KeyRange::interval("a", "z"),
+                _ => KeyRange::single("cold"),
+            };
+            let id = i64::try_from(i).expect("few watchers");
+            let w = Watcher {
+                key: WatcherKey { stream: s.stream, id, seq: i as u64 },
+                range,
+                start_rev: 0,
+                min_rev: FIRST_REV + s.min_rev_offset,
+                filters: Filters { no_put: s.no_put, no_delete: s.no_delete },
+                prev_kv: s.prev_kv,
+                cancel: CancelFlag::new(),
+            };
+            group.insert(w).expect("a new watcher");
+        }
+        group
+    }
+
+    /// A batch of one event per revision on "hot" (`true` = a delete), from `FIRST_REV`.
+    fn batch_of(kinds: &[(bool, usize)]) -> (CommitEvents, Vec<(i64, Range<usize>)>) {
+        let mut events = Vec::new();
+        let mut ranges = Vec::new();
+        for (i, &(delete, value_len)) in kinds.iter().enumerate() {
+            let rev = FIRST_REV + i64::try_from(i).expect("few revisions");
+            let kv = KeyValue {
+                key: b"hot".to_vec(),
+                value: vec![b'v'; value_len],
+                mod_revision: rev,
+                ..KeyValue::default()
+            };
+            let prev = Some(KeyValue { key: b"hot".to_vec(), value: vec![b'p'; 7], ..KeyValue::default() });
+            let kind = if delete { EventKind::Delete } else { EventKind::Put };
+            events.push(Arc::new(Event::new(kind, kv, prev)));
+            ranges.push((rev, i..i + 1));
+        }
+        (events.into(), ranges)
+    }
+
+    /// What a watcher was sent: (revision, is a delete, with prev_kv) per event, in order.
+    type Received = Vec<(i64, bool, bool)>;
+
+    /// Each watcher's events by watch id, checking every response against the limits on the way.
+    fn delivered(out: &PerStream, max_revs: usize, max_bytes: usize) -> std::collections::BTreeMap<i64, Received> {
+        let mut by_watcher: std::collections::BTreeMap<i64, Received> = Default::default();
+        for list in out.values() {
+            for d in list {
+                let r = &d.response;
+                assert_eq!(r.watch_id, d.key.id);
+                let revs: Vec<i64> = r.events.iter().map(|e| e.revision()).collect();
+                assert!(revs.windows(2).all(|p| p[0] < p[1]), "revisions out of order: {revs:?}");
+                if revs.len() > 1 {
+                    let span = usize::try_from(revs[revs.len() - 1] - revs[0] + 1).expect("positive");
+                    assert!(span <= max_revs, "a response spans {span} revisions, limit {max_revs}");
+                    let len = r.encoded_len(RESPONSE_HEADER_ESTIMATE);
+                    assert!(len <= max_bytes, "a response of {len} bytes, limit {max_bytes}");
+                }
+                assert_eq!(r.revision, *revs.last().expect("events"), "header revision is the last event's");
+                let mine = by_watcher.entry(d.key.id).or_default();
+                mine.extend(r.events.iter().map(|e| (e.revision(), e.kind == EventKind::Delete, r.prev_kv)));
+            }
+        }
+        by_watcher
+    }
+
+    proptest! {
+        /// The hot-key path gives every watcher exactly the events the one-revision-at-a-time
+        /// path gives it, within the same limits, and leaves it needing the same revision.
+        #[test]
+        fn hot_key_runs_deliver_what_revision_by_revision_delivers(
+            kinds in prop::collection::vec((any::<bool>(), 0usize..120), 2..40),
+            specs in prop::collection::vec(spec(), 1..12),
+            max_revs in prop_oneof![Just(1000usize), 1usize..8],
+            max_bytes in prop_oneof![Just(2usize << 20), 60usize..600],
+        ) {
+            let (batch, ranges) = batch_of(&kinds);
+            let mut matched = Vec::new();
+
+            let mut hot_group = group_of(&specs);
+            let mut hot_out = PerStream::default();
+            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            match_batch(&mut hot_group, &mut matched, &batch, &ranges, &mut hot_out, &mut marks);
+
+            let mut one_group = group_of(&specs);
+            let mut one_out = PerStream::default();
+            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            for (rev, range) in &ranges {
+                match_revision(&mut one_group, &mut matched, *rev, &batch, range.clone(), &mut one_out, Some(&mut marks));
+            }
+
+            prop_assert_eq!(delivered(&hot_out, max_revs, max_bytes), delivered(&one_out, max_revs, max_bytes));
+            let min_revs = |g: &WatcherGroup| {
+                let mut v: Vec<(i64, i64)> = g.iter().map(|w| (w.key.id, w.min_rev)).collect();
+                v.sort_unstable();
+                v
+            };
+            prop_assert_eq!(min_revs(&hot_group), min_revs(&one_group));
+        }
+    }
+
+    #[test]
+    fn a_hot_key_run_is_one_response_holding_the_batch_once() {
+        let kinds: Vec<(bool, usize)> = (0..20).map(|_| (false, 8)).collect();
+        let (batch, ranges) = batch_of(&kinds);
+        let specs: Vec<Spec> = (0..5)
+            .map(|_| Spec { range: 0, min_rev_offset: 0, no_put: false, no_delete: false, prev_kv: false, stream: 1 })
+            .collect();
+        let mut group = group_of(&specs);
+        let mut out = PerStream::default();
+        let mut marks = TurnMarks::new(1000, 2 << 20);
+        match_batch(&mut group, &mut Vec::new(), &batch, &ranges, &mut out, &mut marks);
+        let list = &out[&1];
+        assert_eq!(list.len(), 5, "one response per watcher");
+        assert!(list.iter().all(|d| d.response.events.len() == 20));
+        assert_eq!(Arc::strong_count(&batch), 1 + 5, "each response holds the batch once");
+        assert_eq!(Arc::strong_count(&batch[0]), 1, "and no event on its own");
     }
 }
