@@ -72,9 +72,11 @@ impl TurnMarks {
         range: Range<usize>,
         added: usize,
     ) {
+        let mut merges = false;
         if let Some(mark) = self.marks.get_mut(slot.index()).filter(|m| m.turn == self.turn) {
             let queued = out.get_mut(&w.key.stream).and_then(|list| list.get_mut(mark.index as usize));
             if let Some(queued) = queued.filter(|d| d.key == w.key) {
+                merges = true;
                 if mark.len == 0 {
                     let len = queued.response.encoded_len(RESPONSE_HEADER_ESTIMATE);
                     mark.len = u32::try_from(len).unwrap_or(u32::MAX);
@@ -94,7 +96,15 @@ impl TurnMarks {
                 }
             }
         }
-        self.queue(out, w.key, slot, WatchResponse::run(w.key.id, rev, batch, range, w.prev_kv));
+        let response = match batch.get(range.clone()) {
+            // Joining a response that is not a run of this batch ending here (another key's
+            // revisions came between): the events join as events of their own, so the batch
+            // is not also shared only to be let go.
+            Some([event]) if merges => WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv),
+            Some(events) if merges => WatchResponse::events(w.key.id, rev, events.to_vec(), w.prev_kv),
+            _ => WatchResponse::run(w.key.id, rev, batch, range, w.prev_kv),
+        };
+        self.queue(out, w.key, slot, response);
     }
 
     /// Queues `response` for the watcher `key` in `slot`: merged into the watcher's response
