@@ -61,9 +61,9 @@ pub struct Event {
 pub enum WireForm {
     /// `mvccpb.Event` in protobuf, without `prev_kv`, as the gRPC transport frames it (for
     /// `WatchResponse.events`: field tag and length, then the message).
-    Protobuf = 0,
-    /// As [`Protobuf`](Self::Protobuf), with `prev_kv` when the event has one.
-    ProtobufWithPrevKv = 1,
+    ProtobufField = 0,
+    /// As [`ProtobufField`](Self::ProtobufField), with `prev_kv` when the event has one.
+    ProtobufFieldWithPrevKv = 1,
     /// The gateway's JSON, without `prev_kv`.
     Json = 2,
     /// The gateway's JSON, with `prev_kv` when the event has one.
@@ -126,7 +126,7 @@ impl Event {
     /// depend only on the event: the first caller's result is every caller's.
     pub fn encoded(&self, form: WireForm, encode: impl FnOnce(&Event) -> Vec<u8>) -> &[u8] {
         let form = match form {
-            WireForm::ProtobufWithPrevKv if self.prev_kv.is_none() => WireForm::Protobuf,
+            WireForm::ProtobufFieldWithPrevKv if self.prev_kv.is_none() => WireForm::ProtobufField,
             WireForm::JsonWithPrevKv if self.prev_kv.is_none() => WireForm::Json,
             form => form,
         };

@@ -27,7 +27,8 @@ pub struct Events(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    /// Events of its own; one is stored inline (a live revision usually carries one).
+    /// Events of its own; one is stored inline (a catch-up or a filtered live response often
+    /// carries one).
     Own(SmallVec<[Arc<Event>; 1]>),
     /// `batch[start..end]`.
     Run { batch: CommitEvents, start: usize, end: usize },
@@ -77,6 +78,27 @@ impl Events {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Where this run of `batch` ends, or `None` when these are events of their own or a run of
+    /// another batch.
+    #[must_use]
+    pub fn run_end(&self, batch: &CommitEvents) -> Option<usize> {
+        match &self.0 {
+            Repr::Run { batch: own, end, .. } if Arc::ptr_eq(own, batch) => Some(*end),
+            _ => None,
+        }
+    }
+
+    /// Turns a run that covers under a quarter of its batch into events of its own, so that a
+    /// response that waits (in a stream's buffer, as a victim) keeps alive little beyond its own
+    /// events; a dense run stays shared.
+    pub fn unshare_if_sparse(&mut self) {
+        if let Repr::Run { batch, start, end } = &self.0 {
+            if (end - start).saturating_mul(4) < batch.len() {
+                self.owned();
+            }
         }
     }
 
@@ -233,5 +255,19 @@ mod tests {
         assert_eq!(empty, Events::from_vec(vec![Arc::clone(&b[1])]), "equal across forms");
         let by_value: Vec<i64> = Events::run(&b, 3..6).into_iter().map(|e| e.revision()).collect();
         assert_eq!(by_value, [4, 5, 6]);
+    }
+
+    #[test]
+    fn a_sparse_run_lets_its_batch_go_and_a_dense_one_keeps_it() {
+        let b = batch(1..=8);
+        let mut sparse = Events::run(&b, 2..3);
+        let mut dense = Events::run(&b, 2..6);
+        assert_eq!(sparse.run_end(&b), Some(3));
+        sparse.unshare_if_sparse();
+        dense.unshare_if_sparse();
+        assert_eq!(sparse.run_end(&b), None, "one of eight events: copied out");
+        assert_eq!(revisions(&sparse), [3]);
+        assert_eq!(dense.run_end(&b), Some(6), "four of eight: still shared");
+        assert_eq!(Arc::strong_count(&b), 2, "only the dense run holds the batch");
     }
 }

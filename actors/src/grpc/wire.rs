@@ -113,7 +113,7 @@ pub fn encode_watch_response(header: &pb::ResponseHeader, r: &WatchResponse, buf
 /// The event as field 11 of a `WatchResponse` (tag, length, `mvccpb.Event`), made the first
 /// time any watcher needs it: a watcher's response then costs one copy per event.
 fn event_field(event: &Event, with_prev_kv: bool) -> &[u8] {
-    let form = if with_prev_kv { WireForm::ProtobufWithPrevKv } else { WireForm::Protobuf };
+    let form = if with_prev_kv { WireForm::ProtobufFieldWithPrevKv } else { WireForm::ProtobufField };
     event.encoded(form, |e| {
         let message = convert::event(e, with_prev_kv).encode_to_vec();
         let mut field = Vec::with_capacity(message.len() + 6);

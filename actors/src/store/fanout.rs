@@ -1,5 +1,6 @@
 //! Owns the store's fan-out (etcd `watchable_store.go notify`, docs/etcd-semantics.md §6.4):
-//! matching a committed revision against a watcher group, and sending each stream its
+//! matching a group commit's revisions against a watcher group, as runs of one shared event
+//! batch where they can be (a hot key's revisions matched once), and sending each stream its
 //! responses in one `Deliver` by `try_send`; a full mailbox turns those watchers into victims
 //! (docs/design.md, invariant 5), never a wait.
 
@@ -22,8 +23,9 @@ use crate::protocol::{Deliver, Delivery, ParkVictims, Victim, RESPONSE_HEADER_ES
 /// revisions of one group commit join that response (`WatchResponse::merge`: at most
 /// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision)
 /// instead of making one response each: a watcher of a hot key gets one response per group
-/// commit, and the per-revision work of the fan-out is one event pushed, found through the
-/// slot without hashing. A turn is one `deliver`.
+/// commit, found through the slot without hashing, and a revision that continues the
+/// watcher's run of the batch only moves the run's end (`WatchResponse::extend_run`). A turn
+/// is one `deliver`.
 #[derive(Debug, Default)]
 pub(super) struct TurnMarks {
     turn: u32,
@@ -72,11 +74,14 @@ impl TurnMarks {
         range: Range<usize>,
         added: usize,
     ) {
-        let mut merges = false;
+        // Whether the events join a response that cannot share this batch with them: one of
+        // its own, a run of an earlier batch, or a run of this one that another key's
+        // revisions interrupted (a run refused only by a limit starts a new run instead).
+        let mut joins_unshared = false;
         if let Some(mark) = self.marks.get_mut(slot.index()).filter(|m| m.turn == self.turn) {
             let queued = out.get_mut(&w.key.stream).and_then(|list| list.get_mut(mark.index as usize));
             if let Some(queued) = queued.filter(|d| d.key == w.key) {
-                merges = true;
+                joins_unshared = queued.response.events.run_end(batch) != Some(range.start);
                 if mark.len == 0 {
                     let len = queued.response.encoded_len(RESPONSE_HEADER_ESTIMATE);
                     mark.len = u32::try_from(len).unwrap_or(u32::MAX);
@@ -97,11 +102,9 @@ impl TurnMarks {
             }
         }
         let response = match batch.get(range.clone()) {
-            // Joining a response that is not a run of this batch ending here (another key's
-            // revisions came between): the events join as events of their own, so the batch
-            // is not also shared only to be let go.
-            Some([event]) if merges => WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv),
-            Some(events) if merges => WatchResponse::events(w.key.id, rev, events.to_vec(), w.prev_kv),
+            // The batch would be shared only to be let go again by the merge.
+            Some([event]) if joins_unshared => WatchResponse::event(w.key.id, rev, Arc::clone(event), w.prev_kv),
+            Some(events) if joins_unshared => WatchResponse::events(w.key.id, rev, events.to_vec(), w.prev_kv),
             _ => WatchResponse::run(w.key.id, rev, batch, range, w.prev_kv),
         };
         self.queue(out, w.key, slot, response);
@@ -137,11 +140,14 @@ impl TurnMarks {
     }
 }
 
-/// The most bytes (`Event::approx_size`) of consecutive revisions that share one batch. A
-/// response holding a run keeps its whole batch alive, including other watchers' events, as
-/// long as it waits in a stream's buffer or as a victim; this bounds what one held response can
-/// keep beyond its own events. Hot keys with small values (the fan-out this is for: 64 puts of
-/// 64 B in one commit are about 10 KiB) share a commit's batch whole.
+/// The most bytes (`Event::approx_size`) of consecutive revisions that share one batch (a
+/// larger single revision gets a batch of its own). A response holding a run keeps its whole
+/// batch alive, including other watchers' events; `deliver` copies a run that covers under a
+/// quarter of its batch out of it (`Events::unshare_if_sparse`), so what a response waiting in
+/// a stream's buffer or as a victim keeps beyond its own events is at most three times their
+/// number, and at most this many bytes. Hot keys with small values (the fan-out this is for:
+/// 64 puts of 64 B in one commit, about 15 KiB with their `prev_kv`) share a commit's batch
+/// whole.
 const SHARED_BATCH_BYTES: usize = 64 * 1024;
 
 impl StoreActor {
@@ -186,7 +192,11 @@ impl StoreActor {
     pub(super) fn deliver(&mut self, out: PerStream) {
         self.turn_marks.next_turn();
         let mut parked = Vec::new();
-        for (stream, entries) in out {
+        for (stream, mut entries) in out {
+            // What waits in a stream's buffer or as a victim keeps only a dense run's batch.
+            for e in &mut entries {
+                e.response.events.unshare_if_sparse();
+            }
             let Some(recipient) = self.streams.get(&stream) else {
                 // The stream is gone: its watchers go with it.
                 for e in entries {
@@ -298,6 +308,11 @@ fn match_hot_key(
         return;
     }
     let last_rev = revs.first_rev + i64::try_from(count).unwrap_or(i64::MAX) - 1;
+    matched.clear();
+    group.matching(&batch[revs.range.start].kv.key, matched);
+    if matched.is_empty() {
+        return;
+    }
     // The encoded size of the events before each one, without and with prev_kv: a run's size
     // in two lookups.
     let mut before = [Vec::with_capacity(count + 1), Vec::with_capacity(count + 1)];
@@ -309,8 +324,6 @@ fn match_hot_key(
             sums.push(total);
         }
     }
-    matched.clear();
-    group.matching(&batch[revs.range.start].kv.key, matched);
     for &slot in matched.iter() {
         let Some(w) = group.slot_mut(slot) else { continue };
         if w.min_rev > last_rev {
@@ -503,8 +516,9 @@ mod tests {
                 let r = &d.response;
                 assert_eq!(r.watch_id, d.key.id);
                 let revs: Vec<i64> = r.events.iter().map(|e| e.revision()).collect();
-                assert!(revs.windows(2).all(|p| p[0] < p[1]), "revisions out of order: {revs:?}");
-                if revs.len() > 1 {
+                assert!(revs.windows(2).all(|p| p[0] <= p[1]), "revisions out of order: {revs:?}");
+                // One revision always fits, however large; merged ones keep to the limits.
+                if revs.first() != revs.last() {
                     let span = usize::try_from(revs[revs.len() - 1] - revs[0] + 1).expect("positive");
                     assert!(span <= max_revs, "a response spans {span} revisions, limit {max_revs}");
                     let len = r.encoded_len(RESPONSE_HEADER_ESTIMATE);
@@ -550,6 +564,75 @@ mod tests {
                 v
             };
             prop_assert_eq!(min_revs(&hot_group), min_revs(&one_group));
+        }
+    }
+
+    /// One batch and its revisions' ranges.
+    type Batch = (CommitEvents, Vec<(i64, Range<usize>)>);
+
+    /// Revisions of one to three events on "hot", "hop" and "cold" (a txn's keys differ),
+    /// split into batches where `cuts` says: several batches of one turn.
+    fn batches_of(revisions: &[(usize, usize, bool, usize, bool)]) -> Vec<Batch> {
+        const KEYS: [&str; 3] = ["hot", "hop", "cold"];
+        let mut batches = Vec::new();
+        let (mut events, mut ranges) = (Vec::new(), Vec::new());
+        for (i, &(key, extra, delete, value_len, cut)) in revisions.iter().enumerate() {
+            if cut && !events.is_empty() {
+                batches.push((CommitEvents::from(std::mem::take(&mut events)), std::mem::take(&mut ranges)));
+            }
+            let rev = FIRST_REV + i64::try_from(i).expect("few revisions");
+            let start = events.len();
+            for k in 0..=extra.min(2) {
+                let key = KEYS[(key + k) % 3].as_bytes().to_vec();
+                let kv = KeyValue {
+                    key: key.clone(),
+                    value: vec![b'v'; value_len],
+                    mod_revision: rev,
+                    ..KeyValue::default()
+                };
+                let prev = Some(KeyValue { key, value: vec![b'p'; 5], ..KeyValue::default() });
+                let kind = if delete && k == 0 { EventKind::Delete } else { EventKind::Put };
+                events.push(Arc::new(Event::new(kind, kv, prev)));
+            }
+            ranges.push((rev, start..events.len()));
+        }
+        if !events.is_empty() {
+            batches.push((events.into(), ranges));
+        }
+        batches
+    }
+
+    proptest! {
+        /// Over several batches of one turn, with other keys and multi-event revisions between
+        /// the hot ones, the batch path still gives every watcher what the revision-by-revision
+        /// path gives it.
+        #[test]
+        fn mixed_keys_and_batches_deliver_what_revision_by_revision_delivers(
+            revisions in prop::collection::vec(
+                (0usize..3, prop_oneof![Just(0usize), 0usize..3], any::<bool>(), 0usize..120, prop::bool::weighted(0.15)),
+                2..50,
+            ),
+            specs in prop::collection::vec(spec(), 1..12),
+            max_revs in prop_oneof![Just(1000usize), 1usize..8],
+            max_bytes in prop_oneof![Just(2usize << 20), 60usize..600],
+        ) {
+            let batches = batches_of(&revisions);
+            let mut matched = Vec::new();
+            let mut batch_group = group_of(&specs);
+            let mut batch_out = PerStream::default();
+            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            for (batch, ranges) in &batches {
+                match_batch(&mut batch_group, &mut matched, batch, ranges, &mut batch_out, &mut marks);
+            }
+            let mut one_group = group_of(&specs);
+            let mut one_out = PerStream::default();
+            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            for (batch, ranges) in &batches {
+                for (rev, range) in ranges {
+                    match_revision(&mut one_group, &mut matched, *rev, batch, range.clone(), &mut one_out, Some(&mut marks));
+                }
+            }
+            prop_assert_eq!(delivered(&batch_out, max_revs, max_bytes), delivered(&one_out, max_revs, max_bytes));
         }
     }
 
