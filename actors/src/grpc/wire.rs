@@ -8,7 +8,7 @@
 use bytes::BufMut;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
 use watchkv::watch::response::WatchResponse;
@@ -67,7 +67,22 @@ impl Encoder for WatchEncoder {
         encode_watch_response(&item.header.at(item.response.revision), &item.response, dst);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(ENCODE_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+    }
 }
+
+/// The encode buffer a Watch stream starts with (tonic's default is 8 KiB): most responses are
+/// a few hundred bytes, and a server with thousands of streams holds one buffer each.
+const ENCODE_BUFFER_BYTES: usize = 2 * 1024;
+
+/// Encoded bytes gathered before they go to h2 as one chunk (tonic's default).
+const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+/// The decode buffer a Watch stream starts with (tonic's default is 8 KiB): watch requests
+/// are a few dozen bytes.
+const DECODE_BUFFER_BYTES: usize = 512;
 
 /// Reads `WatchRequest`s with prost.
 #[derive(Debug)]
@@ -79,6 +94,10 @@ impl Decoder for WatchDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         self.0.decode(src)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(DECODE_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
     }
 }
 
