@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wire::defrag::noise;
 use wire::{b64, free_port, int, start_watchkv, try_post, wait_for, WatchStream, DEADLINE};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -38,19 +39,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-/// Bytes that do not compress, different per `seed`.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect()
 }
 
 /// What the gateway answers a write refused after a storage failure: HTTP 500 and gRPC code 13
