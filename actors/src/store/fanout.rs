@@ -256,7 +256,7 @@ fn match_batch(
             let revs = HotRevisions { first_rev: rev, range: range.start..end };
             match_hot_key(group, matched, batch, &revs, out, marks);
         } else {
-            match_revision(group, matched, rev, batch, range, out, Some(&mut *marks));
+            match_revision(group, matched, rev, batch, range, out, marks);
         }
         i += hot.max(1);
     }
@@ -364,7 +364,7 @@ pub(super) fn match_revision(
     batch: &CommitEvents,
     range: Range<usize>,
     out: &mut PerStream,
-    mut marks: Option<&mut TurnMarks>,
+    marks: &mut TurnMarks,
 ) {
     if group.is_empty() {
         return;
@@ -382,15 +382,7 @@ pub(super) fn match_revision(
             }
             w.min_rev = rev + 1;
             if w.filters.accepts(event) {
-                match marks.as_deref_mut() {
-                    Some(marks) => {
-                        marks.queue_run(out, w, slot, rev, batch, range.clone(), event.field_len(w.prev_kv));
-                    }
-                    None => {
-                        let response = WatchResponse::run(w.key.id, rev, batch, range.clone(), w.prev_kv);
-                        out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response });
-                    }
-                }
+                marks.queue_run(out, w, slot, rev, batch, range.clone(), event.field_len(w.prev_kv));
             }
         }
         return;
@@ -419,10 +411,7 @@ pub(super) fn match_revision(
         w.min_rev = rev + 1;
         if let Some(evs) = filtered_events(w, evs) {
             let response = WatchResponse::events(w.key.id, rev, evs, w.prev_kv);
-            match marks.as_deref_mut() {
-                Some(marks) => marks.queue(out, w.key, slot, response),
-                None => out.entry(w.key.stream).or_default().push(Delivery { key: w.key, response }),
-            }
+            marks.queue(out, w.key, slot, response);
         }
     }
 }
@@ -554,7 +543,7 @@ mod tests {
             let mut one_out = PerStream::default();
             let mut marks = TurnMarks::new(max_revs, max_bytes);
             for (rev, range) in &ranges {
-                match_revision(&mut one_group, &mut matched, *rev, &batch, range.clone(), &mut one_out, Some(&mut marks));
+                match_revision(&mut one_group, &mut matched, *rev, &batch, range.clone(), &mut one_out, &mut marks);
             }
 
             prop_assert_eq!(delivered(&hot_out, max_revs, max_bytes), delivered(&one_out, max_revs, max_bytes));
@@ -629,7 +618,7 @@ mod tests {
             let mut marks = TurnMarks::new(max_revs, max_bytes);
             for (batch, ranges) in &batches {
                 for (rev, range) in ranges {
-                    match_revision(&mut one_group, &mut matched, *rev, batch, range.clone(), &mut one_out, Some(&mut marks));
+                    match_revision(&mut one_group, &mut matched, *rev, batch, range.clone(), &mut one_out, &mut marks);
                 }
             }
             prop_assert_eq!(delivered(&batch_out, max_revs, max_bytes), delivered(&one_out, max_revs, max_bytes));

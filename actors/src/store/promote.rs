@@ -84,7 +84,7 @@ impl StoreActor {
         let watch = self.config.watch();
         let mut marks = TurnMarks::new(watch.watch_batch_max_revs(), watch.max_response_bytes());
         for (rev, batch, range) in self.ring.range(first..) {
-            match_revision(&mut behind, &mut self.matched, *rev, batch, range.clone(), out, Some(&mut marks));
+            match_revision(&mut behind, &mut self.matched, *rev, batch, range.clone(), out, &mut marks);
         }
         for mut w in behind.drain() {
             w.min_rev = current + 1;
