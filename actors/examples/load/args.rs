@@ -87,6 +87,12 @@ pub struct Args {
     /// servers then hold or drop the backlog).
     #[arg(long)]
     pub writer_on_watch_thread: bool,
+    /// grpc-fanout: client threads for the watch streams, each with an actix-rt system and its
+    /// share of the `--grpc-connections` connections and of the streams (connection and stream
+    /// `i` on thread `i % N`). One thread decodes at most about 2.6M events/s here, which bounds
+    /// events/s on one key; etcd's Go client decodes on every core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub watch_threads: u64,
     /// grpc-fanout: stop sending puts after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub grpc_put_timeout_secs: u64,

@@ -6,8 +6,8 @@
 //! right after the next round has opened; each round's watchers are checked for exactly-once in
 //! order on their own.
 
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::task::JoinHandle;
@@ -65,7 +65,7 @@ impl Rounds {
 
 /// One round's open watch streams.
 pub struct OpenRound {
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     stop: tokio::sync::watch::Sender<bool>,
     streams: Vec<JoinHandle<StreamResult>>,
 }
@@ -74,7 +74,7 @@ impl OpenRound {
     fn open(args: &Args, clients: &[Client], start_revision: i64) -> Self {
         let (want, per_stream) = (args.catchup_watchers, args.watchers_per_stream);
         let now = Instant::now();
-        let cfg = Rc::new(WatchCfg {
+        let cfg = Arc::new(WatchCfg {
             keys: vec![PREFIX.as_bytes().to_vec()],
             prefix: true,
             start_revision,
@@ -83,7 +83,7 @@ impl OpenRound {
             epoch: now,
             setup_deadline: now + Duration::from_secs(30),
         });
-        let shared = Rc::new(Shared::new(args.catchup_revisions));
+        let shared = Arc::new(Shared::new(args.catchup_revisions, now));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let streams = (0..want.div_ceil(per_stream))
             .map(|s| {
@@ -99,11 +99,11 @@ impl OpenRound {
     async fn wait(&self, want: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if self.shared.caught_up.get() >= want {
+            if self.shared.caught_up() >= want {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if self.shared.failed_streams.get() > 0 || left.is_zero() {
+            if self.shared.failed_streams() > 0 || left.is_zero() {
                 return false;
             }
             let _ = actix_rt::time::timeout(left, self.shared.progress.notified()).await;
@@ -120,13 +120,13 @@ impl OpenRound {
                 tally.add(r, &acked, 1);
             }
         }
-        let (created, want) = (self.shared.created.get(), args.catchup_watchers as u64);
+        let (created, want) = (self.shared.created(), args.catchup_watchers as u64);
         if want > 0 && created == want && tally.watchers_exact == want {
             out.exact_rounds += 1;
         }
         out.watchers_created += created;
-        out.events_received += self.shared.events.get();
-        out.failed_streams += self.shared.failed_streams.get();
+        out.events_received += self.shared.events();
+        out.failed_streams += self.shared.failed_streams();
         let t = &mut out.tally;
         t.watchers_exact += tally.watchers_exact;
         t.missing += tally.missing;
@@ -157,7 +157,7 @@ pub async fn run_rounds(
     let mut round = OpenRound::open(args, clients, start_revision);
     loop {
         let ok = round.wait(args.catchup_watchers as u64, limit).await;
-        let end = round.shared.last_caught_up.get().filter(|_| ok).unwrap_or_else(Instant::now);
+        let end = round.shared.last_caught_up().filter(|_| ok).unwrap_or_else(Instant::now);
         out.spans.push((opened, end.saturating_duration_since(t0), ok));
         if !ok || writer_done.load(Ordering::Acquire) {
             return (out, round);

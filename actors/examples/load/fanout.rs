@@ -136,8 +136,11 @@ pub async fn scenario_fanout(args: &Args, server: &Server, tck: f64) -> S2 {
 
     out.events_expected = out.puts_acked * out.watchers_created;
     let most = out.puts_sent * out.watchers_created;
-    let received =
-        Received { events: &shared.events, last_event: &shared.last_event, failed_streams: &shared.failed_streams };
+    let received = || Received {
+        events: shared.events.get(),
+        last_event: shared.last_event.get(),
+        failed_streams: shared.failed_streams.get(),
+    };
     (out.drain_timed_out, out.drain_secs) =
         drain(received, out.events_expected, most, Duration::from_secs(args.drain_timeout_secs)).await;
     if let Some(span) = span {

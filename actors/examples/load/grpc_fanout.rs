@@ -4,9 +4,12 @@
 //! open loop) or with `--writer-on-watch-thread` on the watch thread (a closed loop: the writer
 //! cannot outrun what the watchers take), puts `--puts` values on the keys round robin (see
 //! `grpc_writer`); a drain; then every watcher's
-//! tally (exactly its key's acknowledged puts, once each, in revision order: see `tally`).
+//! tally (exactly its key's acknowledged puts, once each, in revision order: see `tally`). With
+//! `--watch-threads N` the connections and streams are dealt over N client threads, each an
+//! actix-rt system with a `Shared` of its own; the writer stays with the first.
 
-use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::task::JoinHandle;
@@ -53,27 +56,45 @@ pub fn stream_keys(streams: usize, per_stream: usize, spread: bool) -> Vec<(usiz
 /// watcher exists, a stream failed, or the setup deadline passed; the streams run until `stop`.
 pub async fn open_streams(
     clients: &[Client],
-    cfg: &Rc<WatchCfg>,
-    shared: &Rc<Shared>,
+    cfg: &Arc<WatchCfg>,
+    shared: &Arc<Shared>,
     streams: &[(usize, usize)],
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<JoinHandle<StreamResult>> {
-    let handles: Vec<_> = streams
+    let handles = spawn_streams(clients, cfg, shared, streams, stop);
+    let wanted = streams.iter().map(|&(_, n)| n as u64).sum::<u64>();
+    wait_created(std::slice::from_ref(shared), wanted, cfg.setup_deadline).await;
+    handles
+}
+
+/// Spawns the streams of `open_streams` without waiting for their watchers.
+fn spawn_streams(
+    clients: &[Client],
+    cfg: &Arc<WatchCfg>,
+    shared: &Arc<Shared>,
+    streams: &[(usize, usize)],
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<JoinHandle<StreamResult>> {
+    streams
         .iter()
         .enumerate()
         .map(|(i, &(first, n))| {
             let client = clients[i % clients.len()].clone();
             actix_rt::spawn(grpc_watch_stream(client, cfg.clone(), shared.clone(), n, first, stop.clone()))
         })
-        .collect();
-    let wanted = streams.iter().map(|&(_, n)| n as u64).sum::<u64>();
-    while shared.created.get() < wanted
-        && shared.failed_streams.get() == 0
-        && Instant::now() < cfg.setup_deadline + Duration::from_millis(100)
+        .collect()
+}
+
+/// Waits until the streams of every `Shared` have `wanted` watchers in all, one failed, or
+/// `setup_deadline` (and 100 ms) passed.
+async fn wait_created(shareds: &[Arc<Shared>], wanted: u64, setup_deadline: Instant) {
+    let sum = |f: fn(&Shared) -> u64| shareds.iter().map(|s| f(s)).sum::<u64>();
+    while sum(Shared::created) < wanted
+        && sum(Shared::failed_streams) == 0
+        && Instant::now() < setup_deadline + Duration::from_millis(100)
     {
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
-    handles
 }
 
 /// Stops the streams and adds up their watchers' findings (see `Tally::add`); a stream that does
@@ -86,12 +107,56 @@ pub async fn close_streams(
 ) -> Tally {
     let _ = stop.send(true);
     let mut tally = Tally::default();
-    for s in streams {
-        if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
-            tally.add(r, acked, keys);
-        }
+    for r in collect_streams(streams).await {
+        tally.add(r, acked, keys);
     }
     tally
+}
+
+/// The findings of stopped streams; a stream that does not end within 5 s is left out.
+async fn collect_streams(streams: Vec<JoinHandle<StreamResult>>) -> Vec<StreamResult> {
+    let mut results = Vec::with_capacity(streams.len());
+    for s in streams {
+        if let Ok(Ok(r)) = actix_rt::time::timeout(Duration::from_secs(5), s).await {
+            results.push(r);
+        }
+    }
+    results
+}
+
+/// A client thread other than the first (`--watch-threads`): its connections opened, its
+/// streams run until `stop`; it answers how many connections it opened and its streams'
+/// findings, or why it could not connect.
+type WatchThread = std::thread::JoinHandle<Result<(usize, Vec<StreamResult>), String>>;
+
+fn spawn_watch_thread(
+    base: String,
+    connections: usize,
+    cfg: Arc<WatchCfg>,
+    shared: Arc<Shared>,
+    streams: Vec<(usize, usize)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<WatchThread> {
+    std::thread::Builder::new().name("load-watch".into()).spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let clients = match connect_clients(&base, connections).await {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.stream_failed();
+                    return Err(e);
+                }
+            };
+            let handles = spawn_streams(&clients, &cfg, &shared, &streams, &stop);
+            // Err: the driver is gone, which stops the streams too.
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            Ok((clients.len(), collect_streams(handles).await))
+        })
+    })
+}
+
+/// Entry `i` of `items` goes to thread `i % threads`: thread `t`'s share.
+fn share_of<T: Clone>(items: &[T], threads: usize, t: usize) -> Vec<T> {
+    items.iter().skip(t).step_by(threads).cloned().collect()
 }
 
 /// grpc-fanout's results.
@@ -126,16 +191,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let mut out = GrpcFanout { watchers_wanted: wanted, ..GrpcFanout::default() };
     let epoch = Instant::now();
 
-    let clients = match connect_clients(&server.base, args.grpc_connections).await {
-        Ok(c) => c,
-        Err(e) => {
-            out.tally.first_error = Some(e);
-            return out;
-        }
-    };
-    out.connections_open = clients.len();
-
-    let cfg = Rc::new(WatchCfg {
+    let cfg = Arc::new(WatchCfg {
         keys: keys(args.keys),
         prefix: false,
         start_revision: 0,
@@ -144,17 +200,46 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
         epoch,
         setup_deadline: epoch + Duration::from_secs(30),
     });
-    let shared = Rc::new(Shared::new(args.puts as usize));
+    let threads = (args.watch_threads as usize).clamp(1, args.grpc_connections.max(1));
+    let sent_us: Arc<[AtomicU64]> = (0..args.puts).map(|_| AtomicU64::new(0)).collect();
+    let shareds: Vec<Arc<Shared>> = (0..threads).map(|_| Arc::new(Shared::with_sent(sent_us.clone(), epoch))).collect();
+    let shared = &shareds[0];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let per_stream = stream_keys(args.streams, args.watchers_per_stream, false);
-    let streams = open_streams(&clients, &cfg, &shared, &per_stream, &stop_rx).await;
+    let connections: Vec<usize> = (0..args.grpc_connections).collect();
+    let mut helpers = Vec::with_capacity(threads - 1);
+    for (t, thread_shared) in shareds.iter().enumerate().skip(1) {
+        let streams = share_of(&per_stream, threads, t);
+        let n = share_of(&connections, threads, t).len();
+        match spawn_watch_thread(server.base.clone(), n, cfg.clone(), thread_shared.clone(), streams, stop_rx.clone()) {
+            Ok(h) => helpers.push(h),
+            Err(e) => {
+                out.tally.first_error = Some(format!("starting a watch thread: {e}"));
+                join_watch_threads(&stop_tx, helpers, &[], args.keys, &mut out).await;
+                return out;
+            }
+        }
+    }
+    let clients = match connect_clients(&server.base, share_of(&connections, threads, 0).len()).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.tally.first_error = Some(e);
+            join_watch_threads(&stop_tx, helpers, &[], args.keys, &mut out).await;
+            return out;
+        }
+    };
+    out.connections_open = clients.len();
+    let streams = spawn_streams(&clients, &cfg, shared, &share_of(&per_stream, threads, 0), &stop_rx);
+    wait_created(&shareds, wanted, cfg.setup_deadline).await;
+    let sum = |f: fn(&Shared) -> u64| shareds.iter().map(|s| f(s)).sum::<u64>();
     out.setup_secs = epoch.elapsed().as_secs_f64();
-    out.watchers_created = shared.created.get();
+    out.watchers_created = sum(Shared::created);
+    let failed = sum(Shared::failed_streams);
 
     let mut span = None;
     let mut perf = None;
     let mut written = None;
-    if out.watchers_created == wanted && shared.failed_streams.get() == 0 && args.writer_on_watch_thread {
+    if out.watchers_created == wanted && failed == 0 && args.writer_on_watch_thread {
         match connect_writer(&server.base).await {
             Ok(kv) => {
                 perf = Some(Perf::start(args, server, "grpc-fanout"));
@@ -163,7 +248,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
             }
             Err(e) => out.first_put_error = Some(e),
         }
-    } else if out.watchers_created == wanted && shared.failed_streams.get() == 0 {
+    } else if out.watchers_created == wanted && failed == 0 {
         match Writer::start(args, &server.base, cfg.keys.clone(), epoch, shared.sent_us.clone()).await {
             Ok(writer) => {
                 perf = Some(Perf::start(args, server, "grpc-fanout"));
@@ -194,8 +279,12 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let sent: Vec<bool> = (0..args.puts).map(|seq| seq < out.puts_sent).collect();
     out.events_expected = events_for(&per_stream, &acked, args.keys);
     let most = events_for(&per_stream, &sent, args.keys);
-    let received =
-        Received { events: &shared.events, last_event: &shared.last_event, failed_streams: &shared.failed_streams };
+    let last_event = || shareds.iter().filter_map(|s| s.last_event()).max();
+    let received = || Received {
+        events: sum(Shared::events),
+        last_event: last_event(),
+        failed_streams: sum(Shared::failed_streams),
+    };
     (out.drain_timed_out, out.drain_secs) =
         drain(received, out.events_expected, most, Duration::from_secs(args.drain_timeout_secs)).await;
     if let Some(span) = span {
@@ -203,12 +292,44 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     }
     drop(perf);
     out.tally = close_streams(&stop_tx, streams, &acked, args.keys).await;
-    out.failed_streams = shared.failed_streams.get();
-    out.events_received = shared.events.get();
-    out.responses = shared.responses.get();
-    out.ev_lat = shared.lat.take();
-    if let (Some(start), Some(last)) = (put_start, shared.last_event.get()) {
+    join_watch_threads(&stop_tx, helpers, &acked, args.keys, &mut out).await;
+    out.failed_streams = sum(Shared::failed_streams);
+    out.events_received = sum(Shared::events);
+    out.responses = sum(Shared::responses);
+    for s in &shareds {
+        out.ev_lat.merge(&s.take_lat());
+    }
+    if let (Some(start), Some(last)) = (put_start, last_event()) {
         out.events_per_s = out.events_received as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9);
     }
     out
+}
+
+/// Stops the other client threads' streams and adds their connections and findings to `out`.
+async fn join_watch_threads(
+    stop: &tokio::sync::watch::Sender<bool>,
+    helpers: Vec<WatchThread>,
+    acked: &[bool],
+    keys: usize,
+    out: &mut GrpcFanout,
+) {
+    let _ = stop.send(true);
+    for helper in helpers {
+        // Each ends within 5 s of the stop (see `collect_streams`); joined off this thread's
+        // event loop.
+        match actix_rt::task::spawn_blocking(move || helper.join()).await {
+            Ok(Ok(Ok((connections, results)))) => {
+                out.connections_open += connections;
+                for r in results {
+                    out.tally.add(r, acked, keys);
+                }
+            }
+            Ok(Ok(Err(e))) => {
+                out.tally.first_error.get_or_insert(e);
+            }
+            _ => {
+                out.tally.first_error.get_or_insert_with(|| "a watch thread panicked".into());
+            }
+        }
+    }
 }

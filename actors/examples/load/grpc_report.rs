@@ -29,12 +29,14 @@ fn per_event_us(cpu_s: f64, events: u64) -> Cell {
 
 pub fn grpc_rows(args: &Args, rows: &mut Rows) {
     let keys = if args.keys == 1 { "1 key".to_string() } else { format!("{} keys", args.keys) };
+    let threads = (args.watch_threads as usize).clamp(1, args.grpc_connections.max(1));
     rows.title(&format!(
-        "gRPC fan-out: {}x{} watchers on {keys}, {} conns",
+        "gRPC fan-out: {}x{} watchers on {keys}, {} conns, {threads} client watch thread(s)",
         args.streams, args.watchers_per_stream, args.grpc_connections
     ));
     let pacing = if args.in_flight > 0 { format!("{} in flight", args.in_flight) } else { format!("{}/s", args.rate) };
-    rows.title(&format!("  {} puts of {} B, {pacing}", args.puts, args.value_size));
+    let writer = if args.writer_on_watch_thread { "on the first watch thread" } else { "on a thread of its own" };
+    rows.title(&format!("  {} puts of {} B, {pacing}, writer {writer}", args.puts, args.value_size));
     rows.row("  connections / watchers created / wanted", |r| {
         g(r, |s| Cell::ints(&[s.connections_open as u64, s.watchers_created, s.watchers_wanted]))
     });

@@ -2,52 +2,114 @@
 //! watchers (watcher `w` on key or prefix `(first_key + w) % keys`, `first_key` the stream's),
 //! then reads events and checks each watcher's keys, sequence numbers and revision order.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, WatchOptions};
 
 use crate::hist::Hist;
 
-/// What every stream task shares with the driver (all on the main thread) and, through
-/// `sent_us`, with the writer (on a thread of its own, see `grpc_writer`).
+/// What the stream tasks of one client thread share with the driver, which may run on another
+/// thread (`--watch-threads`), and, through `sent_us`, with the writer (on a thread of its own,
+/// see `grpc_writer`). Each client thread has its own, so its counters are written by one thread
+/// and only read elsewhere.
 pub struct Shared {
-    pub created: Cell<u64>,
-    pub events: Cell<u64>,
+    /// The origin of the stored instants.
+    epoch: Instant,
+    created: AtomicU64,
+    events: AtomicU64,
     /// Watch responses that carried events.
-    pub responses: Cell<u64>,
-    pub last_event: Cell<Option<Instant>>,
-    pub failed_streams: Cell<u64>,
+    responses: AtomicU64,
+    /// When the latest event arrived: nanoseconds since `epoch`, plus one (0: none yet).
+    last_event: AtomicU64,
+    failed_streams: AtomicU64,
     /// Put→event latencies of every watcher.
-    pub lat: RefCell<Hist>,
+    lat: Mutex<Hist>,
     /// Each put's send time in µs since `WatchCfg::epoch`, by sequence number (0: not sent);
     /// written by the writer's thread before it sends the put.
     pub sent_us: Arc<[AtomicU64]>,
     /// Watchers that have received `WatchCfg::complete_after` distinct puts, and when the latest
-    /// of them did (grpc-catchup's catch-up time).
-    pub caught_up: Cell<u64>,
-    pub last_caught_up: Cell<Option<Instant>>,
+    /// of them did (grpc-catchup's catch-up time; encoded as `last_event`).
+    caught_up: AtomicU64,
+    last_caught_up: AtomicU64,
     /// Notified when a watcher catches up or a stream fails (grpc-catchup's rounds wait on it).
     pub progress: tokio::sync::Notify,
 }
 
 impl Shared {
-    pub fn new(puts: usize) -> Self {
+    /// A `Shared` with its own send times for `puts` puts.
+    pub fn new(puts: usize, epoch: Instant) -> Self {
+        Self::with_sent((0..puts).map(|_| AtomicU64::new(0)).collect(), epoch)
+    }
+
+    /// A `Shared` reading the send times of another (the streams of every client thread check
+    /// the same puts).
+    pub fn with_sent(sent_us: Arc<[AtomicU64]>, epoch: Instant) -> Self {
         Self {
-            created: Cell::new(0),
-            events: Cell::new(0),
-            responses: Cell::new(0),
-            last_event: Cell::new(None),
-            failed_streams: Cell::new(0),
-            lat: RefCell::default(),
-            sent_us: (0..puts).map(|_| AtomicU64::new(0)).collect(),
-            caught_up: Cell::new(0),
-            last_caught_up: Cell::new(None),
+            epoch,
+            created: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            responses: AtomicU64::new(0),
+            last_event: AtomicU64::new(0),
+            failed_streams: AtomicU64::new(0),
+            lat: Mutex::default(),
+            sent_us,
+            caught_up: AtomicU64::new(0),
+            last_caught_up: AtomicU64::new(0),
             progress: tokio::sync::Notify::new(),
         }
+    }
+
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    pub fn responses(&self) -> u64 {
+        self.responses.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_streams(&self) -> u64 {
+        self.failed_streams.load(Ordering::Relaxed)
+    }
+
+    pub fn caught_up(&self) -> u64 {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    pub fn last_event(&self) -> Option<Instant> {
+        self.instant(&self.last_event)
+    }
+
+    pub fn last_caught_up(&self) -> Option<Instant> {
+        self.instant(&self.last_caught_up)
+    }
+
+    /// Takes the latencies recorded so far.
+    pub fn take_lat(&self) -> Hist {
+        std::mem::take(&mut *self.lat.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Counts a stream that failed and wakes whoever waits for progress.
+    pub fn stream_failed(&self) {
+        self.failed_streams.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_one();
+    }
+
+    fn instant(&self, at: &AtomicU64) -> Option<Instant> {
+        match at.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.epoch + Duration::from_nanos(ns - 1)),
+        }
+    }
+
+    fn stamp(&self, at: &AtomicU64, now: Instant) {
+        at.store(now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1, Ordering::Relaxed);
     }
 }
 
@@ -116,16 +178,15 @@ pub fn parse_seq(value: &[u8]) -> Option<usize> {
 /// Runs one stream of `watchers` watchers, the first on key index `first_key`, until `stop`.
 pub async fn grpc_watch_stream(
     client: Client,
-    cfg: std::rc::Rc<WatchCfg>,
-    shared: std::rc::Rc<Shared>,
+    cfg: Arc<WatchCfg>,
+    shared: Arc<Shared>,
     watchers: usize,
     first_key: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> StreamResult {
     let mut res = StreamResult { first_key, ..StreamResult::default() };
     if let Err(e) = stream_inner(client, &cfg, &shared, watchers, &mut stop, &mut res).await {
-        shared.failed_streams.set(shared.failed_streams.get() + 1);
-        shared.progress.notify_one();
+        shared.stream_failed();
         res.error.get_or_insert(e);
     }
     res
@@ -176,7 +237,7 @@ async fn stream_inner(
             res.out_of_order.push(0);
             last_rev.push(0);
             distinct.push(0);
-            shared.created.set(shared.created.get() + 1);
+            shared.created.fetch_add(1, Ordering::Relaxed);
         }
         if resp.canceled() {
             res.canceled += 1;
@@ -186,14 +247,14 @@ async fn stream_inner(
         if events.is_empty() {
             continue;
         }
-        shared.events.set(shared.events.get() + events.len() as u64);
-        shared.responses.set(shared.responses.get() + 1);
-        shared.last_event.set(Some(Instant::now()));
+        shared.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        shared.responses.fetch_add(1, Ordering::Relaxed);
+        shared.stamp(&shared.last_event, Instant::now());
         let Some(&w) = ids.get(&resp.watch_id()) else {
             res.unexpected += events.len() as u64;
             continue;
         };
-        let mut lat = shared.lat.borrow_mut();
+        let mut lat = shared.lat.lock().unwrap_or_else(|e| e.into_inner());
         for ev in events {
             let Some(kv) = ev.kv().filter(|kv| ev.event_type() == EventType::Put && cfg.matches(first + w, kv.key()))
             else {
@@ -211,8 +272,8 @@ async fn stream_inner(
                     if *c == 0 {
                         distinct[w] += 1;
                         if distinct[w] == cfg.complete_after {
-                            shared.caught_up.set(shared.caught_up.get() + 1);
-                            shared.last_caught_up.set(Some(Instant::now()));
+                            shared.caught_up.fetch_add(1, Ordering::Relaxed);
+                            shared.stamp(&shared.last_caught_up, Instant::now());
                             shared.progress.notify_one();
                         }
                     }

@@ -34,6 +34,15 @@ impl Hist {
         self.max_us = self.max_us.max(us);
     }
 
+    /// Adds `other`'s samples to this histogram.
+    pub fn merge(&mut self, other: &Hist) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
     pub fn max_us(&self) -> Option<u64> {
         (self.count > 0).then_some(self.max_us)
     }

@@ -19,7 +19,7 @@
 //! baseline, direct, mirrors in odd runs and the other way round in even ones, so that a drift of
 //! the machine does not favour one phase.
 
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::KvClient;
@@ -281,7 +281,7 @@ async fn measure(
             conns[i % conns.len()].clone()
         })
         .collect();
-    let cfg = Rc::new(WatchCfg {
+    let cfg = Arc::new(WatchCfg {
         keys: keys(args.keys),
         prefix: false,
         start_revision: 0,
@@ -290,20 +290,20 @@ async fn measure(
         epoch,
         setup_deadline: epoch + Duration::from_secs(30),
     });
-    let shared = Rc::new(Shared::new(puts));
+    let shared = Arc::new(Shared::new(puts, epoch));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Watcher `g` of them all on key `g % --keys`: `--mirror-watchers / --keys` per key.
     let per_stream = stream_keys(streams, args.watchers_per_stream, true);
     let handles = open_streams(&clients, &cfg, &shared, &per_stream, &stop_rx).await;
     out.setup_secs = epoch.elapsed().as_secs_f64();
-    out.watchers_created = shared.created.get();
-    if out.watchers_created < out.watchers_wanted || shared.failed_streams.get() > 0 {
+    out.watchers_created = shared.created();
+    if out.watchers_created < out.watchers_wanted || shared.failed_streams() > 0 {
         out.tally = close_streams(&stop_tx, handles, &[], args.keys).await;
         return Err(format!(
             "{} of {} watchers created, {} streams failed: {}",
             out.watchers_created,
             out.watchers_wanted,
-            shared.failed_streams.get(),
+            shared.failed_streams(),
             out.tally.first_error.clone().unwrap_or_default()
         ));
     }
@@ -334,8 +334,11 @@ async fn measure(
     let sent: Vec<bool> = (0..puts).map(|seq| (seq as u64) < out.puts_sent).collect();
     out.events_expected = events_for(&per_stream, &written.acked, args.keys);
     let most = events_for(&per_stream, &sent, args.keys);
-    let received =
-        Received { events: &shared.events, last_event: &shared.last_event, failed_streams: &shared.failed_streams };
+    let received = || Received {
+        events: shared.events(),
+        last_event: shared.last_event(),
+        failed_streams: shared.failed_streams(),
+    };
     (out.drain_timed_out, out.drain_secs) =
         drain(received, out.events_expected, most, Duration::from_secs(args.drain_timeout_secs)).await;
     out.whole = whole.end(tck);
@@ -344,8 +347,8 @@ async fn measure(
     }
     sample_applied(http, mirrors, out, 2).await;
     out.tally = close_streams(&stop_tx, handles, &written.acked, args.keys).await;
-    out.failed_streams = shared.failed_streams.get();
-    out.events_received = shared.events.get();
-    out.ev_lat = shared.lat.take();
+    out.failed_streams = shared.failed_streams();
+    out.events_received = shared.events();
+    out.ev_lat = shared.take_lat();
     Ok(())
 }
