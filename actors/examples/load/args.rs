@@ -42,9 +42,14 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub value_size: usize,
     /// Scenario 1 over `http` (the JSON gateway, one keep-alive connection per client) or `grpc`
-    /// (etcd's gRPC API: clients share one HTTP/2 connection, as etcd's clients do).
+    /// (etcd's gRPC API: clients share `--put-connections` HTTP/2 connections).
     #[arg(long, default_value = "http")]
     pub protocol: String,
+    /// Scenario 1 over gRPC: HTTP/2 connections the clients are dealt over, round robin (client
+    /// `i` on connection `i % N`). 1: all share one, as the clones of one etcd client do; the
+    /// value of `--clients`: one connection per client, as separate client processes have.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub put_connections: u64,
     /// Scenario 1: give up after this many seconds.
     #[arg(long, default_value_t = 45)]
     pub s1_timeout_secs: u64,

@@ -19,18 +19,28 @@ pub enum PutClient {
 }
 
 impl PutClient {
-    pub async fn new(args: &Args, server: &Server) -> anyhow::Result<Self> {
-        Ok(match args.protocol.as_str() {
-            "http" => Self::Http(http_client(args.clients.max(1) + 8), format!("{}/v3/kv/put", server.base).into()),
+    /// One client per `--clients`: over HTTP clones of one keep-alive client, over gRPC dealt
+    /// round robin over `--put-connections` connections.
+    pub async fn connect_all(args: &Args, server: &Server) -> anyhow::Result<Vec<Self>> {
+        let clients = args.clients.max(1);
+        match args.protocol.as_str() {
+            "http" => {
+                let client = Self::Http(http_client(clients + 8), format!("{}/v3/kv/put", server.base).into());
+                Ok(vec![client; clients])
+            }
             "grpc" => {
-                let channel = tonic::transport::Channel::from_shared(server.base.clone())?
-                    .connect_timeout(Duration::from_secs(10))
-                    .connect()
-                    .await?;
-                Self::Grpc(KvClient::new(channel))
+                let mut channels = Vec::new();
+                for _ in 0..(args.put_connections as usize).min(clients) {
+                    let channel = tonic::transport::Channel::from_shared(server.base.clone())?
+                        .connect_timeout(Duration::from_secs(10))
+                        .connect()
+                        .await?;
+                    channels.push(KvClient::new(channel));
+                }
+                Ok((0..clients).map(|i| Self::Grpc(channels[i % channels.len()].clone())).collect())
             }
             other => bail!("--protocol must be http or grpc, not {other}"),
-        })
+        }
     }
 
     pub async fn put(&self, key: Vec<u8>, value: &[u8]) -> Result<(), String> {

@@ -25,7 +25,7 @@ pub struct S1 {
 }
 
 pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
-    let client = match PutClient::new(args, server).await {
+    let clients = match PutClient::connect_all(args, server).await {
         Ok(c) => c,
         Err(e) => {
             return S1 {
@@ -39,8 +39,10 @@ pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
     let value: Rc<[u8]> = vec![b'x'; args.value_size].into();
 
     // Warm-up: open every connection once (not measured).
-    let warm: Vec<_> = (0..args.clients)
-        .map(|i| {
+    let warm: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| {
             let (client, value) = (client.clone(), value.clone());
             actix_rt::spawn(async move { client.put(format!("/warm/{i}").into_bytes(), &value).await })
         })
@@ -56,8 +58,9 @@ pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
     let span = CpuSpan::start(server.pid);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.s1_timeout_secs);
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|_| {
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
             let (client, value) = (client.clone(), value.clone());
             let (next, errors, first_error) = (next.clone(), errors.clone(), first_error.clone());
             actix_rt::spawn(async move {

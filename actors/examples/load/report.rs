@@ -76,10 +76,12 @@ pub fn print_table(args: &Args, columns: &Columns) {
 }
 
 fn http_rows(args: &Args, rows: &mut Rows) {
-    rows.title(&format!(
-        "S1: {} puts, {} clients, {} B values, over {}",
-        args.puts, args.clients, args.value_size, args.protocol
-    ));
+    let over = if args.protocol == "grpc" {
+        format!("grpc, {} connection(s)", (args.put_connections as usize).min(args.clients.max(1)))
+    } else {
+        args.protocol.clone()
+    };
+    rows.title(&format!("S1: {} puts, {} clients, {} B values, over {over}", args.puts, args.clients, args.value_size));
     rows.row("  puts ok / errors", |r| s1(r, |s| Cell::ints(&[s.done, s.errors])));
     rows.row("  wall time (s)", |r| s1(r, |s| Cell::num(s.secs, 2)));
     rows.key("  puts/s", |r| s1(r, |s| Cell::num(s.done as f64 / s.secs.max(1e-9), 0)));
