@@ -52,23 +52,9 @@ pub fn stream_keys(streams: usize, per_stream: usize, spread: bool) -> Vec<(usiz
 }
 
 /// Opens one watch stream per entry of `streams` (its first key index and its watchers; see
-/// `stream_keys`), stream `i` on connection `clients[i % clients.len()]`, and waits until every
-/// watcher exists, a stream failed, or the setup deadline passed; the streams run until `stop`.
-pub async fn open_streams(
-    clients: &[Client],
-    cfg: &Arc<WatchCfg>,
-    shared: &Arc<Shared>,
-    streams: &[(usize, usize)],
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> Vec<JoinHandle<StreamResult>> {
-    let handles = spawn_streams(clients, cfg, shared, streams, stop);
-    let wanted = streams.iter().map(|&(_, n)| n as u64).sum::<u64>();
-    wait_created(std::slice::from_ref(shared), wanted, cfg.setup_deadline).await;
-    handles
-}
-
-/// Spawns the streams of `open_streams` without waiting for their watchers.
-fn spawn_streams(
+/// `stream_keys`), stream `i` on connection `clients[i % clients.len()]`; the streams run until
+/// `stop`. `wait_created` waits for their watchers.
+pub fn spawn_streams(
     clients: &[Client],
     cfg: &Arc<WatchCfg>,
     shared: &Arc<Shared>,
@@ -87,7 +73,7 @@ fn spawn_streams(
 
 /// Waits until the streams of every `Shared` have `wanted` watchers in all, one failed, or
 /// `setup_deadline` (and 100 ms) passed.
-async fn wait_created(shareds: &[Arc<Shared>], wanted: u64, setup_deadline: Instant) {
+pub async fn wait_created(shareds: &[Arc<Shared>], wanted: u64, setup_deadline: Instant) {
     let sum = |f: fn(&Shared) -> u64| shareds.iter().map(|s| f(s)).sum::<u64>();
     while sum(Shared::created) < wanted
         && sum(Shared::failed_streams) == 0

@@ -26,7 +26,7 @@ use etcd_client::KvClient;
 
 use crate::args::Args;
 use crate::drain::{drain, Received};
-use crate::grpc_fanout::{close_streams, connect_clients, keys, open_streams, stream_keys};
+use crate::grpc_fanout::{close_streams, connect_clients, keys, spawn_streams, stream_keys, wait_created};
 use crate::grpc_watch::{Shared, WatchCfg};
 use crate::grpc_writer::Writer;
 use crate::hist::Hist;
@@ -294,7 +294,8 @@ async fn measure(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Watcher `g` of them all on key `g % --keys`: `--mirror-watchers / --keys` per key.
     let per_stream = stream_keys(streams, args.watchers_per_stream, true);
-    let handles = open_streams(&clients, &cfg, &shared, &per_stream, &stop_rx).await;
+    let handles = spawn_streams(&clients, &cfg, &shared, &per_stream, &stop_rx);
+    wait_created(std::slice::from_ref(&shared), out.watchers_wanted, cfg.setup_deadline).await;
     out.setup_secs = epoch.elapsed().as_secs_f64();
     out.watchers_created = shared.created();
     if out.watchers_created < out.watchers_wanted || shared.failed_streams() > 0 {
