@@ -7,8 +7,8 @@
 //! even on errors), one of three scenarios (`--scenario`), or a fourth with both servers at once:
 //! - `http` (the default), two steps:
 //!   1. puts: `--clients` keep-alive HTTP clients, each doing sequential `POST /v3/kv/put` (or
-//!      gRPC `KV/Put` with `--protocol grpc`), for `--puts` puts in total → puts/s and latency
-//!      percentiles;
+//!      gRPC `KV/Put` with `--protocol grpc`, the clients dealt over `--put-connections` HTTP/2
+//!      connections), for `--puts` puts in total → puts/s and latency percentiles;
 //!   2. watch fan-out: `--streams` `POST /v3/watch` connections (chunked body, `Expect:
 //!      100-continue`, so that etcd 3.4 streams both ways), each creating `--watchers-per-stream`
 //!      watchers on one prefix, then `--rate` puts/s for `--duration-secs` seconds whose values
