@@ -74,9 +74,8 @@ pub fn spawn_streams(
 /// Waits until the streams of every `Shared` have `wanted` watchers in all, one failed, or
 /// `setup_deadline` (and 100 ms) passed.
 pub async fn wait_created(shareds: &[Arc<Shared>], wanted: u64, setup_deadline: Instant) {
-    let sum = |f: fn(&Shared) -> u64| shareds.iter().map(|s| f(s)).sum::<u64>();
-    while sum(Shared::created) < wanted
-        && sum(Shared::failed_streams) == 0
+    while total(shareds, Shared::created) < wanted
+        && total(shareds, Shared::failed_streams) == 0
         && Instant::now() < setup_deadline + Duration::from_millis(100)
     {
         actix_rt::time::sleep(Duration::from_millis(5)).await;
@@ -140,6 +139,11 @@ fn spawn_watch_thread(
     })
 }
 
+/// One counter of every client thread's `Shared`, added up.
+fn total(shareds: &[Arc<Shared>], counter: fn(&Shared) -> u64) -> u64 {
+    shareds.iter().map(|s| counter(s)).sum()
+}
+
 /// Entry `i` of `items` goes to thread `i % threads`: thread `t`'s share.
 fn share_of<T: Clone>(items: &[T], threads: usize, t: usize) -> Vec<T> {
     items.iter().skip(t).step_by(threads).cloned().collect()
@@ -192,11 +196,10 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     let shared = &shareds[0];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let per_stream = stream_keys(args.streams, args.watchers_per_stream, false);
-    let connections: Vec<usize> = (0..args.grpc_connections).collect();
     let mut helpers = Vec::with_capacity(threads - 1);
     for (t, thread_shared) in shareds.iter().enumerate().skip(1) {
         let streams = share_of(&per_stream, threads, t);
-        let n = share_of(&connections, threads, t).len();
+        let n = (t..args.grpc_connections).step_by(threads).count();
         match spawn_watch_thread(server.base.clone(), n, cfg.clone(), thread_shared.clone(), streams, stop_rx.clone()) {
             Ok(h) => helpers.push(h),
             Err(e) => {
@@ -206,7 +209,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
             }
         }
     }
-    let clients = match connect_clients(&server.base, share_of(&connections, threads, 0).len()).await {
+    let clients = match connect_clients(&server.base, (0..args.grpc_connections).step_by(threads).count()).await {
         Ok(c) => c,
         Err(e) => {
             out.tally.first_error = Some(e);
@@ -217,7 +220,7 @@ pub async fn scenario_grpc_fanout(args: &Args, server: &Server, tck: f64) -> Grp
     out.connections_open = clients.len();
     let streams = spawn_streams(&clients, &cfg, shared, &share_of(&per_stream, threads, 0), &stop_rx);
     wait_created(&shareds, wanted, cfg.setup_deadline).await;
-    let sum = |f: fn(&Shared) -> u64| shareds.iter().map(|s| f(s)).sum::<u64>();
+    let sum = |counter| total(&shareds, counter);
     out.setup_secs = epoch.elapsed().as_secs_f64();
     out.watchers_created = sum(Shared::created);
     let failed = sum(Shared::failed_streams);
