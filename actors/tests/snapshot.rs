@@ -155,12 +155,16 @@ async fn grpc_snapshot_under_writes_and_watch_restores_at_exactly_its_revision()
         .await
         .expect("watch");
 
+    // One more acknowledged write first, so that the snapshot falls among the live writes
+    // however quickly it is asked for.
+    let second_live = tokio::time::timeout(DEADLINE, acks.recv()).await.expect("writes go on").expect("writer alive");
     let stream = client.snapshot().await.expect("snapshot");
     let (file_bytes, at) = read_snapshot(stream).await;
+    assert!(at >= second_live, "the snapshot {at} is at or after the second live write {second_live}");
     assert!(at > first_live, "the snapshot {at} is after the first live write {first_live}");
 
     // Writes went on during and after the snapshot, and the watcher saw every one, in order.
-    let mut acked = vec![first_live];
+    let mut acked = vec![first_live, second_live];
     while acked.last().is_none_or(|&r| r < at + 20) {
         acked.push(tokio::time::timeout(DEADLINE, acks.recv()).await.expect("writes go on").expect("writer alive"));
     }
