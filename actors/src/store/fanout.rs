@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use watchkv::watch::response::{CommitEvents, WatchResponse};
-use watchkv::watch::watcher::{Watcher, WatcherKey};
+use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::Event;
 
-use super::{PerStream, StoreActor};
+use super::{PerStream, StoreActor, StreamMap};
 use crate::filtered_events;
 use crate::protocol::{Deliver, Delivery, ParkVictims, Victim, RESPONSE_HEADER_ESTIMATE};
 
@@ -32,6 +32,12 @@ pub(super) struct TurnMarks {
     marks: Vec<Mark>,
     max_revs: usize,
     max_bytes: usize,
+    /// How many deliveries each stream got in its last turn: its list of this turn starts at
+    /// that capacity. A stream's list leaves with its `Deliver`, so it cannot be reused, and
+    /// grown push by push it was reallocated two or three times per stream per group commit on
+    /// the store thread (a stream of ten watchers), each a larger chunk that the stream's
+    /// thread later frees (docs/benchmarks.md: the ten-key fan-out).
+    list_sizes: StreamMap<u32>,
 }
 
 /// A watcher's response in this turn: where it is in its stream's list, and its encoded length
@@ -46,7 +52,17 @@ struct Mark {
 impl TurnMarks {
     /// Returns marks that merge within the given limits.
     pub(super) fn new(max_revs: usize, max_bytes: usize) -> Self {
-        Self { turn: 1, marks: Vec::new(), max_revs, max_bytes }
+        Self { turn: 1, marks: Vec::new(), max_revs, max_bytes, list_sizes: StreamMap::default() }
+    }
+
+    /// Notes how many deliveries `stream` got this turn.
+    fn note_list_size(&mut self, stream: StreamId, len: usize) {
+        self.list_sizes.insert(stream, u32::try_from(len).unwrap_or(u32::MAX));
+    }
+
+    /// Forgets a stream that closed.
+    pub(super) fn forget_stream(&mut self, stream: StreamId) {
+        self.list_sizes.remove(&stream);
     }
 
     /// Starts a new turn: every earlier mark is stale.
@@ -113,7 +129,13 @@ impl TurnMarks {
     /// Queues `response` for the watcher `key` in `slot`: merged into the watcher's response
     /// of this turn when it can be, else as a response of its own.
     fn queue(&mut self, out: &mut PerStream, key: WatcherKey, slot: WatcherSlot, response: WatchResponse) {
-        let list = out.entry(key.stream).or_default();
+        let list = match out.entry(key.stream) {
+            Entry::Occupied(list) => list.into_mut(),
+            Entry::Vacant(vacant) => {
+                let size = self.list_sizes.get(&key.stream).map_or(0, |&n| n as usize);
+                vacant.insert(Vec::with_capacity(size))
+            }
+        };
         let i = slot.index();
         if self.marks.len() <= i {
             self.marks.resize(i + 1, Mark::default());
@@ -193,12 +215,14 @@ impl StoreActor {
         self.turn_marks.next_turn();
         let mut parked = Vec::new();
         for (stream, mut entries) in out {
+            self.turn_marks.note_list_size(stream, entries.len());
             // What waits in a stream's buffer or as a victim keeps only a dense run's batch.
             for e in &mut entries {
                 e.response.events.unshare_if_sparse();
             }
             let Some(recipient) = self.streams.get(&stream) else {
                 // The stream is gone: its watchers go with it.
+                self.turn_marks.forget_stream(stream);
                 for e in entries {
                     self.synced.remove(&e.key);
                 }
@@ -223,6 +247,7 @@ impl StoreActor {
                 }
                 Err(SendError::Closed(msg)) => {
                     self.streams.remove(&stream);
+                    self.turn_marks.forget_stream(stream);
                     for e in msg.entries {
                         self.synced.remove(&e.key);
                     }

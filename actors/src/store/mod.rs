@@ -222,6 +222,7 @@ impl Handler<UnregisterStream> for StoreActor {
         }
         self.streams.remove(&msg.stream);
         self.closers.remove(&msg.stream);
+        self.turn_marks.forget_stream(msg.stream);
         forward(&self.peers.unregister, msg);
     }
 }
