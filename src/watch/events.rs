@@ -28,7 +28,7 @@ pub struct Events(Repr);
 /// Events a response holds of its own without a heap allocation. A watcher of one of several
 /// hot keys gets every few revisions of a commit, not a run of it, and its response is merged
 /// from single events (two or three per response in the ten-key fan-out of docs/benchmarks.md):
-/// inline, those merges allocate nothing. Three fit in the space the run form takes anyway.
+/// inline, those merges allocate nothing. `Events` is 40 bytes with three, 32 with one.
 const OWN_INLINE: usize = 3;
 
 type OwnEvents = SmallVec<[Arc<Event>; OWN_INLINE]>;
