@@ -40,6 +40,11 @@ pub(super) struct TurnMarks {
     list_sizes: StreamMap<u32>,
 }
 
+/// The largest capacity a stream's list starts at: a stream whose last turn had thousands of
+/// deliveries grows past it as before, and one whose turn has few after many does not start
+/// with a large list.
+const LIST_SIZE_HINT_MAX: usize = 256;
+
 /// A watcher's response in this turn: where it is in its stream's list, and its encoded length
 /// (0 until a merge first needs it: most watchers get one revision per turn).
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,9 +60,9 @@ impl TurnMarks {
         Self { turn: 1, marks: Vec::new(), max_revs, max_bytes, list_sizes: StreamMap::default() }
     }
 
-    /// Notes how many deliveries `stream` got this turn.
+    /// Notes how many deliveries `stream` got this turn (up to [`LIST_SIZE_HINT_MAX`]).
     fn note_list_size(&mut self, stream: StreamId, len: usize) {
-        self.list_sizes.insert(stream, u32::try_from(len).unwrap_or(u32::MAX));
+        self.list_sizes.insert(stream, u32::try_from(len.min(LIST_SIZE_HINT_MAX)).unwrap_or(u32::MAX));
     }
 
     /// Forgets a stream that closed.
@@ -216,6 +221,11 @@ impl StoreActor {
         let mut parked = Vec::new();
         for (stream, mut entries) in out {
             self.turn_marks.note_list_size(stream, entries.len());
+            // The list waits in the stream's mailbox: it keeps no more than twice what it holds
+            // (glibc shrinks a chunk in place).
+            if entries.capacity() > 2 * entries.len() {
+                entries.shrink_to_fit();
+            }
             // What waits in a stream's buffer or as a victim keeps only a dense run's batch.
             for e in &mut entries {
                 e.response.events.unshare_if_sparse();
