@@ -220,7 +220,6 @@ impl StoreActor {
         self.turn_marks.next_turn();
         let mut parked = Vec::new();
         for (stream, mut entries) in out {
-            self.turn_marks.note_list_size(stream, entries.len());
             // The list waits in the stream's mailbox: it keeps no more than twice what it holds
             // (glibc shrinks a chunk in place).
             if entries.capacity() > 2 * entries.len() {
@@ -232,12 +231,12 @@ impl StoreActor {
             }
             let Some(recipient) = self.streams.get(&stream) else {
                 // The stream is gone: its watchers go with it.
-                self.turn_marks.forget_stream(stream);
                 for e in entries {
                     self.synced.remove(&e.key);
                 }
                 continue;
             };
+            self.turn_marks.note_list_size(stream, entries.len());
             let msg = Deliver::live(entries);
             let (responses, events) = msg.size();
             match recipient.try_deliver(msg) {
