@@ -25,6 +25,7 @@ use crate::protocol::{
     Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, TakeSnapshot,
     VictimStats, WatchCreate,
 };
+use crate::reply_route::Reply;
 use crate::response_queue::{response_queue, QueueReceiver};
 use crate::sink::WatchSink;
 use crate::store::{ReimportUpstream, StoreActor};
@@ -170,9 +171,9 @@ impl Handle {
 
     /// Queues one write in the store's group commit; returns where its answer will come.
     async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
-        // The answer comes straight from the store's turn to this task (see `SubmitWrite`).
+        // The answer comes straight from the store's turn to this thread (see `SubmitWrite`).
         // A full store mailbox makes the writer wait for room, as `send` does.
-        let (reply, answer) = futures::channel::oneshot::channel();
+        let (reply, answer) = Reply::channel();
         match self.inner.runtime.store.try_send(SubmitWrite { request, reply }) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => self.inner.runtime.store.send(msg).await.map_err(stopped)?,

@@ -81,6 +81,7 @@ pub mod listener;
 pub mod mirror;
 pub mod mirror_status;
 pub mod protocol;
+pub mod reply_route;
 pub mod response_queue;
 pub mod sched;
 pub mod sink;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::reply_route::Reply;
 use actix::prelude::*;
-use futures::channel::oneshot;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{Filters, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{KeyRange, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Write};
@@ -432,8 +432,9 @@ pub struct LeaseTick(pub Option<Instant>);
 pub struct SubmitWrite<W: Write> {
     /// The write.
     pub request: W,
-    /// Where its answer goes, after it is durable.
-    pub reply: oneshot::Sender<Result<W::Response>>,
+    /// Where its answer goes, after it is durable (on the writer's own thread, with the
+    /// other answers of the same commit: `crate::reply_route`).
+    pub reply: Reply<Result<W::Response>>,
 }
 
 impl<W: Write> Message for SubmitWrite<W> {

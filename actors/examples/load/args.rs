@@ -50,6 +50,13 @@ pub struct Args {
     /// value of `--clients`: one connection per client, as separate client processes have.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub put_connections: u64,
+    /// Scenario 1: client threads, each an actix-rt system with its share of the clients and of
+    /// the connections (client and connection `i` on thread `i % N`, at least one connection
+    /// each), all taking puts from one count. 1: every client on the main thread, which then
+    /// decodes every answer; 2: a multi-threaded client on this 2-core machine, as the fan-out
+    /// issue measured puts with.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub put_threads: u64,
     /// Scenario 1: give up after this many seconds.
     #[arg(long, default_value_t = 45)]
     pub s1_timeout_secs: u64,

@@ -8,7 +8,8 @@
 //! - `http` (the default), two steps:
 //!   1. puts: `--clients` keep-alive HTTP clients, each doing sequential `POST /v3/kv/put` (or
 //!      gRPC `KV/Put` with `--protocol grpc`, the clients dealt over `--put-connections` HTTP/2
-//!      connections), for `--puts` puts in total → puts/s and latency percentiles;
+//!      connections and `--put-threads` client threads), for `--puts` puts in total → puts/s
+//!      and latency percentiles;
 //!   2. watch fan-out: `--streams` `POST /v3/watch` connections (chunked body, `Expect:
 //!      100-continue`, so that etcd 3.4 streams both ways), each creating `--watchers-per-stream`
 //!      watchers on one prefix, then `--rate` puts/s for `--duration-secs` seconds whose values
@@ -55,7 +56,8 @@
 //! exactly-once check (e.g. `5/5`).
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
-//! machine; its own CPU time is reported too. grpc-fanout can deal its watch connections and
+//! machine; its own CPU time is reported too. Scenario 1 can deal its put clients over more
+//! (`--put-threads N`). grpc-fanout can deal its watch connections and
 //! streams over more (`--watch-threads N`, each its own actix-rt system): one thread decodes at
 //! most about 2.6M events/s here, which bounds events/s on one key for either server. Every loop is bounded in count and in time. The
 //! writer of `grpc-fanout` (unless `--writer-on-watch-thread`) and `grpc-catchup` is the

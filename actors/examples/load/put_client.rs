@@ -9,7 +9,6 @@ use watchkv_actors::grpc::pb::etcdserverpb::PutRequest;
 
 use crate::args::Args;
 use crate::http::{http_client, post, put_body};
-use crate::server::Server;
 
 /// One put, over the protocol scenario 1 runs on.
 #[derive(Clone)]
@@ -19,19 +18,19 @@ pub enum PutClient {
 }
 
 impl PutClient {
-    /// One client per `--clients`: over HTTP clones of one keep-alive client, over gRPC dealt
-    /// round robin over `--put-connections` connections.
-    pub async fn connect_all(args: &Args, server: &Server) -> anyhow::Result<Vec<Self>> {
-        let clients = args.clients.max(1);
+    /// `clients` clients of the server at `base`: over HTTP clones of one keep-alive client,
+    /// over gRPC dealt round robin over `connections` connections.
+    pub async fn connect_all(args: &Args, base: &str, clients: usize, connections: usize) -> anyhow::Result<Vec<Self>> {
+        let clients = clients.max(1);
         match args.protocol.as_str() {
             "http" => {
-                let client = Self::Http(http_client(clients + 8), format!("{}/v3/kv/put", server.base).into());
+                let client = Self::Http(http_client(clients + 8), format!("{base}/v3/kv/put").into());
                 Ok(vec![client; clients])
             }
             "grpc" => {
                 let mut channels = Vec::new();
-                for _ in 0..(args.put_connections as usize).min(clients) {
-                    let channel = tonic::transport::Channel::from_shared(server.base.clone())?
+                for _ in 0..connections.clamp(1, clients) {
+                    let channel = tonic::transport::Channel::from_shared(base.to_owned())?
                         .connect_timeout(Duration::from_secs(10))
                         .connect()
                         .await?;

@@ -77,7 +77,9 @@ pub fn print_table(args: &Args, columns: &Columns) {
 
 fn http_rows(args: &Args, rows: &mut Rows) {
     let over = if args.protocol == "grpc" {
-        format!("grpc, {} connection(s)", (args.put_connections as usize).min(args.clients.max(1)))
+        let threads = (args.put_threads as usize).clamp(1, args.clients.max(1));
+        let connections = (args.put_connections as usize).clamp(threads, args.clients.max(1));
+        format!("grpc, {connections} connection(s), {threads} client thread(s)")
     } else {
         args.protocol.clone()
     };

@@ -6,18 +6,19 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::prelude::*;
-use futures::channel::oneshot;
 use watchkv::{Applied, Error, Event, Persisted, Result, Write, WriteGroup};
 
 use super::{PerStream, StoreActor};
 use crate::protocol::SubmitWrite;
+use crate::reply_route::{Answers, Reply};
 
 /// A write waiting for the next group commit, with its typed reply.
 pub(super) trait PendingWrite: Send {
     /// Applies the write inside the group.
     fn apply(&mut self, group: &mut WriteGroup<'_>);
-    /// Answers the writer once the group is persisted; returns the events to notify.
-    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event>;
+    /// Adds the writer's answer to `answers` once the group is persisted; returns the events
+    /// to notify.
+    fn answer(self: Box<Self>, persisted: &Persisted, answers: &mut Answers) -> Vec<Event>;
     /// Answers the writer with `error` without applying the write.
     fn fail(self: Box<Self>, error: Error);
 }
@@ -26,7 +27,7 @@ pub(super) trait PendingWrite: Send {
 struct Queued<W: Write> {
     request: Option<W>,
     applied: Option<Applied<W::Response>>,
-    reply: oneshot::Sender<Result<W::Response>>,
+    reply: Reply<Result<W::Response>>,
 }
 
 impl<W: Write> PendingWrite for Queued<W> {
@@ -36,25 +37,26 @@ impl<W: Write> PendingWrite for Queued<W> {
         }
     }
 
-    fn answer(self: Box<Self>, persisted: &Persisted) -> Vec<Event> {
+    fn answer(self: Box<Self>, persisted: &Persisted, answers: &mut Answers) -> Vec<Event> {
         let Some(applied) = self.applied else {
-            let _ = self.reply.send(Err(Error::Internal("a queued write was answered before it was applied".into())));
+            let error = Error::Internal("a queued write was answered before it was applied".into());
+            answers.add(self.reply, Err(error));
             return Vec::new();
         };
         match applied.settle(persisted) {
             Ok(committed) => {
-                let _ = self.reply.send(Ok(committed.response));
+                answers.add(self.reply, Ok(committed.response));
                 committed.events
             }
             Err(e) => {
-                let _ = self.reply.send(Err(e));
+                answers.add(self.reply, Err(e));
                 Vec::new()
             }
         }
     }
 
     fn fail(self: Box<Self>, error: Error) {
-        let _ = self.reply.send(Err(error));
+        self.reply.send_now(Err(error));
     }
 }
 
@@ -67,7 +69,7 @@ impl StoreActor {
     /// Queues a write for the next group commit.
     fn submit<W: Write>(&mut self, msg: SubmitWrite<W>, ctx: &mut Context<Self>) {
         if self.store.is_none() {
-            let _ = msg.reply.send(Err(Error::Stopped));
+            msg.reply.send_now(Err(Error::Stopped));
             return;
         }
         self.pending.push(Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply }));
@@ -112,7 +114,10 @@ impl StoreActor {
         // turn has queued the revision's events to every matching synced watcher's stream
         // (docs/design.md, invariant 3). The revision's own visibility was published above,
         // before either.
-        let events: Vec<Vec<Event>> = pending.into_iter().map(|w| w.answer(&persisted)).collect();
+        // The answers leave as one batch per writer's thread (`crate::reply_route`).
+        let mut answers = Answers::default();
+        let events: Vec<Vec<Event>> = pending.into_iter().map(|w| w.answer(&persisted, &mut answers)).collect();
+        answers.send();
         if events.iter().flatten().any(|e| self.synced.any_matches(&e.kv.key)) {
             // A fan-out follows: let a writer just woken onto this core reply now rather than
             // after it. Without this, on a 2-core machine some puts to a key that many watchers
