@@ -83,7 +83,6 @@ impl<T: Send + 'static> Reply<T> {
     /// single-threaded tokio runtime, and the receiver the task awaits. The answer then needs
     /// that runtime to run: a task must await it, not block the runtime's thread on it (which
     /// would stall every other task of that thread as well).
-    #[must_use]
     pub fn channel() -> (Self, oneshot::Receiver<T>) {
         let (sender, receiver) = oneshot::channel();
         (Self { sender, route: Route::current() }, receiver)
