@@ -22,8 +22,8 @@ use crate::mirror_status::UpstreamStatus;
 use crate::protocol::{
     Alarm, AuthChange, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
     GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
-    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SyncerStats, TakeSnapshot,
-    VictimStats, WatchCreate,
+    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SubmitWrites, SyncerStats,
+    TakeSnapshot, VictimStats, WatchCreate,
 };
 use crate::reply_route::Reply;
 use crate::response_queue::{response_queue, QueueReceiver};
@@ -173,10 +173,17 @@ impl Handle {
     async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
         // The answer comes straight from the store's turn to this thread (see `SubmitWrite`).
         // A full store mailbox makes the writer wait for room, as `send` does.
+        // On a client-port thread the write joins the thread's outbox, sent once the handlers
+        // already queued there have added theirs (`crate::outbox`); a full mailbox then makes
+        // the outbox wait, and the writer with it, for its answer.
         let (reply, answer) = Reply::channel();
-        match self.inner.runtime.store.try_send(SubmitWrite { request, reply }) {
+        let store = &self.inner.runtime.store;
+        let Some(write) = crate::outbox::queue(store, crate::store::queued(SubmitWrite { request, reply })) else {
+            return Ok(answer);
+        };
+        match store.try_send(SubmitWrites(vec![write])) {
             Ok(()) => {}
-            Err(SendError::Full(msg)) => self.inner.runtime.store.send(msg).await.map_err(stopped)?,
+            Err(SendError::Full(msg)) => store.send(msg).await.map_err(stopped)?,
             Err(SendError::Closed(_)) => return Err(Error::Stopped),
         }
         Ok(answer)

@@ -80,6 +80,7 @@ pub mod integrity_checker;
 pub mod listener;
 pub mod mirror;
 pub mod mirror_status;
+mod outbox;
 pub mod protocol;
 pub mod reply_route;
 pub mod response_queue;

@@ -441,6 +441,20 @@ impl<W: Write> Message for SubmitWrite<W> {
     type Result = ();
 }
 
+/// Writes of several callers, submitted together by a client-port thread's outbox
+/// (`crate::outbox`): each joins the group commit as its own [`SubmitWrite`] would, in order.
+pub struct SubmitWrites(pub Vec<Box<dyn crate::store::PendingWrite>>);
+
+impl std::fmt::Debug for SubmitWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SubmitWrites").field(&self.0.len()).finish()
+    }
+}
+
+impl Message for SubmitWrites {
+    type Result = ();
+}
+
 /// A read at a revision.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<RangeResponse>")]

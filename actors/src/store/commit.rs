@@ -9,11 +9,11 @@ use actix::prelude::*;
 use watchkv::{Applied, Error, Event, Persisted, Result, Write, WriteGroup};
 
 use super::{PerStream, StoreActor};
-use crate::protocol::SubmitWrite;
+use crate::protocol::{SubmitWrite, SubmitWrites};
 use crate::reply_route::{Answers, Reply};
 
 /// A write waiting for the next group commit, with its typed reply.
-pub(super) trait PendingWrite: Send {
+pub trait PendingWrite: Send {
     /// Applies the write inside the group.
     fn apply(&mut self, group: &mut WriteGroup<'_>);
     /// Adds the writer's answer to `answers` once the group is persisted; returns the events
@@ -21,6 +21,12 @@ pub(super) trait PendingWrite: Send {
     fn answer(self: Box<Self>, persisted: &Persisted, answers: &mut Answers) -> Vec<Event>;
     /// Answers the writer with `error` without applying the write.
     fn fail(self: Box<Self>, error: Error);
+}
+
+/// `msg` as a write of the group-commit queue, whatever its kind (a [`SubmitWrites`] carries
+/// several kinds together).
+pub(crate) fn queued<W: Write>(msg: SubmitWrite<W>) -> Box<dyn PendingWrite> {
+    Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply })
 }
 
 /// A [`SubmitWrite`] in the group-commit queue.
@@ -67,12 +73,12 @@ struct Flush;
 
 impl StoreActor {
     /// Queues a write for the next group commit.
-    fn submit<W: Write>(&mut self, msg: SubmitWrite<W>, ctx: &mut Context<Self>) {
+    fn submit(&mut self, write: Box<dyn PendingWrite>, ctx: &mut Context<Self>) {
         if self.store.is_none() {
-            msg.reply.send_now(Err(Error::Stopped));
+            write.fail(Error::Stopped);
             return;
         }
-        self.pending.push(Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply }));
+        self.pending.push(write);
         if !self.flush_scheduled {
             // Runs after every message already in the mailbox: writes queued together are
             // applied in one batch with one persist (group commit).
@@ -140,7 +146,17 @@ impl<W: Write> Handler<SubmitWrite<W>> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: SubmitWrite<W>, ctx: &mut Self::Context) {
-        self.submit(msg, ctx);
+        self.submit(queued(msg), ctx);
+    }
+}
+
+impl Handler<SubmitWrites> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitWrites, ctx: &mut Self::Context) {
+        for write in msg.0 {
+            self.submit(write, ctx);
+        }
     }
 }
 

@@ -17,6 +17,8 @@ mod promote;
 mod recovery;
 mod reimport;
 
+pub(crate) use commit::queued;
+pub use commit::PendingWrite;
 pub use reimport::ReimportUpstream;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,7 +32,6 @@ use watchkv::watch::watcher::{StreamId, Watcher};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::{Error, KvStore, RangeResponse, Result};
 
-use self::commit::PendingWrite;
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, Alarm, AuthChange, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment,

@@ -1,0 +1,64 @@
+//! Writes that one thread's tasks submit in the same turn of its runtime (a burst of requests
+//! read from one connection) join one group commit through the thread's outbox, and each writer
+//! still gets its own answer; writes from another thread join commits of their own.
+
+use watchkv::{KeyRange, PutRequest, RangeRequest};
+use watchkv_actors::testing;
+use watchkv_actors::{start, Handle};
+
+/// Puts `count` keys from as many tasks spawned together on this thread; returns their
+/// revisions in the order the tasks were spawned.
+async fn burst_of_puts(handle: &Handle, prefix: &str, count: usize) -> Vec<i64> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let handle = handle.clone();
+            let key = format!("{prefix}{i:03}");
+            actix_rt::spawn(async move { handle.put(PutRequest::new(key, "v")).await })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.push(task.await.expect("put task").expect("put").revision);
+    }
+    revisions
+}
+
+#[actix_rt::test]
+async fn puts_submitted_in_one_turn_join_one_group_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    let first = handle.put(PutRequest::new("before", "v")).await.expect("put").revision;
+    let batches_before = handle.stats().await.expect("stats").write_batches;
+
+    let revisions = burst_of_puts(&handle, "burst/", 40).await;
+
+    let batches = handle.stats().await.expect("stats").write_batches - batches_before;
+    assert_eq!(batches, 1, "40 puts submitted together took {batches} group commits");
+    // Each writer got its own revision, in the order the writes were queued.
+    let expected: Vec<i64> = (first + 1..=first + 40).collect();
+    assert_eq!(revisions, expected);
+    let read = handle.range(RangeRequest::new(KeyRange::prefix("burst/"))).await.expect("range");
+    assert_eq!(read.kvs.len(), 40);
+    assert!(read.kvs.iter().zip(&expected).all(|(kv, rev)| kv.mod_revision == *rev));
+    handle.shutdown().await.expect("shutdown");
+}
+
+#[actix_rt::test]
+async fn writes_from_another_thread_are_answered_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    let other = handle.clone();
+    // A thread with a runtime of its own, as a client-port worker has.
+    let revisions = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move { burst_of_puts(&other, "other/", 10).await })
+    })
+    .join()
+    .expect("writer thread");
+    let local = burst_of_puts(&handle, "local/", 10).await;
+    let mut all: Vec<i64> = revisions.iter().chain(&local).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 20, "every write has a revision of its own");
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "one thread's writes keep their order");
+    handle.shutdown().await.expect("shutdown");
+}
