@@ -171,11 +171,10 @@ impl Handle {
 
     /// Queues one write in the store's group commit; returns where its answer will come.
     async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
-        // The answer comes straight from the store's turn to this thread (see `SubmitWrite`).
-        // A full store mailbox makes the writer wait for room, as `send` does.
-        // On a client-port thread the write joins the thread's outbox, sent once the handlers
-        // already queued there have added theirs (`crate::outbox`); a full mailbox then makes
-        // the outbox wait, and the writer with it, for its answer.
+        // The answer comes from the store's turn to this thread (see `SubmitWrite`). On a
+        // client-port thread the write joins the thread's outbox, sent once the handlers already
+        // queued there have added theirs (`crate::outbox`); elsewhere it goes alone. Either way
+        // a full store mailbox makes the sender wait for room, and the writer with it.
         let (reply, answer) = Reply::channel();
         let store = &self.inner.runtime.store;
         let Some(write) = crate::outbox::queue(store, crate::store::queued(SubmitWrite { request, reply })) else {

@@ -19,7 +19,8 @@ use tokio::runtime::{Handle as RuntimeHandle, Id as RuntimeId, RuntimeFlavor};
 use crate::protocol::SubmitWrites;
 use crate::store::{PendingWrite, StoreActor};
 
-/// Writes queued on this thread for one store, not yet sent.
+/// Writes queued on this thread for one store, not yet sent. Each has a writer waiting for its
+/// answer, so the outbox holds at most one write per waiting task of this thread.
 struct Outbox {
     runtime: RuntimeId,
     store: Addr<StoreActor>,

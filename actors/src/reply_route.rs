@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 type Answer = Box<dyn FnOnce() + Send>;
 
 /// The way into a thread's relay: a task on that thread's runtime that completes the answers
-/// sent to it.
+/// sent to it. The channel has no bound of its own; what it holds is answers to writes whose
+/// writers are waiting for them, and the store's bounded mailbox bounds those.
 #[derive(Clone)]
 struct Route(mpsc::UnboundedSender<Vec<Answer>>);
 
