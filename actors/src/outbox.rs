@@ -14,9 +14,10 @@ use std::cell::RefCell;
 
 use actix::dev::SendError;
 use actix::Addr;
-use tokio::runtime::{Handle as RuntimeHandle, Id as RuntimeId, RuntimeFlavor};
+use tokio::runtime::Id as RuntimeId;
 
 use crate::protocol::SubmitWrites;
+use crate::reply_route::this_threads_runtime;
 use crate::store::{PendingWrite, StoreActor};
 
 /// Writes queued on this thread for one store, not yet sent. Each has a writer waiting for its
@@ -38,12 +39,9 @@ thread_local! {
 /// a single-threaded tokio runtime (an actix arbiter is one); otherwise hands `write` back for
 /// the caller to send itself.
 pub(crate) fn queue(store: &Addr<StoreActor>, write: Box<dyn PendingWrite>) -> Option<Box<dyn PendingWrite>> {
-    let Ok(runtime) = RuntimeHandle::try_current() else {
+    let Some(runtime) = this_threads_runtime() else {
         return Some(write);
     };
-    if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
-        return Some(write);
-    }
     let id = runtime.id();
     OUTBOXES.with(|outboxes| {
         let mut outboxes = outboxes.borrow_mut();

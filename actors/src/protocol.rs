@@ -421,13 +421,14 @@ pub struct LeaseTick(pub Option<Instant>);
 
 // ---- Client operations on the store, one message each with its own reply ----
 
-/// A write (put, delete-range, txn or lease revoke) whose answer, of the write's own response
-/// type, goes straight to `reply`, which the caller awaits on its own thread.
+/// A write (put, delete-range, txn or lease revoke) and where its answer, of the write's own
+/// response type, goes: it reaches the store inside a [`SubmitWrites`] and is answered straight
+/// to `reply`, which the caller awaits on its own thread.
 ///
 /// An answer through the message's own reply would travel through a future on the store's
 /// thread, which cannot run before the turn that committed the write ends, fan-out included;
 /// this one reaches the writer as soon as the store answers it. The message itself is answered
-/// once the write is queued, so a full mailbox still pushes back on the caller.
+/// once the writes are queued, so a full mailbox still pushes back on the caller.
 #[derive(Debug)]
 pub struct SubmitWrite<W: Write> {
     /// The write.
@@ -437,12 +438,9 @@ pub struct SubmitWrite<W: Write> {
     pub reply: Reply<Result<W::Response>>,
 }
 
-impl<W: Write> Message for SubmitWrite<W> {
-    type Result = ();
-}
-
-/// Writes of several callers, submitted together by a client-port thread's outbox
-/// (`crate::outbox`): each joins the group commit as its own [`SubmitWrite`] would, in order.
+/// Writes of one caller, or of several submitted together by a client-port thread's outbox
+/// (`crate::outbox`): each joins the group commit, in order (`crate::store::queued` makes a
+/// [`SubmitWrite`] one of them).
 pub struct SubmitWrites(pub Vec<Box<dyn crate::store::PendingWrite>>);
 
 impl std::fmt::Debug for SubmitWrites {

@@ -33,14 +33,18 @@ thread_local! {
     static THREAD_ROUTE: RefCell<Option<(RuntimeId, Route)>> = const { RefCell::new(None) };
 }
 
+/// The single-threaded tokio runtime this thread runs (an actix arbiter is one), if any: where
+/// a task spawned now runs on this thread, after the tasks already queued here.
+pub(crate) fn this_threads_runtime() -> Option<RuntimeHandle> {
+    let runtime = RuntimeHandle::try_current().ok()?;
+    (runtime.runtime_flavor() == RuntimeFlavor::CurrentThread).then_some(runtime)
+}
+
 impl Route {
     /// The route to the current thread, its relay started on first use; `None` outside a
-    /// single-threaded tokio runtime (an actix arbiter is one), where an answer is sent as is.
+    /// single-threaded tokio runtime, where an answer is sent as is.
     fn current() -> Option<Route> {
-        let runtime = RuntimeHandle::try_current().ok()?;
-        if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
-            return None;
-        }
+        let runtime = this_threads_runtime()?;
         let id = runtime.id();
         THREAD_ROUTE.with(|slot| {
             let mut slot = slot.borrow_mut();

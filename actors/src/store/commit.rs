@@ -142,14 +142,6 @@ impl StoreActor {
     }
 }
 
-impl<W: Write> Handler<SubmitWrite<W>> for StoreActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SubmitWrite<W>, ctx: &mut Self::Context) {
-        self.submit(queued(msg), ctx);
-    }
-}
-
 impl Handler<SubmitWrites> for StoreActor {
     type Result = ();
 
