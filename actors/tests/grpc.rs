@@ -94,6 +94,14 @@ async fn one_port_serves_grpc_and_the_http_gateway() {
         .await
         .expect_err("MemberAdd is not served");
     assert_eq!(err.code(), Code::Unimplemented);
+    // So does a service we do not have: the client port's router answers it.
+    let mut grpc = tonic::client::Grpc::new(channel(s.port).await);
+    grpc.ready().await.expect("channel ready");
+    let codec = tonic_prost::ProstCodec::<pb::RangeRequest, pb::RangeResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.NoSuchService/Range");
+    let err =
+        grpc.unary(tonic::Request::new(pb::RangeRequest::default()), path, codec).await.expect_err("no such service");
+    assert_eq!(err.code(), Code::Unimplemented);
     s.server.stop(false).await;
     s.handle.shutdown().await.expect("shutdown");
 }

@@ -17,12 +17,14 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod router;
 mod snapshot;
 mod watch;
 pub mod wire;
 
 pub use authority::AuthorityFix;
 pub use connection::ClientConnection;
+pub use router::GrpcRouter;
 
 use std::sync::Arc;
 
@@ -99,7 +101,7 @@ impl GrpcApi {
     /// unlimited, as in etcd.
     #[must_use]
     pub fn routes(&self) -> Routes {
-        let limit = self.inner.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+        let limit = self.max_decoding_bytes();
         Routes::new(KvServer::new(self.clone()).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX))
             .add_service(WatchServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
@@ -108,6 +110,18 @@ impl GrpcApi {
             .add_service(AuthServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(LockServer::new(self.clone()).max_decoding_message_size(limit))
             .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(limit))
+    }
+
+    /// Every service behind one dispatcher by service name, with the limits of
+    /// [`routes`](Self::routes): what the client port serves ([`GrpcRouter`]).
+    #[must_use]
+    pub fn router(&self) -> GrpcRouter {
+        GrpcRouter::new(self, self.max_decoding_bytes())
+    }
+
+    /// The largest incoming message: `max_request_bytes` plus etcd's framing allowance.
+    fn max_decoding_bytes(&self) -> usize {
+        self.inner.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES)
     }
 
     /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each
@@ -190,17 +204,20 @@ where
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let routes = api.routes();
+    let router = api.router();
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        // grpc-go (etcd) sends no `date` header; hyper's default would add one to every
+        // response, for both sides to encode and decode.
+        .auto_date_header(false)
         .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
         // Watch and keep-alive streams are long-lived; etcd allows many per connection.
         .max_concurrent_streams(None)
         .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
     let mut incoming = std::pin::pin!(incoming);
     while let Some(ClientConnection { io, data }) = incoming.next().await {
-        let service = connection::WithConnectionData::new(TowerToHyperService::new(routes.clone()), data);
+        let service = connection::WithConnectionData::new(TowerToHyperService::new(router.clone()), data);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

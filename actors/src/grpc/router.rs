@@ -1,0 +1,135 @@
+//! Owns the dispatch of a gRPC request to its service by the first segment of its path
+//! (`/etcdserverpb.KV/Put` → the KV service), in place of tonic's axum-based `Routes` on the
+//! client port.
+//!
+//! Why (docs/benchmarks.md, "Puts over gRPC"): `Routes` matches every request through an axum
+//! router and boxes its body twice (into axum's body, then tonic's), a few allocations and
+//! dynamic calls per request and per body frame on the path of every unary call. Here a request
+//! goes to the generated service with hyper's body as it came; each service still matches its
+//! own methods and answers `Unimplemented` for one it does not have, and a path naming no
+//! service gets the same answer, as from `Routes`.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError};
+use tonic::server::NamedService;
+
+use super::pb::etcdserverpb::auth_server::AuthServer;
+use super::pb::etcdserverpb::cluster_server::ClusterServer;
+use super::pb::etcdserverpb::kv_server::KvServer;
+use super::pb::etcdserverpb::lease_server::LeaseServer;
+use super::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use super::pb::v3electionpb::election_server::ElectionServer;
+use super::pb::v3lockpb::lock_server::LockServer;
+use super::wire::service::watch_server::WatchServer;
+use super::GrpcApi;
+
+/// Every gRPC service of [`GrpcApi`], dispatched by service name (see the module docs).
+#[derive(Clone)]
+pub struct GrpcRouter {
+    kv: KvServer<GrpcApi>,
+    watch: WatchServer<GrpcApi>,
+    lease: LeaseServer<GrpcApi>,
+    maintenance: MaintenanceServer<GrpcApi>,
+    cluster: ClusterServer<GrpcApi>,
+    auth: AuthServer<GrpcApi>,
+    lock: LockServer<GrpcApi>,
+    election: ElectionServer<GrpcApi>,
+}
+
+impl GrpcRouter {
+    /// Routes to the services of `api`; incoming messages may be at most `max_decoding` bytes,
+    /// outgoing ones are unlimited, as in etcd.
+    pub(super) fn new(api: &GrpcApi, max_decoding: usize) -> Self {
+        Self {
+            kv: KvServer::new(api.clone())
+                .max_decoding_message_size(max_decoding)
+                .max_encoding_message_size(usize::MAX),
+            watch: WatchServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            lease: LeaseServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            maintenance: MaintenanceServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            cluster: ClusterServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            auth: AuthServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            lock: LockServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            election: ElectionServer::new(api.clone()).max_decoding_message_size(max_decoding),
+        }
+    }
+}
+
+/// The service a gRPC path names: `/etcdserverpb.KV/Put` → `etcdserverpb.KV`.
+fn service_name(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?.split_once('/').map(|(service, _)| service)
+}
+
+/// The answer to a path that names no service we serve: `Unimplemented` in the response's
+/// headers (gRPC's trailers-only form), as tonic's `Routes` gives.
+fn unimplemented() -> http::Response<Body> {
+    let (parts, ()) = tonic::Status::unimplemented("").into_http::<()>().into_parts();
+    http::Response::from_parts(parts, Body::empty())
+}
+
+impl<B> Service<http::Request<B>> for GrpcRouter
+where
+    B: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Every service is always ready (the generated ones return Ready at once).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match service_name(request.uri().path()) {
+            Some(KvServer::<GrpcApi>::NAME) => self.kv.call(request),
+            Some(WatchServer::<GrpcApi>::NAME) => self.watch.call(request),
+            Some(LeaseServer::<GrpcApi>::NAME) => self.lease.call(request),
+            Some(MaintenanceServer::<GrpcApi>::NAME) => self.maintenance.call(request),
+            Some(ClusterServer::<GrpcApi>::NAME) => self.cluster.call(request),
+            Some(AuthServer::<GrpcApi>::NAME) => self.auth.call(request),
+            Some(LockServer::<GrpcApi>::NAME) => self.lock.call(request),
+            Some(ElectionServer::<GrpcApi>::NAME) => self.election.call(request),
+            _ => Box::pin(std::future::ready(Ok(unimplemented()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_names_its_service() {
+        assert_eq!(service_name("/etcdserverpb.KV/Put"), Some("etcdserverpb.KV"));
+        assert_eq!(service_name("/v3lockpb.Lock/Unlock"), Some("v3lockpb.Lock"));
+        assert_eq!(service_name("/etcdserverpb.KV"), None);
+        assert_eq!(service_name("etcdserverpb.KV/Put"), None);
+        assert_eq!(service_name(""), None);
+    }
+
+    #[test]
+    fn the_service_names_are_etcds() {
+        // What etcd's clients put in their paths; a renamed package would route nothing.
+        assert_eq!(KvServer::<GrpcApi>::NAME, "etcdserverpb.KV");
+        assert_eq!(WatchServer::<GrpcApi>::NAME, "etcdserverpb.Watch");
+        assert_eq!(LeaseServer::<GrpcApi>::NAME, "etcdserverpb.Lease");
+        assert_eq!(MaintenanceServer::<GrpcApi>::NAME, "etcdserverpb.Maintenance");
+        assert_eq!(ClusterServer::<GrpcApi>::NAME, "etcdserverpb.Cluster");
+        assert_eq!(AuthServer::<GrpcApi>::NAME, "etcdserverpb.Auth");
+        assert_eq!(LockServer::<GrpcApi>::NAME, "v3lockpb.Lock");
+        assert_eq!(ElectionServer::<GrpcApi>::NAME, "v3electionpb.Election");
+    }
+
+    #[test]
+    fn a_path_naming_no_service_is_unimplemented() {
+        let response = unimplemented();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "12");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+    }
+}
