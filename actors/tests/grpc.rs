@@ -210,3 +210,58 @@ async fn a_large_catch_up_arrives_in_fragments_that_add_up() {
     s.server.stop(false).await;
     s.handle.shutdown().await.expect("shutdown");
 }
+
+/// An embedder's own tonic server with `GrpcApi::routes()` (README, "Embedding"): the same
+/// services, the same request limit, Unimplemented for what we do not serve.
+#[actix_rt::test]
+async fn routes_serve_an_embedders_tonic_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ActorsConfig::new(dir.path())
+        .with_store(watchkv::StoreConfig::new(dir.path()).with_durability(Durability::Buffered));
+    let handle = watchkv_actors::start(config).await.expect("start the store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let max_request_bytes = 1024;
+    let gw = Gateway::new(handle.clone());
+    let api = GrpcApi::new(handle.clone(), gw.header, max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(tonic::transport::Server::builder().add_routes(api.routes()).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+    let mut kv = pb::kv_client::KvClient::new(channel(port).await);
+    let put = kv
+        .put(pb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })
+        .await
+        .expect("put")
+        .into_inner();
+    let revision = put.header.expect("header").revision;
+    assert!(revision > 1, "a put moves the revision: {revision}");
+    let range =
+        kv.range(pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }).await.expect("range").into_inner();
+    assert_eq!(range.kvs.len(), 1);
+    assert_eq!(range.kvs[0].value, b"v".to_vec());
+    assert_eq!(range.kvs[0].mod_revision, revision);
+
+    let put =
+        |key: &str, size: usize| pb::PutRequest { key: key.into(), value: vec![b'v'; size], ..Default::default() };
+    let err = kv.put(put("big", max_request_bytes * 2)).await.expect_err("over max-request-bytes");
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+    let err = kv.put(put("huge", 600 * 1024)).await.expect_err("over gRPC's allowance");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+
+    let mut cluster = pb::cluster_client::ClusterClient::new(channel(port).await);
+    let err = cluster
+        .member_add(pb::MemberAddRequest { peer_ur_ls: Vec::new(), is_learner: false })
+        .await
+        .expect_err("MemberAdd is not served");
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    let _ = stop.send(());
+    tokio::time::timeout(DEADLINE, server).await.expect("server stops").expect("join").expect("serve");
+    handle.shutdown().await.expect("shutdown");
+}

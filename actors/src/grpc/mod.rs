@@ -34,20 +34,11 @@ use tonic::service::Routes;
 use tonic::{Request, Status};
 use watchkv::config::GRPC_OVERHEAD_BYTES;
 
-use pb::etcdserverpb::auth_server::AuthServer;
-use pb::etcdserverpb::cluster_server::ClusterServer;
-use pb::etcdserverpb::kv_server::KvServer;
-use pb::etcdserverpb::lease_server::LeaseServer;
-use pb::etcdserverpb::maintenance_server::MaintenanceServer;
-use pb::v3electionpb::election_server::ElectionServer;
-use pb::v3lockpb::lock_server::LockServer;
-
 use crate::api::auth::Caller;
 /// etcd's messages and service traits, where gRPC clients have always found them.
 pub use crate::api::pb;
 use crate::api::{ApiError, Coordination, Header};
 use crate::Handle;
-use wire::service::watch_server::WatchServer;
 
 /// What the gRPC services need: the store handle and the identity they report.
 #[derive(Clone)]
@@ -101,15 +92,7 @@ impl GrpcApi {
     /// unlimited, as in etcd.
     #[must_use]
     pub fn routes(&self) -> Routes {
-        let limit = self.max_decoding_bytes();
-        Routes::new(KvServer::new(self.clone()).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX))
-            .add_service(WatchServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(AuthServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(LockServer::new(self.clone()).max_decoding_message_size(limit))
-            .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(limit))
+        self.router().into_routes()
     }
 
     /// Every service behind one dispatcher by service name, with the limits of

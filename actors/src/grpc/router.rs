@@ -58,6 +58,21 @@ impl GrpcRouter {
     }
 }
 
+impl GrpcRouter {
+    /// The same services, configured alike, as tonic's `Routes` (for a `tonic::transport`
+    /// server).
+    pub(super) fn into_routes(self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.kv)
+            .add_service(self.watch)
+            .add_service(self.lease)
+            .add_service(self.maintenance)
+            .add_service(self.cluster)
+            .add_service(self.auth)
+            .add_service(self.lock)
+            .add_service(self.election)
+    }
+}
+
 /// The service a gRPC path names: `/etcdserverpb.KV/Put` → `etcdserverpb.KV`.
 fn service_name(path: &str) -> Option<&str> {
     path.strip_prefix('/')?.split_once('/').map(|(service, _)| service)
