@@ -56,9 +56,7 @@ impl GrpcRouter {
             election: ElectionServer::new(api.clone()).max_decoding_message_size(max_decoding),
         }
     }
-}
 
-impl GrpcRouter {
     /// The same services, configured alike, as tonic's `Routes` (for a `tonic::transport`
     /// server).
     pub(super) fn into_routes(self) -> tonic::service::Routes {
