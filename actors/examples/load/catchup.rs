@@ -23,7 +23,10 @@
 //! (watchkv's p99 during was 25 ms against 0.54 ms idle). The scenario hands it one series at a
 //! time; it sets `writer_done` (an atomic) after the series of (c), which the rounds check. A put
 //! of (c) counts as during a round if it began within a round's span; both threads take their
-//! times since the same `t0`, an `Instant` of the shared monotonic clock.
+//! times since the same `t0`, an `Instant` of the shared monotonic clock. Each put also records
+//! how long the writer's thread waited, runnable, for a CPU meanwhile
+//! (`/proc/thread-self/schedstat`): the table gives the latencies with that share, the tool's
+//! own, taken out as well.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use crate::args::Args;
 use crate::catchup_rounds::{run_rounds, Rounds};
 use crate::grpc_fanout::connect_clients;
 use crate::grpc_writer::{connect_writer, from_writer, spawn_writer, value_of};
-use crate::sampling::{Cpu, CpuSpan, Perf};
+use crate::sampling::{thread_cpu_wait_ns, Cpu, CpuSpan, Perf};
 use crate::server::Server;
 
 /// The prefix the watchers catch up on, and the writer's own key (outside it).
@@ -53,6 +56,11 @@ pub struct Catchup {
     /// round was open; the puts of (c) begun between rounds.
     pub idle_lat_us: Vec<u64>,
     pub during_lat_us: Vec<u64>,
+    /// The same latencies less the time the writer's own thread waited for a CPU during each
+    /// put (sorted; empty where the kernel does not tell): what the put spent in the network
+    /// and the server, without the load tool's own scheduling.
+    pub idle_server_us: Vec<u64>,
+    pub during_server_us: Vec<u64>,
     pub between_rounds: u64,
     pub put_errors_idle: u64,
     pub put_errors_during: u64,
@@ -65,10 +73,28 @@ pub struct Catchup {
     pub peak_rss_kb: Option<u64>,
 }
 
-/// One writer's sequential puts: when each began (since `t0`) and how long it took.
+/// One put of the writer's.
+struct Put {
+    /// When it began, since the series' `t0`.
+    began: Duration,
+    latency_us: u64,
+    /// How long the writer's thread waited, runnable, for a CPU meanwhile (`None` where the
+    /// kernel does not tell): the load tool's share of the latency, which the server cannot
+    /// change (the tool's watch thread decoding events holds the same CPUs).
+    own_cpu_wait_us: Option<u64>,
+}
+
+impl Put {
+    /// The latency less the writer thread's own wait for a CPU.
+    fn server_us(&self) -> Option<u64> {
+        Some(self.latency_us.saturating_sub(self.own_cpu_wait_us?))
+    }
+}
+
+/// One writer's sequential puts.
 #[derive(Default)]
 struct SeqPuts {
-    puts: Vec<(Duration, u64)>,
+    puts: Vec<Put>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -81,9 +107,17 @@ async fn seq_puts(kv: &mut KvClient, key: &str, n: usize, size: usize, t0: Insta
             out.first_error.get_or_insert_with(|| format!("stopped after {i} puts at the time limit"));
             break;
         }
+        let waited_before = thread_cpu_wait_ns();
         let start = Instant::now();
         match kv.put(key, value_of(i, size), None).await {
-            Ok(_) => out.puts.push((start - t0, start.elapsed().as_micros() as u64)),
+            Ok(_) => {
+                let latency_us = start.elapsed().as_micros() as u64;
+                let own_cpu_wait_us = match (waited_before, thread_cpu_wait_ns()) {
+                    (Some(before), Some(after)) => Some(after.saturating_sub(before) / 1000),
+                    _ => None,
+                };
+                out.puts.push(Put { began: start - t0, latency_us, own_cpu_wait_us });
+            }
             Err(e) => {
                 out.errors += 1;
                 out.first_error.get_or_insert(e.to_string());
@@ -97,6 +131,11 @@ fn sorted(lat: impl Iterator<Item = u64>) -> Vec<u64> {
     let mut v: Vec<u64> = lat.collect();
     v.sort_unstable();
     v
+}
+
+/// The puts' latencies less the writer's own CPU waits, sorted; empty unless every put has one.
+fn sorted_server_us<'a>(puts: impl Iterator<Item = &'a Put>) -> Vec<u64> {
+    puts.map(Put::server_us).collect::<Option<Vec<u64>>>().map_or_else(Vec::new, |v| sorted(v.into_iter()))
 }
 
 /// Step (a): the history to catch up on. Returns the revision of its first put.
@@ -208,7 +247,8 @@ pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup
     let span = CpuSpan::start(server.pid);
     let idle = series(&series_tx, Instant::now(), None, limit).await;
     out.cpu_idle = span.end(tck);
-    out.idle_lat_us = sorted(idle.puts.iter().map(|p| p.1));
+    out.idle_lat_us = sorted(idle.puts.iter().map(|p| p.latency_us));
+    out.idle_server_us = sorted_server_us(idle.puts.iter());
     out.put_errors_idle = idle.errors;
     out.first_put_error = idle.first_error;
 
@@ -231,8 +271,9 @@ pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup
 
     // Both threads' times are against the same monotonic clock, so the puts' starts (since `t0`)
     // and the rounds' spans compare.
-    let (inside, between): (Vec<&(Duration, u64)>, Vec<_>) = during.puts.iter().partition(|p| out.rounds.during(p.0));
-    out.during_lat_us = sorted(inside.iter().map(|p| p.1));
+    let (inside, between): (Vec<&Put>, Vec<_>) = during.puts.iter().partition(|p| out.rounds.during(p.began));
+    out.during_lat_us = sorted(inside.iter().map(|p| p.latency_us));
+    out.during_server_us = sorted_server_us(inside.iter().copied());
     out.between_rounds = between.len() as u64;
     out.put_errors_during = during.errors;
     if out.first_put_error.is_none() {

@@ -30,6 +30,14 @@ pub fn status_field(pid: &str, field: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
 }
 
+/// How long the calling thread has waited, runnable, for a CPU since it started, in
+/// nanoseconds (the second field of `/proc/thread-self/schedstat`); `None` where the kernel
+/// does not tell.
+pub fn thread_cpu_wait_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
