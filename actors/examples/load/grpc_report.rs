@@ -93,22 +93,19 @@ pub fn catchup_rows(args: &Args, rows: &mut Rows) {
     rows.key("  put p99 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 99.0));
     rows.key("  put p50 during a round (ms)", |r| lat(r, |s| &s.during_lat_us, 50.0));
     rows.key("  put p99 during a round (ms)", |r| lat(r, |s| &s.during_lat_us, 99.0));
-    rows.key("  put p99 during / idle", |r| {
-        c(r, |s| match (pct(&s.during_lat_us, 99.0), pct(&s.idle_lat_us, 99.0)) {
+    // p99 during a round over p99 idle, of the latencies `during` and `idle` pick.
+    let p99_ratio = |r: &Report, during: fn(&Catchup) -> &Vec<u64>, idle: fn(&Catchup) -> &Vec<u64>| {
+        c(r, |s| match (pct(during(s), 99.0), pct(idle(s), 99.0)) {
             (Some(d), Some(i)) => Cell::num(d as f64 / i.max(1) as f64, 2),
             _ => Cell::Empty,
         })
-    });
+    };
+    rows.key("  put p99 during / idle", |r| p99_ratio(r, |s| &s.during_lat_us, |s| &s.idle_lat_us));
     // The same less the writer thread's own waits for a CPU (`/proc/thread-self/schedstat`):
     // what is left is the network's and the server's.
     rows.key("  put p99 idle, less the writer's own CPU waits (ms)", |r| lat(r, |s| &s.idle_server_us, 99.0));
     rows.key("  put p99 during, less the writer's own CPU waits (ms)", |r| lat(r, |s| &s.during_server_us, 99.0));
-    rows.key("  the same, during / idle", |r| {
-        c(r, |s| match (pct(&s.during_server_us, 99.0), pct(&s.idle_server_us, 99.0)) {
-            (Some(d), Some(i)) => Cell::num(d as f64 / i.max(1) as f64, 2),
-            _ => Cell::Empty,
-        })
-    });
+    rows.key("  the same, during / idle", |r| p99_ratio(r, |s| &s.during_server_us, |s| &s.idle_server_us));
     rows.row("  puts begun during a round / between rounds", |r| {
         c(r, |s| Cell::ints(&[s.during_lat_us.len() as u64, s.between_rounds]))
     });
