@@ -11,6 +11,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::watch::event_batch::BatchLimits;
+
 /// When a write is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -133,6 +135,13 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = DEFAULT_MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
 /// Valid [`WatchConfig::max_response_bytes`] values.
 pub const MAX_RESPONSE_BYTES_RANGE: RangeInclusive<usize> = 1..=*MAX_REQUEST_BYTES_RANGE.end() + GRPC_OVERHEAD_BYTES;
+/// Default of [`WatchConfig::max_batch_bytes`]: 128 KiB. Large enough that a batch of small
+/// events is cut by `watch_batch_max_revs` first (1000 events of 64-byte values take about
+/// 90 KiB), small enough that a stream whose client lags holds little encoded data
+/// (docs/benchmarks.md, "Large values").
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 128 * 1024;
+/// Valid [`WatchConfig::max_batch_bytes`] values.
+pub const MAX_BATCH_BYTES_RANGE: RangeInclusive<usize> = 1..=1 << 30;
 
 /// Panics unless `value` lies in `range`, naming the setting (fjall's style: a bad value is the
 /// caller's bug; a CLI checks user input against the same `*_RANGE` constant first).
@@ -358,6 +367,7 @@ pub struct WatchConfig {
     watch_batch_max_revs: usize,
     progress_notify_interval: Duration,
     max_response_bytes: usize,
+    max_batch_bytes: usize,
 }
 
 impl Default for WatchConfig {
@@ -370,6 +380,7 @@ impl Default for WatchConfig {
             watch_batch_max_revs: DEFAULT_WATCH_BATCH_MAX_REVS,
             progress_notify_interval: Duration::from_millis(DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -466,6 +477,41 @@ impl WatchConfig {
         self
     }
 
+    /// Most bytes of events the server joins into one response: a catch-up batch, a group
+    /// commit's revisions for one watcher, the responses of a watcher that fell behind merged
+    /// while they wait. A single revision larger than this still goes whole (a `fragment`
+    /// watcher's transport splits it). etcd bounds those batches by revisions only, so 1000
+    /// revisions of 5 KiB values make one response of 5 MiB, beyond what grpc-go and tonic
+    /// clients decode by default (4 MiB). It also bounds what one stream holds encoded for its
+    /// socket (docs/design.md, "Backpressure and batching"). Default = 128 KiB
+    /// ([`DEFAULT_MAX_BATCH_BYTES`]); range [`MAX_BATCH_BYTES_RANGE`].
+    #[must_use]
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes
+    }
+
+    /// Sets [`Self::max_batch_bytes`].
+    ///
+    /// # Panics
+    /// If `bytes` is outside [`MAX_BATCH_BYTES_RANGE`].
+    #[must_use]
+    #[track_caller]
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = check_range("max_batch_bytes", bytes, &MAX_BATCH_BYTES_RANGE);
+        self
+    }
+
+    /// What one response may join: [`Self::watch_batch_max_revs`] revisions, and
+    /// [`Self::max_batch_bytes`] of events but no more than [`Self::max_response_bytes`] (a
+    /// batch is never made so large that a `fragment` watcher gets it in pieces).
+    #[must_use]
+    pub fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_revs: self.watch_batch_max_revs,
+            max_bytes: self.max_batch_bytes.min(self.max_response_bytes),
+        }
+    }
+
     /// Period of progress notifications for watchers that asked for them. Default = 10 min
     /// (etcd `progressReportInterval`); range [`PROGRESS_NOTIFY_INTERVAL_MS_RANGE`]
     /// milliseconds.
@@ -541,11 +587,22 @@ mod tests {
         assert!(VICTIM_RETRY_PERIOD_MS_RANGE.contains(&DEFAULT_VICTIM_RETRY_PERIOD_MS));
         assert!(PROGRESS_NOTIFY_INTERVAL_MS_RANGE.contains(&DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS));
         assert!(MAX_REQUEST_BYTES_RANGE.contains(&DEFAULT_MAX_REQUEST_BYTES));
+        assert!(MAX_BATCH_BYTES_RANGE.contains(&w.max_batch_bytes()));
         assert_eq!(w.max_response_bytes(), 2 << 20);
         assert_eq!(
             WatchConfig::default().with_max_request_bytes(DEFAULT_MAX_REQUEST_BYTES).max_response_bytes(),
             2 << 20
         );
+    }
+
+    #[test]
+    fn batch_limits_never_exceed_the_fragment_size() {
+        let w = WatchConfig::default();
+        assert_eq!(w.batch_limits(), BatchLimits { max_revs: 1000, max_bytes: DEFAULT_MAX_BATCH_BYTES });
+        let small = WatchConfig::default().with_max_response_bytes(4096).with_watch_batch_max_revs(7);
+        assert_eq!(small.batch_limits(), BatchLimits { max_revs: 7, max_bytes: 4096 });
+        let large = WatchConfig::default().with_max_batch_bytes(64 << 20).with_max_request_bytes(10 << 20);
+        assert_eq!(large.batch_limits().max_bytes, (10 << 20) + GRPC_OVERHEAD_BYTES);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{del_ev, kv, put_ev, without_prev, TestStore};
 use watchkv::backend::{Backend, META_SCHEDULED_COMPACT};
-use watchkv::watch::event_batch::EventBatch;
+use watchkv::watch::event_batch::{BatchLimits, EventBatch};
 use watchkv::watch::history::{range_events, Wanted};
 use watchkv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, PutRequest,
@@ -677,7 +677,7 @@ fn batches(s: &TestStore, min: i64, max_revs: usize) -> Vec<Vec<i64>> {
         }
         let mut batch = EventBatch::new();
         for e in events {
-            if !batch.add(e, max_revs) {
+            if !batch.add(e, false, BatchLimits { max_revs, max_bytes: usize::MAX }) {
                 break;
             }
         }

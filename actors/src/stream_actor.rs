@@ -39,7 +39,7 @@ struct StreamWatch {
 /// watcher one response per group commit and per ring replay, the victim actor one per parked
 /// batch, the syncer one per pass. What is left to merge here is a response that follows its
 /// watcher's previous one directly (`WatchResponse::merge`: at most `watch_batch_max_revs`
-/// revisions and `max_response_bytes`, never splitting a revision), so the per-response work
+/// revisions and `max_batch_bytes`, never splitting a revision: `WatchConfig::batch_limits`), so the per-response work
 /// is a comparison, not a lookup; events never move past another response. The turn's
 /// responses then go to the sink; from the first send that has to wait, the rest wait behind
 /// it, and so does every later message (see `StreamActor::finish`).
@@ -153,8 +153,8 @@ impl StreamActor {
         let mut response = response;
         if let Some(last) = outbox.queued.last_mut().filter(|last| last.watch_id == response.watch_id) {
             let len = *outbox.last_len.get_or_insert_with(|| last.encoded_len(RESPONSE_HEADER_ESTIMATE));
-            let watch = self.config.watch();
-            match last.merge(response, len, watch.watch_batch_max_revs(), watch.max_response_bytes()) {
+            let limits = self.config.watch().batch_limits();
+            match last.merge(response, len, limits.max_revs, limits.max_bytes) {
                 Ok(merged_len) => {
                     outbox.last_len = Some(merged_len);
                     return;

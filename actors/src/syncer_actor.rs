@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use watchkv::backend::RevisionReader;
 use watchkv::watch::catch_up::{catch_up, CatchUp, CatchUpFailed};
+use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::WatcherGroup;
@@ -47,7 +48,7 @@ pub trait HistoryReader: Send + 'static {
         &self,
         watchers: Vec<Watcher>,
         clock: &RevisionClock,
-        max_revs: usize,
+        limits: BatchLimits,
     ) -> Result<CaughtUp, CatchUpFailed>;
 }
 
@@ -67,12 +68,12 @@ impl HistoryReader for RevisionReader {
         &self,
         watchers: Vec<Watcher>,
         clock: &RevisionClock,
-        max_revs: usize,
+        limits: BatchLimits,
     ) -> Result<CaughtUp, CatchUpFailed> {
         let current = clock.current();
         let snapshot = self.snapshot();
         let compact = clock.compact();
-        let result = catch_up(watchers, &snapshot, current, compact, max_revs)?;
+        let result = catch_up(watchers, &snapshot, current, compact, limits)?;
         Ok(CaughtUp { current, compact, result })
     }
 }
@@ -166,7 +167,7 @@ impl SyncerActor {
             .filter(|w| !w.is_cancelled())
             .collect();
         let chosen_count = chosen.len();
-        let read = match self.reader.catch_up(chosen, &self.clock, self.config.watch().watch_batch_max_revs()) {
+        let read = match self.reader.catch_up(chosen, &self.clock, self.config.watch().batch_limits()) {
             Ok(read) => read,
             Err(failed) => {
                 self.read_failed(failed, ctx);
@@ -415,7 +416,7 @@ impl HistoryReader for StorageReleased {
         &self,
         watchers: Vec<Watcher>,
         _clock: &RevisionClock,
-        _max_revs: usize,
+        _limits: BatchLimits,
     ) -> Result<CaughtUp, CatchUpFailed> {
         Err(CatchUpFailed { error: watchkv::Error::Poisoned, watchers })
     }

@@ -146,8 +146,8 @@ impl Handler<ParkVictims> for VictimActor {
     type Result = ();
 
     fn handle(&mut self, msg: ParkVictims, ctx: &mut Self::Context) {
-        let (max_revs, max_bytes) =
-            (self.config.watch().watch_batch_max_revs(), self.config.watch().max_response_bytes());
+        let limits = self.config.watch().batch_limits();
+        let (max_revs, max_bytes) = (limits.max_revs, limits.max_bytes);
         for mut v in msg.0 {
             if v.watcher.is_cancelled() {
                 continue;

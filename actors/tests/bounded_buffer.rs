@@ -1,7 +1,9 @@
 //! A stream whose client stops reading holds a bounded number of responses, however many
 //! revisions go by: its buffer stops at `chan_buf_len` responses (or one delivery), its
 //! watchers become victims holding one coalesced batch each, and the writers and the other
-//! streams go on. The bound is in responses, not in mailbox messages that may each carry many.
+//! streams go on. The bound is in responses, not in mailbox messages that may each carry many,
+//! and a response that joins revisions holds at most `max_batch_bytes` of events, whatever
+//! the value sizes.
 
 use futures::StreamExt;
 use watchkv::{KeyRange, PutRequest};
@@ -97,5 +99,57 @@ async fn a_stream_that_stops_reading_holds_bounded_responses_while_the_rest_go_o
     assert_eq!(puts, 300 * PUTS_PER_BATCH, "one event per put (the fence writes a key of its own)");
     checker::assert_stream_ok(&history, &[reader_create], &log);
 
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// Large values behind a stalled stream: whatever path its watchers' events take (merged at the
+/// store, parked as victims, caught up from history), no response that joins revisions holds
+/// more than `max_batch_bytes` of events, and every watcher still gets every revision once, in
+/// order.
+#[actix_rt::test]
+async fn responses_that_join_revisions_stay_within_the_byte_limit() {
+    const WATCHERS: usize = 3;
+    const VALUE: usize = 2048;
+    let max_batch_bytes = 16 * 1024;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = testing::config(dir.path(), false);
+    let watch = config.watch().clone().with_chan_buf_len(4).with_max_batch_bytes(max_batch_bytes);
+    let handle = start(config.with_watch(watch)).await.expect("start");
+
+    let mut stalled = handle.watch_stream();
+    for _ in 0..WATCHERS {
+        stalled.create(WatchCreate::new(&KeyRange::prefix("k"), 0));
+    }
+    wait_stats(&handle, "every watcher synced", |st| st.store.synced == WATCHERS).await;
+    for i in 0..200 {
+        let puts = (0..PUTS_PER_BATCH)
+            .map(|j| handle.put(PutRequest::new(format!("k{j}"), vec![b'a' + (i % 26) as u8; VALUE])));
+        for put in futures::future::join_all(puts).await {
+            put.expect("put");
+        }
+    }
+    let current = handle.current_revision();
+
+    let mut per_watcher = vec![Vec::new(); WATCHERS];
+    let mut joined = 0;
+    let deadline = tokio::time::Instant::now() + testing::DEADLINE;
+    while per_watcher.iter().any(|revs: &Vec<i64>| revs.last() != Some(&current)) {
+        let next = tokio::time::timeout_at(deadline, stalled.next()).await;
+        let response = next.expect("the stalled stream caught up in time").expect("the stream is open");
+        let Ok(i) = usize::try_from(response.watch_id) else { panic!("unexpected response {response:?}") };
+        let revs: Vec<i64> = response.events.iter().map(|e| e.kv.mod_revision).collect();
+        if revs.first() != revs.last() {
+            joined += 1;
+            let bytes: usize = response.events.iter().map(|e| e.field_len(false)).sum();
+            let (n, first, last) = (revs.len(), revs[0], revs[revs.len() - 1]);
+            assert!(bytes <= max_batch_bytes, "{bytes} bytes in {n} events of revisions {first}..={last}");
+        }
+        per_watcher[i].extend(revs);
+    }
+    assert!(joined > 0, "a stalled stream's watchers get responses that join revisions");
+    let expected: Vec<i64> = (2..=current).collect();
+    for (i, revs) in per_watcher.iter().enumerate() {
+        assert_eq!(revs, &expected, "watcher {i}: every revision once, in order");
+    }
     handle.shutdown().await.expect("shutdown");
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::event_batch::EventBatch;
+use super::event_batch::{BatchLimits, EventBatch};
 use super::history::row_event;
 use super::watcher::Watcher;
 use super::watcher_group::{WatcherGroup, WatcherSlot};
@@ -35,7 +35,11 @@ pub struct CatchUpFailed {
 
 /// Runs one catch-up pass: reads the history rows of `[min min_rev, cur_rev]` once from
 /// `snapshot` for all `watchers`, and gives each watcher the events in its range from its own
-/// `min_rev`, at most `max_revs` revisions, whole revisions only.
+/// `min_rev`, within `limits` (revisions and bytes), whole revisions only.
+///
+/// Beyond etcd: etcd's batch counts revisions only, so 1000 revisions of 5 KiB values are one
+/// response of 5 MiB, more than a client decodes by default (4 MiB in grpc-go and tonic); here
+/// the batch also ends before the revision that would take it past `limits.max_bytes`.
 ///
 /// Beyond etcd (#22264): the scan stops as soon as every watcher's batch is full, so a watcher
 /// far behind costs one batch of reading per pass, not the whole history.
@@ -47,7 +51,7 @@ pub fn catch_up(
     snapshot: &RevisionSnapshot,
     cur_rev: i64,
     compact_rev: i64,
-    max_revs: usize,
+    limits: BatchLimits,
 ) -> Result<CatchUp, CatchUpFailed> {
     let mut out = CatchUp::default();
     let mut group = WatcherGroup::new();
@@ -76,11 +80,10 @@ pub fn catch_up(
         let with_prev = matched.iter().any(|s| group.slot(*s).is_some_and(|w| w.prev_kv));
         let event = Arc::new(row_event(snapshot, key, row.decode()?, with_prev, compact_rev)?);
         for slot in &matched {
-            if let Some(&i) = position.get(slot) {
-                let batch = &mut slots[i].1;
-                if !batch.is_truncated() && !batch.add(Arc::clone(&event), max_revs) {
-                    open -= 1;
-                }
+            let (Some(&i), Some(w)) = (position.get(slot), group.slot(*slot)) else { continue };
+            let batch = &mut slots[i].1;
+            if !batch.is_truncated() && !batch.add(Arc::clone(&event), w.prev_kv, limits) {
+                open -= 1;
             }
         }
         Ok(open > 0)
@@ -97,4 +100,65 @@ pub fn catch_up(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::request::PutRequest;
+    use crate::watch::watcher::{CancelFlag, Filters, WatcherKey};
+    use crate::{KeyRange, KvStore};
+
+    fn watcher(id: i64, min_rev: i64, prev_kv: bool) -> Watcher {
+        Watcher {
+            key: WatcherKey { stream: 1, id, seq: id as u64 },
+            range: KeyRange::prefix("k/"),
+            start_rev: min_rev,
+            min_rev,
+            filters: Filters::default(),
+            prev_kv,
+            cancel: CancelFlag::new(),
+        }
+    }
+
+    /// Passes over `w` until it is caught up, returning each pass's revisions.
+    fn passes(store: &KvStore, mut w: Watcher, limits: BatchLimits) -> Vec<Vec<i64>> {
+        let snapshot = store.reader().snapshot();
+        let mut out = Vec::new();
+        loop {
+            let pass = catch_up(vec![w], &snapshot, store.current_rev(), store.compact_rev(), limits).expect("read");
+            let (next, batch) = pass.batches.into_iter().next().expect("the watcher");
+            let truncated = batch.is_truncated();
+            out.push(batch.events.iter().map(|e| e.revision()).collect());
+            if !truncated {
+                return out;
+            }
+            w = next;
+        }
+    }
+
+    #[test]
+    fn a_pass_stops_at_the_byte_limit_and_the_next_goes_on_from_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = KvStore::open(StoreConfig::new(dir.path())).expect("open");
+        let first = store.current_rev() + 1;
+        for i in 0..10 {
+            store.put(PutRequest::new(format!("k/{}", i % 3), vec![b'v'; 1000])).expect("put");
+        }
+        let last = store.current_rev();
+        let one = 1040; // a 1000-byte value, its key and the event's framing, about
+        let limits = BatchLimits { max_revs: 1000, max_bytes: 4 * one };
+        let got = passes(&store, watcher(1, first, false), limits);
+        assert_eq!(got.concat(), (first..=last).collect::<Vec<_>>(), "every revision once, in order");
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2], "{got:?}");
+
+        // With prev_kv an event is about twice as large (the keys repeat from the fourth put).
+        let with_prev = passes(&store, watcher(2, first, true), limits);
+        assert_eq!(with_prev.concat(), (first..=last).collect::<Vec<_>>());
+        assert!(with_prev.len() > got.len(), "{with_prev:?}");
+        // The revision limit still holds beside the byte limit.
+        let by_revs = passes(&store, watcher(3, first, false), BatchLimits { max_revs: 3, max_bytes: usize::MAX });
+        assert_eq!(by_revs.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+    }
 }

@@ -24,11 +24,11 @@ use watchkv::alarm::DEFAULT_QUOTA_BACKEND_BYTES;
 use watchkv::auto_compaction::AutoCompaction;
 use watchkv::config::{
     CHAN_BUF_LEN_RANGE, COMPACTION_BATCH_LIMIT_RANGE, DEFAULT_CHAN_BUF_LEN, DEFAULT_COMPACTION_BATCH_LIMIT,
-    DEFAULT_DURABILITY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_WATCHERS_PER_SYNC,
-    DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS, DEFAULT_VICTIM_RETRY_PERIOD_MS, DEFAULT_WATCH_BATCH_MAX_REVS,
-    DEFAULT_WATCH_RESYNC_PERIOD_MS, MAX_REQUEST_BYTES_RANGE, MAX_TXN_OPS_RANGE, MAX_WATCHERS_PER_SYNC_RANGE,
-    PROGRESS_NOTIFY_INTERVAL_MS_RANGE, VICTIM_RETRY_PERIOD_MS_RANGE, WATCH_BATCH_MAX_REVS_RANGE,
-    WATCH_RESYNC_PERIOD_MS_RANGE,
+    DEFAULT_DURABILITY, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,
+    DEFAULT_MAX_WATCHERS_PER_SYNC, DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS, DEFAULT_VICTIM_RETRY_PERIOD_MS,
+    DEFAULT_WATCH_BATCH_MAX_REVS, DEFAULT_WATCH_RESYNC_PERIOD_MS, MAX_BATCH_BYTES_RANGE, MAX_REQUEST_BYTES_RANGE,
+    MAX_TXN_OPS_RANGE, MAX_WATCHERS_PER_SYNC_RANGE, PROGRESS_NOTIFY_INTERVAL_MS_RANGE, VICTIM_RETRY_PERIOD_MS_RANGE,
+    WATCH_BATCH_MAX_REVS_RANGE, WATCH_RESYNC_PERIOD_MS_RANGE,
 };
 use watchkv::{Durability, StoreConfig, WatchConfig};
 use watchkv_actors::api::auth::DEFAULT_BCRYPT_COST;
@@ -116,6 +116,11 @@ struct Args {
     /// Most revisions in one catch-up response (etcd watchBatchMaxRevs).
     #[arg(long, default_value_t = DEFAULT_WATCH_BATCH_MAX_REVS, value_parser = usize_in(WATCH_BATCH_MAX_REVS_RANGE))]
     watch_batch_max_revs: usize,
+    /// Most bytes of events joined into one watch response (a catch-up batch, a group commit, a
+    /// lagging watcher's merged responses); a single larger revision still goes whole. Keep it
+    /// under clients' message limit (4 MiB by default in grpc-go and tonic).
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES, value_parser = usize_in(MAX_BATCH_BYTES_RANGE))]
+    watch_batch_max_bytes: usize,
     /// Period of progress notifications in milliseconds (etcd default 10 minutes; at least
     /// 100 ms, etcd's floor).
     #[arg(
@@ -448,6 +453,7 @@ impl Args {
             .with_watch_resync_period(Duration::from_millis(self.watch_resync_period_ms))
             .with_victim_retry_period(Duration::from_millis(self.victim_retry_period_ms))
             .with_watch_batch_max_revs(self.watch_batch_max_revs)
+            .with_max_batch_bytes(self.watch_batch_max_bytes)
             .with_progress_notify_interval(Duration::from_millis(self.progress_notify_interval_ms))
             .with_max_request_bytes(self.max_request_bytes);
         let mut config = ActorsConfig::new(&self.data_dir)

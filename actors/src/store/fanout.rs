@@ -21,7 +21,7 @@ use crate::protocol::{Deliver, Delivery, ParkVictims, Victim, RESPONSE_HEADER_ES
 
 /// Where each synced watcher's response of the current turn is, by slot, so that the later
 /// revisions of one group commit join that response (`WatchResponse::merge`: at most
-/// `watch_batch_max_revs` revisions and `max_response_bytes`, never splitting a revision)
+/// `watch_batch_max_revs` revisions and `max_batch_bytes`, never splitting a revision)
 /// instead of making one response each: a watcher of a hot key gets one response per group
 /// commit, found through the slot without hashing, and a revision that continues the
 /// watcher's run of the batch only moves the run's end (`WatchResponse::extend_run`). A turn

@@ -126,8 +126,8 @@ impl StoreActor {
             peers,
             matched: Vec::new(),
             turn_marks: fanout::TurnMarks::new(
-                config.watch().watch_batch_max_revs(),
-                config.watch().max_response_bytes(),
+                config.watch().batch_limits().max_revs,
+                config.watch().batch_limits().max_bytes,
             ),
             config,
         }

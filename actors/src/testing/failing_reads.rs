@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use watchkv::backend::RevisionReader;
 use watchkv::watch::catch_up::CatchUpFailed;
+use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::watcher::Watcher;
 use watchkv::Error;
 
@@ -66,7 +67,7 @@ impl HistoryReader for Wrapped {
         &self,
         watchers: Vec<Watcher>,
         clock: &RevisionClock,
-        max_revs: usize,
+        limits: BatchLimits,
     ) -> Result<CaughtUp, CatchUpFailed> {
         self.counts.reads.fetch_add(1, Ordering::AcqRel);
         let to_fail = &self.counts.to_fail;
@@ -77,6 +78,6 @@ impl HistoryReader for Wrapped {
             let error = Error::Io(std::io::Error::other("injected catch-up read failure"));
             return Err(CatchUpFailed { error, watchers });
         }
-        self.reader.catch_up(watchers, clock, max_revs)
+        self.reader.catch_up(watchers, clock, limits)
     }
 }
