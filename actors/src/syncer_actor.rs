@@ -209,11 +209,13 @@ impl SyncerActor {
         }
         let mut parked = Vec::new();
         let mut sent_any = false;
-        for (stream, items) in by_stream {
+        for (stream, mut items) in by_stream {
             let Some(recipient) = self.streams.get(&stream) else { continue };
+            // The responses move into the message and, refused, come back with it in the same
+            // order (`Option::take` leaves `None` in `items`, which the refusal fills again).
             let entries: Vec<Delivery> = items
-                .iter()
-                .filter_map(|(w, r, _)| r.clone().map(|response| Delivery { key: w.key, response }))
+                .iter_mut()
+                .filter_map(|(w, r, _)| r.take().map(|response| Delivery { key: w.key, response }))
                 .collect();
             let msg = Deliver::catch_up(entries);
             let (responses, events) = msg.size();
@@ -230,8 +232,11 @@ impl SyncerActor {
                         }
                     }
                 }
-                Err(SendError::Full(_)) => {
-                    for (w, response, truncated) in items {
+                Err(SendError::Full(refused)) => {
+                    // Each watcher is in `items` once, and the refused entries keep its order.
+                    let mut refused = refused.entries.into_iter().peekable();
+                    for (w, _, truncated) in items {
+                        let response = refused.next_if(|d| d.key == w.key).map(|d| d.response);
                         match response {
                             Some(r) => parked.push(Victim::new(w, r)),
                             None if truncated => {

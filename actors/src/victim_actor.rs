@@ -84,9 +84,17 @@ impl VictimActor {
             return;
         }
         let Some(recipient) = self.streams.get(&stream) else { return };
+        // The responses move into the message and, refused, come back with it: a stream that
+        // stays full is retried every period, and a copy of each parked response per retry
+        // cost a reference count per event each time.
+        let mut victims = victims;
+        let counts: Vec<usize> = victims.iter().map(|v| v.responses.len()).collect();
         let entries: Vec<Delivery> = victims
-            .iter()
-            .flat_map(|v| v.responses.iter().map(|r| Delivery { key: v.watcher.key, response: r.clone() }))
+            .iter_mut()
+            .flat_map(|v| {
+                let key = v.watcher.key;
+                std::mem::take(&mut v.responses).into_iter().map(move |response| Delivery { key, response })
+            })
             .collect();
         let msg = Deliver::live(entries);
         let (responses, events) = msg.size();
@@ -96,7 +104,8 @@ impl VictimActor {
                 self.delivered += victims.len() as u64;
                 promoted.extend(victims.into_iter().map(|v| v.watcher));
             }
-            Err(SendError::Full(_)) => {
+            Err(SendError::Full(refused)) => {
+                restore_responses(&mut victims, &counts, refused.entries);
                 let kept = self.apply_policy(recipient.clone(), victims);
                 if !kept.is_empty() {
                     self.victims.insert(stream, kept);
@@ -135,6 +144,15 @@ impl VictimActor {
             }]));
         }
         keep
+    }
+}
+
+/// Gives refused deliveries back to their victims: `entries` are the victims' responses in the
+/// order they were taken, `counts[i]` of them victim `i`'s.
+fn restore_responses(victims: &mut [Victim], counts: &[usize], entries: Vec<Delivery>) {
+    let mut entries = entries.into_iter();
+    for (v, &n) in victims.iter_mut().zip(counts) {
+        v.responses.extend(entries.by_ref().take(n).map(|d| d.response));
     }
 }
 

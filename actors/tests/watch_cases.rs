@@ -888,6 +888,12 @@ async fn g9_mixed_prev_kv_on_separate_streams() {
     }
 }
 
+/// etcd's case puts ten values in ten revisions and sends the unfragmented catch-up as one
+/// response of all ten (10 MiB in its test, which a client with a smaller receive limit
+/// refuses). watchkv ends a batch at `max_batch_bytes` (docs/etcd-semantics.md §6.7): one
+/// revision of 100 KiB per response, each whole, fragment or not, and no client needs a larger
+/// limit than one revision. Fragments are for a single revision above `max_response_bytes`:
+/// here a txn of ten such values, which comes whole without `fragment` and in pieces with it.
 #[actix_rt::test]
 async fn g12_fragment_large_responses() {
     let sys = TestSystem::with(false, |c| {
@@ -898,17 +904,31 @@ async fn g12_fragment_large_responses() {
     for i in 0..10 {
         sys.handle.put(PutRequest::new(format!("foo{i}"), vec![b'a'; 100 << 10])).await.expect("put");
     }
+    let txn = TxnRequest {
+        success: (0..10).map(|i| RequestOp::Put(PutRequest::new(format!("bar{i}"), vec![b'b'; 100 << 10]))).collect(),
+        ..TxnRequest::default()
+    };
+    let txn_rev = sys.handle.txn(txn).await.expect("txn").revision;
+    assert_eq!(txn_rev, 12);
     for fragment in [false, true] {
         let s = sys.stream();
-        let id = s.create(WatchCreate { fragment, ..WatchCreate::new(&KeyRange::prefix("foo"), 1) }).await.watch_id;
-        let log = s.wait_for("10 events", |r| r.iter().map(|x| x.events.len()).sum::<usize>() == 10).await;
-        let pieces: Vec<_> = log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).collect();
+        let foo = s.create(WatchCreate { fragment, ..WatchCreate::new(&KeyRange::prefix("foo"), 1) }).await.watch_id;
+        let bar = s.create(WatchCreate { fragment, ..WatchCreate::new(&KeyRange::prefix("bar"), 1) }).await.watch_id;
+        let log = s.wait_for("20 events", |r| r.iter().map(|x| x.events.len()).sum::<usize>() == 20).await;
+        let pieces = |id| log.iter().filter(|r| r.watch_id == id && !r.events.is_empty()).collect::<Vec<_>>();
+        let revisions: Vec<Vec<i64>> =
+            pieces(foo).iter().map(|p| p.events.iter().map(|e| e.kv.mod_revision).collect()).collect();
+        assert_eq!(revisions, (2..=11).map(|rev| vec![rev]).collect::<Vec<_>>(), "one whole revision each");
+        assert!(pieces(foo).iter().all(|p| !p.fragment));
+        let txn_pieces = pieces(bar);
+        assert!(txn_pieces.iter().all(|p| p.events.iter().all(|e| e.kv.mod_revision == txn_rev)));
         if fragment {
-            assert!(pieces.len() > 1);
-            assert!(pieces[..pieces.len() - 1].iter().all(|p| p.fragment) && !pieces[pieces.len() - 1].fragment);
-            assert!(pieces.iter().all(|p| p.events.len() <= 3), "each piece stays under 300 KiB");
+            assert!(txn_pieces.len() > 1);
+            let (last, rest) = txn_pieces.split_last().expect("pieces");
+            assert!(rest.iter().all(|p| p.fragment) && !last.fragment);
+            assert!(txn_pieces.iter().all(|p| p.events.len() <= 3), "each piece stays under 300 KiB");
         } else {
-            assert_eq!((pieces.len(), pieces[0].fragment), (1, false));
+            assert_eq!((txn_pieces.len(), txn_pieces[0].events.len(), txn_pieces[0].fragment), (1, 10, false));
         }
     }
 }
