@@ -298,17 +298,23 @@ pub fn watch_response_line(h: Header, r: &WatchResponse) -> Vec<u8> {
         return head.into_bytes();
     }
     o.raw("events", |out| out.push('['));
-    let form = if r.prev_kv { WireForm::JsonWithPrevKv } else { WireForm::Json };
+    let (form, prev_kv) = if r.prev_kv { (WireForm::JsonWithPrevKv, true) } else { (WireForm::Json, false) };
+    let json = move |e: &Event| {
+        let mut json = String::new();
+        write_event(&mut json, e, prev_kv);
+        json.into_bytes()
+    };
+    // The line's size first, so that it is written into one allocation: grown event by event,
+    // a line of large events was copied again at each doubling (the gRPC encoder's case,
+    // docs/benchmarks.md, "Large values").
+    let events_len: usize = r.events.iter().map(|e| e.encoded(form, json).len() + 1).sum();
     let mut out = head.into_bytes();
+    out.reserve(events_len + 3);
     for (i, event) in r.events.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(event.encoded(form, |e| {
-            let mut json = String::new();
-            write_event(&mut json, e, r.prev_kv);
-            json.into_bytes()
-        }));
+        out.extend_from_slice(event.encoded(form, json));
     }
     out.extend_from_slice(b"]}}\n");
     out
