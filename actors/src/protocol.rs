@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::reply_route::Reply;
 use actix::prelude::*;
+use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{Filters, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{KeyRange, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Write};
@@ -350,11 +351,11 @@ impl Victim {
         current - first_undelivered + 1
     }
 
-    /// Merges its consecutive events responses into multi-revision ones (at most `max_revs`
-    /// revisions and `max_bytes` each, never splitting a revision: `WatchResponse::merge`), as
-    /// etcd gives a victim one batch: what it holds parked, and what its client reads when the
-    /// retry gets through, shrink to a few responses however many revisions it missed.
-    pub fn coalesce(&mut self, max_revs: usize, max_bytes: usize) {
+    /// Merges its consecutive events responses into multi-revision ones (within `limits`, never
+    /// splitting a revision: `WatchResponse::merge`), as etcd gives a victim one batch: what it
+    /// holds parked, and what its client reads when the retry gets through, shrink to a few
+    /// responses however many revisions it missed.
+    pub fn coalesce(&mut self, limits: BatchLimits) {
         if self.responses.len() < 2 {
             return;
         }
@@ -362,7 +363,7 @@ impl Victim {
         let mut last_len = 0;
         for response in self.responses.drain(..) {
             let response = match merged.last_mut() {
-                Some(last) => match last.merge(response, last_len, max_revs, max_bytes) {
+                Some(last) => match last.merge(response, last_len, limits.max_revs, limits.max_bytes) {
                     Ok(len) => {
                         last_len = len;
                         continue;

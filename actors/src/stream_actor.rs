@@ -38,11 +38,11 @@ struct StreamWatch {
 /// The responses of one handler turn, in order. Deliveries come merged: the store gives each
 /// watcher one response per group commit and per ring replay, the victim actor one per parked
 /// batch, the syncer one per pass. What is left to merge here is a response that follows its
-/// watcher's previous one directly (`WatchResponse::merge`: at most `watch_batch_max_revs`
-/// revisions and `max_batch_bytes`, never splitting a revision: `WatchConfig::batch_limits`), so the per-response work
-/// is a comparison, not a lookup; events never move past another response. The turn's
-/// responses then go to the sink; from the first send that has to wait, the rest wait behind
-/// it, and so does every later message (see `StreamActor::finish`).
+/// watcher's previous one directly (`WatchResponse::merge` within `WatchConfig::batch_limits`:
+/// at most `watch_batch_max_revs` revisions and `max_batch_bytes`, never splitting a revision),
+/// so the per-response work is a comparison, not a lookup; events never move past another
+/// response. The turn's responses then go to the sink; from the first send that has to wait,
+/// the rest wait behind it, and so does every later message (see `StreamActor::finish`).
 #[derive(Default)]
 struct Outbox {
     queued: Vec<WatchResponse>,

@@ -165,7 +165,6 @@ impl Handler<ParkVictims> for VictimActor {
 
     fn handle(&mut self, msg: ParkVictims, ctx: &mut Self::Context) {
         let limits = self.config.watch().batch_limits();
-        let (max_revs, max_bytes) = (limits.max_revs, limits.max_bytes);
         for mut v in msg.0 {
             if v.watcher.is_cancelled() {
                 continue;
@@ -176,10 +175,10 @@ impl Handler<ParkVictims> for VictimActor {
                 Some(o) => {
                     o.responses.extend(v.responses);
                     o.watcher = v.watcher;
-                    o.coalesce(max_revs, max_bytes);
+                    o.coalesce(limits);
                 }
                 None => {
-                    v.coalesce(max_revs, max_bytes);
+                    v.coalesce(limits);
                     list.push(v);
                 }
             }

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::response::{CommitEvents, WatchResponse};
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
@@ -55,8 +56,9 @@ struct Mark {
 }
 
 impl TurnMarks {
-    /// Returns marks that merge within the given limits.
-    pub(super) fn new(max_revs: usize, max_bytes: usize) -> Self {
+    /// Returns marks that merge within `limits`.
+    pub(super) fn new(limits: BatchLimits) -> Self {
+        let BatchLimits { max_revs, max_bytes } = limits;
         Self { turn: 1, marks: Vec::new(), max_revs, max_bytes, list_sizes: StreamMap::default() }
     }
 
@@ -570,12 +572,12 @@ mod tests {
 
             let mut hot_group = group_of(&specs);
             let mut hot_out = PerStream::default();
-            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            let mut marks = TurnMarks::new(BatchLimits { max_revs, max_bytes });
             match_batch(&mut hot_group, &mut matched, &batch, &ranges, &mut hot_out, &mut marks);
 
             let mut one_group = group_of(&specs);
             let mut one_out = PerStream::default();
-            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            let mut marks = TurnMarks::new(BatchLimits { max_revs, max_bytes });
             for (rev, range) in &ranges {
                 match_revision(&mut one_group, &mut matched, *rev, &batch, range.clone(), &mut one_out, &mut marks);
             }
@@ -643,13 +645,13 @@ mod tests {
             let mut matched = Vec::new();
             let mut batch_group = group_of(&specs);
             let mut batch_out = PerStream::default();
-            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            let mut marks = TurnMarks::new(BatchLimits { max_revs, max_bytes });
             for (batch, ranges) in &batches {
                 match_batch(&mut batch_group, &mut matched, batch, ranges, &mut batch_out, &mut marks);
             }
             let mut one_group = group_of(&specs);
             let mut one_out = PerStream::default();
-            let mut marks = TurnMarks::new(max_revs, max_bytes);
+            let mut marks = TurnMarks::new(BatchLimits { max_revs, max_bytes });
             for (batch, ranges) in &batches {
                 for (rev, range) in ranges {
                     match_revision(&mut one_group, &mut matched, *rev, batch, range.clone(), &mut one_out, &mut marks);
@@ -668,7 +670,7 @@ mod tests {
             .collect();
         let mut group = group_of(&specs);
         let mut out = PerStream::default();
-        let mut marks = TurnMarks::new(1000, 2 << 20);
+        let mut marks = TurnMarks::new(BatchLimits { max_revs: 1000, max_bytes: 2 << 20 });
         match_batch(&mut group, &mut Vec::new(), &batch, &ranges, &mut out, &mut marks);
         let list = &out[&1];
         assert_eq!(list.len(), 5, "one response per watcher");

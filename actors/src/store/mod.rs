@@ -125,10 +125,7 @@ impl StoreActor {
             counters,
             peers,
             matched: Vec::new(),
-            turn_marks: fanout::TurnMarks::new(
-                config.watch().batch_limits().max_revs,
-                config.watch().batch_limits().max_bytes,
-            ),
+            turn_marks: fanout::TurnMarks::new(config.watch().batch_limits()),
             config,
         }
     }

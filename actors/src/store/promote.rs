@@ -81,8 +81,7 @@ impl StoreActor {
         let first = self.ring.partition_point(|(rev, ..)| *rev < from);
         // The replayed revisions join one response per watcher, as a group commit's do (the
         // marks are this group's own: slots are per group).
-        let limits = self.config.watch().batch_limits();
-        let mut marks = TurnMarks::new(limits.max_revs, limits.max_bytes);
+        let mut marks = TurnMarks::new(self.config.watch().batch_limits());
         for (rev, batch, range) in self.ring.range(first..) {
             match_revision(&mut behind, &mut self.matched, *rev, batch, range.clone(), out, &mut marks);
         }
