@@ -18,7 +18,11 @@
 //!   empty and both sides agree whatever the client indexes.
 //!
 //! Frames other than HEADERS and CONTINUATION pass unchanged; the server's direction is never
-//! touched.
+//! touched. What the adapter holds is bounded as `h2` bounds it: a frame longer than
+//! `h2` accepts, or a dynamic-table size above the one `h2` allows, hands the connection to `h2`
+//! (which refuses it); a header block over [`MAX_HEADER_BLOCK`], gathered or decoded, ends the
+//! connection with an error, so neither a flood of CONTINUATION frames nor HPACK references that
+//! expand a few bytes into kilobytes make the adapter hold more.
 
 use std::io;
 use std::pin::Pin;
@@ -46,6 +50,14 @@ const MAX_FRAME_PAYLOAD: usize = 16 * 1024;
 const SNIFF_LIMIT: usize = 256 * 1024;
 /// Bytes read from the socket at a time while rewriting.
 const READ_CHUNK: usize = 16 * 1024;
+/// HPACK's dynamic table size that `h2` allows a client: the initial
+/// `SETTINGS_HEADER_TABLE_SIZE`, which the server never raises.
+const HPACK_TABLE_SIZE: usize = 4096;
+/// The largest header block the adapter gathers or writes, encoded or decoded (decoded size
+/// counted as HTTP/2 counts a header list: each field's name and value plus 32 octets). Four
+/// times `h2`'s own limit (hyper's default `max_header_list_size`, 16 KiB), so that `h2` still
+/// answers a request a little over its limit itself; past it the connection ends.
+const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
 /// Where the adapter is in the connection.
 enum Mode {
@@ -84,6 +96,8 @@ pub struct AuthorityFix<IO> {
     /// Where socket reads land while the adapter examines the connection.
     scratch: Vec<u8>,
     eof: bool,
+    /// Why the connection ends, once `output` (what came before) has been handed on.
+    failed: Option<io::Error>,
 }
 
 impl<IO> AuthorityFix<IO> {
@@ -96,6 +110,7 @@ impl<IO> AuthorityFix<IO> {
             output: BytesMut::new(),
             scratch: Vec::new(),
             eof: false,
+            failed: None,
         }
     }
 
@@ -106,49 +121,65 @@ impl<IO> AuthorityFix<IO> {
 
     /// Examines what has been read: decides the mode once the first header block is complete,
     /// and while rewriting turns every complete frame into output.
-    fn process(&mut self) {
+    ///
+    /// # Errors
+    /// `InvalidData` for a header block larger than [`MAX_HEADER_BLOCK`].
+    fn process(&mut self) -> io::Result<()> {
         if matches!(self.mode, Mode::Sniffing) {
             match first_block_needs_rewrite(&self.input) {
-                Sniff::NeedMore if !self.eof && self.input.len() < SNIFF_LIMIT => return,
+                Sniff::NeedMore if !self.eof && self.input.len() < SNIFF_LIMIT => return Ok(()),
                 Sniff::Rewrite(start) => {
                     // Frames before the first header block (preface, SETTINGS, WINDOW_UPDATE)
                     // go on as they are.
                     self.output.put(self.input.split_to(start));
                     tracing::debug!("gRPC connection sends a URL as :authority; rewriting its header blocks");
-                    self.mode = Mode::Rewriting { decoder: Box::default(), block: HeaderBlock::default() };
+                    self.mode = Mode::Rewriting { decoder: Box::new(client_decoder()), block: HeaderBlock::default() };
                 }
                 Sniff::NeedMore | Sniff::Valid => {
                     self.output.put(self.input.split());
                     self.mode = Mode::PassThrough;
-                    return;
+                    return Ok(());
                 }
             }
         }
         let Mode::Rewriting { decoder, block } = &mut self.mode else {
-            return;
+            return Ok(());
         };
-        while let Some((kind, flags, stream_id, len)) = frame_header(&self.input) {
+        // Stops after a block's worth of output, so HPACK references that expand do not pile
+        // up here before h2 reads them; the rest waits in `input`.
+        while self.output.len() < MAX_HEADER_BLOCK {
+            let Some((kind, flags, stream_id, len)) = frame_header(&self.input) else { break };
+            if len > MAX_FRAME_PAYLOAD {
+                // Longer than h2's SETTINGS_MAX_FRAME_SIZE: h2 refuses it (FRAME_SIZE_ERROR)
+                // without the adapter buffering it first.
+                self.give_up(BytesMut::new());
+                return Ok(());
+            }
             if self.input.len() < FRAME_HEADER_LEN + len {
                 break;
             }
             let frame = self.input.split_to(FRAME_HEADER_LEN + len);
             match kind {
                 FRAME_HEADERS | FRAME_CONTINUATION => {
+                    if block.fragment.len() + len > MAX_HEADER_BLOCK {
+                        return Err(header_block_too_large());
+                    }
                     let Some(()) = block.add(kind, flags, stream_id, &frame[FRAME_HEADER_LEN..]) else {
                         // Not a frame sequence HTTP/2 allows: let h2 see it and refuse it.
                         self.give_up(frame);
-                        return;
+                        return Ok(());
                     };
                     if flags & FLAG_END_HEADERS != 0 {
                         let Some(start) = block.started.take() else { unreachable_block() };
                         let fragment = std::mem::take(&mut block.fragment);
                         match rewrite_block(decoder, &fragment) {
-                            Some(encoded) => write_header_frames(&mut self.output, start, &encoded),
-                            None => {
-                                // Undecodable HPACK: h2 will answer COMPRESSION_ERROR itself.
+                            Ok(encoded) => write_header_frames(&mut self.output, start, &encoded),
+                            Err(Rewrite::TooLarge) => return Err(header_block_too_large()),
+                            Err(Rewrite::Undecodable) => {
+                                // h2 will answer COMPRESSION_ERROR itself.
                                 write_header_frames(&mut self.output, start, &fragment);
                                 self.give_up(BytesMut::new());
-                                return;
+                                return Ok(());
                             }
                         }
                     }
@@ -156,6 +187,7 @@ impl<IO> AuthorityFix<IO> {
                 _ => self.output.put(frame),
             }
         }
+        Ok(())
     }
 
     /// Stops rewriting: `pending` and everything after it go to `h2` unchanged.
@@ -164,6 +196,24 @@ impl<IO> AuthorityFix<IO> {
         self.output.put(self.input.split());
         self.mode = Mode::PassThrough;
     }
+}
+
+/// The error that ends a connection whose header block passes [`MAX_HEADER_BLOCK`].
+fn header_block_too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "HTTP/2 header block larger than 64 KiB")
+}
+
+/// An HPACK decoder for a client's header blocks, refusing a dynamic table larger than `h2`
+/// allows.
+fn client_decoder() -> Decoder<'static> {
+    let mut decoder = Decoder::new();
+    decoder.set_max_allowed_table_size(HPACK_TABLE_SIZE);
+    decoder
+}
+
+/// The size of a header field as HTTP/2 counts it toward a header list (RFC 9113 §6.5.2).
+fn field_size(name: &[u8], value: &[u8]) -> usize {
+    name.len() + value.len() + 32
 }
 
 /// Never reached: a block is started by the HEADERS frame `HeaderBlock::add` accepted first.
@@ -245,15 +295,18 @@ fn first_block_needs_rewrite(input: &[u8]) -> Sniff {
                 return Sniff::Valid;
             }
             if flags & FLAG_END_HEADERS != 0 {
-                let mut decoder = Decoder::new();
+                let mut decoder = client_decoder();
                 let mut authority_ok = true;
+                let mut list_size = 0usize;
                 let decoded = decoder.decode_with_cb(&block.fragment, |name, value| {
-                    if &*name == b":authority" {
+                    list_size = list_size.saturating_add(field_size(&name, &value));
+                    if list_size <= MAX_HEADER_BLOCK && &*name == b":authority" {
                         authority_ok &= valid_authority(&value);
                     }
                 });
+                // A block too large to examine is h2's to refuse.
                 return match (decoded, block_start) {
-                    (Ok(()), Some(start)) if !authority_ok => Sniff::Rewrite(start),
+                    (Ok(()), Some(start)) if !authority_ok && list_size <= MAX_HEADER_BLOCK => Sniff::Rewrite(start),
                     _ => Sniff::Valid,
                 };
             }
@@ -279,12 +332,26 @@ fn repaired_authority(value: &[u8]) -> Option<&[u8]> {
     valid_authority(host_port.as_bytes()).then_some(host_port.as_bytes())
 }
 
+/// Why a header block was not re-encoded.
+enum Rewrite {
+    /// The block does not decode (or resizes the table beyond what h2 allows).
+    Undecodable,
+    /// The decoded header list is larger than [`MAX_HEADER_BLOCK`].
+    TooLarge,
+}
+
 /// Decodes a header block with the client's HPACK state and encodes it again with a repaired
-/// `:authority`, as literals that `h2` does not index. `None` when the block does not decode.
-fn rewrite_block(decoder: &mut Decoder<'static>, fragment: &[u8]) -> Option<Vec<u8>> {
+/// `:authority`, as literals that `h2` does not index.
+fn rewrite_block(decoder: &mut Decoder<'static>, fragment: &[u8]) -> Result<Vec<u8>, Rewrite> {
     let mut encoded = Vec::with_capacity(fragment.len() + 64);
+    let mut list_size = 0usize;
     decoder
         .decode_with_cb(fragment, |name, value| {
+            list_size = list_size.saturating_add(field_size(&name, &value));
+            if list_size > MAX_HEADER_BLOCK {
+                // The connection ends once the block is decoded; nothing more is written.
+                return;
+            }
             if &*name == b":authority" && !valid_authority(&value) {
                 if let Some(repaired) = repaired_authority(&value) {
                     encode_literal(&mut encoded, &name, repaired);
@@ -295,8 +362,11 @@ fn rewrite_block(decoder: &mut Decoder<'static>, fragment: &[u8]) -> Option<Vec<
             }
             encode_literal(&mut encoded, &name, &value);
         })
-        .ok()?;
-    Some(encoded)
+        .map_err(|_| Rewrite::Undecodable)?;
+    if list_size > MAX_HEADER_BLOCK {
+        return Err(Rewrite::TooLarge);
+    }
+    Ok(encoded)
 }
 
 /// Appends a "literal header field never indexed" with a literal name (RFC 7541 §6.2.3):
@@ -359,8 +429,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
                 this.output.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if matches!(this.mode, Mode::PassThrough) || this.eof {
+            if let Some(error) = this.failed.take() {
+                return Poll::Ready(Err(error));
+            }
+            if matches!(this.mode, Mode::PassThrough) {
                 return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
+            if !this.input.is_empty() && matches!(this.mode, Mode::Rewriting { .. }) {
+                // Frames already read go first.
+                this.failed = this.process().err();
+                if !this.output.is_empty() || this.failed.is_some() || matches!(this.mode, Mode::PassThrough) {
+                    continue;
+                }
+            }
+            if this.eof {
+                // Whatever is left (a partial frame) is h2's to judge.
+                if this.input.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                let rest = this.input.split();
+                this.output.put(rest);
+                continue;
             }
             this.scratch.resize(READ_CHUNK, 0);
             let mut chunk = ReadBuf::new(&mut this.scratch);
@@ -369,15 +458,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
             this.input.put_slice(&this.scratch[..n]);
             if n == 0 {
                 this.eof = true;
-                // Whatever is left (a partial frame) is h2's to judge.
-                let rest = this.input.split();
-                this.output.put(rest);
-                if this.output.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
             }
-            this.process();
+            this.failed = this.process().err();
         }
     }
 }
@@ -549,6 +631,98 @@ mod tests {
         }] {
             let (out, _) = through_adapter(input.clone(), 2).await;
             assert_eq!(out, input);
+        }
+    }
+
+    /// What the adapter hands on before the connection ends, and how it ends. The client's
+    /// writes stop mattering once the adapter has given up on the connection.
+    async fn until_closed(input: Vec<u8>) -> (Vec<u8>, io::Result<()>, bool) {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = client.write_all(&input).await;
+        });
+        let mut adapter = AuthorityFix::new(server);
+        let mut out = Vec::new();
+        let result = adapter.read_to_end(&mut out).await.map(drop);
+        let rewriting = adapter.is_rewriting();
+        drop(adapter);
+        writer.await.expect("writer task");
+        (out, result, rewriting)
+    }
+
+    /// A connection already rewriting (its first request names a URL), then `rest`.
+    fn rewriting_connection_then(rest: &[u8]) -> Vec<u8> {
+        let mut input = client_bytes(&[request(b"http://127.0.0.1:2379")], false);
+        input.extend_from_slice(rest);
+        input
+    }
+
+    fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_frame_header(&mut out, payload.len(), kind, flags, stream_id);
+        out.put_slice(payload);
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_continuation_frames_ends_the_connection() {
+        let mut rest = frame(FRAME_HEADERS, 0, 3, &[0x82]);
+        for _ in 0..64 {
+            rest.extend(frame(FRAME_CONTINUATION, 0, 3, &[0x82; MAX_FRAME_PAYLOAD]));
+        }
+        let (out, result, _) = until_closed(rewriting_connection_then(&rest)).await;
+        let error = result.expect_err("the connection ends");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        // Only the first request came through: the flood was never handed on.
+        assert_eq!(decode_frames(&out).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn hpack_references_that_expand_past_the_limit_end_the_connection() {
+        // One 4000-byte value added to the client's dynamic table (a literal with incremental
+        // indexing, new name), then referenced (index 62) 20 times: 22 bytes on the wire that
+        // decode to 80 KB.
+        let mut block = vec![0x40];
+        encode_string(&mut block, b"x-big");
+        encode_string(&mut block, &[b'a'; 4000]);
+        block.extend([0x80 | 62; 20]);
+        let rest = frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block);
+        let (out, result, _) = until_closed(rewriting_connection_then(&rest)).await;
+        assert_eq!(result.expect_err("the connection ends").kind(), io::ErrorKind::InvalidData);
+        assert_eq!(decode_frames(&out).0.len(), 1);
+
+        // Within the limit the same block is re-encoded in full.
+        let mut block = vec![0x40];
+        encode_string(&mut block, b"x-big");
+        encode_string(&mut block, &[b'a'; 4000]);
+        block.extend([0x80 | 62; 3]);
+        let rest = frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block);
+        let (out, result, rewriting) = until_closed(rewriting_connection_then(&rest)).await;
+        result.expect("the connection ends cleanly");
+        assert!(rewriting);
+        let (lists, _) = decode_frames(&out);
+        assert_eq!(lists[1].len(), 4);
+        assert!(lists[1].iter().all(|(n, v)| n == b"x-big" && v.len() == 4000));
+    }
+
+    #[tokio::test]
+    async fn a_table_larger_than_h2_allows_or_an_oversized_frame_goes_to_h2_unchanged() {
+        // A dynamic-table size update to 1 MB: h2 refuses it (COMPRESSION_ERROR) itself.
+        let mut block = Vec::new();
+        let _ = loona_hpack::encoder::encode_integer_into(1 << 20, 5, 0x20, &mut block);
+        block.push(0x82);
+        let resize = frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block);
+        // A DATA frame longer than h2's SETTINGS_MAX_FRAME_SIZE: h2 refuses it
+        // (FRAME_SIZE_ERROR), and the adapter does not wait to buffer it.
+        let mut oversized = BytesMut::new();
+        put_frame_header(&mut oversized, MAX_FRAME_PAYLOAD + 1, 0x0, 0, 3);
+        oversized.put_slice(&[0u8; 100]);
+        for rest in [resize, oversized.to_vec()] {
+            let (out, result, rewriting) = until_closed(rewriting_connection_then(&rest)).await;
+            result.expect("the bytes are handed on");
+            assert!(!rewriting, "the adapter steps aside");
+            assert!(out.ends_with(&rest));
         }
     }
 
