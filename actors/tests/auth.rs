@@ -125,3 +125,52 @@ async fn auth_status_tokens_and_the_auth_store_across_restart_and_snapshot() {
     assert_eq!(auth.revision(), 7);
     assert_eq!(auth.user("alice").map(|u| u.roles.clone()), Some(vec!["app".to_string()]));
 }
+
+/// `Proclaim` and `Resign` write the leader key the client sends, which need not lie under the
+/// election's name: as in etcd (whose recipe runs them as a txn on that key), the caller needs
+/// read and write permission on the key itself, not on the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proclaim_and_resign_need_permission_on_the_key_they_write() {
+    use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
+    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
+
+    let mut admin = connect(port, None).await;
+    admin.user_add("root", "rootpw", None).await.expect("root");
+    admin.user_grant_role("root", "root").await.expect("root role");
+    admin.role_add("app").await.expect("role");
+    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
+    admin.user_add("alice", "apw", None).await.expect("alice");
+    admin.user_grant_role("alice", "app").await.expect("grant role");
+    let secret_rev = admin.put("secret", "s", None).await.expect("put").header().expect("header").revision();
+    admin.auth_enable().await.expect("enable");
+
+    let mut alice = connect(port, Some(("alice", "apw"))).await;
+    let forged = LeaderKey::new().with_name("app").with_key("secret").with_rev(secret_rev);
+    let refused = alice
+        .proclaim("taken", Some(ProclaimOptions::new().with_leader(forged.clone())))
+        .await
+        .expect_err("alice may not write `secret`");
+    assert!(refused.to_string().contains("etcdserver: permission denied"), "{refused}");
+    let refused =
+        alice.resign(Some(ResignOptions::new().with_leader(forged))).await.expect_err("alice may not delete `secret`");
+    assert!(refused.to_string().contains("etcdserver: permission denied"), "{refused}");
+    let mut root = connect(port, Some(("root", "rootpw"))).await;
+    let secret = root.get("secret", None).await.expect("get");
+    let kv = secret.kvs().first().expect("`secret` is still there");
+    assert_eq!((kv.value(), kv.mod_revision(), kv.lease()), (&b"s"[..], secret_rev, 0));
+
+    // Her own leadership under `app/` she may proclaim and resign.
+    let lease = alice.lease_grant(60, None).await.expect("lease").id();
+    let won = alice.campaign("app", "v1", lease).await.expect("campaign");
+    let leader = won.leader().expect("leader key").clone();
+    alice.proclaim("v2", Some(ProclaimOptions::new().with_leader(leader.clone()))).await.expect("proclaim");
+    let current = alice.get(leader.key(), None).await.expect("get");
+    assert_eq!(current.kvs().first().map(|kv| kv.value()), Some(&b"v2"[..]));
+    alice.resign(Some(ResignOptions::new().with_leader(leader.clone()))).await.expect("resign");
+    assert_eq!(alice.get(leader.key(), None).await.expect("get").count(), 0);
+}

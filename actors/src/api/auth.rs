@@ -284,8 +284,8 @@ impl Auth {
     }
 
     /// A lock or election call on `name`: read permission on the `name/` prefix its recipe
-    /// reads, and write permission on it too when the call writes (lock, campaign, proclaim,
-    /// resign). etcd checks the same permissions inside its recipe's KV calls.
+    /// reads, and write permission on it too when the call writes (lock, campaign). etcd checks
+    /// the same permissions inside its recipe's KV calls.
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
@@ -301,6 +301,19 @@ impl Auth {
             self.check(caller, PermType::Write, &range)?;
         }
         Ok(())
+    }
+
+    /// `Proclaim` or `Resign` on a leader key: etcd's recipe runs one txn that compares the
+    /// key's create revision, then puts or deletes that key (election.go `Proclaim`, `Resign`),
+    /// so the call needs read and write permission on the key itself. The client sends the key,
+    /// and nothing makes it lie under the election's `name/`, so the name grants nothing here.
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_leader_key(&self, caller: &Caller, key: &[u8]) -> Result<(), ApiError> {
+        let range = KeyRange::single(key.to_vec());
+        self.check(caller, PermType::Read, &range)?;
+        self.check(caller, PermType::Write, &range)
     }
 
     /// Administration (auth management, defragment, snapshot, hashes) needs the root role

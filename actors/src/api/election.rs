@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use futures::Stream;
 use watchkv::{EventKind, KeyRange, KeyValue, LeaseId, RangeRequest, RequestOp, TxnRequest};
 
+use super::auth::Caller;
 use super::coordination::{self, next_watch_response, revision, Cleanup, Coordination, WaitFailed, WatchNext};
 use super::pb::v3electionpb as pb;
 use super::ApiError;
@@ -192,6 +193,19 @@ impl Coordination {
         };
         futures::stream::unfold(observer, |mut o| async move { o.next().await.map(|p| (p, o)) })
     }
+}
+
+/// The permissions `Proclaim` needs, as etcd checks them inside its recipe's txn: read and
+/// write on the leader key, and write on every key of the leader's lease, which the put attaches
+/// the key to (etcd: apply_auth.go `checkLeasePuts`).
+///
+/// # Errors
+/// `permission denied`, `user name is empty`.
+pub async fn check_proclaim(handle: &crate::Handle, caller: &Caller, leader: &pb::LeaderKey) -> Result<(), ApiError> {
+    let auth = handle.auth();
+    auth.check_leader_key(caller, &leader.key)?;
+    let keys = super::auth::lease_keys(handle, leader.lease).await;
+    auth.check_lease_keys(caller, &keys)
 }
 
 /// `name/`.

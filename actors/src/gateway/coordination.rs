@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{caller, encode, error_response, message, reply, Gateway};
+use crate::api::election::check_proclaim;
 use crate::api::pb::{v3electionpb, v3lockpb};
 use crate::api::Coordination;
 
@@ -69,7 +70,7 @@ pub async fn proclaim(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         async {
             let req: v3electionpb::ProclaimRequest = message(payload, &gw).await?;
             if let Some(leader) = &req.leader {
-                gw.handle.auth().check_coordination(&caller(&gw, &http)?, &leader.name, true)?;
+                check_proclaim(&gw.handle, &caller(&gw, &http)?, leader).await?;
             }
             let rev = coordination(&gw).proclaim(req).await?;
             let mut out = String::new();
@@ -101,7 +102,7 @@ pub async fn resign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payloa
         async {
             let req: v3electionpb::ResignRequest = message(payload, &gw).await?;
             if let Some(leader) = &req.leader {
-                gw.handle.auth().check_coordination(&caller(&gw, &http)?, &leader.name, true)?;
+                gw.handle.auth().check_leader_key(&caller(&gw, &http)?, &leader.key)?;
             }
             let rev = coordination(&gw).resign(req).await?;
             let mut out = String::new();

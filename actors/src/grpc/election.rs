@@ -7,7 +7,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{convert, GrpcApi};
-use crate::api::election::Proclamation;
+use crate::api::election::{check_proclaim, Proclamation};
 use crate::api::pb::v3electionpb as pb;
 
 impl GrpcApi {
@@ -32,7 +32,7 @@ impl pb::election_server::Election for GrpcApi {
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
         let caller = self.caller(&request)?;
         if let Some(leader) = &request.get_ref().leader {
-            self.handle().auth().check_coordination(&caller, &leader.name, true)?;
+            check_proclaim(self.handle(), &caller, leader).await?;
         }
         let rev = self.coordination().proclaim(request.into_inner()).await?;
         Ok(Response::new(pb::ProclaimResponse { header: Some(self.header(rev)) }))
@@ -61,7 +61,7 @@ impl pb::election_server::Election for GrpcApi {
     async fn resign(&self, request: Request<pb::ResignRequest>) -> Result<Response<pb::ResignResponse>, Status> {
         let caller = self.caller(&request)?;
         if let Some(leader) = &request.get_ref().leader {
-            self.handle().auth().check_coordination(&caller, &leader.name, true)?;
+            self.handle().auth().check_leader_key(&caller, &leader.key)?;
         }
         let rev = self.coordination().resign(request.into_inner()).await?;
         Ok(Response::new(pb::ResignResponse { header: Some(self.header(rev)) }))
