@@ -218,7 +218,12 @@ impl Periodic {
     }
 
     fn tick(&mut self, now: Instant, current_rev: i64) -> Option<i64> {
-        let due = now.saturating_duration_since(self.last_success) >= self.base_interval;
+        // Ticks come on a fixed grid of `retry_interval`, each a little late by its own amount,
+        // and the last success is stamped when its answer arrives: half a tick of slack keeps
+        // "a period since the last success" from falling short by microseconds and waiting a
+        // whole extra tick (etcd restarts its timer after each pass, so it never falls short).
+        let elapsed = now.saturating_duration_since(self.last_success) + self.retry_interval / 2;
+        let due = elapsed >= self.base_interval;
         let rev = due.then(|| {
             // Compactions are at least `compact_interval` apart from now on.
             self.base_interval = self.compact_interval;
@@ -322,6 +327,27 @@ mod tests {
         // First at one hour (tick 10) with the revision recorded at the start; then every hour
         // with the revision recorded one hour before.
         assert_eq!(compactions, vec![(10, 1), (20, 55), (30, 115)]);
+    }
+
+    /// The actor's ticks run late by varying amounts and a compaction's answer comes after its
+    /// tick: compactions still come every period, not every period and one tick.
+    #[test]
+    fn periodic_compacts_every_period_when_ticks_and_answers_run_late() {
+        let start = Instant::now();
+        let period = Duration::from_secs(20);
+        let mut c = AutoCompactor::new(AutoCompaction::Periodic(period), start, 1);
+        let step = c.tick_interval();
+        let mut compacted_at = Vec::new();
+        for tick in 1..=60u32 {
+            // 0-4 ms late, the tick after a compaction less late than the compaction's own.
+            let late = Duration::from_millis(u64::from((tick * 7) % 5));
+            let now = start + step * tick + late;
+            if let Some(rev) = c.tick(now, i64::from(tick)) {
+                compacted_at.push(tick);
+                c.compacted(now + Duration::from_millis(3), rev, true);
+            }
+        }
+        assert_eq!(compacted_at, vec![10, 20, 30, 40, 50, 60]);
     }
 
     #[test]
