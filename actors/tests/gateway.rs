@@ -208,21 +208,41 @@ async fn bad_unary_input_gets_4xx_in_etcds_shape() {
     gw.finish().await;
 }
 
+/// As over gRPC: a write whose protobuf is larger than `max_request_bytes` is refused, any
+/// request larger than gRPC's receive limit (`max_request_bytes` plus 512 KiB) too, and a JSON
+/// body may be several times its protobuf (base64, names, quoting) without counting against it.
 #[actix_rt::test]
 async fn bodies_above_max_request_bytes() {
     let gw = Gw::with(Opts { max_request_bytes: Some(1024), ..Opts::default() }).await;
-    let big = "x".repeat(2000);
     let too_large = status_body(3, "etcdserver: request is too large");
+    // Writes: their protobuf counts.
+    let over = "x".repeat(2000);
+    let (status, json) = gw.post("/v3/kv/put", json!({"key": b64("k"), "value": b64(&over)}).to_string()).await;
+    assert_eq!((status, &json), (400, &too_large));
+    let txn = json!({"success": [{"request_put": {"key": b64("k"), "value": b64(&over)}}]});
+    let (status, json) = gw.post("/v3/kv/txn", txn.to_string()).await;
+    assert_eq!((status, &json), (400, &too_large));
+    // A value whose JSON is larger than the limit and whose protobuf is not goes in.
+    let value = "y".repeat(900);
+    let body = json!({"key": b64("k"), "value": b64(&value)}).to_string();
+    assert!(body.len() > 1024, "the JSON body alone would have been refused");
+    let (status, json) = gw.post("/v3/kv/put", body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(gw.put("k", &"y".repeat(500)).await, 3);
+
+    // Any request (and any body) beyond gRPC's receive limit.
+    let big = "x".repeat(600 * 1024);
     for path in
         ["/v3/kv/put", "/v3/kv/range", "/v3/kv/txn", "/v3/lease/grant", "/v3/lease/leases", "/v3/maintenance/status"]
     {
-        let (status, json) = gw.post(path, json!({"key": b64("k"), "value": b64(&big)}).to_string()).await;
+        let (status, json) = gw.post(path, json!({"key": b64(&big)}).to_string()).await;
         assert_eq!((status, &json), (400, &too_large), "{path}");
     }
     let (status, _) = gw.post_raw("/v3/lease/keepalive", format!(r#"{{"ID":"1","pad":"{big}"}}"#)).await;
     assert_eq!(status, 400);
-    // Below the limit all is well.
-    assert_eq!(gw.put("k", &"y".repeat(500)).await, 2);
+    // A read a little over `max_request_bytes` is within it, as over gRPC.
+    let (status, json) = gw.post("/v3/kv/range", json!({"key": b64(&over)}).to_string()).await;
+    assert_eq!(status, 200, "{json}");
 
     // On the watch stream: a single request over the limit ends the stream with an error; a
     // stream of many small requests is not limited in total.
@@ -241,7 +261,7 @@ async fn bodies_above_max_request_bytes() {
     // The same request split over several chunks.
     let mut w = gw.watch(false).await;
     let body = json!({"create_request": {"key": b64(&big)}}).to_string();
-    for part in body.as_bytes().chunks(300) {
+    for part in body.as_bytes().chunks(64 * 1024) {
         if w.send(part).await.is_err() {
             break;
         }

@@ -27,23 +27,57 @@ pub trait GatewayMessage: Sized {
     fn from_json(json: Self::Json) -> Result<Self, ApiError>;
 }
 
-/// Decodes a whole request body; an empty body is the empty message, as grpc-gateway treats it.
+/// Decodes a whole request body: a JSON object; an empty body or `null` is the empty message,
+/// as grpc-gateway treats them, and a field set to `null` keeps its default (protojson).
 ///
 /// # Errors
-/// [`ApiError::Malformed`] with the decoder's text.
+/// [`ApiError::Malformed`] with the decoder's text, or for a body that is not an object.
 pub fn decode<M: GatewayMessage>(body: &[u8]) -> Result<M, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return M::from_json(M::Json::default());
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => M::from_json(M::Json::default()),
+        // Without `null` anywhere in the body the typed decoder needs no help; with one
+        // (rarely, and perhaps only inside a base64 string) the body goes through a JSON value
+        // whose nulls are taken out first.
+        Some(b'{') if !body.windows(4).any(|w| w == b"null") => {
+            M::from_json(serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?)
+        }
+        Some(_) => decode_value(serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?),
     }
-    M::from_json(serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?)
 }
 
-/// Decodes one JSON value of a stream of requests (`/v3/watch`, `/v3/lease/keepalive`).
+/// Decodes one JSON value of a stream of requests (`/v3/watch`, `/v3/lease/keepalive`), or a
+/// body [`decode`] passes on: an object, whose `null` members keep their defaults, or `null`
+/// for the empty message.
 ///
 /// # Errors
-/// [`ApiError::Malformed`] with the decoder's text.
-pub fn decode_value<M: GatewayMessage>(value: serde_json::Value) -> Result<M, ApiError> {
+/// [`ApiError::Malformed`] with the decoder's text, or for a value that is not an object.
+pub fn decode_value<M: GatewayMessage>(mut value: serde_json::Value) -> Result<M, ApiError> {
+    match &value {
+        serde_json::Value::Null => return M::from_json(M::Json::default()),
+        serde_json::Value::Object(_) => without_nulls(&mut value),
+        serde_json::Value::Array(_) => return Err(not_an_object("an array")),
+        serde_json::Value::String(_) => return Err(not_an_object("a string")),
+        serde_json::Value::Number(_) => return Err(not_an_object("a number")),
+        serde_json::Value::Bool(_) => return Err(not_an_object("a boolean")),
+    }
     M::from_json(serde_json::from_value(value).map_err(|e| ApiError::Malformed(e.to_string()))?)
+}
+
+fn not_an_object(what: &str) -> ApiError {
+    ApiError::Malformed(format!("a request is a JSON object, not {what}"))
+}
+
+/// Removes every object member whose value is `null`, at any depth, so that the field keeps its
+/// default as protojson decodes it. Array elements stay: a `null` element is no message.
+fn without_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(without_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nulls),
+        _ => {}
+    }
 }
 
 // ----- field decoders -----
@@ -775,6 +809,37 @@ mod tests {
         assert!(bad.is_err());
         let bad: Result<pb::PutRequest, _> = decode(br#"{"lease":"12x"}"#);
         assert!(bad.is_err());
+    }
+
+    /// protojson (etcd's gateway) takes `null` as the field's default, at any depth, and a body
+    /// of `null` as the empty message; a body that is not an object is refused.
+    #[test]
+    fn nulls_keep_defaults_and_only_objects_are_requests() {
+        let r: pb::RangeRequest =
+            decode(br#"{"key":"Zm9v","range_end":null,"limit":null,"sort_order":null,"serializable":null}"#)
+                .expect("decodes");
+        assert_eq!((r.key, r.range_end, r.limit, r.sort_order, r.serializable), (b"foo".to_vec(), vec![], 0, 0, false));
+        let t: pb::TxnRequest = decode(
+            br#"{"compare":null,"success":[{"request_put":{"key":"YQ==","value":null,"lease":null}}],"failure":null}"#,
+        )
+        .expect("decodes");
+        let put = match t.success.first().and_then(|op| op.request.as_ref()) {
+            Some(pb::request_op::Request::RequestPut(p)) => p.clone(),
+            other => panic!("a put, not {other:?}"),
+        };
+        assert_eq!((put.key, put.value, put.lease, t.compare.len(), t.failure.len()), (b"a".to_vec(), vec![], 0, 0, 0));
+        // `null` inside a base64 value is just base64 ("bnVsbA==" is "null").
+        let p: pb::PutRequest = decode(br#"{"key":"bnVsbA==","value":"bnVsbA=="}"#).expect("decodes");
+        assert_eq!((p.key, p.value), (b"null".to_vec(), b"null".to_vec()));
+        let empty: pb::RangeRequest = decode(b" null ").expect("the empty message");
+        assert!(empty.key.is_empty());
+        for body in [&br#"["Zm9v"]"#[..], b"\"Zm9v\"", b"7", b"true"] {
+            let refused: Result<pb::RangeRequest, _> = decode(body);
+            assert!(
+                matches!(&refused, Err(ApiError::Malformed(m)) if m.starts_with("a request is a JSON object")),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use watchkv::config::DEFAULT_MAX_REQUEST_BYTES;
+use watchkv::config::{DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES};
 use watchkv::Error;
 
 use crate::api::auth::Caller;
@@ -46,6 +46,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The largest JSON body read (and the largest `/v3/watch` request object): base64 and
+    /// JSON's names and quoting make a request's JSON several times its protobuf, and etcd's
+    /// gateway reads a body whole and leaves the limit to gRPC, so four times
+    /// `max_request_bytes` plus gRPC's framing allowance; the decoded request then meets the
+    /// same limits as over gRPC ([`message`], [`write_message`]).
+    fn max_json_bytes(&self) -> usize {
+        self.max_request_bytes.saturating_mul(4).saturating_add(GRPC_OVERHEAD_BYTES)
+    }
+
     /// Returns a gateway over `handle` reporting the default identity ([`Header::default`])
     /// and accepting requests up to etcd's default size.
     #[must_use]
@@ -199,9 +208,24 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
-/// Reads and decodes a request body into its message.
-async fn message<M: GatewayMessage>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
-    decode::decode(&read_body(payload, gw.max_request_bytes).await?)
+/// Reads and decodes a request body into its message, refused when its protobuf is larger than
+/// gRPC's receive limit (`max_request_bytes` plus `GRPC_OVERHEAD_BYTES`), as over gRPC.
+async fn message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
+    let msg: M = decode::decode(&read_body(payload, gw.max_json_bytes()).await?)?;
+    if msg.encoded_len() > gw.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES) {
+        return Err(Error::RequestTooLarge.into());
+    }
+    Ok(msg)
+}
+
+/// A write's [`message`], refused when its protobuf is larger than `max_request_bytes` (etcd
+/// `ErrGRPCRequestTooLarge`, as the gRPC service's `check_size`).
+async fn write_message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
+    let msg: M = message(payload, gw).await?;
+    if msg.encoded_len() > gw.max_request_bytes {
+        return Err(Error::RequestTooLarge.into());
+    }
+    Ok(msg)
 }
 
 /// The caller of an HTTP request: the token in its `Authorization` header (etcd's gateway
@@ -251,7 +275,7 @@ async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::PutRequest = message(payload, &gw).await?;
+            let req: pb::PutRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::put_request(req);
             let lease_keys = crate::api::auth::lease_keys(&gw.handle, req.lease).await;
@@ -272,7 +296,7 @@ async fn delete_range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::DeleteRangeRequest = message(payload, &gw).await?;
+            let req: pb::DeleteRangeRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::delete_request(req);
             gw.handle.auth().check_delete(&caller, &req.range, req.prev_kv)?;
@@ -292,7 +316,7 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::TxnRequest = message(payload, &gw).await?;
+            let req: pb::TxnRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::txn_request(req)?;
             gw.handle.auth().check_txn(&caller, &req)?;
@@ -374,7 +398,7 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
 /// ([`Handle::lease_keep_alive_answer`]). The first bad request ends the body with one
 /// `{"error":{...}}` line.
 async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    let body = match read_body(payload, gw.max_request_bytes).await {
+    let body = match read_body(payload, gw.max_json_bytes()).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -429,7 +453,7 @@ async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> Ht
 async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let _ = read_body(payload, gw.max_json_bytes()).await?;
             let (ids, rev) = match &gw.upstream {
                 Some(upstream) => {
                     let resp = upstream.lease_leases(pb::LeaseLeasesRequest {}).await?.into_inner();
@@ -449,7 +473,7 @@ async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let _ = read_body(payload, gw.max_json_bytes()).await?;
             let rev = gw.handle.current_revision();
             let db_size = gw.handle.db_size().await?;
             let alarms = gw.handle.alarm(Alarm::Get(None)).await?;
@@ -484,7 +508,7 @@ async fn defragment(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Pay
     reply(
         async {
             gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
-            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let _ = read_body(payload, gw.max_json_bytes()).await?;
             gw.handle.defragment().await?;
             Ok("{}".to_string())
         }
@@ -497,7 +521,7 @@ async fn hash(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) 
     reply(
         async {
             gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
-            let _ = read_body(payload, gw.max_request_bytes).await?;
+            let _ = read_body(payload, gw.max_json_bytes()).await?;
             let (hash, rev) = gw.handle.hash().await?;
             let mut out = String::new();
             encode::write_hash(&mut out, gw.header, rev, hash);

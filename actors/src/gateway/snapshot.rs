@@ -17,7 +17,7 @@ use crate::snapshot_stream;
 pub async fn snapshot(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     let started = async {
         gw.handle.auth().check_admin(&super::caller(&gw, &http)?)?;
-        read_body(payload, gw.max_request_bytes).await?;
+        read_body(payload, gw.max_json_bytes()).await?;
         let snapshot = gw.handle.snapshot().await?;
         Ok::<_, ApiError>(snapshot_stream::spawn(snapshot)?)
     }

@@ -21,7 +21,7 @@ use crate::api::{ApiError, Header, StreamRequests, TransportStream};
 pub async fn watch(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     let stream = TransportStream::open(&gw.handle).with_credentials(super::credentials(&http));
     let (err_tx, err_rx) = mpsc::channel::<ApiError>(1);
-    actix_web::rt::spawn(read_requests(payload, stream.requests(&gw.handle), err_tx, gw.max_request_bytes));
+    actix_web::rt::spawn(read_requests(payload, stream.requests(&gw.handle), err_tx, gw.max_json_bytes()));
     let body = ResponseLines { stream, errors: err_rx, header: gw.header, done: false };
     HttpResponse::Ok().content_type("application/json").streaming(body)
 }
