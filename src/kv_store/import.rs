@@ -317,8 +317,11 @@ impl<'a> Import<'a> {
         if kv.create_revision < 1 || kv.create_revision > kv.mod_revision {
             return bad(format!("create revision {} outside 1..={}", kv.create_revision, kv.mod_revision));
         }
-        if kv.version < 1 {
-            return bad(format!("version {} below 1", kv.version));
+        // Each put of a generation has a revision of its own from its create revision on, so
+        // a version can be at most their distance plus one (and later puts cannot overflow it).
+        let most = kv.mod_revision - kv.create_revision + 1;
+        if kv.version < 1 || kv.version > most {
+            return bad(format!("version {} outside 1..={most}", kv.version));
         }
         Ok(())
     }
@@ -444,6 +447,8 @@ pub(super) mod tests {
             (vec![kv("a", "", 1, 21, 1, 0)], "mod revision 21"),
             (vec![kv("a", "", 5, 4, 1, 0)], "create revision 5"),
             (vec![kv("a", "", 1, 1, 0, 0)], "version 0"),
+            (vec![kv("a", "", 3, 5, 4, 0)], "version 4 outside 1..=3"),
+            (vec![kv("a", "", 1, 1, i64::MAX, 0)], "outside 1..=1"),
             (vec![kv("", "", 1, 1, 1, 0)], "empty key"),
         ];
         for (i, (kvs, why)) in cases.into_iter().enumerate() {
