@@ -96,6 +96,10 @@ def main():
     status = client.status()
     check("status has a header revision", int(status["header"]["revision"]) >= 1)
     check("status reports an etcd version", "version" in status)
+    members = client.members()
+    check("one member, this server", len(members), 1)
+    check("the member's client URL", members[0].get("clientURLs"), [f"http://{url.hostname}:{url.port}"])
+    check("the member's id is the header's", members[0].get("ID"), status["header"]["member_id"])
 
     # ----- KV -----
     check("put foo", client.put("foo", "bar"))

@@ -545,6 +545,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.advertise_client_urls.clone()
     };
+    gw.client_urls = advertised.clone();
     let mut grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
     if let Some(options) = &forwarded {
         // Mirror mode: writes, lease calls and linearizable reads go to upstream.

@@ -338,6 +338,25 @@ pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: 
     o.close();
 }
 
+/// Writes a `MemberListResponse` of one member, this server: its id, name and client URLs (no
+/// peer URLs: it has no peers), with etcd's field names (`ID`, `clientURLs`).
+pub fn write_member_list(out: &mut String, h: Header, revision: i64, name: &str, client_urls: &[String]) {
+    let mut o = Obj::open(out);
+    o.raw("header", |out| write_header(out, h, revision));
+    o.raw("members", |out| {
+        out.push('[');
+        let mut m = Obj::open(out);
+        m.uint("ID", h.member_id);
+        m.string("name", name);
+        m.list("clientURLs", client_urls, |out, url| {
+            let _ = write!(out, "{}", serde_json::Value::String(url.clone()));
+        });
+        m.close();
+        out.push(']');
+    });
+    o.close();
+}
+
 /// Writes an `AlarmResponse`: etcd's carries no header.
 pub fn write_alarms(out: &mut String, alarms: &[watchkv::alarm::AlarmMember]) {
     let mut o = Obj::open(out);

@@ -39,6 +39,9 @@ pub struct Gateway {
     pub header: Header,
     /// Largest request body accepted (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,
+    /// The client URLs `/v3/cluster/member/list` reports for this member (etcd
+    /// `--advertise-client-urls`), as the gRPC `Cluster` service does.
+    pub client_urls: Vec<String>,
     /// Mirror mode: where writes, lease calls and linearizable reads' quorum go
     /// ([`crate::forward`]); `None` on a normal server.
     pub upstream: Option<crate::forward::Upstream>,
@@ -63,6 +66,7 @@ impl Gateway {
             handle,
             header: Header::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            client_urls: Vec::new(),
             upstream: None,
             started: Instant::now(),
         }
@@ -135,6 +139,7 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .route("/v3/lease/leases", web::post().to(lease_leases))
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
+        .route("/v3/cluster/member/list", web::post().to(member_list))
         // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
         // /v3/maintenance/hashkv reaches HashKV.
         .route("/v3/maintenance/alarm", web::post().to(alarm))
@@ -481,6 +486,20 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
                 alarms.iter().map(crate::api::alarm::status_error).chain(gw.handle.upstream_error()).collect();
             let mut out = String::new();
             encode::write_member_status(&mut out, gw.header, rev, db_size, &errors);
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+/// `MemberList`: one member, this server, as the gRPC `Cluster` service answers.
+async fn member_list(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            let _ = read_body(payload, gw.max_json_bytes()).await?;
+            let mut out = String::new();
+            let revision = gw.handle.current_revision();
+            encode::write_member_list(&mut out, gw.header, revision, crate::api::MEMBER_NAME, &gw.client_urls);
             Ok(out)
         }
         .await,
