@@ -223,11 +223,11 @@ async fn message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: 
     Ok(msg)
 }
 
-/// A write's [`message`], refused when its protobuf is larger than `max_request_bytes` (etcd
-/// `ErrGRPCRequestTooLarge`, as the gRPC service's `check_size`).
+/// A write's [`message`], refused when its raft entry would be larger than
+/// `max_request_bytes` (etcd `ErrGRPCRequestTooLarge`, [`request::write_fits`]), as over gRPC.
 async fn write_message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
     let msg: M = message(payload, gw).await?;
-    if msg.encoded_len() > gw.max_request_bytes {
+    if !request::write_fits(msg.encoded_len(), gw.max_request_bytes) {
         return Err(Error::RequestTooLarge.into());
     }
     Ok(msg)

@@ -144,11 +144,11 @@ impl GrpcApi {
             .with_upstream(self.inner.upstream.clone())
     }
 
-    /// etcd refuses a write whose encoded request exceeds `max-request-bytes` before it is
-    /// proposed (`ErrGRPCRequestTooLarge`); the gRPC limit alone lets `GRPC_OVERHEAD_BYTES`
-    /// more through.
+    /// etcd refuses a write whose raft entry exceeds `max-request-bytes` before it is proposed
+    /// (`ErrGRPCRequestTooLarge`, [`crate::api::request::write_fits`]); the gRPC limit alone
+    /// lets `GRPC_OVERHEAD_BYTES` more through.
     fn check_size(&self, msg: &impl prost::Message) -> Result<(), Status> {
-        if msg.encoded_len() > self.inner.max_request_bytes {
+        if !crate::api::request::write_fits(msg.encoded_len(), self.inner.max_request_bytes) {
             return Err(ApiError::from(watchkv::Error::RequestTooLarge).into());
         }
         Ok(())
