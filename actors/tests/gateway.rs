@@ -190,7 +190,7 @@ async fn bad_unary_input_gets_4xx_in_etcds_shape() {
     let (status, _) = gw.post_raw("/v3/kv/nope", "{}").await;
     assert_eq!(status, 404);
     let (status, _) = gw.get("/v3/kv/range").await;
-    assert!((400..500).contains(&status), "GET on a POST route: {status}");
+    assert_eq!(status, 405, "GET on a POST route");
     // A deeply nested body is refused, not a stack overflow.
     let mut nested = String::new();
     for _ in 0..5000 {
