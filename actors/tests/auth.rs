@@ -46,6 +46,17 @@ async fn token(port: u16, name: &str, password: &str) -> String {
     auth_client(port).await.authenticate(req).await.expect("authenticate").into_inner().token
 }
 
+/// Users `root` (password `rootpw`, the root role) and `alice` (`apw`, role `app`: read and
+/// write on the prefix `app/`): six changes to the auth store.
+async fn add_root_and_alice(admin: &mut Client) {
+    admin.user_add("root", "rootpw", None).await.expect("root");
+    admin.user_grant_role("root", "root").await.expect("root role");
+    admin.role_add("app").await.expect("role");
+    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
+    admin.user_add("alice", "apw", None).await.expect("alice");
+    admin.user_grant_role("alice", "app").await.expect("grant role");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_status_tokens_and_the_auth_store_across_restart_and_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -57,12 +68,7 @@ async fn auth_status_tokens_and_the_auth_store_across_restart_and_snapshot() {
 
     let mut admin = connect(port, None).await;
     assert_eq!(status(port, None).await.map_err(|e| e.message().to_string()), Ok((false, 1)), "a fresh store");
-    admin.user_add("root", "rootpw", None).await.expect("root");
-    admin.user_grant_role("root", "root").await.expect("root role");
-    admin.role_add("app").await.expect("role");
-    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
-    admin.user_add("alice", "apw", None).await.expect("alice");
-    admin.user_grant_role("alice", "app").await.expect("grant role");
+    add_root_and_alice(&mut admin).await;
     admin.auth_enable().await.expect("enable");
 
     // Six changes after the first revision; enabling does not count, as in etcd.
@@ -140,12 +146,7 @@ async fn proclaim_and_resign_need_permission_on_the_key_they_write() {
     let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
 
     let mut admin = connect(port, None).await;
-    admin.user_add("root", "rootpw", None).await.expect("root");
-    admin.user_grant_role("root", "root").await.expect("root role");
-    admin.role_add("app").await.expect("role");
-    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
-    admin.user_add("alice", "apw", None).await.expect("alice");
-    admin.user_grant_role("alice", "app").await.expect("grant role");
+    add_root_and_alice(&mut admin).await;
     let secret_rev = admin.put("secret", "s", None).await.expect("put").header().expect("header").revision();
     admin.auth_enable().await.expect("enable");
 

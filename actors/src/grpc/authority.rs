@@ -681,24 +681,21 @@ mod tests {
     #[tokio::test]
     async fn hpack_references_that_expand_past_the_limit_end_the_connection() {
         // One 4000-byte value added to the client's dynamic table (a literal with incremental
-        // indexing, new name), then referenced (index 62) 20 times: 22 bytes on the wire that
-        // decode to 80 KB.
-        let mut block = vec![0x40];
-        encode_string(&mut block, b"x-big");
-        encode_string(&mut block, &[b'a'; 4000]);
-        block.extend([0x80 | 62; 20]);
-        let rest = frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block);
-        let (out, result, _) = until_closed(rewriting_connection_then(&rest)).await;
+        // indexing, new name), then referenced (index 62) `references` times: 20 are 22 bytes
+        // on the wire that decode to 80 KB.
+        let block_with = |references: usize| {
+            let mut block = vec![0x40];
+            encode_string(&mut block, b"x-big");
+            encode_string(&mut block, &[b'a'; 4000]);
+            block.extend(std::iter::repeat_n(0x80 | 62, references));
+            frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block)
+        };
+        let (out, result, _) = until_closed(rewriting_connection_then(&block_with(20))).await;
         assert_eq!(result.expect_err("the connection ends").kind(), io::ErrorKind::InvalidData);
         assert_eq!(decode_frames(&out).0.len(), 1);
 
         // Within the limit the same block is re-encoded in full.
-        let mut block = vec![0x40];
-        encode_string(&mut block, b"x-big");
-        encode_string(&mut block, &[b'a'; 4000]);
-        block.extend([0x80 | 62; 3]);
-        let rest = frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &block);
-        let (out, result, rewriting) = until_closed(rewriting_connection_then(&rest)).await;
+        let (out, result, rewriting) = until_closed(rewriting_connection_then(&block_with(3))).await;
         result.expect("the connection ends cleanly");
         assert!(rewriting);
         let (lists, _) = decode_frames(&out);
