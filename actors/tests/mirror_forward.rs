@@ -389,3 +389,40 @@ fn gateway_lock_scenario(etcd: u16, mirror: u16) {
     assert!(none(&ok(mirror, "/v3/kv/range", &json!({"key": b64(&key), "serializable": true}))), "unlocked");
     assert!(none(&ok(etcd, "/v3/kv/range", &json!({"key": b64(&key)}))), "unlocked on etcd");
 }
+
+/// A mirror with auth on: its leases and their keys live upstream, so a `LeaseRevoke` there,
+/// which would delete keys the mirror cannot list, needs the root role; a user's own writes
+/// through the mirror still go.
+#[test]
+fn with_auth_on_a_mirror_revoking_a_lease_needs_the_root_role() {
+    with_etcd_and_mirror(lease_revoke_with_auth, |_, _| {});
+}
+
+async fn lease_revoke_with_auth(_etcd_port: u16, mirror_port: u16) {
+    use etcd_client::{Permission, PutOptions};
+
+    let mut admin = connect(mirror_port).await;
+    admin.user_add("root", "rootpw", None).await.expect("root");
+    admin.user_grant_role("root", "root").await.expect("root role");
+    admin.role_add("app").await.expect("role");
+    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
+    admin.user_add("alice", "apw", None).await.expect("alice");
+    admin.user_grant_role("alice", "app").await.expect("grant role");
+    admin.auth_enable().await.expect("enable");
+
+    let as_user = |name: &'static str, password: &'static str| async move {
+        let opts =
+            ConnectOptions::new().with_connect_timeout(DEADLINE).with_timeout(DEADLINE).with_user(name, password);
+        Client::connect([format!("127.0.0.1:{mirror_port}")], Some(opts)).await.expect("connect as a user")
+    };
+    let mut alice = as_user("alice", "apw").await;
+    let lease = alice.lease_grant(60, None).await.expect("grant through the mirror").id();
+    alice.put("app/x", "1", Some(PutOptions::new().with_lease(lease))).await.expect("her own key");
+    let refused = alice.lease_revoke(lease).await.expect_err("the mirror cannot see the lease's keys");
+    assert!(status(&refused).contains("etcdserver: permission denied"), "{}", status(&refused));
+    let mut root = as_user("root", "rootpw").await;
+    assert_eq!(root.get("app/x", None).await.expect("get").count(), 1, "the revoke did not happen");
+    root.lease_revoke(lease).await.expect("root may");
+    let gone = root.get("app/x", None).await.expect("get");
+    assert_eq!(gone.count(), 0, "the revoke deleted the key, and the mirror answered after applying it");
+}

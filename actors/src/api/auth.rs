@@ -335,6 +335,25 @@ impl Auth {
     }
 }
 
+/// `LeaseRevoke` of lease `id`: write permission on every key the lease holds (etcd
+/// apply_auth.go `LeaseRevoke`). On a mirror the lease and its list of keys live upstream, so
+/// with auth on there the revoke needs the root role instead: the mirror cannot tell which
+/// keys the revoke would delete.
+///
+/// # Errors
+/// `permission denied`, `user name is empty`.
+pub async fn check_lease_revoke(handle: &crate::Handle, caller: &Caller, id: watchkv::LeaseId) -> Result<(), ApiError> {
+    let auth = handle.auth();
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    if handle.upstream_status().is_some() {
+        return auth.check_admin(caller);
+    }
+    let keys = lease_keys(handle, id).await;
+    auth.check_lease_keys(caller, &keys)
+}
+
 /// The keys attached to lease `id` when auth is enabled and the checks need them (an unknown
 /// lease has none: the write itself then fails with etcd's lease error).
 pub async fn lease_keys(handle: &crate::Handle, id: watchkv::LeaseId) -> Vec<Vec<u8>> {

@@ -385,8 +385,7 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
         async {
             let caller = caller(&gw, &http)?;
             let req: pb::LeaseRevokeRequest = message(payload, &gw).await?;
-            let keys = crate::api::auth::lease_keys(&gw.handle, req.id).await;
-            gw.handle.auth().check_lease_keys(&caller, &keys)?;
+            crate::api::auth::check_lease_revoke(&gw.handle, &caller, req.id).await?;
             let rev = match &gw.upstream {
                 Some(upstream) => revision(upstream.lease_revoke(req).await?.into_inner().header),
                 None => gw.handle.lease_revoke(req.id).await?,

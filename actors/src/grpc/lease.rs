@@ -27,12 +27,11 @@ impl pb::lease_server::Lease for GrpcApi {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
+        let id = req.id;
+        crate::api::auth::check_lease_revoke(self.handle(), &caller, id).await?;
         if let Some(upstream) = self.upstream() {
             return upstream.lease_revoke(req).await;
         }
-        let id = req.id;
-        let keys = crate::api::auth::lease_keys(self.handle(), id).await;
-        self.handle().auth().check_lease_keys(&caller, &keys)?;
         let rev = self.handle().lease_revoke(id).await.map_err(status)?;
         Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.header(rev)) }))
     }
