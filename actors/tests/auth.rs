@@ -175,3 +175,76 @@ async fn proclaim_and_resign_need_permission_on_the_key_they_write() {
     alice.resign(Some(ResignOptions::new().with_leader(leader.clone()))).await.expect("resign");
     assert_eq!(alice.get(leader.key(), None).await.expect("get").count(), 0);
 }
+
+/// What later etcd releases check and 3.4.23 did not, all on: a put inside a txn needs what a
+/// plain put needs (read permission for `prev_kv`, write permission on its lease's keys);
+/// `LeaseTimeToLive` with keys needs read permission on them; raising or clearing an alarm
+/// needs the root role; a token given to any call must be valid. And as etcd: a request with an
+/// empty key is refused for the key before permissions are checked, and a refused Lock or
+/// Election call comes back as etcd's recipe reports it, `Unknown` with etcd's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
+    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
+
+    let mut admin = connect(port, None).await;
+    add_root_and_alice(&mut admin).await;
+    admin.role_grant_permission("app", Permission::write("w/k")).await.expect("write-only w/k");
+    let lease = admin.lease_grant(60, None).await.expect("lease").id();
+    admin.put("sec/x", "s", Some(PutOptions::new().with_lease(lease))).await.expect("a key alice may not touch");
+    admin.auth_enable().await.expect("enable");
+    let mut alice = connect(port, Some(("alice", "apw"))).await;
+    let code_and_text = |e: etcd_client::Error| match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("a gRPC status, not {other}"),
+    };
+    let denied = (Code::PermissionDenied, "etcdserver: permission denied".to_string());
+
+    // A txn's put: prev_kv needs read permission, a lease needs write permission on its keys.
+    alice.put("w/k", "1", None).await.expect("she may write w/k");
+    let put_prev = Txn::new().and_then([TxnOp::put("w/k", "2", Some(PutOptions::new().with_prev_key()))]);
+    assert_eq!(alice.txn(put_prev).await.map_err(code_and_text).err(), Some(denied.clone()), "prev_kv of w/k");
+    let put_leased = Txn::new().and_then([TxnOp::put("app/y", "1", Some(PutOptions::new().with_lease(lease)))]);
+    assert_eq!(alice.txn(put_leased).await.map_err(code_and_text).err(), Some(denied.clone()), "lease holds sec/x");
+    alice.txn(Txn::new().and_then([TxnOp::put("w/k", "3", None)])).await.expect("a plain txn put");
+
+    // The keys of a lease, only to who may read them.
+    let with_keys = Some(LeaseTimeToLiveOptions::new().with_keys());
+    assert_eq!(alice.lease_time_to_live(lease, with_keys).await.map_err(code_and_text).err(), Some(denied.clone()));
+    alice.lease_time_to_live(lease, None).await.expect("without keys");
+
+    // Alarms: raising or clearing one is root's.
+    let raise = alice.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(AlarmOptions::new())).await;
+    assert_eq!(raise.map_err(code_and_text).err(), Some(denied.clone()));
+    alice.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("listing");
+    let mut root = connect(port, Some(("root", "rootpw"))).await;
+    root.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(AlarmOptions::new())).await.expect("root raises");
+    root.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(AlarmOptions::new())).await.expect("and clears");
+
+    // An empty key is refused for the key, as etcd validates before it checks permissions.
+    let empty = alice.get("", None).await.map_err(code_and_text).err();
+    assert_eq!(empty, Some((Code::InvalidArgument, "etcdserver: key is not provided".to_string())));
+
+    // A bad token is refused even where no permission is needed.
+    let channel =
+        Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect");
+    let mut lease_client = pb::lease_client::LeaseClient::new(channel);
+    for token in ["bogus", ""] {
+        let mut grant = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
+        grant.metadata_mut().insert("token", token.parse().expect("ascii"));
+        let refused = lease_client.lease_grant(grant).await.expect_err("an invalid token");
+        assert_eq!((refused.code(), refused.message()), (Code::Unauthenticated, "etcdserver: invalid auth token"));
+    }
+
+    // Lock and Election refusals: etcd's text, code Unknown.
+    let refused = alice.lock("zz", None).await.map_err(code_and_text).err();
+    assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
+    let refused = alice.leader("zz").await.map_err(code_and_text).err();
+    assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
+}

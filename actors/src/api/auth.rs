@@ -9,13 +9,13 @@
 //! check costs a pointer clone and no hop. Tokens live here, in memory, as etcd's simple tokens
 //! do: a restart, a password change, deleting the user or disabling auth ends them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use watchkv::auth::{AuthError, AuthState, PermType};
-use watchkv::{KeyRange, RequestOp, TxnRequest};
+use watchkv::{KeyRange, LeaseId, RequestOp, TxnRequest};
 
 use super::ApiError;
 
@@ -123,7 +123,9 @@ impl Auth {
         if !self.view.is_enabled() {
             return Ok(Caller::default());
         }
-        if let Some(token) = token.filter(|t| !t.is_empty()) {
+        // A token that is present but empty is invalid, as in etcd (`AuthInfoFromCtx` looks up
+        // whatever the metadata holds), not the same as none.
+        if let Some(token) = token {
             let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             return match tokens.get_mut(token) {
@@ -218,9 +220,23 @@ impl Auth {
         self.check(caller, PermType::Read, range)
     }
 
+    /// A KV range read: as [`Self::check_read`], except that a range with an empty key is left
+    /// to the store, which refuses it with `key is not provided` (etcd validates a request,
+    /// `checkRangeRequest` and friends, before its permissions). A watch's empty key is valid
+    /// (from the first key on), so watches use [`Self::check_read`].
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_range(&self, caller: &Caller, range: &KeyRange) -> Result<(), ApiError> {
+        if range.start().is_empty() {
+            return Ok(());
+        }
+        self.check_read(caller, range)
+    }
+
     /// A put needs write permission on its key, read permission too with `prev_kv`, and write
     /// permission on every key already attached to its lease (etcd `authApplierV3.Put`,
-    /// `checkLeasePuts`).
+    /// `checkLeasePuts`). An empty key is the store's to refuse.
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
@@ -231,6 +247,9 @@ impl Auth {
         prev_kv: bool,
         lease_keys: &[Vec<u8>],
     ) -> Result<(), ApiError> {
+        if key.is_empty() {
+            return Ok(());
+        }
         let range = KeyRange::single(key.to_vec());
         self.check(caller, PermType::Write, &range)?;
         if prev_kv {
@@ -239,11 +258,15 @@ impl Auth {
         self.check_lease_keys(caller, lease_keys)
     }
 
-    /// A delete needs write permission on the range, read permission too with `prev_kv`.
+    /// A delete needs write permission on the range, read permission too with `prev_kv`. An
+    /// empty key is the store's to refuse.
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
     pub fn check_delete(&self, caller: &Caller, range: &KeyRange, prev_kv: bool) -> Result<(), ApiError> {
+        if range.start().is_empty() {
+            return Ok(());
+        }
         if prev_kv {
             self.check(caller, PermType::Read, range)?;
         }
@@ -260,23 +283,34 @@ impl Auth {
     }
 
     /// A txn needs read permission on every compare's range and the permissions of every op
-    /// of both branches, nested txns included (etcd `checkTxnAuth`).
+    /// of both branches, nested txns included (etcd `checkTxnAuth`): a put's as a plain put
+    /// needs them, `prev_kv` and its lease's keys (`lease_keys`, by lease id) included.
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
-    pub fn check_txn(&self, caller: &Caller, txn: &TxnRequest) -> Result<(), ApiError> {
+    pub fn check_txn(
+        &self,
+        caller: &Caller,
+        txn: &TxnRequest,
+        lease_keys: &HashMap<LeaseId, Vec<Vec<u8>>>,
+    ) -> Result<(), ApiError> {
         if !self.view.is_enabled() {
             return Ok(());
         }
         for c in &txn.compare {
-            self.check(caller, PermType::Read, &c.range)?;
+            if !c.range.start().is_empty() {
+                self.check(caller, PermType::Read, &c.range)?;
+            }
         }
         for op in txn.success.iter().chain(&txn.failure) {
             match op {
-                RequestOp::Range(r) => self.check_read(caller, &r.range)?,
-                RequestOp::Put(p) => self.check_put(caller, &p.key, false, &[])?,
+                RequestOp::Range(r) => self.check_range(caller, &r.range)?,
+                RequestOp::Put(p) => {
+                    let keys = lease_keys.get(&p.lease).map_or(&[][..], Vec::as_slice);
+                    self.check_put(caller, &p.key, p.prev_kv, keys)?;
+                }
                 RequestOp::DeleteRange(d) => self.check_delete(caller, &d.range, d.prev_kv)?,
-                RequestOp::Txn(t) => self.check_txn(caller, t)?,
+                RequestOp::Txn(t) => self.check_txn(caller, t, lease_keys)?,
                 RequestOp::Empty => {}
             }
         }
@@ -333,6 +367,46 @@ impl Auth {
     pub fn is_enabled(&self) -> bool {
         self.view.is_enabled()
     }
+}
+
+/// A txn's permissions ([`Auth::check_txn`]) with the keys of every lease its puts attach to,
+/// read first.
+///
+/// # Errors
+/// `permission denied`, `user name is empty`.
+pub async fn check_txn(handle: &crate::Handle, caller: &Caller, txn: &TxnRequest) -> Result<(), ApiError> {
+    let auth = handle.auth();
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    let mut leases = HashSet::new();
+    collect_put_leases(txn, &mut leases);
+    let mut lease_keys = HashMap::new();
+    for id in leases {
+        lease_keys.insert(id, self::lease_keys(handle, id).await);
+    }
+    auth.check_txn(caller, txn, &lease_keys)
+}
+
+fn collect_put_leases(txn: &TxnRequest, into: &mut HashSet<LeaseId>) {
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            RequestOp::Put(p) if p.lease != 0 => {
+                into.insert(p.lease);
+            }
+            RequestOp::Txn(t) => collect_put_leases(t, into),
+            _ => {}
+        }
+    }
+}
+
+/// `LeaseTimeToLive` with `keys`: read permission on every key it lists, so that the lease
+/// does not name keys the caller may not see (etcd `checkLeaseTimeToLive`, since 3.4.26).
+///
+/// # Errors
+/// `permission denied`, `user name is empty`.
+pub fn check_lease_keys_readable(auth: &Auth, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+    keys.iter().try_for_each(|k| auth.check_read(caller, &KeyRange::single(k.clone())))
 }
 
 /// `LeaseRevoke` of lease `id`: write permission on every key the lease holds (etcd

@@ -196,6 +196,16 @@ impl ApiError {
     pub fn relayed(e: Error) -> Self {
         Self::Relayed(Self::Store(e).to_string())
     }
+
+    /// This error as a lock or election call reports it: etcd's text with code `Unknown`
+    /// ([`ApiError::Relayed`]), as for a refused caller or permission.
+    #[must_use]
+    pub fn into_relayed(self) -> Self {
+        match self {
+            Self::Relayed(_) => self,
+            other => Self::Relayed(other.to_string()),
+        }
+    }
 }
 
 impl From<ApiError> for tonic::Status {

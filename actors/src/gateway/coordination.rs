@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use super::{caller, encode, error_response, message, reply, Gateway};
 use crate::api::election::check_proclaim;
 use crate::api::pb::{v3electionpb, v3lockpb};
-use crate::api::Coordination;
+use crate::api::{ApiError, Coordination};
 
 /// The calls over the gateway's store; on a mirror, forwarding to upstream.
 fn coordination(gw: &Gateway) -> Coordination {
@@ -23,7 +23,8 @@ pub async fn lock(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload:
     reply(
         async {
             let req: v3lockpb::LockRequest = message(payload, &gw).await?;
-            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, true)?;
+            let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+            gw.handle.auth().check_coordination(&caller, &req.name, true).map_err(ApiError::into_relayed)?;
             let locked = coordination(&gw).lock(req).await?;
             let mut out = String::new();
             encode::write_lock(&mut out, gw.header, locked.revision, &locked.key);
@@ -39,7 +40,8 @@ pub async fn unlock(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payloa
         async {
             let req: v3lockpb::UnlockRequest = message(payload, &gw).await?;
             let key = watchkv::KeyRange::single(req.key.clone());
-            gw.handle.auth().check_delete(&caller(&gw, &http)?, &key, false)?;
+            let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+            gw.handle.auth().check_delete(&caller, &key, false).map_err(ApiError::into_relayed)?;
             let rev = coordination(&gw).unlock(req).await?;
             let mut out = String::new();
             encode::write_header_only(&mut out, gw.header, rev);
@@ -54,7 +56,8 @@ pub async fn campaign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
     reply(
         async {
             let req: v3electionpb::CampaignRequest = message(payload, &gw).await?;
-            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, true)?;
+            let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+            gw.handle.auth().check_coordination(&caller, &req.name, true).map_err(ApiError::into_relayed)?;
             let elected = coordination(&gw).campaign(req).await?;
             let mut out = String::new();
             encode::write_campaign(&mut out, gw.header, elected.revision, &elected.leader);
@@ -70,7 +73,8 @@ pub async fn proclaim(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         async {
             let req: v3electionpb::ProclaimRequest = message(payload, &gw).await?;
             if let Some(leader) = &req.leader {
-                check_proclaim(&gw.handle, &caller(&gw, &http)?, leader).await?;
+                let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+                check_proclaim(&gw.handle, &caller, leader).await.map_err(ApiError::into_relayed)?;
             }
             let rev = coordination(&gw).proclaim(req).await?;
             let mut out = String::new();
@@ -86,7 +90,8 @@ pub async fn leader(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payloa
     reply(
         async {
             let req: v3electionpb::LeaderRequest = message(payload, &gw).await?;
-            gw.handle.auth().check_coordination(&caller(&gw, &http)?, &req.name, false)?;
+            let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+            gw.handle.auth().check_coordination(&caller, &req.name, false).map_err(ApiError::into_relayed)?;
             let leader = coordination(&gw).leader(req).await?;
             let mut out = String::new();
             encode::write_leader(&mut out, gw.header, &leader);
@@ -102,7 +107,8 @@ pub async fn resign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payloa
         async {
             let req: v3electionpb::ResignRequest = message(payload, &gw).await?;
             if let Some(leader) = &req.leader {
-                gw.handle.auth().check_leader_key(&caller(&gw, &http)?, &leader.key)?;
+                let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
+                gw.handle.auth().check_leader_key(&caller, &leader.key).map_err(ApiError::into_relayed)?;
             }
             let rev = coordination(&gw).resign(req).await?;
             let mut out = String::new();
@@ -120,7 +126,9 @@ pub async fn observe(gw: web::Data<Gateway>, http: actix_web::HttpRequest, paylo
         Ok(req) => req,
         Err(e) => return error_response(&e),
     };
-    let allowed = caller(&gw, &http).and_then(|c| gw.handle.auth().check_coordination(&c, &req.name, false));
+    let allowed = caller(&gw, &http)
+        .and_then(|c| gw.handle.auth().check_coordination(&c, &req.name, false))
+        .map_err(ApiError::into_relayed);
     if let Err(e) = allowed {
         return error_response(&e);
     }

@@ -264,7 +264,7 @@ async fn range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload)
             let req: pb::RangeRequest = message(payload, &gw).await?;
             let linearizable = !req.serializable;
             let req = request::range_request(req)?;
-            gw.handle.auth().check_read(&caller, &req.range)?;
+            gw.handle.auth().check_range(&caller, &req.range)?;
             if let (Some(upstream), true) = (&gw.upstream, linearizable) {
                 upstream.linearize().await?;
             }
@@ -325,7 +325,7 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let req: pb::TxnRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::txn_request(req)?;
-            gw.handle.auth().check_txn(&caller, &req)?;
+            crate::api::auth::check_txn(&gw.handle, &caller, &req).await?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) if forward::txn_writes(&f) => {
                     forward::core::txn(upstream.txn(f).await?.into_inner())
@@ -345,9 +345,11 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     )
 }
 
-async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn compaction(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            // Any user may compact, as in etcd; a token given must still be valid.
+            caller(&gw, &http)?;
             let req: pb::CompactionRequest = message(payload, &gw).await?;
             let rev = match &gw.upstream {
                 Some(upstream) => revision(upstream.compact(req).await?.into_inner().header),
@@ -361,9 +363,11 @@ async fn compaction(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespon
     )
 }
 
-async fn lease_grant(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn lease_grant(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            // Any user may grant a lease, as in etcd; a token given must still be valid.
+            caller(&gw, &http)?;
             let req: pb::LeaseGrantRequest = message(payload, &gw).await?;
             let (id, ttl, rev) = match &gw.upstream {
                 Some(upstream) => {
@@ -435,18 +439,21 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
     HttpResponse::Ok().content_type("application/json").body(out)
 }
 
-async fn lease_time_to_live(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn lease_time_to_live(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req: pb::LeaseTimeToLiveRequest = message(payload, &gw).await?;
             let mut out = String::new();
             if let Some(upstream) = &gw.upstream {
                 let r = upstream.lease_time_to_live(req).await?.into_inner();
+                crate::api::auth::check_lease_keys_readable(gw.handle.auth(), &caller, &r.keys)?;
                 let rev = revision(r.header);
                 encode::write_lease_ttl(&mut out, gw.header, rev, r.id, r.ttl, r.granted_ttl, &r.keys);
                 return Ok(out);
             }
             let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
+            crate::api::auth::check_lease_keys_readable(gw.handle.auth(), &caller, &s.keys)?;
             encode::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
             Ok(out)
         }
@@ -506,12 +513,16 @@ async fn member_list(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
     )
 }
 
-async fn alarm(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn alarm(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
             let req: pb::AlarmRequest = message(payload, &gw).await?;
             let alarms = match crate::api::alarm::alarm_request(req)? {
-                Some(request) => gw.handle.alarm(request).await?,
+                Some(request) => {
+                    crate::api::alarm::check_alarm(gw.handle.auth(), &caller, &request)?;
+                    gw.handle.alarm(request).await?
+                }
                 None => Vec::new(),
             };
             let mut out = String::new();

@@ -13,7 +13,7 @@ impl pb::kv_server::Kv for GrpcApi {
         let req = request.into_inner();
         let linearizable = !req.serializable;
         let req = request::range_request(req)?;
-        self.handle().auth().check_read(&caller, &req.range)?;
+        self.handle().auth().check_range(&caller, &req.range)?;
         if let (Some(upstream), true) = (self.upstream(), linearizable) {
             upstream.linearize().await?;
         }
@@ -57,7 +57,7 @@ impl pb::kv_server::Kv for GrpcApi {
         self.check_size(&req)?;
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;
-        self.handle().auth().check_txn(&caller, &req)?;
+        auth::check_txn(self.handle(), &caller, &req).await?;
         if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
             if crate::forward::txn_writes(&forwarded) {
                 return upstream.txn(forwarded).await;
@@ -73,6 +73,8 @@ impl pb::kv_server::Kv for GrpcApi {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        // Any user may compact, as in etcd; a token given must still be valid.
+        self.caller(&request)?;
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
             return upstream.compact(req).await;

@@ -13,6 +13,8 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        // Any user may grant a lease, as in etcd; a token given must still be valid.
+        self.caller(&request)?;
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
             return upstream.lease_grant(req).await;
@@ -62,11 +64,15 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
-            return upstream.lease_time_to_live(req).await;
+            let resp = upstream.lease_time_to_live(req).await?;
+            crate::api::auth::check_lease_keys_readable(self.handle().auth(), &caller, &resp.get_ref().keys)?;
+            return Ok(resp);
         }
         let (s, rev) = self.handle().lease_time_to_live_answer(req.id, req.keys).await.map_err(status)?;
+        crate::api::auth::check_lease_keys_readable(self.handle().auth(), &caller, &s.keys)?;
         let resp = pb::LeaseTimeToLiveResponse {
             header: Some(self.header(rev)),
             id: s.id,

@@ -5,21 +5,25 @@ use tonic::{Request, Response, Status};
 
 use super::GrpcApi;
 use crate::api::pb::v3lockpb as pb;
+use crate::api::ApiError;
 
 #[tonic::async_trait]
 impl pb::lock_server::Lock for GrpcApi {
     /// Blocks until the lock is held; the client going away ends the call and deletes its key.
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
-        let caller = self.caller(&request)?;
-        self.handle().auth().check_coordination(&caller, &request.get_ref().name, true)?;
+        let caller = self.coordination_caller(&request)?;
+        self.handle()
+            .auth()
+            .check_coordination(&caller, &request.get_ref().name, true)
+            .map_err(ApiError::into_relayed)?;
         let locked = self.coordination().lock(request.into_inner()).await?;
         Ok(Response::new(pb::LockResponse { header: Some(self.header(locked.revision)), key: locked.key }))
     }
 
     async fn unlock(&self, request: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.coordination_caller(&request)?;
         let key = watchkv::KeyRange::single(request.get_ref().key.clone());
-        self.handle().auth().check_delete(&caller, &key, false)?;
+        self.handle().auth().check_delete(&caller, &key, false).map_err(ApiError::into_relayed)?;
         let rev = self.coordination().unlock(request.into_inner()).await?;
         Ok(Response::new(pb::UnlockResponse { header: Some(self.header(rev)) }))
     }

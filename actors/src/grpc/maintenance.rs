@@ -37,9 +37,13 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
 
     /// Lists, raises or clears alarms (etcd: v3_server.go `Alarm`).
     async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = crate::api::alarm::alarm_request(request.into_inner())?;
         let alarms = match request {
-            Some(request) => self.handle().alarm(request).await.map_err(status)?,
+            Some(request) => {
+                crate::api::alarm::check_alarm(self.handle().auth(), &caller, &request)?;
+                self.handle().alarm(request).await.map_err(status)?
+            }
             None => Vec::new(),
         };
         // etcd's alarm and defragment answers carry no header.

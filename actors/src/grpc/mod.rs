@@ -131,10 +131,21 @@ impl GrpcApi {
     /// gateway forwards it) checked against the auth store, else the TLS client certificate's
     /// common name when the connection had one.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.api_caller(request)?)
+    }
+
+    /// [`Self::caller`] with the API layer's error.
+    fn api_caller<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
         let meta = request.metadata();
         let token = meta.get("token").or_else(|| meta.get("authorization")).and_then(|v| v.to_str().ok());
         let cert_user = request.extensions().get::<crate::api::ClientCertUser>().map(|u| u.0.as_str());
-        Ok(self.handle().auth().caller(token, cert_user)?)
+        self.handle().auth().caller(token, cert_user)
+    }
+
+    /// The caller of a Lock or Election call, whose refusal (a bad token) comes back as etcd's
+    /// recipe reports it: its text with code `Unknown` ([`ApiError::into_relayed`]).
+    fn coordination_caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.api_caller(request).map_err(ApiError::into_relayed)?)
     }
 
     /// The Lock and Election services' calls, their watch streams' actors where this API's are;
