@@ -345,6 +345,10 @@ impl Auth {
     /// # Errors
     /// `permission denied`, `user name is empty`.
     pub fn check_leader_key(&self, caller: &Caller, key: &[u8]) -> Result<(), ApiError> {
+        if key.is_empty() {
+            // The recipe's txn refuses it: `key is not provided`.
+            return Ok(());
+        }
         let range = KeyRange::single(key.to_vec());
         self.check(caller, PermType::Read, &range)?;
         self.check(caller, PermType::Write, &range)
@@ -370,11 +374,16 @@ impl Auth {
 }
 
 /// A txn's permissions ([`Auth::check_txn`]) with the keys of every lease its puts attach to,
-/// read first.
+/// read first ([`lease_keys`]).
 ///
 /// # Errors
-/// `permission denied`, `user name is empty`.
-pub async fn check_txn(handle: &crate::Handle, caller: &Caller, txn: &TxnRequest) -> Result<(), ApiError> {
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_txn(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    caller: &Caller,
+    txn: &TxnRequest,
+) -> Result<(), ApiError> {
     let auth = handle.auth();
     if !auth.is_enabled() {
         return Ok(());
@@ -383,7 +392,7 @@ pub async fn check_txn(handle: &crate::Handle, caller: &Caller, txn: &TxnRequest
     collect_put_leases(txn, &mut leases);
     let mut lease_keys = HashMap::new();
     for id in leases {
-        lease_keys.insert(id, self::lease_keys(handle, id).await);
+        lease_keys.insert(id, self::lease_keys(handle, upstream, id).await?);
     }
     auth.check_txn(caller, txn, &lease_keys)
 }
@@ -410,31 +419,40 @@ pub fn check_lease_keys_readable(auth: &Auth, caller: &Caller, keys: &[Vec<u8>])
 }
 
 /// `LeaseRevoke` of lease `id`: write permission on every key the lease holds (etcd
-/// apply_auth.go `LeaseRevoke`). On a mirror the lease and its list of keys live upstream, so
-/// with auth on there the revoke needs the root role instead: the mirror cannot tell which
-/// keys the revoke would delete.
+/// apply_auth.go `LeaseRevoke`), on a mirror as upstream lists them ([`lease_keys`]).
 ///
 /// # Errors
-/// `permission denied`, `user name is empty`.
-pub async fn check_lease_revoke(handle: &crate::Handle, caller: &Caller, id: watchkv::LeaseId) -> Result<(), ApiError> {
-    let auth = handle.auth();
-    if !auth.is_enabled() {
-        return Ok(());
-    }
-    if handle.upstream_status().is_some() {
-        return auth.check_admin(caller);
-    }
-    let keys = lease_keys(handle, id).await;
-    auth.check_lease_keys(caller, &keys)
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_lease_revoke(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    caller: &Caller,
+    id: watchkv::LeaseId,
+) -> Result<(), ApiError> {
+    let keys = lease_keys(handle, upstream, id).await?;
+    handle.auth().check_lease_keys(caller, &keys)
 }
 
 /// The keys attached to lease `id` when auth is enabled and the checks need them (an unknown
-/// lease has none: the write itself then fails with etcd's lease error).
-pub async fn lease_keys(handle: &crate::Handle, id: watchkv::LeaseId) -> Vec<Vec<u8>> {
+/// lease has none: the write itself then fails with etcd's lease error). On a mirror
+/// (`upstream`) the lease and its keys live upstream, so they are upstream's answer to
+/// `LeaseTimeToLive` with keys.
+///
+/// # Errors
+/// On a mirror, upstream's error: the check then fails rather than pass unchecked.
+pub async fn lease_keys(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    id: watchkv::LeaseId,
+) -> Result<Vec<Vec<u8>>, ApiError> {
     if id == 0 || !handle.auth().is_enabled() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    handle.lease_time_to_live(id, true).await.map(|(status, _)| status.keys).unwrap_or_default()
+    if let Some(upstream) = upstream {
+        let req = crate::api::pb::etcdserverpb::LeaseTimeToLiveRequest { id, keys: true };
+        return Ok(upstream.lease_time_to_live(req).await?.into_inner().keys);
+    }
+    Ok(handle.lease_time_to_live(id, true).await.map(|(status, _)| status.keys).unwrap_or_default())
 }
 
 /// A simple token: 16 random letters, as etcd's `genTokenPrefix`, and a random suffix in place

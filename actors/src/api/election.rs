@@ -200,11 +200,16 @@ impl Coordination {
 /// the key to (etcd: apply_auth.go `checkLeasePuts`).
 ///
 /// # Errors
-/// `permission denied`, `user name is empty`.
-pub async fn check_proclaim(handle: &crate::Handle, caller: &Caller, leader: &pb::LeaderKey) -> Result<(), ApiError> {
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_proclaim(
+    handle: &crate::Handle,
+    upstream: Option<&Upstream>,
+    caller: &Caller,
+    leader: &pb::LeaderKey,
+) -> Result<(), ApiError> {
     let auth = handle.auth();
     auth.check_leader_key(caller, &leader.key)?;
-    let keys = super::auth::lease_keys(handle, leader.lease).await;
+    let keys = super::auth::lease_keys(handle, upstream, leader.lease).await?;
     auth.check_lease_keys(caller, &keys)
 }
 

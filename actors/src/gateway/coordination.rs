@@ -74,7 +74,9 @@ pub async fn proclaim(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
             let req: v3electionpb::ProclaimRequest = message(payload, &gw).await?;
             if let Some(leader) = &req.leader {
                 let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
-                check_proclaim(&gw.handle, &caller, leader).await.map_err(ApiError::into_relayed)?;
+                check_proclaim(&gw.handle, gw.upstream.as_ref(), &caller, leader)
+                    .await
+                    .map_err(ApiError::into_relayed)?;
             }
             let rev = coordination(&gw).proclaim(req).await?;
             let mut out = String::new();

@@ -284,7 +284,7 @@ async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let req: pb::PutRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::put_request(req);
-            let lease_keys = crate::api::auth::lease_keys(&gw.handle, req.lease).await;
+            let lease_keys = crate::api::auth::lease_keys(&gw.handle, gw.upstream.as_ref(), req.lease).await?;
             gw.handle.auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) => forward::core::put(upstream.put(f).await?.into_inner()),
@@ -325,7 +325,7 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let req: pb::TxnRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::txn_request(req)?;
-            crate::api::auth::check_txn(&gw.handle, &caller, &req).await?;
+            crate::api::auth::check_txn(&gw.handle, gw.upstream.as_ref(), &caller, &req).await?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) if forward::txn_writes(&f) => {
                     forward::core::txn(upstream.txn(f).await?.into_inner())
@@ -389,7 +389,7 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
         async {
             let caller = caller(&gw, &http)?;
             let req: pb::LeaseRevokeRequest = message(payload, &gw).await?;
-            crate::api::auth::check_lease_revoke(&gw.handle, &caller, req.id).await?;
+            crate::api::auth::check_lease_revoke(&gw.handle, gw.upstream.as_ref(), &caller, req.id).await?;
             let rev = match &gw.upstream {
                 Some(upstream) => revision(upstream.lease_revoke(req).await?.into_inner().header),
                 None => gw.handle.lease_revoke(req.id).await?,

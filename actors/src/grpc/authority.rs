@@ -58,6 +58,9 @@ const HPACK_TABLE_SIZE: usize = 4096;
 /// times `h2`'s own limit (hyper's default `max_header_list_size`, 16 KiB), so that `h2` still
 /// answers a request a little over its limit itself; past it the connection ends.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// The most CONTINUATION frames one header block may take: empty ones add no bytes, and h2's
+/// own count of them never sees the client's frames, only the adapter's.
+const MAX_CONTINUATIONS: usize = 64;
 
 /// Where the adapter is in the connection.
 enum Mode {
@@ -75,6 +78,8 @@ struct HeaderBlock {
     /// Stream id, END_STREAM and the priority fields of the HEADERS frame.
     started: Option<BlockStart>,
     fragment: Vec<u8>,
+    /// CONTINUATION frames taken into this block.
+    continuations: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -161,7 +166,7 @@ impl<IO> AuthorityFix<IO> {
             let frame = self.input.split_to(FRAME_HEADER_LEN + len);
             match kind {
                 FRAME_HEADERS | FRAME_CONTINUATION => {
-                    if block.fragment.len() + len > MAX_HEADER_BLOCK {
+                    if block.fragment.len() + len > MAX_HEADER_BLOCK || block.continuations > MAX_CONTINUATIONS {
                         return Err(header_block_too_large());
                     }
                     let Some(()) = block.add(kind, flags, stream_id, &frame[FRAME_HEADER_LEN..]) else {
@@ -172,6 +177,7 @@ impl<IO> AuthorityFix<IO> {
                     if flags & FLAG_END_HEADERS != 0 {
                         let Some(start) = block.started.take() else { unreachable_block() };
                         let fragment = std::mem::take(&mut block.fragment);
+                        block.continuations = 0;
                         match rewrite_block(decoder, &fragment) {
                             Ok(encoded) => write_header_frames(&mut self.output, start, &encoded),
                             Err(Rewrite::TooLarge) => return Err(header_block_too_large()),
@@ -200,7 +206,7 @@ impl<IO> AuthorityFix<IO> {
 
 /// The error that ends a connection whose header block passes [`MAX_HEADER_BLOCK`].
 fn header_block_too_large() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "HTTP/2 header block larger than 64 KiB")
+    io::Error::new(io::ErrorKind::InvalidData, "HTTP/2 header block larger than 64 KiB or 64 CONTINUATION frames")
 }
 
 /// An HPACK decoder for a client's header blocks, refusing a dynamic table larger than `h2`
@@ -231,6 +237,7 @@ impl HeaderBlock {
                 return None;
             }
             self.fragment.extend_from_slice(payload);
+            self.continuations += 1;
             return Some(());
         }
         if self.started.is_some() {
@@ -675,6 +682,17 @@ mod tests {
         let error = result.expect_err("the connection ends");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         // Only the first request came through: the flood was never handed on.
+        assert_eq!(decode_frames(&out).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_empty_continuation_frames_ends_the_connection() {
+        let mut rest = frame(FRAME_HEADERS, 0, 3, &[0x82]);
+        for _ in 0..10_000 {
+            rest.extend(frame(FRAME_CONTINUATION, 0, 3, &[]));
+        }
+        let (out, result, _) = until_closed(rewriting_connection_then(&rest)).await;
+        assert_eq!(result.expect_err("the connection ends").kind(), io::ErrorKind::InvalidData);
         assert_eq!(decode_frames(&out).0.len(), 1);
     }
 

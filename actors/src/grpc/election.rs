@@ -36,7 +36,7 @@ impl pb::election_server::Election for GrpcApi {
     async fn proclaim(&self, request: Request<pb::ProclaimRequest>) -> Result<Response<pb::ProclaimResponse>, Status> {
         let caller = self.coordination_caller(&request)?;
         if let Some(leader) = &request.get_ref().leader {
-            check_proclaim(self.handle(), &caller, leader).await.map_err(ApiError::into_relayed)?;
+            check_proclaim(self.handle(), self.upstream(), &caller, leader).await.map_err(ApiError::into_relayed)?;
         }
         let rev = self.coordination().proclaim(request.into_inner()).await?;
         Ok(Response::new(pb::ProclaimResponse { header: Some(self.header(rev)) }))

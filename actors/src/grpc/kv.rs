@@ -25,7 +25,7 @@ impl pb::kv_server::Kv for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let lease_keys = auth::lease_keys(self.handle(), req.lease).await;
+        let lease_keys = auth::lease_keys(self.handle(), self.upstream(), req.lease).await?;
         self.handle().auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
         if let Some(upstream) = self.upstream() {
             return upstream.put(req).await;
@@ -57,7 +57,7 @@ impl pb::kv_server::Kv for GrpcApi {
         self.check_size(&req)?;
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;
-        auth::check_txn(self.handle(), &caller, &req).await?;
+        auth::check_txn(self.handle(), self.upstream(), &caller, &req).await?;
         if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
             if crate::forward::txn_writes(&forwarded) {
                 return upstream.txn(forwarded).await;

@@ -30,7 +30,7 @@ impl pb::lease_server::Lease for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let id = req.id;
-        crate::api::auth::check_lease_revoke(self.handle(), &caller, id).await?;
+        crate::api::auth::check_lease_revoke(self.handle(), self.upstream(), &caller, id).await?;
         if let Some(upstream) = self.upstream() {
             return upstream.lease_revoke(req).await;
         }
