@@ -35,6 +35,11 @@ pub trait GatewayMessage: Sized {
 pub fn decode<M: GatewayMessage>(body: &[u8]) -> Result<M, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => M::from_json(M::Json::default()),
+        // Anything but an object or `null` is refused before it is parsed.
+        Some(b'[') => Err(not_an_object("an array")),
+        Some(b'"') => Err(not_an_object("a string")),
+        Some(b't' | b'f') => Err(not_an_object("a boolean")),
+        Some(b'-' | b'0'..=b'9') => Err(not_an_object("a number")),
         // Without `null` anywhere in the body the typed decoder needs no help; with one
         // (rarely, and perhaps only inside a base64 string) the body goes through a JSON value
         // whose nulls are taken out first.
@@ -328,14 +333,16 @@ impl CompareJson {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RequestOpJson {
+    // Boxed: an op of three bytes of JSON (`{},`) would otherwise take some 300 bytes here
+    // while the body is decoded, before the txn's size and shape are checked.
     #[serde(alias = "requestRange")]
-    request_range: Option<RangeJson>,
+    request_range: Option<Box<RangeJson>>,
     #[serde(alias = "requestPut")]
-    request_put: Option<PutJson>,
+    request_put: Option<Box<PutJson>>,
     #[serde(alias = "requestDeleteRange")]
-    request_delete_range: Option<DeleteRangeJson>,
+    request_delete_range: Option<Box<DeleteRangeJson>>,
     #[serde(alias = "requestTxn")]
-    request_txn: Option<TxnJson>,
+    request_txn: Option<Box<TxnJson>>,
 }
 
 impl RequestOpJson {
@@ -350,13 +357,13 @@ impl RequestOpJson {
             return Err(ApiError::Malformed("a request op sets more than one operation".into()));
         }
         let request = if let Some(r) = self.request_range {
-            Some(Request::RequestRange(pb::RangeRequest::from_json(r)?))
+            Some(Request::RequestRange(pb::RangeRequest::from_json(*r)?))
         } else if let Some(p) = self.request_put {
-            Some(Request::RequestPut(pb::PutRequest::from_json(p)?))
+            Some(Request::RequestPut(pb::PutRequest::from_json(*p)?))
         } else if let Some(d) = self.request_delete_range {
-            Some(Request::RequestDeleteRange(pb::DeleteRangeRequest::from_json(d)?))
+            Some(Request::RequestDeleteRange(pb::DeleteRangeRequest::from_json(*d)?))
         } else if let Some(t) = self.request_txn {
-            Some(Request::RequestTxn(pb::TxnRequest::from_json(t)?))
+            Some(Request::RequestTxn(pb::TxnRequest::from_json(*t)?))
         } else {
             None
         };
