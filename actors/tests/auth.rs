@@ -10,7 +10,8 @@ use etcd_client::{Client, ConnectOptions, Permission};
 use tonic::transport::Channel;
 use watchkv::{KvStore, StoreConfig};
 use watchkv_actors::api::pb::etcdserverpb as pb;
-use wire::{free_port, start_watchkv, DEADLINE};
+use wire::users::add_root_and_alice;
+use wire::{free_port, start_watchkv, Proc, DEADLINE};
 
 async fn connect(port: u16, user: Option<(&str, &str)>) -> Client {
     let mut opts = ConnectOptions::new().with_connect_timeout(DEADLINE).with_timeout(DEADLINE);
@@ -46,15 +47,17 @@ async fn token(port: u16, name: &str, password: &str) -> String {
     auth_client(port).await.authenticate(req).await.expect("authenticate").into_inner().token
 }
 
-/// Users `root` (password `rootpw`, the root role) and `alice` (`apw`, role `app`: read and
-/// write on the prefix `app/`): six changes to the auth store.
-async fn add_root_and_alice(admin: &mut Client) {
-    admin.user_add("root", "rootpw", None).await.expect("root");
-    admin.user_grant_role("root", "root").await.expect("root role");
-    admin.role_add("app").await.expect("role");
-    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
-    admin.user_add("alice", "apw", None).await.expect("alice");
-    admin.user_grant_role("alice", "app").await.expect("grant role");
+/// A server (buffered, cheap bcrypt) with `root` and `alice` ([`add_root_and_alice`]), auth
+/// still off: its directory, process, port and an anonymous client.
+async fn serve_with_root_and_alice() -> (tempfile::TempDir, Proc, u16, Client) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
+    let server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
+    let mut admin = connect(port, None).await;
+    add_root_and_alice(&mut admin).await;
+    (dir, server, port, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,14 +142,7 @@ async fn auth_status_tokens_and_the_auth_store_across_restart_and_snapshot() {
 async fn proclaim_and_resign_need_permission_on_the_key_they_write() {
     use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
-    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
-
-    let mut admin = connect(port, None).await;
-    add_root_and_alice(&mut admin).await;
+    let (_dir, _server, port, mut admin) = serve_with_root_and_alice().await;
     let secret_rev = admin.put("secret", "s", None).await.expect("put").header().expect("header").revision();
     admin.auth_enable().await.expect("enable");
 
@@ -187,14 +183,7 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     use etcd_client::{AlarmAction, AlarmOptions, AlarmType, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
     use tonic::Code;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
-    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
-
-    let mut admin = connect(port, None).await;
-    add_root_and_alice(&mut admin).await;
+    let (_dir, _server, port, mut admin) = serve_with_root_and_alice().await;
     admin.role_grant_permission("app", Permission::write("w/k")).await.expect("write-only w/k");
     let lease = admin.lease_grant(60, None).await.expect("lease").id();
     admin.put("sec/x", "s", Some(PutOptions::new().with_lease(lease))).await.expect("a key alice may not touch");

@@ -398,15 +398,10 @@ fn with_auth_on_a_mirror_lease_checks_see_upstreams_keys() {
 }
 
 async fn lease_checks_with_auth(_etcd_port: u16, mirror_port: u16) {
-    use etcd_client::{Permission, PutOptions};
+    use etcd_client::PutOptions;
 
     let mut admin = connect(mirror_port).await;
-    admin.user_add("root", "rootpw", None).await.expect("root");
-    admin.user_grant_role("root", "root").await.expect("root role");
-    admin.role_add("app").await.expect("role");
-    admin.role_grant_permission("app", Permission::read_write("app/").with_prefix()).await.expect("grant");
-    admin.user_add("alice", "apw", None).await.expect("alice");
-    admin.user_grant_role("alice", "app").await.expect("grant role");
+    wire::users::add_root_and_alice(&mut admin).await;
     admin.auth_enable().await.expect("enable");
 
     let as_user = |name: &'static str, password: &'static str| async move {

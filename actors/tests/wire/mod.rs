@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod cluster;
 pub mod defrag;
 pub mod proxy;
+pub mod users;
 
 /// How long anything a test expects may take before it fails. Generous: CI machines have two
 /// cores and build other crates at the same time.
