@@ -23,6 +23,9 @@ pub const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 /// Meta key present while an import ([`crate::KvStore::begin_import`]) is writing rows: the
 /// revision it imports at. A store that still has it on open is half imported.
 pub const META_IMPORTING: &[u8] = b"importingRev";
+/// Meta key present while a snapshot restore writes its records: a store that still has it on
+/// open was cut off partway through its restore.
+pub const META_RESTORING: &[u8] = b"restoringSnapshot";
 
 /// Handles to the database and its keyspaces. Cloning is shallow.
 #[derive(Clone)]
@@ -40,6 +43,33 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// Creates the data directory (and any missing parent) readable by its owner only, as etcd's
+/// `fileutil.TouchDirAll` does (0700): it holds every key and value and the auth store's
+/// password hashes. An existing directory open to other users is used as it is, with a
+/// warning, as etcd warns (`fileutil.CheckDirPermission`).
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if path.is_dir() {
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the data directory is open to other users; 700 is recommended (chmod 700)"
+                );
+            }
+            return Ok(());
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(path)
+    }
+}
+
 fn corrupt(what: impl std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::Corrupt { revision: what.to_string(), reason: reason.into() }
 }
@@ -50,7 +80,7 @@ impl Backend {
     /// # Errors
     /// Fails if the directory cannot be created or the database cannot be recovered.
     pub fn open(config: &StoreConfig) -> Result<Self> {
-        std::fs::create_dir_all(config.path())?;
+        create_private_dir(config.path())?;
         let db = Database::builder(config.path())
             .cache_size(config.cache_size())
             // We decide when the journal is synced: after each group of writes.
@@ -500,5 +530,30 @@ impl RevisionSnapshot {
             Some(bytes) => codec::decode_row(&bytes).map(Some).map_err(|e| corrupt(key.rev, e)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_directory_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nested = dir.path().join("parent").join("data");
+        let backend = Backend::open(&StoreConfig::new(&nested)).expect("open");
+        drop(backend);
+        for made in [dir.path().join("parent"), nested.clone()] {
+            let mode = std::fs::metadata(&made).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", made.display());
+        }
+        // An existing directory keeps the mode its owner gave it.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        drop(Backend::open(&StoreConfig::new(&shared)).expect("open"));
+        assert_eq!(std::fs::metadata(&shared).expect("stat").permissions().mode() & 0o777, 0o750);
     }
 }

@@ -117,8 +117,16 @@ impl Compactor {
         let worker = std::thread::Builder::new().name("watchkv-compactor".into()).spawn(move || {
             for job in rx {
                 let result = compact_rows(&backend, job.ticket.rev, &job.keep, settings, &worker_stop);
-                if let Err(e) = &result {
-                    tracing::error!(rev = job.ticket.rev, error = %e, "physical compaction failed");
+                match &result {
+                    // The store is closing; the compaction resumes when it is opened again.
+                    Err(Error::Stopped) => {
+                        tracing::info!(
+                            rev = job.ticket.rev,
+                            "physical compaction stopped; it resumes at the next open"
+                        );
+                    }
+                    Err(e) => tracing::error!(rev = job.ticket.rev, error = %e, "physical compaction failed"),
+                    Ok(()) => {}
                 }
                 job.ticket.finish(match result {
                     Ok(()) => Done::Finished,

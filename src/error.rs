@@ -136,6 +136,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the data directory is locked by another process that has the store open.
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Self::Storage(fjall::Error::Locked))
+    }
+
     /// Whether the error is a full disk (`ENOSPC`, or a quota's `EDQUOT`) somewhere in its
     /// chain of causes: the storage failure that freeing space cures.
     #[must_use]

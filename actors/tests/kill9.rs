@@ -11,7 +11,8 @@
 //!   followed by the resumed ones must be exactly the store's history (a fresh watch from
 //!   revision 1): no gap, no duplicate, nothing seen before the kill that the crash then lost.
 //!
-//! And a kill -9 during a defragment (`kill9_during_a_defragment_loses_nothing_acknowledged`).
+//! And a kill -9 during a defragment (`kill9_during_a_defragment_loses_nothing_acknowledged`), and
+//! a server started on a directory another one still holds, which waits for it to exit.
 
 mod wire;
 
@@ -22,7 +23,10 @@ use std::thread;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use wire::{b64, bytes_field, defrag, int, start_watchkv, try_post, Proc, WatchStream, DEADLINE};
+use wire::{
+    b64, bytes_field, defrag, int, spawn_watchkv_logging_to, start_watchkv, try_post, wait_until_serving, Proc,
+    WatchStream, DEADLINE,
+};
 
 const CYCLES: usize = 3;
 const WRITERS: usize = 4;
@@ -353,4 +357,40 @@ fn kill9_during_a_defragment_loses_nothing_acknowledged() {
         reply.err().map_or_else(String::new, |e| e.to_string()),
         started.elapsed()
     );
+}
+
+/// As etcd ("another etcd process is using ... waiting for it to exit before starting"): a
+/// server started on a data directory a running one holds waits, and serves that directory
+/// once the first is gone, as a supervisor's restart right after a kill needs.
+#[test]
+fn a_second_server_on_a_held_directory_waits_for_the_first_to_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut first = start_watchkv(&data, wire::free_port(), &["--durability", "buffered"]);
+    let put = try_post(first.port, "/v3/kv/put", json!({"key": b64("k"), "value": b64("v")}).to_string().as_bytes())
+        .expect("put");
+    assert_eq!(put.status, 200);
+
+    let second_log = dir.path().join("second.log");
+    let mut second =
+        spawn_watchkv_logging_to(&data, wire::free_port(), &["--durability", "buffered"], Some(&second_log));
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        if log.contains("waiting for it to exit") {
+            break;
+        }
+        if let Some(why) = second.exited() {
+            panic!("the second server exited instead of waiting: {why}");
+        }
+        assert!(started.elapsed() < DEADLINE, "no waiting message: {log}");
+        // Polling interval for the log, not a synchronisation.
+        thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(second.exited().is_none(), "still waiting");
+
+    first.kill9();
+    wait_until_serving(second.port, "the second server", || second.exited());
+    let got = try_post(second.port, "/v3/kv/range", json!({"key": b64("k")}).to_string().as_bytes()).expect("range");
+    assert_eq!(bytes_field(&got.json()["kvs"][0], "value"), b"v");
 }

@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::alarm::Alarms;
-use crate::backend::{Backend, RevisionReader, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
+use crate::backend::{
+    Backend, RevisionReader, META_FINISHED_COMPACT, META_IMPORTING, META_RESTORING, META_SCHEDULED_COMPACT,
+};
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -126,6 +128,12 @@ impl KvStore {
         if let Some(rev) = backend.get_meta(META_IMPORTING)? {
             return Err(Error::Import(format!(
                 "the import at revision {rev} into {:?} did not finish: remove the directory and import again",
+                config.path().display()
+            )));
+        }
+        if backend.get_meta(META_RESTORING)?.is_some() {
+            return Err(Error::Snapshot(format!(
+                "the snapshot restore into {:?} did not finish: remove the directory and restore again",
                 config.path().display()
             )));
         }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::KvStore;
-use crate::backend::{Backend, BackendSnapshot};
+use crate::backend::{Backend, BackendSnapshot, META_RESTORING};
 use crate::codec;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -75,7 +75,14 @@ impl KvStore {
         }
         let result = restore_into(file, config);
         if result.is_err() {
-            let cleaned = if existed { empty_dir(&dir) } else { std::fs::remove_dir_all(&dir) };
+            let cleaned = if existed {
+                empty_dir(&dir)
+            } else if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+            } else {
+                // Never created (its parent is not a directory, say): nothing to clean.
+                Ok(())
+            };
             if let Err(e) = cleaned {
                 tracing::error!(dir = %dir.display(), error = %e, "could not clean up after a failed restore");
             }
@@ -86,6 +93,13 @@ impl KvStore {
 
 fn restore_into(file: &Path, config: StoreConfig) -> Result<RestoredSnapshot> {
     let backend = Backend::open(&config)?;
+    // Marked durably before the first record and cleared once the last is on disk, so a
+    // restore cut off partway (killed, power lost) leaves a directory `KvStore::open` refuses,
+    // never part of a store served as if whole.
+    let mut mark = backend.batch();
+    mark.put_meta(META_RESTORING, 1);
+    mark.commit()?;
+    backend.sync()?;
     let mut batch = backend.batch();
     let mut batch_bytes = 0u64;
     let status = snapshot::read_file(file, |record| {
@@ -99,6 +113,10 @@ fn restore_into(file: &Path, config: StoreConfig) -> Result<RestoredSnapshot> {
         Ok(())
     })?;
     batch.commit()?;
+    backend.sync()?;
+    let mut unmark = backend.batch();
+    unmark.delete_meta(META_RESTORING);
+    unmark.commit()?;
     backend.sync()?;
     drop(backend);
 
@@ -323,5 +341,37 @@ mod tests {
         let missing = dir.path().join("missing");
         KvStore::restore_snapshot(&damaged, StoreConfig::new(&missing)).expect_err("damaged");
         assert!(!missing.exists(), "a directory the restore made is removed again");
+        // Into a path whose parent is a file: refused, and nothing to clean up.
+        let under_file = busy.join("x").join("sub");
+        KvStore::restore_snapshot(&file, StoreConfig::new(&under_file)).expect_err("not a directory");
+    }
+
+    /// A restore cut off partway (killed: no clean-up runs) leaves a directory the store refuses
+    /// to open, rather than part of a store served as if whole.
+    #[test]
+    fn a_restore_cut_off_partway_is_refused_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(&dir.path().join("src"));
+        for i in 0..20 {
+            store.put(PutRequest::new(format!("k{i}"), "v")).expect("put");
+        }
+        let file = dir.path().join("snap.db");
+        store.snapshot().expect("snapshot").save(&file).expect("save");
+        let mut bytes = std::fs::read(&file).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let damaged = dir.path().join("damaged.db");
+        std::fs::write(&damaged, &bytes).expect("write");
+
+        // `restore_into` without `restore_snapshot`'s clean-up: what a kill would leave.
+        let target = dir.path().join("cut");
+        restore_into(&damaged, StoreConfig::new(&target)).expect_err("the checksum fails at the end");
+        let err = KvStore::open(StoreConfig::new(&target)).map(|_| ()).expect_err("refused");
+        assert!(err.to_string().contains("restore into") && err.to_string().contains("did not finish"), "{err}");
+
+        // A whole restore clears its mark.
+        let whole = dir.path().join("whole");
+        KvStore::restore_snapshot(&file, StoreConfig::new(&whole)).expect("restore");
+        assert_eq!(open(&whole).current_rev(), store.current_rev());
     }
 }

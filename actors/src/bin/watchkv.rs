@@ -13,7 +13,7 @@
 //! lease calls to upstream (`watchkv_actors::forward`).
 
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -515,7 +515,8 @@ async fn main() -> anyhow::Result<()> {
                     "upstream (--upstream, --upstream-cacert, --upstream-cert, --upstream-key, --upstream-user)",
                 )?;
         let options = MirrorOptions { upstream, prefix: args.upstream_prefix.clone().unwrap_or_default().into_bytes() };
-        if let Some(report) = mirror::bootstrap(config.store(), &options).await? {
+        let bootstrapped = when_unlocked(&args.data_dir, || mirror::bootstrap(config.store(), &options)).await?;
+        if let Some(report) = bootstrapped {
             tracing::info!(
                 revision = report.imported.revision,
                 keys = report.imported.keys,
@@ -525,7 +526,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(options)
     };
-    let handle = watchkv_actors::start(config)
+    let handle = when_unlocked(&args.data_dir, || watchkv_actors::start(config.clone()))
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let forwarded = mirror.clone();
@@ -614,6 +615,46 @@ impl std::io::Write for LossyStdout {
         let _ = std::io::stdout().flush();
         Ok(())
     }
+}
+
+/// Runs `open` again every half second while another process holds the data directory's lock,
+/// as etcd waits ("another etcd process is using ... waiting for it to exit before starting"):
+/// a supervisor that restarts the server right after killing it, while the old process is still
+/// going away, then gets a server instead of an error.
+async fn when_unlocked<T, E, F, Fut>(dir: &Path, mut open: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let mut warned = false;
+    loop {
+        match open().await {
+            Err(e) if is_locked(&e) => {
+                if !warned {
+                    tracing::warn!(
+                        data_dir = %dir.display(),
+                        "another process is using the data directory and holds its lock; waiting for it to exit"
+                    );
+                    warned = true;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e`, or an error it was caused by, is the store's directory lock held elsewhere.
+fn is_locked(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<watchkv::Error>().is_some_and(watchkv::Error::is_locked) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 async fn wait_for_signal() {

@@ -359,14 +359,27 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
 /// arguments, and waits until it serves.
 #[must_use]
 pub fn start_watchkv(data_dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    let log = data_dir.with_extension("log");
+    let mut p = spawn_watchkv(data_dir, port, extra);
+    wait_until_serving(port, "watchkv", || p.exited());
+    p
+}
+
+/// Starts the `watchkv` server binary as [`start_watchkv`] does, without waiting; its log is
+/// `data_dir` with the extension `log`, or `log` when given.
+#[must_use]
+pub fn spawn_watchkv_logging_to(data_dir: &Path, port: u16, extra: &[&str], log: Option<&Path>) -> Proc {
+    let log = log.map_or_else(|| data_dir.with_extension("log"), Path::to_path_buf);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchkv"));
     cmd.arg("--data-dir").arg(data_dir).arg("--listen").arg(format!("127.0.0.1:{port}")).args(extra);
     cmd.env("RUST_LOG", "warn");
     let child = spawn_logged(cmd, &log).unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_watchkv")));
-    let mut p = Proc { child, port, log, name: "watchkv".into() };
-    wait_until_serving(port, "watchkv", || p.exited());
-    p
+    Proc { child, port, log, name: "watchkv".into() }
+}
+
+/// [`spawn_watchkv_logging_to`] with the default log.
+#[must_use]
+pub fn spawn_watchkv(data_dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    spawn_watchkv_logging_to(data_dir, port, extra, None)
 }
 
 /// Where a watch stream's requests go: the chunked HTTP body, or another transport's sender.
