@@ -411,8 +411,14 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let mut out = String::new();
-    for item in serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>() {
+    // Each answer is written as it comes, not gathered: a body of millions of small requests
+    // does not become one reply of hundreds of megabytes, and a client that stops reading
+    // stops the answering.
+    let requests =
+        serde_json::Deserializer::from_reader(std::io::Cursor::new(body.freeze())).into_iter::<serde_json::Value>();
+    let lines = futures_util::stream::unfold(Some((gw, requests)), |state| async move {
+        let (gw, mut requests) = state?;
+        let item = requests.next()?;
         let answer = async {
             let value = item.map_err(|e| ApiError::Malformed(e.to_string()))?;
             let req: pb::LeaseKeepAliveRequest = decode::decode_value(value)?;
@@ -422,21 +428,25 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
             };
             Ok::<_, ApiError>((req.id, ttl, rev))
         };
-        match answer.await {
+        let mut out = String::new();
+        let next = match answer.await {
             Ok((id, ttl, rev)) => {
                 out.push_str("{\"result\":");
                 encode::write_lease(&mut out, gw.header, rev, id, ttl);
                 out.push_str("}\n");
+                Some((gw, requests))
             }
             Err(e) => {
+                // The first bad request ends the body.
                 out.push_str("{\"error\":");
                 encode::write_error(&mut out, &e);
                 out.push_str("}\n");
-                break;
+                None
             }
-        }
-    }
-    HttpResponse::Ok().content_type("application/json").body(out)
+        };
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(out)), next))
+    });
+    HttpResponse::Ok().content_type("application/json").streaming(lines)
 }
 
 async fn lease_time_to_live(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
