@@ -282,6 +282,15 @@ impl Auth {
         keys.iter().try_for_each(|k| self.check(caller, PermType::Write, &KeyRange::single(k.clone())))
     }
 
+    /// `LeaseTimeToLive` with `keys`: read permission on every key it lists, so that a lease
+    /// does not name keys the caller may not see (etcd `checkLeaseTimeToLive`, since 3.4.26).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_lease_keys_readable(&self, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+        keys.iter().try_for_each(|k| self.check_read(caller, &KeyRange::single(k.clone())))
+    }
+
     /// A txn needs read permission on every compare's range and the permissions of every op
     /// of both branches, nested txns included (etcd `checkTxnAuth`): a put's as a plain put
     /// needs them, `prev_kv` and its lease's keys (`lease_keys`, by lease id) included.
@@ -407,15 +416,6 @@ fn collect_put_leases(txn: &TxnRequest, into: &mut HashSet<LeaseId>) {
             _ => {}
         }
     }
-}
-
-/// `LeaseTimeToLive` with `keys`: read permission on every key it lists, so that the lease
-/// does not name keys the caller may not see (etcd `checkLeaseTimeToLive`, since 3.4.26).
-///
-/// # Errors
-/// `permission denied`, `user name is empty`.
-pub fn check_lease_keys_readable(auth: &Auth, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
-    keys.iter().try_for_each(|k| auth.check_read(caller, &KeyRange::single(k.clone())))
 }
 
 /// `LeaseRevoke` of lease `id`: write permission on every key the lease holds (etcd

@@ -68,11 +68,11 @@ impl pb::lease_server::Lease for GrpcApi {
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
             let resp = upstream.lease_time_to_live(req).await?;
-            crate::api::auth::check_lease_keys_readable(self.handle().auth(), &caller, &resp.get_ref().keys)?;
+            self.handle().auth().check_lease_keys_readable(&caller, &resp.get_ref().keys)?;
             return Ok(resp);
         }
         let (s, rev) = self.handle().lease_time_to_live_answer(req.id, req.keys).await.map_err(status)?;
-        crate::api::auth::check_lease_keys_readable(self.handle().auth(), &caller, &s.keys)?;
+        self.handle().auth().check_lease_keys_readable(&caller, &s.keys)?;
         let resp = pb::LeaseTimeToLiveResponse {
             header: Some(self.header(rev)),
             id: s.id,
