@@ -7,6 +7,9 @@
 //! - `store/put_fsync`: one put, `Durability::Fsync`.
 //! - `store/put_batch_1000`: 1000 puts in one group commit (`KvStore::write_all`, one fsync), `Durability::Fsync`.
 //! - `store/range_10k`: a range over the 10k keys of a prefix (10k more keys outside it).
+//! - `store/range_10k_last_created`: the same prefix's last created key (`limit = 1`, sorted by
+//!   create revision, descending, with a `max_create_revision` filter), as the lock and election
+//!   recipes ask.
 //! - `store/open_1m`: `KvStore::open` of a store holding 1M keys (one row each).
 //!
 //! Keys look like `key/00000042` (12 bytes); values are 100 bytes of pseudo-random text (so that
@@ -21,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use watchkv::index::Index;
-use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, StoreConfig};
+use watchkv::{Durability, KeyRange, KvStore, PutRequest, RangeRequest, Revision, SortOrder, SortTarget, StoreConfig};
 
 // The counting global allocator the index's memory figures read (shared with the watch bench).
 #[path = "common/counting_alloc.rs"]
@@ -41,6 +44,18 @@ const VALUE_LEN: usize = 100;
 
 fn key(i: u64) -> String {
     format!("key/{i:08}")
+}
+
+/// The store of the range benches, made once: 10k keys under `range/` (what `req` reads) and
+/// 10k under `other/`.
+fn range_store<'a>(state: &'a mut Option<TempStore>, req: &RangeRequest, values: &mut Values) -> &'a TempStore {
+    state.get_or_insert_with(|| {
+        let mut s = temp_store(Durability::Buffered);
+        let keys = (0..10_000u64).flat_map(|i| [format!("range/{i:08}"), format!("other/{i:08}")]);
+        fill(&mut s.store, keys, 1000, values);
+        assert_eq!(s.store.range(req).expect("range").kvs.len(), 10_000);
+        s
+    })
 }
 
 /// The history the `range_events` benches read: 100k revisions over 1000 keys (`ev/0000` to
@@ -233,16 +248,20 @@ fn store_benches(c: &mut Criterion) {
     let req = RangeRequest::new(KeyRange::prefix("range/"));
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("range_10k", |b| {
-        let store = &state
-            .get_or_insert_with(|| {
-                let mut s = temp_store(Durability::Buffered);
-                let keys = (0..10_000u64).flat_map(|i| [format!("range/{i:08}"), format!("other/{i:08}")]);
-                fill(&mut s.store, keys, 1000, &mut values);
-                assert_eq!(s.store.range(&req).expect("range").kvs.len(), 10_000);
-                s
-            })
-            .store;
+        let store = &range_store(&mut state, &req, &mut values).store;
         b.iter(|| store.range(&req).expect("range"));
+    });
+    // ----- range_10k_last_created: the lock and election recipes' "who was before me" -----
+    let last_created = RangeRequest {
+        limit: 1,
+        sort_order: SortOrder::Descend,
+        sort_target: SortTarget::Create,
+        max_create_revision: i64::MAX,
+        ..req.clone()
+    };
+    g.bench_function("range_10k_last_created", |b| {
+        let store = &range_store(&mut state, &req, &mut values).store;
+        b.iter(|| store.range(&last_created).expect("range"));
     });
     drop(state);
 

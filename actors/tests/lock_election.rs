@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, Error, GetOptions, LeaseGrantOptions, LockOptions, ObserveStream, ProclaimOptions,
-    ResignOptions,
+    ResignOptions, SortOrder, SortTarget,
 };
 use serde_json::{json, Value};
 use wire::{b64, drop_identity, int, post, start_etcd, start_watchkv, unb64, DEADLINE};
@@ -70,8 +70,8 @@ fn lock_opts(lease: i64) -> Option<LockOptions> {
 async fn lock_steps(port: u16, early: bool) -> Vec<String> {
     let mut t = Vec::new();
     let mut c = connect(port).await;
-    let [a, b, d, e, f] = [0x1a01_i64, 0x1a02, 0x1a04, 0x1a05, 0x1a06];
-    for id in [a, b, d, e, f] {
+    let [a, b, d, e, f, g, h, i] = [0x1a01_i64, 0x1a02, 0x1a04, 0x1a05, 0x1a06, 0x1a07, 0x1a08, 0x1a09];
+    for id in [a, b, d, e, f, g, h, i] {
         c.lease_grant(60, Some(LeaseGrantOptions::new().with_id(id))).await.expect("grant");
     }
 
@@ -154,7 +154,34 @@ async fn lock_steps(port: u16, early: bool) -> Vec<String> {
     wait_for_keys(&mut c, "L/", 1).await;
     let left = c.get("L/", Some(GetOptions::new().with_prefix())).await.expect("get");
     t.push(format!("after F left: {:?}", left.kvs().iter().map(|kv| kv.key_str().unwrap_or("?")).collect::<Vec<_>>()));
-    c.unlock(locked_a.key()).await.expect("unlock A");
+
+    // G, H and I queue behind A, each waiting for the key before it; H's lease revoked and G
+    // gone, I waits for A's key and gets the lock when A unlocks.
+    let mut waiting = Vec::new();
+    for (n, id) in [g, h, i].into_iter().enumerate() {
+        let mut cw = c.clone();
+        waiting.push(tokio::spawn(async move { cw.lock("L", lock_opts(id)).await }));
+        wait_for_keys(&mut c, "L/", n as i64 + 2).await;
+    }
+    let i_task = waiting.pop().expect("I");
+    let h_task = waiting.pop().expect("H");
+    let g_task = waiting.pop().expect("G");
+    c.lease_revoke(h).await.expect("revoke H");
+    wait_for_keys(&mut c, "L/", 3).await;
+    g_task.abort();
+    wait_for_keys(&mut c, "L/", 2).await;
+    assert!(!i_task.is_finished(), "I must wait while A holds the lock");
+    let unlocked = c.unlock(locked_a.key()).await.expect("unlock A");
+    t.push(format!("unlock A @ {}", unlocked.header().expect("h").revision()));
+    let locked_i = finish(i_task).await.expect("lock I");
+    t.push(format!(
+        "lock I {} @ {}",
+        String::from_utf8_lossy(locked_i.key()),
+        locked_i.header().expect("h").revision()
+    ));
+    c.unlock(locked_i.key()).await.expect("unlock I");
+    // H's wait ends when its key goes, with an error or (etcd 3.4) as if it held the lock.
+    let _ = finish(h_task).await;
     t
 }
 
@@ -281,6 +308,71 @@ async fn a_waiting_candidate_fails_when_its_lease_goes_and_resigns_when_its_clie
     let lease = won.leader().expect("leader").lease();
     let ttl = c.lease_time_to_live(lease, None).await.expect("ttl");
     assert!(ttl.granted_ttl() == 60 && ttl.ttl() > 0, "{ttl:?}");
+}
+
+/// watchkv's `watchkv_events_sent_total` from `/metrics`.
+fn events_sent(port: u16) -> u64 {
+    let (code, text) = wire::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix("watchkv_events_sent_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no watchkv_events_sent_total in:\n{text}"))
+}
+
+/// watchkv only: waiters queued on one lock acquire one at a time, in the order they queued, and
+/// each watches only the key it waits for (and its own): queueing and handing the lock through
+/// N waiters delivers O(N) events, where a watch on the whole prefix would deliver every other
+/// waiter's put and delete to each, about N² of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_waiters_acquire_in_order_and_watch_only_the_key_before_them() {
+    const WAITERS: usize = 40;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let port = wire::free_port();
+    let _server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &[])).await.expect("start");
+    let mut c = connect(port).await;
+    let mut leases = Vec::new();
+    for _ in 0..=WAITERS {
+        leases.push(c.lease_grant(60, None).await.expect("grant").id());
+    }
+    let holder = c.lock("Q", lock_opts(leases[0])).await.expect("lock the holder");
+    let sent_before = events_sent(port);
+
+    let acquired = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for &lease in &leases[1..] {
+        let (mut cw, acquired) = (c.clone(), acquired.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = cw.lock("Q", lock_opts(lease)).await.expect("lock a waiter").key().to_vec();
+            // The only holder: the lock's first key is this waiter's.
+            let first = cw
+                .get("Q/", Some(GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend)))
+                .await
+                .expect("get");
+            assert_eq!(first.kvs().first().map(|kv| kv.key().to_vec()), Some(key.clone()), "acquired while not first");
+            acquired.lock().expect("lock").push(key.clone());
+            cw.unlock(key).await.expect("unlock a waiter");
+        }));
+    }
+    wait_for_keys(&mut c, "Q/", WAITERS as i64 + 1).await;
+    let queue = c
+        .get(
+            "Q/",
+            Some(GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend)),
+        )
+        .await
+        .expect("get");
+    let queue: Vec<Vec<u8>> = queue.kvs().iter().skip(1).map(|kv| kv.key().to_vec()).collect();
+    c.unlock(holder.key()).await.expect("unlock the holder");
+    for task in tasks {
+        finish(task).await;
+    }
+    assert_eq!(*acquired.lock().expect("lock"), queue, "the waiters acquired in the order they queued");
+    // Each waiter is sent the delete of the key before it, at times of a key that went while it
+    // read (3 per waiter leaves room for those); a prefix watch would send about N² = 1600.
+    let sent = events_sent(port) - sent_before;
+    assert!(sent <= 3 * WAITERS as u64, "{sent} events sent to {WAITERS} waiters");
 }
 
 // ----- the gateway -----

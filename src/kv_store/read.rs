@@ -22,38 +22,47 @@ impl KvStore {
 
     /// Reads `req` as of a store at `view_rev` (inside a write, the rows of the current group
     /// are read back from the group).
+    ///
+    /// The revision filters and every sort but by value work on the key index, which holds each
+    /// key's create and mod revisions and version, so only the rows returned are read: a
+    /// `limit = 1` sort by create revision over N keys (the lock and election recipes' "who was
+    /// first") reads one row, not N. etcd reads every key's value first (`rangeKeys` with no
+    /// limit when sorting).
     pub(super) fn range_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangeResponse> {
         let rev = self.check_read_rev(req.revision, view_rev)?;
-        let limit = if req.needs_all() || req.limit <= 0 {
-            usize::MAX
-        } else {
-            usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1)
+        let wanted = |v: &KeyVersion| {
+            (req.min_mod_revision == 0 || v.modified.main >= req.min_mod_revision)
+                && (req.max_mod_revision == 0 || v.modified.main <= req.max_mod_revision)
+                && (req.min_create_revision == 0 || v.created.main >= req.min_create_revision)
+                && (req.max_create_revision == 0 || v.created.main <= req.max_create_revision)
         };
+        // Rows past `limit` only tell `more`, so at most one is kept beyond it.
+        let keep = match usize::try_from(req.limit) {
+            Ok(limit) if limit > 0 => limit.saturating_add(1),
+            _ => usize::MAX,
+        };
+        // With no sort and no filter the index's key order is the answer's: stop keeping rows
+        // once `keep` are found (the count still covers the whole range).
+        let early = !req.needs_all();
         let mut found: Vec<(&[u8], KeyVersion)> = Vec::new();
         let count = if req.count_only {
             self.index.range_at(&req.range, rev, |_| true)
         } else {
-            let mut count = 0;
             self.index.range_at(&req.range, rev, |entry| {
-                count += 1;
-                if found.len() < limit {
+                if (!early || found.len() < keep) && wanted(&entry.1) {
                     found.push(entry);
                 }
                 true
-            });
-            count
+            })
         };
-        let mut kvs = Vec::with_capacity(found.len());
-        for (_, v) in found {
-            kvs.push(self.read_kv(v.modified)?);
-        }
-        kvs.retain(|kv| {
-            (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
-                && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
-                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
-                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
-        });
-        sort_kvs(&mut kvs, req.sort_order, req.sort_target);
+        let mut kvs = if req.sort_target == SortTarget::Value {
+            let mut kvs = found.into_iter().map(|(_, v)| self.read_kv(v.modified)).collect::<Result<Vec<_>>>()?;
+            sort_by_value(&mut kvs, req.sort_order);
+            kvs
+        } else {
+            sort_entries(&mut found, req.sort_order, req.sort_target, keep);
+            found.into_iter().map(|(_, v)| self.read_kv(v.modified)).collect::<Result<Vec<_>>>()?
+        };
         let mut more = false;
         if let Ok(limit) = usize::try_from(req.limit) {
             if limit > 0 && kvs.len() > limit {
@@ -99,25 +108,46 @@ impl KvStore {
     }
 }
 
-/// etcd `txn.go executeRange` sorting: a non-key target without an order sorts ascending; key
-/// order ascending is already how the index returns keys.
-fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
-    let order = match (order, target) {
-        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => return,
-        (SortOrder::None, _) => SortOrder::Ascend,
-        (o, _) => o,
+/// The order etcd's `txn.go executeRange` sorts by: a non-key target without an order sorts
+/// ascending; ascending by key is already the index's order (`None`: nothing to do).
+fn effective_order(order: SortOrder, target: SortTarget) -> Option<SortOrder> {
+    match (order, target) {
+        (SortOrder::None | SortOrder::Ascend, SortTarget::Key) => None,
+        (SortOrder::None, _) => Some(SortOrder::Ascend),
+        (o, _) => Some(o),
+    }
+}
+
+/// Keeps the first `keep` index entries (in key order) in the order of any target but the value,
+/// which the index lacks. Ties keep key order. With fewer to keep than found (a `limit`), the
+/// kept ones are selected before they are sorted: O(n) for the recipes' `limit = 1`.
+fn sort_entries(entries: &mut Vec<(&[u8], KeyVersion)>, order: SortOrder, target: SortTarget, keep: usize) {
+    let Some(order) = effective_order(order, target) else {
+        entries.truncate(keep);
+        return;
     };
-    let key = |kv: &KeyValue, other: &KeyValue| match target {
-        SortTarget::Key => kv.key.cmp(&other.key),
-        SortTarget::Version => kv.version.cmp(&other.version),
-        SortTarget::Create => kv.create_revision.cmp(&other.create_revision),
-        SortTarget::Mod => kv.mod_revision.cmp(&other.mod_revision),
-        SortTarget::Value => kv.value.cmp(&other.value),
+    let by = |(key, v): &(&[u8], KeyVersion), (other_key, other): &(&[u8], KeyVersion)| {
+        let ordering = match target {
+            SortTarget::Key | SortTarget::Value => key.cmp(other_key),
+            SortTarget::Version => v.version.cmp(&other.version),
+            SortTarget::Create => v.created.main.cmp(&other.created.main),
+            SortTarget::Mod => v.modified.main.cmp(&other.modified.main),
+        };
+        let ordering = if order == SortOrder::Descend { ordering.reverse() } else { ordering };
+        // Keys are unique: with key order breaking ties, unstable sorts give the stable order.
+        ordering.then_with(|| key.cmp(other_key))
     };
-    // Stable, so ties keep key order.
-    if order == SortOrder::Descend {
-        kvs.sort_by(|a, b| key(b, a));
-    } else {
-        kvs.sort_by(|a, b| key(a, b));
+    if keep < entries.len() {
+        entries.select_nth_unstable_by(keep, by);
+        entries.truncate(keep);
+    }
+    entries.sort_unstable_by(by);
+}
+
+/// Sorts key-values (in key order) by value. Stable, so ties keep key order.
+fn sort_by_value(kvs: &mut [KeyValue], order: SortOrder) {
+    match effective_order(order, SortTarget::Value) {
+        Some(SortOrder::Descend) => kvs.sort_by(|a, b| b.value.cmp(&a.value)),
+        _ => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
     }
 }

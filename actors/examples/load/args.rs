@@ -18,8 +18,9 @@ pub struct Args {
     /// What to run: `http` (scenarios 1 and 2 over the JSON gateway), `grpc-fanout` (watch
     /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`), `grpc-catchup` (a writer's
     /// put latency before and while rounds of watchers catch up from history; see `catchup.rs`)
-    /// or `mirror-fanout` (etcd alone, with watchers, and with its watchers moved to two watchkv
-    /// mirrors; see `mirror_fanout.rs`).
+    /// `mirror-fanout` (etcd alone, with watchers, and with its watchers moved to two watchkv
+    /// mirrors; see `mirror_fanout.rs`) or `grpc-lock` (waiters queued on one lock hand it on;
+    /// see `lock.rs`).
     #[arg(long, default_value = "http")]
     pub scenario: String,
     /// Runs of the scenario per server, alternating servers, each with a fresh server and data
@@ -81,7 +82,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
     /// Scenario 2 and grpc-fanout: after the last put, wait at most this many seconds for events;
-    /// grpc-catchup: give a round's watchers at most this many seconds to catch up.
+    /// grpc-catchup: give a round's watchers at most this many seconds to catch up; grpc-lock:
+    /// the time limit of its queue and of its hand-off.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
     /// grpc-fanout and grpc-catchup: client connections (`etcd_client::Client`s) carrying the
@@ -119,6 +121,9 @@ pub struct Args {
     /// grpc-catchup: watchers catching up in each round, `--watchers-per-stream` per stream.
     #[arg(long, default_value_t = 1000)]
     pub catchup_watchers: usize,
+    /// grpc-lock: clients queued on the lock behind its holder.
+    #[arg(long, default_value_t = 1000)]
+    pub lock_waiters: usize,
     /// mirror-fanout: watchers in its direct and mirrors phases, `--watchers-per-stream` per
     /// stream, over `--grpc-connections` connections (split evenly over the two mirrors).
     #[arg(long, default_value_t = 10_000)]

@@ -1,8 +1,9 @@
-//! The table rows of the gRPC scenarios, grpc-fanout and grpc-catchup.
+//! The table rows of the gRPC scenarios, grpc-fanout, grpc-catchup and grpc-lock.
 
 use crate::args::Args;
 use crate::catchup::Catchup;
 use crate::grpc_fanout::GrpcFanout;
+use crate::lock::LockRun;
 use crate::report::{mb, ms, pct, Report};
 use crate::table::{Cell, Rows};
 use crate::tally::Tally;
@@ -15,6 +16,11 @@ fn g(r: &Report, f: impl FnOnce(&GrpcFanout) -> Cell) -> Cell {
 /// A grpc-catchup figure of `r`, or nothing where the scenario did not run.
 fn c(r: &Report, f: impl FnOnce(&Catchup) -> Cell) -> Cell {
     r.catchup.as_ref().map_or(Cell::Empty, f)
+}
+
+/// A grpc-lock figure of `r`, or nothing where the scenario did not run.
+fn l(r: &Report, f: impl FnOnce(&LockRun) -> Cell) -> Cell {
+    r.lock.as_ref().map_or(Cell::Empty, f)
 }
 
 /// Whether every wanted watcher (of at least one) got exactly its events, in order.
@@ -152,4 +158,30 @@ pub fn catchup_rows(args: &Args, rows: &mut Rows) {
     rows.row("  server CPU rounds phase (cores avg)", |r| c(r, |s| Cell::num(s.cpu.cores(), 2)));
     rows.row("  load tool CPU rounds phase (s)", |r| c(r, |s| Cell::num(s.cpu.self_s, 2)));
     rows.key("  server peak RSS (MiB)", |r| mb(r.catchup.as_ref().and_then(|s| s.peak_rss_kb)));
+}
+
+pub fn lock_rows(args: &Args, rows: &mut Rows) {
+    rows.title(&format!(
+        "gRPC lock: {} waiters (a lease each, {} conns) queue behind a holder, then hand the lock on",
+        args.lock_waiters, args.grpc_connections
+    ));
+    // Milliseconds per waiter of a span's seconds.
+    let per_waiter_ms = |s: &LockRun, secs: f64| Cell::num(secs * 1e3 / (s.waiters.max(1) as f64), 3);
+    rows.row("  queue: all waiters' keys written (s)", |r| l(r, |s| Cell::num(s.queue_secs, 2)));
+    rows.key("  queue: server CPU per waiter (ms)", |r| l(r, |s| per_waiter_ms(s, s.cpu_queue.server_s)));
+    rows.key("  hand-off: holder's unlock to the last waiter's (s)", |r| l(r, |s| Cell::num(s.handoff_secs, 2)));
+    rows.key("  hand-off: time per waiter (ms)", |r| l(r, |s| per_waiter_ms(s, s.handoff_secs)));
+    rows.key("  hand-off: server CPU per waiter (ms)", |r| l(r, |s| per_waiter_ms(s, s.cpu_handoff.server_s)));
+    rows.row("  acquired / overlapping / errors", |r| l(r, |s| Cell::ints(&[s.acquired, s.overlaps, s.errors])));
+    rows.row("  runs with every waiter once, alone, in queue order", |r| {
+        Cell::Count(
+            r.lock
+                .as_ref()
+                .is_some_and(|s| s.acquired == s.waiters as u64 && s.overlaps == 0 && s.in_order && s.errors == 0),
+        )
+    });
+    rows.row("  load tool CPU, queue + hand-off (s)", |r| {
+        l(r, |s| Cell::num(s.cpu_queue.self_s + s.cpu_handoff.self_s, 2))
+    });
+    rows.key("  server peak RSS (MiB)", |r| mb(r.lock.as_ref().and_then(|s| s.peak_rss_kb)));
 }

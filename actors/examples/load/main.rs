@@ -31,6 +31,11 @@
 //!   how many), the during/idle p99 ratio, the rounds completed, the catch-up time per round
 //!   (median, max), and the check that every round's watchers got exactly the prefix's puts in
 //!   order;
+//! - `grpc-lock`: `--lock-waiters` clients (each with a lease of its own, over
+//!   `--grpc-connections` connections) call `Lock` on one name behind a holder, then the holder
+//!   unlocks and each waiter unlocks as soon as it holds the lock → the time and server CPU to
+//!   queue them and to hand the lock through them all, and the check that each acquired once,
+//!   never two at a time, in the queue's order;
 //! - `mirror-fanout`: what moving etcd's watchers to watchkv mirrors saves etcd. One
 //!   single-member etcd pinned to CPU 0 (`taskset -c 0`, or `sched_setaffinity` without
 //!   taskset), everything else (the mirrors and this tool, its writer thread too) on CPU 1, and
@@ -75,7 +80,7 @@
 //! (gateway client and HTTP/1.1 decoder), `put_client` (puts over HTTP or gRPC), `puts` and
 //! `fsync_probe` (step 1), `watch_lines`, `watch_stream`, `fanout` and `drain` (step 2),
 //! `grpc_fanout`, `grpc_watch`, `grpc_writer`, `tally` and `hist` (grpc-fanout), `catchup` and
-//! `catchup_rounds` (grpc-catchup, on `grpc_watch` and `tally`), `mirror_fanout`,
+//! `catchup_rounds` (grpc-catchup, on `grpc_watch` and `tally`), `lock` (grpc-lock), `mirror_fanout`,
 //! `mirror_report` and `pinning` (mirror-fanout, on the grpc-fanout modules), `report`,
 //! `grpc_report` and `table` (the rows, medians across runs, and the table).
 //! This file checks the command line and prints the header and the table.
@@ -92,6 +97,7 @@ mod grpc_watch;
 mod grpc_writer;
 mod hist;
 mod http;
+mod lock;
 mod mirror_fanout;
 mod mirror_report;
 mod pinning;
@@ -178,8 +184,11 @@ fn main() -> anyhow::Result<()> {
              --catchup-revisions must be positive"
         );
     }
-    if !["http", "grpc-fanout", "grpc-catchup", "mirror-fanout"].contains(&args.scenario.as_str()) {
-        bail!("--scenario must be http, grpc-fanout, grpc-catchup or mirror-fanout, not {:?}", args.scenario);
+    if !["http", "grpc-fanout", "grpc-catchup", "grpc-lock", "mirror-fanout"].contains(&args.scenario.as_str()) {
+        bail!(
+            "--scenario must be http, grpc-fanout, grpc-catchup, grpc-lock or mirror-fanout, not {:?}",
+            args.scenario
+        );
     }
     let tck = clk_tck();
     let started = Instant::now();

@@ -5,7 +5,8 @@ use crate::args::Args;
 use crate::catchup::Catchup;
 use crate::fanout::S2;
 use crate::grpc_fanout::GrpcFanout;
-use crate::grpc_report::{catchup_rows, grpc_rows};
+use crate::grpc_report::{catchup_rows, grpc_rows, lock_rows};
+use crate::lock::LockRun;
 use crate::mirror_fanout::MirrorRun;
 use crate::puts::S1;
 use crate::table::{Cell, Columns, Rows};
@@ -19,6 +20,7 @@ pub struct Report {
     pub s2: Option<S2>,
     pub grpc: Option<GrpcFanout>,
     pub catchup: Option<Catchup>,
+    pub lock: Option<LockRun>,
     /// mirror-fanout's three phases (its reports carry nothing else).
     pub mirror: Option<MirrorRun>,
     pub hwm_after_s1_kb: Option<u64>,
@@ -67,6 +69,7 @@ pub fn print_table(args: &Args, columns: &Columns) {
     match args.scenario.as_str() {
         "grpc-fanout" => grpc_rows(args, &mut rows),
         "grpc-catchup" => catchup_rows(args, &mut rows),
+        "grpc-lock" => lock_rows(args, &mut rows),
         _ => http_rows(args, &mut rows),
     }
     rows.row("RSS at end (MiB)", |r| mb(r.rss_end_kb));
@@ -182,6 +185,9 @@ fn print_errors(args: &Args, columns: &Columns) {
                 if s.put_timed_out {
                     println!("{who} gRPC fan-out puts stopped at the {} s limit", args.grpc_put_timeout_secs);
                 }
+            }
+            if let Some(e) = r.lock.as_ref().and_then(|l| l.first_error.as_ref()) {
+                println!("{who} lock first error: {e}");
             }
             if let Some(c) = &r.catchup {
                 if let Some(e) = &c.first_put_error {

@@ -7,6 +7,7 @@ use crate::catchup::scenario_catchup;
 use crate::fanout::scenario_fanout;
 use crate::grpc_fanout::scenario_grpc_fanout;
 use crate::http::http_client;
+use crate::lock::scenario_lock;
 use crate::puts::scenario_puts;
 use crate::report::Report;
 use crate::sampling::{loadavg, status_field};
@@ -80,6 +81,26 @@ async fn run_server(kind: Kind, args: &Args, run: usize, tck: f64) -> Report {
                 loadavg()
             );
             rep.catchup = Some(c);
+        }
+        "grpc-lock" => {
+            println!(
+                "[{}] ready in {:.2} s; gRPC lock hand-off, load avg {}",
+                kind.name(),
+                rep.startup_secs,
+                loadavg()
+            );
+            let mut l = scenario_lock(args, &server, tck).await;
+            l.peak_rss_kb = status_field(&pid, "VmHWM");
+            println!(
+                "[{}] gRPC lock: {} waiters queued in {:.2} s, {} acquired in {:.2} s; load avg {}",
+                kind.name(),
+                l.waiters,
+                l.queue_secs,
+                l.acquired,
+                l.handoff_secs,
+                loadavg()
+            );
+            rep.lock = Some(l);
         }
         _ => run_http_scenarios(kind, args, &server, tck, &mut rep).await,
     }
