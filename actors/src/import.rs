@@ -31,6 +31,10 @@ pub const DEFAULT_PAGE_SIZE: i64 = 1000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// How long one upstream request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The pause before the second pass over the endpoints by default; it doubles each pass.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The longest pause between two passes over the endpoints.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// What to import and from where.
 #[derive(Debug, Clone)]
@@ -44,13 +48,23 @@ pub struct ImportOptions {
     pub page_size: i64,
     /// Whole reads to try before giving up (a compaction upstream, an endpoint down).
     pub max_attempts: u32,
+    /// The pause before an attempt that starts a new pass over the endpoints (none between the
+    /// endpoints of one pass); it doubles each pass, up to 5 s. With the defaults, one endpoint
+    /// that is down gets five attempts over 3 s: long enough for an etcd member to restart.
+    pub retry_delay: Duration,
 }
 
 impl ImportOptions {
     /// Options for importing the whole keyspace from `upstream`.
     #[must_use]
     pub fn new(upstream: UpstreamEtcd) -> Self {
-        Self { upstream, prefix: Vec::new(), page_size: DEFAULT_PAGE_SIZE, max_attempts: DEFAULT_MAX_ATTEMPTS }
+        Self {
+            upstream,
+            prefix: Vec::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_delay: DEFAULT_RETRY_DELAY,
+        }
     }
 }
 
@@ -162,6 +176,10 @@ where
     let attempts = options.max_attempts.max(1);
     let mut last = String::new();
     for attempt in 1..=attempts {
+        let pause = pause_before(attempt, endpoints.len(), options.retry_delay);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let endpoint = endpoints[(attempt as usize - 1) % endpoints.len()].clone();
         let outcome = once(endpoint.clone()).await;
         if outcome.is_err() {
@@ -177,6 +195,18 @@ where
         }
     }
     Err(ImportError::GaveUp { attempts, last })
+}
+
+/// The pause before attempt `attempt` (from 1) over `endpoints` endpoints: none within a pass
+/// over them (the next endpoint may be up), `first` before the second pass, doubling each pass
+/// after, at most [`MAX_RETRY_DELAY`].
+fn pause_before(attempt: u32, endpoints: usize, first: Duration) -> Duration {
+    let done = attempt.saturating_sub(1) as usize;
+    if done == 0 || done % endpoints.max(1) != 0 {
+        return Duration::ZERO;
+    }
+    let passes = u32::try_from(done / endpoints.max(1)).unwrap_or(u32::MAX);
+    first.saturating_mul(2u32.saturating_pow(passes - 1)).min(MAX_RETRY_DELAY)
 }
 
 /// One whole read from `endpoint` into a fresh store.
@@ -451,6 +481,7 @@ mod tests {
         let data = dir.path().join("data");
         let mut options = ImportOptions::new(UpstreamEtcd::plain(&[url]).expect("upstream"));
         options.page_size = 2;
+        options.retry_delay = Duration::from_millis(1);
         let report = import_from_etcd(StoreConfig::new(&data), &options).await.expect("import");
         // Revisions 10 and 11 were compacted after their first page; the third read, at 12, went through.
         assert_eq!(report.attempts, 3);
@@ -487,9 +518,41 @@ mod tests {
         let mut options = ImportOptions::new(UpstreamEtcd::plain(&[url]).expect("upstream"));
         options.page_size = 2;
         options.max_attempts = 3;
+        options.retry_delay = Duration::from_millis(1);
         let err = import_from_etcd(StoreConfig::new(&data), &options).await.expect_err("gives up");
         assert!(matches!(&err, ImportError::GaveUp { attempts: 3, last } if last.contains("compacted")), "{err}");
         assert!(!data.exists(), "a failed import leaves no directory behind");
+    }
+
+    #[test]
+    fn retries_pause_between_passes_over_the_endpoints_doubling_up_to_five_seconds() {
+        let ms = Duration::from_millis;
+        let one: Vec<_> = (1..=8).map(|a| pause_before(a, 1, ms(200))).collect();
+        assert_eq!(one, [ms(0), ms(200), ms(400), ms(800), ms(1600), ms(3200), ms(5000), ms(5000)]);
+        let three: Vec<_> = (1..=7).map(|a| pause_before(a, 3, ms(200))).collect();
+        assert_eq!(three, [ms(0), ms(0), ms(0), ms(200), ms(0), ms(0), ms(400)]);
+        assert_eq!(pause_before(u32::MAX, 1, ms(200)), ms(5000));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_comes_up_during_the_retries_is_imported() {
+        // A port nothing listens on yet; the upstream starts on it 300 ms after the import.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the upstream's port");
+            let upstream = CompactingUpstream::default();
+            upstream.revision.store(9, Ordering::SeqCst);
+            tonic::transport::Server::builder()
+                .add_service(KvServer::new(upstream))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = ImportOptions::new(UpstreamEtcd::plain(&[format!("http://{addr}")]).expect("upstream"));
+        let report = import_from_etcd(StoreConfig::new(dir.path()), &options).await.expect("import");
+        assert!(report.attempts > 1, "{report:?}");
+        assert_eq!(report.imported.keys, 5);
     }
 
     #[test]
