@@ -202,7 +202,7 @@ where
 /// after, at most [`MAX_RETRY_DELAY`].
 fn pause_before(attempt: u32, endpoints: usize, first: Duration) -> Duration {
     let done = attempt.saturating_sub(1) as usize;
-    if done == 0 || done % endpoints.max(1) != 0 {
+    if done == 0 || !done.is_multiple_of(endpoints.max(1)) {
         return Duration::ZERO;
     }
     let passes = u32::try_from(done / endpoints.max(1)).unwrap_or(u32::MAX);
