@@ -70,6 +70,16 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Whether `path` is an etcd data directory (etcd's `--data-dir`, holding `member/snap` or
+/// `member/wal`) or the `member` directory inside one (`snap` and `wal`): a user who points
+/// watchkv at etcd's files must hear so, not get an empty store created beside them.
+fn is_etcd_data_dir(path: &Path) -> bool {
+    let member = path.join("member");
+    member.join("snap").is_dir()
+        || member.join("wal").is_dir()
+        || (path.join("snap").is_dir() && path.join("wal").is_dir())
+}
+
 fn corrupt(what: impl std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::Corrupt { revision: what.to_string(), reason: reason.into() }
 }
@@ -80,6 +90,9 @@ impl Backend {
     /// # Errors
     /// Fails if the directory cannot be created or the database cannot be recovered.
     pub fn open(config: &StoreConfig) -> Result<Self> {
+        if is_etcd_data_dir(config.path()) {
+            return Err(Error::EtcdDataDir(config.path().to_path_buf()));
+        }
         create_private_dir(config.path())?;
         let db = Database::builder(config.path())
             .cache_size(config.cache_size())
@@ -536,6 +549,31 @@ impl RevisionSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_etcd_data_directory_or_its_member_directory_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let etcd = dir.path().join("etcd");
+        for sub in ["member/snap", "member/wal"] {
+            std::fs::create_dir_all(etcd.join(sub)).expect("mkdir");
+        }
+        for refused in [etcd.clone(), etcd.join("member")] {
+            let listing = |p: &Path| {
+                let mut names: Vec<_> =
+                    std::fs::read_dir(p).expect("list").map(|e| e.expect("entry").file_name()).collect();
+                names.sort();
+                names
+            };
+            let before = listing(&refused);
+            let err = Backend::open(&StoreConfig::new(&refused)).map(|_| ()).expect_err("refused");
+            assert!(matches!(&err, Error::EtcdDataDir(p) if *p == refused), "{err}");
+            assert!(err.to_string().contains("watchkv import"), "{err}");
+            assert_eq!(listing(&refused), before, "nothing written into etcd's directory");
+        }
+        // A directory with only one of them, or neither, is anyone's.
+        std::fs::create_dir_all(dir.path().join("mine/snap")).expect("mkdir");
+        drop(Backend::open(&StoreConfig::new(dir.path().join("mine"))).expect("open"));
+    }
 
     #[cfg(unix)]
     #[test]

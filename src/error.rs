@@ -127,6 +127,13 @@ pub enum Error {
     /// upstream cluster (mirror mode).
     #[error("etcdserver: mirror: writes go to upstream")]
     MirrorWrite,
+    /// The data directory is etcd's (it holds etcd's `member/` tree, or is that tree): watchkv
+    /// cannot read etcd's files, and would otherwise start an empty store beside them.
+    #[error(
+        "{0:?} is an etcd data directory, which watchkv cannot open: give watchkv a directory of its own and \
+         copy the keys with `watchkv import --from <a running etcd's URL>`"
+    )]
+    EtcdDataDir(std::path::PathBuf),
     /// The storage engine failed.
     #[error("mvcc: storage: {0}")]
     Storage(#[from] fjall::Error),

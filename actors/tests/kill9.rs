@@ -11,8 +11,9 @@
 //!   followed by the resumed ones must be exactly the store's history (a fresh watch from
 //!   revision 1): no gap, no duplicate, nothing seen before the kill that the crash then lost.
 //!
-//! And a kill -9 during a defragment (`kill9_during_a_defragment_loses_nothing_acknowledged`), and
-//! a server started on a directory another one still holds, which waits for it to exit.
+//! And a kill -9 during a defragment (`kill9_during_a_defragment_loses_nothing_acknowledged`), a
+//! server started on a directory another one still holds, which waits for it to exit, and one
+//! started on etcd's data directory, which refuses it.
 
 mod wire;
 
@@ -393,4 +394,34 @@ fn a_second_server_on_a_held_directory_waits_for_the_first_to_exit() {
     wait_until_serving(second.port, "the second server", || second.exited());
     let got = try_post(second.port, "/v3/kv/range", json!({"key": b64("k")}).to_string().as_bytes()).expect("range");
     assert_eq!(bytes_field(&got.json()["kvs"][0], "value"), b"v");
+}
+
+#[test]
+fn a_server_started_on_etcds_data_directory_refuses_it_and_writes_nothing_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd_data = dir.path().join("etcd");
+    let mut etcd = wire::start_etcd(&etcd_data);
+    etcd.kill9();
+    let listing = || {
+        let mut names: Vec<_> =
+            std::fs::read_dir(&etcd_data).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let log = dir.path().join("watchkv.log");
+    let mut server = spawn_watchkv_logging_to(&etcd_data, wire::free_port(), &[], Some(&log));
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "watchkv went on serving etcd's directory");
+        // Polling interval for the exit, not a synchronisation.
+        thread::sleep(std::time::Duration::from_millis(25));
+    };
+    assert!(!status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("is an etcd data directory") && text.contains("watchkv import"), "{text}");
+    assert_eq!(listing(), before, "nothing written into etcd's directory");
 }
