@@ -72,7 +72,8 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 
 /// Whether `path` is an etcd data directory (etcd's `--data-dir`, holding `member/snap` or
 /// `member/wal`) or the `member` directory inside one (`snap` and `wal`): a user who points
-/// watchkv at etcd's files must hear so, not get an empty store created beside them.
+/// watchkv at etcd's files must hear so, not get an empty store created beside them. fjall's
+/// own directory holds `lock`, `version`, journals and `keyspaces/`, never these.
 fn is_etcd_data_dir(path: &Path) -> bool {
     let member = path.join("member");
     member.join("snap").is_dir()
@@ -91,7 +92,16 @@ impl Backend {
     /// Fails if the directory cannot be created or the database cannot be recovered.
     pub fn open(config: &StoreConfig) -> Result<Self> {
         if is_etcd_data_dir(config.path()) {
-            return Err(Error::EtcdDataDir(config.path().to_path_buf()));
+            // fjall's `version` marker: a watchkv store made here before this check existed
+            // holds writes of its own, so it opens, with a warning, rather than strand them.
+            if !config.path().join("version").is_file() {
+                return Err(Error::EtcdDataDir(config.path().to_path_buf()));
+            }
+            tracing::warn!(
+                dir = %config.path().display(),
+                "the data directory also holds an etcd data directory (member/); watchkv's store there is \
+                 opened, etcd's files are not read"
+            );
         }
         create_private_dir(config.path())?;
         let db = Database::builder(config.path())
@@ -573,6 +583,9 @@ mod tests {
         // A directory with only one of them, or neither, is anyone's.
         std::fs::create_dir_all(dir.path().join("mine/snap")).expect("mkdir");
         drop(Backend::open(&StoreConfig::new(dir.path().join("mine"))).expect("open"));
+        // A watchkv store already made beside etcd's files (before the check) still opens.
+        std::fs::create_dir_all(dir.path().join("mine/member/wal")).expect("mkdir");
+        drop(Backend::open(&StoreConfig::new(dir.path().join("mine"))).expect("an existing store opens"));
     }
 
     #[cfg(unix)]

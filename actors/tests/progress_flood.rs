@@ -115,7 +115,7 @@ async fn a_flood_of_progress_requests_is_held_back_and_answered_in_order() {
     let flood: Bytes = flood.freeze();
     send.send_data(flood, false).expect("send the flood");
 
-    // A writer on another connection goes on meanwhile, and its puts show in the answers.
+    // A writer on another connection puts meanwhile; each put must go through in time.
     let writer = tokio::spawn(async move {
         let mut kv =
             watchkv_actors::grpc::pb::etcdserverpb::kv_client::KvClient::connect(format!("http://127.0.0.1:{port}"))
@@ -131,14 +131,17 @@ async fn a_flood_of_progress_requests_is_held_back_and_answered_in_order() {
         last
     });
     let mut answers = Vec::new();
-    while let Some(resp) = responses.next(Duration::from_secs(3)).await {
+    // The first answer may take long on a busy machine; after it, 3 s of silence ends the flood.
+    let mut wait = DEADLINE;
+    while let Some(resp) = responses.next(wait).await {
+        wait = Duration::from_secs(3);
         assert_eq!((resp.watch_id, resp.events.len()), (-1, 0), "only progress answers: {resp:?}");
         answers.push(resp.header.expect("header").revision);
     }
     let last_put = writer.await.expect("writer");
     let peak = peak_rss_kib(pid);
     assert!(peak < MAX_PEAK_RSS_KIB, "the server's peak RSS was {peak} KiB");
-    assert_eq!(last_put, 21, "the writer wrote during the flood");
+    assert_eq!(last_put, 21, "every put of the writer went through");
     assert!(!answers.is_empty() && answers.len() <= REQUESTS, "{} answers to {REQUESTS} requests", answers.len());
     assert!(answers.windows(2).all(|w| w[0] <= w[1]), "progress revisions go backwards");
     drop(send);

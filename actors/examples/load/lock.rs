@@ -6,9 +6,11 @@
 //! holds the lock, unlocks at once (HAND-OFF, until the last one unlocked). The server runs the
 //! waiting in both (etcd's v3lock service over client/v3/concurrency `mutex.go`).
 //!
-//! Checked: every waiter acquires once, never two at a time (a waiter that acquires while
-//! another holds the lock is counted), and in the order their keys were created (the queue's
-//! order, read back by create revision before the hand-off).
+//! Checked: every waiter acquires once, in the order their keys were created (the queue's
+//! order, read back by create revision before the hand-off), and never two at a time: in that
+//! order each `Lock` answer's revision is at least the revision of the `Unlock` before it (a
+//! lock is answered at or after the deletion it waited for, so an acquisition before the
+//! previous holder's unlock is counted as an overlap).
 
 use std::cell::{Cell as StdCell, RefCell};
 use std::rc::Rc;
@@ -37,7 +39,7 @@ pub struct LockRun {
     pub handoff_secs: f64,
     /// Waiters that acquired (and then unlocked).
     pub acquired: u64,
-    /// Acquisitions made while another waiter held the lock.
+    /// Acquisitions answered at a revision before the previous holder's unlock.
     pub overlaps: u64,
     /// Whether the waiters acquired in the order their keys were created.
     pub in_order: bool,
@@ -56,12 +58,17 @@ impl LockRun {
     }
 }
 
+/// One waiter's turn: its key and the header revisions of its `Lock` and `Unlock` answers.
+struct Turn {
+    key: Vec<u8>,
+    locked: i64,
+    unlocked: i64,
+}
+
 /// What the waiters' tasks share (they all run on this thread).
 #[derive(Default)]
 struct Queue {
-    held: StdCell<bool>,
-    overlaps: StdCell<u64>,
-    acquired: RefCell<Vec<Vec<u8>>>,
+    turns: RefCell<Vec<Turn>>,
     unlocked: StdCell<usize>,
     errors: StdCell<u64>,
     first_error: RefCell<Option<String>>,
@@ -135,17 +142,16 @@ pub async fn scenario_lock(args: &Args, server: &Server, tck: f64) -> LockRun {
         let mut lock = clients[i % clients.len()].lock_client();
         let queue = queue.clone();
         actix_rt::spawn(async move {
-            let key = match lock.lock(NAME, Some(LockOptions::new().with_lease(lease))).await {
-                Ok(resp) => resp.key().to_vec(),
+            let (key, locked) = match lock.lock(NAME, Some(LockOptions::new().with_lease(lease))).await {
+                Ok(resp) => (resp.key().to_vec(), resp.header().map_or(0, |h| h.revision())),
                 Err(e) => return queue.fail("lock", e),
             };
-            if queue.held.replace(true) {
-                queue.overlaps.set(queue.overlaps.get() + 1);
-            }
-            queue.acquired.borrow_mut().push(key.clone());
-            queue.held.set(false);
-            match lock.unlock(key).await {
-                Ok(_) => queue.unlocked.set(queue.unlocked.get() + 1),
+            match lock.unlock(key.clone()).await {
+                Ok(resp) => {
+                    let unlocked = resp.header().map_or(0, |h| h.revision());
+                    queue.turns.borrow_mut().push(Turn { key, locked, unlocked });
+                    queue.unlocked.set(queue.unlocked.get() + 1);
+                }
                 Err(e) => queue.fail("unlock", e),
             }
         });
@@ -190,11 +196,13 @@ pub async fn scenario_lock(args: &Args, server: &Server, tck: f64) -> LockRun {
     }
     drop(perf);
 
-    let acquired = queue.acquired.borrow();
-    out.acquired = acquired.len() as u64;
-    out.overlaps = queue.overlaps.get();
+    // In the order the waiters acquired (their answers may reach this thread in another).
+    let mut turns = queue.turns.take();
+    turns.sort_by_key(|t| t.locked);
+    out.acquired = turns.len() as u64;
+    out.overlaps = turns.windows(2).filter(|pair| pair[1].locked < pair[0].unlocked).count() as u64;
     // The queue's order: the waiters' keys by create revision, after the holder's.
-    out.in_order = queued.len() == n + 1 && acquired[..] == queued[1..];
+    out.in_order = queued.len() == n + 1 && turns.iter().map(|t| &t.key).eq(queued[1..].iter());
     out.errors += queue.errors.get();
     if out.first_error.is_none() {
         out.first_error = queue.first_error.borrow().clone();

@@ -160,7 +160,8 @@ impl Coordination {
                 }
                 WatchNext::Ended => return Err(ApiError::LostWatcher.into()),
             };
-            // Should both go in one revision, the read that follows in `wait_deletes` finds the
+            // Each response is one watcher's. Should both keys go in one revision, either may
+            // come first; after the awaited key's, the read in `wait_deletes` finds the
             // caller's own key gone.
             if resp.events.iter().any(|event| event.kind == EventKind::Delete && event.kv.key == key) {
                 return Ok(());
@@ -187,7 +188,7 @@ pub(super) enum WatchNext {
     Ended,
 }
 
-/// The next events on a one-watcher stream, skipping its `created` response and progress
+/// The next events on a recipe's watch stream, skipping `created` responses and progress
 /// notifications.
 pub(super) async fn next_watch_response(watch: &mut WatchStream) -> WatchNext {
     while let Some(resp) = watch.next().await {
