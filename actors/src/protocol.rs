@@ -306,6 +306,9 @@ pub struct RequestProgress {
     pub watchers: Vec<WatcherKey>,
     /// The id to answer with: -1 for a client request, the watcher's for periodic ones.
     pub watch_id: i64,
+    /// A client request's slot among its stream's progress requests in flight, given back when
+    /// the store has handled (or dropped) this message ([`RequestStreamProgressInSlot`]).
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 // ---- Watchers moving between the groups (docs/design.md, invariant 1) ----
@@ -631,6 +634,15 @@ pub struct CancelWatch(pub WatchId);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RequestStreamProgress;
+
+/// [`RequestStreamProgress`] holding one of its stream's slots for progress requests in flight
+/// (`api::stream::PROGRESS_REQUESTS_IN_FLIGHT`), which travels on to the store and is given
+/// back when the store has handled the request: a transport waits for a slot before it reads
+/// the next request, so a client flooding progress requests is held back by HTTP/2 flow
+/// control instead of queueing them in the store's mailbox.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RequestStreamProgressInSlot(pub tokio::sync::OwnedSemaphorePermit);
 
 // ---- Observable state ----
 

@@ -18,8 +18,9 @@ use watchkv::{Error, KeyRange};
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats, InboxState,
-    ProgressTick, RegisterStream, RejectWatch, RequestProgress, RequestStreamProgress, RetryStream, RevisionClock,
-    StreamInbox, StreamStats, UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
+    ProgressTick, RegisterStream, RejectWatch, RequestProgress, RequestStreamProgress, RequestStreamProgressInSlot,
+    RetryStream, RevisionClock, StreamInbox, StreamStats, UnregisterStream, Watch, WatchCreate,
+    RESPONSE_HEADER_ESTIMATE,
 };
 use crate::sink::{SinkClosed, SinkSend, WatchSink};
 
@@ -415,15 +416,34 @@ impl Handler<RequestStreamProgress> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, _: RequestStreamProgress, _: &mut Self::Context) {
+        self.request_stream_progress(None);
+    }
+}
+
+impl Handler<RequestStreamProgressInSlot> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestStreamProgressInSlot, _: &mut Self::Context) {
+        self.request_stream_progress(Some(msg.0));
+    }
+}
+
+impl StreamActor {
+    /// Asks the store for a stream-wide progress answer; `slot` goes with the request and is
+    /// given back once the store has handled it.
+    fn request_stream_progress(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
         // etcd: a stream with no watchers gets no answer (case X7).
         if self.watches.is_empty() {
             return;
         }
         // The answer comes back keyed by the first watcher: make it the newest, so that `Deliver`
-        // can tell whether a watcher was created after this request.
+        // can tell whether a watcher was created after this request (the rest stay unsorted: the
+        // store checks every one alike).
         let mut watchers: Vec<WatcherKey> = self.watches.iter().map(|(&id, w)| self.key(id, w)).collect();
-        watchers.sort_unstable_by_key(|k| std::cmp::Reverse(k.seq));
-        self.peers.progress.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID });
+        if let Some(newest) = (0..watchers.len()).max_by_key(|&i| watchers[i].seq) {
+            watchers.swap(0, newest);
+        }
+        self.peers.progress.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID, slot });
     }
 }
 
@@ -437,7 +457,12 @@ impl Handler<ProgressTick> for StreamActor {
                 continue;
             }
             let key = WatcherKey { stream: self.id, id, seq: w.seq };
-            self.peers.progress.do_send(RequestProgress { stream: self.id, watchers: vec![key], watch_id: id });
+            self.peers.progress.do_send(RequestProgress {
+                stream: self.id,
+                watchers: vec![key],
+                watch_id: id,
+                slot: None,
+            });
         }
     }
 }
