@@ -602,9 +602,14 @@ impl WatchStream {
         self.stream.do_send(CancelWatch(id));
     }
 
-    /// Asks for a stream-wide progress notification.
-    pub fn request_progress(&self) {
-        self.stream.do_send(RequestStreamProgress);
+    /// Asks for a stream-wide progress notification. Waits while the stream already has
+    /// [`PROGRESS_REQUESTS_IN_FLIGHT`](crate::PROGRESS_REQUESTS_IN_FLIGHT) of them at the store,
+    /// so a caller asking in a loop is held back instead of queueing them without bound.
+    ///
+    /// # Errors
+    /// `Stopped` when the stream has ended.
+    pub async fn request_progress(&self) -> Result<()> {
+        self.stream.send(RequestStreamProgress).await.map_err(stopped)
     }
 
     /// Returns the stream actor's address.

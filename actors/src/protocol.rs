@@ -307,7 +307,7 @@ pub struct RequestProgress {
     /// The id to answer with: -1 for a client request, the watcher's for periodic ones.
     pub watch_id: i64,
     /// A client request's slot among its stream's progress requests in flight, given back when
-    /// the store has handled (or dropped) this message ([`RequestStreamProgressInSlot`]).
+    /// the store has handled (or dropped) this message ([`RequestStreamProgress`]).
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -630,19 +630,12 @@ pub struct CreateWatch(pub WatchCreate);
 #[rtype(result = "()")]
 pub struct CancelWatch(pub WatchId);
 
-/// A client's progress request for the whole stream (answered with watch id -1).
+/// A client's progress request for the whole stream (answered with watch id -1). It waits for
+/// one of the stream's [`crate::PROGRESS_REQUESTS_IN_FLIGHT`] slots at the store; `send` it and
+/// await the result to be held back while they are taken (`do_send` queues without bound).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RequestStreamProgress;
-
-/// [`RequestStreamProgress`] holding one of its stream's slots for progress requests in flight
-/// (`api::stream::PROGRESS_REQUESTS_IN_FLIGHT`), which travels on to the store and is given
-/// back when the store has handled the request: a transport waits for a slot before it reads
-/// the next request, so a client flooding progress requests is held back by HTTP/2 flow
-/// control instead of queueing them in the store's mailbox.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RequestStreamProgressInSlot(pub tokio::sync::OwnedSemaphorePermit);
 
 // ---- Observable state ----
 

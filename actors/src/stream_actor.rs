@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::Semaphore;
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
@@ -18,9 +19,8 @@ use watchkv::{Error, KeyRange};
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, CancelWatch, CancelWatchers, CloseStream, CreateWatch, Deliver, Delivery, GetStreamStats, InboxState,
-    ProgressTick, RegisterStream, RejectWatch, RequestProgress, RequestStreamProgress, RequestStreamProgressInSlot,
-    RetryStream, RevisionClock, StreamInbox, StreamStats, UnregisterStream, Watch, WatchCreate,
-    RESPONSE_HEADER_ESTIMATE,
+    ProgressTick, RegisterStream, RejectWatch, RequestProgress, RequestStreamProgress, RetryStream, RevisionClock,
+    StreamInbox, StreamStats, UnregisterStream, Watch, WatchCreate, RESPONSE_HEADER_ESTIMATE,
 };
 use crate::sink::{SinkClosed, SinkSend, WatchSink};
 
@@ -105,7 +105,19 @@ pub struct StreamActor {
     /// Responses delivered to this stream that its client has not taken yet (see
     /// [`StreamInbox`]): counted up by whoever delivers, down here once the sink has them.
     inbox: Arc<InboxState>,
+    /// The stream's slots for stream-wide progress requests at the store
+    /// ([`PROGRESS_REQUESTS_IN_FLIGHT`]); made at the first such request.
+    progress_slots: Option<Arc<Semaphore>>,
 }
+
+/// A stream's stream-wide progress requests at the store at once, as etcd's reader blocks on
+/// its 16-slot `ctrlStream` (etcd: v3rpc/watch.go `ctrlStreamBufLen`). Each lists every watcher
+/// of the stream; without this bound a client sending them back to back queued them in the
+/// store's mailbox (2000 watchers, 100k requests in one body: 270–400 MiB peak RSS,
+/// `actors/tests/progress_flood.rs`). A [`RequestStreamProgress`] beyond it waits for a slot
+/// before it is answered, so a sender that awaits it (the transports' readers, then HTTP/2 flow
+/// control; [`crate::WatchStream::request_progress`]) is held back.
+pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
 
 impl StreamActor {
     /// Returns a stream actor delivering to `sink`.
@@ -129,6 +141,7 @@ impl StreamActor {
             seq,
             responses: 0,
             inbox: Arc::new(InboxState::default()),
+            progress_slots: None,
         }
     }
 
@@ -413,25 +426,31 @@ impl Handler<CancelWatch> for StreamActor {
 }
 
 impl Handler<RequestStreamProgress> for StreamActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: RequestStreamProgress, _: &mut Self::Context) {
-        self.request_stream_progress(None);
-    }
-}
-
-impl Handler<RequestStreamProgressInSlot> for StreamActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RequestStreamProgressInSlot, _: &mut Self::Context) {
-        self.request_stream_progress(Some(msg.0));
+    /// Takes one of the stream's progress slots, waiting for one while all are at the store
+    /// (other messages go on meanwhile), and resolves once the request is on its way.
+    fn handle(&mut self, _: RequestStreamProgress, _: &mut Self::Context) -> Self::Result {
+        let slots = Arc::clone(
+            self.progress_slots.get_or_insert_with(|| Arc::new(Semaphore::new(PROGRESS_REQUESTS_IN_FLIGHT))),
+        );
+        if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+            self.request_stream_progress(slot);
+            return Box::pin(actix::fut::ready(()));
+        }
+        Box::pin(async move { slots.acquire_owned().await.ok() }.into_actor(self).map(|slot, act, _| {
+            // The semaphore is never closed, so a slot always comes.
+            if let Some(slot) = slot {
+                act.request_stream_progress(slot);
+            }
+        }))
     }
 }
 
 impl StreamActor {
     /// Asks the store for a stream-wide progress answer; `slot` goes with the request and is
     /// given back once the store has handled it.
-    fn request_stream_progress(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+    fn request_stream_progress(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
         // etcd: a stream with no watchers gets no answer (case X7).
         if self.watches.is_empty() {
             return;
@@ -443,7 +462,12 @@ impl StreamActor {
         if let Some(newest) = (0..watchers.len()).max_by_key(|&i| watchers[i].seq) {
             watchers.swap(0, newest);
         }
-        self.peers.progress.do_send(RequestProgress { stream: self.id, watchers, watch_id: INVALID_WATCH_ID, slot });
+        self.peers.progress.do_send(RequestProgress {
+            stream: self.id,
+            watchers,
+            watch_id: INVALID_WATCH_ID,
+            slot: Some(slot),
+        });
     }
 }
 
@@ -537,5 +561,102 @@ impl Handler<GetStreamStats> for StreamActor {
             responses: self.responses,
             buffered: self.inbox.queued(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::response_queue::response_queue;
+
+    /// Stands in for the store, the syncer and the victim actor: takes what a stream sends and
+    /// keeps its progress requests, with their slots, until the test lets one go.
+    struct Peer {
+        held: Arc<Mutex<Vec<RequestProgress>>>,
+    }
+
+    impl Actor for Peer {
+        type Context = Context<Self>;
+    }
+
+    /// Implements a handler that takes the message and does nothing.
+    macro_rules! ignore {
+        ($($msg:ty),*) => {$(
+            impl Handler<$msg> for Peer {
+                type Result = ();
+                fn handle(&mut self, _: $msg, _: &mut Self::Context) {}
+            }
+        )*};
+    }
+    ignore!(RegisterStream, AddUnsynced, CancelWatchers, UnregisterStream, RetryStream);
+
+    impl Handler<Watch> for Peer {
+        type Result = i64;
+        fn handle(&mut self, _: Watch, _: &mut Self::Context) -> i64 {
+            1
+        }
+    }
+
+    impl Handler<RequestProgress> for Peer {
+        type Result = ();
+        fn handle(&mut self, msg: RequestProgress, _: &mut Self::Context) {
+            self.held.lock().expect("not poisoned").push(msg);
+        }
+    }
+
+    fn held_count(held: &Mutex<Vec<RequestProgress>>) -> usize {
+        held.lock().expect("not poisoned").len()
+    }
+
+    #[actix_rt::test]
+    async fn a_progress_request_beyond_the_streams_slots_waits_until_the_store_lets_one_go() {
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let peer = Peer { held: Arc::clone(&held) }.start();
+        let peers = Arc::new(StreamPeers {
+            register: [peer.clone().recipient(), peer.clone().recipient(), peer.clone().recipient()],
+            add_unsynced: peer.clone().recipient(),
+            watch: peer.clone().recipient(),
+            cancel: peer.clone().recipient(),
+            progress: peer.clone().recipient(),
+            unregister: peer.clone().recipient(),
+            retry_victims: peer.clone().recipient(),
+        });
+        let (tx, _rx) = response_queue(16);
+        let stream = StreamActor::new(
+            1,
+            peers,
+            Arc::new(tx),
+            Arc::new(ActorsConfig::new("unused")),
+            Arc::new(RevisionClock::new(1, 0)),
+            Arc::new(AtomicU64::new(1)),
+        )
+        .start();
+        stream.send(CreateWatch(WatchCreate::new(&KeyRange::single(b"k".to_vec()), 0))).await.expect("stream runs");
+
+        for _ in 0..PROGRESS_REQUESTS_IN_FLIGHT {
+            stream.send(RequestStreamProgress).await.expect("a free slot answers at once");
+        }
+        let mut waiting = Box::pin(stream.send(RequestStreamProgress));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        // Every message the stream handled before this one has reached the peer.
+        stream.send(GetStreamStats).await.expect("stream runs");
+        peer.send(RetryStream(0)).await.expect("peer runs");
+        assert_eq!(held_count(&held), PROGRESS_REQUESTS_IN_FLIGHT, "the 17th request is held at the stream");
+        assert!(futures::poll!(&mut waiting).is_pending());
+
+        // The store handles one: its slot comes back and the waiting request goes on.
+        drop(held.lock().expect("not poisoned").pop());
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the waiting request got the freed slot")
+            .expect("stream runs");
+        peer.send(RetryStream(0)).await.expect("peer runs");
+        assert_eq!(held_count(&held), PROGRESS_REQUESTS_IN_FLIGHT);
+        let last = held.lock().expect("not poisoned").pop().expect("held");
+        assert_eq!(last.watch_id, INVALID_WATCH_ID);
+        assert_eq!(last.watchers.len(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! over gRPC: each request asks the store about every watcher of the stream, and none waits
 //! for its answer. The server must hold bounded memory, answer in revision order and let a
 //! writer on another connection go on. A stream has 16 slots for progress requests at the
-//! store (`api::stream::PROGRESS_REQUESTS_IN_FLIGHT`, etcd's `ctrlStreamBufLen`); the transport
+//! store (`stream_actor::PROGRESS_REQUESTS_IN_FLIGHT`, etcd's `ctrlStreamBufLen`); the transport
 //! waits for one before it reads the next request, so HTTP/2 flow control holds the client
 //! back. Without them the requests, each with the stream's watcher list, queued in the store's
 //! mailbox: this test's server peaked at 418 MiB.

@@ -14,10 +14,8 @@ use super::pb::etcdserverpb as pb;
 use super::{request, ApiError};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use super::auth::Auth;
-use crate::protocol::{RejectWatch, RequestStreamProgressInSlot};
+use crate::protocol::{RejectWatch, RequestStreamProgress};
 use crate::{CancelWatch, CloseStream, CreateWatch, Handle, StreamActor, WatchStream};
 
 /// Responses buffered between the stream actor and the socket. The stream actor's own buffer
@@ -30,14 +28,6 @@ use crate::{CancelWatch, CloseStream, CreateWatch, Handle, StreamActor, WatchStr
 /// memory (32 saved a little more CPU for 6–9 MiB more: docs/benchmarks.md).
 pub const SOCKET_BUFFER: usize = 16;
 
-/// A stream's stream-wide progress requests at the store at once, as etcd's reader blocks on
-/// its 16-slot `ctrlStream` (etcd: v3rpc/watch.go `ctrlStreamBufLen`). Each lists every watcher
-/// of the stream; without this bound a client sending them back to back queued them in the
-/// store's mailbox (2000 watchers, 100k requests in one body: 270–400 MiB peak RSS,
-/// `actors/tests/progress_flood.rs`). The transport waits for a slot before it reads the next
-/// request, so HTTP/2 flow control holds the client back.
-pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
-
 /// A watch stream opened for one client call: read its responses with
 /// [`poll_response`](Self::poll_response), send its requests through [`requests`](Self::requests).
 /// Dropping it closes the stream and cancels its watchers (the [`WatchStream`] inside does).
@@ -45,8 +35,6 @@ pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
 pub struct TransportStream {
     inner: WatchStream,
     credentials: Credentials,
-    /// The stream's slots for progress requests in flight ([`PROGRESS_REQUESTS_IN_FLIGHT`]).
-    progress_slots: Arc<Semaphore>,
 }
 
 /// What a stream's client presented when it opened the stream: its token and its TLS client
@@ -75,11 +63,7 @@ impl TransportStream {
     }
 
     fn wrap(inner: WatchStream) -> Self {
-        Self {
-            inner,
-            credentials: Credentials::default(),
-            progress_slots: Arc::new(Semaphore::new(PROGRESS_REQUESTS_IN_FLIGHT)),
-        }
+        Self { inner, credentials: Credentials::default() }
     }
 
     /// Sets what the client presented; creates are checked against it.
@@ -96,7 +80,6 @@ impl TransportStream {
             actor: self.inner.addr().clone(),
             auth: Arc::clone(handle.auth()),
             credentials: self.credentials.clone(),
-            progress_slots: Arc::clone(&self.progress_slots),
         }
     }
 
@@ -112,12 +95,11 @@ pub struct StreamRequests {
     actor: Addr<StreamActor>,
     auth: Arc<Auth>,
     credentials: Credentials,
-    progress_slots: Arc<Semaphore>,
 }
 
 impl StreamRequests {
     /// Hands one client request to the stream actor, waiting for room in its mailbox (and a
-    /// progress request for one of the stream's [`PROGRESS_REQUESTS_IN_FLIGHT`] slots). A
+    /// progress request for one of the stream's [`crate::PROGRESS_REQUESTS_IN_FLIGHT`] slots). A
     /// request with nothing set is ignored, as etcd logs and ignores it (etcd: v3rpc/watch.go
     /// `recvLoop`).
     ///
@@ -136,11 +118,7 @@ impl StreamRequests {
                 }
             },
             Some(RequestUnion::CancelRequest(c)) => self.actor.send(CancelWatch(c.watch_id)).await,
-            Some(RequestUnion::ProgressRequest(_)) => {
-                let slot =
-                    Arc::clone(&self.progress_slots).acquire_owned().await.map_err(|_| ApiError::StreamClosed)?;
-                self.actor.send(RequestStreamProgressInSlot(slot)).await
-            }
+            Some(RequestUnion::ProgressRequest(_)) => self.actor.send(RequestStreamProgress).await,
             None => Ok(()),
         };
         sent.map_err(|_| ApiError::StreamClosed)
