@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
-    Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted,
+    Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, RangePlan,
     RestoredSnapshot, StoreSnapshot, StoreStats, UpstreamChange, UpstreamRevision, Write, WriteGroup,
 };
 pub use request::{

@@ -946,3 +946,49 @@ fn leases_expire_by_the_callers_clock_and_survive_restart() {
     let status = s.store.lease_time_to_live(6, std::time::Instant::now(), true).expect("ttl");
     assert_eq!((status.granted_ttl, status.keys), (100, vec![b"f".to_vec()]));
 }
+
+/// A range planned at R reads R's rows from a snapshot taken with the plan, whatever the store
+/// writes and compacts afterwards: the store actor reads large ranges this way, off its thread,
+/// while writes go on.
+#[test]
+fn a_range_plan_reads_its_revision_from_its_snapshot_after_later_writes_and_compaction() {
+    let mut s = TestStore::new();
+    for i in 0..20 {
+        s.put(&format!("k{i:02}"), &format!("one-{:02}", 19 - i));
+    }
+    let plain = RangeRequest::new(KeyRange::prefix("k"));
+    let by_value = RangeRequest {
+        limit: 5,
+        sort_order: watchkv::SortOrder::Descend,
+        sort_target: watchkv::SortTarget::Value,
+        ..RangeRequest::new(KeyRange::prefix("k"))
+    };
+    let by_create = RangeRequest {
+        limit: 3,
+        sort_order: watchkv::SortOrder::Descend,
+        sort_target: watchkv::SortTarget::Create,
+        keys_only: true,
+        ..RangeRequest::new(KeyRange::prefix("k"))
+    };
+    let requests = [plain, by_value, by_create];
+    let expected: Vec<_> = requests.iter().map(|r| s.store.range(r).expect("range")).collect();
+    let plans: Vec<_> = requests.iter().map(|r| s.store.plan_range(r).expect("plan")).collect();
+    let snapshot = s.store.reader().snapshot();
+    let at = expected[0].revision;
+    assert_eq!(expected[0].kvs.len(), 20);
+
+    for i in 0..20 {
+        s.put(&format!("k{i:02}"), "two");
+    }
+    s.del(KeyRange::single("k00"));
+    let now = s.store.current_rev();
+    s.store.compact(now).expect("compact").wait().expect("physical");
+    assert!(matches!(
+        s.store.range(&RangeRequest { revision: at, ..RangeRequest::new(KeyRange::prefix("k")) }),
+        Err(Error::Compacted { .. })
+    ));
+
+    for ((plan, want), req) in plans.into_iter().zip(expected).zip(&requests) {
+        assert_eq!(plan.finish_from(&snapshot).expect("read from the snapshot"), want, "{req:?}");
+    }
+}

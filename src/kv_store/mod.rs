@@ -51,6 +51,7 @@ mod write;
 
 pub use import::{Import, ImportedSnapshot};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
+pub use read::RangePlan;
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
 pub use upstream::{UpstreamChange, UpstreamRevision};
 pub use write::{Applied, Persisted, Write, WriteGroup};
@@ -234,7 +235,8 @@ impl KvStore {
         &self.config
     }
 
-    /// Returns a reader of history rows for other threads (the watch catch-up path).
+    /// Returns a reader of history rows for other threads (the watch catch-up path, and large
+    /// ranges: [`RangePlan::finish_from`]).
     #[must_use]
     pub fn reader(&self) -> RevisionReader {
         self.backend.reader()

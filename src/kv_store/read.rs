@@ -3,6 +3,7 @@
 //! `server/etcdserver/txn/txn.go executeRange`).
 
 use super::KvStore;
+use crate::backend::RevisionSnapshot;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::key_index::KeyVersion;
@@ -16,19 +17,45 @@ impl KvStore {
     /// # Errors
     /// `EmptyKey`, `FutureRev`, `Compacted`, or a storage error.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.finish_range(self.plan_range(req)?)
+    }
+
+    /// Resolves a key range against the key index at the current revision: which rows answer
+    /// it, in order, and the count. Reading the rows is left to [`RangePlan::finish`] or
+    /// [`RangePlan::finish_from`], so that a large answer can be read from a snapshot off the
+    /// thread that owns the store (etcd 3.4 reads concurrently with writes too:
+    /// `mvcc/kvstore_txn.go` `Read` with `ConcurrentReadTx`).
+    ///
+    /// # Errors
+    /// `EmptyKey`, `FutureRev`, `Compacted`.
+    pub fn plan_range(&self, req: &RangeRequest) -> Result<RangePlan> {
         check_range(req)?;
-        self.range_view(req, self.current_rev)
+        self.plan_view(req, self.current_rev)
+    }
+
+    /// Reads the rows of `plan` from the store: on the thread that owns it, before it writes
+    /// again.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn finish_range(&self, plan: RangePlan) -> Result<RangeResponse> {
+        plan.finish(|rev| self.read_kv(rev))
     }
 
     /// Reads `req` as of a store at `view_rev` (inside a write, the rows of the current group
     /// are read back from the group).
+    pub(super) fn range_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangeResponse> {
+        self.plan_view(req, view_rev)?.finish(|rev| self.read_kv(rev))
+    }
+
+    /// Plans `req` as of a store at `view_rev`.
     ///
     /// The revision filters and every sort but by value work on the key index, which holds each
     /// key's create and mod revisions and version, so only the rows returned are read: a
     /// `limit = 1` sort by create revision over N keys (the lock and election recipes' "who was
     /// first") reads one row, not N. etcd reads every key's value first (`rangeKeys` with no
     /// limit when sorting).
-    pub(super) fn range_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangeResponse> {
+    fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
         let rev = self.check_read_rev(req.revision, view_rev)?;
         let wanted = |v: &KeyVersion| {
             (req.min_mod_revision == 0 || v.modified.main >= req.min_mod_revision)
@@ -55,27 +82,20 @@ impl KvStore {
                 true
             })
         };
-        let mut kvs = if req.sort_target == SortTarget::Value {
-            let mut kvs = found.into_iter().map(|(_, v)| self.read_kv(v.modified)).collect::<Result<Vec<_>>>()?;
-            sort_by_value(&mut kvs, req.sort_order);
-            kvs
+        let value_order = if req.sort_target == SortTarget::Value {
+            Some(req.sort_order)
         } else {
             sort_entries(&mut found, req.sort_order, req.sort_target, keep);
-            found.into_iter().map(|(_, v)| self.read_kv(v.modified)).collect::<Result<Vec<_>>>()?
+            None
         };
-        let mut more = false;
-        if let Ok(limit) = usize::try_from(req.limit) {
-            if limit > 0 && kvs.len() > limit {
-                kvs.truncate(limit);
-                more = true;
-            }
-        }
-        if req.keys_only {
-            for kv in &mut kvs {
-                kv.value = Vec::new();
-            }
-        }
-        Ok(RangeResponse { revision: view_rev, kvs, more, count: i64::try_from(count).unwrap_or(i64::MAX) })
+        Ok(RangePlan {
+            revision: view_rev,
+            rows: found.into_iter().map(|(_, v)| v.modified).collect(),
+            value_order,
+            limit: usize::try_from(req.limit).ok().filter(|&l| l > 0),
+            keys_only: req.keys_only,
+            count: i64::try_from(count).unwrap_or(i64::MAX),
+        })
     }
 
     /// Applies docs/etcd-semantics.md §1.4 steps 1–3: the revision actually read for a requested
@@ -105,6 +125,65 @@ impl KvStore {
             Some(row) => Ok(row.kv),
             None => Err(Error::Internal(format!("row {rev} named by the key index is missing"))),
         }
+    }
+}
+
+/// A range resolved against the key index ([`KvStore::plan_range`]): the rows that answer it,
+/// in the answer's order, and what finishes the answer. The rows stay readable for as long as a
+/// snapshot taken with the plan is held, whatever the store writes or compacts meanwhile.
+#[derive(Debug)]
+pub struct RangePlan {
+    revision: i64,
+    rows: Vec<Revision>,
+    /// `Some` when the answer is sorted by value, which only the rows hold.
+    value_order: Option<SortOrder>,
+    limit: Option<usize>,
+    keys_only: bool,
+    count: i64,
+}
+
+impl RangePlan {
+    /// How many rows the answer reads.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Reads the rows through `read` and makes the answer.
+    ///
+    /// # Errors
+    /// What `read` returns.
+    pub fn finish(self, read: impl FnMut(Revision) -> Result<KeyValue>) -> Result<RangeResponse> {
+        let mut kvs = self.rows.into_iter().map(read).collect::<Result<Vec<_>>>()?;
+        if let Some(order) = self.value_order {
+            sort_by_value(&mut kvs, order);
+        }
+        let mut more = false;
+        if let Some(limit) = self.limit {
+            if kvs.len() > limit {
+                kvs.truncate(limit);
+                more = true;
+            }
+        }
+        if self.keys_only {
+            for kv in &mut kvs {
+                kv.value = Vec::new();
+            }
+        }
+        Ok(RangeResponse { revision: self.revision, kvs, more, count: self.count })
+    }
+
+    /// Reads the rows from `snapshot`, which must have been taken (from
+    /// [`KvStore::reader`]) with no write group open and before the store wrote or compacted
+    /// anything after this plan was made.
+    ///
+    /// # Errors
+    /// A storage error; `Internal` for a row the plan names that the snapshot lacks.
+    pub fn finish_from(self, snapshot: &RevisionSnapshot) -> Result<RangeResponse> {
+        self.finish(|rev| match snapshot.get_row(rev.to_key(false))? {
+            Some(row) => Ok(row.kv),
+            None => Err(Error::Internal(format!("row {rev} named by the key index is missing from the read snapshot"))),
+        })
     }
 }
 

@@ -19,8 +19,9 @@ pub struct Args {
     /// fan-out over gRPC with `etcd-client`; see `grpc_fanout.rs`), `grpc-catchup` (a writer's
     /// put latency before and while rounds of watchers catch up from history; see `catchup.rs`)
     /// `mirror-fanout` (etcd alone, with watchers, and with its watchers moved to two watchkv
-    /// mirrors; see `mirror_fanout.rs`) or `grpc-lock` (waiters queued on one lock hand it on;
-    /// see `lock.rs`).
+    /// mirrors; see `mirror_fanout.rs`), `grpc-lock` (waiters queued on one lock hand it on;
+    /// see `lock.rs`) or `grpc-range` (a writer's put latency before and while another client
+    /// ranges over a large prefix; see `range.rs`).
     #[arg(long, default_value = "http")]
     pub scenario: String,
     /// Runs of the scenario per server, alternating servers, each with a fresh server and data
@@ -114,13 +115,16 @@ pub struct Args {
     /// catch-up round each watcher must catch up on all of them from history.
     #[arg(long, default_value_t = 100)]
     pub catchup_revisions: usize,
-    /// grpc-catchup: sequential puts of the measured writer, idle and again while catch-up rounds
-    /// run back to back.
+    /// grpc-catchup and grpc-range: sequential puts of the measured writer, idle and again while
+    /// catch-up rounds run back to back (grpc-range: while the reader ranges).
     #[arg(long, default_value_t = 2000)]
     pub catchup_writer_puts: usize,
     /// grpc-catchup: watchers catching up in each round, `--watchers-per-stream` per stream.
     #[arg(long, default_value_t = 1000)]
     pub catchup_watchers: usize,
+    /// grpc-range: keys under the prefix the reader ranges over (each range answers them all).
+    #[arg(long, default_value_t = 20_000)]
+    pub range_keys: usize,
     /// grpc-lock: clients queued on the lock behind its holder.
     #[arg(long, default_value_t = 1000)]
     pub lock_waiters: usize,

@@ -1,9 +1,10 @@
-//! The table rows of the gRPC scenarios, grpc-fanout, grpc-catchup and grpc-lock.
+//! The table rows of the gRPC scenarios, grpc-fanout, grpc-catchup, grpc-lock and grpc-range.
 
 use crate::args::Args;
 use crate::catchup::Catchup;
 use crate::grpc_fanout::GrpcFanout;
 use crate::lock::LockRun;
+use crate::range::RangeRun;
 use crate::report::{mb, ms, pct, Report};
 use crate::table::{Cell, Rows};
 use crate::tally::Tally;
@@ -184,4 +185,43 @@ pub fn lock_rows(args: &Args, rows: &mut Rows) {
         l(r, |s| Cell::num(s.cpu_queue.self_s + s.cpu_handoff.self_s, 2))
     });
     rows.key("  server peak RSS (MiB)", |r| mb(r.lock.as_ref().and_then(|s| s.peak_rss_kb)));
+}
+
+/// A grpc-range figure of `r`, or nothing where the scenario did not run.
+fn rg(r: &Report, f: impl FnOnce(&RangeRun) -> Cell) -> Cell {
+    r.range.as_ref().map_or(Cell::Empty, f)
+}
+
+pub fn range_rows(args: &Args, rows: &mut Rows) {
+    rows.title(&format!(
+        "gRPC range: {} keys of {} B under one prefix; one writer: {} sequential puts idle,",
+        args.range_keys, args.value_size, args.catchup_writer_puts
+    ));
+    rows.title("  then as many while another client ranges over the whole prefix back to back");
+    let lat = |r: &Report, pick: fn(&RangeRun) -> &Vec<u64>, p: f64| ms(r.range.as_ref().and_then(|s| pct(pick(s), p)));
+    rows.key("  put p50 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 50.0));
+    rows.key("  put p99 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 99.0));
+    rows.key("  put p50 during the ranges (ms)", |r| lat(r, |s| &s.during_lat_us, 50.0));
+    rows.key("  put p99 during the ranges (ms)", |r| lat(r, |s| &s.during_lat_us, 99.0));
+    rows.key("  put max during the ranges (ms)", |r| lat(r, |s| &s.during_lat_us, 100.0));
+    rows.key("  put p99 during / idle", |r| {
+        rg(r, |s| match (pct(&s.during_lat_us, 99.0), pct(&s.idle_lat_us, 99.0)) {
+            (Some(d), Some(i)) => Cell::num(d as f64 / i.max(1) as f64, 2),
+            _ => Cell::Empty,
+        })
+    });
+    rows.key("  range p50 (ms)", |r| lat(r, |s| &s.range_lat_us, 50.0));
+    rows.row("  ranges done / not answering every key", |r| {
+        rg(r, |s| Cell::ints(&[s.range_lat_us.len() as u64, s.short_ranges]))
+    });
+    rows.row("  runs with every range whole and no error", |r| {
+        Cell::Count(
+            r.range.as_ref().is_some_and(|s| !s.range_lat_us.is_empty() && s.short_ranges == 0 && s.errors == 0),
+        )
+    });
+    rows.key("  server CPU per range (ms)", |r| {
+        rg(r, |s| Cell::num(s.cpu.server_s * 1e3 / (s.range_lat_us.len().max(1) as f64), 1))
+    });
+    rows.row("  server CPU during the ranges (cores avg)", |r| rg(r, |s| Cell::num(s.cpu.cores(), 2)));
+    rows.key("  server peak RSS (MiB)", |r| mb(r.range.as_ref().and_then(|s| s.peak_rss_kb)));
 }

@@ -36,6 +36,10 @@
 //!   unlocks and each waiter unlocks as soon as it holds the lock → the time and server CPU to
 //!   queue them and to hand the lock through them all, and the check that each acquired once,
 //!   never two at a time, in the queue's order;
+//! - `grpc-range`: `--range-keys` keys under one prefix; one writer (a thread and connection
+//!   of its own) does `--catchup-writer-puts` sequential puts idle, then as many while a reader
+//!   ranges over the whole prefix back to back → put p50/p99 idle and during, their p99 ratio,
+//!   the ranges' latency and count, and the check that each range answered every key;
 //! - `mirror-fanout`: what moving etcd's watchers to watchkv mirrors saves etcd. One
 //!   single-member etcd pinned to CPU 0 (`taskset -c 0`, or `sched_setaffinity` without
 //!   taskset), everything else (the mirrors and this tool, its writer thread too) on CPU 1, and
@@ -103,6 +107,7 @@ mod mirror_report;
 mod pinning;
 mod put_client;
 mod puts;
+mod range;
 mod report;
 mod runs;
 mod sampling;
@@ -184,9 +189,11 @@ fn main() -> anyhow::Result<()> {
              --catchup-revisions must be positive"
         );
     }
-    if !["http", "grpc-fanout", "grpc-catchup", "grpc-lock", "mirror-fanout"].contains(&args.scenario.as_str()) {
+    if !["http", "grpc-fanout", "grpc-catchup", "grpc-lock", "grpc-range", "mirror-fanout"]
+        .contains(&args.scenario.as_str())
+    {
         bail!(
-            "--scenario must be http, grpc-fanout, grpc-catchup, grpc-lock or mirror-fanout, not {:?}",
+            "--scenario must be http, grpc-fanout, grpc-catchup, grpc-lock, grpc-range or mirror-fanout, not {:?}",
             args.scenario
         );
     }

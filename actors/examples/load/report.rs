@@ -5,10 +5,11 @@ use crate::args::Args;
 use crate::catchup::Catchup;
 use crate::fanout::S2;
 use crate::grpc_fanout::GrpcFanout;
-use crate::grpc_report::{catchup_rows, grpc_rows, lock_rows};
+use crate::grpc_report::{catchup_rows, grpc_rows, lock_rows, range_rows};
 use crate::lock::LockRun;
 use crate::mirror_fanout::MirrorRun;
 use crate::puts::S1;
+use crate::range::RangeRun;
 use crate::table::{Cell, Columns, Rows};
 
 /// What one server's run measured.
@@ -21,6 +22,7 @@ pub struct Report {
     pub grpc: Option<GrpcFanout>,
     pub catchup: Option<Catchup>,
     pub lock: Option<LockRun>,
+    pub range: Option<RangeRun>,
     /// mirror-fanout's three phases (its reports carry nothing else).
     pub mirror: Option<MirrorRun>,
     pub hwm_after_s1_kb: Option<u64>,
@@ -70,6 +72,7 @@ pub fn print_table(args: &Args, columns: &Columns) {
         "grpc-fanout" => grpc_rows(args, &mut rows),
         "grpc-catchup" => catchup_rows(args, &mut rows),
         "grpc-lock" => lock_rows(args, &mut rows),
+        "grpc-range" => range_rows(args, &mut rows),
         _ => http_rows(args, &mut rows),
     }
     rows.row("RSS at end (MiB)", |r| mb(r.rss_end_kb));
@@ -188,6 +191,9 @@ fn print_errors(args: &Args, columns: &Columns) {
             }
             if let Some(e) = r.lock.as_ref().and_then(|l| l.first_error.as_ref()) {
                 println!("{who} lock first error: {e}");
+            }
+            if let Some(e) = r.range.as_ref().and_then(|l| l.first_error.as_ref()) {
+                println!("{who} range first error: {e}");
             }
             if let Some(c) = &r.catchup {
                 if let Some(e) = &c.first_put_error {

@@ -9,6 +9,7 @@ use crate::grpc_fanout::scenario_grpc_fanout;
 use crate::http::http_client;
 use crate::lock::scenario_lock;
 use crate::puts::scenario_puts;
+use crate::range::scenario_range;
 use crate::report::Report;
 use crate::sampling::{loadavg, status_field};
 use crate::server::{log_tail, start_server, wait_ready, Kind, Server};
@@ -101,6 +102,20 @@ async fn run_server(kind: Kind, args: &Args, run: usize, tck: f64) -> Report {
                 loadavg()
             );
             rep.lock = Some(l);
+        }
+        "grpc-range" => {
+            println!("[{}] ready in {:.2} s; gRPC range, load avg {}", kind.name(), rep.startup_secs, loadavg());
+            let mut g = scenario_range(args, &server, tck).await;
+            g.peak_rss_kb = status_field(&pid, "VmHWM");
+            println!(
+                "[{}] gRPC range: {} ranges of {} keys during {} puts; load avg {}",
+                kind.name(),
+                g.range_lat_us.len(),
+                g.keys,
+                g.during_lat_us.len(),
+                loadavg()
+            );
+            rep.range = Some(g);
         }
         _ => run_http_scenarios(kind, args, &server, tck, &mut rep).await,
     }

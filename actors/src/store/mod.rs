@@ -7,13 +7,14 @@
 //!
 //! This file holds the actor, its state and its small handlers; the group commit is in
 //! `commit.rs`, the fan-out in `fanout.rs`, the ring and promotion in `promote.rs`, leases in
-//! `leases.rs`, recovery from storage failures in `recovery.rs`, a mirror's re-bootstrap in
+//! `leases.rs`, ranges in `reads.rs`, recovery from storage failures in `recovery.rs`, a mirror's re-bootstrap in
 //! `reimport.rs`.
 
 mod commit;
 mod fanout;
 mod leases;
 mod promote;
+mod reads;
 mod recovery;
 mod reimport;
 
@@ -30,14 +31,14 @@ use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::{CommitEvents, WatchResponse};
 use watchkv::watch::watcher::{StreamId, Watcher};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
-use watchkv::{Error, KvStore, RangeResponse, Result};
+use watchkv::{Error, KvStore, Result};
 
 use crate::config::ActorsConfig;
 use crate::protocol::{
     AddUnsynced, Alarm, AuthChange, CancelWatchers, CheckHealth, CloseStream, Compact, Counters, DbSize, Defragment,
-    Deliver, Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, Range, RegisterStream,
-    ReleaseStorage, RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox,
-    TakeSnapshot, UnregisterStream, UseStorage, Watch,
+    Deliver, Delivery, GetStoreStats, Health, LeaseTick, ParkVictims, PlanHashKv, RegisterStream, ReleaseStorage,
+    RequestProgress, RevisionClock, Shutdown, SnapshotWholeStore, StoreStats, StreamInbox, TakeSnapshot,
+    UnregisterStream, UseStorage, Watch,
 };
 
 /// A map keyed by stream id (ids come from a process counter, so [`IdMap`]'s cheap hash fits).
@@ -98,6 +99,8 @@ pub struct StoreActor {
     matched: Vec<WatcherSlot>,
     /// Merges a group commit's revisions into one response per synced watcher.
     turn_marks: fanout::TurnMarks,
+    /// Slots for reading large ranges off this thread (`reads.rs`).
+    range_readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl StoreActor {
@@ -126,6 +129,7 @@ impl StoreActor {
             peers,
             matched: Vec::new(),
             turn_marks: fanout::TurnMarks::new(config.watch().batch_limits()),
+            range_readers: reads::range_readers(),
             config,
         }
     }
@@ -158,14 +162,6 @@ impl Actor for StoreActor {
         }
         // Storage failures outside a group commit (compaction markers, lease records).
         ctx.run_interval(recovery::RECOVERY_RETRY, |act, ctx| act.check_storage(ctx));
-    }
-}
-
-impl Handler<Range> for StoreActor {
-    type Result = Result<RangeResponse>;
-
-    fn handle(&mut self, msg: Range, _: &mut Self::Context) -> Self::Result {
-        self.store()?.range(&msg.0)
     }
 }
 
