@@ -7,6 +7,8 @@
 //! - `store/put_fsync`: one put, `Durability::Fsync`.
 //! - `store/put_batch_1000`: 1000 puts in one group commit (`KvStore::write_all`, one fsync), `Durability::Fsync`.
 //! - `store/range_10k`: a range over the 10k keys of a prefix (10k more keys outside it).
+//! - `store/range_10k_from_snapshot`: the same range planned on the key index and read from a
+//!   snapshot (`RangePlan::finish_from`), as the store actor reads an answer of 512 rows or more.
 //! - `store/range_10k_last_created`: the same prefix's last created key (`limit = 1`, sorted by
 //!   create revision, descending, with a `max_create_revision` filter), as the lock and election
 //!   recipes ask.
@@ -250,6 +252,15 @@ fn store_benches(c: &mut Criterion) {
     g.bench_function("range_10k", |b| {
         let store = &range_store(&mut state, &req, &mut values).store;
         b.iter(|| store.range(&req).expect("range"));
+    });
+    // ----- range_10k_from_snapshot: the same range as the store actor reads a large one -----
+    g.bench_function("range_10k_from_snapshot", |b| {
+        let store = &range_store(&mut state, &req, &mut values).store;
+        let reader = store.reader();
+        b.iter(|| {
+            let plan = store.plan_range(&req).expect("plan");
+            plan.finish_from(&reader.snapshot()).expect("read")
+        });
     });
     // ----- range_10k_last_created: the lock and election recipes' "who was before me" -----
     let last_created = RangeRequest {

@@ -953,10 +953,17 @@ fn leases_expire_by_the_callers_clock_and_survive_restart() {
 #[test]
 fn a_range_plan_reads_its_revision_from_its_snapshot_after_later_writes_and_compaction() {
     let mut s = TestStore::new();
+    // k00..k19 at revisions 2..21, 30 puts of another key, k05 again at 52: the prefix's rows
+    // lie close together in history (read by one scan), k04..k06's do not (a lookup each).
     for i in 0..20 {
         s.put(&format!("k{i:02}"), &format!("one-{:02}", 19 - i));
     }
+    for _ in 0..30 {
+        s.put("z", "other");
+    }
+    s.put("k05", "one-again");
     let plain = RangeRequest::new(KeyRange::prefix("k"));
+    let sparse = RangeRequest::new(KeyRange::interval("k04", "k07"));
     let by_value = RangeRequest {
         limit: 5,
         sort_order: watchkv::SortOrder::Descend,
@@ -970,12 +977,13 @@ fn a_range_plan_reads_its_revision_from_its_snapshot_after_later_writes_and_comp
         keys_only: true,
         ..RangeRequest::new(KeyRange::prefix("k"))
     };
-    let requests = [plain, by_value, by_create];
+    let requests = [plain, sparse, by_value, by_create];
     let expected: Vec<_> = requests.iter().map(|r| s.store.range(r).expect("range")).collect();
     let plans: Vec<_> = requests.iter().map(|r| s.store.plan_range(r).expect("plan")).collect();
     let snapshot = s.store.reader().snapshot();
     let at = expected[0].revision;
     assert_eq!(expected[0].kvs.len(), 20);
+    assert_eq!(expected[1].kvs.len(), 3);
 
     for i in 0..20 {
         s.put(&format!("k{i:02}"), "two");

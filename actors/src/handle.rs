@@ -604,7 +604,8 @@ impl WatchStream {
 
     /// Asks for a stream-wide progress notification. Waits while the stream already has
     /// [`PROGRESS_REQUESTS_IN_FLIGHT`](crate::PROGRESS_REQUESTS_IN_FLIGHT) of them at the store,
-    /// so a caller asking in a loop is held back instead of queueing them without bound.
+    /// so a caller asking in a loop is held back instead of queueing them without bound. Once
+    /// this future has been polled the request is on its way: dropping it does not withdraw it.
     ///
     /// # Errors
     /// `Stopped` when the stream has ended.

@@ -658,6 +658,9 @@ pub struct StoreStats {
     pub indexed_keys: usize,
     /// Leases.
     pub leases: usize,
+    /// Ranges whose rows were read from a snapshot off the store's thread (answers of 512 rows
+    /// or more while a reader was free).
+    pub ranges_read_off_thread: u64,
 }
 
 /// Returns [`StoreStats`].

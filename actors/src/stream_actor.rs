@@ -655,8 +655,16 @@ mod tests {
             .expect("stream runs");
         peer.send(RetryStream(0)).await.expect("peer runs");
         assert_eq!(held_count(&held), PROGRESS_REQUESTS_IN_FLIGHT);
-        let last = held.lock().expect("not poisoned").pop().expect("held");
-        assert_eq!(last.watch_id, INVALID_WATCH_ID);
-        assert_eq!(last.watchers.len(), 1);
+        if let Some(last) = held.lock().expect("not poisoned").last() {
+            assert_eq!(last.watch_id, INVALID_WATCH_ID);
+            assert_eq!(last.watchers.len(), 1);
+        }
+
+        // A request still waiting when the stream closes fails rather than waiting for ever.
+        let mut waiting = Box::pin(stream.send(RequestStreamProgress));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        stream.do_send(CloseStream);
+        let closed = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the closed stream answered");
+        assert!(closed.is_err(), "a request waiting on a closed stream fails");
     }
 }

@@ -51,6 +51,11 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     registry.register("compact_revision", "Compact revision", gauge(stats.store.compact_rev));
     registry.register("keys", "Keys in the index", gauge(stats.store.indexed_keys as i64));
     registry.register("leases", "Granted leases", gauge(stats.store.leases as i64));
+    registry.register(
+        "ranges_read_off_thread",
+        "Ranges whose rows were read from a snapshot off the store's thread",
+        counter(stats.store.ranges_read_off_thread),
+    );
     registry.register("events_sent", "Events delivered to stream mailboxes", counter(stats.events_sent));
     registry.register("responses_sent", "Responses delivered to stream mailboxes", counter(stats.responses_sent));
     registry.register(

@@ -101,6 +101,8 @@ pub struct StoreActor {
     turn_marks: fanout::TurnMarks,
     /// Slots for reading large ranges off this thread (`reads.rs`).
     range_readers: Arc<tokio::sync::Semaphore>,
+    /// Ranges read off this thread so far.
+    ranges_read_off_thread: u64,
 }
 
 impl StoreActor {
@@ -130,6 +132,7 @@ impl StoreActor {
             matched: Vec::new(),
             turn_marks: fanout::TurnMarks::new(config.watch().batch_limits()),
             range_readers: reads::range_readers(),
+            ranges_read_off_thread: 0,
             config,
         }
     }
@@ -419,6 +422,7 @@ impl Handler<GetStoreStats> for StoreActor {
             ring_revisions: self.ring.len(),
             indexed_keys,
             leases,
+            ranges_read_off_thread: self.ranges_read_off_thread,
         })
     }
 }

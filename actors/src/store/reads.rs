@@ -23,11 +23,11 @@ pub(super) const OFF_THREAD_ROWS: usize = 512;
 /// Ranges whose rows are read off the store's thread at once. A range beyond them is read on
 /// the store's thread as before, which holds the store's mailbox and so its senders back:
 /// readers cannot pile up answers in memory faster than the machine reads them.
-pub(super) const RANGE_READERS: usize = 4;
+pub(super) const RANGE_READERS: u32 = 4;
 
 /// The store's slots for reading ranges off its thread ([`RANGE_READERS`]).
 pub(super) fn range_readers() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(RANGE_READERS))
+    Arc::new(Semaphore::new(RANGE_READERS as usize))
 }
 
 /// A range's answer: made on the store's thread, or coming from a reader thread.
@@ -87,6 +87,7 @@ impl StoreActor {
             return RangeAnswer::Now(store.finish_range(plan));
         };
         let snapshot = store.reader().snapshot();
+        self.ranges_read_off_thread += 1;
         RangeAnswer::Later(Box::pin(async move {
             let read = actix_rt::task::spawn_blocking(move || {
                 let answer = plan.finish_from(&snapshot);

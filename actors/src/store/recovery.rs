@@ -54,7 +54,8 @@ impl StoreActor {
         ctx.run_later(RECOVERY_RETRY, |act, ctx| act.try_recover(ctx));
     }
 
-    /// One attempt: the syncer lets go of the database first, then the store reopens it. After a
+    /// One attempt: the syncer and the range readers let go of the database first, then the
+    /// store reopens it. After a
     /// full disk, not before the file system has [`RECOVERY_MIN_FREE_BYTES`] free.
     fn try_recover(&mut self, ctx: &mut Context<Self>) {
         if self.failure.is_some_and(|f| f.no_space) {
@@ -67,7 +68,17 @@ impl StoreActor {
             }
         }
         let released = self.peers.release_storage.send(ReleaseStorage);
-        ctx.wait(released.into_actor(self).map(|_, act, ctx| act.reopen(ctx)));
+        // Range readers hold snapshots, so handles, too: wait for every one in flight and keep
+        // their slots until the store is open again.
+        let readers = std::sync::Arc::clone(&self.range_readers);
+        let quiet = async move {
+            let _ = released.await;
+            readers.acquire_many_owned(super::reads::RANGE_READERS).await.ok()
+        };
+        ctx.wait(quiet.into_actor(self).map(|slots, act, ctx| {
+            act.reopen(ctx);
+            drop(slots);
+        }));
     }
 
     fn reopen(&mut self, ctx: &mut Context<Self>) {
