@@ -346,6 +346,27 @@ async fn lease_grant_keepalive_timetolive_revoke() {
 
 // ----- /health, /metrics, mounting -----
 
+/// etcd 3.4 serves its gateway under the deprecated `/v3beta/` as well (checked against etcd
+/// 3.4.23: `/v3beta/kv/put`, `/v3beta/watch`, `/v3beta/lock/lock` answer as under `/v3/`; a GET
+/// gets 405; `/v3alpha/` is not served).
+#[actix_rt::test]
+async fn v3beta_paths_are_the_v3_routes() {
+    let gw = Gw::start().await;
+    let put = gw.ok("/v3beta/kv/put", &json!({"key": "Zm9v", "value": "YmFy"})).await;
+    assert_eq!(rev(&put["header"]), 2);
+    let range = gw.ok("/v3/kv/range", &json!({"key": "Zm9v"})).await;
+    assert_eq!(range["kvs"][0]["value"], "YmFy");
+    let beta = gw.ok("/v3beta/kv/range", &json!({"key": "Zm9v"})).await;
+    assert_eq!(beta["kvs"], range["kvs"]);
+    let txn = gw.ok("/v3beta/kv/txn", &json!({"success": [{"request_put": {"key": "YmF6", "value": "cXV4"}}]})).await;
+    assert_eq!(txn["succeeded"], true);
+    let status = gw.ok("/v3beta/maintenance/status", &json!({})).await;
+    assert_eq!(status["version"], watchkv_actors::api::REPORTED_ETCD_VERSION);
+    assert_eq!(gw.get("/v3beta/kv/range").await.0, 405, "GET on a POST route");
+    assert_eq!(gw.post_raw("/v3alpha/kv/range", r#"{"key":"Zm9v"}"#).await.0, 404);
+    gw.finish().await;
+}
+
 #[actix_rt::test]
 async fn health_and_metrics() {
     let gw = Gw::start().await;
