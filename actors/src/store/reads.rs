@@ -71,19 +71,17 @@ impl StoreActor {
     /// busy, else from a snapshot taken now (before any later write or compaction) on a reader
     /// thread.
     fn range(&mut self, req: &RangeRequest) -> RangeAnswer {
-        let readers = Arc::clone(&self.range_readers);
+        let plan = match self.store().and_then(|store| store.plan_range(req)) {
+            Ok(plan) => plan,
+            Err(e) => return RangeAnswer::Now(Err(e)),
+        };
+        let reader =
+            if plan.rows() < OFF_THREAD_ROWS { None } else { Arc::clone(&self.range_readers).try_acquire_owned().ok() };
         let store = match self.store() {
             Ok(store) => store,
             Err(e) => return RangeAnswer::Now(Err(e)),
         };
-        let plan = match store.plan_range(req) {
-            Ok(plan) => plan,
-            Err(e) => return RangeAnswer::Now(Err(e)),
-        };
-        if plan.rows() < OFF_THREAD_ROWS {
-            return RangeAnswer::Now(store.finish_range(plan));
-        }
-        let Ok(reader) = readers.try_acquire_owned() else {
+        let Some(reader) = reader else {
             return RangeAnswer::Now(store.finish_range(plan));
         };
         let snapshot = store.reader().snapshot();
