@@ -2,6 +2,8 @@
 //! `treeIndex`). Answers "which row holds key k at revision r" without touching the disk.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::key_index::{KeyIndex, KeyVersion};
 use crate::key_range::KeyRange;
@@ -10,17 +12,44 @@ use crate::revision::Revision;
 /// A key and its state at the revision a range was read at.
 pub type IndexEntry<'a> = (&'a [u8], KeyVersion);
 
+/// Where [`Index::id`]s come from: one per index made in this process.
+static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The key index (etcd `treeIndex`): an ordered map from key to its history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     keys: BTreeMap<Box<[u8]>, KeyIndex>,
+    id: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How far [`Index::walk_at`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Walked<'a> {
+    /// It reached the end of the range.
+    End,
+    /// It stopped after this key, with more of the range left.
+    After(&'a [u8]),
 }
 
 impl Index {
     /// Creates an empty index.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self { keys: BTreeMap::new(), id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// This index's identity in the process: a walk resumed over several calls
+    /// ([`Self::walk_at`]) must meet the same index each time, not one rebuilt meanwhile (a
+    /// reopened store, an import).
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Returns the number of keys with any history left (live or deleted but not compacted).
@@ -74,6 +103,47 @@ impl Index {
             }
         }
         n
+    }
+
+    /// Visits, in key order, every key of `range` after `after` (from the range's start if
+    /// `None`) that exists at `at_rev`, walking at most `budget` keys of the index (at least
+    /// one; those that do not exist at `at_rev` count too), so that a walk over many keys can be done in parts
+    /// with writes between them. A part resumed after later writes sees the same keys at
+    /// `at_rev` as one walk would have, as long as no compaction above `at_rev` ran between
+    /// the parts: writes only add history above `at_rev`.
+    pub fn walk_at<'a>(
+        &'a self,
+        range: &KeyRange,
+        after: Option<&[u8]>,
+        at_rev: i64,
+        budget: usize,
+        mut visit: impl FnMut(IndexEntry<'a>),
+    ) -> Walked<'a> {
+        if range.is_empty() {
+            return Walked::End;
+        }
+        // A part walks at least one key, so that every part makes progress.
+        let budget = budget.max(1);
+        let (start, end) = range.bounds();
+        let start = after.map_or(start, Bound::Excluded);
+        if let (Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
+            // `after` is the last key of the range, or past it.
+            if s >= e {
+                return Walked::End;
+            }
+        }
+        let mut keys = self.keys.range::<[u8], _>((start, end)).peekable();
+        let mut walked = 0;
+        while let Some((key, ki)) = keys.next() {
+            if let Some(v) = ki.get(at_rev) {
+                visit((key, v));
+            }
+            walked += 1;
+            if walked == budget {
+                return if keys.peek().is_some() { Walked::After(key) } else { Walked::End };
+            }
+        }
+        Walked::End
     }
 
     /// Returns the live keys of `range` now, in key order (used by delete_range).

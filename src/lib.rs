@@ -48,8 +48,9 @@ pub use error::{Error, Result};
 pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
-    Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, RangePlan,
-    RestoredSnapshot, StoreSnapshot, StoreStats, UpstreamChange, UpstreamRevision, Write, WriteGroup,
+    Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, Planning,
+    RangeCursor, RangePlan, RestoredSnapshot, StoreSnapshot, StoreStats, UpstreamChange, UpstreamRevision, Write,
+    WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

@@ -10,8 +10,8 @@ use watchkv::backend::{Backend, META_SCHEDULED_COMPACT};
 use watchkv::watch::event_batch::{BatchLimits, EventBatch};
 use watchkv::watch::history::{range_events, Wanted};
 use watchkv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, Planning, PutRequest,
+    RangeRequest, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
 };
 
 fn r(start: &str, end: &str) -> KeyRange {
@@ -945,6 +945,94 @@ fn leases_expire_by_the_callers_clock_and_survive_restart() {
     assert_eq!(s.store.leases(), vec![6]);
     let status = s.store.lease_time_to_live(6, std::time::Instant::now(), true).expect("ttl");
     assert_eq!((status.granted_ttl, status.keys), (100, vec![b"f".to_vec()]));
+}
+
+/// A range planned in parts (one key of the index per part here) answers as of the revision it
+/// started at, whatever is written between the parts: keys created before and after its resume
+/// point, overwrites, deletes, and a compaction at or below its revision. The store actor plans a
+/// range over many keys this way, with writes between the parts.
+#[test]
+fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the_parts() {
+    let mut s = TestStore::new();
+    for i in 0..30 {
+        s.put(&format!("k{i:02}"), &format!("v{:02}", 29 - i));
+    }
+    s.del(KeyRange::single("k07"));
+    s.put("k03", "again");
+    s.put("a", "before the prefix");
+    let base = RangeRequest::new(KeyRange::prefix("k"));
+    let requests = [
+        base.clone(),
+        RangeRequest { count_only: true, ..base.clone() },
+        RangeRequest { limit: 5, ..base.clone() },
+        RangeRequest { limit: 3, sort_order: SortOrder::Descend, sort_target: SortTarget::Create, ..base.clone() },
+        RangeRequest { sort_order: SortOrder::Descend, sort_target: SortTarget::Key, ..base.clone() },
+        RangeRequest { limit: 4, sort_order: SortOrder::Ascend, sort_target: SortTarget::Value, ..base.clone() },
+        RangeRequest { min_mod_revision: 20, ..base.clone() },
+        RangeRequest::new(KeyRange::from_wire(b"k25", b"\0")),
+        RangeRequest::new(KeyRange::single("k10")),
+        RangeRequest::new(KeyRange::interval("k10", "k10")),
+    ];
+    for req in &requests {
+        let want = s.store.range(req).expect("range");
+        let at = s.store.current_rev();
+        let snapshot = s.store.reader().snapshot();
+        let mut cursor = s.store.start_range(req).expect("start");
+        assert_eq!(cursor.revision(), at);
+        let mut parts = 0;
+        let plan = loop {
+            parts += 1;
+            match s.store.continue_range(cursor, 1).expect("continue") {
+                Planning::Partial(next) => cursor = next,
+                Planning::Done(plan) => break plan,
+            }
+            // Between the parts: new keys on both sides of the walk, an overwrite, a delete, and
+            // a compaction at the revision read (which keeps every row it needs).
+            let n = s.store.current_rev();
+            s.put(&format!("k{:02}x", parts % 30), "new");
+            s.put(&format!("k{:02}", (parts * 7) % 30), "overwritten");
+            s.del(KeyRange::single(format!("k{:02}", (parts * 11) % 30)));
+            if parts == 3 {
+                s.store.compact(at).expect("compact at the revision read").wait().expect("physical");
+            }
+            assert!(s.store.current_rev() > n);
+        };
+        assert!(parts > 1 || req.range == KeyRange::single("k10") || req.range.is_empty(), "{req:?} took one part");
+        assert_eq!(plan.finish_from(&snapshot).expect("read"), want, "{req:?}");
+        // Later ranges start at the new revision: the compaction and the keys written meanwhile
+        // must not break them.
+        let rows_now = s.store.range(&RangeRequest::new(KeyRange::prefix("k"))).expect("range now");
+        assert!(rows_now.count > 0);
+    }
+}
+
+/// A range planned in parts fails rather than answer wrongly when the store is compacted above
+/// the revision it reads, or its key index rebuilt (a reopened store), between two parts.
+#[test]
+fn a_range_planned_in_parts_fails_after_a_compaction_above_its_revision_or_a_reopen() {
+    let mut s = TestStore::new();
+    for i in 0..10 {
+        s.put(&format!("k{i}"), "one");
+    }
+    let req = RangeRequest::new(KeyRange::prefix("k"));
+    let Planning::Partial(cursor) = s.store.continue_range(s.store.start_range(&req).expect("start"), 2).expect("part")
+    else {
+        panic!("ten keys took one part of two");
+    };
+    let at = cursor.revision();
+    s.put("k1", "two");
+    s.store.compact(at + 1).expect("compact").wait().expect("physical");
+    match s.store.continue_range(cursor, 100) {
+        Err(Error::Compacted { requested, compact_rev }) => assert_eq!((requested, compact_rev), (at, at + 1)),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+
+    let Planning::Partial(cursor) = s.store.continue_range(s.store.start_range(&req).expect("start"), 2).expect("part")
+    else {
+        panic!("ten keys took one part of two");
+    };
+    let s = s.reopen();
+    assert!(matches!(s.store.continue_range(cursor, 100), Err(Error::Internal(_))));
 }
 
 /// A range planned at R reads R's rows from a snapshot taken with the plan, whatever the store

@@ -1242,7 +1242,28 @@ impl Harness {
         let store = self.store();
         let from_snapshot =
             store.plan_range(req).and_then(|plan| plan.finish_from(&store.reader().snapshot())).map_err(|e| merr(&e));
-        prop_assert_eq!(from_snapshot, want, "{}: range {:?} from a snapshot (left: store, right: model)", ctx, req);
+        prop_assert_eq!(
+            from_snapshot,
+            want.clone(),
+            "{}: range {:?} from a snapshot (left: store, right: model)",
+            ctx,
+            req
+        );
+        // The same range planned in parts of one and of two keys, as the store actor plans one
+        // over many keys.
+        for keys in [1, 2] {
+            let store = self.store();
+            let in_parts =
+                plan_in_parts(store, req, keys).and_then(|plan| store.finish_range(plan)).map_err(|e| merr(&e));
+            prop_assert_eq!(
+                in_parts,
+                want.clone(),
+                "{}: range {:?} planned in parts of {} (left: store, right: model)",
+                ctx,
+                req,
+                keys
+            );
+        }
         Ok(())
     }
 
@@ -1351,5 +1372,16 @@ proptest! {
     #[test]
     fn store_matches_model(case in case()) {
         run_case(&case)?;
+    }
+}
+
+/// `req` planned by walking at most `keys` keys of the index per part.
+fn plan_in_parts(store: &KvStore, req: &RangeRequest, keys: usize) -> watchkv::Result<watchkv::RangePlan> {
+    let mut cursor = store.start_range(req)?;
+    loop {
+        match store.continue_range(cursor, keys)? {
+            watchkv::Planning::Partial(next) => cursor = next,
+            watchkv::Planning::Done(plan) => return Ok(plan),
+        }
     }
 }

@@ -51,7 +51,7 @@ mod write;
 
 pub use import::{Import, ImportedSnapshot};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
-pub use read::RangePlan;
+pub use read::{Planning, RangeCursor, RangePlan};
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
 pub use upstream::{UpstreamChange, UpstreamRevision};
 pub use write::{Applied, Persisted, Write, WriteGroup};

@@ -6,6 +6,7 @@ use super::KvStore;
 use crate::backend::RevisionSnapshot;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::index::{Index, Walked};
 use crate::key_index::KeyVersion;
 use crate::kv::KeyValue;
 use crate::request::{check_range, RangeRequest, RangeResponse, SortOrder, SortTarget};
@@ -48,54 +49,73 @@ impl KvStore {
         self.plan_view(req, view_rev)?.finish(|rev| self.read_kv(rev))
     }
 
-    /// Plans `req` as of a store at `view_rev`.
+    /// Plans `req` as of a store at `view_rev`, in one walk of the key index.
+    fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
+        let cursor = RangeCursor::new(req.clone(), self.check_read_rev(req.revision, view_rev)?, view_rev, &self.index);
+        match self.continue_range(cursor, usize::MAX)? {
+            Planning::Done(plan) => Ok(plan),
+            Planning::Partial(_) => Err(Error::Internal("an unbounded range walk stopped early".into())),
+        }
+    }
+
+    /// Starts planning `req` at the current revision in parts ([`Self::continue_range`]), so
+    /// that a range over very many keys need not hold its owner's thread for the whole walk of
+    /// the key index. The revision read is fixed now: writes between the parts are not seen.
+    ///
+    /// # Errors
+    /// `EmptyKey`, `FutureRev`, `Compacted`.
+    pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor> {
+        check_range(req)?;
+        let rev = self.check_read_rev(req.revision, self.current_rev)?;
+        Ok(RangeCursor::new(req.clone(), rev, self.current_rev, &self.index))
+    }
+
+    /// Walks at most `keys` more keys of the key index for `cursor`: the plan when the walk is
+    /// complete, else the cursor to continue from.
     ///
     /// The revision filters and every sort but by value work on the key index, which holds each
     /// key's create and mod revisions and version, so only the rows returned are read: a
     /// `limit = 1` sort by create revision over N keys (the lock and election recipes' "who was
     /// first") reads one row, not N. etcd reads every key's value first (`rangeKeys` with no
     /// limit when sorting).
-    fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
-        let rev = self.check_read_rev(req.revision, view_rev)?;
+    ///
+    /// # Errors
+    /// `Compacted` if the store was compacted above the cursor's revision since it started (its
+    /// answer could no longer be read whole); `Internal` if the key index was rebuilt since (a
+    /// reopened or re-imported store).
+    pub fn continue_range(&self, mut cursor: RangeCursor, keys: usize) -> Result<Planning> {
+        if cursor.index_id != self.index.id() {
+            return Err(Error::Internal("a range was continued on a key index rebuilt since it started".into()));
+        }
+        if cursor.rev < self.compact_rev {
+            return Err(Error::Compacted { requested: cursor.rev, compact_rev: self.compact_rev });
+        }
+        let req = &cursor.req;
         let wanted = |v: &KeyVersion| {
             (req.min_mod_revision == 0 || v.modified.main >= req.min_mod_revision)
                 && (req.max_mod_revision == 0 || v.modified.main <= req.max_mod_revision)
                 && (req.min_create_revision == 0 || v.created.main >= req.min_create_revision)
                 && (req.max_create_revision == 0 || v.created.main <= req.max_create_revision)
         };
-        // Rows past `limit` only tell `more`, so at most one is kept beyond it.
-        let keep = match usize::try_from(req.limit) {
-            Ok(limit) if limit > 0 => limit.saturating_add(1),
-            _ => usize::MAX,
-        };
-        // With no sort and no filter the index's key order is the answer's: stop keeping rows
-        // once `keep` are found (the count still covers the whole range).
-        let early = !req.needs_all();
-        let mut found: Vec<(&[u8], KeyVersion)> = Vec::new();
-        let count = if req.count_only {
-            self.index.range_at(&req.range, rev, |_| true)
-        } else {
-            self.index.range_at(&req.range, rev, |entry| {
-                if (!early || found.len() < keep) && wanted(&entry.1) {
-                    found.push(entry);
-                }
-                true
-            })
-        };
-        let value_order = if req.sort_target == SortTarget::Value {
-            Some(req.sort_order)
-        } else {
-            sort_entries(&mut found, req.sort_order, req.sort_target, keep);
-            None
-        };
-        Ok(RangePlan {
-            revision: view_rev,
-            rows: found.into_iter().map(|(_, v)| v.modified).collect(),
-            value_order,
-            limit: usize::try_from(req.limit).ok().filter(|&l| l > 0),
-            keys_only: req.keys_only,
-            count: i64::try_from(count).unwrap_or(i64::MAX),
-        })
+        let (keep, early) = (cursor.keep, !req.needs_all());
+        let (found, count) = (&mut cursor.found, &mut cursor.count);
+        let walked = self.index.walk_at(&req.range, cursor.after.as_deref(), cursor.rev, keys, |(_, v)| {
+            // Keys are visited in key order, so a key's ordinal stands in for it in the sort.
+            let ordinal = *count;
+            *count += 1;
+            // With no sort and no filter the index's key order is the answer's: stop keeping
+            // rows once `keep` are found (the count still covers the whole range).
+            if !req.count_only && (!early || found.len() < keep) && wanted(&v) {
+                found.push((ordinal, v));
+            }
+        });
+        match walked {
+            Walked::After(key) => {
+                cursor.after = Some(key.into());
+                Ok(Planning::Partial(cursor))
+            }
+            Walked::End => Ok(Planning::Done(cursor.into_plan())),
+        }
     }
 
     /// Applies docs/etcd-semantics.md §1.4 steps 1–3: the revision actually read for a requested
@@ -126,6 +146,71 @@ impl KvStore {
             None => Err(Error::Internal(format!("row {rev} named by the key index is missing"))),
         }
     }
+}
+
+/// A range being planned in parts ([`KvStore::start_range`]): its revision, how far its walk of
+/// the key index got, and the rows found so far.
+#[derive(Debug)]
+pub struct RangeCursor {
+    req: RangeRequest,
+    /// The revision read.
+    rev: i64,
+    /// The store's revision when the range started: the answer's header revision.
+    view_rev: i64,
+    /// The key index walked ([`Index::id`]).
+    index_id: u64,
+    /// The last key walked; the next part starts after it.
+    after: Option<Box<[u8]>>,
+    /// Rows past `limit` only tell `more`, so at most one is kept beyond it.
+    keep: usize,
+    /// The rows found so far, each with its key's ordinal in the range.
+    found: Vec<(usize, KeyVersion)>,
+    /// Keys of the range that exist at `rev`, so far.
+    count: usize,
+}
+
+impl RangeCursor {
+    fn new(req: RangeRequest, rev: i64, view_rev: i64, index: &Index) -> Self {
+        let keep = match usize::try_from(req.limit) {
+            Ok(limit) if limit > 0 => limit.saturating_add(1),
+            _ => usize::MAX,
+        };
+        Self { req, rev, view_rev, index_id: index.id(), after: None, keep, found: Vec::new(), count: 0 }
+    }
+
+    /// The revision the range reads at.
+    #[must_use]
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+
+    /// The plan from a complete walk.
+    fn into_plan(self) -> RangePlan {
+        let Self { req, view_rev, keep, mut found, count, .. } = self;
+        let value_order = if req.sort_target == SortTarget::Value {
+            Some(req.sort_order)
+        } else {
+            sort_entries(&mut found, req.sort_order, req.sort_target, keep);
+            None
+        };
+        RangePlan {
+            revision: view_rev,
+            rows: found.into_iter().map(|(_, v)| v.modified).collect(),
+            value_order,
+            limit: usize::try_from(req.limit).ok().filter(|&l| l > 0),
+            keys_only: req.keys_only,
+            count: i64::try_from(count).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Where planning a range in parts stands ([`KvStore::continue_range`]).
+#[derive(Debug)]
+pub enum Planning {
+    /// More of the key index to walk.
+    Partial(RangeCursor),
+    /// The walk is complete.
+    Done(RangePlan),
 }
 
 /// A range resolved against the key index ([`KvStore::plan_range`]): the rows that answer it,
@@ -249,15 +334,16 @@ fn effective_order(order: SortOrder, target: SortTarget) -> Option<SortOrder> {
     }
 }
 
-/// Keeps the first `keep` index entries (in key order) in the order of any target but the value,
-/// which the index lacks. Ties keep key order. With fewer to keep than found (a `limit`), the
-/// kept ones are selected before they are sorted: O(n) for the recipes' `limit = 1`.
-fn sort_entries(entries: &mut Vec<(&[u8], KeyVersion)>, order: SortOrder, target: SortTarget, keep: usize) {
+/// Keeps the first `keep` index entries (each with its key's ordinal in key order) in the order
+/// of any target but the value, which the index lacks. Ties keep key order. With fewer to keep
+/// than found (a `limit`), the kept ones are selected before they are sorted: O(n) for the
+/// recipes' `limit = 1`.
+fn sort_entries(entries: &mut Vec<(usize, KeyVersion)>, order: SortOrder, target: SortTarget, keep: usize) {
     let Some(order) = effective_order(order, target) else {
         entries.truncate(keep);
         return;
     };
-    let by = |(key, v): &(&[u8], KeyVersion), (other_key, other): &(&[u8], KeyVersion)| {
+    let by = |(key, v): &(usize, KeyVersion), (other_key, other): &(usize, KeyVersion)| {
         let ordering = match target {
             SortTarget::Key | SortTarget::Value => key.cmp(other_key),
             SortTarget::Version => v.version.cmp(&other.version),
