@@ -661,6 +661,9 @@ pub struct StoreStats {
     /// Ranges whose rows were read from a snapshot off the store's thread (answers of 512 rows
     /// or more while a reader was free).
     pub ranges_read_off_thread: u64,
+    /// Ranges whose walk of the key index took several turns of the store (more than 4096
+    /// keys), with writes between the turns.
+    pub ranges_planned_in_parts: u64,
 }
 
 /// Returns [`StoreStats`].

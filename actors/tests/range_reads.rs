@@ -1,25 +1,24 @@
-//! Large ranges are read from a snapshot off the store's thread (`actors/src/store/reads.rs`):
-//! each answer is still the keyspace at its header revision, while writes and physical
-//! compactions go on around it.
+//! Large ranges are read from a snapshot off the store's thread, and a range over more keys
+//! than the store walks in one turn is planned over several turns with writes between them
+//! (`actors/src/store/reads.rs`): each answer is still the keyspace at its header revision,
+//! while writes and physical compactions go on around it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use watchkv::{KeyRange, PutRequest, RangeRequest};
+use watchkv::{KeyRange, PutRequest, RangeRequest, RangeResponse, SortOrder, SortTarget};
+use watchkv_actors::protocol::StoreStats;
 use watchkv_actors::testing;
 use watchkv_actors::{start, Handle};
 
-const KEYS: usize = 1500;
-const ROUNDS: usize = 6;
-
 fn key(i: usize) -> String {
-    format!("r/{i:04}")
+    format!("r/{i:05}")
 }
 
-/// Puts every key with `value` from tasks spawned together; returns (key, revision, value).
-async fn round_of_puts(handle: &Handle, value: &str) -> Vec<(String, i64, String)> {
-    let tasks: Vec<_> = (0..KEYS)
+/// Puts keys `0..keys` with `value` from tasks spawned together; returns (key, revision, value).
+async fn round_of_puts(handle: &Handle, keys: usize, value: &str) -> Vec<(String, i64, String)> {
+    let tasks: Vec<_> = (0..keys)
         .map(|i| {
             let handle = handle.clone();
             let (key, value) = (key(i), value.to_string());
@@ -29,35 +28,49 @@ async fn round_of_puts(handle: &Handle, value: &str) -> Vec<(String, i64, String
             })
         })
         .collect();
-    let mut puts = Vec::with_capacity(KEYS);
+    let mut puts = Vec::with_capacity(keys);
     for task in tasks {
         puts.push(task.await.expect("put task"));
     }
     puts
 }
 
-#[actix_rt::test]
-async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on() {
+/// The reader's ranges, in turn: the whole prefix, its count, and its ten latest-modified keys.
+fn shapes() -> [RangeRequest; 3] {
+    let whole = RangeRequest::new(KeyRange::prefix("r/"));
+    [
+        whole.clone(),
+        RangeRequest { count_only: true, ..whole.clone() },
+        RangeRequest { limit: 10, sort_order: SortOrder::Descend, sort_target: SortTarget::Mod, ..whole },
+    ]
+}
+
+/// Puts `keys` keys `rounds + 1` times while a reader ranges over them back to back, compacting
+/// (rows too) at the current revision after each round; checks every answer key by key against
+/// the write history at its header revision. Returns the store's stats at the end.
+async fn ranges_answer_their_revision(keys: usize, rounds: usize) -> StoreStats {
     let dir = tempfile::tempdir().expect("temp dir");
     let handle = start(testing::config(dir.path(), true)).await.expect("start");
-    let mut history = round_of_puts(&handle, "round-0").await;
+    let mut history = round_of_puts(&handle, keys, "round-0").await;
 
-    let whole = || RangeRequest::new(KeyRange::prefix("r/"));
-    let first = handle.range(whole()).await.expect("range");
+    let first = handle.range(shapes()[0].clone()).await.expect("range");
     let writing = Rc::new(Cell::new(true));
     let reader = {
         let (handle, writing) = (handle.clone(), Rc::clone(&writing));
         actix_rt::spawn(async move {
             let mut answers = Vec::new();
-            while writing.get() {
-                answers.push(handle.range(whole()).await.expect("range"));
+            for shape in shapes().into_iter().cycle() {
+                if !writing.get() {
+                    break;
+                }
+                answers.push((shape.clone(), handle.range(shape).await.expect("range")));
                 actix_rt::task::yield_now().await;
             }
             answers
         })
     };
-    for round in 1..=ROUNDS {
-        history.extend(round_of_puts(&handle, &format!("round-{round}")).await);
+    for round in 1..=rounds {
+        history.extend(round_of_puts(&handle, keys, &format!("round-{round}")).await);
         // Compact at the current revision, rows too: a range planned before it, still reading,
         // needs rows this deletes.
         let last = history.iter().map(|(_, rev, _)| *rev).max().expect("puts");
@@ -65,8 +78,10 @@ async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on()
     }
     writing.set(false);
     let mut answers = reader.await.expect("reader task");
-    answers.insert(0, first);
-    answers.push(handle.range(whole()).await.expect("range"));
+    answers.insert(0, (shapes()[0].clone(), first));
+    for shape in shapes() {
+        answers.push((shape.clone(), handle.range(shape).await.expect("range")));
+    }
 
     // Each key's puts in revision order, to tell its value at any revision.
     let mut by_key: HashMap<String, Vec<(i64, String)>> = HashMap::new();
@@ -76,23 +91,93 @@ async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on()
     for puts in by_key.values_mut() {
         puts.sort_unstable();
     }
-    let mut revisions: Vec<i64> = answers.iter().map(|a| a.revision).collect();
-    for answer in answers {
-        assert_eq!(answer.count, KEYS as i64);
-        assert_eq!(answer.kvs.len(), KEYS, "at revision {}", answer.revision);
-        for (i, kv) in answer.kvs.iter().enumerate() {
-            assert_eq!(kv.key, key(i).into_bytes(), "key order at revision {}", answer.revision);
-            let puts = &by_key[&key(i)];
-            let at = puts.partition_point(|(rev, _)| *rev <= answer.revision);
-            let (rev, value) = &puts[at - 1];
-            assert_eq!(kv.mod_revision, *rev, "{} at revision {}", key(i), answer.revision);
-            assert_eq!(kv.value, value.as_bytes(), "{} at revision {}", key(i), answer.revision);
-            assert_eq!(kv.version, at as i64);
-        }
+    let mut revisions: Vec<i64> = answers.iter().map(|(_, a)| a.revision).collect();
+    for (shape, answer) in &answers {
+        check_answer(shape, answer, keys, &by_key);
     }
     revisions.dedup();
     assert!(revisions.len() > 1, "ranges before and after the writes: {revisions:?}");
-    let off_thread = handle.stats().await.expect("stats").store.ranges_read_off_thread;
-    assert!(off_thread > 0, "no range of {KEYS} rows was read off the store's thread");
+    let stats = handle.stats().await.expect("stats").store;
+    handle.shutdown().await.expect("shutdown");
+    stats
+}
+
+/// Checks `answer` to `shape` against each key's puts (`by_key`) at the answer's revision.
+fn check_answer(
+    shape: &RangeRequest,
+    answer: &RangeResponse,
+    keys: usize,
+    by_key: &HashMap<String, Vec<(i64, String)>>,
+) {
+    let at = answer.revision;
+    // Every key's (key, mod revision, value, version) at `at`, in key order.
+    let state: Vec<(String, i64, &str, i64)> = (0..keys)
+        .map(|i| {
+            let puts = &by_key[&key(i)];
+            let n = puts.partition_point(|(rev, _)| *rev <= at);
+            let (rev, value) = &puts[n - 1];
+            (key(i), *rev, value.as_str(), n as i64)
+        })
+        .collect();
+    assert_eq!(answer.count, keys as i64, "count at revision {at}");
+    let want: Vec<_> = if shape.count_only {
+        Vec::new()
+    } else if shape.sort_target == SortTarget::Mod {
+        let mut latest = state.clone();
+        latest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        latest.truncate(10);
+        latest
+    } else {
+        state
+    };
+    let got: Vec<_> = answer
+        .kvs
+        .iter()
+        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.mod_revision, kv.value.as_slice(), kv.version))
+        .collect();
+    let want: Vec<_> =
+        want.iter().map(|(k, rev, value, version)| (k.clone(), *rev, value.as_bytes(), *version)).collect();
+    assert!(got == want, "{shape:?} at revision {at}: {} rows, want {}", got.len(), want.len());
+    assert_eq!(answer.more, shape.limit > 0 && keys as i64 > shape.limit, "more at revision {at}");
+}
+
+#[actix_rt::test]
+async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on() {
+    let stats = ranges_answer_their_revision(1500, 6).await;
+    assert!(stats.ranges_read_off_thread > 0, "no range of 1500 rows was read off the store's thread");
+}
+
+#[actix_rt::test]
+async fn ranges_walked_over_several_turns_answer_their_revision_while_writes_and_compactions_go_on() {
+    let stats = ranges_answer_their_revision(10_000, 3).await;
+    assert!(stats.ranges_planned_in_parts > 0, "no range of 10,000 keys was planned over several turns");
+    assert!(stats.ranges_read_off_thread > 0, "no range of 10,000 rows was read off the store's thread");
+}
+
+/// A compaction above a range's revision that arrives while the store is still walking the
+/// range's keys waits for the walk: the range answers whole instead of failing as compacted.
+#[actix_rt::test]
+async fn a_compaction_during_a_ranges_walk_lets_the_walk_finish_first() {
+    const KEYS: usize = 20_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    round_of_puts(&handle, KEYS, "v").await;
+    let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
+    for attempt in 0..3 {
+        let counting = {
+            let (handle, count) = (handle.clone(), count.clone());
+            actix_rt::spawn(async move { handle.range(count).await })
+        };
+        // Let the range reach the store first; then a write and a compaction above its
+        // revision, each sent once the one before is done (the walk takes several turns).
+        actix_rt::task::yield_now().await;
+        let rev =
+            handle.put(PutRequest::new(format!("s/{attempt}"), "outside the prefix")).await.expect("put").revision;
+        handle.compact(rev, true).await.expect("compact");
+        let answer = counting.await.expect("range task").expect("the range answers whole");
+        assert_eq!(answer.count, KEYS as i64);
+    }
+    let stats = handle.stats().await.expect("stats").store;
+    assert!(stats.ranges_planned_in_parts >= 3, "the counts of {KEYS} keys took one turn each");
     handle.shutdown().await.expect("shutdown");
 }

@@ -125,6 +125,10 @@ pub struct Args {
     /// grpc-range: keys under the prefix the reader ranges over (each range answers them all).
     #[arg(long, default_value_t = 20_000)]
     pub range_keys: usize,
+    /// grpc-range: the reader asks only for the count (`count_only`, as Kubernetes' object
+    /// counter does), so each range is a walk of the key index with no rows to read.
+    #[arg(long)]
+    pub range_count_only: bool,
     /// grpc-lock: clients queued on the lock behind its holder.
     #[arg(long, default_value_t = 1000)]
     pub lock_waiters: usize,

@@ -3,7 +3,8 @@
 //! keys of `--value-size` bytes under one prefix, written by txns of 100 puts; then one writer,
 //! on a thread and connection of its own, does `--catchup-writer-puts` sequential puts (on a key
 //! outside the prefix) idle, then as many again while a reader on the main thread ranges over
-//! the whole prefix back to back. Each range must answer every key (count and rows).
+//! the whole prefix back to back. Each range must answer every key (count and rows; with
+//! `--range-count-only` the reader asks for the count alone, which must be every key).
 //!
 //! What it shows: whether a large read holds up writes. A server that reads a range's rows on
 //! the thread that commits writes makes each put wait behind the read; one that reads them from
@@ -102,15 +103,22 @@ async fn writer_thread(
     seq_puts(&mut kv, n, size).await
 }
 
-/// Ranges over the whole prefix until `done`; records each range's latency in `out`.
-async fn read_until(client: &Client, done: &AtomicBool, out: &mut RangeRun) {
+/// Ranges over the whole prefix until `done` (only its count if `count_only`); records each
+/// range's latency in `out`.
+async fn read_until(client: &Client, count_only: bool, done: &AtomicBool, out: &mut RangeRun) {
     let mut kv = client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES);
+    let rows = if count_only { 0 } else { out.keys };
     while !done.load(Ordering::Acquire) {
         let start = Instant::now();
-        match kv.get(PREFIX, Some(GetOptions::new().with_prefix())).await {
+        let options = if count_only {
+            GetOptions::new().with_prefix().with_count_only()
+        } else {
+            GetOptions::new().with_prefix()
+        };
+        match kv.get(PREFIX, Some(options)).await {
             Ok(resp) => {
                 out.range_lat_us.push(start.elapsed().as_micros() as u64);
-                if resp.count() != out.keys as i64 || resp.kvs().len() != out.keys {
+                if resp.count() != out.keys as i64 || resp.kvs().len() != rows {
                     out.short_ranges += 1;
                 }
             }
@@ -167,7 +175,7 @@ pub async fn scenario_range(args: &Args, server: &Server, tck: f64) -> RangeRun 
         }
     };
     let mut reads = RangeRun { keys: out.keys, ..RangeRun::default() };
-    let (written, ()) = tokio::join!(writer, read_until(&clients[0], &done, &mut reads));
+    let (written, ()) = tokio::join!(writer, read_until(&clients[0], args.range_count_only, &done, &mut reads));
     out.cpu = span.end(tck);
     drop(perf);
     match written {

@@ -56,6 +56,11 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
         "Ranges whose rows were read from a snapshot off the store's thread",
         counter(stats.store.ranges_read_off_thread),
     );
+    registry.register(
+        "ranges_planned_in_parts",
+        "Ranges whose walk of the key index took several turns of the store, with writes between them",
+        counter(stats.store.ranges_planned_in_parts),
+    );
     registry.register("events_sent", "Events delivered to stream mailboxes", counter(stats.events_sent));
     registry.register("responses_sent", "Responses delivered to stream mailboxes", counter(stats.responses_sent));
     registry.register(

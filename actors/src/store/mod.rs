@@ -103,6 +103,12 @@ pub struct StoreActor {
     range_readers: Arc<tokio::sync::Semaphore>,
     /// Ranges read off this thread so far.
     ranges_read_off_thread: u64,
+    /// Ranges whose walk of the key index goes on over several turns, oldest first
+    /// (`reads.rs`).
+    planning: VecDeque<reads::RangeInPlanning>,
+    plan_scheduled: bool,
+    /// Ranges planned over several turns so far.
+    ranges_planned_in_parts: u64,
 }
 
 impl StoreActor {
@@ -133,6 +139,9 @@ impl StoreActor {
             turn_marks: fanout::TurnMarks::new(config.watch().batch_limits()),
             range_readers: reads::range_readers(),
             ranges_read_off_thread: 0,
+            planning: VecDeque::new(),
+            plan_scheduled: false,
+            ranges_planned_in_parts: 0,
             config,
         }
     }
@@ -172,6 +181,8 @@ impl Handler<Compact> for StoreActor {
     type Result = ResponseFuture<Result<i64>>;
 
     fn handle(&mut self, msg: Compact, _: &mut Self::Context) -> Self::Result {
+        // A range's walk of the key index must not span a compaction above its revision.
+        self.finish_planning();
         // Publish the compact revision before the physical compaction can delete a row: the
         // syncer reads it after taking its snapshot, so a snapshot that misses compacted rows
         // always comes with a compact revision that sends the watchers needing them a notice.
@@ -281,6 +292,7 @@ impl Handler<Shutdown> for StoreActor {
     type Result = Result<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.finish_planning();
         self.flush();
         let result = match self.store.as_mut() {
             Some(store) => store.sync(),
@@ -423,6 +435,7 @@ impl Handler<GetStoreStats> for StoreActor {
             indexed_keys,
             leases,
             ranges_read_off_thread: self.ranges_read_off_thread,
+            ranges_planned_in_parts: self.ranges_planned_in_parts,
         })
     }
 }

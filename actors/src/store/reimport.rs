@@ -29,6 +29,8 @@ impl Handler<ReimportUpstream> for StoreActor {
         // Writes already queued go first, at their own revisions (a mirror has none but the
         // follower's, which waits for its answers before it re-imports).
         self.flush();
+        // The key index is about to be rebuilt: ranges walking it finish first.
+        self.finish_planning();
         let store = self.store()?;
         if msg.revision <= store.current_rev() {
             return Err(Error::Import(format!(
