@@ -1006,6 +1006,37 @@ fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the
     }
 }
 
+/// A walk that stands after a key deleted before the range began resumes correctly when a
+/// compaction at the range's revision takes that key out of the index.
+#[test]
+fn a_range_planned_in_parts_resumes_after_a_key_the_compaction_removed() {
+    let mut s = TestStore::new();
+    for k in ["a", "b", "c"] {
+        s.put(k, k);
+    }
+    s.del(KeyRange::single("b"));
+    // A revision above b's delete, so that a compaction at the range's revision drops b's
+    // history (one at the delete itself keeps the tombstone, as etcd's does).
+    s.put("z", "z");
+    let req = RangeRequest::new(KeyRange::interval("a", "d"));
+    let want = s.store.range(&req).expect("range");
+    let snapshot = s.store.reader().snapshot();
+    let cursor = s.store.start_range(&req).expect("start");
+    let at = cursor.revision();
+    // Two keys walked: the cursor stands after "b", which exists in the index only as history.
+    let Planning::Partial(cursor) = s.store.continue_range(cursor, 2).expect("part") else {
+        panic!("three keys took one part of two");
+    };
+    s.store.compact(at).expect("compact").wait().expect("physical");
+    assert_eq!(s.store.stats().indexed_keys, 3, "the compaction removed b from the index");
+    let Planning::Done(plan) = s.store.continue_range(cursor, 2).expect("part") else {
+        panic!("one key left took more than one part of two");
+    };
+    let got = plan.finish_from(&snapshot).expect("read");
+    assert_eq!(got, want);
+    assert_eq!(got.kvs.iter().map(|kv| kv.key.as_slice()).collect::<Vec<_>>(), [b"a", b"c"]);
+}
+
 /// A range planned in parts fails rather than answer wrongly when the store is compacted above
 /// the revision it reads, or its key index rebuilt (a reopened store), between two parts.
 #[test]

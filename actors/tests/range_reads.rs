@@ -181,3 +181,42 @@ async fn a_compaction_during_a_ranges_walk_lets_the_walk_finish_first() {
     assert!(stats.ranges_planned_in_parts >= 3, "the counts of {KEYS} keys took one turn each");
     handle.shutdown().await.expect("shutdown");
 }
+
+/// While the store walks a large count in parts, its thread still runs its other tasks between
+/// the parts: a range of 600 rows sent after the count, read off the thread, can answer before
+/// the count does. (Were the parts queued ahead of the thread's other tasks, its answer could
+/// only follow the count's.)
+#[actix_rt::test]
+async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
+    const KEYS: usize = 100_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    round_of_puts(&handle, KEYS, "v").await;
+    let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
+    let rows = RangeRequest::new(KeyRange::interval(key(0), key(600)));
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut rows_first = 0;
+    for _ in 0..3 {
+        order.borrow_mut().clear();
+        let task = |name: &'static str, req: RangeRequest| {
+            let (handle, order) = (handle.clone(), Rc::clone(&order));
+            actix_rt::spawn(async move {
+                let answer = handle.range(req).await.expect("range");
+                order.borrow_mut().push(name);
+                answer
+            })
+        };
+        let counting = task("count", count.clone());
+        actix_rt::task::yield_now().await;
+        let reading = task("rows", rows.clone());
+        assert_eq!(counting.await.expect("count task").count, KEYS as i64);
+        assert_eq!(reading.await.expect("rows task").kvs.len(), 600);
+        if order.borrow()[0] == "rows" {
+            rows_first += 1;
+        }
+    }
+    assert!(rows_first > 0, "the 600-row range answered after the count of {KEYS} keys every time");
+    let stats = handle.stats().await.expect("stats").store;
+    assert!(stats.ranges_planned_in_parts >= 3 && stats.ranges_read_off_thread >= 3, "{stats:?}");
+    handle.shutdown().await.expect("shutdown");
+}

@@ -1,5 +1,5 @@
 //! Owns how the store answers a `Range`: the key index is walked on the store's thread, a few
-//! thousand keys per turn with writes between the turns, and the rows of a large answer are
+//! thousand keys per turn with writes (and the thread's other tasks) between the turns, and the rows of a large answer are
 //! read from a snapshot on a reader thread, so that writes go on meanwhile (etcd 3.4 reads
 //! concurrently with writes too: `mvcc/kvstore_txn.go` `Read` with `ConcurrentReadTx`; its
 //! `treeIndex` walk holds the index's lock for the whole range).
@@ -55,10 +55,15 @@ impl MessageResponse<StoreActor, Range> for RangeAnswer {
                 }
             }
             Self::Later(answer) => {
+                let Some(mut tx) = tx else { return };
                 actix_rt::spawn(async move {
-                    let answer = answer.await;
-                    if let Some(tx) = tx {
-                        let _ = tx.send(answer);
+                    // A caller that goes away drops the answer's future: a range still walking
+                    // the index sees its channel closed and stops (`plan_part`).
+                    tokio::select! {
+                        answer = answer => {
+                            let _ = tx.send(answer);
+                        }
+                        () = tx.closed() => {}
                     }
                 });
             }
@@ -74,11 +79,6 @@ pub(super) struct RangeInPlanning {
     answer: oneshot::Sender<Result<RangeResponse>>,
 }
 
-/// Walks the next part of the oldest range in planning (sent to self).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct PlanNext;
-
 impl Handler<Range> for StoreActor {
     type Result = RangeAnswer;
 
@@ -87,23 +87,12 @@ impl Handler<Range> for StoreActor {
     }
 }
 
-impl Handler<PlanNext> for StoreActor {
-    type Result = ();
-
-    fn handle(&mut self, _: PlanNext, ctx: &mut Self::Context) {
-        self.plan_scheduled = false;
-        if let Some(range) = self.planning.pop_front() {
-            self.plan_part(range, PLAN_KEYS_PER_TURN);
-        }
-        self.schedule_planning(ctx);
-    }
-}
-
 impl StoreActor {
     /// Walks the first [`PLAN_KEYS_PER_TURN`] keys of `req` on the key index. If that is the
     /// whole range, reads its rows here if they are few or every reader is busy, else from a
     /// snapshot taken now (before any later write or compaction) on a reader thread. Otherwise
-    /// the walk goes on in later turns ([`PlanNext`]), after the messages queued meanwhile.
+    /// the walk goes on in later turns ([`Self::schedule_planning`]), after the messages queued
+    /// meanwhile.
     fn range(&mut self, req: &RangeRequest, ctx: &mut Context<Self>) -> RangeAnswer {
         let store = match self.store() {
             Ok(store) => store,
@@ -125,9 +114,12 @@ impl StoreActor {
     }
 
     /// Walks up to `keys` more keys for `range`; answers it when its walk is done, else puts
-    /// it back at the end of the line.
+    /// it back at the end of the line. A range whose caller went away is dropped.
     fn plan_part(&mut self, range: RangeInPlanning, keys: usize) {
         let RangeInPlanning { cursor, snapshot, answer } = range;
+        if answer.is_closed() {
+            return;
+        }
         match self.store().and_then(|store| store.continue_range(cursor, keys)) {
             Ok(Planning::Partial(cursor)) => self.planning.push_back(RangeInPlanning { cursor, snapshot, answer }),
             Ok(Planning::Done(plan)) => match self.read_rows(plan, Some(snapshot)) {
@@ -146,12 +138,23 @@ impl StoreActor {
         }
     }
 
-    /// Sends [`PlanNext`] to self while ranges are in planning.
+    /// While ranges are in planning, walks the next part of the oldest once the store's thread
+    /// has run everything else that is ready: the messages queued meanwhile (writes commit
+    /// between the parts), and the thread's other tasks and timers (answers read off the
+    /// thread, lease ticks). A part sent to self with `notify` would let the mailbox through
+    /// but keep the actor's task from yielding, so those would wait for every walk to end.
     fn schedule_planning(&mut self, ctx: &mut Context<Self>) {
-        if !self.plan_scheduled && !self.planning.is_empty() {
-            self.plan_scheduled = true;
-            ctx.notify(PlanNext);
+        if self.plan_scheduled || self.planning.is_empty() {
+            return;
         }
+        self.plan_scheduled = true;
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(tokio::task::yield_now()).map(|(), act, ctx| {
+            act.plan_scheduled = false;
+            if let Some(range) = act.planning.pop_front() {
+                act.plan_part(range, PLAN_KEYS_PER_TURN);
+            }
+            act.schedule_planning(ctx);
+        }));
     }
 
     /// Walks every range in planning to its end now. Called before the store compacts or its
@@ -182,6 +185,9 @@ impl StoreActor {
         RangeAnswer::Later(Box::pin(async move {
             let read = actix_rt::task::spawn_blocking(move || {
                 let answer = plan.finish_from(&snapshot);
+                // The snapshot holds database handles: let it go before the slot, which a
+                // recovery waits for before it reopens the database.
+                drop(snapshot);
                 drop(reader);
                 answer
             });
