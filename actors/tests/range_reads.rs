@@ -220,3 +220,28 @@ async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
     assert!(stats.ranges_planned_in_parts >= 3 && stats.ranges_read_off_thread >= 3, "{stats:?}");
     handle.shutdown().await.expect("shutdown");
 }
+
+/// At most a few ranges are walked over several turns at once; the others sent meanwhile are
+/// walked whole in their turn, as before, so that a flood of large ranges meets the store's
+/// bounded mailbox instead of piling up half-walked at the store. Every one answers right.
+#[actix_rt::test]
+async fn a_flood_of_large_ranges_is_walked_a_few_at_a_time() {
+    const KEYS: usize = 20_000;
+    const RANGES: usize = 12;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    round_of_puts(&handle, KEYS, "v").await;
+    let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
+    let tasks: Vec<_> = (0..RANGES)
+        .map(|_| {
+            let (handle, count) = (handle.clone(), count.clone());
+            actix_rt::spawn(async move { handle.range(count).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("range task").expect("range").count, KEYS as i64);
+    }
+    let in_parts = handle.stats().await.expect("stats").store.ranges_planned_in_parts;
+    assert!(in_parts > 0 && in_parts < RANGES as u64, "{in_parts} of {RANGES} ranges sent together walked in parts");
+    handle.shutdown().await.expect("shutdown");
+}

@@ -32,6 +32,11 @@ pub(super) const RANGE_READERS: u32 = 4;
 /// waits at most that long behind a range however many keys it covers.
 pub(super) const PLAN_KEYS_PER_TURN: usize = 4096;
 
+/// Ranges whose walk goes on over several turns at once. A range beyond them is walked whole
+/// in its turn, as before, which holds the store's mailbox and so its senders back: clients
+/// cannot park ever more half-walked ranges (each holding the rows it found) at the store.
+pub(super) const RANGES_IN_PLANNING: usize = 4;
+
 /// The store's slots for reading ranges off its thread ([`RANGE_READERS`]).
 pub(super) fn range_readers() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(RANGE_READERS as usize))
@@ -88,17 +93,19 @@ impl Handler<Range> for StoreActor {
 }
 
 impl StoreActor {
-    /// Walks the first [`PLAN_KEYS_PER_TURN`] keys of `req` on the key index. If that is the
+    /// Walks the first [`PLAN_KEYS_PER_TURN`] keys of `req` on the key index (all of them if
+    /// [`RANGES_IN_PLANNING`] ranges are in planning already). If that is the
     /// whole range, reads its rows here if they are few or every reader is busy, else from a
     /// snapshot taken now (before any later write or compaction) on a reader thread. Otherwise
     /// the walk goes on in later turns ([`Self::schedule_planning`]), after the messages queued
     /// meanwhile.
     fn range(&mut self, req: &RangeRequest, ctx: &mut Context<Self>) -> RangeAnswer {
+        let keys = if self.planning.len() < RANGES_IN_PLANNING { PLAN_KEYS_PER_TURN } else { usize::MAX };
         let store = match self.store() {
             Ok(store) => store,
             Err(e) => return RangeAnswer::Now(Err(e)),
         };
-        let first = store.start_range(req).and_then(|cursor| store.continue_range(cursor, PLAN_KEYS_PER_TURN));
+        let first = store.start_range(req).and_then(|cursor| store.continue_range(cursor, keys));
         match first {
             Err(e) => RangeAnswer::Now(Err(e)),
             Ok(Planning::Done(plan)) => self.read_rows(plan, None),
