@@ -1,8 +1,8 @@
 //! Owns how the store answers a `Range`: the key index is walked on the store's thread, a few
-//! thousand keys per turn with writes (and the thread's other tasks) between the turns, and the rows of a large answer are
-//! read from a snapshot on a reader thread, so that writes go on meanwhile (etcd 3.4 reads
-//! concurrently with writes too: `mvcc/kvstore_txn.go` `Read` with `ConcurrentReadTx`; its
-//! `treeIndex` walk holds the index's lock for the whole range).
+//! thousand keys per turn with writes (and the thread's other tasks) between the turns, and the
+//! rows of a large answer are read from a snapshot on a reader thread, so that writes go on
+//! meanwhile (etcd 3.4 reads concurrently with writes too: `mvcc/kvstore_txn.go` `Read` with
+//! `ConcurrentReadTx`; its `treeIndex` walk holds the index's lock for the whole range).
 
 use std::future::Future;
 use std::pin::Pin;
