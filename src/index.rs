@@ -107,10 +107,10 @@ impl Index {
 
     /// Visits, in key order, every key of `range` after `after` (from the range's start if
     /// `None`) that exists at `at_rev`, walking at most `budget` keys of the index (at least
-    /// one; those that do not exist at `at_rev` count too), so that a walk over many keys can be done in parts
-    /// with writes between them. A part resumed after later writes sees the same keys at
-    /// `at_rev` as one walk would have, as long as no compaction above `at_rev` ran between
-    /// the parts: writes only add history above `at_rev`.
+    /// one; those that do not exist at `at_rev` count too), so that a walk over many keys can
+    /// be done in parts with writes between them. A part resumed after later writes sees the
+    /// same keys at `at_rev` as one walk would have, as long as no compaction above `at_rev`
+    /// ran between the parts: writes only add history above `at_rev`.
     pub fn walk_at<'a>(
         &'a self,
         range: &KeyRange,
