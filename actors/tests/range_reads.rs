@@ -35,6 +35,14 @@ async fn round_of_puts(handle: &Handle, keys: usize, value: &str) -> Vec<(String
     puts
 }
 
+/// A store in a temporary directory with keys `0..keys` put once.
+async fn store_with_keys(keys: usize) -> (tempfile::TempDir, Handle) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true)).await.expect("start");
+    round_of_puts(&handle, keys, "v").await;
+    (dir, handle)
+}
+
 /// The reader's ranges, in turn: the whole prefix, its count, and its ten latest-modified keys.
 fn shapes() -> [RangeRequest; 3] {
     let whole = RangeRequest::new(KeyRange::prefix("r/"));
@@ -159,9 +167,7 @@ async fn ranges_walked_over_several_turns_answer_their_revision_while_writes_and
 #[actix_rt::test]
 async fn a_compaction_during_a_ranges_walk_lets_the_walk_finish_first() {
     const KEYS: usize = 20_000;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handle = start(testing::config(dir.path(), true)).await.expect("start");
-    round_of_puts(&handle, KEYS, "v").await;
+    let (_dir, handle) = store_with_keys(KEYS).await;
     let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
     for attempt in 0..3 {
         let counting = {
@@ -189,9 +195,7 @@ async fn a_compaction_during_a_ranges_walk_lets_the_walk_finish_first() {
 #[actix_rt::test]
 async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
     const KEYS: usize = 100_000;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handle = start(testing::config(dir.path(), true)).await.expect("start");
-    round_of_puts(&handle, KEYS, "v").await;
+    let (_dir, handle) = store_with_keys(KEYS).await;
     let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
     let rows = RangeRequest::new(KeyRange::interval(key(0), key(600)));
     let order = Rc::new(std::cell::RefCell::new(Vec::new()));
@@ -228,9 +232,7 @@ async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
 async fn a_flood_of_large_ranges_is_walked_a_few_at_a_time() {
     const KEYS: usize = 20_000;
     const RANGES: usize = 12;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handle = start(testing::config(dir.path(), true)).await.expect("start");
-    round_of_puts(&handle, KEYS, "v").await;
+    let (_dir, handle) = store_with_keys(KEYS).await;
     let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
     let tasks: Vec<_> = (0..RANGES)
         .map(|_| {
