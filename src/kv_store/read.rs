@@ -2,6 +2,8 @@
 //! etcd's filters, sort and limit (etcd `mvcc/kvstore_txn.go storeTxnRead.rangeKeys`,
 //! `server/etcdserver/txn/txn.go executeRange`).
 
+use std::borrow::Cow;
+
 use super::KvStore;
 use crate::backend::RevisionSnapshot;
 use crate::codec;
@@ -51,7 +53,9 @@ impl KvStore {
 
     /// Plans `req` as of a store at `view_rev`, in one walk of the key index.
     fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
-        let cursor = RangeCursor::new(req.clone(), self.check_read_rev(req.revision, view_rev)?, view_rev, &self.index);
+        // In one part the cursor can borrow the request: no copy of its keys per range.
+        let rev = self.check_read_rev(req.revision, view_rev)?;
+        let cursor = RangeCursor::new(Cow::Borrowed(req), rev, view_rev, &self.index);
         match self.continue_range(cursor, usize::MAX)? {
             Planning::Done(plan) => Ok(plan),
             Planning::Partial(_) => Err(Error::Internal("an unbounded range walk stopped early".into())),
@@ -64,10 +68,10 @@ impl KvStore {
     ///
     /// # Errors
     /// `EmptyKey`, `FutureRev`, `Compacted`.
-    pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor> {
+    pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor<'static>> {
         check_range(req)?;
         let rev = self.check_read_rev(req.revision, self.current_rev)?;
-        Ok(RangeCursor::new(req.clone(), rev, self.current_rev, &self.index))
+        Ok(RangeCursor::new(Cow::Owned(req.clone()), rev, self.current_rev, &self.index))
     }
 
     /// Walks at most `keys` more keys of the key index for `cursor`: the plan when the walk is
@@ -83,7 +87,7 @@ impl KvStore {
     /// `Compacted` if the store was compacted above the cursor's revision since it started (its
     /// answer could no longer be read whole); `Internal` if the key index was rebuilt since (a
     /// reopened or re-imported store).
-    pub fn continue_range(&self, mut cursor: RangeCursor, keys: usize) -> Result<Planning> {
+    pub fn continue_range<'r>(&self, mut cursor: RangeCursor<'r>, keys: usize) -> Result<Planning<'r>> {
         if cursor.index_id != self.index.id() {
             return Err(Error::Internal("a range was continued on a key index rebuilt since it started".into()));
         }
@@ -151,8 +155,9 @@ impl KvStore {
 /// A range being planned in parts ([`KvStore::start_range`]): its revision, how far its walk of
 /// the key index got, and the rows found so far.
 #[derive(Debug)]
-pub struct RangeCursor {
-    req: RangeRequest,
+pub struct RangeCursor<'r> {
+    /// The request: borrowed when the range is planned in one part.
+    req: Cow<'r, RangeRequest>,
     /// The revision read.
     rev: i64,
     /// The store's revision when the range started: the answer's header revision.
@@ -169,8 +174,8 @@ pub struct RangeCursor {
     count: usize,
 }
 
-impl RangeCursor {
-    fn new(req: RangeRequest, rev: i64, view_rev: i64, index: &Index) -> Self {
+impl<'r> RangeCursor<'r> {
+    fn new(req: Cow<'r, RangeRequest>, rev: i64, view_rev: i64, index: &Index) -> Self {
         let keep = match usize::try_from(req.limit) {
             Ok(limit) if limit > 0 => limit.saturating_add(1),
             _ => usize::MAX,
@@ -206,9 +211,9 @@ impl RangeCursor {
 
 /// Where planning a range in parts stands ([`KvStore::continue_range`]).
 #[derive(Debug)]
-pub enum Planning {
+pub enum Planning<'r> {
     /// More of the key index to walk.
-    Partial(RangeCursor),
+    Partial(RangeCursor<'r>),
     /// The walk is complete.
     Done(RangePlan),
 }

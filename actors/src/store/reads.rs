@@ -78,7 +78,7 @@ impl MessageResponse<StoreActor, Range> for RangeAnswer {
 
 /// A range whose walk of the key index goes on over several turns of the store.
 pub(super) struct RangeInPlanning {
-    cursor: RangeCursor,
+    cursor: RangeCursor<'static>,
     /// Taken when the range started, so it holds every row at the cursor's revision.
     snapshot: RevisionSnapshot,
     answer: oneshot::Sender<Result<RangeResponse>>,
