@@ -274,6 +274,20 @@ pub struct TxnRequest {
     pub failure: Vec<RequestOp>,
 }
 
+impl TxnRequest {
+    /// Whether either branch, nested txns included, puts or deletes. A txn that does not is a
+    /// read: it takes no revision and is served beside the writes, not in their group commit
+    /// (etcd `v3_server.go` `isTxnReadonly`; here a nested txn counts by its own ops).
+    #[must_use]
+    pub fn writes(&self) -> bool {
+        self.success.iter().chain(&self.failure).any(|op| match op {
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+            RequestOp::Txn(nested) => nested.writes(),
+            RequestOp::Range(_) | RequestOp::Empty => false,
+        })
+    }
+}
+
 /// The result of a txn (etcd `TxnResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TxnResponse {

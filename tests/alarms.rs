@@ -120,6 +120,17 @@ fn corrupt_refuses_writes_and_compaction_but_serves_reads() {
     assert!(matches!(s.store.lease_grant(0, 60, Instant::now()), Err(Error::CorruptAlarm)));
     let read = s.store.range(&RangeRequest::new(KeyRange::single("k"))).expect("reads are served");
     assert_eq!(read.kvs.len(), 1);
+    // A txn that only reads is a read, by either door; one that could delete is refused.
+    let read_txn = TxnRequest {
+        success: vec![RequestOp::Range(RangeRequest::new(KeyRange::single("k")))],
+        ..TxnRequest::default()
+    };
+    assert_eq!(s.store.read_txn(&read_txn).expect("a read-only txn is served").responses.len(), 1);
+    let committed = s.store.txn(read_txn.clone()).expect("a read-only txn is served by `txn` too");
+    assert!(committed.events.is_empty());
+    let mut may_delete = read_txn;
+    may_delete.failure = delete_txn("k").success;
+    assert!(matches!(s.store.txn(may_delete), Err(Error::CorruptAlarm)));
     assert_eq!(Error::CorruptAlarm.to_string(), "etcdserver: corrupt cluster");
     assert!(s.store.deactivate_alarm(corrupt).expect("deactivate"));
     s.store.put(PutRequest::new("k", "w")).expect("writes after the disarm");

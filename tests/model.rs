@@ -397,12 +397,27 @@ fn txn_spec() -> impl Strategy<Value = TxnSpec> {
         .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
 }
 
+/// A txn whose branches, nested txns included, only read (`KvStore::plan_read_txn`).
+fn read_only_txn_spec() -> impl Strategy<Value = TxnSpec> {
+    let read = || (read_spec(), txn_rev_sel()).prop_map(|(read, rev)| TxnOpSpec::Range { read, rev });
+    let nested = (prop::collection::vec(compare_spec(), 0..=2), prop::collection::vec(read(), 0..=2))
+        .prop_map(|(compare, success)| TxnOpSpec::Txn(Box::new(TxnSpec { compare, success, failure: Vec::new() })));
+    let op = prop_oneof![5 => read(), 1 => nested];
+    (
+        prop::collection::vec(compare_spec(), 0..=2),
+        prop::collection::vec(op.clone(), 0..=3),
+        prop::collection::vec(op, 0..=2),
+    )
+        .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         25 => put_spec().prop_map(Op::Put),
         8 => (range_spec(), any::<bool>()).prop_map(|(range, prev_kv)| Op::DeleteRange { range, prev_kv }),
         20 => (txn_spec(), prop::bool::weighted(0.8), prop::bool::weighted(0.25))
             .prop_map(|(spec, strict, mvcc)| Op::Txn { spec, strict, mvcc }),
+        5 => (read_only_txn_spec(), prop::bool::weighted(0.8)).prop_map(|(spec, strict)| Op::Txn { spec, strict, mvcc: false }),
         6 => (compact_sel(), any::<bool>()).prop_map(|(sel, wait)| Op::Compact { sel, wait }),
         6 => (prop::option::weighted(0.7, 1i64..=6), 0i64..=8).prop_map(|(id, ttl)| Op::LeaseGrant { id, ttl }),
         3 => any::<u8>().prop_map(|w| Op::LeaseRevoke { which: usize::from(w) }),
@@ -1121,9 +1136,29 @@ impl Harness {
             Op::Txn { spec, strict, mvcc } => {
                 let mode = Mode { strict: *strict, mvcc: *mvcc };
                 let req = build_txn(spec, &self.m, mode, MAX_TXN_OPS);
+                let want = self.m.txn(&req, *mvcc);
+                if !*mvcc && !req.writes() {
+                    // A txn that only reads is served as a read; in place and from a snapshot,
+                    // it answers as the write path does.
+                    let store = self.store();
+                    let in_place = store.read_txn(&req).map(|r| (r, Vec::new())).map_err(|e| merr(&e));
+                    prop_assert_eq!(
+                        &in_place,
+                        &want,
+                        "{}: read-only txn {:#?} in place (left: store, right: model)",
+                        ctx,
+                        req
+                    );
+                    let snapshot = store.reader().snapshot();
+                    let from_snapshot = store
+                        .plan_read_txn(&req)
+                        .and_then(|plan| plan.finish_from(&snapshot))
+                        .map(|r| (r, Vec::new()))
+                        .map_err(|e| merr(&e));
+                    prop_assert_eq!(&from_snapshot, &want, "{}: read-only txn {:#?} from a snapshot", ctx, req);
+                }
                 let got = if *mvcc { self.store().mvcc_txn(req.clone()) } else { self.store().txn(req.clone()) };
                 let got = got.map(|c| (c.response, c.events)).map_err(|e| merr(&e));
-                let want = self.m.txn(&req, *mvcc);
                 prop_assert_eq!(
                     got,
                     want,

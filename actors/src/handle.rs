@@ -13,7 +13,7 @@ use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::WatchId;
 use watchkv::{
     DeleteRangeRequest, DeleteRangeResponse, Error, ImportedSnapshot, KeyValue, LeaseId, LeaseRevokeRequest,
-    LeaseStatus, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, Result, TxnRequest, TxnResponse,
+    LeaseStatus, PutRequest, PutResponse, RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse,
     UpstreamRevision, Write,
 };
 
@@ -22,8 +22,8 @@ use crate::mirror_status::UpstreamStatus;
 use crate::protocol::{
     Alarm, AuthChange, CancelWatch, CheckHealth, CloseStream, Compact, CreateWatch, DbSize, Defragment, GetStoreStats,
     GetSyncerStats, GetVictimStats, Health, LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive, PlanHashKv,
-    Range, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SubmitWrites, SyncerStats,
-    TakeSnapshot, VictimStats, WatchCreate,
+    Range, ReadTxn, RequestStreamProgress, Shutdown, SnapshotWholeStore, StoreStats, SubmitWrite, SubmitWrites,
+    SyncerStats, TakeSnapshot, VictimStats, WatchCreate,
 };
 use crate::reply_route::Reply;
 use crate::response_queue::{response_queue, QueueReceiver};
@@ -33,15 +33,6 @@ use crate::stream_actor::{BufferedResponses, StreamActor};
 use crate::syncer_actor::SyncerActor;
 use crate::system::{stopped, Runtime};
 use crate::victim_actor::VictimActor;
-
-/// Whether any branch of a txn, nested ones included, puts or deletes.
-fn txn_writes(req: &TxnRequest) -> bool {
-    req.success.iter().chain(&req.failure).any(|op| match op {
-        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
-        RequestOp::Txn(inner) => txn_writes(inner),
-        _ => false,
-    })
-}
 
 /// Responses buffered between a [`WatchStream`]'s actor and its reader.
 const WATCH_STREAM_BUFFER: usize = 16;
@@ -277,9 +268,9 @@ impl Handle {
     /// # Errors
     /// As [`watchkv::KvStore::txn`], or `Stopped`.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        if self.inner.config.is_mirror() && !txn_writes(&req) {
-            // A read-only txn is a read: a mirror serves it.
-            return self.submit(req).await?.await.unwrap_or(Err(Error::Stopped));
+        if !req.writes() {
+            // A read-only txn is a read: served beside the group commit, by a mirror too.
+            return self.inner.runtime.store.send(ReadTxn(req)).await.map_err(stopped)?;
         }
         self.write(req).await
     }

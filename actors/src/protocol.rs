@@ -13,7 +13,7 @@ use actix::prelude::*;
 use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{Filters, StreamId, WatchId, Watcher, WatcherKey};
-use watchkv::{KeyRange, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Write};
+use watchkv::{KeyRange, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, TxnRequest, TxnResponse, Write};
 
 // ---- Values every actor reads ----
 
@@ -462,6 +462,11 @@ impl Message for SubmitWrites {
 #[rtype(result = "Result<RangeResponse>")]
 pub struct Range(pub RangeRequest);
 
+/// A txn that only reads (`!TxnRequest::writes()`): served as a read, beside the group commit.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<TxnResponse>")]
+pub struct ReadTxn(pub TxnRequest);
+
 /// Compacts at `revision`; with `physical`, answers once the rows are gone. Answers with the
 /// current revision.
 #[derive(Debug, Message)]
@@ -658,9 +663,11 @@ pub struct StoreStats {
     pub indexed_keys: usize,
     /// Leases.
     pub leases: usize,
-    /// Ranges whose rows were read from a snapshot off the store's thread (answers of 512 rows
-    /// or more while a reader was free).
+    /// Ranges and read-only txns whose rows were read from a snapshot off the store's thread
+    /// (answers of 512 rows or more while a reader was free).
     pub ranges_read_off_thread: u64,
+    /// Txns that only read, served as reads beside the group commit.
+    pub read_txns: u64,
     /// Ranges whose walk of the key index took several turns of the store (more than 4096
     /// keys), with writes between the turns.
     pub ranges_planned_in_parts: u64,

@@ -72,6 +72,10 @@ enum Step {
     GrpcAlarm(AlarmAction, &'static str, AlarmType),
     GrpcPut(&'static str),
     GrpcRange(&'static str),
+    /// A txn that only reads: if the key exists, get it, else get the whole keyspace.
+    GrpcReadTxn(&'static str),
+    /// A txn whose chosen branch only reads but whose other branch deletes.
+    GrpcTxnThatMayDelete(&'static str),
     GrpcDelete(&'static str),
     GrpcLeaseGrant,
     GrpcCompact,
@@ -127,6 +131,52 @@ fn run(s: &Server, rt: &tokio::runtime::Runtime, step: &Step) -> String {
                     let values: Vec<String> =
                         r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into()).collect();
                     format!("range at {}: {values:?}", header_revision(r.header.as_ref()))
+                }
+                Err(e) => status_text(&e),
+            }
+        }
+        Step::GrpcReadTxn(key) | Step::GrpcTxnThatMayDelete(key) => {
+            use pb::request_op::Request as Op;
+            let get = |key: &[u8], range_end: &[u8]| pb::RequestOp {
+                request: Some(Op::RequestRange(pb::RangeRequest {
+                    key: key.to_vec(),
+                    range_end: range_end.to_vec(),
+                    ..Default::default()
+                })),
+            };
+            let otherwise = match step {
+                Step::GrpcReadTxn(_) => get(b"\0", b"\0"),
+                _ => pb::RequestOp {
+                    request: Some(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                },
+            };
+            let req = pb::TxnRequest {
+                compare: vec![pb::Compare {
+                    result: pb::compare::CompareResult::Greater as i32,
+                    target: pb::compare::CompareTarget::Version as i32,
+                    key: key.as_bytes().to_vec(),
+                    target_union: Some(pb::compare::TargetUnion::Version(0)),
+                    ..Default::default()
+                }],
+                success: vec![get(key.as_bytes(), b"")],
+                failure: vec![otherwise],
+            };
+            match rt.block_on(kv().txn(req)) {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let values: Vec<String> = r
+                        .responses
+                        .iter()
+                        .filter_map(|op| match &op.response {
+                            Some(pb::response_op::Response::ResponseRange(range)) => Some(range),
+                            _ => None,
+                        })
+                        .flat_map(|range| range.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+                        .collect();
+                    format!("txn at {} succeeded {}: {values:?}", header_revision(r.header.as_ref()), r.succeeded)
                 }
                 Err(e) => status_text(&e),
             }
@@ -248,6 +298,8 @@ fn alarm_activate_and_deactivate_over_grpc_and_the_gateway_match_etcd() {
     b.expect(gw_put("k"), &format!("HTTP 429 {{\"code\":8,\"message\":\"{space_exceeded}\"}}"));
     b.expect(Step::GrpcLeaseGrant, space_exceeded);
     b.expect(Step::GrpcRange("k"), r#"range at 2: ["v"]"#);
+    b.expect(Step::GrpcReadTxn("k"), r#"txn at 2 succeeded true: ["v"]"#);
+    b.expect(Step::GrpcTxnThatMayDelete("k"), r#"txn at 2 succeeded true: ["v"]"#);
     b.expect(Step::GrpcDelete("absent"), "deleted 0 at 2");
     // Cleared: answered with the alarm once, then with none; writes pass.
     b.expect(Step::GrpcAlarm(Deactivate, "self", AlarmType::Nospace), r#"alarms ["self:NOSPACE"]"#);
@@ -278,6 +330,11 @@ fn alarm_activate_and_deactivate_over_grpc_and_the_gateway_match_etcd() {
     b.expect(Step::GrpcCompact, corrupt);
     b.expect(Step::GrpcLeaseGrant, corrupt);
     b.expect(Step::GrpcRange("k"), r#"range at 4: ["v"]"#);
+    // A txn that only reads is a read (etcd `v3_server.go` `Txn`), served; one that could
+    // delete is a write, refused, whichever branch its compares choose.
+    b.expect(Step::GrpcReadTxn("k"), r#"txn at 4 succeeded true: ["v"]"#);
+    b.expect(Step::GrpcReadTxn("absent"), r#"txn at 4 succeeded false: ["v"]"#);
+    b.expect(Step::GrpcTxnThatMayDelete("k"), corrupt);
     b.expect(Step::Health, "HTTP 503");
     b.expect(Step::GrpcAlarm(Deactivate, "self", AlarmType::Corrupt), r#"alarms ["self:CORRUPT"]"#);
     b.expect(Step::GrpcPut("k"), "put at 5");

@@ -1,13 +1,17 @@
 //! Large ranges are read from a snapshot off the store's thread, and a range over more keys
 //! than the store walks in one turn is planned over several turns with writes between them
 //! (`actors/src/store/reads.rs`): each answer is still the keyspace at its header revision,
-//! while writes and physical compactions go on around it.
+//! while writes and physical compactions go on around it. A txn that only reads is served the
+//! same way, beside the group commit rather than in it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use watchkv::{KeyRange, PutRequest, RangeRequest, RangeResponse, SortOrder, SortTarget};
+use watchkv::{
+    Compare, CompareResult, CompareTarget, KeyRange, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseOp,
+    SortOrder, SortTarget, TxnRequest,
+};
 use watchkv_actors::protocol::StoreStats;
 use watchkv_actors::testing;
 use watchkv_actors::{start, Handle};
@@ -53,9 +57,37 @@ fn shapes() -> [RangeRequest; 3] {
     ]
 }
 
+/// A txn that only reads: `range` in its success branch, behind a compare that holds (the
+/// first key exists), and a nested txn in its failure branch that writes nothing either.
+fn read_only_txn(range: RangeRequest) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            range: KeyRange::single(key(0)),
+            result: CompareResult::Greater,
+            target: CompareTarget::Version(0),
+        }],
+        success: vec![RequestOp::Range(range.clone())],
+        failure: vec![RequestOp::Txn(TxnRequest { success: vec![RequestOp::Range(range)], ..TxnRequest::default() })],
+    }
+}
+
+/// `range` asked as a range, then inside a read-only txn: both answers, each checked to be the
+/// one range answer the txn holds, at the txn's revision.
+async fn range_both_ways(handle: &Handle, range: RangeRequest) -> [RangeResponse; 2] {
+    let direct = handle.range(range.clone()).await.expect("range");
+    let txn = handle.txn(read_only_txn(range)).await.expect("read-only txn");
+    assert!(txn.succeeded, "the compare holds");
+    let [ResponseOp::Range(in_txn)] = <[ResponseOp; 1]>::try_from(txn.responses).expect("one response") else {
+        panic!("a range's answer")
+    };
+    assert_eq!(in_txn.revision, txn.revision, "the txn's range reads at the txn's revision");
+    [direct, in_txn]
+}
+
 /// Puts `keys` keys `rounds + 1` times while a reader ranges over them back to back, compacting
-/// (rows too) at the current revision after each round; checks every answer key by key against
-/// the write history at its header revision. Returns the store's stats at the end.
+/// (rows too) at the current revision after each round, each range asked directly and inside a
+/// read-only txn; checks every answer key by key against the write history at its header
+/// revision. Returns the store's stats at the end.
 async fn ranges_answer_their_revision(keys: usize, rounds: usize) -> StoreStats {
     let dir = tempfile::tempdir().expect("temp dir");
     let handle = start(testing::config(dir.path(), true)).await.expect("start");
@@ -71,7 +103,9 @@ async fn ranges_answer_their_revision(keys: usize, rounds: usize) -> StoreStats 
                 if !writing.get() {
                     break;
                 }
-                answers.push((shape.clone(), handle.range(shape).await.expect("range")));
+                for answer in range_both_ways(&handle, shape.clone()).await {
+                    answers.push((shape.clone(), answer));
+                }
                 actix_rt::task::yield_now().await;
             }
             answers
@@ -88,7 +122,9 @@ async fn ranges_answer_their_revision(keys: usize, rounds: usize) -> StoreStats 
     let mut answers = reader.await.expect("reader task");
     answers.insert(0, (shapes()[0].clone(), first));
     for shape in shapes() {
-        answers.push((shape.clone(), handle.range(shape).await.expect("range")));
+        for answer in range_both_ways(&handle, shape.clone()).await {
+            answers.push((shape.clone(), answer));
+        }
     }
 
     // Each key's puts in revision order, to tell its value at any revision.
@@ -153,6 +189,34 @@ fn check_answer(
 async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on() {
     let stats = ranges_answer_their_revision(1500, 6).await;
     assert!(stats.ranges_read_off_thread > 0, "no range of 1500 rows was read off the store's thread");
+    assert!(stats.read_txns > 0, "no read-only txn was served as a read");
+}
+
+/// A txn that only reads joins no group commit and takes no revision; one that could write
+/// (its other branch deletes) is a write, in a group commit, even when the branch it runs reads.
+#[actix_rt::test]
+async fn a_read_only_txn_joins_no_group_commit() {
+    let (_dir, handle) = store_with_keys(3).await;
+    let before = handle.stats().await.expect("stats");
+    for i in 0..3 {
+        let txn = handle.txn(read_only_txn(RangeRequest::new(KeyRange::single(key(i))))).await.expect("txn");
+        let [ResponseOp::Range(range)] = txn.responses.as_slice() else { panic!("one range answer: {txn:?}") };
+        assert_eq!(range.kvs.len(), 1, "key {i}");
+        assert_eq!(txn.revision, before.store.current_rev);
+    }
+    let after = handle.stats().await.expect("stats");
+    assert_eq!(after.write_batches, before.write_batches, "a read-only txn went through a group commit");
+    assert_eq!(after.store.read_txns, before.store.read_txns + 3);
+
+    let mut may_delete = read_only_txn(RangeRequest::new(KeyRange::single(key(0))));
+    may_delete.failure = vec![RequestOp::DeleteRange(watchkv::DeleteRangeRequest::new(KeyRange::single(key(0))))];
+    let txn = handle.txn(may_delete).await.expect("txn");
+    assert!(txn.succeeded);
+    assert_eq!(txn.revision, before.store.current_rev, "nothing was written");
+    let last = handle.stats().await.expect("stats");
+    assert_eq!(last.write_batches, after.write_batches + 1, "a txn that may delete is a write");
+    assert_eq!(last.store.read_txns, after.store.read_txns);
+    handle.shutdown().await.expect("shutdown");
 }
 
 #[actix_rt::test]

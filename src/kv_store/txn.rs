@@ -1,16 +1,20 @@
 //! Owns transactions: the public `txn` / `mvcc_txn`, their checks against the state before the
 //! write, the compare path and the execution of the chosen branches (etcd
 //! `server/etcdserver/txn/txn.go`: `checkRequests`, `compareToPath`, `applyCompare`,
-//! `compareKV`, `executeTxn`).
+//! `compareKV`, `executeTxn`), and a txn that only reads, planned like a range ([`TxnPlan`]).
 
 use super::quota::Gate;
+use super::read::RangePlan;
 use super::write::WriteTxn;
 use super::{Committed, KvStore};
+use crate::backend::RevisionSnapshot;
 use crate::error::{Error, Result};
 use crate::kv::KeyValue;
 use crate::request::{
-    check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    check_txn, check_txn_shape, Compare, CompareResult, CompareTarget, RangeResponse, RequestOp, ResponseOp,
+    TxnRequest, TxnResponse,
 };
+use crate::revision::Revision;
 
 impl KvStore {
     /// Runs a transaction (etcd `Txn`).
@@ -34,9 +38,73 @@ impl KvStore {
         result
     }
 
+    /// Resolves a txn that only reads (`!req.writes()`) at the current revision: its compares
+    /// and which rows answer each range of the chosen branches. Reading the rows is left to
+    /// [`TxnPlan::finish`] or [`TxnPlan::finish_from`], as for a range, so that such a txn is
+    /// served beside the writes rather than inside their group commit, and its rows can be read
+    /// from a snapshot elsewhere (etcd `v3_server.go` `Txn` serves a read-only txn as a read,
+    /// outside raft and the appliers: under `NOSPACE` or `CORRUPT` too).
+    ///
+    /// # Errors
+    /// As [`Self::txn`] for a txn without writes; `Internal` for a txn that writes.
+    pub fn plan_read_txn(&self, req: &TxnRequest) -> Result<TxnPlan> {
+        if req.writes() {
+            return Err(Error::Internal("a txn that writes was planned as a read".into()));
+        }
+        check_txn(req, self.config.max_txn_ops())?;
+        let path = self.compare_path(req)?;
+        self.check_txn_refs(req, &path, &mut 0, true)?;
+        let (root, _) = self.plan_branch(req, &path)?;
+        Ok(TxnPlan { revision: self.current_rev, root })
+    }
+
+    /// Runs a txn that only reads, in place ([`Self::plan_read_txn`], then its rows).
+    ///
+    /// # Errors
+    /// As [`Self::plan_read_txn`], or a storage error.
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        self.finish_read_txn(self.plan_read_txn(req)?)
+    }
+
+    /// Reads the rows of `plan` from the store: on the thread that owns it, before it writes
+    /// again.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn finish_read_txn(&self, plan: TxnPlan) -> Result<TxnResponse> {
+        plan.finish(|rev| self.read_kv(rev))
+    }
+
+    /// Plans the branch of `t` that `path` selected; returns it and how many path entries it
+    /// used (the read-only counterpart of [`Self::exec_txn`]).
+    fn plan_branch(&self, t: &TxnRequest, path: &[bool]) -> Result<(PlannedTxn, usize)> {
+        let succeeded = path.first().copied().unwrap_or(false);
+        let mut used = 1;
+        let mut ops = Vec::new();
+        for op in if succeeded { &t.success } else { &t.failure } {
+            ops.push(match op {
+                RequestOp::Range(r) => PlannedOp::Range(self.plan_view(r, self.current_rev)?),
+                RequestOp::Txn(nested) => {
+                    let (planned, n) = self.plan_branch(nested, path.get(used..).unwrap_or(&[]))?;
+                    used += n;
+                    PlannedOp::Txn(planned)
+                }
+                RequestOp::Empty => return Err(Error::KeyNotFound),
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
+                    return Err(Error::Internal("a txn that writes was planned as a read".into()))
+                }
+            });
+        }
+        Ok((PlannedTxn { succeeded, ops }, used))
+    }
+
     /// `api_checks` applies the API layer's duplicate-key rule.
     pub(super) fn apply_txn(&mut self, t: TxnRequest, api_checks: bool) -> Result<Committed<TxnResponse>> {
-        self.admit(Gate::Txn(&t))?;
+        if t.writes() {
+            // A txn that only reads is a read, which no alarm refuses (etcd `v3_server.go`
+            // `Txn` serves it outside the capped and corrupt appliers).
+            self.admit(Gate::Txn(&t))?;
+        }
         self.apply_write(
             t,
             |store, t| {
@@ -160,6 +228,85 @@ impl KvStore {
         // etcd fills only the top-level header; nested txn responses carry revision 0.
         Ok((TxnResponse { revision: 0, succeeded, responses }, used))
     }
+}
+
+/// A txn that only reads, resolved against the key index ([`KvStore::plan_read_txn`]): its
+/// compares' outcomes and the plan of each range of the chosen branches. As with a
+/// [`RangePlan`], the rows stay readable for as long as a snapshot taken with the plan is held.
+#[derive(Debug)]
+pub struct TxnPlan {
+    /// The store's revision when planned: the answer's header revision.
+    revision: i64,
+    root: PlannedTxn,
+}
+
+/// One txn of a [`TxnPlan`], nested ones included.
+#[derive(Debug)]
+struct PlannedTxn {
+    succeeded: bool,
+    ops: Vec<PlannedOp>,
+}
+
+/// One op of a chosen branch of a [`TxnPlan`].
+#[derive(Debug)]
+enum PlannedOp {
+    Range(RangePlan),
+    Txn(PlannedTxn),
+}
+
+impl TxnPlan {
+    /// How many rows the answer reads, over every range of the txn.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        fn rows_of(t: &PlannedTxn) -> usize {
+            t.ops
+                .iter()
+                .map(|op| match op {
+                    PlannedOp::Range(plan) => plan.rows(),
+                    PlannedOp::Txn(nested) => rows_of(nested),
+                })
+                .sum()
+        }
+        rows_of(&self.root)
+    }
+
+    /// Reads the rows through `read` and makes the answer.
+    ///
+    /// # Errors
+    /// What `read` returns.
+    pub fn finish(self, mut read: impl FnMut(Revision) -> Result<KeyValue>) -> Result<TxnResponse> {
+        self.answer(&mut |plan| plan.finish(&mut read))
+    }
+
+    /// Reads the rows from `snapshot`, on the terms of [`RangePlan::finish_from`].
+    ///
+    /// # Errors
+    /// A storage error; `Internal` for a row the plan names that the snapshot lacks.
+    pub fn finish_from(self, snapshot: &RevisionSnapshot) -> Result<TxnResponse> {
+        self.answer(&mut |plan| plan.finish_from(snapshot))
+    }
+
+    fn answer(self, read: &mut dyn FnMut(RangePlan) -> Result<RangeResponse>) -> Result<TxnResponse> {
+        // etcd fills only the top-level header; nested txn responses carry revision 0.
+        answer_planned(self.root, self.revision, read)
+    }
+}
+
+/// The response of one planned txn, its ranges' rows read through `read`.
+fn answer_planned(
+    t: PlannedTxn,
+    revision: i64,
+    read: &mut dyn FnMut(RangePlan) -> Result<RangeResponse>,
+) -> Result<TxnResponse> {
+    let responses = t
+        .ops
+        .into_iter()
+        .map(|op| match op {
+            PlannedOp::Range(plan) => read(plan).map(ResponseOp::Range),
+            PlannedOp::Txn(nested) => answer_planned(nested, 0, read).map(ResponseOp::Txn),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TxnResponse { revision, succeeded: t.succeeded, responses })
 }
 
 /// etcd `compareKV`.

@@ -53,8 +53,13 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     registry.register("leases", "Granted leases", gauge(stats.store.leases as i64));
     registry.register(
         "ranges_read_off_thread",
-        "Ranges whose rows were read from a snapshot off the store's thread",
+        "Ranges and read-only txns whose rows were read from a snapshot off the store's thread",
         counter(stats.store.ranges_read_off_thread),
+    );
+    registry.register(
+        "read_txns",
+        "Txns that only read, served as reads beside the group commit",
+        counter(stats.store.read_txns),
     );
     registry.register(
         "ranges_planned_in_parts",

@@ -101,8 +101,10 @@ pub struct StoreActor {
     turn_marks: fanout::TurnMarks,
     /// Slots for reading large ranges off this thread (`reads.rs`).
     range_readers: Arc<tokio::sync::Semaphore>,
-    /// Ranges read off this thread so far.
+    /// Ranges and read-only txns read off this thread so far.
     ranges_read_off_thread: u64,
+    /// Read-only txns served so far (`reads.rs`).
+    read_txns: u64,
     /// Ranges whose walk of the key index goes on over several turns, oldest first
     /// (`reads.rs`).
     planning: VecDeque<reads::RangeInPlanning>,
@@ -139,6 +141,7 @@ impl StoreActor {
             turn_marks: fanout::TurnMarks::new(config.watch().batch_limits()),
             range_readers: reads::range_readers(),
             ranges_read_off_thread: 0,
+            read_txns: 0,
             planning: VecDeque::new(),
             plan_scheduled: false,
             ranges_planned_in_parts: 0,
@@ -435,6 +438,7 @@ impl Handler<GetStoreStats> for StoreActor {
             indexed_keys,
             leases,
             ranges_read_off_thread: self.ranges_read_off_thread,
+            read_txns: self.read_txns,
             ranges_planned_in_parts: self.ranges_planned_in_parts,
         })
     }

@@ -1,8 +1,9 @@
-//! Owns how the store answers a `Range`: the key index is walked on the store's thread, a few
-//! thousand keys per turn with writes (and the thread's other tasks) between the turns, and the
-//! rows of a large answer are read from a snapshot on a reader thread, so that writes go on
-//! meanwhile (etcd 3.4 reads concurrently with writes too: `mvcc/kvstore_txn.go` `Read` with
-//! `ConcurrentReadTx`; its `treeIndex` walk holds the index's lock for the whole range).
+//! Owns how the store answers a `Range` and a txn that only reads: the key index is walked on
+//! the store's thread (a range's walk a few thousand keys per turn, with writes and the thread's
+//! other tasks between the turns), and the rows of a large answer are read from a snapshot on a
+//! reader thread, so that writes go on meanwhile (etcd 3.4 reads concurrently with writes too:
+//! `mvcc/kvstore_txn.go` `Read` with `ConcurrentReadTx`; its `treeIndex` walk holds the index's
+//! lock for the whole range). Neither waits for the group commit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,10 +13,12 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use tokio::sync::{oneshot, Semaphore};
 use watchkv::backend::RevisionSnapshot;
-use watchkv::{Error, Planning, RangeCursor, RangePlan, RangeRequest, RangeResponse, Result};
+use watchkv::{
+    Error, KvStore, Planning, RangeCursor, RangePlan, RangeRequest, RangeResponse, Result, TxnPlan, TxnResponse,
+};
 
 use super::StoreActor;
-use crate::protocol::Range;
+use crate::protocol::{Range, ReadTxn};
 
 /// Rows from which a range's rows are read off the store's thread. Below it reading them in
 /// place (under 0.4 ms: `cargo bench --bench store -- range_10k` reads 10k in about 7 ms) costs
@@ -42,17 +45,65 @@ pub(super) fn range_readers() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(RANGE_READERS as usize))
 }
 
-/// A range's answer: made on the store's thread, or coming later (from a reader thread, or
-/// once its walk of the key index is done).
-pub enum RangeAnswer {
-    /// Answered in place.
-    Now(Result<RangeResponse>),
-    /// Answered later.
-    Later(Pin<Box<dyn Future<Output = Result<RangeResponse>>>>),
+/// A read resolved against the key index whose rows are still to be read.
+pub(super) trait ReadPlan: Send + 'static {
+    /// The answer once the rows are read.
+    type Answer: Send + 'static;
+    /// Rows to read.
+    fn rows(&self) -> usize;
+    /// Reads the rows from the store, on its thread.
+    fn finish_in(self, store: &KvStore) -> Result<Self::Answer>;
+    /// Reads the rows from a snapshot taken with the plan.
+    fn finish_from(self, snapshot: &RevisionSnapshot) -> Result<Self::Answer>;
 }
 
-impl MessageResponse<StoreActor, Range> for RangeAnswer {
-    fn handle(self, _: &mut Context<StoreActor>, tx: Option<OneshotSender<Result<RangeResponse>>>) {
+impl ReadPlan for RangePlan {
+    type Answer = RangeResponse;
+
+    fn rows(&self) -> usize {
+        RangePlan::rows(self)
+    }
+
+    fn finish_in(self, store: &KvStore) -> Result<RangeResponse> {
+        store.finish_range(self)
+    }
+
+    fn finish_from(self, snapshot: &RevisionSnapshot) -> Result<RangeResponse> {
+        RangePlan::finish_from(self, snapshot)
+    }
+}
+
+impl ReadPlan for TxnPlan {
+    type Answer = TxnResponse;
+
+    fn rows(&self) -> usize {
+        TxnPlan::rows(self)
+    }
+
+    fn finish_in(self, store: &KvStore) -> Result<TxnResponse> {
+        store.finish_read_txn(self)
+    }
+
+    fn finish_from(self, snapshot: &RevisionSnapshot) -> Result<TxnResponse> {
+        TxnPlan::finish_from(self, snapshot)
+    }
+}
+
+/// A read's answer: made on the store's thread, or coming later (from a reader thread, or
+/// once a range's walk of the key index is done).
+pub enum ReadAnswer<T> {
+    /// Answered in place.
+    Now(Result<T>),
+    /// Answered later.
+    Later(Pin<Box<dyn Future<Output = Result<T>>>>),
+}
+
+impl<T, M> MessageResponse<StoreActor, M> for ReadAnswer<T>
+where
+    T: Send + 'static,
+    M: Message<Result = Result<T>> + 'static,
+{
+    fn handle(self, _: &mut Context<StoreActor>, tx: Option<OneshotSender<Result<T>>>) {
         match self {
             Self::Now(answer) => {
                 if let Some(tx) = tx {
@@ -85,10 +136,28 @@ pub(super) struct RangeInPlanning {
 }
 
 impl Handler<Range> for StoreActor {
-    type Result = RangeAnswer;
+    type Result = ReadAnswer<RangeResponse>;
 
     fn handle(&mut self, msg: Range, ctx: &mut Self::Context) -> Self::Result {
         self.range(&msg.0, ctx)
+    }
+}
+
+impl Handler<ReadTxn> for StoreActor {
+    type Result = ReadAnswer<TxnResponse>;
+
+    /// Plans the txn at the current revision in one go (a txn's ranges are not walked in
+    /// parts), then reads its rows as a range's are ([`Self::read_rows`]). Writes queued for the
+    /// group commit are not in it, and it does not wait for their persist: none of them has
+    /// been answered yet.
+    fn handle(&mut self, msg: ReadTxn, _: &mut Self::Context) -> Self::Result {
+        match self.store().and_then(|store| store.plan_read_txn(&msg.0)) {
+            Ok(plan) => {
+                self.read_txns += 1;
+                self.read_rows(plan, None)
+            }
+            Err(e) => ReadAnswer::Now(Err(e)),
+        }
     }
 }
 
@@ -99,15 +168,15 @@ impl StoreActor {
     /// snapshot taken now (before any later write or compaction) on a reader thread. Otherwise
     /// the walk goes on in later turns ([`Self::schedule_planning`]), after the messages queued
     /// meanwhile.
-    fn range(&mut self, req: &RangeRequest, ctx: &mut Context<Self>) -> RangeAnswer {
+    fn range(&mut self, req: &RangeRequest, ctx: &mut Context<Self>) -> ReadAnswer<RangeResponse> {
         let keys = if self.planning.len() < RANGES_IN_PLANNING { PLAN_KEYS_PER_TURN } else { usize::MAX };
         let store = match self.store() {
             Ok(store) => store,
-            Err(e) => return RangeAnswer::Now(Err(e)),
+            Err(e) => return ReadAnswer::Now(Err(e)),
         };
         let first = store.start_range(req).and_then(|cursor| store.continue_range(cursor, keys));
         match first {
-            Err(e) => RangeAnswer::Now(Err(e)),
+            Err(e) => ReadAnswer::Now(Err(e)),
             Ok(Planning::Done(plan)) => self.read_rows(plan, None),
             Ok(Planning::Partial(cursor)) => {
                 let snapshot = store.reader().snapshot();
@@ -115,7 +184,7 @@ impl StoreActor {
                 self.planning.push_back(RangeInPlanning { cursor, snapshot, answer });
                 self.ranges_planned_in_parts += 1;
                 self.schedule_planning(ctx);
-                RangeAnswer::Later(Box::pin(async move { answered.await.unwrap_or(Err(Error::Stopped)) }))
+                ReadAnswer::Later(Box::pin(async move { answered.await.unwrap_or(Err(Error::Stopped)) }))
             }
         }
     }
@@ -130,10 +199,10 @@ impl StoreActor {
         match self.store().and_then(|store| store.continue_range(cursor, keys)) {
             Ok(Planning::Partial(cursor)) => self.planning.push_back(RangeInPlanning { cursor, snapshot, answer }),
             Ok(Planning::Done(plan)) => match self.read_rows(plan, Some(snapshot)) {
-                RangeAnswer::Now(result) => {
+                ReadAnswer::Now(result) => {
                     let _ = answer.send(result);
                 }
-                RangeAnswer::Later(result) => {
+                ReadAnswer::Later(result) => {
                     actix_rt::spawn(async move {
                         let _ = answer.send(result.await);
                     });
@@ -174,22 +243,22 @@ impl StoreActor {
 
     /// Reads the rows of `plan`: here if they are few or every reader is busy, else on a reader
     /// thread, from `snapshot` (or one taken now, before any later write or compaction).
-    fn read_rows(&mut self, plan: RangePlan, snapshot: Option<RevisionSnapshot>) -> RangeAnswer {
+    fn read_rows<P: ReadPlan>(&mut self, plan: P, snapshot: Option<RevisionSnapshot>) -> ReadAnswer<P::Answer> {
         let reader =
             if plan.rows() < OFF_THREAD_ROWS { None } else { Arc::clone(&self.range_readers).try_acquire_owned().ok() };
         let store = match self.store() {
             Ok(store) => store,
-            Err(e) => return RangeAnswer::Now(Err(e)),
+            Err(e) => return ReadAnswer::Now(Err(e)),
         };
         let Some(reader) = reader else {
-            return RangeAnswer::Now(match &snapshot {
+            return ReadAnswer::Now(match &snapshot {
                 Some(snapshot) => plan.finish_from(snapshot),
-                None => store.finish_range(plan),
+                None => plan.finish_in(store),
             });
         };
         let snapshot = snapshot.unwrap_or_else(|| store.reader().snapshot());
         self.ranges_read_off_thread += 1;
-        RangeAnswer::Later(Box::pin(async move {
+        ReadAnswer::Later(Box::pin(async move {
             let read = actix_rt::task::spawn_blocking(move || {
                 let answer = plan.finish_from(&snapshot);
                 // The snapshot holds database handles: let it go before the slot, which a
