@@ -129,6 +129,15 @@ pub struct Args {
     /// counter does), so each range is a walk of the key index with no rows to read.
     #[arg(long)]
     pub range_count_only: bool,
+    /// grpc-range: the reader asks for its range inside a txn that only reads (as etcd's lock
+    /// recipe and clientv3's STM do), which a server may serve as a read or order with writes.
+    #[arg(long)]
+    pub range_in_txn: bool,
+    /// grpc-range: unmeasured writers beside the measured one while the reader ranges, each
+    /// keeping one put in flight on a connection of its own, so that group commits run back to
+    /// back (what a read ordered with the writes waits for).
+    #[arg(long, default_value_t = 0)]
+    pub range_busy_writers: usize,
     /// grpc-lock: clients queued on the lock behind its holder.
     #[arg(long, default_value_t = 1000)]
     pub lock_waiters: usize,

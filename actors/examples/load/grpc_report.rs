@@ -197,11 +197,20 @@ pub fn range_rows(args: &Args, rows: &mut Rows) {
         "gRPC range: {} keys of {} B under one prefix; one writer: {} sequential puts idle,",
         args.range_keys, args.value_size, args.catchup_writer_puts
     ));
-    rows.title(if args.range_count_only {
-        "  then as many while another client counts the whole prefix back to back (count_only)"
-    } else {
-        "  then as many while another client ranges over the whole prefix back to back"
+    rows.title(match (args.range_count_only, args.range_in_txn) {
+        (true, false) => "  then as many while another client counts the whole prefix back to back (count_only)",
+        (false, false) => "  then as many while another client ranges over the whole prefix back to back",
+        (true, true) => "  then as many while another client counts the whole prefix back to back, in a read-only txn",
+        (false, true) => {
+            "  then as many while another client ranges over the whole prefix back to back, in a read-only txn"
+        }
     });
+    if args.range_busy_writers > 0 {
+        rows.title(&format!(
+            "  ({} unmeasured writers put beside the measured one meanwhile)",
+            args.range_busy_writers
+        ));
+    }
     let lat = |r: &Report, pick: fn(&RangeRun) -> &Vec<u64>, p: f64| ms(r.range.as_ref().and_then(|s| pct(pick(s), p)));
     rows.key("  put p50 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 50.0));
     rows.key("  put p99 idle (ms)", |r| lat(r, |s| &s.idle_lat_us, 99.0));

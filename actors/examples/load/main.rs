@@ -40,7 +40,8 @@
 //!   of its own) does `--catchup-writer-puts` sequential puts idle, then as many while a reader
 //!   ranges over the whole prefix back to back → put p50/p99 idle and during, their p99 ratio,
 //!   the ranges' latency and count, and the check that each range answered every key
-//!   (`--range-count-only`: each range asks only for the count, which must be every key);
+//!   (`--range-count-only`: each range asks only for the count, which must be every key;
+//!   `--range-in-txn`: each range is asked inside a txn that only reads);
 //! - `mirror-fanout`: what moving etcd's watchers to watchkv mirrors saves etcd. One
 //!   single-member etcd pinned to CPU 0 (`taskset -c 0`, or `sched_setaffinity` without
 //!   taskset), everything else (the mirrors and this tool, its writer thread too) on CPU 1, and

@@ -4,18 +4,22 @@
 //! on a thread and connection of its own, does `--catchup-writer-puts` sequential puts (on a key
 //! outside the prefix) idle, then as many again while a reader on the main thread ranges over
 //! the whole prefix back to back. Each range must answer every key (count and rows; with
-//! `--range-count-only` the reader asks for the count alone, which must be every key).
+//! `--range-count-only` the reader asks for the count alone, which must be every key; with
+//! `--range-in-txn` it asks inside a txn that only reads). `--range-busy-writers N` adds N
+//! unmeasured writers beside the measured one during the ranges.
 //!
 //! What it shows: whether a large read holds up writes. A server that reads a range's rows on
 //! the thread that commits writes makes each put wait behind the read; one that reads them from
 //! a snapshot elsewhere (watchkv: `actors/src/store/reads.rs`; etcd 3.4: concurrent read
 //! transactions) lets the put through.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{Client, GetOptions, GetResponse, KvClient, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::oneshot;
 
 use crate::args::Args;
@@ -27,6 +31,8 @@ use crate::server::Server;
 /// The prefix the reader ranges over, and the writer's key (outside it).
 const PREFIX: &str = "/range/k/";
 const WRITER_KEY: &str = "/range/writer";
+/// The busy writers' keys (outside the prefix), one each.
+const BUSY_PREFIX: &str = "/range/busy/";
 
 /// Puts per txn while loading the prefix (etcd's default `--max-txn-ops` is 128).
 const LOAD_TXN_OPS: usize = 100;
@@ -83,11 +89,11 @@ async fn seq_puts(kv: &mut KvClient, n: usize, size: usize) -> Result<Vec<u64>, 
 }
 
 /// The writer, on its own thread: connects, does the idle series and tells `idle`, then waits
-/// for `go` and does the series during the ranges; returns that series.
+/// for `go` and does the series during the ranges, with `busy` unmeasured writers beside it
+/// until it ends; returns that series.
 async fn writer_thread(
     base: String,
-    n: usize,
-    size: usize,
+    (n, size, busy): (usize, usize, usize),
     idle: oneshot::Sender<Result<Vec<u64>, String>>,
     go: oneshot::Receiver<()>,
 ) -> Result<Vec<u64>, String> {
@@ -99,13 +105,53 @@ async fn writer_thread(
         }
     };
     let _ = idle.send(seq_puts(&mut kv, n, size).await);
+    // Each busy writer on a connection of its own, as independent clients are.
+    let mut busy_kvs = Vec::with_capacity(busy);
+    for _ in 0..busy {
+        busy_kvs.push(connect_writer(&base).await?);
+    }
     go.await.map_err(|_| "the scenario ended before the ranges began".to_string())?;
-    seq_puts(&mut kv, n, size).await
+    let measuring = Rc::new(Cell::new(true));
+    let busy: Vec<_> = busy_kvs
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut kv)| {
+            let measuring = Rc::clone(&measuring);
+            actix_rt::spawn(async move {
+                let mut i = 0;
+                while measuring.get() {
+                    if let Err(e) = kv.put(format!("{BUSY_PREFIX}{w}"), value_of(i, size), None).await {
+                        return Err(format!("busy writer's put: {e}"));
+                    }
+                    i += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let lat = seq_puts(&mut kv, n, size).await;
+    measuring.set(false);
+    for writer in busy {
+        writer.await.map_err(|e| format!("busy writer: {e}"))??;
+    }
+    lat
 }
 
-/// Ranges over the whole prefix until `done` (only its count if `count_only`); records each
-/// range's latency in `out`.
-async fn read_until(client: &Client, count_only: bool, done: &AtomicBool, out: &mut RangeRun) {
+/// One range over the whole prefix, directly or inside a txn that only reads.
+async fn range_prefix(kv: &mut KvClient, options: GetOptions, in_txn: bool) -> Result<GetResponse, String> {
+    if !in_txn {
+        return kv.get(PREFIX, Some(options)).await.map_err(|e| e.to_string());
+    }
+    let resp = kv.txn(Txn::new().and_then([TxnOp::get(PREFIX, Some(options))])).await.map_err(|e| e.to_string())?;
+    match resp.op_responses().pop() {
+        Some(TxnOpResponse::Get(get)) => Ok(get),
+        other => Err(format!("a txn of one range answered {other:?}")),
+    }
+}
+
+/// Ranges over the whole prefix until `done` (only its count if `count_only`, inside a
+/// read-only txn if `in_txn`); records each range's latency in `out`.
+async fn read_until(client: &Client, count_only: bool, in_txn: bool, done: &AtomicBool, out: &mut RangeRun) {
     let mut kv = client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES);
     let rows = if count_only { 0 } else { out.keys };
     while !done.load(Ordering::Acquire) {
@@ -115,7 +161,7 @@ async fn read_until(client: &Client, count_only: bool, done: &AtomicBool, out: &
         } else {
             GetOptions::new().with_prefix()
         };
-        match kv.get(PREFIX, Some(options)).await {
+        match range_prefix(&mut kv, options, in_txn).await {
             Ok(resp) => {
                 out.range_lat_us.push(start.elapsed().as_micros() as u64);
                 if resp.count() != out.keys as i64 || resp.kvs().len() != rows {
@@ -146,8 +192,8 @@ pub async fn scenario_range(args: &Args, server: &Server, tck: f64) -> RangeRun 
     }
     let (idle_tx, idle_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel();
-    let (base, n, size) = (server.base.clone(), args.catchup_writer_puts, args.value_size);
-    let during = match spawn_writer(move || writer_thread(base, n, size, idle_tx, go_rx)) {
+    let (base, series) = (server.base.clone(), (args.catchup_writer_puts, args.value_size, args.range_busy_writers));
+    let during = match spawn_writer(move || writer_thread(base, series, idle_tx, go_rx)) {
         Ok(rx) => rx,
         Err(e) => {
             out.fail("writer", e);
@@ -175,7 +221,8 @@ pub async fn scenario_range(args: &Args, server: &Server, tck: f64) -> RangeRun 
         }
     };
     let mut reads = RangeRun { keys: out.keys, ..RangeRun::default() };
-    let (written, ()) = tokio::join!(writer, read_until(&clients[0], args.range_count_only, &done, &mut reads));
+    let (written, ()) =
+        tokio::join!(writer, read_until(&clients[0], args.range_count_only, args.range_in_txn, &done, &mut reads));
     out.cpu = span.end(tck);
     drop(perf);
     match written {
