@@ -86,13 +86,15 @@ async fn one_port_serves_grpc_and_the_http_gateway() {
 
     // A method we do not serve answers Unimplemented at once.
     let mut maint = pb::maintenance_client::MaintenanceClient::new(channel(s.port).await);
-    let err = maint.move_leader(pb::MoveLeaderRequest { target_id: 1 }).await.expect_err("MoveLeader is not served");
+    let downgrade = pb::DowngradeRequest { action: 0, version: "3.4".into() };
+    let err = maint.downgrade(downgrade).await.expect_err("Downgrade is not served");
     assert_eq!(err.code(), Code::Unimplemented);
+    // Adding a member is refused the same way, saying why (`actors/tests/membership.rs`).
     let mut cluster = pb::cluster_client::ClusterClient::new(channel(s.port).await);
     let err = cluster
         .member_add(pb::MemberAddRequest { peer_ur_ls: Vec::new(), is_learner: false })
         .await
-        .expect_err("MemberAdd is not served");
+        .expect_err("MemberAdd is refused");
     assert_eq!(err.code(), Code::Unimplemented);
     // So does a service we do not have: the client port's router answers it.
     let mut grpc = tonic::client::Grpc::new(channel(s.port).await);
@@ -258,7 +260,7 @@ async fn routes_serve_an_embedders_tonic_server() {
     let err = cluster
         .member_add(pb::MemberAddRequest { peer_ur_ls: Vec::new(), is_learner: false })
         .await
-        .expect_err("MemberAdd is not served");
+        .expect_err("MemberAdd is refused");
     assert_eq!(err.code(), Code::Unimplemented);
 
     let _ = stop.send(());

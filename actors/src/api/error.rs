@@ -63,6 +63,24 @@ pub enum ApiError {
     /// code: the client sees `Unknown`.
     #[error("{0}")]
     Relayed(String),
+    /// A member id that names no member (etcd: rpctypes `ErrGRPCMemberNotFound`).
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A promote of a member that is no learner (etcd: rpctypes `ErrGRPCMemberNotLearner`).
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// A removal that would leave too few started members, here the last one (etcd: rpctypes
+    /// `ErrGRPCNotEnoughStartedMembers`).
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// A leader move to a member that does not exist (etcd: rpctypes
+    /// `ErrGRPCBadLeaderTransferee`).
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// A membership change a one-member server without consensus cannot make
+    /// (`crate::api::membership`).
+    #[error("watchkv is one member with no consensus layer: {0}; to scale out, run watchkv --upstream in front of an etcd cluster")]
+    FixedMembership(&'static str),
     /// An error from upstream etcd, met by a call a mirror forwarded (`crate::forward`): its
     /// code and text unchanged.
     #[error("{message}")]
@@ -104,6 +122,11 @@ impl ApiError {
             | Self::TruncatedBody
             | Self::Body(_) => Code::InvalidArgument,
             Self::StreamClosed => Code::Unavailable,
+            Self::MemberNotFound => Code::NotFound,
+            Self::MemberNotLearner | Self::NotEnoughStartedMembers | Self::BadLeaderTransferee => {
+                Code::FailedPrecondition
+            }
+            Self::FixedMembership(_) => Code::Unimplemented,
             // Plain Go errors returned by etcd's v3lock/v3election handlers.
             Self::SessionExpired
             | Self::ElectionNotLeader

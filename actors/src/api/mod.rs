@@ -26,6 +26,7 @@ pub mod election;
 mod error;
 pub mod identity;
 pub mod lock;
+pub mod membership;
 pub mod pb;
 pub mod request;
 pub mod stream;

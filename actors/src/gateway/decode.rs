@@ -449,6 +449,67 @@ impl GatewayMessage for pb::AlarmRequest {
     }
 }
 
+/// Every `Cluster` membership request (`MemberAdd`, `MemberRemove`, `MemberUpdate`,
+/// `MemberPromote`): one JSON shape with each field any of them has (protojson names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MemberJson {
+    #[serde(rename = "ID", alias = "id", deserialize_with = "uint64")]
+    id: u64,
+    #[serde(rename = "peerURLs", alias = "peer_ur_ls", alias = "peer_urls")]
+    peer_urls: Vec<String>,
+    #[serde(rename = "isLearner", alias = "is_learner")]
+    is_learner: bool,
+}
+
+impl GatewayMessage for pb::MemberAddRequest {
+    type Json = MemberJson;
+
+    fn from_json(j: MemberJson) -> Result<Self, ApiError> {
+        Ok(Self { peer_ur_ls: j.peer_urls, is_learner: j.is_learner })
+    }
+}
+
+impl GatewayMessage for pb::MemberRemoveRequest {
+    type Json = MemberJson;
+
+    fn from_json(j: MemberJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id })
+    }
+}
+
+impl GatewayMessage for pb::MemberUpdateRequest {
+    type Json = MemberJson;
+
+    fn from_json(j: MemberJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id, peer_ur_ls: j.peer_urls })
+    }
+}
+
+impl GatewayMessage for pb::MemberPromoteRequest {
+    type Json = MemberJson;
+
+    fn from_json(j: MemberJson) -> Result<Self, ApiError> {
+        Ok(Self { id: j.id })
+    }
+}
+
+/// `MoveLeaderRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MoveLeaderJson {
+    #[serde(rename = "targetID", alias = "target_id", deserialize_with = "uint64")]
+    target_id: u64,
+}
+
+impl GatewayMessage for pb::MoveLeaderRequest {
+    type Json = MoveLeaderJson;
+
+    fn from_json(j: MoveLeaderJson) -> Result<Self, ApiError> {
+        Ok(Self { target_id: j.target_id })
+    }
+}
+
 /// Every `Auth` service request: one JSON shape with each field any of them has (protojson
 /// names: the proto's own, which is `hashedPassword` for that one field).
 #[derive(Debug, Default, Deserialize)]

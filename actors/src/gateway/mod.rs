@@ -23,6 +23,7 @@ use watchkv::Error;
 
 use crate::api::auth::Caller;
 use crate::api::auth_service::AuthService;
+use crate::api::membership::{self, MemberChange};
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{request, ApiError, Header};
 use crate::forward;
@@ -148,6 +149,11 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .service(web::resource(v3("kv/lease/leases")).route(web::post().to(lease_leases)))
         .service(web::resource(v3("maintenance/status")).route(web::post().to(status)))
         .service(web::resource(v3("cluster/member/list")).route(web::post().to(member_list)))
+        .service(web::resource(v3("cluster/member/add")).route(web::post().to(member_add)))
+        .service(web::resource(v3("cluster/member/remove")).route(web::post().to(member_remove)))
+        .service(web::resource(v3("cluster/member/update")).route(web::post().to(member_update)))
+        .service(web::resource(v3("cluster/member/promote")).route(web::post().to(member_promote)))
+        .service(web::resource(v3("maintenance/transfer-leadership")).route(web::post().to(move_leader)))
         // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
         // /v3/maintenance/hashkv reaches HashKV.
         .service(web::resource(v3("maintenance/alarm")).route(web::post().to(alarm)))
@@ -525,6 +531,53 @@ async fn member_list(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
             let revision = gw.handle.current_revision();
             encode::write_member_list(&mut out, gw.header, revision, crate::api::MEMBER_NAME, &gw.client_urls);
             Ok(out)
+        }
+        .await,
+    )
+}
+
+/// A membership change, refused as over gRPC ([`membership::member_change`]).
+async fn member_change<M: GatewayMessage + prost::Message>(
+    gw: web::Data<Gateway>,
+    http: HttpRequest,
+    payload: web::Payload,
+    change: fn(&M) -> MemberChange,
+) -> HttpResponse {
+    reply(
+        async {
+            caller(&gw, &http)?;
+            let req: M = message(payload, &gw).await?;
+            Err(membership::member_change(gw.header.member_id, change(&req)))
+        }
+        .await,
+    )
+}
+
+async fn member_add(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    member_change::<pb::MemberAddRequest>(gw, http, payload, |_| MemberChange::Add).await
+}
+
+async fn member_remove(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    member_change::<pb::MemberRemoveRequest>(gw, http, payload, |r| MemberChange::Remove(r.id)).await
+}
+
+async fn member_update(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    member_change::<pb::MemberUpdateRequest>(gw, http, payload, |r| MemberChange::Update(r.id)).await
+}
+
+async fn member_promote(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    member_change::<pb::MemberPromoteRequest>(gw, http, payload, |r| MemberChange::Promote(r.id)).await
+}
+
+/// `MoveLeader`, admin only, as over gRPC ([`membership::move_leader`]); etcd's answer has no
+/// header.
+async fn move_leader(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    reply(
+        async {
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
+            let req: pb::MoveLeaderRequest = message(payload, &gw).await?;
+            membership::move_leader(gw.header.member_id, req.target_id)?;
+            Ok("{}".to_string())
         }
         .await,
     )

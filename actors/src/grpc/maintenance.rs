@@ -1,10 +1,12 @@
-//! Owns the gRPC `Maintenance` answers (`Status`, `Alarm`, `Defragment`, `Hash`, `HashKV`; `Snapshot`
-//! is `snapshot.rs`'s) and `Cluster.MemberList`: one member, which is its own leader, with the
-//! store revision standing in for raft's index.
+//! Owns the gRPC `Maintenance` answers (`Status`, `Alarm`, `Defragment`, `Hash`, `HashKV`,
+//! `MoveLeader`; `Snapshot` is `snapshot.rs`'s) and the `Cluster` service: one member, which is
+//! its own leader, with the store revision standing in for raft's index, and whose membership
+//! changes are refused ([`crate::api::membership`]).
 
 use tonic::{Request, Response, Status};
 
 use super::{status, GrpcApi};
+use crate::api::membership::{self, MemberChange};
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{MEMBER_NAME, REPORTED_ETCD_VERSION};
 use crate::protocol::Alarm;
@@ -84,6 +86,17 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
         Ok(Response::new(pb::HashResponse { header: Some(self.header(rev)), hash }))
     }
 
+    /// etcd `Maintenance.MoveLeader`, admin only: done at once to this member, which leads;
+    /// any other target is no member. etcd's answer has no header.
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
+        membership::move_leader(self.inner.header.member_id, request.get_ref().target_id)?;
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
+    }
+
     /// etcd `Maintenance.Snapshot`: the whole store at one revision, then its sha256.
     async fn snapshot(
         &self,
@@ -111,5 +124,44 @@ impl pb::cluster_server::Cluster for GrpcApi {
                 is_learner: false,
             }],
         }))
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.caller(&request)?;
+        Err(self.member_change(MemberChange::Add))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.caller(&request)?;
+        Err(self.member_change(MemberChange::Remove(request.get_ref().id)))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.caller(&request)?;
+        Err(self.member_change(MemberChange::Update(request.get_ref().id)))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.caller(&request)?;
+        Err(self.member_change(MemberChange::Promote(request.get_ref().id)))
+    }
+}
+
+impl GrpcApi {
+    /// The refusal of `change` ([`membership::member_change`]).
+    fn member_change(&self, change: MemberChange) -> Status {
+        membership::member_change(self.inner.header.member_id, change).into()
     }
 }

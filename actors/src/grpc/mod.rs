@@ -1,8 +1,8 @@
 //! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
 //! `etcdserverpb` and the Lock and Election services (`v3lockpb`, `v3electionpb`), served from
 //! the same [`Handle`] as the HTTP gateway and through the same API layer ([`crate::api`]:
-//! identity, errors, request conversion, auth checks). Methods we do not serve (member changes,
-//! leader moves, ...) answer `Unimplemented` at once.
+//! identity, errors, request conversion, auth checks). Methods we do not serve (downgrades)
+//! answer `Unimplemented` at once, as does adding a member ([`crate::api::membership`]).
 //!
 //! [`serve_incoming`] runs the services over connections handed to it one by one; the server
 //! binary feeds [`serve_connections`] the HTTP/2 connections of the shared client port, each with

@@ -1,0 +1,165 @@
+//! Membership changes and leader moves on a one-member server, over gRPC and the gateway, step
+//! by step on etcd 3.4.23 and watchkv, every answer compared where etcd's is one a single
+//! member can give without changing: `MoveLeader` to itself (done) and to no member (`bad
+//! leader transferee`); `MemberRemove`, `MemberUpdate` and `MemberPromote` of an id that names
+//! no member (`member not found`); a promote of the member itself (no learner) and its own
+//! removal (strict reconfiguration: not enough started members, the one answer whose code
+//! differs: etcd 3.4 sends it as `Unknown`). The changes etcd would make
+//! (an added member, its own peer URLs updated) watchkv refuses as `Unimplemented`, saying what
+//! to do instead. (etcd: api/v3rpc/member.go, maintenance.go `MoveLeader`,
+//! etcdserver/server.go `mayRemoveMember`; watchkv: `actors/src/api/membership.rs`.)
+
+mod wire;
+
+use serde_json::Value;
+use tonic::transport::Channel;
+use watchkv_actors::grpc::pb::etcdserverpb as pb;
+use wire::{free_port, post, start_etcd, start_watchkv, Proc, DEADLINE};
+
+/// An id that names no member of either server.
+const NO_MEMBER: u64 = 1234;
+
+/// One server under test: its process, a gRPC channel to it and its own member id.
+struct Server {
+    proc: Proc,
+    channel: Channel,
+    member: u64,
+}
+
+impl Server {
+    fn connect(proc: Proc, rt: &tokio::runtime::Runtime) -> Self {
+        let channel = rt.block_on(async {
+            Channel::from_shared(format!("http://127.0.0.1:{}", proc.port))
+                .expect("endpoint")
+                .connect_timeout(DEADLINE)
+                .timeout(DEADLINE)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{}: gRPC connect: {e}", proc.name))
+        });
+        let status = rt
+            .block_on(pb::maintenance_client::MaintenanceClient::new(channel.clone()).status(pb::StatusRequest {}))
+            .unwrap_or_else(|e| panic!("{}: Status: {e}", proc.name))
+            .into_inner();
+        let member = status.header.map(|h| h.member_id).expect("Status has a header");
+        Self { proc, channel, member }
+    }
+
+    /// `self` stands for the server's own member id.
+    fn id(&self, name: &str) -> u64 {
+        if name == "self" {
+            self.member
+        } else {
+            NO_MEMBER
+        }
+    }
+}
+
+/// One step, run the same way on both servers; `self` names the server's own member.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    MoveLeader(&'static str),
+    Remove(&'static str),
+    Update(&'static str),
+    Promote(&'static str),
+    Add,
+    /// A gateway POST; `"self"` in the body stands for the server's own id.
+    Gateway(&'static str, &'static str),
+}
+
+/// What a gRPC call answered: `ok`, or its code and text.
+fn answer<T>(r: Result<tonic::Response<T>, tonic::Status>) -> String {
+    match r {
+        Ok(_) => "ok".to_string(),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+fn run(s: &Server, rt: &tokio::runtime::Runtime, step: Step) -> String {
+    let cluster = || pb::cluster_client::ClusterClient::new(s.channel.clone());
+    let urls = vec!["http://127.0.0.1:1".to_string()];
+    match step {
+        Step::MoveLeader(who) => {
+            let req = pb::MoveLeaderRequest { target_id: s.id(who) };
+            answer(rt.block_on(pb::maintenance_client::MaintenanceClient::new(s.channel.clone()).move_leader(req)))
+        }
+        Step::Remove(who) => answer(rt.block_on(cluster().member_remove(pb::MemberRemoveRequest { id: s.id(who) }))),
+        Step::Update(who) => {
+            answer(rt.block_on(cluster().member_update(pb::MemberUpdateRequest { id: s.id(who), peer_ur_ls: urls })))
+        }
+        Step::Promote(who) => answer(rt.block_on(cluster().member_promote(pb::MemberPromoteRequest { id: s.id(who) }))),
+        Step::Add => {
+            answer(rt.block_on(cluster().member_add(pb::MemberAddRequest { peer_ur_ls: urls, is_learner: true })))
+        }
+        Step::Gateway(path, body) => {
+            let body: Value =
+                serde_json::from_str(&body.replace("\"self\"", &format!("\"{}\"", s.member))).expect("a JSON body");
+            let r = post(s.proc.port, path, &body);
+            let mut v = r.json();
+            // etcd 3.4's older gateway error shape repeats the message as `error`; watchkv
+            // writes current etcd's (docs/etcd-semantics.md §12, `error-body-shape`).
+            if let Some(m) = v.as_object_mut() {
+                if m.get("error").is_some_and(|e| Some(e) == m.get("message")) {
+                    m.remove("error");
+                }
+            }
+            // etcd 3.4's gateway answers code 9 (FailedPrecondition) with 412, grpc-gateway v2
+            // (current etcd, watchkv) with 400 (docs/etcd-semantics.md §12,
+            // `failed-precondition-http-status`).
+            let status = if r.status == 412 && v["code"] == 9 { 400 } else { r.status };
+            format!("HTTP {status} {v}")
+        }
+    }
+}
+
+#[test]
+fn membership_changes_and_leader_moves_answer_as_etcd_does_for_one_member() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let etcd = Server::connect(start_etcd(&dir.path().join("etcd")), &rt);
+    let watchkv = Server::connect(start_watchkv(&dir.path().join("watchkv"), free_port(), &[]), &rt);
+    let not_found = "NotFound: etcdserver: member not found";
+    let compared = [
+        (Step::MoveLeader("self"), "ok"),
+        (Step::MoveLeader("none"), "FailedPrecondition: etcdserver: bad leader transferee"),
+        (Step::Remove("none"), not_found),
+        (Step::Update("none"), not_found),
+        (Step::Promote("none"), not_found),
+        (Step::Promote("self"), "FailedPrecondition: etcdserver: can only promote a learner member"),
+        (Step::Gateway("/v3/maintenance/transfer-leadership", r#"{"targetID":"self"}"#), "HTTP 200 {}"),
+        (
+            Step::Gateway("/v3/maintenance/transfer-leadership", r#"{"targetID":"1234"}"#),
+            r#"HTTP 400 {"code":9,"message":"etcdserver: bad leader transferee"}"#,
+        ),
+        (
+            Step::Gateway("/v3/cluster/member/remove", r#"{"ID":"1234"}"#),
+            r#"HTTP 404 {"code":5,"message":"etcdserver: member not found"}"#,
+        ),
+        (Step::Gateway("/v3/cluster/member/update", r#"{"ID":1234,"peerURLs":["http://127.0.0.1:1"]}"#), "HTTP 404"),
+        (Step::Gateway("/v3/cluster/member/promote", r#"{"ID":"self"}"#), "can only promote a learner member"),
+    ];
+    let mut failures = Vec::new();
+    for (step, expected) in compared {
+        let (e, w) = (run(&etcd, &rt, step), run(&watchkv, &rt, step));
+        assert!(e.contains(expected), "{step:?}: etcd 3.4 answered {e}, expected {expected:?}");
+        if e != w {
+            failures.push(format!("{step:?}:\n  etcd:    {e}\n  watchkv: {w}"));
+        }
+    }
+    assert!(failures.is_empty(), "answers differ from etcd's:\n{}", failures.join("\n"));
+
+    // Last, since etcd would remove itself if it could: its strict reconfiguration check
+    // refuses. etcd 3.4 sends that text with code Unknown; watchkv with FailedPrecondition,
+    // the code etcd's own table gives it (rpctypes `ErrGRPCMemberNotEnoughStarted`).
+    let text = "etcdserver: re-configuration failed due to not enough started members";
+    assert_eq!(run(&etcd, &rt, Step::Remove("self")), format!("Unknown: {text}"));
+    assert_eq!(run(&watchkv, &rt, Step::Remove("self")), format!("FailedPrecondition: {text}"));
+
+    // What etcd would change, watchkv refuses, saying what to do instead.
+    for step in [Step::Add, Step::Update("self")] {
+        let w = run(&watchkv, &rt, step);
+        assert!(w.starts_with("Unimplemented: watchkv is one member") && w.contains("--upstream"), "{step:?}: {w}");
+    }
+    let w = run(&watchkv, &rt, Step::Gateway("/v3/cluster/member/add", r#"{"peerURLs":["http://127.0.0.1:1"]}"#));
+    assert!(w.starts_with(r#"HTTP 501 {"code":12,"message":"watchkv is one member"#), "{w}");
+}
