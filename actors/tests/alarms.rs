@@ -10,60 +10,15 @@
 mod wire;
 
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
-use wire::{b64, drop_identity, free_port, start_etcd, start_watchkv, try_post, Proc, DEADLINE};
+use wire::grpc_server::GrpcServer as Server;
+use wire::{b64, drop_identity, free_port, start_etcd, start_watchkv, try_post};
 
 use pb::alarm_request::AlarmAction;
 use pb::AlarmType;
 
 /// A member id that names no member: etcd stores an alarm for any id it is given.
 const OTHER_MEMBER: u64 = 42;
-
-/// One server under test: its process, a gRPC channel to it, and its own member id.
-struct Server {
-    proc: Proc,
-    channel: Channel,
-    member: u64,
-}
-
-impl Server {
-    fn connect(proc: Proc, rt: &tokio::runtime::Runtime) -> Self {
-        let channel = rt.block_on(async {
-            Channel::from_shared(format!("http://127.0.0.1:{}", proc.port))
-                .expect("endpoint")
-                .connect_timeout(DEADLINE)
-                .timeout(DEADLINE)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{}: gRPC connect: {e}", proc.name))
-        });
-        let status = rt
-            .block_on(pb::maintenance_client::MaintenanceClient::new(channel.clone()).status(pb::StatusRequest {}))
-            .unwrap_or_else(|e| panic!("{}: Status: {e}", proc.name))
-            .into_inner();
-        let member = status.header.map(|h| h.member_id).expect("Status has a header");
-        Self { proc, channel, member }
-    }
-
-    /// Names a member id the same way on both servers: `self` for the server's own.
-    fn member_name(&self, id: u64) -> String {
-        if id == self.member {
-            "self".to_string()
-        } else {
-            id.to_string()
-        }
-    }
-
-    /// The member id `name` stands for (`self` or a number).
-    fn member_id(&self, name: &str) -> u64 {
-        if name == "self" {
-            self.member
-        } else {
-            name.parse().expect("a member id")
-        }
-    }
-}
 
 /// One step, run the same way on both servers.
 #[derive(Debug, Clone)]

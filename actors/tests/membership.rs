@@ -12,46 +12,19 @@
 mod wire;
 
 use serde_json::Value;
-use tonic::transport::Channel;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
-use wire::{free_port, post, start_etcd, start_watchkv, Proc, DEADLINE};
+use wire::grpc_server::GrpcServer as Server;
+use wire::{free_port, post, start_etcd, start_watchkv};
 
 /// An id that names no member of either server.
 const NO_MEMBER: u64 = 1234;
 
-/// One server under test: its process, a gRPC channel to it and its own member id.
-struct Server {
-    proc: Proc,
-    channel: Channel,
-    member: u64,
-}
-
-impl Server {
-    fn connect(proc: Proc, rt: &tokio::runtime::Runtime) -> Self {
-        let channel = rt.block_on(async {
-            Channel::from_shared(format!("http://127.0.0.1:{}", proc.port))
-                .expect("endpoint")
-                .connect_timeout(DEADLINE)
-                .timeout(DEADLINE)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{}: gRPC connect: {e}", proc.name))
-        });
-        let status = rt
-            .block_on(pb::maintenance_client::MaintenanceClient::new(channel.clone()).status(pb::StatusRequest {}))
-            .unwrap_or_else(|e| panic!("{}: Status: {e}", proc.name))
-            .into_inner();
-        let member = status.header.map(|h| h.member_id).expect("Status has a header");
-        Self { proc, channel, member }
-    }
-
-    /// `self` stands for the server's own member id.
-    fn id(&self, name: &str) -> u64 {
-        if name == "self" {
-            self.member
-        } else {
-            NO_MEMBER
-        }
+/// The id `name` stands for on `s`: its own for `self`, else [`NO_MEMBER`].
+fn id(s: &Server, name: &str) -> u64 {
+    if name == "self" {
+        s.member
+    } else {
+        NO_MEMBER
     }
 }
 
@@ -80,14 +53,16 @@ fn run(s: &Server, rt: &tokio::runtime::Runtime, step: Step) -> String {
     let urls = vec!["http://127.0.0.1:1".to_string()];
     match step {
         Step::MoveLeader(who) => {
-            let req = pb::MoveLeaderRequest { target_id: s.id(who) };
+            let req = pb::MoveLeaderRequest { target_id: id(s, who) };
             answer(rt.block_on(pb::maintenance_client::MaintenanceClient::new(s.channel.clone()).move_leader(req)))
         }
-        Step::Remove(who) => answer(rt.block_on(cluster().member_remove(pb::MemberRemoveRequest { id: s.id(who) }))),
+        Step::Remove(who) => answer(rt.block_on(cluster().member_remove(pb::MemberRemoveRequest { id: id(s, who) }))),
         Step::Update(who) => {
-            answer(rt.block_on(cluster().member_update(pb::MemberUpdateRequest { id: s.id(who), peer_ur_ls: urls })))
+            answer(rt.block_on(cluster().member_update(pb::MemberUpdateRequest { id: id(s, who), peer_ur_ls: urls })))
         }
-        Step::Promote(who) => answer(rt.block_on(cluster().member_promote(pb::MemberPromoteRequest { id: s.id(who) }))),
+        Step::Promote(who) => {
+            answer(rt.block_on(cluster().member_promote(pb::MemberPromoteRequest { id: id(s, who) })))
+        }
         Step::Add => {
             answer(rt.block_on(cluster().member_add(pb::MemberAddRequest { peer_ur_ls: urls, is_learner: true })))
         }

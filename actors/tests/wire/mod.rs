@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod cluster;
 pub mod defrag;
+pub mod grpc_server;
 pub mod proxy;
 pub mod users;
 
