@@ -1,7 +1,8 @@
 //! A full disk, for real: the server runs on a small tmpfs (mounted here; the test machines run
 //! as root) beside a ballast file. Writes until the disk is full: the failing write is refused,
-//! so is every write after it, `/health` turns false with the reason and `NOSPACE` is listed.
-//! Then the ballast is deleted and, without a restart, the store recovers: writes pass again,
+//! so is every write after it, `/health` turns false with the reason and `NOSPACE` is listed,
+//! and reads (a range, a read-only txn) go on at the last acknowledged write's revision, never
+//! seeing a write that was refused. Then the ballast is deleted and, without a restart, the store recovers: writes pass again,
 //! `/health` is true, the alarm is gone, the watcher that watched throughout got every
 //! acknowledged write exactly once and in order, and a restart finds every acknowledged write.
 
@@ -99,6 +100,7 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
         }
         assert!(i < 5000, "24 MiB never filled");
     };
+    let refused = i;
     assert!(acked.len() > 10, "the store took writes before the disk filled: {}", acked.len());
     assert_poisoned(&refusal, "the write the full disk failed");
     let down = wait_for("/health false", || {
@@ -124,6 +126,26 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     i += 1;
     let still = put(port, i).expect_err("still full: still refused");
     assert_poisoned(&still, "a write while the disk is still full");
+
+    // Reads go on, at the last acknowledged revision: the refused writes reached the key index
+    // but not the disk, and their writers were told they failed.
+    let last_acked = acked.last().map(|a| a.1).expect("acks");
+    let range = json!({"key": b64("k/"), "range_end": b64("k0"), "keys_only": true});
+    let r = try_post(port, "/v3/kv/range", range.to_string().as_bytes()).expect("range");
+    let v = r.json();
+    assert_eq!(r.status, 200, "a range on the poisoned store: {v}");
+    assert_eq!(int(&v["header"], "revision"), last_acked, "{v}");
+    assert_eq!(int(&v, "count"), acked.len() as i64, "only the acknowledged keys: {v}");
+    let refused_key = b64(format!("k/{refused:05}"));
+    let txn = json!({
+        "compare": [{"key": refused_key, "target": "VERSION", "result": "EQUAL", "version": "0"}],
+        "success": [{"request_range": {"key": refused_key}}],
+    });
+    let r = try_post(port, "/v3/kv/txn", txn.to_string().as_bytes()).expect("txn");
+    let v = r.json();
+    assert_eq!(r.status, 200, "a read-only txn on the poisoned store: {v}");
+    assert_eq!(int(&v["header"], "revision"), last_acked, "{v}");
+    assert_eq!(v["succeeded"], json!(true), "the refused key does not exist: {v}");
 
     // Free the space: the store comes back by itself.
     std::fs::remove_file(&ballast).expect("delete the ballast");

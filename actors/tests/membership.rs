@@ -131,9 +131,9 @@ fn membership_changes_and_leader_moves_answer_as_etcd_does_for_one_member() {
     assert_eq!(run(&watchkv, &rt, Step::Remove("self")), format!("FailedPrecondition: {text}"));
 
     // What etcd would change, watchkv refuses, saying what to do instead.
-    for step in [Step::Add, Step::Update("self")] {
+    for (step, instead) in [(Step::Add, "run watchkv --upstream"), (Step::Update("self"), "no peer URLs")] {
         let w = run(&watchkv, &rt, step);
-        assert!(w.starts_with("Unimplemented: watchkv is one member") && w.contains("--upstream"), "{step:?}: {w}");
+        assert!(w.starts_with("Unimplemented: watchkv is one member") && w.contains(instead), "{step:?}: {w}");
     }
     let w = run(&watchkv, &rt, Step::Gateway("/v3/cluster/member/add", r#"{"peerURLs":["http://127.0.0.1:1"]}"#));
     assert!(w.starts_with(r#"HTTP 501 {"code":12,"message":"watchkv is one member"#), "{w}");

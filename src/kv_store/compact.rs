@@ -31,10 +31,15 @@ impl KvStore {
         batch.put_meta(META_SCHEDULED_COMPACT, rev);
         let persisted = batch.commit().and_then(|()| self.backend.sync());
         if let Err(e) = persisted {
+            // The sync covers writes not yet persisted too.
+            self.persist_failed = true;
             self.poison(&e);
             return Err(e);
         }
         self.unpersisted = false;
+        if !self.persist_failed {
+            self.durable_rev = self.current_rev;
+        }
         self.compact_unchecked(rev)
     }
 

@@ -298,6 +298,7 @@ impl<'a> Import<'a> {
             return Err(e);
         }
         self.store.current_rev = self.revision;
+        self.store.durable_rev = self.revision;
         self.store.compact_rev = self.revision;
         self.finished = true;
         Ok(ImportedSnapshot { revision: self.revision, keys: self.keys, leased_keys: self.leased_keys })

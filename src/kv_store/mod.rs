@@ -88,6 +88,13 @@ pub struct KvStore {
     index: Index,
     lessor: Lessor,
     current_rev: i64,
+    /// The current revision at the last successful persist (or open): what reads see once a
+    /// storage failure has poisoned the store, since the revisions above it may not be on disk
+    /// and their writers were told they failed ([`Self::read_rev`]).
+    durable_rev: i64,
+    /// A persist failed: the revisions applied since the last one that succeeded may not be on
+    /// disk, so `durable_rev` stays where it was from then on.
+    persist_failed: bool,
     compact_rev: i64,
     /// Rows (and lease deletions) of the current write group, committed to the backend as one
     /// batch by `persist`.
@@ -152,6 +159,8 @@ impl KvStore {
             index: Index::new(),
             lessor: Lessor::default(),
             current_rev: 1,
+            durable_rev: 1,
+            persist_failed: false,
             compact_rev: finished.unwrap_or(-1),
             group: GroupBatch::default(),
             unpersisted: false,
@@ -169,6 +178,7 @@ impl KvStore {
         // etcd #17780: compaction may have removed the newest rows, so the markers bound the
         // revision from below too; it never goes backwards across a restart.
         store.current_rev = store.current_rev.max(finished.unwrap_or(1)).max(scheduled.unwrap_or(1));
+        store.durable_rev = store.current_rev;
         for rec in store.backend.leases()? {
             store.lessor.insert(rec.id, rec.ttl, deadline_after(now, rec.ttl));
         }
@@ -254,6 +264,18 @@ impl KvStore {
     #[must_use]
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// The revision reads are served at: the current one, or on a poisoned store the last one
+    /// persisted. A write whose persist failed was applied to the key index, and its writer
+    /// was told it failed; reads must not see it (nor may their header revision pass what the
+    /// runtime published), whether or not the store that reopens holds it.
+    pub(super) fn read_rev(&self) -> i64 {
+        if self.poisoned {
+            self.durable_rev
+        } else {
+            self.current_rev
+        }
     }
 
     /// Whether the failure that poisoned the store was a full disk (freeing space cures it).

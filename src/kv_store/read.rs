@@ -33,7 +33,7 @@ impl KvStore {
     /// `EmptyKey`, `FutureRev`, `Compacted`.
     pub fn plan_range(&self, req: &RangeRequest) -> Result<RangePlan> {
         check_range(req)?;
-        self.plan_view(req, self.current_rev)
+        self.plan_view(req, self.read_rev())
     }
 
     /// Reads the rows of `plan` from the store: on the thread that owns it, before it writes
@@ -70,8 +70,9 @@ impl KvStore {
     /// `EmptyKey`, `FutureRev`, `Compacted`.
     pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor<'static>> {
         check_range(req)?;
-        let rev = self.check_read_rev(req.revision, self.current_rev)?;
-        Ok(RangeCursor::new(Cow::Owned(req.clone()), rev, self.current_rev, &self.index))
+        let view_rev = self.read_rev();
+        let rev = self.check_read_rev(req.revision, view_rev)?;
+        Ok(RangeCursor::new(Cow::Owned(req.clone()), rev, view_rev, &self.index))
     }
 
     /// Walks at most `keys` more keys of the key index for `cursor`: the plan when the walk is

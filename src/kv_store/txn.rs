@@ -55,7 +55,7 @@ impl KvStore {
         let path = self.compare_path(req)?;
         self.check_txn_refs(req, &path, &mut 0, true)?;
         let (root, _) = self.plan_branch(req, &path)?;
-        Ok(TxnPlan { revision: self.current_rev, root })
+        Ok(TxnPlan { revision: self.read_rev(), root })
     }
 
     /// Runs a txn that only reads, in place ([`Self::plan_read_txn`], then its rows).
@@ -83,7 +83,7 @@ impl KvStore {
         let mut ops = Vec::new();
         for op in if succeeded { &t.success } else { &t.failure } {
             ops.push(match op {
-                RequestOp::Range(r) => PlannedOp::Range(self.plan_view(r, self.current_rev)?),
+                RequestOp::Range(r) => PlannedOp::Range(self.plan_view(r, self.read_rev())?),
                 RequestOp::Txn(nested) => {
                     let (planned, n) = self.plan_branch(nested, path.get(used..).unwrap_or(&[]))?;
                     used += n;
@@ -137,9 +137,12 @@ impl KvStore {
                 RequestOp::Range(r) if r.revision > 0 => {
                     // The MVCC layer lets a read name the txn's own revision, readable once the
                     // txn has changed something (known only when it runs, see `apply`).
-                    let newest = if api_checks { self.current_rev } else { self.current_rev + 1 };
+                    // `read_rev` is the current revision but on a poisoned store, which refuses
+                    // writes before they get here.
+                    let current_rev = self.read_rev();
+                    let newest = if api_checks { current_rev } else { current_rev + 1 };
                     if r.revision > newest {
-                        return Err(Error::FutureRev { requested: r.revision, current_rev: self.current_rev });
+                        return Err(Error::FutureRev { requested: r.revision, current_rev });
                     }
                     if r.revision < self.compact_rev {
                         return Err(Error::Compacted { requested: r.revision, compact_rev: self.compact_rev });
@@ -181,7 +184,7 @@ impl KvStore {
     /// compares as a zero key-value, except that a value compare on no key always fails.
     fn compare_holds(&self, c: &Compare) -> Result<bool> {
         let mut found = Vec::new();
-        self.index.range_at(&c.range, self.current_rev, |(_, v)| {
+        self.index.range_at(&c.range, self.read_rev(), |(_, v)| {
             found.push(v);
             true
         });

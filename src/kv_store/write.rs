@@ -194,19 +194,26 @@ impl KvStore {
                 batch.delete_lease(id);
             }
             if let Err(e) = batch.commit() {
+                self.persist_failed = true;
                 self.poison(&e);
                 return Err(e);
             }
             self.unpersisted = true;
         }
-        if !self.unpersisted {
-            return Ok(());
+        if self.unpersisted {
+            if let Err(e) = self.backend.persist() {
+                self.persist_failed = true;
+                self.poison(&e);
+                return Err(e);
+            }
+            self.unpersisted = false;
         }
-        if let Err(e) = self.backend.persist() {
-            self.poison(&e);
-            return Err(e);
+        // Everything applied is on disk, unless an earlier persist lost some of it. (A write
+        // that failed halfway poisons the store without moving the revision: the ones before it
+        // in its group are still made durable here, and answered.)
+        if !self.persist_failed {
+            self.durable_rev = self.current_rev;
         }
-        self.unpersisted = false;
         Ok(())
     }
 

@@ -79,7 +79,7 @@ pub enum ApiError {
     BadLeaderTransferee,
     /// A membership change a one-member server without consensus cannot make
     /// (`crate::api::membership`).
-    #[error("watchkv is one member with no consensus layer: {0}; to scale out, run watchkv --upstream in front of an etcd cluster")]
+    #[error("watchkv is one member with no consensus layer: {0}")]
     FixedMembership(&'static str),
     /// An error from upstream etcd, met by a call a mirror forwarded (`crate::forward`): its
     /// code and text unchanged.

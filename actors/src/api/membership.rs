@@ -20,8 +20,10 @@ pub enum MemberChange {
     Promote(u64),
 }
 
-/// The answer to `change` on the server whose member id is `own`: always a refusal, since the
-/// one member cannot change.
+/// The answer to `change` on the server whose member id is `own` (a mirror of an etcd cluster
+/// if `mirror`): always a refusal, since the one member cannot change. The caller has checked
+/// that the client may change members (an admin, as etcd's `checkMembershipOperationPermission`
+/// asks).
 ///
 /// For another id, etcd's `etcdserver: member not found`. For this member: a promote gets
 /// etcd's `etcdserver: can only promote a learner member` (it is no learner); removing it gets
@@ -29,14 +31,19 @@ pub enum MemberChange {
 /// strict reconfiguration check refuses to remove the last member too); an add or an update of
 /// its peer URLs (it has none) is `Unimplemented`.
 #[must_use]
-pub fn member_change(own: u64, change: MemberChange) -> ApiError {
+pub fn member_change(own: u64, mirror: bool, change: MemberChange) -> ApiError {
     match change {
-        MemberChange::Add => ApiError::FixedMembership("a member cannot be added"),
+        MemberChange::Add if mirror => {
+            ApiError::FixedMembership("a member cannot be added; add it to the etcd cluster this mirror follows")
+        }
+        MemberChange::Add => ApiError::FixedMembership(
+            "a member cannot be added; to scale out, run watchkv --upstream in front of an etcd cluster",
+        ),
         MemberChange::Remove(id) | MemberChange::Update(id) | MemberChange::Promote(id) if id != own => {
             ApiError::MemberNotFound
         }
         MemberChange::Remove(_) => ApiError::NotEnoughStartedMembers,
-        MemberChange::Update(_) => ApiError::FixedMembership("the member has no peer URLs to update"),
+        MemberChange::Update(_) => ApiError::FixedMembership("this member has no peer URLs to update"),
         MemberChange::Promote(_) => ApiError::MemberNotLearner,
     }
 }
@@ -64,24 +71,27 @@ mod tests {
     fn another_members_id_is_not_found_and_this_ones_change_is_refused() {
         let own = 7;
         for change in [MemberChange::Remove(8), MemberChange::Update(8), MemberChange::Promote(8)] {
-            let e = member_change(own, change);
+            let e = member_change(own, false, change);
             assert_eq!(
                 (e.code(), e.to_string()),
                 (Code::NotFound, "etcdserver: member not found".into()),
                 "{change:?}"
             );
         }
-        let promote = member_change(own, MemberChange::Promote(own));
+        let promote = member_change(own, false, MemberChange::Promote(own));
         assert_eq!(promote.code(), Code::FailedPrecondition);
         assert_eq!(promote.to_string(), "etcdserver: can only promote a learner member");
-        let remove = member_change(own, MemberChange::Remove(own));
+        let remove = member_change(own, false, MemberChange::Remove(own));
         assert_eq!(remove.code(), Code::FailedPrecondition);
         assert_eq!(remove.to_string(), "etcdserver: re-configuration failed due to not enough started members");
         for change in [MemberChange::Add, MemberChange::Update(own)] {
-            let e = member_change(own, change);
+            let e = member_change(own, false, change);
             assert_eq!(e.code(), Code::Unimplemented, "{change:?}");
-            assert!(e.to_string().contains("--upstream"), "says what to do instead: {e}");
         }
+        let add = member_change(own, false, MemberChange::Add).to_string();
+        assert!(add.contains("run watchkv --upstream"), "says what to do instead: {add}");
+        let add = member_change(own, true, MemberChange::Add).to_string();
+        assert!(add.contains("the etcd cluster this mirror follows"), "a mirror says where to add it: {add}");
     }
 
     #[test]

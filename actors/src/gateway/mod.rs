@@ -536,7 +536,7 @@ async fn member_list(gw: web::Data<Gateway>, payload: web::Payload) -> HttpRespo
     )
 }
 
-/// A membership change, refused as over gRPC ([`membership::member_change`]).
+/// A membership change, admin only, refused as over gRPC ([`membership::member_change`]).
 async fn member_change<M: GatewayMessage + prost::Message>(
     gw: web::Data<Gateway>,
     http: HttpRequest,
@@ -545,9 +545,9 @@ async fn member_change<M: GatewayMessage + prost::Message>(
 ) -> HttpResponse {
     reply(
         async {
-            caller(&gw, &http)?;
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
             let req: M = message(payload, &gw).await?;
-            Err(membership::member_change(gw.header.member_id, change(&req)))
+            Err(membership::member_change(gw.header.member_id, gw.upstream.is_some(), change(&req)))
         }
         .await,
     )

@@ -130,7 +130,7 @@ impl pb::cluster_server::Cluster for GrpcApi {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        self.caller(&request)?;
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         Err(self.member_change(MemberChange::Add))
     }
 
@@ -138,7 +138,7 @@ impl pb::cluster_server::Cluster for GrpcApi {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.caller(&request)?;
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         Err(self.member_change(MemberChange::Remove(request.get_ref().id)))
     }
 
@@ -146,7 +146,7 @@ impl pb::cluster_server::Cluster for GrpcApi {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        self.caller(&request)?;
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         Err(self.member_change(MemberChange::Update(request.get_ref().id)))
     }
 
@@ -154,7 +154,7 @@ impl pb::cluster_server::Cluster for GrpcApi {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.caller(&request)?;
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         Err(self.member_change(MemberChange::Promote(request.get_ref().id)))
     }
 }
@@ -162,6 +162,6 @@ impl pb::cluster_server::Cluster for GrpcApi {
 impl GrpcApi {
     /// The refusal of `change` ([`membership::member_change`]).
     fn member_change(&self, change: MemberChange) -> Status {
-        membership::member_change(self.inner.header.member_id, change).into()
+        membership::member_change(self.inner.header.member_id, self.upstream().is_some(), change).into()
     }
 }
