@@ -3,7 +3,8 @@
 //! gRPC services and the gateway. A watchkv server is one member with no consensus layer: what
 //! etcd answers about a member or leader that does not exist, it answers with etcd's text and
 //! code; a change etcd would make to its one-member cluster is refused as `Unimplemented`,
-//! with what to do instead (docs/etcd-semantics.md §8).
+//! with what to do instead (docs/etcd-semantics.md §8). Callers check that the client is an
+//! admin first, as etcd does for member changes (and, stricter than etcd 3.4, for leader moves).
 
 use super::ApiError;
 
