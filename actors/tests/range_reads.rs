@@ -192,11 +192,13 @@ async fn large_ranges_answer_their_revision_while_writes_and_compactions_go_on()
     assert!(stats.read_txns > 0, "no read-only txn was served as a read");
 }
 
-/// A txn that only reads joins no group commit and takes no revision; one that could write
-/// (its other branch deletes) is a write, in a group commit, even when the branch it runs reads.
+/// A txn that only reads joins no group commit and takes no revision, and its rows are read off
+/// the store's thread when they are many; one that could write (its other branch deletes) is a
+/// write, in a group commit, even when the branch it runs reads.
 #[actix_rt::test]
 async fn a_read_only_txn_joins_no_group_commit() {
-    let (_dir, handle) = store_with_keys(3).await;
+    const KEYS: usize = 600;
+    let (_dir, handle) = store_with_keys(KEYS).await;
     let before = handle.stats().await.expect("stats");
     for i in 0..3 {
         let txn = handle.txn(read_only_txn(RangeRequest::new(KeyRange::single(key(i))))).await.expect("txn");
@@ -204,9 +206,17 @@ async fn a_read_only_txn_joins_no_group_commit() {
         assert_eq!(range.kvs.len(), 1, "key {i}");
         assert_eq!(txn.revision, before.store.current_rev);
     }
+    let txn = handle.txn(read_only_txn(shapes()[0].clone())).await.expect("txn");
+    let [ResponseOp::Range(range)] = txn.responses.as_slice() else { panic!("one range answer: {txn:?}") };
+    assert_eq!(range.kvs.len(), KEYS);
     let after = handle.stats().await.expect("stats");
     assert_eq!(after.write_batches, before.write_batches, "a read-only txn went through a group commit");
-    assert_eq!(after.store.read_txns, before.store.read_txns + 3);
+    assert_eq!(after.store.read_txns, before.store.read_txns + 4);
+    assert_eq!(
+        after.store.ranges_read_off_thread,
+        before.store.ranges_read_off_thread + 1,
+        "the txn's {KEYS} rows were read off the store's thread"
+    );
 
     let mut may_delete = read_only_txn(RangeRequest::new(KeyRange::single(key(0))));
     may_delete.failure = vec![RequestOp::DeleteRange(watchkv::DeleteRangeRequest::new(KeyRange::single(key(0))))];
