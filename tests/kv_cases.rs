@@ -947,6 +947,58 @@ fn leases_expire_by_the_callers_clock_and_survive_restart() {
     assert_eq!((status.granted_ttl, status.keys), (100, vec![b"f".to_vec()]));
 }
 
+/// A txn that only reads, nested txns two deep, answers through `read_txn` (in place and from a
+/// snapshot) as through the write path, and as its compares choose: each nested txn takes its
+/// own entry of the compare path, in the order the txns run.
+#[test]
+fn a_read_only_txn_with_nested_txns_answers_as_its_compares_choose() {
+    let mut s = put3();
+    let holds =
+        |key: &str| Compare { range: one(key), result: CompareResult::Greater, target: CompareTarget::Version(0) };
+    let fails =
+        |key: &str| Compare { range: one(key), result: CompareResult::Equal, target: CompareTarget::Version(0) };
+    let get = |key: &str| RequestOp::Range(RangeRequest::new(one(key)));
+    let nested = |compare: Compare, success: Vec<RequestOp>, failure: Vec<RequestOp>| {
+        RequestOp::Txn(TxnRequest { compare: vec![compare], success, failure })
+    };
+    let txn = TxnRequest {
+        compare: vec![holds("foo")],
+        success: vec![
+            nested(fails("foo"), vec![get("foo")], vec![get("foo1"), nested(holds("foo2"), vec![get("foo2")], vec![])]),
+            nested(holds("foo1"), vec![nested(fails("foo"), vec![get("foo")], vec![get("foo2")]), get("foo1")], vec![]),
+            get("foo2"),
+        ],
+        failure: vec![get("foo")],
+    };
+    assert!(!txn.writes());
+    let read = s.store.read_txn(&txn).expect("read-only txn");
+    let snapshot = s.store.reader().snapshot();
+    let from_snapshot =
+        s.store.plan_read_txn(&txn).and_then(|plan| plan.finish_from(&snapshot)).expect("from a snapshot");
+    let written = s.store.txn(txn).expect("txn");
+    assert!(written.events.is_empty());
+    assert_eq!(read, written.response, "in place");
+    assert_eq!(from_snapshot, written.response, "from a snapshot");
+
+    // (succeeded, values read) of a txn response, nested txns in place.
+    fn shape(t: &watchkv::TxnResponse) -> String {
+        let ops: Vec<String> = t
+            .responses
+            .iter()
+            .map(|op| match op {
+                ResponseOp::Range(r) => {
+                    r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect()
+                }
+                ResponseOp::Txn(nested) => shape(nested),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        format!("{}[{}]", t.succeeded, ops.join(" "))
+    }
+    assert_eq!(shape(&read), "true[false[bar1 true[bar2]] true[false[bar2] bar1] bar2]");
+    assert_eq!(read.revision, 4);
+}
+
 /// A range planned in parts (one key of the index per part here) answers as of the revision it
 /// started at, whatever is written between the parts: keys created before and after its resume
 /// point, overwrites, deletes, and a compaction at or below its revision. The store actor plans a

@@ -397,11 +397,20 @@ fn txn_spec() -> impl Strategy<Value = TxnSpec> {
         .prop_map(|(compare, success, failure)| TxnSpec { compare, success, failure })
 }
 
-/// A txn whose branches, nested txns included, only read (`KvStore::plan_read_txn`).
+/// A txn whose branches, nested txns included (two levels deep), only read
+/// (`KvStore::plan_read_txn`).
 fn read_only_txn_spec() -> impl Strategy<Value = TxnSpec> {
     let read = || (read_spec(), txn_rev_sel()).prop_map(|(read, rev)| TxnOpSpec::Range { read, rev });
-    let nested = (prop::collection::vec(compare_spec(), 0..=2), prop::collection::vec(read(), 0..=2))
-        .prop_map(|(compare, success)| TxnOpSpec::Txn(Box::new(TxnSpec { compare, success, failure: Vec::new() })));
+    let branches = |op: BoxedStrategy<TxnOpSpec>| {
+        (
+            prop::collection::vec(compare_spec(), 0..=2),
+            prop::collection::vec(op.clone(), 0..=2),
+            prop::collection::vec(op, 0..=2),
+        )
+            .prop_map(|(compare, success, failure)| TxnOpSpec::Txn(Box::new(TxnSpec { compare, success, failure })))
+    };
+    let inner = branches(read().boxed());
+    let nested = branches(prop_oneof![3 => read(), 1 => inner].boxed());
     let op = prop_oneof![5 => read(), 1 => nested];
     (
         prop::collection::vec(compare_spec(), 0..=2),
