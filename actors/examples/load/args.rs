@@ -134,7 +134,8 @@ pub struct Args {
     #[arg(long)]
     pub range_in_txn: bool,
     /// grpc-range: unmeasured writers beside the measured one while the reader ranges, each
-    /// keeping one put in flight on a connection of its own, so that group commits run back to
+    /// keeping one put in flight on a connection of its own (all on the measured writer's
+    /// thread), so that group commits run back to
     /// back (what a read ordered with the writes waits for).
     #[arg(long, default_value_t = 0)]
     pub range_busy_writers: usize,
