@@ -31,9 +31,10 @@ impl Default for Index {
 /// How far [`Index::walk_at`] got.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Walked<'a> {
-    /// It reached the end of the range.
-    End,
-    /// It stopped after this key, with more of the range left.
+    /// It reached the end of the range, after walking this many keys (fewer than its budget,
+    /// or all of it).
+    End(usize),
+    /// It stopped after this key, its whole budget walked, with more of the range left.
     After(&'a [u8]),
 }
 
@@ -120,7 +121,7 @@ impl Index {
         mut visit: impl FnMut(IndexEntry<'a>),
     ) -> Walked<'a> {
         if range.is_empty() {
-            return Walked::End;
+            return Walked::End(0);
         }
         // A part walks at least one key, so that every part makes progress.
         let budget = budget.max(1);
@@ -129,7 +130,7 @@ impl Index {
         if let (Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
             // `after` is the last key of the range, or past it.
             if s >= e {
-                return Walked::End;
+                return Walked::End(0);
             }
         }
         let mut keys = self.keys.range::<[u8], _>((start, end)).peekable();
@@ -140,10 +141,10 @@ impl Index {
             }
             walked += 1;
             if walked == budget {
-                return if keys.peek().is_some() { Walked::After(key) } else { Walked::End };
+                return if keys.peek().is_some() { Walked::After(key) } else { Walked::End(walked) };
             }
         }
-        Walked::End
+        Walked::End(walked)
     }
 
     /// Returns the live keys of `range` now, in key order (used by delete_range).

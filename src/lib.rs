@@ -49,8 +49,8 @@ pub use key_range::KeyRange;
 pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
     Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, Planning,
-    RangeCursor, RangePlan, RestoredSnapshot, StoreSnapshot, StoreStats, TxnPlan, UpstreamChange, UpstreamRevision,
-    Write, WriteGroup,
+    RangeCursor, RangePlan, RestoredSnapshot, StoreSnapshot, StoreStats, TxnCursor, TxnPlan, TxnPlanning,
+    UpstreamChange, UpstreamRevision, Write, WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

@@ -11,7 +11,7 @@ use watchkv::watch::event_batch::{BatchLimits, EventBatch};
 use watchkv::watch::history::{range_events, Wanted};
 use watchkv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, Error, Event, KeyRange, KvStore, Planning, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
+    RangeRequest, RequestOp, ResponseOp, SortOrder, SortTarget, TxnPlanning, TxnRequest,
 };
 
 fn r(start: &str, end: &str) -> KeyRange {
@@ -999,12 +999,9 @@ fn a_read_only_txn_with_nested_txns_answers_as_its_compares_choose() {
     assert_eq!(read.revision, 4);
 }
 
-/// A range planned in parts (one key of the index per part here) answers as of the revision it
-/// started at, whatever is written between the parts: keys created before and after its resume
-/// point, overwrites, deletes, and a compaction at or below its revision. The store actor plans a
-/// range over many keys this way, with writes between the parts.
-#[test]
-fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the_parts() {
+/// A store with keys `k00`..`k29` (one deleted, one overwritten) and `a`, and the ranges over
+/// them that the planned-in-parts tests run: every shape a walk handles differently.
+fn store_and_shapes_for_parts() -> (TestStore, Vec<RangeRequest>) {
     let mut s = TestStore::new();
     for i in 0..30 {
         s.put(&format!("k{i:02}"), &format!("v{:02}", 29 - i));
@@ -1013,7 +1010,7 @@ fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the
     s.put("k03", "again");
     s.put("a", "before the prefix");
     let base = RangeRequest::new(KeyRange::prefix("k"));
-    let requests = [
+    let requests = vec![
         base.clone(),
         RangeRequest { count_only: true, ..base.clone() },
         RangeRequest { limit: 5, ..base.clone() },
@@ -1025,6 +1022,30 @@ fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the
         RangeRequest::new(KeyRange::single("k10")),
         RangeRequest::new(KeyRange::interval("k10", "k10")),
     ];
+    (s, requests)
+}
+
+/// What the planned-in-parts tests write after part `parts` of a walk at revision `at`: new
+/// keys on both sides of the walk, an overwrite, a delete, and (after the third part) a
+/// compaction at the revision read, which keeps every row it needs.
+fn write_between_parts(s: &mut TestStore, parts: usize, at: i64) {
+    let n = s.store.current_rev();
+    s.put(&format!("k{:02}x", parts % 30), "new");
+    s.put(&format!("k{:02}", (parts * 7) % 30), "overwritten");
+    s.del(KeyRange::single(format!("k{:02}", (parts * 11) % 30)));
+    if parts == 3 {
+        s.store.compact(at).expect("compact at the revision read").wait().expect("physical");
+    }
+    assert!(s.store.current_rev() > n);
+}
+
+/// A range planned in parts (one key of the index per part here) answers as of the revision it
+/// started at, whatever is written between the parts: keys created before and after its resume
+/// point, overwrites, deletes, and a compaction at or below its revision. The store actor plans a
+/// range over many keys this way, with writes between the parts.
+#[test]
+fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the_parts() {
+    let (mut s, requests) = store_and_shapes_for_parts();
     for req in &requests {
         let want = s.store.range(req).expect("range");
         let at = s.store.current_rev();
@@ -1038,16 +1059,7 @@ fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the
                 Planning::Partial(next) => cursor = next,
                 Planning::Done(plan) => break plan,
             }
-            // Between the parts: new keys on both sides of the walk, an overwrite, a delete, and
-            // a compaction at the revision read (which keeps every row it needs).
-            let n = s.store.current_rev();
-            s.put(&format!("k{:02}x", parts % 30), "new");
-            s.put(&format!("k{:02}", (parts * 7) % 30), "overwritten");
-            s.del(KeyRange::single(format!("k{:02}", (parts * 11) % 30)));
-            if parts == 3 {
-                s.store.compact(at).expect("compact at the revision read").wait().expect("physical");
-            }
-            assert!(s.store.current_rev() > n);
+            write_between_parts(&mut s, parts, at);
         };
         assert!(parts > 1 || req.range == KeyRange::single("k10") || req.range.is_empty(), "{req:?} took one part");
         assert_eq!(plan.finish_from(&snapshot).expect("read"), want, "{req:?}");
@@ -1056,6 +1068,47 @@ fn a_range_planned_in_parts_answers_its_revision_whatever_is_written_between_the
         let rows_now = s.store.range(&RangeRequest::new(KeyRange::prefix("k"))).expect("range now");
         assert!(rows_now.count > 0);
     }
+}
+
+/// A read-only txn planned in parts walks its ranges one after the other, a key of the index
+/// per part here, and answers as of the revision it started at, whatever is written between
+/// the parts; its compares ran at the start. The store actor plans a txn over many keys this
+/// way.
+#[test]
+fn a_read_only_txn_planned_in_parts_answers_its_revision_whatever_is_written_between_the_parts() {
+    let (mut s, requests) = store_and_shapes_for_parts();
+    let holds = Compare { range: one("k10"), result: CompareResult::Greater, target: CompareTarget::Version(0) };
+    let (first, rest) = requests.split_at(4);
+    let txn = TxnRequest {
+        compare: vec![holds.clone()],
+        success: first
+            .iter()
+            .cloned()
+            .map(RequestOp::Range)
+            .chain([RequestOp::Txn(TxnRequest {
+                compare: vec![holds],
+                success: rest.iter().cloned().map(RequestOp::Range).collect(),
+                failure: vec![],
+            })])
+            .collect(),
+        failure: vec![],
+    };
+    let want = s.store.read_txn(&txn).expect("read-only txn");
+    let at = s.store.current_rev();
+    let snapshot = s.store.reader().snapshot();
+    let mut cursor = s.store.start_read_txn(txn).expect("start");
+    assert_eq!(cursor.revision(), at);
+    let mut parts = 0;
+    let plan = loop {
+        parts += 1;
+        match s.store.continue_read_txn(cursor, 1).expect("continue") {
+            TxnPlanning::Partial(next) => cursor = next,
+            TxnPlanning::Done(plan) => break plan,
+        }
+        write_between_parts(&mut s, parts, at);
+    };
+    assert!(parts > 100, "its ten ranges walk over 100 keys one at a time: {parts} parts");
+    assert_eq!(plan.finish_from(&snapshot).expect("read"), want);
 }
 
 /// A walk that stands after a key deleted before the range began resumes correctly when a

@@ -1165,6 +1165,13 @@ impl Harness {
                         .map(|r| (r, Vec::new()))
                         .map_err(|e| merr(&e));
                     prop_assert_eq!(&from_snapshot, &want, "{}: read-only txn {:#?} from a snapshot", ctx, req);
+                    for keys in [1, 2] {
+                        let in_parts = plan_txn_in_parts(store, &req, keys)
+                            .and_then(|plan| store.finish_read_txn(plan))
+                            .map(|r| (r, Vec::new()))
+                            .map_err(|e| merr(&e));
+                        prop_assert_eq!(&in_parts, &want, "{}: read-only txn {:#?} in parts of {}", ctx, req, keys);
+                    }
                 }
                 let got = if *mvcc { self.store().mvcc_txn(req.clone()) } else { self.store().txn(req.clone()) };
                 let got = got.map(|c| (c.response, c.events)).map_err(|e| merr(&e));
@@ -1420,6 +1427,18 @@ proptest! {
 }
 
 /// `req` planned by walking at most `keys` keys of the index per part.
+/// `req` planned by `KvStore::start_read_txn` and `continue_read_txn`, `keys` keys of the index a
+/// part.
+fn plan_txn_in_parts(store: &KvStore, req: &TxnRequest, keys: usize) -> watchkv::Result<watchkv::TxnPlan> {
+    let mut cursor = store.start_read_txn(req.clone())?;
+    loop {
+        match store.continue_read_txn(cursor, keys)? {
+            watchkv::TxnPlanning::Partial(next) => cursor = next,
+            watchkv::TxnPlanning::Done(plan) => return Ok(plan),
+        }
+    }
+}
+
 fn plan_in_parts(store: &KvStore, req: &RangeRequest, keys: usize) -> watchkv::Result<watchkv::RangePlan> {
     let mut cursor = store.start_range(req)?;
     loop {

@@ -668,8 +668,8 @@ pub struct StoreStats {
     pub ranges_read_off_thread: u64,
     /// Txns that only read, served as reads beside the group commit.
     pub read_txns: u64,
-    /// Ranges whose walk of the key index took several turns of the store (more than 4096
-    /// keys), with writes between the turns.
+    /// Ranges and read-only txns whose walk of the key index took several turns of the store
+    /// (more than 4096 keys), with writes between the turns.
     pub ranges_planned_in_parts: u64,
 }
 

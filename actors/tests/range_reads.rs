@@ -236,29 +236,46 @@ async fn ranges_walked_over_several_turns_answer_their_revision_while_writes_and
     assert!(stats.ranges_read_off_thread > 0, "no range of 10,000 rows was read off the store's thread");
 }
 
-/// A compaction above a range's revision that arrives while the store is still walking the
-/// range's keys waits for the walk: the range answers whole instead of failing as compacted.
+/// A compaction above a read's revision that arrives while the store is still walking the
+/// read's keys waits for the walk: the read (a range, or a read-only txn of two ranges) answers
+/// whole instead of failing as compacted.
 #[actix_rt::test]
-async fn a_compaction_during_a_ranges_walk_lets_the_walk_finish_first() {
+async fn a_compaction_during_a_reads_walk_lets_the_walk_finish_first() {
     const KEYS: usize = 20_000;
     let (_dir, handle) = store_with_keys(KEYS).await;
     let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
+    let mut txn = read_only_txn(count.clone());
+    txn.success.push(RequestOp::Range(count.clone()));
     for attempt in 0..3 {
         let counting = {
             let (handle, count) = (handle.clone(), count.clone());
             actix_rt::spawn(async move { handle.range(count).await })
         };
-        // Let the range reach the store first; then a write and a compaction above its
-        // revision, each sent once the one before is done (the walk takes several turns).
+        let in_txn = {
+            let (handle, txn) = (handle.clone(), txn.clone());
+            actix_rt::spawn(async move { handle.txn(txn).await })
+        };
+        // Let the reads reach the store first; then a write and a compaction above their
+        // revision, each sent once the one before is done (the walks take several turns).
         actix_rt::task::yield_now().await;
         let rev =
             handle.put(PutRequest::new(format!("s/{attempt}"), "outside the prefix")).await.expect("put").revision;
         handle.compact(rev, true).await.expect("compact");
         let answer = counting.await.expect("range task").expect("the range answers whole");
         assert_eq!(answer.count, KEYS as i64);
+        let answer = in_txn.await.expect("txn task").expect("the txn answers whole");
+        let counts: Vec<i64> = answer
+            .responses
+            .iter()
+            .map(|op| match op {
+                ResponseOp::Range(r) => r.count,
+                other => panic!("a range's answer: {other:?}"),
+            })
+            .collect();
+        assert_eq!(counts, [KEYS as i64; 2]);
     }
     let stats = handle.stats().await.expect("stats").store;
-    assert!(stats.ranges_planned_in_parts >= 3, "the counts of {KEYS} keys took one turn each");
+    assert!(stats.ranges_planned_in_parts >= 6, "the counts of {KEYS} keys took one turn each");
     handle.shutdown().await.expect("shutdown");
 }
 

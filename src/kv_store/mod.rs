@@ -53,7 +53,7 @@ pub use import::{Import, ImportedSnapshot};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
 pub use read::{Planning, RangeCursor, RangePlan};
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
-pub use txn::TxnPlan;
+pub use txn::{TxnCursor, TxnPlan, TxnPlanning};
 pub use upstream::{UpstreamChange, UpstreamRevision};
 pub use write::{Applied, Persisted, Write, WriteGroup};
 

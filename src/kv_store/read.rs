@@ -70,9 +70,14 @@ impl KvStore {
     /// `EmptyKey`, `FutureRev`, `Compacted`.
     pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor<'static>> {
         check_range(req)?;
+        self.range_cursor(req.clone())
+    }
+
+    /// A cursor for `req` (already checked) at the read revision, which owns the request.
+    pub(super) fn range_cursor(&self, req: RangeRequest) -> Result<RangeCursor<'static>> {
         let view_rev = self.read_rev();
         let rev = self.check_read_rev(req.revision, view_rev)?;
-        Ok(RangeCursor::new(Cow::Owned(req.clone()), rev, view_rev, &self.index))
+        Ok(RangeCursor::new(Cow::Owned(req), rev, view_rev, &self.index))
     }
 
     /// Walks at most `keys` more keys of the key index for `cursor`: the plan when the walk is
@@ -89,6 +94,13 @@ impl KvStore {
     /// answer could no longer be read whole); `Internal` if the key index was rebuilt since (a
     /// reopened or re-imported store).
     pub fn continue_range<'r>(&self, mut cursor: RangeCursor<'r>, keys: usize) -> Result<Planning<'r>> {
+        self.walk_range(&mut cursor, keys)?;
+        Ok(if cursor.done { Planning::Done(cursor.into_plan()) } else { Planning::Partial(cursor) })
+    }
+
+    /// Walks at most `keys` more keys of the key index for `cursor` (setting `done` at the end
+    /// of its range); returns how many it walked. [`Self::continue_range`] explains the errors.
+    pub(super) fn walk_range(&self, cursor: &mut RangeCursor<'_>, keys: usize) -> Result<usize> {
         if cursor.index_id != self.index.id() {
             return Err(Error::Internal("a range was continued on a key index rebuilt since it started".into()));
         }
@@ -117,9 +129,12 @@ impl KvStore {
         match walked {
             Walked::After(key) => {
                 cursor.after = Some(key.into());
-                Ok(Planning::Partial(cursor))
+                Ok(keys.max(1))
             }
-            Walked::End => Ok(Planning::Done(cursor.into_plan())),
+            Walked::End(walked) => {
+                cursor.done = true;
+                Ok(walked)
+            }
         }
     }
 
@@ -173,6 +188,8 @@ pub struct RangeCursor<'r> {
     found: Vec<(usize, KeyVersion)>,
     /// Keys of the range that exist at `rev`, so far.
     count: usize,
+    /// Whether the walk reached the end of the range.
+    done: bool,
 }
 
 impl<'r> RangeCursor<'r> {
@@ -181,7 +198,7 @@ impl<'r> RangeCursor<'r> {
             Ok(limit) if limit > 0 => limit.saturating_add(1),
             _ => usize::MAX,
         };
-        Self { req, rev, view_rev, index_id: index.id(), after: None, keep, found: Vec::new(), count: 0 }
+        Self { req, rev, view_rev, index_id: index.id(), after: None, keep, found: Vec::new(), count: 0, done: false }
     }
 
     /// The revision the range reads at.
@@ -190,8 +207,13 @@ impl<'r> RangeCursor<'r> {
         self.rev
     }
 
+    /// Whether the walk reached the end of the range.
+    pub(super) fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The plan from a complete walk.
-    fn into_plan(self) -> RangePlan {
+    pub(super) fn into_plan(self) -> RangePlan {
         let Self { req, view_rev, keep, mut found, count, .. } = self;
         let value_order = if req.sort_target == SortTarget::Value {
             Some(req.sort_order)

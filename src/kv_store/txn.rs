@@ -4,7 +4,7 @@
 //! `compareKV`, `executeTxn`), and a txn that only reads, planned like a range ([`TxnPlan`]).
 
 use super::quota::Gate;
-use super::read::RangePlan;
+use super::read::{RangeCursor, RangePlan};
 use super::write::WriteTxn;
 use super::{Committed, KvStore};
 use crate::backend::RevisionSnapshot;
@@ -38,24 +38,54 @@ impl KvStore {
         result
     }
 
-    /// Resolves a txn that only reads (`!req.writes()`) at the current revision: its compares
+    /// Resolves a txn that only reads (`!req.writes()`) at the read revision: its compares
     /// and which rows answer each range of the chosen branches. Reading the rows is left to
     /// [`TxnPlan::finish`] or [`TxnPlan::finish_from`], as for a range, so that such a txn is
     /// served beside the writes rather than inside their group commit, and its rows can be read
     /// from a snapshot elsewhere (etcd `v3_server.go` `Txn` serves a read-only txn as a read,
-    /// outside raft and the appliers: under `NOSPACE` or `CORRUPT` too).
+    /// outside raft and the appliers: under `NOSPACE` or `CORRUPT` too). The ranges are walked
+    /// in one go; [`Self::start_read_txn`] walks them in parts.
     ///
     /// # Errors
     /// As [`Self::txn`] for a txn without writes; `Internal` for a txn that writes.
     pub fn plan_read_txn(&self, req: &TxnRequest) -> Result<TxnPlan> {
+        match self.continue_read_txn(self.start_read_txn(req.clone())?, usize::MAX)? {
+            TxnPlanning::Done(plan) => Ok(plan),
+            TxnPlanning::Partial(_) => Err(Error::Internal("an unbounded txn walk stopped early".into())),
+        }
+    }
+
+    /// Starts planning a txn that only reads in parts ([`Self::continue_read_txn`]), as
+    /// [`Self::start_range`] does a range: its checks and compares run now, at the read
+    /// revision, which is fixed for its ranges too; their walks of the key index are left to
+    /// the parts.
+    ///
+    /// # Errors
+    /// As [`Self::plan_read_txn`].
+    pub fn start_read_txn(&self, req: TxnRequest) -> Result<TxnCursor> {
         if req.writes() {
             return Err(Error::Internal("a txn that writes was planned as a read".into()));
         }
-        check_txn(req, self.config.max_txn_ops())?;
-        let path = self.compare_path(req)?;
-        self.check_txn_refs(req, &path, &mut 0, true)?;
-        let (root, _) = self.plan_branch(req, &path)?;
-        Ok(TxnPlan { revision: self.read_rev(), root })
+        check_txn(&req, self.config.max_txn_ops())?;
+        let path = self.compare_path(&req)?;
+        self.check_txn_refs(&req, &path, &mut 0, true)?;
+        let (root, _) = self.cursor_branch(req, &path)?;
+        Ok(TxnCursor { revision: self.read_rev(), root })
+    }
+
+    /// Walks at most `keys` more keys of the key index for the ranges of `cursor`, in the order
+    /// the txn runs them: the plan when every walk is complete, else the cursor to continue
+    /// from.
+    ///
+    /// # Errors
+    /// As [`Self::continue_range`].
+    pub fn continue_read_txn(&self, mut cursor: TxnCursor, keys: usize) -> Result<TxnPlanning> {
+        let mut budget = keys;
+        if self.walk_txn(&mut cursor.root, &mut budget)? {
+            Ok(TxnPlanning::Done(TxnPlan { revision: cursor.revision, root: cursor.root.into_plan() }))
+        } else {
+            Ok(TxnPlanning::Partial(cursor))
+        }
     }
 
     /// Runs a txn that only reads, in place ([`Self::plan_read_txn`], then its rows).
@@ -75,19 +105,19 @@ impl KvStore {
         plan.finish(|rev| self.read_kv(rev))
     }
 
-    /// Plans the branch of `t` that `path` selected; returns it and how many path entries it
-    /// used (the read-only counterpart of [`Self::exec_txn`]).
-    fn plan_branch(&self, t: &TxnRequest, path: &[bool]) -> Result<(PlannedTxn, usize)> {
+    /// A cursor for the branch of `t` that `path` selected; returns it and how many path
+    /// entries it used (the read-only counterpart of [`Self::exec_txn`]).
+    fn cursor_branch(&self, t: TxnRequest, path: &[bool]) -> Result<(CursorTxn, usize)> {
         let succeeded = path.first().copied().unwrap_or(false);
         let mut used = 1;
         let mut ops = Vec::new();
-        for op in if succeeded { &t.success } else { &t.failure } {
+        for op in if succeeded { t.success } else { t.failure } {
             ops.push(match op {
-                RequestOp::Range(r) => PlannedOp::Range(self.plan_view(r, self.read_rev())?),
+                RequestOp::Range(r) => CursorOp::Range(self.range_cursor(r)?),
                 RequestOp::Txn(nested) => {
-                    let (planned, n) = self.plan_branch(nested, path.get(used..).unwrap_or(&[]))?;
+                    let (cursor, n) = self.cursor_branch(nested, path.get(used..).unwrap_or(&[]))?;
                     used += n;
-                    PlannedOp::Txn(planned)
+                    CursorOp::Txn(cursor)
                 }
                 RequestOp::Empty => return Err(Error::KeyNotFound),
                 RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
@@ -95,7 +125,32 @@ impl KvStore {
                 }
             });
         }
-        Ok((PlannedTxn { succeeded, ops }, used))
+        Ok((CursorTxn { succeeded, ops }, used))
+    }
+
+    /// Walks the ranges of `t` not walked to their end yet, in order, while `budget` (keys of
+    /// the index) lasts; returns whether every one is complete.
+    fn walk_txn(&self, t: &mut CursorTxn, budget: &mut usize) -> Result<bool> {
+        for op in &mut t.ops {
+            match op {
+                CursorOp::Txn(nested) => {
+                    if !self.walk_txn(nested, budget)? {
+                        return Ok(false);
+                    }
+                }
+                CursorOp::Range(cursor) if !cursor.is_done() => {
+                    if *budget == 0 {
+                        return Ok(false);
+                    }
+                    *budget = budget.saturating_sub(self.walk_range(cursor, *budget)?);
+                    if !cursor.is_done() {
+                        return Ok(false);
+                    }
+                }
+                CursorOp::Range(_) => {}
+            }
+        }
+        Ok(true)
     }
 
     /// `api_checks` applies the API layer's duplicate-key rule.
@@ -230,6 +285,60 @@ impl KvStore {
         }
         // etcd fills only the top-level header; nested txn responses carry revision 0.
         Ok((TxnResponse { revision: 0, succeeded, responses }, used))
+    }
+}
+
+/// A txn that only reads being planned in parts ([`KvStore::start_read_txn`]): its revision,
+/// its compares' outcomes, and a cursor for each range of the chosen branches.
+#[derive(Debug)]
+pub struct TxnCursor {
+    revision: i64,
+    root: CursorTxn,
+}
+
+impl TxnCursor {
+    /// The revision the txn reads at (its header revision).
+    #[must_use]
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+}
+
+/// Where planning a read-only txn in parts stands ([`KvStore::continue_read_txn`]).
+#[derive(Debug)]
+pub enum TxnPlanning {
+    /// More of the key index to walk.
+    Partial(TxnCursor),
+    /// Every walk is complete.
+    Done(TxnPlan),
+}
+
+/// One txn of a [`TxnCursor`], nested ones included.
+#[derive(Debug)]
+struct CursorTxn {
+    succeeded: bool,
+    ops: Vec<CursorOp>,
+}
+
+/// One op of a chosen branch of a [`TxnCursor`].
+#[derive(Debug)]
+enum CursorOp {
+    Range(RangeCursor<'static>),
+    Txn(CursorTxn),
+}
+
+impl CursorTxn {
+    /// The plan once every range's walk is complete.
+    fn into_plan(self) -> PlannedTxn {
+        let ops = self
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                CursorOp::Range(cursor) => PlannedOp::Range(cursor.into_plan()),
+                CursorOp::Txn(nested) => PlannedOp::Txn(nested.into_plan()),
+            })
+            .collect();
+        PlannedTxn { succeeded: self.succeeded, ops }
     }
 }
 

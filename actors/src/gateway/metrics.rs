@@ -63,7 +63,7 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     );
     registry.register(
         "ranges_planned_in_parts",
-        "Ranges whose walk of the key index took several turns of the store, with writes between them",
+        "Ranges and read-only txns whose walk of the key index took several turns of the store, with writes between them",
         counter(stats.store.ranges_planned_in_parts),
     );
     registry.register("events_sent", "Events delivered to stream mailboxes", counter(stats.events_sent));

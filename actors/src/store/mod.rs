@@ -105,11 +105,11 @@ pub struct StoreActor {
     ranges_read_off_thread: u64,
     /// Read-only txns served so far (`reads.rs`).
     read_txns: u64,
-    /// Ranges whose walk of the key index goes on over several turns, oldest first
-    /// (`reads.rs`).
-    planning: VecDeque<reads::RangeInPlanning>,
+    /// Reads (ranges, read-only txns) whose walk of the key index goes on over several turns,
+    /// oldest first (`reads.rs`).
+    planning: VecDeque<Box<dyn reads::InPlanning + Send>>,
     plan_scheduled: bool,
-    /// Ranges planned over several turns so far.
+    /// Ranges and read-only txns planned over several turns so far.
     ranges_planned_in_parts: u64,
 }
 
