@@ -32,14 +32,9 @@ impl KvStore {
         let persisted = batch.commit().and_then(|()| self.backend.sync());
         if let Err(e) = persisted {
             // The sync covers writes not yet persisted too.
-            self.persist_failed = true;
-            self.poison(&e);
-            return Err(e);
+            return Err(self.persist_failed(e));
         }
-        self.unpersisted = false;
-        if !self.persist_failed {
-            self.durable_rev = self.current_rev;
-        }
+        self.persisted();
         self.compact_unchecked(rev)
     }
 

@@ -293,6 +293,24 @@ impl KvStore {
         self.poisoned = true;
     }
 
+    /// Records a persist that failed with `e`: the store is poisoned, and what was applied since
+    /// the last successful persist may not be on disk. Returns `e`.
+    fn persist_failed(&mut self, e: Error) -> Error {
+        self.persist_failed = true;
+        self.poison(&e);
+        e
+    }
+
+    /// Records a successful persist: everything applied is on disk, unless an earlier persist
+    /// lost some of it. (A write that failed halfway poisons the store without moving the
+    /// revision: the ones before it in its group are still made durable, and answered.)
+    fn persisted(&mut self) {
+        self.unpersisted = false;
+        if !self.persist_failed {
+            self.durable_rev = self.current_rev;
+        }
+    }
+
     /// Returns counters describing the store.
     #[must_use]
     pub fn stats(&self) -> StoreStats {

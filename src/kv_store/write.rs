@@ -194,26 +194,16 @@ impl KvStore {
                 batch.delete_lease(id);
             }
             if let Err(e) = batch.commit() {
-                self.persist_failed = true;
-                self.poison(&e);
-                return Err(e);
+                return Err(self.persist_failed(e));
             }
             self.unpersisted = true;
         }
         if self.unpersisted {
             if let Err(e) = self.backend.persist() {
-                self.persist_failed = true;
-                self.poison(&e);
-                return Err(e);
+                return Err(self.persist_failed(e));
             }
-            self.unpersisted = false;
         }
-        // Everything applied is on disk, unless an earlier persist lost some of it. (A write
-        // that failed halfway poisons the store without moving the revision: the ones before it
-        // in its group are still made durable here, and answered.)
-        if !self.persist_failed {
-            self.durable_rev = self.current_rev;
-        }
+        self.persisted();
         Ok(())
     }
 
