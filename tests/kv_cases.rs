@@ -1111,6 +1111,30 @@ fn a_read_only_txn_planned_in_parts_answers_its_revision_whatever_is_written_bet
     assert_eq!(plan.finish_from(&snapshot).expect("read"), want);
 }
 
+/// A read-only txn in planning fails as compacted once the store is compacted above the
+/// revision of any of its ranges, one already walked too: a range asking for an old revision
+/// reads rows a compaction above it may delete.
+#[test]
+fn a_read_only_txn_in_planning_fails_after_a_compaction_above_a_range_it_walked() {
+    let (mut s, _) = store_and_shapes_for_parts();
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Range(RangeRequest::new(one("k03")).at(3)),
+            RequestOp::Range(RangeRequest::new(KeyRange::prefix("k"))),
+        ],
+        failure: vec![],
+    };
+    let cursor = s.store.start_read_txn(txn).expect("start");
+    let TxnPlanning::Partial(cursor) = s.store.continue_read_txn(cursor, 1).expect("first part") else {
+        panic!("the prefix is left to walk")
+    };
+    let now = s.store.current_rev();
+    s.store.compact(now).expect("compact").wait().expect("physical");
+    let failed = s.store.continue_read_txn(cursor, usize::MAX);
+    assert!(matches!(failed, Err(Error::Compacted { requested: 3, .. })), "{failed:?}");
+}
+
 /// A walk that stands after a key deleted before the range began resumes correctly when a
 /// compaction at the range's revision takes that key out of the index.
 #[test]

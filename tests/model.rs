@@ -1426,7 +1426,6 @@ proptest! {
     }
 }
 
-/// `req` planned by walking at most `keys` keys of the index per part.
 /// `req` planned by `KvStore::start_read_txn` and `continue_read_txn`, `keys` keys of the index a
 /// part.
 fn plan_txn_in_parts(store: &KvStore, req: &TxnRequest, keys: usize) -> watchkv::Result<watchkv::TxnPlan> {
@@ -1439,6 +1438,7 @@ fn plan_txn_in_parts(store: &KvStore, req: &TxnRequest, keys: usize) -> watchkv:
     }
 }
 
+/// `req` planned by walking at most `keys` keys of the index per part.
 fn plan_in_parts(store: &KvStore, req: &RangeRequest, keys: usize) -> watchkv::Result<watchkv::RangePlan> {
     let mut cursor = store.start_range(req)?;
     loop {

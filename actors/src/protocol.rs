@@ -666,7 +666,7 @@ pub struct StoreStats {
     /// Ranges and read-only txns whose rows were read from a snapshot off the store's thread
     /// (answers of 512 rows or more while a reader was free).
     pub ranges_read_off_thread: u64,
-    /// Txns that only read, served as reads beside the group commit.
+    /// Txns that only read, taken as reads beside the group commit (answered or failed).
     pub read_txns: u64,
     /// Ranges and read-only txns whose walk of the key index took several turns of the store
     /// (more than 4096 keys), with writes between the turns.

@@ -101,12 +101,7 @@ impl KvStore {
     /// Walks at most `keys` more keys of the key index for `cursor` (setting `done` at the end
     /// of its range); returns how many it walked. [`Self::continue_range`] explains the errors.
     pub(super) fn walk_range(&self, cursor: &mut RangeCursor<'_>, keys: usize) -> Result<usize> {
-        if cursor.index_id != self.index.id() {
-            return Err(Error::Internal("a range was continued on a key index rebuilt since it started".into()));
-        }
-        if cursor.rev < self.compact_rev {
-            return Err(Error::Compacted { requested: cursor.rev, compact_rev: self.compact_rev });
-        }
+        self.check_cursor(cursor)?;
         let req = &cursor.req;
         let wanted = |v: &KeyVersion| {
             (req.min_mod_revision == 0 || v.modified.main >= req.min_mod_revision)
@@ -136,6 +131,18 @@ impl KvStore {
                 Ok(walked)
             }
         }
+    }
+
+    /// Fails a cursor whose answer can no longer be made: the store was compacted above its
+    /// revision (`Compacted`), or its key index was rebuilt (`Internal`).
+    pub(super) fn check_cursor(&self, cursor: &RangeCursor<'_>) -> Result<()> {
+        if cursor.index_id != self.index.id() {
+            return Err(Error::Internal("a range was continued on a key index rebuilt since it started".into()));
+        }
+        if cursor.rev < self.compact_rev {
+            return Err(Error::Compacted { requested: cursor.rev, compact_rev: self.compact_rev });
+        }
+        Ok(())
     }
 
     /// Applies docs/etcd-semantics.md §1.4 steps 1–3: the revision actually read for a requested

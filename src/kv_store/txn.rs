@@ -80,7 +80,8 @@ impl KvStore {
     /// # Errors
     /// As [`Self::continue_range`].
     pub fn continue_read_txn(&self, mut cursor: TxnCursor, keys: usize) -> Result<TxnPlanning> {
-        let mut budget = keys;
+        // Every part makes progress, as a range's does.
+        let mut budget = keys.max(1);
         if self.walk_txn(&mut cursor.root, &mut budget)? {
             Ok(TxnPlanning::Done(TxnPlan { revision: cursor.revision, root: cursor.root.into_plan() }))
         } else {
@@ -147,7 +148,8 @@ impl KvStore {
                         return Ok(false);
                     }
                 }
-                CursorOp::Range(_) => {}
+                // A range walked already is still checked: its rows must stay readable too.
+                CursorOp::Range(cursor) => self.check_cursor(cursor)?,
             }
         }
         Ok(true)

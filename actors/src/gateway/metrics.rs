@@ -58,7 +58,7 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     );
     registry.register(
         "read_txns",
-        "Txns that only read, served as reads beside the group commit",
+        "Txns that only read, taken as reads beside the group commit (answered or failed)",
         counter(stats.store.read_txns),
     );
     registry.register(

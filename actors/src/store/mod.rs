@@ -103,7 +103,7 @@ pub struct StoreActor {
     range_readers: Arc<tokio::sync::Semaphore>,
     /// Ranges and read-only txns read off this thread so far.
     ranges_read_off_thread: u64,
-    /// Read-only txns served so far (`reads.rs`).
+    /// Read-only txns taken as reads so far, answered or failed (`reads.rs`).
     read_txns: u64,
     /// Reads (ranges, read-only txns) whose walk of the key index goes on over several turns,
     /// oldest first (`reads.rs`).

@@ -34,7 +34,8 @@ pub(super) const RANGE_READERS: u32 = 4;
 /// Keys of the index a read (a range, or all the ranges of a read-only txn) walks per turn of
 /// the store: about 0.2 ms at 40 ns a key (a count of 200,000 keys takes 8 ms, `load
 /// --scenario grpc-range --range-count-only`), so a write waits at most that long behind a
-/// read however many keys it covers.
+/// read however many keys it covers (a read-only txn's compares excepted: they run whole when
+/// it arrives).
 pub(super) const PLAN_KEYS_PER_TURN: usize = 4096;
 
 /// Reads whose walk goes on over several turns at once. A read beyond them is walked whole in
