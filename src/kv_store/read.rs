@@ -52,7 +52,7 @@ impl KvStore {
     }
 
     /// Plans `req` as of a store at `view_rev`, in one walk of the key index.
-    pub(super) fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
+    fn plan_view(&self, req: &RangeRequest, view_rev: i64) -> Result<RangePlan> {
         // In one part the cursor can borrow the request: no copy of its keys per range.
         let rev = self.check_read_rev(req.revision, view_rev)?;
         let cursor = RangeCursor::new(Cow::Borrowed(req), rev, view_rev, &self.index);
