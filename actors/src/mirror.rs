@@ -25,7 +25,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tonic::metadata::MetadataValue;
 use watchkv::{KvStore, StoreConfig, UpstreamChange, UpstreamRevision};
 
@@ -251,54 +251,136 @@ async fn watch_once(
         .into_inner();
     status.connected();
     tracing::info!(endpoint = %endpoint, from = start, "mirror: following upstream");
-    let mut fragments: Vec<mvccpb::Event> = Vec::new();
     // The follower is the mirror's only writer: what it applied last is the store's revision
     // (below `start - 1` on a prefix mirror whose last revisions were outside the prefix).
     let mut applied = handle.current_revision();
+    let mut gathered = Gathered::default();
     loop {
-        let response: WatchResponse = match responses.next().await {
-            Some(Ok(r)) => r,
-            Some(Err(s)) => return Err(Stop::Resume(format!("{}: {}", s.code(), s.message()))),
-            None => return Err(Stop::Resume("upstream ended the watch stream".into())),
-        };
-        if let Some(header) = &response.header {
-            status.upstream_at(header.revision);
-        }
-        if response.compact_revision != 0 {
-            return Err(Stop::Compacted(response.compact_revision));
-        }
-        if response.canceled && watch_token_refused(&response.cancel_reason) {
+        let first = responses.next().await;
+        let ended = gathered.take_ready(first, &mut responses, status);
+        if gathered.token_refused {
             // etcd: clientv3/watch.go shouldRetryWatch: the next watch authenticates again.
             upstream.forget_token(token.as_ref()).await;
+            gathered.token_refused = false;
+        }
+        // What came whole before the stream ended or failed is applied first: the resume then
+        // starts after it.
+        if let Some((events, seen)) = gathered.whole(prefix) {
+            if !events.is_empty() {
+                let revisions = by_revision(applied, events).map_err(Stop::Fatal)?;
+                applied = handle.apply_upstream(revisions).await.map_err(|e| match e {
+                    // A storage failure the store recovers from by itself (`store/recovery.rs`):
+                    // resume from whatever it holds once it has.
+                    watchkv::Error::Poisoned => {
+                        Stop::Resume("the local store failed; resuming once it has recovered".into())
+                    }
+                    e => Stop::Fatal(e.into()),
+                })?;
+            }
+            // Everything up to the last response's last revision is applied or outside the prefix.
+            handle.confirm_upstream(seen);
+            status.applied();
+        }
+        if let Some(stop) = ended {
+            return Err(stop);
+        }
+    }
+}
+
+/// Most bytes of events the follower gathers from responses already received before it applies
+/// them: one apply (one group commit) then holds at most about this much, besides one response.
+const GATHER_MAX_BYTES: usize = 4 << 20;
+/// Most responses the follower gathers before it applies them.
+const GATHER_MAX_RESPONSES: usize = 1000;
+
+/// The upstream responses taken since the last apply. Upstream sends a synced watch one
+/// response per revision, so a follower that applied each response alone took one group commit
+/// (one `fdatasync`) and one delivery to each local stream per upstream revision, and could not
+/// catch up once behind. Everything already received is applied together instead: the further
+/// the mirror falls behind, the more revisions share a commit and a watcher's response, as
+/// etcd's victims get multi-revision batches (etcd: mvcc/watchable_store.go moveVictims).
+#[derive(Default)]
+struct Gathered {
+    /// Events of the whole responses taken, in upstream's order.
+    events: Vec<mvccpb::Event>,
+    /// The fragments of a response not yet complete (etcd's `fragment` flag).
+    fragments: Vec<mvccpb::Event>,
+    /// The last revision of the last whole response with events.
+    seen: Option<i64>,
+    /// Key and value bytes of `events` and `fragments`.
+    bytes: usize,
+    /// Responses taken since the last apply.
+    responses: usize,
+    /// Upstream cancelled the watch for its token: the next watch authenticates again.
+    token_refused: bool,
+}
+
+impl Gathered {
+    /// Takes `first` and every response that has already arrived after it, until the stream has
+    /// none ready, gathering is full, or the watch ends; returns why it ended, if it did.
+    fn take_ready<S>(
+        &mut self,
+        first: Option<Result<WatchResponse, tonic::Status>>,
+        responses: &mut S,
+        status: &UpstreamStatus,
+    ) -> Option<Stop>
+    where
+        S: futures::Stream<Item = Result<WatchResponse, tonic::Status>> + Unpin,
+    {
+        let mut next = first;
+        loop {
+            let response = match next {
+                Some(Ok(r)) => r,
+                Some(Err(s)) => return Some(Stop::Resume(format!("{}: {}", s.code(), s.message()))),
+                None => return Some(Stop::Resume("upstream ended the watch stream".into())),
+            };
+            if let Some(header) = &response.header {
+                status.upstream_at(header.revision);
+            }
+            if let Some(stop) = self.take(response) {
+                return Some(stop);
+            }
+            if self.bytes >= GATHER_MAX_BYTES || self.responses >= GATHER_MAX_RESPONSES {
+                return None;
+            }
+            next = responses.next().now_or_never()?;
+        }
+    }
+
+    /// Takes one response: its events join the gathered ones once the response is whole.
+    fn take(&mut self, response: WatchResponse) -> Option<Stop> {
+        if response.compact_revision != 0 {
+            return Some(Stop::Compacted(response.compact_revision));
         }
         if response.canceled {
-            return Err(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
+            self.token_refused = watch_token_refused(&response.cancel_reason);
+            return Some(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
         }
-        fragments.extend(response.events);
+        self.responses += 1;
+        self.bytes += response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum::<usize>();
+        self.fragments.extend(response.events);
         if response.fragment {
-            continue;
+            return None;
         }
-        let mut events = std::mem::take(&mut fragments);
-        let Some(seen) = events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) else {
-            // The created response, or a progress notification: neither moves the applied
-            // revision (etcd #15220).
-            continue;
-        };
+        // The created response, or a progress notification, has no events: neither moves the
+        // applied revision (etcd #15220).
+        if let Some(last) = self.fragments.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) {
+            self.seen = Some(last);
+            self.events.append(&mut self.fragments);
+        }
+        None
+    }
+
+    /// The events of the whole responses taken, those outside `prefix` dropped, and the last
+    /// revision they prove the mirror has followed to; `None` if no whole response had events.
+    /// A response still in fragments stays.
+    fn whole(&mut self, prefix: &[u8]) -> Option<(Vec<mvccpb::Event>, i64)> {
+        let seen = self.seen.take()?;
+        let mut events = std::mem::take(&mut self.events);
         events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.key.starts_with(prefix)));
-        if !events.is_empty() {
-            let revisions = by_revision(applied, events).map_err(Stop::Fatal)?;
-            applied = handle.apply_upstream(revisions).await.map_err(|e| match e {
-                // A storage failure the store recovers from by itself (`store/recovery.rs`):
-                // resume from whatever it holds once it has.
-                watchkv::Error::Poisoned => {
-                    Stop::Resume("the local store failed; resuming once it has recovered".into())
-                }
-                e => Stop::Fatal(e.into()),
-            })?;
-        }
-        // Everything up to the response's last revision is applied or outside the prefix.
-        handle.confirm_upstream(seen);
-        status.applied();
+        self.responses = 0;
+        self.bytes = self.fragments.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum();
+        Some((events, seen))
     }
 }
 
