@@ -3,9 +3,11 @@
 //! Watch from the applied revision + 1, its responses reassembled from fragments, grouped by
 //! revision and applied through the store's group commit with upstream's revision numbers
 //! ([`Handle::apply_upstream`]), so the mirror's own watchers see upstream's revisions exactly
-//! as a local write's. A lost stream or member is resumed from the applied revision + 1 on the
-//! next endpoint; a resume point upstream has compacted makes the mirror read upstream's
-//! keyspace again and replace its state with it (a re-bootstrap, [`Handle::reimport_upstream`]),
+//! as a local write's. Every response already received when the follower is ready is applied
+//! with the others (`Gathered`): a mirror that falls behind takes many upstream revisions per
+//! group commit and per watcher response, and so catches up. A lost stream or member is resumed
+//! from the applied revision + 1 on the next endpoint; a resume point upstream has compacted
+//! makes the mirror read upstream's keyspace again and replace its state with it (a re-bootstrap, [`Handle::reimport_upstream`]),
 //! its watchers behind the new compact revision answered with etcd's compaction notice.
 //!
 //! The applied revision moves only with events, never with a progress response: etcd 3.4.23
@@ -357,7 +359,8 @@ impl Gathered {
             return Some(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
         }
         self.responses += 1;
-        self.bytes += response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum::<usize>();
+        self.bytes +=
+            response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum::<usize>();
         self.fragments.extend(response.events);
         if response.fragment {
             return None;
@@ -430,6 +433,85 @@ mod tests {
             lease: 0,
         };
         mvccpb::Event { r#type: kind as i32, kv: Some(kv), prev_kv: None }
+    }
+
+    fn response(events: Vec<mvccpb::Event>, fragment: bool) -> Result<WatchResponse, tonic::Status> {
+        Ok(WatchResponse { events, fragment, ..WatchResponse::default() })
+    }
+
+    fn revisions_of(events: &[mvccpb::Event]) -> Vec<i64> {
+        events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).collect()
+    }
+
+    #[test]
+    fn responses_already_received_are_gathered_into_one_apply_and_a_fragmented_one_waits() {
+        use mvccpb::event::EventType::Put;
+        let status = UpstreamStatus::default();
+        // Three whole responses and the first fragment of a fourth are ready; the rest of the
+        // fourth has not arrived.
+        let ready = vec![
+            response(vec![event(Put, "a", 3)], false),
+            response(vec![event(Put, "b", 4), event(Put, "c", 4)], false),
+            response(vec![event(Put, "z", 5)], false),
+            response(vec![event(Put, "d", 6)], true),
+        ];
+        let mut rest = futures::stream::iter(ready).chain(futures::stream::pending());
+        let mut gathered = Gathered::default();
+        let first = rest.next().now_or_never().flatten();
+        assert!(gathered.take_ready(first, &mut rest, &status).is_none(), "the stream is still open");
+        let (events, seen) = gathered.whole(b"").expect("three whole responses");
+        assert_eq!(revisions_of(&events), vec![3, 4, 4, 5]);
+        assert_eq!(seen, 5);
+        assert!(gathered.whole(b"").is_none(), "the fragment alone is not whole");
+
+        // The fourth's last fragment, then upstream compacts: the whole response is applied
+        // before the follower stops.
+        let compacted = Ok(WatchResponse { compact_revision: 7, ..WatchResponse::default() });
+        let mut more = futures::stream::iter(vec![compacted]);
+        let stop = gathered.take_ready(Some(response(vec![event(Put, "e", 6)], false)), &mut more, &status);
+        assert!(matches!(stop, Some(Stop::Compacted(7))));
+        let (events, seen) = gathered.whole(b"").expect("the fourth is whole");
+        assert_eq!(revisions_of(&events), vec![6, 6]);
+        assert_eq!(seen, 6);
+    }
+
+    #[test]
+    fn a_prefix_mirror_drops_other_keys_but_still_confirms_their_revisions() {
+        use mvccpb::event::EventType::{Delete, Put};
+        let status = UpstreamStatus::default();
+        let ready = vec![response(vec![event(Put, "p/a", 3)], false), response(vec![event(Delete, "q", 4)], false)];
+        let mut rest = futures::stream::iter(ready);
+        let mut gathered = Gathered::default();
+        let first = rest.next().now_or_never().flatten();
+        let stop = gathered.take_ready(first, &mut rest, &status);
+        assert!(matches!(stop, Some(Stop::Resume(ref why)) if why.contains("ended")), "the stream ended");
+        let (events, seen) = gathered.whole(b"p/").expect("whole");
+        assert_eq!(revisions_of(&events), vec![3]);
+        assert_eq!(seen, 4, "revision 4 passed, outside the prefix");
+    }
+
+    #[test]
+    fn gathering_stops_at_its_byte_bound_and_leaves_the_rest_in_the_stream() {
+        use mvccpb::event::EventType::Put;
+        let status = UpstreamStatus::default();
+        let big = |key: &str, revision: i64| {
+            let mut e = event(Put, key, revision);
+            e.kv.as_mut().expect("kv").value = vec![b'v'; GATHER_MAX_BYTES / 2];
+            e
+        };
+        let ready = vec![
+            response(vec![big("a", 3)], false),
+            response(vec![big("b", 4)], false),
+            response(vec![big("c", 5)], false),
+        ];
+        let mut rest = futures::stream::iter(ready).chain(futures::stream::pending());
+        let mut gathered = Gathered::default();
+        let first = rest.next().now_or_never().flatten();
+        assert!(gathered.take_ready(first, &mut rest, &status).is_none());
+        let (events, _) = gathered.whole(b"").expect("whole");
+        assert_eq!(revisions_of(&events), vec![3, 4], "full after two");
+        let next = rest.next().now_or_never().flatten().expect("the third waits in the stream");
+        assert_eq!(revisions_of(&next.expect("ok").events), vec![5]);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! a mirror's history is compacted by its own auto-compaction policy only, so it keeps serving
 //! revisions upstream has compacted, and its own compactions never reach upstream; a prefix
 //! mirror holds only its prefix and still reads linearizably and answers forwarded writes once
-//! it holds them.
+//! it holds them; a mirror behind a burst of upstream writes applies them in shared group
+//! commits.
 
 mod wire;
 
@@ -469,6 +470,36 @@ async fn upstream_revisions_reach_local_watchers_and_client_writes_are_refused()
     let all = handle.range(RangeRequest::new(KeyRange::all())).await.expect("range");
     assert_eq!(all.kvs, vec![kv("b", "b1", 9, 9, 1)]);
     assert_eq!(handle.current_revision(), 9, "nothing refused changed the store");
+}
+
+/// Upstream writes faster than a revision per `fdatasync`: a mirror applies the responses it
+/// has already received together, so it commits fewer groups than it applies revisions, and its
+/// watcher still gets etcd's history exactly.
+#[test]
+fn a_mirror_behind_a_burst_of_upstream_writes_shares_group_commits_and_misses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let e = etcd.port;
+    let start = put(e, "before", "0");
+    let port = wire::free_port();
+    let upstream = format!("http://127.0.0.1:{e}");
+    let _mirror = start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream]);
+    wait_for("the mirror at upstream's revision", || (rows_at(port, start).1 >= start).then_some(()));
+    let mut on_mirror = watch_from(port, start + 1);
+    let batches_before = metric(port, "watchkv_write_batches_total").expect("write_batches");
+
+    // 16 clients, 40 puts each, all at once: etcd commits them in groups and sends the mirror
+    // one response per revision.
+    let writers: Vec<_> = (0..16)
+        .map(|w| std::thread::spawn(move || (0..40).map(|i| put(e, &format!("burst/{w}/{i}"), "v")).max()))
+        .collect();
+    let last = writers.into_iter().filter_map(|w| w.join().expect("writer")).max().expect("puts");
+    assert_eq!(last, start + 640, "one revision per put");
+
+    let seen = events_until(&mut on_mirror, last);
+    assert_eq!(seen, etcd_history(e, start + 1, last), "every revision once, in order");
+    let batches = metric(port, "watchkv_write_batches_total").expect("write_batches") - batches_before;
+    assert!(batches < 640.0, "640 upstream revisions in {batches} group commits: each response applied alone");
 }
 
 /// The value of the untyped metric `name` in `/metrics`' text, if it is there.
