@@ -232,7 +232,7 @@ pub fn range_rows(args: &Args, rows: &mut Rows) {
             r.range.as_ref().is_some_and(|s| !s.range_lat_us.is_empty() && s.short_ranges == 0 && s.errors == 0),
         )
     });
-    rows.key("  server CPU per range (ms)", |r| {
+    rows.key("  server CPU per range, the puts meanwhile included (ms)", |r| {
         rg(r, |s| Cell::num(s.cpu.server_s * 1e3 / (s.range_lat_us.len().max(1) as f64), 1))
     });
     rows.row("  server CPU during the ranges (cores avg)", |r| rg(r, |s| Cell::num(s.cpu.cores(), 2)));
