@@ -7,8 +7,9 @@
 //! with the others (`Gathered`): a mirror that falls behind takes many upstream revisions per
 //! group commit and per watcher response, and so catches up. A lost stream or member is resumed
 //! from the applied revision + 1 on the next endpoint; a resume point upstream has compacted
-//! makes the mirror read upstream's keyspace again and replace its state with it (a re-bootstrap, [`Handle::reimport_upstream`]),
-//! its watchers behind the new compact revision answered with etcd's compaction notice.
+//! makes the mirror read upstream's keyspace again and replace its state with it (a
+//! re-bootstrap, [`Handle::reimport_upstream`]), its watchers behind the new compact revision
+//! answered with etcd's compaction notice.
 //!
 //! The applied revision moves only with events, never with a progress response: etcd 3.4.23
 //! can send a progress notification before the events of its revision (etcd #15220), and every
@@ -366,11 +367,12 @@ impl Gathered {
             return None;
         }
         // The created response, or a progress notification, has no events: neither moves the
-        // applied revision (etcd #15220).
-        if let Some(last) = self.fragments.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) {
-            self.seen = Some(last);
-            self.events.append(&mut self.fragments);
+        // applied revision (etcd #15220). An event without a key-value goes on to `by_revision`,
+        // which refuses it.
+        if let Some(last) = self.fragments.iter().rev().find_map(|e| e.kv.as_ref()) {
+            self.seen = Some(last.mod_revision);
         }
+        self.events.append(&mut self.fragments);
         None
     }
 
@@ -378,17 +380,23 @@ impl Gathered {
     /// revision they prove the mirror has followed to; `None` if no whole response had events.
     /// A response still in fragments stays.
     fn whole(&mut self, prefix: &[u8]) -> Option<(Vec<mvccpb::Event>, i64)> {
-        let seen = self.seen.take()?;
-        let mut events = std::mem::take(&mut self.events);
-        events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.key.starts_with(prefix)));
         self.responses = 0;
         self.bytes = self.fragments.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum();
+        if self.events.is_empty() {
+            return None;
+        }
+        // No revision seen: every event lacked its key-value, and `by_revision` refuses them
+        // before anything is confirmed.
+        let seen = self.seen.take().unwrap_or(0);
+        let mut events = std::mem::take(&mut self.events);
+        events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.key.starts_with(prefix)));
         Some((events, seen))
     }
 }
 
-/// Groups one whole watch response's events (fragments joined) into upstream revisions, in
-/// order, chained from `applied` (each revision's `after` is the one before it). etcd never splits one revision across responses (etcd: mvcc/watcher_group.go
+/// Groups the events of whole watch responses (fragments joined), in upstream's order, into
+/// upstream revisions chained from `applied` (each revision's `after` is the one before it).
+/// etcd never splits one revision across responses (etcd: mvcc/watcher_group.go
 /// `newWatcherBatch` cuts at revision boundaries), so each group is the whole revision.
 fn by_revision(applied: i64, events: Vec<mvccpb::Event>) -> Result<Vec<UpstreamRevision>, MirrorError> {
     let mut revisions: Vec<UpstreamRevision> = Vec::new();
@@ -512,6 +520,33 @@ mod tests {
         assert_eq!(revisions_of(&events), vec![3, 4], "full after two");
         let next = rest.next().now_or_never().flatten().expect("the third waits in the stream");
         assert_eq!(revisions_of(&next.expect("ok").events), vec![5]);
+    }
+
+    #[test]
+    fn gathering_stops_at_its_response_bound_and_a_broken_event_is_refused_not_dropped() {
+        use mvccpb::event::EventType::Put;
+        let status = UpstreamStatus::default();
+        let count = i64::try_from(GATHER_MAX_RESPONSES).expect("small") + 1;
+        let ready: Vec<_> = (0..count).map(|i| response(vec![event(Put, "k", 3 + i)], false)).collect();
+        let mut rest = futures::stream::iter(ready).chain(futures::stream::pending());
+        let mut gathered = Gathered::default();
+        let first = rest.next().now_or_never().flatten();
+        assert!(gathered.take_ready(first, &mut rest, &status).is_none());
+        let (events, seen) = gathered.whole(b"").expect("whole");
+        assert_eq!(events.len(), GATHER_MAX_RESPONSES);
+        assert_eq!(seen, 2 + count - 1);
+        assert!(rest.next().now_or_never().flatten().is_some(), "the last one waits in the stream");
+
+        // A whole response whose last event has no key-value is applied, and refused there.
+        let broken = mvccpb::Event { kv: None, ..event(Put, "k", 9) };
+        let mut none = futures::stream::pending();
+        assert!(gathered
+            .take_ready(Some(response(vec![event(Put, "k", 9), broken], false)), &mut none, &status)
+            .is_none());
+        let (events, seen) = gathered.whole(b"").expect("whole");
+        assert_eq!(seen, 9);
+        let refused = by_revision(8, events).expect_err("an event without a key-value");
+        assert!(refused.to_string().contains("without a key-value"), "{refused}");
     }
 
     #[test]

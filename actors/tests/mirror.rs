@@ -499,7 +499,9 @@ fn a_mirror_behind_a_burst_of_upstream_writes_shares_group_commits_and_misses_no
     let seen = events_until(&mut on_mirror, last);
     assert_eq!(seen, etcd_history(e, start + 1, last), "every revision once, in order");
     let batches = metric(port, "watchkv_write_batches_total").expect("write_batches") - batches_before;
-    assert!(batches < 640.0, "640 upstream revisions in {batches} group commits: each response applied alone");
+    // Applied alone, each response is a commit: 640. Sixteen writers' puts reach the mirror in
+    // bursts, so it gathers several revisions per commit (about 110 commits here).
+    assert!(batches <= 320.0, "640 upstream revisions in {batches} group commits: fewer than two per commit");
 }
 
 /// The value of the untyped metric `name` in `/metrics`' text, if it is there.
