@@ -86,6 +86,7 @@ impl KvStore {
         self.check_writable()?;
         self.check_upstream(&up)?;
         let mut events = Vec::with_capacity(up.changes.len());
+        let mark = self.group.mark();
         for (sub, change) in up.changes.into_iter().enumerate() {
             let rev = Revision::new(up.revision, i64::try_from(sub).unwrap_or(i64::MAX));
             let applied = match change {
@@ -95,7 +96,9 @@ impl KvStore {
             match applied {
                 Ok(event) => events.push(event),
                 Err(e) => {
-                    // Checked beforehand, so the index is half updated by a storage failure.
+                    // Checked beforehand, so the index is half updated by a storage failure; the
+                    // revision's rows so far must not reach the disk.
+                    self.group.roll_back(mark);
                     self.poison(&e);
                     return Err(e);
                 }

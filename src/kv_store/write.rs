@@ -246,13 +246,17 @@ impl KvStore {
         self.check_writable()?;
         let path = check(self, &req)?;
         let mut w = WriteTxn::new(self.current_rev);
+        let mark = self.group.mark();
         let mut response = match execute(self, &mut w, req, &path) {
             Ok(r) => r,
             // A read of an `mvcc_txn` naming the txn's own revision before the txn has changed
             // anything fails here on the client's account; nothing has changed yet.
             Err(e) if w.events.is_empty() && e.is_client_error() => return Err(e),
             Err(e) => {
-                // Validation passed, so this is a storage failure with the index half-updated.
+                // Validation passed, so this is a storage failure with the index half-updated:
+                // the store is poisoned until it reopens from disk, where none of this write
+                // may be.
+                self.group.roll_back(mark);
                 self.poison(&e);
                 return Err(e);
             }
@@ -384,5 +388,71 @@ impl GroupBatch {
 
     pub(super) fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.lease_deletes.is_empty()
+    }
+
+    /// Where the batch stands, for [`Self::roll_back`].
+    pub(super) fn mark(&self) -> GroupMark {
+        GroupMark { rows: self.rows.len(), lease_deletes: self.lease_deletes.len() }
+    }
+
+    /// Drops what was added since `mark`: the rows of a write that failed halfway on a storage
+    /// error, which must not reach the disk with the group's other writes (the writer is told it
+    /// failed, and a reopened store would take its revision for a real one).
+    pub(super) fn roll_back(&mut self, mark: GroupMark) {
+        self.rows.truncate(mark.rows);
+        self.lease_deletes.truncate(mark.lease_deletes);
+    }
+}
+
+/// A point of a [`GroupBatch`] to roll back to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GroupMark {
+    rows: usize,
+    lease_deletes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::revision::Revision;
+    use crate::KeyRange;
+
+    /// A delete of two keys whose second row cannot be read fails halfway: the store is
+    /// poisoned, the write fails, and none of its rows reach the disk with the group's other
+    /// write, so the reopened store has neither its revision nor its tombstones.
+    #[test]
+    fn a_write_failing_halfway_on_a_storage_error_leaves_nothing_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        store.put(PutRequest::new("p/a", "1")).expect("put a");
+        let b = store.put(PutRequest::new("p/b", "2")).expect("put b").response.revision;
+        // Break b's row on disk: reading it is now a storage error.
+        let b_key = Revision::new(b, 0).to_key(false);
+        let b_row = store.backend.get_row(b_key).expect("read b").expect("b's row");
+        let mut batch = store.backend.batch();
+        batch.put_row(b_key, b"not a row".to_vec());
+        batch.commit().expect("break the row");
+
+        let mut group = store.group();
+        let first = group.apply(PutRequest::new("other", "x"));
+        let mut delete = DeleteRangeRequest::new(KeyRange::prefix("p/"));
+        delete.prev_kv = true;
+        let half = group.apply(delete);
+        let persisted = group.persist();
+        let put_rev = first.settle(&persisted).expect("the other write of the group").response.revision;
+        assert!(half.settle(&persisted).is_err(), "the delete cannot read b's row");
+        assert!(store.is_poisoned());
+        // Mend b's row, so that the store opens again.
+        let mut batch = store.backend.batch();
+        batch.put_row(b_key, crate::codec::encode_row(&b_row.kv, None));
+        batch.commit().expect("mend the row");
+        drop(store);
+
+        let reopened = KvStore::open(config).expect("reopen");
+        assert_eq!(reopened.current_rev(), put_rev, "the failed delete's revision is not on disk");
+        let live = reopened.range(&RangeRequest::new(KeyRange::Single(b"p/a".to_vec()))).expect("range");
+        assert_eq!(live.kvs.len(), 1, "p/a's tombstone is not on disk");
     }
 }

@@ -75,7 +75,7 @@ impl StoreActor {
     /// Queues a write for the next group commit.
     fn submit(&mut self, write: Box<dyn PendingWrite>, ctx: &mut Context<Self>) {
         if self.store.is_none() {
-            write.fail(Error::Stopped);
+            write.fail(self.unavailable());
             return;
         }
         self.pending.push(write);
@@ -97,7 +97,7 @@ impl StoreActor {
         let started = Instant::now();
         let Some(store) = self.store.as_mut() else {
             for write in pending {
-                write.fail(Error::Stopped);
+                write.fail(self.unavailable());
             }
             return;
         };

@@ -150,11 +150,17 @@ impl StoreActor {
     }
 
     fn store(&mut self) -> Result<&mut KvStore> {
-        match (&mut self.store, &self.failure) {
-            (Some(store), _) => Ok(store),
-            // Between dropping the failed store and reopening it.
-            (None, Some(_)) => Err(Error::Poisoned),
-            (None, None) => Err(Error::Stopped),
+        let unavailable = self.unavailable();
+        self.store.as_mut().ok_or(unavailable)
+    }
+
+    /// Why there is no store: between dropping a failed store and reopening it (`recovery.rs`)
+    /// `Poisoned`, which clients and a mirror's follower retry; after `Shutdown`, `Stopped`.
+    fn unavailable(&self) -> Error {
+        if self.failure.is_some() {
+            Error::Poisoned
+        } else {
+            Error::Stopped
         }
     }
 
@@ -301,8 +307,11 @@ impl Handler<Shutdown> for StoreActor {
             Some(store) => store.sync(),
             None => Ok(()),
         };
-        // Dropping the store stops the compactor between batches and closes the database.
+        // Dropping the store stops the compactor between batches and closes the database. A
+        // recovery in progress ends here: its next attempt finds no failure and leaves the
+        // store closed.
         self.store = None;
+        self.failure = None;
         // Every stream ends cleanly: its client sees the end of the response.
         for (_, close) in self.closers.drain() {
             close.do_send(CloseStream);

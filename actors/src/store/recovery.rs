@@ -58,6 +58,10 @@ impl StoreActor {
     /// store reopens it. After a
     /// full disk, not before the file system has [`RECOVERY_MIN_FREE_BYTES`] free.
     fn try_recover(&mut self, ctx: &mut Context<Self>) {
+        if self.failure.is_none() {
+            // Shut down meanwhile.
+            return;
+        }
         if self.failure.is_some_and(|f| f.no_space) {
             let free = rustix::fs::statvfs(self.config.store().path())
                 .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
