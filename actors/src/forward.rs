@@ -134,7 +134,9 @@ impl Upstream {
         Self {
             upstream: options.upstream.clone(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
-            lease: LeaseClient::new(channel.clone()),
+            // A lease's keys (`LeaseTimeToLive` with keys) and the lease list are as large as
+            // upstream makes them, as a range's rows are.
+            lease: LeaseClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
             lock: LockClient::new(channel.clone()),
             election: ElectionClient::new(channel.clone()),
             channel,
@@ -357,7 +359,9 @@ impl Upstream {
 /// deletion) is on the mirror when the answer comes. Answers keep upstream's header; the API
 /// layer ([`crate::api::Coordination`]) keeps its revision and reports the mirror's identity.
 /// A Lock or Campaign waits as long as upstream makes it wait; the caller going away drops the
-/// upstream call, and upstream then undoes the waiter's key as for its own clients.
+/// upstream call, and upstream then undoes the waiter's key as for its own clients. A grant
+/// whose caller goes away, or whose revision the mirror does not reach in time, is given back
+/// upstream ([`Undo`]).
 impl Upstream {
     /// Forwards a Lock (no deadline: it waits for the holder to let go).
     ///
@@ -365,7 +369,9 @@ impl Upstream {
     /// Upstream's error, or etcd's timeout waiting for the mirror.
     pub async fn lock(&self, req: v3lockpb::LockRequest) -> Result<v3lockpb::LockResponse, Status> {
         let resp = self.unary(&self.lock, None, never_sent, req, |mut c, r| async move { c.lock(r).await }).await?;
+        let undo = Undo::new(self, UndoCall::Unlock(v3lockpb::UnlockRequest { key: resp.key.clone() }));
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        undo.disarm();
         Ok(resp)
     }
 
@@ -388,7 +394,9 @@ impl Upstream {
     pub async fn campaign(&self, req: v3electionpb::CampaignRequest) -> Result<v3electionpb::CampaignResponse, Status> {
         let resp =
             self.unary(&self.election, None, never_sent, req, |mut c, r| async move { c.campaign(r).await }).await?;
+        let undo = Undo::new(self, UndoCall::Resign(v3electionpb::ResignRequest { leader: resp.leader.clone() }));
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
+        undo.disarm();
         Ok(resp)
     }
 
@@ -417,6 +425,59 @@ impl Upstream {
             .await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
+    }
+}
+
+/// A lock or a leadership upstream granted whose caller will not hear of it: the wait for the
+/// mirror to apply its revision failed or the caller went away meanwhile. Unless disarmed, it
+/// gives the grant back upstream (an `Unlock` or a `Resign`, in a task of its own), as etcd's
+/// recipe undoes a waiter's key when its call fails (etcd: concurrency/mutex.go `Lock`); else
+/// every other caller would wait behind a holder that never knew it held.
+struct Undo {
+    upstream: Option<(Upstream, UndoCall)>,
+}
+
+/// What gives a grant back.
+enum UndoCall {
+    Unlock(v3lockpb::UnlockRequest),
+    Resign(v3electionpb::ResignRequest),
+}
+
+impl Undo {
+    fn new(upstream: &Upstream, call: UndoCall) -> Self {
+        Self { upstream: Some((upstream.clone(), call)) }
+    }
+
+    /// The caller has its answer: nothing to undo.
+    fn disarm(mut self) {
+        self.upstream = None;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some((upstream, call)) = self.upstream.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let undone = match call {
+                UndoCall::Unlock(req) => upstream
+                    .unary(&upstream.lock, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move {
+                        c.unlock(r).await
+                    })
+                    .await
+                    .map(drop),
+                UndoCall::Resign(req) => upstream
+                    .unary(&upstream.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move {
+                        c.resign(r).await
+                    })
+                    .await
+                    .map(drop),
+            };
+            if let Err(status) = undone {
+                tracing::warn!(code = ?status.code(), message = status.message(),
+                    "mirror: could not give back upstream a lock or leadership its caller never heard of");
+            }
+        });
     }
 }
 

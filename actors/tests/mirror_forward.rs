@@ -5,7 +5,8 @@
 //! them; a compaction through the mirror compacts etcd but not the mirror's history; a
 //! linearizable read on the mirror sees a write made on etcd directly just before; etcd's errors
 //! come back with etcd's code and text. Lock and Election through the mirror (`etcd-client` and
-//! the gateway) run on etcd's own services, and their keys are on the mirror when they answer.
+//! the gateway) run on etcd's own services, and their keys are on the mirror when they answer;
+//! a lock granted upstream whose caller left before the mirror held it is given back.
 
 mod wire;
 
@@ -428,4 +429,63 @@ async fn lease_checks_with_auth(_etcd_port: u16, mirror_port: u16) {
     alice.lease_revoke(own).await.expect("her lease holds only her key");
     let gone = alice.get("app/x", None).await.expect("get");
     assert_eq!(gone.count(), 0, "the revoke deleted the key, and the mirror answered after applying it");
+}
+
+/// A Lock that upstream granted, whose caller went away while the mirror waited to hold the
+/// grant's revision, is given back upstream rather than left held by nobody: here the local store
+/// never follows upstream, so that wait cannot end, and the lock's key is deleted on etcd soon
+/// after the call is dropped (its session lease would keep it 60 s).
+#[test]
+fn a_lock_granted_upstream_whose_caller_left_is_given_back() {
+    use watchkv_actors::api::pb::v3lockpb::LockRequest;
+    use watchkv_actors::forward::Upstream;
+    use watchkv_actors::mirror::MirrorOptions;
+    use watchkv_actors::upstream::{UpstreamEtcd, UpstreamTls};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let local = dir.path().join("local");
+    actix_rt::System::new().block_on(async move {
+        let mut kv = KvClient::new(channel(etcd.port).await);
+        for i in 0..5 {
+            let put = PutRequest { key: format!("k{i}").into(), value: b"v".to_vec(), ..PutRequest::default() };
+            kv.put(put).await.expect("put on etcd");
+        }
+        let handle = watchkv_actors::start(watchkv_actors::ActorsConfig::new(&local)).await.expect("local store");
+        let endpoints = [format!("http://127.0.0.1:{}", etcd.port)];
+        let upstream = UpstreamEtcd::new(&endpoints, &UpstreamTls::default(), None).expect("upstream");
+        let header = watchkv_actors::api::Header { cluster_id: 1, member_id: 1, raft_term: 1 };
+        let forward = Upstream::new(handle.clone(), header, &MirrorOptions { upstream, prefix: Vec::new() });
+        let held = |kv: KvClient<Channel>| async move {
+            let mut kv = kv;
+            let req = RangeRequest {
+                key: b"held/".to_vec(),
+                range_end: b"held0".to_vec(),
+                count_only: true,
+                ..RangeRequest::default()
+            };
+            kv.range(req).await.expect("range on etcd").into_inner().count
+        };
+
+        let mut lock = Box::pin(forward.lock(LockRequest { name: b"held".to_vec(), lease: 0 }));
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            // Polls the call a while, then looks for its key on etcd.
+            if let Ok(answer) = tokio::time::timeout(std::time::Duration::from_millis(50), &mut lock).await {
+                panic!("the local store cannot hold upstream's revision, yet Lock answered: {answer:?}");
+            }
+            if held(kv.clone()).await == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "etcd never granted the lock");
+        }
+        drop(lock);
+        loop {
+            if held(kv.clone()).await == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the granted lock is still held on etcd");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
 }
