@@ -11,6 +11,7 @@
 //! handlers already queued on the thread, so it leaves once they have all run.
 
 use std::cell::RefCell;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::dev::SendError;
 use actix::Addr;
@@ -25,19 +26,28 @@ use crate::store::{PendingWrite, StoreActor};
 struct Outbox {
     runtime: RuntimeId,
     store: Addr<StoreActor>,
+    queued: Arc<Mutex<Queued>>,
+}
+
+/// An outbox's writes, shared with its sender task. The task normally runs on the thread that
+/// queued them; on a thread that only entered the runtime (a `spawn_blocking` thread, one that
+/// called `Handle::enter`) it runs on the runtime's own thread, and the writes still reach it.
+#[derive(Default)]
+struct Queued {
     writes: Vec<Box<dyn PendingWrite>>,
+    /// The sender task has found the outbox empty and ended: the next write needs a new one.
+    closed: bool,
 }
 
 thread_local! {
     /// This thread's outboxes, one per runtime and store with writes on their way (a thread
-    /// may run several runtimes one after the other, and a process several stores). An outbox
-    /// exists exactly while its sender task is scheduled.
+    /// may run several runtimes one after the other, and a process several stores).
     static OUTBOXES: RefCell<Vec<Outbox>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Queues `write` in this thread's outbox for `store` and returns `None`, when this thread runs
-/// a single-threaded tokio runtime (an actix arbiter is one); otherwise hands `write` back for
-/// the caller to send itself.
+/// Queues `write` in this thread's outbox for `store` and returns `None`, when this thread is
+/// in a single-threaded tokio runtime (an actix arbiter is one); otherwise hands `write` back
+/// for the caller to send itself.
 pub(crate) fn queue(store: &Addr<StoreActor>, write: Box<dyn PendingWrite>) -> Option<Box<dyn PendingWrite>> {
     let Some(runtime) = this_threads_runtime() else {
         return Some(write);
@@ -45,34 +55,41 @@ pub(crate) fn queue(store: &Addr<StoreActor>, write: Box<dyn PendingWrite>) -> O
     let id = runtime.id();
     OUTBOXES.with(|outboxes| {
         let mut outboxes = outboxes.borrow_mut();
-        if let Some(outbox) = outboxes.iter_mut().find(|o| o.runtime == id && o.store == *store) {
-            outbox.writes.push(write);
-            return;
+        let mut write = Some(write);
+        if let Some(outbox) = outboxes.iter().find(|o| o.runtime == id && o.store == *store) {
+            let mut queued = outbox.queued.lock().unwrap_or_else(PoisonError::into_inner);
+            if !queued.closed {
+                queued.writes.extend(write.take());
+            }
         }
-        outboxes.push(Outbox { runtime: id, store: store.clone(), writes: vec![write] });
-        // Spawned now, it runs after every task already queued on this thread: the rest of
-        // the burst's handlers add their writes first.
-        runtime.spawn(send(id, store.clone()));
+        let Some(write) = write else { return };
+        // No outbox, or its sender has ended: a new one, with a new sender.
+        outboxes.retain(|o| !(o.runtime == id && o.store == *store));
+        let queued = Arc::new(Mutex::new(Queued { writes: vec![write], closed: false }));
+        outboxes.push(Outbox { runtime: id, store: store.clone(), queued: Arc::clone(&queued) });
+        // Spawned now, it runs after every task already queued on the runtime: the rest of the
+        // burst's handlers add their writes first.
+        runtime.spawn(send(queued, store.clone()));
     });
     None
 }
 
-/// Sends the outbox of (`runtime`, `store`) until it stays empty, then removes it. One such
-/// task per outbox, so batches reach the store in the order they were queued; a full mailbox
-/// makes it wait for room while later writes gather behind.
-async fn send(runtime: RuntimeId, store: Addr<StoreActor>) {
+/// Sends `queued` until it stays empty, then closes it. One such task per outbox, so batches
+/// reach the store in the order they were queued; a full mailbox makes it wait for room while
+/// later writes gather behind.
+async fn send(queued: Arc<Mutex<Queued>>, store: Addr<StoreActor>) {
     loop {
-        let writes = OUTBOXES.with(|outboxes| {
-            let mut outboxes = outboxes.borrow_mut();
-            let at = outboxes.iter().position(|o| o.runtime == runtime && o.store == store)?;
-            if outboxes[at].writes.is_empty() {
-                outboxes.swap_remove(at);
-                return None;
+        let writes = {
+            let mut inner = queued.lock().unwrap_or_else(PoisonError::into_inner);
+            if inner.writes.is_empty() {
+                inner.closed = true;
+                drop(inner);
+                // On the thread that queued the writes (the usual case), the outbox goes with
+                // its store's address; elsewhere the next write there replaces it.
+                OUTBOXES.with(|outboxes| outboxes.borrow_mut().retain(|o| !Arc::ptr_eq(&o.queued, &queued)));
+                return;
             }
-            Some(std::mem::take(&mut outboxes[at].writes))
-        });
-        let Some(writes) = writes else {
-            return;
+            std::mem::take(&mut inner.writes)
         };
         match store.try_send(SubmitWrites(writes)) {
             Ok(()) => {}

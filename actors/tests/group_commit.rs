@@ -62,3 +62,32 @@ async fn writes_from_another_thread_are_answered_there() {
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "one thread's writes keep their order");
     handle.shutdown().await.expect("shutdown");
 }
+
+/// A write from a thread that only entered the runtime (a `spawn_blocking` thread blocking on
+/// the `Handle`, as an embedder's synchronous code does) is answered: its outbox's sender runs
+/// on the runtime's own thread and still finds it, and the next such write too. The runtime runs
+/// on a thread of its own, so that a write never answered fails the test instead of hanging it.
+#[test]
+fn a_write_from_a_blocking_thread_inside_the_runtime_is_answered() {
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let handle = start(testing::config(dir.path(), true)).await.expect("start");
+            let blocking = handle.clone();
+            let written = actix_rt::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Handle::current();
+                ["first", "second"]
+                    .map(|key| runtime.block_on(blocking.put(PutRequest::new(key, "v"))).map(|r| r.revision))
+            });
+            let [first, second] = written.await.expect("the blocking task");
+            let read = handle.range(RangeRequest::new(KeyRange::prefix(""))).await.map(|r| r.kvs.len());
+            let _ = done.send((first, second, read));
+        });
+    });
+    let (first, second, read) =
+        answered.recv_timeout(std::time::Duration::from_secs(60)).expect("both writes answered within a minute");
+    let (first, second) = (first.expect("first put"), second.expect("second put"));
+    assert_eq!(second, first + 1);
+    assert_eq!(read.expect("range"), 2);
+}
