@@ -164,8 +164,9 @@ impl Handle {
     async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
         // The answer comes from the store's turn to this thread (see `SubmitWrite`). On a
         // client-port thread the write joins the thread's outbox, sent once the handlers already
-        // queued there have added theirs (`crate::outbox`); elsewhere it goes alone. Either way
-        // a full store mailbox makes the sender wait for room, and the writer with it.
+        // queued there have added theirs (`crate::outbox`); elsewhere it goes alone. A full
+        // store mailbox does not hold it back for long (actix 0.13 lets a fresh address clone
+        // past the bound): the writers waiting for their answers are what bound the queue.
         let (reply, answer) = Reply::channel();
         let store = &self.inner.runtime.store;
         let Some(write) = crate::outbox::queue(store, crate::store::queued(SubmitWrite { request, reply })) else {

@@ -75,8 +75,9 @@ pub(crate) fn queue(store: &Addr<StoreActor>, write: Box<dyn PendingWrite>) -> O
 }
 
 /// Sends `queued` until it stays empty, then closes it. One such task per outbox, so batches
-/// reach the store in the order they were queued; a full mailbox makes it wait for room while
-/// later writes gather behind.
+/// reach the store in the order they were queued; a full mailbox parks it briefly while later
+/// writes gather behind (actix 0.13 lets the next send through a fresh address clone, so the
+/// writers waiting for their answers, not the mailbox, bound what is queued).
 async fn send(queued: Arc<Mutex<Queued>>, store: Addr<StoreActor>) {
     loop {
         let writes = {
