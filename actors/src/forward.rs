@@ -271,22 +271,25 @@ impl Upstream {
     }
 
     /// Forwards a Compact: upstream compacts; the mirror's own history is kept by its own
-    /// auto-compaction.
+    /// auto-compaction. Answered once the mirror holds the answer's revision, as every
+    /// forwarded call is, so a read at that revision on the mirror is not a future one.
     ///
     /// # Errors
-    /// Upstream's error.
+    /// Upstream's error, or etcd's timeout.
     pub async fn compact(&self, req: pb::CompactionRequest) -> Result<Response<pb::CompactionResponse>, Status> {
         let mut resp = self.kv(req, |mut kv, r| async move { kv.compact(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
 
-    /// Forwards a LeaseGrant.
+    /// Forwards a LeaseGrant; answers once the mirror holds the answer's revision.
     ///
     /// # Errors
-    /// Upstream's error.
+    /// Upstream's error, or etcd's timeout.
     pub async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_grant(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -304,26 +307,29 @@ impl Upstream {
 
     /// Forwards a LeaseTimeToLive. The keys come sorted, as a watchkv node lists them
     /// (docs/etcd-semantics.md §12 item 3), not in upstream's Go map order, which changes from
-    /// call to call.
+    /// call to call. Answered once the mirror holds the answer's revision, so the keys it names
+    /// are on the mirror.
     ///
     /// # Errors
-    /// Upstream's error.
+    /// Upstream's error, or etcd's timeout.
     pub async fn lease_time_to_live(
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_time_to_live(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.keys.sort_unstable();
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
 
-    /// Forwards a LeaseLeases.
+    /// Forwards a LeaseLeases; answers once the mirror holds the answer's revision.
     ///
     /// # Errors
-    /// Upstream's error.
+    /// Upstream's error, or etcd's timeout.
     pub async fn lease_leases(&self, req: pb::LeaseLeasesRequest) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let mut resp = self.lease(req, |mut lease, r| async move { lease.lease_leases(r).await }).await?;
+        self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
