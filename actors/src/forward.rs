@@ -494,11 +494,18 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or `Unavailable` when upstream ends the stream without an answer.
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<(i64, i64), Status> {
-        // The request side stays open until the answer is in: etcd ends the stream at the
-        // client's end, perhaps before answering.
-        let requests = futures::stream::iter([pb::LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
-        let token = self.token().await?;
-        let mut responses = relay(self.lease.clone().lease_keep_alive(authorized(requests, token.as_ref()))).await?;
+        // Opened as a unary call is made: with a new token if upstream refuses the user's, and
+        // again on another member while the one picked cannot be reached (a renewal is safe to
+        // repeat). The request side stays open until the answer is in: etcd ends the stream at
+        // the client's end, perhaps before answering.
+        let open = |mut lease: LeaseClient<Channel>, req: tonic::Request<pb::LeaseKeepAliveRequest>| {
+            let (metadata, extensions, request) = req.into_parts();
+            let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+            async move { lease.lease_keep_alive(tonic::Request::from_parts(metadata, extensions, requests)).await }
+        };
+        let mut responses = self
+            .unary(&self.lease, Some(UPSTREAM_TIMEOUT), read_may_retry, pb::LeaseKeepAliveRequest { id }, open)
+            .await?;
         match tokio::time::timeout(UPSTREAM_TIMEOUT, responses.message()).await {
             Ok(Ok(Some(resp))) => Ok((resp.ttl, resp.header.map_or(0, |h| h.revision))),
             Ok(Ok(None)) => Err(Status::unavailable("upstream ended the keep-alive stream without an answer")),

@@ -10,8 +10,9 @@
 //! from its first revision), each watcher got exactly its key or range's events once and in
 //! order (across its moves), with the right `prev_kv`; every acknowledged write is in
 //! upstream's history; forwarded writes were read back at once on their mirror; reads on a
-//! mirror right after a write made on etcd directly saw it; and `HashKV` at a common revision
-//! is the same on both mirrors and every member.
+//! mirror right after a write made on etcd directly saw it; a lease renewed through a mirror's
+//! gateway while a member is down never fails on it; and `HashKV` at a common revision is the
+//! same on both mirrors and every member.
 
 mod wire;
 
@@ -589,6 +590,16 @@ fn mirrors_of_a_three_member_cluster_lose_nothing_through_member_leader_and_mirr
     cluster.kill9(followed);
     let alive: Vec<Via> = all.iter().copied().filter(|v| !matches!(v, Via::Member(m) if *m == followed)).collect();
     let last = c.batch("member down", &alive, 10);
+    // A lease renewed through mirror A's gateway, one stream per renewal, while a member is
+    // down: each renewal lands on a member that is up, never on the dead one's refused connection.
+    let granted = wire::post(mirror_a.port, "/v3/lease/grant", &serde_json::json!({"TTL": "600"})).json();
+    let lease = wire::int(&granted, "ID");
+    for renewal in 0..20 {
+        let alive = wire::post(mirror_a.port, "/v3/lease/keepalive", &serde_json::json!({"ID": lease.to_string()}));
+        assert_eq!(alive.status, 200, "renewal {renewal}: {}", String::from_utf8_lossy(&alive.body));
+        let answer = alive.json_lines().pop().unwrap_or_default();
+        assert!(wire::int(&answer["result"], "TTL") > 0, "renewal {renewal} with member m{followed} down: {answer}");
+    }
     let (moved_to, _) = wait_for("mirror A follows another member", || {
         followed_member(&mirror_a, &urls).filter(|&(m, _)| m != followed)
     });
