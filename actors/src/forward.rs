@@ -10,11 +10,11 @@
 //! ([`UpstreamEtcd::call`]: a refused token is replaced once and the call made again; a
 //! keep-alive stream, which cannot be replayed, takes the token held).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::codegen::BoxStream;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Response, Status, Streaming};
 
@@ -72,13 +72,9 @@ fn read_may_retry(status: &Status) -> bool {
 }
 
 /// Awaits one forwarded call: upstream's answer, or upstream's error as a fresh status with its
-/// code and text (not upstream's transport metadata), or etcd's timeout.
-async fn relay<T>(call: impl std::future::Future<Output = Result<Response<T>, Status>>) -> Result<T, Status> {
-    relay_within(Some(UPSTREAM_TIMEOUT), call).await
-}
-
-/// As [`relay`], bounded by `deadline` (`None`: as long as upstream takes, for a Lock or a
-/// Campaign, which wait for the holder to let go).
+/// code and text (not upstream's transport metadata), or etcd's timeout after `deadline`
+/// (`None`: as long as upstream takes, for a Lock or a Campaign, which wait for the holder to
+/// let go).
 async fn relay_within<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<Response<T>, Status>>,
@@ -195,15 +191,6 @@ impl Upstream {
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
         self.unary(&self.lease, Some(UPSTREAM_TIMEOUT), never_sent, request, call).await
-    }
-
-    /// The token a keep-alive stream opens with.
-    async fn token(&self) -> Result<Option<MetadataValue<Ascii>>, Status> {
-        match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.token(&self.channel)).await {
-            Ok(token) => token.map_err(|status| fresh(&status)),
-            // etcd: api/v3rpc/rpctypes ErrGRPCTimeout.
-            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
-        }
     }
 
     /// Upstream's header with the mirror's identity and upstream's revision.
@@ -345,8 +332,19 @@ impl Upstream {
         requests: Streaming<pb::LeaseKeepAliveRequest>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
         let requests = requests.take_while(|r| futures::future::ready(r.is_ok())).filter_map(|r| async { r.ok() });
-        let token = self.token().await?;
-        let responses = relay(self.lease.clone().lease_keep_alive(authorized(requests, token.as_ref()))).await?;
+        // Opened as a unary call is made (a new token on refusal, another member while the one
+        // picked cannot be reached). Each attempt reads the client's requests from one shared
+        // source: an attempt that could not connect sent nothing, so none is lost.
+        let source = Arc::new(tokio::sync::Mutex::new(Box::pin(requests)));
+        let open = |mut lease: LeaseClient<Channel>, req: tonic::Request<()>| {
+            let (metadata, extensions, ()) = req.into_parts();
+            let requests = futures::stream::unfold(Arc::clone(&source), |source| async move {
+                let next = source.lock().await.next().await;
+                next.map(|request| (request, source))
+            });
+            async move { lease.lease_keep_alive(tonic::Request::from_parts(metadata, extensions, requests)).await }
+        };
+        let responses = self.unary(&self.lease, Some(UPSTREAM_TIMEOUT), read_may_retry, (), open).await?;
         let this = self.clone();
         let responses = responses.map(move |r| match r {
             Ok(mut resp) => {

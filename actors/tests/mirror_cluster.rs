@@ -10,8 +10,8 @@
 //! from its first revision), each watcher got exactly its key or range's events once and in
 //! order (across its moves), with the right `prev_kv`; every acknowledged write is in
 //! upstream's history; forwarded writes were read back at once on their mirror; reads on a
-//! mirror right after a write made on etcd directly saw it; a lease renewed through a mirror's
-//! gateway while a member is down never fails on it; and `HashKV` at a common revision is the
+//! mirror right after a write made on etcd directly saw it; a lease renewed through a mirror
+//! (gateway, and gRPC keep-alive streams) while a member is down never fails on it; and `HashKV` at a common revision is the
 //! same on both mirrors and every member.
 
 mod wire;
@@ -26,11 +26,13 @@ use tonic::transport::{Channel, Endpoint};
 use watchkv::watch::response::WatchResponse as CheckedResponse;
 use watchkv::{Event, EventKind, KeyValue};
 use watchkv_actors::api::pb::etcdserverpb::kv_client::KvClient;
+use watchkv_actors::api::pb::etcdserverpb::lease_client::LeaseClient;
 use watchkv_actors::api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use watchkv_actors::api::pb::etcdserverpb::watch_client::WatchClient;
 use watchkv_actors::api::pb::etcdserverpb::{
-    compare, request_op, watch_request, CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    compare, request_op, watch_request, CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest,
+    LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+    WatchResponse,
 };
 use watchkv_actors::api::pb::mvccpb;
 use watchkv_actors::testing::checker::assert_stream_ok;
@@ -599,6 +601,18 @@ fn mirrors_of_a_three_member_cluster_lose_nothing_through_member_leader_and_mirr
         assert_eq!(alive.status, 200, "renewal {renewal}: {}", String::from_utf8_lossy(&alive.body));
         let answer = alive.json_lines().pop().unwrap_or_default();
         assert!(wire::int(&answer["result"], "TTL") > 0, "renewal {renewal} with member m{followed} down: {answer}");
+    }
+    // The same over gRPC, a keep-alive stream each time, as a client reconnecting opens them.
+    for renewal in 0..20 {
+        let mut leases = LeaseClient::new(c.mirrors[0].clone());
+        let ttl = c.rt.block_on(async {
+            let requests =
+                futures::stream::iter([LeaseKeepAliveRequest { id: lease }]).chain(futures::stream::pending());
+            let mut answers = leases.lease_keep_alive(requests).await?.into_inner();
+            Ok::<_, tonic::Status>(answers.message().await?.map_or(0, |a| a.ttl))
+        });
+        let ttl = ttl.unwrap_or_else(|e| panic!("keep-alive stream {renewal} with member m{followed} down: {e:?}"));
+        assert!(ttl > 0, "keep-alive stream {renewal}: TTL {ttl}");
     }
     let (moved_to, _) = wait_for("mirror A follows another member", || {
         followed_member(&mirror_a, &urls).filter(|&(m, _)| m != followed)
