@@ -11,8 +11,8 @@
 //! order (across its moves), with the right `prev_kv`; every acknowledged write is in
 //! upstream's history; forwarded writes were read back at once on their mirror; reads on a
 //! mirror right after a write made on etcd directly saw it; a lease renewed through a mirror
-//! (gateway, and gRPC keep-alive streams) while a member is down never fails on it; and `HashKV` at a common revision is the
-//! same on both mirrors and every member.
+//! (gateway, and gRPC keep-alive streams) while a member is down never fails on it; and
+//! `HashKV` at a common revision is the same on both mirrors and every member.
 
 mod wire;
 
