@@ -8,7 +8,8 @@
 //! keep their revisions and fields, with the mirror's header identity; upstream's errors keep
 //! their code and text. Every forwarded call carries the upstream user's token
 //! ([`UpstreamEtcd::call`]: a refused token is replaced once and the call made again; a
-//! keep-alive stream, which cannot be replayed, takes the token held).
+//! keep-alive stream is opened the same way, its client's requests read from one shared source
+//! so an attempt that could not connect loses none).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -384,11 +385,15 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn unlock(&self, req: v3lockpb::UnlockRequest) -> Result<v3lockpb::UnlockResponse, Status> {
-        let resp = self
-            .unary(&self.lock, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.unlock(r).await })
-            .await?;
+        let resp = self.unlock_upstream(req).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
+    }
+
+    /// An Unlock upstream, not waiting for the mirror.
+    async fn unlock_upstream(&self, req: v3lockpb::UnlockRequest) -> Result<v3lockpb::UnlockResponse, Status> {
+        self.unary(&self.lock, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.unlock(r).await })
+            .await
     }
 
     /// Forwards a Campaign (no deadline: it waits for the leaders before it to go).
@@ -424,11 +429,15 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout.
     pub async fn resign(&self, req: v3electionpb::ResignRequest) -> Result<v3electionpb::ResignResponse, Status> {
-        let resp = self
-            .unary(&self.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.resign(r).await })
-            .await?;
+        let resp = self.resign_upstream(req).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
+    }
+
+    /// A Resign upstream, not waiting for the mirror.
+    async fn resign_upstream(&self, req: v3electionpb::ResignRequest) -> Result<v3electionpb::ResignResponse, Status> {
+        self.unary(&self.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move { c.resign(r).await })
+            .await
     }
 }
 
@@ -464,18 +473,8 @@ impl Drop for Undo {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             let undone = match call {
-                UndoCall::Unlock(req) => upstream
-                    .unary(&upstream.lock, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move {
-                        c.unlock(r).await
-                    })
-                    .await
-                    .map(drop),
-                UndoCall::Resign(req) => upstream
-                    .unary(&upstream.election, Some(UPSTREAM_TIMEOUT), never_sent, req, |mut c, r| async move {
-                        c.resign(r).await
-                    })
-                    .await
-                    .map(drop),
+                UndoCall::Unlock(req) => upstream.unlock_upstream(req).await.map(drop),
+                UndoCall::Resign(req) => upstream.resign_upstream(req).await.map(drop),
             };
             if let Err(status) = undone {
                 tracing::warn!(code = ?status.code(), message = status.message(),

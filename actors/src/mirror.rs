@@ -360,8 +360,7 @@ impl Gathered {
             return Some(Stop::Resume(format!("upstream cancelled the watch: {}", response.cancel_reason)));
         }
         self.responses += 1;
-        self.bytes +=
-            response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum::<usize>();
+        self.bytes += kv_bytes(&response.events);
         self.fragments.extend(response.events);
         if response.fragment {
             return None;
@@ -381,7 +380,7 @@ impl Gathered {
     /// A response still in fragments stays.
     fn whole(&mut self, prefix: &[u8]) -> Option<(Vec<mvccpb::Event>, i64)> {
         self.responses = 0;
-        self.bytes = self.fragments.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum();
+        self.bytes = kv_bytes(&self.fragments);
         if self.events.is_empty() {
             return None;
         }
@@ -392,6 +391,11 @@ impl Gathered {
         events.retain(|e| e.kv.as_ref().is_none_or(|kv| kv.key.starts_with(prefix)));
         Some((events, seen))
     }
+}
+
+/// The key and value bytes of `events`: what [`GATHER_MAX_BYTES`] counts.
+fn kv_bytes(events: &[mvccpb::Event]) -> usize {
+    events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.key.len() + kv.value.len()).sum()
 }
 
 /// Groups the events of whole watch responses (fragments joined), in upstream's order, into
