@@ -7,11 +7,14 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::codec::{self, LeaseRecord, Row, RowHeader};
 use crate::config::{Durability, StoreConfig};
+use crate::disk_stats::DiskStats;
 use crate::error::{Error, Result};
 use crate::revision::{main_rev_start, BackendKey, Revision};
 use crate::snapshot::SnapshotKeyspace;
@@ -35,6 +38,7 @@ pub struct Backend {
     meta: Keyspace,
     lease: Keyspace,
     durability: Durability,
+    disk_stats: Arc<DiskStats>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -112,7 +116,7 @@ impl Backend {
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let lease = db.keyspace("lease", KeyspaceCreateOptions::default)?;
-        Ok(Self { db, kv, meta, lease, durability: config.durability() })
+        Ok(Self { db, kv, meta, lease, durability: config.durability(), disk_stats: Arc::clone(config.disk_stats()) })
     }
 
     /// Returns the directory the database lives in.
@@ -133,12 +137,24 @@ impl Backend {
     /// # Errors
     /// Fails if the disk refuses; the database is then poisoned.
     pub fn persist(&self) -> Result<()> {
-        let mode = match self.durability {
-            Durability::Fsync => PersistMode::SyncData,
-            Durability::Buffered => PersistMode::Buffer,
-        };
+        match self.durability {
+            Durability::Fsync => self.sync_journal(PersistMode::SyncData),
+            Durability::Buffered => Ok(self.db.persist(PersistMode::Buffer)?),
+        }
+    }
+
+    /// Syncs the journal and counts how long it took ([`DiskStats::journal_sync`]).
+    fn sync_journal(&self, mode: PersistMode) -> Result<()> {
+        let started = Instant::now();
         self.db.persist(mode)?;
+        self.disk_stats.journal_sync.observe(started.elapsed());
         Ok(())
+    }
+
+    /// The disk timings this backend records.
+    #[must_use]
+    pub fn disk_stats(&self) -> &DiskStats {
+        &self.disk_stats
     }
 
     /// Syncs every committed batch to disk whatever the durability mode (used on shutdown and
@@ -147,8 +163,7 @@ impl Backend {
     /// # Errors
     /// Fails if the disk refuses.
     pub fn sync(&self) -> Result<()> {
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.sync_journal(PersistMode::SyncAll)
     }
 
     /// Reads the row stored under `key`.

@@ -9,8 +9,10 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::disk_stats::DiskStats;
 use crate::watch::event_batch::BatchLimits;
 
 /// When a write is acknowledged relative to the disk.
@@ -176,6 +178,7 @@ pub struct StoreConfig {
     cache_size: u64,
     quota_backend_bytes: Option<u64>,
     member_id: u64,
+    disk_stats: Arc<DiskStats>,
 }
 
 impl StoreConfig {
@@ -193,6 +196,7 @@ impl StoreConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             quota_backend_bytes: Some(crate::alarm::DEFAULT_QUOTA_BACKEND_BYTES),
             member_id: DEFAULT_MEMBER_ID,
+            disk_stats: Arc::default(),
         }
     }
 
@@ -353,6 +357,14 @@ impl StoreConfig {
     pub fn with_member_id(mut self, id: u64) -> Self {
         self.member_id = id;
         self
+    }
+
+    /// Where stores opened with this configuration (and its clones) record their disk
+    /// timings, for the metrics endpoint. Default: a new, empty [`DiskStats`] per
+    /// [`Self::new`].
+    #[must_use]
+    pub fn disk_stats(&self) -> &Arc<DiskStats> {
+        &self.disk_stats
     }
 }
 

@@ -19,6 +19,8 @@ static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Index {
     keys: BTreeMap<Box<[u8]>, KeyIndex>,
+    /// Keys live now (etcd's `keysGauge`), kept as keys are put, deleted and restored.
+    live: usize,
     id: u64,
 }
 
@@ -42,7 +44,7 @@ impl Index {
     /// Creates an empty index.
     #[must_use]
     pub fn new() -> Self {
-        Self { keys: BTreeMap::new(), id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { keys: BTreeMap::new(), live: 0, id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// This index's identity in the process: a walk resumed over several calls
@@ -57,6 +59,12 @@ impl Index {
     #[must_use]
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Returns the number of keys live now (not deleted): etcd's `keys_total` metric.
+    #[must_use]
+    pub fn live_len(&self) -> usize {
+        self.live
     }
 
     /// Returns whether the index holds no key.
@@ -162,10 +170,14 @@ impl Index {
             Some(ki) => {
                 let prev = ki.latest();
                 ki.put(rev);
+                if prev.is_none() {
+                    self.live += 1;
+                }
                 prev
             }
             None => {
                 self.keys.insert(key.into(), KeyIndex::new_put(rev));
+                self.live += 1;
                 None
             }
         }
@@ -173,16 +185,26 @@ impl Index {
 
     /// Records a delete of `key` at `rev`; returns `false` if the key was not live.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        self.keys.get_mut(key).is_some_and(|ki| ki.tombstone(rev))
+        let deleted = self.keys.get_mut(key).is_some_and(|ki| ki.tombstone(rev));
+        if deleted {
+            self.live -= 1;
+        }
+        deleted
     }
 
     /// Rebuilds a key's history from a put row read on open (etcd `restore`): the first row of
     /// a key seeds it with the row's own `create_revision` and `version`, later rows append.
     pub fn restore_put(&mut self, key: &[u8], rev: Revision, created: i64, version: i64) {
         match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
+            Some(ki) => {
+                if ki.latest().is_none() {
+                    self.live += 1;
+                }
+                ki.put(rev);
+            }
             None => {
                 self.keys.insert(key.into(), KeyIndex::restored(Revision::new(created, 0), rev, version));
+                self.live += 1;
             }
         }
     }
@@ -191,7 +213,9 @@ impl Index {
     pub fn restore_tombstone(&mut self, key: &[u8], rev: Revision) {
         match self.keys.get_mut(key) {
             Some(ki) => {
-                ki.tombstone(rev);
+                if ki.tombstone(rev) {
+                    self.live -= 1;
+                }
             }
             None => {
                 self.keys.insert(key.into(), KeyIndex::restored_tombstone(rev));
@@ -218,5 +242,48 @@ impl Index {
             ki.keep(at_rev, &mut keep);
         }
         keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recount(index: &Index) -> usize {
+        index.keys.values().filter(|ki| ki.latest().is_some()).count()
+    }
+
+    /// The live count follows puts, deletes, puts after a delete, restored rows and
+    /// compactions, as a recount of the keys would.
+    #[test]
+    fn the_live_key_count_follows_every_change() {
+        let mut index = Index::new();
+        let mut rev = 1;
+        let mut next = || {
+            rev += 1;
+            Revision::new(rev, 0)
+        };
+        for key in [b"a", b"b", b"c"] {
+            index.put(key, next());
+        }
+        index.put(b"a", next());
+        assert_eq!((index.live_len(), recount(&index)), (3, 3));
+        assert!(index.tombstone(b"b", next()));
+        assert!(!index.tombstone(b"b", next()), "already deleted");
+        assert!(!index.tombstone(b"zz", next()), "never there");
+        assert_eq!((index.live_len(), recount(&index)), (2, 2));
+        index.put(b"b", next());
+        assert_eq!(index.live_len(), 3);
+        assert!(index.tombstone(b"c", next()));
+        index.compact(rev);
+        assert_eq!((index.live_len(), recount(&index)), (2, 2));
+
+        let mut restored = Index::new();
+        restored.restore_put(b"a", Revision::new(2, 0), 2, 1);
+        restored.restore_tombstone(b"a", Revision::new(3, 0));
+        restored.restore_tombstone(b"gone", Revision::new(4, 0));
+        restored.restore_put(b"b", Revision::new(5, 0), 5, 1);
+        restored.restore_put(b"a", Revision::new(6, 0), 6, 1);
+        assert_eq!((restored.live_len(), recount(&restored)), (2, 2));
     }
 }

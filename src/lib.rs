@@ -10,6 +10,7 @@
 //! - [`kv`]: `KeyValue`, `Event`.
 //! - [`codec`]: the only module that names bincode.
 //! - [`config`]: every tunable with its etcd default.
+//! - [`disk_stats`]: the journal's sync and commit timings, in etcd's histogram buckets.
 //! - [`error`]: `Error` with etcd's texts.
 //! - [`key_index`], [`index`]: per-key generations and the in-memory key index.
 //! - [`backend`]: the only module that names fjall.
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod codec;
 pub mod compaction;
 pub mod config;
+pub mod disk_stats;
 pub mod error;
 pub mod hash;
 pub mod index;

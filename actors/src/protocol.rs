@@ -661,6 +661,8 @@ pub struct StoreStats {
     pub ring_revisions: usize,
     /// Keys in the index.
     pub indexed_keys: usize,
+    /// Keys live now (not deleted).
+    pub live_keys: usize,
     /// Leases.
     pub leases: usize,
     /// Ranges and read-only txns whose rows were read from a snapshot off the store's thread

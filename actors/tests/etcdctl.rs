@@ -609,3 +609,78 @@ fn etcdctl_auth_round_trip_matches_etcd() {
 
     b.assert_no_differences();
 }
+
+/// The metrics a scrape finds: each sample line's name (labels included) and value.
+fn scrape(port: u16) -> std::collections::BTreeMap<String, f64> {
+    let (code, text) = wire::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(name, value)| Some((name.to_string(), value.parse::<f64>().ok()?)))
+        .collect()
+}
+
+/// `etcdctl check datascale` reads the server's memory from `/metrics`
+/// (`process_resident_memory_bytes`), as it does from etcd's; and the etcd metrics that
+/// dashboards and alerts use are there under etcd's names, counting what they count on etcd.
+#[test]
+fn etcdctl_check_datascale_and_etcds_metrics_read_from_watchkv_as_from_etcd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = wire::start_etcd(&dir.path().join("etcd"));
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), wire::free_port(), &[]);
+    for port in [etcd.port, watchkv.port] {
+        let out = run(port, &["check", "datascale", "--load=s"], None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "port {port}: {out:?}");
+        assert!(stdout.contains("PASS: Approximate system memory used"), "port {port}: {stdout}");
+    }
+    let (e, w) = (scrape(etcd.port), scrape(watchkv.port));
+    for name in [
+        "etcd_server_has_leader",
+        "etcd_server_is_leader",
+        "etcd_server_is_learner",
+        "etcd_server_leader_changes_seen_total",
+        "etcd_server_quota_backend_bytes",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "etcd_debugging_mvcc_keys_total",
+        "etcd_debugging_mvcc_current_revision",
+        "etcd_debugging_mvcc_compact_revision",
+        "etcd_debugging_mvcc_watcher_total",
+        "etcd_debugging_mvcc_watch_stream_total",
+        "etcd_debugging_mvcc_slow_watcher_total",
+        "etcd_disk_wal_fsync_duration_seconds_count",
+        "etcd_disk_backend_commit_duration_seconds_count",
+        r#"etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"}"#,
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(e.contains_key(name), "etcd has no {name}: the list is wrong");
+        assert!(w.contains_key(name), "watchkv has no {name}");
+    }
+    // The same counts where the same operations make them: datascale's puts (then its
+    // cleanup), no watchers, one leader that is this member, etcd's default quota.
+    for name in [
+        "etcd_server_has_leader",
+        "etcd_server_is_leader",
+        "etcd_server_is_learner",
+        "etcd_server_leader_changes_seen_total",
+        "etcd_server_quota_backend_bytes",
+        "etcd_debugging_mvcc_keys_total",
+        "etcd_debugging_mvcc_current_revision",
+        "etcd_debugging_mvcc_watcher_total",
+    ] {
+        assert_eq!(w[name], e[name], "{name}");
+    }
+    // fsync durability: every acknowledged put was synced, in group commits of 50 clients.
+    let syncs = w["etcd_disk_wal_fsync_duration_seconds_count"];
+    assert!(syncs >= 10_000.0 / 50.0, "{syncs} syncs for 10,000 puts");
+    assert_eq!(w[r#"etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"}"#], syncs);
+    assert!(w["etcd_disk_backend_commit_duration_seconds_count"] >= syncs - 1.0);
+    assert!(w["process_resident_memory_bytes"] > 1e6);
+    assert!(w["etcd_mvcc_db_total_size_in_bytes"] > 0.0);
+}

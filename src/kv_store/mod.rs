@@ -77,6 +77,8 @@ pub struct StoreStats {
     pub compact_rev: i64,
     /// Keys in the index (live or with uncompacted history).
     pub indexed_keys: usize,
+    /// Keys live now (not deleted).
+    pub live_keys: usize,
     /// Granted leases.
     pub leases: usize,
 }
@@ -318,6 +320,7 @@ impl KvStore {
             current_rev: self.current_rev,
             compact_rev: self.compact_rev,
             indexed_keys: self.index.len(),
+            live_keys: self.index.live_len(),
             leases: self.lessor.len(),
         }
     }

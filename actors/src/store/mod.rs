@@ -433,9 +433,9 @@ impl Handler<GetStoreStats> for StoreActor {
     type Result = MessageResult<GetStoreStats>;
 
     fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
-        let (indexed_keys, leases) = self.store.as_ref().map_or((0, 0), |s| {
+        let (indexed_keys, live_keys, leases) = self.store.as_ref().map_or((0, 0, 0), |s| {
             let st = s.stats();
-            (st.indexed_keys, st.leases)
+            (st.indexed_keys, st.live_keys, st.leases)
         });
         MessageResult(StoreStats {
             synced: self.synced.len(),
@@ -445,6 +445,7 @@ impl Handler<GetStoreStats> for StoreActor {
             compact_rev: self.clock.compact(),
             ring_revisions: self.ring.len(),
             indexed_keys,
+            live_keys,
             leases,
             ranges_read_off_thread: self.ranges_read_off_thread,
             read_txns: self.read_txns,

@@ -748,8 +748,24 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("read");
     let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (code, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    (code, if chunked { dechunk(body) } else { body.to_string() })
+}
+
+/// A chunked HTTP/1.1 body (RFC 9112 §7.1) joined: each chunk is its size in hex, CRLF, the
+/// bytes, CRLF; a chunk of size 0 ends it.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").expect("chunk end");
+    }
+    out
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after a generous deadline
