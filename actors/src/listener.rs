@@ -218,7 +218,7 @@ async fn accept_tls(tls: &ServerTls, stream: TcpStream) -> io::Result<(Protocol,
             tracing::warn!(peer = ?peer, error = %e, "rejected connection: TLS handshake failed");
         })?;
         let (_, session) = stream.get_ref();
-        let user = tls::client_cert_user(session);
+        let user = tls.certificate_user(session);
         let alpn = session.alpn_protocol().map(|p| p == ALPN_H2);
         let mut first = BytesMut::new();
         let protocol = match alpn {

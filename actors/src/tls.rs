@@ -111,6 +111,8 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: TlsAcceptor,
+    /// Whether a verified client certificate's Common Name is the connection's user.
+    certificate_users: bool,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -152,17 +154,41 @@ impl ServerTls {
             key: files.key_file.clone(),
             source,
         })?;
-        Ok(Self::from_config(config))
+        Ok(Self::from_config(config).with_certificate_users(files.client_cert_auth))
     }
 
     /// Uses `config` (for embedders with their own certificate handling), with ALPN set to the
     /// client port's protocols: `http/1.1` first, then `h2`. The server picks the first of its
     /// own list the client offers, so gRPC clients (which offer `h2` alone) get gRPC and an HTTP
-    /// client that offers both gets the gateway, which speaks HTTP/1.1 only.
+    /// client that offers both gets the gateway, which speaks HTTP/1.1 only. A verified client
+    /// certificate names the connection's user ([`Self::with_certificate_users`]): the embedder
+    /// who gives a verifier chose client-certificate auth.
     #[must_use]
     pub fn from_config(mut config: ServerConfig) -> Self {
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec(), ALPN_H2.to_vec()];
-        Self { acceptor: TlsAcceptor::from(Arc::new(config)) }
+        Self { acceptor: TlsAcceptor::from(Arc::new(config)), certificate_users: true }
+    }
+
+    /// Whether a verified client certificate's Common Name is the connection's user
+    /// ([`ClientCertUser`]). Only with `--client-cert-auth`, as in etcd: `--trusted-ca-file`
+    /// alone makes the handshake require a certificate, but etcd then takes no user from it
+    /// (etcd: etcdserver/v3_server.go `AuthInfoFromCtx` returns none unless
+    /// `ClientCertAuthEnabled`), so a certificate whose name is `root` is not root.
+    #[must_use]
+    pub fn with_certificate_users(mut self, enabled: bool) -> Self {
+        self.certificate_users = enabled;
+        self
+    }
+
+    /// The user a verified client certificate of `connection` names, if certificates name
+    /// users here ([`Self::with_certificate_users`]).
+    #[must_use]
+    pub fn certificate_user(&self, connection: &ServerConnection) -> Option<ClientCertUser> {
+        if self.certificate_users {
+            client_cert_user(connection)
+        } else {
+            None
+        }
     }
 
     /// The handshake runner.

@@ -418,6 +418,18 @@ fn a_trusted_ca_alone_requires_client_certificates_as_in_etcd() {
     b.cmd(Some(&alice), &["put", "k", "v"]);
     b.refused("without a client certificate", None, &["get", "k"]);
     b.cmd(Some(&alice), &["get", "k"]);
+    // Without --client-cert-auth the certificate names no user (etcd: `AuthInfoFromCtx` takes
+    // one only with `ClientCertAuthEnabled`): with auth on, alice's certificate alone is no
+    // one, and a certificate whose name is root would not be root either.
+    b.cmd(Some(&alice), &["user", "add", "root:rootpw"]);
+    b.cmd(Some(&alice), &["user", "add", "alice:apw"]);
+    b.cmd(Some(&alice), &["role", "add", "ro"]);
+    b.cmd(Some(&alice), &["role", "grant-permission", "ro", "read", "k"]);
+    b.cmd(Some(&alice), &["user", "grant-role", "alice", "ro"]);
+    b.cmd(Some(&alice), &["auth", "enable"]);
+    b.cmd(Some(&alice), &["get", "k"]);
+    b.cmd(Some(&alice), &["--user=alice:apw", "get", "k"]);
+    b.cmd(Some(&alice), &["--user=root:rootpw", "auth", "disable"]);
     b.finish();
 }
 
