@@ -221,6 +221,15 @@ pub struct AuthState {
     roles: BTreeMap<String, Role>,
 }
 
+/// Whether a permission names keys: a key, and an end that is none (the key alone), `"\0"`
+/// (every key from it) or after the key. etcd 3.4.23 stored an empty key or an inverted range
+/// and matched nothing with it; 3.4.25 and 3.5.8 refuse them (etcd: auth/store.go
+/// `isValidPermissionRange`), as here, rather than keep a grant that reads as more than it
+/// gives (`etcdctl role grant-permission r read --prefix ""` sends key `"\0"`, not `""`).
+fn is_valid_permission_range(key: &[u8], range_end: &[u8]) -> bool {
+    !key.is_empty() && (range_end.is_empty() || range_end == b"\0" || key < range_end)
+}
+
 impl AuthState {
     /// Rebuilds the state from the records an earlier run wrote.
     #[must_use]
@@ -403,6 +412,9 @@ impl AuthState {
             }
             AuthOp::RoleGrantPermission { role, perm } => {
                 let perm = perm.ok_or(AuthError::PermissionNotGiven)?;
+                if !is_valid_permission_range(&perm.key, &perm.range_end) {
+                    return Err(AuthError::InvalidAuthMgmt);
+                }
                 let mut r = self.roles.get(&role).ok_or(AuthError::RoleNotFound)?.clone();
                 match r.perms.iter_mut().find(|p| p.key == perm.key && p.range_end == perm.range_end) {
                     Some(existing) => existing.perm_type = perm.perm_type,
@@ -602,6 +614,15 @@ mod tests {
             s.apply(AuthOp::RoleGrantPermission { role: "r".into(), perm: None }),
             Err(AuthError::PermissionNotGiven)
         );
+        // etcd 3.5.8's `isValidPermissionRange`: an empty key, or an end not after the key.
+        for (key, end) in [("", &b""[..]), ("", b"\0"), ("", b"z"), ("b", b"a"), ("b", b"b")] {
+            let grant = AuthOp::RoleGrantPermission { role: "r".into(), perm: Some(perm(PermType::Read, key, end)) };
+            assert_eq!(s.apply(grant), Err(AuthError::InvalidAuthMgmt), "{key:?}..{end:?}");
+        }
+        for (key, end) in [("\0", &b"\0"[..]), ("a", b""), ("a", b"\0"), ("a", b"b")] {
+            let grant = AuthOp::RoleGrantPermission { role: "r".into(), perm: Some(perm(PermType::Read, key, end)) };
+            s.apply(grant).unwrap_or_else(|e| panic!("{key:?}..{end:?}: {e}"));
+        }
         s.apply(AuthOp::UserGrantRole { user: "a".into(), role: "r".into() }).expect("grant");
         let rev = s.revision();
         assert_eq!(s.apply(AuthOp::UserGrantRole { user: "a".into(), role: "r".into() }), Ok(Vec::new()));

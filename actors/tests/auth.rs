@@ -224,6 +224,14 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     let channel =
         Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect");
     let mut lease_client = pb::lease_client::LeaseClient::new(channel);
+    // Asking for a lease's keys without a user is refused, even for a lease that has none or
+    // does not exist (etcd `checkLeaseTimeToLive`); without `keys` anyone may ask.
+    for id in [lease, 12_345] {
+        let ask = |keys| pb::LeaseTimeToLiveRequest { id, keys };
+        let refused = lease_client.lease_time_to_live(ask(true)).await.expect_err("keys without a user");
+        assert_eq!((refused.code(), refused.message()), (Code::InvalidArgument, "etcdserver: user name is empty"));
+        lease_client.lease_time_to_live(ask(false)).await.expect("no keys asked");
+    }
     for token in ["bogus", ""] {
         let mut grant = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
         grant.metadata_mut().insert("token", token.parse().expect("ascii"));

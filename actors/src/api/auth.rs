@@ -148,27 +148,40 @@ impl Auth {
     ///
     /// # Errors
     /// `authentication is not enabled`, `authentication failed, invalid user ID or password`.
+    ///
+    /// The password is checked against the auth store as it was before the comparison, which
+    /// takes tens of milliseconds; a change published meanwhile (the password changed, the user
+    /// deleted, auth disabled) would end the tokens it affects before this one exists. So the
+    /// token is handed out only if the store's revision is still the one checked, read under
+    /// the token table's lock that the change's [`Self::invalidate`] takes after publishing;
+    /// otherwise the check runs again against the new state (etcd: v3_server.go
+    /// `Authenticate` loops until `checkedRevision == AuthStore().Revision()`).
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, ApiError> {
-        let state = self.view.get();
-        if !state.is_enabled() {
-            return Err(denied(AuthError::AuthNotEnabled));
+        loop {
+            let state = self.view.get();
+            if !state.is_enabled() {
+                return Err(denied(AuthError::AuthNotEnabled));
+            }
+            let Some(hash) = state.user(name).and_then(|u| u.password_hash.clone()) else {
+                return Err(denied(AuthError::AuthFailed));
+            };
+            let password = password.to_string();
+            let ok = actix_rt::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(denied(AuthError::AuthFailed));
+            }
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.view.get().revision() != state.revision() {
+                continue;
+            }
+            let token = new_token();
+            let now = Instant::now();
+            tokens.retain(|_, t| t.expires > now);
+            tokens.insert(token.clone(), Token { user: name.to_string(), expires: now + self.token_ttl });
+            return Ok(token);
         }
-        let Some(hash) = state.user(name).and_then(|u| u.password_hash.clone()) else {
-            return Err(denied(AuthError::AuthFailed));
-        };
-        let password = password.to_string();
-        let ok = actix_rt::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(denied(AuthError::AuthFailed));
-        }
-        let token = new_token();
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        tokens.retain(|_, t| t.expires > now);
-        tokens.insert(token.clone(), Token { user: name.to_string(), expires: now + self.token_ttl });
-        Ok(token)
     }
 
     /// Hashes a new password (on a blocking thread: bcrypt is slow by design), or takes
@@ -282,12 +295,19 @@ impl Auth {
         keys.iter().try_for_each(|k| self.check(caller, PermType::Write, &KeyRange::single(k.clone())))
     }
 
-    /// `LeaseTimeToLive` with `keys`: read permission on every key it lists, so that a lease
-    /// does not name keys the caller may not see (etcd `checkLeaseTimeToLive`, since 3.4.26).
+    /// `LeaseTimeToLive`: asked with `keys`, it needs a user (even for a lease with no keys, or
+    /// none at all) and read permission on every key it lists, so that a lease does not name
+    /// keys the caller may not see (etcd: v3_server.go `checkLeaseTimeToLive`, since 3.4.26).
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
-    pub fn check_lease_keys_readable(&self, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+    pub fn check_lease_time_to_live(&self, caller: &Caller, asked_keys: bool, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+        if !asked_keys || !self.view.is_enabled() {
+            return Ok(());
+        }
+        if caller.user().is_none() {
+            return Err(denied(AuthError::UserEmpty));
+        }
         keys.iter().try_for_each(|k| self.check_read(caller, &KeyRange::single(k.clone())))
     }
 
@@ -462,4 +482,54 @@ fn new_token() -> String {
     let prefix: String =
         (0..16).map(|_| char::from(LETTERS[usize::from(rand::random::<u8>()) % LETTERS.len()])).collect();
     format!("{prefix}.{}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use watchkv::auth::{AuthOp, ROOT};
+
+    use super::*;
+
+    fn hash(password: &str) -> String {
+        bcrypt::hash(password, 4).expect("bcrypt")
+    }
+
+    /// An `Authenticate` whose password check started before a password change (and so
+    /// before the change ended the user's tokens) gets no token out of the old password.
+    #[actix_rt::test]
+    async fn a_password_changed_while_authenticate_compares_gives_no_token_for_the_old_one() {
+        let mut state = AuthState::default();
+        for op in [
+            AuthOp::UserAdd { name: ROOT.into(), password_hash: Some(hash("rootpw")) },
+            AuthOp::RoleAdd(ROOT.into()),
+            AuthOp::UserGrantRole { user: ROOT.into(), role: ROOT.into() },
+            AuthOp::UserAdd { name: "alice".into(), password_hash: Some(hash("old")) },
+            AuthOp::Enable,
+        ] {
+            state.apply(op).expect("set up the auth store");
+        }
+        let view = Arc::new(AuthView::new(state.clone()));
+        let auth = Auth::new(Arc::clone(&view), DEFAULT_TOKEN_TTL, 4);
+
+        let mut authenticate = Box::pin(auth.authenticate("alice", "old"));
+        // The first poll reads the store and starts the comparison on a blocking thread.
+        assert!(futures::poll!(&mut authenticate).is_pending());
+        // The change, as the store actor and `Handle::auth_change` make it: publish, then end
+        // the user's tokens.
+        state
+            .apply(AuthOp::UserChangePassword { name: "alice".into(), password_hash: hash("new") })
+            .expect("change the password");
+        view.publish(state);
+        auth.invalidate(Some("alice"));
+
+        match authenticate.await {
+            Err(e) => assert_eq!(e.to_string(), denied(AuthError::AuthFailed).to_string()),
+            Ok(token) => {
+                let caller = auth.caller(Some(&token), None);
+                panic!("a token from the old password, which now gives {caller:?}");
+            }
+        }
+        let token = auth.authenticate("alice", "new").await.expect("the new password");
+        assert!(auth.caller(Some(&token), None).is_ok());
+    }
 }

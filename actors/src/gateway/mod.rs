@@ -468,15 +468,16 @@ async fn lease_time_to_live(gw: web::Data<Gateway>, http: HttpRequest, payload: 
             let caller = caller(&gw, &http)?;
             let req: pb::LeaseTimeToLiveRequest = message(payload, &gw).await?;
             let mut out = String::new();
+            let asked_keys = req.keys;
             if let Some(upstream) = &gw.upstream {
                 let r = upstream.lease_time_to_live(req).await?.into_inner();
-                gw.handle.auth().check_lease_keys_readable(&caller, &r.keys)?;
+                gw.handle.auth().check_lease_time_to_live(&caller, asked_keys, &r.keys)?;
                 let rev = revision(r.header);
                 encode::write_lease_ttl(&mut out, gw.header, rev, r.id, r.ttl, r.granted_ttl, &r.keys);
                 return Ok(out);
             }
             let (s, rev) = gw.handle.lease_time_to_live_answer(req.id, req.keys).await?;
-            gw.handle.auth().check_lease_keys_readable(&caller, &s.keys)?;
+            gw.handle.auth().check_lease_time_to_live(&caller, asked_keys, &s.keys)?;
             encode::write_lease_ttl(&mut out, gw.header, rev, s.id, s.ttl, s.granted_ttl, &s.keys);
             Ok(out)
         }

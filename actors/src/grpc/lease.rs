@@ -66,13 +66,14 @@ impl pb::lease_server::Lease for GrpcApi {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
+        let asked_keys = req.keys;
         if let Some(upstream) = self.upstream() {
             let resp = upstream.lease_time_to_live(req).await?;
-            self.handle().auth().check_lease_keys_readable(&caller, &resp.get_ref().keys)?;
+            self.handle().auth().check_lease_time_to_live(&caller, asked_keys, &resp.get_ref().keys)?;
             return Ok(resp);
         }
         let (s, rev) = self.handle().lease_time_to_live_answer(req.id, req.keys).await.map_err(status)?;
-        self.handle().auth().check_lease_keys_readable(&caller, &s.keys)?;
+        self.handle().auth().check_lease_time_to_live(&caller, asked_keys, &s.keys)?;
         let resp = pb::LeaseTimeToLiveResponse {
             header: Some(self.header(rev)),
             id: s.id,
