@@ -49,6 +49,10 @@ struct Outbox {
     queued: Vec<WatchResponse>,
     /// The encoded length of the last queued response, once a merge has needed it.
     last_len: Option<usize>,
+    /// The last queued response is a piece of a split one, which takes nothing more: its last
+    /// piece looks like a plain events response, but the client joins the pieces under the
+    /// first piece's header (etcd: api/v3rpc/watch.go sendFragments splits one response).
+    last_is_piece: bool,
 }
 
 /// The messages a stream sends the runtime's actors; one set, shared by every stream.
@@ -165,7 +169,8 @@ impl StreamActor {
     /// watcher's.
     fn push(&mut self, outbox: &mut Outbox, response: WatchResponse) {
         let mut response = response;
-        if let Some(last) = outbox.queued.last_mut().filter(|last| last.watch_id == response.watch_id) {
+        let last = outbox.queued.last_mut().filter(|last| !outbox.last_is_piece && last.watch_id == response.watch_id);
+        if let Some(last) = last {
             let len = *outbox.last_len.get_or_insert_with(|| last.encoded_len(RESPONSE_HEADER_ESTIMATE));
             let limits = self.config.watch().batch_limits();
             match last.merge(response, len, limits.max_revs, limits.max_bytes) {
@@ -177,7 +182,21 @@ impl StreamActor {
             }
         }
         outbox.last_len = None;
+        outbox.last_is_piece = false;
         outbox.queued.push(response);
+    }
+
+    /// Queues the pieces a `fragment` watcher's response came to: a response sent whole is
+    /// pushed as any other; the pieces of a split one are queued apart, none merged into what
+    /// precedes nor anything into them, so the client reassembles exactly that response.
+    fn push_pieces(&mut self, outbox: &mut Outbox, pieces: Vec<WatchResponse>) {
+        if pieces.len() < 2 {
+            pieces.into_iter().for_each(|piece| self.push(outbox, piece));
+            return;
+        }
+        outbox.last_len = None;
+        outbox.last_is_piece = true;
+        outbox.queued.extend(pieces);
     }
 
     /// Ends a handler's turn: hands its responses to the sink at once while the client keeps
@@ -527,11 +546,8 @@ impl Handler<Deliver> for StreamActor {
             } else {
                 w.skip_progress = true;
                 if w.fragment {
-                    for piece in
-                        response.into_fragments(self.config.watch().max_response_bytes(), RESPONSE_HEADER_ESTIMATE)
-                    {
-                        self.push(&mut out, piece);
-                    }
+                    let max_bytes = self.config.watch().max_response_bytes();
+                    self.push_pieces(&mut out, response.into_fragments(max_bytes, RESPONSE_HEADER_ESTIMATE));
                 } else {
                     self.push(&mut out, response);
                 }
@@ -569,8 +585,10 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use watchkv::{Event, EventKind, KeyValue};
+
     use super::*;
-    use crate::response_queue::response_queue;
+    use crate::response_queue::{response_queue, QueueReceiver};
 
     /// Stands in for the store, the syncer and the victim actor: takes what a stream sends and
     /// keeps its progress requests, with their slots, until the test lets one go.
@@ -611,11 +629,9 @@ mod tests {
         held.lock().expect("not poisoned").len()
     }
 
-    #[actix_rt::test]
-    async fn a_progress_request_beyond_the_streams_slots_waits_until_the_store_lets_one_go() {
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let peer = Peer { held: Arc::clone(&held) }.start();
-        let peers = Arc::new(StreamPeers {
+    /// Every peer of a stream is `peer`.
+    fn peers_at(peer: &Addr<Peer>) -> Arc<StreamPeers> {
+        Arc::new(StreamPeers {
             register: [peer.clone().recipient(), peer.clone().recipient(), peer.clone().recipient()],
             add_unsynced: peer.clone().recipient(),
             watch: peer.clone().recipient(),
@@ -623,7 +639,92 @@ mod tests {
             progress: peer.clone().recipient(),
             unregister: peer.clone().recipient(),
             retry_victims: peer.clone().recipient(),
-        });
+        })
+    }
+
+    /// Takes every response the stream has queued for its client so far.
+    fn drain(rx: &mut QueueReceiver) -> Vec<WatchResponse> {
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        let mut out = Vec::new();
+        while let std::task::Poll::Ready(Some(r)) = rx.poll_recv(&mut cx) {
+            out.push(r);
+        }
+        out
+    }
+
+    /// A delete event of `key` at `rev` whose previous value is `value_len` bytes.
+    fn delete_event(key: &str, rev: i64, value_len: usize) -> Arc<Event> {
+        let kv = KeyValue { key: key.into(), mod_revision: rev, ..KeyValue::default() };
+        let prev = KeyValue {
+            key: key.into(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            value: vec![b'v'; value_len],
+            lease: 0,
+        };
+        Arc::new(Event::new(EventKind::Delete, kv, Some(prev)))
+    }
+
+    /// A fragmented sequence is one original response split (etcd: api/v3rpc/watch.go
+    /// sendFragments; clientv3 joins the pieces under the first piece's header), so a later
+    /// revision must not be merged into its last piece, though that piece alone looks like a
+    /// plain events response under the merge limit.
+    #[actix_rt::test]
+    async fn a_later_revision_is_not_merged_into_the_last_piece_of_a_split_response() {
+        let peer = Peer { held: Arc::new(Mutex::new(Vec::new())) }.start();
+        let (tx, mut rx) = response_queue(16);
+        let config = Arc::new(ActorsConfig::new("unused"));
+        let max_response = config.watch().max_response_bytes();
+        let stream = StreamActor::new(
+            1,
+            peers_at(&peer),
+            Arc::new(tx),
+            config,
+            Arc::new(RevisionClock::new(1, 0)),
+            Arc::new(AtomicU64::new(1)),
+        )
+        .start();
+        let create = WatchCreate { fragment: true, prev_kv: true, ..WatchCreate::new(&KeyRange::prefix("k"), 0) };
+        stream.send(CreateWatch(create)).await.expect("stream runs");
+        let created = drain(&mut rx);
+        assert!(created.len() == 1 && created[0].created, "{created:?}");
+        let id = created[0].watch_id;
+        let key = WatcherKey { stream: 1, id, seq: 1 };
+
+        // One group commit: a put at 9, a DeleteRange of 21 keys with 100 KiB values at 10
+        // (over `max_response_bytes` with their prev_kv, so it goes in two pieces), puts at 11
+        // and 12, which still merge with each other.
+        let put = |rev: i64| {
+            let kv = KeyValue {
+                key: b"k-small".to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+                value: b"x".to_vec(),
+                lease: 0,
+            };
+            WatchResponse::event(id, rev, Arc::new(Event::new(EventKind::Put, kv, None)), true)
+        };
+        let deletes = (0..21).map(|i| delete_event(&format!("k{i:02}"), 10, 100 * 1024)).collect();
+        let big = WatchResponse::events(id, 10, deletes, true);
+        assert!(big.encoded_len(RESPONSE_HEADER_ESTIMATE) > max_response);
+        let entries = [put(9), big, put(11), put(12)].into_iter().map(|response| Delivery { key, response }).collect();
+        stream.send(Deliver::live(entries)).await.expect("stream runs");
+
+        let got = drain(&mut rx);
+        let shape: Vec<(i64, bool, Vec<i64>)> =
+            got.iter().map(|r| (r.revision, r.fragment, r.events.iter().map(|e| e.revision()).collect())).collect();
+        let expected =
+            vec![(9, false, vec![9]), (10, true, vec![10; 20]), (10, false, vec![10]), (12, false, vec![11, 12])];
+        assert_eq!(shape, expected);
+    }
+
+    #[actix_rt::test]
+    async fn a_progress_request_beyond_the_streams_slots_waits_until_the_store_lets_one_go() {
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let peer = Peer { held: Arc::clone(&held) }.start();
+        let peers = peers_at(&peer);
         let (tx, _rx) = response_queue(16);
         let stream = StreamActor::new(
             1,

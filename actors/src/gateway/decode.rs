@@ -1,9 +1,11 @@
 //! Owns the gateway's request decoding: grpc-gateway JSON into etcd's request messages
 //! (docs/etcd-semantics.md §8), which then go through the same conversion as gRPC's
 //! ([`crate::api::request`]). Accepts proto or lowerCamelCase names, int64 as string or number,
-//! base64 standard or URL-safe, padded or not, enums by name or number; ignores unknown fields.
-//! Enum numbers are passed on unchecked, as protojson's open enums are, so an unknown one gets
-//! the API's own error (the same text as over gRPC).
+//! base64 standard or URL-safe, padded or not, line-wrapped or not, enums by name or number;
+//! ignores unknown fields. Enum numbers are passed on unchecked, as protojson's open enums are, so
+//! an unknown one gets the API's own error (the same text as over gRPC).
+
+use std::borrow::Cow;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{alphabet, Engine as _};
@@ -87,9 +89,12 @@ fn without_nulls(value: &mut serde_json::Value) {
 
 // ----- field decoders -----
 
-/// Padding optional when decoding, as protojson accepts bytes.
-const PAD_INDIFFERENT: GeneralPurposeConfig =
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+/// Padding optional when decoding, as protojson accepts bytes; non-zero trailing bits allowed
+/// ("YR==" is "a"), as Go's non-strict decoder allows them (etcd 3.4's gateway decodes bytes with
+/// encoding/json's base64.StdEncoding).
+const PAD_INDIFFERENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
 /// Standard base64, padded or not.
 const STANDARD_PAD_INDIFFERENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, PAD_INDIFFERENT);
 /// URL-safe base64, padded or not.
@@ -126,12 +131,21 @@ fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-/// Accepts bytes as base64, standard or URL-safe, padded or not.
+/// Accepts bytes as base64, standard or URL-safe, padded or not, with line breaks anywhere.
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let s = String::deserialize(d)?;
+    // etcd 3.4's gateway decodes bytes with Go's encoding/json, whose base64 decoder skips `\r`
+    // and `\n` anywhere (Go: encoding/base64 decodeQuantum), so MIME-wrapped base64 (Python's
+    // `base64.encodebytes`, Java's MIME encoder) is accepted; other whitespace is not. Only such
+    // input is copied.
+    let unwrapped: Cow<'_, [u8]> = if s.contains(['\r', '\n']) {
+        Cow::Owned(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n')).collect())
+    } else {
+        Cow::Borrowed(s.as_bytes())
+    };
     STANDARD_PAD_INDIFFERENT
-        .decode(s.as_bytes())
-        .or_else(|_| URL_SAFE_PAD_INDIFFERENT.decode(s.as_bytes()))
+        .decode(&unwrapped)
+        .or_else(|_| URL_SAFE_PAD_INDIFFERENT.decode(&unwrapped))
         .map_err(|e| de::Error::custom(format!("invalid base64 {s:?}: {e}")))
 }
 
@@ -877,6 +891,24 @@ mod tests {
         assert!(bad.is_err());
         let bad: Result<pb::PutRequest, _> = decode(br#"{"lease":"12x"}"#);
         assert!(bad.is_err());
+    }
+
+    /// etcd's gateway decodes bytes with Go's base64.StdEncoding, which skips `\r` and `\n`
+    /// anywhere and ignores non-zero trailing bits: MIME-wrapped base64 (Python's
+    /// `base64.encodebytes`, Java's MIME encoder) and "YR==" decode as Go decodes them.
+    #[test]
+    fn base64_skips_line_breaks_and_allows_trailing_bits_as_go_does() {
+        let value = |body: &[u8]| decode::<pb::PutRequest>(body).map(|p| request::put_request(p).value);
+        assert_eq!(value(br#"{"key":"Zm9v","value":"YmFy\nYmF6"}"#).expect("newline"), b"barbaz");
+        assert_eq!(value(br#"{"key":"Zm9v","value":"YmFy\r\nYmF6\r\n"}"#).expect("CRLF"), b"barbaz");
+        assert_eq!(value(br#"{"key":"Zm9v","value":"\nYWJj\nZA=\n=\n"}"#).expect("breaks in padding"), b"abcd");
+        assert_eq!(value(br#"{"key":"Zm9v","value":"YR=="}"#).expect("trailing bits"), b"a");
+        assert_eq!(value(br#"{"key":"Zm9v","value":"YR"}"#).expect("trailing bits, unpadded"), b"a");
+        assert_eq!(value(br#"{"key":"Zm9v","value":"-_8\n"}"#).expect("URL-safe with a newline"), [0xfb, 0xff]);
+        // Only line breaks are skipped: other whitespace and foreign characters are still refused.
+        assert!(value(br#"{"key":"Zm9v","value":"YmFy YmF6"}"#).is_err());
+        assert!(value(br#"{"key":"Zm9v","value":"YmFy\tYmF6"}"#).is_err());
+        assert!(value(br#"{"key":"Zm9v","value":"YmFy\nYm!6"}"#).is_err());
     }
 
     /// protojson (etcd's gateway) takes `null` as the field's default, at any depth, and a body
