@@ -947,6 +947,25 @@ fn leases_expire_by_the_callers_clock_and_survive_restart() {
     assert_eq!((status.granted_ttl, status.keys), (100, vec![b"f".to_vec()]));
 }
 
+/// Many leases due at once are revoked a bounded number at a time, the longest overdue first;
+/// the rest stay due (and `is_lease_due`) for the next call.
+#[test]
+fn due_leases_are_revoked_at_most_a_limit_at_a_time_longest_overdue_first() {
+    let mut s = TestStore::new();
+    let t0 = std::time::Instant::now();
+    for (id, ttl) in [(1, 30), (2, 10), (3, 20)] {
+        s.store.lease_grant(id, ttl, t0).expect("grant");
+    }
+    let later = t0 + std::time::Duration::from_secs(40);
+    assert!(s.store.is_lease_due(2, later) && !s.store.is_lease_due(2, t0) && !s.store.is_lease_due(9, later));
+    let first: Vec<i64> = s.store.expire_leases_at_most(later, 2).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(first, [2, 3]);
+    assert!(s.store.is_lease_due(1, later));
+    let rest: Vec<i64> = s.store.expire_leases_at_most(later, 2).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(rest, [1]);
+    assert!(s.store.leases().is_empty());
+}
+
 /// A txn that only reads, nested txns two deep, answers through `read_txn` (in place and from a
 /// snapshot) as through the write path, and as its compares choose: each nested txn takes its
 /// own entry of the compare path, in the order the txns run.

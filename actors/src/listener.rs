@@ -38,7 +38,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::api::ClientCertUser;
 use crate::gateway::{self, Gateway};
 use crate::grpc::{self, ClientConnection, GrpcApi};
-use crate::tls::{self, ServerTls, ALPN_H2};
+use crate::tls::{ServerTls, ALPN_H2};
 
 /// The first bytes of HTTP/2's client connection preface (RFC 9113 §3.4).
 const H2_PREFACE_START: &[u8; 3] = b"PRI";

@@ -89,14 +89,28 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     let created = watch.recv(DEADLINE).expect("created");
     assert_eq!(created["result"]["created"], json!(true), "{created}");
 
+    // A lease with a key, kept alive until the disk is full.
+    let lease = try_post(port, "/v3/lease/grant", br#"{"TTL":"3"}"#).expect("grant").json();
+    let lease_id = lease["ID"].as_str().expect("lease id").to_string();
+    let leased = json!({"key": b64("k/leased"), "value": b64("v"), "lease": lease_id});
+    let r = try_post(port, "/v3/kv/put", leased.to_string().as_bytes()).expect("put with the lease");
+    assert_eq!(r.status, 200, "{}", r.json());
+    let mut acked = vec![(0, int(&r.json()["header"], "revision"))];
+    let keep_alive = || try_post(port, "/v3/lease/keepalive", json!({"ID": lease_id}).to_string().as_bytes());
+    // The lease is due at the latest 3 s after the last renewal's answer.
+    let mut lease_due = Instant::now() + Duration::from_secs(3);
+
     // Fill the disk.
-    let mut acked = Vec::new();
     let mut i = 0u64;
     let refusal = loop {
         i += 1;
         match put(port, i) {
             Ok(rev) => acked.push((i, rev)),
             Err(e) => break e,
+        }
+        if i.is_multiple_of(20) {
+            assert_eq!(keep_alive().expect("keep-alive").status, 200);
+            lease_due = Instant::now() + Duration::from_secs(3);
         }
         assert!(i < 5000, "24 MiB never filled");
     };
@@ -136,6 +150,16 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     assert_eq!(r.status, 200, "a range on the poisoned store: {v}");
     assert_eq!(int(&v["header"], "revision"), last_acked, "{v}");
     assert_eq!(int(&v, "count"), acked.len() as i64, "only the acknowledged keys: {v}");
+
+    // The lease's deadline passes while its revoke cannot be written: the keep-alive is
+    // refused (a client retries it), not answered TTL 0 while its key stays, and no revision
+    // is published for the revoke that failed.
+    // Waiting for the lease's own deadline, a time, not for another thread.
+    wait_for("the lease's deadline", || (Instant::now() > lease_due).then_some(()));
+    let refused_keep_alive = String::from_utf8_lossy(&keep_alive().expect("keep-alive").body).into_owned();
+    assert!(refused_keep_alive.contains(POISONED), "an error line, not TTL 0: {refused_keep_alive}");
+    let r = try_post(port, "/v3/kv/range", range.to_string().as_bytes()).expect("range");
+    assert_eq!(int(&r.json()["header"], "revision"), last_acked, "{}", r.json());
     let refused_key = b64(format!("k/{refused:05}"));
     let txn = json!({
         "compare": [{"key": refused_key, "target": "VERSION", "result": "EQUAL", "version": "0"}],
@@ -160,6 +184,17 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     }
     let (code, body) = wire::http_get(port, "/health");
     assert_eq!(code, 200, "healthy again: {body}");
+    // The reopened store gives the lease its TTL again (as etcd after a restart); then it is
+    // revoked and its key deleted, which the watcher sees.
+    let time_to_live = json!({"ID": lease_id}).to_string();
+    wait_for("the lease revoked after the recovery", || {
+        let r = try_post(port, "/v3/lease/timetolive", time_to_live.as_bytes()).expect("timetolive");
+        (r.json()["TTL"] == json!("-1")).then_some(())
+    });
+    let r = try_post(port, "/v3/kv/range", json!({"key": b64("k/leased")}).to_string().as_bytes()).expect("range");
+    assert_eq!(r.json().get("kvs"), None, "the leased key is gone: {}", r.json());
+    i += 1;
+    acked.push((i, put(port, i).expect("a write after the revoke")));
     let r = try_post(port, "/v3/maintenance/alarm", br#"{"action":"GET"}"#).expect("alarms");
     assert!(!r.json().to_string().contains("NOSPACE"), "the alarm cleared itself: {}", r.json());
 
@@ -183,9 +218,17 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     }
 
     // A restart finds every acknowledged write.
+    assert!(
+        lines
+            .iter()
+            .flat_map(|l| l["result"]["events"].as_array().into_iter().flatten())
+            .any(|e| { e["type"] == json!("DELETE") && e["kv"]["key"] == json!(b64("k/leased")) }),
+        "the lease's revoke delivered: {lines:?}"
+    );
+
     server.kill9();
     let _server = start_watchkv(&data, port, &[]);
-    for (n, rev) in &acked {
+    for (n, rev) in acked.iter().filter(|(n, _)| *n > 0) {
         let r = try_post(port, "/v3/kv/range", json!({"key": b64(format!("k/{n:05}"))}).to_string().as_bytes())
             .expect("range");
         let v = r.json();

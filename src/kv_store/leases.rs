@@ -92,6 +92,12 @@ impl KvStore {
         Ok(ttl)
     }
 
+    /// Whether lease `id` exists and its deadline has passed: it is due to be revoked.
+    #[must_use]
+    pub fn is_lease_due(&self, id: LeaseId, now: Instant) -> bool {
+        self.lessor.get(id).is_some_and(|l| l.deadline <= now)
+    }
+
     /// Reports a lease's remaining and granted TTL, and its keys if `with_keys`.
     ///
     /// # Errors
@@ -122,7 +128,16 @@ impl KvStore {
     /// Revokes every lease whose deadline is at or before `now`, each in its own write (as
     /// etcd's lessor does), with one persist for all. Returns what each revoke produced.
     pub fn expire_leases(&mut self, now: Instant) -> Vec<(LeaseId, Result<Committed<i64>>)> {
-        let expired = self.lessor.expired(now);
+        self.expire_leases_at_most(now, usize::MAX)
+    }
+
+    /// As [`Self::expire_leases`], for at most `limit` leases, the longest overdue first; the
+    /// rest stay due for the next call (etcd: lessor.go `revokeExpiredLeases` revokes at most
+    /// `leaseRevokeRate / 2` per 500 ms, so that many leases expiring at once do not hold the
+    /// store for one long turn).
+    pub fn expire_leases_at_most(&mut self, now: Instant, limit: usize) -> Vec<(LeaseId, Result<Committed<i64>>)> {
+        let mut expired = self.lessor.expired(now);
+        expired.truncate(limit);
         let mut group = self.group();
         let applied: Vec<_> = expired.iter().map(|&id| (id, group.apply(LeaseRevokeRequest(id)))).collect();
         let persisted = group.persist();

@@ -301,7 +301,12 @@ impl Auth {
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
-    pub fn check_lease_time_to_live(&self, caller: &Caller, asked_keys: bool, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+    pub fn check_lease_time_to_live(
+        &self,
+        caller: &Caller,
+        asked_keys: bool,
+        keys: &[Vec<u8>],
+    ) -> Result<(), ApiError> {
         if !asked_keys || !self.view.is_enabled() {
             return Ok(());
         }

@@ -4,10 +4,14 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use watchkv::{LeaseId, LeaseStatus, Result};
+use watchkv::{Error, LeaseId, LeaseStatus, Result};
 
 use super::{PerStream, StoreActor};
 use crate::protocol::{LeaseGrant, LeaseKeepAlive, LeaseLeases, LeaseTick, LeaseTimeToLive};
+
+/// Most leases one tick revokes: etcd's `leaseRevokeRate` (1000 per second) over its 500 ms
+/// revoke loop, the default tick here. The rest wait for the next tick.
+pub const LEASE_REVOKES_PER_TICK: usize = 500;
 
 impl Handler<LeaseGrant> for StoreActor {
     type Result = Result<(LeaseId, i64, i64)>;
@@ -22,9 +26,22 @@ impl Handler<LeaseGrant> for StoreActor {
 impl Handler<LeaseKeepAlive> for StoreActor {
     type Result = Result<(i64, i64)>;
 
-    fn handle(&mut self, msg: LeaseKeepAlive, _: &mut Self::Context) -> Self::Result {
+    /// A lease past its deadline but not revoked yet (the tick has not come, or the store
+    /// could not write) is revoked first, so that the keep-alive's TTL 0 means its keys are
+    /// gone, as in etcd, whose `Renew` of an expired lease waits for its revoke
+    /// (etcd: lessor.go `Renew`). When the revoke cannot be written the answer is the store's
+    /// error, which a client retries, not TTL 0: a session ended while its keys stay would
+    /// leave them held by no one once the store recovers and the lease lives again.
+    fn handle(&mut self, msg: LeaseKeepAlive, ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        if self.store.as_ref().is_some_and(|s| s.is_lease_due(msg.0, now)) {
+            self.expire_due_leases(now, ctx);
+        }
         let store = self.store()?;
-        let ttl = store.lease_keep_alive(msg.0, Instant::now())?;
+        if store.is_lease_due(msg.0, now) {
+            return Err(if store.is_poisoned() { Error::Poisoned } else { Error::LeaseNotFound });
+        }
+        let ttl = store.lease_keep_alive(msg.0, now)?;
         Ok((ttl, store.current_rev()))
     }
 }
@@ -50,13 +67,32 @@ impl Handler<LeaseLeases> for StoreActor {
 impl Handler<LeaseTick> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LeaseTick, _: &mut Self::Context) {
-        let now = msg.0.unwrap_or_else(Instant::now);
-        let Some(store) = self.store.as_mut() else { return };
-        if store.next_lease_deadline().is_none_or(|d| d > now) {
+    fn handle(&mut self, msg: LeaseTick, ctx: &mut Self::Context) {
+        self.expire_due_leases(msg.0.unwrap_or_else(Instant::now), ctx);
+    }
+}
+
+impl StoreActor {
+    /// Revokes the leases due at `now`, at most [`LEASE_REVOKES_PER_TICK`], each a write of its
+    /// own with one persist for all, and notifies watchers of their deletions. Nothing while the
+    /// store cannot write (poisoned, or recovering): the leases stay due until it can. A persist
+    /// that fails publishes nothing, as a failed group commit (`commit.rs`), and starts the
+    /// recovery.
+    pub(super) fn expire_due_leases(&mut self, now: Instant, ctx: &mut Context<Self>) {
+        if self.failure.is_some() {
             return;
         }
-        let results = store.expire_leases(now);
+        let Some(store) = self.store.as_mut() else { return };
+        if store.is_poisoned() || store.next_lease_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let results = store.expire_leases_at_most(now, LEASE_REVOKES_PER_TICK);
+        if store.is_poisoned() {
+            let error = results.into_iter().find_map(|(_, r)| r.err());
+            tracing::error!(error = ?error, "lease expiry failed: the leases stay due until the store recovers");
+            self.check_storage(ctx);
+            return;
+        }
         self.publish();
         let mut out = PerStream::default();
         for (id, result) in results {
