@@ -364,7 +364,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::tls::TlsFiles;
+    use crate::tls::{self, TlsFiles};
 
     /// Writes a CA, a server certificate for 127.0.0.1 and a client certificate for "alice"
     /// into `dir`; returns the server's TLS (client certificates required) and a client
