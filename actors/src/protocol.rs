@@ -551,7 +551,8 @@ pub struct AuthChange(pub watchkv::auth::AuthOp);
 pub struct RejectWatch(pub String);
 
 /// Asks the syncer to drop its history reader (and so its database handle) before the store
-/// reopens a failed database; catch-up reads fail meanwhile and are retried.
+/// reopens a failed database; watchers catching up wait meanwhile, unread, until
+/// [`UseStorage`].
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReleaseStorage;

@@ -96,7 +96,10 @@ pub struct SyncerActor {
     /// Failed reads in a row, per watcher that has had one.
     read_failures: HashMap<WatcherKey, usize>,
     streams: HashMap<StreamId, StreamInbox>,
-    reader: Box<dyn HistoryReader>,
+    /// Where history is read; `None` while the store reopens its database after a storage
+    /// failure (`ReleaseStorage` .. `UseStorage`), when the watchers wait in the group without
+    /// reading, so that a reopen does not use up their read retries and cancel them.
+    reader: Option<Box<dyn HistoryReader>>,
     peers: SyncerPeers,
     config: Arc<ActorsConfig>,
     clock: Arc<RevisionClock>,
@@ -121,7 +124,7 @@ impl SyncerActor {
             retrying: Vec::new(),
             read_failures: HashMap::new(),
             streams: HashMap::new(),
-            reader,
+            reader: Some(reader),
             peers,
             config,
             clock,
@@ -155,6 +158,7 @@ impl SyncerActor {
 
     /// One catch-up pass; returns whether any watcher received something or left the group.
     fn pass(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(reader) = &self.reader else { return false };
         if self.unsynced.is_empty() {
             return false;
         }
@@ -167,7 +171,7 @@ impl SyncerActor {
             .filter(|w| !w.is_cancelled())
             .collect();
         let chosen_count = chosen.len();
-        let read = match self.reader.catch_up(chosen, &self.clock, self.config.watch().batch_limits()) {
+        let read = match reader.catch_up(chosen, &self.clock, self.config.watch().batch_limits()) {
             Ok(read) => read,
             Err(failed) => {
                 self.read_failed(failed, ctx);
@@ -412,26 +416,11 @@ impl Handler<CancelWatchers> for SyncerActor {
     }
 }
 
-/// The reader while the store reopens its database: every read fails (and is retried after its
-/// backoff) until the store hands over the new reader.
-struct StorageReleased;
-
-impl HistoryReader for StorageReleased {
-    fn catch_up(
-        &self,
-        watchers: Vec<Watcher>,
-        _clock: &RevisionClock,
-        _limits: BatchLimits,
-    ) -> Result<CaughtUp, CatchUpFailed> {
-        Err(CatchUpFailed { error: watchkv::Error::Poisoned, watchers })
-    }
-}
-
 impl Handler<ReleaseStorage> for SyncerActor {
     type Result = ();
 
     fn handle(&mut self, _: ReleaseStorage, _: &mut Self::Context) {
-        self.reader = Box::new(StorageReleased);
+        self.reader = None;
     }
 }
 
@@ -439,7 +428,7 @@ impl Handler<UseStorage> for SyncerActor {
     type Result = ();
 
     fn handle(&mut self, msg: UseStorage, ctx: &mut Self::Context) {
-        self.reader = Box::new(msg.0);
+        self.reader = Some(Box::new(msg.0));
         // Watchers waiting for storage can catch up now.
         ctx.notify(SyncTick);
     }

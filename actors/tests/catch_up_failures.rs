@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use watchkv::{KeyRange, PutRequest};
 use watchkv_actors::protocol::{GetStreamStats, SyncTick};
+use watchkv_actors::syncer_actor::READ_RETRY_DELAYS;
 use watchkv_actors::testing::checker::{self, End};
 use watchkv_actors::testing::{self, wait_stats, FailingReads, History, RecordedStream};
 use watchkv_actors::{Handle, WatchCreate};
@@ -71,6 +72,49 @@ async fn a_read_that_fails_twice_then_succeeds_delivers_everything_once_in_order
     let history = History::from_responses(&everything.fence(&handle).await).expect("history");
     let reports = checker::assert_stream_ok(&history, &[create], &log);
     assert_eq!(reports[0].end, End::Active);
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// While the store reopens its database after a storage failure (`ReleaseStorage` ..
+/// `UseStorage`), a watcher catching up waits: however many passes come meanwhile, it is
+/// neither read nor cancelled, and it catches up once the reader is back.
+#[actix_rt::test]
+async fn a_watcher_catching_up_waits_out_a_reopen_of_the_storage() {
+    use std::sync::{Arc, Mutex};
+    use watchkv_actors::protocol::{ReleaseStorage, UseStorage};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&kept);
+    let config = testing::config(dir.path(), true);
+    let handle = testing::start_with_history_reader(config, move |reader| {
+        *keep.lock().expect("not poisoned") = Some(reader.clone());
+        Box::new(reader)
+    })
+    .await
+    .expect("start");
+    for i in 0..5 {
+        put(&handle, "foo", &format!("v{i}")).await; // 2..=6
+    }
+    handle.syncer_addr().send(ReleaseStorage).await.expect("release");
+    let s = RecordedStream::open(&handle);
+    let id = s.watch(KeyRange::single("foo"), 2).await;
+    for pass in 1..=2 * READ_RETRY_DELAYS.len() + 2 {
+        let unsynced = handle.syncer_addr().send(SyncTick).await.expect("tick");
+        assert_eq!(unsynced, 1, "pass {pass} while the storage is released");
+    }
+    let stats = handle.stats().await.expect("stats");
+    assert_eq!(stats.syncer.failed_reads, 0, "nothing read, so nothing failed");
+    let log = s.responses();
+    assert!(log.iter().all(|r| r.watch_id != id || (r.events.is_empty() && !r.canceled)), "{log:?}");
+
+    let reader = kept.lock().expect("not poisoned").take().expect("the reader");
+    handle.syncer_addr().send(UseStorage(reader)).await.expect("use");
+    let unsynced = handle.syncer_addr().send(SyncTick).await.expect("tick");
+    assert_eq!(unsynced, 0);
+    s.wait_for("the history", |r| r.iter().flat_map(|x| x.events.iter()).count() >= 5).await;
+    let revs: Vec<i64> = s.events_of(id).into_iter().map(|(rev, _, _)| rev).collect();
+    assert_eq!(revs, vec![2, 3, 4, 5, 6]);
     handle.shutdown().await.expect("shutdown");
 }
 

@@ -220,8 +220,10 @@ impl Handler<RegisterStream> for StoreActor {
     fn handle(&mut self, msg: RegisterStream, _: &mut Self::Context) {
         // The stream registers with the syncer and the victim actor itself
         // (`StreamActor::started`).
-        if self.store.is_none() {
-            // Shut down: the stream ends at once.
+        if self.store.is_none() && self.failure.is_none() {
+            // Shut down: the stream ends at once. (Between a failed store's drop and its
+            // reopening there is no store either; a stream opened then registers, as a watch
+            // created then does, and resumes with the store.)
             msg.close.do_send(CloseStream);
             return;
         }

@@ -109,8 +109,19 @@ impl StoreActor {
     fn recovered(&mut self, store: KvStore, attempts: u32) {
         let notified = self.clock.current();
         let reopened = store.current_rev();
-        self.peers.use_storage.do_send(UseStorage(store.reader()));
+        let reader = store.reader();
         self.store = Some(store);
+        if reopened != notified {
+            // The ring ends at the last revision watchers were told of, and the next commit
+            // follows the reopened store's: replaying from it would skip what lies between
+            // (or repeat what the reopened store lost). Watchers behind go through the syncer,
+            // which reads the reopened store.
+            self.ring.clear();
+        }
+        // Published before the syncer gets its reader and the watchers, so that its first
+        // read of the reopened store reaches the reopened store's revision.
+        self.publish();
+        self.peers.use_storage.do_send(UseStorage(reader));
         if reopened > notified {
             // Revisions written before the failed sync survived; no watcher heard of them.
             let watchers = self.synced.drain();
@@ -124,7 +135,6 @@ impl StoreActor {
         } else if reopened < notified {
             tracing::error!(notified, reopened, "the reopened store is behind what watchers were told");
         }
-        self.publish();
         let since = self.failure.take().map(|f| f.since.elapsed());
         tracing::info!(attempts, down_for = ?since, revision = reopened, "the store recovered from its storage failure");
     }
