@@ -15,7 +15,7 @@ use super::{request, ApiError};
 use std::sync::Arc;
 
 use super::auth::Auth;
-use crate::protocol::{RejectWatch, RequestStreamProgress};
+use crate::protocol::{GetStreamStats, RejectWatch, RequestStreamProgress};
 use crate::{CancelWatch, CloseStream, CreateWatch, Handle, StreamActor, WatchStream};
 
 /// Responses buffered between the stream actor and the socket. The stream actor's own buffer
@@ -122,6 +122,15 @@ impl StreamRequests {
             None => Ok(()),
         };
         sent.map_err(|_| ApiError::StreamClosed)
+    }
+
+    /// Returns once the stream actor has handled every request forwarded before this call and
+    /// queued their responses (a create's `created` included, which waits for the store), so
+    /// that what a transport writes next comes after them.
+    pub async fn settled(&self) {
+        // Any message will do: the actor takes its mailbox in order, and a create keeps it
+        // until its created response is queued.
+        let _ = self.actor.send(GetStreamStats).await;
     }
 
     /// Closes the stream now (the client's side broke), before the transport drops it.

@@ -22,7 +22,7 @@ pub async fn watch(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload
     let stream = TransportStream::open(&gw.handle).with_credentials(super::credentials(&http));
     let (err_tx, err_rx) = mpsc::channel::<ApiError>(1);
     actix_web::rt::spawn(read_requests(payload, stream.requests(&gw.handle), err_tx, gw.max_json_bytes()));
-    let body = ResponseLines { stream, errors: err_rx, header: gw.header, done: false };
+    let body = ResponseLines { stream, errors: err_rx, failed: None, header: gw.header, done: false };
     HttpResponse::Ok().content_type("application/json").streaming(body)
 }
 
@@ -38,10 +38,7 @@ async fn read_requests(
     loop {
         let chunk = match payload.next().await {
             Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => {
-                let _ = errors.send(ApiError::Body(e.to_string())).await;
-                return;
-            }
+            Some(Err(e)) => return fail(&requests, &errors, ApiError::Body(e.to_string())).await,
             None => break,
         };
         buf.extend_from_slice(&chunk);
@@ -52,21 +49,24 @@ async fn read_requests(
         };
         match drained {
             Ok(n) => ends.consumed(n),
-            Err(e) => {
-                let _ = errors.send(e).await;
-                return;
-            }
+            Err(e) => return fail(&requests, &errors, e).await,
         }
         if buf.len() > limit {
-            let _ = errors.send(watchkv::Error::RequestTooLarge.into()).await;
-            return;
+            return fail(&requests, &errors, watchkv::Error::RequestTooLarge.into()).await;
         }
     }
     // The body ended. A half-written object is an error; otherwise the stream stays open until
     // the client goes away (etcd keeps sending after a half-close).
     if !buf.iter().all(u8::is_ascii_whitespace) {
-        let _ = errors.send(ApiError::TruncatedBody).await;
+        fail(&requests, &errors, ApiError::TruncatedBody).await;
     }
+}
+
+/// Ends the body with `error`, once the requests before it are answered (their responses are
+/// queued ahead of it: `StreamRequests::settled`).
+async fn fail(requests: &StreamRequests, errors: &mpsc::Sender<ApiError>, error: ApiError) {
+    requests.settled().await;
+    let _ = errors.send(error).await;
 }
 
 /// Where the whole request objects at the front of a growing body end, found by looking at each
@@ -131,33 +131,29 @@ impl ObjectEnds {
 }
 
 /// Decodes the whole request objects in the first `whole` bytes of `buf`, hands each to the
-/// stream actor and removes them; returns how many bytes went. One request larger than `limit`
-/// is refused even when it arrived whole (etcd's per-message limit).
+/// stream actor as soon as it is decoded (a malformed one after it does not take back the
+/// requests before it, as etcd's gateway forwards each as it reads it) and removes them;
+/// returns how many bytes went. One request larger than `limit` is refused even when it
+/// arrived whole (etcd's per-message limit).
 async fn drain_requests(
     buf: &mut Vec<u8>,
     whole: usize,
     requests: &StreamRequests,
     limit: usize,
 ) -> Result<usize, ApiError> {
-    let mut decoded = Vec::new();
-    {
-        let mut consumed = 0;
-        let mut iter = serde_json::Deserializer::from_slice(&buf[..whole]).into_iter::<serde_json::Value>();
-        while let Some(value) = iter.next() {
-            let value = value.map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
-            if iter.byte_offset() - consumed > limit {
-                return Err(watchkv::Error::RequestTooLarge.into());
-            }
-            consumed = iter.byte_offset();
-            let req: pb::WatchRequest =
-                decode::decode_value(value).map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
-            decoded.push(req);
+    let mut consumed = 0;
+    let mut iter = serde_json::Deserializer::from_slice(&buf[..whole]).into_iter::<serde_json::Value>();
+    while let Some(value) = iter.next() {
+        let value = value.map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
+        if iter.byte_offset() - consumed > limit {
+            return Err(watchkv::Error::RequestTooLarge.into());
         }
-    }
-    buf.drain(..whole);
-    for req in decoded {
+        consumed = iter.byte_offset();
+        let req: pb::WatchRequest =
+            decode::decode_value(value).map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
         requests.forward(req).await?;
     }
+    buf.drain(..whole);
     Ok(whole)
 }
 
@@ -166,6 +162,8 @@ async fn drain_requests(
 struct ResponseLines {
     stream: TransportStream,
     errors: mpsc::Receiver<ApiError>,
+    /// The error that ends the body, once the responses already there are written.
+    failed: Option<ApiError>,
     header: Header,
     done: bool,
 }
@@ -177,11 +175,24 @@ impl Stream for ResponseLines {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(Some(e)) = self.errors.poll_recv(cx) {
-            self.done = true;
+        if self.failed.is_none() {
+            if let Poll::Ready(Some(e)) = self.errors.poll_recv(cx) {
+                self.failed = Some(e);
+            }
+        }
+        // After an error, the responses already queued (those to the requests forwarded before
+        // it: `read_requests` waits until they are, `StreamRequests::settled`) go out first,
+        // then the error line ends the body.
+        if self.failed.is_some() {
+            if let Poll::Ready(Some(r)) = self.stream.poll_response(cx) {
+                return Poll::Ready(Some(Ok(Bytes::from(encode::watch_response_line(self.header, &r)))));
+            }
             let mut line = String::from("{\"error\":");
-            encode::write_error(&mut line, &e);
+            if let Some(e) = &self.failed {
+                encode::write_error(&mut line, e);
+            }
             line.push_str("}\n");
+            self.done = true;
             return Poll::Ready(Some(Ok(Bytes::from(line))));
         }
         match self.stream.poll_response(cx) {

@@ -338,6 +338,16 @@ async fn malformed_request_mid_stream() {
         w.expect_end().await;
         bystander_still_served(&gw, &mut other, &format!("after {}", String::from_utf8_lossy(bad))).await;
     }
+    // A good request and a bad one in the same chunk: the good one is served (its created
+    // response comes first), then the error line ends the stream.
+    for _ in 0..5 {
+        let mut w = gw.watch(false).await;
+        let both = format!(r#"{{"create_request":{{"key":"{}"}}}}{{"create_request":{{"key":5}}}}"#, b64("x"));
+        w.send(both.as_bytes()).await.expect("send");
+        assert_eq!(w.next_result().await["created"], true);
+        assert_eq!(w.next_error().await["code"], 3);
+        w.expect_end().await;
+    }
     // Requests with nothing set (or only unknown fields) are ignored; the stream goes on.
     let mut w = gw.watch(false).await;
     w.send(br#"{}{"unknown_request":{}} {"create_request":{"key":"Zm9v"}}"#).await.expect("send");
