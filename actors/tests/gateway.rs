@@ -314,6 +314,22 @@ async fn lease_grant_keepalive_timetolive_revoke() {
     let last: Value = serde_json::from_str(text.lines().last().expect("lines")).expect("json");
     assert_eq!(last["error"]["code"], 3, "{text}");
 
+    // Over a body that stays open, each request is answered as it arrives (a client keeping
+    // one request open renews its lease for as long as it sends).
+    for expect_continue in [false, true] {
+        let mut k = gateway_common::RawStream::open_chunked(gw.addr, "/v3/lease/keepalive", expect_continue).await;
+        for _ in 0..3 {
+            k.send(format!(r#"{{"ID":"{id}"}}"#).as_bytes()).await.expect("send");
+            let answer = k.next_result().await;
+            assert_eq!((int(&answer["ID"]), int(&answer["TTL"])), (id, 60), "{answer}");
+        }
+        // A bad request after good ones ends the body with its error.
+        k.send(br#"{"ID":"#).await.expect("send");
+        k.send(br#"[]}"#).await.expect("send");
+        assert_eq!(k.next_error().await["code"], 3);
+        k.expect_end().await;
+    }
+
     for path in ["/v3/lease/timetolive", "/v3/kv/lease/timetolive"] {
         let ttl = gw.ok(path, &json!({"ID": id.to_string(), "keys": true})).await;
         assert_eq!(int(&ttl["ID"]), id);

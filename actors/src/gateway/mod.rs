@@ -8,6 +8,7 @@
 mod coordination;
 pub mod decode;
 pub mod encode;
+mod json_stream;
 mod metrics;
 mod snapshot;
 mod watch;
@@ -416,25 +417,37 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
 }
 
 /// etcd's `LeaseKeepAlive` is a stream: every request object in the body gets one
-/// `{"result":{...}}` line; an unknown lease answers TTL 0, as etcd does
-/// ([`Handle::lease_keep_alive_answer`]). The first bad request ends the body with one
-/// `{"error":{...}}` line.
+/// `{"result":{...}}` line as soon as it arrives, while the body stays open, so a client that
+/// keeps one request open renews its lease for as long as it sends (etcd's gateway forwards
+/// each request as it reads it: `request_Lease_LeaseKeepAlive_0`). An unknown lease answers
+/// TTL 0, as etcd does ([`Handle::lease_keep_alive_answer`]). A body whose first request is bad
+/// gets the HTTP error; a later bad request ends the body with one `{"error":{...}}` line.
 async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
-    let body = match read_body(payload, gw.max_json_bytes()).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let mut objects = json_stream::JsonObjects::new(payload, gw.max_json_bytes(), ApiError::Malformed);
+    actix_web::rt::spawn(async move {
+        while let Some(object) = objects.next().await {
+            if tx.send(object).await.is_err() {
+                // The client went away.
+                return;
+            }
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Err(e)) => return error_response(&e),
+        first => first,
     };
     // Each answer is written as it comes, not gathered: a body of millions of small requests
     // does not become one reply of hundreds of megabytes, and a client that stops reading
     // stops the answering.
-    let requests =
-        serde_json::Deserializer::from_reader(std::io::Cursor::new(body.freeze())).into_iter::<serde_json::Value>();
-    let lines = futures_util::stream::unfold(Some((gw, requests)), |state| async move {
-        let (gw, mut requests) = state?;
-        let item = requests.next()?;
+    let lines = futures_util::stream::unfold(Some((gw, rx, first)), |state| async move {
+        let (gw, mut rx, first) = state?;
+        let item = match first {
+            Some(item) => item,
+            None => rx.recv().await?,
+        };
         let answer = async {
-            let value = item.map_err(|e| ApiError::Malformed(e.to_string()))?;
-            let req: pb::LeaseKeepAliveRequest = decode::decode_value(value)?;
+            let req: pb::LeaseKeepAliveRequest = decode::decode_value(item?)?;
             let (ttl, rev) = match &gw.upstream {
                 Some(upstream) => upstream.lease_keep_alive_once(req.id).await?,
                 None => gw.handle.lease_keep_alive_answer(req.id).await?,
@@ -447,7 +460,7 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
                 out.push_str("{\"result\":");
                 encode::write_lease(&mut out, gw.header, rev, id, ttl);
                 out.push_str("}\n");
-                Some((gw, requests))
+                Some((gw, rx, None))
             }
             Err(e) => {
                 // The first bad request ends the body.

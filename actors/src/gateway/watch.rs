@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::sync::mpsc;
 
+use super::json_stream::JsonObjects;
 use super::{decode, encode, Gateway};
 use crate::api::pb::etcdserverpb as pb;
 use crate::api::{ApiError, Header, StreamRequests, TransportStream};
@@ -26,135 +27,29 @@ pub async fn watch(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload
     HttpResponse::Ok().content_type("application/json").streaming(body)
 }
 
-/// Decodes the request body as it arrives and hands each request to the stream actor.
-async fn read_requests(
-    mut payload: web::Payload,
-    requests: StreamRequests,
-    errors: mpsc::Sender<ApiError>,
-    limit: usize,
-) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut ends = ObjectEnds::default();
-    loop {
-        let chunk = match payload.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return fail(&requests, &errors, ApiError::Body(e.to_string())).await,
-            None => break,
-        };
-        buf.extend_from_slice(&chunk);
-        let drained = match ends.scan(&buf) {
-            Ok(0) => Ok(0),
-            Ok(whole) => drain_requests(&mut buf, whole, &requests, limit).await,
+/// Decodes the request body as it arrives and hands each request to the stream actor as soon
+/// as it is whole (a malformed one after it does not take back the requests before it, as
+/// etcd's gateway forwards each as it reads it). The first bad request, or a body that breaks
+/// off, ends the stream with its error.
+async fn read_requests(payload: web::Payload, requests: StreamRequests, errors: mpsc::Sender<ApiError>, limit: usize) {
+    let mut objects = JsonObjects::new(payload, limit, ApiError::InvalidWatchRequest);
+    // The body's end does not end the stream: it stays open until the client goes away (etcd
+    // keeps sending after a half-close).
+    while let Some(object) = objects.next().await {
+        let forwarded = match object {
+            Ok(value) => match decode::decode_value::<pb::WatchRequest>(value) {
+                Ok(req) => requests.forward(req).await,
+                Err(e) => Err(ApiError::InvalidWatchRequest(e.to_string())),
+            },
             Err(e) => Err(e),
         };
-        match drained {
-            Ok(n) => ends.consumed(n),
-            Err(e) => return fail(&requests, &errors, e).await,
+        if let Err(e) = forwarded {
+            // The requests before the bad one are answered first (`StreamRequests::settled`).
+            requests.settled().await;
+            let _ = errors.send(e).await;
+            return;
         }
-        if buf.len() > limit {
-            return fail(&requests, &errors, watchkv::Error::RequestTooLarge.into()).await;
-        }
     }
-    // The body ended. A half-written object is an error; otherwise the stream stays open until
-    // the client goes away (etcd keeps sending after a half-close).
-    if !buf.iter().all(u8::is_ascii_whitespace) {
-        fail(&requests, &errors, ApiError::TruncatedBody).await;
-    }
-}
-
-/// Ends the body with `error`, once the requests before it are answered (their responses are
-/// queued ahead of it: `StreamRequests::settled`).
-async fn fail(requests: &StreamRequests, errors: &mpsc::Sender<ApiError>, error: ApiError) {
-    requests.settled().await;
-    let _ = errors.send(error).await;
-}
-
-/// Where the whole request objects at the front of a growing body end, found by looking at each
-/// byte once (brackets, and strings with their escapes), so that a request arriving in many
-/// small chunks is parsed once when it is whole, not again from its start at every chunk.
-#[derive(Debug, Default)]
-struct ObjectEnds {
-    /// Bytes of the buffer looked at so far.
-    scanned: usize,
-    depth: usize,
-    in_string: bool,
-    escaped: bool,
-    /// Bytes at the front of the buffer that are whole objects (and whitespace).
-    whole: usize,
-}
-
-impl ObjectEnds {
-    /// Looks at what was appended to `buf` since the last call; returns how many bytes at its
-    /// front are whole objects.
-    ///
-    /// # Errors
-    /// `InvalidWatchRequest` for anything but an object at the top level.
-    fn scan(&mut self, buf: &[u8]) -> Result<usize, ApiError> {
-        for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            if self.depth == 0 && b != b'{' && !b.is_ascii_whitespace() {
-                return Err(ApiError::InvalidWatchRequest(format!(
-                    "a watch request is a JSON object, not one starting with {:?}",
-                    char::from(b)
-                )));
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth -= 1;
-                    if self.depth == 0 {
-                        self.whole = i + 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.scanned = buf.len();
-        Ok(self.whole)
-    }
-
-    /// `n` bytes (whole objects) were taken off the front of the buffer.
-    fn consumed(&mut self, n: usize) {
-        self.scanned -= n;
-        self.whole -= n;
-    }
-}
-
-/// Decodes the whole request objects in the first `whole` bytes of `buf`, hands each to the
-/// stream actor as soon as it is decoded (a malformed one after it does not take back the
-/// requests before it, as etcd's gateway forwards each as it reads it) and removes them;
-/// returns how many bytes went. One request larger than `limit` is refused even when it
-/// arrived whole (etcd's per-message limit).
-async fn drain_requests(
-    buf: &mut Vec<u8>,
-    whole: usize,
-    requests: &StreamRequests,
-    limit: usize,
-) -> Result<usize, ApiError> {
-    let mut consumed = 0;
-    let mut iter = serde_json::Deserializer::from_slice(&buf[..whole]).into_iter::<serde_json::Value>();
-    while let Some(value) = iter.next() {
-        let value = value.map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
-        if iter.byte_offset() - consumed > limit {
-            return Err(watchkv::Error::RequestTooLarge.into());
-        }
-        consumed = iter.byte_offset();
-        let req: pb::WatchRequest =
-            decode::decode_value(value).map_err(|e| ApiError::InvalidWatchRequest(e.to_string()))?;
-        requests.forward(req).await?;
-    }
-    buf.drain(..whole);
-    Ok(whole)
 }
 
 /// The response body: one line per response. Owns the stream, which closes when the body is
@@ -207,49 +102,6 @@ impl Stream for ResponseLines {
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Fed a byte at a time, the scan finds each object's end once it is whole, whatever its
-    /// strings hold.
-    #[test]
-    fn object_ends_are_found_a_byte_at_a_time() {
-        let first = br#" {"create_request":{"key":"e30=","x":"}{\"]"}} "#;
-        let second = br#"{"cancel_request":{"watch_id":"1"}}"#;
-        let body: Vec<u8> = [&first[..], &second[..]].concat();
-        let mut ends = ObjectEnds::default();
-        let mut seen = Vec::new();
-        for n in 1..=body.len() {
-            let whole = ends.scan(&body[..n]).expect("objects");
-            if seen.last() != Some(&whole) {
-                seen.push(whole);
-            }
-        }
-        // The first object ends before its trailing space; the second at the end.
-        assert_eq!(seen, vec![0, first.len() - 1, body.len()]);
-        let value: serde_json::Value = serde_json::from_slice(&body[..first.len() - 1]).expect("whole");
-        assert_eq!(value["create_request"]["x"], "}{\"]");
-
-        // Taking whole objects off the front keeps the scan where it was.
-        let mut ends = ObjectEnds::default();
-        let mut buf = body[..first.len() + 5].to_vec();
-        let whole = ends.scan(&buf).expect("objects");
-        buf.drain(..whole);
-        ends.consumed(whole);
-        buf.extend_from_slice(&body[first.len() + 5..]);
-        assert_eq!(ends.scan(&buf).expect("objects"), buf.len());
-    }
-
-    #[test]
-    fn anything_but_an_object_at_the_top_is_refused_at_once() {
-        for body in [&b"[1]"[..], b" 7", b"\"x\"", b"{} null"] {
-            let refused = ObjectEnds::default().scan(body);
-            assert!(matches!(refused, Err(ApiError::InvalidWatchRequest(_))), "{body:?}: {refused:?}");
         }
     }
 }
