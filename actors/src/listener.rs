@@ -149,9 +149,12 @@ async fn worker_service(
                 data.insert(user.clone());
             }
         })
-        .finish(map_config(App::new().configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))), |()| {
-            AppConfig::default()
-        }))
+        .finish(map_config(
+            App::new()
+                .wrap(gateway.cors.clone())
+                .configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))),
+            |()| AppConfig::default(),
+        ))
         .new_service(())
         .await
         .map_err(|e| tracing::error!(error = ?e, "starting the HTTP service"))?;

@@ -133,6 +133,11 @@ struct Args {
     /// larger, for framing, as in etcd.
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_parser = usize_in(MAX_REQUEST_BYTES_RANGE))]
     max_request_bytes: usize,
+    /// Origins a browser page may call the HTTP/JSON gateway from, comma-separated, `*` for
+    /// any, empty for none (etcd --cors): responses carry the `Access-Control-Allow-*`
+    /// headers and `OPTIONS` is answered, as etcd does.
+    #[arg(long, default_value = "*")]
+    cors: watchkv_actors::gateway::Cors,
     /// Most operations per txn list (etcd max-txn-ops).
     #[arg(long, default_value_t = DEFAULT_MAX_TXN_OPS, value_parser = usize_in(MAX_TXN_OPS_RANGE))]
     max_txn_ops: usize,
@@ -541,6 +546,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = args.max_request_bytes;
+    gw.cors = args.cors.clone();
     let advertised = if args.advertise_client_urls.is_empty() {
         vec![format!("{}://{}", if tls.is_some() { "https" } else { "http" }, port.address)]
     } else {

@@ -6,6 +6,7 @@
 //! [`encode`]; errors come from the API layer's table.
 
 mod coordination;
+mod cors;
 pub mod decode;
 pub mod encode;
 mod json_stream;
@@ -30,6 +31,7 @@ use crate::api::{request, ApiError, Header};
 use crate::forward;
 use crate::protocol::Alarm;
 use crate::Handle;
+pub use cors::Cors;
 use decode::GatewayMessage;
 
 /// What the gateway needs: the store handle and the identity it reports.
@@ -47,6 +49,10 @@ pub struct Gateway {
     /// Mirror mode: where writes, lease calls and linearizable reads' quorum go
     /// ([`crate::forward`]); `None` on a normal server.
     pub upstream: Option<crate::forward::Upstream>,
+    /// The origins a browser page may call the gateway from (etcd `--cors`; default every
+    /// origin, as etcd's). The server's client port applies it ([`crate::listener`]); an
+    /// embedder wraps its `App` with it (`App::new().wrap(gw.cors.clone())`).
+    pub cors: Cors,
     started: Instant,
 }
 
@@ -70,6 +76,7 @@ impl Gateway {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             client_urls: Vec::new(),
             upstream: None,
+            cors: Cors::default(),
             started: Instant::now(),
         }
     }
