@@ -244,4 +244,70 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
     let refused = alice.leader("zz").await.map_err(code_and_text).err();
     assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
+
+    // The gateway takes a token from `Grpc-Metadata-Token` too, before `Authorization`, as
+    // etcd's gateway hands both on and etcd reads `token` first.
+    let alice_token = token(port, "alice", "apw").await;
+    let range = |headers: Vec<(&'static str, String)>| {
+        let port = port;
+        async move { tokio::task::spawn_blocking(move || gateway_range(port, "w/k", &headers)).await.expect("request") }
+    };
+    assert_eq!(range(vec![("Grpc-Metadata-Token", "bogus".into())]).await.0, 401);
+    assert_eq!(range(vec![("Grpc-Metadata-Token", alice_token.clone())]).await.0, 403, "alice may not read w/k");
+    let both = vec![("Grpc-Metadata-Token", "bogus".into()), ("Authorization", alice_token.clone())];
+    assert_eq!(range(both).await.0, 401, "the metadata token is the one read");
+    root.role_grant_permission("app", Permission::read("w/k")).await.expect("read w/k");
+    assert_eq!(range(vec![("Grpc-Metadata-Token", alice_token.clone())]).await.0, 200);
+
+    // A watch of every key from "" is checked as from "\0", the smallest key, as etcd checks
+    // it: a grant from "\0" (etcdctl's `--prefix ""`) covers it.
+    let mut watch_client = pb::watch_client::WatchClient::new(channel_to(port).await);
+    let everything = |key: &[u8]| pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: b"\0".to_vec(),
+            ..Default::default()
+        })),
+    };
+    for (granted, key) in [(false, &b""[..]), (true, b""), (true, b"\0")] {
+        if granted {
+            root.role_grant_permission("app", Permission::read("\0").with_from_key()).await.expect("from \\0");
+        }
+        use futures::StreamExt as _;
+        let requests = futures::stream::iter([everything(key)]).chain(futures::stream::pending());
+        let mut create = tonic::Request::new(requests);
+        create.metadata_mut().insert("token", alice_token.parse().expect("ascii"));
+        let mut responses = watch_client.watch(create).await.expect("watch").into_inner();
+        let created = responses.message().await.expect("a response").expect("created");
+        assert!(created.created, "{created:?}");
+        assert_eq!(created.canceled, !granted, "key {key:?}, granted {granted}: {created:?}");
+    }
+}
+
+/// A new channel to the server's gRPC port.
+async fn channel_to(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect")
+}
+
+/// `POST /v3/kv/range` of `key` with `headers`: the status and body.
+fn gateway_range(port: u16, key: &str, headers: &[(&str, String)]) -> (u16, String) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"key":"{}"}}"#, base64::engine::general_purpose::STANDARD.encode(key));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut head = format!(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
 }

@@ -144,6 +144,10 @@ impl StreamRequests {
             return Ok(());
         }
         let caller = self.auth.caller(self.credentials.token.as_deref(), self.credentials.cert_user.as_deref())?;
-        self.auth.check_read(&caller, &watchkv::KeyRange::from_wire(&c.key, &c.range_end))
+        // etcd checks an empty key as "\0", the smallest key, which is what it watches from
+        // (etcd: v3rpc/watch.go `recvLoop` rewrites it before `isWatchPermitted`), so a grant
+        // from "\0" (etcdctl's `--prefix ""`) covers a watch of every key.
+        let key: &[u8] = if c.key.is_empty() { b"\0" } else { &c.key };
+        self.auth.check_read(&caller, &watchkv::KeyRange::from_wire(key, &c.range_end))
     }
 }

@@ -255,25 +255,31 @@ async fn write_message<M: GatewayMessage + prost::Message>(payload: web::Payload
     Ok(msg)
 }
 
-/// The caller of an HTTP request: the token in its `Authorization` header (etcd's gateway
-/// hands that header on as the token), else its connection's TLS client certificate user.
+/// The token an HTTP request carries. etcd's gateway hands `Grpc-Metadata-Token` on as gRPC
+/// metadata `token` and `Authorization` as `authorization`, and etcd reads `token` first
+/// (etcd: grpc-gateway runtime `AnnotateContext`, auth/store.go `AuthInfoFromCtx`).
+fn token(req: &HttpRequest) -> Option<&str> {
+    let headers = req.headers();
+    headers
+        .get("grpc-metadata-token")
+        .or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The caller of an HTTP request: its token ([`token`]), else its connection's TLS client
+/// certificate user.
 ///
 /// # Errors
 /// `etcdserver: invalid auth token`.
 pub(crate) fn caller(gw: &Gateway, req: &HttpRequest) -> Result<Caller, ApiError> {
-    let token = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let cert_user = req.conn_data::<crate::api::ClientCertUser>().map(|u| u.0.as_str());
-    gw.handle.auth().caller(token, cert_user)
+    gw.handle.auth().caller(token(req), cert_user)
 }
 
 /// The credentials a `/v3/watch` request presented, for its creates.
 pub(crate) fn credentials(req: &HttpRequest) -> crate::api::stream::Credentials {
     crate::api::stream::Credentials {
-        token: req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        token: token(req).map(str::to_string),
         cert_user: req.conn_data::<crate::api::ClientCertUser>().map(|u| u.0.clone()),
     }
 }
