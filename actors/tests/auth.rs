@@ -248,9 +248,8 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     // The gateway takes a token from `Grpc-Metadata-Token` too, before `Authorization`, as
     // etcd's gateway hands both on and etcd reads `token` first.
     let alice_token = token(port, "alice", "apw").await;
-    let range = |headers: Vec<(&'static str, String)>| {
-        let port = port;
-        async move { tokio::task::spawn_blocking(move || gateway_range(port, "w/k", &headers)).await.expect("request") }
+    let range = |headers: Vec<(&'static str, String)>| async move {
+        tokio::task::spawn_blocking(move || gateway_range(port, "w/k", &headers)).await.expect("request")
     };
     assert_eq!(range(vec![("Grpc-Metadata-Token", "bogus".into())]).await.0, 401);
     assert_eq!(range(vec![("Grpc-Metadata-Token", alice_token.clone())]).await.0, 403, "alice may not read w/k");
