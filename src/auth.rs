@@ -138,6 +138,10 @@ pub enum AuthError {
     /// Deleting the root user or role, or revoking root's root role, while auth is enabled.
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
+    /// A request whose permissions were checked against an auth store that changed before it
+    /// was applied (etcd `ErrAuthOldRevision`); the client retries it.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
 }
 
 /// A change to the auth store, as the runtime hands it to the store (passwords already hashed).

@@ -17,6 +17,7 @@ use watchkv::{
     UpstreamRevision, Write,
 };
 
+use crate::api::auth::AuthStamp;
 use crate::config::ActorsConfig;
 use crate::mirror_status::UpstreamStatus;
 use crate::protocol::{
@@ -154,14 +155,55 @@ impl Handle {
     /// Submits one client write to the store's group commit and waits for its own answer; a
     /// mirror refuses it (its writes come from upstream only).
     async fn write<W: Write>(&self, request: W) -> Result<W::Response> {
+        self.write_checked(request, None).await
+    }
+
+    /// A write whose permissions were checked against the auth store at `auth`: refused with
+    /// `etcdserver: revision of auth store is old` if the auth store has changed by the time
+    /// the write is applied (a permission revoked meanwhile, a user deleted), as etcd refuses
+    /// it; the client retries it. Transports pass the stamp they took before their check.
+    async fn write_checked<W: Write>(&self, request: W, auth: Option<AuthStamp>) -> Result<W::Response> {
         if self.inner.config.is_mirror() {
             return Err(Error::MirrorWrite);
         }
-        self.submit(request).await?.await.unwrap_or(Err(Error::Stopped))
+        self.submit(request, auth).await?.await.unwrap_or(Err(Error::Stopped))
+    }
+
+    /// [`Self::put`] for a client whose permissions were checked at `auth`
+    /// (`Auth::stamp`, taken before the check): refused if the auth store changed since.
+    ///
+    /// # Errors
+    /// As [`Self::put`], or `etcdserver: revision of auth store is old`.
+    pub async fn put_checked(&self, req: PutRequest, auth: AuthStamp) -> Result<PutResponse> {
+        self.write_checked(req, Some(auth)).await
+    }
+
+    /// [`Self::delete_range`] for a client whose permissions were checked at `auth`.
+    ///
+    /// # Errors
+    /// As [`Self::delete_range`], or `etcdserver: revision of auth store is old`.
+    pub async fn delete_range_checked(&self, req: DeleteRangeRequest, auth: AuthStamp) -> Result<DeleteRangeResponse> {
+        self.write_checked(req, Some(auth)).await
+    }
+
+    /// [`Self::txn`] for a client whose permissions were checked at `auth`; a txn that only
+    /// reads is a read, as there.
+    ///
+    /// # Errors
+    /// As [`Self::txn`], or `etcdserver: revision of auth store is old`.
+    pub async fn txn_checked(&self, req: TxnRequest, auth: AuthStamp) -> Result<TxnResponse> {
+        if !req.writes() {
+            return self.txn(req).await;
+        }
+        self.write_checked(req, Some(auth)).await
     }
 
     /// Queues one write in the store's group commit; returns where its answer will come.
-    async fn submit<W: Write>(&self, request: W) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
+    async fn submit<W: Write>(
+        &self,
+        request: W,
+        auth: Option<AuthStamp>,
+    ) -> Result<futures::channel::oneshot::Receiver<Result<W::Response>>> {
         // The answer comes from the store's turn to this thread (see `SubmitWrite`). On a
         // client-port thread the write joins the thread's outbox, sent once the handlers already
         // queued there have added theirs (`crate::outbox`); elsewhere it goes alone. A full
@@ -169,7 +211,8 @@ impl Handle {
         // past the bound): the writers waiting for their answers are what bound the queue.
         let (reply, answer) = Reply::channel();
         let store = &self.inner.runtime.store;
-        let Some(write) = crate::outbox::queue(store, crate::store::queued(SubmitWrite { request, reply })) else {
+        let Some(write) = crate::outbox::queue(store, crate::store::queued(SubmitWrite { request, reply, auth }))
+        else {
             return Ok(answer);
         };
         match store.try_send(SubmitWrites(vec![write])) {
@@ -192,7 +235,7 @@ impl Handle {
     pub async fn apply_upstream(&self, revisions: Vec<UpstreamRevision>) -> Result<i64> {
         let mut answers = Vec::with_capacity(revisions.len());
         for revision in revisions {
-            answers.push(self.submit(revision).await?);
+            answers.push(self.submit(revision, None).await?);
         }
         let mut applied = self.current_revision();
         for answer in answers {

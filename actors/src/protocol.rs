@@ -440,6 +440,9 @@ pub struct SubmitWrite<W: Write> {
     /// Where its answer goes, after it is durable (on the writer's own thread, with the
     /// other answers of the same commit: `crate::reply_route`).
     pub reply: Reply<Result<W::Response>>,
+    /// The auth store its permission check read, for a client's write: refused when applied if
+    /// the auth store has changed since (`AuthView::admits`). `None`: no check to keep.
+    pub auth: Option<crate::api::auth::AuthStamp>,
 }
 
 /// Writes of one caller, or of several submitted together by a client-port thread's outbox

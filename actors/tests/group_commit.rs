@@ -91,3 +91,50 @@ fn a_write_from_a_blocking_thread_inside_the_runtime_is_answered() {
     assert_eq!(second, first + 1);
     assert_eq!(read.expect("range"), 2);
 }
+
+/// A client's write is applied only under the auth store its permission check read: one
+/// checked before a change to the auth store (a permission revoked, a user deleted) and
+/// applied after it is refused with etcd's `revision of auth store is old`, which clients
+/// retry; so is one checked while auth was off and applied once it is on.
+#[actix_rt::test]
+async fn a_write_checked_against_an_older_auth_store_is_refused() {
+    use watchkv::auth::{AuthError, AuthOp, ROOT};
+    use watchkv::{DeleteRangeRequest, Error, TxnRequest};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handle = start(testing::config(dir.path(), true).with_bcrypt_cost(4)).await.expect("start");
+    let auth = handle.auth();
+    let old = |r: &Result<i64, Error>| matches!(r, Err(Error::Auth(AuthError::AuthOldRevision)));
+
+    let checked_while_off = auth.stamp();
+    let hash = auth.hash_password("rootpw", "").await.expect("hash");
+    for op in [
+        AuthOp::UserAdd { name: ROOT.into(), password_hash: Some(hash) },
+        AuthOp::RoleAdd(ROOT.into()),
+        AuthOp::UserGrantRole { user: ROOT.into(), role: ROOT.into() },
+    ] {
+        handle.auth_change(op).await.expect("set up root");
+    }
+    // Auth still off: a stamp from before these changes is no matter.
+    handle.put_checked(PutRequest::new("a", "1"), checked_while_off).await.expect("auth off");
+    handle.auth_change(AuthOp::Enable).await.expect("enable");
+    let put = handle.put_checked(PutRequest::new("a", "2"), checked_while_off).await.map(|r| r.revision);
+    assert!(old(&put), "checked while auth was off: {put:?}");
+
+    let checked = auth.stamp();
+    handle.put_checked(PutRequest::new("a", "3"), checked).await.expect("nothing changed since the check");
+    handle.auth_change(AuthOp::RoleAdd("other".into())).await.expect("a change");
+    let put = handle.put_checked(PutRequest::new("a", "4"), checked).await.map(|r| r.revision);
+    let delete = handle.delete_range_checked(DeleteRangeRequest::new(KeyRange::single("a")), checked).await;
+    let mut txn = TxnRequest::default();
+    txn.success.push(watchkv::RequestOp::Put(PutRequest::new("a", "5")));
+    let txn = handle.txn_checked(txn, checked).await;
+    assert!(old(&put), "{put:?}");
+    assert!(old(&delete.map(|r| r.revision)), "delete");
+    assert!(old(&txn.map(|r| r.revision)), "txn");
+    let read = handle.range(watchkv::RangeRequest::new(KeyRange::single("a"))).await.expect("range");
+    assert_eq!(read.kvs[0].value, b"3", "none of the refused writes applied");
+    // Checked again, it passes.
+    handle.put_checked(PutRequest::new("a", "6"), auth.stamp()).await.expect("a fresh check");
+    handle.shutdown().await.expect("shutdown");
+}

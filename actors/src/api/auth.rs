@@ -24,6 +24,13 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// etcd's default bcrypt cost (`--bcrypt-cost`).
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 
+/// The auth store a request's permission check read ([`AuthView::stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthStamp {
+    revision: u64,
+    enabled: bool,
+}
+
 /// The latest auth store state, published by the store actor after every change.
 #[derive(Debug, Default)]
 pub struct AuthView {
@@ -51,6 +58,33 @@ impl AuthView {
     #[must_use]
     pub fn get(&self) -> Arc<AuthState> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// What a permission check about to run reads: take it before the check, and hand it with
+    /// the write, so that the store refuses the write if the auth store changed meanwhile
+    /// ([`Self::admits`]).
+    #[must_use]
+    pub fn stamp(&self) -> AuthStamp {
+        if !self.is_enabled() {
+            // Off: one load, no lock (the write path's common case). A write checked while
+            // auth is off is refused if it is on by then, whatever the revision.
+            return AuthStamp { revision: 0, enabled: false };
+        }
+        let state = self.get();
+        AuthStamp { revision: state.revision(), enabled: state.is_enabled() }
+    }
+
+    /// Whether a write checked at `stamp` may be applied now: auth is off, or it was on at the
+    /// check and nothing has changed since (etcd refuses a request whose header carries an
+    /// older auth revision, `ErrAuthOldRevision`: etcdserver/apply_auth.go and auth/store.go
+    /// `isOpPermitted`). Enabling auth does not bump the revision, so a write checked while it
+    /// was off is refused once it is on.
+    #[must_use]
+    pub fn admits(&self, stamp: AuthStamp) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
+        stamp.enabled && self.get().revision() == stamp.revision
     }
 
     /// Replaces the state (the store actor, after a change).
@@ -110,6 +144,13 @@ impl Auth {
     #[must_use]
     pub fn state(&self) -> Arc<AuthState> {
         self.view.get()
+    }
+
+    /// [`AuthView::stamp`]: take it before a write's permission check, and submit the write
+    /// with it.
+    #[must_use]
+    pub fn stamp(&self) -> AuthStamp {
+        self.view.stamp()
     }
 
     /// The caller of a request that carried `token` (gRPC metadata `token` or `authorization`,

@@ -184,9 +184,12 @@ fn store_code(e: &Error) -> Code {
 fn auth_code(e: &watchkv::auth::AuthError) -> Code {
     use watchkv::auth::AuthError as A;
     match e {
-        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::PermissionNotGiven | A::InvalidAuthMgmt => {
-            Code::InvalidArgument
-        }
+        A::UserEmpty
+        | A::RoleEmpty
+        | A::AuthFailed
+        | A::PermissionNotGiven
+        | A::InvalidAuthMgmt
+        | A::AuthOldRevision => Code::InvalidArgument,
         A::PermissionDenied => Code::PermissionDenied,
         A::InvalidAuthToken => Code::Unauthenticated,
         _ => Code::FailedPrecondition,

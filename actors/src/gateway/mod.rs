@@ -311,11 +311,14 @@ async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let req: pb::PutRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::put_request(req);
+            // What the checks read: the store refuses the write if it changes before it
+            // applies it (`Handle::put_checked`).
+            let stamp = gw.handle.auth().stamp();
             let lease_keys = crate::api::auth::lease_keys(&gw.handle, gw.upstream.as_ref(), req.lease).await?;
             gw.handle.auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) => forward::core::put(upstream.put(f).await?.into_inner()),
-                _ => gw.handle.put(req).await?,
+                _ => gw.handle.put_checked(req, stamp).await?,
             };
             let mut out = String::new();
             encode::write_put(&mut out, Some(gw.header), &resp);
@@ -332,10 +335,11 @@ async fn delete_range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
             let req: pb::DeleteRangeRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::delete_request(req);
+            let stamp = gw.handle.auth().stamp();
             gw.handle.auth().check_delete(&caller, &req.range, req.prev_kv)?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) => forward::core::delete(upstream.delete_range(f).await?.into_inner()),
-                _ => gw.handle.delete_range(req).await?,
+                _ => gw.handle.delete_range_checked(req, stamp).await?,
             };
             let mut out = String::new();
             encode::write_delete(&mut out, Some(gw.header), &resp);
@@ -352,6 +356,7 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let req: pb::TxnRequest = write_message(payload, &gw).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::txn_request(req)?;
+            let stamp = gw.handle.auth().stamp();
             crate::api::auth::check_txn(&gw.handle, gw.upstream.as_ref(), &caller, &req).await?;
             let resp = match (&gw.upstream, forwarded) {
                 (Some(upstream), Some(f)) if forward::txn_writes(&f) => {
@@ -362,7 +367,7 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
                     upstream.linearize().await?;
                     gw.handle.txn(req).await?
                 }
-                _ => gw.handle.txn(req).await?,
+                _ => gw.handle.txn_checked(req, stamp).await?,
             };
             let mut out = String::new();
             encode::write_txn(&mut out, Some(gw.header), &resp);

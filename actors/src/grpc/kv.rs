@@ -25,12 +25,15 @@ impl pb::kv_server::Kv for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        // What the checks below read: the store refuses the put if it changes before it
+        // applies it (`Handle::put_checked`).
+        let stamp = self.handle().auth().stamp();
         let lease_keys = auth::lease_keys(self.handle(), self.upstream(), req.lease).await?;
         self.handle().auth().check_put(&caller, &req.key, req.prev_kv, &lease_keys)?;
         if let Some(upstream) = self.upstream() {
             return upstream.put(req).await;
         }
-        let resp = self.handle().put(request::put_request(req)).await.map_err(status)?;
+        let resp = self.handle().put_checked(request::put_request(req), stamp).await.map_err(status)?;
         Ok(Response::new(convert::put_response(Some(self.inner.header), resp)))
     }
 
@@ -43,11 +46,12 @@ impl pb::kv_server::Kv for GrpcApi {
         self.check_size(&req)?;
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::delete_request(req);
+        let stamp = self.handle().auth().stamp();
         self.handle().auth().check_delete(&caller, &req.range, req.prev_kv)?;
         if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
             return upstream.delete_range(forwarded).await;
         }
-        let resp = self.handle().delete_range(req).await.map_err(status)?;
+        let resp = self.handle().delete_range_checked(req, stamp).await.map_err(status)?;
         Ok(Response::new(convert::delete_response(Some(self.inner.header), resp)))
     }
 
@@ -57,6 +61,7 @@ impl pb::kv_server::Kv for GrpcApi {
         self.check_size(&req)?;
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;
+        let stamp = self.handle().auth().stamp();
         auth::check_txn(self.handle(), self.upstream(), &caller, &req).await?;
         if let (Some(upstream), Some(forwarded)) = (self.upstream(), forwarded) {
             if crate::forward::txn_writes(&forwarded) {
@@ -65,7 +70,7 @@ impl pb::kv_server::Kv for GrpcApi {
             // A read-only txn is a read, answered locally; etcd's txns are linearizable.
             upstream.linearize().await?;
         }
-        let resp = self.handle().txn(req).await.map_err(status)?;
+        let resp = self.handle().txn_checked(req, stamp).await.map_err(status)?;
         Ok(Response::new(convert::txn_response(Some(self.inner.header), resp)))
     }
 

@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::prelude::*;
+use watchkv::auth::AuthError;
 use watchkv::{Applied, Error, Event, Persisted, Result, Write, WriteGroup};
 
 use super::{PerStream, StoreActor};
+use crate::api::auth::AuthStamp;
 use crate::protocol::{SubmitWrite, SubmitWrites};
 use crate::reply_route::{Answers, Reply};
 
@@ -21,12 +23,14 @@ pub trait PendingWrite: Send {
     fn answer(self: Box<Self>, persisted: &Persisted, answers: &mut Answers) -> Vec<Event>;
     /// Answers the writer with `error` without applying the write.
     fn fail(self: Box<Self>, error: Error);
+    /// The auth store the write's permission check read, if it had one to keep.
+    fn auth(&self) -> Option<AuthStamp>;
 }
 
 /// `msg` as a write of the group-commit queue, whatever its kind (a [`SubmitWrites`] carries
 /// several kinds together).
 pub(crate) fn queued<W: Write>(msg: SubmitWrite<W>) -> Box<dyn PendingWrite> {
-    Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply })
+    Box::new(Queued { request: Some(msg.request), applied: None, reply: msg.reply, auth: msg.auth })
 }
 
 /// A [`SubmitWrite`] in the group-commit queue.
@@ -34,6 +38,7 @@ struct Queued<W: Write> {
     request: Option<W>,
     applied: Option<Applied<W::Response>>,
     reply: Reply<Result<W::Response>>,
+    auth: Option<AuthStamp>,
 }
 
 impl<W: Write> PendingWrite for Queued<W> {
@@ -64,6 +69,10 @@ impl<W: Write> PendingWrite for Queued<W> {
     fn fail(self: Box<Self>, error: Error) {
         self.reply.send_now(Err(error));
     }
+
+    fn auth(&self) -> Option<AuthStamp> {
+        self.auth
+    }
 }
 
 /// Flushes pending writes as one group commit (sent to self).
@@ -93,6 +102,21 @@ impl StoreActor {
         let mut pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return;
+        }
+        // A write whose permissions were checked against an auth store that has changed since
+        // is refused before it is applied, as etcd refuses it (`AuthView::admits`): a
+        // permission revoked while the write waited here must hold.
+        let auth = &self.peers.auth;
+        if pending.iter().any(|w| w.auth().is_some_and(|stamp| !auth.admits(stamp))) {
+            let (admitted, refused): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|w| w.auth().is_none_or(|stamp| auth.admits(stamp)));
+            for write in refused {
+                write.fail(Error::Auth(AuthError::AuthOldRevision));
+            }
+            pending = admitted;
+            if pending.is_empty() {
+                return;
+            }
         }
         let started = Instant::now();
         let Some(store) = self.store.as_mut() else {
