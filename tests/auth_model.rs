@@ -48,12 +48,14 @@ fn perm_type() -> impl Strategy<Value = PermType> {
     prop_oneof![Just(PermType::Read), Just(PermType::Write), Just(PermType::ReadWrite)]
 }
 
+/// A grant the store takes: a key, and an end that is none, `"\0"` or after the key (it
+/// refuses the others, as etcd 3.5.8 does).
 fn permission() -> impl Strategy<Value = Permission> {
-    (perm_type(), short_key(), range_end()).prop_map(|(perm_type, key, range_end)| Permission {
-        perm_type,
-        key,
-        range_end,
-    })
+    (perm_type(), short_key(), range_end())
+        .prop_filter("a grant etcd takes", |(_, key, end)| {
+            !key.is_empty() && (end.is_empty() || end == &[0] || key < end)
+        })
+        .prop_map(|(perm_type, key, range_end)| Permission { perm_type, key, range_end })
 }
 
 /// Whether `k` lies in the interval `[key, range_end)` as etcd reads a grant or a request.
