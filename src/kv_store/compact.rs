@@ -54,6 +54,8 @@ impl KvStore {
     pub(super) fn compact_unchecked(&mut self, rev: i64) -> Result<CompactionTicket> {
         self.compact_rev = rev;
         let keep = self.index.compact(rev);
-        Ok(self.compactor.schedule(rev, keep))
+        let ticket = self.compactor.schedule(rev, keep);
+        self.last_compaction = Some(ticket.clone());
+        Ok(ticket)
     }
 }

@@ -21,6 +21,7 @@ impl KvStore {
             compact_revision: self.compact_rev,
             hash_revision,
             current_revision: self.current_rev,
+            compaction_settled: self.last_compaction.as_ref().is_none_or(crate::compaction::CompactionTicket::is_done),
         })
     }
 

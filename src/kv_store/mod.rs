@@ -107,6 +107,8 @@ pub struct KvStore {
     /// Whether the failure that poisoned the store was a full disk.
     poisoned_by_no_space: bool,
     compactor: Compactor,
+    /// The last physical compaction scheduled, while it may still be running.
+    last_compaction: Option<crate::compaction::CompactionTicket>,
     alarms: Alarms,
     auth: crate::auth::AuthState,
 }
@@ -169,6 +171,7 @@ impl KvStore {
             poisoned: false,
             poisoned_by_no_space: false,
             compactor,
+            last_compaction: None,
             backend,
             config,
             alarms: Alarms::default(),
