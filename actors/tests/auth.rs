@@ -224,14 +224,54 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     let channel =
         Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await.expect("connect");
     let mut lease_client = pb::lease_client::LeaseClient::new(channel);
-    // Asking for a lease's keys without a user is refused, even for a lease that has none or
-    // does not exist (etcd `checkLeaseTimeToLive`); without `keys` anyone may ask.
+    // Since the fix for CVE-2026-33413 (etcd 3.4.42, 3.5.28, 3.6.9) the calls that need no
+    // permission still need a user: without one, each is `user name is empty`.
+    let empty = (Code::InvalidArgument, "etcdserver: user name is empty".to_string());
+    let anonymous = |r: Result<(), tonic::Status>| r.map_err(|s| (s.code(), s.message().to_string())).err();
     for id in [lease, 12_345] {
-        let ask = |keys| pb::LeaseTimeToLiveRequest { id, keys };
-        let refused = lease_client.lease_time_to_live(ask(true)).await.expect_err("keys without a user");
-        assert_eq!((refused.code(), refused.message()), (Code::InvalidArgument, "etcdserver: user name is empty"));
-        lease_client.lease_time_to_live(ask(false)).await.expect("no keys asked");
+        for keys in [true, false] {
+            let ask = pb::LeaseTimeToLiveRequest { id, keys };
+            assert_eq!(anonymous(lease_client.lease_time_to_live(ask).await.map(drop)), Some(empty.clone()));
+        }
     }
+    let grant = pb::LeaseGrantRequest { ttl: 60, id: 0 };
+    assert_eq!(anonymous(lease_client.lease_grant(grant).await.map(drop)), Some(empty.clone()));
+    let leases = lease_client.lease_leases(pb::LeaseLeasesRequest {}).await.map(drop);
+    assert_eq!(anonymous(leases), Some(empty.clone()));
+    let revoke = lease_client.lease_revoke(pb::LeaseRevokeRequest { id: 12_345 }).await.map(drop);
+    assert_eq!(anonymous(revoke), Some(empty.clone()));
+    let mut maintenance = pb::maintenance_client::MaintenanceClient::new(channel_to(port).await);
+    assert_eq!(anonymous(maintenance.status(pb::StatusRequest {}).await.map(drop)), Some(empty.clone()));
+    let list_alarms = pb::AlarmRequest { action: 0, member_id: 0, alarm: 0 };
+    assert_eq!(anonymous(maintenance.alarm(list_alarms).await.map(drop)), Some(empty.clone()));
+    let mut cluster = pb::cluster_client::ClusterClient::new(channel_to(port).await);
+    let members = cluster.member_list(pb::MemberListRequest::default()).await.map(drop);
+    assert_eq!(anonymous(members), Some(empty.clone()));
+    let mut kv = pb::kv_client::KvClient::new(channel_to(port).await);
+    let compact = kv.compact(pb::CompactionRequest { revision: 1, physical: false }).await.map(drop);
+    assert_eq!(anonymous(compact), Some(empty.clone()));
+    // With a user: these answer; compaction needs the root role; listing leases needs read
+    // permission on their keys and a keep-alive write permission, unless root.
+    alice.status().await.expect("alice's Status");
+    alice.member_list().await.expect("alice's MemberList");
+    alice.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("alice lists alarms");
+    let refused = alice.compact(1, None).await.map_err(code_and_text).err();
+    assert_eq!(refused, Some(denied.clone()), "compaction needs the root role");
+    assert_eq!(alice.leases().await.map_err(code_and_text).err(), Some(denied.clone()), "the lease holds sec/x");
+    let kept = match alice.lease_keep_alive(lease).await {
+        Ok((mut keeper, mut answers)) => match keeper.keep_alive().await {
+            Ok(()) => answers.message().await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    assert_eq!(kept.map_err(code_and_text).err(), Some(denied.clone()), "renewing a lease that holds sec/x");
+    let mut root_client = connect(port, Some(("root", "rootpw"))).await;
+    root_client.leases().await.expect("root lists every lease");
+    let (mut keeper, mut renewed) = root_client.lease_keep_alive(lease).await.expect("root renews");
+    keeper.keep_alive().await.expect("send a renewal");
+    let answer = renewed.message().await.expect("a renewal");
+    assert!(answer.as_ref().is_some_and(|r| r.ttl() > 0), "{answer:?}");
     for token in ["bogus", ""] {
         let mut grant = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
         grant.metadata_mut().insert("token", token.parse().expect("ascii"));

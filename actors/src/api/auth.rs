@@ -336,9 +336,23 @@ impl Auth {
         keys.iter().try_for_each(|k| self.check(caller, PermType::Write, &KeyRange::single(k.clone())))
     }
 
-    /// `LeaseTimeToLive`: asked with `keys`, it needs a user (even for a lease with no keys, or
-    /// none at all) and read permission on every key it lists, so that a lease does not name
-    /// keys the caller may not see (etcd: v3_server.go `checkLeaseTimeToLive`, since 3.4.26).
+    /// A call that needs no permission but a user while auth is on: `Status`, listing alarms,
+    /// `MemberList` and the lease calls (etcd: v3_server.go and v3rpc `requireAuthInfo`, since
+    /// the fix for CVE-2026-33413 in 3.4.42, 3.5.28 and 3.6.9; before it anyone could call
+    /// them).
+    ///
+    /// # Errors
+    /// `user name is empty`.
+    pub fn require_user(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.view.is_enabled() && caller.user().is_none() {
+            return Err(denied(AuthError::UserEmpty));
+        }
+        Ok(())
+    }
+
+    /// `LeaseTimeToLive`: a user, and asked with `keys`, read permission on every key it lists,
+    /// so that a lease does not name keys the caller may not see (etcd: v3_server.go
+    /// `LeaseTimeToLive` and `checkLeaseTimeToLive`).
     ///
     /// # Errors
     /// `permission denied`, `user name is empty`.
@@ -348,12 +362,18 @@ impl Auth {
         asked_keys: bool,
         keys: &[Vec<u8>],
     ) -> Result<(), ApiError> {
-        if !asked_keys || !self.view.is_enabled() {
+        self.require_user(caller)?;
+        if !asked_keys {
             return Ok(());
         }
-        if caller.user().is_none() {
-            return Err(denied(AuthError::UserEmpty));
-        }
+        self.check_keys_readable(caller, keys)
+    }
+
+    /// Read permission on each of `keys`.
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`.
+    pub fn check_keys_readable(&self, caller: &Caller, keys: &[Vec<u8>]) -> Result<(), ApiError> {
         keys.iter().try_for_each(|k| self.check_read(caller, &KeyRange::single(k.clone())))
     }
 
@@ -484,8 +504,8 @@ fn collect_put_leases(txn: &TxnRequest, into: &mut HashSet<LeaseId>) {
     }
 }
 
-/// `LeaseRevoke` of lease `id`: write permission on every key the lease holds (etcd
-/// apply_auth.go `LeaseRevoke`), on a mirror as upstream lists them ([`lease_keys`]).
+/// `LeaseRevoke` of lease `id`: a user, and write permission on every key the lease holds
+/// (etcd apply_auth.go `LeaseRevoke`), on a mirror as upstream lists them ([`lease_keys`]).
 ///
 /// # Errors
 /// `permission denied`, `user name is empty`; on a mirror, upstream's error.
@@ -495,8 +515,58 @@ pub async fn check_lease_revoke(
     caller: &Caller,
     id: watchkv::LeaseId,
 ) -> Result<(), ApiError> {
+    handle.auth().require_user(caller)?;
     let keys = lease_keys(handle, upstream, id).await?;
     handle.auth().check_lease_keys(caller, &keys)
+}
+
+/// A keep-alive of lease `id`: a user, and unless it has the root role, write permission on
+/// every key the lease holds, as a put to them would need (etcd: v3_server.go
+/// `checkLeaseRenew`, since 3.5.28).
+///
+/// # Errors
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_lease_keep_alive(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    caller: &Caller,
+    id: watchkv::LeaseId,
+) -> Result<(), ApiError> {
+    let auth = handle.auth();
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    auth.require_user(caller)?;
+    if auth.check_admin(caller).is_ok() {
+        return Ok(());
+    }
+    let keys = lease_keys(handle, upstream, id).await?;
+    auth.check_lease_keys(caller, &keys)
+}
+
+/// `LeaseLeases` answering `ids`: a user, and unless it has the root role, read permission on
+/// every key of every lease listed (etcd: v3_server.go `checkLeaseLeases`, since 3.5.28).
+///
+/// # Errors
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_lease_leases(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    caller: &Caller,
+    ids: &[watchkv::LeaseId],
+) -> Result<(), ApiError> {
+    let auth = handle.auth();
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    auth.require_user(caller)?;
+    if auth.check_admin(caller).is_ok() {
+        return Ok(());
+    }
+    for &id in ids {
+        auth.check_keys_readable(caller, &lease_keys(handle, upstream, id).await?)?;
+    }
+    Ok(())
 }
 
 /// The keys attached to lease `id` when auth is enabled and the checks need them (an unknown

@@ -380,8 +380,8 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
 async fn compaction(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            // Any user may compact, as in etcd; a token given must still be valid.
-            caller(&gw, &http)?;
+            // The root role, as etcd since the fix for CVE-2026-33413 (v3rpc key.go `Compact`).
+            gw.handle.auth().check_admin(&caller(&gw, &http)?)?;
             let req: pb::CompactionRequest = message(payload, &gw).await?;
             let rev = match &gw.upstream {
                 Some(upstream) => revision(upstream.compact(req).await?.into_inner().header),
@@ -398,8 +398,8 @@ async fn compaction(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Pay
 async fn lease_grant(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
-            // Any user may grant a lease, as in etcd; a token given must still be valid.
-            caller(&gw, &http)?;
+            // A user, as etcd since the fix for CVE-2026-33413 (v3_server.go `LeaseGrant`).
+            gw.handle.auth().require_user(&caller(&gw, &http)?)?;
             let req: pb::LeaseGrantRequest = message(payload, &gw).await?;
             let (id, ttl, rev) = match &gw.upstream {
                 Some(upstream) => {
@@ -440,7 +440,11 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
 /// each request as it reads it: `request_Lease_LeaseKeepAlive_0`). An unknown lease answers
 /// TTL 0, as etcd does ([`Handle::lease_keep_alive_answer`]). A body whose first request is bad
 /// gets the HTTP error; a later bad request ends the body with one `{"error":{...}}` line.
-async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn lease_keep_alive(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let caller = match caller(&gw, &http) {
+        Ok(caller) => caller,
+        Err(e) => return error_response(&e),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let mut objects = json_stream::JsonObjects::new(payload, gw.max_json_bytes(), ApiError::Malformed);
     actix_web::rt::spawn(async move {
@@ -458,37 +462,42 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, payload: web::Payload) -> Http
     // Each answer is written as it comes, not gathered: a body of millions of small requests
     // does not become one reply of hundreds of megabytes, and a client that stops reading
     // stops the answering.
-    let lines = futures_util::stream::unfold(Some((gw, rx, first)), |state| async move {
-        let (gw, mut rx, first) = state?;
-        let item = match first {
-            Some(item) => item,
-            None => rx.recv().await?,
-        };
-        let answer = async {
-            let req: pb::LeaseKeepAliveRequest = decode::decode_value(item?)?;
-            let (ttl, rev) = match &gw.upstream {
-                Some(upstream) => upstream.lease_keep_alive_once(req.id).await?,
-                None => gw.handle.lease_keep_alive_answer(req.id).await?,
+    let caller = std::sync::Arc::new(caller);
+    let lines = futures_util::stream::unfold(Some((gw, rx, first)), move |state| {
+        let caller = std::sync::Arc::clone(&caller);
+        async move {
+            let (gw, mut rx, first) = state?;
+            let item = match first {
+                Some(item) => item,
+                None => rx.recv().await?,
             };
-            Ok::<_, ApiError>((req.id, ttl, rev))
-        };
-        let mut out = String::new();
-        let next = match answer.await {
-            Ok((id, ttl, rev)) => {
-                out.push_str("{\"result\":");
-                encode::write_lease(&mut out, gw.header, rev, id, ttl);
-                out.push_str("}\n");
-                Some((gw, rx, None))
-            }
-            Err(e) => {
-                // The first bad request ends the body.
-                out.push_str("{\"error\":");
-                encode::write_error(&mut out, &e);
-                out.push_str("}\n");
-                None
-            }
-        };
-        Some((Ok::<_, actix_web::Error>(web::Bytes::from(out)), next))
+            let answer = async {
+                let req: pb::LeaseKeepAliveRequest = decode::decode_value(item?)?;
+                crate::api::auth::check_lease_keep_alive(&gw.handle, gw.upstream.as_ref(), &caller, req.id).await?;
+                let (ttl, rev) = match &gw.upstream {
+                    Some(upstream) => upstream.lease_keep_alive_once(req.id).await?,
+                    None => gw.handle.lease_keep_alive_answer(req.id).await?,
+                };
+                Ok::<_, ApiError>((req.id, ttl, rev))
+            };
+            let mut out = String::new();
+            let next = match answer.await {
+                Ok((id, ttl, rev)) => {
+                    out.push_str("{\"result\":");
+                    encode::write_lease(&mut out, gw.header, rev, id, ttl);
+                    out.push_str("}\n");
+                    Some((gw, rx, None))
+                }
+                Err(e) => {
+                    // The first bad request ends the body.
+                    out.push_str("{\"error\":");
+                    encode::write_error(&mut out, &e);
+                    out.push_str("}\n");
+                    None
+                }
+            };
+            Some((Ok::<_, actix_web::Error>(web::Bytes::from(out)), next))
+        }
     });
     HttpResponse::Ok().content_type("application/json").streaming(lines)
 }
@@ -517,17 +526,20 @@ async fn lease_time_to_live(gw: web::Data<Gateway>, http: HttpRequest, payload: 
 }
 
 /// `LeaseLeasesRequest` has no fields: the body is read only for its size.
-async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn lease_leases(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            let caller = caller(&gw, &http)?;
+            gw.handle.auth().require_user(&caller)?;
             let _ = read_body(payload, gw.max_json_bytes()).await?;
-            let (ids, rev) = match &gw.upstream {
+            let (ids, rev): (Vec<i64>, i64) = match &gw.upstream {
                 Some(upstream) => {
                     let resp = upstream.lease_leases(pb::LeaseLeasesRequest {}).await?.into_inner();
                     (resp.leases.iter().map(|l| l.id).collect(), revision(resp.header))
                 }
                 None => gw.handle.leases().await?,
             };
+            crate::api::auth::check_lease_leases(&gw.handle, gw.upstream.as_ref(), &caller, &ids).await?;
             let mut out = String::new();
             encode::write_leases(&mut out, gw.header, rev, &ids);
             Ok(out)
@@ -537,9 +549,11 @@ async fn lease_leases(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResp
 }
 
 /// `StatusRequest` has no fields: the body is read only for its size.
-async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn status(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            // A user, as etcd since the fix for CVE-2026-33413 (v3rpc maintenance.go `Status`).
+            gw.handle.auth().require_user(&caller(&gw, &http)?)?;
             let _ = read_body(payload, gw.max_json_bytes()).await?;
             let rev = gw.handle.current_revision();
             let db_size = gw.handle.db_size().await?;
@@ -555,9 +569,11 @@ async fn status(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
 }
 
 /// `MemberList`: one member, this server, as the gRPC `Cluster` service answers.
-async fn member_list(gw: web::Data<Gateway>, payload: web::Payload) -> HttpResponse {
+async fn member_list(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
     reply(
         async {
+            // A user, as etcd since the fix for CVE-2026-33413 (server.go `MemberList`).
+            gw.handle.auth().require_user(&caller(&gw, &http)?)?;
             let _ = read_body(payload, gw.max_json_bytes()).await?;
             let mut out = String::new();
             let revision = gw.handle.current_revision();

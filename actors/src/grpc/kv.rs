@@ -78,8 +78,8 @@ impl pb::kv_server::Kv for GrpcApi {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        // Any user may compact, as in etcd; a token given must still be valid.
-        self.caller(&request)?;
+        // The root role, as etcd since the fix for CVE-2026-33413 (v3rpc key.go `Compact`).
+        self.handle().auth().check_admin(&self.caller(&request)?)?;
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
             return upstream.compact(req).await;

@@ -13,8 +13,8 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        // Any user may grant a lease, as in etcd; a token given must still be valid.
-        self.caller(&request)?;
+        // A user, as etcd since the fix for CVE-2026-33413 (v3_server.go `LeaseGrant`).
+        self.handle().auth().require_user(&self.caller(&request)?)?;
         let req = request.into_inner();
         if let Some(upstream) = self.upstream() {
             return upstream.lease_grant(req).await;
@@ -44,14 +44,19 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().require_user(&caller)?;
         if let Some(upstream) = self.upstream() {
+            // Upstream renews; its keys are not checked per renewal here (a user is).
             return upstream.lease_keep_alive(request.into_inner()).await;
         }
         let api = self.clone();
+        let caller = std::sync::Arc::new(caller);
         let responses = request.into_inner().then(move |item| {
-            let api = api.clone();
+            let (api, caller) = (api.clone(), std::sync::Arc::clone(&caller));
             async move {
                 let id = item?.id;
+                crate::api::auth::check_lease_keep_alive(api.handle(), None, &caller, id).await?;
                 let (ttl, rev) = api.handle().lease_keep_alive_answer(id).await.map_err(status)?;
                 Ok(pb::LeaseKeepAliveResponse { header: Some(api.header(rev)), id, ttl })
             }
@@ -88,10 +93,16 @@ impl pb::lease_server::Lease for GrpcApi {
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.handle().auth().require_user(&caller)?;
         if let Some(upstream) = self.upstream() {
-            return upstream.lease_leases(request.into_inner()).await;
+            let resp = upstream.lease_leases(request.into_inner()).await?;
+            let ids: Vec<i64> = resp.get_ref().leases.iter().map(|l| l.id).collect();
+            crate::api::auth::check_lease_leases(self.handle(), Some(upstream), &caller, &ids).await?;
+            return Ok(resp);
         }
         let (ids, rev) = self.handle().leases().await.map_err(status)?;
+        crate::api::auth::check_lease_leases(self.handle(), None, &caller, &ids).await?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: Some(self.header(rev)),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),

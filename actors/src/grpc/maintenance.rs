@@ -15,7 +15,9 @@ use crate::protocol::Alarm;
 impl pb::maintenance_server::Maintenance for GrpcApi {
     /// Reports an etcd 3.5 version so clients' feature gates turn on (Xline #867); `leader` is
     /// our own member id, and the revision stands in for raft's index and applied index.
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        // A user, as etcd since the fix for CVE-2026-33413 (v3rpc maintenance.go `Status`).
+        self.handle().auth().require_user(&self.caller(&request)?)?;
         let rev = self.handle().current_revision();
         let db_size = self.handle().db_size().await.map_err(status)?;
         let alarms = self.handle().alarm(Alarm::Get(None)).await.map_err(status)?;
@@ -111,8 +113,10 @@ impl pb::maintenance_server::Maintenance for GrpcApi {
 impl pb::cluster_server::Cluster for GrpcApi {
     async fn member_list(
         &self,
-        _request: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        // A user, as etcd since the fix for CVE-2026-33413 (server.go `MemberList`).
+        self.handle().auth().require_user(&self.caller(&request)?)?;
         let h = self.inner.header;
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.header(self.handle().current_revision())),
