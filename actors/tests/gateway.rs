@@ -240,9 +240,17 @@ async fn bodies_above_max_request_bytes() {
     }
     let (status, _) = gw.post_raw("/v3/lease/keepalive", format!(r#"{{"ID":"1","pad":"{big}"}}"#)).await;
     assert_eq!(status, 400);
-    // A read a little over `max_request_bytes` is within it, as over gRPC.
+    // A read a little over `max_request_bytes` is within it, as over gRPC; so is a txn of
+    // ranges alone, which etcd serves without a proposal, but not one with a nested txn.
     let (status, json) = gw.post("/v3/kv/range", json!({"key": b64(&over)}).to_string()).await;
     assert_eq!(status, 200, "{json}");
+    let compare = json!([{"key": b64("k"), "target": "VALUE", "result": "EQUAL", "value": b64(&over)}]);
+    let ranges = json!({"compare": compare, "success": [{"request_range": {"key": b64("k")}}]});
+    let (status, json) = gw.post("/v3/kv/txn", ranges.to_string()).await;
+    assert_eq!(status, 200, "a txn of ranges: {json}");
+    let nested = json!({"compare": compare, "success": [{"request_txn": {}}]});
+    let (status, json) = gw.post("/v3/kv/txn", nested.to_string()).await;
+    assert_eq!((status, &json), (400, &too_large), "a txn with a nested txn");
 
     // On the watch stream: a single request over the limit ends the stream with an error; a
     // stream of many small requests is not limited in total.

@@ -433,7 +433,7 @@ fn a_trusted_ca_alone_requires_client_certificates_as_in_etcd() {
     b.finish();
 }
 
-/// The binary's TLS flag checks.
+/// The binary's TLS flag checks (and the client URL's).
 #[test]
 fn tls_flags_are_checked_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -454,6 +454,11 @@ fn tls_flags_are_checked_at_start() {
         // A key that is not the certificate's.
         (vec!["--cert-file", cert, "--key-file", path(&certs.alice.key)], "certificate".to_string()),
         (vec!["--cert-file", cert, "--key-file", key, "--trusted-ca-file", key], "no certificate found".to_string()),
+        // Not TLS, but checked with the client URL: a wildcard address needs advertised URLs.
+        (
+            vec!["--listen-client-urls", "http://0.0.0.0:0"],
+            "--advertise-client-urls is required when listening on 0.0.0.0:0".to_string(),
+        ),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_watchkv"))
             .arg("--data-dir")

@@ -13,6 +13,16 @@ use super::pb::etcdserverpb as pb;
 use super::ApiError;
 use crate::WatchCreate;
 
+/// Whether a txn goes through raft in etcd and so meets `--max-request-bytes`: every txn but
+/// one whose ops, in both branches, are all ranges (etcd: v3_server.go `Txn` serves those with
+/// `isTxnReadonly` without a proposal, so only gRPC's receive limit applies to them; a nested
+/// txn makes it a proposal).
+#[must_use]
+pub fn txn_is_proposed(req: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as Op;
+    !req.success.iter().chain(&req.failure).all(|op| matches!(op.request, Some(Op::RequestRange(_))))
+}
+
 /// Whether a write whose request message encodes to `message_len` bytes is within
 /// `max_request_bytes` as etcd counts it: etcd measures the raft entry that wraps the request
 /// (etcdserver/v3_server.go `processInternalRaftRequestOnce`, `InternalRaftRequest{Header: {ID},

@@ -440,6 +440,22 @@ impl Args {
         Ok(ClientPort { address: address.to_string(), tls: files.filter(|_| secure) })
     }
 
+    /// Refuses a wildcard client address without `--advertise-client-urls`: `MemberList` would
+    /// advertise `0.0.0.0`, and a client that syncs its endpoints from it (clientv3's
+    /// `AutoSyncInterval`, `Sync`) would lose the server. etcd refuses to start then too
+    /// (embed/config.go `Validate`, `ErrUnsetAdvertiseClientURLsFlag`).
+    fn check_advertised(&self, port: &ClientPort) -> anyhow::Result<()> {
+        let wildcard = port.address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_unspecified());
+        if wildcard && self.advertise_client_urls.is_empty() {
+            anyhow::bail!(
+                "--advertise-client-urls is required when listening on {} (a wildcard address is what \
+                 MemberList would advertise, which clients cannot dial)",
+                port.address
+            );
+        }
+        Ok(())
+    }
+
     /// The runtime's configuration: clap has checked every value against the range its setter
     /// accepts.
     fn config(&self) -> anyhow::Result<ActorsConfig> {
@@ -501,6 +517,7 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let port = args.client_port()?;
+    args.check_advertised(&port)?;
     let tls = match &port.tls {
         Some(files) => Some(ServerTls::from_files(files).context("TLS on the client port")?),
         None => None,

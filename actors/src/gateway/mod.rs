@@ -353,7 +353,12 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::TxnRequest = write_message(payload, &gw).await?;
+            let req: pb::TxnRequest = message(payload, &gw).await?;
+            if request::txn_is_proposed(&req)
+                && !request::write_fits(prost::Message::encoded_len(&req), gw.max_request_bytes)
+            {
+                return Err(Error::RequestTooLarge.into());
+            }
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::txn_request(req)?;
             let stamp = gw.handle.auth().stamp();

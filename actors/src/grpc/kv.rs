@@ -58,7 +58,9 @@ impl pb::kv_server::Kv for GrpcApi {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        self.check_size(&req)?;
+        if request::txn_is_proposed(&req) {
+            self.check_size(&req)?;
+        }
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;
         let stamp = self.handle().auth().stamp();
