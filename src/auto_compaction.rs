@@ -183,7 +183,10 @@ impl AutoCompactor {
             return;
         }
         match self {
-            Self::Periodic(p) => p.last_success = now,
+            Self::Periodic(p) => {
+                p.last_success = now;
+                p.last_revision = rev;
+            }
             Self::Revision(r) => r.last = rev,
         }
     }
@@ -198,6 +201,9 @@ pub struct Periodic {
     /// Revisions recorded every `retry_interval`; the first is the one `period` ago.
     revs: VecDeque<i64>,
     last_success: Instant,
+    /// The revision last compacted at: an idle store's next candidate is the same revision,
+    /// which is skipped (its compaction would only find it compacted and restart the wait).
+    last_revision: i64,
     /// The first compaction waits a whole period; later ones `compact_interval`.
     base_interval: Duration,
 }
@@ -213,6 +219,7 @@ impl Periodic {
             retentions,
             revs: VecDeque::from([current_rev]),
             last_success: now,
+            last_revision: 0,
             base_interval: period,
         }
     }
@@ -223,11 +230,15 @@ impl Periodic {
         // "a period since the last success" from falling short by microseconds and waiting a
         // whole extra tick (etcd restarts its timer after each pass, so it never falls short).
         let elapsed = now.saturating_duration_since(self.last_success) + self.retry_interval / 2;
-        let due = elapsed >= self.base_interval;
+        let candidate = self.revs.front().copied().unwrap_or(current_rev);
+        // etcd skips the revision it compacted last (`rev == lastRevision`): on an idle store
+        // that compaction would find it compacted, count as a success and restart the wait, so
+        // the first writes after a quiet spell would wait up to a whole interval.
+        let due = elapsed >= self.base_interval && candidate != self.last_revision;
         let rev = due.then(|| {
             // Compactions are at least `compact_interval` apart from now on.
             self.base_interval = self.compact_interval;
-            self.revs.front().copied().unwrap_or(current_rev)
+            candidate
         });
         // etcd records the revision at the top of its loop, after the compaction.
         self.revs.push_back(current_rev);
@@ -367,6 +378,35 @@ mod tests {
         assert_eq!(retried, first, "still the revision one period old");
         c.compacted(now + step, retried, true);
         assert_eq!(c.tick(now + step * 2, 17), None, "not again before another interval");
+    }
+
+    /// On an idle store the revision one period old is the one compacted last: it is not
+    /// compacted again (which would restart the wait); the first compaction after writes
+    /// resume comes at the next tick that has a new revision a period old.
+    #[test]
+    fn periodic_skips_the_revision_it_compacted_last() {
+        let start = Instant::now();
+        let period = Duration::from_secs(600);
+        let mut c = AutoCompactor::new(AutoCompaction::Periodic(period), start, 5);
+        let step = c.tick_interval();
+        let mut compactions = Vec::new();
+        // Writes until tick 10, then nothing until tick 40, then a write every tick.
+        let mut rev = 5;
+        for tick in 1..=60u32 {
+            if tick <= 10 || tick > 40 {
+                rev += 1;
+            }
+            let now = start + step * tick;
+            if let Some(at) = c.tick(now, rev) {
+                compactions.push((tick, at));
+                c.compacted(now, at, true);
+            }
+        }
+        // Every period the revision recorded a period before (5, 14, 15). Then 15 stays the one
+        // a period old and is not compacted again at ticks 40 and 50 (etcd's skip; without it
+        // each of those restarted the wait, and the next compaction came at tick 60); the first
+        // new one (16, written at tick 41) is a period old at tick 52 and goes then.
+        assert_eq!(compactions, vec![(10, 5), (20, 14), (30, 15), (52, 16)]);
     }
 
     #[test]
