@@ -103,6 +103,9 @@ pub struct AuthorityFix<IO> {
     eof: bool,
     /// Why the connection ends, once `output` (what came before) has been handed on.
     failed: Option<io::Error>,
+    /// The client preface went on to `h2` while sniffing (with the frames before the first
+    /// header block): `input` starts after it.
+    preface_passed: bool,
 }
 
 impl<IO> AuthorityFix<IO> {
@@ -116,6 +119,7 @@ impl<IO> AuthorityFix<IO> {
             scratch: Vec::new(),
             eof: false,
             failed: None,
+            preface_passed: false,
         }
     }
 
@@ -131,8 +135,19 @@ impl<IO> AuthorityFix<IO> {
     /// `InvalidData` for a header block larger than [`MAX_HEADER_BLOCK`].
     fn process(&mut self) -> io::Result<()> {
         if matches!(self.mode, Mode::Sniffing) {
-            match first_block_needs_rewrite(&self.input) {
-                Sniff::NeedMore if !self.eof && self.input.len() < SNIFF_LIMIT => return Ok(()),
+            match first_block_needs_rewrite(&self.input, self.preface_passed) {
+                Sniff::NeedMore if !self.eof && self.input.len() < SNIFF_LIMIT => {
+                    // The whole frames before the first header block (SETTINGS, WINDOW_UPDATE, a
+                    // keep-alive PING of a client connected before its first call) go to h2 at
+                    // once, which must answer them: they carry no HPACK state. Held, a client's
+                    // PING went unanswered and it dropped the connection as dead.
+                    let ready = before_first_block(&self.input, self.preface_passed);
+                    if ready > 0 {
+                        self.output.put(self.input.split_to(ready));
+                        self.preface_passed = true;
+                    }
+                    return Ok(());
+                }
                 Sniff::Rewrite(start) => {
                     // Frames before the first header block (preface, SETTINGS, WINDOW_UPDATE)
                     // go on as they are.
@@ -281,15 +296,36 @@ enum Sniff {
     Rewrite(usize),
 }
 
-/// Finds the connection's first header block in `input` and checks its `:authority`.
-fn first_block_needs_rewrite(input: &[u8]) -> Sniff {
-    if input.len() < PREFACE.len() {
-        return if PREFACE.starts_with(input) { Sniff::NeedMore } else { Sniff::Valid };
+/// How many bytes at the front of `input` are the client preface (unless it went on already)
+/// and whole frames before the connection's first header block.
+fn before_first_block(input: &[u8], preface_passed: bool) -> usize {
+    let mut at = match (preface_passed, input.starts_with(PREFACE)) {
+        (true, _) => 0,
+        (false, true) => PREFACE.len(),
+        (false, false) => return 0,
+    };
+    while let Some((kind, _, _, len)) = frame_header(&input[at..]) {
+        if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION || input.len() < at + FRAME_HEADER_LEN + len {
+            break;
+        }
+        at += FRAME_HEADER_LEN + len;
     }
-    if !input.starts_with(PREFACE) {
-        return Sniff::Valid;
+    at
+}
+
+/// Finds the connection's first header block in `input` (which starts with the client preface
+/// unless it went on already) and checks its `:authority`.
+fn first_block_needs_rewrite(input: &[u8], preface_passed: bool) -> Sniff {
+    let mut at = 0;
+    if !preface_passed {
+        if input.len() < PREFACE.len() {
+            return if PREFACE.starts_with(input) { Sniff::NeedMore } else { Sniff::Valid };
+        }
+        if !input.starts_with(PREFACE) {
+            return Sniff::Valid;
+        }
+        at = PREFACE.len();
     }
-    let mut at = PREFACE.len();
     let mut block_start = None;
     let mut block = HeaderBlock::default();
     while let Some((kind, flags, stream_id, len)) = frame_header(&input[at..]) {
@@ -670,6 +706,39 @@ mod tests {
         put_frame_header(&mut out, payload.len(), kind, flags, stream_id);
         out.put_slice(payload);
         out.to_vec()
+    }
+
+    /// A client connected before its first call (a keep-alive PING while idle, grpc-go's
+    /// `PermitWithoutStream`, tonic's `keep_alive_while_idle`): its SETTINGS and PINGs reach h2
+    /// at once, which must answer them, though no header block has come to decide on; then its
+    /// first request is still looked at and rewritten.
+    #[tokio::test]
+    async fn frames_before_the_first_request_go_on_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let settings = frame(0x4, 0, 0, &[]);
+        let ping = frame(0x6, 0, 0, b"12345678");
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut adapter = AuthorityFix::new(server);
+        let mut sent = PREFACE.to_vec();
+        sent.extend_from_slice(&settings);
+        sent.extend_from_slice(&ping);
+        client.write_all(&sent).await.expect("write");
+        let mut got = vec![0; sent.len()];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), adapter.read_exact(&mut got)).await;
+        assert!(read.is_ok(), "the preface, SETTINGS and PING were held back waiting for a request");
+        assert_eq!(got, sent);
+        // The first request, naming a URL, is still rewritten.
+        let request = client_bytes(&[request(b"http://127.0.0.1:2379")], false);
+        client.write_all(&request[PREFACE.len()..]).await.expect("write");
+        drop(client);
+        let mut rest = Vec::new();
+        adapter.read_to_end(&mut rest).await.expect("read");
+        assert!(adapter.is_rewriting());
+        let mut whole = got.clone();
+        whole.extend_from_slice(&rest);
+        let (lists, _) = decode_frames(&whole);
+        let authority = lists[0].iter().find(|(n, _)| n == b":authority").map(|(_, v)| v.clone());
+        assert_eq!(authority.as_deref(), Some(&b"127.0.0.1:2379"[..]));
     }
 
     #[tokio::test]
