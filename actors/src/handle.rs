@@ -473,6 +473,14 @@ impl Handle {
         self.inner.runtime.store.send(DbSize).await.map_err(stopped)?
     }
 
+    /// Changes each time the store lets go of its database to reopen it after a storage
+    /// failure; a long task holding a view of the database (a snapshot stream) ends when it
+    /// does, so that the store can reopen.
+    #[must_use]
+    pub fn storage_releases(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.runtime.storage_releases.subscribe()
+    }
+
     /// Computes `HashKV` up to `revision` (0 = the current one) as etcd does. The store only
     /// takes a snapshot and the compaction keep set; the scan runs on a blocking thread, so
     /// writes and watchers go on meanwhile.

@@ -27,18 +27,51 @@ pub struct SnapshotChunk {
     pub blob: Vec<u8>,
 }
 
+/// The chunks of a snapshot as they are encoded. Dropping them stops the encoding thread at
+/// its next chunk. When the store lets go of its database to reopen it after a storage failure
+/// ([`crate::Handle::storage_releases`]), the stream ends with an error: the thread drops its
+/// view, whose handle on the database would otherwise keep the store from reopening for as
+/// long as a client that stopped reading stays connected.
+pub struct SnapshotChunks {
+    chunks: Option<mpsc::Receiver<Result<SnapshotChunk>>>,
+    releases: tokio_stream::wrappers::WatchStream<u64>,
+}
+
+impl futures::Stream for SnapshotChunks {
+    type Item = Result<SnapshotChunk>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(chunks) = this.chunks.as_mut() else { return Poll::Ready(None) };
+        if let Poll::Ready(Some(_)) = futures::Stream::poll_next(std::pin::Pin::new(&mut this.releases), cx) {
+            this.chunks = None;
+            tracing::warn!("snapshot stream ended: the store is reopening its database after a storage failure");
+            return Poll::Ready(Some(Err(Error::Poisoned)));
+        }
+        chunks.poll_recv(cx)
+    }
+}
+
 /// Starts encoding `snapshot` on a thread of its own; returns the revisions it is at and the
-/// chunks. Dropping the receiver stops the thread at its next chunk. An error ends the chunks
-/// (and the stream: a client never takes a cut-off snapshot for a whole one).
+/// chunks, which end early when `releases` changes (see [`SnapshotChunks`]). An error ends the
+/// chunks (and the stream: a client never takes a cut-off snapshot for a whole one).
 ///
 /// # Errors
 /// `Io` if the thread cannot be started.
-pub fn spawn(snapshot: StoreSnapshot) -> Result<(SnapshotHeader, mpsc::Receiver<Result<SnapshotChunk>>)> {
+pub fn spawn(
+    snapshot: StoreSnapshot,
+    releases: tokio::sync::watch::Receiver<u64>,
+) -> Result<(SnapshotHeader, SnapshotChunks)> {
     let header = snapshot.header();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let mut thread_releases = releases.clone();
     std::thread::Builder::new().name("watchkv-snapshot".into()).spawn(move || {
         let started = std::time::Instant::now();
-        match encode(&snapshot, &tx) {
+        match encode(&snapshot, &tx, &mut thread_releases) {
             Ok(total) => tracing::info!(
                 revision = header.revision,
                 total_bytes = total,
@@ -54,7 +87,8 @@ pub fn spawn(snapshot: StoreSnapshot) -> Result<(SnapshotHeader, mpsc::Receiver<
             }
         }
     })?;
-    Ok((header, rx))
+    let releases = tokio_stream::wrappers::WatchStream::from_changes(releases);
+    Ok((header, SnapshotChunks { chunks: Some(rx), releases }))
 }
 
 enum EncodeError {
@@ -63,9 +97,13 @@ enum EncodeError {
 }
 
 /// Sends the body and the checksum; returns the body's length.
-fn encode(snapshot: &StoreSnapshot, tx: &mpsc::Sender<Result<SnapshotChunk>>) -> Result<u64, EncodeError> {
+fn encode(
+    snapshot: &StoreSnapshot,
+    tx: &mpsc::Sender<Result<SnapshotChunk>>,
+    releases: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<u64, EncodeError> {
     let total = snapshot.body_len().map_err(EncodeError::Failed)?;
-    let sink = ChunkSink { tx, buf: Vec::with_capacity(CHUNK_BYTES), sent: 0, total, gone: false };
+    let sink = ChunkSink { tx, releases, buf: Vec::with_capacity(CHUNK_BYTES), sent: 0, total, gone: false };
     let (mut sink, written, digest) = match snapshot.write_body(sink) {
         Ok(done) => done,
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Err(EncodeError::ClientGone),
@@ -79,14 +117,34 @@ fn encode(snapshot: &StoreSnapshot, tx: &mpsc::Sender<Result<SnapshotChunk>>) ->
             "snapshot body is {written} bytes, {total} were announced"
         ))));
     }
-    tx.blocking_send(Ok(SnapshotChunk { remaining_bytes: 0, blob: digest.to_vec() }))
-        .map_err(|_| EncodeError::ClientGone)?;
+    let checksum = Ok(SnapshotChunk { remaining_bytes: 0, blob: digest.to_vec() });
+    if !send_unless_released(tx, sink.releases, checksum) {
+        return Err(EncodeError::ClientGone);
+    }
     Ok(total)
+}
+
+/// Sends `item`, waiting while the channel is full; `false` if the client went away, or if
+/// the store lets go of its database meanwhile (this thread's view must go with it, even when
+/// the client has stopped reading and nothing would ever make room: [`SnapshotChunks`]).
+fn send_unless_released(
+    tx: &mpsc::Sender<Result<SnapshotChunk>>,
+    releases: &mut tokio::sync::watch::Receiver<u64>,
+    item: Result<SnapshotChunk>,
+) -> bool {
+    futures::executor::block_on(async {
+        tokio::select! {
+            biased;
+            _ = releases.changed() => false,
+            sent = tx.send(item) => sent.is_ok(),
+        }
+    })
 }
 
 /// Cuts what the encoder writes into chunks and sends them, waiting while the channel is full.
 struct ChunkSink<'a> {
     tx: &'a mpsc::Sender<Result<SnapshotChunk>>,
+    releases: &'a mut tokio::sync::watch::Receiver<u64>,
     buf: Vec<u8>,
     sent: u64,
     total: u64,
@@ -101,7 +159,7 @@ impl ChunkSink<'_> {
         let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
         self.sent += blob.len() as u64;
         let chunk = SnapshotChunk { remaining_bytes: self.total.saturating_sub(self.sent), blob };
-        if self.tx.blocking_send(Ok(chunk)).is_err() {
+        if !send_unless_released(self.tx, self.releases, Ok(chunk)) {
             self.gone = true;
         }
         if self.gone {

@@ -30,6 +30,8 @@ pub(crate) struct Runtime {
     pub(crate) clock: Arc<RevisionClock>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) auth: Arc<Auth>,
+    /// Counts the store's releases of its database before a reopen (`StorePeers`).
+    pub(crate) storage_releases: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Maps a failed join or send to `Stopped`: the runtime is gone.
@@ -93,6 +95,7 @@ pub(crate) async fn start_with_history_reader(
             SyncerActor::new(reader, peers, config, clock, counters)
         })
     };
+    let storage_releases = Arc::new(tokio::sync::watch::Sender::new(0));
     {
         let peers = StorePeers {
             add_unsynced: syncer.clone().recipient(),
@@ -102,6 +105,7 @@ pub(crate) async fn start_with_history_reader(
             auth: auth_view,
             release_storage: syncer.clone().recipient(),
             use_storage: syncer.clone().recipient(),
+            storage_releases: Arc::clone(&storage_releases),
         };
         let actor = StoreActor::new(kv_store, Arc::clone(&config), Arc::clone(&clock), Arc::clone(&counters), peers);
         store_arbiter.spawn_fn(move || {
@@ -133,7 +137,7 @@ pub(crate) async fn start_with_history_reader(
     });
     Ok(Handle::new(
         config,
-        Runtime { store, syncer, victims, stream_peers, clock, counters, auth },
+        Runtime { store, syncer, victims, stream_peers, clock, counters, auth, storage_releases },
         vec![syncer_arbiter, victim_arbiter, store_arbiter],
     ))
 }

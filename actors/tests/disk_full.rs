@@ -73,6 +73,22 @@ fn assert_poisoned(refusal: &(u16, String), what: &str) {
     );
 }
 
+/// Starts a snapshot download over the gateway and stops reading it after its first bytes:
+/// the stream's thread then waits with its view of the database open. Keep the socket to keep
+/// it waiting.
+fn stalled_snapshot(port: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let request = "POST /v3/maintenance/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut first = [0u8; 4096];
+    let n = stream.read(&mut first).expect("the snapshot's first bytes");
+    let head = String::from_utf8_lossy(&first[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "a snapshot starts: {head}");
+    stream
+}
+
 #[test]
 fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -101,6 +117,7 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     let mut lease_due = Instant::now() + Duration::from_secs(3);
 
     // Fill the disk.
+    let mut stalled = None;
     let mut i = 0u64;
     let refusal = loop {
         i += 1;
@@ -111,6 +128,12 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
         if i.is_multiple_of(20) {
             assert_eq!(keep_alive().expect("keep-alive").status, 200);
             lease_due = Instant::now() + Duration::from_secs(3);
+        }
+        if i == 200 {
+            // A snapshot download (3 MB and more) whose client stops reading: it holds a view
+            // of the database through the failure; the store must still be able to reopen it
+            // (the stream ends then, with an error).
+            stalled = Some(stalled_snapshot(port));
         }
         assert!(i < 5000, "24 MiB never filled");
     };
@@ -184,6 +207,8 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
     }
     let (code, body) = wire::http_get(port, "/health");
     assert_eq!(code, 200, "healthy again: {body}");
+    assert!(stalled.is_some(), "the disk filled before the snapshot was taken");
+    drop(stalled);
     // The reopened store gives the lease its TTL again (as etcd after a restart); then it is
     // revoked and its key deleted, which the watcher sees.
     let time_to_live = json!({"ID": lease_id}).to_string();

@@ -533,15 +533,21 @@ pub async fn check_lease_keep_alive(
     id: watchkv::LeaseId,
 ) -> Result<(), ApiError> {
     let auth = handle.auth();
-    if !auth.is_enabled() {
-        return Ok(());
-    }
-    auth.require_user(caller)?;
-    if auth.check_admin(caller).is_ok() {
+    if !lease_keys_to_check(auth, caller)? {
         return Ok(());
     }
     let keys = lease_keys(handle, upstream, id).await?;
     auth.check_lease_keys(caller, &keys)
+}
+
+/// Whether a keep-alive or a lease listing by `caller` must check the leases' keys: auth is
+/// on and the caller, who must be a user, lacks the root role.
+fn lease_keys_to_check(auth: &Auth, caller: &Caller) -> Result<bool, ApiError> {
+    if !auth.is_enabled() {
+        return Ok(false);
+    }
+    auth.require_user(caller)?;
+    Ok(auth.check_admin(caller).is_err())
 }
 
 /// `LeaseLeases` answering `ids`: a user, and unless it has the root role, read permission on
@@ -556,11 +562,7 @@ pub async fn check_lease_leases(
     ids: &[watchkv::LeaseId],
 ) -> Result<(), ApiError> {
     let auth = handle.auth();
-    if !auth.is_enabled() {
-        return Ok(());
-    }
-    auth.require_user(caller)?;
-    if auth.check_admin(caller).is_ok() {
+    if !lease_keys_to_check(auth, caller)? {
         return Ok(());
     }
     for &id in ids {

@@ -6,7 +6,6 @@
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{encode, error_response, read_body, Gateway};
 use crate::api::ApiError;
@@ -19,7 +18,7 @@ pub async fn snapshot(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         gw.handle.auth().check_admin(&super::caller(&gw, &http)?)?;
         read_body(payload, gw.max_json_bytes()).await?;
         let snapshot = gw.handle.snapshot().await?;
-        Ok::<_, ApiError>(snapshot_stream::spawn(snapshot)?)
+        Ok::<_, ApiError>(snapshot_stream::spawn(snapshot, gw.handle.storage_releases())?)
     }
     .await;
     let (at, chunks) = match started {
@@ -27,7 +26,7 @@ pub async fn snapshot(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         Err(e) => return error_response(&e),
     };
     let header = gw.header;
-    let lines = ReceiverStream::new(chunks).map(move |chunk| {
+    let lines = chunks.map(move |chunk| {
         let mut line = String::new();
         match chunk {
             Ok(c) => encode::write_snapshot_line(&mut line, header, at.revision, c.remaining_bytes, &c.blob),

@@ -6,7 +6,6 @@
 //! format (docs/etcd-semantics.md, "Snapshots"), not a bbolt database.
 
 use futures::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
 use super::{status, GrpcApi};
@@ -19,9 +18,9 @@ pub(super) type SnapshotStream = tonic::codegen::BoxStream<pb::SnapshotResponse>
 /// Takes a snapshot and streams it.
 pub(super) async fn snapshot(api: &GrpcApi) -> Result<Response<SnapshotStream>, Status> {
     let snapshot = api.handle().snapshot().await.map_err(status)?;
-    let (at, chunks) = snapshot_stream::spawn(snapshot).map_err(status)?;
+    let (at, chunks) = snapshot_stream::spawn(snapshot, api.handle().storage_releases()).map_err(status)?;
     let header = api.header(at.revision);
-    let responses = ReceiverStream::new(chunks).map(move |chunk| {
+    let responses = chunks.map(move |chunk| {
         chunk.map_err(status).map(|c| pb::SnapshotResponse {
             header: Some(header),
             remaining_bytes: c.remaining_bytes,

@@ -63,6 +63,9 @@ pub struct StorePeers {
     pub release_storage: Recipient<ReleaseStorage>,
     /// The syncer: the reopened store's reader.
     pub use_storage: Recipient<UseStorage>,
+    /// Counts the store's releases of its database (`recovery.rs`): snapshot streams end at
+    /// one ([`crate::snapshot_stream::SnapshotChunks`]), so their views let go of it.
+    pub storage_releases: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Sends `msg` to both recipients (the syncer and the victim actor).

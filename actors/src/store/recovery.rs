@@ -74,6 +74,8 @@ impl StoreActor {
         // Ranges walking the key index finish on the failed store (its index is sound), since
         // the reopened one has an index of its own; their snapshots go with them.
         self.finish_planning();
+        // Snapshot streams end and drop their views (each holds a database handle).
+        self.peers.storage_releases.send_modify(|n| *n += 1);
         let released = self.peers.release_storage.send(ReleaseStorage);
         // Range readers hold snapshots, so handles, too: wait for every one in flight and keep
         // their slots until the store is open again.
