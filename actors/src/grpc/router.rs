@@ -98,7 +98,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match service_name(request.uri().path()) {
+        let response = match service_name(request.uri().path()) {
             Some(KvServer::<GrpcApi>::NAME) => self.kv.call(request),
             Some(WatchServer::<GrpcApi>::NAME) => self.watch.call(request),
             Some(LeaseServer::<GrpcApi>::NAME) => self.lease.call(request),
@@ -107,14 +107,57 @@ where
             Some(AuthServer::<GrpcApi>::NAME) => self.auth.call(request),
             Some(LockServer::<GrpcApi>::NAME) => self.lock.call(request),
             Some(ElectionServer::<GrpcApi>::NAME) => self.election.call(request),
-            _ => Box::pin(std::future::ready(Ok(unimplemented()))),
-        }
+            _ => return Box::pin(std::future::ready(Ok(unimplemented()))),
+        };
+        Box::pin(async move { response.await.map(as_grpc_go_answers_too_large) })
     }
+}
+
+/// tonic's answer to a request message over the receive limit, given as grpc-go (etcd's
+/// server: rpc_util.go `recvAndDecompress`) gives it: `ResourceExhausted` with `grpc: received
+/// message larger than max (N vs. M)`, not tonic's `OutOfRange`, which etcd's clients take for
+/// a compacted or future revision. Every other response is left as it is. Only a trailers-only
+/// answer (a unary call's request, a stream's first) is seen here; a later message of a stream
+/// keeps tonic's answer.
+fn as_grpc_go_answers_too_large(response: http::Response<Body>) -> http::Response<Body> {
+    if response.headers().get("grpc-status").map(http::HeaderValue::as_bytes) != Some(b"11") {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else { return response };
+    let Some(sizes) = status.message().strip_prefix("Error, decoded message length too large: found ") else {
+        return response;
+    };
+    let Some((found, limit)) = sizes.strip_suffix(" bytes").and_then(|s| s.split_once(" bytes, the limit is: ")) else {
+        return response;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    let (parts, ()) = tonic::Status::resource_exhausted(text).into_http::<()>().into_parts();
+    http::Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_over_the_limit_is_answered_as_grpc_go_answers_it() {
+        let tonics = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 3145755 bytes, the limit is: 2097152 bytes",
+        );
+        let (parts, ()) = tonics.into_http::<()>().into_parts();
+        let answer = as_grpc_go_answers_too_large(http::Response::from_parts(parts, Body::empty()));
+        let status = tonic::Status::from_header_map(answer.headers()).expect("a status");
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::ResourceExhausted, "grpc: received message larger than max (3145755 vs. 2097152)")
+        );
+        // Any other OutOfRange (a compacted revision) is left alone.
+        let compacted = tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        let (parts, ()) = compacted.into_http::<()>().into_parts();
+        let answer = as_grpc_go_answers_too_large(http::Response::from_parts(parts, Body::empty()));
+        let status = tonic::Status::from_header_map(answer.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::OutOfRange);
+    }
 
     #[test]
     fn a_path_names_its_service() {
