@@ -12,6 +12,8 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
+use futures::future::MapOk;
+use futures::TryFutureExt;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError};
 use tonic::server::NamedService;
@@ -90,7 +92,9 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    /// The service's own future, its answer passed through [`as_grpc_go_answers_too_large`]
+    /// (no allocation of its own: the request path's cost stays the generated service's).
+    type Future = MapOk<BoxFuture<Self::Response, Self::Error>, fn(Self::Response) -> Self::Response>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Every service is always ready (the generated ones return Ready at once).
@@ -107,9 +111,9 @@ where
             Some(AuthServer::<GrpcApi>::NAME) => self.auth.call(request),
             Some(LockServer::<GrpcApi>::NAME) => self.lock.call(request),
             Some(ElectionServer::<GrpcApi>::NAME) => self.election.call(request),
-            _ => return Box::pin(std::future::ready(Ok(unimplemented()))),
+            _ => Box::pin(std::future::ready(Ok(unimplemented()))),
         };
-        Box::pin(async move { response.await.map(as_grpc_go_answers_too_large) })
+        response.map_ok(as_grpc_go_answers_too_large as fn(Self::Response) -> Self::Response)
     }
 }
 
