@@ -180,7 +180,9 @@ async fn proclaim_and_resign_need_permission_on_the_key_they_write() {
 /// Election call comes back as etcd's recipe reports it, `Unknown` with etcd's text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
-    use etcd_client::{AlarmAction, AlarmOptions, AlarmType, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
+    use etcd_client::{
+        AlarmAction, AlarmOptions, AlarmType, LeaseTimeToLiveOptions, LockOptions, PutOptions, Txn, TxnOp,
+    };
     use tonic::Code;
 
     let (_dir, _server, port, mut admin) = serve_with_root_and_alice().await;
@@ -284,6 +286,22 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
     let refused = alice.leader("zz").await.map_err(code_and_text).err();
     assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())));
+    // A lock or campaign attaches its key to the caller's lease, so it needs write permission on
+    // the lease's keys, as a txn's put does: alice may write app/ but not sec/x, which `lease`
+    // holds. Without the check she could tie a key to admin's lease, whose keep-alive and revoke
+    // would then need permission on her key.
+    let leased = LockOptions::new().with_lease(lease);
+    let refused = alice.lock("app/l", Some(leased)).await.map_err(code_and_text).err();
+    assert_eq!(refused, Some((Code::Unknown, "etcdserver: permission denied".to_string())), "lock on admin's lease");
+    let refused = alice.campaign("app/e", "v", lease).await.map_err(code_and_text).err();
+    assert_eq!(
+        refused,
+        Some((Code::Unknown, "etcdserver: permission denied".to_string())),
+        "campaign on admin's lease"
+    );
+    let own = alice.lease_grant(60, None).await.expect("alice's lease").id();
+    alice.lock("app/l", Some(LockOptions::new().with_lease(own))).await.expect("a lock on her own lease");
+    alice.campaign("app/e", "v", own).await.expect("a campaign on her own lease");
 
     // The gateway takes a token from `Grpc-Metadata-Token` too, before `Authorization`, as
     // etcd's gateway hands both on and etcd reads `token` first.

@@ -16,6 +16,7 @@ use watchkv::{
     RangeRequest, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
+use super::auth::Caller;
 use super::ApiError;
 use crate::forward::Upstream;
 use crate::{Handle, WatchCreate, WatchStream};
@@ -81,6 +82,21 @@ impl Coordination {
         }
         let (id, _, _) = self.handle.lease_grant(0, DEFAULT_SESSION_TTL).await.map_err(ApiError::relayed)?;
         Ok(id)
+    }
+
+    /// The permissions `Lock` and `Campaign` need, as etcd checks them inside its recipes' KV
+    /// calls: read and write on `name/` ([`crate::api::Auth::check_coordination`]), and write on
+    /// every key already attached to `lease`, which the call's put attaches its key to (etcd:
+    /// apply_auth.go `checkLeasePuts`; without it a caller could tie a key to someone else's
+    /// lease, whose owner could then neither keep it alive nor revoke it).
+    ///
+    /// # Errors
+    /// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+    pub async fn check_acquire(&self, caller: &Caller, name: &[u8], lease: LeaseId) -> Result<(), ApiError> {
+        let auth = self.handle.auth();
+        auth.check_coordination(caller, name, true)?;
+        let keys = super::auth::lease_keys(&self.handle, self.upstream.as_ref(), lease).await?;
+        auth.check_lease_keys(caller, &keys)
     }
 
     pub(super) async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, ApiError> {

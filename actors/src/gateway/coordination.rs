@@ -24,8 +24,9 @@ pub async fn lock(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload:
         async {
             let req: v3lockpb::LockRequest = message(payload, &gw).await?;
             let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
-            gw.handle.auth().check_coordination(&caller, &req.name, true).map_err(ApiError::into_relayed)?;
-            let locked = coordination(&gw).lock(req).await?;
+            let coordination = coordination(&gw);
+            coordination.check_acquire(&caller, &req.name, req.lease).await.map_err(ApiError::into_relayed)?;
+            let locked = coordination.lock(req).await?;
             let mut out = String::new();
             encode::write_lock(&mut out, gw.header, locked.revision, &locked.key);
             Ok(out)
@@ -57,8 +58,9 @@ pub async fn campaign(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         async {
             let req: v3electionpb::CampaignRequest = message(payload, &gw).await?;
             let caller = caller(&gw, &http).map_err(ApiError::into_relayed)?;
-            gw.handle.auth().check_coordination(&caller, &req.name, true).map_err(ApiError::into_relayed)?;
-            let elected = coordination(&gw).campaign(req).await?;
+            let coordination = coordination(&gw);
+            coordination.check_acquire(&caller, &req.name, req.lease).await.map_err(ApiError::into_relayed)?;
+            let elected = coordination.campaign(req).await?;
             let mut out = String::new();
             encode::write_campaign(&mut out, gw.header, elected.revision, &elected.leader);
             Ok(out)

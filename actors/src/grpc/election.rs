@@ -22,11 +22,10 @@ impl pb::election_server::Election for GrpcApi {
     /// Blocks until elected; the client going away ends the call and resigns.
     async fn campaign(&self, request: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
         let caller = self.coordination_caller(&request)?;
-        self.handle()
-            .auth()
-            .check_coordination(&caller, &request.get_ref().name, true)
-            .map_err(ApiError::into_relayed)?;
-        let elected = self.coordination().campaign(request.into_inner()).await?;
+        let coordination = self.coordination();
+        let req = request.into_inner();
+        coordination.check_acquire(&caller, &req.name, req.lease).await.map_err(ApiError::into_relayed)?;
+        let elected = coordination.campaign(req).await?;
         Ok(Response::new(pb::CampaignResponse {
             header: Some(self.header(elected.revision)),
             leader: Some(elected.leader.into()),

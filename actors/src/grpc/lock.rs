@@ -12,11 +12,10 @@ impl pb::lock_server::Lock for GrpcApi {
     /// Blocks until the lock is held; the client going away ends the call and deletes its key.
     async fn lock(&self, request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
         let caller = self.coordination_caller(&request)?;
-        self.handle()
-            .auth()
-            .check_coordination(&caller, &request.get_ref().name, true)
-            .map_err(ApiError::into_relayed)?;
-        let locked = self.coordination().lock(request.into_inner()).await?;
+        let coordination = self.coordination();
+        let req = request.into_inner();
+        coordination.check_acquire(&caller, &req.name, req.lease).await.map_err(ApiError::into_relayed)?;
+        let locked = coordination.lock(req).await?;
         Ok(Response::new(pb::LockResponse { header: Some(self.header(locked.revision)), key: locked.key }))
     }
 
