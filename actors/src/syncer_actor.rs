@@ -4,9 +4,11 @@
 //! write: where etcd holds its store mutex for the whole scan (docs/etcd-semantics.md §9 item 1),
 //! the writer here never waits. It reads through a [`HistoryReader`], so that tests can make a
 //! read fail; a failed read is retried with backoff, and a watcher whose reads keep failing is
-//! cancelled with a reason, never dropped silently.
+//! cancelled with a reason, never dropped silently. A read fails for all the watchers it reads
+//! at once (it scans from the lowest revision any of them needs), so after a failure each is
+//! read on its own: one watcher's unreadable history never cancels another's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,12 +91,18 @@ pub struct SyncerPeers {
 /// The syncer actor.
 pub struct SyncerActor {
     unsynced: WatcherGroup,
-    /// Watchers whose read failed, waiting out their backoff before they rejoin `unsynced`:
+    /// Watchers whose read failed, waiting out their backoff before they are read again, each
+    /// on its own (`read_apart`):
     /// (when they may, watchers). Still the syncer's (docs/design.md, invariant 1), and counted
     /// as unsynced.
     retrying: Vec<(Instant, Vec<Watcher>)>,
     /// Failed reads in a row, per watcher that has had one.
     read_failures: HashMap<WatcherKey, usize>,
+    /// Watchers back from the backoff of a failed read, each to be read on its own before the
+    /// next pass takes from `unsynced`: the read that failed may have failed on another
+    /// watcher's history, and read together again it would fail for all of them again. Still
+    /// the syncer's, and counted as unsynced.
+    read_apart: VecDeque<Watcher>,
     streams: HashMap<StreamId, StreamInbox>,
     /// Where history is read; `None` while the store reopens its database after a storage
     /// failure (`ReleaseStorage` .. `UseStorage`), when the watchers wait in the group without
@@ -123,6 +131,7 @@ impl SyncerActor {
             unsynced: WatcherGroup::new(),
             retrying: Vec::new(),
             read_failures: HashMap::new(),
+            read_apart: VecDeque::new(),
             streams: HashMap::new(),
             reader: Some(reader),
             peers,
@@ -137,14 +146,19 @@ impl SyncerActor {
 
     /// Watchers the syncer holds: the unsynced group and those waiting to retry a read.
     fn unsynced_count(&self) -> usize {
-        self.unsynced.len() + self.retrying.iter().map(|(_, ws)| ws.len()).sum::<usize>()
+        self.unsynced.len() + self.retrying.iter().map(|(_, ws)| ws.len()).sum::<usize>() + self.read_apart.len()
+    }
+
+    /// Whether a pass has watchers to read.
+    fn has_readable(&self) -> bool {
+        !self.unsynced.is_empty() || !self.read_apart.is_empty()
     }
 
     /// Schedules the next pass: at once after a pass that made progress, else after
     /// `watch_resync_period`. etcd waits up to 100 ms between passes of 1000 revisions; this
     /// keeps going while there is progress, so a watcher far behind catches up at disk speed.
     fn schedule(&mut self, ctx: &mut Context<Self>, soon: bool) {
-        if self.pass_scheduled || self.unsynced.is_empty() || self.config.manual_ticks() {
+        if self.pass_scheduled || !self.has_readable() || self.config.manual_ticks() {
             return;
         }
         self.pass_scheduled = true;
@@ -159,23 +173,25 @@ impl SyncerActor {
     /// One catch-up pass; returns whether any watcher received something or left the group.
     fn pass(&mut self, ctx: &mut Context<Self>) -> bool {
         let Some(reader) = &self.reader else { return false };
-        if self.unsynced.is_empty() {
+        if !self.has_readable() {
             return false;
         }
         self.passes += 1;
         let started = Instant::now();
-        let chosen: Vec<Watcher> = self
-            .unsynced
-            .take(self.config.watch().max_watchers_per_sync())
-            .into_iter()
-            .filter(|w| !w.is_cancelled())
-            .collect();
+        let read_alone = self.read_apart.pop_front();
+        let was_alone = read_alone.is_some();
+        let chosen = match read_alone {
+            Some(alone) => vec![alone],
+            None => self.unsynced.take(self.config.watch().max_watchers_per_sync()),
+        };
+        let chosen: Vec<Watcher> = chosen.into_iter().filter(|w| !w.is_cancelled()).collect();
         let chosen_count = chosen.len();
         let read = match reader.catch_up(chosen, &self.clock, self.config.watch().batch_limits()) {
             Ok(read) => read,
             Err(failed) => {
                 self.read_failed(failed, ctx);
-                return false;
+                // The watchers still to be read alone need not wait a period each.
+                return was_alone && !self.read_apart.is_empty();
             }
         };
         let CaughtUp { current, compact, result } = read;
@@ -316,8 +332,8 @@ impl SyncerActor {
         }
     }
 
-    /// Returns the watchers whose backoff has passed by `due_by` (all of them for `None`) to
-    /// the unsynced group, and schedules a pass.
+    /// Returns the watchers whose backoff has passed by `due_by` (all of them for `None`) to be
+    /// read, each on its own, and schedules a pass.
     fn resume_retries(&mut self, ctx: &mut Context<Self>, due_by: Option<Instant>) {
         let mut resumed = false;
         let mut i = 0;
@@ -329,7 +345,7 @@ impl SyncerActor {
             let (_, watchers) = self.retrying.swap_remove(i);
             for w in watchers {
                 if !w.is_cancelled() && self.streams.contains_key(&w.key.stream) {
-                    let _ = self.unsynced.insert(w);
+                    self.read_apart.push_back(w);
                     resumed = true;
                 } else {
                     self.read_failures.remove(&w.key);
@@ -351,6 +367,9 @@ impl SyncerActor {
                 watchers.retain(|w| !keys.contains(&w.key));
             }
             self.retrying.retain(|(_, watchers)| !watchers.is_empty());
+        }
+        if !self.read_apart.is_empty() {
+            self.read_apart.retain(|w| !keys.contains(&w.key));
         }
         if !self.read_failures.is_empty() {
             for key in keys {

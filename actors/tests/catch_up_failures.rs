@@ -2,7 +2,9 @@
 //! through a seam (`HistoryReader`), and these tests make its reads fail
 //! (`watchkv_actors::testing::FailingReads`). A read that fails a few times and then succeeds
 //! delivers everything, exactly once, in order; one that keeps failing cancels the watcher with
-//! a reason naming the error, and the stream goes on serving its other watchers.
+//! a reason naming the error, and the stream goes on serving its other watchers. One watcher's
+//! unreadable history cancels only that watcher, and watchers a full stream keeps waiting never
+//! hold back another stream's.
 
 use std::time::{Duration, Instant};
 
@@ -196,5 +198,90 @@ async fn a_read_that_keeps_failing_cancels_the_watcher_with_the_reason_past_a_fu
     let reports = checker::assert_stream_ok(&history, &[live_create, history_create], &log);
     assert_eq!(reports[0].end, End::Active);
     assert!(matches!(&reports[1].end, End::ServerCanceled(reason) if reason.contains("catch-up read failed")));
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// A read covers every watcher of its pass and fails for all of them: the syncer reads them
+/// apart before counting a failure, so the watcher whose history cannot be read is cancelled
+/// and the one read with it gets its events.
+#[actix_rt::test]
+async fn one_watchers_unreadable_history_cancels_only_that_watcher() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failing = FailingReads::with_watcher_of(b"a/x");
+    let handle = start(dir.path(), true, 128, &failing).await;
+    put(&handle, "a/x", "damaged").await; // 2
+    put(&handle, "z", "z1").await; // 3
+    put(&handle, "z", "z2").await; // 4
+    let s = RecordedStream::open(&handle);
+    let unreadable = s.watch(KeyRange::prefix("a/"), 2).await;
+    let readable = s.watch(KeyRange::single("z"), 3).await;
+
+    let mut ticks = 0;
+    while handle.syncer_addr().send(SyncTick).await.expect("tick") > 0 {
+        ticks += 1;
+        assert!(ticks < 50, "still unsynced after {ticks} passes");
+    }
+    let log = s.wait_for("the cancel", |r| r.iter().any(|x| x.watch_id == unreadable && x.canceled)).await;
+    let cancel = log.iter().find(|x| x.watch_id == unreadable && x.canceled).expect("cancel");
+    assert!(cancel.cancel_reason.contains("catch-up read failed 4 times"), "{cancel:?}");
+    assert!(log.iter().all(|x| x.watch_id != readable || !x.canceled), "the readable watcher was cancelled: {log:?}");
+    let values: Vec<(i64, String)> = s.events_of(readable).into_iter().map(|(rev, _, v)| (rev, v)).collect();
+    assert_eq!(values, vec![(3, "z1".to_string()), (4, "z2".to_string())]);
+    // Live from here.
+    put(&handle, "z", "z3").await; // 5
+    s.fence(&handle).await;
+    let revs: Vec<i64> = s.events_of(readable).into_iter().map(|(rev, _, _)| rev).collect();
+    assert_eq!(revs, vec![3, 4, 5]);
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// Watchers whose compaction notices a full stream refuses go back to the syncer's group; they
+/// wait behind the others there, so a pass of two watchers still reaches the watcher of
+/// another stream created before them (etcd picks from a map in random order; a group that
+/// served the most recent first chose the same two refused watchers every pass, forever).
+#[actix_rt::test]
+async fn watchers_a_full_stream_refuses_do_not_starve_another_streams() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = testing::config(dir.path(), true);
+    let watch = config.watch().clone().with_chan_buf_len(1).with_max_watchers_per_sync(2);
+    let handle = watchkv_actors::start(config.with_watch(watch)).await.expect("start");
+    put(&handle, "k", "1").await; // 2
+    let compacted = put(&handle, "k", "2").await; // 3
+    handle.compact(compacted, false).await.expect("compact");
+
+    let b = RecordedStream::open(&handle);
+    let b1 = b.watch(KeyRange::single("k"), 1).await;
+    let a = RecordedStream::open(&handle);
+    let a0 = a.watch(KeyRange::single("x"), 0).await;
+    let a1 = a.watch(KeyRange::single("k"), 1).await;
+    let a2 = a.watch(KeyRange::single("k"), 1).await;
+    // A's client stops reading; writes to x fill its one-message mailbox (a0 becomes a victim).
+    a.pause();
+    let started = Instant::now();
+    while handle.stats().await.expect("stats").victims.victims == 0 {
+        put(&handle, "x", "v").await;
+        assert!(started.elapsed() < testing::DEADLINE, "the mailbox never filled");
+    }
+    for _ in 0..4 {
+        handle.syncer_addr().send(SyncTick).await.expect("tick");
+    }
+    let notice = |id: i64| {
+        move |r: &[watchkv::watch::response::WatchResponse]| {
+            r.iter().any(|x| x.watch_id == id && x.compact_revision == compacted)
+        }
+    };
+    b.wait_for("b1's compaction notice", notice(b1)).await;
+    assert_eq!(handle.syncer_addr().send(SyncTick).await.expect("tick"), 2, "a1 and a2 wait for their stream");
+
+    // A reads again: its notices go out.
+    a.resume();
+    let started = Instant::now();
+    while handle.syncer_addr().send(SyncTick).await.expect("tick") > 0 {
+        assert!(started.elapsed() < testing::DEADLINE, "a1 and a2 never left the syncer");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.wait_for("a1's compaction notice", notice(a1)).await;
+    a.wait_for("a2's compaction notice", notice(a2)).await;
+    assert!(a.events_of(a0).iter().all(|(_, k, _)| k == "x"));
     handle.shutdown().await.expect("shutdown");
 }

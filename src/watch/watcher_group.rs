@@ -3,6 +3,7 @@
 //! keyed by their key; interval and "from key" watchers in a [`RangeIndex`]. The watchers of a key
 //! are the table hit plus every stabbed interval.
 
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
@@ -70,10 +71,18 @@ pub struct WatcherGroup {
     hasher: RandomState,
     /// Slots of the `Interval` and `FromKey` watchers.
     ranges: RangeIndex,
-    /// Every occupied slot, densely, so that `take` and `iter` never walk vacant slots.
-    live: Vec<u32>,
-    /// For each occupied slot, its position in `live`.
+    /// Every occupied slot, densely (so that `take` and `iter` never walk vacant slots), in
+    /// the order `take` serves them: a watcher inserted goes behind every one already there,
+    /// so a watcher put back after its turn (the syncer's, when a full stream refused its
+    /// catch-up) waits behind the others rather than being taken again first. A removal moves
+    /// the last watcher into the hole, so a watcher only ever moves forward: each is served
+    /// after at most `len` takes.
+    live: VecDeque<u32>,
+    /// For each occupied slot, its position in `live` plus `popped` (wrapping), so that
+    /// positions stay valid when `take` pops from the front.
     live_pos: Vec<u32>,
+    /// How many slots `take` has popped from the front of `live` (wrapping).
+    popped: u32,
 }
 
 /// The key a single-key watcher in `slot` watches (empty if there is none: matches no entry,
@@ -105,7 +114,7 @@ impl WatcherGroup {
             watchers: Slab::with_capacity(n),
             by_seq: IdMap::with_capacity_and_hasher(n, Default::default()),
             singles: HashTable::with_capacity(n),
-            live: Vec::with_capacity(n),
+            live: VecDeque::with_capacity(n),
             live_pos: Vec::with_capacity(n),
             ..Self::default()
         }
@@ -150,6 +159,7 @@ impl WatcherGroup {
         let Ok(pos) = u32::try_from(self.live.len()) else {
             return Err(w);
         };
+        let pos = self.popped.wrapping_add(pos);
         let indexed = match &w.range {
             KeyRange::Single(_) => true,
             KeyRange::Interval { start, end } => self.ranges.insert(start, Some(end), slot),
@@ -179,7 +189,7 @@ impl WatcherGroup {
             self.live_pos.resize(idx + 1, 0);
         }
         self.live_pos[idx] = pos;
-        self.live.push(slot);
+        self.live.push_back(slot);
         Ok(WatcherSlot(slot))
     }
 
@@ -191,7 +201,23 @@ impl WatcherGroup {
 
     /// Removes and returns the watcher in `slot`.
     pub fn remove_slot(&mut self, slot: WatcherSlot) -> Option<Watcher> {
-        let s = slot.0;
+        let w = self.unlink(slot.0)?;
+        if let Some(&pos) = self.live_pos.get(slot.0 as usize) {
+            let pos = pos.wrapping_sub(self.popped) as usize;
+            if self.live.get(pos) == Some(&slot.0) {
+                self.live.swap_remove_back(pos);
+                if let Some(&moved) = self.live.get(pos) {
+                    if let Some(p) = self.live_pos.get_mut(moved as usize) {
+                        *p = self.popped.wrapping_add(pos as u32);
+                    }
+                }
+            }
+        }
+        Some(w)
+    }
+
+    /// Removes the watcher in slot `s` from the slab and the indexes, not from `live`.
+    fn unlink(&mut self, s: u32) -> Option<Watcher> {
         let w = self.watchers.get(s as usize)?;
         // Unindexed while still in the slab: the singles table reads keys from there.
         let unindexed = match &w.range {
@@ -216,17 +242,6 @@ impl WatcherGroup {
         let w = self.watchers.try_remove(s as usize)?;
         debug_assert!(unindexed, "watcher {:?} had its range changed inside a group", w.key);
         self.by_seq.remove(&w.key.seq);
-        if let Some(&pos) = self.live_pos.get(s as usize) {
-            let pos = pos as usize;
-            if pos < self.live.len() {
-                self.live.swap_remove(pos);
-                if let Some(&moved) = self.live.get(pos) {
-                    if let Some(p) = self.live_pos.get_mut(moved as usize) {
-                        *p = pos as u32;
-                    }
-                }
-            }
-        }
         Some(w)
     }
 
@@ -302,19 +317,20 @@ impl WatcherGroup {
         self.single_slots(key).is_some() || self.ranges.stabs_any(key)
     }
 
-    /// Removes and returns up to `max` watchers (all of them when there are fewer), which ones
-    /// being unspecified. Costs `O(max)`.
+    /// Removes and returns up to `max` watchers (all of them when there are fewer): those
+    /// that have waited longest, about in the order they were inserted (a removal from the
+    /// middle moves the newest watcher into its place). Every watcher is taken within `len`
+    /// takes of one, however often others are put back (etcd's `watcherGroup.choose` gets the
+    /// same from Go's random map order). Costs `O(max)`.
     pub fn take(&mut self, max: usize) -> Vec<Watcher> {
         let n = max.min(self.live.len());
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let Some(&s) = self.live.last() else { break };
-            match self.remove_slot(WatcherSlot(s)) {
-                Some(w) => out.push(w),
-                // Unreachable while `live` is consistent; never loop on it.
-                None => {
-                    self.live.pop();
-                }
+            let Some(s) = self.live.pop_front() else { break };
+            self.popped = self.popped.wrapping_add(1);
+            // `None` is unreachable while `live` is consistent.
+            if let Some(w) = self.unlink(s) {
+                out.push(w);
             }
         }
         out
@@ -328,6 +344,7 @@ impl WatcherGroup {
         self.ranges.clear();
         self.live.clear();
         self.live_pos.clear();
+        self.popped = 0;
         out
     }
 
@@ -462,6 +479,29 @@ mod tests {
         assert!(g.insert(a.clone()).is_ok());
         assert_eq!(matched_keys(&g, b"a"), vec![a.key]);
         assert_eq!(g.take(10), vec![a]);
+    }
+
+    #[test]
+    fn take_serves_the_longest_waiting_first_and_a_watcher_put_back_waits_behind_the_rest() {
+        let mut g = WatcherGroup::new();
+        let ws: Vec<Watcher> = (0..5).map(|i| watcher(i, 0, KeyRange::Single(vec![b'a' + i as u8]))).collect();
+        for w in &ws {
+            assert!(g.insert(w.clone()).is_ok());
+        }
+        let keys = |taken: Vec<Watcher>| taken.into_iter().map(|w| w.key).collect::<Vec<_>>();
+        assert_eq!(keys(g.take(2)), vec![ws[0].key, ws[1].key]);
+        // Put back: behind the three still waiting, however often it comes back.
+        assert!(g.insert(ws[0].clone()).is_ok());
+        assert!(g.insert(ws[1].clone()).is_ok());
+        assert_eq!(keys(g.take(2)), vec![ws[2].key, ws[3].key]);
+        assert!(g.insert(ws[2].clone()).is_ok());
+        // A removal from the middle keeps every position right.
+        assert_eq!(g.remove(&ws[0].key), Some(ws[0].clone()));
+        assert_eq!(keys(g.take(10)), vec![ws[4].key, ws[2].key, ws[1].key]);
+        assert!(g.is_empty());
+        assert!(g.insert(ws[3].clone()).is_ok());
+        assert_eq!(matched_keys(&g, b"d"), vec![ws[3].key]);
+        assert_eq!(keys(g.take(1)), vec![ws[3].key]);
     }
 
     struct Xorshift(u64);
