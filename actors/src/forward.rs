@@ -366,17 +366,23 @@ impl Upstream {
 /// A Lock or Campaign waits as long as upstream makes it wait; the caller going away drops the
 /// upstream call, and upstream then undoes the waiter's key as for its own clients. A grant
 /// whose caller goes away, or whose revision the mirror does not reach in time, is given back
-/// upstream ([`Undo`]).
+/// upstream ([`Undo`]), unless the caller's lease held its key before the call: etcd's recipes
+/// then re-enter (the key is reused, and the caller already held the lock or had already
+/// campaigned), and giving it back would end a hold the caller still counts on.
 impl Upstream {
     /// Forwards a Lock (no deadline: it waits for the holder to let go).
     ///
     /// # Errors
     /// Upstream's error, or etcd's timeout waiting for the mirror.
     pub async fn lock(&self, req: v3lockpb::LockRequest) -> Result<v3lockpb::LockResponse, Status> {
+        let held_before = self.holds_own_key(&req.name, req.lease).await?;
         let resp = self.unary(&self.lock, None, never_sent, req, |mut c, r| async move { c.lock(r).await }).await?;
-        let undo = Undo::new(self, UndoCall::Unlock(v3lockpb::UnlockRequest { key: resp.key.clone() }));
+        let undo = (!held_before)
+            .then(|| Undo::new(self, UndoCall::Unlock(v3lockpb::UnlockRequest { key: resp.key.clone() })));
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
-        undo.disarm();
+        if let Some(undo) = undo {
+            undo.disarm();
+        }
         Ok(resp)
     }
 
@@ -401,11 +407,15 @@ impl Upstream {
     /// # Errors
     /// Upstream's error, or etcd's timeout waiting for the mirror.
     pub async fn campaign(&self, req: v3electionpb::CampaignRequest) -> Result<v3electionpb::CampaignResponse, Status> {
+        let held_before = self.holds_own_key(&req.name, req.lease).await?;
         let resp =
             self.unary(&self.election, None, never_sent, req, |mut c, r| async move { c.campaign(r).await }).await?;
-        let undo = Undo::new(self, UndoCall::Resign(v3electionpb::ResignRequest { leader: resp.leader.clone() }));
+        let undo = (!held_before)
+            .then(|| Undo::new(self, UndoCall::Resign(v3electionpb::ResignRequest { leader: resp.leader.clone() })));
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
-        undo.disarm();
+        if let Some(undo) = undo {
+            undo.disarm();
+        }
         Ok(resp)
     }
 
@@ -432,6 +442,26 @@ impl Upstream {
         let resp = self.resign_upstream(req).await?;
         self.applied(resp.header.as_ref().map_or(0, |h| h.revision)).await?;
         Ok(resp)
+    }
+
+    /// Whether `lease` already holds its ownership key under `name/` upstream (a Lock or
+    /// Campaign with it re-enters). Lease 0 starts a new session lease, so a new key. A
+    /// concurrent call with the same lease can still create the key between this read and the
+    /// call; etcd's own recipes give a caller that races itself no guarantee either.
+    async fn holds_own_key(&self, name: &[u8], lease: i64) -> Result<bool, Status> {
+        if lease == 0 {
+            return Ok(false);
+        }
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        let key = crate::api::coordination::own_key(&prefix, lease);
+        let probe = pb::RangeRequest { key, count_only: true, ..Default::default() };
+        let resp =
+            self.unary(&self.kv, Some(UPSTREAM_TIMEOUT), read_may_retry, probe, |mut kv, r| async move {
+                kv.range(r).await
+            })
+            .await?;
+        Ok(resp.count > 0)
     }
 
     /// A Resign upstream, not waiting for the mirror.

@@ -489,3 +489,99 @@ fn a_lock_granted_upstream_whose_caller_left_is_given_back() {
         }
     });
 }
+
+/// A Lock or Campaign whose lease already holds its key upstream re-enters there (etcd's
+/// recipes reuse the key): if its caller goes away while the mirror waits to hold the answer's
+/// revision, the mirror gives nothing back, since the caller held that lock (or candidacy)
+/// before the call. Giving it back would let the next waiter in while the first holder still
+/// held. As above, the local store never follows upstream, so the wait cannot end.
+#[test]
+fn a_repeated_lock_or_campaign_whose_caller_left_keeps_what_it_held() {
+    use watchkv_actors::api::pb::etcdserverpb::LeaseGrantRequest;
+    use watchkv_actors::api::pb::v3electionpb::CampaignRequest;
+    use watchkv_actors::api::pb::v3lockpb::LockRequest;
+    use watchkv_actors::forward::Upstream;
+    use watchkv_actors::mirror::MirrorOptions;
+    use watchkv_actors::upstream::{UpstreamEtcd, UpstreamTls};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd(&dir.path().join("etcd"));
+    let local = dir.path().join("local");
+    let etcd_port = etcd.port;
+    actix_rt::System::new().block_on(async move {
+        let kv = KvClient::new(channel(etcd_port).await);
+        let count = |prefix: &'static str| {
+            let mut kv = kv.clone();
+            async move {
+                let mut end = prefix.as_bytes().to_vec();
+                *end.last_mut().expect("non-empty") += 1;
+                let req =
+                    RangeRequest { key: prefix.into(), range_end: end, count_only: true, ..RangeRequest::default() };
+                kv.range(req).await.expect("range on etcd").into_inner().count
+            }
+        };
+        // How many calls of `method` etcd has finished (grpc-prometheus' counter on its /metrics).
+        let handled = |method: &'static str| async move {
+            let (_, body) =
+                tokio::task::spawn_blocking(move || wire::http_get(etcd_port, "/metrics")).await.expect("metrics");
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("grpc_server_handled_total{") && l.contains(&format!("grpc_method=\"{method}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let mut leases = LeaseClient::new(channel(etcd_port).await);
+        let lease = leases.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.expect("grant").into_inner().id;
+        // The caller holds the lock and is a candidate, through etcd itself.
+        let mut lock_client = watchkv_actors::api::pb::v3lockpb::lock_client::LockClient::new(channel(etcd_port).await);
+        lock_client.lock(LockRequest { name: b"held".to_vec(), lease }).await.expect("lock on etcd");
+        let mut election_client =
+            watchkv_actors::api::pb::v3electionpb::election_client::ElectionClient::new(channel(etcd_port).await);
+        let campaign = CampaignRequest { name: b"elect".to_vec(), lease, value: b"me".to_vec() };
+        election_client.campaign(campaign.clone()).await.expect("campaign on etcd");
+        assert_eq!((count("held/").await, count("elect/").await), (1, 1));
+
+        let handle = watchkv_actors::start(watchkv_actors::ActorsConfig::new(&local)).await.expect("local store");
+        let endpoints = [format!("http://127.0.0.1:{etcd_port}")];
+        let upstream = UpstreamEtcd::new(&endpoints, &UpstreamTls::default(), None).expect("upstream");
+        let header = watchkv_actors::api::Header { cluster_id: 1, member_id: 1, raft_term: 1 };
+        let forward = Upstream::new(handle.clone(), header, &MirrorOptions { upstream, prefix: Vec::new() });
+
+        // The same calls again through the mirror: etcd answers at once (re-entry); the caller
+        // leaves while the mirror waits for that revision.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut again_lock = Box::pin(forward.lock(LockRequest { name: b"held".to_vec(), lease }));
+        let mut again_campaign = Box::pin(forward.campaign(campaign));
+        while handled("Lock").await < 2.0 || handled("Campaign").await < 2.0 {
+            let polled = tokio::time::timeout(std::time::Duration::from_millis(20), async {
+                tokio::select! {
+                    answer = &mut again_lock => panic!("the local store cannot hold etcd's revision: {answer:?}"),
+                    answer = &mut again_campaign => panic!("the local store cannot hold etcd's revision: {answer:?}"),
+                }
+            });
+            let _ = polled.await;
+            assert!(std::time::Instant::now() < deadline, "etcd never answered the repeated calls");
+        }
+        // etcd has answered both; let the mirror take the answers in, then the caller leaves.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            tokio::join!(&mut again_lock, &mut again_campaign)
+        })
+        .await;
+        drop((again_lock, again_campaign));
+
+        // A fence: a new lock whose caller leaves is given back (its undo runs after theirs).
+        let mut fence = Box::pin(forward.lock(LockRequest { name: b"fence".to_vec(), lease: 0 }));
+        while count("fence/").await == 0 {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(20), &mut fence).await;
+            assert!(std::time::Instant::now() < deadline, "etcd never granted the fence lock");
+        }
+        drop(fence);
+        while count("fence/").await == 1 {
+            assert!(std::time::Instant::now() < deadline, "the fence lock was not given back");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(count("held/").await, 1, "the lock its caller held is still held on etcd");
+        assert_eq!(count("elect/").await, 1, "the candidacy its caller had is still there");
+    });
+}

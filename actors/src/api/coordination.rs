@@ -223,7 +223,7 @@ pub(super) async fn next_watch_response(watch: &mut WatchStream) -> WatchNext {
 
 /// The ownership key of `lease` under `prefix` (etcd: `fmt.Sprintf("%s%x", pfx, s.Lease())`;
 /// Go prints a negative number as `-` and the hex of its magnitude).
-pub(super) fn own_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
+pub(crate) fn own_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
     let hex = if lease < 0 { format!("-{:x}", lease.unsigned_abs()) } else { format!("{lease:x}") };
     let mut key = prefix.to_vec();
     key.extend_from_slice(hex.as_bytes());

@@ -21,7 +21,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod auth_service;
-mod coordination;
+pub(crate) mod coordination;
 pub mod election;
 mod error;
 pub mod identity;
