@@ -481,6 +481,14 @@ impl Handle {
         self.inner.runtime.storage_releases.subscribe()
     }
 
+    /// Turns true when [`Handle::shutdown`] starts: the client port then asks each gRPC
+    /// connection to go (HTTP/2 GOAWAY) while the calls in flight finish, as etcd's
+    /// `GracefulStop` does, instead of cutting them when the process ends.
+    #[must_use]
+    pub fn shutting_down(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.runtime.shutting_down.subscribe()
+    }
+
     /// Computes `HashKV` up to `revision` (0 = the current one) as etcd does. The store only
     /// takes a snapshot and the compaction keep set; the scan runs on a blocking thread, so
     /// writes and watchers go on meanwhile.
@@ -599,6 +607,7 @@ impl Handle {
     /// # Errors
     /// A storage error from the final sync.
     pub async fn shutdown(&self) -> Result<()> {
+        self.inner.runtime.shutting_down.send_replace(true);
         let result = match self.inner.runtime.store.send(Shutdown).await {
             Ok(r) => r,
             Err(_) => Ok(()),

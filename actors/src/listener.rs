@@ -10,9 +10,12 @@
 //! user a verified client certificate names ([`ClientCertUser`]) rides with the connection into
 //! every request: gRPC requests' extensions, the gateway's connection data.
 //!
-//! Each actix worker thread runs both: the gateway through actix-http, and its own tonic server
-//! fed with that worker's HTTP/2 connections, so gRPC calls and watch streams spread over the
-//! workers as HTTP requests do, and a watch stream's actor lives on its connection's thread.
+//! Each actix worker thread runs both: the gateway through actix-http, and the gRPC services
+//! over that worker's HTTP/2 connections ([`grpc::ConnectionServer`]), so gRPC calls and watch
+//! streams spread over the workers as HTTP requests do, and a watch stream's actor lives on its
+//! connection's thread. Every connection is counted by the server, whichever its protocol: its
+//! connection limit applies, and a graceful stop waits for them (gRPC connections are sent
+//! GOAWAY once the store starts shutting down, `Handle::shutting_down`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,9 +34,7 @@ use actix_web::dev::AppConfig;
 use actix_web::App;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::ClientCertUser;
 use crate::gateway::{self, Gateway};
@@ -161,13 +162,11 @@ async fn worker_service(
     let http = Rc::new(http);
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
-    let (grpc_tx, grpc_rx) = mpsc::unbounded_channel::<ClientConnection<grpc::AuthorityFix<ClientIo>>>();
-    let incoming = UnboundedReceiverStream::new(grpc_rx);
-    actix_rt::spawn(grpc::serve_connections(grpc_api, incoming));
+    let grpc = grpc::ConnectionServer::new(&grpc_api);
 
     Ok(fn_service(move |stream: TcpStream| {
         let http = Rc::clone(&http);
-        let grpc_tx = grpc_tx.clone();
+        let grpc = grpc.clone();
         let tls = tls.clone();
         async move {
             let _ = stream.set_nodelay(true);
@@ -183,8 +182,10 @@ async fn worker_service(
                     if let Some(user) = user {
                         connection = connection.with_data(user);
                     }
-                    // Fails only while the worker shuts down; the connection is then dropped.
-                    let _ = grpc_tx.send(connection);
+                    // A task of the worker's runtime, as hyper's connections run best; this call
+                    // lasts as long, so that the server counts the connection (its connection
+                    // limit, and its graceful stop waits for it).
+                    let _ = tokio::spawn(grpc.serve(connection)).await;
                     Ok(())
                 }
                 Ok((Protocol::Http1, io)) => http

@@ -32,6 +32,8 @@ pub(crate) struct Runtime {
     pub(crate) auth: Arc<Auth>,
     /// Counts the store's releases of its database before a reopen (`StorePeers`).
     pub(crate) storage_releases: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Turns true when [`Handle::shutdown`] starts (`Handle::shutting_down`).
+    pub(crate) shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 /// Maps a failed join or send to `Stopped`: the runtime is gone.
@@ -137,7 +139,17 @@ pub(crate) async fn start_with_history_reader(
     });
     Ok(Handle::new(
         config,
-        Runtime { store, syncer, victims, stream_peers, clock, counters, auth, storage_releases },
+        Runtime {
+            store,
+            syncer,
+            victims,
+            stream_peers,
+            clock,
+            counters,
+            auth,
+            storage_releases,
+            shutting_down: tokio::sync::watch::Sender::new(false),
+        },
         vec![syncer_arbiter, victim_arbiter, store_arbiter],
     ))
 }

@@ -269,3 +269,31 @@ async fn routes_serve_an_embedders_tonic_server() {
     tokio::time::timeout(DEADLINE, server).await.expect("server stops").expect("join").expect("serve");
     handle.shutdown().await.expect("shutdown");
 }
+
+/// Shutting down as the binary does (stop accepting, then `Handle::shutdown`) lets a gRPC
+/// connection finish (GOAWAY, then the calls in flight): a watch stream open on it ends with its
+/// status, where the worker used to drop the connection at once (the server did not count gRPC
+/// connections, so it saw its workers idle) and every call on it failed with a transport error.
+#[actix_rt::test]
+async fn shutdown_ends_open_grpc_calls_with_their_status_not_a_cut_connection() {
+    let s = serve(2 << 20, 1 << 20).await;
+    let connection = channel(s.port).await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut watch = pb::watch_client::WatchClient::new(connection.clone());
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })),
+    };
+    tx.send(create).await.expect("send create");
+    let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    assert!(next(&mut stream).await.created);
+
+    let stopping = s.server.stop(true);
+    s.handle.shutdown().await.expect("shutdown");
+    let end = tokio::time::timeout(DEADLINE, stream.message()).await.expect("the stream ends within the deadline");
+    assert!(matches!(end, Ok(None)), "the watch stream ended with {end:?}");
+    drop(tx);
+    tokio::time::timeout(DEADLINE, stopping).await.expect("the server stops within the deadline");
+}

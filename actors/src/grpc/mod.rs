@@ -4,9 +4,10 @@
 //! identity, errors, request conversion, auth checks). Methods we do not serve (downgrades)
 //! answer `Unimplemented` at once, as does adding a member ([`crate::api::membership`]).
 //!
-//! [`serve_incoming`] runs the services over connections handed to it one by one; the server
-//! binary feeds [`serve_connections`] the HTTP/2 connections of the shared client port, each with
-//! what its requests carry (see [`crate::listener`], [`connection`]).
+//! [`serve_incoming`] runs the services over connections handed to it one by one; the shared
+//! client port serves each of its HTTP/2 connections with a [`ConnectionServer`], with what its
+//! requests carry (see [`crate::listener`], [`connection`]). Either way a connection is sent
+//! GOAWAY when the store starts shutting down, and ends once its calls in flight have.
 
 mod auth;
 mod authority;
@@ -195,29 +196,83 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use futures::StreamExt;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
 
-    let router = api.router();
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        // grpc-go (etcd) sends no `date` header; hyper's default would add one to every
-        // response, for both sides to encode and decode.
-        .auto_date_header(false)
-        .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
-        // Watch and keep-alive streams are long-lived; etcd allows many per connection.
-        .max_concurrent_streams(None)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
+    let server = ConnectionServer::new(&api);
     let mut incoming = std::pin::pin!(incoming);
-    while let Some(ClientConnection { io, data }) = incoming.next().await {
-        let service = connection::WithConnectionData::new(TowerToHyperService::new(router.clone()), data);
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "gRPC connection ended with an error");
+    while let Some(connection) = incoming.next().await {
+        tokio::spawn(server.clone().serve(connection));
+    }
+}
+
+/// Serves gRPC connections one at a time, each until it ends ([`ConnectionServer::serve`]):
+/// what [`serve_connections`] runs for each connection, and the client port
+/// ([`crate::listener`]) inside each connection's own task, so that the server's graceful stop
+/// waits for it.
+#[derive(Clone)]
+pub struct ConnectionServer {
+    router: GrpcRouter,
+    builder: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    shutting_down: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ConnectionServer {
+    /// Returns a server of `api`'s services: one HTTP/2 connection (hyper, with
+    /// [`STREAM_SEND_BUFFER_BYTES`] per stream) per call.
+    #[must_use]
+    pub fn new(api: &GrpcApi) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            // grpc-go (etcd) sends no `date` header; hyper's default would add one to every
+            // response, for both sides to encode and decode.
+            .auto_date_header(false)
+            .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
+            // Watch and keep-alive streams are long-lived; etcd allows many per connection.
+            .max_concurrent_streams(None)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
+        Self { router: api.router(), builder, shutting_down: api.handle().shutting_down() }
+    }
+
+    /// Serves `connection` until it ends. When the store starts shutting down
+    /// ([`Handle::shutting_down`]), the client is sent GOAWAY: it opens no new call on this
+    /// connection (grpc-go and tonic reconnect, or retry a refused call elsewhere) while the
+    /// calls in flight finish, and the connection closes once they have (etcd: embed/etcd.go
+    /// `stopServers`, grpc-go `GracefulStop`). Watch streams end as the store shuts down; a
+    /// call its client keeps open (a lease keep-alive stream) holds the connection until the
+    /// server's shutdown timeout.
+    pub async fn serve<IO>(self, connection: ClientConnection<IO>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+
+        let Self { router, builder, mut shutting_down } = self;
+        let ClientConnection { io, data } = connection;
+        let service = connection::WithConnectionData::new(TowerToHyperService::new(router), data);
+        let mut served = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+        let stop = async {
+            // A handle dropped without a shutdown (an embedder's) never asks connections to go.
+            if shutting_down.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
             }
-        });
+        };
+        let ended = tokio::select! {
+            ended = served.as_mut() => Some(ended),
+            () = stop => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                served.as_mut().graceful_shutdown();
+                served.await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "gRPC connection ended with an error");
+        }
     }
 }
 
