@@ -53,7 +53,8 @@ async fn serve_with_root_and_alice() -> (tempfile::TempDir, Proc, u16, Client) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let port = free_port();
-    let args = ["--durability", "buffered", "--bcrypt-cost", "4"];
+    // A token TTL of 0 is etcd's default (300 s), as etcd takes it.
+    let args = ["--durability", "buffered", "--bcrypt-cost", "4", "--auth-token-ttl", "0"];
     let server = tokio::task::spawn_blocking(move || start_watchkv(&data, port, &args)).await.expect("start");
     let mut admin = connect(port, None).await;
     add_root_and_alice(&mut admin).await;

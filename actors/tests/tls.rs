@@ -459,6 +459,24 @@ fn tls_flags_are_checked_at_start() {
             vec!["--listen-client-urls", "http://0.0.0.0:0"],
             "--advertise-client-urls is required when listening on 0.0.0.0:0".to_string(),
         ),
+        // Advertised URLs are checked as etcd's `types.NewURLs` checks them (its texts): an
+        // empty one (an unset variable) does not stand in for a real one.
+        (
+            vec!["--listen-client-urls", "http://0.0.0.0:0", "--advertise-client-urls", ""],
+            "URL scheme must be http, https, unix, or unixs: ".to_string(),
+        ),
+        (
+            vec!["--advertise-client-urls", "127.0.0.1:2379"],
+            "URL scheme must be http, https, unix, or unixs: 127.0.0.1:2379".to_string(),
+        ),
+        (
+            vec!["--advertise-client-urls", "http://10.0.0.1"],
+            "URL address does not have the form \"host:port\": http://10.0.0.1".to_string(),
+        ),
+        (
+            vec!["--advertise-client-urls", "http://10.0.0.1:2379,https://h:2379/v3"],
+            "URL must not contain a path: https://h:2379/v3".to_string(),
+        ),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_watchkv"))
             .arg("--data-dir")
@@ -489,4 +507,26 @@ fn tls_flags_are_checked_at_start() {
         assert!(!status.success(), "watchkv {args:?} exited successfully: {stderr}");
         assert!(stderr.contains(&expected), "watchkv {args:?}: expected {expected:?} in: {stderr}");
     }
+}
+
+/// A client port in use fails the start before the store is opened (etcd binds its listeners
+/// first): the data directory is never created.
+#[test]
+fn a_port_in_use_fails_before_the_store_is_opened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = held.local_addr().expect("addr").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchkv"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", address.as_str()])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run watchkv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "watchkv started on a port in use: {stderr}");
+    assert!(stderr.contains(&format!("binding {address}")), "{stderr}");
+    assert!(!data.exists(), "the store was opened before the port was bound");
 }

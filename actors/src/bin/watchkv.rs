@@ -47,10 +47,53 @@ use watchkv_actors::{ActorsConfig, CatchUpPriority, SlowConsumerPolicy};
 /// the policy on: a flag of the binary only (the library's default policy keeps every watcher).
 const DEFAULT_SLOW_CONSUMER_PARKED_SECS: u64 = 300;
 
+/// etcd's default `--auth-token-ttl`, in seconds.
+const DEFAULT_AUTH_TOKEN_TTL_SECS: u64 = 300;
+
 /// Parses a `usize` flag inside `range`.
 fn usize_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
     let bound = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     RangedU64ValueParser::new().range(bound(*range.start())..=bound(*range.end()))
+}
+
+/// Parses one of `--advertise-client-urls` as etcd does (client/pkg/types/urls.go `NewURLs`):
+/// `http` and `https` URLs need a `host:port` and no path; `unix` and `unixs` are taken as given.
+fn client_url(value: &str) -> Result<String, String> {
+    let url = value.trim();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match scheme {
+        "http" | "https" => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            if !has_host_and_port(authority) {
+                return Err(format!("URL address does not have the form \"host:port\": {url}"));
+            }
+            if !path.is_empty() {
+                return Err(format!("URL must not contain a path: {url}"));
+            }
+            Ok(url.to_string())
+        }
+        "unix" | "unixs" => Ok(url.to_string()),
+        _ => Err(format!("URL scheme must be http, https, unix, or unixs: {url}")),
+    }
+}
+
+/// Whether `authority` is `host:port` (`[v6]:port` for an IPv6 host), as Go's
+/// `net.SplitHostPort` reads it: one colon outside brackets, before a non-empty port.
+fn has_host_and_port(authority: &str) -> bool {
+    // Go's URL parser puts `user:password@` apart from the host.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once("]:") {
+            Some((host, port)) => (host, port),
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, port),
+            _ => return false,
+        },
+    };
+    !host.is_empty() && !port.is_empty()
 }
 
 /// Parses a `u64` flag inside `range`.
@@ -79,7 +122,7 @@ struct Args {
     /// Client URLs this member reports in `MemberList` (comma-separated); by default
     /// `http://<listen>` (`https://` with TLS). Set it when listening on a wildcard address, as
     /// with etcd's flag.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = client_url)]
     advertise_client_urls: Vec<String>,
     /// The client port's TLS certificate (PEM, leaf first), as etcd's flag: with --key-file it
     /// turns TLS on for gRPC and the gateway.
@@ -185,8 +228,9 @@ struct Args {
     /// `5m`; `0s` = off).
     #[arg(long, default_value = "0s")]
     experimental_corrupt_check_time: String,
-    /// Seconds an auth token may go unused before it expires (etcd's flag).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    /// Seconds an auth token may go unused before it expires (etcd's flag); 0 is taken as the
+    /// default, as etcd takes it.
+    #[arg(long, default_value_t = DEFAULT_AUTH_TOKEN_TTL_SECS, value_parser = clap::value_parser!(u64).range(0..=86_400 * 365))]
     auth_token_ttl: u64,
     /// bcrypt cost of password hashes (etcd's flag).
     #[arg(long, default_value_t = DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -482,7 +526,11 @@ impl Args {
             .with_watch(watch)
             .with_max_watchers_per_stream(self.max_watchers_per_stream)
             .with_catch_up_priority(self.catch_up_priority)
-            .with_auth_token_ttl(Duration::from_secs(self.auth_token_ttl))
+            .with_auth_token_ttl(Duration::from_secs(match self.auth_token_ttl {
+                // etcd: auth/simple_token.go `newSimpleTokenKeeper`, a TTL of 0 or less is 300 s.
+                0 => DEFAULT_AUTH_TOKEN_TTL_SECS,
+                ttl => ttl,
+            }))
             .with_bcrypt_cost(self.bcrypt_cost)
             .with_mirror(!self.upstream.is_empty());
         let auto_compaction = AutoCompaction::from_flags(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
@@ -523,6 +571,10 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let config = args.config()?;
+    // The port first, as etcd binds its listeners before it opens its data (embed.StartEtcd):
+    // a port in use fails at once, before a long open or a mirror's bootstrap. Clients that
+    // connect meanwhile wait in the listen backlog.
+    let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let mirror = if args.upstream.is_empty() {
         None
     } else {
@@ -577,7 +629,6 @@ async fn main() -> anyhow::Result<()> {
         grpc = grpc.with_upstream(upstream.clone());
         gw.upstream = Some(upstream);
     }
-    let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let mut options = PortOptions::default();
     if let Some(workers) = args.workers {
         options.workers = workers;
