@@ -297,3 +297,31 @@ async fn shutdown_ends_open_grpc_calls_with_their_status_not_a_cut_connection() 
     drop(tx);
     tokio::time::timeout(DEADLINE, stopping).await.expect("the server stops within the deadline");
 }
+
+/// A client that opens a gRPC connection with `PRI` and sends nothing more is closed after
+/// `HANDSHAKE_TIMEOUT` (grpc-go closes it after its `ConnectionTimeout`), rather than holding a
+/// descriptor and a connection slot forever; a client that sent its handshake and then idled
+/// through the same time is served.
+#[actix_rt::test]
+async fn a_connection_that_stops_before_its_http2_handshake_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let s = serve(2 << 20, 1 << 20).await;
+    let idle = channel(s.port).await;
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect");
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.expect("the start of a preface");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        let read = tokio::time::timeout(watchkv_actors::grpc::HANDSHAKE_TIMEOUT + DEADLINE, stalled.read(&mut buf))
+            .await
+            .expect("the stalled connection is closed within the deadline");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(started.elapsed() >= watchkv_actors::grpc::HANDSHAKE_TIMEOUT / 2, "closed before its deadline");
+    let mut kv = pb::kv_client::KvClient::new(idle);
+    kv.range(pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }).await.expect("the idle client is served");
+}

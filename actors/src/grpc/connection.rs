@@ -1,9 +1,19 @@
 //! Owns what a gRPC connection carries into each of its requests: values the listener learned
 //! about the connection (the TLS client certificate's user, [`crate::api::ClientCertUser`]),
 //! which every request of that connection finds in its extensions, where tonic hands them to
-//! the handlers (`tonic::Request::extensions`).
+//! the handlers (`tonic::Request::extensions`); and [`HandshakeWatch`], which tells when the
+//! client has sent HTTP/2's preface and first frame.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What a client sends first on an HTTP/2 connection: the 24-byte preface, then a SETTINGS
+/// frame, whose 9-byte header is enough to know it came (RFC 9113 §3.4).
+const HANDSHAKE_BYTES: usize = 24 + 9;
 
 /// A client connection handed to [`super::serve_connections`], with the values its requests
 /// carry.
@@ -56,6 +66,70 @@ where
             request.extensions_mut().extend(http::Extensions::clone(&self.data));
         }
         self.inner.call(request)
+    }
+}
+
+/// A connection that raises a flag once HTTP/2 has read [`HANDSHAKE_BYTES`] from it, so that a
+/// client that stops before its handshake can be closed (hyper's server waits for the preface
+/// without a deadline; grpc-go closes such a connection after its `ConnectionTimeout`).
+pub struct HandshakeWatch<IO> {
+    io: IO,
+    /// Bytes still to read before the handshake counts as sent; 0 once the flag is raised.
+    left: usize,
+    handshook: Arc<AtomicBool>,
+}
+
+impl<IO> HandshakeWatch<IO> {
+    /// Wraps `io`, not yet read from; the flag it raises is [`Self::handshook`].
+    pub fn new(io: IO) -> Self {
+        Self { io, left: HANDSHAKE_BYTES, handshook: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Raised once the client's preface and the header of its first frame have been read.
+    #[must_use]
+    pub fn handshook(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.handshook)
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for HandshakeWatch<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.left > 0 {
+            this.left = this.left.saturating_sub(buf.filled().len() - before);
+            if this.left == 0 {
+                this.handshook.store(true, Ordering::Release);
+            }
+        }
+        read
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for HandshakeWatch<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

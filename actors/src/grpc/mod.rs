@@ -176,6 +176,11 @@ impl GrpcApi {
 /// (docs/design.md, "Backpressure and batching") intends.
 pub const STREAM_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
+/// How long a new connection may take to send HTTP/2's preface and first frame before it is
+/// closed (grpc-go's `ConnectionTimeout` does the same, after 120 s): a socket that sent `PRI`
+/// and stopped would otherwise hold a descriptor and a connection slot forever.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the gRPC services over `incoming` connections until it ends: one HTTP/2 connection
 /// (hyper, with [`STREAM_SEND_BUFFER_BYTES`] per stream) per item, on the caller's runtime;
 /// watch streams' actors start on the caller's arbiter.
@@ -251,6 +256,8 @@ impl ConnectionServer {
 
         let Self { router, builder, mut shutting_down } = self;
         let ClientConnection { io, data } = connection;
+        let io = connection::HandshakeWatch::new(io);
+        let handshook = io.handshook();
         let service = connection::WithConnectionData::new(TowerToHyperService::new(router), data);
         let mut served = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
         let stop = async {
@@ -259,9 +266,20 @@ impl ConnectionServer {
                 std::future::pending::<()>().await;
             }
         };
+        let handshake_deadline = async {
+            tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+            if handshook.load(std::sync::atomic::Ordering::Acquire) {
+                std::future::pending::<()>().await;
+            }
+        };
         let ended = tokio::select! {
+            biased;
             ended = served.as_mut() => Some(ended),
             () = stop => None,
+            () = handshake_deadline => {
+                tracing::debug!("closing a gRPC connection whose client sent no HTTP/2 handshake");
+                return;
+            }
         };
         let ended = match ended {
             Some(ended) => ended,
