@@ -138,6 +138,7 @@ impl KvStore {
             },
         )?;
         self.index = Index::new();
+        self.foreign_leases.clear();
         let cleared = self.delete_every_row();
         if let Err(e) = cleared {
             self.poison(&e);
@@ -271,6 +272,7 @@ impl<'a> Import<'a> {
         self.keys += 1;
         if kv.lease != 0 {
             self.leased_keys += 1;
+            self.store.foreign_leases.insert(kv.lease);
         }
         self.last_key = Some(kv.key);
         if self.batch_bytes >= IMPORT_BATCH_BYTES {
@@ -340,6 +342,8 @@ impl<'a> Import<'a> {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::config::StoreConfig;
     use crate::request::{PutRequest, RangeRequest};
@@ -403,8 +407,11 @@ pub(super) mod tests {
         assert_eq!(t1.prev, None, "history before R is unknown");
         drop(reader);
 
-        // No local lease is made; the key keeps upstream's lease id.
+        // No local lease is made; the key keeps upstream's lease id, which no local lease may
+        // take, before a reopen or after (a reopen attaches every key to its lease).
         assert_eq!(store.stats().leases, 0);
+        let upstream_lease = 0x694d_7a1b_2c3d_4e5f;
+        assert!(matches!(store.lease_grant(upstream_lease, 60, Instant::now()), Err(Error::LeaseExists)));
         // The next local write takes R + 1 and continues the key's life.
         let put = store.put(PutRequest::new("a", "a4")).expect("put");
         assert_eq!(put.response.revision, 21);
@@ -413,7 +420,8 @@ pub(super) mod tests {
         assert_eq!(put.events[0].prev_kv.as_ref().map(|p| p.value.as_slice()), Some(&b"a3"[..]));
         drop(store);
 
-        let reopened = KvStore::open(config).expect("reopen");
+        let mut reopened = KvStore::open(config).expect("reopen");
+        assert!(matches!(reopened.lease_grant(upstream_lease, 60, Instant::now()), Err(Error::LeaseExists)));
         assert_eq!((reopened.current_rev(), reopened.compact_rev()), (21, 20));
         assert_eq!(all_at(&reopened, 20).expect("range at R after reopen"), upstream());
         assert!(matches!(all_at(&reopened, 19), Err(Error::Compacted { .. })));

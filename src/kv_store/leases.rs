@@ -45,7 +45,8 @@ impl KvStore {
         }
         let ttl = ttl.max(self.config.min_lease_ttl());
         let id = if id == 0 { self.fresh_lease_id() } else { id };
-        if self.lessor.contains(id) {
+        // An id imported keys carry is taken too: see `foreign_leases`.
+        if self.lessor.contains(id) || self.foreign_leases.contains(&id) {
             return Err(Error::LeaseExists);
         }
         let mut batch = self.backend.batch();
@@ -64,7 +65,7 @@ impl KvStore {
         loop {
             // Positive, non-zero, unused: etcd's server-chosen ids are random too.
             let id = rand::random::<i64>() & i64::MAX;
-            if id != 0 && !self.lessor.contains(id) {
+            if id != 0 && !self.lessor.contains(id) && !self.foreign_leases.contains(&id) {
                 return id;
             }
         }

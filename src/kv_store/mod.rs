@@ -22,7 +22,7 @@
 //! however many changes it makes; one that changes nothing keeps the revision, writes nothing and
 //! produces no event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::alarm::Alarms;
@@ -89,6 +89,11 @@ pub struct KvStore {
     backend: Backend,
     index: Index,
     lessor: Lessor,
+    /// Lease ids that live keys carry with no local lease behind them: upstream's, on keys an
+    /// import or a mirror wrote (docs/etcd-semantics.md "Import"). No local lease may take one
+    /// of them, or its keys would be attached to it after a reopen (which attaches every key
+    /// to its lease) but not before.
+    foreign_leases: HashSet<LeaseId>,
     current_rev: i64,
     /// The current revision at the last successful persist (or open): what reads see once a
     /// storage failure has poisoned the store, since the revisions above it may not be on disk
@@ -162,6 +167,7 @@ impl KvStore {
         let mut store = Self {
             index: Index::new(),
             lessor: Lessor::default(),
+            foreign_leases: HashSet::new(),
             current_rev: 1,
             durable_rev: 1,
             persist_failed: false,
@@ -188,7 +194,11 @@ impl KvStore {
             store.lessor.insert(rec.id, rec.ttl, deadline_after(now, rec.ttl));
         }
         for (key, lease) in key_leases {
-            store.lessor.attach(&key, lease);
+            if store.lessor.contains(lease) {
+                store.lessor.attach(&key, lease);
+            } else {
+                store.foreign_leases.insert(lease);
+            }
         }
         if let Some(scheduled) = scheduled.filter(|s| finished.is_none_or(|f| *s > f)) {
             // etcd: an unfinished compaction resumes on open (case D7).
