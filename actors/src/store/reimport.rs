@@ -48,8 +48,14 @@ impl Handler<ReimportUpstream> for StoreActor {
         self.ring.clear();
         self.publish();
         let imported = imported?;
-        let (needing_gap, waiting): (Vec<_>, Vec<_>) =
+        let (mut needing_gap, waiting): (Vec<_>, Vec<_>) =
             self.synced.drain().into_iter().partition(|w| w.min_rev <= msg.revision);
+        for w in &mut needing_gap {
+            // A watcher waiting for R itself needed R's deletes too, which the import cannot
+            // give (it has the live keys only): below the compact revision, it gets the notice
+            // rather than R's puts alone.
+            w.min_rev = w.min_rev.min(msg.revision - 1);
+        }
         for w in waiting {
             // Cannot fail: they were in the group a moment ago.
             let _ = self.synced.insert(w);
@@ -62,5 +68,47 @@ impl Handler<ReimportUpstream> for StoreActor {
         );
         self.peers.add_unsynced.do_send(AddUnsynced(needing_gap));
         Ok(imported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchkv::{KeyRange, KeyValue, PutRequest};
+
+    use crate::testing::{self, RecordedStream};
+
+    /// Every watcher that needed a revision up to R, R included, gets the compaction notice;
+    /// one waiting for a later revision stays and gets it live.
+    #[actix_rt::test]
+    async fn watchers_that_needed_a_revision_up_to_r_get_the_compaction_notice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let handle = crate::start(testing::config(dir.path(), false)).await.expect("start");
+        let s = RecordedStream::open(&handle);
+        let before_r = s.watch(KeyRange::single("k"), 0).await; // from revision 2
+        let at_r = s.watch(KeyRange::single("k"), 3).await;
+        let after_r = s.watch(KeyRange::single("k"), 4).await;
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 3,
+            mod_revision: 3,
+            version: 1,
+            value: b"upstream".to_vec(),
+            lease: 0,
+        };
+        handle.reimport_upstream(3, vec![kv]).await.expect("re-import at 3");
+        let notice = |id: i64| {
+            move |r: &[watchkv::watch::response::WatchResponse]| {
+                r.iter().any(|x| x.watch_id == id && x.compact_revision == 3)
+            }
+        };
+        s.wait_for("the notice of the watcher from 2", notice(before_r)).await;
+        s.wait_for("the notice of the watcher from 3", notice(at_r)).await;
+        let rev = handle.put(PutRequest::new("k", "local")).await.expect("put").revision;
+        assert_eq!(rev, 4);
+        s.fence(&handle).await;
+        assert!(s.events_of(at_r).is_empty(), "R's puts alone went to a watcher that needed R");
+        let live: Vec<i64> = s.events_of(after_r).into_iter().map(|(rev, _, _)| rev).collect();
+        assert_eq!(live, vec![4]);
+        handle.shutdown().await.expect("shutdown");
     }
 }
