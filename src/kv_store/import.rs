@@ -57,10 +57,11 @@ impl std::fmt::Debug for Import<'_> {
 
 impl Drop for Import<'_> {
     /// An import that did not finish leaves the index half built: the store refuses writes
-    /// from then on, and the directory's mark makes a reopen refuse it too.
+    /// and reads from then on, and the directory's mark makes a reopen refuse it too.
     fn drop(&mut self) {
         if !self.finished {
             self.store.poisoned = true;
+            self.store.index_incomplete = true;
         }
     }
 }
@@ -346,7 +347,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::config::StoreConfig;
-    use crate::request::{PutRequest, RangeRequest};
+    use crate::request::{PutRequest, RangeRequest, RequestOp, TxnRequest};
     use crate::KeyRange;
 
     /// A key-value as upstream sends it (also used by the upstream tests).
@@ -510,6 +511,13 @@ pub(super) mod tests {
         import.push(kv("a", "1", 3, 33, 1, 0)).expect("push");
         drop(import);
         assert!(matches!(store.put(PutRequest::new("k", "v")), Err(Error::Poisoned)));
+        // The key index holds one key of the new keyspace: no read answers with that part.
+        let everything = RangeRequest::new(KeyRange::all());
+        let refused = store.range(&everything).expect_err("a read of a half-built index");
+        assert!(refused.to_string().contains("import stopped halfway"), "{refused}");
+        assert!(store.start_range(&everything).is_err());
+        let read_txn = TxnRequest { success: vec![RequestOp::Range(everything)], ..TxnRequest::default() };
+        assert!(store.read_txn(&read_txn).is_err());
         drop(store);
         assert_eq!(KvStore::unfinished_import(&config).expect("read the mark"), Some(40));
         let err = KvStore::open(config.clone()).expect_err("half imported");

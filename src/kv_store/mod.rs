@@ -94,6 +94,10 @@ pub struct KvStore {
     /// of them, or its keys would be attached to it after a reopen (which attaches every key
     /// to its lease) but not before.
     foreign_leases: HashSet<LeaseId>,
+    /// An import stopped halfway ([`Import`]'s drop): the key index holds only part of the
+    /// keyspace, so reads are refused ([`Self::check_index_whole`]) rather than answered with
+    /// a subset of the keys, until the store is opened again.
+    index_incomplete: bool,
     current_rev: i64,
     /// The current revision at the last successful persist (or open): what reads see once a
     /// storage failure has poisoned the store, since the revisions above it may not be on disk
@@ -168,6 +172,7 @@ impl KvStore {
             index: Index::new(),
             lessor: Lessor::default(),
             foreign_leases: HashSet::new(),
+            index_incomplete: false,
             current_rev: 1,
             durable_rev: 1,
             persist_failed: false,
@@ -355,6 +360,18 @@ impl KvStore {
 
     /// Refuses every write once a failed persist or a half-applied write has left memory and
     /// disk apart.
+    /// Refuses a read while the key index is incomplete (an import stopped halfway).
+    fn check_index_whole(&self) -> Result<()> {
+        if self.index_incomplete {
+            return Err(Error::Internal(
+                "mvcc: an import stopped halfway and the key index holds part of the keyspace; no read is served \
+                 until the store is opened again"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.poisoned {
             Err(Error::Poisoned)

@@ -32,6 +32,7 @@ impl KvStore {
     /// # Errors
     /// `EmptyKey`, `FutureRev`, `Compacted`.
     pub fn plan_range(&self, req: &RangeRequest) -> Result<RangePlan> {
+        self.check_index_whole()?;
         check_range(req)?;
         self.plan_view(req, self.read_rev())
     }
@@ -69,6 +70,7 @@ impl KvStore {
     /// # Errors
     /// `EmptyKey`, `FutureRev`, `Compacted`.
     pub fn start_range(&self, req: &RangeRequest) -> Result<RangeCursor<'static>> {
+        self.check_index_whole()?;
         check_range(req)?;
         self.range_cursor(req.clone())
     }

@@ -63,6 +63,7 @@ impl KvStore {
     /// # Errors
     /// As [`Self::plan_read_txn`].
     pub fn start_read_txn(&self, req: TxnRequest) -> Result<TxnCursor> {
+        self.check_index_whole()?;
         if req.writes() {
             return Err(Error::Internal("a txn that writes was planned as a read".into()));
         }
