@@ -885,6 +885,13 @@ fn put_errors_leave_no_trace() {
     let mut p = PutRequest::new("missing", "");
     p.ignore_value = true;
     assert_eq!(s.store.put(p).unwrap_err().to_string(), "etcdserver: key not found");
+    // Both wrong: a put of its own names the lease first, as etcd 3.4.23 answers
+    // `etcdctl put missing --ignore-value --lease=3e7`; inside a txn the key comes first.
+    let mut p = PutRequest::new("missing", "").lease(999);
+    p.ignore_value = true;
+    assert_eq!(s.store.put(p.clone()).unwrap_err().to_string(), "etcdserver: requested lease not found");
+    let in_txn = TxnRequest { compare: vec![], success: vec![RequestOp::Put(p)], failure: vec![] };
+    assert!(matches!(s.store.txn(in_txn), Err(Error::KeyNotFound)));
     // A txn whose second op names an unknown lease fails whole.
     let txn = TxnRequest {
         compare: vec![],

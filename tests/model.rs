@@ -825,6 +825,11 @@ impl Model {
         if p.ignore_lease && p.lease != 0 {
             return Err(MErr::LeaseProvided);
         }
+        // etcd's apply.go `Put` checks a put's own lease before its key; a txn's put checks the
+        // key first (`put_refs`).
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(MErr::LeaseNotFound);
+        }
         let pre = self.live();
         self.put_refs(p, &pre)?;
         let mut w = Work::new(self, pre);

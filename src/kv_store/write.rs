@@ -220,6 +220,11 @@ impl KvStore {
             p,
             |store, p| {
                 check_put(p)?;
+                // A put of its own checks its lease before its key (etcd: apply.go `Put`, with
+                // no txn); a txn's put the key first (`checkRequestPut`).
+                if p.lease != 0 && !store.lessor.contains(p.lease) {
+                    return Err(Error::LeaseNotFound);
+                }
                 store.check_put_refs(p)?;
                 Ok(Vec::new())
             },
