@@ -330,7 +330,17 @@ impl Backend {
     /// A storage error.
     pub fn defragment(&self) -> Result<()> {
         for keyspace in [&self.kv, &self.meta, &self.lease] {
-            keyspace.rotate_memtable_and_wait()?;
+            // fjall's `rotate_memtable_and_wait` waits for the flush with no way out: a flush
+            // that fails (a full disk) poisons the database and is never retried, and the
+            // caller, still holding the database, would wait forever (and keep the store from
+            // reopening once space is freed). This wait ends with the poisoning.
+            if keyspace.rotate_memtable()? {
+                while keyspace.sealed_memtable_count() > 0 {
+                    // A no-op flush of the journal's buffer, which fails once fjall is poisoned.
+                    self.db.persist(PersistMode::Buffer)?;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
             keyspace.major_compact()?;
         }
         Ok(())

@@ -420,7 +420,13 @@ impl Handler<Defragment> for StoreActor {
     type Result = Result<watchkv::backend::Backend>;
 
     fn handle(&mut self, _: Defragment, _: &mut Self::Context) -> Self::Result {
-        Ok(self.store()?.backend_handle())
+        let store = self.store()?;
+        // After a storage failure the flush a defragment starts fails too; the store reopens
+        // (and can be defragmented) once the disk has room again.
+        if store.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        Ok(store.backend_handle())
     }
 }
 
