@@ -13,12 +13,13 @@ mod json_stream;
 mod metrics;
 mod snapshot;
 mod watch;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use watchkv::config::{DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES};
 use watchkv::Error;
@@ -150,7 +151,13 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .service(web::resource(v3("lease/grant")).route(web::post().to(lease_grant)))
         .service(web::resource(v3("lease/revoke")).route(web::post().to(lease_revoke)))
         .service(web::resource(v3("kv/lease/revoke")).route(web::post().to(lease_revoke)))
-        .service(web::resource(v3("lease/keepalive")).route(web::post().to(lease_keep_alive)))
+        .service(
+            web::resource(v3("lease/keepalive")).route(web::post().to(lease_keep_alive)).route(
+                web::get()
+                    .guard(guard::fn_guard(websocket::is_upgrade))
+                    .to(|gw, http, payload| websocket::serve(lease_keep_alive, gw, http, payload)),
+            ),
+        )
         .service(web::resource(v3("lease/timetolive")).route(web::post().to(lease_time_to_live)))
         .service(web::resource(v3("kv/lease/timetolive")).route(web::post().to(lease_time_to_live)))
         .service(web::resource(v3("lease/leases")).route(web::post().to(lease_leases)))
@@ -186,7 +193,13 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .service(web::resource(v3("auth/role/grant")).route(web::post().to(role_grant_permission)))
         .service(web::resource(v3("auth/role/revoke")).route(web::post().to(role_revoke_permission)))
         .service(web::resource(v3("maintenance/snapshot")).route(web::post().to(snapshot::snapshot)))
-        .service(web::resource(v3("watch")).route(web::post().to(watch::watch)))
+        .service(
+            web::resource(v3("watch")).route(web::post().to(watch::watch)).route(
+                web::get()
+                    .guard(guard::fn_guard(websocket::is_upgrade))
+                    .to(|gw, http, payload| websocket::serve(watch::watch, gw, http, payload)),
+            ),
+        )
         .service(web::resource(v3("lock/lock")).route(web::post().to(coordination::lock)))
         .service(web::resource(v3("lock/unlock")).route(web::post().to(coordination::unlock)))
         .service(web::resource(v3("election/campaign")).route(web::post().to(coordination::campaign)))
@@ -264,6 +277,7 @@ fn token(req: &HttpRequest) -> Option<&str> {
         .get("grpc-metadata-token")
         .or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))
         .and_then(|v| v.to_str().ok())
+        .or_else(|| websocket::bearer_token(req))
 }
 
 /// The caller of an HTTP request: its token ([`token`]), else its connection's TLS client
