@@ -24,8 +24,8 @@
 //! - [`config`]: [`ActorsConfig`], the runtime's tunables.
 //! - [`api`]: the transport-neutral layer between `Handle` and the wire.
 //! - [`gateway`]: etcd's HTTP/JSON gateway on actix-web, mountable with `App::configure`.
-//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster.MemberList, Auth,
-//!   Lock, Election).
+//! - [`grpc`]: etcd's gRPC API on tonic (KV, Watch, Lease, Maintenance, Cluster (one member),
+//!   Auth, Lock, Election).
 //! - [`listener`]: the client port, where gRPC and the gateway share one address as in etcd;
 //!   [`tls`]: TLS on it, with etcd's flags.
 //! - [`snapshot_stream`]: a store snapshot as etcd's stream of chunks (gRPC and the gateway).

@@ -1,5 +1,5 @@
-//! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance and Cluster services of
-//! `etcdserverpb` and the Lock and Election services (`v3lockpb`, `v3electionpb`), served from
+//! Owns etcd's gRPC API on tonic: the KV, Watch, Lease, Maintenance, Cluster and Auth services
+//! of `etcdserverpb` and the Lock and Election services (`v3lockpb`, `v3electionpb`), served from
 //! the same [`Handle`] as the HTTP gateway and through the same API layer ([`crate::api`]:
 //! identity, errors, request conversion, auth checks). Methods we do not serve (downgrades)
 //! answer `Unimplemented` at once, as does adding a member ([`crate::api::membership`]).
