@@ -177,14 +177,18 @@ impl S2 {
     /// Adds one stream's findings; `acked[seq]` is whether put `seq` was acknowledged.
     fn tally(&mut self, mut r: StreamResult, acked: &[bool]) {
         self.ev_lat_us.append(&mut r.lat_us);
-        self.out_of_order += r.out_of_order;
+        self.out_of_order += r.out_of_order.iter().sum::<u64>();
         self.unexpected += r.unexpected + r.non_put;
         self.canceled += r.canceled;
         if self.first_stream_error.is_none() {
             self.first_stream_error = r.error.take();
         }
-        for counts in &r.counts {
-            let mut exact = true;
+        // Events of an unknown watch id belong to no watcher: none of the stream's is exact.
+        let attributed = r.unattributed == 0;
+        for (w, counts) in r.counts.iter().enumerate() {
+            let ooo = r.out_of_order.get(w).copied().unwrap_or(0);
+            let foreign = r.foreign.get(w).copied().unwrap_or(0);
+            let mut exact = attributed && ooo == 0 && foreign == 0;
             for (seq, &c) in counts.iter().enumerate() {
                 let acked = acked.get(seq).copied().unwrap_or(false);
                 exact &= count_put(u64::from(c), acked, &mut self.missing, &mut self.duplicates, &mut self.unexpected);

@@ -78,7 +78,9 @@ pub fn grpc_rows(args: &Args, rows: &mut Rows) {
     });
     rows.row("  server CPU (s, puts+drain)", |r| g(r, |s| Cell::num(s.cpu.server_s, 2)));
     rows.row("  server CPU (cores avg)", |r| g(r, |s| Cell::num(s.cpu.cores(), 2)));
-    rows.key("  server CPU per event (us)", |r| g(r, |s| per_event_us(s.cpu.server_s, s.events_received)));
+    rows.key("  server CPU per event, puts included (us)", |r| {
+        g(r, |s| per_event_us(s.cpu.server_s, s.events_received))
+    });
     rows.row("  load tool CPU (s)", |r| g(r, |s| Cell::num(s.cpu.self_s, 2)));
     rows.row("  load tool CPU per event (us)", |r| g(r, |s| per_event_us(s.cpu.self_s, s.events_received)));
     rows.key("  server peak RSS (MiB)", |r| mb(r.grpc.as_ref().and_then(|s| s.peak_rss_kb)));
@@ -153,7 +155,7 @@ pub fn catchup_rows(args: &Args, rows: &mut Rows) {
     });
     rows.row("  server CPU idle phase (s)", |r| c(r, |s| Cell::num(s.cpu_idle.server_s, 2)));
     rows.key("  server CPU rounds phase (s)", |r| c(r, |s| Cell::num(s.cpu.server_s, 2)));
-    rows.key("  server CPU per round (ms)", |r| {
+    rows.key("  server CPU per round, writer included (ms)", |r| {
         c(r, |s| Cell::num(s.cpu.server_s * 1e3 / (s.rounds.spans.len().max(1) as f64), 1))
     });
     rows.row("  server CPU rounds phase (cores avg)", |r| c(r, |s| Cell::num(s.cpu.cores(), 2)));

@@ -164,6 +164,11 @@ pub struct StreamResult {
     pub counts: Vec<Vec<u8>>,
     /// Per watcher: events whose revision was not above the previous one's.
     pub out_of_order: Vec<u64>,
+    /// Per watcher: events it should never have had (another key's, not a put, a value that is
+    /// no put's), each also in `unexpected`.
+    pub foreign: Vec<u64>,
+    /// Events of a watch id the stream never created, each also in `unexpected`.
+    pub unattributed: u64,
     pub unexpected: u64,
     pub canceled: u64,
     pub error: Option<String>,
@@ -235,6 +240,7 @@ async fn stream_inner(
             }
             res.counts.push(vec![0u8; cfg.slots()]);
             res.out_of_order.push(0);
+            res.foreign.push(0);
             last_rev.push(0);
             distinct.push(0);
             shared.created.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +258,7 @@ async fn stream_inner(
         shared.stamp(&shared.last_event, Instant::now());
         let Some(&w) = ids.get(&resp.watch_id()) else {
             res.unexpected += events.len() as u64;
+            res.unattributed += events.len() as u64;
             continue;
         };
         let mut lat = shared.lat.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,6 +266,7 @@ async fn stream_inner(
             let Some(kv) = ev.kv().filter(|kv| ev.event_type() == EventType::Put && cfg.matches(first + w, kv.key()))
             else {
                 res.unexpected += 1;
+                res.foreign[w] += 1;
                 continue;
             };
             if kv.mod_revision() <= last_rev[w] {
@@ -283,7 +291,10 @@ async fn stream_inner(
                         lat.record(now_us.saturating_sub(sent));
                     }
                 }
-                None => res.unexpected += 1,
+                None => {
+                    res.unexpected += 1;
+                    res.foreign[w] += 1;
+                }
             }
         }
     }

@@ -128,7 +128,10 @@ fn http_rows(args: &Args, rows: &mut Rows) {
     rows.row("  runs whose drain timed out", |r| Cell::Count(r.s2.as_ref().is_some_and(|s| s.drain_timed_out)));
     rows.row("  watchers exactly-once", |r| s2(r, |s| Cell::ints(&[s.watchers_exact, s.watchers_created])));
     rows.row("  runs with every watcher exactly-once", |r| {
-        Cell::Count(r.s2.as_ref().is_some_and(|s| s.watchers_wanted > 0 && s.watchers_exact == s.watchers_wanted))
+        Cell::Count(
+            r.s2.as_ref()
+                .is_some_and(|s| s.watchers_wanted > 0 && s.puts_acked > 0 && s.watchers_exact == s.watchers_wanted),
+        )
     });
     rows.row("  missing / duplicate", |r| s2(r, |s| Cell::ints(&[s.missing, s.duplicates])));
     rows.row("  out-of-order / unexpected", |r| s2(r, |s| Cell::ints(&[s.out_of_order, s.unexpected])));

@@ -35,7 +35,13 @@ pub struct StreamResult {
     /// Per watcher (creation order): how often each sequence number arrived.
     pub counts: Vec<Vec<u8>>,
     pub lat_us: Vec<u64>,
-    pub out_of_order: u64,
+    /// Per watcher: events whose revision was not above the previous one's.
+    pub out_of_order: Vec<u64>,
+    /// Per watcher: events it should never have had (not a put, a value that is no put's),
+    /// each also in `unexpected` or `non_put`.
+    pub foreign: Vec<u64>,
+    /// Events of a watch id the stream never created, each also in `unexpected`.
+    pub unattributed: u64,
     pub unexpected: u64,
     pub canceled: u64,
     pub non_put: u64,
@@ -159,6 +165,8 @@ async fn watch_stream_inner(
                 }
                 res.created += 1;
                 res.counts.push(vec![0u8; cfg.max_seq]);
+                res.out_of_order.push(0);
+                res.foreign.push(0);
                 last_rev.push(0);
                 shared.created.set(shared.created.get() + 1);
             }
@@ -173,16 +181,18 @@ async fn watch_stream_inner(
             }
             let Some(&w) = ids.get(&info.watch_id) else {
                 res.unexpected += info.events.len() as u64;
+                res.unattributed += info.events.len() as u64;
                 continue;
             };
             for ev in &info.events {
                 events_here += 1;
                 if !ev.put {
                     res.non_put += 1;
+                    res.foreign[w] += 1;
                     continue;
                 }
                 if ev.mod_rev <= last_rev[w] {
-                    res.out_of_order += 1;
+                    res.out_of_order[w] += 1;
                 }
                 last_rev[w] = last_rev[w].max(ev.mod_rev);
                 match ev.payload {
@@ -191,7 +201,10 @@ async fn watch_stream_inner(
                         *c = c.saturating_add(1);
                         res.lat_us.push(now_us.saturating_sub(sent_us));
                     }
-                    _ => res.unexpected += 1,
+                    _ => {
+                        res.unexpected += 1;
+                        res.foreign[w] += 1;
+                    }
                 }
             }
         }
