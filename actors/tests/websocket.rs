@@ -132,6 +132,28 @@ async fn watch_and_keep_alive_over_a_websocket_answer_as_etcds() {
         assert_eq!(w, e, "message {i}: watchkv {w} against etcd {e}");
     }
 
+    // A request in fragments (Go's gorilla client splits a message longer than its 4 KiB write
+    // buffer) is joined, as wsproxy reads whole messages.
+    let (_, mut fragmented) = connect(port, "/v3/watch", None).await;
+    let create = json!({"create_request": {"key": b64("x".repeat(3000)), "range_end": b64("y")}}).to_string();
+    let (first, rest) = create.split_at(1000);
+    let (middle, last) = rest.split_at(1000);
+    for item in [
+        actix_http::ws::Item::FirstText(first.to_string().into()),
+        actix_http::ws::Item::Continue(middle.to_string().into()),
+        actix_http::ws::Item::Last(last.to_string().into()),
+    ] {
+        fragmented.send(ws::Message::Continuation(item)).await.expect("a fragment");
+    }
+    assert_eq!(next(&mut fragmented, "the created of a fragmented request").await["result"]["created"], json!(true));
+
+    // A client that closes before the route has answered (the keep-alive route waits for its
+    // first request) is answered with a Close, not a dropped connection.
+    let (_, mut early) = connect(port, "/v3/lease/keepalive", None).await;
+    early.send(ws::Message::Close(None)).await.expect("close");
+    let reply = tokio::time::timeout(DEADLINE, early.next()).await.expect("an answer within the deadline");
+    assert!(matches!(reply, Some(Ok(ws::Frame::Close(_)))), "{reply:?}");
+
     // A token in the subprotocol: the only header a browser sets on a WebSocket.
     post(port, "/v3/auth/user/add", &json!({"name": "root", "password": "rootpw"}));
     post(port, "/v3/auth/user/grant", &json!({"user": "root", "role": "root"}));

@@ -139,6 +139,9 @@ impl KvStore {
             },
         )?;
         self.index = Index::new();
+        // Until `finish`, the index holds part of the keyspace (none of it, if the rows cannot
+        // even be deleted): no read may be answered from it.
+        self.index_incomplete = true;
         self.foreign_leases.clear();
         let cleared = self.delete_every_row();
         if let Err(e) = cleared {
@@ -301,6 +304,7 @@ impl<'a> Import<'a> {
             return Err(e);
         }
         self.store.current_rev = self.revision;
+        self.store.index_incomplete = false;
         self.store.durable_rev = self.revision;
         self.store.compact_rev = self.revision;
         self.finished = true;

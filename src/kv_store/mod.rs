@@ -358,8 +358,6 @@ impl KvStore {
         &self.index
     }
 
-    /// Refuses every write once a failed persist or a half-applied write has left memory and
-    /// disk apart.
     /// Refuses a read while the key index is incomplete (an import stopped halfway).
     fn check_index_whole(&self) -> Result<()> {
         if self.index_incomplete {
@@ -372,6 +370,8 @@ impl KvStore {
         Ok(())
     }
 
+    /// Refuses every write once a failed persist or a half-applied write has left memory and
+    /// disk apart.
     fn check_writable(&self) -> Result<()> {
         if self.poisoned {
             Err(Error::Poisoned)

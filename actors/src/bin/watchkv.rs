@@ -58,13 +58,17 @@ fn usize_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
 
 /// Parses one of `--advertise-client-urls` as etcd does (client/pkg/types/urls.go `NewURLs`):
 /// `http` and `https` URLs need a `host:port` and no path; `unix` and `unixs` are taken as given.
+/// Stricter in one point: Go's `SplitHostPort` lets an empty host or port through
+/// (`http://:2379`), which no client could dial.
 fn client_url(value: &str) -> Result<String, String> {
     let url = value.trim();
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    match scheme {
+    match scheme.to_ascii_lowercase().as_str() {
         "http" | "https" => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(end);
+            let authority = &rest[..end];
+            // Go's URL parser keeps a query and a fragment apart from the path.
+            let path = rest[end..].split(['?', '#']).next().unwrap_or("");
             if !has_host_and_port(authority) {
                 return Err(format!("URL address does not have the form \"host:port\": {url}"));
             }

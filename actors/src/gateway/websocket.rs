@@ -17,7 +17,7 @@ use actix_web::error::PayloadError;
 use actix_web::guard::GuardContext;
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{Message, MessageStream, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -69,7 +69,10 @@ where
     let body = web::Payload::from_request(&http, &mut body).await?;
     let limit = gw.max_json_bytes();
     let answered = route(gw, http, body);
-    actix_web::rt::spawn(relay(answered, session, messages.max_frame_size(limit), lines));
+    // A message in fragments (a client's write buffer is smaller than it) is joined first,
+    // as `wsproxy` reads whole messages; the limit is the whole message's.
+    let messages = messages.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
+    actix_web::rt::spawn(relay(answered, session, messages, lines));
     Ok(response)
 }
 
@@ -79,14 +82,17 @@ where
 async fn relay(
     answered: impl Future<Output = HttpResponse>,
     session: Session,
-    messages: MessageStream,
+    messages: AggregatedMessageStream,
     lines: mpsc::Sender<Result<Bytes, PayloadError>>,
 ) {
     let (gone, mut client_gone) = oneshot::channel::<()>();
     actix_web::rt::spawn(inbound(messages, session.clone(), lines, gone));
     let response = tokio::select! {
         response = answered => response,
-        _ = &mut client_gone => return,
+        _ = &mut client_gone => {
+            let _ = session.close(None).await;
+            return;
+        }
     };
     let mut body = std::pin::pin!(response.into_body());
     let mut pending = BytesMut::new();
@@ -115,7 +121,7 @@ async fn relay(
 /// Hands the client's messages to the route, one line each, and answers its pings, until the
 /// client closes the WebSocket or goes away; then drops `gone`.
 async fn inbound(
-    mut messages: MessageStream,
+    mut messages: AggregatedMessageStream,
     mut session: Session,
     lines: mpsc::Sender<Result<Bytes, PayloadError>>,
     gone: oneshot::Sender<()>,
@@ -124,18 +130,18 @@ async fn inbound(
         let open = match message {
             // A route that stopped reading its body (it answered, or failed) ignores the rest,
             // as after the end of an HTTP body; its response still streams.
-            Ok(Message::Text(text)) => {
+            Ok(AggregatedMessage::Text(text)) => {
                 forward(&lines, text.into_bytes()).await;
                 true
             }
-            Ok(Message::Binary(bytes)) => {
+            Ok(AggregatedMessage::Binary(bytes)) => {
                 forward(&lines, bytes).await;
                 true
             }
-            Ok(Message::Ping(data)) => session.pong(&data).await.is_ok(),
-            Ok(Message::Pong(_) | Message::Continuation(_) | Message::Nop) => true,
-            // Closed, or a protocol error: the client is done.
-            Ok(Message::Close(_)) | Err(_) => false,
+            Ok(AggregatedMessage::Ping(data)) => session.pong(&data).await.is_ok(),
+            Ok(AggregatedMessage::Pong(_)) => true,
+            // Closed, or a protocol error (a message over the limit): the client is done.
+            Ok(AggregatedMessage::Close(_)) | Err(_) => false,
         };
         if !open {
             break;

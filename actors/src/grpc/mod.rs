@@ -266,17 +266,19 @@ impl ConnectionServer {
                 std::future::pending::<()>().await;
             }
         };
-        let handshake_deadline = async {
+        // Runs through the shutdown too: a connection still in its handshake cannot be sent
+        // GOAWAY (hyper closes it only once the handshake is done).
+        let mut handshake_deadline = std::pin::pin!(async {
             tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
             if handshook.load(std::sync::atomic::Ordering::Acquire) {
                 std::future::pending::<()>().await;
             }
-        };
+        });
         let ended = tokio::select! {
             biased;
             ended = served.as_mut() => Some(ended),
             () = stop => None,
-            () = handshake_deadline => {
+            () = handshake_deadline.as_mut() => {
                 tracing::debug!("closing a gRPC connection whose client sent no HTTP/2 handshake");
                 return;
             }
@@ -285,7 +287,11 @@ impl ConnectionServer {
             Some(ended) => ended,
             None => {
                 served.as_mut().graceful_shutdown();
-                served.await
+                tokio::select! {
+                    biased;
+                    ended = served.as_mut() => ended,
+                    () = handshake_deadline => return,
+                }
             }
         };
         if let Err(e) = ended {
