@@ -20,9 +20,10 @@ pub enum SlowConsumerPolicy {
     /// etcd's: keep it parked as a victim for as long as it takes. Default.
     #[default]
     Keep,
-    /// Cancel it (with a `cancel_reason` naming the cause) once it is more than `lag_revisions`
-    /// behind or has been undeliverable for longer than `parked_for`, so a dead client cannot
-    /// hold memory forever (etcd #16839).
+    /// Cancel it (with a `cancel_reason` naming the cause) once more than `lag_revisions`
+    /// revisions have been committed since it was parked, or it has been undeliverable for
+    /// longer than `parked_for`, so a dead client cannot hold memory forever (etcd #16839).
+    /// A watcher catching up from an old revision is not judged by how far behind it is.
     CancelAfter {
         /// Largest tolerated distance from the current revision, in
         /// [`SLOW_CONSUMER_LAG_RANGE`].

@@ -337,21 +337,24 @@ pub struct Victim {
     pub responses: Vec<WatchResponse>,
     /// When it was first parked.
     pub parked_at: Instant,
+    /// The store's revision when it was first parked (its first response's header revision).
+    pub parked_rev: i64,
 }
 
 impl Victim {
     /// Parks `watcher` with one undelivered response.
     #[must_use]
     pub fn new(watcher: Watcher, response: WatchResponse) -> Self {
-        Self { watcher, responses: vec![response], parked_at: Instant::now() }
+        let parked_rev = response.revision;
+        Self { watcher, responses: vec![response], parked_at: Instant::now(), parked_rev }
     }
 
-    /// Revisions between the first one the client has not received and `current`.
+    /// Revisions committed since it was first parked: how far the store has moved on while its
+    /// client took nothing. Not how far behind its history it is: a watcher catching up from
+    /// long ago is far behind while its client reads as fast as it can.
     #[must_use]
     pub fn lag(&self, current: i64) -> i64 {
-        let first_undelivered =
-            self.responses.iter().find_map(|r| r.events.first().map(|e| e.revision())).unwrap_or(self.watcher.min_rev);
-        current - first_undelivered + 1
+        current - self.parked_rev
     }
 
     /// Merges its consecutive events responses into multi-revision ones (within `limits`, never

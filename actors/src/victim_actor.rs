@@ -130,7 +130,7 @@ impl VictimActor {
         for v in cancel {
             let lag = v.lag(current);
             let reason = format!(
-                "watchkv: slow consumer: watcher was {lag} revisions behind and undeliverable for {} ms",
+                "watchkv: slow consumer: {lag} revisions committed while the watcher was undeliverable, for {} ms",
                 now.duration_since(v.parked_at).as_millis()
             );
             tracing::warn!(stream = v.watcher.key.stream, watch_id = v.watcher.key.id, lag, "cancelling slow watcher");

@@ -1111,3 +1111,60 @@ async fn shutdown_persists_and_reopen_sees_everything() {
     assert_eq!(r.count, 10);
     h2.shutdown().await.expect("shutdown");
 }
+
+/// The slow-consumer policy judges the revisions committed while a watcher sat undeliverable,
+/// not how far behind its history started: watchers catching up from long ago, parked because
+/// their client has not yet taken the batches before, are not cancelled (they were, at once:
+/// a watcher 1000 revisions behind counted as 1000 revisions of a client not reading).
+#[actix_rt::test]
+async fn slow_consumer_policy_spares_watchers_catching_up_from_old_revisions() {
+    let sys = TestSystem::with(true, |c| {
+        let watch = c.watch().clone().with_chan_buf_len(1).with_max_watchers_per_sync(2);
+        c.with_watch(watch).with_slow_consumer(watchkv_actors::SlowConsumerPolicy::CancelAfter {
+            lag_revisions: 100,
+            parked_for: Duration::from_secs(3600),
+        })
+    })
+    .await;
+    for i in 0..300 {
+        sys.put("foo", &format!("v{i}")).await; // 2..=301
+    }
+    let s = sys.stream();
+    let ids: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            ids.push(s.watch(one("foo"), 1).await);
+        }
+        ids
+    };
+    // The client takes nothing for a moment: passes hand the stream more than it holds, and
+    // the rest are parked; the retries are refused while it stays paused.
+    s.pause();
+    let started = std::time::Instant::now();
+    while sys.handle.stats().await.expect("stats").victims.victims == 0 {
+        sys.handle.syncer_addr().send(SyncTick).await.expect("tick");
+        assert!(started.elapsed() < common::DEADLINE, "nothing was parked");
+    }
+    for _ in 0..3 {
+        sys.handle.victim_addr().send(RetryTick).await.expect("tick");
+    }
+    assert_eq!(sys.handle.stats().await.expect("stats").slow_cancels, 0, "a watcher catching up was cancelled");
+    // The client reads again: every watcher catches up, none cancelled.
+    s.resume();
+    let started = std::time::Instant::now();
+    loop {
+        let left = sys.handle.syncer_addr().send(SyncTick).await.expect("tick");
+        sys.handle.victim_addr().send(RetryTick).await.expect("tick");
+        let st = sys.handle.stats().await.expect("stats");
+        if left == 0 && st.victims.victims == 0 && ids.iter().all(|&id| s.events_of(id).len() == 300) {
+            break;
+        }
+        assert!(started.elapsed() < common::DEADLINE, "not caught up: {st:#?}");
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(sys.handle.stats().await.expect("stats").slow_cancels, 0);
+    for id in ids {
+        let revs: Vec<i64> = s.events_of(id).into_iter().map(|e| e.0).collect();
+        assert_eq!(revs, (2..=301).collect::<Vec<_>>(), "watcher {id}");
+    }
+}

@@ -202,8 +202,8 @@ struct Args {
         value_parser = usize_in(MAX_WATCHERS_PER_STREAM_RANGE)
     )]
     max_watchers_per_stream: usize,
-    /// Cancel a watcher whose client is this many revisions behind and not reading
-    /// (0 = never, etcd's behaviour).
+    /// Cancel a watcher whose client stopped reading once this many revisions have been
+    /// committed while it was undeliverable (0 = never, etcd's behaviour).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=*SLOW_CONSUMER_LAG_RANGE.end()))]
     slow_consumer_lag: i64,
     /// With --slow-consumer-lag: also cancel after this many seconds undeliverable.
