@@ -272,7 +272,7 @@ async fn routes_serve_an_embedders_tonic_server() {
 
 /// Shutting down as the binary does (stop accepting, then `Handle::shutdown`) lets a gRPC
 /// connection finish (GOAWAY, then the calls in flight): a watch stream open on it ends with its
-/// status, where the worker used to drop the connection at once (the server did not count gRPC
+/// status (`Unavailable`, etcd's `server stopped`), where the worker used to drop the connection at once (the server did not count gRPC
 /// connections, so it saw its workers idle) and every call on it failed with a transport error.
 #[actix_rt::test]
 async fn shutdown_ends_open_grpc_calls_with_their_status_not_a_cut_connection() {
@@ -293,7 +293,10 @@ async fn shutdown_ends_open_grpc_calls_with_their_status_not_a_cut_connection() 
     let stopping = s.server.stop(true);
     s.handle.shutdown().await.expect("shutdown");
     let end = tokio::time::timeout(DEADLINE, stream.message()).await.expect("the stream ends within the deadline");
-    assert!(matches!(end, Ok(None)), "the watch stream ended with {end:?}");
+    // `Unavailable`, which etcd's clients retry by reconnecting and resuming the watch; an OK
+    // end reads to clientv3 as a fatal EOF that closes every watch channel.
+    let end = end.map_err(|status| (status.code(), status.message().to_string()));
+    assert_eq!(end, Err((Code::Unavailable, "etcdserver: server stopped".to_string())), "the watch stream's end");
     drop(tx);
     tokio::time::timeout(DEADLINE, stopping).await.expect("the server stops within the deadline");
 }
@@ -324,4 +327,29 @@ async fn a_connection_that_stops_before_its_http2_handshake_is_closed() {
     assert!(started.elapsed() >= watchkv_actors::grpc::HANDSHAKE_TIMEOUT / 2, "closed before its deadline");
     let mut kv = pb::kv_client::KvClient::new(idle);
     kv.range(pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }).await.expect("the idle client is served");
+}
+
+/// A watch request the server cannot take (over the receive limit) ends the stream with the
+/// error, as etcd's `Watch` returns its `recvLoop`'s error (grpc-go's text); it ended with OK,
+/// which etcd's clients read as a fatal EOF.
+#[actix_rt::test]
+async fn a_watch_request_over_the_limit_ends_the_stream_with_grpc_gos_error() {
+    let s = serve(2 << 20, 1 << 20).await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut watch = pb::watch_client::WatchClient::new(channel(s.port).await);
+    let create = |key: Vec<u8>| pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key,
+            ..Default::default()
+        })),
+    };
+    tx.send(create(b"k".to_vec())).await.expect("send create");
+    let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    assert!(next(&mut stream).await.created);
+    tx.send(create(vec![b'x'; 3 << 20])).await.expect("send an oversized create");
+    let end = tokio::time::timeout(DEADLINE, stream.message()).await.expect("the stream ends within the deadline");
+    let status = end.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().starts_with("grpc: received message larger than max ("), "{status:?}");
+    s.handle.shutdown().await.expect("shutdown");
 }

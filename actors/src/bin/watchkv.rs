@@ -1,6 +1,7 @@
 //! The `watchkv` server: etcd's gRPC API and HTTP/JSON gateway on one client port, over a local
 //! fjall data directory. Starts with no configuration (`./watchkv.data`, `127.0.0.1:2379`);
-//! SIGINT/SIGTERM finish in-flight writes, sync the store and end every watch stream cleanly
+//! SIGINT/SIGTERM finish in-flight writes, sync the store and end every watch stream (over gRPC
+//! with `Unavailable`, which etcd's clients retry)
 //! before exiting. Where the configuration has a default and a range for a flag
 //! (`watchkv::config`, `watchkv_actors::config`), the flag takes them, so a value out of range
 //! is refused here with the range in the message rather than clamped.

@@ -128,15 +128,20 @@ fn as_grpc_go_answers_too_large(response: http::Response<Body>) -> http::Respons
         return response;
     }
     let Some(status) = tonic::Status::from_header_map(response.headers()) else { return response };
-    let Some(sizes) = status.message().strip_prefix("Error, decoded message length too large: found ") else {
-        return response;
-    };
-    let Some((found, limit)) = sizes.strip_suffix(" bytes").and_then(|s| s.split_once(" bytes, the limit is: ")) else {
-        return response;
-    };
-    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
-    let (parts, ()) = tonic::Status::resource_exhausted(text).into_http::<()>().into_parts();
+    let Some(status) = too_large_as_grpc_go(&status) else { return response };
+    let (parts, ()) = status.into_http::<()>().into_parts();
     http::Response::from_parts(parts, Body::empty())
+}
+
+/// tonic's refusal of a message over the receive limit as grpc-go gives it (see
+/// [`as_grpc_go_answers_too_large`]); `None` for any other status.
+pub(super) fn too_large_as_grpc_go(status: &tonic::Status) -> Option<tonic::Status> {
+    if status.code() != tonic::Code::OutOfRange {
+        return None;
+    }
+    let sizes = status.message().strip_prefix("Error, decoded message length too large: found ")?;
+    let (found, limit) = sizes.strip_suffix(" bytes")?.split_once(" bytes, the limit is: ")?;
+    Some(tonic::Status::resource_exhausted(format!("grpc: received message larger than max ({found} vs. {limit})")))
 }
 
 #[cfg(test)]

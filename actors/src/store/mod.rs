@@ -317,7 +317,9 @@ impl Handler<Shutdown> for StoreActor {
         // store closed.
         self.store = None;
         self.failure = None;
-        // Every stream ends cleanly: its client sees the end of the response.
+        // Every stream ends, each response sent before it first: a gRPC client gets
+        // `Unavailable` (`server stopped`) and resumes elsewhere, a gateway client the end of
+        // its response.
         for (_, close) in self.closers.drain() {
             close.do_send(CloseStream);
         }
