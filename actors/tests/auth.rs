@@ -327,6 +327,24 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
             ..Default::default()
         })),
     };
+    // A negative start revision is refused before the permission check, as etcd's `recvLoop`
+    // refuses it: with its text, not `permission denied`.
+    {
+        use futures::StreamExt as _;
+        let negative = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: b"sec/x".to_vec(),
+                start_revision: -1,
+                ..Default::default()
+            })),
+        };
+        let mut create = tonic::Request::new(futures::stream::iter([negative]).chain(futures::stream::pending()));
+        create.metadata_mut().insert("token", alice_token.parse().expect("ascii"));
+        let mut responses = watch_client.watch(create).await.expect("watch").into_inner();
+        let refused = responses.message().await.expect("a response").expect("created");
+        assert!(refused.created && refused.canceled, "{refused:?}");
+        assert_eq!(refused.cancel_reason, "etcdserver: mvcc: required revision has been compacted", "{refused:?}");
+    }
     for (granted, key) in [(false, &b""[..]), (true, b""), (true, b"\0")] {
         if granted {
             root.role_grant_permission("app", Permission::read("\0").with_from_key()).await.expect("from \\0");

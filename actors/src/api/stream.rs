@@ -108,6 +108,11 @@ impl StreamRequests {
     pub async fn forward(&self, req: pb::WatchRequest) -> Result<(), ApiError> {
         use pb::watch_request::RequestUnion;
         let sent = match req.request_union {
+            // A negative start revision is refused before the permission check, as etcd's
+            // `recvLoop` refuses it first (the stream actor answers it).
+            Some(RequestUnion::CreateRequest(c)) if c.start_revision < 0 => {
+                self.actor.send(CreateWatch(request::watch_create(c))).await
+            }
             Some(RequestUnion::CreateRequest(c)) => match self.permitted(&c) {
                 Ok(()) => self.actor.send(CreateWatch(request::watch_create(c))).await,
                 // etcd answers a failed check with a created+canceled response whose reason is
