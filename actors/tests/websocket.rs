@@ -155,8 +155,13 @@ async fn watch_and_keep_alive_over_a_websocket_answer_as_etcds() {
     assert!(matches!(reply, Some(Ok(ws::Frame::Close(_)))), "{reply:?}");
 
     // A token in the subprotocol: the only header a browser sets on a WebSocket.
-    post(port, "/v3/auth/user/add", &json!({"name": "root", "password": "rootpw"}));
-    post(port, "/v3/auth/user/grant", &json!({"user": "root", "role": "root"}));
+    for (path, body) in [
+        ("/v3/auth/user/add", json!({"name": "root", "password": "rootpw"})),
+        ("/v3/auth/user/grant", json!({"user": "root", "role": "root"})),
+    ] {
+        let r = post(port, path, &body);
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    }
     let enabled = post(port, "/v3/auth/enable", &json!({}));
     assert_eq!(enabled.status, 200, "{}", String::from_utf8_lossy(&enabled.body));
     let auth = post(port, "/v3/auth/authenticate", &json!({"name": "root", "password": "rootpw"}));
