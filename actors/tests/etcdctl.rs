@@ -474,6 +474,11 @@ fn etcdctl_alarms_quota_and_recovery_match_etcd() {
             assert!(body.contains("ALARM NOSPACE"), "the reason names the alarm as etcd 3.5 does: {body}");
             let (code, body) = wire::http_get(port, "/health?exclude=NOSPACE");
             assert_eq!(code, 200, "exclude=NOSPACE leaves that alarm out: {body}");
+            // As etcd 3.5's `getQuerySet`: every `exclude` counts, and a value is one name.
+            let (code, body) = wire::http_get(port, "/health?exclude=CORRUPT&exclude=NOSPACE&serializable=true");
+            assert_eq!(code, 200, "both excluded: {body}");
+            let (code, body) = wire::http_get(port, "/health?exclude=NOSPACE,CORRUPT");
+            assert_eq!(code, 503, "one value names one alarm: {body}");
         }
     }
     // Disarming while still full: the next write that would go over the quota raises it again

@@ -14,13 +14,17 @@ impl KvStore {
     /// # Errors
     /// `Compacted` below the compact revision, `FutureRev` above the current one.
     pub fn hash_kv_plan(&self, rev: i64) -> Result<HashKvPlan> {
-        let hash_revision = hash::hash_revision(rev, self.compact_rev, self.current_rev)?;
+        // The revision reads are served at: on a store a storage failure poisoned, the last one
+        // persisted, not the refused writes' (a reference hash taken there would hold rows the
+        // reopened store does not have, and the integrity check would raise a false CORRUPT).
+        let current_rev = self.read_rev();
+        let hash_revision = hash::hash_revision(rev, self.compact_rev, current_rev)?;
         Ok(HashKvPlan {
             snapshot: self.backend.reader().snapshot(),
             keep: self.index.keep(hash_revision),
             compact_revision: self.compact_rev,
             hash_revision,
-            current_revision: self.current_rev,
+            current_revision: current_rev,
             compaction_settled: self.last_compaction.as_ref().is_none_or(crate::compaction::CompactionTicket::is_done),
         })
     }

@@ -864,13 +864,17 @@ async fn version() -> HttpResponse {
 }
 
 /// etcd 3.5's `/health`: `{"health":"true"}`, or `"false"` with a reason while an alarm is
-/// raised (`?exclude=NOSPACE` leaves that kind out, as etcd's does), while an earlier storage
+/// raised (`?exclude=NOSPACE` leaves that kind out, as etcd's does; repeat it for several), while an earlier storage
 /// failure has poisoned the store, once the store has stopped, or on a mirror whose upstream
 /// watch has been down for longer than `mirror_status::UPSTREAM_DOWN_UNHEALTHY_AFTER`. A false answer is HTTP 503
 /// so that an orchestrator's probe sees it (etcd answers 503 too).
-async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpResponse {
+async fn health(gw: web::Data<Gateway>, query: web::Query<Vec<(String, String)>>) -> HttpResponse {
     let health = gw.handle.health().await;
-    let excluded: Vec<&str> = query.exclude.iter().flat_map(|e| e.split(',')).collect();
+    // etcd: health.go `getQuerySet`: every `exclude` value, each one alarm name (no splitting).
+    let excluded: Vec<&str> =
+        query.iter().filter(|(k, v)| k == "exclude" && !v.is_empty()).map(|(_, v)| v.as_str()).collect();
+    // etcd: `serializable=true` skips the leader check (a mirror's upstream, here).
+    let serializable = query.iter().any(|(k, v)| k == "serializable" && v == "true");
     let alarm = health.alarms.iter().find(|a| !excluded.contains(&a.alarm.name()));
     let reason = if health.stopped {
         Some("the store has stopped".to_string())
@@ -879,6 +883,9 @@ async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpR
     } else {
         alarm.map(|a| format!("ALARM {}", a.alarm.name())).or_else(|| {
             // A mirror whose upstream watch has been down too long serves stale reads.
+            if serializable {
+                return None;
+            }
             let upstream = gw.handle.upstream_status()?;
             upstream.report(gw.handle.upstream_applied()).health_problem()
         })
@@ -891,11 +898,4 @@ async fn health(gw: web::Data<Gateway>, query: web::Query<HealthQuery>) -> HttpR
             .content_type("application/json")
             .body(format!("{{\"health\":\"false\",\"reason\":{}}}", serde_json::Value::String(reason))),
     }
-}
-
-/// `/health`'s query: alarm kinds to leave out (`exclude=NOSPACE`, comma-separated).
-#[derive(Debug, Default, serde::Deserialize)]
-struct HealthQuery {
-    #[serde(default)]
-    exclude: Option<String>,
 }
