@@ -348,9 +348,16 @@ fn classify(endpoint: &str, status: &Status, revision: Option<i64>) -> Failed {
         return Failed::Retry(format!("upstream compacted{at} during the read"));
     }
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-            Failed::Retry(status_text(status, endpoint))
-        }
+        // A connection lost mid-call comes back from tonic as `Unknown` ("transport error")
+        // or `Internal` (an h2 reset or GOAWAY) where grpc-go says `Unavailable`; and etcd's
+        // "too many requests" is `ResourceExhausted`. The import only reads: any retry is safe.
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::Unknown
+        | Code::Internal => Failed::Retry(status_text(status, endpoint)),
         _ => Failed::Fatal(ImportError::Upstream {
             endpoint: endpoint.to_owned(),
             status: status_text(status, endpoint),
@@ -568,6 +575,13 @@ mod tests {
         let compacted = Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
         assert!(matches!(classify("e", &compacted, Some(7)), Failed::Retry(why) if why.contains("past revision 7")));
         assert!(matches!(classify("e", &Status::unavailable("no leader"), None), Failed::Retry(_)));
+        // A connection lost mid-read, as tonic reports it (grpc-go would say `Unavailable`).
+        assert!(matches!(classify("e", &Status::unknown("transport error"), None), Failed::Retry(_)));
+        assert!(matches!(classify("e", &Status::internal("h2 protocol error: stream reset"), None), Failed::Retry(_)));
+        assert!(matches!(
+            classify("e", &Status::resource_exhausted("etcdserver: too many requests"), None),
+            Failed::Retry(_)
+        ));
         let denied = Status::permission_denied("etcdserver: permission denied");
         assert!(matches!(
             classify("e", &denied, None),

@@ -252,7 +252,9 @@ async fn watch_once(
         .await
         .map_err(|s| Stop::Resume(format!("watch: {}: {}", s.code(), s.message())))?
         .into_inner();
-    status.connected();
+    // Up only once upstream has created the watch (`Gathered::take_ready`): etcd answers a
+    // refused watch (permission denied, say) with its headers and a canceled `created`, and a
+    // watch that is refused on every attempt must count as down, so that `/health` says so.
     tracing::info!(endpoint = %endpoint, from = start, "mirror: following upstream");
     // The follower is the mirror's only writer: what it applied last is the store's revision
     // (below `start - 1` on a prefix mirror whose last revisions were outside the prefix).
@@ -339,6 +341,9 @@ impl Gathered {
             };
             if let Some(header) = &response.header {
                 status.upstream_at(header.revision);
+            }
+            if response.created && !response.canceled {
+                status.connected();
             }
             if let Some(stop) = self.take(response) {
                 return Some(stop);
@@ -485,6 +490,28 @@ mod tests {
         let (events, seen) = gathered.whole(b"").expect("the fourth is whole");
         assert_eq!(revisions_of(&events), vec![6, 6]);
         assert_eq!(seen, 6);
+    }
+
+    /// A watch upstream refuses (a created response that is canceled: permission denied, say)
+    /// leaves the upstream watch down, so that a refusal on every attempt reaches `/health`;
+    /// one upstream creates counts as up.
+    #[test]
+    fn the_watch_counts_as_up_only_once_upstream_has_created_it() {
+        let status = UpstreamStatus::default();
+        let refused = Ok(WatchResponse {
+            created: true,
+            canceled: true,
+            cancel_reason: "rpc error: code = PermissionDenied desc = etcdserver: permission denied".into(),
+            ..WatchResponse::default()
+        });
+        let mut rest = futures::stream::pending();
+        let stop = Gathered::default().take_ready(Some(refused), &mut rest, &status);
+        assert!(matches!(stop, Some(Stop::Resume(_))), "a refusal stops this attempt");
+        assert!(!status.report(0).connected, "refused: still down");
+
+        let created = Ok(WatchResponse { created: true, ..WatchResponse::default() });
+        assert!(Gathered::default().take_ready(Some(created), &mut rest, &status).is_none());
+        assert!(status.report(0).connected);
     }
 
     #[test]

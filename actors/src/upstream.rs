@@ -35,6 +35,8 @@ const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(30);
 // etcd: api/v3rpc/rpctypes/error.go, the texts of the errors that decide about a token.
 const INVALID_AUTH_TOKEN: &str = "etcdserver: invalid auth token";
 const AUTH_OLD_REVISION: &str = "etcdserver: revision of auth store is old";
+/// etcd's `ErrPermissionDenied`, as a watch's cancel reason ends with it.
+const PERMISSION_DENIED: &str = "etcdserver: permission denied";
 const USER_EMPTY: &str = "etcdserver: user name is empty";
 const AUTH_FAILED: &str = "etcdserver: authentication failed, invalid user ID or password";
 const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
@@ -402,7 +404,12 @@ pub fn never_sent(status: &Status) -> bool {
 /// the status's whole text, `rpc error: code = ... desc = ...`).
 #[must_use]
 pub fn watch_token_refused(cancel_reason: &str) -> bool {
-    cancel_reason.ends_with(INVALID_AUTH_TOKEN) || cancel_reason.ends_with(AUTH_OLD_REVISION)
+    // etcd up to 3.4.21 and 3.5.5 cancel a watch whose token has expired with `permission
+    // denied`, not `invalid auth token`: a fresh token is tried then too (a user who really
+    // lacks the permission is refused again, and the watch counts as down).
+    cancel_reason.ends_with(INVALID_AUTH_TOKEN)
+        || cancel_reason.ends_with(AUTH_OLD_REVISION)
+        || cancel_reason.ends_with(PERMISSION_DENIED)
 }
 
 /// Whether upstream refused the user and password themselves (etcd's `ErrAuthFailed`), which
@@ -734,6 +741,8 @@ mod tests {
         assert!(!token_refused(&Status::invalid_argument(AUTH_FAILED)));
         assert!(credentials_refused(&Status::invalid_argument(AUTH_FAILED)));
         assert!(watch_token_refused("rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"));
-        assert!(!watch_token_refused("rpc error: code = PermissionDenied desc = etcdserver: permission denied"));
+        // etcd up to 3.4.21 and 3.5.5 refuse an expired token's watch so.
+        assert!(watch_token_refused("rpc error: code = PermissionDenied desc = etcdserver: permission denied"));
+        assert!(!watch_token_refused("etcdserver: mvcc: required revision has been compacted"));
     }
 }
