@@ -593,6 +593,21 @@ pub async fn lease_keys(
     Ok(handle.lease_time_to_live(id, true).await.map(|(status, _)| status.keys).unwrap_or_default())
 }
 
+/// A put that attaches its key to `lease` needs write permission on every key the lease already
+/// holds (etcd: apply_auth.go `checkLeasePuts`): the lock and election recipes' puts pass it.
+///
+/// # Errors
+/// `permission denied`, `user name is empty`; on a mirror, upstream's error.
+pub async fn check_lease_attach(
+    handle: &crate::Handle,
+    upstream: Option<&crate::forward::Upstream>,
+    caller: &Caller,
+    lease: watchkv::LeaseId,
+) -> Result<(), ApiError> {
+    let keys = lease_keys(handle, upstream, lease).await?;
+    handle.auth().check_lease_keys(caller, &keys)
+}
+
 /// A simple token: 16 random letters, as etcd's `genTokenPrefix`, and a random suffix in place
 /// of etcd's raft index.
 fn new_token() -> String {

@@ -93,10 +93,8 @@ impl Coordination {
     /// # Errors
     /// `permission denied`, `user name is empty`; on a mirror, upstream's error.
     pub async fn check_acquire(&self, caller: &Caller, name: &[u8], lease: LeaseId) -> Result<(), ApiError> {
-        let auth = self.handle.auth();
-        auth.check_coordination(caller, name, true)?;
-        let keys = super::auth::lease_keys(&self.handle, self.upstream.as_ref(), lease).await?;
-        auth.check_lease_keys(caller, &keys)
+        self.handle.auth().check_coordination(caller, name, true)?;
+        super::auth::check_lease_attach(&self.handle, self.upstream.as_ref(), caller, lease).await
     }
 
     pub(super) async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, ApiError> {

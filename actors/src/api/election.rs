@@ -207,10 +207,8 @@ pub async fn check_proclaim(
     caller: &Caller,
     leader: &pb::LeaderKey,
 ) -> Result<(), ApiError> {
-    let auth = handle.auth();
-    auth.check_leader_key(caller, &leader.key)?;
-    let keys = super::auth::lease_keys(handle, upstream, leader.lease).await?;
-    auth.check_lease_keys(caller, &keys)
+    handle.auth().check_leader_key(caller, &leader.key)?;
+    super::auth::check_lease_attach(handle, upstream, caller, leader.lease).await
 }
 
 /// `name/`.
