@@ -26,6 +26,11 @@ pub const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 /// Meta key present while an import ([`crate::KvStore::begin_import`]) is writing rows: the
 /// revision it imports at. A store that still has it on open is half imported.
 pub const META_IMPORTING: &[u8] = b"importingRev";
+/// Meta record of a store whose whole state came from another etcd and has taken no write of
+/// its own since (an import or a mirror's bootstrap): the upstream prefix it holds, empty for
+/// the whole keyspace. A mirror follows upstream only from a directory that has it, for the
+/// same prefix; the first local write removes it.
+pub const META_UPSTREAM_PREFIX: &[u8] = b"upstreamPrefix";
 /// Meta key present while a snapshot restore writes its records: a store that still has it on
 /// open was cut off partway through its restore.
 pub const META_RESTORING: &[u8] = b"restoringSnapshot";
@@ -237,6 +242,14 @@ impl Backend {
             Some(bytes) => codec::decode_i64(&bytes).map(Some).map_err(|e| corrupt(String::from_utf8_lossy(key), e)),
             None => Ok(None),
         }
+    }
+
+    /// Reads a meta record of raw bytes.
+    ///
+    /// # Errors
+    /// Fails on I/O errors.
+    pub fn get_meta_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(key)?.map(|bytes| bytes.to_vec()))
     }
 
     /// Reads every meta marker whose key starts with `prefix`, in key order.

@@ -217,7 +217,7 @@ async fn import_once(
 ) -> Result<ImportedSnapshot, Failed> {
     let mut pages = Pages::open(&endpoint, options).await?;
     let mut store = KvStore::open(config)?;
-    let mut import = store.begin_import(pages.revision)?;
+    let mut import = store.begin_import(pages.revision)?.from_upstream(&options.prefix);
     while let Some(kvs) = pages.next_page().await? {
         for kv in kvs {
             import.push(kv)?;

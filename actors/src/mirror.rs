@@ -89,14 +89,20 @@ pub enum MirrorError {
 /// Imports upstream's keyspace (or prefix) at one revision into `config`'s directory if it is
 /// missing or empty (the mirror's first start) or holds an import that was cut off (a crash
 /// during a bootstrap or a re-bootstrap: the directory is emptied first, since all it holds is
-/// upstream's); returns `None` for a directory that holds a store, which resumes from its own
-/// applied revision.
+/// upstream's); returns `None` for a directory that holds upstream's keys under the same
+/// prefix and nothing of its own ([`KvStore::upstream_prefix`]: a mirror's, or `watchkv
+/// import`'s not written to since), which resumes from its own applied revision.
 ///
 /// # Errors
-/// As [`import_from_etcd`]; the directory cannot be read or emptied.
+/// As [`import_from_etcd`]; the directory cannot be read or emptied; `Invalid` for a directory
+/// that holds another prefix, or a store that did not come from upstream or has taken writes of
+/// its own (following upstream from its revision would mix the two keyspaces).
 pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<Option<ImportReport>, MirrorError> {
     if !dir_is_empty(config.path()) {
-        let Some(revision) = KvStore::unfinished_import(config)? else { return Ok(None) };
+        let Some(revision) = KvStore::unfinished_import(config)? else {
+            check_resumable(config, &options.prefix)?;
+            return Ok(None);
+        };
         tracing::warn!(dir = %config.path().display(), revision,
             "mirror: the data directory holds an import that did not finish; importing from upstream again");
         std::fs::remove_dir_all(config.path())
@@ -105,6 +111,34 @@ pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<
     let mut import = ImportOptions::new(options.upstream.clone());
     import.prefix.clone_from(&options.prefix);
     Ok(Some(import_from_etcd(config.clone(), &import).await?))
+}
+
+/// Whether the store in `config`'s directory may follow upstream under `prefix`.
+fn check_resumable(config: &StoreConfig, prefix: &[u8]) -> Result<(), MirrorError> {
+    let dir = config.path().display();
+    match KvStore::upstream_prefix_in(config)? {
+        Some(held) if held == prefix => Ok(()),
+        Some(held) => Err(MirrorError::Invalid(format!(
+            "{dir} mirrors {}, not {}: start with --upstream-prefix {:?}, or remove the directory to mirror \
+             the new prefix",
+            describe_prefix(&held),
+            describe_prefix(prefix),
+            String::from_utf8_lossy(&held)
+        ))),
+        None => Err(MirrorError::Invalid(format!(
+            "{dir} holds a store that did not come from upstream or has taken writes of its own since: a mirror \
+             cannot follow upstream from it; remove the directory (the mirror then copies upstream's keyspace), \
+             or serve it without --upstream"
+        ))),
+    }
+}
+
+fn describe_prefix(prefix: &[u8]) -> String {
+    if prefix.is_empty() {
+        "upstream's whole keyspace".to_owned()
+    } else {
+        format!("upstream's prefix {:?}", String::from_utf8_lossy(prefix))
+    }
 }
 
 fn dir_is_empty(dir: &Path) -> bool {
@@ -490,6 +524,55 @@ mod tests {
         let (events, seen) = gathered.whole(b"").expect("the fourth is whole");
         assert_eq!(revisions_of(&events), vec![6, 6]);
         assert_eq!(seen, 6);
+    }
+
+    /// A data directory is resumed as a mirror only when it holds upstream's keys under the
+    /// same prefix and nothing of its own; anything else is refused before upstream is asked
+    /// (the endpoint here answers nothing), so a mirror never applies upstream's revisions on
+    /// top of another keyspace.
+    #[tokio::test]
+    async fn a_mirror_resumes_only_a_directory_holding_upstreams_keys_under_its_prefix_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = |prefix: &str| MirrorOptions {
+            upstream: UpstreamEtcd::plain(&["http://127.0.0.1:1".to_owned()]).expect("upstream"),
+            prefix: prefix.into(),
+        };
+        let kv = |key: &str| watchkv::KeyValue {
+            key: key.into(),
+            create_revision: 3,
+            mod_revision: 3,
+            version: 1,
+            value: b"v".to_vec(),
+            lease: 0,
+        };
+        let imported = StoreConfig::new(dir.path().join("imported"));
+        let mut store = KvStore::open(imported.clone()).expect("open");
+        store.begin_import(7).expect("begin").from_upstream(b"a/").push_all_and_finish([kv("a/x")]).expect("import");
+        drop(store);
+        let resumed = bootstrap(&imported, &options("a/")).await.expect("the same prefix resumes");
+        assert!(resumed.is_none(), "resumed, not imported again");
+        for other in ["b/", ""] {
+            let refused = bootstrap(&imported, &options(other)).await.expect_err("another prefix");
+            let text = refused.to_string();
+            assert!(
+                matches!(refused, MirrorError::Invalid(_)) && text.contains("mirrors upstream's prefix \"a/\""),
+                "{text}"
+            );
+        }
+
+        // A write of its own: no longer upstream's alone.
+        let mut store = KvStore::open(imported.clone()).expect("reopen");
+        store.put(watchkv::PutRequest::new("a/local", "v")).expect("put");
+        drop(store);
+        let refused = bootstrap(&imported, &options("a/")).await.expect_err("written locally");
+        assert!(refused.to_string().contains("has taken writes of its own"), "{refused}");
+
+        // A store that never came from upstream.
+        let local = StoreConfig::new(dir.path().join("local"));
+        KvStore::open(local.clone()).expect("open").put(watchkv::PutRequest::new("k", "v")).expect("put");
+        let refused = bootstrap(&local, &options("")).await.expect_err("not upstream's");
+        assert!(refused.to_string().contains("did not come from upstream"), "{refused}");
+        assert_eq!(KvStore::open(local).expect("reopen").current_rev(), 2, "left as it was");
     }
 
     /// A watch upstream refuses (a created response that is canceled: permission denied, say)

@@ -361,7 +361,7 @@ fn a_prefix_mirror_holds_only_its_prefix_and_reads_linearizably() {
     let bootstrap_rev = put(e, "p/b", "b0");
     let upstream = format!("http://127.0.0.1:{e}");
     let port = wire::free_port();
-    let _mirror =
+    let mut mirror =
         start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream, "--upstream-prefix", "p/"]);
     let under_prefix = |rows: Vec<Row>| rows.into_iter().filter(|r| r.0.starts_with(b"p/")).collect::<Vec<_>>();
     assert_eq!(rows_at(port, 0).0, under_prefix(rows_at(e, bootstrap_rev).0), "only the prefix is imported");
@@ -392,6 +392,20 @@ fn a_prefix_mirror_holds_only_its_prefix_and_reads_linearizably() {
         etcd_history(e, bootstrap_rev + 1, inside).into_iter().filter(|ev| ev.2.starts_with(b"p/")).collect();
     assert_eq!(seen, want);
     assert_eq!(want.len(), 21, "{want:?}");
+
+    // Restarted over its directory with another prefix, it refuses to start rather than follow
+    // upstream's revisions on top of "p/"'s keys; with its own prefix it resumes.
+    mirror.kill9();
+    let mut other =
+        wire::spawn_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream, "--upstream-prefix", "q/"]);
+    let exited = wait_for("the mirror started with another prefix to exit", || other.exited());
+    let log = std::fs::read_to_string(&other.log).expect("log");
+    let refusal = r#"mirrors upstream's prefix "p/", not upstream's prefix "q/""#;
+    assert!(!exited.starts_with("exit status: 0") && log.contains(refusal), "{exited}\n{log}");
+    let _resumed =
+        start_watchkv(&dir.path().join("mirror"), port, &["--upstream", &upstream, "--upstream-prefix", "p/"]);
+    let read = ok(port, "/v3/kv/range", &json!({"key": b64("p/c"), "serializable": true}));
+    assert_eq!(int(&read["kvs"][0], "mod_revision"), inside, "{read}");
 }
 
 /// The runtime's side without etcd: upstream revisions applied through the store's group

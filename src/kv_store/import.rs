@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use super::KvStore;
-use crate::backend::{Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT};
+use crate::backend::{
+    Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT, META_UPSTREAM_PREFIX,
+};
 use crate::codec;
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
@@ -46,6 +48,8 @@ pub struct Import<'a> {
     last_key: Option<Vec<u8>>,
     keys: usize,
     leased_keys: usize,
+    /// The upstream prefix to record at `finish` ([`Self::from_upstream`]).
+    upstream_prefix: Option<Vec<u8>>,
     finished: bool,
 }
 
@@ -228,6 +232,7 @@ impl<'a> Import<'a> {
             last_key: None,
             keys: 0,
             leased_keys: 0,
+            upstream_prefix: None,
             finished: false,
         }
     }
@@ -241,6 +246,16 @@ impl<'a> Import<'a> {
             self.push(kv)?;
         }
         self.finish()
+    }
+
+    /// Records, at [`Self::finish`], that the store holds upstream's keys under `prefix` (empty:
+    /// the whole keyspace) as upstream had them ([`KvStore::upstream_prefix`]), so that a mirror
+    /// of that prefix may follow upstream from the imported revision. A re-import keeps the
+    /// record the store had unless this is called.
+    #[must_use]
+    pub fn from_upstream(mut self, prefix: &[u8]) -> Self {
+        self.upstream_prefix = Some(prefix.to_vec());
+        self
     }
 
     /// The revision being imported at.
@@ -298,6 +313,9 @@ impl<'a> Import<'a> {
         batch.put_meta(META_SCHEDULED_COMPACT, self.revision);
         batch.put_meta(META_FINISHED_COMPACT, self.revision);
         batch.delete_meta(META_IMPORTING);
+        if let Some(prefix) = &self.upstream_prefix {
+            batch.put_meta_bytes(META_UPSTREAM_PREFIX, prefix.clone());
+        }
         let done = batch.commit().and_then(|()| self.store.backend.sync());
         if let Err(e) = done {
             self.store.poison(&e);
@@ -307,6 +325,9 @@ impl<'a> Import<'a> {
         self.store.index_incomplete = false;
         self.store.durable_rev = self.revision;
         self.store.compact_rev = self.revision;
+        if let Some(prefix) = self.upstream_prefix.take() {
+            self.store.upstream_prefix = Some(prefix);
+        }
         self.finished = true;
         Ok(ImportedSnapshot { revision: self.revision, keys: self.keys, leased_keys: self.leased_keys })
     }
@@ -351,7 +372,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::config::StoreConfig;
-    use crate::request::{PutRequest, RangeRequest, RequestOp, TxnRequest};
+    use crate::request::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
     use crate::KeyRange;
 
     /// A key-value as upstream sends it (also used by the upstream tests).
@@ -503,6 +524,41 @@ pub(super) mod tests {
         expected[0] = kv("a", "next", 2, 20_001, 4, 0);
         assert_eq!(all_at(&reopened, 0).expect("range after reopen"), expected);
         assert_eq!(all_at(&reopened, 20_000).expect("range at R"), upstream_later());
+    }
+
+    #[test]
+    fn the_upstream_prefix_record_lasts_until_the_first_write_of_the_stores_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path());
+        let mut store = KvStore::open(config.clone()).expect("open");
+        assert_eq!(store.upstream_prefix(), None, "a new store holds nothing of upstream's");
+        store.begin_import(20).expect("begin").from_upstream(b"t/").push_all_and_finish(upstream()).expect("import");
+        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        drop(store);
+        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), Some(b"t/".to_vec()), "durable");
+
+        // A re-import (a mirror's re-bootstrap) keeps it; a write that changes nothing too.
+        let mut store = KvStore::open(config.clone()).expect("reopen");
+        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        store.import_snapshot_over(20_000, upstream_later()).expect("reimport");
+        let nothing = store.delete_range(DeleteRangeRequest::new(KeyRange::Single(b"missing".to_vec())));
+        assert_eq!(nothing.expect("delete").response.deleted, 0);
+        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        drop(store);
+        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), Some(b"t/".to_vec()));
+
+        // The first write that changes anything removes it, with its own rows.
+        let mut store = KvStore::open(config.clone()).expect("reopen");
+        store.put(PutRequest::new("local", "v")).expect("put");
+        assert_eq!(store.upstream_prefix(), None);
+        drop(store);
+        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), None);
+        assert_eq!(KvStore::open(config).expect("reopen").upstream_prefix(), None);
+
+        // An import without `from_upstream` records nothing.
+        let plain = tempfile::tempdir().expect("temp dir");
+        KvStore::open(StoreConfig::new(plain.path())).expect("open").import_snapshot(20, upstream()).expect("import");
+        assert_eq!(KvStore::upstream_prefix_in(&StoreConfig::new(plain.path())).expect("read"), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::time::Instant;
 use crate::alarm::Alarms;
 use crate::backend::{
     Backend, RevisionReader, META_FINISHED_COMPACT, META_IMPORTING, META_RESTORING, META_SCHEDULED_COMPACT,
+    META_UPSTREAM_PREFIX,
 };
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
@@ -98,6 +99,9 @@ pub struct KvStore {
     /// keyspace, so reads are refused ([`Self::check_index_whole`]) rather than answered with
     /// a subset of the keys, until the store is opened again.
     index_incomplete: bool,
+    /// The upstream prefix this store's whole state came from, while it has taken no write of
+    /// its own ([`Self::upstream_prefix`]).
+    upstream_prefix: Option<Vec<u8>>,
     current_rev: i64,
     /// The current revision at the last successful persist (or open): what reads see once a
     /// storage failure has poisoned the store, since the revisions above it may not be on disk
@@ -173,6 +177,7 @@ impl KvStore {
             lessor: Lessor::default(),
             foreign_leases: HashSet::new(),
             index_incomplete: false,
+            upstream_prefix: backend.get_meta_bytes(META_UPSTREAM_PREFIX)?,
             current_rev: 1,
             durable_rev: 1,
             persist_failed: false,
@@ -246,6 +251,24 @@ impl KvStore {
             }
         }
         Ok(key_leases)
+    }
+
+    /// The upstream prefix (empty: the whole keyspace) whose keys this store holds as another
+    /// etcd had them, when its whole state came from there ([`Import::from_upstream`]: an
+    /// import, a mirror's bootstrap) and it has taken no write of its own since, so that a
+    /// mirror may follow upstream from its revision. `None` for any other store: the first
+    /// local write that changes anything removes the record, durably with its own rows.
+    #[must_use]
+    pub fn upstream_prefix(&self) -> Option<&[u8]> {
+        self.upstream_prefix.as_deref()
+    }
+
+    /// [`Self::upstream_prefix`] of the store in `config`'s directory, read without opening it.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn upstream_prefix_in(config: &StoreConfig) -> Result<Option<Vec<u8>>> {
+        Backend::open(config)?.get_meta_bytes(META_UPSTREAM_PREFIX)
     }
 
     /// Returns the current revision.

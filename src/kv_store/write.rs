@@ -197,6 +197,9 @@ impl KvStore {
             for id in self.group.lease_deletes.drain(..) {
                 batch.delete_lease(id);
             }
+            if std::mem::take(&mut self.group.forget_upstream) {
+                batch.delete_meta(crate::backend::META_UPSTREAM_PREFIX);
+            }
             if let Err(e) = batch.commit() {
                 return Err(self.persist_failed(e));
             }
@@ -275,6 +278,10 @@ impl KvStore {
         };
         if !w.events.is_empty() {
             self.current_rev += 1;
+            if self.upstream_prefix.take().is_some() {
+                // The store no longer holds only upstream's state: no mirror may follow from it.
+                self.group.forget_upstream = true;
+            }
         }
         stamp(&mut response, self.current_rev);
         Ok(Committed { response, events: w.events })
@@ -380,6 +387,9 @@ impl WriteTxn {
 pub(super) struct GroupBatch {
     rows: Vec<(BackendKey, Vec<u8>)>,
     lease_deletes: Vec<LeaseId>,
+    /// A write of the group is the store's first of its own since an import: the batch also
+    /// removes the upstream prefix record ([`KvStore::upstream_prefix`]).
+    forget_upstream: bool,
 }
 
 impl GroupBatch {
