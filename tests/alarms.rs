@@ -99,7 +99,17 @@ fn over_quota_raises_nospace_until_compact_defragment_and_disarm() {
 
 #[test]
 fn no_quota_never_raises_and_a_small_write_under_the_quota_passes() {
+    let probe = TestStore::new();
+    let empty = probe.store.disk_space().expect("size of an empty store");
+    drop(probe);
+    // 40 puts of 64 KiB pass a 1 MiB quota: a small write under it passes, then they raise it.
+    let mut quota = TestStore::with(|c| c.with_quota_backend_bytes(Some(empty + (1 << 20))));
+    quota.store.put(PutRequest::new("small", "v")).expect("a small write under the quota");
+    let refused = (0..40).find_map(|i| quota.store.put(PutRequest::new(format!("k{i}"), incompressible(i))).err());
+    assert!(matches!(refused, Some(Error::NoSpace)), "{refused:?}");
+    // The same puts with no quota at all (not etcd's 2 GiB default) raise nothing.
     let mut s = TestStore::with(|c| c.with_quota_backend_bytes(None));
+    assert_eq!(s.store.config().quota_backend_bytes(), None);
     for i in 0..40 {
         s.store.put(PutRequest::new(format!("k{i}"), incompressible(i))).expect("no quota");
     }

@@ -332,7 +332,7 @@ fn process_line(line: &str, run: &mut Run, model: &mut Model, ctx: &str) {
 
 /// The child process with its output readers.
 struct Spawned {
-    child: Child,
+    child: KillOnDrop,
     lines: Receiver<String>,
     stdout_reader: JoinHandle<()>,
     stderr_reader: JoinHandle<String>,
@@ -375,7 +375,31 @@ fn spawn_child(dir: &Path, run: usize, seed: u64) -> Spawned {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    Spawned { child, lines, stdout_reader, stderr_reader }
+    Spawned { child: KillOnDrop(child), lines, stdout_reader, stderr_reader }
+}
+
+/// The child writer, killed and reaped if the test panics before it kills it itself, so a
+/// failed assertion does not leave it writing into a directory being deleted.
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Fails with the child's exit status and stderr.

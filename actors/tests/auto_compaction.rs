@@ -7,6 +7,7 @@
 //! and watchers see its compactions as a client's.
 
 mod common;
+mod exit;
 mod wire;
 
 use std::process::Command;
@@ -54,13 +55,14 @@ fn a_bad_retention_is_refused_at_start() {
     for (mode, retention, text) in
         [("revision", "1h", "invalid auto-compaction retention"), ("weekly", "1", "\"periodic\" or \"revision\"")]
     {
-        let out = Command::new(env!("CARGO_BIN_EXE_watchkv"))
-            .args(["--data-dir"])
-            .arg(dir.path().join(mode))
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--auto-compaction-mode", mode, "--auto-compaction-retention", retention])
-            .output()
-            .expect("run watchkv");
+        let out = exit::run_to_exit(
+            Command::new(env!("CARGO_BIN_EXE_watchkv"))
+                .args(["--data-dir"])
+                .arg(dir.path().join(mode))
+                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--auto-compaction-mode", mode, "--auto-compaction-retention", retention]),
+            DEADLINE,
+        );
         assert!(!out.status.success(), "{mode} {retention} must be refused");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(text), "{mode} {retention}: {stderr}");

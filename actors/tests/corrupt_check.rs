@@ -13,6 +13,9 @@
 //! the check's reference hash lives in the running process, so a change made while the server
 //! is stopped becomes the new reference at the restart.
 
+mod exit;
+mod ports;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -222,14 +225,15 @@ async fn a_row_changed_under_a_running_server_raises_corrupt() {
 #[test]
 fn a_bad_corrupt_check_time_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--experimental-corrupt-check-time", "5 minutes"])
-        .output()
-        .expect("run watchkv");
+    let port = ports::free_port();
+    let out = exit::run_to_exit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--experimental-corrupt-check-time", "5 minutes"]),
+        Duration::from_secs(30),
+    );
     assert!(!out.status.success(), "a bad duration must be refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--experimental-corrupt-check-time \"5 minutes\""), "{stderr}");

@@ -176,6 +176,30 @@ impl Diff {
         self.unary_tagged(step, path, body, &[])
     }
 
+    /// A lease `TimeToLive` on both servers, compared with the remaining `TTL` checked on each
+    /// side, not against the other: it is the time left in whole seconds (etcd:
+    /// `int64(le.Remaining().Seconds())`), so two reads a few milliseconds apart may straddle a
+    /// second. Each must lie within `slack` seconds below `grantedTTL`.
+    fn time_to_live(&mut self, step: &str, path: &str, body: Value, tags: &[&str], slack: i64) {
+        let e = post(self.etcd.port, path, &body);
+        let w = match &self.grpc {
+            Some(g) => g.post(path, body.to_string().as_bytes()),
+            None => post(self.watchkv.port, path, &body),
+        };
+        let mut ev = json!({"status": e.status, "body": e.json()});
+        let mut wv = json!({"status": w.status, "body": w.json()});
+        for (side, v) in [("etcd", &mut ev), ("watchkv", &mut wv)] {
+            let granted = int(&v["body"], "grantedTTL");
+            let remaining = int(&v["body"], "TTL");
+            if !(granted - slack..=granted).contains(&remaining) {
+                self.failures.push(format!("step `{step}`: {side} answered TTL {remaining} of {granted}: {v}"));
+                return;
+            }
+            v["body"]["TTL"] = json!("remaining");
+        }
+        self.compare(step, tags, ev, wv);
+    }
+
     /// POSTs raw bytes to both and compares (malformed input).
     fn raw(&mut self, step: &str, path: &str, body: &[u8], tags: &[&str]) {
         if self.grpc.is_some() {

@@ -7,9 +7,10 @@
 //! builds the example first with the cargo that built the test.
 
 mod gateway_common;
+mod ports;
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,8 +41,7 @@ fn ensure_built(bin: &Path) {
 }
 
 fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr")
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 /// The example process; killed if the test ends without stopping it.

@@ -9,10 +9,11 @@
 //! permission comes from the token.
 
 mod certs;
+mod exit;
 mod wire;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use certs::{client_config, etcdctl, make_certs, path, run, start_etcd_tls_on, Certs, TIMEOUTS};
@@ -126,28 +127,8 @@ fn text(out: &Output) -> String {
 /// Runs the `watchkv` binary with `args` until it exits (it must, within the deadline): its
 /// success and output.
 fn run_to_exit(args: &[String]) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_watchkv"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn watchkv");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
-        if start.elapsed() > DEADLINE * 3 {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("watchkv {args:?} kept running; it must stop with an error:\n{}", text(&out));
-        }
-        // Polling interval while waiting for the process to exit, not a synchronisation.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out =
+        exit::run_to_exit(Command::new(env!("CARGO_BIN_EXE_watchkv")).args(args).env("RUST_LOG", "warn"), DEADLINE * 3);
     (out.status.success(), text(&out))
 }
 

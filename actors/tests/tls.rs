@@ -7,15 +7,15 @@
 //! fixtures'.
 
 mod certs;
+mod exit;
 mod wire;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certs::{
     client_config, etcdctl, https, https_with_headers, make_certs, path, run, spawn_logged, start_etcd_tls,
@@ -478,33 +478,17 @@ fn tls_flags_are_checked_at_start() {
             "URL must not contain a path: https://h:2379/v3".to_string(),
         ),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_watchkv"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"].iter().filter(|_| !args.contains(&"--listen-client-urls")))
-            .args(&args)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run watchkv");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for watchkv") {
-                break status;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("watchkv {args:?} is still running: it must refuse to start");
-            }
-            // Polling a child process for its exit, not a synchronisation.
-            thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
-        assert!(!status.success(), "watchkv {args:?} exited successfully: {stderr}");
+        let out = exit::run_to_exit(
+            Command::new(env!("CARGO_BIN_EXE_watchkv"))
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen", "127.0.0.1:0"].iter().filter(|_| !args.contains(&"--listen-client-urls")))
+                .args(&args)
+                .env("RUST_LOG", "error"),
+            DEADLINE,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "watchkv {args:?} exited successfully: {stderr}");
         assert!(stderr.contains(&expected), "watchkv {args:?}: expected {expected:?} in: {stderr}");
     }
 }
@@ -517,14 +501,14 @@ fn a_port_in_use_fails_before_the_store_is_opened() {
     let data = dir.path().join("data");
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = held.local_addr().expect("addr").to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_watchkv"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", address.as_str()])
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run watchkv");
+    let out = exit::run_to_exit(
+        Command::new(env!("CARGO_BIN_EXE_watchkv"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", address.as_str()])
+            .env("RUST_LOG", "error"),
+        DEADLINE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "watchkv started on a port in use: {stderr}");
     assert!(stderr.contains(&format!("binding {address}")), "{stderr}");

@@ -211,7 +211,8 @@ impl RecordedStream {
     }
 
     /// Waits until every response the stream is owed for revisions up to now has arrived,
-    /// without sleeping for a guessed time: once nothing is unsynced or parked, a sentinel
+    /// without sleeping for a guessed time: once nothing is unsynced, parked or waiting at the
+    /// store to be synced (a promotion placed over several turns), a sentinel
     /// watcher on a fresh key gets its event only after every earlier revision's events on
     /// this stream (per-stream order). Returns the responses received before the sentinel's,
     /// its own traffic removed. The sentinel's put is a write like any other: it takes the next
@@ -220,7 +221,10 @@ impl RecordedStream {
     /// # Panics
     /// If the put fails, the stream has stopped, or after [`DEADLINE`].
     pub async fn fence(&self, handle: &Handle) -> Vec<WatchResponse> {
-        wait_stats(handle, "nothing unsynced or parked", |s| s.syncer.unsynced == 0 && s.victims.victims == 0).await;
+        wait_stats(handle, "nothing unsynced, parked or promoting", |s| {
+            s.syncer.unsynced == 0 && s.victims.victims == 0 && s.store.promoting == 0
+        })
+        .await;
         let key = format!("\u{1}fence-{}", rand::random::<u64>());
         let id = self.watch(KeyRange::single(key.clone()), 0).await;
         let rev = match handle.put(PutRequest::new(key, "fence")).await {

@@ -302,15 +302,14 @@ pub(crate) fn leases(d: &mut Diff) {
         "/v3/kv/txn",
         json!({"compare": [cmp("LEASE", "EQUAL", "l1", "lease", json!(L1.to_string()))], "success": [{"request_range": {"key": b64("l1")}}]}),
     );
-    // The remaining TTL is truncated to whole seconds (etcd: `int64(le.Remaining().Seconds())`),
-    // so both servers answer grantedTTL - 1 a few milliseconds after the grant.
-    d.unary_tagged(
+    d.time_to_live(
         "lease timetolive with keys",
         "/v3/lease/timetolive",
         json!({"ID": L1, "keys": true}),
         &["lease-keys-order"],
+        5,
     );
-    d.unary("lease timetolive without keys (kv path)", "/v3/kv/lease/timetolive", json!({"ID": L2}));
+    d.time_to_live("lease timetolive without keys (kv path)", "/v3/kv/lease/timetolive", json!({"ID": L2}), &[], 5);
     d.unary("lease timetolive unknown", "/v3/lease/timetolive", json!({"ID": 0x4000, "keys": true}));
     d.unary_lines("lease keepalive", "/v3/lease/keepalive", &json!({"ID": L1}).to_string());
     d.unary_lines("lease keepalive unknown", "/v3/lease/keepalive", &json!({"ID": 0x4000}).to_string());

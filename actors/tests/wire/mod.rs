@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -28,12 +28,9 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// Deadline for one HTTP exchange.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Returns a port that was free a moment ago (the OS picked it for a listener we then closed).
-#[must_use]
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// Standard base64 (padded), as the gateway expects bytes.
 #[must_use]
