@@ -263,7 +263,7 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     assert_eq!(alice.leases().await.map_err(code_and_text).err(), Some(denied.clone()), "the lease holds sec/x");
     let kept = match alice.lease_keep_alive(lease).await {
         Ok((mut keeper, mut answers)) => match keeper.keep_alive().await {
-            Ok(()) => answers.message().await.map(|_| ()),
+            Ok(()) => tokio::time::timeout(DEADLINE, answers.message()).await.expect("an answer in time").map(|_| ()),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -273,7 +273,7 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     root_client.leases().await.expect("root lists every lease");
     let (mut keeper, mut renewed) = root_client.lease_keep_alive(lease).await.expect("root renews");
     keeper.keep_alive().await.expect("send a renewal");
-    let answer = renewed.message().await.expect("a renewal");
+    let answer = tokio::time::timeout(DEADLINE, renewed.message()).await.expect("in time").expect("a renewal");
     assert!(answer.as_ref().is_some_and(|r| r.ttl() > 0), "{answer:?}");
     for token in ["bogus", ""] {
         let mut grant = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
@@ -341,7 +341,8 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
         let mut create = tonic::Request::new(futures::stream::iter([negative]).chain(futures::stream::pending()));
         create.metadata_mut().insert("token", alice_token.parse().expect("ascii"));
         let mut responses = watch_client.watch(create).await.expect("watch").into_inner();
-        let refused = responses.message().await.expect("a response").expect("created");
+        let refused = tokio::time::timeout(DEADLINE, responses.message()).await.expect("in time");
+        let refused = refused.expect("a response").expect("created");
         assert!(refused.created && refused.canceled, "{refused:?}");
         assert_eq!(refused.cancel_reason, "etcdserver: mvcc: required revision has been compacted", "{refused:?}");
     }
@@ -354,7 +355,8 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
         let mut create = tonic::Request::new(requests);
         create.metadata_mut().insert("token", alice_token.parse().expect("ascii"));
         let mut responses = watch_client.watch(create).await.expect("watch").into_inner();
-        let created = responses.message().await.expect("a response").expect("created");
+        let created = tokio::time::timeout(DEADLINE, responses.message()).await.expect("in time");
+        let created = created.expect("a response").expect("created");
         assert!(created.created, "{created:?}");
         assert_eq!(created.canceled, !granted, "key {key:?}, granted {granted}: {created:?}");
     }

@@ -609,7 +609,10 @@ fn mirrors_of_a_three_member_cluster_lose_nothing_through_member_leader_and_mirr
             let requests =
                 futures::stream::iter([LeaseKeepAliveRequest { id: lease }]).chain(futures::stream::pending());
             let mut answers = leases.lease_keep_alive(requests).await?.into_inner();
-            Ok::<_, tonic::Status>(answers.message().await?.map_or(0, |a| a.ttl))
+            let answer = tokio::time::timeout(DEADLINE, answers.message())
+                .await
+                .map_err(|_| tonic::Status::deadline_exceeded("no keep-alive answer"))?;
+            Ok::<_, tonic::Status>(answer?.map_or(0, |a| a.ttl))
         });
         let ttl = ttl.unwrap_or_else(|e| panic!("keep-alive stream {renewal} with member m{followed} down: {e:?}"));
         assert!(ttl > 0, "keep-alive stream {renewal}: TTL {ttl}");

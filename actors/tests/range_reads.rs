@@ -120,6 +120,14 @@ async fn ranges_answer_their_revision(keys: usize, rounds: usize) -> StoreStats 
     }
     writing.set(false);
     let mut answers = reader.await.expect("reader task");
+    let final_rev = history.iter().map(|(_, rev, _)| *rev).max().expect("puts");
+    let during = answers.iter().filter(|(_, a)| a.revision > first.revision && a.revision < final_rev).count();
+    assert!(
+        during > 0,
+        "no range answered while the writes and compactions went on (revisions {} to {final_rev}): {:?}",
+        first.revision,
+        answers.iter().map(|(_, a)| a.revision).collect::<Vec<_>>()
+    );
     answers.insert(0, (shapes()[0].clone(), first));
     for shape in shapes() {
         for answer in range_both_ways(&handle, shape.clone()).await {
@@ -290,8 +298,12 @@ async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
     let count = RangeRequest { count_only: true, ..shapes()[0].clone() };
     let rows = RangeRequest::new(KeyRange::interval(key(0), key(600)));
     let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    // Which answers first is up to the scheduler on a busy machine; what must not happen is the
+    // rows' answer waiting for the count's every time. Up to ten tries, until it comes first.
     let mut rows_first = 0;
-    for _ in 0..3 {
+    let mut tries = 0u64;
+    while rows_first == 0 && tries < 10 {
+        tries += 1;
         order.borrow_mut().clear();
         let task = |name: &'static str, req: RangeRequest| {
             let (handle, order) = (handle.clone(), Rc::clone(&order));
@@ -312,7 +324,7 @@ async fn a_large_count_in_planning_does_not_hold_back_other_answers() {
     }
     assert!(rows_first > 0, "the 600-row range answered after the count of {KEYS} keys every time");
     let stats = handle.stats().await.expect("stats").store;
-    assert!(stats.ranges_planned_in_parts >= 3 && stats.ranges_read_off_thread >= 3, "{stats:?}");
+    assert!(stats.ranges_planned_in_parts >= tries && stats.ranges_read_off_thread >= tries, "{stats:?}");
     handle.shutdown().await.expect("shutdown");
 }
 

@@ -185,6 +185,7 @@ async fn watch_and_keep_alive_over_a_websocket_answer_as_etcds() {
 fn put_with_token(port: u16, token: &str) {
     let body = json!({"key": b64("foo"), "value": b64("3")}).to_string();
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
     use std::io::{Read, Write};
     let head = format!(
         "POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
