@@ -88,6 +88,12 @@ impl Alarms {
         self.active.insert(alarm)
     }
 
+    /// Whether `alarm` is active.
+    #[must_use]
+    pub fn contains(&self, alarm: AlarmMember) -> bool {
+        self.active.contains(&alarm)
+    }
+
     /// Removes `alarm`; returns whether it was active.
     pub fn remove(&mut self, alarm: AlarmMember) -> bool {
         self.active.remove(&alarm)

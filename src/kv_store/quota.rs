@@ -119,13 +119,15 @@ impl KvStore {
     /// # Errors
     /// A storage error.
     pub fn deactivate_alarm(&mut self, alarm: AlarmMember) -> Result<bool> {
-        if !self.alarms.remove(alarm) {
+        if !self.alarms.contains(alarm) {
             return Ok(false);
         }
+        // On disk first: a disarm that fails to persist leaves the alarm raised, rather than
+        // clear it until a restart brings it back.
         let mut batch = self.backend.batch();
         batch.delete_meta(&alarm_key(alarm));
         batch.commit()?;
         self.backend.sync()?;
-        Ok(true)
+        Ok(self.alarms.remove(alarm))
     }
 }
