@@ -304,8 +304,9 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     alice.lock("app/l", Some(LockOptions::new().with_lease(own))).await.expect("a lock on her own lease");
     alice.campaign("app/e", "v", own).await.expect("a campaign on her own lease");
 
-    // The gateway takes a token from `Grpc-Metadata-Token` too, before `Authorization`, as
-    // etcd's gateway hands both on and etcd reads `token` first.
+    // The gateway takes a token from `Grpc-Metadata-Token` too, before `Authorization` (or
+    // `Grpc-Metadata-Authorization`), as etcd's gateway hands them on and etcd reads `token`
+    // first.
     let alice_token = token(port, "alice", "apw").await;
     let range = |headers: Vec<(&'static str, String)>| async move {
         tokio::task::spawn_blocking(move || gateway_range(port, "w/k", &headers)).await.expect("request")
@@ -316,6 +317,8 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
     assert_eq!(range(both).await.0, 401, "the metadata token is the one read");
     root.role_grant_permission("app", Permission::read("w/k")).await.expect("read w/k");
     assert_eq!(range(vec![("Grpc-Metadata-Token", alice_token.clone())]).await.0, 200);
+    assert_eq!(range(vec![("Grpc-Metadata-Authorization", alice_token.clone())]).await.0, 200);
+    assert_eq!(range(vec![("Grpc-Metadata-Authorization", "bogus".into())]).await.0, 401);
 
     // A watch of every key from "" is checked as from "\0", the smallest key, as etcd checks
     // it: a grant from "\0" (etcdctl's `--prefix ""`) covers it.

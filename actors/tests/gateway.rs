@@ -445,3 +445,58 @@ async fn mounted_under_a_prefix() {
     assert_eq!(resp.status().as_u16(), 404);
     gw.finish().await;
 }
+
+/// HTTP/1.0 has no chunked encoding: the streaming routes answer an HTTP/1.0 request with the
+/// JSON lines as they are and end the body by closing the connection, as etcd's gateway (Go's
+/// `net/http`) does. A keep-alive body of two requests gets two lines, then the close; a watch
+/// gets its created line and a later event, unchunked.
+#[actix_rt::test]
+async fn an_http_1_0_client_gets_streamed_lines_unchunked_and_the_close_ends_them() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let deadline = gateway_common::DEADLINE;
+    let gw = Gw::start().await;
+    let lease = gw.ok("/v3/lease/grant", &json!({"TTL": "60"})).await;
+    let id = lease["ID"].as_str().expect("lease id").to_owned();
+    let body = format!(r#"{{"ID":"{id}"}} {{"ID":"{id}"}}"#);
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let request = format!("POST /v3/lease/keepalive HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut reply = Vec::new();
+    tokio::time::timeout(deadline, socket.read_to_end(&mut reply)).await.expect("closed in time").expect("read");
+    let reply = String::from_utf8(reply).expect("utf-8");
+    let (head, lines) = reply.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    let answers: Vec<Value> =
+        lines.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    assert_eq!(answers.len(), 2, "{lines}");
+    for answer in &answers {
+        assert_eq!((&answer["result"]["ID"], &answer["result"]["TTL"]), (&json!(id), &json!("60")), "{answer}");
+    }
+
+    let create = json!({"create_request": {"key": b64("h10")}}).to_string();
+    let socket = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let mut socket = tokio::io::BufReader::new(socket);
+    let request = format!("POST /v3/watch HTTP/1.0\r\nContent-Length: {}\r\n\r\n{create}", create.len());
+    socket.get_mut().write_all(request.as_bytes()).await.expect("send");
+    let mut read_line = async || {
+        let mut line = String::new();
+        tokio::time::timeout(deadline, socket.read_line(&mut line)).await.expect("a line in time").expect("read");
+        line
+    };
+    let mut head = String::new();
+    loop {
+        let line = read_line().await;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.0 200") && !head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    let created: Value = serde_json::from_str(&read_line().await).expect("the created line, unchunked");
+    assert_eq!(created["result"]["created"], json!(true), "{created}");
+    let put = gw.put("h10", "v").await;
+    let event: Value = serde_json::from_str(&read_line().await).expect("the event line, unchunked");
+    assert_eq!(int(&event["result"]["events"][0]["kv"]["mod_revision"]), put, "{event}");
+    gw.finish().await;
+}

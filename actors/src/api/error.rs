@@ -38,6 +38,16 @@ pub enum ApiError {
     /// The request body could not be read from the connection.
     #[error("reading request body: {0}")]
     Body(String),
+    /// A decoded request larger than gRPC's receive limit (`max_request_bytes` plus
+    /// `GRPC_OVERHEAD_BYTES`), refused as grpc-go refuses the message before etcd sees it;
+    /// etcd's gateway passes that on.
+    #[error("grpc: received message larger than max ({found} vs. {limit})")]
+    MessageTooLarge {
+        /// The message's protobuf length.
+        found: usize,
+        /// The receive limit.
+        limit: usize,
+    },
     /// The watch stream's actor is gone: the server is stopping.
     #[error("watch stream closed")]
     StreamClosed,
@@ -122,6 +132,7 @@ impl ApiError {
             | Self::TruncatedBody
             | Self::Body(_) => Code::InvalidArgument,
             Self::StreamClosed => Code::Unavailable,
+            Self::MessageTooLarge { .. } => Code::ResourceExhausted,
             Self::MemberNotFound => Code::NotFound,
             Self::MemberNotLearner | Self::NotEnoughStartedMembers | Self::BadLeaderTransferee => {
                 Code::FailedPrecondition

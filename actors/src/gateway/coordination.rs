@@ -143,5 +143,5 @@ pub async fn observe(gw: web::Data<Gateway>, http: actix_web::HttpRequest, paylo
         line.push_str("}\n");
         Ok::<_, actix_web::Error>(Bytes::from(line))
     });
-    HttpResponse::Ok().content_type("application/json").streaming(lines)
+    super::json_stream_response(&http, lines)
 }

@@ -340,9 +340,11 @@ pub fn write_member_status(out: &mut String, h: Header, revision: i64, db_size: 
 
 /// Writes a `MemberListResponse` of one member, this server: its id, name and client URLs (no
 /// peer URLs: it has no peers), with etcd's field names (`ID`, `clientURLs`).
-pub fn write_member_list(out: &mut String, h: Header, revision: i64, name: &str, client_urls: &[String]) {
+pub fn write_member_list(out: &mut String, h: Header, name: &str, client_urls: &[String]) {
     let mut o = Obj::open(out);
-    o.raw("header", |out| write_header(out, h, revision));
+    // etcd's cluster service header carries no revision (etcdserver/api/v3rpc/member.go
+    // `ClusterServer.header`).
+    o.raw("header", |out| write_header(out, h, 0));
     o.raw("members", |out| {
         out.push('[');
         let mut m = Obj::open(out);

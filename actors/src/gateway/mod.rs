@@ -63,6 +63,18 @@ impl Gateway {
     /// gateway reads a body whole and leaves the limit to gRPC, so four times
     /// `max_request_bytes` plus gRPC's framing allowance; the decoded request then meets the
     /// same limits as over gRPC ([`message`], [`write_message`]).
+    /// Refuses a decoded request whose protobuf is larger than gRPC's receive limit
+    /// (`max_request_bytes` plus `GRPC_OVERHEAD_BYTES`) with grpc-go's `ResourceExhausted`, as
+    /// etcd's gateway passes on what etcd's gRPC server answered it.
+    fn check_receive_limit(&self, msg: &impl prost::Message) -> Result<(), ApiError> {
+        let limit = self.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+        let found = msg.encoded_len();
+        if found > limit {
+            return Err(ApiError::MessageTooLarge { found, limit });
+        }
+        Ok(())
+    }
+
     fn max_json_bytes(&self) -> usize {
         self.max_request_bytes.saturating_mul(4).saturating_add(GRPC_OVERHEAD_BYTES)
     }
@@ -249,12 +261,10 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
 }
 
 /// Reads and decodes a request body into its message, refused when its protobuf is larger than
-/// gRPC's receive limit (`max_request_bytes` plus `GRPC_OVERHEAD_BYTES`), as over gRPC.
+/// gRPC's receive limit, as over gRPC ([`Gateway::check_receive_limit`]).
 async fn message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
     let msg: M = decode::decode(&read_body(payload, gw.max_json_bytes()).await?)?;
-    if msg.encoded_len() > gw.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES) {
-        return Err(Error::RequestTooLarge.into());
-    }
+    gw.check_receive_limit(&msg)?;
     Ok(msg)
 }
 
@@ -269,13 +279,15 @@ async fn write_message<M: GatewayMessage + prost::Message>(payload: web::Payload
 }
 
 /// The token an HTTP request carries. etcd's gateway hands `Grpc-Metadata-Token` on as gRPC
-/// metadata `token` and `Authorization` as `authorization`, and etcd reads `token` first
-/// (etcd: grpc-gateway runtime `AnnotateContext`, auth/store.go `AuthInfoFromCtx`).
+/// metadata `token`, and `Authorization` and `Grpc-Metadata-Authorization` as `authorization`,
+/// and etcd reads `token` first (etcd: grpc-gateway runtime `AnnotateContext`, auth/store.go
+/// `AuthInfoFromCtx`).
 fn token(req: &HttpRequest) -> Option<&str> {
     let headers = req.headers();
     headers
         .get("grpc-metadata-token")
         .or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))
+        .or_else(|| headers.get("grpc-metadata-authorization"))
         .and_then(|v| v.to_str().ok())
         .or_else(|| websocket::bearer_token(req))
 }
@@ -453,6 +465,28 @@ async fn lease_revoke(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
     )
 }
 
+/// A streaming JSON response (watch, keep-alive, snapshot, observe) to `http`: chunked on
+/// HTTP/1.1, as etcd's gateway sends it. HTTP/1.0 has no chunked encoding (RFC 9112 §6.1), so
+/// an HTTP/1.0 client gets the bytes as they are and the body ends when the connection closes,
+/// as Go's `net/http` serves it (actix-http would send chunks it cannot read).
+pub(crate) fn json_stream_response<S, E>(http: &HttpRequest, body: S) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, E>> + 'static,
+    E: Into<Box<dyn std::error::Error>> + 'static,
+{
+    let http_1_0 = http.version() < actix_web::http::Version::HTTP_11;
+    let mut builder = HttpResponse::Ok();
+    builder.content_type("application/json");
+    if http_1_0 {
+        builder.force_close();
+    }
+    let mut response = builder.streaming(body);
+    if http_1_0 {
+        response.head_mut().no_chunking(true);
+    }
+    response
+}
+
 /// etcd's `LeaseKeepAlive` is a stream: every request object in the body gets one
 /// `{"result":{...}}` line as soon as it arrives, while the body stays open, so a client that
 /// keeps one request open renews its lease for as long as it sends (etcd's gateway forwards
@@ -518,7 +552,7 @@ async fn lease_keep_alive(gw: web::Data<Gateway>, http: HttpRequest, payload: we
             Some((Ok::<_, actix_web::Error>(web::Bytes::from(out)), next))
         }
     });
-    HttpResponse::Ok().content_type("application/json").streaming(lines)
+    json_stream_response(&http, lines)
 }
 
 async fn lease_time_to_live(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -> HttpResponse {
@@ -595,8 +629,7 @@ async fn member_list(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Pa
             gw.handle.auth().require_user(&caller(&gw, &http)?)?;
             let _ = read_body(payload, gw.max_json_bytes()).await?;
             let mut out = String::new();
-            let revision = gw.handle.current_revision();
-            encode::write_member_list(&mut out, gw.header, revision, crate::api::MEMBER_NAME, &gw.client_urls);
+            encode::write_member_list(&mut out, gw.header, crate::api::MEMBER_NAME, &gw.client_urls);
             Ok(out)
         }
         .await,

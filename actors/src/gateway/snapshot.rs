@@ -39,5 +39,5 @@ pub async fn snapshot(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payl
         line.push('\n');
         Ok::<_, actix_web::Error>(Bytes::from(line))
     });
-    HttpResponse::Ok().content_type("application/json").streaming(lines)
+    super::json_stream_response(&http, lines)
 }

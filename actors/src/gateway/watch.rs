@@ -22,23 +22,31 @@ use crate::api::{ApiError, Header, StreamRequests, TransportStream};
 pub async fn watch(gw: web::Data<Gateway>, http: actix_web::HttpRequest, payload: web::Payload) -> HttpResponse {
     let stream = TransportStream::open(&gw.handle).with_credentials(super::credentials(&http));
     let (err_tx, err_rx) = mpsc::channel::<ApiError>(1);
-    actix_web::rt::spawn(read_requests(payload, stream.requests(&gw.handle), err_tx, gw.max_json_bytes()));
+    actix_web::rt::spawn(read_requests(payload, stream.requests(&gw.handle), err_tx, gw.clone()));
     let body = ResponseLines { stream, errors: err_rx, failed: None, header: gw.header, done: false };
-    HttpResponse::Ok().content_type("application/json").streaming(body)
+    super::json_stream_response(&http, body)
 }
 
 /// Decodes the request body as it arrives and hands each request to the stream actor as soon
 /// as it is whole (a malformed one after it does not take back the requests before it, as
 /// etcd's gateway forwards each as it reads it). The first bad request, or a body that breaks
 /// off, ends the stream with its error.
-async fn read_requests(payload: web::Payload, requests: StreamRequests, errors: mpsc::Sender<ApiError>, limit: usize) {
-    let mut objects = JsonObjects::new(payload, limit, ApiError::InvalidWatchRequest);
+async fn read_requests(
+    payload: web::Payload,
+    requests: StreamRequests,
+    errors: mpsc::Sender<ApiError>,
+    gw: web::Data<Gateway>,
+) {
+    let mut objects = JsonObjects::new(payload, gw.max_json_bytes(), ApiError::InvalidWatchRequest);
     // The body's end does not end the stream: it stays open until the client goes away (etcd
     // keeps sending after a half-close).
     while let Some(object) = objects.next().await {
         let forwarded = match object {
             Ok(value) => match decode::decode_value::<pb::WatchRequest>(value) {
-                Ok(req) => requests.forward(req).await,
+                Ok(req) => match gw.check_receive_limit(&req) {
+                    Ok(()) => requests.forward(req).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(ApiError::InvalidWatchRequest(e.to_string())),
             },
             Err(e) => Err(e),

@@ -119,7 +119,9 @@ impl pb::cluster_server::Cluster for GrpcApi {
         self.handle().auth().require_user(&self.caller(&request)?)?;
         let h = self.inner.header;
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.header(self.handle().current_revision())),
+            // etcd's cluster service header carries no revision (etcdserver/api/v3rpc/member.go
+            // `ClusterServer.header`).
+            header: Some(self.header(0)),
             members: vec![pb::Member {
                 id: h.member_id,
                 name: MEMBER_NAME.to_string(),

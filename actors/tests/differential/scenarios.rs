@@ -129,6 +129,11 @@ pub(crate) fn kv(d: &mut Diff) {
         json!({"key": b64("ghost"), "value": b64("v"), "lease": "12345"}),
     );
     d.raw("put with a truncated JSON body", "/v3/kv/put", br#"{"key":"Zm9v","#, &["json-syntax-error-text"]);
+    // Over gRPC's receive limit (max-request-bytes + 512 KiB): grpc-go's ResourceExhausted,
+    // which etcd's gateway passes on as 429.
+    let huge = "x".repeat(2_200_000);
+    d.unary("range over the receive limit", "/v3/kv/range", json!({"key": b64(&huge)}));
+    d.unary("put over the receive limit", "/v3/kv/put", json!({"key": b64("k"), "value": b64(&huge)}));
     d.unary("deleterange a missing key", "/v3/kv/deleterange", json!({"key": b64("nope")}));
     d.unary("deleterange single with prev_kv", "/v3/kv/deleterange", json!({"key": b64("fo"), "prev_kv": true}));
     d.unary(
