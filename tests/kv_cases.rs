@@ -551,6 +551,43 @@ fn d7_resumed_compaction_deletes_rows() {
     assert_eq!((store.compact_rev(), store.current_rev()), (3, 4));
 }
 
+/// etcd TestResumeCompactionOnTombstone: a compaction at a DELETE's revision cut off by a crash
+/// (scheduled, not run) is resumed on reopen, and the DELETE at the compact revision is still
+/// there for a watch from it.
+#[test]
+fn h3_resumed_compaction_keeps_the_tombstone_at_its_revision() {
+    let mut s = TestStore::new();
+    for i in 0..5 {
+        s.put(&format!("/key-{i}"), "v"); // 2..=6
+    }
+    s.del(one("/key-0")); // 7
+    let snap = s.store.reader().snapshot();
+    let before = range_events(&snap, 7, 8, s.store.compact_rev(), |_| Wanted::Event).expect("events");
+    assert_eq!(without_prev(before), vec![del_ev("/key-0", 7)]);
+    drop(snap);
+    let config = s.store.config().clone();
+    drop(s.store);
+    {
+        let backend = Backend::open(&config).expect("backend");
+        let mut batch = backend.batch();
+        batch.put_meta(META_SCHEDULED_COMPACT, 7);
+        batch.commit().expect("commit");
+        backend.sync().expect("sync");
+    }
+    let store = KvStore::open(config).expect("reopen");
+    assert_eq!(store.compact_rev(), 7);
+    // The resumed compaction deletes /key-0's put at 2, which nothing keeps.
+    let reader = store.reader();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reader.snapshot().get_row(watchkv::Revision::new(2, 0).to_key(false)).expect("read").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the resumed compaction never deleted row (2,0)");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let snap = reader.snapshot();
+    let after = range_events(&snap, 7, 8, store.compact_rev(), |_| Wanted::Event).expect("events");
+    assert_eq!(without_prev(after), vec![del_ev("/key-0", 7)]);
+}
+
 #[test]
 fn d8_compact_all_and_restore() {
     let mut s = TestStore::new();

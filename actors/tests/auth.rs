@@ -363,6 +363,46 @@ async fn txn_puts_lease_keys_alarms_tokens_and_coordination_refusals() {
         assert!(created.created, "{created:?}");
         assert_eq!(created.canceled, !granted, "key {key:?}, granted {granted}: {created:?}");
     }
+
+    // etcd TestWatchWithLowPermissionUser: read on exactly one key does not cover a watch from
+    // it to the end of the keyspace, which is refused with its reason; nothing under the wider
+    // range reaches the stream, whose permitted watch of the key itself sees only that key.
+    let from_nul = etcd_client::RoleRevokePermissionOptions::new().with_from_key();
+    root.role_revoke_permission("app", "\0", Some(from_nul)).await.expect("revoke the read from \\0");
+    root.role_grant_permission("app", Permission::read("h4")).await.expect("read h4");
+    {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut create = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+        create.metadata_mut().insert("token", alice_token.parse().expect("ascii"));
+        let watch = |key: &str, range_end: &[u8]| pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: key.into(),
+                range_end: range_end.to_vec(),
+                ..Default::default()
+            })),
+        };
+        tx.send(watch("h4", b"\0")).expect("send");
+        let mut responses = watch_client.watch(create).await.expect("watch").into_inner();
+        let mut next =
+            async || tokio::time::timeout(DEADLINE, responses.message()).await.expect("in time").expect("a response");
+        let refused = next().await.expect("a response");
+        assert!(refused.created && refused.canceled, "{refused:?}");
+        // etcd's text: `rpctypes.ErrGRPCPermissionDenied.Error()`, a gRPC status printed whole
+        // (clientv3 turns it back into `etcdserver: permission denied`).
+        let reason = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+        assert_eq!(refused.cancel_reason, reason, "{refused:?}");
+        tx.send(watch("h4", b"")).expect("send");
+        let created = next().await.expect("a response");
+        assert!(created.created && !created.canceled, "{created:?}");
+        root.put("h41", "outside", None).await.expect("put h41");
+        let inside = root.put("h4", "inside", None).await.expect("put h4");
+        let event = next().await.expect("a response");
+        let revisions: Vec<(Vec<u8>, i64)> =
+            event.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+        let inside_rev = inside.header().expect("header").revision();
+        assert_eq!(revisions, vec![(b"h4".to_vec(), inside_rev)], "{event:?}");
+        assert_eq!(event.watch_id, created.watch_id, "{event:?}");
+    }
 }
 
 /// A new channel to the server's gRPC port.

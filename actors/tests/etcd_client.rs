@@ -70,8 +70,9 @@ async fn scenario(mirror: bool) {
         None
     };
     // With the default fsync durability; a mirror bootstraps from its empty upstream first.
-    let args: Vec<String> =
+    let mut args: Vec<String> =
         upstream.iter().flat_map(|u| ["--upstream".to_string(), format!("http://127.0.0.1:{}", u.port)]).collect();
+    args.extend(["--progress-notify-interval-ms".to_string(), "500".to_string()]);
     let (data2, args2) = (data.clone(), args.clone());
     let mut server = tokio::task::spawn_blocking(move || {
         start_watchkv(&data2, port, &args2.iter().map(String::as_str).collect::<Vec<_>>())
@@ -192,6 +193,49 @@ async fn scenario(mirror: bool) {
     assert_eq!(revs, [last_seen + 1, last_seen + 2, last_seen + 3], "no gap, no duplicate: {resumed:?}");
     let keys: Vec<&str> = resumed.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["r/4", "r/5", "r/6"]);
+
+    // etcd TestV3WatchProgressOnMemberRestart: after the restart, a resumed watch that asked for
+    // progress notifications gets its events, then a notification at least at the last one.
+    let opts = WatchOptions::new().with_prefix().with_start_revision(last_seen + 1).with_progress_notify();
+    let mut notified = client.watch("r/", Some(opts)).await.expect("watch with progress notify");
+    assert!(next(&mut notified).await.created());
+    let mut revisions = Vec::new();
+    let progress = loop {
+        let resp = next(&mut notified).await;
+        if resp.events().is_empty() {
+            break resp;
+        }
+        revisions.extend(resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()));
+    };
+    assert_eq!(revisions, [last_seen + 1, last_seen + 2, last_seen + 3], "{progress:?}");
+    assert!(progress.header().is_some_and(|h| h.revision() >= last_seen + 3), "{progress:?}");
+
+    if !mirror {
+        // etcd TestWatchResumeCompacted: resumed from a revision compacted after the restart, a
+        // watch gets the compaction notice and no event; from the compact revision, every event
+        // from it on, in order. (A mirror's compaction is upstream's, not its own history's.)
+        let compact_at = last_seen + 2;
+        client.compact(compact_at, None).await.expect("compact");
+        let opts = WatchOptions::new().with_prefix().with_start_revision(last_seen + 1);
+        let mut compacted = client.watch("r/", Some(opts)).await.expect("watch from a compacted revision");
+        let notice = loop {
+            let resp = next(&mut compacted).await;
+            assert!(resp.events().is_empty(), "an event from a compacted revision: {resp:?}");
+            if resp.canceled() {
+                break resp;
+            }
+        };
+        assert_eq!(notice.compact_revision(), compact_at, "{notice:?}");
+        let opts = WatchOptions::new().with_prefix().with_start_revision(compact_at);
+        let mut from_compact = client.watch("r/", Some(opts)).await.expect("watch from the compact revision");
+        assert!(next(&mut from_compact).await.created());
+        let mut revisions = Vec::new();
+        while revisions.len() < 2 {
+            let resp = next(&mut from_compact).await;
+            revisions.extend(resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()));
+        }
+        assert_eq!(revisions, [compact_at, compact_at + 1]);
+    }
 }
 
 /// A watch from history over revisions whose events together exceed 4 MiB, tonic's default

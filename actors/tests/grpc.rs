@@ -353,3 +353,47 @@ async fn a_watch_request_over_the_limit_ends_the_stream_with_grpc_gos_error() {
     assert!(status.message().starts_with("grpc: received message larger than max ("), "{status:?}");
     s.handle.shutdown().await.expect("shutdown");
 }
+
+/// etcd TestV3WatchClose and TestWatchCancelOnServer: 100 connections, each with a watch
+/// stream whose watcher was created, all dropped at once: every stream and watcher is freed on
+/// the server, which goes on serving a new watch.
+#[actix_rt::test]
+async fn f13_g10_dropped_connections_free_their_streams_and_watchers() {
+    let s = serve(2 << 20, 1 << 20).await;
+    let create = |key: String| pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: key.into_bytes(),
+            ..Default::default()
+        })),
+    };
+    let mut open = Vec::new();
+    for i in 0..100 {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(create(format!("a{}", i % 10))).await.expect("send create");
+        let mut watch = pb::watch_client::WatchClient::new(channel(s.port).await);
+        let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+        assert!(next(&mut stream).await.created);
+        open.push((tx, stream, watch));
+    }
+    let st = s.handle.stats().await.expect("stats");
+    assert_eq!((st.store.streams, st.store.synced), (100, 100), "{st:?}");
+    drop(open);
+    watchkv_actors::testing::wait_stats(&s.handle, "every stream and watcher freed", |st| {
+        st.store.streams == 0 && st.store.synced + st.store.promoting + st.syncer.unsynced + st.victims.victims == 0
+    })
+    .await;
+
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(create("a0".into())).await.expect("send create");
+    let mut watch = pb::watch_client::WatchClient::new(channel(s.port).await);
+    let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    assert!(next(&mut stream).await.created);
+    let mut kv = pb::kv_client::KvClient::new(channel(s.port).await);
+    let put = kv.put(pb::PutRequest { key: b"a0".to_vec(), value: b"v".to_vec(), ..Default::default() }).await;
+    let rev = put.expect("put").into_inner().header.expect("header").revision;
+    let event = next(&mut stream).await;
+    assert_eq!(
+        event.events.iter().map(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision)).collect::<Vec<_>>(),
+        vec![rev]
+    );
+}

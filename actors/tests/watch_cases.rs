@@ -1168,3 +1168,89 @@ async fn slow_consumer_policy_spares_watchers_catching_up_from_old_revisions() {
         assert_eq!(revs, (2..=301).collect::<Vec<_>>(), "watcher {id}");
     }
 }
+
+/// etcd TestV3WatchCancellation and TestV3WatchCloseCancelRace: with one watcher kept open,
+/// 1000 watchers created and cancelled one after the other, then 1000 created and cancelled at
+/// once (the cancel sent before the created response came back), leave exactly the kept one
+/// in the store's groups; it still gets its events.
+#[actix_rt::test]
+async fn f16_f17_watchers_created_and_cancelled_leave_only_the_one_kept() {
+    use watchkv_actors::protocol::CreateWatch;
+    let sys = TestSystem::start(false).await;
+    let live = |st: &watchkv_actors::SystemStats| {
+        st.store.synced + st.store.promoting + st.syncer.unsynced + st.victims.victims
+    };
+    let s = sys.stream();
+    let kept = s.watch(one("/foo"), 0).await;
+    for _ in 0..1000 {
+        let id = s.watch(one("/foo"), 0).await;
+        s.cancel(id).await;
+    }
+    wait_stats(&sys.handle, "only the kept watcher", |st| live(st) == 1).await;
+
+    let racing = sys.stream();
+    for id in 0..1000 {
+        let create = WatchCreate { watch_id: id, ..WatchCreate::new(&one("/foo"), 0) };
+        racing.addr().do_send(CreateWatch(create));
+        racing.addr().do_send(CancelWatch(id));
+    }
+    // The last cancel has been handled once its answer is recorded.
+    racing.wait_for("the last cancel", |r| r.iter().any(|x| x.watch_id == 999 && x.canceled)).await;
+    wait_stats(&sys.handle, "only the kept watcher again", |st| live(st) == 1).await;
+    let rev = sys.put("/foo", "after").await;
+    s.wait_for("the kept watcher's event", |r| {
+        r.iter().any(|x| x.watch_id == kept && x.events.iter().any(|e| e.kv.mod_revision == rev))
+    })
+    .await;
+    racing.with_log(|log| assert!(log.iter().all(|r| r.events.is_empty()), "a cancelled watcher got events"));
+}
+
+/// etcd TestV3NoEventsLostOnCompact: a watcher whose client stopped reading falls behind 140
+/// revisions, which are then compacted. With the recent-revision ring off it gets, once its
+/// client reads again, contiguous events from its start and then exactly one compaction notice,
+/// as from etcd. With the ring on (the default), watchkv replays the revisions the ring still
+/// holds although they are compacted: every event, no notice (docs/etcd-semantics.md §6.6).
+#[actix_rt::test]
+async fn f20_no_events_lost_on_compact() {
+    for ring in [0, 4096] {
+        let sys = TestSystem::with(true, |c| {
+            let watch = c.watch().clone().with_chan_buf_len(1);
+            c.with_watch(watch).with_ring_revisions(ring)
+        })
+        .await;
+        let s = sys.stream();
+        let id = s.watch(one("foo"), 0).await;
+        s.pause();
+        let mut last = 0;
+        for _ in 0..140 {
+            last = sys.put("foo", "bar").await; // 2..=141
+        }
+        sys.handle.compact(last, false).await.expect("compact");
+        s.resume();
+        let start = std::time::Instant::now();
+        let done = |log: &[watchkv::watch::response::WatchResponse]| {
+            log.iter().any(|r| {
+                r.watch_id == id && (r.compact_revision != 0 || r.events.iter().any(|e| e.kv.mod_revision == last))
+            })
+        };
+        while !s.with_log(done) {
+            sys.handle.syncer_addr().send(SyncTick).await.expect("tick");
+            sys.handle.victim_addr().send(RetryTick).await.expect("tick");
+            assert!(start.elapsed() < common::DEADLINE, "ring {ring}: not done: {:#?}", s.responses());
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        let revs: Vec<i64> = s.events_of(id).into_iter().map(|e| e.0).collect();
+        let first = revs.first().copied().unwrap_or(2);
+        assert_eq!(first, 2, "ring {ring}: {revs:?}");
+        assert_eq!(revs, (2..2 + revs.len() as i64).collect::<Vec<_>>(), "ring {ring}: contiguous");
+        let notices: Vec<i64> = s.with_log(|log| {
+            log.iter().filter(|r| r.watch_id == id && r.compact_revision != 0).map(|r| r.compact_revision).collect()
+        });
+        if ring == 0 {
+            assert_eq!(notices, vec![last], "ring off: one notice at the compact revision");
+            assert!(revs.len() < 140, "ring off: not every event came before the notice: {revs:?}");
+        } else {
+            assert_eq!((revs.len(), notices.len()), (140, 0), "ring on: every event, no notice");
+        }
+    }
+}
