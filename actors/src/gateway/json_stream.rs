@@ -120,6 +120,9 @@ impl JsonObjects {
     }
 }
 
+/// A top-level JSON `null`.
+const NULL: &[u8] = b"null";
+
 /// Where the whole request objects at the front of a growing body end, found by looking at each
 /// byte once (brackets, and strings with their escapes), so that a request arriving in many
 /// small chunks is parsed once when it is whole, not again from its start at every chunk.
@@ -130,6 +133,9 @@ struct ObjectEnds {
     depth: usize,
     in_string: bool,
     escaped: bool,
+    /// Bytes of a top-level `null` seen so far: protojson reads `null` as the empty message,
+    /// which etcd's gateway forwards (and etcd's watch ignores) like `{}`.
+    null_seen: usize,
     /// Bytes at the front of the buffer that are whole objects (and whitespace).
     whole: usize,
 }
@@ -149,6 +155,17 @@ impl ObjectEnds {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
+                }
+                continue;
+            }
+            if self.depth == 0 && (self.null_seen > 0 || b == b'n') {
+                if b != NULL[self.null_seen] {
+                    return Err(malformed(format!("a request is a JSON object, not one starting with {:?}", 'n')));
+                }
+                self.null_seen += 1;
+                if self.null_seen == NULL.len() {
+                    self.null_seen = 0;
+                    self.whole = i + 1;
                 }
                 continue;
             }
@@ -216,10 +233,26 @@ mod tests {
     }
 
     #[test]
-    fn anything_but_an_object_at_the_top_is_refused_at_once() {
-        for body in [&b"[1]"[..], b" 7", b"\"x\"", b"{} null"] {
+    fn anything_but_an_object_or_null_at_the_top_is_refused_at_once() {
+        for body in [&b"[1]"[..], b" 7", b"\"x\"", b"{} nul{}", b"nothing", b"{} true"] {
             let refused = ObjectEnds::default().scan(body, ApiError::InvalidWatchRequest);
             assert!(matches!(refused, Err(ApiError::InvalidWatchRequest(_))), "{body:?}: {refused:?}");
         }
+    }
+
+    /// protojson reads a top-level `null` as the empty message: it is a whole request, found
+    /// also when it arrives a byte at a time.
+    #[test]
+    fn a_null_is_a_whole_request() {
+        let body = b"{} null\n{\"progress_request\":{}}";
+        let mut ends = ObjectEnds::default();
+        let mut seen = Vec::new();
+        for n in 1..=body.len() {
+            let whole = ends.scan(&body[..n], ApiError::Malformed).expect("requests");
+            if seen.last() != Some(&whole) {
+                seen.push(whole);
+            }
+        }
+        assert_eq!(seen, vec![0, 2, 7, body.len()]);
     }
 }

@@ -361,6 +361,9 @@ pub(crate) fn watches(d: &mut Diff) {
     d.expect(&mut s, "cancel id 7", 1);
     d.send(&mut s, json!({"cancel_request": {"watch_id": 77}}));
     d.quiet(&mut s, "cancel of an unknown id gets no response");
+    // `null` and `{}` are the empty request, which etcd's watch ignores; the stream goes on.
+    d.send(&mut s, Value::Null);
+    d.send(&mut s, json!({}));
     d.put("w1", "after-cancel");
     d.put("w3", "x");
     d.expect(&mut s, "cancelled watchers get nothing; w3 does", 1);

@@ -186,7 +186,9 @@ struct GrpcRequests {
 
 impl RequestSink for GrpcRequests {
     fn send(&mut self, req: &Value) {
-        let text = req.to_string();
+        // `null` is the empty message to protojson (grpc-gateway's decoder); on gRPC, an empty
+        // `WatchRequest`.
+        let text = if req.is_null() { "{}".to_owned() } else { req.to_string() };
         let mut de = serde_json::Deserializer::from_str(&text);
         let msg = DynamicMessage::deserialize(self.desc.clone(), &mut de)
             .unwrap_or_else(|e| panic!("watch request {req} is not a WatchRequest: {e}"));
