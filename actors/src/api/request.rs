@@ -27,13 +27,15 @@ pub fn txn_is_proposed(req: &pb::TxnRequest) -> bool {
 /// `max_request_bytes` as etcd counts it: etcd measures the raft entry that wraps the request
 /// (etcdserver/v3_server.go `processInternalRaftRequestOnce`, `InternalRaftRequest{Header: {ID},
 /// Put: ...}`), so the message as a field (tag and length) plus a request header holding etcd's
-/// 64-bit request id counts too: 17 bytes more at the default limit. The id starts with the
+/// 64-bit request id counts too: 18 bytes more at the default limit. The id starts with the
 /// member id's low 16 bits, so its varint takes ten bytes or (top bit clear) nine; ten are
-/// counted. `etcdserver: request is too large` otherwise.
+/// counted, so that nothing any etcd member refuses is taken. `etcdserver: request is too
+/// large` otherwise.
 #[must_use]
 pub fn write_fits(message_len: usize, max_request_bytes: usize) -> bool {
-    /// The `header` field: tag, length, then the id as tag and ten-byte varint.
-    const REQUEST_HEADER_FIELD: usize = 2 + 1 + 10;
+    /// The `header` field: its two-byte tag (field 100), its length, then the id's tag and
+    /// ten-byte varint.
+    const REQUEST_HEADER_FIELD: usize = 2 + 1 + 1 + 10;
     let as_field = 1 + prost::encoding::encoded_len_varint(message_len as u64) + message_len;
     as_field + REQUEST_HEADER_FIELD <= max_request_bytes
 }
@@ -197,13 +199,15 @@ mod tests {
     }
 
     /// etcd 3.4.23 at its default limit (1.5 MiB) takes a put of key `big` with a value of
-    /// 1,572,838 bytes and refuses one byte more.
+    /// 1,572,838 bytes on a member whose request ids take nine bytes, and refuses one byte
+    /// more; a member whose ids take ten refuses that one too. The ten-byte member's limit is
+    /// the one kept.
     #[test]
     fn writes_are_measured_as_etcds_raft_entry() {
         use prost::Message as _;
         let put = |len: usize| pb::PutRequest { key: b"big".to_vec(), value: vec![b'v'; len], ..Default::default() };
         let limit = watchkv::config::DEFAULT_MAX_REQUEST_BYTES;
-        assert!(write_fits(put(1_572_838).encoded_len(), limit));
-        assert!(!write_fits(put(1_572_839).encoded_len(), limit));
+        assert!(write_fits(put(1_572_837).encoded_len(), limit));
+        assert!(!write_fits(put(1_572_838).encoded_len(), limit));
     }
 }
