@@ -31,6 +31,9 @@ pub const META_IMPORTING: &[u8] = b"importingRev";
 /// the whole keyspace. A mirror follows upstream only from a directory that has it, for the
 /// same prefix; the first local write removes it.
 pub const META_UPSTREAM_PREFIX: &[u8] = b"upstreamPrefix";
+/// Meta marker beside [`META_UPSTREAM_PREFIX`]: the cluster id of the etcd the store's state
+/// came from (its bits as an `i64`), which a mirror's upstream must answer with.
+pub const META_UPSTREAM_CLUSTER: &[u8] = b"upstreamClusterId";
 /// Meta key present while a snapshot restore writes its records: a store that still has it on
 /// open was cut off partway through its restore.
 pub const META_RESTORING: &[u8] = b"restoringSnapshot";

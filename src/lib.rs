@@ -52,7 +52,7 @@ pub use kv::{Event, EventKind, KeyValue, LeaseId, WireForm};
 pub use kv_store::{
     Applied, Committed, Import, ImportedSnapshot, KvStore, LeaseRevokeRequest, LeaseStatus, Persisted, Planning,
     RangeCursor, RangePlan, RestoredSnapshot, StoreSnapshot, StoreStats, TxnCursor, TxnPlan, TxnPlanning,
-    UpstreamChange, UpstreamRevision, Write, WriteGroup,
+    UpstreamChange, UpstreamOrigin, UpstreamRevision, Write, WriteGroup,
 };
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use watchkv::{ImportedSnapshot, KeyValue, KvStore, StoreConfig};
+use watchkv::{ImportedSnapshot, KeyValue, KvStore, StoreConfig, UpstreamOrigin};
 
 use crate::api::pb::etcdserverpb::kv_client::KvClient;
 use crate::api::pb::etcdserverpb::RangeRequest;
@@ -217,7 +217,8 @@ async fn import_once(
 ) -> Result<ImportedSnapshot, Failed> {
     let mut pages = Pages::open(&endpoint, options).await?;
     let mut store = KvStore::open(config)?;
-    let mut import = store.begin_import(pages.revision)?.from_upstream(&options.prefix);
+    let origin = UpstreamOrigin { prefix: options.prefix.clone(), cluster_id: pages.cluster_id };
+    let mut import = store.begin_import(pages.revision)?.from_upstream(origin);
     while let Some(kvs) = pages.next_page().await? {
         for kv in kvs {
             import.push(kv)?;
@@ -249,6 +250,8 @@ struct Pages<'a> {
     range_end: Vec<u8>,
     /// Upstream's revision of the read.
     revision: i64,
+    /// Upstream's cluster id, from the first page's header.
+    cluster_id: u64,
     /// Keys upstream counted at that revision.
     expected_keys: i64,
     /// The first page, until [`Self::next_page`] hands it out.
@@ -273,6 +276,7 @@ impl<'a> Pages<'a> {
             kv,
             range_end,
             revision: 0,
+            cluster_id: 0,
             expected_keys: 0,
             first: None,
             next_key: None,
@@ -328,6 +332,7 @@ impl<'a> Pages<'a> {
             .into_inner();
         if revision.is_none() {
             self.revision = resp.header.as_ref().map_or(0, |h| h.revision);
+            self.cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
             self.expected_keys = resp.count;
         }
         let next_key = resp.kvs.last().filter(|_| resp.more).map(|last| {

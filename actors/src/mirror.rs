@@ -90,8 +90,9 @@ pub enum MirrorError {
 /// missing or empty (the mirror's first start) or holds an import that was cut off (a crash
 /// during a bootstrap or a re-bootstrap: the directory is emptied first, since all it holds is
 /// upstream's); returns `None` for a directory that holds upstream's keys under the same
-/// prefix and nothing of its own ([`KvStore::upstream_prefix`]: a mirror's, or `watchkv
-/// import`'s not written to since), which resumes from its own applied revision.
+/// prefix and nothing of its own ([`KvStore::upstream_origin`]: a mirror's, or `watchkv
+/// import`'s not written to since), which resumes from its own applied revision once
+/// [`follow`] has seen that upstream is the cluster it came from.
 ///
 /// # Errors
 /// As [`import_from_etcd`]; the directory cannot be read or emptied; `Invalid` for a directory
@@ -116,7 +117,7 @@ pub async fn bootstrap(config: &StoreConfig, options: &MirrorOptions) -> Result<
 /// Whether the store in `config`'s directory may follow upstream under `prefix`.
 fn check_resumable(config: &StoreConfig, prefix: &[u8]) -> Result<(), MirrorError> {
     let dir = config.path().display();
-    match KvStore::upstream_prefix_in(config)? {
+    match KvStore::upstream_origin_in(config)?.map(|origin| origin.prefix) {
         Some(held) if held == prefix => Ok(()),
         Some(held) => Err(MirrorError::Invalid(format!(
             "{dir} mirrors {}, not {}: start with --upstream-prefix {:?}, or remove the directory to mirror \
@@ -294,8 +295,22 @@ async fn watch_once(
     // (below `start - 1` on a prefix mirror whose last revisions were outside the prefix).
     let mut applied = handle.current_revision();
     let mut gathered = Gathered::default();
+    // The cluster the store's state was copied from, while nothing else was written to it: the
+    // stream's first response must come from that cluster, or its revisions would be applied
+    // on top of another cluster's keys.
+    let mut origin_cluster = handle.stats().await.ok().and_then(|s| s.store.upstream_cluster_id);
     loop {
         let first = responses.next().await;
+        if let (Some(expected), Some(Ok(response))) = (origin_cluster.take(), &first) {
+            let cluster = response.header.as_ref().map_or(0, |h| h.cluster_id);
+            if cluster != expected {
+                return Err(Stop::Fatal(MirrorError::Invalid(format!(
+                    "upstream {endpoint} is etcd cluster {cluster:x}, not cluster {expected:x} that the data \
+                     directory was copied from: point --upstream at that cluster, or remove the directory to \
+                     mirror this one"
+                ))));
+            }
+        }
         let ended = gathered.take_ready(first, &mut responses, status);
         if gathered.token_refused {
             // etcd: clientv3/watch.go shouldRetryWatch: the next watch authenticates again.
@@ -547,7 +562,8 @@ mod tests {
         };
         let imported = StoreConfig::new(dir.path().join("imported"));
         let mut store = KvStore::open(imported.clone()).expect("open");
-        store.begin_import(7).expect("begin").from_upstream(b"a/").push_all_and_finish([kv("a/x")]).expect("import");
+        let origin = watchkv::UpstreamOrigin { prefix: b"a/".to_vec(), cluster_id: 1 };
+        store.begin_import(7).expect("begin").from_upstream(origin).push_all_and_finish([kv("a/x")]).expect("import");
         drop(store);
         let resumed = bootstrap(&imported, &options("a/")).await.expect("the same prefix resumes");
         assert!(resumed.is_none(), "resumed, not imported again");

@@ -680,6 +680,9 @@ pub struct StoreStats {
     /// Ranges and read-only txns whose walk of the key index took several turns of the store
     /// (more than 4096 keys), with writes between the turns.
     pub ranges_planned_in_parts: u64,
+    /// The etcd cluster the store's whole state came from, while it has taken no write of its
+    /// own (`watchkv::KvStore::upstream_origin`): the cluster a mirror must follow.
+    pub upstream_cluster_id: Option<u64>,
 }
 
 /// Returns [`StoreStats`].

@@ -15,6 +15,7 @@
 //! it holds them; a mirror behind a burst of upstream writes applies them in shared group
 //! commits.
 
+mod exit;
 mod wire;
 
 use std::time::Instant;
@@ -594,4 +595,41 @@ fn a_mirror_reports_its_upstream_in_metrics_status_health_and_member_list() {
     });
     assert!(body.contains("\"health\":\"false\"") && body.contains(&upstream), "the reason names upstream: {body}");
     assert_eq!(metric(port, "watchkv_mirror_applied_revision"), Some(last as f64), "still serving what it has");
+}
+
+/// A data directory copied from one etcd cluster (`watchkv import`) is not followed on another:
+/// the mirror stops at that upstream's first response, naming both clusters, rather than apply
+/// its revisions on top of the first cluster's keys; over the cluster it came from, it resumes.
+#[test]
+fn a_mirror_follows_only_the_cluster_its_data_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = start_etcd(&dir.path().join("origin"));
+    let other = start_etcd(&dir.path().join("other"));
+    let imported = put(origin.port, "k", "from-origin");
+    put(other.port, "k", "from-other");
+    let data = dir.path().join("mirror");
+    let url = |p: &wire::Proc| format!("http://127.0.0.1:{}", p.port);
+    let import = exit::run_to_exit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"))
+            .args(["import", "--from", &url(&origin), "--data-dir"])
+            .arg(&data),
+        DEADLINE,
+    );
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+
+    let port = wire::free_port();
+    let mut wrong = wire::spawn_watchkv(&data, port, &["--upstream", &url(&other)]);
+    let exited = wait_for("the mirror of another cluster to stop", || wrong.exited());
+    let log = std::fs::read_to_string(&wrong.log).expect("log");
+    assert!(
+        !exited.starts_with("exit status: 0") && log.contains("that the data directory was copied from"),
+        "{exited}\n{log}"
+    );
+    drop(wrong);
+
+    let _mirror = start_watchkv(&data, port, &["--upstream", &url(&origin)]);
+    assert_eq!(rows_at(port, imported).0, rows_at(origin.port, imported).0);
+    let later = put(origin.port, "k", "later");
+    wait_for("the mirror at origin's later revision", || (rows_at(port, 0).1 >= later).then_some(()));
+    assert_eq!(rows_at(port, later).0, rows_at(origin.port, later).0);
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// Meta keys of the auth store: this prefix, then `user/<name>`, `role/<name>`, `enabled` or
 /// `revision`.
-const META_AUTH_PREFIX: &[u8] = b"auth/";
+pub(super) const META_AUTH_PREFIX: &[u8] = b"auth/";
 
 fn record_key(record: &AuthRecord) -> Vec<u8> {
     let mut key = META_AUTH_PREFIX.to_vec();

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use super::KvStore;
 use crate::backend::{
-    Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT, META_UPSTREAM_PREFIX,
+    Backend, Batch, META_FINISHED_COMPACT, META_IMPORTING, META_SCHEDULED_COMPACT, META_UPSTREAM_CLUSTER,
+    META_UPSTREAM_PREFIX,
 };
 use crate::codec;
 use crate::compaction::{Compactor, CompactorSettings};
@@ -34,6 +35,28 @@ pub struct ImportedSnapshot {
     pub leased_keys: usize,
 }
 
+/// Where a store's whole state came from ([`KvStore::upstream_origin`]): the etcd cluster and
+/// the prefix of its keyspace that was copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOrigin {
+    /// The keys copied: those under this prefix, or every key when it is empty.
+    pub prefix: Vec<u8>,
+    /// The cluster id upstream's responses carried.
+    pub cluster_id: u64,
+}
+
+impl UpstreamOrigin {
+    /// Reads the record from `backend`'s meta keyspace; `None` when it is not whole.
+    pub(super) fn read(backend: &Backend) -> Result<Option<Self>> {
+        let prefix = backend.get_meta_bytes(META_UPSTREAM_PREFIX)?;
+        let cluster = backend.get_meta(META_UPSTREAM_CLUSTER)?;
+        Ok(match (prefix, cluster) {
+            (Some(prefix), Some(cluster)) => Some(Self { prefix, cluster_id: cluster.cast_unsigned() }),
+            _ => None,
+        })
+    }
+}
+
 /// An import in progress, from [`KvStore::begin_import`]: feed it upstream's key-values in key
 /// order with [`push`](Self::push), then [`finish`](Self::finish). Until `finish`, the data
 /// directory is marked half imported and [`KvStore::open`] refuses it; an import that fails or
@@ -48,8 +71,8 @@ pub struct Import<'a> {
     last_key: Option<Vec<u8>>,
     keys: usize,
     leased_keys: usize,
-    /// The upstream prefix to record at `finish` ([`Self::from_upstream`]).
-    upstream_prefix: Option<Vec<u8>>,
+    /// The origin to record at `finish` ([`Self::from_upstream`]).
+    upstream_origin: Option<UpstreamOrigin>,
     finished: bool,
 }
 
@@ -232,7 +255,7 @@ impl<'a> Import<'a> {
             last_key: None,
             keys: 0,
             leased_keys: 0,
-            upstream_prefix: None,
+            upstream_origin: None,
             finished: false,
         }
     }
@@ -248,13 +271,14 @@ impl<'a> Import<'a> {
         self.finish()
     }
 
-    /// Records, at [`Self::finish`], that the store holds upstream's keys under `prefix` (empty:
-    /// the whole keyspace) as upstream had them ([`KvStore::upstream_prefix`]), so that a mirror
-    /// of that prefix may follow upstream from the imported revision. A re-import keeps the
-    /// record the store had unless this is called.
+    /// Records, at [`Self::finish`], that the store holds the keys under `origin.prefix`
+    /// (empty: the whole keyspace) as the etcd cluster `origin.cluster_id` had them
+    /// ([`KvStore::upstream_origin`]), so that a mirror of that prefix may follow that cluster
+    /// from the imported revision. A re-import keeps the record the store had unless this is
+    /// called.
     #[must_use]
-    pub fn from_upstream(mut self, prefix: &[u8]) -> Self {
-        self.upstream_prefix = Some(prefix.to_vec());
+    pub fn from_upstream(mut self, origin: UpstreamOrigin) -> Self {
+        self.upstream_origin = Some(origin);
         self
     }
 
@@ -313,8 +337,9 @@ impl<'a> Import<'a> {
         batch.put_meta(META_SCHEDULED_COMPACT, self.revision);
         batch.put_meta(META_FINISHED_COMPACT, self.revision);
         batch.delete_meta(META_IMPORTING);
-        if let Some(prefix) = &self.upstream_prefix {
-            batch.put_meta_bytes(META_UPSTREAM_PREFIX, prefix.clone());
+        if let Some(origin) = &self.upstream_origin {
+            batch.put_meta_bytes(META_UPSTREAM_PREFIX, origin.prefix.clone());
+            batch.put_meta(META_UPSTREAM_CLUSTER, origin.cluster_id.cast_signed());
         }
         let done = batch.commit().and_then(|()| self.store.backend.sync());
         if let Err(e) = done {
@@ -325,8 +350,8 @@ impl<'a> Import<'a> {
         self.store.index_incomplete = false;
         self.store.durable_rev = self.revision;
         self.store.compact_rev = self.revision;
-        if let Some(prefix) = self.upstream_prefix.take() {
-            self.store.upstream_prefix = Some(prefix);
+        if let Some(origin) = self.upstream_origin.take() {
+            self.store.upstream_origin = Some(origin);
         }
         self.finished = true;
         Ok(ImportedSnapshot { revision: self.revision, keys: self.keys, leased_keys: self.leased_keys })
@@ -527,38 +552,80 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_upstream_prefix_record_lasts_until_the_first_write_of_the_stores_own() {
+    fn the_upstream_origin_record_lasts_until_the_first_write_of_the_stores_own() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = StoreConfig::new(dir.path());
+        let config = StoreConfig::new(dir.path().join("main"));
+        // A cluster id with its top bit set, as etcd's often are, kept whole through the i64.
+        let origin = UpstreamOrigin { prefix: b"t/".to_vec(), cluster_id: 0xcdef_0123_4567_89ab };
         let mut store = KvStore::open(config.clone()).expect("open");
-        assert_eq!(store.upstream_prefix(), None, "a new store holds nothing of upstream's");
-        store.begin_import(20).expect("begin").from_upstream(b"t/").push_all_and_finish(upstream()).expect("import");
-        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        assert_eq!(store.upstream_origin(), None, "a new store holds nothing of upstream's");
+        store
+            .begin_import(20)
+            .expect("begin")
+            .from_upstream(origin.clone())
+            .push_all_and_finish(upstream())
+            .expect("import");
+        assert_eq!(store.upstream_origin(), Some(&origin));
         drop(store);
-        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), Some(b"t/".to_vec()), "durable");
+        assert_eq!(KvStore::upstream_origin_in(&config).expect("read"), Some(origin.clone()), "durable");
 
         // A re-import (a mirror's re-bootstrap) keeps it; a write that changes nothing too.
         let mut store = KvStore::open(config.clone()).expect("reopen");
-        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        assert_eq!(store.upstream_origin(), Some(&origin));
         store.import_snapshot_over(20_000, upstream_later()).expect("reimport");
         let nothing = store.delete_range(DeleteRangeRequest::new(KeyRange::Single(b"missing".to_vec())));
         assert_eq!(nothing.expect("delete").response.deleted, 0);
-        assert_eq!(store.upstream_prefix(), Some(&b"t/"[..]));
+        assert_eq!(store.upstream_origin(), Some(&origin));
         drop(store);
-        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), Some(b"t/".to_vec()));
+        assert_eq!(KvStore::upstream_origin_in(&config).expect("read"), Some(origin.clone()));
+
+        // A lease of its own removes it too.
+        let leased = StoreConfig::new(dir.path().join("leased"));
+        let mut store = KvStore::open(leased.clone()).expect("open");
+        store
+            .begin_import(20)
+            .expect("begin")
+            .from_upstream(origin.clone())
+            .push_all_and_finish(upstream())
+            .expect("import");
+        store.lease_grant(0, 60, Instant::now()).expect("grant");
+        assert_eq!(store.upstream_origin(), None);
+        drop(store);
+        assert_eq!(KvStore::upstream_origin_in(&leased).expect("read"), None);
 
         // The first write that changes anything removes it, with its own rows.
         let mut store = KvStore::open(config.clone()).expect("reopen");
         store.put(PutRequest::new("local", "v")).expect("put");
-        assert_eq!(store.upstream_prefix(), None);
+        assert_eq!(store.upstream_origin(), None);
         drop(store);
-        assert_eq!(KvStore::upstream_prefix_in(&config).expect("read"), None);
-        assert_eq!(KvStore::open(config).expect("reopen").upstream_prefix(), None);
+        assert_eq!(KvStore::upstream_origin_in(&config).expect("read"), None);
+        assert_eq!(KvStore::open(config).expect("reopen").upstream_origin(), None);
 
         // An import without `from_upstream` records nothing.
         let plain = tempfile::tempdir().expect("temp dir");
         KvStore::open(StoreConfig::new(plain.path())).expect("open").import_snapshot(20, upstream()).expect("import");
-        assert_eq!(KvStore::upstream_prefix_in(&StoreConfig::new(plain.path())).expect("read"), None);
+        assert_eq!(KvStore::upstream_origin_in(&StoreConfig::new(plain.path())).expect("read"), None);
+    }
+
+    /// A snapshot of a store imported from the whole of upstream's keyspace (its prefix record
+    /// empty) restores, and the restored store keeps the record.
+    #[test]
+    fn a_snapshot_of_a_whole_keyspace_import_restores_with_its_origin() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let origin = UpstreamOrigin { prefix: Vec::new(), cluster_id: 7 };
+        let mut store = KvStore::open(StoreConfig::new(dir.path().join("a"))).expect("open");
+        store
+            .begin_import(20)
+            .expect("begin")
+            .from_upstream(origin.clone())
+            .push_all_and_finish(upstream())
+            .expect("import");
+        let file = dir.path().join("snapshot.db");
+        store.snapshot().expect("snapshot").save(&file).expect("save");
+        let restored = StoreConfig::new(dir.path().join("b"));
+        KvStore::restore_snapshot(&file, restored.clone()).expect("restore");
+        assert_eq!(KvStore::upstream_origin_in(&restored).expect("read"), Some(origin));
+        assert_eq!(all_at(&KvStore::open(restored).expect("open"), 0).expect("range"), upstream());
     }
 
     #[test]

@@ -28,7 +28,6 @@ use std::time::Instant;
 use crate::alarm::Alarms;
 use crate::backend::{
     Backend, RevisionReader, META_FINISHED_COMPACT, META_IMPORTING, META_RESTORING, META_SCHEDULED_COMPACT,
-    META_UPSTREAM_PREFIX,
 };
 use crate::compaction::{Compactor, CompactorSettings};
 use crate::config::StoreConfig;
@@ -50,7 +49,7 @@ mod txn;
 mod upstream;
 mod write;
 
-pub use import::{Import, ImportedSnapshot};
+pub use import::{Import, ImportedSnapshot, UpstreamOrigin};
 pub use leases::{LeaseRevokeRequest, LeaseStatus};
 pub use read::{Planning, RangeCursor, RangePlan};
 pub use snapshot::{RestoredSnapshot, StoreSnapshot};
@@ -99,9 +98,9 @@ pub struct KvStore {
     /// keyspace, so reads are refused ([`Self::check_index_whole`]) rather than answered with
     /// a subset of the keys, until the store is opened again.
     index_incomplete: bool,
-    /// The upstream prefix this store's whole state came from, while it has taken no write of
-    /// its own ([`Self::upstream_prefix`]).
-    upstream_prefix: Option<Vec<u8>>,
+    /// Where this store's whole state came from, while it has taken no write of its own
+    /// ([`Self::upstream_origin`]).
+    upstream_origin: Option<UpstreamOrigin>,
     current_rev: i64,
     /// The current revision at the last successful persist (or open): what reads see once a
     /// storage failure has poisoned the store, since the revisions above it may not be on disk
@@ -177,7 +176,7 @@ impl KvStore {
             lessor: Lessor::default(),
             foreign_leases: HashSet::new(),
             index_incomplete: false,
-            upstream_prefix: backend.get_meta_bytes(META_UPSTREAM_PREFIX)?,
+            upstream_origin: UpstreamOrigin::read(&backend)?,
             current_rev: 1,
             durable_rev: 1,
             persist_failed: false,
@@ -253,22 +252,22 @@ impl KvStore {
         Ok(key_leases)
     }
 
-    /// The upstream prefix (empty: the whole keyspace) whose keys this store holds as another
-    /// etcd had them, when its whole state came from there ([`Import::from_upstream`]: an
-    /// import, a mirror's bootstrap) and it has taken no write of its own since, so that a
-    /// mirror may follow upstream from its revision. `None` for any other store: the first
-    /// local write that changes anything removes the record, durably with its own rows.
+    /// The etcd cluster and prefix whose keys this store holds as that etcd had them, when its
+    /// whole state came from there ([`Import::from_upstream`]: an import, a mirror's
+    /// bootstrap) and it has taken no write of its own since, so that a mirror may follow that
+    /// cluster from its revision. `None` for any other store: the first local write that
+    /// changes anything removes the record, durably with its own rows.
     #[must_use]
-    pub fn upstream_prefix(&self) -> Option<&[u8]> {
-        self.upstream_prefix.as_deref()
+    pub fn upstream_origin(&self) -> Option<&UpstreamOrigin> {
+        self.upstream_origin.as_ref()
     }
 
-    /// [`Self::upstream_prefix`] of the store in `config`'s directory, read without opening it.
+    /// [`Self::upstream_origin`] of the store in `config`'s directory, read without opening it.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn upstream_prefix_in(config: &StoreConfig) -> Result<Option<Vec<u8>>> {
-        Backend::open(config)?.get_meta_bytes(META_UPSTREAM_PREFIX)
+    pub fn upstream_origin_in(config: &StoreConfig) -> Result<Option<UpstreamOrigin>> {
+        UpstreamOrigin::read(&Backend::open(config)?)
     }
 
     /// Returns the current revision.

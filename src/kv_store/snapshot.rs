@@ -155,7 +155,14 @@ fn check_record(record: &SnapshotRecord) -> Result<()> {
             codec::decode_row(&record.value).map_err(|e| bad(&format!("revision {}", key.rev), e))?;
         }
         SnapshotKeyspace::Meta => {
-            codec::decode_i64(&record.value).map_err(|e| bad(&String::from_utf8_lossy(&record.key), e))?;
+            let name = String::from_utf8_lossy(&record.key);
+            if record.key == crate::backend::META_UPSTREAM_PREFIX {
+                // Raw bytes: any prefix, the empty one (the whole keyspace) too.
+            } else if record.key.starts_with(super::auth::META_AUTH_PREFIX) {
+                codec::decode_auth_record(&record.value).map_err(|e| bad(&name, e))?;
+            } else {
+                codec::decode_i64(&record.value).map_err(|e| bad(&name, e))?;
+            }
         }
         SnapshotKeyspace::Lease => {
             let lease = codec::decode_lease(&record.value).map_err(|e| bad(&format!("key {:?}", record.key), e))?;

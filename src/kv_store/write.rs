@@ -199,6 +199,7 @@ impl KvStore {
             }
             if std::mem::take(&mut self.group.forget_upstream) {
                 batch.delete_meta(crate::backend::META_UPSTREAM_PREFIX);
+                batch.delete_meta(crate::backend::META_UPSTREAM_CLUSTER);
             }
             if let Err(e) = batch.commit() {
                 return Err(self.persist_failed(e));
@@ -278,7 +279,7 @@ impl KvStore {
         };
         if !w.events.is_empty() {
             self.current_rev += 1;
-            if self.upstream_prefix.take().is_some() {
+            if self.upstream_origin.take().is_some() {
                 // The store no longer holds only upstream's state: no mirror may follow from it.
                 self.group.forget_upstream = true;
             }
@@ -388,7 +389,7 @@ pub(super) struct GroupBatch {
     rows: Vec<(BackendKey, Vec<u8>)>,
     lease_deletes: Vec<LeaseId>,
     /// A write of the group is the store's first of its own since an import: the batch also
-    /// removes the upstream prefix record ([`KvStore::upstream_prefix`]).
+    /// removes the upstream origin record ([`KvStore::upstream_origin`]).
     forget_upstream: bool,
 }
 

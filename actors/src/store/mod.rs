@@ -446,9 +446,9 @@ impl Handler<GetStoreStats> for StoreActor {
     type Result = MessageResult<GetStoreStats>;
 
     fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
-        let (indexed_keys, live_keys, leases) = self.store.as_ref().map_or((0, 0, 0), |s| {
+        let (indexed_keys, live_keys, leases, upstream_cluster_id) = self.store.as_ref().map_or((0, 0, 0, None), |s| {
             let st = s.stats();
-            (st.indexed_keys, st.live_keys, st.leases)
+            (st.indexed_keys, st.live_keys, st.leases, s.upstream_origin().map(|o| o.cluster_id))
         });
         MessageResult(StoreStats {
             synced: self.synced.len(),
@@ -463,6 +463,7 @@ impl Handler<GetStoreStats> for StoreActor {
             ranges_read_off_thread: self.ranges_read_off_thread,
             read_txns: self.read_txns,
             ranges_planned_in_parts: self.ranges_planned_in_parts,
+            upstream_cluster_id,
         })
     }
 }
