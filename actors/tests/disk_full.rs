@@ -136,6 +136,8 @@ fn a_full_disk_refuses_writes_then_the_store_recovers_without_a_restart() {
             // of the database through the failure; the store must still be able to reopen it
             // (the stream ends then, with an error).
             stalled = Some(stalled_snapshot(port));
+            assert_eq!(keep_alive().expect("keep-alive").status, 200);
+            lease_due = Instant::now() + Duration::from_secs(3);
         }
         assert!(i < 5000, "24 MiB never filled");
     };
