@@ -500,3 +500,48 @@ async fn an_http_1_0_client_gets_streamed_lines_unchunked_and_the_close_ends_the
     assert_eq!(int(&event["result"]["events"][0]["kv"]["mod_revision"]), put, "{event}");
     gw.finish().await;
 }
+
+/// `Grpc-Timeout` bounds a call as etcd's gateway makes it the gRPC call's deadline (etcd
+/// 3.4.23 answers the same): a deadline already past is 504 `context deadline exceeded` and the
+/// put is not made; a malformed one is refused; a lock that waits past its deadline is 504
+/// too, and its waiter's key is given back.
+#[actix_rt::test]
+async fn a_grpc_timeout_header_is_the_calls_deadline() {
+    let gw = Gw::start().await;
+    let client = gateway_common::client();
+    let post = |path: &str, timeout: &'static str, body: Value| {
+        let request = client.post(gw.url(path)).insert_header(("Grpc-Timeout", timeout));
+        async move {
+            let mut response = request.send_body(body.to_string()).await.expect("POST");
+            let json: Value = serde_json::from_slice(&response.body().await.expect("body")).expect("JSON");
+            (response.status().as_u16(), json)
+        }
+    };
+    let deadline = json!({"code": 4, "message": "context deadline exceeded"});
+    let put = json!({"key": b64("t"), "value": b64("v")});
+    assert_eq!(post("/v3/kv/put", "1n", put.clone()).await, (504, deadline.clone()));
+    let read = gw.ok("/v3/kv/range", &json!({"key": b64("t")})).await;
+    assert!(read.get("kvs").is_none(), "the put was made: {read}");
+    let refused = post("/v3/kv/put", "1x", put.clone()).await;
+    assert_eq!(refused, (400, json!({"code": 3, "message": "invalid grpc-timeout: 1x"})));
+    let (status, answer) = post("/v3/kv/put", "5S", put).await;
+    assert_eq!(status, 200, "{answer}");
+
+    for id in ["4097", "4098"] {
+        gw.ok("/v3/lease/grant", &json!({"ID": id, "TTL": "60"})).await;
+    }
+    let held = gw.ok("/v3/lock/lock", &json!({"name": b64("l"), "lease": "4097"})).await;
+    let started = std::time::Instant::now();
+    let waited = post("/v3/lock/lock", "300m", json!({"name": b64("l"), "lease": "4098"})).await;
+    assert_eq!(waited, (504, deadline));
+    assert!(started.elapsed() >= Duration::from_millis(300), "answered before the deadline");
+    let prefix = json!({"key": b64("l/"), "range_end": b64("l0"), "keys_only": true});
+    let holders = wait_until(
+        "the second waiter's key given back",
+        || gw.ok("/v3/kv/range", &prefix),
+        |r: &Value| r["kvs"].as_array().map(Vec::len) == Some(1),
+    )
+    .await;
+    assert_eq!(holders["kvs"][0]["key"], held["key"]);
+    gw.finish().await;
+}

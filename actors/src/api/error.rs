@@ -48,6 +48,10 @@ pub enum ApiError {
         /// The receive limit.
         limit: usize,
     },
+    /// The call's `Grpc-Timeout` passed before it was answered (grpc-gateway turns the header
+    /// into the call's deadline).
+    #[error("context deadline exceeded")]
+    DeadlineExceeded,
     /// The watch stream's actor is gone: the server is stopping.
     #[error("watch stream closed")]
     StreamClosed,
@@ -133,6 +137,7 @@ impl ApiError {
             | Self::Body(_) => Code::InvalidArgument,
             Self::StreamClosed => Code::Unavailable,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::MemberNotFound => Code::NotFound,
             Self::MemberNotLearner | Self::NotEnoughStartedMembers | Self::BadLeaderTransferee => {
                 Code::FailedPrecondition

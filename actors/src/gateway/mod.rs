@@ -155,73 +155,130 @@ fn v3(route: &str) -> [String; 2] {
 /// Not Allowed, as from etcd.
 pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
     cfg.app_data(web::Data::from(gateway))
-        .service(web::resource(v3("kv/range")).route(web::post().to(range)))
-        .service(web::resource(v3("kv/put")).route(web::post().to(put)))
-        .service(web::resource(v3("kv/deleterange")).route(web::post().to(delete_range)))
-        .service(web::resource(v3("kv/txn")).route(web::post().to(txn)))
-        .service(web::resource(v3("kv/compaction")).route(web::post().to(compaction)))
-        .service(web::resource(v3("lease/grant")).route(web::post().to(lease_grant)))
-        .service(web::resource(v3("lease/revoke")).route(web::post().to(lease_revoke)))
-        .service(web::resource(v3("kv/lease/revoke")).route(web::post().to(lease_revoke)))
+        .service(web::resource(v3("kv/range")).route(web::post().to(timed(range))))
+        .service(web::resource(v3("kv/put")).route(web::post().to(timed(put))))
+        .service(web::resource(v3("kv/deleterange")).route(web::post().to(timed(delete_range))))
+        .service(web::resource(v3("kv/txn")).route(web::post().to(timed(txn))))
+        .service(web::resource(v3("kv/compaction")).route(web::post().to(timed(compaction))))
+        .service(web::resource(v3("lease/grant")).route(web::post().to(timed(lease_grant))))
+        .service(web::resource(v3("lease/revoke")).route(web::post().to(timed(lease_revoke))))
+        .service(web::resource(v3("kv/lease/revoke")).route(web::post().to(timed(lease_revoke))))
         .service(
-            web::resource(v3("lease/keepalive")).route(web::post().to(lease_keep_alive)).route(
+            web::resource(v3("lease/keepalive")).route(web::post().to(timed(lease_keep_alive))).route(
                 web::get()
                     .guard(guard::fn_guard(websocket::is_upgrade))
                     .to(|gw, http, payload| websocket::serve(lease_keep_alive, gw, http, payload)),
             ),
         )
-        .service(web::resource(v3("lease/timetolive")).route(web::post().to(lease_time_to_live)))
-        .service(web::resource(v3("kv/lease/timetolive")).route(web::post().to(lease_time_to_live)))
-        .service(web::resource(v3("lease/leases")).route(web::post().to(lease_leases)))
-        .service(web::resource(v3("kv/lease/leases")).route(web::post().to(lease_leases)))
-        .service(web::resource(v3("maintenance/status")).route(web::post().to(status)))
-        .service(web::resource(v3("cluster/member/list")).route(web::post().to(member_list)))
-        .service(web::resource(v3("cluster/member/add")).route(web::post().to(member_add)))
-        .service(web::resource(v3("cluster/member/remove")).route(web::post().to(member_remove)))
-        .service(web::resource(v3("cluster/member/update")).route(web::post().to(member_update)))
-        .service(web::resource(v3("cluster/member/promote")).route(web::post().to(member_promote)))
-        .service(web::resource(v3("maintenance/transfer-leadership")).route(web::post().to(move_leader)))
+        .service(web::resource(v3("lease/timetolive")).route(web::post().to(timed(lease_time_to_live))))
+        .service(web::resource(v3("kv/lease/timetolive")).route(web::post().to(timed(lease_time_to_live))))
+        .service(web::resource(v3("lease/leases")).route(web::post().to(timed(lease_leases))))
+        .service(web::resource(v3("kv/lease/leases")).route(web::post().to(timed(lease_leases))))
+        .service(web::resource(v3("maintenance/status")).route(web::post().to(timed(status))))
+        .service(web::resource(v3("cluster/member/list")).route(web::post().to(timed(member_list))))
+        .service(web::resource(v3("cluster/member/add")).route(web::post().to(timed(member_add))))
+        .service(web::resource(v3("cluster/member/remove")).route(web::post().to(timed(member_remove))))
+        .service(web::resource(v3("cluster/member/update")).route(web::post().to(timed(member_update))))
+        .service(web::resource(v3("cluster/member/promote")).route(web::post().to(timed(member_promote))))
+        .service(web::resource(v3("maintenance/transfer-leadership")).route(web::post().to(timed(move_leader))))
         // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
         // /v3/maintenance/hashkv reaches HashKV.
-        .service(web::resource(v3("maintenance/alarm")).route(web::post().to(alarm)))
-        .service(web::resource(v3("maintenance/defragment")).route(web::post().to(defragment)))
-        .service(web::resource(v3("maintenance/hash")).route(web::post().to(hash)))
-        .service(web::resource(v3("maintenance/hashkv")).route(web::post().to(hash_kv)))
-        .service(web::resource(v3("auth/enable")).route(web::post().to(auth_enable)))
-        .service(web::resource(v3("auth/disable")).route(web::post().to(auth_disable)))
-        .service(web::resource(v3("auth/status")).route(web::post().to(auth_status)))
+        .service(web::resource(v3("maintenance/alarm")).route(web::post().to(timed(alarm))))
+        .service(web::resource(v3("maintenance/defragment")).route(web::post().to(timed(defragment))))
+        .service(web::resource(v3("maintenance/hash")).route(web::post().to(timed(hash))))
+        .service(web::resource(v3("maintenance/hashkv")).route(web::post().to(timed(hash_kv))))
+        .service(web::resource(v3("auth/enable")).route(web::post().to(timed(auth_enable))))
+        .service(web::resource(v3("auth/disable")).route(web::post().to(timed(auth_disable))))
+        .service(web::resource(v3("auth/status")).route(web::post().to(timed(auth_status))))
         .service(web::resource(v3("auth/authenticate")).route(web::post().to(authenticate)))
-        .service(web::resource(v3("auth/user/add")).route(web::post().to(user_add)))
-        .service(web::resource(v3("auth/user/get")).route(web::post().to(user_get)))
-        .service(web::resource(v3("auth/user/list")).route(web::post().to(user_list)))
-        .service(web::resource(v3("auth/user/delete")).route(web::post().to(user_delete)))
-        .service(web::resource(v3("auth/user/changepw")).route(web::post().to(user_change_password)))
-        .service(web::resource(v3("auth/user/grant")).route(web::post().to(user_grant_role)))
-        .service(web::resource(v3("auth/user/revoke")).route(web::post().to(user_revoke_role)))
-        .service(web::resource(v3("auth/role/add")).route(web::post().to(role_add)))
-        .service(web::resource(v3("auth/role/get")).route(web::post().to(role_get)))
-        .service(web::resource(v3("auth/role/list")).route(web::post().to(role_list)))
-        .service(web::resource(v3("auth/role/delete")).route(web::post().to(role_delete)))
-        .service(web::resource(v3("auth/role/grant")).route(web::post().to(role_grant_permission)))
-        .service(web::resource(v3("auth/role/revoke")).route(web::post().to(role_revoke_permission)))
-        .service(web::resource(v3("maintenance/snapshot")).route(web::post().to(snapshot::snapshot)))
+        .service(web::resource(v3("auth/user/add")).route(web::post().to(timed(user_add))))
+        .service(web::resource(v3("auth/user/get")).route(web::post().to(timed(user_get))))
+        .service(web::resource(v3("auth/user/list")).route(web::post().to(timed(user_list))))
+        .service(web::resource(v3("auth/user/delete")).route(web::post().to(timed(user_delete))))
+        .service(web::resource(v3("auth/user/changepw")).route(web::post().to(timed(user_change_password))))
+        .service(web::resource(v3("auth/user/grant")).route(web::post().to(timed(user_grant_role))))
+        .service(web::resource(v3("auth/user/revoke")).route(web::post().to(timed(user_revoke_role))))
+        .service(web::resource(v3("auth/role/add")).route(web::post().to(timed(role_add))))
+        .service(web::resource(v3("auth/role/get")).route(web::post().to(timed(role_get))))
+        .service(web::resource(v3("auth/role/list")).route(web::post().to(timed(role_list))))
+        .service(web::resource(v3("auth/role/delete")).route(web::post().to(timed(role_delete))))
+        .service(web::resource(v3("auth/role/grant")).route(web::post().to(timed(role_grant_permission))))
+        .service(web::resource(v3("auth/role/revoke")).route(web::post().to(timed(role_revoke_permission))))
+        .service(web::resource(v3("maintenance/snapshot")).route(web::post().to(timed(snapshot::snapshot))))
         .service(
-            web::resource(v3("watch")).route(web::post().to(watch::watch)).route(
+            web::resource(v3("watch")).route(web::post().to(timed(watch::watch))).route(
                 web::get()
                     .guard(guard::fn_guard(websocket::is_upgrade))
                     .to(|gw, http, payload| websocket::serve(watch::watch, gw, http, payload)),
             ),
         )
-        .service(web::resource(v3("lock/lock")).route(web::post().to(coordination::lock)))
-        .service(web::resource(v3("lock/unlock")).route(web::post().to(coordination::unlock)))
-        .service(web::resource(v3("election/campaign")).route(web::post().to(coordination::campaign)))
-        .service(web::resource(v3("election/proclaim")).route(web::post().to(coordination::proclaim)))
-        .service(web::resource(v3("election/leader")).route(web::post().to(coordination::leader)))
-        .service(web::resource(v3("election/observe")).route(web::post().to(coordination::observe)))
-        .service(web::resource(v3("election/resign")).route(web::post().to(coordination::resign)))
+        .service(web::resource(v3("lock/lock")).route(web::post().to(timed(coordination::lock))))
+        .service(web::resource(v3("lock/unlock")).route(web::post().to(timed(coordination::unlock))))
+        .service(web::resource(v3("election/campaign")).route(web::post().to(timed(coordination::campaign))))
+        .service(web::resource(v3("election/proclaim")).route(web::post().to(timed(coordination::proclaim))))
+        .service(web::resource(v3("election/leader")).route(web::post().to(timed(coordination::leader))))
+        .service(web::resource(v3("election/observe")).route(web::post().to(timed(coordination::observe))))
+        .service(web::resource(v3("election/resign")).route(web::post().to(timed(coordination::resign))))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version))
         .route("/metrics", web::get().to(metrics::metrics));
+}
+
+/// `handler` within the deadline a `Grpc-Timeout` header sets, as etcd's gateway does
+/// (grpc-gateway's `AnnotateContext` makes it the gRPC call's deadline): a call not answered
+/// by then gets 504, `context deadline exceeded`, and is dropped (a waiting lock or campaign
+/// gives its place up, as when its client leaves). A deadline under a millisecond has passed
+/// by the time the request is routed, so the call is not made at all, as etcd does not propose
+/// a write whose deadline has passed. A streaming route's deadline covers only the start of
+/// its answer. A malformed header is refused with grpc-gateway's `invalid grpc-timeout`.
+fn timed<F, Fut>(
+    handler: F,
+) -> impl Fn(web::Data<Gateway>, HttpRequest, web::Payload) -> futures_util::future::LocalBoxFuture<'static, HttpResponse>
+       + Clone
+       + 'static
+where
+    F: Fn(web::Data<Gateway>, HttpRequest, web::Payload) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = HttpResponse> + 'static,
+{
+    move |gw, http, payload| {
+        let timeout = match http.headers().get("grpc-timeout").map(grpc_timeout) {
+            None => return Box::pin(handler(gw, http, payload)),
+            Some(Ok(timeout)) => timeout,
+            Some(Err(e)) => return Box::pin(std::future::ready(error_response(&e))),
+        };
+        if timeout < std::time::Duration::from_millis(1) {
+            return Box::pin(std::future::ready(error_response(&ApiError::DeadlineExceeded)));
+        }
+        let call = handler(gw, http, payload);
+        Box::pin(async move {
+            actix_web::rt::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| error_response(&ApiError::DeadlineExceeded))
+        })
+    }
+}
+
+/// A `Grpc-Timeout` value: up to eight digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`
+/// (gRPC's HTTP/2 protocol; grpc-gateway's `timeoutDecode`).
+fn grpc_timeout(value: &actix_web::http::header::HeaderValue) -> Result<std::time::Duration, ApiError> {
+    use std::time::Duration;
+    let invalid =
+        || ApiError::Malformed(format!("invalid grpc-timeout: {}", String::from_utf8_lossy(value.as_bytes())));
+    let text = value.to_str().map_err(|_| invalid())?;
+    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    Ok(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(invalid()),
+    })
 }
 
 type ApiResult = Result<String, ApiError>;
