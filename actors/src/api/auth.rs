@@ -153,6 +153,23 @@ impl Auth {
         self.view.stamp()
     }
 
+    /// The bytes etcd's raft entry for a write by `caller` adds to its request header while
+    /// auth is on: the `username` and `auth_revision` fields (etcdserver/v3_server.go
+    /// `processInternalRaftRequestOnce` sets them from the caller's auth info), for
+    /// [`crate::api::request::write_fits`]. Nothing while auth is off.
+    #[must_use]
+    pub fn raft_header_bytes(&self, caller: &Caller) -> usize {
+        use prost::encoding::encoded_len_varint;
+        let stamp = self.stamp();
+        if !stamp.enabled {
+            return 0;
+        }
+        let user =
+            caller.user().filter(|u| !u.is_empty()).map_or(0, |u| 1 + encoded_len_varint(u.len() as u64) + u.len());
+        let revision = if stamp.revision == 0 { 0 } else { 1 + encoded_len_varint(stamp.revision) };
+        user + revision
+    }
+
     /// The caller of a request that carried `token` (gRPC metadata `token` or `authorization`,
     /// the gateway's `Authorization` header) and came over a connection whose client
     /// certificate named `cert_user`. While auth is disabled everyone is anonymous and tokens

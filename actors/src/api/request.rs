@@ -29,15 +29,20 @@ pub fn txn_is_proposed(req: &pb::TxnRequest) -> bool {
 /// Put: ...}`), so the message as a field (tag and length) plus a request header holding etcd's
 /// 64-bit request id counts too: 18 bytes more at the default limit. The id starts with the
 /// member id's low 16 bits, so its varint takes ten bytes or (top bit clear) nine; ten are
-/// counted, so that nothing any etcd member refuses is taken. `etcdserver: request is too
-/// large` otherwise.
+/// counted, so that nothing any etcd member refuses is taken. With auth on, the header also
+/// names the caller and the auth revision: `auth_header_bytes` of them
+/// ([`crate::api::auth::Auth::raft_header_bytes`]). `etcdserver: request is too large`
+/// otherwise.
 #[must_use]
-pub fn write_fits(message_len: usize, max_request_bytes: usize) -> bool {
-    /// The `header` field: its two-byte tag (field 100), its length, then the id's tag and
-    /// ten-byte varint.
-    const REQUEST_HEADER_FIELD: usize = 2 + 1 + 1 + 10;
-    let as_field = 1 + prost::encoding::encoded_len_varint(message_len as u64) + message_len;
-    as_field + REQUEST_HEADER_FIELD <= max_request_bytes
+pub fn write_fits(message_len: usize, max_request_bytes: usize, auth_header_bytes: usize) -> bool {
+    use prost::encoding::encoded_len_varint;
+    /// The request id's tag and ten-byte varint.
+    const REQUEST_ID_FIELD: usize = 1 + 10;
+    let header = REQUEST_ID_FIELD + auth_header_bytes;
+    // The `header` field: its two-byte tag (field 100), its length, then the header.
+    let header_field = 2 + encoded_len_varint(header as u64) + header;
+    let as_field = 1 + encoded_len_varint(message_len as u64) + message_len;
+    as_field + header_field <= max_request_bytes
 }
 
 /// `RangeRequest`.
@@ -207,7 +212,11 @@ mod tests {
         use prost::Message as _;
         let put = |len: usize| pb::PutRequest { key: b"big".to_vec(), value: vec![b'v'; len], ..Default::default() };
         let limit = watchkv::config::DEFAULT_MAX_REQUEST_BYTES;
-        assert!(write_fits(put(1_572_837).encoded_len(), limit));
-        assert!(!write_fits(put(1_572_838).encoded_len(), limit));
+        assert!(write_fits(put(1_572_837).encoded_len(), limit, 0));
+        assert!(!write_fits(put(1_572_838).encoded_len(), limit, 0));
+        // With auth on, the header also carries `username` "alice" (7 bytes as a field) and
+        // the auth revision 9 (2 bytes): nine bytes fewer for the value.
+        assert!(write_fits(put(1_572_828).encoded_len(), limit, 9));
+        assert!(!write_fits(put(1_572_829).encoded_len(), limit, 9));
     }
 }

@@ -327,9 +327,13 @@ async fn message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: 
 
 /// A write's [`message`], refused when its raft entry would be larger than
 /// `max_request_bytes` (etcd `ErrGRPCRequestTooLarge`, [`request::write_fits`]), as over gRPC.
-async fn write_message<M: GatewayMessage + prost::Message>(payload: web::Payload, gw: &Gateway) -> Result<M, ApiError> {
+async fn write_message<M: GatewayMessage + prost::Message>(
+    payload: web::Payload,
+    gw: &Gateway,
+    caller: &Caller,
+) -> Result<M, ApiError> {
     let msg: M = message(payload, gw).await?;
-    if !request::write_fits(msg.encoded_len(), gw.max_request_bytes) {
+    if !request::write_fits(msg.encoded_len(), gw.max_request_bytes, gw.handle.auth().raft_header_bytes(caller)) {
         return Err(Error::RequestTooLarge.into());
     }
     Ok(msg)
@@ -391,7 +395,7 @@ async fn put(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::PutRequest = write_message(payload, &gw).await?;
+            let req: pb::PutRequest = write_message(payload, &gw, &caller).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::put_request(req);
             // What the checks read: the store refuses the write if it changes before it
@@ -415,7 +419,7 @@ async fn delete_range(gw: web::Data<Gateway>, http: HttpRequest, payload: web::P
     reply(
         async {
             let caller = caller(&gw, &http)?;
-            let req: pb::DeleteRangeRequest = write_message(payload, &gw).await?;
+            let req: pb::DeleteRangeRequest = write_message(payload, &gw, &caller).await?;
             let forwarded = gw.upstream.as_ref().map(|_| req.clone());
             let req = request::delete_request(req);
             let stamp = gw.handle.auth().stamp();
@@ -438,7 +442,11 @@ async fn txn(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payload) -
             let caller = caller(&gw, &http)?;
             let req: pb::TxnRequest = message(payload, &gw).await?;
             if request::txn_is_proposed(&req)
-                && !request::write_fits(prost::Message::encoded_len(&req), gw.max_request_bytes)
+                && !request::write_fits(
+                    prost::Message::encoded_len(&req),
+                    gw.max_request_bytes,
+                    gw.handle.auth().raft_header_bytes(&caller),
+                )
             {
                 return Err(Error::RequestTooLarge.into());
             }

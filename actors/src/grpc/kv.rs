@@ -24,7 +24,7 @@ impl pb::kv_server::Kv for GrpcApi {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        self.check_size(&req)?;
+        self.check_size(&req, &caller)?;
         // What the checks below read: the store refuses the put if it changes before it
         // applies it (`Handle::put_checked`).
         let stamp = self.handle().auth().stamp();
@@ -43,7 +43,7 @@ impl pb::kv_server::Kv for GrpcApi {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        self.check_size(&req)?;
+        self.check_size(&req, &caller)?;
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::delete_request(req);
         let stamp = self.handle().auth().stamp();
@@ -59,7 +59,7 @@ impl pb::kv_server::Kv for GrpcApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         if request::txn_is_proposed(&req) {
-            self.check_size(&req)?;
+            self.check_size(&req, &caller)?;
         }
         let forwarded = self.upstream().map(|_| req.clone());
         let req = request::txn_request(req)?;

@@ -159,8 +159,9 @@ impl GrpcApi {
     /// etcd refuses a write whose raft entry exceeds `max-request-bytes` before it is proposed
     /// (`ErrGRPCRequestTooLarge`, [`crate::api::request::write_fits`]); the gRPC limit alone
     /// lets `GRPC_OVERHEAD_BYTES` more through.
-    fn check_size(&self, msg: &impl prost::Message) -> Result<(), Status> {
-        if !crate::api::request::write_fits(msg.encoded_len(), self.inner.max_request_bytes) {
+    fn check_size(&self, msg: &impl prost::Message, caller: &crate::api::auth::Caller) -> Result<(), Status> {
+        let auth_bytes = self.handle().auth().raft_header_bytes(caller);
+        if !crate::api::request::write_fits(msg.encoded_len(), self.inner.max_request_bytes, auth_bytes) {
             return Err(ApiError::from(watchkv::Error::RequestTooLarge).into());
         }
         Ok(())
