@@ -497,6 +497,25 @@ fn d6_restore_delete() {
     }
 }
 
+/// Records a compaction at `rev` as scheduled and not run in the closed store at `config`, as
+/// a crash right after etcd's step 3 leaves it.
+fn schedule_compaction_unrun(config: &watchkv::StoreConfig, rev: i64) {
+    let backend = Backend::open(config).expect("backend");
+    let mut batch = backend.batch();
+    batch.put_meta(META_SCHEDULED_COMPACT, rev);
+    batch.commit().expect("commit");
+    backend.sync().expect("sync");
+}
+
+/// Waits (with a deadline) until the resumed compaction has deleted row (`main`, 0).
+fn wait_until_row_gone(reader: &watchkv::backend::RevisionReader, main: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reader.snapshot().get_row(watchkv::Revision::new(main, 0).to_key(false)).expect("read").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the resumed compaction never deleted row ({main},0)");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn d7_restore_continues_unfinished_compaction() {
     let mut s = TestStore::new();
@@ -505,14 +524,7 @@ fn d7_restore_continues_unfinished_compaction() {
     }
     let config = s.store.config().clone();
     drop(s.store);
-    // Schedule a compaction at 2 without running it, as a crash right after step 3 leaves it.
-    {
-        let backend = Backend::open(&config).expect("backend");
-        let mut batch = backend.batch();
-        batch.put_meta(META_SCHEDULED_COMPACT, 2);
-        batch.commit().expect("commit");
-        backend.sync().expect("sync");
-    }
+    schedule_compaction_unrun(&config, 2);
     let store = KvStore::open(config).expect("reopen");
     assert_eq!(store.compact_rev(), 2);
     assert!(matches!(store.range(&RangeRequest::new(one("foo")).at(1)), Err(Error::Compacted { .. })));
@@ -529,21 +541,11 @@ fn d7_resumed_compaction_deletes_rows() {
     }
     let config = s.store.config().clone();
     drop(s.store);
-    {
-        let backend = Backend::open(&config).expect("backend");
-        let mut batch = backend.batch();
-        batch.put_meta(META_SCHEDULED_COMPACT, 3);
-        batch.commit().expect("commit");
-        backend.sync().expect("sync");
-    }
+    schedule_compaction_unrun(&config, 3);
     let store = KvStore::open(config.clone()).expect("reopen");
     assert_eq!(store.compact_rev(), 3);
     let reader = store.reader();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reader.snapshot().get_row(watchkv::Revision::new(2, 0).to_key(false)).expect("read").is_some() {
-        assert!(std::time::Instant::now() < deadline, "resumed compaction never deleted row (2,0)");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until_row_gone(&reader, 2);
     assert!(reader.snapshot().get_row(watchkv::Revision::new(3, 0).to_key(false)).expect("read").is_some());
     drop(reader);
     drop(store);
@@ -567,22 +569,12 @@ fn h3_resumed_compaction_keeps_the_tombstone_at_its_revision() {
     drop(snap);
     let config = s.store.config().clone();
     drop(s.store);
-    {
-        let backend = Backend::open(&config).expect("backend");
-        let mut batch = backend.batch();
-        batch.put_meta(META_SCHEDULED_COMPACT, 7);
-        batch.commit().expect("commit");
-        backend.sync().expect("sync");
-    }
+    schedule_compaction_unrun(&config, 7);
     let store = KvStore::open(config).expect("reopen");
     assert_eq!(store.compact_rev(), 7);
     // The resumed compaction deletes /key-0's put at 2, which nothing keeps.
     let reader = store.reader();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reader.snapshot().get_row(watchkv::Revision::new(2, 0).to_key(false)).expect("read").is_some() {
-        assert!(std::time::Instant::now() < deadline, "the resumed compaction never deleted row (2,0)");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until_row_gone(&reader, 2);
     let snap = reader.snapshot();
     let after = range_events(&snap, 7, 8, store.compact_rev(), |_| Wanted::Event).expect("events");
     assert_eq!(without_prev(after), vec![del_ev("/key-0", 7)]);

@@ -551,6 +551,12 @@ pub(super) mod tests {
         assert_eq!(all_at(&reopened, 20_000).expect("range at R"), upstream_later());
     }
 
+    /// Imports [`upstream`] at 20 into `store`, recording `origin`.
+    fn import_from(store: &mut KvStore, origin: &UpstreamOrigin) {
+        let import = store.begin_import(20).expect("begin").from_upstream(origin.clone());
+        import.push_all_and_finish(upstream()).expect("import");
+    }
+
     #[test]
     fn the_upstream_origin_record_lasts_until_the_first_write_of_the_stores_own() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -559,12 +565,7 @@ pub(super) mod tests {
         let origin = UpstreamOrigin { prefix: b"t/".to_vec(), cluster_id: 0xcdef_0123_4567_89ab };
         let mut store = KvStore::open(config.clone()).expect("open");
         assert_eq!(store.upstream_origin(), None, "a new store holds nothing of upstream's");
-        store
-            .begin_import(20)
-            .expect("begin")
-            .from_upstream(origin.clone())
-            .push_all_and_finish(upstream())
-            .expect("import");
+        import_from(&mut store, &origin);
         assert_eq!(store.upstream_origin(), Some(&origin));
         drop(store);
         assert_eq!(KvStore::upstream_origin_in(&config).expect("read"), Some(origin.clone()), "durable");
@@ -582,12 +583,7 @@ pub(super) mod tests {
         // A lease of its own removes it too.
         let leased = StoreConfig::new(dir.path().join("leased"));
         let mut store = KvStore::open(leased.clone()).expect("open");
-        store
-            .begin_import(20)
-            .expect("begin")
-            .from_upstream(origin.clone())
-            .push_all_and_finish(upstream())
-            .expect("import");
+        import_from(&mut store, &origin);
         store.lease_grant(0, 60, Instant::now()).expect("grant");
         assert_eq!(store.upstream_origin(), None);
         drop(store);
@@ -614,12 +610,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let origin = UpstreamOrigin { prefix: Vec::new(), cluster_id: 7 };
         let mut store = KvStore::open(StoreConfig::new(dir.path().join("a"))).expect("open");
-        store
-            .begin_import(20)
-            .expect("begin")
-            .from_upstream(origin.clone())
-            .push_all_and_finish(upstream())
-            .expect("import");
+        import_from(&mut store, &origin);
         let file = dir.path().join("snapshot.db");
         store.snapshot().expect("snapshot").save(&file).expect("save");
         let restored = StoreConfig::new(dir.path().join("b"));

@@ -202,6 +202,19 @@ impl ObjectEnds {
 mod tests {
     use super::*;
 
+    /// The distinct counts of whole bytes the scan reports while `body` grows a byte at a time.
+    fn ends_fed_a_byte_at_a_time(body: &[u8]) -> Vec<usize> {
+        let mut ends = ObjectEnds::default();
+        let mut seen = Vec::new();
+        for n in 1..=body.len() {
+            let whole = ends.scan(&body[..n], ApiError::Malformed).expect("requests");
+            if seen.last() != Some(&whole) {
+                seen.push(whole);
+            }
+        }
+        seen
+    }
+
     /// Fed a byte at a time, the scan finds each object's end once it is whole, whatever its
     /// strings hold.
     #[test]
@@ -209,16 +222,8 @@ mod tests {
         let first = br#" {"create_request":{"key":"e30=","x":"}{\"]"}} "#;
         let second = br#"{"cancel_request":{"watch_id":"1"}}"#;
         let body: Vec<u8> = [&first[..], &second[..]].concat();
-        let mut ends = ObjectEnds::default();
-        let mut seen = Vec::new();
-        for n in 1..=body.len() {
-            let whole = ends.scan(&body[..n], ApiError::Malformed).expect("objects");
-            if seen.last() != Some(&whole) {
-                seen.push(whole);
-            }
-        }
         // The first object ends before its trailing space; the second at the end.
-        assert_eq!(seen, vec![0, first.len() - 1, body.len()]);
+        assert_eq!(ends_fed_a_byte_at_a_time(&body), vec![0, first.len() - 1, body.len()]);
         let value: serde_json::Value = serde_json::from_slice(&body[..first.len() - 1]).expect("whole");
         assert_eq!(value["create_request"]["x"], "}{\"]");
 
@@ -245,14 +250,6 @@ mod tests {
     #[test]
     fn a_null_is_a_whole_request() {
         let body = b"{} null\n{\"progress_request\":{}}";
-        let mut ends = ObjectEnds::default();
-        let mut seen = Vec::new();
-        for n in 1..=body.len() {
-            let whole = ends.scan(&body[..n], ApiError::Malformed).expect("requests");
-            if seen.last() != Some(&whole) {
-                seen.push(whole);
-            }
-        }
-        assert_eq!(seen, vec![0, 2, 7, body.len()]);
+        assert_eq!(ends_fed_a_byte_at_a_time(body), vec![0, 2, 7, body.len()]);
     }
 }
