@@ -29,7 +29,7 @@ pub const META_IMPORTING: &[u8] = b"importingRev";
 /// Meta record of a store whose whole state came from another etcd and has taken no write of
 /// its own since (an import or a mirror's bootstrap): the upstream prefix it holds, empty for
 /// the whole keyspace. A mirror follows upstream only from a directory that has it, for the
-/// same prefix; the first local write removes it.
+/// same prefix; the first local write or local lease removes it.
 pub const META_UPSTREAM_PREFIX: &[u8] = b"upstreamPrefix";
 /// Meta marker beside [`META_UPSTREAM_PREFIX`]: the cluster id of the etcd the store's state
 /// came from (its bits as an `i64`), which a mirror's upstream must answer with.

@@ -55,6 +55,18 @@ impl UpstreamOrigin {
             _ => None,
         })
     }
+
+    /// Writes the record with `batch`.
+    fn write_to(&self, batch: &mut Batch) {
+        batch.put_meta_bytes(META_UPSTREAM_PREFIX, self.prefix.clone());
+        batch.put_meta(META_UPSTREAM_CLUSTER, self.cluster_id.cast_signed());
+    }
+
+    /// Removes the record with `batch`: the store has taken a write or a lease of its own.
+    pub(super) fn delete_with(batch: &mut Batch) {
+        batch.delete_meta(META_UPSTREAM_PREFIX);
+        batch.delete_meta(META_UPSTREAM_CLUSTER);
+    }
 }
 
 /// An import in progress, from [`KvStore::begin_import`]: feed it upstream's key-values in key
@@ -338,8 +350,7 @@ impl<'a> Import<'a> {
         batch.put_meta(META_FINISHED_COMPACT, self.revision);
         batch.delete_meta(META_IMPORTING);
         if let Some(origin) = &self.upstream_origin {
-            batch.put_meta_bytes(META_UPSTREAM_PREFIX, origin.prefix.clone());
-            batch.put_meta(META_UPSTREAM_CLUSTER, origin.cluster_id.cast_signed());
+            origin.write_to(&mut batch);
         }
         let done = batch.commit().and_then(|()| self.store.backend.sync());
         if let Err(e) = done {

@@ -54,8 +54,7 @@ impl KvStore {
         // A lease of its own makes the store more than upstream's copy: a mirror could not
         // re-bootstrap over it (`begin_reimport` refuses local leases).
         if self.upstream_origin.take().is_some() {
-            batch.delete_meta(crate::backend::META_UPSTREAM_PREFIX);
-            batch.delete_meta(crate::backend::META_UPSTREAM_CLUSTER);
+            super::UpstreamOrigin::delete_with(&mut batch);
         }
         if let Err(e) = batch.commit() {
             self.poison(&e);

@@ -256,7 +256,7 @@ impl KvStore {
     /// whole state came from there ([`Import::from_upstream`]: an import, a mirror's
     /// bootstrap) and it has taken no write of its own since, so that a mirror may follow that
     /// cluster from its revision. `None` for any other store: the first local write that
-    /// changes anything removes the record, durably with its own rows.
+    /// changes anything, or a lease granted locally, removes the record in the same batch.
     #[must_use]
     pub fn upstream_origin(&self) -> Option<&UpstreamOrigin> {
         self.upstream_origin.as_ref()

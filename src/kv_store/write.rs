@@ -198,8 +198,7 @@ impl KvStore {
                 batch.delete_lease(id);
             }
             if std::mem::take(&mut self.group.forget_upstream) {
-                batch.delete_meta(crate::backend::META_UPSTREAM_PREFIX);
-                batch.delete_meta(crate::backend::META_UPSTREAM_CLUSTER);
+                super::UpstreamOrigin::delete_with(&mut batch);
             }
             if let Err(e) = batch.commit() {
                 return Err(self.persist_failed(e));

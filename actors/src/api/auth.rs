@@ -533,8 +533,7 @@ pub async fn check_lease_revoke(
     id: watchkv::LeaseId,
 ) -> Result<(), ApiError> {
     handle.auth().require_user(caller)?;
-    let keys = lease_keys(handle, upstream, id).await?;
-    handle.auth().check_lease_keys(caller, &keys)
+    check_lease_attach(handle, upstream, caller, id).await
 }
 
 /// A keep-alive of lease `id`: a user, and unless it has the root role, write permission on

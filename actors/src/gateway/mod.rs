@@ -58,11 +58,6 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The largest JSON body read (and the largest `/v3/watch` request object): base64 and
-    /// JSON's names and quoting make a request's JSON several times its protobuf, and etcd's
-    /// gateway reads a body whole and leaves the limit to gRPC, so four times
-    /// `max_request_bytes` plus gRPC's framing allowance; the decoded request then meets the
-    /// same limits as over gRPC ([`message`], [`write_message`]).
     /// Refuses a decoded request whose protobuf is larger than gRPC's receive limit
     /// (`max_request_bytes` plus `GRPC_OVERHEAD_BYTES`) with grpc-go's `ResourceExhausted`, as
     /// etcd's gateway passes on what etcd's gRPC server answered it.
@@ -75,6 +70,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// The largest JSON body read (and the largest `/v3/watch` request object): base64 and
+    /// JSON's names and quoting make a request's JSON several times its protobuf, and etcd's
+    /// gateway reads a body whole and leaves the limit to gRPC, so four times
+    /// `max_request_bytes` plus gRPC's framing allowance; the decoded request then meets the
+    /// same limits as over gRPC ([`message`], [`write_message`]).
     fn max_json_bytes(&self) -> usize {
         self.max_request_bytes.saturating_mul(4).saturating_add(GRPC_OVERHEAD_BYTES)
     }
