@@ -26,12 +26,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
 use actix_http::{HttpService, KeepAlive};
 use actix_rt::net::TcpStream;
 use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
-use actix_web::App;
+use actix_web::{web, App};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
@@ -137,29 +138,16 @@ async fn worker_service(
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
-    let http = HttpService::build()
-        .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
-        .client_request_timeout(Duration::from_secs(5))
-        // A client that closes its socket after a watch request must free its watchers: the
-        // socket's EOF ends the request, as in Go's server (and so etcd).
-        .h1_allow_half_closed(false)
-        .local_addr(local_addr)
-        // The certificate's user, for handlers (`HttpRequest::conn_data`).
-        .on_connect_ext(|io: &ClientIo, data: &mut actix_http::Extensions| {
-            if let Some(user) = io.client_cert_user() {
-                data.insert(user.clone());
-            }
-        })
-        .finish(map_config(
-            App::new()
-                .wrap(gateway.cors.clone())
-                .configure(move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway))),
-            |()| AppConfig::default(),
-        ))
-        .new_service(())
-        .await
-        .map_err(|e| tracing::error!(error = ?e, "starting the HTTP service"))?;
-    let http = Rc::new(http);
+    let cors = gateway.cors.clone();
+    let http = Rc::new(
+        http1_service(
+            local_addr,
+            cors,
+            move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway)),
+            web::to(gateway::not_found),
+        )
+        .await?,
+    );
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
     let grpc = grpc::ConnectionServer::new(&grpc_api);
@@ -197,6 +185,114 @@ async fn worker_service(
                     Ok(())
                 }
             }
+        }
+    }))
+}
+
+/// One worker's HTTP/1.1 service: the routes `configure` mounts, behind `cors`; any other path
+/// is answered by `not_found`.
+async fn http1_service(
+    local_addr: SocketAddr,
+    cors: gateway::Cors,
+    configure: impl Fn(&mut web::ServiceConfig) + 'static,
+    not_found: actix_web::Route,
+) -> Result<impl Service<(ClientIo, actix_http::Protocol, Option<SocketAddr>), Response = (), Error = DispatchError>, ()>
+{
+    HttpService::build()
+        .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+        .client_request_timeout(Duration::from_secs(5))
+        // A client that closes its socket after a watch request must free its watchers: the
+        // socket's EOF ends the request, as in Go's server (and so etcd).
+        .h1_allow_half_closed(false)
+        .local_addr(local_addr)
+        // The certificate's user, for handlers (`HttpRequest::conn_data`).
+        .on_connect_ext(|io: &ClientIo, data: &mut actix_http::Extensions| {
+            if let Some(user) = io.client_cert_user() {
+                data.insert(user.clone());
+            }
+        })
+        .finish(map_config(App::new().wrap(cors).configure(configure).default_service(not_found), |()| {
+            AppConfig::default()
+        }))
+        .new_service(())
+        .await
+        .map_err(|e| tracing::error!(error = ?e, "starting the HTTP service"))
+}
+
+/// One socket of etcd's metrics port (`--listen-metrics-urls`).
+#[derive(Debug)]
+pub struct MetricsListener {
+    /// The bound socket.
+    pub listener: std::net::TcpListener,
+    /// For an `https://` URL: the client port's certificate, as etcd uses it there; `None` for
+    /// `http://`.
+    pub tls: Option<ServerTls>,
+}
+
+/// Serves etcd's metrics port on `listeners` until the returned server is stopped: `/health`
+/// and `/metrics` ([`gateway::configure_metrics_with`]) over HTTP/1.1, and Go's 404 for any
+/// other path, as etcd's (embed/etcd.go `serveMetrics`). An orchestrator's probe and a scraper reach
+/// them there while the client port is firewalled or requires client certificates. One worker
+/// thread: a probe or a scrape needs no more, and the client port's threads stay the clients'.
+/// A TLS client that negotiates only HTTP/2 is closed: the port speaks HTTP/1.1.
+///
+/// # Errors
+/// A listener cannot be registered with the server.
+pub fn serve_metrics(
+    listeners: Vec<MetricsListener>,
+    gateway: Arc<Gateway>,
+    options: PortOptions,
+) -> io::Result<Server> {
+    let mut server = Server::build().workers(1).shutdown_timeout(options.shutdown_timeout_secs).disable_signals();
+    for (n, MetricsListener { listener, tls }) in listeners.into_iter().enumerate() {
+        let local_addr = listener.local_addr()?;
+        let gateway = Arc::clone(&gateway);
+        server = server.listen(format!("watchkv-metrics-port-{n}"), listener, move || {
+            let gateway = Arc::clone(&gateway);
+            let tls = tls.clone();
+            fn_factory(move || metrics_service(Arc::clone(&gateway), local_addr, tls.clone()))
+        })?;
+    }
+    Ok(server.run())
+}
+
+/// Builds one metrics-port listener's connection service.
+async fn metrics_service(
+    gateway: Arc<Gateway>,
+    local_addr: SocketAddr,
+    tls: Option<ServerTls>,
+) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
+    let http = Rc::new(
+        http1_service(
+            local_addr,
+            gateway::Cors::none(),
+            move |cfg| gateway::configure_metrics_with(cfg, Arc::clone(&gateway)),
+            web::to(gateway::go_not_found),
+        )
+        .await?,
+    );
+    Ok(fn_service(move |stream: TcpStream| {
+        let http = Rc::clone(&http);
+        let tls = tls.clone();
+        async move {
+            let peer = stream.peer_addr().ok();
+            let io = match &tls {
+                None => ClientIo::Plain(stream),
+                Some(tls) => match accept_tls(tls, stream).await {
+                    Ok((Protocol::Http1, io)) => io,
+                    Ok((Protocol::Grpc, _)) => {
+                        tracing::debug!(peer = ?peer, "metrics port: HTTP/2 connection closed");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "metrics port: connection closed before its first request");
+                        return Ok(());
+                    }
+                },
+            };
+            http.call((io, actix_http::Protocol::Http1, peer))
+                .await
+                .map_err(|e| tracing::debug!(error = ?e, "metrics port: HTTP connection"))
         }
     }))
 }

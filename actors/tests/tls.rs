@@ -340,6 +340,42 @@ fn client_cert_auth_matches_etcd() {
     b.finish();
 }
 
+/// An `https://` metrics URL serves with the client port's certificate and its client
+/// certificate checks, an `http://` one beside it in plain text, as etcd's do
+/// (`--listen-metrics-urls`): `/health` answers alice over TLS, and a client without a
+/// certificate, or speaking plain HTTP to the TLS port, gets nothing.
+#[test]
+fn an_https_metrics_port_uses_the_client_ports_certificate_as_in_etcd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = make_certs(dir.path());
+    let ready = client_config(&certs.ca, Some(&certs.alice), &[b"http/1.1"]);
+    let with_metrics = |tls_port: u16, plain_port: u16| {
+        let mut flags = certs.server_flags(&["--trusted-ca-file", "--client-cert-auth"]);
+        let urls = format!("https://127.0.0.1:{tls_port},http://127.0.0.1:{plain_port}");
+        flags.extend(["--listen-metrics-urls".to_string(), urls]);
+        flags
+    };
+    let (etcd_ports, watchkv_ports) = ((free_port(), free_port()), (free_port(), free_port()));
+    let _etcd = start_etcd_tls(&dir.path().join("etcd"), &with_metrics(etcd_ports.0, etcd_ports.1), &ready);
+    let port = free_port();
+    let mut flags = with_metrics(watchkv_ports.0, watchkv_ports.1);
+    flags.extend(["--listen-client-urls".to_string(), format!("https://127.0.0.1:{port}")]);
+    let _watchkv = start_watchkv_tls(&dir.path().join("watchkv"), port, &flags, &ready);
+
+    for (name, (tls_port, plain_port)) in [("etcd", etcd_ports), ("watchkv", watchkv_ports)] {
+        let (code, body) = https(tls_port, Arc::clone(&ready), "GET", "/health", "").expect("TLS /health");
+        let health: Value = serde_json::from_str(&body).expect("a JSON health");
+        assert_eq!((code, &health["health"]), (200, &json!("true")), "{name}: /health over TLS: {body}");
+        let (code, body) = https(tls_port, Arc::clone(&ready), "GET", "/metrics", "").expect("TLS /metrics");
+        assert!(code == 200 && body.contains("etcd_server_has_leader"), "{name}: /metrics over TLS: {code} {body}");
+        let without = https(tls_port, client_config(&certs.ca, None, &[b"http/1.1"]), "GET", "/health", "");
+        assert!(without.is_err(), "{name}: the TLS metrics port answered a client without a certificate: {without:?}");
+        assert!(plaintext_request(tls_port).is_empty(), "{name}: the TLS metrics port answered plain HTTP");
+        let (code, body) = wire::http_get(plain_port, "/health");
+        assert_eq!(code, 200, "{name}: /health on the plain metrics port: {body}");
+    }
+}
+
 /// With auth on, a gateway request without a token is made as the user its TLS client
 /// certificate names (docs/etcd-semantics.md §16, point 5): alice's certificate reads what alice
 /// may read and nothing else, and a token, even a bad one, takes precedence over it. etcd 3.4's
@@ -447,6 +483,23 @@ fn tls_flags_are_checked_at_start() {
             format!("TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"),
         ),
         (vec!["--cert-file", cert], "--cert-file and --key-file must both be given".to_string()),
+        (
+            vec!["--listen-metrics-urls", url.as_str()],
+            format!("TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"),
+        ),
+        // Listen URLs name an address to bind, as etcd's `checkBindURLs` wants them.
+        (
+            vec!["--listen-metrics-urls", "http://127.0.0.1:0,http://metrics.example:2381"],
+            "--listen-metrics-urls: expected IP in URL for binding (http://metrics.example:2381)".to_string(),
+        ),
+        (
+            vec!["--listen-client-urls", "http://etcd.example:2379"],
+            "--listen-client-urls: expected IP in URL for binding (http://etcd.example:2379)".to_string(),
+        ),
+        (
+            vec!["--listen-metrics-urls", "127.0.0.1:2381"],
+            "--listen-metrics-urls 127.0.0.1:2381: expected http://host:port or https://host:port".to_string(),
+        ),
         (
             vec!["--cert-file", cert, "--key-file", key, "--client-cert-auth"],
             "--client-cert-auth needs --trusted-ca-file".to_string(),

@@ -129,6 +129,13 @@ struct Args {
     /// with etcd's flag.
     #[arg(long, value_delimiter = ',', value_parser = client_url)]
     advertise_client_urls: Vec<String>,
+    /// Also serve `/metrics` and `/health` on these URLs (comma-separated `http://ip:port` or
+    /// `https://ip:port`), and nothing else, as etcd's flag: for a probe or a scraper while the
+    /// client port is firewalled or requires client certificates. An `https` URL uses
+    /// --cert-file and --key-file (and --trusted-ca-file, --client-cert-auth) as the client
+    /// port does.
+    #[arg(long, value_delimiter = ',')]
+    listen_metrics_urls: Vec<String>,
     /// The client port's TLS certificate (PEM, leaf first), as etcd's flag: with --key-file it
     /// turns TLS on for gRPC and the gateway.
     #[arg(long)]
@@ -440,19 +447,59 @@ struct ClientPort {
     tls: Option<TlsFiles>,
 }
 
+/// One of `--listen-metrics-urls`: where it listens, and whether it serves TLS (with the
+/// client port's certificate, as in etcd).
+struct MetricsPort {
+    /// The URL as given, for messages.
+    url: String,
+    /// `host:port`.
+    address: String,
+    tls: Option<TlsFiles>,
+}
+
+/// A listen URL (`--listen-client-urls`, `--listen-metrics-urls`) as etcd takes one to bind:
+/// `http://host:port` or `https://host:port`, the host an IP address or `localhost` (etcd:
+/// embed/config.go `checkBindURLs`: a name would bind wherever it resolves). Returns whether it
+/// is `https` and its `host:port`.
+fn listen_url(flag: &str, url: &str) -> anyhow::Result<(bool, String)> {
+    let expected = || anyhow::anyhow!("{flag} {url}: expected http://host:port or https://host:port");
+    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(expected());
+    };
+    let address = rest.strip_suffix('/').unwrap_or(rest);
+    if address.is_empty() || address.contains('/') || !has_host_and_port(address) {
+        return Err(expected());
+    }
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host != "localhost" && host.parse::<std::net::IpAddr>().is_err() {
+        anyhow::bail!("{flag}: expected IP in URL for binding ({url})");
+    }
+    Ok((secure, address.to_string()))
+}
+
 impl Args {
-    /// The client port from --listen or --listen-client-urls and the TLS flags, checked as etcd
-    /// checks them (etcd: embed/etcd.go `configureClientListeners`).
-    fn client_port(&self) -> anyhow::Result<ClientPort> {
-        let files = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
+    /// The TLS flags: a certificate and its key, or neither.
+    fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 trusted_ca_file: self.trusted_ca_file.clone(),
                 client_cert_auth: self.client_cert_auth,
                 ..TlsFiles::new(cert, key)
-            }),
-            (None, None) => None,
+            })),
+            (None, None) => Ok(None),
             _ => anyhow::bail!("--cert-file and --key-file must both be given for TLS"),
-        };
+        }
+    }
+
+    /// The client port from --listen or --listen-client-urls and the TLS flags, checked as etcd
+    /// checks them (etcd: embed/etcd.go `configureClientListeners`).
+    fn client_port(&self) -> anyhow::Result<ClientPort> {
+        let files = self.tls_files()?;
         let Some(url) = &self.listen_client_urls else {
             if files.is_none() && (self.trusted_ca_file.is_some() || self.client_cert_auth) {
                 tracing::warn!(
@@ -464,17 +511,7 @@ impl Args {
         if url.contains(',') {
             anyhow::bail!("--listen-client-urls {url}: watchkv serves one client URL");
         }
-        let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            anyhow::bail!("--listen-client-urls {url}: expected http://host:port or https://host:port");
-        };
-        let address = rest.strip_suffix('/').unwrap_or(rest);
-        if address.is_empty() || address.contains('/') {
-            anyhow::bail!("--listen-client-urls {url}: expected http://host:port or https://host:port");
-        }
+        let (secure, address) = listen_url("--listen-client-urls", url)?;
         if secure && files.is_none() {
             anyhow::bail!(
                 "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
@@ -486,7 +523,25 @@ impl Args {
         if !secure && self.client_cert_auth {
             tracing::warn!(client_url = %url, "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL");
         }
-        Ok(ClientPort { address: address.to_string(), tls: files.filter(|_| secure) })
+        Ok(ClientPort { address, tls: files.filter(|_| secure) })
+    }
+
+    /// The metrics ports of --listen-metrics-urls: an `https://` one serves TLS with the client
+    /// port's certificate and client-certificate checks (etcd: embed/etcd.go `serveMetrics`
+    /// uses the client TLS info), whatever the client URL's scheme.
+    fn metrics_ports(&self) -> anyhow::Result<Vec<MetricsPort>> {
+        let files = self.tls_files()?;
+        let mut ports = Vec::new();
+        for url in &self.listen_metrics_urls {
+            let (secure, address) = listen_url("--listen-metrics-urls", url)?;
+            if secure && files.is_none() {
+                anyhow::bail!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"
+                );
+            }
+            ports.push(MetricsPort { url: url.clone(), address, tls: files.clone().filter(|_| secure) });
+        }
+        Ok(ports)
     }
 
     /// Refuses a wildcard client address without `--advertise-client-urls`: `MemberList` would
@@ -580,6 +635,16 @@ async fn main() -> anyhow::Result<()> {
     // a port in use fails at once, before a long open or a mirror's bootstrap. Clients that
     // connect meanwhile wait in the listen backlog.
     let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
+    let mut metrics_listeners = Vec::new();
+    for metrics in args.metrics_ports()? {
+        let tls = match &metrics.tls {
+            Some(files) => Some(ServerTls::from_files(files).context("TLS on the metrics port")?),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(&metrics.address)
+            .with_context(|| format!("binding {} (--listen-metrics-urls)", metrics.url))?;
+        metrics_listeners.push(listener::MetricsListener { listener, tls });
+    }
     let mirror = if args.upstream.is_empty() {
         None
     } else {
@@ -615,6 +680,7 @@ async fn main() -> anyhow::Result<()> {
         revision = handle.current_revision(),
         listen = %port.address,
         tls = tls.is_some(),
+        metrics = ?args.listen_metrics_urls,
         durability = ?args.durability,
         "watchkv serving"
     );
@@ -638,13 +704,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         options.workers = workers;
     }
+    let gw = Arc::new(gw);
     let server = match tls {
-        Some(tls) => listener::serve_tls(listener, Arc::new(gw), grpc, options, tls),
-        None => listener::serve(listener, Arc::new(gw), grpc, options),
+        Some(tls) => listener::serve_tls(listener, Arc::clone(&gw), grpc, options, tls),
+        None => listener::serve(listener, Arc::clone(&gw), grpc, options),
     }
     .context("starting the client port")?;
     let server_handle = server.handle();
     let serving = actix_web::rt::spawn(server);
+    let metrics_server = if metrics_listeners.is_empty() {
+        None
+    } else {
+        let server = listener::serve_metrics(metrics_listeners, gw, options).context("starting the metrics port")?;
+        Some((server.handle(), actix_web::rt::spawn(server)))
+    };
 
     let mut failed = None;
     match follower.as_mut() {
@@ -670,6 +743,10 @@ async fn main() -> anyhow::Result<()> {
     let synced = handle.shutdown().await;
     stopping.await;
     let _ = serving.await;
+    if let Some((metrics_handle, metrics_serving)) = metrics_server {
+        metrics_handle.stop(true).await;
+        let _ = metrics_serving.await;
+    }
     synced.context("final sync")?;
     if let Some(e) = failed {
         return Err(e);

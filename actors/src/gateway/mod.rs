@@ -219,9 +219,39 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
         .service(web::resource(v3("election/leader")).route(web::post().to(timed(coordination::leader))))
         .service(web::resource(v3("election/observe")).route(web::post().to(timed(coordination::observe))))
         .service(web::resource(v3("election/resign")).route(web::post().to(timed(coordination::resign))))
-        .route("/health", web::get().to(health))
-        .route("/version", web::get().to(version))
-        .route("/metrics", web::get().to(metrics::metrics));
+        .service(get_only("/version", version));
+    health_and_metrics(cfg);
+}
+
+/// Mounts what etcd's metrics port serves (`--listen-metrics-urls`; etcd:
+/// etcdhttp/metrics.go `HandleMetricsHealth`): `/health` and `/metrics`, and nothing else.
+/// Serve it with [`crate::listener::serve_metrics`].
+pub fn configure_metrics_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
+    cfg.app_data(web::Data::from(gateway));
+    health_and_metrics(cfg);
+}
+
+/// `/health` (GET only, as etcd's handler) and `/metrics` (any method: etcd's is Prometheus'
+/// `promhttp.Handler`, which does not look at it), on the client port and the metrics port.
+fn health_and_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_only("/health", health)).service(web::resource("/metrics").to(metrics::metrics));
+}
+
+/// A resource answering `GET` with `handler` and any other method as Go's `http.Error` does in
+/// etcd's `/health` and `/version` handlers: 405, `Allow: GET`, `Method Not Allowed`.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler)).default_service(web::to(|| async {
+        let mut answer = plain_text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        answer
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static("GET"));
+        answer
+    }))
 }
 
 /// `handler` within the deadline a `Grpc-Timeout` header sets, as etcd's gateway does
@@ -952,6 +982,31 @@ async fn role_list(gw: web::Data<Gateway>, http: HttpRequest, payload: web::Payl
         }
         .await,
     )
+}
+
+/// The client port's answer to a path nothing serves, as etcd's gives it: under `/v3/` (and
+/// `/v3beta/`) grpc-gateway's `Not Found`, elsewhere Go's (see [`go_not_found`]).
+pub(crate) async fn not_found(http: HttpRequest) -> HttpResponse {
+    let path = http.path();
+    if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
+        plain_text_error(StatusCode::NOT_FOUND, "Not Found\n")
+    } else {
+        go_not_found().await
+    }
+}
+
+/// Go's answer to a path its `ServeMux` has no handler for (net/http `NotFound`), what etcd's
+/// metrics port gives for any path but `/health` and `/metrics`.
+pub(crate) async fn go_not_found() -> HttpResponse {
+    plain_text_error(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// An error as Go's `http.Error` writes it: plain text, not to be sniffed as anything else.
+fn plain_text_error(status: StatusCode, text: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .content_type("text/plain; charset=utf-8")
+        .body(text)
 }
 
 /// etcd's `GET /version`: clients (Python etcd3gw by default) pick the gateway prefix from it.

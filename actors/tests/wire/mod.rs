@@ -752,7 +752,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 
 /// A chunked HTTP/1.1 body (RFC 9112 §7.1) joined: each chunk is its size in hex, CRLF, the
 /// bytes, CRLF; a chunk of size 0 ends it.
-fn dechunk(mut body: &str) -> String {
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
