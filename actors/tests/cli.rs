@@ -16,6 +16,8 @@ const DESCRIBED_DEFAULTS: &[(&str, &str, Option<&str>)] = &[
     ("--client-cert-auth", "off", None),
     ("--slow-consumer-lag", "0 (off)", Some("0")),
     ("--workers", "one per core", None),
+    ("--listen-metrics-urls", "none", None),
+    ("--log-level", "RUST_LOG, else info", None),
     ("--upstream", "none", None),
     ("--upstream-prefix", "none", None),
     ("--upstream-cacert", "none", None),

@@ -250,6 +250,10 @@ struct Args {
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
+    /// Log level, as etcd's flag (`debug`, `info`, `warn`, `error`; `panic` and `fatal` log
+    /// errors). Without it `RUST_LOG` decides (a filter per module, `info` when unset).
+    #[arg(long)]
+    log_level: Option<LogLevel>,
     /// Mirror mode: upstream etcd client URLs (`http://host:port`, `https://host:port` or
     /// `host:port`, comma-separated). An empty data directory is bootstrapped from upstream, then
     /// the node follows upstream's revisions with one watch and serves reads and watches; writes
@@ -440,6 +444,30 @@ fn snapshot_command(command: &SnapshotCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--log-level`: etcd's levels (zap's), the least severe first.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Panic,
+    Fatal,
+}
+
+impl LogLevel {
+    /// The tracing filter logging this level and above: nothing here panics or exits through
+    /// the log, so zap's `panic` and `fatal` log errors.
+    fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => "error",
+        }
+    }
+}
+
 /// Where the client port listens, and whether it serves TLS.
 struct ClientPort {
     /// `host:port`.
@@ -615,10 +643,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // A command (snapshot, import) prints its own result; the storage engine's progress is noise there.
     let default_level = if args.command.is_some() { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(|| LossyStdout)
-        .init();
+    let filter = match args.log_level {
+        Some(level) => level.filter().into(),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStdout).init();
     match &args.command {
         Some(Command::Snapshot(command)) => return snapshot_command(command),
         Some(Command::Import(command)) => return import_command(command).await,

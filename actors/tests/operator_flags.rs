@@ -1,15 +1,17 @@
-//! etcd's metrics port (`--listen-metrics-urls`) against etcd 3.4.23 started with the same
-//! flag: `/health` (with an alarm raised and excluded) and `/metrics` answer there, every other
-//! path and method as etcd answers it; and the client port's answers to the paths and methods
-//! no route takes.
+//! etcd's flags for operators, on the binary: the metrics port (`--listen-metrics-urls`)
+//! against etcd 3.4.23 started with the same flag (`/health`, with an alarm raised and
+//! excluded, and `/metrics` answer there, every other path and method as etcd answers it), the
+//! client port's answers to the paths and methods no route takes, and `--log-level`. The TLS
+//! metrics port is in `tls.rs`.
 
+mod exit;
 mod wire;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use serde_json::{json, Value};
-use wire::{free_port, post, start_etcd_with, start_watchkv, DEADLINE};
+use wire::{free_port, post, start_etcd_with, start_watchkv, wait_for, DEADLINE};
 
 /// What a request got: the status, the `Allow` header, and the body (a JSON body as its
 /// `health` field: the rest names the server or its uptime).
@@ -131,4 +133,22 @@ fn the_metrics_port_serves_health_and_metrics_only_as_etcds_does() {
         assert_eq!(request(watchkv.port, "GET", path), w, "client port and metrics port: GET {path}");
     }
     assert_eq!(request(watchkv_metrics, "GET", "/health").status, 503);
+}
+
+/// `--log-level` decides what is logged over `RUST_LOG` (the test servers run with
+/// `RUST_LOG=warn`): at `info` the start is logged, at `error` a refused start still is.
+#[test]
+fn the_log_level_flag_sets_what_is_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_watchkv(&dir.path().join("info"), free_port(), &["--log-level", "info"]);
+    wait_for("the start logged at info", || server.log_tail(100_000).contains("watchkv serving").then_some(()));
+    let quiet = start_watchkv(&dir.path().join("error"), free_port(), &["--log-level", "error"]);
+    // The same line the first server logged once it served is not in the second's log.
+    assert!(!quiet.log_tail(100_000).contains("watchkv serving"), "{}", quiet.log_tail(2000));
+    let out = exit::run_to_exit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_watchkv")).args(["--log-level", "verbose"]),
+        DEADLINE,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("invalid value 'verbose' for '--log-level"), "{stderr}");
 }
