@@ -32,6 +32,7 @@ use actix_rt::net::TcpStream;
 use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config, Service, ServiceFactory};
 use actix_web::dev::AppConfig;
+use actix_web::middleware::Condition;
 use actix_web::{web, App};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -142,8 +143,11 @@ async fn worker_service(
     let http = Rc::new(
         http1_service(
             local_addr,
-            cors,
-            move |cfg| gateway::configure_with(cfg, Arc::clone(&gateway)),
+            Some(cors),
+            move |cfg| {
+                gateway::configure_with(cfg, Arc::clone(&gateway));
+                gateway::configure_port_methods(cfg, &["/health", "/version"]);
+            },
             web::to(gateway::not_found),
         )
         .await?,
@@ -159,11 +163,7 @@ async fn worker_service(
         async move {
             let _ = stream.set_nodelay(true);
             let peer = stream.peer_addr().ok();
-            let accepted = match &tls {
-                None => protocol(&stream).await.map(|protocol| (protocol, ClientIo::Plain(stream))),
-                Some(tls) => accept_tls(tls, stream).await,
-            };
-            match accepted {
+            match accept(tls.as_ref(), stream).await {
                 Ok((Protocol::Grpc, io)) => {
                     let user = io.client_cert_user().cloned();
                     let mut connection = ClientConnection::new(grpc::AuthorityFix::new(io));
@@ -189,11 +189,11 @@ async fn worker_service(
     }))
 }
 
-/// One worker's HTTP/1.1 service: the routes `configure` mounts, behind `cors`; any other path
-/// is answered by `not_found`.
+/// One worker's HTTP/1.1 service: the routes `configure` mounts, behind `cors` if any; any
+/// other path is answered by `not_found`.
 async fn http1_service(
     local_addr: SocketAddr,
-    cors: gateway::Cors,
+    cors: Option<gateway::Cors>,
     configure: impl Fn(&mut web::ServiceConfig) + 'static,
     not_found: actix_web::Route,
 ) -> Result<impl Service<(ClientIo, actix_http::Protocol, Option<SocketAddr>), Response = (), Error = DispatchError>, ()>
@@ -211,9 +211,13 @@ async fn http1_service(
                 data.insert(user.clone());
             }
         })
-        .finish(map_config(App::new().wrap(cors).configure(configure).default_service(not_found), |()| {
-            AppConfig::default()
-        }))
+        .finish(map_config(
+            App::new()
+                .wrap(Condition::new(cors.is_some(), cors.unwrap_or_default()))
+                .configure(configure)
+                .default_service(not_found),
+            |()| AppConfig::default(),
+        ))
         .new_service(())
         .await
         .map_err(|e| tracing::error!(error = ?e, "starting the HTTP service"))
@@ -262,11 +266,15 @@ async fn metrics_service(
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
+    // No CORS: etcd's metrics port has none (an `OPTIONS` gets what any other method gets).
     let http = Rc::new(
         http1_service(
             local_addr,
-            gateway::Cors::none(),
-            move |cfg| gateway::configure_metrics_with(cfg, Arc::clone(&gateway)),
+            None,
+            move |cfg| {
+                gateway::configure_metrics_with(cfg, Arc::clone(&gateway));
+                gateway::configure_port_methods(cfg, &["/health"]);
+            },
             web::to(gateway::go_not_found),
         )
         .await?,
@@ -276,25 +284,31 @@ async fn metrics_service(
         let tls = tls.clone();
         async move {
             let peer = stream.peer_addr().ok();
-            let io = match &tls {
-                None => ClientIo::Plain(stream),
-                Some(tls) => match accept_tls(tls, stream).await {
-                    Ok((Protocol::Http1, io)) => io,
-                    Ok((Protocol::Grpc, _)) => {
-                        tracing::debug!(peer = ?peer, "metrics port: HTTP/2 connection closed");
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "metrics port: connection closed before its first request");
-                        return Ok(());
-                    }
-                },
-            };
-            http.call((io, actix_http::Protocol::Http1, peer))
-                .await
-                .map_err(|e| tracing::debug!(error = ?e, "metrics port: HTTP connection"))
+            match accept(tls.as_ref(), stream).await {
+                Ok((Protocol::Http1, io)) => http
+                    .call((io, actix_http::Protocol::Http1, peer))
+                    .await
+                    .map_err(|e| tracing::debug!(error = ?e, "metrics port: HTTP connection")),
+                Ok((Protocol::Grpc, _)) => {
+                    tracing::debug!(peer = ?peer, "metrics port: HTTP/2 connection closed");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics port: connection closed before its first request");
+                    Ok(())
+                }
+            }
         }
     }))
+}
+
+/// Accepts a new connection: with `tls`, its handshake ([`accept_tls`]); then tells its
+/// protocol.
+async fn accept(tls: Option<&ServerTls>, stream: TcpStream) -> io::Result<(Protocol, ClientIo)> {
+    match tls {
+        None => protocol(&stream).await.map(|protocol| (protocol, ClientIo::Plain(stream))),
+        Some(tls) => accept_tls(tls, stream).await,
+    }
 }
 
 /// Completes the TLS handshake, then tells the protocol: from ALPN, or, when the client named

@@ -64,6 +64,8 @@ const METRICS_PORT_MISSES: &[(&str, &str)] = &[
     ("POST", "/health"),
     ("PUT", "/health"),
     ("DELETE", "/health"),
+    ("OPTIONS", "/health"),
+    ("OPTIONS", "/nope"),
 ];
 
 /// The same on the client port, where the gateway's routes are served too.
@@ -74,6 +76,9 @@ const CLIENT_PORT_MISSES: &[(&str, &str)] = &[
     ("GET", "/health/"),
     ("POST", "/v3/nope"),
     ("POST", "/v3beta/nope"),
+    ("GET", "/v3/kv/range"),
+    ("PUT", "/v3beta/kv/put"),
+    ("GET", "/v3/watch"),
 ];
 
 /// The member id of the server on `port`, from a status call's header.
@@ -87,11 +92,14 @@ fn the_metrics_port_serves_health_and_metrics_only_as_etcds_does() {
     let (etcd_metrics, watchkv_metrics) = (free_port(), free_port());
     // Two URLs each: every one serves, `localhost` as well as an IP.
     let etcd_urls = format!("http://127.0.0.1:{etcd_metrics},http://localhost:{}", free_port());
-    let watchkv_urls = format!("http://127.0.0.1:{watchkv_metrics},http://localhost:{}", free_port());
+    // Trimmed and empty entries dropped, as etcd's `types.NewURLs` reads the list.
+    let watchkv_urls = format!("http://127.0.0.1:{watchkv_metrics}, http://localhost:{},", free_port());
     let etcd = start_etcd_with(&dir.path().join("etcd"), &["--listen-metrics-urls", &etcd_urls]);
     let watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &["--listen-metrics-urls", &watchkv_urls]);
-    let second =
-        |urls: &str| -> u16 { urls.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the second URL's port") };
+    let second = |urls: &str| -> u16 {
+        let url = urls.split(',').nth(1).expect("a second URL");
+        url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the second URL's port")
+    };
 
     for (name, e, w) in [
         ("metrics port", etcd_metrics, watchkv_metrics),
@@ -111,7 +119,7 @@ fn the_metrics_port_serves_health_and_metrics_only_as_etcds_does() {
         assert_eq!(w, e, "client port: {method} {path}");
     }
     // /metrics answers any method there (etcd's is Prometheus' handler), with etcd's names.
-    for method in ["GET", "POST"] {
+    for method in ["GET", "POST", "OPTIONS"] {
         let w = request(watchkv_metrics, method, "/metrics");
         assert_eq!(w.status, 200, "{method} /metrics");
         assert!(w.body.contains("etcd_server_has_leader"), "{method} /metrics: {}", w.body);
@@ -142,8 +150,19 @@ fn the_log_level_flag_sets_what_is_logged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_watchkv(&dir.path().join("info"), free_port(), &["--log-level", "info"]);
     wait_for("the start logged at info", || server.log_tail(100_000).contains("watchkv serving").then_some(()));
-    let quiet = start_watchkv(&dir.path().join("error"), free_port(), &["--log-level", "error"]);
-    // The same line the first server logged once it served is not in the second's log.
+    // With `RUST_LOG=info`, which alone would log the start, `--log-level error` keeps it out.
+    let port = free_port();
+    let data_dir = dir.path().join("error");
+    let log = data_dir.with_extension("log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_watchkv"));
+    command.arg("--data-dir").arg(&data_dir).arg("--listen").arg(format!("127.0.0.1:{port}"));
+    command.args(["--log-level", "error"]).env("RUST_LOG", "info");
+    let out = std::fs::File::create(&log).expect("log file");
+    command.stdout(out.try_clone().expect("log file")).stderr(out);
+    let child = command.spawn().expect("spawn watchkv");
+    let mut quiet = wire::Proc { child, port, log, name: "watchkv".into() };
+    wire::wait_until_serving(port, "watchkv", || quiet.exited());
+    // The line the first server logged before it served is not in this one's log.
     assert!(!quiet.log_tail(100_000).contains("watchkv serving"), "{}", quiet.log_tail(2000));
     let out = exit::run_to_exit(
         std::process::Command::new(env!("CARGO_BIN_EXE_watchkv")).args(["--log-level", "verbose"]),
@@ -151,4 +170,150 @@ fn the_log_level_flag_sets_what_is_logged() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("invalid value 'verbose' for '--log-level"), "{stderr}");
+}
+
+/// What a server's `grpc.health.v1.Health` answers a probe: `Check` and the first message of
+/// `Watch`, for the whole server (`""`) and for a name it does not know.
+fn health_answers(rt: &tokio::runtime::Runtime, port: u16) -> Vec<String> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("url")
+            .connect_timeout(DEADLINE)
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = HealthClient::new(channel);
+        let mut answers = Vec::new();
+        for service in ["", "etcdserverpb.KV", "nope"] {
+            let request = || HealthCheckRequest { service: service.to_string() };
+            answers.push(match client.check(request()).await {
+                Ok(r) => format!("check {service:?}: {:?}", r.into_inner().status()),
+                Err(s) => format!("check {service:?}: {:?} {}", s.code(), s.message()),
+            });
+            let mut watch = client.watch(request()).await.expect("watch").into_inner();
+            let first = tokio::time::timeout(DEADLINE, watch.message()).await.expect("a first status in time");
+            answers.push(format!("watch {service:?}: {:?}", first.map(|m| m.map(|m| m.status()))));
+        }
+        answers
+    })
+}
+
+/// gRPC's health service answers probes as etcd 3.4.23's does, and turns `NOT_SERVING` once a
+/// graceful shutdown begins (etcd's stays `SERVING`: docs/etcd-semantics.md), so a balancer
+/// watching it drains the member first.
+#[test]
+fn grpc_health_answers_as_etcds_and_turns_not_serving_at_shutdown() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd_with(&dir.path().join("etcd"), &[]);
+    let mut watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (e, w) = (health_answers(&rt, etcd.port), health_answers(&rt, watchkv.port));
+    assert_eq!(w, e);
+    assert!(w[0].ends_with("Serving"), "{w:?}");
+
+    let port = watchkv.port;
+    let mut statuses = rt.block_on(async {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("url").connect().await;
+        let mut client = HealthClient::new(channel.expect("connect"));
+        client.watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner()
+    });
+    let mut next = || {
+        rt.block_on(async { tokio::time::timeout(DEADLINE, statuses.message()).await })
+            .expect("a status in time")
+            .ok()
+            .flatten()
+            .map(|m| m.status())
+    };
+    assert_eq!(next(), Some(ServingStatus::Serving));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &watchkv.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    assert_eq!(next(), Some(ServingStatus::NotServing), "the watch heard the shutdown");
+    assert_eq!(next(), None, "the watch ended with the server");
+    let stopped = wait_for("watchkv to stop", || watchkv.exited());
+    assert!(stopped.contains("exit status: 0"), "a clean stop: {stopped}");
+}
+
+/// The `grpc_server_*` series a scrape of `port` shows: each line's name and labels, with its
+/// value.
+fn grpc_series(port: u16) -> std::collections::BTreeMap<String, f64> {
+    let (code, text) = wire::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("grpc_server_"))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(series, value)| Some((series.to_string(), value.parse().ok()?)))
+        .collect()
+}
+
+/// The series of `method` of `service`: started, or handled with `code`.
+fn series(service: &str, method: &str, kind: &str, code: Option<&str>) -> String {
+    match code {
+        None => format!(
+            "grpc_server_started_total{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        ),
+        Some(code) => format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        ),
+    }
+}
+
+/// go-grpc-prometheus' call counters, which etcd's dashboards read (the RPC rate, failed RPCs,
+/// open watch streams), count the same calls the same way on both servers: puts, a read of a
+/// future revision (`OutOfRange`), a txn, a lease grant, a watch stream opened and left open.
+#[test]
+fn grpc_call_counters_count_as_etcds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd_with(&dir.path().join("etcd"), &[]);
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &[]);
+    let kv = |m: &str, code: Option<&str>| series("etcdserverpb.KV", m, "unary", code);
+    let watched = [
+        kv("Put", None),
+        kv("Put", Some("OK")),
+        kv("Range", None),
+        kv("Range", Some("OK")),
+        kv("Range", Some("OutOfRange")),
+        kv("Txn", None),
+        kv("Txn", Some("OK")),
+        series("etcdserverpb.Lease", "LeaseGrant", "unary", Some("OK")),
+        series("etcdserverpb.Watch", "Watch", "bidi_stream", None),
+        // Pre-registered at zero, as etcd's dashboards expect every series to exist.
+        kv("Compact", Some("Unavailable")),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut deltas = Vec::new();
+    for port in [etcd.port, watchkv.port] {
+        let before = grpc_series(port);
+        let _watch = rt.block_on(async {
+            let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.expect("connect");
+            client.put("foo", "1", None).await.expect("put");
+            client.put("foo", "2", None).await.expect("put");
+            client.get("foo", None).await.expect("get");
+            let future = etcd_client::GetOptions::new().with_revision(1000);
+            assert!(client.get("foo", Some(future)).await.is_err(), "a future revision is refused");
+            client.txn(etcd_client::Txn::new()).await.expect("txn");
+            client.lease_grant(60, None).await.expect("lease grant");
+            // Kept open until the counts are read: a watch stream is started, not handled.
+            let watch = client.watch("foo", None).await.expect("watch");
+            (client, watch)
+        });
+        let counted = wait_for("every call counted", || {
+            let after = grpc_series(port);
+            let delta: Vec<(String, f64)> = watched
+                .iter()
+                .map(|s| (s.clone(), after.get(s).copied().unwrap_or(f64::NAN) - before.get(s).copied().unwrap_or(0.0)))
+                .collect();
+            delta.iter().all(|(s, d)| !d.is_nan() && (s.contains("Compact") || *d > 0.0)).then_some(delta)
+        });
+        deltas.push(counted);
+    }
+    assert_eq!(deltas[1], deltas[0], "watchkv's call counts (right: etcd's)");
 }

@@ -485,7 +485,15 @@ fn tls_flags_are_checked_at_start() {
         (vec!["--cert-file", cert], "--cert-file and --key-file must both be given".to_string()),
         (
             vec!["--listen-metrics-urls", url.as_str()],
-            format!("TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"),
+            format!("cannot listen on TLS for {}: KeyFile and CertFile are not presented", &url["https://".len()..]),
+        ),
+        (
+            vec!["--listen-metrics-urls", "unix://localhost:2381"],
+            "--listen-metrics-urls unix://localhost:2381: unix sockets are not supported".to_string(),
+        ),
+        (
+            vec!["--listen-metrics-urls", "tcp://127.0.0.1:2381"],
+            "URL scheme must be http, https, unix, or unixs: tcp://127.0.0.1:2381".to_string(),
         ),
         // Listen URLs name an address to bind, as etcd's `checkBindURLs` wants them.
         (

@@ -250,8 +250,9 @@ struct Args {
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
-    /// Log level, as etcd's flag (`debug`, `info`, `warn`, `error`; `panic` and `fatal` log
-    /// errors). Without it `RUST_LOG` decides (a filter per module, `info` when unset).
+    /// Log level, as etcd's flag (`debug`, `info`, `warn`, `error`; `dpanic`, `panic` and
+    /// `fatal` log errors). Without it `RUST_LOG` decides (a filter per module; when unset
+    /// `info`, `warn` for the `snapshot` and `import` commands).
     #[arg(long)]
     log_level: Option<LogLevel>,
     /// Mirror mode: upstream etcd client URLs (`http://host:port`, `https://host:port` or
@@ -451,19 +452,20 @@ enum LogLevel {
     Info,
     Warn,
     Error,
+    Dpanic,
     Panic,
     Fatal,
 }
 
 impl LogLevel {
     /// The tracing filter logging this level and above: nothing here panics or exits through
-    /// the log, so zap's `panic` and `fatal` log errors.
+    /// the log, so zap's `dpanic`, `panic` and `fatal` log errors.
     fn filter(self) -> &'static str {
         match self {
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
             LogLevel::Warn => "warn",
-            LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => "error",
+            LogLevel::Error | LogLevel::Dpanic | LogLevel::Panic | LogLevel::Fatal => "error",
         }
     }
 }
@@ -482,24 +484,25 @@ struct MetricsPort {
     url: String,
     /// `host:port`.
     address: String,
-    tls: Option<TlsFiles>,
+    secure: bool,
 }
 
 /// A listen URL (`--listen-client-urls`, `--listen-metrics-urls`) as etcd takes one to bind:
 /// `http://host:port` or `https://host:port`, the host an IP address or `localhost` (etcd:
 /// embed/config.go `checkBindURLs`: a name would bind wherever it resolves). Returns whether it
-/// is `https` and its `host:port`.
+/// is `https` and its `host:port`. etcd also listens on `unix://` and `unixs://` URLs; watchkv
+/// serves TCP only.
 fn listen_url(flag: &str, url: &str) -> anyhow::Result<(bool, String)> {
     let expected = || anyhow::anyhow!("{flag} {url}: expected http://host:port or https://host:port");
-    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(expected());
+    let (scheme, rest) = url.split_once("://").ok_or_else(expected)?;
+    let secure = match scheme {
+        "https" => true,
+        "http" => false,
+        "unix" | "unixs" => anyhow::bail!("{flag} {url}: unix sockets are not supported, only http and https"),
+        _ => anyhow::bail!("URL scheme must be http, https, unix, or unixs: {url}"),
     };
     let address = rest.strip_suffix('/').unwrap_or(rest);
-    if address.is_empty() || address.contains('/') || !has_host_and_port(address) {
+    if address.contains('/') || !has_host_and_port(address) {
         return Err(expected());
     }
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
@@ -508,6 +511,18 @@ fn listen_url(flag: &str, url: &str) -> anyhow::Result<(bool, String)> {
         anyhow::bail!("{flag}: expected IP in URL for binding ({url})");
     }
     Ok((secure, address.to_string()))
+}
+
+/// Binds `address` (`host:port`). A name (`localhost`) binds its first IPv4 address when it
+/// has one, as Go's `net.Listen` (and so etcd) does: getaddrinfo may list `::1` first, and a
+/// probe of `127.0.0.1` would then be refused.
+fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = address.to_socket_addrs()?.collect();
+    let addr = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, format!("{address} names no address"))
+    })?;
+    std::net::TcpListener::bind(addr)
 }
 
 impl Args {
@@ -557,17 +572,17 @@ impl Args {
     /// The metrics ports of --listen-metrics-urls: an `https://` one serves TLS with the client
     /// port's certificate and client-certificate checks (etcd: embed/etcd.go `serveMetrics`
     /// uses the client TLS info), whatever the client URL's scheme.
+    /// An empty value (an unset variable) names none, and each URL is trimmed, as etcd's
+    /// `types.NewURLs` does.
     fn metrics_ports(&self) -> anyhow::Result<Vec<MetricsPort>> {
-        let files = self.tls_files()?;
         let mut ports = Vec::new();
-        for url in &self.listen_metrics_urls {
+        for url in self.listen_metrics_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
             let (secure, address) = listen_url("--listen-metrics-urls", url)?;
-            if secure && files.is_none() {
-                anyhow::bail!(
-                    "TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"
-                );
+            if secure && self.cert_file.is_none() {
+                // etcd's text (pkg/transport/listener.go `newTLSListener`).
+                anyhow::bail!("cannot listen on TLS for {address}: KeyFile and CertFile are not presented");
             }
-            ports.push(MetricsPort { url: url.clone(), address, tls: files.clone().filter(|_| secure) });
+            ports.push(MetricsPort { url: url.to_string(), address, secure });
         }
         Ok(ports)
     }
@@ -663,16 +678,21 @@ async fn main() -> anyhow::Result<()> {
     // The port first, as etcd binds its listeners before it opens its data (embed.StartEtcd):
     // a port in use fails at once, before a long open or a mirror's bootstrap. Clients that
     // connect meanwhile wait in the listen backlog.
-    let listener = std::net::TcpListener::bind(&port.address).with_context(|| format!("binding {}", port.address))?;
+    let listener = bind(&port.address).with_context(|| format!("binding {}", port.address))?;
+    let metrics_ports = args.metrics_ports()?;
+    // The client port's certificate and checks, read again when the client URL is plain.
+    let metrics_tls = match (metrics_ports.iter().any(|m| m.secure), &tls, args.tls_files()?) {
+        (false, ..) => None,
+        (true, Some(tls), _) => Some(tls.clone()),
+        (true, None, Some(files)) => Some(ServerTls::from_files(&files).context("TLS on the metrics port")?),
+        (true, None, None) => None,
+    };
     let mut metrics_listeners = Vec::new();
-    for metrics in args.metrics_ports()? {
-        let tls = match &metrics.tls {
-            Some(files) => Some(ServerTls::from_files(files).context("TLS on the metrics port")?),
-            None => None,
-        };
-        let listener = std::net::TcpListener::bind(&metrics.address)
-            .with_context(|| format!("binding {} (--listen-metrics-urls)", metrics.url))?;
-        metrics_listeners.push(listener::MetricsListener { listener, tls });
+    for metrics in metrics_ports {
+        let listener =
+            bind(&metrics.address).with_context(|| format!("binding {} (--listen-metrics-urls)", metrics.url))?;
+        metrics_listeners
+            .push(listener::MetricsListener { listener, tls: metrics_tls.clone().filter(|_| metrics.secure) });
     }
     let mirror = if args.upstream.is_empty() {
         None
@@ -723,6 +743,7 @@ async fn main() -> anyhow::Result<()> {
     };
     gw.client_urls = advertised.clone();
     let mut grpc = GrpcApi::new(handle.clone(), gw.header, args.max_request_bytes, advertised);
+    gw.grpc_calls = Some(grpc.call_counters());
     if let Some(options) = &forwarded {
         // Mirror mode: writes, lease calls and linearizable reads go to upstream.
         let upstream = watchkv_actors::forward::Upstream::new(handle.clone(), gw.header, options);
@@ -734,19 +755,23 @@ async fn main() -> anyhow::Result<()> {
         options.workers = workers;
     }
     let gw = Arc::new(gw);
+    // Both servers are built before either runs, so a failure leaves nothing serving.
+    let metrics_server = if metrics_listeners.is_empty() {
+        None
+    } else {
+        Some(
+            listener::serve_metrics(metrics_listeners, Arc::clone(&gw), options)
+                .context("starting the metrics port")?,
+        )
+    };
     let server = match tls {
-        Some(tls) => listener::serve_tls(listener, Arc::clone(&gw), grpc, options, tls),
-        None => listener::serve(listener, Arc::clone(&gw), grpc, options),
+        Some(tls) => listener::serve_tls(listener, gw, grpc, options, tls),
+        None => listener::serve(listener, gw, grpc, options),
     }
     .context("starting the client port")?;
     let server_handle = server.handle();
     let serving = actix_web::rt::spawn(server);
-    let metrics_server = if metrics_listeners.is_empty() {
-        None
-    } else {
-        let server = listener::serve_metrics(metrics_listeners, gw, options).context("starting the metrics port")?;
-        Some((server.handle(), actix_web::rt::spawn(server)))
-    };
+    let metrics_server = metrics_server.map(|server| (server.handle(), actix_web::rt::spawn(server)));
 
     let mut failed = None;
     match follower.as_mut() {
@@ -768,13 +793,15 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing writes, syncing, closing streams");
     // Stop accepting first; then the store finishes in-flight writes, syncs, and ends every
     // watch stream so that open connections complete instead of being cut.
+    // The metrics port closes with the client port, as etcd closes its metrics listeners.
     let stopping = server_handle.stop(true);
+    let stopping_metrics = metrics_server.map(|(handle, serving)| (handle.stop(true), serving));
     let synced = handle.shutdown().await;
     stopping.await;
     let _ = serving.await;
-    if let Some((metrics_handle, metrics_serving)) = metrics_server {
-        metrics_handle.stop(true).await;
-        let _ = metrics_serving.await;
+    if let Some((stopping, serving)) = stopping_metrics {
+        stopping.await;
+        let _ = serving.await;
     }
     synced.context("final sync")?;
     if let Some(e) = failed {

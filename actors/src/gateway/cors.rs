@@ -35,14 +35,6 @@ impl Default for Cors {
     }
 }
 
-impl Cors {
-    /// No CORS headers at all (`--cors ""`): what etcd's metrics port sends.
-    #[must_use]
-    pub fn none() -> Self {
-        Self { origins: Some(Arc::from(Vec::new())) }
-    }
-}
-
 impl std::str::FromStr for Cors {
     type Err = String;
 

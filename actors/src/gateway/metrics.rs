@@ -2,7 +2,8 @@
 //! scrape time (watchers per group, victims, events sent, slow-watcher cancels, write latency),
 //! on a mirror its upstream watch (`watchkv_mirror_*`), and beside them the metrics etcd
 //! exports under etcd's own names where watchkv has the same quantity (`etcd_server_*`,
-//! `etcd_mvcc_*`, `etcd_debugging_mvcc_*`, `etcd_disk_*`, and Prometheus' `process_*`), so
+//! `etcd_mvcc_*`, `etcd_debugging_mvcc_*`, `etcd_disk_*`, go-grpc-prometheus' `grpc_server_*`
+//! and Prometheus' `process_*`), so
 //! dashboards, alerts and `etcdctl check datascale` written for etcd read them unchanged.
 
 use std::sync::atomic::AtomicU64;
@@ -19,6 +20,7 @@ use watchkv::disk_stats::HistogramSnapshot;
 
 use super::Gateway;
 use crate::api::REPORTED_ETCD_VERSION;
+use crate::grpc::call_metrics::{CallCounters, CODES};
 use crate::handle::SystemStats;
 use crate::mirror_status::UpstreamReport;
 
@@ -35,6 +37,9 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     let upstream = gw.handle.upstream_status().map(|u| u.report(gw.handle.upstream_applied()));
     let mut root = Registry::default();
     register_etcd(&mut root, gw.get_ref(), &stats, db_size, upstream.as_ref());
+    if let Some(calls) = &gw.grpc_calls {
+        register_grpc_calls(&mut root, calls);
+    }
     #[cfg(target_os = "linux")]
     register_process(&mut root);
     let registry = root.sub_registry_with_prefix("watchkv");
@@ -121,6 +126,31 @@ fn register_mirror(registry: &mut Registry, report: &UpstreamReport) {
         "lag_seconds",
         "Seconds since the mirror last applied an upstream revision while upstream is ahead, else 0",
         seconds,
+    );
+}
+
+/// The gRPC call counters under go-grpc-prometheus' names and labels, as etcd exports them:
+/// every method with every code, zeros included (etcd: v3rpc/grpc.go `grpc_prometheus.Register`
+/// pre-registers them).
+fn register_grpc_calls(root: &mut Registry, calls: &CallCounters) {
+    let started = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    let handled = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for counts in calls.snapshot() {
+        let method = counts.method;
+        let labels =
+            vec![("grpc_method", method.method), ("grpc_service", method.service), ("grpc_type", method.kind.label())];
+        started.get_or_create(&labels).inc_by(counts.started);
+        for (code, n) in CODES.iter().zip(counts.handled) {
+            let mut labels = labels.clone();
+            labels.insert(0, ("grpc_code", code));
+            handled.get_or_create(&labels).inc_by(n);
+        }
+    }
+    root.register("grpc_server_started", "Total number of RPCs started on the server.", started);
+    root.register(
+        "grpc_server_handled",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
+        handled,
     );
 }
 

@@ -54,6 +54,10 @@ pub struct Gateway {
     /// origin, as etcd's). The server's client port applies it ([`crate::listener`]); an
     /// embedder wraps its `App` with it (`App::new().wrap(gw.cors.clone())`).
     pub cors: Cors,
+    /// The gRPC services' call counters, which `/metrics` reports as etcd does
+    /// (`grpc_server_started_total`, `grpc_server_handled_total`): the binary sets them from its
+    /// [`crate::grpc::GrpcApi::call_counters`]; `None` reports none.
+    pub grpc_calls: Option<Arc<crate::grpc::call_metrics::CallCounters>>,
     started: Instant,
 }
 
@@ -90,6 +94,7 @@ impl Gateway {
             client_urls: Vec::new(),
             upstream: None,
             cors: Cors::default(),
+            grpc_calls: None,
             started: Instant::now(),
         }
     }
@@ -151,107 +156,110 @@ fn v3(route: &str) -> [String; 2] {
 }
 
 /// Mounts every route for an already configured [`Gateway`]. Each `/v3/` path (and its
-/// `/v3beta/` alias) is a resource that takes `POST` only, so another method gets 405 Method
-/// Not Allowed, as from etcd.
+/// `/v3beta/` alias) is a resource that takes `POST` only (and a WebSocket upgrade where etcd's
+/// gateway takes one), so another method gets 405 Method Not Allowed, as from etcd
+/// ([`v3_resource`]); `/health`, `/version` and `/metrics` take `GET`.
 pub fn configure_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
     cfg.app_data(web::Data::from(gateway))
-        .service(web::resource(v3("kv/range")).route(web::post().to(timed(range))))
-        .service(web::resource(v3("kv/put")).route(web::post().to(timed(put))))
-        .service(web::resource(v3("kv/deleterange")).route(web::post().to(timed(delete_range))))
-        .service(web::resource(v3("kv/txn")).route(web::post().to(timed(txn))))
-        .service(web::resource(v3("kv/compaction")).route(web::post().to(timed(compaction))))
-        .service(web::resource(v3("lease/grant")).route(web::post().to(timed(lease_grant))))
-        .service(web::resource(v3("lease/revoke")).route(web::post().to(timed(lease_revoke))))
-        .service(web::resource(v3("kv/lease/revoke")).route(web::post().to(timed(lease_revoke))))
+        .service(v3_resource("kv/range").route(web::post().to(timed(range))))
+        .service(v3_resource("kv/put").route(web::post().to(timed(put))))
+        .service(v3_resource("kv/deleterange").route(web::post().to(timed(delete_range))))
+        .service(v3_resource("kv/txn").route(web::post().to(timed(txn))))
+        .service(v3_resource("kv/compaction").route(web::post().to(timed(compaction))))
+        .service(v3_resource("lease/grant").route(web::post().to(timed(lease_grant))))
+        .service(v3_resource("lease/revoke").route(web::post().to(timed(lease_revoke))))
+        .service(v3_resource("kv/lease/revoke").route(web::post().to(timed(lease_revoke))))
         .service(
-            web::resource(v3("lease/keepalive")).route(web::post().to(timed(lease_keep_alive))).route(
+            v3_resource("lease/keepalive").route(web::post().to(timed(lease_keep_alive))).route(
                 web::get()
                     .guard(guard::fn_guard(websocket::is_upgrade))
                     .to(|gw, http, payload| websocket::serve(lease_keep_alive, gw, http, payload)),
             ),
         )
-        .service(web::resource(v3("lease/timetolive")).route(web::post().to(timed(lease_time_to_live))))
-        .service(web::resource(v3("kv/lease/timetolive")).route(web::post().to(timed(lease_time_to_live))))
-        .service(web::resource(v3("lease/leases")).route(web::post().to(timed(lease_leases))))
-        .service(web::resource(v3("kv/lease/leases")).route(web::post().to(timed(lease_leases))))
-        .service(web::resource(v3("maintenance/status")).route(web::post().to(timed(status))))
-        .service(web::resource(v3("cluster/member/list")).route(web::post().to(timed(member_list))))
-        .service(web::resource(v3("cluster/member/add")).route(web::post().to(timed(member_add))))
-        .service(web::resource(v3("cluster/member/remove")).route(web::post().to(timed(member_remove))))
-        .service(web::resource(v3("cluster/member/update")).route(web::post().to(timed(member_update))))
-        .service(web::resource(v3("cluster/member/promote")).route(web::post().to(timed(member_promote))))
-        .service(web::resource(v3("maintenance/transfer-leadership")).route(web::post().to(timed(move_leader))))
+        .service(v3_resource("lease/timetolive").route(web::post().to(timed(lease_time_to_live))))
+        .service(v3_resource("kv/lease/timetolive").route(web::post().to(timed(lease_time_to_live))))
+        .service(v3_resource("lease/leases").route(web::post().to(timed(lease_leases))))
+        .service(v3_resource("kv/lease/leases").route(web::post().to(timed(lease_leases))))
+        .service(v3_resource("maintenance/status").route(web::post().to(timed(status))))
+        .service(v3_resource("cluster/member/list").route(web::post().to(timed(member_list))))
+        .service(v3_resource("cluster/member/add").route(web::post().to(timed(member_add))))
+        .service(v3_resource("cluster/member/remove").route(web::post().to(timed(member_remove))))
+        .service(v3_resource("cluster/member/update").route(web::post().to(timed(member_update))))
+        .service(v3_resource("cluster/member/promote").route(web::post().to(timed(member_promote))))
+        .service(v3_resource("maintenance/transfer-leadership").route(web::post().to(timed(move_leader))))
         // etcd's gateway maps Hash and HashKV both to /v3/maintenance/hash, where Hash wins;
         // /v3/maintenance/hashkv reaches HashKV.
-        .service(web::resource(v3("maintenance/alarm")).route(web::post().to(timed(alarm))))
-        .service(web::resource(v3("maintenance/defragment")).route(web::post().to(timed(defragment))))
-        .service(web::resource(v3("maintenance/hash")).route(web::post().to(timed(hash))))
-        .service(web::resource(v3("maintenance/hashkv")).route(web::post().to(timed(hash_kv))))
-        .service(web::resource(v3("auth/enable")).route(web::post().to(timed(auth_enable))))
-        .service(web::resource(v3("auth/disable")).route(web::post().to(timed(auth_disable))))
-        .service(web::resource(v3("auth/status")).route(web::post().to(timed(auth_status))))
-        .service(web::resource(v3("auth/authenticate")).route(web::post().to(authenticate)))
-        .service(web::resource(v3("auth/user/add")).route(web::post().to(timed(user_add))))
-        .service(web::resource(v3("auth/user/get")).route(web::post().to(timed(user_get))))
-        .service(web::resource(v3("auth/user/list")).route(web::post().to(timed(user_list))))
-        .service(web::resource(v3("auth/user/delete")).route(web::post().to(timed(user_delete))))
-        .service(web::resource(v3("auth/user/changepw")).route(web::post().to(timed(user_change_password))))
-        .service(web::resource(v3("auth/user/grant")).route(web::post().to(timed(user_grant_role))))
-        .service(web::resource(v3("auth/user/revoke")).route(web::post().to(timed(user_revoke_role))))
-        .service(web::resource(v3("auth/role/add")).route(web::post().to(timed(role_add))))
-        .service(web::resource(v3("auth/role/get")).route(web::post().to(timed(role_get))))
-        .service(web::resource(v3("auth/role/list")).route(web::post().to(timed(role_list))))
-        .service(web::resource(v3("auth/role/delete")).route(web::post().to(timed(role_delete))))
-        .service(web::resource(v3("auth/role/grant")).route(web::post().to(timed(role_grant_permission))))
-        .service(web::resource(v3("auth/role/revoke")).route(web::post().to(timed(role_revoke_permission))))
-        .service(web::resource(v3("maintenance/snapshot")).route(web::post().to(timed(snapshot::snapshot))))
+        .service(v3_resource("maintenance/alarm").route(web::post().to(timed(alarm))))
+        .service(v3_resource("maintenance/defragment").route(web::post().to(timed(defragment))))
+        .service(v3_resource("maintenance/hash").route(web::post().to(timed(hash))))
+        .service(v3_resource("maintenance/hashkv").route(web::post().to(timed(hash_kv))))
+        .service(v3_resource("auth/enable").route(web::post().to(timed(auth_enable))))
+        .service(v3_resource("auth/disable").route(web::post().to(timed(auth_disable))))
+        .service(v3_resource("auth/status").route(web::post().to(timed(auth_status))))
+        .service(v3_resource("auth/authenticate").route(web::post().to(authenticate)))
+        .service(v3_resource("auth/user/add").route(web::post().to(timed(user_add))))
+        .service(v3_resource("auth/user/get").route(web::post().to(timed(user_get))))
+        .service(v3_resource("auth/user/list").route(web::post().to(timed(user_list))))
+        .service(v3_resource("auth/user/delete").route(web::post().to(timed(user_delete))))
+        .service(v3_resource("auth/user/changepw").route(web::post().to(timed(user_change_password))))
+        .service(v3_resource("auth/user/grant").route(web::post().to(timed(user_grant_role))))
+        .service(v3_resource("auth/user/revoke").route(web::post().to(timed(user_revoke_role))))
+        .service(v3_resource("auth/role/add").route(web::post().to(timed(role_add))))
+        .service(v3_resource("auth/role/get").route(web::post().to(timed(role_get))))
+        .service(v3_resource("auth/role/list").route(web::post().to(timed(role_list))))
+        .service(v3_resource("auth/role/delete").route(web::post().to(timed(role_delete))))
+        .service(v3_resource("auth/role/grant").route(web::post().to(timed(role_grant_permission))))
+        .service(v3_resource("auth/role/revoke").route(web::post().to(timed(role_revoke_permission))))
+        .service(v3_resource("maintenance/snapshot").route(web::post().to(timed(snapshot::snapshot))))
         .service(
-            web::resource(v3("watch")).route(web::post().to(timed(watch::watch))).route(
+            v3_resource("watch").route(web::post().to(timed(watch::watch))).route(
                 web::get()
                     .guard(guard::fn_guard(websocket::is_upgrade))
                     .to(|gw, http, payload| websocket::serve(watch::watch, gw, http, payload)),
             ),
         )
-        .service(web::resource(v3("lock/lock")).route(web::post().to(timed(coordination::lock))))
-        .service(web::resource(v3("lock/unlock")).route(web::post().to(timed(coordination::unlock))))
-        .service(web::resource(v3("election/campaign")).route(web::post().to(timed(coordination::campaign))))
-        .service(web::resource(v3("election/proclaim")).route(web::post().to(timed(coordination::proclaim))))
-        .service(web::resource(v3("election/leader")).route(web::post().to(timed(coordination::leader))))
-        .service(web::resource(v3("election/observe")).route(web::post().to(timed(coordination::observe))))
-        .service(web::resource(v3("election/resign")).route(web::post().to(timed(coordination::resign))))
-        .service(get_only("/version", version));
-    health_and_metrics(cfg);
+        .service(v3_resource("lock/lock").route(web::post().to(timed(coordination::lock))))
+        .service(v3_resource("lock/unlock").route(web::post().to(timed(coordination::unlock))))
+        .service(v3_resource("election/campaign").route(web::post().to(timed(coordination::campaign))))
+        .service(v3_resource("election/proclaim").route(web::post().to(timed(coordination::proclaim))))
+        .service(v3_resource("election/leader").route(web::post().to(timed(coordination::leader))))
+        .service(v3_resource("election/observe").route(web::post().to(timed(coordination::observe))))
+        .service(v3_resource("election/resign").route(web::post().to(timed(coordination::resign))))
+        .route("/health", web::get().to(health))
+        .route("/version", web::get().to(version))
+        .route("/metrics", web::get().to(metrics::metrics));
 }
 
 /// Mounts what etcd's metrics port serves (`--listen-metrics-urls`; etcd:
-/// etcdhttp/metrics.go `HandleMetricsHealth`): `/health` and `/metrics`, and nothing else.
-/// Serve it with [`crate::listener::serve_metrics`].
+/// etcdhttp/metrics.go `HandleMetricsHealth`): `GET /health` and `GET /metrics`, and nothing
+/// else. Serve it with [`crate::listener::serve_metrics`].
 pub fn configure_metrics_with(cfg: &mut web::ServiceConfig, gateway: Arc<Gateway>) {
-    cfg.app_data(web::Data::from(gateway));
-    health_and_metrics(cfg);
+    cfg.app_data(web::Data::from(gateway))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics::metrics));
 }
 
-/// `/health` (GET only, as etcd's handler) and `/metrics` (any method: etcd's is Prometheus'
-/// `promhttp.Handler`, which does not look at it), on the client port and the metrics port.
-fn health_and_metrics(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_only("/health", health)).service(web::resource("/metrics").to(metrics::metrics));
+/// On the server's own ports, after the routes: the other methods on `get_only` paths
+/// (`/health`, `/version`) get 405 with `Allow: GET`, as from etcd's handlers, and `/metrics`
+/// answers any method, as etcd's (Prometheus' `promhttp.Handler` does not look at it). Not
+/// part of [`configure_with`]: in an embedder's `App` those methods stay the embedder's.
+pub(crate) fn configure_port_methods(cfg: &mut web::ServiceConfig, get_only: &[&str]) {
+    for path in get_only {
+        cfg.service(web::resource(*path).to(|| async {
+            let mut answer = plain_text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            let allow = actix_web::http::header::HeaderValue::from_static("GET");
+            answer.headers_mut().insert(actix_web::http::header::ALLOW, allow);
+            answer
+        }));
+    }
+    cfg.service(web::resource("/metrics").to(metrics::metrics));
 }
 
-/// A resource answering `GET` with `handler` and any other method as Go's `http.Error` does in
-/// etcd's `/health` and `/version` handlers: 405, `Allow: GET`, `Method Not Allowed`.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path).route(web::get().to(handler)).default_service(web::to(|| async {
-        let mut answer = plain_text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-        answer
-            .headers_mut()
-            .insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static("GET"));
-        answer
-    }))
+/// A gateway route's resource (under `/v3/` and `/v3beta/`): a method its routes do not take
+/// gets 405 `Method Not Allowed` in plain text, as from grpc-gateway (no `Allow` header).
+fn v3_resource(route: &str) -> actix_web::Resource {
+    web::resource(v3(route))
+        .default_service(web::to(|| async { plain_text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n") }))
 }
 
 /// `handler` within the deadline a `Grpc-Timeout` header sets, as etcd's gateway does

@@ -11,9 +11,11 @@
 
 mod auth;
 mod authority;
+pub mod call_metrics;
 pub mod connection;
 pub(crate) mod convert;
 mod election;
+pub mod health;
 mod kv;
 mod lease;
 mod lock;
@@ -56,6 +58,8 @@ struct Inner {
     client_urls: Vec<String>,
     /// Mirror mode: where writes, lease calls and linearizable reads' quorum go.
     upstream: Option<crate::forward::Upstream>,
+    /// Calls started and handled, for `/metrics` ([`call_metrics`]).
+    calls: Arc<call_metrics::CallCounters>,
 }
 
 impl GrpcApi {
@@ -69,7 +73,14 @@ impl GrpcApi {
     #[must_use]
     pub fn new(handle: Handle, header: Header, max_request_bytes: usize, client_urls: Vec<String>) -> Self {
         Self {
-            inner: Arc::new(Inner { handle, header, max_request_bytes, client_urls, upstream: None }),
+            inner: Arc::new(Inner {
+                handle,
+                header,
+                max_request_bytes,
+                client_urls,
+                upstream: None,
+                calls: Arc::default(),
+            }),
             streams: Arbiter::current(),
         }
     }
@@ -84,6 +95,7 @@ impl GrpcApi {
             max_request_bytes: self.inner.max_request_bytes,
             client_urls: self.inner.client_urls.clone(),
             upstream: Some(upstream),
+            calls: Arc::clone(&self.inner.calls),
         };
         Self { inner: Arc::new(inner), streams: self.streams.clone() }
     }
@@ -106,6 +118,14 @@ impl GrpcApi {
     /// The largest incoming message: `max_request_bytes` plus etcd's framing allowance.
     fn max_decoding_bytes(&self) -> usize {
         self.inner.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES)
+    }
+
+    /// The counters of the calls the client port's routers take ([`Self::router`]; an
+    /// embedder's tonic server built from [`Self::routes`] does not count), for `/metrics`
+    /// (`Gateway::grpc_calls`).
+    #[must_use]
+    pub fn call_counters(&self) -> Arc<call_metrics::CallCounters> {
+        Arc::clone(&self.inner.calls)
     }
 
     /// Returns a copy whose watch streams' actors start on `arbiter` (the server gives each

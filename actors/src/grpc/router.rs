@@ -10,14 +10,17 @@
 //! service gets the same answer, as from `Routes`.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::MapOk;
-use futures::TryFutureExt;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError};
 use tonic::server::NamedService;
 
+use super::call_metrics::{CallCounters, CountedBody};
+use super::health::HealthService;
 use super::pb::etcdserverpb::auth_server::AuthServer;
 use super::pb::etcdserverpb::cluster_server::ClusterServer;
 use super::pb::etcdserverpb::kv_server::KvServer;
@@ -27,6 +30,7 @@ use super::pb::v3electionpb::election_server::ElectionServer;
 use super::pb::v3lockpb::lock_server::LockServer;
 use super::wire::service::watch_server::WatchServer;
 use super::GrpcApi;
+use tonic_health::pb::health_server::HealthServer;
 
 /// Every gRPC service of [`GrpcApi`], dispatched by service name (see the module docs).
 #[derive(Clone)]
@@ -39,6 +43,9 @@ pub struct GrpcRouter {
     auth: AuthServer<GrpcApi>,
     lock: LockServer<GrpcApi>,
     election: ElectionServer<GrpcApi>,
+    health: HealthServer<HealthService>,
+    /// The server's call counters ([`super::call_metrics`]).
+    calls: Arc<CallCounters>,
 }
 
 impl GrpcRouter {
@@ -56,6 +63,8 @@ impl GrpcRouter {
             auth: AuthServer::new(api.clone()).max_decoding_message_size(max_decoding),
             lock: LockServer::new(api.clone()).max_decoding_message_size(max_decoding),
             election: ElectionServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            health: HealthServer::new(HealthService::new(api.handle().shutting_down())),
+            calls: api.call_counters(),
         }
     }
 
@@ -70,6 +79,7 @@ impl GrpcRouter {
             .add_service(self.auth)
             .add_service(self.lock)
             .add_service(self.election)
+            .add_service(self.health)
     }
 }
 
@@ -90,11 +100,11 @@ where
     B: HttpBody<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<CountedBody>;
     type Error = Infallible;
-    /// The service's own future, its answer passed through [`as_grpc_go_answers_too_large`]
-    /// (no allocation of its own: the request path's cost stays the generated service's).
-    type Future = MapOk<BoxFuture<Self::Response, Self::Error>, fn(Self::Response) -> Self::Response>;
+    /// The service's own future, its answer passed through [`as_grpc_go_answers_too_large`] and
+    /// counted ([`RoutedCall`]).
+    type Future = RoutedCall;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Every service is always ready (the generated ones return Ready at once).
@@ -102,6 +112,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = CallCounters::method_index(request.uri().path());
+        if let Some(method) = method {
+            self.calls.started(method);
+        }
         let response = match service_name(request.uri().path()) {
             Some(KvServer::<GrpcApi>::NAME) => self.kv.call(request),
             Some(WatchServer::<GrpcApi>::NAME) => self.watch.call(request),
@@ -111,9 +125,35 @@ where
             Some(AuthServer::<GrpcApi>::NAME) => self.auth.call(request),
             Some(LockServer::<GrpcApi>::NAME) => self.lock.call(request),
             Some(ElectionServer::<GrpcApi>::NAME) => self.election.call(request),
+            Some(HealthServer::<HealthService>::NAME) => self.health.call(request),
             _ => Box::pin(std::future::ready(Ok(unimplemented()))),
         };
-        response.map_ok(as_grpc_go_answers_too_large as fn(Self::Response) -> Self::Response)
+        RoutedCall { response, pending: method.map(|method| (Arc::clone(&self.calls), method)) }
+    }
+}
+
+/// A routed call's answer: the service's own, passed through [`as_grpc_go_answers_too_large`],
+/// counted as handled at once when it is trailers-only (its status in the headers), else when
+/// its body's trailers go by ([`CountedBody`]).
+pub struct RoutedCall {
+    response: BoxFuture<http::Response<Body>, Infallible>,
+    /// The counters and the method, when the method is counted.
+    pending: Option<(Arc<CallCounters>, usize)>,
+}
+
+impl Future for RoutedCall {
+    type Output = Result<http::Response<CountedBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(Ok(response)) = self.response.as_mut().poll(cx) else { return Poll::Pending };
+        let response = as_grpc_go_answers_too_large(response);
+        let mut pending = self.pending.take();
+        if let Some(status) = response.headers().get("grpc-status") {
+            if let Some((calls, method)) = pending.take() {
+                calls.handled(method, status.as_bytes());
+            }
+        }
+        Poll::Ready(Ok(response.map(|body| CountedBody::new(body, pending))))
     }
 }
 
@@ -188,6 +228,7 @@ mod tests {
         assert_eq!(AuthServer::<GrpcApi>::NAME, "etcdserverpb.Auth");
         assert_eq!(LockServer::<GrpcApi>::NAME, "v3lockpb.Lock");
         assert_eq!(ElectionServer::<GrpcApi>::NAME, "v3electionpb.Election");
+        assert_eq!(HealthServer::<HealthService>::NAME, "grpc.health.v1.Health");
     }
 
     #[test]
