@@ -66,11 +66,17 @@ pub struct PortOptions {
     pub workers: usize,
     /// Seconds to let open connections finish when the server stops.
     pub shutdown_timeout_secs: u64,
+    /// How gRPC clients are pinged (etcd's defaults).
+    pub grpc_keepalive: grpc::Keepalive,
 }
 
 impl Default for PortOptions {
     fn default() -> Self {
-        Self { workers: std::thread::available_parallelism().map_or(1, usize::from), shutdown_timeout_secs: 5 }
+        Self {
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            shutdown_timeout_secs: 5,
+            grpc_keepalive: grpc::Keepalive::default(),
+        }
     }
 }
 
@@ -126,7 +132,8 @@ fn serve_with(
             let gateway = Arc::clone(&gateway);
             let grpc = grpc.clone();
             let tls = tls.clone();
-            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone()))
+            let keepalive = options.grpc_keepalive;
+            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone(), keepalive))
         })?
         .run())
 }
@@ -138,6 +145,7 @@ async fn worker_service(
     grpc_api: GrpcApi,
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
+    keepalive: grpc::Keepalive,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
     let cors = gateway.cors.clone();
     let http = Rc::new(
@@ -154,7 +162,7 @@ async fn worker_service(
     );
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
-    let grpc = grpc::ConnectionServer::new(&grpc_api);
+    let grpc = grpc::ConnectionServer::new(&grpc_api).with_keepalive(&keepalive);
 
     Ok(fn_service(move |stream: TcpStream| {
         let http = Rc::clone(&http);

@@ -56,9 +56,13 @@ impl Served {
         let port = listener.local_addr().expect("addr").port();
         let grpc =
             GrpcApi::new(handle.clone(), gw.header, gw.max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
-        let server =
-            listener::serve(listener, Arc::new(gw), grpc, PortOptions { workers: 2, shutdown_timeout_secs: 1 })
-                .expect("serve");
+        let server = listener::serve(
+            listener,
+            Arc::new(gw),
+            grpc,
+            PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
+        )
+        .expect("serve");
         let server_handle = server.handle();
         actix_rt::spawn(server);
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))

@@ -39,8 +39,13 @@ async fn serve(max_response_bytes: usize, max_request_bytes: usize) -> Served {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let grpc = GrpcApi::new(handle.clone(), gw.header, max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
-    let server = listener::serve(listener, Arc::new(gw), grpc, PortOptions { workers: 2, shutdown_timeout_secs: 1 })
-        .expect("serve");
+    let server = listener::serve(
+        listener,
+        Arc::new(gw),
+        grpc,
+        PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
+    )
+    .expect("serve");
     let server_handle = server.handle();
     actix_rt::spawn(server);
     Served { port, handle, server: server_handle, _dir: dir }

@@ -91,9 +91,9 @@ fn the_metrics_port_serves_health_and_metrics_only_as_etcds_does() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (etcd_metrics, watchkv_metrics) = (free_port(), free_port());
     // Two URLs each: every one serves, `localhost` as well as an IP.
-    let etcd_urls = format!("http://127.0.0.1:{etcd_metrics},http://localhost:{}", free_port());
-    // Trimmed and empty entries dropped, as etcd's `types.NewURLs` reads the list.
-    let watchkv_urls = format!("http://127.0.0.1:{watchkv_metrics}, http://localhost:{},", free_port());
+    // Each URL trimmed, as etcd reads the list.
+    let urls = |first: u16| format!("http://127.0.0.1:{first}, http://localhost:{}", free_port());
+    let (etcd_urls, watchkv_urls) = (urls(etcd_metrics), urls(watchkv_metrics));
     let etcd = start_etcd_with(&dir.path().join("etcd"), &["--listen-metrics-urls", &etcd_urls]);
     let watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &["--listen-metrics-urls", &watchkv_urls]);
     let second = |urls: &str| -> u16 {
@@ -237,7 +237,8 @@ fn grpc_health_answers_as_etcds_and_turns_not_serving_at_shutdown() {
         .expect("kill -TERM");
     assert!(term.success());
     assert_eq!(next(), Some(ServingStatus::NotServing), "the watch heard the shutdown");
-    assert_eq!(next(), None, "the watch ended with the server");
+    let end = rt.block_on(async { tokio::time::timeout(DEADLINE, statuses.message()).await }).expect("in time");
+    assert!(matches!(end, Ok(None)), "the watch ended with OK, not with the connection: {end:?}");
     let stopped = wait_for("watchkv to stop", || watchkv.exited());
     assert!(stopped.contains("exit status: 0"), "a clean stop: {stopped}");
 }
@@ -268,7 +269,8 @@ fn series(service: &str, method: &str, kind: &str, code: Option<&str>) -> String
 
 /// go-grpc-prometheus' call counters, which etcd's dashboards read (the RPC rate, failed RPCs,
 /// open watch streams), count the same calls the same way on both servers: puts, a read of a
-/// future revision (`OutOfRange`), a txn, a lease grant, a watch stream opened and left open.
+/// future revision (`OutOfRange`), a txn, lease grants, a watch stream opened and left open, a
+/// lock taken and one given up while it waited, and no finished call as canceled.
 #[test]
 fn grpc_call_counters_count_as_etcds() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -285,10 +287,16 @@ fn grpc_call_counters_count_as_etcds() {
         kv("Txn", Some("OK")),
         series("etcdserverpb.Lease", "LeaseGrant", "unary", Some("OK")),
         series("etcdserverpb.Watch", "Watch", "bidi_stream", None),
+        series("v3lockpb.Lock", "Lock", "unary", None),
+        series("v3lockpb.Lock", "Lock", "unary", Some("OK")),
+        kv("Put", Some("Canceled")),
+        kv("Range", Some("Canceled")),
         // Pre-registered at zero, as etcd's dashboards expect every series to exist.
         kv("Compact", Some("Unavailable")),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // A thread of its own drives the clients' connections between calls, so a call given up
+    // is reset on the wire at once.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let mut deltas = Vec::new();
     for port in [etcd.port, watchkv.port] {
         let before = grpc_series(port);
@@ -303,6 +311,13 @@ fn grpc_call_counters_count_as_etcds() {
             client.lease_grant(60, None).await.expect("lease grant");
             // Kept open until the counts are read: a watch stream is started, not handled.
             let watch = client.watch("foo", None).await.expect("watch");
+            let held = client.lease_grant(60, None).await.expect("lease grant").id();
+            let lock = etcd_client::LockOptions::new().with_lease(held);
+            client.lock("lk", Some(lock)).await.expect("lock");
+            let waiting = client.lease_grant(60, None).await.expect("lease grant").id();
+            let lock = etcd_client::LockOptions::new().with_lease(waiting);
+            let wait = std::time::Duration::from_millis(300);
+            assert!(tokio::time::timeout(wait, client.lock("lk", Some(lock))).await.is_err(), "the lock is held");
             (client, watch)
         });
         let counted = wait_for("every call counted", || {
@@ -311,9 +326,94 @@ fn grpc_call_counters_count_as_etcds() {
                 .iter()
                 .map(|s| (s.clone(), after.get(s).copied().unwrap_or(f64::NAN) - before.get(s).copied().unwrap_or(0.0)))
                 .collect();
-            delta.iter().all(|(s, d)| !d.is_nan() && (s.contains("Compact") || *d > 0.0)).then_some(delta)
+            // Every series present, and every call but the zero series' counted.
+            let zero = |s: &str| s.contains("Compact") || s.contains("Canceled");
+            delta.iter().all(|(s, d)| !d.is_nan() && (zero(s) || *d > 0.0)).then_some(delta)
         });
         deltas.push(counted);
     }
     assert_eq!(deltas[1], deltas[0], "watchkv's call counts (right: etcd's)");
+    // The lock given up: handled `Canceled` on watchkv; etcd 3.4.23's handler keeps waiting for
+    // the lock (docs/etcd-semantics.md §5.4), so there is nothing to compare.
+    let lock_canceled = series("v3lockpb.Lock", "Lock", "unary", Some("Canceled"));
+    wait_for("the given-up lock handled as canceled", || {
+        (grpc_series(watchkv.port).get(&lock_canceled).copied() == Some(1.0)).then_some(())
+    });
+}
+
+/// What a raw HTTP/2 client saw of the server's keep-alive pings: how many it saw, and whether
+/// the server closed the connection.
+#[derive(Debug, PartialEq, Eq)]
+struct Pinged {
+    pings: usize,
+    closed: bool,
+}
+
+/// Opens an HTTP/2 connection to `port` that makes no call, acknowledges the server's settings,
+/// and answers the server's pings when `answer` says so, until the server has pinged
+/// `enough` times or closed the connection.
+fn keepalive_pings(port: u16, answer: bool, enough: usize) -> Pinged {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let len = u32::try_from(payload.len()).expect("a small frame").to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        out.extend_from_slice(payload);
+        out
+    };
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(0x4, 0, &[]));
+    stream.write_all(&hello).expect("preface");
+    let mut pings = 0;
+    loop {
+        let mut head = [0u8; 9];
+        if stream.read_exact(&mut head).is_err() {
+            return Pinged { pings, closed: true };
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).is_err() {
+            return Pinged { pings, closed: true };
+        }
+        let (kind, flags) = (head[3], head[4]);
+        match (kind, flags & 0x1) {
+            // The server's settings, acknowledged as a client must.
+            (0x4, 0) => stream.write_all(&frame(0x4, 0x1, &[])).expect("settings ack"),
+            (0x6, 0) => {
+                pings += 1;
+                if answer {
+                    stream.write_all(&frame(0x6, 0x1, &payload)).expect("ping ack");
+                }
+                if pings >= enough {
+                    return Pinged { pings, closed: false };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` as etcd 3.4.23 applies them: a
+/// silent connection is pinged; one whose client never answers is closed, one whose client
+/// answers stays open.
+#[test]
+fn grpc_keepalive_pings_and_closes_a_silent_client_as_etcd_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flags = ["--grpc-keepalive-interval", "1s", "--grpc-keepalive-timeout", "1s"];
+    let etcd = start_etcd_with(&dir.path().join("etcd"), &flags);
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &flags);
+    for (name, port) in [("etcd", etcd.port), ("watchkv", watchkv.port)] {
+        assert_eq!(
+            keepalive_pings(port, false, usize::MAX),
+            Pinged { pings: 1, closed: true },
+            "{name}: never answered"
+        );
+        assert_eq!(keepalive_pings(port, true, 3), Pinged { pings: 3, closed: false }, "{name}: answered");
+    }
+    let out = exit::run_to_exit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_watchkv")).args(["--grpc-keepalive-interval", "2x"]),
+        DEADLINE,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("invalid value '2x' for '--grpc-keepalive-interval"), "{stderr}");
 }

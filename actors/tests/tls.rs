@@ -492,6 +492,10 @@ fn tls_flags_are_checked_at_start() {
             "--listen-metrics-urls unix://localhost:2381: unix sockets are not supported".to_string(),
         ),
         (
+            vec!["--listen-metrics-urls", "http://127.0.0.1:0,,http://127.0.0.1:0"],
+            "URL scheme must be http, https, unix, or unixs: ".to_string(),
+        ),
+        (
             vec!["--listen-metrics-urls", "tcp://127.0.0.1:2381"],
             "URL scheme must be http, https, unix, or unixs: tcp://127.0.0.1:2381".to_string(),
         ),

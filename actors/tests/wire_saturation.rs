@@ -593,9 +593,13 @@ impl GrpcServer {
         let port = listener.local_addr().expect("addr").port();
         let url = format!("http://127.0.0.1:{port}");
         let grpc = GrpcApi::new(handle.clone(), gw.header, gw.max_request_bytes, vec![url]);
-        let server =
-            listener::serve(listener, Arc::new(gw), grpc, PortOptions { workers: 2, shutdown_timeout_secs: 1 })
-                .expect("serve");
+        let server = listener::serve(
+            listener,
+            Arc::new(gw),
+            grpc,
+            PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
+        )
+        .expect("serve");
         let server_handle = server.handle();
         actix_rt::spawn(server);
         let mut writers = Vec::new();

@@ -101,6 +101,11 @@ fn has_host_and_port(authority: &str) -> bool {
     !host.is_empty() && !port.is_empty()
 }
 
+/// Parses a Go duration flag (`2h`, `20s`, `1m30s`), as etcd's `flag.Duration` reads it.
+fn go_duration(value: &str) -> Result<Duration, String> {
+    watchkv::auto_compaction::parse_go_duration(value)
+}
+
 /// Parses a `u64` flag inside `range`.
 fn u64_in(range: RangeInclusive<u64>) -> RangedU64ValueParser<u64> {
     RangedU64ValueParser::new().range(range)
@@ -250,6 +255,15 @@ struct Args {
     /// Worker threads serving the client port (default: one per core).
     #[arg(long, value_parser = usize_in(WORKERS_RANGE))]
     workers: Option<usize>,
+    /// How long a gRPC connection may stay silent before the server pings its client, as etcd's
+    /// flag (a Go duration; `0s`: no pings). A client gone without closing its socket holds its
+    /// watchers until its unanswered ping closes the connection.
+    #[arg(long, default_value = "2h", value_parser = go_duration)]
+    grpc_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed, as etcd's flag (a Go
+    /// duration; `0s`: no pings).
+    #[arg(long, default_value = "20s", value_parser = go_duration)]
+    grpc_keepalive_timeout: Duration,
     /// Log level, as etcd's flag (`debug`, `info`, `warn`, `error`; `dpanic`, `panic` and
     /// `fatal` log errors). Without it `RUST_LOG` decides (a filter per module; when unset
     /// `info`, `warn` for the `snapshot` and `import` commands).
@@ -494,6 +508,10 @@ struct MetricsPort {
 /// serves TCP only.
 fn listen_url(flag: &str, url: &str) -> anyhow::Result<(bool, String)> {
     let expected = || anyhow::anyhow!("{flag} {url}: expected http://host:port or https://host:port");
+    if url.is_empty() {
+        // An empty entry in a list: etcd's text for a URL without a scheme.
+        anyhow::bail!("URL scheme must be http, https, unix, or unixs: ");
+    }
     let (scheme, rest) = url.split_once("://").ok_or_else(expected)?;
     let secure = match scheme {
         "https" => true,
@@ -572,11 +590,16 @@ impl Args {
     /// The metrics ports of --listen-metrics-urls: an `https://` one serves TLS with the client
     /// port's certificate and client-certificate checks (etcd: embed/etcd.go `serveMetrics`
     /// uses the client TLS info), whatever the client URL's scheme.
-    /// An empty value (an unset variable) names none, and each URL is trimmed, as etcd's
-    /// `types.NewURLs` does.
+    ///
+    /// As etcd 3.4.23 reads the list: a value that is empty as a whole (an unset variable)
+    /// names none, each URL is trimmed, and an empty one among others is refused (a repeated
+    /// one fails to bind the second time, as in etcd).
     fn metrics_ports(&self) -> anyhow::Result<Vec<MetricsPort>> {
         let mut ports = Vec::new();
-        for url in self.listen_metrics_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        if self.listen_metrics_urls.iter().all(String::is_empty) {
+            return Ok(ports);
+        }
+        for url in self.listen_metrics_urls.iter().map(|u| u.trim()) {
             let (secure, address) = listen_url("--listen-metrics-urls", url)?;
             if secure && self.cert_file.is_none() {
                 // etcd's text (pkg/transport/listener.go `newTLSListener`).
@@ -754,6 +777,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         options.workers = workers;
     }
+    options.grpc_keepalive = watchkv_actors::grpc::Keepalive {
+        interval: args.grpc_keepalive_interval,
+        timeout: args.grpc_keepalive_timeout,
+    };
     let gw = Arc::new(gw);
     // Both servers are built before either runs, so a failure leaves nothing serving.
     let metrics_server = if metrics_listeners.is_empty() {

@@ -6,9 +6,10 @@
 //!
 //! The router ([`super::router::GrpcRouter`]) counts a call as started when it routes it, and as
 //! handled with the status it ends with: a trailers-only answer's at once, else the body's
-//! trailers (a unary call's status, a stream's end), or `Canceled` for a body dropped before
-//! them (the client went away). Only the methods of [`METHODS`] are counted, as grpc-go counts
-//! only registered methods; a counter is one relaxed atomic add per call. etcd's
+//! trailers (a unary call's status, a stream's end), or `Canceled` for a call or body dropped
+//! before its status (the client reset the stream or went away). Only the methods of
+//! [`METHODS`] are counted, as grpc-go counts only registered methods. A call costs two relaxed
+//! atomic adds and a reference count's increment and decrement. etcd's
 //! `grpc_server_msg_received_total` and `_msg_sent_total` are not kept.
 
 use std::pin::Pin;
@@ -195,6 +196,11 @@ impl CallCounters {
         self.handled_code(method, code);
     }
 
+    /// Counts a call of `METHODS[method]` as handled `Canceled`: dropped before its status.
+    pub fn canceled(&self, method: usize) {
+        self.handled_code(method, CANCELED);
+    }
+
     fn handled_code(&self, method: usize, code: usize) {
         if let Some(counter) = self.handled.get(method * CODES.len() + code) {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +273,7 @@ impl HttpBody for CountedBody {
 impl Drop for CountedBody {
     fn drop(&mut self) {
         if let Some((counters, method)) = self.pending.take() {
-            counters.handled_code(method, CANCELED);
+            counters.canceled(method);
         }
     }
 }
@@ -348,5 +354,28 @@ mod tests {
         assert_eq!((counts[put].handled[0], counts[put].handled[11], counts[put].handled[UNKNOWN]), (1, 1, 1));
         assert_eq!((counts[watch].started, counts[watch].handled[CANCELED]), (1, 1));
         assert_eq!(counts.iter().map(|c| c.handled.iter().sum::<u64>()).sum::<u64>(), 4);
+    }
+
+    /// A body read to its trailers counts once, with their status, and not again when it is
+    /// dropped.
+    #[tokio::test]
+    async fn a_body_read_to_its_trailers_counts_its_status_once() {
+        use http_body_util::BodyExt;
+        let counters = Arc::new(CallCounters::default());
+        let range = CallCounters::method_index("/etcdserverpb.KV/Range").expect("Range is counted");
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("11"));
+        let frames =
+            vec![Ok::<_, tonic::Status>(Frame::data(bytes::Bytes::from_static(b"x"))), Ok(Frame::trailers(trailers))];
+        let inner = tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
+        let mut body = CountedBody::new(inner, Some((Arc::clone(&counters), range)));
+        let collected = body.frame().await.expect("data").expect("ok");
+        assert!(collected.is_data());
+        let trailers = body.frame().await.expect("trailers").expect("ok");
+        assert!(trailers.is_trailers());
+        assert!(body.frame().await.is_none(), "the body ends after its trailers");
+        drop(body);
+        let counts = &counters.snapshot()[range];
+        assert_eq!((counts.handled[11], counts.handled[CANCELED], counts.handled.iter().sum::<u64>()), (1, 0, 1));
     }
 }

@@ -4,8 +4,10 @@
 //! balancers.
 //!
 //! The whole server, `""`, is `SERVING` until the store starts shutting down, then
-//! `NOT_SERVING`: a balancer watching it drains the member before its connections get GOAWAY
-//! (and the `Watch` stream ends there).
+//! `NOT_SERVING`, at the moment its connections get GOAWAY: a balancer watching it stops
+//! routing new calls to the member even on connections it opens afterwards, and its `Watch`
+//! stream ends there (every health `Watch` does, so none holds a connection through the
+//! graceful shutdown).
 //! etcd 3.4 stays `SERVING` to the end. No other name is known: `Check` answers `NotFound`,
 //! `unknown service`, and `Watch` sends `SERVICE_UNKNOWN`, as grpc-go's health server does
 //! (google.golang.org/grpc/health `Server`). An alarm does not make the server `NOT_SERVING`:
@@ -60,8 +62,14 @@ impl Health for HealthService {
         if request.get_ref().service != WHOLE_SERVER {
             // grpc-go's server answers an unknown name with this status and keeps the stream
             // open, so a watcher hears of the service once it is registered (never, here).
+            // It ends when the server starts shutting down, not to hold its connection open.
             let unknown = HealthCheckResponse { status: ServingStatus::ServiceUnknown.into() };
-            let stream = futures::stream::once(async move { Ok(unknown) }).chain(futures::stream::pending());
+            let mut shutting_down = self.shutting_down.clone();
+            let stream = futures::stream::once(async move { Ok(unknown) })
+                .chain(futures::stream::pending())
+                .take_until(async move {
+                    let _ = shutting_down.wait_for(|down| *down).await;
+                });
             return Ok(Response::new(Box::pin(stream)));
         }
         // The current status first, then each change; a status repeated is not sent again. The
@@ -106,6 +114,7 @@ mod tests {
         shutdown.send_replace(true);
         assert_eq!(next(whole.next().await), Ok(ServingStatus::NotServing));
         assert!(whole.next().await.is_none(), "the stream ends with the server");
+        assert!(other.next().await.is_none(), "an unknown name's stream ends too");
         assert_eq!(status(health.check(request("")).await.expect("check")), Ok(ServingStatus::NotServing));
     }
 }

@@ -43,6 +43,35 @@ pub use crate::api::pb;
 use crate::api::{ApiError, Coordination, Header};
 use crate::Handle;
 
+/// How the server pings its gRPC clients to find connections that are gone (a client that
+/// vanished without closing its socket holds its watchers until then), as etcd's flags set it
+/// (etcd: embed/etcd.go, `grpc.KeepaliveParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Without a frame from the client for this long, the server pings it (etcd
+    /// `--grpc-keepalive-interval`, 2 h). Zero: no pings.
+    pub interval: std::time::Duration,
+    /// A ping unanswered for this long closes the connection (etcd `--grpc-keepalive-timeout`,
+    /// 20 s). Zero: no pings.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Keepalive {
+    /// etcd's defaults: a ping after 2 h of silence, 20 s for its answer.
+    fn default() -> Self {
+        Self { interval: std::time::Duration::from_secs(2 * 3600), timeout: std::time::Duration::from_secs(20) }
+    }
+}
+
+impl Keepalive {
+    /// The interval and timeout, if the server pings at all: as in etcd, only when both are
+    /// above zero.
+    #[must_use]
+    pub fn pings(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        (!self.interval.is_zero() && !self.timeout.is_zero()).then_some((self.interval, self.timeout))
+    }
+}
+
 /// What the gRPC services need: the store handle and the identity they report.
 #[derive(Clone)]
 pub struct GrpcApi {
@@ -256,9 +285,20 @@ impl ConnectionServer {
             .auto_date_header(false)
             .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
             // Watch and keep-alive streams are long-lived; etcd allows many per connection.
-            .max_concurrent_streams(None)
-            .keep_alive_interval(Some(std::time::Duration::from_secs(7200)));
-        Self { router: api.router(), builder, shutting_down: api.handle().shutting_down() }
+            .max_concurrent_streams(None);
+        let server = Self { router: api.router(), builder, shutting_down: api.handle().shutting_down() };
+        server.with_keepalive(&Keepalive::default())
+    }
+
+    /// Pings each client as `keepalive` says, closing a connection whose client does not
+    /// answer (etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`).
+    #[must_use]
+    pub fn with_keepalive(mut self, keepalive: &Keepalive) -> Self {
+        match keepalive.pings() {
+            Some((interval, timeout)) => self.builder.keep_alive_interval(Some(interval)).keep_alive_timeout(timeout),
+            None => self.builder.keep_alive_interval(None),
+        };
+        self
     }
 
     /// Serves `connection` until it ends. When the store starts shutting down

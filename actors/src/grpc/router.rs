@@ -141,6 +141,16 @@ pub struct RoutedCall {
     pending: Option<(Arc<CallCounters>, usize)>,
 }
 
+impl Drop for RoutedCall {
+    /// A call dropped before its answer (its client reset the stream or left while a `Lock`
+    /// waited) is handled `Canceled`, as grpc-go's handler sees its context canceled.
+    fn drop(&mut self) {
+        if let Some((calls, method)) = self.pending.take() {
+            calls.canceled(method);
+        }
+    }
+}
+
 impl Future for RoutedCall {
     type Output = Result<http::Response<CountedBody>, Infallible>;
 
