@@ -13,10 +13,10 @@
 //! the check's reference hash lives in the running process, so a change made while the server
 //! is stopped becomes the new reference at the restart.
 
+mod client_port;
 mod exit;
 mod ports;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_server::ServerHandle;
@@ -26,8 +26,6 @@ use tonic::Code;
 use watchkv::{codec, Durability, PutRequest, Revision};
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
-use watchkv_actors::grpc::GrpcApi;
-use watchkv_actors::listener::{self, PortOptions};
 use watchkv_actors::protocol::Defragment;
 use watchkv_actors::{ActorsConfig, Handle};
 
@@ -52,19 +50,7 @@ impl Served {
             .with_integrity_check_interval(check);
         let handle = watchkv_actors::start(config).await.expect("start the store");
         let gw = Gateway::new(handle.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let grpc =
-            GrpcApi::new(handle.clone(), gw.header, gw.max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
-        let server = listener::serve(
-            listener,
-            Arc::new(gw),
-            grpc,
-            PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
-        )
-        .expect("serve");
-        let server_handle = server.handle();
-        actix_rt::spawn(server);
+        let (port, server_handle) = client_port::serve_client_port(gw);
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .expect("endpoint")
             .connect_timeout(DEADLINE)

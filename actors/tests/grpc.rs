@@ -2,7 +2,8 @@
 //! runs it: both protocols on one address, fragments, request size limits, error codes, and
 //! methods we do not serve.
 
-use std::sync::Arc;
+mod client_port;
+
 use std::time::Duration;
 
 use actix_server::ServerHandle;
@@ -14,7 +15,6 @@ use watchkv::Durability;
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
 use watchkv_actors::grpc::GrpcApi;
-use watchkv_actors::listener::{self, PortOptions};
 use watchkv_actors::{ActorsConfig, Handle};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -36,18 +36,7 @@ async fn serve(max_response_bytes: usize, max_request_bytes: usize) -> Served {
     let handle = watchkv_actors::start(config).await.expect("start the store");
     let mut gw = Gateway::new(handle.clone());
     gw.max_request_bytes = max_request_bytes;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let grpc = GrpcApi::new(handle.clone(), gw.header, max_request_bytes, vec![format!("http://127.0.0.1:{port}")]);
-    let server = listener::serve(
-        listener,
-        Arc::new(gw),
-        grpc,
-        PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
-    )
-    .expect("serve");
-    let server_handle = server.handle();
-    actix_rt::spawn(server);
+    let (port, server_handle) = client_port::serve_client_port(gw);
     Served { port, handle, server: server_handle, _dir: dir }
 }
 

@@ -16,6 +16,7 @@
 //! the test asserts what saturation must have caused: watchers were parked as victims, and
 //! responses carried several revisions at once (coalescing).
 
+mod client_port;
 mod gateway_common;
 
 use std::collections::HashMap;
@@ -39,8 +40,6 @@ use watchkv::{Event, EventKind, KeyRange, KeyValue};
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::pb::etcdserverpb as pb;
 use watchkv_actors::grpc::pb::mvccpb;
-use watchkv_actors::grpc::GrpcApi;
-use watchkv_actors::listener::{self, PortOptions};
 use watchkv_actors::testing::checker::{check_stream_reports, End};
 use watchkv_actors::testing::History;
 use watchkv_actors::{Handle, WatchCreate};
@@ -589,19 +588,7 @@ impl GrpcServer {
         let config = watchkv_actors::testing::config(dir.path(), false);
         let handle = watchkv_actors::start(config).await.expect("start the store");
         let gw = Gateway::new(handle.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let url = format!("http://127.0.0.1:{port}");
-        let grpc = GrpcApi::new(handle.clone(), gw.header, gw.max_request_bytes, vec![url]);
-        let server = listener::serve(
-            listener,
-            Arc::new(gw),
-            grpc,
-            PortOptions { workers: 2, shutdown_timeout_secs: 1, ..PortOptions::default() },
-        )
-        .expect("serve");
-        let server_handle = server.handle();
-        actix_rt::spawn(server);
+        let (port, server_handle) = client_port::serve_client_port(gw);
         let mut writers = Vec::new();
         for _ in 0..WRITERS {
             writers.push(pb::kv_client::KvClient::new(connect(port, None).await));
