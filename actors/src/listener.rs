@@ -68,6 +68,9 @@ pub struct PortOptions {
     pub shutdown_timeout_secs: u64,
     /// How gRPC clients are pinged (etcd's defaults).
     pub grpc_keepalive: grpc::Keepalive,
+    /// Calls one gRPC connection may have open at a time (etcd `--max-concurrent-streams`);
+    /// `u32::MAX`, etcd's default, is no limit.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for PortOptions {
@@ -76,6 +79,7 @@ impl Default for PortOptions {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown_timeout_secs: 5,
             grpc_keepalive: grpc::Keepalive::default(),
+            max_concurrent_streams: u32::MAX,
         }
     }
 }
@@ -132,8 +136,7 @@ fn serve_with(
             let gateway = Arc::clone(&gateway);
             let grpc = grpc.clone();
             let tls = tls.clone();
-            let keepalive = options.grpc_keepalive;
-            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone(), keepalive))
+            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone(), options))
         })?
         .run())
 }
@@ -145,7 +148,7 @@ async fn worker_service(
     grpc_api: GrpcApi,
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
-    keepalive: grpc::Keepalive,
+    options: PortOptions,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
     let cors = gateway.cors.clone();
     let http = Rc::new(
@@ -162,7 +165,9 @@ async fn worker_service(
     );
 
     let grpc_api = grpc_api.with_stream_arbiter(actix_rt::Arbiter::current());
-    let grpc = grpc::ConnectionServer::new(&grpc_api).with_keepalive(&keepalive);
+    let grpc = grpc::ConnectionServer::new(&grpc_api)
+        .with_keepalive(&options.grpc_keepalive)
+        .with_max_concurrent_streams(options.max_concurrent_streams);
 
     Ok(fn_service(move |stream: TcpStream| {
         let http = Rc::clone(&http);

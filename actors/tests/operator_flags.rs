@@ -417,3 +417,58 @@ fn grpc_keepalive_pings_and_closes_a_silent_client_as_etcd_does() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("invalid value '2x' for '--grpc-keepalive-interval"), "{stderr}");
 }
+
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` a server's first settings on a new HTTP/2 connection
+/// advertise, if any.
+fn advertised_max_streams(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend([0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).expect("preface");
+    loop {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).expect("a frame");
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).expect("its payload");
+        if head[3] == 0x4 && head[4] & 0x1 == 0 {
+            return payload
+                .chunks_exact(6)
+                .find(|s| s[..2] == [0, 0x3])
+                .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+        }
+    }
+}
+
+/// `--max-concurrent-streams` is advertised as etcd 3.4.23 advertises it (its default, 2^32 - 1,
+/// too), and a connection whose calls reach it waits for one to end before the next starts.
+#[test]
+fn max_concurrent_streams_is_advertised_and_kept_as_etcds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = start_etcd_with(&dir.path().join("etcd"), &[]);
+    let watchkv = start_watchkv(&dir.path().join("watchkv"), free_port(), &[]);
+    assert_eq!(advertised_max_streams(watchkv.port), advertised_max_streams(etcd.port));
+    assert_eq!(advertised_max_streams(watchkv.port), Some(u32::MAX));
+    let flags = ["--max-concurrent-streams", "2"];
+    let etcd = start_etcd_with(&dir.path().join("etcd2"), &flags);
+    let watchkv = start_watchkv(&dir.path().join("watchkv2"), free_port(), &flags);
+    assert_eq!(advertised_max_streams(etcd.port), Some(2));
+    assert_eq!(advertised_max_streams(watchkv.port), Some(2));
+
+    // Two watch streams take the connection's two slots: a put on it waits until one ends.
+    let port = watchkv.port;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.expect("connect");
+        let first = client.watch("a", None).await.expect("watch");
+        let second = client.watch("b", None).await.expect("watch");
+        let wait = std::time::Duration::from_millis(500);
+        let waited = tokio::time::timeout(wait, client.put("k", "v", None)).await;
+        assert!(waited.is_err(), "a third call ran beside two open streams: {waited:?}");
+        drop(first);
+        let put = tokio::time::timeout(DEADLINE, client.put("k", "v", None)).await;
+        assert!(matches!(put, Ok(Ok(_))), "the put once a stream ended: {put:?}");
+        drop(second);
+    });
+}

@@ -264,6 +264,10 @@ struct Args {
     /// duration; `0s`: no pings).
     #[arg(long, default_value = "20s", value_parser = go_duration)]
     grpc_keepalive_timeout: Duration,
+    /// Calls each gRPC connection may have open at a time (watch and keep-alive streams
+    /// included), as etcd's flag; the default, 2^32 - 1, is no limit.
+    #[arg(long, default_value_t = u32::MAX, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
     /// Log level, as etcd's flag (`debug`, `info`, `warn`, `error`; `dpanic`, `panic` and
     /// `fatal` log errors). Without it `RUST_LOG` decides (a filter per module; when unset
     /// `info`, `warn` for the `snapshot` and `import` commands).
@@ -777,6 +781,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         options.workers = workers;
     }
+    options.max_concurrent_streams = args.max_concurrent_streams;
     options.grpc_keepalive = watchkv_actors::grpc::Keepalive {
         interval: args.grpc_keepalive_interval,
         timeout: args.grpc_keepalive_timeout,

@@ -283,11 +283,19 @@ impl ConnectionServer {
             // grpc-go (etcd) sends no `date` header; hyper's default would add one to every
             // response, for both sides to encode and decode.
             .auto_date_header(false)
-            .max_send_buf_size(STREAM_SEND_BUFFER_BYTES)
-            // Watch and keep-alive streams are long-lived; etcd allows many per connection.
-            .max_concurrent_streams(None);
+            .max_send_buf_size(STREAM_SEND_BUFFER_BYTES);
         let server = Self { router: api.router(), builder, shutting_down: api.handle().shutting_down() };
-        server.with_keepalive(&Keepalive::default())
+        // Watch and keep-alive streams are long-lived; etcd allows any number per connection.
+        server.with_keepalive(&Keepalive::default()).with_max_concurrent_streams(u32::MAX)
+    }
+
+    /// Lets each client open at most `streams` calls at a time on one connection (etcd's
+    /// `--max-concurrent-streams`), advertised in the server's settings as grpc-go advertises it;
+    /// `u32::MAX`, etcd's default, is no limit.
+    #[must_use]
+    pub fn with_max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.builder.max_concurrent_streams(Some(streams));
+        self
     }
 
     /// Pings each client as `keepalive` says, closing a connection whose client does not
