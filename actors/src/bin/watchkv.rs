@@ -707,12 +707,12 @@ async fn main() -> anyhow::Result<()> {
     // connect meanwhile wait in the listen backlog.
     let listener = bind(&port.address).with_context(|| format!("binding {}", port.address))?;
     let metrics_ports = args.metrics_ports()?;
-    // The client port's certificate and checks, read again when the client URL is plain.
-    let metrics_tls = match (metrics_ports.iter().any(|m| m.secure), &tls, args.tls_files()?) {
-        (false, ..) => None,
-        (true, Some(tls), _) => Some(tls.clone()),
-        (true, None, Some(files)) => Some(ServerTls::from_files(&files).context("TLS on the metrics port")?),
-        (true, None, None) => None,
+    // The client port's certificate and checks (`metrics_ports` refused an https URL without
+    // them), read again when the client URL is plain.
+    let metrics_tls = match (&tls, args.tls_files()?) {
+        _ if !metrics_ports.iter().any(|m| m.secure) => None,
+        (Some(tls), _) => Some(tls.clone()),
+        (None, files) => files.map(|f| ServerTls::from_files(&f)).transpose().context("TLS on the metrics port")?,
     };
     let mut metrics_listeners = Vec::new();
     for metrics in metrics_ports {
