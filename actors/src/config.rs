@@ -74,6 +74,12 @@ pub const DEFAULT_STORE_TIME_SLICE_US: u64 = 100;
 /// custom slice (`sched_attr.sched_runtime`, 100 µs to 100 ms).
 pub const STORE_TIME_SLICE_US_RANGE: RangeInclusive<u64> = 100..=100_000;
 
+/// Default of [`ActorsConfig::idle_poll`] in microseconds (Seastar's `--idle-poll-time-us`
+/// default; the one-client put measured in docs/benchmarks.md).
+pub const DEFAULT_IDLE_POLL_US: u64 = 200;
+/// Valid [`ActorsConfig::idle_poll`] values in microseconds (0 = off).
+pub const IDLE_POLL_US_RANGE: RangeInclusive<u64> = 0..=10_000;
+
 /// Valid bcrypt costs (bcrypt's own bounds, as etcd's `--bcrypt-cost`).
 pub const BCRYPT_COST_RANGE: RangeInclusive<u32> = 4..=31;
 
@@ -125,6 +131,7 @@ pub struct ActorsConfig {
     manual_ticks: bool,
     catch_up_priority: CatchUpPriority,
     store_time_slice: Option<Duration>,
+    idle_poll: Duration,
     auto_compaction: Option<watchkv::auto_compaction::AutoCompaction>,
     revision_compaction_interval: Duration,
     auth_token_ttl: Duration,
@@ -149,6 +156,7 @@ impl ActorsConfig {
             manual_ticks: false,
             catch_up_priority: DEFAULT_CATCH_UP_PRIORITY,
             store_time_slice: Some(Duration::from_micros(DEFAULT_STORE_TIME_SLICE_US)),
+            idle_poll: Duration::from_micros(DEFAULT_IDLE_POLL_US),
             auto_compaction: None,
             revision_compaction_interval: watchkv::auto_compaction::REVISION_CHECK_INTERVAL,
             auth_token_ttl: crate::api::auth::DEFAULT_TOKEN_TTL,
@@ -459,6 +467,30 @@ impl ActorsConfig {
             .map(|s| check_duration("store_time_slice", s, &STORE_TIME_SLICE_US_RANGE, "µs", Duration::from_micros));
         self
     }
+
+    /// How long a client-port thread or the store's thread keeps polling for work, instead of
+    /// sleeping, after request work that is likely to be followed by more within microseconds
+    /// (a request sent on to the store, an answer given), while the machine has CPU to spare;
+    /// `Duration::ZERO` = off. Saves the wake-ups of a request's hops between threads, which
+    /// cost more than the store's own work on a machine whose idle CPUs halt. One setting for
+    /// the process: the last system started sets it. Default = 200 µs
+    /// ([`DEFAULT_IDLE_POLL_US`]); range [`IDLE_POLL_US_RANGE`] microseconds. See
+    /// [`crate::idle_poll`].
+    #[must_use]
+    pub fn idle_poll(&self) -> Duration {
+        self.idle_poll
+    }
+
+    /// Sets [`Self::idle_poll`].
+    ///
+    /// # Panics
+    /// If `window` is outside [`IDLE_POLL_US_RANGE`] microseconds.
+    #[must_use]
+    #[track_caller]
+    pub fn with_idle_poll(mut self, window: Duration) -> Self {
+        self.idle_poll = check_duration("idle_poll", window, &IDLE_POLL_US_RANGE, "µs", Duration::from_micros);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -474,6 +506,8 @@ mod tests {
         assert!(STREAM_BUFFER_BYTES_RANGE.contains(&c.stream_buffer_bytes()));
         assert!(LEASE_TICK_MS_RANGE.contains(&DEFAULT_LEASE_TICK_MS));
         assert!(STORE_TIME_SLICE_US_RANGE.contains(&DEFAULT_STORE_TIME_SLICE_US));
+        assert_eq!(c.idle_poll(), Duration::from_micros(DEFAULT_IDLE_POLL_US));
+        assert!(IDLE_POLL_US_RANGE.contains(&DEFAULT_IDLE_POLL_US));
         assert_eq!(c.slow_consumer(), SlowConsumerPolicy::Keep);
         assert_eq!(c.catch_up_priority(), CatchUpPriority::Idle);
         assert!(!c.manual_ticks());
@@ -487,12 +521,21 @@ mod tests {
             .with_stream_buffer_bytes(*STREAM_BUFFER_BYTES_RANGE.start())
             .with_lease_tick(None)
             .with_store_time_slice(Some(Duration::from_micros(100)))
+            .with_idle_poll(Duration::ZERO)
             .with_slow_consumer(SlowConsumerPolicy::CancelAfter { lag_revisions: 1, parked_for: Duration::ZERO });
         assert_eq!(c.ring_revisions(), 0);
         assert_eq!(c.store_mailbox(), 65_536);
         assert_eq!(c.stream_buffer_bytes(), 1024);
         assert_eq!(c.lease_tick(), None);
         assert_eq!(c.store_time_slice(), Some(Duration::from_micros(100)));
+        assert_eq!(c.idle_poll(), Duration::ZERO);
+        assert_eq!(c.with_idle_poll(Duration::from_millis(10)).idle_poll(), Duration::from_millis(10));
+    }
+
+    #[test]
+    #[should_panic(expected = "idle_poll must be in 0..=10000 µs")]
+    fn an_idle_poll_above_its_range_panics() {
+        let _ = ActorsConfig::new("unused").with_idle_poll(Duration::from_micros(10_001));
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub mod forward;
 pub mod gateway;
 pub mod grpc;
 pub mod handle;
+pub mod idle_poll;
 pub mod import;
 pub mod integrity_checker;
 pub mod listener;

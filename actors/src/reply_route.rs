@@ -68,6 +68,8 @@ async fn relay(mut batches: mpsc::UnboundedReceiver<Vec<Answer>>) {
         for answer in batch {
             answer();
         }
+        // The writers answered may write again at once.
+        crate::idle_poll::keep_polling();
     }
 }
 
@@ -90,7 +92,11 @@ impl<T: Send + 'static> Reply<T> {
     /// would stall every other task of that thread as well).
     pub fn channel() -> (Self, oneshot::Receiver<T>) {
         let (sender, receiver) = oneshot::channel();
-        (Self { sender, route: Route::current() }, receiver)
+        let route = Route::current();
+        if route.is_some() {
+            crate::idle_poll::keep_polling();
+        }
+        (Self { sender, route }, receiver)
     }
 
     /// Answers now, from the calling thread (an answer that is not part of a commit's batch:

@@ -34,7 +34,8 @@ use watchkv::config::{
 use watchkv::{Durability, StoreConfig, WatchConfig};
 use watchkv_actors::api::auth::DEFAULT_BCRYPT_COST;
 use watchkv_actors::config::{
-    DEFAULT_CATCH_UP_PRIORITY, DEFAULT_MAX_WATCHERS_PER_STREAM, MAX_WATCHERS_PER_STREAM_RANGE, SLOW_CONSUMER_LAG_RANGE,
+    DEFAULT_CATCH_UP_PRIORITY, DEFAULT_IDLE_POLL_US, DEFAULT_MAX_WATCHERS_PER_STREAM, IDLE_POLL_US_RANGE,
+    MAX_WATCHERS_PER_STREAM_RANGE, SLOW_CONSUMER_LAG_RANGE,
 };
 use watchkv_actors::gateway::Gateway;
 use watchkv_actors::grpc::GrpcApi;
@@ -227,6 +228,12 @@ struct Args {
     /// catch-up progress on a fully busy machine, longer write stalls), or `unchanged`.
     #[arg(long, default_value_t = DEFAULT_CATCH_UP_PRIORITY)]
     catch_up_priority: CatchUpPriority,
+    /// Microseconds a client-port thread or the store's thread keeps polling for the next
+    /// request or answer instead of sleeping, after request work, while the machine has CPU to
+    /// spare (0 = off): saves the wake-ups between a request's threads, at the price of CPU
+    /// time that would otherwise idle.
+    #[arg(long, default_value_t = DEFAULT_IDLE_POLL_US, value_parser = clap::value_parser!(u64).range(*IDLE_POLL_US_RANGE.start()..=*IDLE_POLL_US_RANGE.end()))]
+    idle_poll_us: u64,
     /// Space quota in bytes, as etcd's flag: beyond it a write that adds data raises the NOSPACE
     /// alarm and is refused until the operator compacts, defragments and disarms. 0 = etcd's
     /// default (2 GiB); negative = no quota.
@@ -656,6 +663,7 @@ impl Args {
             .with_watch(watch)
             .with_max_watchers_per_stream(self.max_watchers_per_stream)
             .with_catch_up_priority(self.catch_up_priority)
+            .with_idle_poll(Duration::from_micros(self.idle_poll_us))
             .with_auth_token_ttl(Duration::from_secs(match self.auth_token_ttl {
                 // etcd: auth/simple_token.go `newSimpleTokenKeeper`, a TTL of 0 or less is 300 s.
                 0 => DEFAULT_AUTH_TOKEN_TTL_SECS,

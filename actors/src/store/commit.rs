@@ -148,6 +148,8 @@ impl StoreActor {
         let mut answers = Answers::default();
         let events: Vec<Vec<Event>> = pending.into_iter().map(|w| w.answer(&persisted, &mut answers)).collect();
         answers.send();
+        // The writers answered may write again within microseconds.
+        crate::idle_poll::keep_polling();
         if events.iter().flatten().any(|e| self.synced.any_matches(&e.kv.key)) {
             // A fan-out follows: let a writer just woken onto this core reply now rather than
             // after it. Without this, on a 2-core machine some puts to a key that many watchers
