@@ -469,11 +469,14 @@ impl ActorsConfig {
     }
 
     /// How long a client-port thread or the store's thread keeps polling for work, instead of
-    /// sleeping, after request work that is likely to be followed by more within microseconds
-    /// (a request sent on to the store, an answer given), while the machine has CPU to spare;
+    /// sleeping, after a write, whose answer or next write is likely within microseconds (a
+    /// write sent on to the store, its answer given, a commit made), while the machine has CPU
+    /// to spare (no CPU quota on its cgroup, little CPU pressure);
     /// `Duration::ZERO` = off. Saves the wake-ups of a request's hops between threads, which
     /// cost more than the store's own work on a machine whose idle CPUs halt. One setting for
-    /// the process: the last system started sets it. Default = 200 µs
+    /// the process: the last system started sets it. An embedder's threads poll too when they
+    /// wait on the store from a single-threaded runtime (an actix-web worker calling
+    /// [`crate::Handle`]), as the server's own client-port threads do. Default = 200 µs
     /// ([`DEFAULT_IDLE_POLL_US`]); range [`IDLE_POLL_US_RANGE`] microseconds. See
     /// [`crate::idle_poll`].
     #[must_use]

@@ -8,10 +8,17 @@
 //! a thread from sleep. On a VM whose idle vCPUs halt, a wake-up is an interrupt to a halted
 //! vCPU and a switch, tens of microseconds each, more than the store's own work. Go's runtime,
 //! which etcd runs on, avoids most of them by spinning idle threads briefly before parking;
-//! Seastar polls for 200 µs before sleeping (`--idle-poll-time-us`). Here a thread polls only
-//! when it has just done request work, for [`ActorsConfig::idle_poll`](crate::ActorsConfig)
-//! (0 turns it off), and each turn of its poll first offers the CPU to any other runnable
-//! thread (`sched_yield`), so polling takes only cycles nobody else wants.
+//! Seastar polls for 200 µs before sleeping (`--idle-poll-time-us`). Here a thread polls for
+//! [`ActorsConfig::idle_poll`](crate::ActorsConfig) (0 turns it off) after a write: the thread
+//! that sent it to the store (until its answer comes), the thread that got the answers (for the
+//! client's next request), and the store's thread after a commit (for the next write).
+//!
+//! Polling costs CPU time, so it gives way. Each turn first offers the CPU to any other thread
+//! runnable on it (`sched_yield`; under EEVDF that moves only the poller's own deadline, so a
+//! thread of another cgroup may wait out the poller's slice). Polling stops while Linux's CPU
+//! pressure shows threads waiting for a CPU ([`SpareCpu`]): a polling CPU is not idle to the
+//! kernel, which then queues a waking thread behind busy ones elsewhere. And it is off in a
+//! cgroup with a CPU quota, where it would spend the quota.
 //!
 //! How: a task on the thread's single-threaded tokio runtime that, while the window is open,
 //! yields (`tokio::task::yield_now`). A runtime with a yielded task polls its I/O driver
@@ -19,8 +26,10 @@
 //! yields; once the window closes the task waits to be woken by the next [`keep_polling`].
 
 use std::cell::RefCell;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Id as RuntimeId;
@@ -33,25 +42,37 @@ use crate::reply_route::this_threads_runtime;
 static WINDOW_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Sets how long a thread keeps polling after each sign of work; `Duration::ZERO` turns idle
-/// polling off. Takes effect at each thread's next [`keep_polling`].
-pub fn set_window(window: Duration) {
+/// polling off. Takes effect at each thread's next [`keep_polling`]. The caller checks the
+/// range ([`crate::ActorsConfig::with_idle_poll`]).
+pub(crate) fn set_window(window: Duration) {
     WINDOW_NANOS.store(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
-/// The window set by [`set_window`].
+/// The window set by the last system started (0: off).
 pub fn window() -> Duration {
     Duration::from_nanos(WINDOW_NANOS.load(Ordering::Relaxed))
 }
 
 /// One thread's poller: when its window closes, and how to wake it. Shared with the poller's
-/// task through an `Arc` only because a task spawned on a runtime must be `Send`; both sides
-/// live on the same thread.
+/// task through an `Arc` because a task spawned on a runtime must be `Send`.
 struct Poller {
     runtime: RuntimeId,
+    /// The thread whose work opens the window: the poller polls only if its task runs there.
+    thread: ThreadId,
     /// The end of the window, in nanoseconds after [`epoch`].
     polling_until: AtomicU64,
     asleep: AtomicBool,
+    /// Set when the poller is given up: its task ends at its next turn.
+    retired: AtomicBool,
     wake: Notify,
+}
+
+impl Poller {
+    /// Ends the poller's task (at its next turn, or at once if it sleeps).
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
 }
 
 thread_local! {
@@ -71,10 +92,10 @@ fn since_epoch(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Says that the calling thread expects work soon (it has just sent a request on and awaits
-/// the answer, or has just answered a client who may send again): its runtime keeps polling
-/// instead of sleeping until the window has passed, while the machine has CPU to spare.
-/// Outside a single-threaded tokio runtime, or with the window 0, does nothing.
+/// Says that the calling thread expects work soon (it has just sent a write on and awaits the
+/// answer, or has just answered writers who may send again): its runtime keeps polling instead
+/// of sleeping until the window has passed, while the machine has CPU to spare. Outside a
+/// single-threaded tokio runtime's own thread, or with the window 0, does nothing.
 pub fn keep_polling() {
     keep_polling_for(window(), machine_has_spare_cpu);
 }
@@ -86,25 +107,30 @@ fn keep_polling_for(window: Duration, spare_cpu: fn(u64) -> bool) {
     }
     let Some(runtime) = this_threads_runtime() else { return };
     let until = since_epoch(Instant::now() + window);
-    POLLER.with(|slot| {
+    // Quietly nothing while the thread's locals are being destroyed.
+    let _ = POLLER.try_with(|slot| {
         let mut slot = slot.borrow_mut();
-        match slot.as_ref() {
-            Some(poller) if poller.runtime == runtime.id() => {
-                poller.polling_until.fetch_max(until, Ordering::Relaxed);
-                if poller.asleep.swap(false, Ordering::Relaxed) {
+        if let Some(poller) = slot.as_ref().filter(|p| p.runtime == runtime.id()) {
+            if !poller.retired.load(Ordering::SeqCst) {
+                poller.polling_until.fetch_max(until, Ordering::SeqCst);
+                if poller.asleep.swap(false, Ordering::SeqCst) {
                     poller.wake.notify_one();
                 }
             }
-            _ => {
-                let poller = Arc::new(Poller {
-                    runtime: runtime.id(),
-                    polling_until: AtomicU64::new(until),
-                    asleep: AtomicBool::new(false),
-                    wake: Notify::new(),
-                });
-                runtime.spawn(poll(Arc::clone(&poller), spare_cpu));
-                *slot = Some(poller);
-            }
+            return;
+        }
+        let poller = Arc::new(Poller {
+            runtime: runtime.id(),
+            thread: std::thread::current().id(),
+            polling_until: AtomicU64::new(until),
+            asleep: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        runtime.spawn(poll(Arc::clone(&poller), spare_cpu));
+        // A poller of a runtime this thread no longer runs would otherwise wait forever.
+        if let Some(previous) = slot.replace(poller) {
+            previous.retire();
         }
     });
 }
@@ -112,15 +138,27 @@ fn keep_polling_for(window: Duration, spare_cpu: fn(u64) -> bool) {
 /// The poller's task: yields while its window is open and the machine has CPU to spare, then
 /// sleeps until woken.
 async fn poll(poller: Arc<Poller>, spare_cpu: fn(u64) -> bool) {
+    // A thread that has only entered the runtime (one of its blocking pool) does not run its
+    // tasks: polling would spin the runtime's own thread for nothing. Its poller stays, retired,
+    // so that it asks no more.
+    if std::thread::current().id() != poller.thread {
+        poller.retired.store(true, Ordering::SeqCst);
+        return;
+    }
     loop {
+        // First behind the tasks already queued: the write or the answers that opened the
+        // window go on before this turn's check and yield.
+        tokio::task::yield_now().await;
+        if poller.retired.load(Ordering::SeqCst) {
+            return;
+        }
         let now = since_epoch(Instant::now());
-        if now >= poller.polling_until.load(Ordering::Relaxed) || !spare_cpu(now) {
-            poller.asleep.store(true, Ordering::Relaxed);
+        if now >= poller.polling_until.load(Ordering::SeqCst) || !spare_cpu(now) {
+            poller.asleep.store(true, Ordering::SeqCst);
             poller.wake.notified().await;
             continue;
         }
         offer_cpu();
-        tokio::task::yield_now().await;
     }
 }
 
@@ -136,71 +174,98 @@ fn offer_cpu() {
 /// How often the CPU pressure is read again while threads poll.
 const PRESSURE_INTERVAL: Duration = Duration::from_millis(5);
 
+/// A reading older than this is only a baseline: the stall since then says little of now.
+const STALE_READING: Duration = Duration::from_millis(20);
+
 /// The share of wall time during which some thread waited for a CPU (Linux's pressure stall
-/// information) above which polling stops: the machine has no CPU to spare.
+/// information, `some`) above which polling stops: the machine has no CPU to spare.
 const PRESSURE_LIMIT: f64 = 0.05;
 
 /// Whether the machine has CPU to spare, from `/proc/pressure/cpu` read at most every
-/// [`PRESSURE_INTERVAL`]: polling pays only where a CPU would otherwise idle. A polling thread
-/// yields to any thread runnable on its own CPU, but the kernel places a waking thread on an
-/// idle CPU when it finds one, and a polling CPU is not idle: on a machine with no CPU to spare
-/// a waking thread then queued behind busy threads elsewhere (a writer's put p99 during
-/// catch-ups, `load --scenario grpc-catchup`, doubled with polling and no such check). Any
-/// wait for a CPU, the polling threads' own doing or not, counts. Without the file (no PSI in
-/// the kernel) polling runs as configured.
+/// [`PRESSURE_INTERVAL`] by whichever polling thread finds the verdict old: polling pays only
+/// where a CPU would otherwise idle. A polling thread yields to any thread runnable on its own
+/// CPU, but the kernel places a waking thread on an idle CPU when it finds one, and a polling
+/// CPU is not idle: on a machine with no CPU to spare a waking thread then queued behind busy
+/// threads elsewhere (a writer's put p99 during catch-ups, `load --scenario grpc-catchup`,
+/// doubled with polling and no such check). Any wait for a CPU counts, the polling threads'
+/// own doing or not. Without the file (no PSI in the kernel) polling runs as configured.
 struct SpareCpu {
-    /// The pressure file, opened on first use; `None` inside when it cannot be read.
-    file: Mutex<Option<Option<std::fs::File>>>,
-    /// When it was last read, in nanoseconds after [`epoch`].
-    read_at: AtomicU64,
-    /// The total stall it reported then, in microseconds.
-    stalled_micros: AtomicU64,
-    /// The verdict of the last two reads.
+    /// The pressure file and the last reading, taken by one thread at a time.
+    pressure: Mutex<PressureReading>,
+    /// When the verdict is next due, in nanoseconds after [`epoch`].
+    next_read_at: AtomicU64,
+    /// The last verdict.
     spare: AtomicBool,
 }
 
-/// [`SpareCpu::check`] of the process's one reading, for a poller at `now` (nanoseconds after
-/// [`epoch`]).
-fn machine_has_spare_cpu(now: u64) -> bool {
-    SPARE_CPU.check(now)
+/// The pressure file and what it said last.
+struct PressureReading {
+    /// `None` until first opened; then `None` inside when it cannot be opened.
+    file: Option<Option<std::fs::File>>,
+    /// When it was last read (nanoseconds after [`epoch`]) and the total stall it reported
+    /// (microseconds); `None` after a failed read.
+    last: Option<(u64, u64)>,
 }
 
 static SPARE_CPU: SpareCpu = SpareCpu {
-    file: Mutex::new(None),
-    read_at: AtomicU64::new(0),
-    stalled_micros: AtomicU64::new(0),
+    pressure: Mutex::new(PressureReading { file: None, last: None }),
+    next_read_at: AtomicU64::new(0),
     spare: AtomicBool::new(true),
 };
 
+/// Whether polling may go on at `now` (nanoseconds after [`epoch`]): not in a cgroup with a CPU
+/// quota, and otherwise as [`SpareCpu::check`] finds.
+fn machine_has_spare_cpu(now: u64) -> bool {
+    static QUOTA_LIMITED: OnceLock<bool> = OnceLock::new();
+    if *QUOTA_LIMITED.get_or_init(|| {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        cpu_quota_limited(Path::new("/sys/fs/cgroup"), &cgroups)
+    }) {
+        return false;
+    }
+    SPARE_CPU.check(now)
+}
+
 impl SpareCpu {
-    /// The current verdict, read again first if it is older than [`PRESSURE_INTERVAL`] and no
-    /// other thread is reading it now.
+    /// The current verdict, read again first if it is due and no other thread is reading it.
     fn check(&self, now: u64) -> bool {
-        let read_at = self.read_at.load(Ordering::Relaxed);
-        let interval = PRESSURE_INTERVAL.as_nanos() as u64;
-        if now.saturating_sub(read_at) >= interval {
-            if let Ok(mut file) = self.file.try_lock() {
-                let file = file.get_or_insert_with(|| std::fs::File::open("/proc/pressure/cpu").ok());
-                match file.as_ref().and_then(read_stalled_micros) {
-                    Some(stalled) => {
-                        let before = self.stalled_micros.swap(stalled, Ordering::Relaxed);
-                        let wall_micros = now.saturating_sub(read_at) / 1000;
-                        // The first read, or one after a long pause, has nothing to compare
-                        // with: it only sets the baseline.
-                        let share = if read_at == 0 || wall_micros == 0 || wall_micros > 1_000_000 {
-                            0.0
-                        } else {
-                            stalled.saturating_sub(before) as f64 / wall_micros as f64
-                        };
-                        self.spare.store(share <= PRESSURE_LIMIT, Ordering::Relaxed);
-                    }
-                    None => self.spare.store(true, Ordering::Relaxed),
+        if now >= self.next_read_at.load(Ordering::Relaxed) {
+            if let Ok(mut pressure) = self.pressure.try_lock() {
+                // Again under the lock: another thread may have read it since.
+                if now >= self.next_read_at.load(Ordering::Relaxed) {
+                    let file = pressure.file.get_or_insert_with(|| std::fs::File::open("/proc/pressure/cpu").ok());
+                    let verdict = match file.as_ref().and_then(read_stalled_micros) {
+                        Some(stalled) => {
+                            let verdict = spare_verdict(pressure.last, now, stalled);
+                            pressure.last = Some((now, stalled));
+                            verdict
+                        }
+                        None => {
+                            pressure.last = None;
+                            true
+                        }
+                    };
+                    self.spare.store(verdict, Ordering::Relaxed);
+                    self.next_read_at.store(now + PRESSURE_INTERVAL.as_nanos() as u64, Ordering::Relaxed);
                 }
-                self.read_at.store(now, Ordering::Relaxed);
             }
         }
         self.spare.load(Ordering::Relaxed)
     }
+}
+
+/// The verdict of a reading of `stalled_micros` total stall at `now`, given the reading before
+/// it (`(when, stall)`): whether threads waited for a CPU at most [`PRESSURE_LIMIT`] of the
+/// time between the two. With no reading before, or one older than [`STALE_READING`], this
+/// reading is only the baseline and the CPU counts as spare until the next.
+fn spare_verdict(previous: Option<(u64, u64)>, now: u64, stalled_micros: u64) -> bool {
+    let Some((then, stalled_then)) = previous else { return true };
+    let wall = Duration::from_nanos(now.saturating_sub(then));
+    if wall.is_zero() || wall > STALE_READING {
+        return true;
+    }
+    let stalled = stalled_micros.saturating_sub(stalled_then) as f64;
+    stalled / wall.as_micros() as f64 <= PRESSURE_LIMIT
 }
 
 /// The `total=` of the `some` line of a pressure file: microseconds during which at least one
@@ -225,8 +290,46 @@ fn parse_some_total(text: &str) -> Option<u64> {
     line.split_whitespace().find_map(|field| field.strip_prefix("total="))?.parse().ok()
 }
 
+/// Whether the process's cgroup, or one above it, caps its CPU time (`cpu.max` other than
+/// `max` in cgroup v2, a positive `cpu.cfs_quota_us` in v1's `cpu` hierarchy), given the
+/// cgroup file system's mount point and the text of `/proc/self/cgroup`. Only the usual
+/// mount points are looked at (`<root>` and `<root>/unified` for v2, `<root>/cpu` and
+/// `<root>/cpu,cpuacct` for v1).
+fn cpu_quota_limited(root: &Path, proc_self_cgroup: &str) -> bool {
+    proc_self_cgroup.lines().any(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            return false;
+        };
+        let (mounts, file): (&[&str], &str) = if controllers.is_empty() {
+            (&["", "unified"], "cpu.max")
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            (&["cpu", "cpu,cpuacct"], "cpu.cfs_quota_us")
+        } else {
+            return false;
+        };
+        let relative = path.trim_start_matches('/');
+        mounts.iter().any(|mount| {
+            let mount = root.join(mount);
+            let mut dir = Some(mount.join(relative));
+            while let Some(at) = dir {
+                if let Ok(text) = std::fs::read_to_string(at.join(file)) {
+                    let quota = text.split_whitespace().next().unwrap_or("max");
+                    if quota != "max" && quota.parse::<i64>().is_ok_and(|q| q > 0) {
+                        return true;
+                    }
+                }
+                dir = if at == mount || !at.starts_with(&mount) { None } else { at.parent().map(Path::to_path_buf) };
+            }
+            false
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Weak;
+
     use super::*;
 
     #[test]
@@ -236,6 +339,39 @@ mod tests {
         assert_eq!(parse_some_total(text), Some(2_054_890_998));
         assert_eq!(parse_some_total("full avg10=0.00 total=5\n"), None);
         assert_eq!(parse_some_total("some avg10=0.00\n"), None);
+    }
+
+    #[test]
+    fn the_verdict_compares_the_stall_with_the_wall_time_between_readings() {
+        let ms = |n: u64| n * 1_000_000;
+        // 5 ms apart: 200 µs of stall is 4%, spare; 400 µs is 8%, not.
+        assert!(spare_verdict(Some((ms(10), 1_000)), ms(15), 1_200));
+        assert!(!spare_verdict(Some((ms(10), 1_000)), ms(15), 1_400));
+        // No reading before, or one too old to say anything of now: a baseline, spare.
+        assert!(spare_verdict(None, ms(15), 1_000_000));
+        assert!(spare_verdict(Some((ms(10), 0)), ms(10) + STALE_READING.as_nanos() as u64 + 1, 1_000_000));
+        assert!(spare_verdict(Some((ms(10), 0)), ms(10), 5));
+    }
+
+    #[test]
+    fn a_cpu_quota_in_the_processs_cgroup_or_above_is_found() {
+        let root = tempfile::tempdir().expect("dir");
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            std::fs::write(path, text).expect("write");
+        };
+        write("sys.slice/app/cpu.max", "max 100000\n");
+        assert!(!cpu_quota_limited(root.path(), "0::/sys.slice/app\n"), "no cap");
+        write("sys.slice/cpu.max", "50000 100000\n");
+        assert!(cpu_quota_limited(root.path(), "0::/sys.slice/app\n"), "a parent's cap");
+        assert!(!cpu_quota_limited(root.path(), "0::/other\n"), "another cgroup's cap");
+        write("cpu,cpuacct/job/cpu.cfs_quota_us", "-1\n");
+        assert!(!cpu_quota_limited(root.path(), "2:cpu,cpuacct:/job\n"), "v1, no cap");
+        write("cpu,cpuacct/job/cpu.cfs_quota_us", "20000\n");
+        assert!(cpu_quota_limited(root.path(), "2:cpu,cpuacct:/job\n"), "v1 cap");
+        assert!(!cpu_quota_limited(root.path(), "4:memory:/job\n"), "not the cpu hierarchy");
+        assert!(!cpu_quota_limited(root.path(), ""), "no cgroups");
     }
 
     /// How often the runtime's one thread has gone to sleep.
@@ -252,30 +388,44 @@ mod tests {
         });
     }
 
+    /// This thread's poller.
+    fn this_threads_poller() -> Arc<Poller> {
+        POLLER.with(|p| p.borrow().as_ref().map(Arc::clone)).expect("a poller")
+    }
+
+    /// Closes this thread's window now, as if it had passed.
+    fn close_window() {
+        this_threads_poller().polling_until.store(0, Ordering::SeqCst);
+    }
+
+    /// A window far longer than the test needs, closed by the test itself, so that a loaded
+    /// machine still runs the ten sleeps inside it.
+    const LONG: Duration = Duration::from_secs(30);
+
     /// While the window is open the runtime's thread never sleeps, though its only task waits
-    /// on timers; once it has passed, the thread sleeps at each wait again. The window is
-    /// long, so that a loaded machine still runs the ten sleeps inside it.
+    /// on timers; once it has closed, the thread sleeps at each wait again; the next sign of
+    /// work wakes the sleeping poller and the thread polls again.
     #[test]
-    fn a_window_keeps_the_thread_polling_then_lets_it_sleep() {
+    fn a_window_keeps_the_thread_polling_then_lets_it_sleep_until_the_next() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let window = Duration::from_millis(500);
-        let opened = Instant::now();
-        runtime.block_on(async { keep_polling_for(window, |_| true) });
-        let before = parks(&runtime);
-        ten_short_sleeps(&runtime);
-        assert!(opened.elapsed() < window, "the machine was too slow for this test's window");
-        assert_eq!(parks(&runtime), before, "no sleep while polling");
-        runtime.block_on(async { tokio::time::sleep(window).await });
-        let before = parks(&runtime);
-        ten_short_sleeps(&runtime);
-        assert!(parks(&runtime) >= before + 10, "the thread sleeps at each wait once the window has passed");
+        for round in 0..2 {
+            runtime.block_on(async { keep_polling_for(LONG, |_| true) });
+            let before = parks(&runtime);
+            ten_short_sleeps(&runtime);
+            assert_eq!(parks(&runtime), before, "round {round}: no sleep while polling");
+            close_window();
+            let before = parks(&runtime);
+            ten_short_sleeps(&runtime);
+            assert!(parks(&runtime) >= before + 10, "round {round}: the thread sleeps once the window has closed");
+            assert!(this_threads_poller().asleep.load(Ordering::SeqCst), "round {round}: the poller sleeps");
+        }
     }
 
     /// The same, with no spare CPU: the thread sleeps at each wait though the window is open.
     #[test]
     fn without_spare_cpu_the_thread_sleeps() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async { keep_polling_for(Duration::from_millis(500), |_| false) });
+        runtime.block_on(async { keep_polling_for(LONG, |_| false) });
         let before = parks(&runtime);
         ten_short_sleeps(&runtime);
         assert!(parks(&runtime) >= before + 10);
@@ -284,12 +434,52 @@ mod tests {
     #[test]
     fn outside_a_runtime_or_with_no_window_nothing_polls() {
         // No runtime: nothing to keep awake, and nothing panics.
-        keep_polling_for(Duration::from_millis(500), |_| true);
+        keep_polling_for(LONG, |_| true);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async { keep_polling_for(Duration::ZERO, |_| true) });
         assert!(POLLER.with(|p| p.borrow().is_none()), "no poller was started");
         let before = parks(&runtime);
         ten_short_sleeps(&runtime);
         assert!(parks(&runtime) >= before + 10);
+    }
+
+    /// A thread of the runtime's blocking pool has entered the runtime but does not run its
+    /// tasks: its poller gives up at its first turn and asks no more.
+    #[test]
+    fn a_blocking_pool_thread_does_not_poll() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let poller = runtime.block_on(async {
+            tokio::task::spawn_blocking(|| {
+                keep_polling_for(LONG, |_| true);
+                this_threads_poller()
+            })
+            .await
+            .expect("blocking task")
+        });
+        let before = parks(&runtime);
+        ten_short_sleeps(&runtime);
+        assert!(poller.retired.load(Ordering::SeqCst), "the poller gave up");
+        assert!(parks(&runtime) >= before + 10, "the runtime's thread sleeps");
+    }
+
+    /// A thread that runs another runtime gets a poller there; the previous one's task ends.
+    #[test]
+    fn a_new_runtime_retires_the_previous_poller() {
+        let first = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        first.block_on(async { keep_polling_for(LONG, |_| true) });
+        let previous: Weak<Poller> = Arc::downgrade(&this_threads_poller());
+        let second = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        second.block_on(async { keep_polling_for(LONG, |_| true) });
+        close_window();
+        // The first runtime runs its poller's task again, which finds itself retired and ends.
+        first.block_on(async {
+            for _ in 0..1000 {
+                if previous.strong_count() == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(previous.upgrade().is_none(), "the previous poller's task has ended");
     }
 }

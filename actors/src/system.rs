@@ -61,9 +61,9 @@ pub(crate) async fn start_with_history_reader(
     reader: impl FnOnce(RevisionReader) -> Box<dyn HistoryReader>,
 ) -> Result<Handle> {
     let config = Arc::new(config);
-    crate::idle_poll::set_window(config.idle_poll());
     let store_config = config.store().clone();
     let kv_store = actix_rt::task::spawn_blocking(move || KvStore::open(store_config)).await.map_err(stopped)??;
+    crate::idle_poll::set_window(config.idle_poll());
     let clock = Arc::new(RevisionClock::new(kv_store.current_rev(), kv_store.compact_rev()));
     let counters = Arc::new(Counters::default());
     let reader = reader(kv_store.reader());
