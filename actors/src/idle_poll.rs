@@ -15,10 +15,10 @@
 //!
 //! Polling costs CPU time, so it gives way. Each turn first offers the CPU to any other thread
 //! runnable on it (`sched_yield`; under EEVDF that moves only the poller's own deadline, so a
-//! thread of another cgroup may wait out the poller's slice). Polling stops while Linux's CPU
-//! pressure shows threads waiting for a CPU ([`SpareCpu`]): a polling CPU is not idle to the
-//! kernel, which then queues a waking thread behind busy ones elsewhere. And it is off in a
-//! cgroup with a CPU quota, where it would spend the quota.
+//! thread of another cgroup may wait out the poller's slice). While watch events flow, polling
+//! stops when Linux's CPU pressure shows threads waiting for a CPU ([`SpareCpu`]): a polling
+//! CPU is not idle to the kernel, which then queues a waking thread behind the delivery work.
+//! And it is off in a cgroup with a CPU quota, where it would spend the quota.
 //!
 //! How: a task on the thread's single-threaded tokio runtime that, while the window is open,
 //! yields (`tokio::task::yield_now`). A runtime with a yielded task polls its I/O driver
@@ -181,14 +181,18 @@ const STALE_READING: Duration = Duration::from_millis(20);
 /// information, `some`) above which polling stops: the machine has no CPU to spare.
 const PRESSURE_LIMIT: f64 = 0.05;
 
-/// Whether the machine has CPU to spare, from `/proc/pressure/cpu` read at most every
-/// [`PRESSURE_INTERVAL`] by whichever polling thread finds the verdict old: polling pays only
-/// where a CPU would otherwise idle. A polling thread yields to any thread runnable on its own
-/// CPU, but the kernel places a waking thread on an idle CPU when it finds one, and a polling
-/// CPU is not idle: on a machine with no CPU to spare a waking thread then queued behind busy
-/// threads elsewhere (a writer's put p99 during catch-ups, `load --scenario grpc-catchup`,
-/// doubled with polling and no such check). Any wait for a CPU counts, the polling threads'
-/// own doing or not. Without the file (no PSI in the kernel) polling runs as configured.
+/// Whether the machine has CPU to spare while watch events flow, from `/proc/pressure/cpu`
+/// read at most every [`PRESSURE_INTERVAL`] by whichever polling thread finds the verdict old.
+/// A polling thread yields to any thread runnable on its own CPU, but the kernel places a
+/// waking thread on an idle CPU when it finds one, and a polling CPU is not idle: while events
+/// were delivered to streams, a waking thread then queued behind the delivery work and the
+/// watchers' clients elsewhere (a writer's put p99 during catch-ups, `load --scenario
+/// grpc-catchup`, doubled with polling and no such check; the fan-out's events/s fell a few
+/// percent). With no deliveries the pressure is not heeded: there it was the server's own
+/// threads waiting on one another (their run-queue waits, `/proc/<pid>/task/*/schedstat`,
+/// accounted for all of it at 64 clients on 64 connections), and polling shortened every
+/// stage of a write's round trip (puts/s up by a fifth; docs/benchmarks.md). Without the file
+/// (no PSI in the kernel) polling runs as configured.
 struct SpareCpu {
     /// The pressure file and the last reading, taken by one thread at a time.
     pressure: Mutex<PressureReading>,
@@ -205,10 +209,21 @@ struct PressureReading {
     /// When it was last read (nanoseconds after [`epoch`]) and the total stall it reported
     /// (microseconds); `None` after a failed read.
     last: Option<(u64, u64)>,
+    /// [`DELIVERIES`] at the last reading.
+    deliveries: u64,
+}
+
+/// Deliveries of watch events to streams, by every system of the process.
+static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one delivery of watch events to a stream, for [`SpareCpu`]: while events flow,
+/// polling gives way to CPU pressure.
+pub(crate) fn note_delivery() {
+    DELIVERIES.fetch_add(1, Ordering::Relaxed);
 }
 
 static SPARE_CPU: SpareCpu = SpareCpu {
-    pressure: Mutex::new(PressureReading { file: None, last: None }),
+    pressure: Mutex::new(PressureReading { file: None, last: None, deliveries: 0 }),
     next_read_at: AtomicU64::new(0),
     spare: AtomicBool::new(true),
 };
@@ -233,10 +248,13 @@ impl SpareCpu {
             if let Ok(mut pressure) = self.pressure.try_lock() {
                 // Again under the lock: another thread may have read it since.
                 if now >= self.next_read_at.load(Ordering::Relaxed) {
+                    let deliveries = DELIVERIES.load(Ordering::Relaxed);
+                    let delivering = deliveries != pressure.deliveries;
+                    pressure.deliveries = deliveries;
                     let file = pressure.file.get_or_insert_with(|| std::fs::File::open("/proc/pressure/cpu").ok());
                     let verdict = match file.as_ref().and_then(read_stalled_micros) {
                         Some(stalled) => {
-                            let verdict = spare_verdict(pressure.last, now, stalled);
+                            let verdict = spare_verdict(delivering, pressure.last, now, stalled);
                             pressure.last = Some((now, stalled));
                             verdict
                         }
@@ -255,10 +273,14 @@ impl SpareCpu {
 }
 
 /// The verdict of a reading of `stalled_micros` total stall at `now`, given the reading before
-/// it (`(when, stall)`): whether threads waited for a CPU at most [`PRESSURE_LIMIT`] of the
-/// time between the two. With no reading before, or one older than [`STALE_READING`], this
+/// it (`(when, stall)`) and whether watch events were delivered between the two: with no
+/// deliveries, spare; with some, whether threads waited for a CPU at most [`PRESSURE_LIMIT`] of
+/// the time between the two. With no reading before, or one older than [`STALE_READING`], this
 /// reading is only the baseline and the CPU counts as spare until the next.
-fn spare_verdict(previous: Option<(u64, u64)>, now: u64, stalled_micros: u64) -> bool {
+fn spare_verdict(delivering: bool, previous: Option<(u64, u64)>, now: u64, stalled_micros: u64) -> bool {
+    if !delivering {
+        return true;
+    }
     let Some((then, stalled_then)) = previous else { return true };
     let wall = Duration::from_nanos(now.saturating_sub(then));
     if wall.is_zero() || wall > STALE_READING {
@@ -342,15 +364,17 @@ mod tests {
     }
 
     #[test]
-    fn the_verdict_compares_the_stall_with_the_wall_time_between_readings() {
+    fn while_events_flow_the_verdict_compares_the_stall_with_the_wall_time_between_readings() {
         let ms = |n: u64| n * 1_000_000;
         // 5 ms apart: 200 µs of stall is 4%, spare; 400 µs is 8%, not.
-        assert!(spare_verdict(Some((ms(10), 1_000)), ms(15), 1_200));
-        assert!(!spare_verdict(Some((ms(10), 1_000)), ms(15), 1_400));
+        assert!(spare_verdict(true, Some((ms(10), 1_000)), ms(15), 1_200));
+        assert!(!spare_verdict(true, Some((ms(10), 1_000)), ms(15), 1_400));
         // No reading before, or one too old to say anything of now: a baseline, spare.
-        assert!(spare_verdict(None, ms(15), 1_000_000));
-        assert!(spare_verdict(Some((ms(10), 0)), ms(10) + STALE_READING.as_nanos() as u64 + 1, 1_000_000));
-        assert!(spare_verdict(Some((ms(10), 0)), ms(10), 5));
+        assert!(spare_verdict(true, None, ms(15), 1_000_000));
+        assert!(spare_verdict(true, Some((ms(10), 0)), ms(10) + STALE_READING.as_nanos() as u64 + 1, 1_000_000));
+        assert!(spare_verdict(true, Some((ms(10), 0)), ms(10), 5));
+        // No events delivered meanwhile: the pressure is not heeded.
+        assert!(spare_verdict(false, Some((ms(10), 1_000)), ms(15), 5_000));
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl Counters {
     pub(crate) fn delivered(&self, responses: usize, events: usize) {
         self.events_sent.fetch_add(events as u64, Ordering::Relaxed);
         self.responses_sent.fetch_add(responses as u64, Ordering::Relaxed);
+        crate::idle_poll::note_delivery();
     }
 }
 
