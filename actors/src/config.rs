@@ -471,7 +471,7 @@ impl ActorsConfig {
     /// How long a client-port thread or the store's thread keeps polling for work, instead of
     /// sleeping, after a write, whose answer or next write is likely within microseconds (a
     /// write sent on to the store, its answer given, a commit made), while the machine has CPU
-    /// to spare (no CPU quota on its cgroup, little CPU pressure);
+    /// to spare (no CPU quota on its cgroup; while watch events flow, little CPU pressure);
     /// `Duration::ZERO` = off. Saves the wake-ups of a request's hops between threads, which
     /// cost more than the store's own work on a machine whose idle CPUs halt. One setting for
     /// the process: the last system started sets it. An embedder's threads poll too when they

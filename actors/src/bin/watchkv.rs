@@ -229,9 +229,9 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_CATCH_UP_PRIORITY)]
     catch_up_priority: CatchUpPriority,
     /// Microseconds a client-port thread or the store's thread keeps polling for the next
-    /// request or answer instead of sleeping after a write, while the machine has CPU to spare
-    /// (0 = off): saves the wake-ups between a write's threads, at the price of CPU time that
-    /// would otherwise idle.
+    /// request or answer instead of sleeping after a write (0 = off; not under a cgroup CPU
+    /// quota, and while watch events flow only while CPU pressure is low): saves the wake-ups
+    /// between a write's threads, at the price of CPU time that would otherwise idle.
     #[arg(long, default_value_t = DEFAULT_IDLE_POLL_US, value_parser = clap::value_parser!(u64).range(*IDLE_POLL_US_RANGE.start()..=*IDLE_POLL_US_RANGE.end()))]
     idle_poll_us: u64,
     /// Space quota in bytes, as etcd's flag: beyond it a write that adds data raises the NOSPACE
