@@ -94,8 +94,8 @@ fn since_epoch(at: Instant) -> u64 {
 
 /// Says that the calling thread expects work soon (it has just sent a write on and awaits the
 /// answer, or has just answered writers who may send again): its runtime keeps polling instead
-/// of sleeping until the window has passed, while the machine has CPU to spare. Outside a
-/// single-threaded tokio runtime's own thread, or with the window 0, does nothing.
+/// of sleeping until the window has passed, unless [`SpareCpu`] or a CPU quota says otherwise.
+/// Outside a single-threaded tokio runtime's own thread, or with the window 0, does nothing.
 pub fn keep_polling() {
     keep_polling_for(window(), machine_has_spare_cpu);
 }
@@ -178,7 +178,7 @@ const PRESSURE_INTERVAL: Duration = Duration::from_millis(5);
 const STALE_READING: Duration = Duration::from_millis(20);
 
 /// The share of wall time during which some thread waited for a CPU (Linux's pressure stall
-/// information, `some`) above which polling stops: the machine has no CPU to spare.
+/// information, `some`) above which polling stops while watch events flow.
 const PRESSURE_LIMIT: f64 = 0.05;
 
 /// Whether the machine has CPU to spare while watch events flow, from `/proc/pressure/cpu`
@@ -188,11 +188,11 @@ const PRESSURE_LIMIT: f64 = 0.05;
 /// were delivered to streams, a waking thread then queued behind the delivery work and the
 /// watchers' clients elsewhere (a writer's put p99 during catch-ups, `load --scenario
 /// grpc-catchup`, doubled with polling and no such check; the fan-out's events/s fell a few
-/// percent). With no deliveries the pressure is not heeded: there it was the server's own
-/// threads waiting on one another (their run-queue waits, `/proc/<pid>/task/*/schedstat`,
-/// accounted for all of it at 64 clients on 64 connections), and polling shortened every
-/// stage of a write's round trip (puts/s up by a fifth; docs/benchmarks.md). Without the file
-/// (no PSI in the kernel) polling runs as configured.
+/// percent). With no deliveries the pressure is not heeded: at 64 clients on 64 connections
+/// polling through it gave more puts/s (up to 30% in two of three pairs, docs/benchmarks.md).
+/// The pressure itself did not tell the two cases apart (the server's own threads' run-queue
+/// waits, `/proc/<pid>/task/*/schedstat`, accounted for all of it in both); whether events
+/// flow does. Without the file (no PSI in the kernel) polling runs as configured.
 struct SpareCpu {
     /// The pressure file and the last reading, taken by one thread at a time.
     pressure: Mutex<PressureReading>,
@@ -209,21 +209,23 @@ struct PressureReading {
     /// When it was last read (nanoseconds after [`epoch`]) and the total stall it reported
     /// (microseconds); `None` after a failed read.
     last: Option<(u64, u64)>,
-    /// [`DELIVERIES`] at the last reading.
-    deliveries: u64,
 }
 
-/// Deliveries of watch events to streams, by every system of the process.
-static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+/// Whether watch events were delivered to a stream, by any system of the process, since the
+/// last pressure reading.
+static DELIVERED: AtomicBool = AtomicBool::new(false);
 
-/// Counts one delivery of watch events to a stream, for [`SpareCpu`]: while events flow,
-/// polling gives way to CPU pressure.
+/// Notes a delivery of watch events to a stream, for [`SpareCpu`]: while events flow, polling
+/// gives way to CPU pressure. Reads before it writes, so that the deliveries between two
+/// readings write the shared flag once, not once each.
 pub(crate) fn note_delivery() {
-    DELIVERIES.fetch_add(1, Ordering::Relaxed);
+    if !DELIVERED.load(Ordering::Relaxed) {
+        DELIVERED.store(true, Ordering::Relaxed);
+    }
 }
 
 static SPARE_CPU: SpareCpu = SpareCpu {
-    pressure: Mutex::new(PressureReading { file: None, last: None, deliveries: 0 }),
+    pressure: Mutex::new(PressureReading { file: None, last: None }),
     next_read_at: AtomicU64::new(0),
     spare: AtomicBool::new(true),
 };
@@ -248,9 +250,7 @@ impl SpareCpu {
             if let Ok(mut pressure) = self.pressure.try_lock() {
                 // Again under the lock: another thread may have read it since.
                 if now >= self.next_read_at.load(Ordering::Relaxed) {
-                    let deliveries = DELIVERIES.load(Ordering::Relaxed);
-                    let delivering = deliveries != pressure.deliveries;
-                    pressure.deliveries = deliveries;
+                    let delivering = DELIVERED.swap(false, Ordering::Relaxed);
                     let file = pressure.file.get_or_insert_with(|| std::fs::File::open("/proc/pressure/cpu").ok());
                     let verdict = match file.as_ref().and_then(read_stalled_micros) {
                         Some(stalled) => {
