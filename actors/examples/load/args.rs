@@ -149,6 +149,9 @@ pub struct Args {
     /// If set, `perf record -g` each server during each scenario into this directory.
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,
+    /// `--perf-dir`'s sampling frequency (Hz).
+    #[arg(long, default_value_t = 499)]
+    pub perf_freq: u32,
     /// An extra argument for every watchkv server this tool starts (repeat it for more), e.g.
     /// `--watchkv-arg=--workers=4`
     #[arg(long = "watchkv-arg", allow_hyphen_values = true)]

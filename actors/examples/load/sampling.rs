@@ -94,7 +94,7 @@ impl Perf {
         let run = if args.runs > 1 { format!("-run{}", server.run + 1) } else { String::new() };
         let out = dir.join(format!("{}-{scenario}{run}.perf.data", server.kind.name()));
         let child = Command::new("perf")
-            .args(["record", "-F", "499", "-g", "-p", &server.pid.to_string(), "-o"])
+            .args(["record", "-F", &args.perf_freq.to_string(), "-g", "-p", &server.pid.to_string(), "-o"])
             .arg(&out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
