@@ -23,6 +23,7 @@ mod maintenance;
 mod router;
 mod snapshot;
 mod watch;
+pub mod watch_body;
 pub mod wire;
 
 pub use authority::AuthorityFix;

@@ -28,6 +28,7 @@ use super::pb::etcdserverpb::lease_server::LeaseServer;
 use super::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use super::pb::v3electionpb::election_server::ElectionServer;
 use super::pb::v3lockpb::lock_server::LockServer;
+use super::watch_body;
 use super::wire::service::watch_server::WatchServer;
 use super::GrpcApi;
 use tonic_health::pb::health_server::HealthServer;
@@ -46,6 +47,10 @@ pub struct GrpcRouter {
     health: HealthServer<HealthService>,
     /// The server's call counters ([`super::call_metrics`]).
     calls: Arc<CallCounters>,
+    /// The API and its request limit, for `Watch` calls answered by
+    /// [`super::watch_body::serve`].
+    api: GrpcApi,
+    max_decoding: usize,
 }
 
 impl GrpcRouter {
@@ -65,6 +70,8 @@ impl GrpcRouter {
             election: ElectionServer::new(api.clone()).max_decoding_message_size(max_decoding),
             health: HealthServer::new(HealthService::new(api.handle().shutting_down())),
             calls: api.call_counters(),
+            api: api.clone(),
+            max_decoding,
         }
     }
 
@@ -118,6 +125,9 @@ where
         }
         let response = match service_name(request.uri().path()) {
             Some(KvServer::<GrpcApi>::NAME) => self.kv.call(request),
+            Some(WatchServer::<GrpcApi>::NAME) if watch_body::takes(&request) => {
+                Box::pin(watch_body::serve(self.api.clone(), self.max_decoding, request))
+            }
             Some(WatchServer::<GrpcApi>::NAME) => self.watch.call(request),
             Some(LeaseServer::<GrpcApi>::NAME) => self.lease.call(request),
             Some(MaintenanceServer::<GrpcApi>::NAME) => self.maintenance.call(request),
