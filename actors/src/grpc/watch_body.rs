@@ -103,16 +103,31 @@ type Ready = (OutgoingWatchResponse, ResponseHeader, usize);
 /// The responses a turn takes: a stream's queue holds at most 16 (`api::stream::SOCKET_BUFFER`).
 type Turn = SmallVec<[Ready; 16]>;
 
-/// Writes `ready` as gRPC messages into one buffer of exactly their size.
+/// The largest message gRPC's 4-byte length prefix can frame.
+const MAX_MESSAGE_BYTES: usize = u32::MAX as usize;
+
+/// tonic's refusal of a response too large to frame, ending the call (its encoder's
+/// `finish_encoding`).
+fn too_large(len: usize) -> Status {
+    Status::resource_exhausted(format!("Cannot return body with more than 4GB of data but got {len} bytes"))
+}
+
+/// Writes `ready` as gRPC messages into one buffer of their size. Each message's length prefix
+/// is the length actually written, patched in after it as tonic does, so the framing holds
+/// whatever the precomputed sizes say (they only size the buffer).
 fn chunk(ready: &[Ready]) -> Bytes {
     let total = ready.iter().map(|(_, _, len)| MESSAGE_PREFIX + len).sum();
     let mut buf = BytesMut::with_capacity(total);
-    for (item, header, len) in ready {
-        buf.put_u8(0);
-        buf.put_u32(u32::try_from(*len).unwrap_or(u32::MAX));
+    for (item, header, _) in ready {
+        let start = buf.len();
+        buf.put_bytes(0, MESSAGE_PREFIX);
         encode_watch_response(header, &item.response, &mut buf);
+        let written = buf.len() - start - MESSAGE_PREFIX;
+        // The gathering turned away anything over the limit (by its computed size, which
+        // differs from the written one by at most a header's few bytes).
+        let prefix = u32::try_from(written).unwrap_or(u32::MAX).to_be_bytes();
+        buf[start + 1..start + MESSAGE_PREFIX].copy_from_slice(&prefix);
     }
-    debug_assert_eq!(buf.len(), total, "WatchResponse::encoded_len and the encoder agree");
     buf.freeze()
 }
 
@@ -136,6 +151,13 @@ where
                     Poll::Ready(Some(Ok(item))) => {
                         let header = item.header.at(item.response.revision);
                         let len = item.response.encoded_len(header.encoded_len());
+                        if len > MAX_MESSAGE_BYTES - 64 {
+                            // One revision's events beyond what gRPC can frame (a watcher
+                            // without `fragment`): the call ends, as tonic ends it, after what
+                            // is already gathered.
+                            this.finished = Some(too_large(len));
+                            break;
+                        }
                         bytes += MESSAGE_PREFIX + len;
                         ready.push((item, header, len));
                     }
@@ -286,6 +308,50 @@ mod tests {
         assert_eq!(data(&mut body)[..], as_tonic_frames_them(&items[4..])[..]);
         assert!(poll(&mut body).is_pending(), "an open stream with nothing ready waits");
         assert!(!body.is_end_stream());
+    }
+
+    #[test]
+    fn each_length_prefix_is_the_length_written_even_for_an_empty_header() {
+        // An all-zero header at revision 0 is written as an empty field 1 (two bytes), which
+        // `WatchResponse::encoded_len` does not count: the prefix must still say what follows.
+        let zero = Header { cluster_id: 0, member_id: 0, raft_term: 0 };
+        let items =
+            vec![OutgoingWatchResponse { header: zero, response: WatchResponse::progress(-1, 0) }, response(1, 5, 10)];
+        let mut body = WatchBody::new(futures::stream::iter(items.clone().into_iter().map(Ok)));
+        let framed = data(&mut body);
+        let first = u32::from_be_bytes(framed[1..5].try_into().expect("4 bytes")) as usize;
+        let decoded = pb::WatchResponse::decode(&framed[5..5 + first]).expect("the first message alone");
+        assert_eq!((decoded.watch_id, decoded.header.map(|h| h.revision)), (-1, Some(0)));
+        assert_eq!(framed[..], as_tonic_frames_them(&items)[..]);
+    }
+
+    #[test]
+    fn a_stream_that_ends_or_fails_with_nothing_ready_sends_its_status_at_once() {
+        let mut ended = WatchBody::new(futures::stream::empty());
+        assert_eq!(trailers(&mut ended).get("grpc-status").map(http::HeaderValue::as_bytes), Some(&b"0"[..]));
+        let mut failed = WatchBody::new(futures::stream::iter(vec![Err(Status::permission_denied("nope"))]));
+        assert_eq!(trailers(&mut failed).get("grpc-status").map(http::HeaderValue::as_bytes), Some(&b"7"[..]));
+    }
+
+    #[test]
+    fn a_waiting_body_is_woken_by_the_next_response() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct CountingWaker(AtomicUsize);
+        impl std::task::Wake for CountingWaker {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut body = WatchBody::new(rx);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        tx.unbounded_send(Ok(response(1, 5, 10))).expect("send");
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the body's task is woken");
+        assert_eq!(data(&mut body)[..], as_tonic_frames_them(&[response(1, 5, 10)])[..]);
     }
 
     #[test]
