@@ -210,7 +210,7 @@ async fn a_large_catch_up_arrives_in_fragments_that_add_up() {
 }
 
 /// An embedder's own tonic server with `GrpcApi::routes()` (README, "Embedding"): the same
-/// services, the same request limit, Unimplemented for what we do not serve.
+/// services (Watch included), the same request limit, Unimplemented for what we do not serve.
 #[actix_rt::test]
 async fn routes_serve_an_embedders_tonic_server() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -244,6 +244,26 @@ async fn routes_serve_an_embedders_tonic_server() {
     assert_eq!(range.kvs.len(), 1);
     assert_eq!(range.kvs[0].value, b"v".to_vec());
     assert_eq!(range.kvs[0].mod_revision, revision);
+
+    // Watch through the routes too: the put's event from its revision on.
+    let (tx, rx) = mpsc::channel(4);
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"k".to_vec(),
+            start_revision: revision,
+            ..Default::default()
+        })),
+    };
+    tx.send(create).await.expect("send create");
+    let mut watch = pb::watch_client::WatchClient::new(channel(port).await);
+    let mut stream = watch.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    assert!(next(&mut stream).await.created);
+    let event = next(&mut stream).await;
+    let kvs: Vec<_> =
+        event.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+    assert_eq!(kvs, vec![(b"k".to_vec(), revision)]);
+    // The call ends when the client drops it (a graceful stop waits for open calls).
+    drop((tx, stream, watch));
 
     let put =
         |key: &str, size: usize| pb::PutRequest { key: key.into(), value: vec![b'v'; size], ..Default::default() };

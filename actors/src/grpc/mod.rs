@@ -132,9 +132,7 @@ impl GrpcApi {
 
     /// Returns every service, ready for `tonic::transport::Server::add_routes`. Incoming
     /// messages may be `max_request_bytes` plus etcd's framing allowance; outgoing ones are
-    /// unlimited, as in etcd. `Watch` calls served this way go through tonic's encoder, whose
-    /// per-call buffer keeps the size it grew to; [`router`](Self::router), which the client
-    /// port and [`serve_incoming`] use, frames them with [`watch_body`] instead.
+    /// unlimited, as in etcd. `Watch` is [`watch_body::WatchService`], as on the client port.
     #[must_use]
     pub fn routes(&self) -> Routes {
         self.router().into_routes()

@@ -28,8 +28,7 @@ use super::pb::etcdserverpb::lease_server::LeaseServer;
 use super::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use super::pb::v3electionpb::election_server::ElectionServer;
 use super::pb::v3lockpb::lock_server::LockServer;
-use super::watch_body;
-use super::wire::service::watch_server::WatchServer;
+use super::watch_body::WatchService;
 use super::GrpcApi;
 use tonic_health::pb::health_server::HealthServer;
 
@@ -37,7 +36,7 @@ use tonic_health::pb::health_server::HealthServer;
 #[derive(Clone)]
 pub struct GrpcRouter {
     kv: KvServer<GrpcApi>,
-    watch: WatchServer<GrpcApi>,
+    watch: WatchService,
     lease: LeaseServer<GrpcApi>,
     maintenance: MaintenanceServer<GrpcApi>,
     cluster: ClusterServer<GrpcApi>,
@@ -47,10 +46,6 @@ pub struct GrpcRouter {
     health: HealthServer<HealthService>,
     /// The server's call counters ([`super::call_metrics`]).
     calls: Arc<CallCounters>,
-    /// The API and its request limit, for `Watch` calls answered by
-    /// [`super::watch_body::serve`].
-    api: GrpcApi,
-    max_decoding: usize,
 }
 
 impl GrpcRouter {
@@ -61,7 +56,7 @@ impl GrpcRouter {
             kv: KvServer::new(api.clone())
                 .max_decoding_message_size(max_decoding)
                 .max_encoding_message_size(usize::MAX),
-            watch: WatchServer::new(api.clone()).max_decoding_message_size(max_decoding),
+            watch: WatchService::new(api, max_decoding),
             lease: LeaseServer::new(api.clone()).max_decoding_message_size(max_decoding),
             maintenance: MaintenanceServer::new(api.clone()).max_decoding_message_size(max_decoding),
             cluster: ClusterServer::new(api.clone()).max_decoding_message_size(max_decoding),
@@ -70,8 +65,6 @@ impl GrpcRouter {
             election: ElectionServer::new(api.clone()).max_decoding_message_size(max_decoding),
             health: HealthServer::new(HealthService::new(api.handle().shutting_down())),
             calls: api.call_counters(),
-            api: api.clone(),
-            max_decoding,
         }
     }
 
@@ -125,10 +118,7 @@ where
         }
         let response = match service_name(request.uri().path()) {
             Some(KvServer::<GrpcApi>::NAME) => self.kv.call(request),
-            Some(WatchServer::<GrpcApi>::NAME) if watch_body::takes(&request) => {
-                Box::pin(watch_body::serve(self.api.clone(), self.max_decoding, request))
-            }
-            Some(WatchServer::<GrpcApi>::NAME) => self.watch.call(request),
+            Some(WatchService::NAME) => self.watch.call(request),
             Some(LeaseServer::<GrpcApi>::NAME) => self.lease.call(request),
             Some(MaintenanceServer::<GrpcApi>::NAME) => self.maintenance.call(request),
             Some(ClusterServer::<GrpcApi>::NAME) => self.cluster.call(request),
@@ -241,7 +231,7 @@ mod tests {
     fn the_service_names_are_etcds() {
         // What etcd's clients put in their paths; a renamed package would route nothing.
         assert_eq!(KvServer::<GrpcApi>::NAME, "etcdserverpb.KV");
-        assert_eq!(WatchServer::<GrpcApi>::NAME, "etcdserverpb.Watch");
+        assert_eq!(WatchService::NAME, "etcdserverpb.Watch");
         assert_eq!(LeaseServer::<GrpcApi>::NAME, "etcdserverpb.Lease");
         assert_eq!(MaintenanceServer::<GrpcApi>::NAME, "etcdserverpb.Maintenance");
         assert_eq!(ClusterServer::<GrpcApi>::NAME, "etcdserverpb.Cluster");

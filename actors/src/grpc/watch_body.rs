@@ -1,7 +1,8 @@
-//! Owns how a `Watch` call's responses become HTTP/2 data: [`serve`] runs the call as tonic's
-//! generated service would (the request stream decoded by tonic, the service's own `watch`),
-//! and answers with a [`WatchBody`], which frames each turn's ready responses into one chunk
-//! allocated at exactly their size.
+//! Owns etcd's `Watch` service as the server answers it ([`WatchService`]) and how a call's
+//! responses become HTTP/2 data: [`serve`] runs the call as tonic's generated service would
+//! (the request stream decoded by tonic, the service's own `watch`), and answers with a
+//! [`WatchBody`], which frames each turn's ready responses into one chunk allocated at exactly
+//! their size.
 //!
 //! Why (issue #14, peak memory of 1000 streams × 10 watchers on 10 keys over gRPC): tonic's
 //! encoder keeps one growable buffer per call, and a `BytesMut` keeps the capacity it grew to
@@ -22,11 +23,12 @@ use prost::Message;
 use smallvec::SmallVec;
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
-use tonic::codegen::Body as HttpBody;
+use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError};
+use tonic::server::NamedService;
 use tonic::Status;
 
 use super::watch::Responses;
-use super::wire::service::watch_server::Watch;
+use super::wire::service::watch_server::{Watch, WatchServer};
 use super::wire::{encode_watch_response, OutgoingWatchResponse, WatchCodec};
 use super::GrpcApi;
 use crate::api::pb::etcdserverpb::ResponseHeader;
@@ -40,6 +42,50 @@ pub const CHUNK_BYTES: usize = 32 * 1024;
 
 /// A gRPC message's prefix: the compressed flag and the length.
 const MESSAGE_PREFIX: usize = 5;
+
+/// etcd's `Watch` service: an uncompressed call of [`WATCH_PATH`] is answered by [`serve`],
+/// anything else by tonic's generated service (an unknown method, a compressed call), whose
+/// answers stay tonic's own. The client port's router and [`GrpcApi::routes`] both serve it.
+#[derive(Clone)]
+pub struct WatchService {
+    api: GrpcApi,
+    max_decoding: usize,
+    generated: WatchServer<GrpcApi>,
+}
+
+impl WatchService {
+    /// The service of `api`, its request messages limited to `max_decoding` bytes.
+    pub fn new(api: &GrpcApi, max_decoding: usize) -> Self {
+        let generated = WatchServer::new(api.clone()).max_decoding_message_size(max_decoding);
+        Self { api: api.clone(), max_decoding, generated }
+    }
+}
+
+impl NamedService for WatchService {
+    const NAME: &'static str = WatchServer::<GrpcApi>::NAME;
+}
+
+impl<B> Service<http::Request<B>> for WatchService
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if takes(&request) {
+            Box::pin(serve(self.api.clone(), self.max_decoding, request))
+        } else {
+            self.generated.call(request)
+        }
+    }
+}
 
 /// Whether [`serve`] takes `request`: a call of [`WATCH_PATH`] whose messages are not
 /// compressed. Anything else goes to tonic's generated service, whose answers (an unknown
@@ -58,7 +104,7 @@ pub async fn serve<B>(
 ) -> Result<http::Response<Body>, Infallible>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
 {
     let request = request.map(|body| Streaming::new_request(WatchCodec.decoder(), body, None, Some(max_decoding)));
     let answer = match api.watch(tonic::Request::from_http(request)).await {
