@@ -66,9 +66,9 @@ async fn read_requests(
     }
 }
 
-/// The response half, encoded by the Watch service's codec (`wire::WatchCodec`). Owns the
-/// stream, which closes when tonic drops it (the RPC ended or the client went away), so no
-/// watcher outlives its stream.
+/// The response half, framed by the call's body (`watch_body::WatchBody`; a compressed call's
+/// by tonic with `wire::WatchCodec`). Owns the stream, which closes when the body is dropped
+/// (the RPC ended or the client went away), so no watcher outlives its stream.
 pub struct Responses {
     stream: TransportStream,
     header: Header,

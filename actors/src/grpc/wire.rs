@@ -26,7 +26,8 @@ pub mod service {
 }
 
 /// One response leaving a watch stream: the core's response and the identity to put in its
-/// header. Encoded by [`WatchCodec`].
+/// header. Encoded by [`encode_watch_response`], from `watch_body::WatchBody` (or from
+/// [`WatchCodec`] for a compressed call).
 #[derive(Debug, Clone)]
 pub struct OutgoingWatchResponse {
     /// The server identity of the header.
