@@ -599,6 +599,8 @@ impl RevisionSnapshot {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -627,6 +629,57 @@ mod tests {
         // A watchkv store already made beside etcd's files (before the check) still opens.
         std::fs::create_dir_all(dir.path().join("mine/member/wal")).expect("mkdir");
         drop(Backend::open(&StoreConfig::new(dir.path().join("mine"))).expect("an existing store opens"));
+    }
+
+    /// The active journal: fjall's `<id>.jnl` with the highest id.
+    fn active_journal(dir: &Path) -> PathBuf {
+        let journals = std::fs::read_dir(dir).expect("list").map(|e| e.expect("entry").path());
+        let id = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        journals
+            .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+            .max_by_key(|p| id(p).expect("a journal is named by its id"))
+            .expect("a journal")
+    }
+
+    /// Commits `key = value` to the meta keyspace and syncs it, as a write with `fsync` does.
+    fn write_synced(backend: &Backend, key: &[u8], value: i64) {
+        let mut batch = backend.batch();
+        batch.put_meta(key, value);
+        batch.commit().expect("commit");
+        backend.persist().expect("persist");
+    }
+
+    #[test]
+    fn a_reopened_journal_is_written_in_place_and_its_zero_tail_recovers() {
+        // fjall as published reopens the active journal to append, so each sync would also
+        // commit the file's new length; vendor/fjall/WATCHKV.md. The file must instead keep its
+        // preallocated length while it is written, and the zeros past the last batch must read
+        // as the journal's end on every later open.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path()).with_durability(Durability::Fsync);
+        const PREALLOCATED: u64 = 64 * 1024 * 1024;
+        let len = |p: &Path| std::fs::metadata(p).expect("stat").len();
+
+        let backend = Backend::open(&config).expect("open");
+        write_synced(&backend, b"first", 1);
+        drop(backend);
+
+        for (round, key) in [&b"second"[..], &b"third"[..]].into_iter().enumerate() {
+            let backend = Backend::open(&config).expect("reopen");
+            let journal = active_journal(dir.path());
+            assert_eq!(len(&journal), PREALLOCATED, "round {round}: the reopened journal is preallocated");
+            for i in 0..200 {
+                write_synced(&backend, key, i);
+            }
+            assert_eq!(len(&journal), PREALLOCATED, "round {round}: writes went into the file, not after it");
+            assert_eq!(backend.get_meta(key).expect("read"), Some(199));
+            drop(backend);
+        }
+
+        let backend = Backend::open(&config).expect("reopen");
+        assert_eq!(backend.get_meta(b"first").expect("read"), Some(1));
+        assert_eq!(backend.get_meta(b"second").expect("read"), Some(199));
+        assert_eq!(backend.get_meta(b"third").expect("read"), Some(199));
     }
 
     #[cfg(unix)]

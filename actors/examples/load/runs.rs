@@ -48,6 +48,17 @@ async fn run_server(kind: Kind, args: &Args, run: usize, tck: f64) -> Report {
             return rep;
         }
     }
+    if args.restarted {
+        match server.restart(&probe).await {
+            Ok(d) => {
+                println!("[{}] restarted on its data as pid {} in {:.2} s", kind.name(), server.pid, d.as_secs_f64())
+            }
+            Err(e) => {
+                rep.error = Some(format!("{e:#}"));
+                return rep;
+            }
+        }
+    }
     let pid = server.pid.to_string();
     match args.scenario.as_str() {
         "grpc-fanout" => {

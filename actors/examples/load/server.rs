@@ -2,7 +2,7 @@
 //! directory, waiting until they answer, and killing them when done.
 
 use std::fmt::Write as _;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ pub struct Server {
     pub base: String,
     pub log: PathBuf,
     pub cmdline: String,
+    /// Builds the command that started the server, to start it again (`restart`).
+    command: Box<dyn Fn() -> Command>,
     _dir: tempfile::TempDir,
 }
 
@@ -105,12 +107,37 @@ pub fn start_server_on(
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("data");
+    let peer = free_port()?;
+    let (args, extra) = (args.clone(), extra.to_vec());
+    let command = move || server_command(kind, &args, cpu, &extra, &data, port, peer);
+    let log = dir.path().join("server.log");
+    let out = File::create(&log)?;
+    let mut cmd = command();
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    let cmdline = cmdline_of(&cmd);
+    let child = cmd.spawn().with_context(|| format!("starting {cmdline}"))?;
+    let pid = child.id();
+    Ok(Server { kind, run, child, pid, base, log, cmdline, command: Box::new(command), _dir: dir })
+}
+
+/// The command line of a server on loopback `port` (and `peer`, etcd's peer port) with its data
+/// in `data`.
+fn server_command(
+    kind: Kind,
+    args: &Args,
+    cpu: Option<usize>,
+    extra: &[String],
+    data: &Path,
+    port: u16,
+    peer: u16,
+) -> Command {
+    let base = format!("http://127.0.0.1:{port}");
     let mut cmd = match kind {
         Kind::Watchkv => {
             let mut c = command_on(&args.watchkv_bin, cpu);
             c.env("RUST_LOG", "warn")
                 .arg("--data-dir")
-                .arg(&data)
+                .arg(data)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--durability")
@@ -119,12 +146,11 @@ pub fn start_server_on(
             c
         }
         Kind::Etcd => {
-            let peer = free_port()?;
             let mut c = command_on(&args.etcd_bin, cpu);
             c.arg("--name")
                 .arg("load")
                 .arg("--data-dir")
-                .arg(&data)
+                .arg(data)
                 .arg(format!("--listen-client-urls={base}"))
                 .arg(format!("--advertise-client-urls={base}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
@@ -136,13 +162,37 @@ pub fn start_server_on(
         }
     };
     cmd.args(extra);
-    let log = dir.path().join("server.log");
-    let out = File::create(&log)?;
-    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    let cmdline = cmdline_of(&cmd);
-    let child = cmd.spawn().with_context(|| format!("starting {cmdline}"))?;
-    let pid = child.id();
-    Ok(Server { kind, run, child, pid, base, log, cmdline, _dir: dir })
+    cmd
+}
+
+impl Server {
+    /// Writes one key, stops the server with SIGTERM as an operator would, and starts it again
+    /// on the same data directory and port (`--restarted`); returns once it answers again.
+    pub async fn restart(&mut self, client: &awc::Client) -> anyhow::Result<Duration> {
+        let url = format!("{}/v3/kv/put", self.base);
+        // key "/restart", value "x"
+        post(client, &url, r#"{"key":"L3Jlc3RhcnQ=","value":"eA=="}"#.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("the write before the restart: {e}"))?;
+        let pid = libc::pid_t::try_from(self.pid).context("a pid that fits pid_t")?;
+        // SAFETY: kill(2) only sends a signal, to our own child.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("sending SIGTERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() >= deadline {
+                bail!("{} did not stop within 30 s of SIGTERM", self.kind.name());
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = OpenOptions::new().append(true).open(&self.log)?;
+        let mut cmd = (self.command)();
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        self.child = cmd.spawn().with_context(|| format!("restarting {}", self.cmdline))?;
+        self.pid = self.child.id();
+        wait_ready(self, client).await
+    }
 }
 
 pub fn log_tail(path: &Path, lines: usize) -> String {
