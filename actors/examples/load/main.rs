@@ -64,7 +64,10 @@
 //! per server, alternating servers (watchkv, etcd, watchkv, ...), each run on a fresh server and
 //! data directory; the table shows each figure's median across a server's runs, the min..max on
 //! the key rows, the watchkv/etcd ratio of the key rows' medians, and how many runs passed the
-//! exactly-once check (e.g. `5/5`).
+//! exactly-once check (e.g. `5/5`). With `--restarted` each server, once it answers, takes one
+//! put, is stopped with SIGTERM and is started again on its data before the scenario (not
+//! `mirror-fanout`), so that the run measures a server reopened on its own data, as every
+//! server is after its first restart.
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
 //! machine; its own CPU time is reported too. Scenario 1 can deal its put clients over more
