@@ -34,9 +34,9 @@ pub struct Args {
     /// Directory under which each server's temporary data directory is created.
     #[arg(long)]
     pub data_root: Option<PathBuf>,
-    /// Once a server answers, write one key, stop it with SIGTERM and start it again on the same
-    /// data directory before the scenario runs, so that the run measures a server reopened on its
-    /// own data, as every server is after its first restart.
+    /// Once a server answers, write one key, stop it with SIGTERM, start it again on the same
+    /// data directory and read the key back before the scenario runs, so that the run measures a
+    /// server reopened on its own data, as every server is after its first restart.
     #[arg(long)]
     pub restarted: bool,
     /// Scenario 1 and grpc-fanout: total puts.

@@ -28,6 +28,11 @@ pub fn http_client_timeout(pool: usize, timeout: Duration) -> awc::Client {
 
 /// One unary POST; the body is read to the end so that the connection goes back to the pool.
 pub async fn post(client: &awc::Client, url: &str, body: String) -> Result<(), String> {
+    post_for_body(client, url, body).await.map(drop)
+}
+
+/// One unary POST, returning the answer's body.
+pub async fn post_for_body(client: &awc::Client, url: &str, body: String) -> Result<String, String> {
     let mut resp = client
         .post(url)
         .insert_header(("content-type", "application/json"))
@@ -39,7 +44,7 @@ pub async fn post(client: &awc::Client, url: &str, body: String) -> Result<(), S
     if !status.is_success() {
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub fn put_body(key: &[u8], value: &[u8]) -> String {

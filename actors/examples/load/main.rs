@@ -65,9 +65,9 @@
 //! data directory; the table shows each figure's median across a server's runs, the min..max on
 //! the key rows, the watchkv/etcd ratio of the key rows' medians, and how many runs passed the
 //! exactly-once check (e.g. `5/5`). With `--restarted` each server, once it answers, takes one
-//! put, is stopped with SIGTERM and is started again on its data before the scenario (not
-//! `mirror-fanout`), so that the run measures a server reopened on its own data, as every
-//! server is after its first restart.
+//! put, is stopped with SIGTERM and is started again on its data, which must still hold the put,
+//! before the scenario (not `mirror-fanout`), so that the run measures a server reopened on its
+//! own data, as every server is after its first restart.
 //!
 //! The client side runs on one thread (an actix-rt system), so that the servers keep most of the
 //! machine; its own CPU time is reported too. Scenario 1 can deal its put clients over more

@@ -10,9 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 
 use crate::args::Args;
-use crate::http::post;
+use crate::http::{post, post_for_body, put_body};
 use crate::pinning::command_on;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,11 +170,12 @@ fn server_command(
 
 impl Server {
     /// Writes one key, stops the server with SIGTERM as an operator would, and starts it again
-    /// on the same data directory and port (`--restarted`); returns once it answers again.
+    /// on the same data directory and port (`--restarted`); returns once it answers again with
+    /// the key it was given.
     pub async fn restart(&mut self, client: &awc::Client) -> anyhow::Result<Duration> {
-        let url = format!("{}/v3/kv/put", self.base);
-        // key "/restart", value "x"
-        post(client, &url, r#"{"key":"L3Jlc3RhcnQ=","value":"eA=="}"#.to_string())
+        const KEY: &[u8] = b"/load/restart";
+        let value = format!("before restart {}", self.run);
+        post(client, &format!("{}/v3/kv/put", self.base), put_body(KEY, value.as_bytes()))
             .await
             .map_err(|e| anyhow::anyhow!("the write before the restart: {e}"))?;
         let pid = libc::pid_t::try_from(self.pid).context("a pid that fits pid_t")?;
@@ -192,7 +195,15 @@ impl Server {
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         self.child = cmd.spawn().with_context(|| format!("restarting {}", self.cmdline))?;
         self.pid = self.child.id();
-        wait_ready(self, client).await
+        let ready = wait_ready(self, client).await?;
+        let range = format!(r#"{{"key":"{}"}}"#, B64.encode(KEY));
+        let answer = post_for_body(client, &format!("{}/v3/kv/range", self.base), range)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading back the write after the restart: {e}"))?;
+        if !answer.contains(&format!(r#""value":"{}""#, B64.encode(&value))) {
+            bail!("{} lost the write made before its restart; range answered {answer}", self.kind.name());
+        }
+        Ok(ready)
     }
 }
 
