@@ -15,10 +15,13 @@
 //!
 //! Polling costs CPU time, so it gives way. Each turn first offers the CPU to any other thread
 //! runnable on it (`sched_yield`; under EEVDF that moves only the poller's own deadline, so a
-//! thread of another cgroup may wait out the poller's slice). While watch events flow, polling
-//! stops when Linux's CPU pressure shows threads waiting for a CPU ([`SpareCpu`]): a polling
-//! CPU is not idle to the kernel, which then queues a waking thread behind the delivery work.
-//! And it is off in a cgroup with a CPU quota, where it would spend the quota.
+//! thread of another cgroup may wait out the poller's slice). A yielded thread is not woken
+//! again, so the `SCHED_IDLE` catch-up thread, when it is what runs instead, hands the CPU back
+//! at its next pause ([`crate::sched::give_way`]) rather than keeping it until the tick.
+//! While watch events flow, polling stops when Linux's CPU pressure shows threads waiting for
+//! a CPU ([`SpareCpu`]): a polling CPU is not idle to the kernel, which then queues a waking
+//! thread behind the delivery work. And it is off in a cgroup with a CPU quota, where it would
+//! spend the quota.
 //!
 //! How: a task on the thread's single-threaded tokio runtime that, while the window is open,
 //! yields (`tokio::task::yield_now`). A runtime with a yielded task polls its I/O driver
@@ -162,13 +165,11 @@ async fn poll(poller: Arc<Poller>, spare_cpu: fn(u64) -> bool) {
     }
 }
 
-/// Lets any other thread runnable on this CPU run first (one system call when none is).
+/// Lets any other thread runnable on this CPU run first (one system call when none is); the
+/// catch-up thread, if it is what runs, gives the CPU back at its next pause
+/// ([`crate::sched::offer_cpu`]).
 fn offer_cpu() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: no arguments; it cannot fail on Linux.
-    unsafe {
-        libc::sched_yield();
-    }
+    crate::sched::offer_cpu();
 }
 
 /// How often the CPU pressure is read again while threads poll.

@@ -1,6 +1,7 @@
 //! Owns what the runtime asks of the OS scheduler: the catch-up thread's priority, the store
-//! thread's time slice (Linux only; elsewhere no-ops), and the cooperative yield of threads
-//! that run stream work in bursts.
+//! thread's time slice (Linux only; elsewhere no-ops), the cooperative yield of threads
+//! that run stream work in bursts, and the catch-up thread's giving way to a thread that
+//! offered its CPU ([`offer_cpu`], [`give_way`]).
 //!
 //! Why (issue #4, put p99 during a 10k-watcher catch-up, `cargo bench -p watchkv-actors --bench
 //! watch -- catchup`, traced with `perf sched timehist`): on Linux's EEVDF scheduler a running
@@ -13,6 +14,7 @@
 //! Linux 6.12 and later; earlier kernels accept and ignore the request).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the catch-up thread (the syncer's scans) competes for the CPU.
@@ -185,10 +187,94 @@ pub(crate) fn yield_after_burst(started: Instant) {
     BURST.with(|burst| {
         let (next, yield_now) = burst_step(burst.get(), started, now);
         if yield_now {
-            std::thread::yield_now();
+            offer_cpu();
         }
         burst.set(next);
     });
+}
+
+/// Threads of the process inside [`offer_cpu`], in all and per CPU (`cpu % 64`), read by the
+/// catch-up thread at its pauses.
+static OFFERS: CpuOffers = CpuOffers::new();
+
+/// Counts of threads that offered their CPU and have not had it back, per CPU.
+struct CpuOffers {
+    total: AtomicUsize,
+    /// Index `cpu % 64`: two CPUs 64 apart share a count, which at worst costs the catch-up
+    /// thread a yield nobody needed.
+    on_cpu: [AtomicU32; 64],
+}
+
+impl CpuOffers {
+    const fn new() -> Self {
+        Self { total: AtomicUsize::new(0), on_cpu: [const { AtomicU32::new(0) }; 64] }
+    }
+
+    /// A thread on `cpu` offers it; returns the count's index, for [`Self::end`].
+    fn begin(&self, cpu: usize) -> usize {
+        let slot = cpu % self.on_cpu.len();
+        self.on_cpu[slot].fetch_add(1, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst);
+        slot
+    }
+
+    /// The offer counted at `slot` is over (its thread runs again, on whichever CPU).
+    fn end(&self, slot: usize) {
+        self.on_cpu[slot].fetch_sub(1, Ordering::SeqCst);
+        self.total.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a thread offered `cpu` (`None`: the caller does not know its CPU; then any
+    /// offer counts) and waits for it still. One load when nobody offers anything.
+    fn offered(&self, cpu: Option<usize>) -> bool {
+        if self.total.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        cpu.is_none_or(|cpu| self.on_cpu[cpu % self.on_cpu.len()].load(Ordering::Relaxed) > 0)
+    }
+}
+
+/// The CPU the calling thread runs on, if the OS says.
+fn current_cpu() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: no arguments; answered from the vDSO or rseq area, -1 on failure.
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Lets any other thread runnable on this CPU run first (`sched_yield`; one system call when
+/// none is), and marks the CPU as offered meanwhile, so that the catch-up thread, if it is the
+/// thread the kernel runs instead, hands the CPU back at its next pause ([`give_way`]).
+///
+/// Why (issue #14, a writer's put p99 during catch-ups, traced with `perf sched` on this 2-core
+/// VM): a thread that yields stays runnable, so nothing wakes it again. When the thread that
+/// ran instead was the `SCHED_IDLE` catch-up scan, the yielder (a client-port thread polling
+/// for a put's answer, in the trace) waited until the scan slept or the scheduler's tick
+/// came, up to 4 ms at `HZ=250`, while the other CPU idled; a waking thread preempts an idle-class
+/// one at once, a yielded one never does. With light catch-up passes (five watchers every
+/// 10 ms) each pass cost about one put over a millisecond: put p99 1.04–1.53 ms against
+/// 0.54–0.67 ms with no polling (docs/benchmarks.md).
+pub(crate) fn offer_cpu() {
+    let slot = OFFERS.begin(current_cpu().unwrap_or(0));
+    std::thread::yield_now();
+    OFFERS.end(slot);
+}
+
+/// Called by the catch-up thread between pieces of its work (a history row, a watcher, a
+/// stream): if a thread offered this CPU ([`offer_cpu`]) and so let this one run, yields it
+/// back. A `SCHED_IDLE` thread's yield hands the CPU to any normal thread runnable there.
+/// Costs one atomic load while nobody offers. Returns whether it yielded.
+pub(crate) fn give_way() -> bool {
+    if OFFERS.offered(current_cpu()) {
+        std::thread::yield_now();
+        true
+    } else {
+        false
+    }
 }
 
 /// The burst bookkeeping of [`yield_after_burst`]: given the burst so far and a piece of work
@@ -309,6 +395,76 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+
+    /// Pins the calling thread to `cpu`.
+    fn pin_to(cpu: usize) {
+        // SAFETY: a zeroed `cpu_set_t` is the empty set; CPU_SET writes inside it, and
+        // `sched_setaffinity` (pid 0: this thread) reads `size_of` bytes of it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin to {cpu}");
+        }
+    }
+
+    /// The catch-up thread's side of an offer: a `SCHED_IDLE` thread that shares its CPU with
+    /// a thread offering it sees the offer at its pauses and yields.
+    #[test]
+    fn an_idle_class_thread_gives_way_on_a_cpu_offered_to_it() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+
+        let cpu = current_cpu().expect("this thread's CPU");
+        let stop = Arc::new(AtomicBool::new(false));
+        let gave_way = Arc::new(AtomicBool::new(false));
+        let scan = {
+            let (stop, gave_way) = (Arc::clone(&stop), Arc::clone(&gave_way));
+            std::thread::spawn(move || {
+                pin_to(cpu);
+                set_catch_up_priority(CatchUpPriority::Idle);
+                while !stop.load(Ordering::Relaxed) {
+                    if give_way() {
+                        gave_way.store(true, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let offering = {
+            let gave_way = Arc::clone(&gave_way);
+            std::thread::spawn(move || {
+                pin_to(cpu);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !gave_way.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    offer_cpu();
+                }
+            })
+        };
+        offering.join().expect("offering thread");
+        stop.store(true, Ordering::Relaxed);
+        scan.join().expect("scan thread");
+        assert!(gave_way.load(Ordering::Relaxed), "the idle-class thread never saw the offer of its CPU");
+    }
+}
+
+#[cfg(test)]
+mod offer_tests {
+    use super::CpuOffers;
+
+    #[test]
+    fn offers_are_counted_per_cpu_until_they_end() {
+        let offers = CpuOffers::new();
+        assert!(!offers.offered(Some(3)) && !offers.offered(None));
+        let first = offers.begin(3);
+        assert!(offers.offered(Some(3)));
+        assert!(offers.offered(Some(67)), "CPUs 64 apart share a count");
+        assert!(!offers.offered(Some(4)), "another CPU's offer is not this one's");
+        assert!(offers.offered(None), "a thread that does not know its CPU heeds any offer");
+        let second = offers.begin(3);
+        offers.end(first);
+        assert!(offers.offered(Some(3)), "the second offer still waits");
+        offers.end(second);
+        assert!(!offers.offered(Some(3)) && !offers.offered(None));
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use watchkv::backend::RevisionReader;
-use watchkv::watch::catch_up::{catch_up, CatchUp, CatchUpFailed};
+use watchkv::watch::catch_up::{catch_up_pausing, CatchUp, CatchUpFailed};
 use watchkv::watch::event_batch::BatchLimits;
 use watchkv::watch::response::WatchResponse;
 use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
@@ -75,7 +75,11 @@ impl HistoryReader for RevisionReader {
         let current = clock.current();
         let snapshot = self.snapshot();
         let compact = clock.compact();
-        let result = catch_up(watchers, &snapshot, current, compact, limits)?;
+        // Between rows the scan hands the CPU back to a thread that offered it
+        // (`sched::give_way`): this runs on the `SCHED_IDLE` catch-up thread.
+        let result = catch_up_pausing(watchers, &snapshot, current, compact, limits, &mut || {
+            crate::sched::give_way();
+        })?;
         Ok(CaughtUp { current, compact, result })
     }
 }
@@ -216,6 +220,7 @@ impl SyncerActor {
         let mut promote = Vec::new();
         let mut by_stream: HashMap<StreamId, Vec<(Watcher, Option<WatchResponse>, bool)>> = HashMap::new();
         for (w, batch) in result.batches {
+            crate::sched::give_way();
             let truncated = batch.is_truncated();
             let response =
                 filtered_events(&w, batch.events).map(|evs| WatchResponse::events(w.key.id, current, evs, w.prev_kv));
@@ -230,6 +235,7 @@ impl SyncerActor {
         let mut parked = Vec::new();
         let mut sent_any = false;
         for (stream, mut items) in by_stream {
+            crate::sched::give_way();
             let Some(recipient) = self.streams.get(&stream) else { continue };
             // The responses move into the message and, refused, come back with it in the same
             // order (`Option::take` leaves `None` in `items`, which the refusal fills again).

@@ -53,6 +53,24 @@ pub fn catch_up(
     compact_rev: i64,
     limits: BatchLimits,
 ) -> Result<CatchUp, CatchUpFailed> {
+    catch_up_pausing(watchers, snapshot, cur_rev, compact_rev, limits, &mut || {})
+}
+
+/// [`catch_up`], calling `pause` before each history row it reads: a point between rows where
+/// the caller's thread may give up its CPU. A pass reads up to `max_revs` rows in one go, and
+/// the runtime's catch-up thread uses these points to hand the CPU back at once to a thread
+/// that offered it (`watchkv-actors`' `sched::give_way`, docs/design.md).
+///
+/// # Errors
+/// As [`catch_up`].
+pub fn catch_up_pausing(
+    watchers: Vec<Watcher>,
+    snapshot: &RevisionSnapshot,
+    cur_rev: i64,
+    compact_rev: i64,
+    limits: BatchLimits,
+    pause: &mut dyn FnMut(),
+) -> Result<CatchUp, CatchUpFailed> {
     let mut out = CatchUp::default();
     let mut group = WatcherGroup::new();
     let mut slots: Vec<(WatcherSlot, EventBatch)> = Vec::new();
@@ -71,6 +89,7 @@ pub fn catch_up(
     let mut open = slots.len();
     let mut matched = Vec::new();
     let scanned = snapshot.scan(min_rev, cur_rev.saturating_add(1), |key, row| {
+        pause();
         matched.clear();
         group.matching(row.key(), &mut matched);
         matched.retain(|s| group.slot(*s).is_some_and(|w| w.min_rev <= key.rev.main));
@@ -160,5 +179,33 @@ mod tests {
         // The revision limit still holds beside the byte limit.
         let by_revs = passes(&store, watcher(3, first, false), BatchLimits { max_revs: 3, max_bytes: usize::MAX });
         assert_eq!(by_revs.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+    }
+
+    #[test]
+    fn a_pass_pauses_before_each_row_it_reads_and_not_past_its_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = KvStore::open(StoreConfig::new(dir.path())).expect("open");
+        let first = store.current_rev() + 1;
+        for i in 0..10 {
+            // Every other put outside the watched prefix: rows read but not matched still pause.
+            let key = if i % 2 == 0 { format!("k/{i}") } else { format!("other/{i}") };
+            store.put(PutRequest::new(key, b"v".to_vec())).expect("put");
+        }
+        let snapshot = store.reader().snapshot();
+        let (cur, compact) = (store.current_rev(), store.compact_rev());
+        let mut pauses = 0;
+        let all = BatchLimits { max_revs: 1000, max_bytes: usize::MAX };
+        let pass = catch_up_pausing(vec![watcher(1, first, false)], &snapshot, cur, compact, all, &mut || pauses += 1)
+            .expect("read");
+        assert_eq!(pass.batches[0].1.events.len(), 5);
+        assert_eq!(pauses, 10, "one pause per row of the ten revisions");
+
+        // A batch cut at two revisions stops the scan at the row that would have been a third.
+        let mut pauses = 0;
+        let two = BatchLimits { max_revs: 2, max_bytes: usize::MAX };
+        let pass = catch_up_pausing(vec![watcher(2, first, false)], &snapshot, cur, compact, two, &mut || pauses += 1)
+            .expect("read");
+        assert!(pass.batches[0].1.is_truncated());
+        assert_eq!(pauses, 5, "rows first..=first+4: k/0, other/1, k/2, other/3, k/4 (the one cut off)");
     }
 }

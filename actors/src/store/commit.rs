@@ -160,7 +160,7 @@ impl StoreActor {
             // after commits nobody watches, that was a stream thread's delivery burst that the
             // next write then waited behind (the catch-up bench met its put p99 target less
             // often with an unconditional yield).
-            std::thread::yield_now();
+            crate::sched::offer_cpu();
         }
         let mut out = PerStream::default();
         self.committed(events, &mut out);
