@@ -167,8 +167,10 @@ async fn poll(poller: Arc<Poller>, spare_cpu: fn(u64) -> bool) {
 
 /// Lets any other thread runnable on this CPU run first (one system call when none is); the
 /// catch-up thread, if it is what runs, gives the CPU back at its next pause
-/// ([`crate::sched::offer_cpu`]).
+/// ([`crate::sched::offer_cpu`]). Linux only, as before the hand-back: elsewhere a turn only
+/// yields to the runtime's other tasks.
 fn offer_cpu() {
+    #[cfg(target_os = "linux")]
     crate::sched::offer_cpu();
 }
 

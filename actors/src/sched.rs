@@ -84,9 +84,17 @@ pub(crate) fn set_catch_up_priority(priority: CatchUpPriority) {
         if rc != 0 {
             tracing::warn!(?priority, error = %std::io::Error::last_os_error(), "could not set the catch-up thread's priority");
         }
+        IDLE_CLASS.set(priority == CatchUpPriority::Idle && rc == 0);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = priority;
+}
+
+thread_local! {
+    /// Whether the calling thread runs at `SCHED_IDLE` ([`set_catch_up_priority`] succeeded
+    /// with [`CatchUpPriority::Idle`]): only then does [`give_way`] hand offered CPUs back. A
+    /// catch-up thread at a nice value competes as any thread does, by choice.
+    static IDLE_CLASS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The kernel's `struct sched_attr` (`SCHED_ATTR_SIZE_VER1`, 56 bytes), which the libc crate
@@ -254,22 +262,34 @@ fn current_cpu() -> Option<usize> {
 /// VM): a thread that yields stays runnable, so nothing wakes it again. When the thread that
 /// ran instead was the `SCHED_IDLE` catch-up scan, the yielder (a client-port thread polling
 /// for a put's answer, in the trace) waited until the scan slept or the scheduler's tick
-/// came, up to 4 ms at `HZ=250`, while the other CPU idled; a waking thread preempts an idle-class
-/// one at once, a yielded one never does. With light catch-up passes (five watchers every
-/// 10 ms) each pass cost about one put over a millisecond: put p99 1.04–1.53 ms against
-/// 0.54–0.67 ms with no polling (docs/benchmarks.md).
+/// came, up to 4 ms at `HZ=250`, while the other CPU idled; a waking thread preempts an
+/// idle-class one at once, a yielded one never does. With light catch-up passes (five watchers
+/// every 10 ms) each pass cost about one put over a millisecond: put p99 during them 1.04–1.71
+/// ms in 21 runs, 0.52–0.67 ms with idle polling off, 0.59–0.80 ms with the CPU handed back
+/// (docs/benchmarks.md).
 pub(crate) fn offer_cpu() {
-    let slot = OFFERS.begin(current_cpu().unwrap_or(0));
+    offer_cpu_counted_in(&OFFERS);
+}
+
+/// [`offer_cpu`], counted in `offers`.
+fn offer_cpu_counted_in(offers: &CpuOffers) {
+    let slot = offers.begin(current_cpu().unwrap_or(0));
     std::thread::yield_now();
-    OFFERS.end(slot);
+    offers.end(slot);
 }
 
 /// Called by the catch-up thread between pieces of its work (a history row, a watcher, a
-/// stream): if a thread offered this CPU ([`offer_cpu`]) and so let this one run, yields it
-/// back. A `SCHED_IDLE` thread's yield hands the CPU to any normal thread runnable there.
-/// Costs one atomic load while nobody offers. Returns whether it yielded.
+/// stream): if it runs at `SCHED_IDLE` and a thread offered this CPU ([`offer_cpu`]) and so
+/// let it run, yields the CPU back; an idle-class thread's yield hands it to any normal thread
+/// runnable there. Costs a thread-local read and one atomic load while nobody offers. Returns
+/// whether it yielded.
 pub(crate) fn give_way() -> bool {
-    if OFFERS.offered(current_cpu()) {
+    give_way_to(&OFFERS)
+}
+
+/// [`give_way`] to the offers counted in `offers`.
+fn give_way_to(offers: &CpuOffers) -> bool {
+    if IDLE_CLASS.get() && offers.offered(current_cpu()) {
         std::thread::yield_now();
         true
     } else {
@@ -397,34 +417,38 @@ mod tests {
         .expect("thread");
     }
 
-    /// Pins the calling thread to `cpu`.
-    fn pin_to(cpu: usize) {
+    /// Pins the calling thread to `cpu`; false if the OS refuses.
+    fn pin_to(cpu: usize) -> bool {
         // SAFETY: a zeroed `cpu_set_t` is the empty set; CPU_SET writes inside it, and
         // `sched_setaffinity` (pid 0: this thread) reads `size_of` bytes of it.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
-            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin to {cpu}");
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
         }
     }
 
     /// The catch-up thread's side of an offer: a `SCHED_IDLE` thread that shares its CPU with
-    /// a thread offering it sees the offer at its pauses and yields.
+    /// a thread offering it sees the offer at its pauses and yields. The offers are counted
+    /// apart from the process's own, which other tests' pollers add to.
     #[test]
     fn an_idle_class_thread_gives_way_on_a_cpu_offered_to_it() {
         use std::sync::atomic::AtomicBool;
         use std::sync::Arc;
 
+        static TEST_OFFERS: CpuOffers = CpuOffers::new();
         let cpu = current_cpu().expect("this thread's CPU");
-        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_secs(30);
         let gave_way = Arc::new(AtomicBool::new(false));
         let scan = {
-            let (stop, gave_way) = (Arc::clone(&stop), Arc::clone(&gave_way));
+            let gave_way = Arc::clone(&gave_way);
             std::thread::spawn(move || {
-                pin_to(cpu);
+                assert!(pin_to(cpu), "pin the scan to CPU {cpu}");
                 set_catch_up_priority(CatchUpPriority::Idle);
-                while !stop.load(Ordering::Relaxed) {
-                    if give_way() {
+                // SAFETY: reads this thread's policy.
+                assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
+                while !gave_way.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    if give_way_to(&TEST_OFFERS) {
                         gave_way.store(true, Ordering::Relaxed);
                     }
                 }
@@ -433,17 +457,34 @@ mod tests {
         let offering = {
             let gave_way = Arc::clone(&gave_way);
             std::thread::spawn(move || {
-                pin_to(cpu);
-                let deadline = Instant::now() + Duration::from_secs(30);
+                assert!(pin_to(cpu), "pin the offering thread to CPU {cpu}");
                 while !gave_way.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    offer_cpu();
+                    offer_cpu_counted_in(&TEST_OFFERS);
                 }
             })
         };
-        offering.join().expect("offering thread");
-        stop.store(true, Ordering::Relaxed);
-        scan.join().expect("scan thread");
+        // Both threads end by the deadline whatever happens to the other.
+        let offered = offering.join();
+        let scanned = scan.join();
+        offered.expect("offering thread");
+        scanned.expect("scan thread");
         assert!(gave_way.load(Ordering::Relaxed), "the idle-class thread never saw the offer of its CPU");
+    }
+
+    /// A catch-up thread left at a normal priority keeps competing as it chose to: it does not
+    /// give way, whatever is offered.
+    #[test]
+    fn a_thread_not_at_the_idle_class_does_not_give_way() {
+        static TEST_OFFERS: CpuOffers = CpuOffers::new();
+        std::thread::spawn(|| {
+            set_catch_up_priority(CatchUpPriority::Nice(19));
+            let slot = TEST_OFFERS.begin(current_cpu().unwrap_or(0));
+            assert!(TEST_OFFERS.offered(current_cpu()));
+            assert!(!give_way_to(&TEST_OFFERS));
+            TEST_OFFERS.end(slot);
+        })
+        .join()
+        .expect("thread");
     }
 }
 

@@ -37,7 +37,7 @@ pub const READ_RETRY_DELAYS: [Duration; 3] =
 /// Where the syncer reads history from: the core's [`RevisionReader`] in production; a test can
 /// pass one that fails on purpose (see `testing::FailingReads`, feature `testing`).
 pub trait HistoryReader: Send + 'static {
-    /// Runs one catch-up read for `watchers` (`watchkv::watch::catch_up::catch_up`) at the
+    /// Runs one catch-up read for `watchers` (`watchkv::watch::catch_up::catch_up_pausing`) at the
     /// revisions `clock` shows: the current revision read before the snapshot is taken (the
     /// snapshot holds every revision up to it), the compact revision after (the store
     /// publishes a compaction before its rows can start disappearing, so a snapshot missing
@@ -76,7 +76,7 @@ impl HistoryReader for RevisionReader {
         let snapshot = self.snapshot();
         let compact = clock.compact();
         // Between rows the scan hands the CPU back to a thread that offered it
-        // (`sched::give_way`): this runs on the `SCHED_IDLE` catch-up thread.
+        // (`sched::give_way`; only where this, the catch-up thread, runs at `SCHED_IDLE`).
         let result = catch_up_pausing(watchers, &snapshot, current, compact, limits, &mut || {
             crate::sched::give_way();
         })?;
