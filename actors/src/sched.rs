@@ -281,13 +281,12 @@ fn offer_cpu_counted_in(offers: &CpuOffers) {
 /// Called by the catch-up thread between pieces of its work (a history row, a watcher, a
 /// stream): if it runs at `SCHED_IDLE` and a thread offered this CPU ([`offer_cpu`]) and so
 /// let it run, yields the CPU back; an idle-class thread's yield hands it to any normal thread
-/// runnable there. Costs a thread-local read and one atomic load while nobody offers. Returns
-/// whether it yielded.
-pub(crate) fn give_way() -> bool {
-    give_way_to(&OFFERS)
+/// runnable there. Costs a thread-local read and one atomic load while nobody offers.
+pub(crate) fn give_way() {
+    give_way_to(&OFFERS);
 }
 
-/// [`give_way`] to the offers counted in `offers`.
+/// [`give_way`] to the offers counted in `offers`; returns whether it yielded.
 fn give_way_to(offers: &CpuOffers) -> bool {
     if IDLE_CLASS.get() && offers.offered(current_cpu()) {
         std::thread::yield_now();

@@ -77,9 +77,7 @@ impl HistoryReader for RevisionReader {
         let compact = clock.compact();
         // Between rows the scan hands the CPU back to a thread that offered it
         // (`sched::give_way`; only where this, the catch-up thread, runs at `SCHED_IDLE`).
-        let result = catch_up_pausing(watchers, &snapshot, current, compact, limits, &mut || {
-            crate::sched::give_way();
-        })?;
+        let result = catch_up_pausing(watchers, &snapshot, current, compact, limits, &mut crate::sched::give_way)?;
         Ok(CaughtUp { current, compact, result })
     }
 }
