@@ -94,6 +94,7 @@ pub mod syncer_actor;
 pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod thread_name;
 pub mod tls;
 pub mod upstream;
 pub mod victim_actor;

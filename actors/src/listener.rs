@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +42,7 @@ use tokio_rustls::server::TlsStream;
 use crate::api::ClientCertUser;
 use crate::gateway::{self, Gateway};
 use crate::grpc::{self, ClientConnection, GrpcApi};
+use crate::thread_name;
 use crate::tls::{ServerTls, ALPN_H2};
 
 /// The first bytes of HTTP/2's client connection preface (RFC 9113 §3.4).
@@ -128,6 +130,8 @@ fn serve_with(
     tls: Option<ServerTls>,
 ) -> io::Result<Server> {
     let local_addr = listener.local_addr()?;
+    // Numbers the workers as they start, for their threads' names.
+    let workers_started = Arc::new(AtomicUsize::new(0));
     Ok(Server::build()
         .workers(options.workers.max(1))
         .shutdown_timeout(options.shutdown_timeout_secs)
@@ -136,20 +140,26 @@ fn serve_with(
             let gateway = Arc::clone(&gateway);
             let grpc = grpc.clone();
             let tls = tls.clone();
-            fn_factory(move || worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone(), options))
+            let workers_started = Arc::clone(&workers_started);
+            fn_factory(move || {
+                let index = workers_started.fetch_add(1, Ordering::Relaxed);
+                worker_service(Arc::clone(&gateway), grpc.clone(), local_addr, tls.clone(), options, index)
+            })
         })?
         .run())
 }
 
-/// Builds one worker's connection service: starts the worker's tonic server, then answers each
-/// connection by protocol.
+/// Builds worker `index`'s connection service, on the worker's thread (which it names): starts
+/// the worker's tonic server, then answers each connection by protocol.
 async fn worker_service(
     gateway: Arc<Gateway>,
     grpc_api: GrpcApi,
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
     options: PortOptions,
+    index: usize,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
+    thread_name::name_current_thread(&thread_name::client_port_worker(index));
     let cors = gateway.cors.clone();
     let http = Rc::new(
         http1_service(
@@ -279,6 +289,7 @@ async fn metrics_service(
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
 ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
+    thread_name::name_current_thread(thread_name::METRICS_PORT_WORKER);
     // No CORS: etcd's metrics port has none (an `OPTIONS` gets what any other method gets).
     let http = Rc::new(
         http1_service(

@@ -19,6 +19,7 @@ use crate::sched;
 use crate::store::{StoreActor, StorePeers};
 use crate::stream_actor::StreamPeers;
 use crate::syncer_actor::{HistoryReader, SyncerActor, SyncerPeers};
+use crate::thread_name;
 use crate::victim_actor::VictimActor;
 
 /// The actor system's pieces a [`Handle`] keeps.
@@ -74,9 +75,14 @@ pub(crate) async fn start_with_history_reader(
     // that retries to slow clients (and the slow-consumer policy) never wait for a scan.
     let syncer_arbiter = Arbiter::new();
     let priority = config.catch_up_priority();
-    syncer_arbiter.spawn_fn(move || sched::set_catch_up_priority(priority));
+    syncer_arbiter.spawn_fn(move || {
+        thread_name::name_current_thread(thread_name::SYNCER);
+        sched::set_catch_up_priority(priority);
+    });
     let victim_arbiter = Arbiter::new();
+    victim_arbiter.spawn_fn(|| thread_name::name_current_thread(thread_name::VICTIMS));
     let store_arbiter = Arbiter::new();
+    store_arbiter.spawn_fn(|| thread_name::name_current_thread(thread_name::STORE));
     if let Some(slice) = config.store_time_slice() {
         store_arbiter.spawn_fn(move || sched::set_time_slice(slice));
     }

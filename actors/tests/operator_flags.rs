@@ -143,6 +143,46 @@ fn the_metrics_port_serves_health_and_metrics_only_as_etcds_does() {
     assert_eq!(request(watchkv_metrics, "GET", "/health").status, 503);
 }
 
+/// The server's threads say what they run (`top -H`, `ps -L`, `perf`, `chrt` find them by
+/// name): the three actors' threads, one per client-port worker (`--workers`), the metrics
+/// port's; and the syncer's is the one at the idle scheduling class.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_servers_threads_are_named_for_what_they_run() {
+    use watchkv_actors::thread_name;
+    /// A thread's name and its scheduling policy (`/proc/.../stat` field 41).
+    fn threads(pid: u32) -> Vec<(String, u32)> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+        tasks
+            .filter_map(|task| {
+                let dir = task.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?.trim_end().to_string();
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                // The fields after the name, which is in parentheses and may hold spaces.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                let policy = after_name.split(' ').nth(41 - 3)?.parse().ok()?;
+                Some((name, policy))
+            })
+            .collect()
+    }
+    const SCHED_IDLE: u32 = 5;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics = format!("http://127.0.0.1:{}", free_port());
+    let watchkv = start_watchkv(dir.path(), free_port(), &["--workers", "3", "--listen-metrics-urls", &metrics]);
+    let pid = watchkv.child.id();
+    let worker_names: Vec<String> = (0..3).map(|i| format!("{}{i}", thread_name::CLIENT_PORT_WORKER)).collect();
+    let mut expected: Vec<&str> = vec![thread_name::STORE, thread_name::SYNCER, thread_name::VICTIMS];
+    expected.extend(worker_names.iter().map(String::as_str));
+    expected.push(thread_name::METRICS_PORT_WORKER);
+    let named = wait_for("every thread named", || {
+        let now = threads(pid);
+        expected.iter().all(|want| now.iter().filter(|(name, _)| name == want).count() == 1).then_some(now)
+    });
+    let policy_of = |want: &str| named.iter().find(|(name, _)| name == want).map(|(_, policy)| *policy);
+    assert_eq!(policy_of(thread_name::SYNCER), Some(SCHED_IDLE), "{named:?}");
+    assert_ne!(policy_of(thread_name::STORE), Some(SCHED_IDLE), "{named:?}");
+}
+
 /// `--log-level` decides what is logged over `RUST_LOG` (the test servers run with
 /// `RUST_LOG=warn`): at `info` the start is logged, at `error` a refused start still is.
 #[test]

@@ -107,6 +107,12 @@ pub struct Args {
     /// servers then hold or drop the backlog).
     #[arg(long)]
     pub writer_on_watch_thread: bool,
+    /// grpc-fanout, grpc-catchup, grpc-range: run the writer's own thread at `SCHED_FIFO`
+    /// (needs `CAP_SYS_NICE`), so that its puts never wait for a CPU behind the tool's other
+    /// threads: the writer's latencies then measure the server and not the client's own
+    /// scheduling on shared cores. Off by default, as a client runs.
+    #[arg(long)]
+    pub writer_fifo: bool,
     /// grpc-fanout: client threads for the watch streams, each with an actix-rt system and its
     /// share of the `--grpc-connections` connections and of the streams (connection and stream
     /// `i` on thread `i % N`). One thread decodes at most about 2.6M events/s here, which bounds

@@ -224,7 +224,7 @@ pub async fn scenario_catchup(args: &Args, server: &Server, tck: f64) -> Catchup
     let (ready_tx, ready_rx) = oneshot::channel();
     let (series_tx, series_rx) = mpsc::unbounded_channel();
     let (args2, base) = (args.clone(), server.base.clone());
-    let ready = match spawn_writer(move || writer_thread(args2, base, ready_tx, series_rx)) {
+    let ready = match spawn_writer(args.writer_fifo, move || writer_thread(args2, base, ready_tx, series_rx)) {
         Ok(_) => from_writer(ready_rx, limit).await.and_then(|r| r),
         Err(e) => Err(e),
     };

@@ -24,21 +24,47 @@ use crate::args::Args;
 
 /// Runs `work` on a new thread, in a single-threaded actix-rt system of its own (so that the
 /// connections it opens do their I/O on that thread); its result comes back on the receiver
-/// (which fails if the thread panicked).
-pub fn spawn_writer<T, F, Fut>(work: F) -> Result<oneshot::Receiver<T>, String>
+/// (which fails if the thread panicked). With `fifo` (`--writer-fifo`) the thread first takes
+/// `SCHED_FIFO` priority 1, and fails if refused.
+pub fn spawn_writer<T, F, Fut>(fifo: bool, work: F) -> Result<oneshot::Receiver<T>, String>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let (tx, rx) = oneshot::channel();
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("load-writer".into())
         .spawn(move || {
-            let _ = tx.send(actix_rt::System::new().block_on(work()));
+            let started = if fifo { realtime() } else { Ok(()) };
+            let failed = started.is_err();
+            let _ = started_tx.send(started);
+            if !failed {
+                let _ = tx.send(actix_rt::System::new().block_on(work()));
+            }
         })
         .map_err(|e| format!("writer thread: {e}"))?;
-    Ok(rx)
+    // The thread answers as soon as it runs, before its work.
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(rx),
+        Ok(Err(e)) => {
+            Err(format!("--writer-fifo: the writer's thread could not take SCHED_FIFO ({e}; it needs CAP_SYS_NICE)"))
+        }
+        Err(_) => Err("the writer's thread ended before it started".into()),
+    }
+}
+
+/// Moves the calling thread to `SCHED_FIFO` at priority 1: it then runs whenever it is ready,
+/// ahead of every normal thread.
+fn realtime() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a system call wrapper that only reads the live `sched_param`; pid 0 is the caller.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Waits for a result of the writer's thread, at most `limit`.
@@ -69,7 +95,7 @@ impl Writer {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (go, go_rx) = oneshot::channel::<()>();
         let (args2, base) = (args.clone(), base.to_string());
-        let done = spawn_writer(move || async move {
+        let done = spawn_writer(args.writer_fifo, move || async move {
             match connect_writer(&base).await {
                 Ok(kv) => {
                     let _ = ready_tx.send(Ok(()));

@@ -82,7 +82,9 @@
 //! measured the client's queueing more than the server (watchkv's put p99 during catch-up rounds
 //! was 25 ms against 0.54 ms idle). Its puts' send times, which the watch side needs for the
 //! put→event latency, are atomics timed against an `Instant` both threads share; the rest comes
-//! back when it is done. The load tool's CPU time covers both threads.
+//! back when it is done. The load tool's CPU time covers both threads. With `--writer-fifo`
+//! (which needs `CAP_SYS_NICE`) that thread runs at `SCHED_FIFO`, so that the writer's
+//! latencies leave out its own waits for a CPU behind the tool's other threads on shared cores.
 //!
 //! Modules: `args` (the command line), `runs` (the runs, one server after the other), `server`
 //! (starting and stopping the servers), `sampling` (`/proc` CPU and memory, `perf`), `http`

@@ -42,7 +42,8 @@ pub async fn scenario_puts(args: &Args, server: &Server, tck: f64) -> S1 {
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
         let (go_tx, go_rx) = oneshot::channel::<Instant>();
         let (args, base, next) = (args.clone(), server.base.clone(), next.clone());
-        let done = spawn_writer(move || async move {
+        // Helpers of one client load, not a writer whose latency is measured alone.
+        let done = spawn_writer(false, move || async move {
             let clients = match connect_share(&args, &base, thread, threads).await {
                 Ok(clients) => {
                     let _ = ready_tx.send(Ok(()));

@@ -193,7 +193,7 @@ pub async fn scenario_range(args: &Args, server: &Server, tck: f64) -> RangeRun 
     let (idle_tx, idle_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel();
     let (base, series) = (server.base.clone(), (args.catchup_writer_puts, args.value_size, args.range_busy_writers));
-    let during = match spawn_writer(move || writer_thread(base, series, idle_tx, go_rx)) {
+    let during = match spawn_writer(args.writer_fifo, move || writer_thread(base, series, idle_tx, go_rx)) {
         Ok(rx) => rx,
         Err(e) => {
             out.fail("writer", e);
