@@ -34,6 +34,7 @@
 //! - [`forward`]: mirror mode's writes, lease calls and linearizable reads, forwarded to upstream.
 //! - [`upstream`]: the connections of those three to an upstream etcd: URLs, TLS, credentials.
 //! - [`sched`]: the runtime threads' requests to the OS scheduler (catch-up priority, store slice).
+//! - [`thread_name`]: the names the server's threads show to the OS (`watchkv-store`, ...).
 //! - `testing` (feature `testing`): a recorder standing in for a client stream and the
 //!   watch-guarantee checker, for message-driven tests of a service that embeds watchkv.
 //!

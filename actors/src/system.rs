@@ -76,8 +76,8 @@ pub(crate) async fn start_with_history_reader(
     let syncer_arbiter = Arbiter::new();
     let priority = config.catch_up_priority();
     syncer_arbiter.spawn_fn(move || {
-        thread_name::name_current_thread(thread_name::SYNCER);
         sched::set_catch_up_priority(priority);
+        thread_name::name_current_thread(thread_name::SYNCER);
     });
     let victim_arbiter = Arbiter::new();
     victim_arbiter.spawn_fn(|| thread_name::name_current_thread(thread_name::VICTIMS));

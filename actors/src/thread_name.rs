@@ -12,7 +12,8 @@ pub const STORE: &str = "watchkv-store";
 pub const SYNCER: &str = "watchkv-syncer";
 /// The victim actor's thread (retries to full streams; the periodic checks beside it).
 pub const VICTIMS: &str = "watchkv-victims";
-/// The prefix of a client-port worker's name, followed by the worker's number from 0.
+/// The prefix of a client-port worker's name, followed by the worker's number from 0 (from
+/// worker 100 on, cut to [`MAX_LEN`]: `watchkv-port-10` for 100 to 109, and so on).
 pub const CLIENT_PORT_WORKER: &str = "watchkv-port-";
 /// The metrics port's worker.
 pub const METRICS_PORT_WORKER: &str = "watchkv-metrics";
@@ -31,7 +32,15 @@ pub(crate) fn name_current_thread(name: &str) {
         };
         // SAFETY: `PR_SET_NAME` reads a NUL-terminated string from the pointer, which `name`
         // keeps alive for the call; the other arguments are unused. Failure is -1 and errno.
-        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_NAME,
+                name.as_ptr() as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
         if rc != 0 {
             tracing::debug!(name = ?name, error = %std::io::Error::last_os_error(), "could not name the thread");
         }

@@ -168,7 +168,8 @@ fn the_servers_threads_are_named_for_what_they_run() {
     const SCHED_IDLE: u32 = 5;
     let dir = tempfile::tempdir().expect("temp dir");
     let metrics = format!("http://127.0.0.1:{}", free_port());
-    let watchkv = start_watchkv(dir.path(), free_port(), &["--workers", "3", "--listen-metrics-urls", &metrics]);
+    let watchkv =
+        start_watchkv(&dir.path().join("watchkv"), free_port(), &["--workers", "3", "--listen-metrics-urls", &metrics]);
     let pid = watchkv.child.id();
     let worker_names: Vec<String> = (0..3).map(|i| format!("{}{i}", thread_name::CLIENT_PORT_WORKER)).collect();
     let mut expected: Vec<&str> = vec![thread_name::STORE, thread_name::SYNCER, thread_name::VICTIMS];

@@ -110,7 +110,9 @@ pub struct Args {
     /// grpc-fanout, grpc-catchup, grpc-range: run the writer's own thread at `SCHED_FIFO`
     /// (needs `CAP_SYS_NICE`), so that its puts never wait for a CPU behind the tool's other
     /// threads: the writer's latencies then measure the server and not the client's own
-    /// scheduling on shared cores. Off by default, as a client runs.
+    /// scheduling on shared cores. Off by default, as a client runs. grpc-range's busy writers
+    /// share that thread; grpc-fanout's writer with `--writer-on-watch-thread` has no thread of
+    /// its own, so there the flag changes nothing.
     #[arg(long)]
     pub writer_fifo: bool,
     /// grpc-fanout: client threads for the watch streams, each with an actix-rt system and its
