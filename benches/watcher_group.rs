@@ -1,9 +1,10 @@
 //! `WatcherGroup` matching cost with 100k watchers (the live notify path does one `matching`
-//! call per event).
+//! call per event), and the cost of adding and removing the watchers of one hot key or prefix
+//! (streams opening and closing, watchers promoted or made victims, all on the store's thread).
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use watchkv::watch::watcher::{Filters, Watcher, WatcherKey};
@@ -108,6 +109,54 @@ fn bench(c: &mut Criterion) {
     assert!(w.is_some());
 
     group.finish();
+
+    // Whole-group passes of seconds at worst: ten samples.
+    let mut hot = c.benchmark_group("watcher_group_hot");
+    hot.sample_size(10);
+    // 100k watchers on one key, then on one prefix, in streams of 10k (a stream's most): all
+    // inserted, then all removed in the same order, as closing their streams removes them.
+    for (name, range) in
+        [("one_key", KeyRange::Single(b"/hot".to_vec())), ("one_prefix", KeyRange::prefix(b"/hot/".to_vec()))]
+    {
+        let on_one = |i: usize| Watcher {
+            key: WatcherKey { stream: (i / 10_000) as u64, id: (i % 10_000) as i64, seq: i as u64 },
+            ..watcher(i, range.clone())
+        };
+        hot.bench_function(format!("insert_all/100k_on_{name}"), |b| {
+            b.iter_batched(
+                || (0..N).map(on_one).collect::<Vec<_>>(),
+                |ws| {
+                    let mut g = WatcherGroup::new();
+                    for w in ws {
+                        assert!(g.insert(w).is_ok());
+                    }
+                    g
+                },
+                BatchSize::PerIteration,
+            );
+        });
+        hot.bench_function(format!("remove_all/100k_on_{name}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut g = WatcherGroup::new();
+                    let keys: Vec<WatcherKey> = (0..N).map(|i| on_one(i).key).collect();
+                    for i in 0..N {
+                        assert!(g.insert(on_one(i)).is_ok());
+                    }
+                    (g, keys)
+                },
+                |(mut g, keys)| {
+                    for k in &keys {
+                        assert!(g.remove(k).is_some());
+                    }
+                    g
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+
+    hot.finish();
 }
 
 criterion_group!(benches, bench);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use watchkv::watch::response::WatchResponse;
-use watchkv::watch::watcher::{StreamId, Watcher};
+use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 
 use crate::config::{ActorsConfig, SlowConsumerPolicy};
 use crate::protocol::{
@@ -165,12 +165,19 @@ impl Handler<ParkVictims> for VictimActor {
 
     fn handle(&mut self, msg: ParkVictims, ctx: &mut Self::Context) {
         let limits = self.config.watch().batch_limits();
+        // Where each parked watcher sits in its stream's list, for the streams this message
+        // touches: found by key, not by a pass over a list that may hold 10k of them.
+        let mut position: HashMap<StreamId, HashMap<WatcherKey, usize>> = HashMap::new();
         for mut v in msg.0 {
             if v.watcher.is_cancelled() {
                 continue;
             }
-            let list = self.victims.entry(v.watcher.key.stream).or_default();
-            match list.iter_mut().find(|o| o.watcher.key == v.watcher.key) {
+            let stream = v.watcher.key.stream;
+            let list = self.victims.entry(stream).or_default();
+            let at = position
+                .entry(stream)
+                .or_insert_with(|| list.iter().enumerate().map(|(i, o)| (o.watcher.key, i)).collect());
+            match at.get(&v.watcher.key).and_then(|&i| list.get_mut(i)) {
                 // Already parked (a later delivery failed too): keep the order, newest state.
                 Some(o) => {
                     o.responses.extend(v.responses);
@@ -179,6 +186,7 @@ impl Handler<ParkVictims> for VictimActor {
                 }
                 None => {
                     v.coalesce(limits);
+                    at.insert(v.watcher.key, list.len());
                     list.push(v);
                 }
             }

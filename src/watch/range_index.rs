@@ -129,23 +129,51 @@ impl RangeIndex {
         true
     }
 
+    /// Adds `id` to the interval `[start, end)` without looking for it among the interval's ids
+    /// (the caller knows it is not there: a watcher group indexes each slot once), and returns
+    /// its position among them, for [`remove_at`](Self::remove_at). [`insert`](Self::insert)'s
+    /// check costs a pass over the interval's ids, which made filling one hot prefix with
+    /// watchers quadratic. `None`, changing nothing, when the index already holds
+    /// `u32::MAX - 1` distinct intervals.
+    pub fn push(&mut self, start: &[u8], end: Option<&[u8]>, id: u32) -> Option<u32> {
+        if let Some(i) = self.find(start, end) {
+            let ids = &mut self.nodes[i as usize].ids;
+            debug_assert!(!ids.contains(&id), "id {id} pushed twice on one interval");
+            let pos = u32::try_from(ids.len()).ok()?;
+            ids.push(id);
+            self.len += 1;
+            return Some(pos);
+        }
+        let n = self.alloc(start, end, id)?;
+        self.root = self.insert_node(self.root, n, start, end);
+        self.len += 1;
+        Some(0)
+    }
+
     /// Removes `id` from the interval `[start, end)`; the interval's node goes when its last id
     /// does. Returns whether `id` was registered on exactly that interval.
     pub fn remove(&mut self, start: &[u8], end: Option<&[u8]>, id: u32) -> bool {
-        let Some(i) = self.find(start, end) else {
-            return false;
-        };
+        self.remove_at(start, end, id, u32::MAX).is_some()
+    }
+
+    /// [`remove`](Self::remove) of an `id` expected at position `pos` among the interval's ids
+    /// (as [`push`](Self::push) returned it, or a later removal moved it): checked there first,
+    /// so the removal costs no pass over the interval's ids; searched for if not there. The
+    /// interval's last id moves into the hole. Returns `None` when `id` is not on exactly that
+    /// interval, else where it was and which id took its place (none when it was last).
+    pub fn remove_at(&mut self, start: &[u8], end: Option<&[u8]>, id: u32, pos: u32) -> Option<(u32, Option<u32>)> {
+        let i = self.find(start, end)?;
         let ids = &mut self.nodes[i as usize].ids;
-        let Some(pos) = ids.iter().position(|&x| x == id) else {
-            return false;
-        };
-        ids.swap_remove(pos);
+        let at = if ids.get(pos as usize) == Some(&id) { pos as usize } else { ids.iter().position(|&x| x == id)? };
+        ids.swap_remove(at);
+        let moved = ids.get(at).copied();
         self.len -= 1;
         if ids.is_empty() {
             self.root = self.erase(self.root, start, end);
             self.release(i);
         }
-        true
+        // `at` indexes a list of `u32` ids, which fits.
+        Some((at as u32, moved))
     }
 
     /// Calls `f` once for every id whose interval contains `key` (`start <= key < end`), in no
@@ -155,6 +183,13 @@ impl RangeIndex {
             ids.iter().for_each(|&id| f(id));
             ControlFlow::<()>::Continue(())
         });
+    }
+
+    /// The id at position `pos` among the ids of exactly `[start, end)`, for tests of
+    /// [`push`](Self::push) and [`remove_at`](Self::remove_at) positions.
+    #[cfg(test)]
+    pub(crate) fn id_at(&self, start: &[u8], end: Option<&[u8]>, pos: u32) -> Option<u32> {
+        self.find(start, end).and_then(|i| self.node(i).ids.get(pos as usize).copied())
     }
 
     /// Returns whether any interval contains `key`; stops at the first one found.
@@ -495,6 +530,27 @@ mod tests {
         assert!(ix.is_empty());
         assert_eq!(ix.root, NIL);
         assert_eq!(ix.free.len(), ix.nodes.len());
+    }
+
+    #[test]
+    fn push_reports_positions_and_remove_at_names_the_id_that_fills_the_hole() {
+        let mut ix = RangeIndex::new();
+        for id in 10..15 {
+            assert_eq!(ix.push(b"/p/", Some(b"/p0"), id), Some(id - 10));
+        }
+        assert_eq!(ix.push(b"/p/", None, 20), Some(0), "another interval starts its own list");
+        // The last id moves into the hole.
+        assert_eq!(ix.remove_at(b"/p/", Some(b"/p0"), 11, 1), Some((1, Some(14))));
+        assert_eq!(ix.id_at(b"/p/", Some(b"/p0"), 1), Some(14));
+        // A stale position is searched past; the last id leaves no hole to fill.
+        assert_eq!(ix.remove_at(b"/p/", Some(b"/p0"), 13, 0), Some((3, None)));
+        assert_eq!(ix.remove_at(b"/p/", Some(b"/p0"), 13, 3), None, "removed already");
+        assert_eq!(ix.remove_at(b"/p/", None, 10, 0), None, "not on that interval");
+        let mut left = stabbed(&ix, b"/p/x");
+        left.sort_unstable();
+        assert_eq!(left, vec![10, 12, 14, 20]);
+        assert_eq!(ix.len(), 4);
+        ix.check();
     }
 
     #[test]

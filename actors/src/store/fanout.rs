@@ -245,13 +245,19 @@ impl StoreActor {
                 Ok(()) => self.counters.delivered(responses, events),
                 Err(SendError::Full(msg)) => {
                     // One message may carry several revisions for one watcher (group commit,
-                    // ring replay): all of them go with it, in order.
+                    // ring replay): all of them go with it, in order. Found by key through a
+                    // map: a stream may hold 10k watchers of one key, all refused at once.
                     let mut victims: Vec<Victim> = Vec::new();
+                    let mut victim_of: HashMap<WatcherKey, usize> = HashMap::new();
                     for e in msg.entries {
-                        if let Some(v) = victims.iter_mut().find(|v| v.watcher.key == e.key) {
-                            v.responses.push(e.response);
-                        } else if let Some(watcher) = self.synced.remove(&e.key) {
-                            victims.push(Victim::new(watcher, e.response));
+                        match victim_of.entry(e.key) {
+                            Entry::Occupied(at) => victims[*at.get()].responses.push(e.response),
+                            Entry::Vacant(slot) => {
+                                if let Some(watcher) = self.synced.remove(&e.key) {
+                                    slot.insert(victims.len());
+                                    victims.push(Victim::new(watcher, e.response));
+                                }
+                            }
                         }
                     }
                     parked.extend(victims);
