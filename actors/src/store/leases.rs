@@ -31,18 +31,25 @@ impl Handler<LeaseKeepAlive> for StoreActor {
     /// gone, as in etcd, whose `Renew` of an expired lease waits for its revoke
     /// (etcd: lessor.go `Renew`). When the revoke cannot be written the answer is the store's
     /// error, which a client retries, not TTL 0: a session ended while its keys stay would
-    /// leave them held by no one once the store recovers and the lease lives again.
+    /// leave them held by no one once the store recovers and the lease lives again. So is a
+    /// revoke the store refuses (the `CORRUPT` alarm's error), where etcd's keep-alive waits.
     fn handle(&mut self, msg: LeaseKeepAlive, ctx: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
         if self.store.as_ref().is_some_and(|s| s.is_lease_due(msg.0, now)) {
             self.expire_due_leases(now, ctx);
+            // Not among the oldest the tick takes, or refused: revoked alone, or refused again.
+            if self.store.as_ref().is_some_and(|s| s.is_lease_due(msg.0, now)) {
+                self.revoke_due_lease(msg.0, ctx)?;
+            }
         }
         let store = self.store()?;
-        if store.is_lease_due(msg.0, now) {
-            return Err(if store.is_poisoned() { Error::Poisoned } else { Error::LeaseNotFound });
+        match store.lease_keep_alive(msg.0, now) {
+            Ok(ttl) => Ok((ttl, store.current_rev())),
+            // A revoke whose persist failed took the lease out of memory only: whether it is
+            // gone is known once the store recovers (and reopens what the disk holds).
+            Err(Error::LeaseNotFound) if store.is_poisoned() => Err(Error::Poisoned),
+            Err(e) => Err(e),
         }
-        let ttl = store.lease_keep_alive(msg.0, now)?;
-        Ok((ttl, store.current_rev()))
     }
 }
 
@@ -51,7 +58,12 @@ impl Handler<LeaseTimeToLive> for StoreActor {
 
     fn handle(&mut self, msg: LeaseTimeToLive, _: &mut Self::Context) -> Self::Result {
         let store = self.store()?;
-        Ok((store.lease_time_to_live(msg.id, Instant::now(), msg.keys)?, store.current_rev()))
+        match store.lease_time_to_live(msg.id, Instant::now(), msg.keys) {
+            Ok(status) => Ok((status, store.current_rev())),
+            // As for a keep-alive: a revoke that was not persisted is not reported as done.
+            Err(Error::LeaseNotFound) if store.is_poisoned() => Err(Error::Poisoned),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -73,6 +85,34 @@ impl Handler<LeaseTick> for StoreActor {
 }
 
 impl StoreActor {
+    /// Revokes lease `id`, due, on its own (a keep-alive waits for it) and notifies watchers
+    /// of its keys' deletions. The error is the store's when it cannot write or refuses the
+    /// revoke; a persist that fails starts the recovery.
+    fn revoke_due_lease(&mut self, id: LeaseId, ctx: &mut Context<Self>) -> Result<()> {
+        if self.failure.is_some() {
+            return Err(Error::Poisoned);
+        }
+        let store = self.store()?;
+        if store.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        match store.lease_revoke(id) {
+            Ok(c) => {
+                self.publish();
+                let mut out = PerStream::default();
+                self.committed(vec![c.events], &mut out);
+                self.deliver(out);
+                Ok(())
+            }
+            Err(e) => {
+                if store.is_poisoned() {
+                    self.check_storage(ctx);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Revokes the leases due at `now`, at most [`LEASE_REVOKES_PER_TICK`], each a write of its
     /// own with one persist for all, and notifies watchers of their deletions. Nothing while the
     /// store cannot write (poisoned, or recovering): the leases stay due until it can. A persist
