@@ -65,7 +65,7 @@ async fn a_due_lease_past_one_turns_share_is_revoked_for_its_keep_alive() {
     assert_eq!(ttl, 0, "the lease is gone");
     assert_eq!(count(&sys.handle, &last).await, 0, "TTL 0, so its key is gone too");
     assert_eq!(count(&sys.handle, "k/0000").await, 0, "the oldest went in the same turn");
-    // One revision per revoke: the 500 of the turn, then the last on its own.
+    // One revision per revoke, 501 in all (the key counts above tell which path took which).
     let puts_done = 1 + REVOKES_PER_TURN as i64;
     assert_eq!(revision, 1 + puts_done + REVOKES_PER_TURN as i64 + 1, "revision after the revokes");
 }
