@@ -135,11 +135,21 @@ impl StoreActor {
         }
         self.publish();
         let mut out = PerStream::default();
+        // Refused revokes (the `CORRUPT` alarm refuses them all, tick after tick) are logged as
+        // one line per tick, not one per lease.
+        let mut refused: Option<(LeaseId, Error)> = None;
+        let mut refused_count = 0usize;
         for (id, result) in results {
             match result {
                 Ok(c) => self.committed(vec![c.events], &mut out),
-                Err(e) => tracing::error!(lease = id, error = %e, "lease expiry failed"),
+                Err(e) => {
+                    refused_count += 1;
+                    refused.get_or_insert((id, e));
+                }
             }
+        }
+        if let Some((lease, error)) = refused {
+            tracing::error!(leases = refused_count, first = lease, error = %error, "lease expiry failed: those leases stay due");
         }
         self.deliver(out);
     }
