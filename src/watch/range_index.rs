@@ -16,6 +16,21 @@ use smallvec::SmallVec;
 /// "No node".
 const NIL: u32 = u32::MAX;
 
+/// Removes `id` from `ids`, looked for at `pos` first and searched for only if not there; the
+/// last id moves into the hole. Returns where `id` was and which id took its place (none when
+/// it was last), or `None` when `id` is not in `ids`. A watcher group's lists (an interval's
+/// ids here, a key's slots in `watcher_group`) remove through it, keeping each id's position.
+pub(crate) fn swap_remove_at<A: smallvec::Array<Item = u32>>(
+    ids: &mut SmallVec<A>,
+    id: u32,
+    pos: u32,
+) -> Option<(u32, Option<u32>)> {
+    let at = if ids.get(pos as usize) == Some(&id) { pos as usize } else { ids.iter().position(|&x| x == id)? };
+    ids.swap_remove(at);
+    // `at` indexes a list of `u32` ids, which fits.
+    Some((at as u32, ids.get(at).copied()))
+}
+
 /// One distinct interval and the ids registered on it.
 #[derive(Debug)]
 struct Node {
@@ -164,16 +179,13 @@ impl RangeIndex {
     pub fn remove_at(&mut self, start: &[u8], end: Option<&[u8]>, id: u32, pos: u32) -> Option<(u32, Option<u32>)> {
         let i = self.find(start, end)?;
         let ids = &mut self.nodes[i as usize].ids;
-        let at = if ids.get(pos as usize) == Some(&id) { pos as usize } else { ids.iter().position(|&x| x == id)? };
-        ids.swap_remove(at);
-        let moved = ids.get(at).copied();
+        let removed = swap_remove_at(ids, id, pos)?;
         self.len -= 1;
         if ids.is_empty() {
             self.root = self.erase(self.root, start, end);
             self.release(i);
         }
-        // `at` indexes a list of `u32` ids, which fits.
-        Some((at as u32, moved))
+        Some(removed)
     }
 
     /// Calls `f` once for every id whose interval contains `key` (`start <= key < end`), in no

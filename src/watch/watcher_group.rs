@@ -11,7 +11,7 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use super::id_map::IdMap;
-use super::range_index::RangeIndex;
+use super::range_index::{swap_remove_at, RangeIndex};
 use super::watcher::{Watcher, WatcherKey};
 use crate::key_range::KeyRange;
 
@@ -244,16 +244,7 @@ impl WatcherGroup {
                 match self.singles.find_entry(hash, |e| holds(watchers, e, hash, k)) {
                     Ok(mut entry) => {
                         let slots = &mut entry.get_mut().slots;
-                        // Where `index_pos` says; searched for only if that ever went stale.
-                        let found = if slots.get(at as usize) == Some(&s) {
-                            Some(at as usize)
-                        } else {
-                            slots.iter().position(|&x| x == s)
-                        };
-                        let removed = found.map(|p| {
-                            slots.swap_remove(p);
-                            (p as u32, slots.get(p).copied())
-                        });
+                        let removed = swap_remove_at(slots, s, at);
                         if slots.is_empty() {
                             entry.remove();
                         }
