@@ -1,7 +1,8 @@
 //! A keep-alive of a lease past its deadline answers TTL 0 only once the lease's keys are gone
-//! (etcd: lessor.go `Renew` waits for the revoke): when the lease is not among the oldest the
-//! expiry takes in one turn, it is revoked on its own; when the store refuses the revoke
-//! (`CORRUPT` raised), the keep-alive gets that error and the keys stay until it is cleared.
+//! (etcd: lessor.go `Renew` waits for the revoke): the lease is revoked on its own, whatever
+//! other leases are due (the lease tick takes those, at most 500 a turn); when the store refuses
+//! the revoke (`CORRUPT` raised), the keep-alive gets that error and the keys stay until it is
+//! cleared.
 
 mod common;
 
@@ -12,12 +13,8 @@ use std::time::{Duration, Instant};
 use common::{TestSystem, DEADLINE};
 use watchkv::alarm::{AlarmMember, AlarmType};
 use watchkv::{Error, KeyRange, PutRequest, RangeRequest};
-use watchkv_actors::protocol::Alarm;
+use watchkv_actors::protocol::{Alarm, LeaseTick};
 use watchkv_actors::Handle;
-
-/// Most leases one expiry turn revokes (`store::leases::LEASE_REVOKES_PER_TICK`, etcd's
-/// `leaseRevokeRate / 2`).
-const REVOKES_PER_TURN: usize = 500;
 
 /// A system whose leases may live one second, the shortest etcd grants on a fast network.
 async fn system() -> (TestSystem, u64) {
@@ -47,27 +44,27 @@ async fn until(deadline: Instant) {
 }
 
 #[actix_rt::test]
-async fn a_due_lease_past_one_turns_share_is_revoked_for_its_keep_alive() {
+async fn a_due_lease_is_revoked_for_its_keep_alive_and_the_other_due_ones_wait_for_the_tick() {
     let (sys, _) = system().await;
     let mut leases = Vec::new();
-    for i in 0..=REVOKES_PER_TURN {
+    for i in 0..3 {
         let (lease, ttl, _) = sys.handle.lease_grant(0, 1).await.expect("grant");
         assert_eq!(ttl, 1);
-        sys.handle.put(PutRequest::new(format!("k/{i:04}"), "v").lease(lease)).await.expect("put");
+        sys.handle.put(PutRequest::new(format!("k/{i}"), "v").lease(lease)).await.expect("put");
         leases.push(lease);
     }
-    // Granted last, the last lease is due last: one turn takes the 500 before it.
     until(Instant::now() + Duration::from_millis(1100)).await;
-    let last = format!("k/{REVOKES_PER_TURN:04}");
-    assert_eq!(count(&sys.handle, &last).await, 1, "nothing revoked yet: no lease timer in tests");
+    assert_eq!(count(&sys.handle, "k/2").await, 1, "nothing revoked yet: no lease timer in tests");
 
-    let (ttl, revision) = sys.handle.lease_keep_alive_answer(leases[REVOKES_PER_TURN]).await.expect("keep-alive");
+    // The last granted, not the longest overdue: revoked first all the same.
+    let (ttl, revision) = sys.handle.lease_keep_alive_answer(leases[2]).await.expect("keep-alive");
     assert_eq!(ttl, 0, "the lease is gone");
-    assert_eq!(count(&sys.handle, &last).await, 0, "TTL 0, so its key is gone too");
-    assert_eq!(count(&sys.handle, "k/0000").await, 0, "the oldest went in the same turn");
-    // One revision per revoke, 501 in all (the key counts above tell which path took which).
-    let puts_done = 1 + REVOKES_PER_TURN as i64;
-    assert_eq!(revision, 1 + puts_done + REVOKES_PER_TURN as i64 + 1, "revision after the revokes");
+    assert_eq!(count(&sys.handle, "k/2").await, 0, "TTL 0, so its key is gone too");
+    assert_eq!(revision, 5, "three puts after revision 1, then the one revoke");
+    assert_eq!(count(&sys.handle, "k/0").await, 1, "the other due leases wait for the tick");
+
+    sys.handle.store_addr().send(LeaseTick(None)).await.expect("tick");
+    assert_eq!((count(&sys.handle, "k/0").await, count(&sys.handle, "k/1").await), (0, 0), "the tick took them");
 }
 
 #[actix_rt::test]

@@ -27,7 +27,8 @@ impl Handler<LeaseKeepAlive> for StoreActor {
     type Result = Result<(i64, i64)>;
 
     /// A lease past its deadline but not revoked yet (the tick has not come, or the store
-    /// could not write) is revoked first, so that the keep-alive's TTL 0 means its keys are
+    /// could not write) is revoked first, on its own (the tick takes the other due leases), so
+    /// that the keep-alive's TTL 0 means its keys are
     /// gone, as in etcd, whose `Renew` of an expired lease waits for its revoke
     /// (etcd: lessor.go `Renew`). When the revoke cannot be written the answer is the store's
     /// error, which a client retries, not TTL 0: a session ended while its keys stay would
@@ -36,11 +37,7 @@ impl Handler<LeaseKeepAlive> for StoreActor {
     fn handle(&mut self, msg: LeaseKeepAlive, ctx: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
         if self.store.as_ref().is_some_and(|s| s.is_lease_due(msg.0, now)) {
-            self.expire_due_leases(now, ctx);
-            // Not among the oldest the tick takes, or refused: revoked alone, or refused again.
-            if self.store.as_ref().is_some_and(|s| s.is_lease_due(msg.0, now)) {
-                self.revoke_due_lease(msg.0, ctx)?;
-            }
+            self.revoke_due_lease(msg.0, ctx)?;
         }
         let store = self.store()?;
         match store.lease_keep_alive(msg.0, now) {
