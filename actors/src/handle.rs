@@ -644,7 +644,9 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// Creates another watcher on this stream.
+    /// Creates another watcher on this stream. Creates are taken in order; while
+    /// [`CREATES_IN_FLIGHT`](crate::CREATES_IN_FLIGHT) of the stream's new watchers
+    /// are not yet taken by the store or the syncer, later ones wait in the stream's mailbox.
     pub fn create(&self, create: WatchCreate) {
         self.stream.do_send(CreateWatch(create));
     }

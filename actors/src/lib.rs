@@ -110,7 +110,7 @@ pub use handle::{Handle, SystemStats, WatchStream};
 pub use protocol::{CancelWatch, CloseStream, CreateWatch, Deliver, Delivery, RequestStreamProgress, WatchCreate};
 pub use sched::CatchUpPriority;
 pub use sink::{SinkClosed, SinkSend, StreamOutput, WatchSink};
-pub use stream_actor::{BufferedResponses, StreamActor, PROGRESS_REQUESTS_IN_FLIGHT};
+pub use stream_actor::{BufferedResponses, StreamActor, CREATES_IN_FLIGHT, PROGRESS_REQUESTS_IN_FLIGHT};
 pub use system::start;
 /// The core crate, re-exported so that an embedder names one dependency.
 pub use watchkv;

@@ -287,10 +287,16 @@ pub struct UnregisterStream {
 /// only forward it.
 #[derive(Debug, Message)]
 #[rtype(result = "i64")]
-pub struct Watch(pub Watcher);
+pub struct Watch {
+    /// The new watcher.
+    pub watcher: Watcher,
+    /// One of its stream's create slots ([`crate::CREATES_IN_FLIGHT`]): given back when the
+    /// store has handled this message, or handed on with the watcher to the syncer.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
-/// Removes cancelled watchers wherever they are: sent to the store, which forwards it to the
-/// syncer and the victim actor.
+/// Removes cancelled watchers wherever they are: sent to the store, which forwards those it does
+/// not hold to the syncer and the victim actor.
 #[derive(Debug, Message, Clone)]
 #[rtype(result = "()")]
 pub struct CancelWatchers(pub Vec<WatcherKey>);
@@ -317,7 +323,22 @@ pub struct RequestProgress {
 /// Adds watchers to the syncer's unsynced group (an empty list just asks for a pass soon).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct AddUnsynced(pub Vec<Watcher>);
+pub struct AddUnsynced {
+    /// The watchers.
+    pub watchers: Vec<Watcher>,
+    /// A new watcher's create slot at its stream ([`crate::CREATES_IN_FLIGHT`]), given back
+    /// once the syncer has taken the watcher: a stream's creates from history wait for the
+    /// syncer rather than queue in its mailbox without bound.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl AddUnsynced {
+    /// Watchers the store hands on (no stream's create slot rides with them).
+    #[must_use]
+    pub fn new(watchers: Vec<Watcher>) -> Self {
+        Self { watchers, slot: None }
+    }
+}
 
 /// Hands caught-up or delivered watchers back to the store: each is synced if it has seen
 /// everything, else replayed from the ring, else returned to the syncer.

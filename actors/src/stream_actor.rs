@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
@@ -112,6 +112,9 @@ pub struct StreamActor {
     /// The stream's slots for stream-wide progress requests at the store
     /// ([`PROGRESS_REQUESTS_IN_FLIGHT`]); made at the first such request.
     progress_slots: Option<Arc<Semaphore>>,
+    /// The stream's slots for new watchers on their way to the store or the syncer
+    /// ([`CREATES_IN_FLIGHT`]); made at the first create.
+    create_slots: Option<Arc<Semaphore>>,
 }
 
 /// A stream's stream-wide progress requests at the store at once, as etcd's reader blocks on
@@ -122,6 +125,16 @@ pub struct StreamActor {
 /// before it is answered, so a sender that awaits it (the transports' readers, then HTTP/2 flow
 /// control; [`crate::WatchStream::request_progress`]) is held back.
 pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
+
+/// A stream's new watchers not yet taken by the store or the syncer. A create from history goes
+/// to the syncer without waiting for an answer, and the syncer runs at the idle scheduling
+/// class, so on a saturated machine it can be starved for a while: without this bound a client
+/// repeating create-from-history and cancel queued a watcher and a cancel per pair in its
+/// mailbox for as long as that lasted (etcd takes both under its store's mutex, so its client
+/// waits instead). A create beyond it waits, as a progress request beyond
+/// [`PROGRESS_REQUESTS_IN_FLIGHT`] does, and with it every later message of the stream, until
+/// the syncer takes one; a client creating a few hundred watchers at once does not notice.
+pub const CREATES_IN_FLIGHT: usize = 256;
 
 impl StreamActor {
     /// Returns a stream actor delivering to `sink`.
@@ -146,6 +159,7 @@ impl StreamActor {
             responses: 0,
             inbox: Arc::new(InboxState::default()),
             progress_slots: None,
+            create_slots: None,
         }
     }
 
@@ -336,15 +350,32 @@ impl Handler<CreateWatch> for StreamActor {
 
     fn handle(&mut self, msg: CreateWatch, ctx: &mut Self::Context) {
         let started = Instant::now();
-        self.create_watch(msg.0, ctx);
+        let slots = Arc::clone(self.create_slots.get_or_insert_with(|| Arc::new(Semaphore::new(CREATES_IN_FLIGHT))));
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => self.create_watch(msg.0, slot, ctx),
+            // Every slot rides with a watcher the store or the syncer has not taken yet: wait
+            // for one, handling nothing else meanwhile, so requests keep their order and the
+            // client is held back by this mailbox's bound and then by its transport.
+            Err(_) => {
+                let req = msg.0;
+                ctx.wait(async move { slots.acquire_owned().await.ok() }.into_actor(self).map(
+                    move |slot, act, ctx| {
+                        // The semaphore is never closed, so a slot always comes.
+                        if let Some(slot) = slot {
+                            act.create_watch(req, slot, ctx);
+                        }
+                    },
+                ));
+            }
+        }
         crate::sched::yield_after_burst(started);
     }
 }
 
 impl StreamActor {
     /// Creates one watcher (docs/etcd-semantics.md §6.2): validates, allocates its id, and
-    /// places it with the store (synced) or the syncer (from history).
-    fn create_watch(&mut self, req: WatchCreate, ctx: &mut Context<Self>) {
+    /// places it with the store (synced) or the syncer (from history); `slot` goes with it.
+    fn create_watch(&mut self, req: WatchCreate, slot: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         let range = match self.validate(&req) {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
@@ -386,7 +417,7 @@ impl StreamActor {
             // `do_send`, as the store did: a burst of creates must not fail on the syncer's
             // mailbox capacity.
             let response = if self.peers.add_unsynced.connected() {
-                self.peers.add_unsynced.do_send(AddUnsynced(vec![watcher]));
+                self.peers.add_unsynced.do_send(AddUnsynced { watchers: vec![watcher], slot: Some(slot) });
                 WatchResponse::created(id, current)
             } else {
                 // The runtime has shut down: fail as a create through the store does then.
@@ -396,22 +427,27 @@ impl StreamActor {
             self.emit(ctx, vec![response]);
             return;
         }
-        let registered = self.peers.watch.send(Watch(watcher));
+        let registered = self.peers.watch.send(Watch { watcher, slot: Some(slot) });
         let sink = Arc::clone(&self.sink);
+        let clock = Arc::clone(&self.clock);
         self.responses += 1;
         // Wait for the store before anything else: the created response must precede every
         // event of this watcher, and events already queued wait behind it (case X18).
         ctx.wait(
             async move {
-                let response = match registered.await {
-                    Ok(revision) => WatchResponse::created(id, revision),
-                    Err(_) => WatchResponse::create_failed(Error::Stopped.to_string(), 0),
+                let (response, failed) = match registered.await {
+                    Ok(revision) => (WatchResponse::created(id, revision), false),
+                    Err(_) => (WatchResponse::create_failed(Error::Stopped.to_string(), clock.current()), true),
                 };
-                sink.send(response).await
+                (sink.send(response).await, failed)
             }
             .into_actor(self)
-            .map(|result, _, ctx| {
-                if result.is_err() {
+            .map(move |(sent, failed), act, ctx| {
+                // A watcher that never was frees its id, as a create refused up front does.
+                if failed {
+                    act.forget(id);
+                }
+                if sent.is_err() {
                     ctx.stop();
                 }
             }),
@@ -591,9 +627,12 @@ mod tests {
     use crate::response_queue::{response_queue, QueueReceiver};
 
     /// Stands in for the store, the syncer and the victim actor: takes what a stream sends and
-    /// keeps its progress requests, with their slots, until the test lets one go.
+    /// keeps its progress requests and its watchers from history, with their slots, until the
+    /// test lets one go.
+    #[derive(Default)]
     struct Peer {
         held: Arc<Mutex<Vec<RequestProgress>>>,
+        unsynced: Arc<Mutex<Vec<AddUnsynced>>>,
     }
 
     impl Actor for Peer {
@@ -609,7 +648,14 @@ mod tests {
             }
         )*};
     }
-    ignore!(RegisterStream, AddUnsynced, CancelWatchers, UnregisterStream, RetryStream);
+    ignore!(RegisterStream, CancelWatchers, UnregisterStream, RetryStream);
+
+    impl Handler<AddUnsynced> for Peer {
+        type Result = ();
+        fn handle(&mut self, msg: AddUnsynced, _: &mut Self::Context) {
+            self.unsynced.lock().expect("not poisoned").push(msg);
+        }
+    }
 
     impl Handler<Watch> for Peer {
         type Result = i64;
@@ -625,7 +671,7 @@ mod tests {
         }
     }
 
-    fn held_count(held: &Mutex<Vec<RequestProgress>>) -> usize {
+    fn held_count<T>(held: &Mutex<Vec<T>>) -> usize {
         held.lock().expect("not poisoned").len()
     }
 
@@ -672,7 +718,7 @@ mod tests {
     /// plain events response under the merge limit.
     #[actix_rt::test]
     async fn a_later_revision_is_not_merged_into_the_last_piece_of_a_split_response() {
-        let peer = Peer { held: Arc::new(Mutex::new(Vec::new())) }.start();
+        let peer = Peer::default().start();
         let (tx, mut rx) = response_queue(16);
         let config = Arc::new(ActorsConfig::new("unused"));
         let max_response = config.watch().max_response_bytes();
@@ -723,7 +769,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_progress_request_beyond_the_streams_slots_waits_until_the_store_lets_one_go() {
         let held = Arc::new(Mutex::new(Vec::new()));
-        let peer = Peer { held: Arc::clone(&held) }.start();
+        let peer = Peer { held: Arc::clone(&held), ..Peer::default() }.start();
         let peers = peers_at(&peer);
         let (tx, _rx) = response_queue(16);
         let stream = StreamActor::new(
@@ -767,5 +813,107 @@ mod tests {
         stream.do_send(CloseStream);
         let closed = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the closed stream answered");
         assert!(closed.is_err(), "a request waiting on a closed stream fails");
+    }
+
+    #[actix_rt::test]
+    async fn a_create_from_history_beyond_the_streams_slots_waits_until_the_syncer_takes_one() {
+        let unsynced = Arc::new(Mutex::new(Vec::new()));
+        let peer = Peer { unsynced: Arc::clone(&unsynced), ..Peer::default() }.start();
+        let (tx, mut rx) = response_queue(2 * CREATES_IN_FLIGHT);
+        let stream = StreamActor::new(
+            1,
+            peers_at(&peer),
+            Arc::new(tx),
+            Arc::new(ActorsConfig::new("unused")),
+            Arc::new(RevisionClock::new(5, 0)),
+            Arc::new(AtomicU64::new(1)),
+        )
+        .start();
+        let from_history = || CreateWatch(WatchCreate::new(&KeyRange::prefix("k"), 1));
+        for _ in 0..CREATES_IN_FLIGHT {
+            stream.send(from_history()).await.expect("stream runs");
+        }
+        // One more create takes the stream's turn until a slot is free: what follows it waits.
+        stream.send(from_history()).await.expect("stream runs");
+        let mut stats = Box::pin(stream.send(GetStreamStats));
+        assert!(futures::poll!(&mut stats).is_pending());
+        peer.send(RetryStream(0)).await.expect("peer runs");
+        assert_eq!(held_count(&unsynced), CREATES_IN_FLIGHT, "the create beyond the slots is held at the stream");
+        assert!(futures::poll!(&mut stats).is_pending());
+        assert_eq!(drain(&mut rx).len(), CREATES_IN_FLIGHT, "one created response per watcher sent on");
+
+        // The syncer takes one watcher: its slot comes back and the waiting create goes on.
+        let taken = unsynced.lock().expect("not poisoned").remove(0);
+        assert!(taken.slot.is_some() && taken.watchers.len() == 1, "{taken:?}");
+        drop(taken);
+        let stats = tokio::time::timeout(Duration::from_secs(30), stats)
+            .await
+            .expect("the stream went on once a slot was free")
+            .expect("stream runs");
+        assert_eq!(stats.watchers, CREATES_IN_FLIGHT + 1);
+        peer.send(RetryStream(0)).await.expect("peer runs");
+        assert_eq!(held_count(&unsynced), CREATES_IN_FLIGHT);
+        let created = drain(&mut rx);
+        assert!(created.len() == 1 && created[0].created && !created[0].canceled, "{created:?}");
+        let newest = unsynced.lock().expect("not poisoned").last().map(|m| m.watchers[0].key.id);
+        assert_eq!(newest, Some(created[0].watch_id), "the waiting create went to the syncer");
+    }
+
+    /// Stands in for a store that has stopped: started, it stops at once.
+    struct StoppedStore;
+
+    impl Actor for StoppedStore {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Self::Context) {
+            ctx.stop();
+        }
+    }
+
+    impl Handler<Watch> for StoppedStore {
+        type Result = i64;
+        fn handle(&mut self, _: Watch, _: &mut Self::Context) -> i64 {
+            1
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_create_the_stopped_store_could_not_take_frees_its_watch_id() {
+        let peer = Peer::default().start();
+        let stopped = StoppedStore.start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stopped.connected() {
+            assert!(Instant::now() < deadline, "the stand-in store did not stop");
+            tokio::task::yield_now().await;
+        }
+        let peers = Arc::new(StreamPeers {
+            register: [peer.clone().recipient(), peer.clone().recipient(), peer.clone().recipient()],
+            add_unsynced: peer.clone().recipient(),
+            watch: stopped.recipient(),
+            cancel: peer.clone().recipient(),
+            progress: peer.clone().recipient(),
+            unregister: peer.clone().recipient(),
+            retry_victims: peer.clone().recipient(),
+        });
+        let (tx, mut rx) = response_queue(16);
+        let stream = StreamActor::new(
+            1,
+            peers,
+            Arc::new(tx),
+            Arc::new(ActorsConfig::new("unused")),
+            Arc::new(RevisionClock::new(5, 0)),
+            Arc::new(AtomicU64::new(1)),
+        )
+        .start();
+        // The same id twice: were the first failure to keep it taken, the second would be
+        // refused as a duplicate.
+        for _ in 0..2 {
+            let create = WatchCreate { watch_id: 7, ..WatchCreate::new(&KeyRange::single(b"k".to_vec()), 0) };
+            stream.send(CreateWatch(create)).await.expect("stream runs");
+        }
+        let stats = stream.send(GetStreamStats).await.expect("stream runs");
+        assert_eq!(stats.watchers, 0);
+        let got: Vec<(bool, bool, String, i64)> =
+            drain(&mut rx).into_iter().map(|r| (r.created, r.canceled, r.cancel_reason, r.revision)).collect();
+        assert_eq!(got, vec![(true, true, Error::Stopped.to_string(), 5); 2]);
     }
 }

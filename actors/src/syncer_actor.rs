@@ -391,7 +391,8 @@ impl Handler<AddUnsynced> for SyncerActor {
     type Result = ();
 
     fn handle(&mut self, msg: AddUnsynced, ctx: &mut Self::Context) {
-        for w in msg.0 {
+        // `msg.slot`, if any, goes back to its stream when `msg` drops here.
+        for w in msg.watchers {
             if !w.is_cancelled() && self.streams.contains_key(&w.key.stream) {
                 let _ = self.unsynced.insert(w);
             }

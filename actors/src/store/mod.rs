@@ -29,7 +29,7 @@ use actix::prelude::*;
 use watchkv::alarm::AlarmMember;
 use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::{CommitEvents, WatchResponse};
-use watchkv::watch::watcher::{StreamId, Watcher};
+use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::{Error, KvStore, Result};
 
@@ -206,7 +206,7 @@ impl Handler<Compact> for StoreActor {
         let result = self.store().and_then(|s| s.compact(msg.revision).map(|t| (t, s.current_rev())));
         self.publish();
         // Watchers behind the new compact revision get their notice on the next pass.
-        self.peers.add_unsynced.do_send(AddUnsynced(Vec::new()));
+        self.peers.add_unsynced.do_send(AddUnsynced::new(Vec::new()));
         Box::pin(async move {
             let (ticket, rev) = result?;
             if msg.physical {
@@ -239,13 +239,13 @@ impl Handler<UnregisterStream> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: UnregisterStream, _: &mut Self::Context) {
-        for key in &msg.watchers {
-            self.synced.remove(key);
-        }
-        self.streams.remove(&msg.stream);
-        self.closers.remove(&msg.stream);
-        self.turn_marks.forget_stream(msg.stream);
-        forward(&self.peers.unregister, msg);
+        let UnregisterStream { stream, watchers } = msg;
+        // As for cancels: the syncer and the victim actor need only the watchers not found here.
+        let watchers = watchers.into_iter().filter(|key| self.synced.remove(key).is_none()).collect();
+        self.streams.remove(&stream);
+        self.closers.remove(&stream);
+        self.turn_marks.forget_stream(stream);
+        forward(&self.peers.unregister, UnregisterStream { stream, watchers });
     }
 }
 
@@ -253,7 +253,7 @@ impl Handler<Watch> for StoreActor {
     type Result = MessageResult<Watch>;
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
-        let mut w = msg.0;
+        let Watch { watcher: mut w, slot } = msg;
         let current = self.clock.current();
         // etcd watchStream.Watch (docs/etcd-semantics.md §6.2 step 4): start 0 or in the future
         // is synced, from history (including start == current) unsynced.
@@ -264,7 +264,7 @@ impl Handler<Watch> for StoreActor {
             }
         } else {
             w.min_rev = w.start_rev;
-            self.peers.add_unsynced.do_send(AddUnsynced(vec![w]));
+            self.peers.add_unsynced.do_send(AddUnsynced { watchers: vec![w], slot });
         }
         // docs/etcd-semantics.md §10 quirk 1, the better behaviour: exactly `min_rev - 1` for start 0.
         MessageResult(current)
@@ -275,10 +275,13 @@ impl Handler<CancelWatchers> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
-        for key in &msg.0 {
-            self.synced.remove(key);
+        // A watcher found in the synced group is nowhere else (docs/design.md, invariant 1): only
+        // the others go on, so cancelling synced watchers costs the syncer and the victim actor
+        // nothing, and queues nothing in the mailbox of a syncer starved at the idle class.
+        let elsewhere: Vec<WatcherKey> = msg.0.into_iter().filter(|key| self.synced.remove(key).is_none()).collect();
+        if !elsewhere.is_empty() {
+            forward(&self.peers.cancel, CancelWatchers(elsewhere));
         }
-        forward(&self.peers.cancel, msg);
     }
 }
 

@@ -73,7 +73,7 @@ impl StoreActor {
             }
         }
         if !to_syncer.is_empty() {
-            self.peers.add_unsynced.do_send(AddUnsynced(to_syncer));
+            self.peers.add_unsynced.do_send(AddUnsynced::new(to_syncer));
         }
         let Some(from) = behind.min_rev() else { return };
         // The ring is in revision order: start at the first revision any of them still needs;

@@ -133,7 +133,7 @@ impl StoreActor {
                 watchers = watchers.len(),
                 "revisions no watcher was told about survived; the syncer replays them"
             );
-            self.peers.add_unsynced.do_send(AddUnsynced(watchers));
+            self.peers.add_unsynced.do_send(AddUnsynced::new(watchers));
         } else if reopened < notified {
             tracing::error!(notified, reopened, "the reopened store is behind what watchers were told");
         }

@@ -66,7 +66,7 @@ impl Handler<ReimportUpstream> for StoreActor {
             watchers_notified = needing_gap.len(),
             "mirror: re-imported upstream's keyspace; watchers that needed the compacted history get a compaction notice"
         );
-        self.peers.add_unsynced.do_send(AddUnsynced(needing_gap));
+        self.peers.add_unsynced.do_send(AddUnsynced::new(needing_gap));
         Ok(imported)
     }
 }
