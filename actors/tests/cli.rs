@@ -1,12 +1,12 @@
-//! Checks README.md's configuration table against the server binary's `--help`: every flag the
-//! binary has is in the table and every flag in the table is a flag of the binary, with the
-//! same default wherever clap prints one. Defaults that the README describes in words are
-//! listed in [`DESCRIBED_DEFAULTS`] with what clap prints for them.
+//! Checks the configuration table of docs/operations.md against the server binary's `--help`:
+//! every flag the binary has is in the table and every flag in the table is a flag of the
+//! binary, with the same default wherever clap prints one. Defaults that the table describes in
+//! words are listed in [`DESCRIBED_DEFAULTS`] with what clap prints for them.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// README defaults written as prose: (flag, README's text, clap's `[default: ...]` or none).
+/// The table's defaults written as prose: (flag, the table's text, clap's `[default: ...]` or none).
 const DESCRIBED_DEFAULTS: &[(&str, &str, Option<&str>)] = &[
     ("--advertise-client-urls", "http(s)://<listen>", None),
     ("--listen-client-urls", "none", None),
@@ -56,52 +56,54 @@ fn help_flags() -> BTreeMap<String, Option<String>> {
     flags
 }
 
-/// Each flag row of README.md's configuration table with its default column, backticks removed.
-fn readme_flags() -> BTreeMap<String, String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("read README.md");
+/// Each flag row of docs/operations.md's configuration table with its default column, backticks
+/// removed.
+fn documented_flags() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md"))
+        .expect("read docs/operations.md");
     let mut flags = BTreeMap::new();
-    for line in readme.lines() {
+    for line in doc.lines() {
         let Some(row) = line.strip_prefix("| `--") else { continue };
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(cells.len() >= 3, "a configuration row needs flag, default and meaning: {line}");
         let flag = format!("--{}", cells[0].trim_end_matches('`'));
         let default = cells[1].trim_matches('`').to_string();
-        assert!(flags.insert(flag.clone(), default).is_none(), "{flag} is in README's table twice");
+        assert!(flags.insert(flag.clone(), default).is_none(), "{flag} is in the table twice");
     }
-    assert!(flags.len() > 5, "no configuration table found in README.md");
+    assert!(flags.len() > 5, "no configuration table found in docs/operations.md");
     flags
 }
 
 #[test]
-fn readme_configuration_table_matches_help() {
+fn the_documented_configuration_table_matches_help() {
     let help = help_flags();
-    let readme = readme_flags();
+    let documented = documented_flags();
     let mut problems = Vec::new();
     for (flag, clap_default) in help.iter().filter(|(f, _)| !SKIPPED.contains(&f.as_str())) {
-        let Some(readme_default) = readme.get(flag) else {
-            problems.push(format!("{flag}: in --help, missing from README's table"));
+        let Some(doc_default) = documented.get(flag) else {
+            problems.push(format!("{flag}: in --help, missing from the table"));
             continue;
         };
         let described = DESCRIBED_DEFAULTS.iter().find(|(f, _, _)| f == flag);
         match described {
             Some((_, text, expected)) => {
-                if readme_default != text {
-                    problems.push(format!("{flag}: README says {readme_default:?}, the described default is {text:?}"));
+                if doc_default != text {
+                    problems.push(format!("{flag}: the table says {doc_default:?}, the described default is {text:?}"));
                 }
                 if clap_default.as_deref() != *expected {
                     problems.push(format!("{flag}: --help's default is {clap_default:?}, expected {expected:?}"));
                 }
             }
             None => match clap_default {
-                Some(d) if d == readme_default => {}
-                Some(d) => problems.push(format!("{flag}: README's default {readme_default:?}, --help's {d:?}")),
-                None => problems.push(format!("{flag}: --help prints no default, README says {readme_default:?}")),
+                Some(d) if d == doc_default => {}
+                Some(d) => problems.push(format!("{flag}: the table's default {doc_default:?}, --help's {d:?}")),
+                None => problems.push(format!("{flag}: --help prints no default, the table says {doc_default:?}")),
             },
         }
     }
-    for flag in readme.keys() {
+    for flag in documented.keys() {
         if !help.contains_key(flag) {
-            problems.push(format!("{flag}: in README's table, not a flag of the binary"));
+            problems.push(format!("{flag}: in the table, not a flag of the binary"));
         }
     }
     for (flag, _, _) in DESCRIBED_DEFAULTS {
@@ -109,5 +111,9 @@ fn readme_configuration_table_matches_help() {
             problems.push(format!("{flag}: listed in DESCRIBED_DEFAULTS, not a flag of the binary"));
         }
     }
-    assert!(problems.is_empty(), "README.md's configuration table and --help disagree:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "docs/operations.md's configuration table and --help disagree:\n{}",
+        problems.join("\n")
+    );
 }
