@@ -644,9 +644,11 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// Creates another watcher on this stream. Creates are taken in order; while
-    /// [`CREATES_IN_FLIGHT`](crate::CREATES_IN_FLIGHT) of the stream's new watchers
-    /// are not yet taken by the store or the syncer, later ones wait in the stream's mailbox.
+    /// Creates another watcher on this stream. Requests are taken in order. While
+    /// [`CREATES_IN_FLIGHT`](crate::CREATES_IN_FLIGHT) watchers from history wait for the
+    /// syncer, a create from history waits at the stream, and so do the requests sent after
+    /// it; this call does not wait, so a caller creating in a loop should await
+    /// [`Self::request_progress`] or the created responses now and then.
     pub fn create(&self, create: WatchCreate) {
         self.stream.do_send(CreateWatch(create));
     }

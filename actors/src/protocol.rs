@@ -287,13 +287,7 @@ pub struct UnregisterStream {
 /// only forward it.
 #[derive(Debug, Message)]
 #[rtype(result = "i64")]
-pub struct Watch {
-    /// The new watcher.
-    pub watcher: Watcher,
-    /// One of its stream's create slots ([`crate::CREATES_IN_FLIGHT`]): given back when the
-    /// store has handled this message, or handed on with the watcher to the syncer.
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
-}
+pub struct Watch(pub Watcher);
 
 /// Removes cancelled watchers wherever they are: sent to the store, which forwards those it does
 /// not hold to the syncer and the victim actor.
@@ -326,9 +320,9 @@ pub struct RequestProgress {
 pub struct AddUnsynced {
     /// The watchers.
     pub watchers: Vec<Watcher>,
-    /// A new watcher's create slot at its stream ([`crate::CREATES_IN_FLIGHT`]), given back
-    /// once the syncer has taken the watcher: a stream's creates from history wait for the
-    /// syncer rather than queue in its mailbox without bound.
+    /// A new watcher's create slot ([`crate::CREATES_IN_FLIGHT`]), given back once the syncer
+    /// has taken it: creates from history wait for the syncer rather than queue in its mailbox
+    /// without bound.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 

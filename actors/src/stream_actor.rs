@@ -4,13 +4,14 @@
 //! the client is slow this actor waits on the sink, its buffer fills, and further deliveries
 //! make victims instead of waiting.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
 use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
@@ -64,7 +65,8 @@ pub struct StreamPeers {
     pub add_unsynced: Recipient<AddUnsynced>,
     /// The store: watchers that start now or in the future.
     pub watch: Recipient<Watch>,
-    /// The store: cancelled watchers (it forwards them to the syncer and the victim actor).
+    /// The store: cancelled watchers (it forwards those it does not hold to the syncer and the
+    /// victim actor).
     pub cancel: Recipient<CancelWatchers>,
     /// The store: progress requests.
     pub progress: Recipient<RequestProgress>,
@@ -72,6 +74,18 @@ pub struct StreamPeers {
     pub unregister: Recipient<UnregisterStream>,
     /// The victim actor: the stream's socket drained after a delivery to it was refused.
     pub retry_victims: Recipient<RetryStream>,
+    /// The runtime's create slots ([`CREATES_IN_FLIGHT`]), one per new watcher from history
+    /// that the syncer has not taken yet, whichever stream created it.
+    pub create_slots: Arc<Semaphore>,
+}
+
+/// A client's request on a stream, as it waits behind a create from history that waits for a
+/// create slot ([`CREATES_IN_FLIGHT`]).
+#[derive(Debug)]
+enum ClientRequest {
+    Create(WatchCreate),
+    Cancel(WatchId),
+    Progress,
 }
 
 /// How many responses a stream holds that its client has not taken yet
@@ -112,9 +126,9 @@ pub struct StreamActor {
     /// The stream's slots for stream-wide progress requests at the store
     /// ([`PROGRESS_REQUESTS_IN_FLIGHT`]); made at the first such request.
     progress_slots: Option<Arc<Semaphore>>,
-    /// The stream's slots for new watchers on their way to the store or the syncer
-    /// ([`CREATES_IN_FLIGHT`]); made at the first create.
-    create_slots: Option<Arc<Semaphore>>,
+    /// The client's requests waiting, in order, behind a create from history that waits for a
+    /// create slot, each with what tells its sender it was taken. Deliveries go on meanwhile.
+    backlog: VecDeque<(ClientRequest, oneshot::Sender<()>)>,
 }
 
 /// A stream's stream-wide progress requests at the store at once, as etcd's reader blocks on
@@ -126,15 +140,16 @@ pub struct StreamActor {
 /// control; [`crate::WatchStream::request_progress`]) is held back.
 pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
 
-/// A stream's new watchers not yet taken by the store or the syncer. A create from history goes
-/// to the syncer without waiting for an answer, and the syncer runs at the idle scheduling
+/// New watchers from history on their way to the syncer, all streams together. Such a create
+/// goes to the syncer without waiting for an answer, and the syncer runs at the idle scheduling
 /// class, so on a saturated machine it can be starved for a while: without this bound a client
 /// repeating create-from-history and cancel queued a watcher and a cancel per pair in its
-/// mailbox for as long as that lasted (etcd takes both under its store's mutex, so its client
-/// waits instead). A create beyond it waits, as a progress request beyond
-/// [`PROGRESS_REQUESTS_IN_FLIGHT`] does, and with it every later message of the stream, until
-/// the syncer takes one; a client creating a few hundred watchers at once does not notice.
-pub const CREATES_IN_FLIGHT: usize = 256;
+/// mailbox for as long as that lasted, and more so over many streams or streams opened and
+/// closed in turn (etcd takes both under its store's mutex, so its client waits instead). A
+/// create beyond it waits at its stream for a slot, and the stream's later requests wait behind
+/// it; the transports' readers await each request, so the client is held back by its transport.
+/// Deliveries go on meanwhile. At about 200 bytes a watcher this holds at most ~1 MiB.
+pub const CREATES_IN_FLIGHT: usize = 4096;
 
 impl StreamActor {
     /// Returns a stream actor delivering to `sink`.
@@ -159,7 +174,7 @@ impl StreamActor {
             responses: 0,
             inbox: Arc::new(InboxState::default()),
             progress_slots: None,
-            create_slots: None,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -346,36 +361,118 @@ impl Actor for StreamActor {
 }
 
 impl Handler<CreateWatch> for StreamActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: CreateWatch, ctx: &mut Self::Context) {
+    /// Resolves once the create is taken: at once, or when a create slot is free for it and
+    /// for the creates from history before it.
+    fn handle(&mut self, msg: CreateWatch, ctx: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
-        let slots = Arc::clone(self.create_slots.get_or_insert_with(|| Arc::new(Semaphore::new(CREATES_IN_FLIGHT))));
-        match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => self.create_watch(msg.0, slot, ctx),
-            // Every slot rides with a watcher the store or the syncer has not taken yet: wait
-            // for one, handling nothing else meanwhile, so requests keep their order and the
-            // client is held back by this mailbox's bound and then by its transport.
-            Err(_) => {
-                let req = msg.0;
-                ctx.wait(async move { slots.acquire_owned().await.ok() }.into_actor(self).map(
-                    move |slot, act, ctx| {
-                        // The semaphore is never closed, so a slot always comes.
-                        if let Some(slot) = slot {
-                            act.create_watch(req, slot, ctx);
-                        }
-                    },
-                ));
-            }
-        }
+        let taken = self.take_request(ClientRequest::Create(msg.0), ctx);
         crate::sched::yield_after_burst(started);
+        taken
     }
 }
 
 impl StreamActor {
+    /// Handles a client's request now, unless requests wait already or it is a create from
+    /// history with no create slot free: then it waits in the backlog, and the returned future
+    /// resolves when it has been taken.
+    fn take_request(&mut self, req: ClientRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, ()> {
+        let req = if self.backlog.is_empty() {
+            match self.try_request(req, None, ctx) {
+                Ok(Some(answered)) => return answered,
+                Ok(None) => return Box::pin(actix::fut::ready(())),
+                Err(req) => {
+                    self.wait_for_slot(ctx);
+                    req
+                }
+            }
+        } else {
+            req
+        };
+        let (done, taken) = oneshot::channel();
+        self.backlog.push_back((req, done));
+        // An error means the stream stopped with the request still waiting: nothing to answer.
+        Box::pin(async move { taken.await.unwrap_or(()) }.into_actor(self))
+    }
+
+    /// Handles `req`, a create from history with `spare` as its slot if given, else with a free
+    /// one; returns it when it needs a slot and none is free, and a future when it is a progress
+    /// request, which resolves once that request is on its way.
+    fn try_request(
+        &mut self,
+        req: ClientRequest,
+        spare: Option<OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Option<ResponseActFuture<Self, ()>>, ClientRequest> {
+        match req {
+            ClientRequest::Create(create) => {
+                let current = self.clock.current();
+                let slot = if create.start_revision > 0 && create.start_revision <= current {
+                    match spare.map_or_else(|| Arc::clone(&self.peers.create_slots).try_acquire_owned(), Ok) {
+                        Ok(slot) => Some(slot),
+                        Err(_) => return Err(ClientRequest::Create(create)),
+                    }
+                } else {
+                    None
+                };
+                self.create_watch(create, current, slot, ctx);
+                Ok(None)
+            }
+            ClientRequest::Cancel(id) => {
+                self.cancel_watch(id, ctx);
+                Ok(None)
+            }
+            ClientRequest::Progress => Ok(Some(self.request_progress())),
+        }
+    }
+
+    /// Waits for a create slot for the backlog's first request without holding back anything
+    /// else this actor handles.
+    fn wait_for_slot(&mut self, ctx: &mut Context<Self>) {
+        let slots = Arc::clone(&self.peers.create_slots);
+        ctx.spawn(
+            async move { slots.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(|slot, act, ctx| act.take_backlog(slot, ctx)),
+        );
+    }
+
+    /// Takes the backlog's first request, with `slot` if it needs one. The next is taken in a
+    /// later turn of this actor, after any wait this one began (a create through the store
+    /// waits for the store's answer before anything else of the stream).
+    fn take_backlog(&mut self, slot: Option<OwnedSemaphorePermit>, ctx: &mut Context<Self>) {
+        let Some((req, done)) = self.backlog.pop_front() else { return };
+        match self.try_request(req, slot, ctx) {
+            Err(req) => {
+                self.backlog.push_front((req, done));
+                self.wait_for_slot(ctx);
+                return;
+            }
+            Ok(Some(answered)) => {
+                ctx.spawn(answered.map(move |(), _, _| {
+                    let _ = done.send(());
+                }));
+            }
+            Ok(None) => {
+                let _ = done.send(());
+            }
+        }
+        if !self.backlog.is_empty() {
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.take_backlog(None, ctx)));
+        }
+    }
+
     /// Creates one watcher (docs/etcd-semantics.md §6.2): validates, allocates its id, and
-    /// places it with the store (synced) or the syncer (from history); `slot` goes with it.
-    fn create_watch(&mut self, req: WatchCreate, slot: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+    /// places it with the store (synced) or the syncer (from history, as of `current`, with its
+    /// create `slot`).
+    fn create_watch(
+        &mut self,
+        req: WatchCreate,
+        current: i64,
+        slot: Option<OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) {
         let range = match self.validate(&req) {
             Ok(r) => r,
             Err(e) => return self.emit(ctx, vec![WatchResponse::create_failed(e.to_string(), self.clock.current())]),
@@ -406,7 +503,6 @@ impl StreamActor {
             prev_kv: req.prev_kv,
             cancel,
         };
-        let current = self.clock.current();
         if watcher.start_rev != 0 && watcher.start_rev <= current {
             // Behind the store already: the store would only hand it on to the syncer
             // (docs/etcd-semantics.md §6.2 step 4; `current` never goes backwards, so it decides
@@ -417,7 +513,7 @@ impl StreamActor {
             // `do_send`, as the store did: a burst of creates must not fail on the syncer's
             // mailbox capacity.
             let response = if self.peers.add_unsynced.connected() {
-                self.peers.add_unsynced.do_send(AddUnsynced { watchers: vec![watcher], slot: Some(slot) });
+                self.peers.add_unsynced.do_send(AddUnsynced { watchers: vec![watcher], slot });
                 WatchResponse::created(id, current)
             } else {
                 // The runtime has shut down: fail as a create through the store does then.
@@ -427,7 +523,7 @@ impl StreamActor {
             self.emit(ctx, vec![response]);
             return;
         }
-        let registered = self.peers.watch.send(Watch { watcher, slot: Some(slot) });
+        let registered = self.peers.watch.send(Watch(watcher));
         let sink = Arc::clone(&self.sink);
         let clock = Arc::clone(&self.clock);
         self.responses += 1;
@@ -464,28 +560,44 @@ impl Handler<RejectWatch> for StreamActor {
 }
 
 impl Handler<CancelWatch> for StreamActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: CancelWatch, ctx: &mut Self::Context) {
+    /// Resolves once the cancel is taken: at once, or after the creates waiting before it.
+    fn handle(&mut self, msg: CancelWatch, ctx: &mut Self::Context) -> Self::Result {
+        self.take_request(ClientRequest::Cancel(msg.0), ctx)
+    }
+}
+
+impl StreamActor {
+    /// Cancels the watcher `id` (docs/etcd-semantics.md §6.10).
+    fn cancel_watch(&mut self, id: WatchId, ctx: &mut Context<Self>) {
         // etcd: a watcher the server ended is cancelled like a live one (its cancel func is
         // still on the stream: v3rpc/watch.go recvLoop, mvcc/watcher.go Cancel).
-        if self.ended.remove(&msg.0) {
-            return self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
+        if self.ended.remove(&id) {
+            return self.emit(ctx, vec![WatchResponse::canceled(id, self.clock.current(), "")]);
         }
         // etcd: an unknown or already cancelled id gets no response at all (case X6).
-        let Some(w) = self.watches.remove(&msg.0) else { return };
+        let Some(w) = self.watches.remove(&id) else { return };
         w.cancel.cancel();
-        self.peers.cancel.do_send(CancelWatchers(vec![self.key(msg.0, &w)]));
-        self.emit(ctx, vec![WatchResponse::canceled(msg.0, self.clock.current(), "")]);
+        self.peers.cancel.do_send(CancelWatchers(vec![self.key(id, &w)]));
+        self.emit(ctx, vec![WatchResponse::canceled(id, self.clock.current(), "")]);
     }
 }
 
 impl Handler<RequestStreamProgress> for StreamActor {
     type Result = ResponseActFuture<Self, ()>;
 
+    /// Resolves once the request is on its way: after the creates waiting before it, and once
+    /// it has one of the stream's progress slots.
+    fn handle(&mut self, _: RequestStreamProgress, ctx: &mut Self::Context) -> Self::Result {
+        self.take_request(ClientRequest::Progress, ctx)
+    }
+}
+
+impl StreamActor {
     /// Takes one of the stream's progress slots, waiting for one while all are at the store
-    /// (other messages go on meanwhile), and resolves once the request is on its way.
-    fn handle(&mut self, _: RequestStreamProgress, _: &mut Self::Context) -> Self::Result {
+    /// (other messages go on meanwhile); the future resolves once the request is on its way.
+    fn request_progress(&mut self) -> ResponseActFuture<Self, ()> {
         let slots = Arc::clone(
             self.progress_slots.get_or_insert_with(|| Arc::new(Semaphore::new(PROGRESS_REQUESTS_IN_FLIGHT))),
         );
@@ -500,9 +612,7 @@ impl Handler<RequestStreamProgress> for StreamActor {
             }
         }))
     }
-}
 
-impl StreamActor {
     /// Asks the store for a stream-wide progress answer; `slot` goes with the request and is
     /// given back once the store has handled it.
     fn request_stream_progress(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
@@ -677,14 +787,20 @@ mod tests {
 
     /// Every peer of a stream is `peer`.
     fn peers_at(peer: &Addr<Peer>) -> Arc<StreamPeers> {
+        peers_with(peer, peer.clone().recipient(), CREATES_IN_FLIGHT)
+    }
+
+    /// Every peer of a stream is `peer` but the store's `watch`, with `create_slots` slots.
+    fn peers_with(peer: &Addr<Peer>, watch: Recipient<Watch>, create_slots: usize) -> Arc<StreamPeers> {
         Arc::new(StreamPeers {
             register: [peer.clone().recipient(), peer.clone().recipient(), peer.clone().recipient()],
             add_unsynced: peer.clone().recipient(),
-            watch: peer.clone().recipient(),
+            watch,
             cancel: peer.clone().recipient(),
             progress: peer.clone().recipient(),
             unregister: peer.clone().recipient(),
             retry_victims: peer.clone().recipient(),
+            create_slots: Arc::new(Semaphore::new(create_slots)),
         })
     }
 
@@ -816,47 +932,60 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_create_from_history_beyond_the_streams_slots_waits_until_the_syncer_takes_one() {
+    async fn a_create_from_history_beyond_the_slots_waits_for_the_syncer_and_deliveries_go_on() {
+        const SLOTS: usize = 4;
         let unsynced = Arc::new(Mutex::new(Vec::new()));
         let peer = Peer { unsynced: Arc::clone(&unsynced), ..Peer::default() }.start();
-        let (tx, mut rx) = response_queue(2 * CREATES_IN_FLIGHT);
+        let (tx, mut rx) = response_queue(64);
         let stream = StreamActor::new(
             1,
-            peers_at(&peer),
+            peers_with(&peer, peer.clone().recipient(), SLOTS),
             Arc::new(tx),
             Arc::new(ActorsConfig::new("unused")),
             Arc::new(RevisionClock::new(5, 0)),
             Arc::new(AtomicU64::new(1)),
         )
         .start();
-        let from_history = || CreateWatch(WatchCreate::new(&KeyRange::prefix("k"), 1));
-        for _ in 0..CREATES_IN_FLIGHT {
-            stream.send(from_history()).await.expect("stream runs");
+        let from_history =
+            |watch_id| CreateWatch(WatchCreate { watch_id, ..WatchCreate::new(&KeyRange::prefix("k"), 1) });
+        for id in 1..=SLOTS {
+            stream.send(from_history(id as i64)).await.expect("stream runs");
         }
-        // One more create takes the stream's turn until a slot is free: what follows it waits.
-        stream.send(from_history()).await.expect("stream runs");
-        let mut stats = Box::pin(stream.send(GetStreamStats));
-        assert!(futures::poll!(&mut stats).is_pending());
-        peer.send(RetryStream(0)).await.expect("peer runs");
-        assert_eq!(held_count(&unsynced), CREATES_IN_FLIGHT, "the create beyond the slots is held at the stream");
-        assert!(futures::poll!(&mut stats).is_pending());
-        assert_eq!(drain(&mut rx).len(), CREATES_IN_FLIGHT, "one created response per watcher sent on");
+        assert_eq!(drain(&mut rx).len(), SLOTS, "one created response per watcher sent on");
 
-        // The syncer takes one watcher: its slot comes back and the waiting create goes on.
+        // One more waits for a slot; a cancel of it, sent after it, waits behind it.
+        let waiting_id = SLOTS as i64 + 1;
+        let mut waiting = Box::pin(stream.send(from_history(waiting_id)));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        stream.do_send(CancelWatch(waiting_id));
+        // Deliveries go on meanwhile: an event for the first watcher reaches the client.
+        let key = WatcherKey { stream: 1, id: 1, seq: 1 };
+        let kv =
+            KeyValue { key: b"k1".to_vec(), create_revision: 6, mod_revision: 6, version: 1, ..KeyValue::default() };
+        let event = WatchResponse::event(1, 6, Arc::new(Event::new(EventKind::Put, kv, None)), false);
+        stream.send(Deliver::live(vec![Delivery { key, response: event }])).await.expect("stream runs");
+        let delivered = drain(&mut rx);
+        assert!(delivered.len() == 1 && delivered[0].watch_id == 1 && delivered[0].revision == 6, "{delivered:?}");
+        peer.send(RetryStream(0)).await.expect("peer runs");
+        assert_eq!(held_count(&unsynced), SLOTS, "the create beyond the slots is held at the stream");
+        assert!(futures::poll!(&mut waiting).is_pending());
+
+        // The syncer takes one watcher: its slot comes back, and the waiting create goes on,
+        // then the cancel behind it.
         let taken = unsynced.lock().expect("not poisoned").remove(0);
         assert!(taken.slot.is_some() && taken.watchers.len() == 1, "{taken:?}");
         drop(taken);
-        let stats = tokio::time::timeout(Duration::from_secs(30), stats)
+        tokio::time::timeout(Duration::from_secs(30), waiting)
             .await
-            .expect("the stream went on once a slot was free")
+            .expect("the create went on once a slot was free")
             .expect("stream runs");
-        assert_eq!(stats.watchers, CREATES_IN_FLIGHT + 1);
+        let stats = stream.send(GetStreamStats).await.expect("stream runs");
+        assert_eq!(stats.watchers, SLOTS, "the waiting watcher was created, then cancelled");
+        let got: Vec<(i64, bool, bool)> = drain(&mut rx).iter().map(|r| (r.watch_id, r.created, r.canceled)).collect();
+        assert_eq!(got, vec![(waiting_id, true, false), (waiting_id, false, true)]);
         peer.send(RetryStream(0)).await.expect("peer runs");
-        assert_eq!(held_count(&unsynced), CREATES_IN_FLIGHT);
-        let created = drain(&mut rx);
-        assert!(created.len() == 1 && created[0].created && !created[0].canceled, "{created:?}");
         let newest = unsynced.lock().expect("not poisoned").last().map(|m| m.watchers[0].key.id);
-        assert_eq!(newest, Some(created[0].watch_id), "the waiting create went to the syncer");
+        assert_eq!(newest, Some(waiting_id), "the waiting create went to the syncer");
     }
 
     /// Stands in for a store that has stopped: started, it stops at once.
@@ -885,15 +1014,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the stand-in store did not stop");
             tokio::task::yield_now().await;
         }
-        let peers = Arc::new(StreamPeers {
-            register: [peer.clone().recipient(), peer.clone().recipient(), peer.clone().recipient()],
-            add_unsynced: peer.clone().recipient(),
-            watch: stopped.recipient(),
-            cancel: peer.clone().recipient(),
-            progress: peer.clone().recipient(),
-            unregister: peer.clone().recipient(),
-            retry_victims: peer.clone().recipient(),
-        });
+        let peers = peers_with(&peer, stopped.recipient(), CREATES_IN_FLIGHT);
         let (tx, mut rx) = response_queue(16);
         let stream = StreamActor::new(
             1,

@@ -143,6 +143,7 @@ pub(crate) async fn start_with_history_reader(
         progress: store.clone().recipient(),
         unregister: store.clone().recipient(),
         retry_victims: victims.clone().recipient(),
+        create_slots: Arc::new(tokio::sync::Semaphore::new(crate::stream_actor::CREATES_IN_FLIGHT)),
     });
     Ok(Handle::new(
         config,

@@ -253,7 +253,7 @@ impl Handler<Watch> for StoreActor {
     type Result = MessageResult<Watch>;
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
-        let Watch { watcher: mut w, slot } = msg;
+        let mut w = msg.0;
         let current = self.clock.current();
         // etcd watchStream.Watch (docs/etcd-semantics.md §6.2 step 4): start 0 or in the future
         // is synced, from history (including start == current) unsynced.
@@ -264,7 +264,7 @@ impl Handler<Watch> for StoreActor {
             }
         } else {
             w.min_rev = w.start_rev;
-            self.peers.add_unsynced.do_send(AddUnsynced { watchers: vec![w], slot });
+            self.peers.add_unsynced.do_send(AddUnsynced::new(vec![w]));
         }
         // docs/etcd-semantics.md §10 quirk 1, the better behaviour: exactly `min_rev - 1` for start 0.
         MessageResult(current)
