@@ -648,12 +648,16 @@ impl WatchCreate {
     }
 }
 
-/// Creates a watcher; its `created` response (or the failure) goes out through the sink.
+/// Creates a watcher; its `created` response (or the failure) goes out through the sink. The
+/// result comes once the stream has taken the request: a create from history waits for one of
+/// the runtime's [`crate::CREATES_IN_FLIGHT`] slots, and later requests of the stream wait
+/// behind it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct CreateWatch(pub WatchCreate);
 
 /// Cancels a watcher; answered with `canceled` through the sink, or not at all for an unknown id.
+/// The result comes once the stream has taken the request, after the creates waiting before it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct CancelWatch(pub WatchId);

@@ -129,6 +129,9 @@ pub struct StreamActor {
     /// The client's requests waiting, in order, behind a create from history that waits for a
     /// create slot, each with what tells its sender it was taken. Deliveries go on meanwhile.
     backlog: VecDeque<(ClientRequest, oneshot::Sender<()>)>,
+    /// A progress request waits for one of the stream's progress slots, and the client's later
+    /// requests wait in the backlog behind it.
+    progress_waiting: bool,
 }
 
 /// A stream's stream-wide progress requests at the store at once, as etcd's reader blocks on
@@ -148,7 +151,7 @@ pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
 /// closed in turn (etcd takes both under its store's mutex, so its client waits instead). A
 /// create beyond it waits at its stream for a slot, and the stream's later requests wait behind
 /// it; the transports' readers await each request, so the client is held back by its transport.
-/// Deliveries go on meanwhile. At about 200 bytes a watcher this holds at most ~1 MiB.
+/// Deliveries go on meanwhile. Queued, a watcher takes about 200 bytes and its key and range end.
 pub const CREATES_IN_FLIGHT: usize = 4096;
 
 impl StreamActor {
@@ -175,6 +178,7 @@ impl StreamActor {
             inbox: Arc::new(InboxState::default()),
             progress_slots: None,
             backlog: VecDeque::new(),
+            progress_waiting: false,
         }
     }
 
@@ -361,7 +365,7 @@ impl Actor for StreamActor {
 }
 
 impl Handler<CreateWatch> for StreamActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ActorResponse<Self, ()>;
 
     /// Resolves once the create is taken: at once, or when a create slot is free for it and
     /// for the creates from history before it.
@@ -377,11 +381,15 @@ impl StreamActor {
     /// Handles a client's request now, unless requests wait already or it is a create from
     /// history with no create slot free: then it waits in the backlog, and the returned future
     /// resolves when it has been taken.
-    fn take_request(&mut self, req: ClientRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, ()> {
-        let req = if self.backlog.is_empty() {
+    fn take_request(&mut self, req: ClientRequest, ctx: &mut Context<Self>) -> ActorResponse<Self, ()> {
+        let req = if self.backlog.is_empty() && !self.progress_waiting {
             match self.try_request(req, None, ctx) {
-                Ok(Some(answered)) => return answered,
-                Ok(None) => return Box::pin(actix::fut::ready(())),
+                // Answered in this turn: a future would be answered only after the mailbox.
+                Ok(None) => return ActorResponse::reply(()),
+                Ok(Some(answered)) => {
+                    self.progress_waiting = true;
+                    return ActorResponse::r#async(answered.map(|(), act, ctx| act.request_taken(ctx)));
+                }
                 Err(req) => {
                     self.wait_for_slot(ctx);
                     req
@@ -393,7 +401,7 @@ impl StreamActor {
         let (done, taken) = oneshot::channel();
         self.backlog.push_back((req, done));
         // An error means the stream stopped with the request still waiting: nothing to answer.
-        Box::pin(async move { taken.await.unwrap_or(()) }.into_actor(self))
+        ActorResponse::r#async(async move { taken.await.unwrap_or(()) }.into_actor(self))
     }
 
     /// Handles `req`, a create from history with `spare` as its slot if given, else with a free
@@ -423,7 +431,7 @@ impl StreamActor {
                 self.cancel_watch(id, ctx);
                 Ok(None)
             }
-            ClientRequest::Progress => Ok(Some(self.request_progress())),
+            ClientRequest::Progress => Ok(self.request_progress()),
         }
     }
 
@@ -431,6 +439,7 @@ impl StreamActor {
     /// else this actor handles.
     fn wait_for_slot(&mut self, ctx: &mut Context<Self>) {
         let slots = Arc::clone(&self.peers.create_slots);
+        // The runtime never closes the semaphore, so a slot always comes.
         ctx.spawn(
             async move { slots.acquire_owned().await.ok() }
                 .into_actor(self)
@@ -438,28 +447,48 @@ impl StreamActor {
         );
     }
 
-    /// Takes the backlog's first request, with `slot` if it needs one. The next is taken in a
-    /// later turn of this actor, after any wait this one began (a create through the store
-    /// waits for the store's answer before anything else of the stream).
+    /// Takes the backlog's next request in a later turn of this actor, after any wait the
+    /// previous one began (a create through the store waits for its answer before anything
+    /// else of the stream).
+    fn continue_backlog(&mut self, ctx: &mut Context<Self>) {
+        if !self.backlog.is_empty() {
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.take_backlog(None, ctx)));
+        }
+    }
+
+    /// A progress request that waited for one of the stream's progress slots is on its way:
+    /// the requests after it can go.
+    fn request_taken(&mut self, ctx: &mut Context<Self>) {
+        self.progress_waiting = false;
+        self.continue_backlog(ctx);
+    }
+
+    /// Takes the backlog's first request, with `slot` if it needs one.
     fn take_backlog(&mut self, slot: Option<OwnedSemaphorePermit>, ctx: &mut Context<Self>) {
+        // This runs as a spawned future. actix polls one such future between a handler that
+        // begins a wait (responses of a delivery waiting for the client) and that wait; a
+        // response sent now would overtake those, so the request waits until they are out.
+        if ctx.waiting() {
+            ctx.spawn(actix::fut::ready(()).map(move |(), act: &mut Self, ctx| act.take_backlog(slot, ctx)));
+            return;
+        }
         let Some((req, done)) = self.backlog.pop_front() else { return };
         match self.try_request(req, slot, ctx) {
             Err(req) => {
                 self.backlog.push_front((req, done));
                 self.wait_for_slot(ctx);
-                return;
             }
             Ok(Some(answered)) => {
-                ctx.spawn(answered.map(move |(), _, _| {
+                self.progress_waiting = true;
+                ctx.spawn(answered.map(move |(), act, ctx| {
                     let _ = done.send(());
+                    act.request_taken(ctx);
                 }));
             }
             Ok(None) => {
                 let _ = done.send(());
+                self.continue_backlog(ctx);
             }
-        }
-        if !self.backlog.is_empty() {
-            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.take_backlog(None, ctx)));
         }
     }
 
@@ -560,7 +589,7 @@ impl Handler<RejectWatch> for StreamActor {
 }
 
 impl Handler<CancelWatch> for StreamActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ActorResponse<Self, ()>;
 
     /// Resolves once the cancel is taken: at once, or after the creates waiting before it.
     fn handle(&mut self, msg: CancelWatch, ctx: &mut Self::Context) -> Self::Result {
@@ -585,7 +614,7 @@ impl StreamActor {
 }
 
 impl Handler<RequestStreamProgress> for StreamActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ActorResponse<Self, ()>;
 
     /// Resolves once the request is on its way: after the creates waiting before it, and once
     /// it has one of the stream's progress slots.
@@ -595,22 +624,23 @@ impl Handler<RequestStreamProgress> for StreamActor {
 }
 
 impl StreamActor {
-    /// Takes one of the stream's progress slots, waiting for one while all are at the store
-    /// (other messages go on meanwhile); the future resolves once the request is on its way.
-    fn request_progress(&mut self) -> ResponseActFuture<Self, ()> {
+    /// Takes one of the stream's progress slots and sends the request; while all are at the
+    /// store, returns a future that waits for one (other messages go on meanwhile) and resolves
+    /// once the request is on its way.
+    fn request_progress(&mut self) -> Option<ResponseActFuture<Self, ()>> {
         let slots = Arc::clone(
             self.progress_slots.get_or_insert_with(|| Arc::new(Semaphore::new(PROGRESS_REQUESTS_IN_FLIGHT))),
         );
         if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
             self.request_stream_progress(slot);
-            return Box::pin(actix::fut::ready(()));
+            return None;
         }
-        Box::pin(async move { slots.acquire_owned().await.ok() }.into_actor(self).map(|slot, act, _| {
+        Some(Box::pin(async move { slots.acquire_owned().await.ok() }.into_actor(self).map(|slot, act, _| {
             // The semaphore is never closed, so a slot always comes.
             if let Some(slot) = slot {
                 act.request_stream_progress(slot);
             }
-        }))
+        })))
     }
 
     /// Asks the store for a stream-wide progress answer; `slot` goes with the request and is
@@ -934,12 +964,13 @@ mod tests {
     #[actix_rt::test]
     async fn a_create_from_history_beyond_the_slots_waits_for_the_syncer_and_deliveries_go_on() {
         const SLOTS: usize = 4;
-        let unsynced = Arc::new(Mutex::new(Vec::new()));
-        let peer = Peer { unsynced: Arc::clone(&unsynced), ..Peer::default() }.start();
+        let (held, unsynced) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let peer = Peer { held: Arc::clone(&held), unsynced: Arc::clone(&unsynced) }.start();
         let (tx, mut rx) = response_queue(64);
+        let peers = peers_with(&peer, peer.clone().recipient(), SLOTS);
         let stream = StreamActor::new(
             1,
-            peers_with(&peer, peer.clone().recipient(), SLOTS),
+            Arc::clone(&peers),
             Arc::new(tx),
             Arc::new(ActorsConfig::new("unused")),
             Arc::new(RevisionClock::new(5, 0)),
@@ -953,21 +984,28 @@ mod tests {
         }
         assert_eq!(drain(&mut rx).len(), SLOTS, "one created response per watcher sent on");
 
-        // One more waits for a slot; a cancel of it, sent after it, waits behind it.
+        // One more waits for a slot; a progress request and a cancel of it, sent after it, wait
+        // behind it in order.
         let waiting_id = SLOTS as i64 + 1;
         let mut waiting = Box::pin(stream.send(from_history(waiting_id)));
-        assert!(futures::poll!(&mut waiting).is_pending());
+        let mut progress = Box::pin(stream.send(RequestStreamProgress));
+        assert!(futures::poll!(&mut progress).is_pending());
         stream.do_send(CancelWatch(waiting_id));
         // Deliveries go on meanwhile: an event for the first watcher reaches the client.
         let key = WatcherKey { stream: 1, id: 1, seq: 1 };
         let kv =
             KeyValue { key: b"k1".to_vec(), create_revision: 6, mod_revision: 6, version: 1, ..KeyValue::default() };
         let event = WatchResponse::event(1, 6, Arc::new(Event::new(EventKind::Put, kv, None)), false);
-        stream.send(Deliver::live(vec![Delivery { key, response: event }])).await.expect("stream runs");
+        let deliver = stream.send(Deliver::live(vec![Delivery { key, response: event }]));
+        tokio::time::timeout(Duration::from_secs(30), deliver)
+            .await
+            .expect("the delivery went on while a create waited")
+            .expect("stream runs");
         let delivered = drain(&mut rx);
         assert!(delivered.len() == 1 && delivered[0].watch_id == 1 && delivered[0].revision == 6, "{delivered:?}");
         peer.send(RetryStream(0)).await.expect("peer runs");
         assert_eq!(held_count(&unsynced), SLOTS, "the create beyond the slots is held at the stream");
+        assert_eq!(held_count(&held), 0, "the progress request waits behind the create");
         assert!(futures::poll!(&mut waiting).is_pending());
 
         // The syncer takes one watcher: its slot comes back, and the waiting create goes on,
@@ -979,13 +1017,20 @@ mod tests {
             .await
             .expect("the create went on once a slot was free")
             .expect("stream runs");
+        tokio::time::timeout(Duration::from_secs(30), progress)
+            .await
+            .expect("the progress request went on after the create")
+            .expect("stream runs");
         let stats = stream.send(GetStreamStats).await.expect("stream runs");
         assert_eq!(stats.watchers, SLOTS, "the waiting watcher was created, then cancelled");
+        assert_eq!(peers.create_slots.available_permits(), 0, "the freed slot went with the waiting create");
         let got: Vec<(i64, bool, bool)> = drain(&mut rx).iter().map(|r| (r.watch_id, r.created, r.canceled)).collect();
         assert_eq!(got, vec![(waiting_id, true, false), (waiting_id, false, true)]);
         peer.send(RetryStream(0)).await.expect("peer runs");
-        let newest = unsynced.lock().expect("not poisoned").last().map(|m| m.watchers[0].key.id);
-        assert_eq!(newest, Some(waiting_id), "the waiting create went to the syncer");
+        let newest = unsynced.lock().expect("not poisoned").last().map(|m| (m.watchers[0].key.id, m.slot.is_some()));
+        assert_eq!(newest, Some((waiting_id, true)), "the waiting create went to the syncer with its slot");
+        let listed: Vec<usize> = held.lock().expect("not poisoned").iter().map(|r| r.watchers.len()).collect();
+        assert_eq!(listed, vec![SLOTS + 1], "the progress request came after the create, before the cancel");
     }
 
     /// Stands in for a store that has stopped: started, it stops at once.

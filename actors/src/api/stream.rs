@@ -98,8 +98,10 @@ pub struct StreamRequests {
 }
 
 impl StreamRequests {
-    /// Hands one client request to the stream actor, waiting for room in its mailbox (and a
-    /// progress request for one of the stream's [`crate::PROGRESS_REQUESTS_IN_FLIGHT`] slots). A
+    /// Hands one client request to the stream actor and waits until the stream has taken it:
+    /// for room in its mailbox, for a create from history one of the runtime's
+    /// [`crate::CREATES_IN_FLIGHT`] slots (and the requests before it theirs), for a progress
+    /// request one of the stream's [`crate::PROGRESS_REQUESTS_IN_FLIGHT`] slots. A
     /// request with nothing set is ignored, as etcd logs and ignores it (etcd: v3rpc/watch.go
     /// `recvLoop`).
     ///
@@ -133,8 +135,8 @@ impl StreamRequests {
     /// queued their responses (a create's `created` included, which waits for the store), so
     /// that what a transport writes next comes after them.
     pub async fn settled(&self) {
-        // Any message will do: the actor takes its mailbox in order, and a create keeps it
-        // until its created response is queued.
+        // Any message will do: `forward` waits until each request is taken, the actor takes its
+        // mailbox in order, and a create keeps it until its created response is queued.
         let _ = self.actor.send(GetStreamStats).await;
     }
 
