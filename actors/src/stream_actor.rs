@@ -152,6 +152,9 @@ pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
 /// create beyond it waits at its stream for a slot, and the stream's later requests wait behind
 /// it; the transports' readers await each request, so the client is held back by its transport.
 /// Deliveries go on meanwhile. Queued, a watcher takes about 200 bytes and its key and range end.
+/// Slots go to the waiting streams first come, first served, one stream waiting for one at a
+/// time; a stream whose client stopped reading keeps a slot it was given until its client reads
+/// or goes.
 pub const CREATES_IN_FLIGHT: usize = 4096;
 
 impl StreamActor {
