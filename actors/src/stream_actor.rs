@@ -767,7 +767,7 @@ mod tests {
     use watchkv::{Event, EventKind, KeyValue};
 
     use super::*;
-    use crate::response_queue::{response_queue, QueueReceiver};
+    use crate::response_queue::{response_queue, QueueReceiver, QueueSender};
 
     /// Stands in for the store, the syncer and the victim actor: takes what a stream sends and
     /// keeps its progress requests and its watchers from history, with their slots, until the
@@ -837,6 +837,17 @@ mod tests {
         })
     }
 
+    /// Starts stream 1 over `peers`, delivering to `sink`, with the revision clock at `current`.
+    fn start_stream(
+        peers: Arc<StreamPeers>,
+        sink: QueueSender,
+        config: impl Into<Arc<ActorsConfig>>,
+        current: i64,
+    ) -> Addr<StreamActor> {
+        let clock = Arc::new(RevisionClock::new(current, 0));
+        StreamActor::new(1, peers, Arc::new(sink), config.into(), clock, Arc::new(AtomicU64::new(1))).start()
+    }
+
     /// Takes every response the stream has queued for its client so far.
     fn drain(rx: &mut QueueReceiver) -> Vec<WatchResponse> {
         let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
@@ -871,15 +882,7 @@ mod tests {
         let (tx, mut rx) = response_queue(16);
         let config = Arc::new(ActorsConfig::new("unused"));
         let max_response = config.watch().max_response_bytes();
-        let stream = StreamActor::new(
-            1,
-            peers_at(&peer),
-            Arc::new(tx),
-            config,
-            Arc::new(RevisionClock::new(1, 0)),
-            Arc::new(AtomicU64::new(1)),
-        )
-        .start();
+        let stream = start_stream(peers_at(&peer), tx, config, 1);
         let create = WatchCreate { fragment: true, prev_kv: true, ..WatchCreate::new(&KeyRange::prefix("k"), 0) };
         stream.send(CreateWatch(create)).await.expect("stream runs");
         let created = drain(&mut rx);
@@ -921,15 +924,7 @@ mod tests {
         let peer = Peer { held: Arc::clone(&held), ..Peer::default() }.start();
         let peers = peers_at(&peer);
         let (tx, _rx) = response_queue(16);
-        let stream = StreamActor::new(
-            1,
-            peers,
-            Arc::new(tx),
-            Arc::new(ActorsConfig::new("unused")),
-            Arc::new(RevisionClock::new(1, 0)),
-            Arc::new(AtomicU64::new(1)),
-        )
-        .start();
+        let stream = start_stream(peers, tx, ActorsConfig::new("unused"), 1);
         stream.send(CreateWatch(WatchCreate::new(&KeyRange::single(b"k".to_vec()), 0))).await.expect("stream runs");
 
         for _ in 0..PROGRESS_REQUESTS_IN_FLIGHT {
@@ -971,15 +966,7 @@ mod tests {
         let peer = Peer { held: Arc::clone(&held), unsynced: Arc::clone(&unsynced) }.start();
         let (tx, mut rx) = response_queue(64);
         let peers = peers_with(&peer, peer.clone().recipient(), SLOTS);
-        let stream = StreamActor::new(
-            1,
-            Arc::clone(&peers),
-            Arc::new(tx),
-            Arc::new(ActorsConfig::new("unused")),
-            Arc::new(RevisionClock::new(5, 0)),
-            Arc::new(AtomicU64::new(1)),
-        )
-        .start();
+        let stream = start_stream(Arc::clone(&peers), tx, ActorsConfig::new("unused"), 5);
         let from_history =
             |watch_id| CreateWatch(WatchCreate { watch_id, ..WatchCreate::new(&KeyRange::prefix("k"), 1) });
         for id in 1..=SLOTS {
@@ -1064,15 +1051,7 @@ mod tests {
         }
         let peers = peers_with(&peer, stopped.recipient(), CREATES_IN_FLIGHT);
         let (tx, mut rx) = response_queue(16);
-        let stream = StreamActor::new(
-            1,
-            peers,
-            Arc::new(tx),
-            Arc::new(ActorsConfig::new("unused")),
-            Arc::new(RevisionClock::new(5, 0)),
-            Arc::new(AtomicU64::new(1)),
-        )
-        .start();
+        let stream = start_stream(peers, tx, ActorsConfig::new("unused"), 5);
         // The same id twice: were the first failure to keep it taken, the second would be
         // refused as a duplicate.
         for _ in 0..2 {
