@@ -138,7 +138,7 @@ pub struct StreamActor {
 /// its 16-slot `ctrlStream` (etcd: v3rpc/watch.go `ctrlStreamBufLen`). Each lists every watcher
 /// of the stream; without this bound a client sending them back to back queued them in the
 /// store's mailbox (2000 watchers, 100k requests in one body: 270–400 MiB peak RSS,
-/// `actors/tests/progress_flood.rs`). A [`RequestStreamProgress`] beyond it waits for a slot
+/// `actors/tests/watch_request_floods.rs`). A [`RequestStreamProgress`] beyond it waits for a slot
 /// before it is answered, so a sender that awaits it (the transports' readers, then HTTP/2 flow
 /// control; [`crate::WatchStream::request_progress`]) is held back.
 pub const PROGRESS_REQUESTS_IN_FLIGHT: usize = 16;
