@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use watchkv::watch::ids::AutoWatchIds;
 use watchkv::watch::response::{WatchResponse, INVALID_WATCH_ID};
-use watchkv::watch::watcher::{CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
+use watchkv::watch::watcher::{starts_in_history, CancelFlag, StreamId, WatchId, Watcher, WatcherKey};
 use watchkv::{Error, KeyRange};
 
 use crate::config::ActorsConfig;
@@ -419,7 +419,7 @@ impl StreamActor {
         match req {
             ClientRequest::Create(create) => {
                 let current = self.clock.current();
-                let slot = if create.start_revision > 0 && create.start_revision <= current {
+                let slot = if starts_in_history(create.start_revision, current) {
                     match spare.map_or_else(|| Arc::clone(&self.peers.create_slots).try_acquire_owned(), Ok) {
                         Ok(slot) => Some(slot),
                         Err(_) => return Err(ClientRequest::Create(create)),
@@ -535,7 +535,7 @@ impl StreamActor {
             prev_kv: req.prev_kv,
             cancel,
         };
-        if watcher.start_rev != 0 && watcher.start_rev <= current {
+        if starts_in_history(watcher.start_rev, current) {
             // Behind the store already: the store would only hand it on to the syncer
             // (docs/etcd-semantics.md §6.2 step 4; `current` never goes backwards, so it decides
             // the same way later), so it goes there itself, and a burst of watchers created from

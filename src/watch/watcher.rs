@@ -102,6 +102,14 @@ pub struct Watcher {
     pub cancel: CancelFlag,
 }
 
+/// Whether a watcher from `start_rev` catches up from history when the current revision is
+/// `current` (etcd `watchStream.Watch`: start 0 or after the current revision is synced, anything
+/// else, `start_rev == current` included, is unsynced; docs/etcd-semantics.md §6.2 step 4).
+#[must_use]
+pub fn starts_in_history(start_rev: i64, current: i64) -> bool {
+    start_rev != 0 && start_rev <= current
+}
+
 impl Watcher {
     /// Returns whether the client has cancelled the watcher.
     #[must_use]

@@ -42,11 +42,10 @@ impl Watch for GrpcApi {
 }
 
 /// Hands each client request to the stream actor, waiting until the stream has taken it
-/// (`StreamRequests::forward`). The end
-/// of the client's side does not end the stream (etcd's `recvLoop` returns nil on EOF and the
-/// stream lives until the RPC ends); a broken client stream (a request that does not decode,
-/// or is over the limit) closes it, and the RPC ends with that error, as etcd's `Watch` returns
-/// its `recvLoop`'s.
+/// (`StreamRequests::forward`). The end of the client's side does not end the stream (etcd's
+/// `recvLoop` returns nil on EOF and the stream lives until the RPC ends); a broken client
+/// stream (a request that does not decode, or is over the limit) closes it, and the RPC ends
+/// with that error, as etcd's `Watch` returns its `recvLoop`'s.
 async fn read_requests(
     mut inbound: Streaming<pb::WatchRequest>,
     requests: StreamRequests,

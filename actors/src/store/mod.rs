@@ -29,7 +29,7 @@ use actix::prelude::*;
 use watchkv::alarm::AlarmMember;
 use watchkv::watch::id_map::IdMap;
 use watchkv::watch::response::{CommitEvents, WatchResponse};
-use watchkv::watch::watcher::{StreamId, Watcher, WatcherKey};
+use watchkv::watch::watcher::{starts_in_history, StreamId, Watcher, WatcherKey};
 use watchkv::watch::watcher_group::{WatcherGroup, WatcherSlot};
 use watchkv::{Error, KvStore, Result};
 
@@ -240,8 +240,7 @@ impl Handler<UnregisterStream> for StoreActor {
 
     fn handle(&mut self, msg: UnregisterStream, _: &mut Self::Context) {
         let UnregisterStream { stream, watchers } = msg;
-        // As for cancels: the syncer and the victim actor need only the watchers not found here.
-        let watchers = watchers.into_iter().filter(|key| self.synced.remove(key).is_none()).collect();
+        let watchers = self.remove_synced(watchers);
         self.streams.remove(&stream);
         self.closers.remove(&stream);
         self.turn_marks.forget_stream(stream);
@@ -257,7 +256,7 @@ impl Handler<Watch> for StoreActor {
         let current = self.clock.current();
         // etcd watchStream.Watch (docs/etcd-semantics.md §6.2 step 4): start 0 or in the future
         // is synced, from history (including start == current) unsynced.
-        if w.start_rev == 0 || w.start_rev > current {
+        if !starts_in_history(w.start_rev, current) {
             w.min_rev = (current + 1).max(w.start_rev);
             if !w.is_cancelled() {
                 let _ = self.synced.insert(w);
@@ -275,10 +274,7 @@ impl Handler<CancelWatchers> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelWatchers, _: &mut Self::Context) {
-        // A watcher found in the synced group is nowhere else (docs/design.md, invariant 1): only
-        // the others go on, so cancelling synced watchers costs the syncer and the victim actor
-        // nothing, and queues nothing in the mailbox of a syncer starved at the idle class.
-        let elsewhere: Vec<WatcherKey> = msg.0.into_iter().filter(|key| self.synced.remove(key).is_none()).collect();
+        let elsewhere = self.remove_synced(msg.0);
         if !elsewhere.is_empty() {
             forward(&self.peers.cancel, CancelWatchers(elsewhere));
         }
@@ -395,6 +391,14 @@ impl Handler<AuthChange> for StoreActor {
 }
 
 impl StoreActor {
+    /// Removes the cancelled watchers `keys` held in the synced group and returns the others,
+    /// for the syncer and the victim actor. A watcher found here is nowhere else
+    /// (docs/design.md, invariant 1), so cancelling synced watchers costs those two nothing and
+    /// queues nothing in the mailbox of a syncer starved at the idle class.
+    fn remove_synced(&mut self, keys: Vec<WatcherKey>) -> Vec<WatcherKey> {
+        keys.into_iter().filter(|key| self.synced.remove(key).is_none()).collect()
+    }
+
     /// The `NOSPACE` alarm a full disk raises while the store recovers from it (in memory: the
     /// disk cannot take it, and recovery clears it).
     fn failure_alarm(&self) -> Option<AlarmMember> {
